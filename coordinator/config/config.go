@@ -1,0 +1,191 @@
+// Package config owns Outpost's configuration: the one plain struct that
+// describes a daemon, its defaults (all in Defaults), strict YAML decoding
+// (unknown keys are errors) and validation that reports every problem at
+// once with file:line and key path. A loaded Config is never mutated.
+package config
+
+import "time"
+
+// Config is the whole configuration of one Outpost daemon.
+type Config struct {
+	Node      Node      `yaml:"node"`
+	DataDir   string    `yaml:"data_dir"`
+	Log       Log       `yaml:"log"`
+	Admin     Admin     `yaml:"admin"`
+	Storage   Storage   `yaml:"storage"`
+	MQTT      MQTT      `yaml:"mqtt"`
+	Scheduler Scheduler `yaml:"scheduler"`
+	Tasks     []Task    `yaml:"tasks"`
+	Routes    []Route   `yaml:"routes"`
+
+	// Source is the file the config was read from ("" for built-in defaults).
+	Source string `yaml:"-"`
+}
+
+// Node identifies this daemon.
+type Node struct {
+	// ID names the node to the cloud and in the MQTT client id; default: the host name.
+	ID string `yaml:"id"`
+}
+
+// Log configures the structured log written to stderr.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Admin configures the local HTTP API used by the CLI and by Prometheus.
+type Admin struct {
+	Listen string `yaml:"listen"`
+}
+
+// Storage sizes the badger state store under DataDir/state.
+type Storage struct {
+	MemtableSize     ByteSize `yaml:"memtable_size"`
+	NumMemtables     int      `yaml:"num_memtables"`
+	BlockCacheSize   ByteSize `yaml:"block_cache_size"`
+	ValueLogFileSize ByteSize `yaml:"value_log_file_size"`
+	NumCompactors    int      `yaml:"num_compactors"`
+	GCInterval       Duration `yaml:"gc_interval"`
+}
+
+// MQTT configures the broker the devices talk to and the daemon's client of it.
+type MQTT struct {
+	// Broker is the embedded broker; it runs unless URL names an external one.
+	Broker Broker `yaml:"broker"`
+	// URL of an external broker (tcp://host:1883 or ssl://host:8883). Empty: use the embedded broker.
+	URL            string   `yaml:"url"`
+	ClientID       string   `yaml:"client_id"` // default: outpost-<node id>
+	Username       string   `yaml:"username"`
+	PasswordFile   string   `yaml:"password_file"`
+	TLS            TLS      `yaml:"tls"`
+	KeepAlive      Duration `yaml:"keepalive"`
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	MaxReconnect   Duration `yaml:"max_reconnect_interval"`
+	PublishTimeout Duration `yaml:"publish_timeout"`
+}
+
+// External reports whether the daemon uses an external broker.
+func (m MQTT) External() bool { return m.URL != "" }
+
+// TLS holds client TLS material for an ssl:// broker.
+type TLS struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Broker configures the embedded MQTT broker (MQTT 3.1.1 and 5).
+type Broker struct {
+	Listen         string `yaml:"listen"`
+	AllowAnonymous bool   `yaml:"allow_anonymous"`
+	// Users that may connect with a password (read from PasswordFile).
+	Users []BrokerUser `yaml:"users"`
+	// MaxClientWritesPending bounds a client's queued outbound packets; past it the broker drops (counted).
+	MaxClientWritesPending int `yaml:"max_client_writes_pending"`
+	// MaxInflight bounds unacknowledged QoS 1/2 messages per client; past it the broker drops (counted).
+	MaxInflight    int      `yaml:"max_inflight"`
+	MaxMessageSize ByteSize `yaml:"max_message_size"`
+}
+
+// BrokerUser is one password credential of the embedded broker.
+type BrokerUser struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+}
+
+// Scheduler bounds how calls run.
+type Scheduler struct {
+	// Workers is the global cap on calls running at once.
+	Workers int `yaml:"workers"`
+	// QueueSize bounds calls waiting to run; a full queue refuses new calls (counted).
+	QueueSize int `yaml:"queue_size"`
+	// DrainTimeout is how long shutdown waits for queued and running calls.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+}
+
+// Task declares a wasm task.
+type Task struct {
+	Name   string `yaml:"name"`
+	Module string `yaml:"module"` // path (relative to the config file) or builtin:NAME
+	ABI    string `yaml:"abi"`    // auto, reactor or command
+	Limits Limits `yaml:"limits"`
+}
+
+// Limits bound one task.
+type Limits struct {
+	Memory      ByteSize `yaml:"memory"`
+	Timeout     Duration `yaml:"timeout"`
+	Concurrency int      `yaml:"concurrency"`
+}
+
+// Route sends messages matching an MQTT topic filter to a task.
+type Route struct {
+	Topic string `yaml:"topic"` // MQTT filter, + and # wildcards
+	Task  string `yaml:"task"`
+	// Reply is the topic the result goes to; {1}, {2}… stand for the wildcard
+	// segments of the source topic, {topic} for the whole topic. Empty: no reply.
+	Reply string `yaml:"reply"`
+	QoS   byte   `yaml:"qos"` // for the subscription and the reply
+}
+
+// Defaults returns the configuration used for every key a file leaves out.
+// It is the one place defaults are written.
+func Defaults() Config {
+	return Config{
+		DataDir: "./data",
+		Log:     Log{Level: "info", Format: "text"},
+		Admin:   Admin{Listen: "127.0.0.1:7700"},
+		Storage: Storage{
+			MemtableSize:     4 << 20,
+			NumMemtables:     2,
+			BlockCacheSize:   8 << 20,
+			ValueLogFileSize: 64 << 20,
+			NumCompactors:    2,
+			GCInterval:       Duration(10 * time.Minute),
+		},
+		MQTT: MQTT{
+			Broker: Broker{
+				Listen:                 "127.0.0.1:1883",
+				AllowAnonymous:         true,
+				MaxClientWritesPending: 65536,
+				MaxInflight:            65535,
+				MaxMessageSize:         256 << 10,
+			},
+			KeepAlive:      Duration(15 * time.Second),
+			ConnectTimeout: Duration(10 * time.Second),
+			MaxReconnect:   Duration(30 * time.Second),
+			PublishTimeout: Duration(10 * time.Second),
+		},
+		Scheduler: Scheduler{
+			Workers:      0, // resolved to max(4, 2*CPUs)
+			QueueSize:    4096,
+			DrainTimeout: Duration(15 * time.Second),
+		},
+	}
+}
+
+// TaskDefaults are applied to every task's zero-valued fields.
+var TaskDefaults = Task{
+	ABI:    "auto",
+	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: 4},
+}
+
+func (c *Config) applyListDefaults() {
+	for i := range c.Tasks {
+		t := &c.Tasks[i]
+		if t.ABI == "" {
+			t.ABI = TaskDefaults.ABI
+		}
+		if t.Limits.Memory == 0 {
+			t.Limits.Memory = TaskDefaults.Limits.Memory
+		}
+		if t.Limits.Timeout == 0 {
+			t.Limits.Timeout = TaskDefaults.Limits.Timeout
+		}
+		if t.Limits.Concurrency == 0 {
+			t.Limits.Concurrency = TaskDefaults.Limits.Concurrency
+		}
+	}
+}

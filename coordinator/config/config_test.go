@@ -1,0 +1,197 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/outpost-edge/outpost/configs"
+)
+
+// The documented example must show every default as it is.
+func TestExampleMatchesDefaults(t *testing.T) {
+	c, err := Parse(configs.Default, "configs/outpost.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Defaults()
+	want.Source = c.Source
+	want.resolve("")
+	got := *c
+	if len(got.Tasks) != 1 || got.Tasks[0].Name != "echo" || len(got.Routes) != 1 {
+		t.Fatalf("example should declare the demo echo task and route, got %+v %+v", got.Tasks, got.Routes)
+	}
+	got.Tasks, got.Routes, got.MQTT.Broker.Users = nil, nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("configs/outpost.yaml differs from Defaults():\n got %+v\nwant %+v", got, want)
+	}
+	if got := c.Tasks[0]; !reflect.DeepEqual(got.Limits, TaskDefaults.Limits) || got.ABI != TaskDefaults.ABI {
+		t.Errorf("example task limits %+v differ from TaskDefaults %+v", got, TaskDefaults)
+	}
+}
+
+func TestEmptyFileIsDefaults(t *testing.T) {
+	c, err := Parse(nil, "empty.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.Listen != "127.0.0.1:7700" || c.MQTT.Broker.Listen != "127.0.0.1:1883" || c.DataDir != "./data" {
+		t.Errorf("unexpected defaults: %+v", c)
+	}
+	if c.Node.ID == "" || c.MQTT.ClientID != "outpost-"+c.Node.ID || c.Scheduler.Workers < 4 {
+		t.Errorf("derived values not filled: %+v", c)
+	}
+}
+
+func TestProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // each must appear, in order, as one problem
+	}{
+		{
+			name: "three distinct errors",
+			yaml: `admin:
+  listen: nowhere
+tasks:
+  - name: echo
+    module: builtin:echo
+    limits:
+      timeout: -1s
+routes:
+  - topic: devices/+/in
+    task: missing
+`,
+			want: []string{
+				"x.yaml:2: admin.listen: \"nowhere\" is not host:port",
+				"x.yaml:7: tasks[0].limits.timeout: must be positive",
+				"x.yaml:10: routes[0].task: no task named \"missing\"",
+			},
+		},
+		{
+			name: "unknown keys and bad types all reported",
+			yaml: `admin:
+  listn: 127.0.0.1:1
+scheduler:
+  workers: many
+  drain_timeout: soon
+`,
+			want: []string{
+				"x.yaml:2: admin.listn: unknown key \"listn\"",
+				"x.yaml:4: scheduler.workers: cannot unmarshal !!str `many` into int",
+				"x.yaml:5: scheduler.drain_timeout: \"soon\" is not a duration",
+			},
+		},
+		{
+			name: "syntax error",
+			yaml: "admin:\n  listen: [\n",
+			want: []string{"x.yaml:2: did not find expected node content"},
+		},
+		{
+			name: "not a mapping",
+			yaml: "- a\n- b\n",
+			want: []string{"x.yaml:1: the config must be a mapping"},
+		},
+		{
+			name: "routes and replies",
+			yaml: `tasks: [{name: t, module: builtin:echo}]
+routes:
+  - {topic: "a/#/b", task: t}
+  - {topic: "a/+", task: t, reply: "r/{2}"}
+  - {topic: "a/+", task: t, reply: "r/+", qos: 2}
+`,
+			want: []string{
+				"x.yaml:3: routes[0].topic: \"a/#/b\": '#' must be the last segment",
+				"x.yaml:4: routes[1].reply: \"r/{2}\": {2} must be {topic} or {1}..{1}",
+				"x.yaml:5: routes[2].qos: must be 0 or 1",
+				"x.yaml:5: routes[2].reply: \"r/+\": a reply topic cannot contain wildcards",
+			},
+		},
+		{
+			name: "anonymous beyond loopback",
+			yaml: "mqtt:\n  broker:\n    listen: 0.0.0.0:1883\n",
+			want: []string{"x.yaml:3: mqtt.broker.listen: anonymous clients are only allowed on a loopback listener"},
+		},
+		{
+			name: "tasks",
+			yaml: `tasks:
+  - name: Bad Name
+    module: /does/not/exist.wasm
+  - name: a
+    module: builtin:echo
+    abi: fancy
+  - name: a
+    module: builtin:echo
+    limits: {memory: 1KiB, concurrency: -1}
+`,
+			want: []string{
+				"x.yaml:2: tasks[0].name: \"Bad Name\" is not a task name",
+				"x.yaml:3: tasks[0].module: cannot read /does/not/exist.wasm: no such file or directory",
+				"x.yaml:6: tasks[1].abi: \"fancy\" is not an ABI",
+				"x.yaml:7: tasks[2].name: duplicate task \"a\"",
+				"x.yaml:9: tasks[2].limits.memory: must be between 64KiB",
+				"x.yaml:9: tasks[2].limits.concurrency: must be at least 1",
+			},
+		},
+		{
+			name: "external broker url",
+			yaml: "mqtt:\n  url: http://x\n",
+			want: []string{"x.yaml:2: mqtt.url: scheme \"http\" is not supported"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), "x.yaml")
+			var ps Problems
+			if !errors.As(err, &ps) {
+				t.Fatalf("want Problems, got %v", err)
+			}
+			if len(ps) != len(tt.want) {
+				t.Fatalf("want %d problems, got %d:\n%v", len(tt.want), len(ps), err)
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(ps[i].String(), w) {
+					t.Errorf("problem %d:\n got %s\nwant %s…", i, ps[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestRelativeModulePaths(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "m.wasm"), []byte{0}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "outpost.yaml")
+	if err := os.WriteFile(p, []byte("tasks: [{name: m, module: m.wasm}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Tasks[0].Module; got != filepath.Join(dir, "m.wasm") {
+		t.Errorf("module path %q not resolved against the config's directory", got)
+	}
+	if c.Tasks[0].Limits != TaskDefaults.Limits {
+		t.Errorf("task defaults not applied: %+v", c.Tasks[0].Limits)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"512": 512, "64KiB": 64 << 10, "16MiB": 16 << 20, "1GB": 1e9, "2 GiB": 2 << 30} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1", "1.5MiB", "99999999999999999999GiB"} {
+		if _, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) accepted", in)
+		}
+	}
+}

@@ -1,0 +1,306 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+)
+
+// resolve fills values derived from the environment and makes file paths
+// relative to the config file's directory absolute.
+func (c *Config) resolve(dir string) {
+	if c.Node.ID == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.Node.ID = h
+		} else {
+			c.Node.ID = "outpost"
+		}
+	}
+	if c.Scheduler.Workers == 0 {
+		c.Scheduler.Workers = max(4, 2*goruntime.NumCPU())
+	}
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = "outpost-" + c.Node.ID
+	}
+	rel := func(p *string) {
+		if *p != "" && !strings.HasPrefix(*p, "builtin:") && !filepath.IsAbs(*p) && dir != "" {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for i := range c.Tasks {
+		rel(&c.Tasks[i].Module)
+	}
+	rel(&c.MQTT.PasswordFile)
+	rel(&c.MQTT.TLS.CAFile)
+	rel(&c.MQTT.TLS.CertFile)
+	rel(&c.MQTT.TLS.KeyFile)
+	for i := range c.MQTT.Broker.Users {
+		rel(&c.MQTT.Broker.Users[i].PasswordFile)
+	}
+}
+
+var taskNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// validate records every semantic problem of c in d.
+func (c *Config) validate(d *doc) {
+	if c.DataDir == "" {
+		d.errorf("data_dir", "must not be empty")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		d.errorf("log.level", "%q is not a level (debug, info, warn, error)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		d.errorf("log.format", "%q is not a format (text, json)", c.Log.Format)
+	}
+	checkHostPort(d, "admin.listen", c.Admin.Listen)
+	if c.Storage.MemtableSize < 1<<20 {
+		d.errorf("storage.memtable_size", "must be at least 1MiB")
+	}
+	if c.Storage.NumMemtables < 1 {
+		d.errorf("storage.num_memtables", "must be at least 1")
+	}
+	if c.Storage.ValueLogFileSize < 1<<20 || c.Storage.ValueLogFileSize >= 2<<30 {
+		d.errorf("storage.value_log_file_size", "must be between 1MiB and 2GiB")
+	}
+	if c.Storage.NumCompactors < 2 {
+		d.errorf("storage.num_compactors", "must be at least 2 (badger needs two)")
+	}
+	if c.Storage.GCInterval <= 0 {
+		d.errorf("storage.gc_interval", "must be positive")
+	}
+	c.validateMQTT(d)
+	if c.Scheduler.Workers < 1 {
+		d.errorf("scheduler.workers", "must be at least 1")
+	}
+	if c.Scheduler.QueueSize < 1 {
+		d.errorf("scheduler.queue_size", "must be at least 1")
+	}
+	if c.Scheduler.DrainTimeout < 0 {
+		d.errorf("scheduler.drain_timeout", "must not be negative")
+	}
+	tasks := c.validateTasks(d)
+	c.validateRoutes(d, tasks)
+}
+
+func (c *Config) validateMQTT(d *doc) {
+	m := c.MQTT
+	if m.External() {
+		u, err := url.Parse(m.URL)
+		switch {
+		case err != nil:
+			d.errorf("mqtt.url", "%v", err)
+		case u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "mqtt" && u.Scheme != "mqtts":
+			d.errorf("mqtt.url", "scheme %q is not supported (tcp://, ssl://)", u.Scheme)
+		case u.Port() == "":
+			d.errorf("mqtt.url", "must include a port, such as tcp://broker:1883")
+		}
+	} else {
+		b := m.Broker
+		checkHostPort(d, "mqtt.broker.listen", b.Listen)
+		if b.AllowAnonymous && !isLoopback(b.Listen) {
+			p := "mqtt.broker.allow_anonymous"
+			if _, set := d.lines[p]; !set {
+				p = "mqtt.broker.listen"
+			}
+			d.errorf(p, "anonymous clients are only allowed on a loopback listener; add users and set allow_anonymous: false, or listen on 127.0.0.1")
+		}
+		seen := map[string]bool{}
+		for i, u := range b.Users {
+			p := fmt.Sprintf("mqtt.broker.users[%d]", i)
+			if u.Username == "" {
+				d.errorf(p+".username", "must not be empty")
+			} else if seen[u.Username] {
+				d.errorf(p+".username", "duplicate user %q", u.Username)
+			}
+			seen[u.Username] = true
+			checkFile(d, p+".password_file", u.PasswordFile, true)
+		}
+		if b.MaxClientWritesPending < 1 {
+			d.errorf("mqtt.broker.max_client_writes_pending", "must be at least 1")
+		}
+		if b.MaxInflight < 1 || b.MaxInflight > 65535 {
+			d.errorf("mqtt.broker.max_inflight", "must be between 1 and 65535")
+		}
+		if b.MaxMessageSize < 1<<10 || b.MaxMessageSize > 256<<20 {
+			d.errorf("mqtt.broker.max_message_size", "must be between 1KiB and 256MiB")
+		}
+	}
+	checkFile(d, "mqtt.password_file", m.PasswordFile, false)
+	checkFile(d, "mqtt.tls.ca_file", m.TLS.CAFile, false)
+	checkFile(d, "mqtt.tls.cert_file", m.TLS.CertFile, false)
+	checkFile(d, "mqtt.tls.key_file", m.TLS.KeyFile, false)
+	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
+		d.errorf("mqtt.tls", "cert_file and key_file go together")
+	}
+	for _, f := range []struct {
+		path string
+		v    Duration
+	}{{"mqtt.keepalive", m.KeepAlive}, {"mqtt.connect_timeout", m.ConnectTimeout}, {"mqtt.max_reconnect_interval", m.MaxReconnect}, {"mqtt.publish_timeout", m.PublishTimeout}} {
+		if f.v <= 0 {
+			d.errorf(f.path, "must be positive")
+		}
+	}
+}
+
+func (c *Config) validateTasks(d *doc) map[string]bool {
+	names := map[string]bool{}
+	for i, t := range c.Tasks {
+		p := fmt.Sprintf("tasks[%d]", i)
+		switch {
+		case t.Name == "":
+			d.errorf(p+".name", "must not be empty")
+		case !taskNameRE.MatchString(t.Name):
+			d.errorf(p+".name", "%q is not a task name (lower case letters, digits, '_', '.', '-'; at most 63)", t.Name)
+		case names[t.Name]:
+			d.errorf(p+".name", "duplicate task %q", t.Name)
+		}
+		names[t.Name] = true
+		if t.Module == "" {
+			d.errorf(p+".module", "must name a .wasm file or builtin:NAME")
+		} else if !strings.HasPrefix(t.Module, "builtin:") {
+			checkFile(d, p+".module", t.Module, false)
+		}
+		switch t.ABI {
+		case "auto", "reactor", "command":
+		default:
+			d.errorf(p+".abi", "%q is not an ABI (auto, reactor, command)", t.ABI)
+		}
+		if t.Limits.Memory < 64<<10 || t.Limits.Memory > 4<<30 {
+			d.errorf(p+".limits.memory", "must be between 64KiB (one wasm page) and 4GiB")
+		}
+		if t.Limits.Timeout <= 0 {
+			d.errorf(p+".limits.timeout", "must be positive")
+		}
+		if t.Limits.Concurrency < 1 {
+			d.errorf(p+".limits.concurrency", "must be at least 1")
+		}
+	}
+	return names
+}
+
+func (c *Config) validateRoutes(d *doc, tasks map[string]bool) {
+	for i, r := range c.Routes {
+		p := fmt.Sprintf("routes[%d]", i)
+		if err := CheckFilter(r.Topic); err != nil {
+			d.errorf(p+".topic", "%v", err)
+		}
+		if r.Task == "" {
+			d.errorf(p+".task", "must name a task")
+		} else if !tasks[r.Task] {
+			d.errorf(p+".task", "no task named %q", r.Task)
+		}
+		if r.QoS > 1 {
+			d.errorf(p+".qos", "must be 0 or 1")
+		}
+		if err := CheckReply(r.Reply, r.Topic); err != nil {
+			d.errorf(p+".reply", "%v", err)
+		}
+	}
+}
+
+// CheckFilter reports whether f is a valid MQTT topic filter.
+func CheckFilter(f string) error {
+	if f == "" {
+		return fmt.Errorf("must not be empty")
+	}
+	segs := strings.Split(f, "/")
+	for i, s := range segs {
+		switch {
+		case s == "#" && i != len(segs)-1:
+			return fmt.Errorf("%q: '#' must be the last segment", f)
+		case s != "+" && s != "#" && strings.ContainsAny(s, "+#"):
+			return fmt.Errorf("%q: a wildcard must fill a whole segment", f)
+		}
+	}
+	return nil
+}
+
+// Wildcards counts the wildcard segments of a valid filter.
+func Wildcards(filter string) int {
+	n := 0
+	for _, s := range strings.Split(filter, "/") {
+		if s == "+" || s == "#" {
+			n++
+		}
+	}
+	return n
+}
+
+var placeholderRE = regexp.MustCompile(`\{([^}]*)\}`)
+
+// CheckReply reports whether tmpl is a valid reply topic for a route on filter.
+func CheckReply(tmpl, filter string) error {
+	if tmpl == "" {
+		return nil
+	}
+	if strings.ContainsAny(placeholderRE.ReplaceAllString(tmpl, "x"), "+#") {
+		return fmt.Errorf("%q: a reply topic cannot contain wildcards", tmpl)
+	}
+	n := Wildcards(filter)
+	for _, m := range placeholderRE.FindAllStringSubmatch(tmpl, -1) {
+		if m[1] == "topic" {
+			continue
+		}
+		k, err := strconv.Atoi(m[1])
+		if err != nil || k < 1 || k > n {
+			return fmt.Errorf("%q: {%s} must be {topic} or {1}..{%d}, the wildcard segments of %q", tmpl, m[1], n, filter)
+		}
+	}
+	return nil
+}
+
+func checkHostPort(d *doc, path, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		d.errorf(path, "%q is not host:port", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		d.errorf(path, "%q: port must be a number from 0 to 65535", addr)
+	}
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkFile(d *doc, path, file string, required bool) {
+	if file == "" {
+		if required {
+			d.errorf(path, "must name a file")
+		}
+		return
+	}
+	st, err := os.Stat(file)
+	switch {
+	case err != nil:
+		d.errorf(path, "cannot read %s: %v", file, unwrapPathErr(err))
+	case st.IsDir():
+		d.errorf(path, "%s is a directory, not a file", file)
+	}
+}
+
+func unwrapPathErr(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
