@@ -17,6 +17,7 @@ type Config struct {
 	Scheduler Scheduler `yaml:"scheduler"`
 	Tasks     []Task    `yaml:"tasks"`
 	Routes    []Route   `yaml:"routes"`
+	Telemetry Telemetry `yaml:"telemetry"`
 
 	// Source is the file the config was read from ("" for built-in defaults).
 	Source string `yaml:"-"`

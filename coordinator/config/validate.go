@@ -90,6 +90,7 @@ func (c *Config) validate(d *doc) {
 	}
 	tasks := c.validateTasks(d)
 	c.validateRoutes(d, tasks)
+	c.validateTelemetry(d)
 }
 
 func (c *Config) validateMQTT(d *doc) {
