@@ -1,0 +1,194 @@
+// Package store owns Outpost's state store: one badger DB under the data
+// directory, sized for edge hosts, shared by the subsystems through buckets
+// (one key prefix each: calls, tasks, kv, shadows…). It also sizes the
+// options of other badger DBs (the telemetry store) so that every DB in the
+// daemon is tuned in one place.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/outpost-edge/outpost/coordinator/config"
+)
+
+// ErrNotFound is returned by Get for a missing key.
+var ErrNotFound = errors.New("not found")
+
+// ErrLocked is returned by Open when another process holds the directory.
+var ErrLocked = errors.New("in use by another process")
+
+// Options returns badger options for a DB at dir, sized from cfg.
+// badger's defaults (64 MiB memtables, 256 MiB block cache, 1 GiB value-log
+// files) suit servers, not edge hosts; see pitfalls in docs/architecture.md.
+func Options(dir string, cfg config.Storage, log *slog.Logger) badger.Options {
+	memtable := int64(cfg.MemtableSize)
+	return badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithMemTableSize(memtable).
+		WithNumMemtables(cfg.NumMemtables).
+		WithBlockCacheSize(int64(cfg.BlockCacheSize)).
+		WithIndexCacheSize(int64(cfg.BlockCacheSize) / 2).
+		WithValueLogFileSize(int64(cfg.ValueLogFileSize)).
+		WithNumCompactors(cfg.NumCompactors).
+		WithBaseTableSize(memtable / 2).
+		WithValueThreshold(min(memtable/8, 1<<20)).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithSyncWrites(false) // durability is explicit: Sync before acknowledging (group commit)
+}
+
+// DB is the state store.
+type DB struct {
+	db       *badger.DB
+	log      *slog.Logger
+	gcEvery  time.Duration
+	stopGC   chan struct{}
+	gcDone   sync.WaitGroup
+	closeMux sync.Once
+}
+
+// Open opens (creating if needed) the badger DB at dir. A directory locked
+// by another process is reported as ErrLocked, naming the directory.
+func Open(dir string, cfg config.Storage, log *slog.Logger) (*DB, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create store dir: %w", err)
+	}
+	db, err := badger.Open(Options(dir, cfg, log))
+	if err != nil {
+		if strings.Contains(err.Error(), "Another process is using this Badger database") {
+			return nil, fmt.Errorf("open store %s: %w (is another outpost running with the same data_dir?)", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s := &DB{db: db, log: log, gcEvery: cfg.GCInterval.Std(), stopGC: make(chan struct{})}
+	s.gcDone.Add(1)
+	go s.gcLoop()
+	return s, nil
+}
+
+// Badger exposes the underlying DB for subsystems that need transactions
+// across buckets. Keys must still start with a bucket prefix.
+func (s *DB) Badger() *badger.DB { return s.db }
+
+// Bucket returns the key space of one subsystem. Names are short and fixed
+// ("calls", "tasks", "kv"); the prefix is name + "/".
+func (s *DB) Bucket(name string) Bucket {
+	return Bucket{db: s.db, prefix: []byte(name + "/")}
+}
+
+// Sync flushes written data to disk. Writers that acknowledge durability
+// call it once per batch (group commit) rather than once per write.
+func (s *DB) Sync() error { return s.db.Sync() }
+
+// Close stops value-log GC and closes the DB. It is safe to call twice.
+func (s *DB) Close() error {
+	var err error
+	s.closeMux.Do(func() {
+		close(s.stopGC)
+		s.gcDone.Wait()
+		err = s.db.Close()
+	})
+	return err
+}
+
+func (s *DB) gcLoop() {
+	defer s.gcDone.Done()
+	t := time.NewTicker(s.gcEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopGC:
+			return
+		case <-t.C:
+			// Rewrite value-log files until one finds too little garbage.
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+// Bucket is a prefixed key space in the store.
+type Bucket struct {
+	db     *badger.DB
+	prefix []byte
+}
+
+func (b Bucket) key(k []byte) []byte {
+	out := make([]byte, 0, len(b.prefix)+len(k))
+	return append(append(out, b.prefix...), k...)
+}
+
+// Get returns a copy of the value at k, or ErrNotFound.
+func (b Bucket) Get(k []byte) ([]byte, error) {
+	var v []byte
+	err := b.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(b.key(k))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	return v, err
+}
+
+// Put stores v at k. It is durable only after DB.Sync.
+func (b Bucket) Put(k, v []byte) error {
+	return b.db.Update(func(txn *badger.Txn) error { return txn.Set(b.key(k), v) })
+}
+
+// Delete removes k; a missing key is not an error.
+func (b Bucket) Delete(k []byte) error {
+	return b.db.Update(func(txn *badger.Txn) error { return txn.Delete(b.key(k)) })
+}
+
+// Scan calls fn for every key with the given prefix in key order, with the
+// bucket prefix removed. k and v are valid only during the call.
+func (b Bucket) Scan(ctx context.Context, prefix []byte, fn func(k, v []byte) error) error {
+	return b.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+		defer it.Close()
+		p := b.key(prefix)
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			err := item.Value(func(v []byte) error {
+				return fn(item.Key()[len(b.prefix):], v)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// badgerLogger sends badger's log lines to slog; its info chatter goes to debug.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Infof(f string, a ...any) {
+	b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Debugf(f string, a ...any) {
+	b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
