@@ -1,0 +1,267 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// Names of the ABI (docs/abi.md).
+const (
+	hostModule   = "outpost"
+	wasiModule   = wasi_snapshot_preview1.ModuleName
+	exportAlloc  = "outpost_alloc"
+	exportHandle = "outpost_handle"
+	exportInit   = "_initialize"
+	exportStart  = "_start"
+	exportMemory = "memory"
+
+	// maxFailMessage caps the message a guest reports with outpost.fail, and
+	// the stderr kept as the message of a failed command.
+	maxFailMessage = 4096
+)
+
+// codeKey identifies a code object: the same bytes compiled for the same
+// memory limit (a per-Runtime setting in wazero) and ABI.
+type codeKey struct {
+	digest [32]byte
+	pages  uint32
+	abi    string // requested ABI
+}
+
+// code is a compiled module in its own wazero.Runtime (with WASI and the
+// outpost host module instantiated), shared by the tasks that use it.
+type code struct {
+	e        *Engine
+	key      codeKey
+	rt       wazero.Runtime
+	compiled wazero.CompiledModule
+	abi      string // resolved: reactor or command
+	hasInit  bool
+	size     int
+	refs     atomic.Int32 // tasks using it
+
+	mu    sync.Mutex
+	insts map[api.Module]*instance // live instances, for host functions
+}
+
+func (e *Engine) runtimeConfig(pages uint32) wazero.RuntimeConfig {
+	var cfg wazero.RuntimeConfig
+	if compilerSupported() {
+		cfg = wazero.NewRuntimeConfigCompiler()
+	} else {
+		cfg = wazero.NewRuntimeConfig()
+	}
+	return cfg.
+		WithCloseOnContextDone(true).
+		WithMemoryLimitPages(pages).
+		WithCompilationCache(e.cache)
+}
+
+// compile builds a new code object for n, validating its imports and exports.
+// The returned code holds one reference.
+func (e *Engine) compile(ctx context.Context, n normalized) (_ *code, err error) {
+	rt := wazero.NewRuntimeWithConfig(ctx, e.runtimeConfig(n.pages))
+	c := &code{e: e, key: codeKey{digest: n.digest, pages: n.pages, abi: n.abi}, rt: rt, size: len(n.bin),
+		insts: make(map[api.Module]*instance)}
+	defer func() {
+		if err != nil {
+			_ = rt.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		return nil, fmt.Errorf("instantiate wasi: %w", err)
+	}
+	if _, err := rt.NewHostModuleBuilder(hostModule).
+		NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(c.hostFail), []api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, nil).
+		WithParameterNames("ptr", "len").
+		Export("fail").
+		Instantiate(ctx); err != nil {
+		return nil, fmt.Errorf("instantiate host module: %w", err)
+	}
+
+	start := time.Now()
+	compiled, err := rt.CompileModule(ctx, n.bin)
+	if err != nil {
+		return nil, fmt.Errorf("compile module: %w", err)
+	}
+	e.metrics.compileSeconds.Observe(time.Since(start).Seconds())
+	c.compiled = compiled
+	if err := c.validate(n.abi, n.bin); err != nil {
+		return nil, err
+	}
+	c.refs.Store(1)
+	e.codesMu.Lock()
+	e.codes[c] = struct{}{}
+	e.codesMu.Unlock()
+	return c, nil
+}
+
+// release drops one reference; the last one closes the runtime.
+func (c *code) release() {
+	if c.refs.Add(-1) != 0 {
+		return
+	}
+	c.e.codesMu.Lock()
+	_, open := c.e.codes[c]
+	delete(c.e.codes, c)
+	c.e.codesMu.Unlock()
+	if open { // else Engine.Close already closed it
+		_ = c.rt.Close(context.Background())
+	}
+}
+
+var (
+	i32 = api.ValueTypeI32
+	i64 = api.ValueTypeI64
+)
+
+type signature struct{ params, results []api.ValueType }
+
+func (s signature) String() string {
+	return fmt.Sprintf("(%s) -> (%s)", typeList(s.params), typeList(s.results))
+}
+
+func typeList(ts []api.ValueType) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = api.ValueTypeName(t)
+	}
+	return strings.Join(names, ", ")
+}
+
+func sigOf(d api.FunctionDefinition) signature {
+	return signature{params: d.ParamTypes(), results: d.ResultTypes()}
+}
+
+func (s signature) equal(o signature) bool {
+	return string(s.params) == string(o.params) && string(s.results) == string(o.results)
+}
+
+var (
+	sigAlloc  = signature{params: []api.ValueType{i32}, results: []api.ValueType{i32}}
+	sigHandle = signature{params: []api.ValueType{i32, i32}, results: []api.ValueType{i64}}
+	sigVoid   = signature{}
+	sigFail   = signature{params: []api.ValueType{i32, i32}}
+)
+
+// validate checks the module's imports and exports against the ABI and sets
+// the resolved ABI.
+func (c *code) validate(requested string, bin []byte) error {
+	// Imports: every kind (functions, memories, tables, globals) must come
+	// from wasi_snapshot_preview1 or outpost, and exist there.
+	imps, err := parseImports(bin)
+	if err != nil {
+		return fmt.Errorf("read imports: %w", err)
+	}
+	for _, imp := range imps {
+		switch {
+		case imp.module != wasiModule && imp.module != hostModule:
+			return fmt.Errorf("module imports %s %s.%s: only %s and %s imports are allowed",
+				imp.kind, imp.module, imp.name, wasiModule, hostModule)
+		case imp.kind != "function":
+			return fmt.Errorf("module imports %s %s.%s: only functions can be imported", imp.kind, imp.module, imp.name)
+		}
+	}
+	for _, f := range c.compiled.ImportedFunctions() {
+		mod, name, _ := f.Import()
+		host := c.rt.Module(mod)
+		var have api.FunctionDefinition
+		if host != nil {
+			have = host.ExportedFunctionDefinitions()[name]
+		}
+		if have == nil {
+			return fmt.Errorf("module imports unknown function %s.%s", mod, name)
+		}
+		if want, got := sigOf(have), sigOf(f); !want.equal(got) {
+			return fmt.Errorf("module imports %s.%s with signature %s, want %s", mod, name, got, want)
+		}
+	}
+
+	exports := c.compiled.ExportedFunctions()
+	_, hasHandle := exports[exportHandle]
+	_, hasStart := exports[exportStart]
+	abi := requested
+	if abi == ABIAuto {
+		switch {
+		case hasHandle:
+			abi = ABIReactor
+		case hasStart:
+			abi = ABICommand
+		default:
+			return fmt.Errorf("module exports neither %s nor %s", exportHandle, exportStart)
+		}
+	}
+	checkExport := func(name string, want signature, required bool) error {
+		d, ok := exports[name]
+		if !ok {
+			if required {
+				return fmt.Errorf("%s module does not export %s", abi, name)
+			}
+			return nil
+		}
+		if got := sigOf(d); !got.equal(want) {
+			return fmt.Errorf("export %s has signature %s, want %s", name, got, want)
+		}
+		return nil
+	}
+	switch abi {
+	case ABIReactor:
+		if err := errors.Join(
+			checkExport(exportHandle, sigHandle, true),
+			checkExport(exportAlloc, sigAlloc, true),
+			checkExport(exportInit, sigVoid, false),
+		); err != nil {
+			return err
+		}
+		if _, ok := c.compiled.ExportedMemories()[exportMemory]; !ok {
+			return fmt.Errorf("reactor module does not export its memory as %q", exportMemory)
+		}
+		_, c.hasInit = exports[exportInit]
+	case ABICommand:
+		if err := checkExport(exportStart, sigVoid, true); err != nil {
+			return err
+		}
+	}
+	c.abi = abi
+	return nil
+}
+
+// hostFail implements outpost.fail(ptr, len): it records the guest's failure
+// message on the calling instance. An out-of-range message traps the guest.
+func (c *code) hostFail(_ context.Context, mod api.Module, stack []uint64) {
+	ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	c.mu.Lock()
+	inst := c.insts[mod]
+	c.mu.Unlock()
+	var msg []byte
+	ok, size := false, uint32(0)
+	if mem := mod.Memory(); mem != nil {
+		msg, ok = mem.Read(ptr, n)
+		size = mem.Size()
+	}
+	if !ok {
+		err := fmt.Errorf("outpost.fail: message at %#x length %d is outside linear memory (%d bytes)", ptr, n, size)
+		if inst != nil {
+			inst.hostErr = err
+		}
+		panic(err) // wazero turns this into a trap of the guest call
+	}
+	if inst == nil || inst.failed {
+		return // first message wins
+	}
+	if len(msg) > maxFailMessage {
+		msg = msg[:maxFailMessage]
+	}
+	inst.failed = true
+	inst.failMsg = string(msg)
+}

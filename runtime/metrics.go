@@ -1,0 +1,64 @@
+package runtime
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of the engine, namespace outpost_runtime. The task label is bounded
+// by the configured tasks; kind by the Kind values.
+type metrics struct {
+	instancesCreated *prometheus.CounterVec
+	calls            *prometheus.CounterVec
+	callErrors       *prometheus.CounterVec
+	compileSeconds   prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		instancesCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outpost", Subsystem: "runtime", Name: "instances_created_total",
+			Help: "Wasm instances created, by task (pooled reactor instances and one per command call).",
+		}, []string{"task"}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outpost", Subsystem: "runtime", Name: "calls_total",
+			Help: "Calls started, by task.",
+		}, []string{"task"}),
+		callErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outpost", Subsystem: "runtime", Name: "call_errors_total",
+			Help: "Failed calls by task and kind (trap, timeout, memory, failed, invalid_output).",
+		}, []string{"task", "kind"}),
+		compileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "outpost", Subsystem: "runtime", Name: "compile_seconds",
+			Help:    "Time to compile a module (or load it from the compilation cache).",
+			Buckets: []float64{0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	m.instancesCreated = register(reg, m.instancesCreated, &err)
+	m.calls = register(reg, m.calls, &err)
+	m.callErrors = register(reg, m.callErrors, &err)
+	m.compileSeconds = register(reg, m.compileSeconds, &err)
+	return m, err
+}
+
+// register registers c, or returns the collector already registered under
+// the same description (two engines on one registry share counters).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C, errp *error) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		if *errp == nil {
+			*errp = err
+		}
+	}
+	return c
+}

@@ -1,0 +1,410 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// task is one named task of one or more sets: a code object, its limits and
+// its pool of reactor instances.
+type task struct {
+	e      *Engine
+	name   string
+	module string
+	code   *code
+	limits Limits
+	log    *slog.Logger
+	base   wazero.ModuleConfig
+	sem    chan struct{} // one token per call running
+	refs   int           // sets holding the task; guarded by Engine.mu
+
+	instancesCreated prometheus.Counter
+	calls            prometheus.Counter
+
+	mu       sync.Mutex
+	idle     []*instance
+	inflight int
+	retired  bool
+	closed   bool
+}
+
+// instance is one reactor instance, used by one call at a time.
+type instance struct {
+	mod    api.Module
+	mem    api.Memory
+	alloc  api.Function
+	handle api.Function
+	stack  []uint64
+	limit  uint64 // bytes its memory may reach
+	stderr *lineLogger
+	stdout *lineLogger
+
+	// Set by host functions during a call.
+	failed  bool
+	failMsg string
+	hostErr error
+}
+
+func newTask(e *Engine, c *code, n normalized) *task {
+	t := &task{
+		e:      e,
+		name:   n.spec.Name,
+		module: n.spec.Module,
+		code:   c,
+		limits: n.limits,
+		log:    e.log.With("task", n.spec.Name),
+		sem:    make(chan struct{}, n.limits.Concurrency),
+	}
+	t.base = wazero.NewModuleConfig().
+		WithName("").
+		WithArgs(t.name).
+		WithRandSource(rand.Reader).
+		WithSysWalltime().
+		WithSysNanotime().
+		WithStartFunctions()
+	t.instancesCreated = e.metrics.instancesCreated.WithLabelValues(t.name)
+	t.calls = e.metrics.calls.WithLabelValues(t.name)
+	return t
+}
+
+// enter counts a call in; it fails once the task is retired.
+func (t *task) enter() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.retired {
+		return false
+	}
+	t.inflight++
+	return true
+}
+
+// exit counts a call out and closes a retired task when it becomes idle.
+func (t *task) exit() {
+	t.mu.Lock()
+	t.inflight--
+	idle := t.closeIfIdleLocked()
+	t.mu.Unlock()
+	t.finish(idle)
+}
+
+// retire marks the task as no longer in any set; it is closed once idle.
+func (t *task) retire() {
+	t.mu.Lock()
+	t.retired = true
+	idle := t.closeIfIdleLocked()
+	t.mu.Unlock()
+	t.finish(idle)
+}
+
+// closeIfIdleLocked marks a retired, idle task closed and returns its pooled
+// instances for finish; it returns nil, false otherwise.
+func (t *task) closeIfIdleLocked() (idle []*instance) {
+	if !t.retired || t.inflight > 0 || t.closed {
+		return nil
+	}
+	t.closed = true
+	idle, t.idle = t.idle, nil
+	if idle == nil {
+		idle = []*instance{}
+	}
+	return idle
+}
+
+func (t *task) finish(idle []*instance) {
+	if idle == nil {
+		return
+	}
+	for _, inst := range idle {
+		t.closeInstance(inst)
+	}
+	t.code.release()
+}
+
+// warm creates the first instance at Load so the first call does not pay for
+// instantiation and _initialize errors show at Load.
+func (t *task) warm(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, t.limits.Timeout)
+	defer cancel()
+	inst, cerr := t.newInstance(ctx)
+	if cerr != nil {
+		return fmt.Errorf("instantiate: %s: %s", cerr.Kind, cerr.Msg)
+	}
+	t.mu.Lock()
+	t.idle = append(t.idle, inst)
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
+	inst := &instance{
+		stack:  make([]uint64, 2),
+		stderr: newLineLogger(t.log, slog.LevelInfo, "stderr", nil),
+		stdout: newLineLogger(t.log, slog.LevelDebug, "stdout", nil),
+	}
+	mod, err := t.code.rt.InstantiateModule(ctx, t.code.compiled,
+		t.base.WithStderr(inst.stderr).WithStdout(inst.stdout))
+	if err != nil {
+		return nil, t.classify(ctx, nil, err, "instantiate")
+	}
+	t.instancesCreated.Inc()
+	inst.mod = mod
+	inst.mem = mod.ExportedMemory(exportMemory)
+	inst.alloc = mod.ExportedFunction(exportAlloc)
+	inst.handle = mod.ExportedFunction(exportHandle)
+	inst.limit = memLimit(inst.mem, t.limits.MemoryLimit)
+	t.code.mu.Lock()
+	t.code.insts[mod] = inst
+	t.code.mu.Unlock()
+	if t.code.hasInit {
+		if err := mod.ExportedFunction(exportInit).CallWithStack(ctx, nil); err != nil {
+			ce := t.classify(ctx, inst, err, exportInit)
+			t.closeInstance(inst)
+			return nil, ce
+		}
+	}
+	return inst, nil
+}
+
+// memLimit is the size a memory can reach: its declared maximum or the
+// task's limit, whichever is lower.
+func memLimit(mem api.Memory, limit uint64) uint64 {
+	if mem == nil {
+		return limit
+	}
+	if maxPages, ok := mem.Definition().Max(); ok {
+		return min(uint64(maxPages)*pageSize, limit)
+	}
+	return limit
+}
+
+func (t *task) closeInstance(inst *instance) {
+	t.code.mu.Lock()
+	delete(t.code.insts, inst.mod)
+	t.code.mu.Unlock()
+	inst.stderr.Flush()
+	inst.stdout.Flush()
+	_ = inst.mod.Close(context.Background())
+}
+
+// get takes an idle instance or creates one.
+func (t *task) get(ctx context.Context) (*instance, *CallError) {
+	t.mu.Lock()
+	if n := len(t.idle); n > 0 {
+		inst := t.idle[n-1]
+		t.idle[n-1] = nil
+		t.idle = t.idle[:n-1]
+		t.mu.Unlock()
+		return inst, nil
+	}
+	t.mu.Unlock()
+	return t.newInstance(ctx)
+}
+
+// put returns a healthy instance to the pool (a retired task closes it).
+func (t *task) put(inst *instance) {
+	t.mu.Lock()
+	if !t.retired {
+		t.idle = append(t.idle, inst)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	t.closeInstance(inst)
+}
+
+// call runs one call; the task has been entered.
+func (t *task) call(ctx context.Context, input []byte) (out []byte, err error) {
+	t.calls.Inc()
+	select {
+	case t.sem <- struct{}{}:
+	default:
+		select {
+		case t.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, t.fail(&CallError{Task: t.name, Kind: KindTimeout,
+				Msg: "no free instance before the deadline: " + ctx.Err().Error(), Err: ctx.Err()})
+		}
+	}
+	defer func() { <-t.sem }()
+	if uint64(len(input)) > t.limits.MemoryLimit {
+		return nil, t.fail(&CallError{Task: t.name, Kind: KindMemory,
+			Msg: fmt.Sprintf("input of %d bytes exceeds the memory limit of %d bytes", len(input), t.limits.MemoryLimit)})
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.limits.Timeout)
+	defer cancel()
+	var ce *CallError
+	if t.code.abi == ABICommand {
+		out, ce = t.callCommand(ctx, input)
+	} else {
+		out, ce = t.callReactor(ctx, input)
+	}
+	if ce != nil {
+		return nil, t.fail(ce)
+	}
+	return out, nil
+}
+
+func (t *task) fail(ce *CallError) error {
+	t.e.metrics.callErrors.WithLabelValues(t.name, string(ce.Kind)).Inc()
+	t.log.Debug("call failed", "kind", ce.Kind, "msg", ce.Msg)
+	return ce
+}
+
+func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *CallError) {
+	inst, ce := t.get(ctx)
+	if ce != nil {
+		return nil, ce
+	}
+	healthy := false
+	defer func() {
+		if r := recover(); r != nil { // never let a panic reach the caller
+			healthy = false
+			ce = &CallError{Task: t.name, Kind: KindTrap, Msg: fmt.Sprintf("host panic: %v", r)}
+			t.log.Error("panic during call", "panic", r)
+		}
+		if healthy {
+			t.put(inst)
+		} else {
+			t.closeInstance(inst)
+		}
+	}()
+	inst.failed, inst.failMsg, inst.hostErr = false, "", nil
+	s := inst.stack
+	s[0] = uint64(len(input))
+	if err := inst.alloc.CallWithStack(ctx, s); err != nil {
+		return nil, t.classify(ctx, inst, err, exportAlloc)
+	}
+	ptr := api.DecodeU32(s[0])
+	if !inst.mem.Write(ptr, input) {
+		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
+			Msg: fmt.Sprintf("%s(%d) returned %#x, outside linear memory (%d bytes)", exportAlloc, len(input), ptr, inst.mem.Size())}
+	}
+	s[0], s[1] = uint64(ptr), uint64(len(input))
+	if err := inst.handle.CallWithStack(ctx, s); err != nil {
+		return nil, t.classify(ctx, inst, err, exportHandle)
+	}
+	if inst.failed {
+		return nil, &CallError{Task: t.name, Kind: KindFailed, Msg: inst.failMsg}
+	}
+	optr, olen := uint32(s[0]>>32), uint32(s[0])
+	b, ok := inst.mem.Read(optr, olen)
+	if !ok {
+		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
+			Msg: fmt.Sprintf("%s returned output at %#x length %d, outside linear memory (%d bytes)", exportHandle, optr, olen, inst.mem.Size())}
+	}
+	out = make([]byte, len(b))
+	copy(out, b)
+	healthy = true
+	return out, nil
+}
+
+func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *CallError) {
+	stdout := &limitedBuffer{max: int(min(t.limits.MemoryLimit, 1<<30))}
+	var stderrTail bytes.Buffer
+	stderr := newLineLogger(t.log, slog.LevelInfo, "stderr", &stderrTail)
+	defer stderr.Flush()
+	defer func() {
+		if r := recover(); r != nil {
+			ce = &CallError{Task: t.name, Kind: KindTrap, Msg: fmt.Sprintf("host panic: %v", r)}
+			t.log.Error("panic during call", "panic", r)
+		}
+	}()
+	mod, err := t.code.rt.InstantiateModule(ctx, t.code.compiled, t.base.
+		WithStdin(bytes.NewReader(input)).WithStdout(stdout).WithStderr(stderr))
+	if err != nil {
+		return nil, t.classify(ctx, nil, err, "instantiate")
+	}
+	t.instancesCreated.Inc()
+	defer func() { _ = mod.Close(context.Background()) }()
+	inst := &instance{mod: mod, mem: mod.Memory()}
+	inst.limit = memLimit(inst.mem, t.limits.MemoryLimit)
+	err = mod.ExportedFunction(exportStart).CallWithStack(ctx, nil)
+	var exit *sys.ExitError
+	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 0) {
+		ce := t.classify(ctx, inst, err, exportStart)
+		if stdout.overflow {
+			ce.Kind, ce.Msg = KindInvalidOutput, fmt.Sprintf("output exceeds %d bytes", stdout.max)
+		} else if ce.Kind == KindFailed {
+			stderr.Flush()
+			if msg := strings.TrimSpace(stderrTail.String()); msg != "" {
+				ce.Msg = msg
+			}
+		}
+		return nil, ce
+	}
+	if stdout.overflow {
+		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput, Msg: fmt.Sprintf("output exceeds %d bytes", stdout.max)}
+	}
+	return stdout.Bytes(), nil
+}
+
+// classify turns an error of a guest function into a CallError.
+func (t *task) classify(ctx context.Context, inst *instance, err error, fn string) *CallError {
+	ce := &CallError{Task: t.name, Err: err}
+	var exit *sys.ExitError
+	isExit := errors.As(err, &exit)
+	switch {
+	case inst != nil && inst.hostErr != nil:
+		ce.Kind, ce.Msg = KindTrap, inst.hostErr.Error()
+	case inst != nil && inst.failed:
+		ce.Kind, ce.Msg = KindFailed, inst.failMsg
+	case ctx.Err() != nil || isExit && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled):
+		ce.Kind = KindTimeout
+		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			ce.Msg = fmt.Sprintf("%s did not finish within the deadline (task timeout %s)", fn, t.limits.Timeout)
+		} else {
+			ce.Msg = fmt.Sprintf("%s canceled: %v", fn, context.Cause(ctx))
+		}
+	case inst != nil && inst.mem != nil && atLimit(uint64(inst.mem.Size()), inst.limit):
+		ce.Kind = KindMemory
+		ce.Msg = fmt.Sprintf("%s failed with memory at its limit (%d of %d bytes): %s", fn, inst.mem.Size(), inst.limit, firstLine(err))
+	case isExit:
+		ce.Kind, ce.Msg = KindFailed, fmt.Sprintf("%s exited with code %d", fn, exit.ExitCode())
+	default:
+		ce.Kind, ce.Msg = KindTrap, fmt.Sprintf("%s: %s", fn, firstLine(err))
+	}
+	return ce
+}
+
+// atLimit reports whether memory of size bytes is at (or within one grow step
+// of) limit: allocators grow in chunks, so a guest fails before the last page.
+func atLimit(size, limit uint64) bool {
+	slack := max(uint64(pageSize), limit/8)
+	return size+slack > limit
+}
+
+func firstLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// limitedBuffer collects a command's stdout up to max bytes.
+type limitedBuffer struct {
+	bytes.Buffer
+	max      int
+	overflow bool
+}
+
+var errOutputTooLarge = errors.New("output too large")
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		b.overflow = true
+		return 0, errOutputTooLarge
+	}
+	return b.Buffer.Write(p)
+}
