@@ -1,0 +1,74 @@
+package calls
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	calls    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	queued   prometheus.Gauge
+	running  prometheus.Gauge
+	refused  *prometheus.CounterVec
+
+	mu    sync.Mutex
+	tasks map[string]*taskMetrics
+}
+
+// taskMetrics caches one task's series so the hot path skips label lookups.
+type taskMetrics struct {
+	duration prometheus.Observer
+	mu       sync.Mutex
+	byStatus map[Status]prometheus.Counter
+	calls    *prometheus.CounterVec
+	task     string
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_calls_total", Help: "Calls finished, by task and status.",
+		}, []string{"task", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "outpost_call_duration_seconds",
+			Help:    "Time from start to end of a call, by task.",
+			Buckets: []float64{.00001, .00005, .0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5, 30},
+		}, []string{"task"}),
+		queued:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "outpost_calls_queued", Help: "Calls waiting to run."}),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outpost_calls_running", Help: "Workers running calls."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outpost_calls_refused_total", Help: "Calls refused before queueing, by reason (queue_full, draining, unknown_task).",
+		}, []string{"reason"}),
+		tasks: map[string]*taskMetrics{},
+	}
+	if reg != nil {
+		reg.MustRegister(m.calls, m.duration, m.queued, m.running, m.refused)
+	}
+	return m
+}
+
+func (m *metrics) task(name string) *taskMetrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tm := m.tasks[name]
+	if tm == nil {
+		tm = &taskMetrics{duration: m.duration.WithLabelValues(name), byStatus: map[Status]prometheus.Counter{}, calls: m.calls, task: name}
+		m.tasks[name] = tm
+	}
+	return tm
+}
+
+func (tm *taskMetrics) observe(st Status, d time.Duration) {
+	tm.mu.Lock()
+	c := tm.byStatus[st]
+	if c == nil {
+		c = tm.calls.WithLabelValues(tm.task, string(st))
+		tm.byStatus[st] = c
+	}
+	tm.mu.Unlock()
+	c.Inc()
+	tm.duration.Observe(d.Seconds())
+}

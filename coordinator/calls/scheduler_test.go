@@ -1,0 +1,270 @@
+package calls
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeExec runs per-task functions and tracks concurrency.
+type fakeExec struct {
+	limits map[string]int
+	run    func(ctx context.Context, c *Call) Result
+
+	mu      sync.Mutex
+	now     map[string]int
+	peak    map[string]int
+	total   int
+	maxAll  int
+	started []string
+}
+
+func newFake(limits map[string]int, run func(ctx context.Context, c *Call) Result) *fakeExec {
+	return &fakeExec{limits: limits, run: run, now: map[string]int{}, peak: map[string]int{}}
+}
+
+func (f *fakeExec) Concurrency(task string) (int, bool) { n, ok := f.limits[task]; return n, ok }
+
+func (f *fakeExec) Execute(ctx context.Context, c *Call) Result {
+	f.mu.Lock()
+	f.now[c.Task]++
+	f.total++
+	f.peak[c.Task] = max(f.peak[c.Task], f.now[c.Task])
+	f.maxAll = max(f.maxAll, f.total)
+	f.started = append(f.started, c.Task)
+	f.mu.Unlock()
+	r := f.run(ctx, c)
+	f.mu.Lock()
+	f.now[c.Task]--
+	f.total--
+	f.mu.Unlock()
+	return r
+}
+
+func sleepy(d time.Duration) func(ctx context.Context, c *Call) Result {
+	return func(ctx context.Context, c *Call) Result {
+		select {
+		case <-time.After(d):
+			return Result{Status: StatusOK, Output: c.Input}
+		case <-ctx.Done():
+			return Result{Status: StatusTimeout, Error: ctx.Err().Error()}
+		}
+	}
+}
+
+func submitN(t *testing.T, s *Scheduler, task string, n int, wg *sync.WaitGroup) {
+	t.Helper()
+	for range n {
+		wg.Add(1)
+		c := New(task, nil, Source{Kind: "test"})
+		c.Done = func(*Call) { wg.Done() }
+		if err := s.Submit(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestLimits(t *testing.T) {
+	f := newFake(map[string]int{"a": 2, "b": 1, "c": 8}, sleepy(5*time.Millisecond))
+	s := NewScheduler(f, Options{Workers: 4, QueueSize: 1000}, nil, nil)
+	var wg sync.WaitGroup
+	submitN(t, s, "a", 20, &wg)
+	submitN(t, s, "b", 10, &wg)
+	submitN(t, s, "c", 30, &wg)
+	wg.Wait()
+	if f.peak["a"] != 2 || f.peak["b"] != 1 {
+		t.Errorf("per-task peaks %v, want a=2 b=1", f.peak)
+	}
+	if f.maxAll > 4 {
+		t.Errorf("%d calls ran at once, worker cap is 4", f.maxAll)
+	}
+	if err := s.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A task with a deep queue does not starve a task that arrives later.
+func TestRoundRobin(t *testing.T) {
+	f := newFake(map[string]int{"busy": 4, "rare": 1}, sleepy(2*time.Millisecond))
+	s := NewScheduler(f, Options{Workers: 1, QueueSize: 1000}, nil, nil)
+	var wg sync.WaitGroup
+	submitN(t, s, "busy", 50, &wg)
+	submitN(t, s, "rare", 1, &wg)
+	wg.Wait()
+	for i, task := range f.started {
+		if task == "rare" {
+			if i > 3 {
+				t.Errorf("rare ran as call %d of %d: starved behind busy", i, len(f.started))
+			}
+			break
+		}
+	}
+	_ = s.Drain(context.Background())
+}
+
+func TestRefusals(t *testing.T) {
+	block := make(chan struct{})
+	f := newFake(map[string]int{"a": 1}, func(ctx context.Context, c *Call) Result { <-block; return Result{Status: StatusOK} })
+	reg := prometheus.NewRegistry()
+	s := NewScheduler(f, Options{Workers: 1, QueueSize: 2}, nil, reg)
+	var wg sync.WaitGroup
+	submitN(t, s, "a", 3, &wg) // one runs, two wait
+	if err := s.Submit(New("a", nil, Source{})); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("want ErrQueueFull, got %v", err)
+	}
+	if err := s.Submit(New("nope", nil, Source{})); !errors.Is(err, ErrUnknownTask) || err.Error() != `unknown task "nope"` {
+		t.Errorf("want ErrUnknownTask naming the task, got %v", err)
+	}
+	if got := testutil.ToFloat64(s.m.refused.WithLabelValues("queue_full")); got != 1 {
+		t.Errorf("queue_full refusals = %v", got)
+	}
+	if got := s.Stats(); got.Queued != 2 || got.Running != 1 {
+		t.Errorf("stats %+v", got)
+	}
+	close(block)
+	wg.Wait()
+	if got := testutil.ToFloat64(s.m.calls.WithLabelValues("a", "ok")); got != 3 {
+		t.Errorf("outpost_calls_total{a,ok} = %v, want 3", got)
+	}
+	_ = s.Drain(context.Background())
+	if err := s.Submit(New("a", nil, Source{})); !errors.Is(err, ErrDraining) {
+		t.Errorf("after drain: want ErrDraining, got %v", err)
+	}
+}
+
+func TestDo(t *testing.T) {
+	f := newFake(map[string]int{"a": 1}, sleepy(0))
+	s := NewScheduler(f, Options{Workers: 2, QueueSize: 100}, nil, nil)
+	defer s.Drain(context.Background())
+	var doneCalls atomic.Int32
+	c := New("a", []byte("in"), Source{Kind: "test"})
+	c.Done = func(*Call) { doneCalls.Add(1) }
+	r, err := s.Do(context.Background(), c)
+	if err != nil || !r.OK() || string(r.Output) != "in" || c.State != Finished || doneCalls.Load() != 1 {
+		t.Fatalf("inline Do: %+v %v state=%v done=%d", r, err, c.State, doneCalls.Load())
+	}
+	// Concurrent Do calls beyond the task limit queue and still complete.
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := s.Do(context.Background(), New("a", []byte("x"), Source{}))
+			if err != nil || !r.OK() {
+				t.Errorf("Do: %+v %v", r, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if f.peak["a"] != 1 {
+		t.Errorf("task limit 1 exceeded: peak %d", f.peak["a"])
+	}
+}
+
+// A call whose deadline passes while it waits is not started.
+func TestDeadlineWhileQueued(t *testing.T) {
+	f := newFake(map[string]int{"a": 1}, sleepy(50*time.Millisecond))
+	s := NewScheduler(f, Options{Workers: 1, QueueSize: 10}, nil, nil)
+	defer s.Drain(context.Background())
+	var wg sync.WaitGroup
+	submitN(t, s, "a", 1, &wg)
+	c := New("a", nil, Source{})
+	c.Deadline = time.Now().Add(10 * time.Millisecond)
+	r, err := s.Do(context.Background(), c)
+	wg.Wait()
+	if err != nil || r.Status != StatusTimeout {
+		t.Fatalf("want timeout, got %+v %v", r, err)
+	}
+	if len(f.started) != 1 {
+		t.Errorf("expired call was started: %v", f.started)
+	}
+}
+
+func TestDrain(t *testing.T) {
+	t.Run("waits for running and queued calls", func(t *testing.T) {
+		f := newFake(map[string]int{"a": 1}, sleepy(20*time.Millisecond))
+		s := NewScheduler(f, Options{Workers: 1, QueueSize: 10}, nil, nil)
+		var ok atomic.Int32
+		for range 3 {
+			c := New("a", nil, Source{})
+			c.Done = func(c *Call) {
+				if c.Result.OK() {
+					ok.Add(1)
+				}
+			}
+			if err := s.Submit(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if ok.Load() != 3 {
+			t.Errorf("%d of 3 calls finished ok before Drain returned", ok.Load())
+		}
+	})
+	t.Run("deadline cancels running and queued", func(t *testing.T) {
+		f := newFake(map[string]int{"a": 1}, sleepy(time.Hour))
+		s := NewScheduler(f, Options{Workers: 1, QueueSize: 10}, nil, nil)
+		var mu sync.Mutex
+		statuses := map[Status]int{}
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Add(1)
+			c := New("a", nil, Source{})
+			c.Done = func(c *Call) {
+				mu.Lock()
+				statuses[c.Result.Status]++
+				mu.Unlock()
+				wg.Done()
+			}
+			if err := s.Submit(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		err := s.Drain(ctx)
+		if err == nil {
+			t.Fatal("drain past its deadline returned nil")
+		}
+		wg.Wait()
+		if statuses[StatusCanceled] != 3 {
+			t.Errorf("statuses %v, want 3 canceled (%v)", statuses, err)
+		}
+	})
+}
+
+func TestFIFO(t *testing.T) {
+	var q fifo[int]
+	next := 0
+	for i := range 1000 {
+		q.push(i)
+		if i%3 == 0 {
+			v, ok := q.pop()
+			if !ok || v != next {
+				t.Fatalf("pop = %d,%v want %d", v, ok, next)
+			}
+			next++
+		}
+	}
+	for q.len() > 0 {
+		v, _ := q.pop()
+		if v != next {
+			t.Fatalf("pop = %d want %d", v, next)
+		}
+		next++
+	}
+	if next != 1000 {
+		t.Fatalf("lost items: %d", next)
+	}
+}
