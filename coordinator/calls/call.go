@@ -40,11 +40,11 @@ type Status string
 // outpost_calls_total and the code of an error document.
 const (
 	StatusOK       Status = "ok"
-	StatusFailed   Status = "failed"   // the task reported failure or exited non-zero
-	StatusTrap     Status = "trap"     // the guest trapped (unreachable, bad memory access…)
-	StatusTimeout  Status = "timeout"  // the call ran past its deadline
-	StatusMemory   Status = "memory"   // the guest hit its memory limit
-	StatusInvalid  Status = "invalid"  // the task broke the ABI (bad output pointer…)
+	StatusFailed   Status = "failed"  // the task reported failure or exited non-zero
+	StatusTrap     Status = "trap"    // the guest trapped (unreachable, bad memory access…)
+	StatusTimeout  Status = "timeout" // the call ran past its deadline
+	StatusMemory   Status = "memory"  // the guest hit its memory limit
+	StatusInvalid  Status = "invalid" // the task broke the ABI (bad output pointer…)
 	StatusUnknown  Status = "unknown_task"
 	StatusRejected Status = "rejected" // refused before it ran: queue full or draining
 	StatusCanceled Status = "canceled" // shutdown came before it could finish
