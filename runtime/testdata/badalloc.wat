@@ -1,0 +1,5 @@
+;; A reactor whose outpost_alloc returns a pointer outside its memory.
+(module
+  (memory (export "memory") 1)
+  (func (export "outpost_alloc") (param i32) (result i32) (i32.const 0xffffff00))
+  (func (export "outpost_handle") (param i32 i32) (result i64) (i64.const 0)))

@@ -1,0 +1,3 @@
+;; Exports neither outpost_handle nor _start: refused.
+(module
+  (memory (export "memory") 1))
