@@ -94,3 +94,22 @@ func New(task string, input []byte, src Source) *Call {
 
 // OK reports whether the call succeeded.
 func (r Result) OK() bool { return r.Status == StatusOK }
+
+// ErrorDoc is the JSON document a failed call answers with, on MQTT and on
+// the admin API: {"error":{"code":"timeout","message":"…"},"task":"…","call_id":"…"}.
+type ErrorDoc struct {
+	Error  ErrorBody `json:"error"`
+	Task   string    `json:"task,omitempty"`
+	CallID string    `json:"call_id,omitempty"`
+}
+
+// ErrorBody says what went wrong.
+type ErrorBody struct {
+	Code    Status `json:"code"`
+	Message string `json:"message"`
+}
+
+// ErrorDoc returns the error document of a finished, failed call.
+func (c *Call) ErrorDoc() ErrorDoc {
+	return ErrorDoc{Error: ErrorBody{Code: c.Result.Status, Message: c.Result.Error}, Task: c.Task, CallID: c.ID}
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/outpost-edge/outpost/coordinator/admin"
+	"github.com/outpost-edge/outpost/coordinator/config"
+)
+
+// adminFlags adds the flags that locate the daemon's admin API.
+type adminFlags struct {
+	addr, config *string
+}
+
+func addAdminFlags(fs *flag.FlagSet) adminFlags {
+	return adminFlags{
+		addr:   fs.String("admin", "", "admin API address (default: $OUTPOST_ADMIN, else admin.listen of --config, else 127.0.0.1:7700)"),
+		config: fs.String("config", "", "read the admin address from this config file"),
+	}
+}
+
+func (a adminFlags) client() (*admin.Client, error) {
+	switch {
+	case *a.addr != "":
+		return admin.NewClient(*a.addr), nil
+	case os.Getenv("OUTPOST_ADMIN") != "":
+		return admin.NewClient(os.Getenv("OUTPOST_ADMIN")), nil
+	case *a.config != "":
+		cfg, err := config.Load(*a.config)
+		if err != nil {
+			return nil, err
+		}
+		return admin.NewClient(cfg.Admin.Listen), nil
+	}
+	return admin.NewClient(config.Defaults().Admin.Listen), nil
+}
+
+func cmdCall(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
+	fs := newFlags("call", errOut)
+	af := addAdminFlags(fs)
+	data := fs.String("data", "", "input: a literal, @FILE to read a file, or - for standard input (default: empty)")
+	timeout := fs.Duration("timeout", 0, "deadline for the call (default: the task's timeout)")
+	fs.Usage = func() {
+		fmt.Fprintln(errOut, "Usage: outpost call TASK [--data INPUT] [--timeout 5s] [--admin ADDR]")
+		fs.PrintDefaults()
+	}
+	// Accept the task name before or after the flags.
+	var task string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		task, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if task == "" && fs.NArg() > 0 {
+		task = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		fmt.Fprintf(errOut, "outpost call: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if task == "" {
+		fs.Usage()
+		return 2
+	}
+	input, err := readInput(*data, in)
+	if err != nil {
+		fmt.Fprintf(errOut, "outpost call: %v\n", err)
+		return 2
+	}
+	c, err := af.client()
+	if err != nil {
+		printProblems(errOut, err)
+		return 1
+	}
+	output, err := c.Call(ctx, task, input, *timeout)
+	if err != nil {
+		fmt.Fprintf(errOut, "outpost call: %v\n", err)
+		return 1
+	}
+	_, _ = out.Write(output)
+	if len(output) > 0 && output[len(output)-1] != '\n' {
+		fmt.Fprintln(out)
+	}
+	return 0
+}
+
+func readInput(data string, in io.Reader) ([]byte, error) {
+	switch {
+	case data == "-":
+		return io.ReadAll(in)
+	case strings.HasPrefix(data, "@"):
+		b, err := os.ReadFile(data[1:])
+		if err != nil {
+			return nil, fmt.Errorf("--data: %w", err)
+		}
+		return b, nil
+	}
+	return []byte(data), nil
+}
+
+func cmdTasks(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
+	fs := newFlags("tasks", errOut)
+	af := addAdminFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	c, err := af.client()
+	if err != nil {
+		printProblems(errOut, err)
+		return 1
+	}
+	tasks, err := c.Tasks(ctx)
+	if err != nil {
+		fmt.Fprintf(errOut, "outpost tasks: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		return printJSON(out, tasks)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tABI\tMEMORY\tTIMEOUT\tCONCURRENCY\tDIGEST\tMODULE")
+	for _, t := range tasks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.12s\t%s\n", t.Name, t.ABI, config.ByteSize(t.MemoryLimit), time.Duration(t.Timeout*float64(time.Second)), t.Concurrency, t.Digest, t.Module)
+	}
+	_ = tw.Flush()
+	return 0
+}
+
+func cmdHealth(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
+	fs := newFlags("health", errOut)
+	af := addAdminFlags(fs)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	c, err := af.client()
+	if err != nil {
+		printProblems(errOut, err)
+		return 1
+	}
+	h, err := c.Health(ctx)
+	if err != nil {
+		fmt.Fprintf(errOut, "outpost health: %v\n", err)
+		return 1
+	}
+	printJSON(out, h)
+	if h.Status != "ok" {
+		return 1
+	}
+	return 0
+}
+
+func printJSON(out io.Writer, v any) int {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,113 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/outpost-edge/outpost/coordinator/calls"
+)
+
+// Client speaks to a daemon's admin API.
+type Client struct {
+	base string
+	http *http.Client
+}
+
+// NewClient returns a client for the admin API at addr (host:port or a URL).
+func NewClient(addr string) *Client {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &Client{base: strings.TrimSuffix(addr, "/"), http: &http.Client{}}
+}
+
+// CallError is a call that the daemon answered with an error document.
+type CallError struct {
+	HTTPStatus int
+	Doc        calls.ErrorDoc
+}
+
+func (e *CallError) Error() string {
+	return fmt.Sprintf("task %s: %s: %s", e.Doc.Task, e.Doc.Error.Code, e.Doc.Error.Message)
+}
+
+// Call runs task with input and returns its output. timeout 0 leaves the
+// task's own limit in charge.
+func (c *Client) Call(ctx context.Context, task string, input []byte, timeout time.Duration) ([]byte, error) {
+	u := c.base + "/v1/tasks/" + url.PathEscape(task) + "/call"
+	if timeout > 0 {
+		u += "?timeout=" + url.QueryEscape(timeout.String())
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(input))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	body, code, err := c.do(req)
+	if err != nil {
+		return nil, err
+	}
+	if code == http.StatusOK {
+		return body, nil
+	}
+	e := &CallError{HTTPStatus: code}
+	if json.Unmarshal(body, &e.Doc) != nil || e.Doc.Error.Code == "" {
+		return nil, fmt.Errorf("call %s: unexpected answer %d: %s", task, code, bytes.TrimSpace(body))
+	}
+	if e.Doc.Task == "" {
+		e.Doc.Task = task
+	}
+	return nil, e
+}
+
+// Health returns the daemon's health; a daemon that is not ok still answers.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	return h, c.getJSON(ctx, "/v1/health", &h, http.StatusOK, http.StatusServiceUnavailable)
+}
+
+// Tasks lists the daemon's tasks.
+func (c *Client) Tasks(ctx context.Context) ([]Task, error) {
+	var ts []Task
+	return ts, c.getJSON(ctx, "/v1/tasks", &ts, http.StatusOK)
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, v any, okCodes ...int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	body, code, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	for _, ok := range okCodes {
+		if code == ok {
+			if err := json.Unmarshal(body, v); err != nil {
+				return fmt.Errorf("GET %s: bad answer: %w", path, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("GET %s: %d: %s", path, code, bytes.TrimSpace(body))
+}
+
+func (c *Client) do(req *http.Request) ([]byte, int, error) {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("cannot reach the outpost daemon at %s (is `outpost run` running? set --admin): %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read answer from %s: %w", c.base, err)
+	}
+	return body, resp.StatusCode, nil
+}

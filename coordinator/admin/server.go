@@ -1,0 +1,213 @@
+// Package admin owns the daemon's local HTTP API: health, tasks, synchronous
+// calls and Prometheus metrics, and the Go client the CLI uses to speak to
+// it. It listens on loopback by default and knows the rest of the daemon only
+// through the Node interface.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/outpost-edge/outpost/coordinator/calls"
+)
+
+// MaxInput bounds the body of a call request.
+const MaxInput = 32 << 20
+
+// Node is what the admin API serves.
+type Node interface {
+	Health() Health
+	Tasks() []Task
+	// Call runs a task synchronously.
+	Call(ctx context.Context, c *calls.Call) (calls.Result, error)
+}
+
+// Health is the body of GET /v1/health.
+type Health struct {
+	Status    string         `json:"status"` // ok, degraded, draining
+	Node      string         `json:"node"`
+	Version   string         `json:"version"`
+	Uptime    float64        `json:"uptime_seconds"`
+	MQTT      MQTTHealth     `json:"mqtt"`
+	Scheduler SchedulerStats `json:"scheduler"`
+	Tasks     int            `json:"tasks"`
+	Problems  []string       `json:"problems,omitempty"`
+}
+
+// MQTTHealth describes the broker connection.
+type MQTTHealth struct {
+	Broker    string `json:"broker"` // embedded or external
+	Addr      string `json:"addr"`
+	Connected bool   `json:"connected"`
+}
+
+// SchedulerStats is the scheduler's load.
+type SchedulerStats struct {
+	Queued   int  `json:"queued"`
+	Running  int  `json:"running"`
+	Workers  int  `json:"workers"`
+	Draining bool `json:"draining"`
+}
+
+// Task is one entry of GET /v1/tasks.
+type Task struct {
+	Name        string  `json:"name"`
+	ABI         string  `json:"abi"`
+	Module      string  `json:"module"`
+	Digest      string  `json:"digest"`
+	Size        int     `json:"size"`
+	MemoryLimit uint64  `json:"memory_limit"`
+	Timeout     float64 `json:"timeout_seconds"`
+	Concurrency int     `json:"concurrency"`
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	addr   string
+	node   Node
+	log    *slog.Logger
+	mux    *http.ServeMux
+	srv    *http.Server
+	ln     net.Listener
+	served chan error
+}
+
+// NewServer returns a server for node on addr, exposing gatherer at /metrics.
+func NewServer(addr string, node Node, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
+	s := &Server{addr: addr, node: node, log: log, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /v1/health", s.health)
+	s.mux.HandleFunc("GET /v1/tasks", s.tasks)
+	s.mux.HandleFunc("POST /v1/tasks/{name}/call", s.call)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	return s
+}
+
+// Handle mounts another subsystem's handler (for example telemetry) on the server.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Start listens and serves in the background.
+func (s *Server) Start(ctx context.Context) error {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("admin API: listen on %s: %w", s.addr, err)
+	}
+	s.ln = ln
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.srv.Serve(ln) }()
+	s.log.Info("admin API listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Addr is the address the server listens on, after Start.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Stop waits for requests in flight until ctx ends, then closes.
+func (s *Server) Stop(ctx context.Context) error {
+	if s.ln == nil {
+		return nil
+	}
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+	}
+	if serr := <-s.served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
+}
+
+func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+	h := s.node.Health()
+	code := http.StatusOK
+	if h.Status != "ok" {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, h)
+}
+
+func (s *Server) tasks(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.node.Tasks())
+}
+
+// call runs a task with the request body as input. The output is the
+// response body; a failure is an error document with a status that says
+// whose fault it was.
+func (s *Server) call(w http.ResponseWriter, r *http.Request) {
+	task := r.PathValue("name")
+	ctx := r.Context()
+	if t := r.URL.Query().Get("timeout"); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil || d <= 0 {
+			writeError(w, http.StatusBadRequest, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: "bad_request", Message: fmt.Sprintf("timeout %q is not a positive duration", t)}})
+			return
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	input, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInput))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: "bad_request", Message: fmt.Sprintf("read input: %v (at most %d bytes)", err, MaxInput)}})
+		return
+	}
+	c := calls.New(task, input, calls.Source{Kind: "admin", Ref: r.RemoteAddr})
+	res, err := s.node.Call(ctx, c)
+	if err != nil {
+		code, status := http.StatusServiceUnavailable, calls.StatusRejected
+		switch {
+		case errors.Is(err, calls.ErrUnknownTask):
+			code, status = http.StatusNotFound, calls.StatusUnknown
+		case errors.Is(err, calls.ErrQueueFull):
+			w.Header().Set("Retry-After", "1")
+		case errors.Is(err, context.DeadlineExceeded):
+			code, status = http.StatusGatewayTimeout, calls.StatusTimeout
+		}
+		writeError(w, code, calls.ErrorDoc{Task: task, CallID: c.ID, Error: calls.ErrorBody{Code: status, Message: err.Error()}})
+		return
+	}
+	w.Header().Set("X-Outpost-Call-Id", c.ID)
+	w.Header().Set("X-Outpost-Duration", strconv.FormatFloat(c.Finished.Sub(c.Started).Seconds(), 'f', 6, 64))
+	if res.OK() {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(res.Output)
+		return
+	}
+	writeError(w, statusCode(res.Status), c.ErrorDoc())
+}
+
+// statusCode maps how a call ended to an HTTP status.
+func statusCode(st calls.Status) int {
+	switch st {
+	case calls.StatusTimeout:
+		return http.StatusGatewayTimeout
+	case calls.StatusUnknown:
+		return http.StatusNotFound
+	case calls.StatusRejected, calls.StatusCanceled:
+		return http.StatusServiceUnavailable
+	default: // the task ran and failed: trap, memory, failed, invalid
+		return http.StatusUnprocessableEntity
+	}
+}
+
+func writeError(w http.ResponseWriter, code int, doc calls.ErrorDoc) { writeJSON(w, code, doc) }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,322 @@
+// Package coordinator owns the Outpost daemon as a whole: it builds every
+// part from the config (state store, wasm runtime, call scheduler, MQTT
+// broker and client, admin API), runs them as a supervised group with a
+// written stop order, answers SIGHUP with a validated reload and SIGTERM
+// with a drain, and tells systemd about each.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/outpost-edge/outpost/coordinator/admin"
+	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/coordinator/routes"
+	"github.com/outpost-edge/outpost/coordinator/store"
+	"github.com/outpost-edge/outpost/devices"
+	outpostrt "github.com/outpost-edge/outpost/runtime"
+)
+
+// Coordinator is one running Outpost daemon.
+type Coordinator struct {
+	log     *slog.Logger
+	version string
+	reg     *prometheus.Registry
+	m       *metrics
+	boot    time.Time
+
+	cfg    atomic.Pointer[config.Config]
+	routes atomic.Pointer[routes.Table]
+
+	db     *store.DB
+	engine *outpostrt.Engine
+	sched  *calls.Scheduler
+	broker *devices.Broker // nil with an external broker
+	client *devices.Client
+	admin  *admin.Server
+	group  group
+
+	reloadMu sync.Mutex // one reload at a time
+}
+
+// New builds a coordinator for a validated config. It has no side effects:
+// nothing listens or opens files until Run.
+func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
+	c := &Coordinator{log: log, version: version, reg: prometheus.NewRegistry()}
+	c.cfg.Store(cfg)
+	c.routes.Store(routes.New(cfg.Routes))
+	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c.m = newMetrics(c.reg, version)
+
+	c.engine = outpostrt.New(outpostrt.Options{
+		CacheDir:   filepath.Join(cfg.DataDir, "cache", "wasm"),
+		Logger:     log.With("part", "runtime"),
+		Registerer: c.reg,
+	})
+	c.sched = calls.NewScheduler(executor{c.engine}, calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize}, log.With("part", "calls"), c.reg)
+	if !cfg.MQTT.External() {
+		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
+	}
+	c.admin = admin.NewServer(cfg.Admin.Listen, c, c.reg, log.With("part", "admin"))
+
+	g := &c.group
+	g.log = log
+	g.add("store", c.openStore, func(context.Context) error { return c.db.Close() })
+	g.add("runtime", c.startRuntime, c.engine.Close)
+	g.add("scheduler", func(context.Context) error { return nil }, c.drain)
+	if c.broker != nil {
+		g.add("broker", c.broker.Start, c.broker.Stop)
+	}
+	g.add("mqtt", c.startClient, func(ctx context.Context) error { return c.client.Stop(ctx) })
+	g.add("admin", c.admin.Start, c.admin.Stop)
+	// The stop order: drain calls first (their replies still need the MQTT
+	// client; the admin API keeps answering health and sync calls while
+	// they finish), then stop taking requests, then the MQTT client and
+	// the broker, and the runtime and the store last.
+	g.stopOrder = []string{"scheduler", "admin", "mqtt", "broker", "runtime", "store"}
+	return c
+}
+
+// Registry is the daemon's metrics registry.
+func (c *Coordinator) Registry() *prometheus.Registry { return c.reg }
+
+// AdminAddr is the admin API's address once the daemon runs.
+func (c *Coordinator) AdminAddr() string { return c.admin.Addr() }
+
+func (c *Coordinator) openStore(context.Context) error {
+	db, err := store.Open(filepath.Join(c.cfg.Load().DataDir, "state"), c.cfg.Load().Storage, c.log.With("part", "store"))
+	if err != nil {
+		return err
+	}
+	c.db = db
+	return nil
+}
+
+func (c *Coordinator) startRuntime(ctx context.Context) error {
+	if err := c.engine.Start(ctx); err != nil {
+		return err
+	}
+	set, err := c.engine.Load(ctx, taskSpecs(c.cfg.Load().Tasks))
+	if err != nil {
+		return err
+	}
+	c.engine.Activate(set)
+	return nil
+}
+
+func (c *Coordinator) startClient(ctx context.Context) error {
+	cfg := c.cfg.Load()
+	url := cfg.MQTT.URL
+	if c.broker != nil {
+		url = "tcp://" + c.broker.Addr()
+	}
+	c.client = devices.NewClient(cfg.MQTT, url, c.onMessage, c.log.With("part", "mqtt"), c.reg)
+	c.client.SetSubscriptions(subscriptions(c.routes.Load()))
+	return c.client.Start(ctx)
+}
+
+func (c *Coordinator) drain(ctx context.Context) error {
+	d := c.cfg.Load().Scheduler.DrainTimeout.Std()
+	st := c.sched.Stats()
+	c.log.Info("draining calls", "queued", st.Queued, "running", st.Running, "deadline", d)
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if err := c.sched.Drain(ctx); err != nil {
+		// Cutting calls short at the deadline is what the operator asked
+		// for with drain_timeout, not a failure to stop.
+		c.log.Warn("drain incomplete", "err", err)
+	}
+	return nil
+}
+
+// Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT comes,
+// then drains and stops it. SIGHUP reloads tasks and routes from load().
+func (c *Coordinator) Run(ctx context.Context, load func() (*config.Config, error)) error {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	c.boot = time.Now()
+	if err := c.group.start(ctx); err != nil {
+		return err
+	}
+	cfg := c.cfg.Load()
+	c.log.Info("outpost ready", "node", cfg.Node.ID, "version", c.version, "admin", c.admin.Addr(),
+		"mqtt", c.mqttAddr(), "tasks", len(cfg.Tasks), "routes", len(cfg.Routes))
+	notify(c.log, daemon.SdNotifyReady)
+
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	go watchdog(wctx, c.log, func() bool { c.sched.Stats(); return true })
+
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				c.reloadFrom(ctx, load)
+				continue
+			}
+			c.log.Info("stopping", "signal", s.String())
+			break loop
+		}
+	}
+	notify(c.log, daemon.SdNotifyStopping)
+	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.Scheduler.DrainTimeout.Std()+30*time.Second)
+	defer cancel()
+	err := c.group.stop(stopCtx)
+	c.log.Info("outpost stopped")
+	return err
+}
+
+func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*config.Config, error)) {
+	notify(c.log, daemon.SdNotifyReloading)
+	defer notify(c.log, daemon.SdNotifyReady)
+	if load == nil {
+		c.log.Warn("reload ignored: the daemon runs on built-in defaults (start it with --config to reload)")
+		return
+	}
+	cfg, err := load()
+	if err == nil {
+		err = c.Reload(ctx, cfg)
+	}
+	if err != nil {
+		c.m.reloads.WithLabelValues("rejected").Inc()
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			for _, p := range ps {
+				c.log.Error("reload rejected: config problem", "problem", p.String())
+			}
+		} else {
+			c.log.Error("reload rejected; keeping the running config", "err", err)
+		}
+		return
+	}
+	c.m.reloads.WithLabelValues("ok").Inc()
+}
+
+// Reload swaps in the tasks and routes of a validated config. Every module
+// is compiled and checked first: if any fails, nothing changes. Calls in
+// flight finish on the tasks they started with.
+func (c *Coordinator) Reload(ctx context.Context, cfg *config.Config) error {
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	set, err := c.engine.Load(ctx, taskSpecs(cfg.Tasks))
+	if err != nil {
+		return fmt.Errorf("load tasks: %w", err)
+	}
+	old := c.cfg.Load()
+	c.engine.Activate(set)
+	table := routes.New(cfg.Routes)
+	c.routes.Store(table)
+	c.client.SetSubscriptions(subscriptions(table))
+	for _, key := range restartOnly(old, cfg) {
+		c.log.Warn("config change needs a restart to take effect", "key", key)
+	}
+	c.cfg.Store(cfg)
+	c.log.Info("config reloaded", "tasks", len(cfg.Tasks), "routes", len(cfg.Routes))
+	return nil
+}
+
+// restartOnly lists changed settings that a reload cannot apply.
+func restartOnly(a, b *config.Config) []string {
+	var keys []string
+	check := func(key string, changed bool) {
+		if changed {
+			keys = append(keys, key)
+		}
+	}
+	check("data_dir", a.DataDir != b.DataDir)
+	check("node.id", a.Node.ID != b.Node.ID)
+	check("log", a.Log != b.Log)
+	check("admin.listen", a.Admin != b.Admin)
+	check("storage", a.Storage != b.Storage)
+	check("scheduler", a.Scheduler != b.Scheduler)
+	check("mqtt", fmt.Sprint(a.MQTT) != fmt.Sprint(b.MQTT))
+	return keys
+}
+
+func (c *Coordinator) mqttAddr() string {
+	if c.broker != nil {
+		return c.broker.Addr()
+	}
+	return c.cfg.Load().MQTT.URL
+}
+
+// Health implements admin.Node.
+func (c *Coordinator) Health() admin.Health {
+	cfg := c.cfg.Load()
+	st := c.sched.Stats()
+	h := admin.Health{
+		Status:    "ok",
+		Node:      cfg.Node.ID,
+		Version:   c.version,
+		Uptime:    time.Since(c.boot).Seconds(),
+		MQTT:      admin.MQTTHealth{Broker: "embedded", Addr: c.mqttAddr()},
+		Scheduler: admin.SchedulerStats{Queued: st.Queued, Running: st.Running, Workers: st.Workers, Draining: st.Draining},
+		Tasks:     len(c.engine.Tasks()),
+	}
+	if cfg.MQTT.External() {
+		h.MQTT.Broker = "external"
+	}
+	h.MQTT.Connected = c.client != nil && c.client.Connected()
+	if !h.MQTT.Connected {
+		h.Status = "degraded"
+		h.Problems = append(h.Problems, "not connected to the MQTT broker at "+c.mqttAddr())
+	}
+	if st.Draining {
+		h.Status = "draining"
+	}
+	return h
+}
+
+// Tasks implements admin.Node.
+func (c *Coordinator) Tasks() []admin.Task {
+	infos := c.engine.Tasks()
+	out := make([]admin.Task, len(infos))
+	for i, t := range infos {
+		out[i] = admin.Task{
+			Name: t.Name, ABI: t.ABI, Module: t.Module, Digest: t.Digest, Size: t.Size,
+			MemoryLimit: t.Limits.MemoryLimit, Timeout: t.Limits.Timeout.Seconds(), Concurrency: t.Limits.Concurrency,
+		}
+	}
+	return out
+}
+
+// Call implements admin.Node: a synchronous call through the scheduler.
+func (c *Coordinator) Call(ctx context.Context, call *calls.Call) (calls.Result, error) {
+	return c.sched.Do(ctx, call)
+}
+
+func taskSpecs(ts []config.Task) []outpostrt.Spec {
+	specs := make([]outpostrt.Spec, len(ts))
+	for i, t := range ts {
+		specs[i] = outpostrt.Spec{
+			Name: t.Name, Module: t.Module, ABI: t.ABI,
+			MemoryLimit: uint64(t.Limits.Memory), Timeout: t.Limits.Timeout.Std(), Concurrency: t.Limits.Concurrency,
+		}
+	}
+	return specs
+}
+
+// CheckTasks compiles and validates every task module of cfg without
+// running anything, for `outpost check`.
+func CheckTasks(ctx context.Context, cfg *config.Config) error {
+	return outpostrt.Check(ctx, taskSpecs(cfg.Tasks))
+}
