@@ -138,4 +138,3 @@ func printProblems(w io.Writer, err error) {
 	}
 	fmt.Fprintf(w, "%d problem(s)\n", len(lines))
 }
-
