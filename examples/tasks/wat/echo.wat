@@ -1,0 +1,31 @@
+;; echo: the smallest Outpost reactor (ABI v0, docs/abi.md), the same module as
+;; the daemon's builtin:echo.
+;;
+;; outpost_alloc returns one fixed buffer at offset 1024, growing linear memory
+;; when the input does not fit; outpost_handle returns the input unchanged, in
+;; place. Build: wat2wasm echo.wat -o echo.wasm
+(module
+  (memory (export "memory") 1)
+
+  ;; outpost_alloc(size) -> ptr: ensure [1024, 1024+size) is in memory.
+  (func (export "outpost_alloc") (param $size i32) (result i32)
+    (local $need i64)
+    ;; pages needed = ceil((1024 + size) / 65536), computed in i64 (no overflow)
+    (local.set $need
+      (i64.shr_u
+        (i64.add (i64.extend_i32_u (local.get $size)) (i64.const 66559)) ;; 1024 + 65535
+        (i64.const 16)))
+    (if (i64.gt_u (local.get $need) (i64.extend_i32_u (memory.size)))
+      (then
+        (if (i32.eq
+              (memory.grow (i32.wrap_i64 (i64.sub (local.get $need) (i64.extend_i32_u (memory.size)))))
+              (i32.const -1))
+          (then unreachable))))
+    (i32.const 1024))
+
+  ;; outpost_handle(ptr, len) -> (ptr << 32) | len: the output is the input.
+  (func (export "outpost_handle") (param $ptr i32) (param $len i32) (result i64)
+    (i64.or
+      (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
+      (i64.extend_i32_u (local.get $len))))
+)

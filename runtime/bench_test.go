@@ -1,0 +1,111 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/outpost-edge/outpost/runtime/builtin"
+)
+
+// BenchmarkCall compares Engine.Call with the same export of builtin:echo
+// called directly through wazero, the way a careful host would: compiler
+// engine, CloseOnContextDone, a deadline per call, CallWithStack with a reused
+// stack, input written with memory.Write and the output copied out.
+func BenchmarkCall(b *testing.B) {
+	input := []byte("0123456789abcdef") // 16 bytes
+	ctx := context.Background()
+
+	b.Run("raw-wazero", func(b *testing.B) {
+		rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true))
+		defer rt.Close(ctx)
+		wasi_snapshot_preview1.MustInstantiate(ctx, rt)
+		bin, _ := builtin.Lookup("echo")
+		mod, err := rt.InstantiateWithConfig(ctx, bin, wazero.NewModuleConfig().WithName("").WithRandSource(rand.Reader))
+		if err != nil {
+			b.Fatal(err)
+		}
+		alloc, handle, mem := mod.ExportedFunction("outpost_alloc"), mod.ExportedFunction("outpost_handle"), mod.Memory()
+		stack := make([]uint64, 2)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			stack[0] = uint64(len(input))
+			if err := alloc.CallWithStack(cctx, stack); err != nil {
+				b.Fatal(err)
+			}
+			ptr := api.DecodeU32(stack[0])
+			if !mem.Write(ptr, input) {
+				b.Fatal("write")
+			}
+			stack[0], stack[1] = uint64(ptr), uint64(len(input))
+			if err := handle.CallWithStack(cctx, stack); err != nil {
+				b.Fatal(err)
+			}
+			view, ok := mem.Read(uint32(stack[0]>>32), uint32(stack[0]))
+			if !ok {
+				b.Fatal("read")
+			}
+			out := make([]byte, len(view))
+			copy(out, view)
+			cancel()
+			if len(out) != len(input) {
+				b.Fatal("short output")
+			}
+		}
+	})
+
+	b.Run("engine", func(b *testing.B) {
+		e := newEngine(b, Spec{Name: "echo", Module: "builtin:echo"})
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			out, err := e.Call(ctx, "echo", input)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(out) != len(input) {
+				b.Fatal("short output")
+			}
+		}
+	})
+
+	b.Run("engine-parallel", func(b *testing.B) {
+		e := newEngine(b, Spec{Name: "echo", Module: "builtin:echo"})
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := e.Call(ctx, "echo", input); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkCommand measures a command call: a fresh instance per call, input
+// on stdin, output from stdout.
+func BenchmarkCommand(b *testing.B) {
+	e := newEngine(b, Spec{Name: "cmd", Module: fixture(b, "command")})
+	ctx := context.Background()
+	input := []byte("0123456789abcdef")
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := e.Call(ctx, "cmd", input)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !bytes.Equal(out, input) {
+			b.Fatalf("out %q", out)
+		}
+	}
+}
