@@ -74,8 +74,8 @@ func outpostAlloc(size uint32) uint32 {
 }
 
 //go:wasmexport outpost_handle
-func outpostHandle(ptr, size uint32) uint64 {
-	input := unsafe.Slice((*byte)(unsafe.Pointer(uintptr(ptr))), size)
+func outpostHandle(ptr unsafe.Pointer, size uint32) uint64 {
+	input := unsafe.Slice((*byte)(ptr), size)
 	res, err := transform(input)
 	if err != nil {
 		msg := err.Error()
