@@ -1,0 +1,280 @@
+package devices
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-edge/outpost/coordinator/config"
+)
+
+// Broker is the embedded MQTT broker (mochi-mqtt) listening on one TCP
+// address. The zero value is not usable; build it with NewBroker.
+type Broker struct {
+	cfg config.Broker
+	log *slog.Logger
+	reg prometheus.Registerer
+
+	mu      sync.Mutex // guards the fields below
+	srv     *mqtt.Server
+	addr    string
+	started bool
+	stopped bool
+	coll    *brokerCollector
+
+	// drop counters, fed by the hook and read by the collector
+	droppedPending atomic.Uint64
+	lastDropLog    atomic.Int64 // unix nanos of the last drop warning
+}
+
+// NewBroker returns a broker for cfg. It has no side effects: nothing is read,
+// opened or registered until Start. reg may be nil.
+func NewBroker(cfg config.Broker, log *slog.Logger, reg prometheus.Registerer) *Broker {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Broker{cfg: cfg, log: log.With("component", "broker"), reg: reg}
+}
+
+// Start reads the user password files, listens on cfg.Listen (port 0 picks a
+// free port, see Addr) and serves clients in the background.
+func (b *Broker) Start(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return fmt.Errorf("start broker: %w", ErrStopped)
+	}
+	if b.started {
+		return fmt.Errorf("start broker: %w", ErrAlreadyStarted)
+	}
+	b.started = true
+
+	auth, err := newAuthHook(b.cfg)
+	if err != nil {
+		return fmt.Errorf("start broker: %w", err)
+	}
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	if b.cfg.MaxClientWritesPending > 0 {
+		caps.MaximumClientWritesPending = int32(min(b.cfg.MaxClientWritesPending, math.MaxInt32))
+	}
+	if b.cfg.MaxInflight > 0 {
+		caps.MaximumInflight = uint16(min(b.cfg.MaxInflight, math.MaxUint16))
+		caps.ReceiveMaximum = caps.MaximumInflight
+	}
+	if b.cfg.MaxMessageSize > 0 {
+		caps.MaximumPacketSize = uint32(min(uint64(b.cfg.MaxMessageSize), math.MaxUint32))
+	}
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
+		InlineClient: false,
+	})
+	b.srv = srv
+	if err := srv.AddHook(auth, nil); err != nil {
+		return fmt.Errorf("start broker: add auth hook: %w", err)
+	}
+	if err := srv.AddHook(&dropHook{b: b}, nil); err != nil {
+		return fmt.Errorf("start broker: add drop hook: %w", err)
+	}
+	tcp := newTCPListener("tcp", b.cfg.Listen, b.log)
+	if err := srv.AddListener(tcp); err != nil {
+		return fmt.Errorf("start broker: listen on %s: %w", b.cfg.Listen, err)
+	}
+	b.addr = tcp.Address()
+	if err := srv.Serve(); err != nil {
+		return fmt.Errorf("start broker on %s: %w", b.addr, err)
+	}
+	if b.reg != nil {
+		// The collector reads this server; it is unregistered at Stop so a
+		// broker rebuilt on the same registry (reload) can register its own.
+		coll := newBrokerCollector(srv, &b.droppedPending)
+		if err := b.reg.Register(coll); err != nil {
+			b.log.Warn("register broker metrics", "error", err)
+		} else {
+			b.coll = coll
+		}
+	}
+	b.log.Info("broker started", "address", b.addr,
+		"allow_anonymous", b.cfg.AllowAnonymous, "users", len(b.cfg.Users),
+		"max_client_writes_pending", caps.MaximumClientWritesPending, "max_inflight", caps.MaximumInflight)
+	return nil
+}
+
+// Addr returns the address the broker listens on after Start ("" before).
+func (b *Broker) Addr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.addr
+}
+
+// Stop disconnects every client and closes the listener. It waits for the
+// client goroutines up to ctx. It is safe after a failed Start and twice.
+func (b *Broker) Stop(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return nil
+	}
+	b.stopped = true
+	if b.coll != nil {
+		b.reg.Unregister(b.coll)
+	}
+	if b.srv == nil {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = b.srv.Close() // always nil; closes listeners, disconnects clients, waits for them
+	}()
+	select {
+	case <-done:
+		b.log.Info("broker stopped", "address", b.addr)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop broker on %s: %w", b.addr, ctx.Err())
+	}
+}
+
+// dropHook counts messages mochi drops instead of delivering.
+type dropHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *dropHook) ID() string { return "outpost-drops" }
+
+func (h *dropHook) Provides(x byte) bool {
+	return x == mqtt.OnPublishDropped || x == mqtt.OnPacketIDExhausted
+}
+
+// OnPublishDropped is called when a client's pending writes are full.
+func (h *dropHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.b.droppedPending.Add(1)
+	h.warn("broker dropped a message: client pending writes full", cl, pk)
+}
+
+// OnPacketIDExhausted is called when a QoS>0 message cannot get a packet id
+// (counted by mochi in Info.InflightDropped).
+func (h *dropHook) OnPacketIDExhausted(cl *mqtt.Client, pk packets.Packet) {
+	h.warn("broker dropped a message: packet ids exhausted", cl, pk)
+}
+
+// warn logs at most one drop warning every 10 s.
+func (h *dropHook) warn(msg string, cl *mqtt.Client, pk packets.Packet) {
+	now := time.Now().UnixNano()
+	last := h.b.lastDropLog.Load()
+	if now-last < int64(10*time.Second) || !h.b.lastDropLog.CompareAndSwap(last, now) {
+		return
+	}
+	h.b.log.Warn(msg, "client", cl.ID, "topic", pk.TopicName, "dropped_pending_writes_total", h.b.droppedPending.Load())
+}
+
+// authHook authenticates clients: password users from the config, anonymous
+// clients only when allowed. Every authenticated client may publish and
+// subscribe to any topic (device ACLs come later).
+type authHook struct {
+	mqtt.HookBase
+	anonymous bool
+	users     map[string][]byte
+}
+
+func newAuthHook(cfg config.Broker) (*authHook, error) {
+	h := &authHook{anonymous: cfg.AllowAnonymous, users: make(map[string][]byte, len(cfg.Users))}
+	for _, u := range cfg.Users {
+		if u.Username == "" {
+			return nil, errors.New("broker user with an empty username")
+		}
+		pw, err := readSecret(u.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker user %q: %w", u.Username, err)
+		}
+		if len(pw) == 0 {
+			return nil, fmt.Errorf("broker user %q: empty password file %s", u.Username, u.PasswordFile)
+		}
+		h.users[u.Username] = pw
+	}
+	return h, nil
+}
+
+func (h *authHook) ID() string { return "outpost-auth" }
+
+func (h *authHook) Provides(x byte) bool {
+	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, x) >= 0
+}
+
+// OnConnectAuthenticate accepts a configured user with the right password,
+// and a client that names no configured user only when anonymous access is
+// allowed. A configured user with a wrong password is always refused.
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	want, ok := h.users[string(pk.Connect.Username)]
+	if !ok || len(pk.Connect.Username) == 0 {
+		return h.anonymous
+	}
+	return subtle.ConstantTimeCompare(pk.Connect.Password, want) == 1
+}
+
+// OnACLCheck allows everything to an authenticated client.
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool { return true }
+
+// brokerCollector exports mochi's Info counters and the drop counters.
+type brokerCollector struct {
+	srv            *mqtt.Server
+	droppedPending *atomic.Uint64
+}
+
+var (
+	descClients     = prometheus.NewDesc("outpost_broker_clients_connected", "Clients connected to the embedded broker.", nil, nil)
+	descSubs        = prometheus.NewDesc("outpost_broker_subscriptions", "Subscriptions active on the embedded broker.", nil, nil)
+	descRecv        = prometheus.NewDesc("outpost_broker_messages_received_total", "PUBLISH packets received by the embedded broker.", nil, nil)
+	descSent        = prometheus.NewDesc("outpost_broker_messages_sent_total", "PUBLISH packets sent by the embedded broker.", nil, nil)
+	descInflight    = prometheus.NewDesc("outpost_broker_inflight", "QoS 1/2 messages in flight on the embedded broker.", nil, nil)
+	descRetained    = prometheus.NewDesc("outpost_broker_retained", "Retained messages held by the embedded broker.", nil, nil)
+	descBytesRecv   = prometheus.NewDesc("outpost_broker_received_bytes_total", "Bytes received by the embedded broker.", nil, nil)
+	descBytesSent   = prometheus.NewDesc("outpost_broker_sent_bytes_total", "Bytes sent by the embedded broker.", nil, nil)
+	descDropped     = prometheus.NewDesc("outpost_broker_dropped_total", "Messages the embedded broker dropped instead of delivering, by reason (pending_writes: a client's outbound queue was full; inflight: a client's QoS 1/2 in-flight limit or packet ids were exhausted).", []string{"reason"}, nil)
+	brokerDescsList = []*prometheus.Desc{descClients, descSubs, descRecv, descSent, descInflight, descRetained, descBytesRecv, descBytesSent, descDropped}
+)
+
+func newBrokerCollector(srv *mqtt.Server, dropped *atomic.Uint64) *brokerCollector {
+	return &brokerCollector{srv: srv, droppedPending: dropped}
+}
+
+// Describe implements prometheus.Collector.
+func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range brokerDescsList {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
+	i := c.srv.Info
+	ld := func(p *int64) float64 { return float64(atomic.LoadInt64(p)) }
+	ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, ld(&i.ClientsConnected))
+	ch <- prometheus.MustNewConstMetric(descSubs, prometheus.GaugeValue, ld(&i.Subscriptions))
+	ch <- prometheus.MustNewConstMetric(descRecv, prometheus.CounterValue, ld(&i.MessagesReceived))
+	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, ld(&i.MessagesSent))
+	ch <- prometheus.MustNewConstMetric(descInflight, prometheus.GaugeValue, ld(&i.Inflight))
+	ch <- prometheus.MustNewConstMetric(descRetained, prometheus.GaugeValue, ld(&i.Retained))
+	ch <- prometheus.MustNewConstMetric(descBytesRecv, prometheus.CounterValue, ld(&i.BytesReceived))
+	ch <- prometheus.MustNewConstMetric(descBytesSent, prometheus.CounterValue, ld(&i.BytesSent))
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(c.droppedPending.Load()), "pending_writes")
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, ld(&i.InflightDropped), "inflight")
+}
+
+var _ prometheus.Collector = (*brokerCollector)(nil)
+var _ mqtt.Hook = (*authHook)(nil)
+var _ mqtt.Hook = (*dropHook)(nil)

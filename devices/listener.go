@@ -1,0 +1,137 @@
+package devices
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// tcpListener is the broker's TCP listener. Unlike mochi's own it owns the
+// goroutine of every connection: Close closes every connection (also those
+// that never sent CONNECT) and waits for their goroutines, so the broker
+// stops without leftovers; and an ordinary disconnect is logged at debug
+// level, not as a warning.
+type tcpListener struct {
+	id, address string
+	log         *slog.Logger
+
+	mu     sync.Mutex // guards ln, conns, closed
+	ln     net.Listener
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup // Serve and the connection goroutines
+}
+
+var _ listeners.Listener = (*tcpListener)(nil)
+
+func newTCPListener(id, address string, log *slog.Logger) *tcpListener {
+	return &tcpListener{id: id, address: address, log: log, conns: map[net.Conn]struct{}{}}
+}
+
+func (l *tcpListener) ID() string       { return l.id }
+func (l *tcpListener) Protocol() string { return "tcp" }
+
+// Address returns the bound address once Init succeeded.
+func (l *tcpListener) Address() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.address
+}
+
+// Init binds the address.
+func (l *tcpListener) Init(_ *slog.Logger) error {
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.ln = ln
+	l.mu.Unlock()
+	return nil
+}
+
+// Serve accepts connections until Close.
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	l.mu.Lock()
+	if l.closed || l.ln == nil {
+		l.mu.Unlock()
+		return
+	}
+	l.wg.Add(1)
+	ln := l.ln
+	l.mu.Unlock()
+	defer l.wg.Done()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			conn.Close()
+			return
+		}
+		l.conns[conn] = struct{}{}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go func() {
+			defer l.wg.Done()
+			err := establish(l.id, conn)
+			l.mu.Lock()
+			delete(l.conns, conn)
+			l.mu.Unlock()
+			conn.Close()
+			l.logEnd(conn, err)
+		}()
+	}
+}
+
+// logEnd logs why a connection ended: refusals and protocol errors as
+// warnings, ordinary disconnects at debug level.
+func (l *tcpListener) logEnd(conn net.Conn, err error) {
+	if err == nil {
+		return
+	}
+	var code packets.Code
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, packets.ErrServerShuttingDown),
+		errors.Is(err, packets.CodeDisconnect), errors.Is(err, packets.ErrSessionTakenOver):
+		l.log.Debug("broker client disconnected", "remote", conn.RemoteAddr().String(), "reason", err)
+	case errors.As(err, &code):
+		l.log.Info("broker client refused or disconnected", "remote", conn.RemoteAddr().String(), "reason", err)
+	default:
+		l.log.Debug("broker client connection ended", "remote", conn.RemoteAddr().String(), "error", err)
+	}
+}
+
+// Close stops accepting, lets the server disconnect its clients, closes
+// every remaining connection and waits for the connection goroutines.
+func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	ln := l.ln
+	l.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	closeClients(l.id)
+	l.mu.Lock()
+	for c := range l.conns {
+		c.Close()
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+}
