@@ -423,4 +423,3 @@ func (c *Client) Stop(ctx context.Context) error {
 	c.log.Info("mqtt client stopped", "broker", c.url)
 	return nil
 }
-
