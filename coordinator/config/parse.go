@@ -64,13 +64,14 @@ func Parse(data []byte, name string) (*Config, error) {
 	d := newDoc(data, name)
 	c := Defaults()
 	if !d.decode(&c) {
-		return nil, d.problems
+		return nil, d.problems // not YAML, or not a mapping: nothing to validate
 	}
 	c.Source = name
 	c.applyListDefaults()
 	c.resolve(filepath.Dir(name))
 	c.validate(d)
 	if len(d.problems) > 0 {
+		sort.SliceStable(d.problems, func(i, j int) bool { return d.problems[i].Line < d.problems[j].Line })
 		return nil, d.problems
 	}
 	return &c, nil
@@ -92,6 +93,9 @@ func newDoc(data []byte, name string) *doc {
 var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 // decode fills c from the document strictly, recording every decode error.
+// It returns false when the document cannot be validated further; after
+// unknown keys or bad values it returns true, with those problems recorded,
+// so that validation can report the rest.
 func (d *doc) decode(c *Config) bool {
 	var root yaml.Node
 	if err := yaml.Unmarshal(d.data, &root); err != nil {
@@ -117,9 +121,9 @@ func (d *doc) decode(c *Config) bool {
 		for _, e := range te.Errors {
 			d.addYAMLError(e)
 		}
-	} else {
-		d.addYAMLError(err.Error())
+		return true
 	}
+	d.addYAMLError(err.Error())
 	return false
 }
 

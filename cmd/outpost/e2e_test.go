@@ -1,0 +1,498 @@
+package main
+
+// End-to-end tests: the real outpost binary as a subprocess, real Mosquitto
+// clients and broker, random loopback ports.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/coordinator/admin"
+	"github.com/outpost-edge/outpost/devices/mqtttest"
+)
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "outpost-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	binPath = filepath.Join(dir, "outpost")
+	if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build outpost: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is a running outpost process.
+type daemon struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	dir    string
+	cfg    string
+	admin  *admin.Client
+	mqtt   string // broker URL devices use
+	logs   *syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// wasm compiles a test fixture from runtime/testdata with wat2wasm.
+func wasm(t *testing.T, name string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), name+".wasm")
+	src := filepath.Join("..", "..", "runtime", "testdata", name+".wat")
+	if out, err := exec.Command("wat2wasm", src, "-o", dst).CombinedOutput(); err != nil {
+		t.Fatalf("wat2wasm %s (scripts/test.sh installs wabt): %v\n%s", src, err, out)
+	}
+	return dst
+}
+
+// startDaemon writes cfg (with {{admin}} and {{broker}} replaced by free
+// loopback addresses, and data_dir set) and runs `outpost run` on it until
+// it reports healthy.
+func startDaemon(t *testing.T, cfg string) *daemon {
+	t.Helper()
+	dir := t.TempDir()
+	adminAddr, brokerAddr := mqtttest.FreeAddr(t), mqtttest.FreeAddr(t)
+	cfg = strings.NewReplacer("{{admin}}", adminAddr, "{{broker}}", brokerAddr).Replace(cfg)
+	cfg = "data_dir: " + filepath.Join(dir, "data") + "\n" + cfg
+	path := filepath.Join(dir, "outpost.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, dir: dir, cfg: path, admin: admin.NewClient(adminAddr), mqtt: "tcp://" + brokerAddr, logs: &syncBuffer{}, exited: make(chan struct{})}
+	d.start()
+	return d
+}
+
+func (d *daemon) start() {
+	t := d.t
+	t.Helper()
+	d.cmd = exec.Command(binPath, "run", "--config", d.cfg)
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func() { d.err = d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() {
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		if t.Failed() {
+			t.Logf("outpost logs:\n%s", d.logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		h, err := d.admin.Health(ctx)
+		cancel()
+		if err == nil && h.Status == "ok" {
+			return
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("outpost exited before it was ready (%v):\n%s", d.err, d.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outpost not healthy after 20s (%+v, %v):\n%s", h, err, d.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// signal sends sig and, for a stopping signal, waits for the exit code.
+func (d *daemon) stop(sig syscall.Signal, timeout time.Duration) int {
+	d.t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		d.t.Fatal(err)
+	}
+	select {
+	case <-d.exited:
+	case <-time.After(timeout):
+		d.t.Fatalf("outpost did not exit %s after %v:\n%s", timeout, sig, d.logs.String())
+	}
+	var ee *exec.ExitError
+	if errors.As(d.err, &ee) {
+		return ee.ExitCode()
+	}
+	return 0
+}
+
+func (d *daemon) call(task, input string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := d.admin.Call(ctx, task, []byte(input), 0)
+	return string(out), err
+}
+
+func (d *daemon) waitLog(re string, timeout time.Duration) {
+	d.t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(timeout)
+	for !rx.MatchString(d.logs.String()) {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("log never matched %q:\n%s", re, d.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The documented walkthrough: the built-in config (configs/outpost.yaml,
+// here on free ports), a device publishing with mosquitto_pub and another
+// listening with mosquitto_sub for the echo task's reply.
+func TestDeviceMessageThroughEchoTask(t *testing.T) {
+	cfg := strings.NewReplacer("127.0.0.1:7700", "{{admin}}", "127.0.0.1:1883", "{{broker}}", "data_dir: ./data\n", "").Replace(string(configs.Default))
+	d := startDaemon(t, cfg)
+	sub := mqtttest.Sub(t, d.mqtt, "devices/+/out", 2)
+	mqtttest.Pub(t, d.mqtt, "devices/d1/in", "hello", 0)
+	mqtttest.Pub(t, d.mqtt, "devices/d2/in", `{"x":1}`, 1)
+	got := sub.Wait(2, 10*time.Second)
+	want := []string{"devices/d1/out hello", `devices/d2/out {"x":1}`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("replies %q, want %q", got, want)
+	}
+	if code := d.stop(syscall.SIGTERM, 20*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM", code)
+	}
+}
+
+// The same path with an external Mosquitto broker instead of the embedded one.
+func TestExternalBroker(t *testing.T) {
+	url := mqtttest.StartMosquitto(t)
+	d := startDaemon(t, fmt.Sprintf(`
+admin: {listen: "{{admin}}"}
+mqtt: {url: "%s"}
+tasks: [{name: echo, module: builtin:echo}]
+routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out", qos: 1}]
+`, url))
+	d.mqtt = url
+	h, err := d.admin.Health(context.Background())
+	if err != nil || h.MQTT.Broker != "external" || !h.MQTT.Connected {
+		t.Fatalf("health %+v %v", h, err)
+	}
+	sub := mqtttest.Sub(t, url, "devices/+/out", 1)
+	mqtttest.Pub(t, url, "devices/d7/in", "over mosquitto", 1)
+	if got := sub.Wait(1, 10*time.Second); got[0] != "devices/d7/out over mosquitto" {
+		t.Errorf("reply %q", got)
+	}
+}
+
+// A runaway task is stopped at its timeout, a memory hog at its limit, and
+// the daemon goes on serving other tasks; failures reach MQTT devices as
+// error documents.
+func TestTaskLimits(t *testing.T) {
+	d := startDaemon(t, fmt.Sprintf(`
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+tasks:
+  - {name: echo, module: builtin:echo}
+  - {name: loop, module: %s, limits: {timeout: 300ms, concurrency: 2}}
+  - {name: grow, module: %s, limits: {memory: 1MiB}}
+  - {name: trap, module: %s}
+routes:
+  - {topic: "run/+", task: "loop", reply: "out/{1}"}
+`, wasm(t, "loop"), wasm(t, "grow"), wasm(t, "trap")))
+
+	start := time.Now()
+	_, err := d.call("loop", "x")
+	var ce *admin.CallError
+	if !errors.As(err, &ce) || ce.Doc.Error.Code != "timeout" || ce.HTTPStatus != 504 {
+		t.Fatalf("loop: want a timeout error, got %v", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("loop took %v to stop with a 300ms timeout", el)
+	}
+	if out, err := d.call("echo", "still here"); err != nil || out != "still here" {
+		t.Fatalf("echo after a timeout: %q %v", out, err)
+	}
+	if out, err := d.call("loop", "again"); err == nil {
+		t.Fatalf("loop returned %q", out)
+	}
+	_, err = d.call("grow", "x")
+	if !errors.As(err, &ce) || ce.Doc.Error.Code != "memory" || ce.HTTPStatus != 422 {
+		t.Fatalf("grow: want a memory error, got %v", err)
+	}
+	_, err = d.call("trap", "x")
+	if !errors.As(err, &ce) || ce.Doc.Error.Code != "trap" {
+		t.Fatalf("trap: want a trap error, got %v", err)
+	}
+	_, err = d.call("nope", "x")
+	if !errors.As(err, &ce) || ce.HTTPStatus != 404 || ce.Doc.Error.Code != "unknown_task" {
+		t.Fatalf("unknown task: got %v", err)
+	}
+	if out, err := d.call("echo", "and still"); err != nil || out != "and still" {
+		t.Fatalf("echo after failures: %q %v", out, err)
+	}
+
+	sub := mqtttest.Sub(t, d.mqtt, "out/#", 1)
+	mqtttest.Pub(t, d.mqtt, "run/a", "spin", 0)
+	got := sub.Wait(1, 10*time.Second)[0]
+	if !strings.HasPrefix(got, `out/a {"error":{"code":"timeout","message":`) || !strings.Contains(got, `"task":"loop"`) {
+		t.Errorf("error document on MQTT: %s", got)
+	}
+}
+
+// SIGTERM while calls run: running and queued calls finish, new ones are
+// refused, and the daemon exits 0.
+func TestDrainOnSIGTERM(t *testing.T) {
+	d := startDaemon(t, fmt.Sprintf(`
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+scheduler: {workers: 2, drain_timeout: 20s}
+tasks: [{name: slow, module: %s, limits: {concurrency: 2}}]
+`, wasm(t, "sleep")))
+	const n = 12 // 30 ms each, two at a time: the drain takes about 180 ms
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, err := d.call("slow", fmt.Sprint(i))
+			if err == nil && out != fmt.Sprint(i) {
+				err = fmt.Errorf("call %d answered %q", i, out)
+			}
+			errs <- err
+		}()
+	}
+	// Wait until the calls are in: some queued, some running.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h, err := d.admin.Health(context.Background())
+		if err == nil && h.Scheduler.Queued+h.Scheduler.Running >= 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls never queued: %+v %v", h, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if code := d.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM:\n%s", code, d.logs.String())
+	}
+	wg.Wait()
+	close(errs)
+	ok := 0
+	for err := range errs {
+		if err == nil {
+			ok++
+		} else if !strings.Contains(err.Error(), "shutting down") && !strings.Contains(err.Error(), "cannot reach") {
+			t.Errorf("call failed during drain: %v", err)
+		}
+	}
+	if ok < 4 {
+		t.Errorf("only %d calls finished: the in-flight ones were not drained", ok)
+	}
+	if !strings.Contains(d.logs.String(), "draining calls") || strings.Contains(d.logs.String(), "drain incomplete") {
+		t.Errorf("drain not clean:\n%s", d.logs.String())
+	}
+}
+
+// SIGHUP applies a new valid config without a restart, and a broken one is
+// rejected with its problems logged while the old config keeps serving.
+func TestReload(t *testing.T) {
+	d := startDaemon(t, `
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+tasks: [{name: echo, module: builtin:echo}]
+routes: [{topic: "a/+", task: echo, reply: "a-out/{1}"}]
+`)
+	old, err := os.ReadFile(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Valid: a new task name and a new route.
+	next := strings.Replace(string(old), "routes: [{topic: \"a/+\", task: echo, reply: \"a-out/{1}\"}]",
+		"  - {name: echo2, module: builtin:echo}\nroutes: [{topic: \"b/+\", task: echo2, reply: \"b-out/{1}\"}]", 1)
+	next = strings.Replace(next, "tasks: [{name: echo, module: builtin:echo}]", "tasks:\n  - {name: echo, module: builtin:echo}", 1)
+	if err := os.WriteFile(d.cfg, []byte(next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(`config reloaded`, 10*time.Second)
+	if out, err := d.call("echo2", "new"); err != nil || out != "new" {
+		t.Fatalf("new task after reload: %q %v", out, err)
+	}
+	sub := mqtttest.Sub(t, d.mqtt, "b-out/#", 1)
+	mqtttest.Pub(t, d.mqtt, "b/x", "routed", 0)
+	if got := sub.Wait(1, 10*time.Second); got[0] != "b-out/x routed" {
+		t.Errorf("new route: %q", got)
+	}
+
+	// Broken: an unknown key and a missing module. Rejected, old config kept.
+	bad := next + "bogus: 1\n"
+	bad = strings.Replace(bad, "module: builtin:echo}\nroutes", "module: /nope.wasm}\nroutes", 1)
+	if err := os.WriteFile(d.cfg, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(`reload rejected.*unknown key \\"bogus\\"`, 10*time.Second)
+	d.waitLog(`reload rejected.*nope.wasm`, time.Second)
+	if out, err := d.call("echo2", "kept"); err != nil || out != "kept" {
+		t.Fatalf("old config not kept after a bad reload: %q %v", out, err)
+	}
+}
+
+// A second daemon on the same data dir fails at once and says why.
+func TestDataDirLocked(t *testing.T) {
+	d := startDaemon(t, `
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+`)
+	cfg := fmt.Sprintf("data_dir: %s\nadmin: {listen: %q}\nmqtt: {broker: {listen: %q}}\n",
+		filepath.Join(d.dir, "data"), mqtttest.FreeAddr(t), mqtttest.FreeAddr(t))
+	path := filepath.Join(t.TempDir(), "second.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binPath, "run", "--config", path).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("second daemon: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "in use by another process") {
+		t.Errorf("unclear error:\n%s", out)
+	}
+}
+
+// `outpost check` lists every problem of a config with its line, and its
+// modules' problems with the task name.
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(`admin:
+  listen: nowhere
+tasks:
+  - name: echo
+    module: builtin:echo
+    limits:
+      timeout: -1s
+routes:
+  - topic: devices/+/in
+    task: missing
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLI(t, "check", "--config", bad)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, out)
+	}
+	for _, want := range []string{
+		bad + `:2: admin.listen: "nowhere" is not host:port`,
+		bad + ":7: tasks[0].limits.timeout: must be positive",
+		bad + `:10: routes[0].task: no task named "missing"`,
+		"3 problem(s)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// A module that is not valid wasm fails check with the task's name.
+	junk := filepath.Join(dir, "junk.wasm")
+	if err := os.WriteFile(junk, []byte("not wasm"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mod := filepath.Join(dir, "mod.yaml")
+	if err := os.WriteFile(mod, []byte("tasks: [{name: junk, module: junk.wasm}, {name: ok, module: builtin:echo}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code = runCLI(t, "check", "--config", mod)
+	if code != 1 || !strings.Contains(out, `task "junk"`) {
+		t.Errorf("bad module: exit %d:\n%s", code, out)
+	}
+
+	out, code = runCLI(t, "check")
+	if code != 0 || !strings.Contains(out, "ok (1 tasks, 1 routes)") {
+		t.Errorf("built-in config: exit %d:\n%s", code, out)
+	}
+}
+
+// The CLI speaks to the daemon: call, tasks, health, and clear usage errors.
+func TestCLI(t *testing.T) {
+	d := startDaemon(t, `
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+tasks: [{name: echo, module: builtin:echo}]
+`)
+	addr := strings.TrimPrefix(regexp.MustCompile(`admin=(\S+)`).FindStringSubmatch(d.logs.String())[1], "")
+	out, code := runCLI(t, "call", "echo", "--data", `{"x":1}`, "--admin", addr)
+	if code != 0 || out != "{\"x\":1}\n" {
+		t.Errorf("call: exit %d: %q", code, out)
+	}
+	in := filepath.Join(t.TempDir(), "in.json")
+	_ = os.WriteFile(in, []byte("from a file"), 0o644)
+	if out, code := runCLI(t, "call", "--admin", addr, "--data", "@"+in, "echo"); code != 0 || out != "from a file\n" {
+		t.Errorf("call @file: exit %d: %q", code, out)
+	}
+	if out, code := runCLI(t, "tasks", "--admin", addr); code != 0 || !strings.Contains(out, "echo  reactor") {
+		t.Errorf("tasks: exit %d:\n%s", code, out)
+	}
+	if out, code := runCLI(t, "health", "--admin", addr); code != 0 || !strings.Contains(out, `"status": "ok"`) {
+		t.Errorf("health: exit %d:\n%s", code, out)
+	}
+	if out, code := runCLI(t, "call", "nope", "--admin", addr); code != 1 || !strings.Contains(out, "unknown_task") {
+		t.Errorf("unknown task: exit %d:\n%s", code, out)
+	}
+	if out, code := runCLI(t, "call", "echo", "--admin", mqtttest.FreeAddr(t)); code != 1 || !strings.Contains(out, "cannot reach the outpost daemon") {
+		t.Errorf("no daemon: exit %d:\n%s", code, out)
+	}
+	if out, code := runCLI(t, "call", "--bogus"); code != 2 || !strings.Contains(out, "flag provided but not defined") {
+		t.Errorf("bad flag: exit %d:\n%s", code, out)
+	}
+	if out, code := runCLI(t, "frobnicate"); code != 2 || !strings.Contains(out, `unknown command "frobnicate"`) {
+		t.Errorf("bad command: exit %d:\n%s", code, out)
+	}
+	if out, code := runCLI(t, "version"); code != 0 || !strings.HasPrefix(out, "outpost ") {
+		t.Errorf("version: exit %d: %q", code, out)
+	}
+}
+
+func runCLI(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(binPath, args...).CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(out), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), 0
+}
