@@ -168,6 +168,7 @@ func TestCallFailures(t *testing.T) {
 		Spec{Name: "badalloc", Module: fixture(t, "badalloc")},
 		Spec{Name: "badfail", Module: fixture(t, "badfail")},
 		Spec{Name: "small", Module: "builtin:echo", MemoryLimit: 64 << 10},
+		Spec{Name: "exit", Module: fixture(t, "exit")},
 		Spec{Name: "echo", Module: "builtin:echo"},
 	)
 	tests := []struct {
@@ -183,6 +184,7 @@ func TestCallFailures(t *testing.T) {
 		{task: "badout", kind: KindInvalidOutput, msgHas: "outside linear memory"},
 		{task: "badalloc", kind: KindInvalidOutput, msgHas: "outpost_alloc"},
 		{task: "badfail", kind: KindTrap, msgHas: "outpost.fail: message at 0xfffffff0"},
+		{task: "exit", kind: KindTrap, msgHas: "exited with code 2"},
 		{task: "small", inputSz: 100 << 10, kind: KindMemory, msgHas: "exceeds the memory limit"},
 	}
 	for _, tt := range tests {
@@ -270,6 +272,7 @@ func TestLoadErrors(t *testing.T) {
 		{Spec{Name: "notcmd", Module: "builtin:echo", ABI: "command"}, `task "notcmd": command module does not export _start`},
 		{Spec{Name: "init", Module: fixture(t, "inittrap")}, `task "init": instantiate: trap: _initialize: wasm error: unreachable`},
 		{Spec{Module: "builtin:echo"}, `task #1: no name`},
+		{Spec{Name: "big", Module: fixture(t, "bigmem"), MemoryLimit: 1 << 20}, `task "big": compile module: section memory: min 32 pages (2 Mi) over limit of 16 pages (1 Mi)`},
 	}
 	e := newEngine(t)
 	for _, tt := range tests {

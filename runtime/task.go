@@ -369,8 +369,10 @@ func (t *task) classify(ctx context.Context, inst *instance, err error, fn strin
 	case inst != nil && inst.mem != nil && atLimit(uint64(inst.mem.Size()), inst.limit):
 		ce.Kind = KindMemory
 		ce.Msg = fmt.Sprintf("%s failed with memory at its limit (%d of %d bytes): %s", fn, inst.mem.Size(), inst.limit, firstLine(err))
-	case isExit:
+	case isExit && t.code.abi == ABICommand:
 		ce.Kind, ce.Msg = KindFailed, fmt.Sprintf("%s exited with code %d", fn, exit.ExitCode())
+	case isExit: // a reactor that exits (a Go panic does) has crashed
+		ce.Kind, ce.Msg = KindTrap, fmt.Sprintf("%s exited with code %d (see the task's stderr)", fn, exit.ExitCode())
 	default:
 		ce.Kind, ce.Msg = KindTrap, fmt.Sprintf("%s: %s", fn, firstLine(err))
 	}
