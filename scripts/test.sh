@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The one gate: installs the real test peers when missing (Debian packages),
+# builds the example tasks, checks formatting, vet and staticcheck, cross-
+# builds for the Arm edge hosts, and runs every test with the race detector.
+#
+#   ./scripts/test.sh            everything
+#   ./scripts/test.sh -short     skip the slow suites (go test -short)
+#
+# Extra arguments are passed to `go test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+# --- test peers -------------------------------------------------------------
+# binary -> Debian package
+declare -A peers=(
+  [mosquitto]=mosquitto
+  [mosquitto_pub]=mosquitto-clients
+  [mosquitto_sub]=mosquitto-clients
+  [wat2wasm]=wabt
+  [snmpd]=snmpd
+  [snmpbulkwalk]=snmp
+  [snmptrap]=snmp
+  [snmpsimd]=snmpsim
+  [etcd]=etcd-server
+)
+missing=()
+for bin in "${!peers[@]}"; do
+  if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
+    missing+=("${peers[$bin]}")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  step "installing test peers: $pkgs"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo="sudo -n"
+    else
+      echo "missing Debian packages: $pkgs (run as root or: sudo apt-get install -y $pkgs)" >&2
+      exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # shellcheck disable=SC2086
+  $sudo apt-get install -y -q --no-install-recommends $pkgs ||
+    { $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends $pkgs; }
+  # The packages start system services we do not want holding ports.
+  for svc in mosquitto snmpd etcd; do
+    $sudo systemctl stop "$svc" >/dev/null 2>&1 || $sudo service "$svc" stop >/dev/null 2>&1 || true
+  done
+fi
+export PATH="$PATH:/usr/sbin"
+
+# --- example tasks ----------------------------------------------------------
+step "building example tasks"
+./scripts/build-examples.sh
+
+# --- static checks ----------------------------------------------------------
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+staticcheck_version=2026.2.2
+go run "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version" ./...
+
+step "cross-build for linux/arm64 and linux/arm"
+GOOS=linux GOARCH=arm64 go build -o /dev/null ./cmd/...
+GOOS=linux GOARCH=arm GOARM=7 go build -o /dev/null ./cmd/...
+
+# --- tests ------------------------------------------------------------------
+step "go test -race"
+go test -race -timeout 12m "$@" ./...
