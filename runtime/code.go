@@ -151,7 +151,6 @@ var (
 	sigAlloc  = signature{params: []api.ValueType{i32}, results: []api.ValueType{i32}}
 	sigHandle = signature{params: []api.ValueType{i32, i32}, results: []api.ValueType{i64}}
 	sigVoid   = signature{}
-	sigFail   = signature{params: []api.ValueType{i32, i32}}
 )
 
 // validate checks the module's imports and exports against the ABI and sets

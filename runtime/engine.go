@@ -250,7 +250,6 @@ func (e *Engine) Load(ctx context.Context, specs []Spec) (*Set, error) {
 	}
 
 	var errs []error
-	var created []*task // new tasks of this set, released on failure
 	seen := make(map[string]bool, len(specs))
 	for i, s := range specs {
 		if s.Name == "" {
@@ -286,7 +285,6 @@ func (e *Engine) Load(ctx context.Context, specs []Spec) (*Set, error) {
 		}
 		t := newTask(e, c, n)
 		t.refs = 1
-		created = append(created, t)
 		set.tasks[s.Name] = t
 		if !e.static && c.abi == ABIReactor {
 			if err := t.warm(ctx); err != nil {
