@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -60,7 +61,17 @@ type Client struct {
 	stopped   bool
 	connected bool // at least one connection was made (reconnects count after it)
 
+	// live is pc for the paths that must not wait for mu (Publish,
+	// Connected) while a subscribe request is being queued.
+	live atomic.Value // paho.Client
+
 	wg sync.WaitGroup // goroutines waiting on subscribe tokens
+}
+
+// paho returns the paho client, nil before Start.
+func (c *Client) paho() paho.Client {
+	pc, _ := c.live.Load().(paho.Client)
+	return pc
 }
 
 type clientMetrics struct {
@@ -190,6 +201,7 @@ func (c *Client) Start(ctx context.Context) error {
 	c.started = true
 	c.pc = paho.NewClient(opts)
 	pc := c.pc
+	c.live.Store(pc)
 	c.mu.Unlock()
 
 	tok := pc.Connect()
@@ -355,9 +367,7 @@ func (c *Client) Publish(ctx context.Context, topic string, qos byte, payload []
 }
 
 func (c *Client) publish(ctx context.Context, topic string, qos byte, payload []byte) error {
-	c.mu.Lock()
-	pc := c.pc
-	c.mu.Unlock()
+	pc := c.paho()
 	if pc == nil || !pc.IsConnectionOpen() {
 		return ErrNotConnected
 	}
@@ -388,9 +398,7 @@ func (c *Client) publish(ctx context.Context, topic string, qos byte, payload []
 
 // Connected reports whether the client has a connection to the broker now.
 func (c *Client) Connected() bool {
-	c.mu.Lock()
-	pc := c.pc
-	c.mu.Unlock()
+	pc := c.paho()
 	return pc != nil && pc.IsConnectionOpen()
 }
 
