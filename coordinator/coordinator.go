@@ -51,12 +51,13 @@ type Coordinator struct {
 	group  group
 
 	reloadMu sync.Mutex // one reload at a time
+	ready    chan struct{}
 }
 
 // New builds a coordinator for a validated config. It has no side effects:
 // nothing listens or opens files until Run.
 func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
-	c := &Coordinator{log: log, version: version, reg: prometheus.NewRegistry()}
+	c := &Coordinator{log: log, version: version, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
 	c.cfg.Store(cfg)
 	c.routes.Store(routes.New(cfg.Routes))
 	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -93,6 +94,9 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 
 // Registry is the daemon's metrics registry.
 func (c *Coordinator) Registry() *prometheus.Registry { return c.reg }
+
+// Ready is closed once every part has started.
+func (c *Coordinator) Ready() <-chan struct{} { return c.ready }
 
 // AdminAddr is the admin API's address once the daemon runs.
 func (c *Coordinator) AdminAddr() string { return c.admin.Addr() }
@@ -158,6 +162,7 @@ func (c *Coordinator) Run(ctx context.Context, load func() (*config.Config, erro
 	c.log.Info("outpost ready", "node", cfg.Node.ID, "version", c.version, "admin", c.admin.Addr(),
 		"mqtt", c.mqttAddr(), "tasks", len(cfg.Tasks), "routes", len(cfg.Routes))
 	notify(c.log, daemon.SdNotifyReady)
+	close(c.ready)
 
 	wctx, stopWatchdog := context.WithCancel(ctx)
 	defer stopWatchdog()
