@@ -282,4 +282,3 @@ func BenchmarkCall(b *testing.B) {
 		wg.Wait()
 	})
 }
-

@@ -419,6 +419,16 @@ func (c *Client) Stop(ctx context.Context) error {
 			quiesce = min(quiesce, max(time.Until(dl), 0))
 		}
 		pc.Disconnect(uint(quiesce.Milliseconds()))
+		// Disconnect returns after quiesce even when its goroutine is still
+		// waiting for a connection attempt to give up; wait (up to ctx)
+		// until the client is really down so nothing is left running.
+		for pc.IsConnected() {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("stop mqtt client: %w", ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 	}
 	c.m.connected.Set(0)
 	done := make(chan struct{})
