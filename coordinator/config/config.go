@@ -18,6 +18,7 @@ type Config struct {
 	Tasks     []Task    `yaml:"tasks"`
 	Routes    []Route   `yaml:"routes"`
 	Telemetry Telemetry `yaml:"telemetry"`
+	Cloud     Cloud     `yaml:"cloud"`
 
 	// Source is the file the config was read from ("" for built-in defaults).
 	Source string `yaml:"-"`

@@ -91,6 +91,7 @@ func (c *Config) validate(d *doc) {
 	tasks := c.validateTasks(d)
 	c.validateRoutes(d, tasks)
 	c.validateTelemetry(d)
+	c.validateCloud(d)
 }
 
 func (c *Config) validateMQTT(d *doc) {
