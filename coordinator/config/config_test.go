@@ -111,6 +111,19 @@ routes:
 			},
 		},
 		{
+			name: "reply loops",
+			yaml: `tasks: [{name: t, module: builtin:echo}]
+routes:
+  - {topic: "devices/#", task: t, reply: "devices/{1}/out"}
+  - {topic: "a/+/in", task: t, reply: "a/{1}/out"}
+  - {topic: "b/+", task: t, reply: "a/x/in"}
+`,
+			want: []string{
+				"x.yaml:3: routes[0].reply: every reply on \"devices/{1}/out\" would match routes[0] (\"devices/#\") and start another call: a loop",
+				"x.yaml:5: routes[2].reply: every reply on \"a/x/in\" would match routes[1] (\"a/+/in\")",
+			},
+		},
+		{
 			name: "anonymous beyond loopback",
 			yaml: "mqtt:\n  broker:\n    listen: 0.0.0.0:1883\n",
 			want: []string{"x.yaml:3: mqtt.broker.listen: anonymous clients are only allowed on a loopback listener"},

@@ -10,6 +10,8 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
+
+	"github.com/outpost-edge/outpost/devices/topic"
 )
 
 // resolve fills values derived from the environment and makes file paths
@@ -193,7 +195,7 @@ func (c *Config) validateTasks(d *doc) map[string]bool {
 func (c *Config) validateRoutes(d *doc, tasks map[string]bool) {
 	for i, r := range c.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
-		if err := CheckFilter(r.Topic); err != nil {
+		if err := topic.CheckFilter(r.Topic); err != nil {
 			d.errorf(p+".topic", "%v", err)
 		}
 		if r.Task == "" {
@@ -206,36 +208,29 @@ func (c *Config) validateRoutes(d *doc, tasks map[string]bool) {
 		}
 		if err := CheckReply(r.Reply, r.Topic); err != nil {
 			d.errorf(p+".reply", "%v", err)
+		} else if j, ok := feedsBack(r.Reply, c.Routes); ok {
+			d.errorf(p+".reply", "every reply on %q would match routes[%d] (%q) and start another call: a loop", r.Reply, j, c.Routes[j].Topic)
 		}
 	}
 }
 
-// CheckFilter reports whether f is a valid MQTT topic filter.
-func CheckFilter(f string) error {
-	if f == "" {
-		return fmt.Errorf("must not be empty")
+// feedsBack reports whether replies rendered from tmpl match a route's
+// filter whatever the source topic was: placeholders are filled with a
+// level no filter names, so only wildcards can match them.
+func feedsBack(tmpl string, rs []Route) (int, bool) {
+	if tmpl == "" {
+		return 0, false
 	}
-	segs := strings.Split(f, "/")
-	for i, s := range segs {
-		switch {
-		case s == "#" && i != len(segs)-1:
-			return fmt.Errorf("%q: '#' must be the last segment", f)
-		case s != "+" && s != "#" && strings.ContainsAny(s, "+#"):
-			return fmt.Errorf("%q: a wildcard must fill a whole segment", f)
+	sample := placeholderRE.ReplaceAllString(tmpl, "\x00")
+	for j, r := range rs {
+		if topic.CheckFilter(r.Topic) != nil {
+			continue
+		}
+		if _, ok := topic.Compile(r.Topic).Match(sample); ok {
+			return j, true
 		}
 	}
-	return nil
-}
-
-// Wildcards counts the wildcard segments of a valid filter.
-func Wildcards(filter string) int {
-	n := 0
-	for _, s := range strings.Split(filter, "/") {
-		if s == "+" || s == "#" {
-			n++
-		}
-	}
-	return n
+	return 0, false
 }
 
 var placeholderRE = regexp.MustCompile(`\{([^}]*)\}`)
@@ -248,7 +243,7 @@ func CheckReply(tmpl, filter string) error {
 	if strings.ContainsAny(placeholderRE.ReplaceAllString(tmpl, "x"), "+#") {
 		return fmt.Errorf("%q: a reply topic cannot contain wildcards", tmpl)
 	}
-	n := Wildcards(filter)
+	n := topic.Wildcards(filter)
 	for _, m := range placeholderRE.FindAllStringSubmatch(tmpl, -1) {
 		if m[1] == "topic" {
 			continue

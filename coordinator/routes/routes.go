@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/devices/topic"
 )
 
 // Route is one compiled entry of the table.
@@ -17,7 +18,7 @@ type Route struct {
 	QoS    byte
 	Reply  Template
 
-	segs []string // the filter split on '/'
+	filter topic.Filter
 }
 
 // Table is an immutable set of routes.
@@ -29,7 +30,7 @@ type Table struct {
 func New(rs []config.Route) *Table {
 	t := &Table{routes: make([]Route, len(rs))}
 	for i, r := range rs {
-		t.routes[i] = Route{Filter: r.Topic, Task: r.Task, QoS: r.QoS, Reply: ParseTemplate(r.Reply), segs: strings.Split(r.Topic, "/")}
+		t.routes[i] = Route{Filter: r.Topic, Task: r.Task, QoS: r.QoS, Reply: ParseTemplate(r.Reply), filter: topic.Compile(r.Topic)}
 	}
 	return t
 }
@@ -44,10 +45,10 @@ type Match struct {
 }
 
 // Match returns every route whose filter matches topic, in table order.
-func (t *Table) Match(topic string) []Match {
+func (t *Table) Match(name string) []Match {
 	var out []Match
 	for i := range t.routes {
-		if wild, ok := match(t.routes[i].segs, topic); ok {
+		if wild, ok := t.routes[i].filter.Match(name); ok {
 			out = append(out, Match{Route: &t.routes[i], Wild: wild})
 		}
 	}
@@ -57,32 +58,6 @@ func (t *Table) Match(topic string) []Match {
 // ReplyTopic renders the route's reply topic for the matched topic; "" if
 // the route has no reply.
 func (m Match) ReplyTopic(topic string) string { return m.Reply.Render(topic, m.Wild) }
-
-// match reports whether topic matches a filter split into segs, following
-// MQTT: + is one level, # the rest (including none), and topics starting
-// with $ are not matched by a leading wildcard.
-func match(segs []string, topic string) ([]string, bool) {
-	if strings.HasPrefix(topic, "$") && (segs[0] == "+" || segs[0] == "#") {
-		return nil, false
-	}
-	levels := strings.Split(topic, "/")
-	var wild []string
-	for i, s := range segs {
-		if s == "#" {
-			// '#' also matches the parent level: "a/#" matches "a".
-			return append(wild, strings.Join(levels[min(i, len(levels)):], "/")), true
-		}
-		if i >= len(levels) {
-			return nil, false
-		}
-		if s == "+" {
-			wild = append(wild, levels[i])
-		} else if s != levels[i] {
-			return nil, false
-		}
-	}
-	return wild, len(levels) == len(segs)
-}
 
 // Template is a compiled reply topic: literal parts and placeholders.
 type Template struct {

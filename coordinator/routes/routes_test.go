@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/devices/topic"
 )
 
 func TestMatch(t *testing.T) {
@@ -81,16 +82,16 @@ func FuzzMatch(f *testing.F) {
 	f.Add("devices/+/in", "devices/d1/in", "r/{1}")
 	f.Add("#", "$SYS/a", "{topic}")
 	f.Add("a/+/#", "a/b/c/d", "{2}/{1}")
-	f.Fuzz(func(t *testing.T, filter, topic, reply string) {
-		if config.CheckFilter(filter) != nil || config.CheckReply(reply, filter) != nil {
+	f.Fuzz(func(t *testing.T, filter, name, reply string) {
+		if topic.CheckFilter(filter) != nil || config.CheckReply(reply, filter) != nil {
 			return
 		}
 		tab := New([]config.Route{{Topic: filter, Task: "t", Reply: reply}})
-		for _, m := range tab.Match(topic) {
-			if len(m.Wild) != config.Wildcards(filter) {
-				t.Fatalf("%q on %q: %d wildcard values for %d wildcards", filter, topic, len(m.Wild), config.Wildcards(filter))
+		for _, m := range tab.Match(name) {
+			if len(m.Wild) != topic.Wildcards(filter) {
+				t.Fatalf("%q on %q: %d wildcard values for %d wildcards", filter, name, len(m.Wild), topic.Wildcards(filter))
 			}
-			_ = m.ReplyTopic(topic)
+			_ = m.ReplyTopic(name)
 		}
 	})
 }
