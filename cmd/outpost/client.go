@@ -44,6 +44,20 @@ func (a adminFlags) client() (*admin.Client, error) {
 	return admin.NewClient(config.Defaults().Admin.Listen), nil
 }
 
+// parse parses a command's flags and returns the admin client, or the exit
+// code to stop with.
+func (a adminFlags) parse(fs *flag.FlagSet, args []string) (*admin.Client, int, bool) {
+	if code, ok := parseFlags(fs, args); !ok {
+		return nil, code, false
+	}
+	c, err := a.client()
+	if err != nil {
+		printProblems(fs.Output(), err)
+		return nil, 1, false
+	}
+	return c, 0, true
+}
+
 func cmdCall(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
 	fs := newFlags("call", errOut)
 	af := addAdminFlags(fs)
@@ -114,13 +128,9 @@ func cmdTasks(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 	fs := newFlags("tasks", errOut)
 	af := addAdminFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, ok := parseFlags(fs, args); !ok {
+	c, code, ok := af.parse(fs, args)
+	if !ok {
 		return code
-	}
-	c, err := af.client()
-	if err != nil {
-		printProblems(errOut, err)
-		return 1
 	}
 	tasks, err := c.Tasks(ctx)
 	if err != nil {
@@ -141,14 +151,9 @@ func cmdTasks(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 
 func cmdHealth(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
 	fs := newFlags("health", errOut)
-	af := addAdminFlags(fs)
-	if code, ok := parseFlags(fs, args); !ok {
+	c, code, ok := addAdminFlags(fs).parse(fs, args)
+	if !ok {
 		return code
-	}
-	c, err := af.client()
-	if err != nil {
-		printProblems(errOut, err)
-		return 1
 	}
 	h, err := c.Health(ctx)
 	if err != nil {
