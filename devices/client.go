@@ -59,7 +59,8 @@ type Client struct {
 	pc        paho.Client
 	started   bool
 	stopped   bool
-	connected bool // at least one connection was made (reconnects count after it)
+	connected bool       // at least one connection was made (reconnects count after it)
+	connTok   paho.Token // the first Connect; done once paho's connect loop ended
 
 	// live is pc for the paths that must not wait for mu (Publish,
 	// Connected) while a subscribe request is being queued.
@@ -205,6 +206,9 @@ func (c *Client) Start(ctx context.Context) error {
 	c.mu.Unlock()
 
 	tok := pc.Connect()
+	c.mu.Lock()
+	c.connTok = tok
+	c.mu.Unlock()
 	timeout := c.cfg.ConnectTimeout.Std()
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -411,22 +415,27 @@ func (c *Client) Stop(ctx context.Context) error {
 		return nil
 	}
 	c.stopped = true
-	pc := c.pc
+	pc, connTok := c.pc, c.connTok
 	c.mu.Unlock()
 	if pc != nil {
 		quiesce := 250 * time.Millisecond
 		if dl, ok := ctx.Deadline(); ok {
 			quiesce = min(quiesce, max(time.Until(dl), 0))
 		}
+		if !pc.IsConnectionOpen() {
+			// Nothing to flush; a quiesce would only leave paho's
+			// disconnect goroutine waiting after Stop returned.
+			quiesce = 0
+		}
 		pc.Disconnect(uint(quiesce.Milliseconds()))
-		// Disconnect returns after quiesce even when its goroutine is still
-		// waiting for a connection attempt to give up; wait (up to ctx)
-		// until the client is really down so nothing is left running.
-		for pc.IsConnected() {
+		// Disconnect returns after quiesce even when paho is still in its
+		// connect-retry loop; wait (up to ctx) for that loop to end so
+		// nothing is left running after Stop.
+		if connTok != nil {
 			select {
+			case <-connTok.Done():
 			case <-ctx.Done():
 				return fmt.Errorf("stop mqtt client: %w", ctx.Err())
-			case <-time.After(10 * time.Millisecond):
 			}
 		}
 	}
