@@ -176,3 +176,18 @@ type Point struct {
 func (u Update) Point() Point {
 	return Point{Target: u.Target, Path: u.Path, Time: u.Timestamp().UTC(), Kind: u.Value.Kind.String(), Value: u.Value}
 }
+
+// TargetStatus is the state of one collected target, shown by the admin
+// API and exported as metrics.
+type TargetStatus struct {
+	Name       string    `json:"name"`
+	Source     string    `json:"source"` // gnmi, snmp
+	Address    string    `json:"address"`
+	Connected  bool      `json:"connected"` // gNMI: stream up; SNMP: last poll answered
+	LastUpdate time.Time `json:"last_update,omitzero"`
+	LastError  string    `json:"last_error,omitempty"`
+	ErrorTime  time.Time `json:"last_error_time,omitzero"`
+	Errors     uint64    `json:"errors"`
+	Updates    uint64    `json:"updates"`
+	Reconnects uint64    `json:"reconnects,omitempty"`
+}

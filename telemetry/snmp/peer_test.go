@@ -1,0 +1,134 @@
+package snmp
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gosnmp/gosnmp"
+)
+
+// freeUDPPort returns a loopback UDP port that was free a moment ago.
+func freeUDPPort(t testing.TB) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func need(t testing.TB, bin string) string {
+	t.Helper()
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		t.Fatalf("test peer %s is not installed (scripts/test.sh installs it: apt-get install snmpd snmp snmpsim): %v", bin, err)
+	}
+	return p
+}
+
+// asNobody runs cmd as an unprivileged user when the test runs as root.
+func asNobody(args ...string) *exec.Cmd {
+	if os.Geteuid() == 0 {
+		return exec.Command("setpriv", append([]string{"--reuid=nobody", "--regid=nogroup", "--clear-groups"}, args...)...)
+	}
+	return exec.Command(args[0], args[1:]...)
+}
+
+// worldDir makes a temp dir the unprivileged peer can write.
+func worldDir(t testing.TB) string {
+	// Not t.TempDir: its parent is private to this user.
+	d, err := os.MkdirTemp("", "outpost-peer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(d, 0o777)
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// startSnmpd starts net-snmp's snmpd on a random loopback port with a v2c
+// community "testcomm" and a v3 authPriv user; it returns "127.0.0.1:port".
+func startSnmpd(t testing.TB) string {
+	t.Helper()
+	need(t, "snmpd")
+	dir := worldDir(t)
+	port := freeUDPPort(t)
+	conf := filepath.Join(dir, "snmpd.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`agentAddress  udp:127.0.0.1:%d
+rocommunity   testcomm 127.0.0.1
+createUser    testv3user SHA "authpass123" AES "privpass123"
+rouser        testv3user priv
+sysName       snmp-peer-1
+`, port)), 0o644)
+	cmd := asNobody("env", "MIBS=", "SNMP_PERSISTENT_DIR="+dir, "snmpd", "-f", "-C", "-c", conf, "-I", "-smux", "-Lf", filepath.Join(dir, "log"), "-p", filepath.Join(dir, "pid"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitSNMP(t, addr, "testcomm", func() string { b, _ := os.ReadFile(filepath.Join(dir, "log")); return string(b) })
+	return addr
+}
+
+func waitSNMP(t testing.TB, addr, community string, log func() string) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	var pn int
+	fmt.Sscan(port, &pn)
+	g := &gosnmp.GoSNMP{Target: host, Port: uint16(pn), Community: community, Version: gosnmp.Version2c, Timeout: 200 * time.Millisecond, Retries: 0}
+	if err := g.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := g.GetNext([]string{".1.3.6.1"}); err == nil {
+			return
+		}
+	}
+	t.Fatalf("snmp peer on %s did not answer: %s", addr, log())
+}
+
+// walkCLI runs snmpbulkwalk and parses its numeric output into oid → (type, value).
+// Octet strings are printed in hex (-Ox), so they compare byte for byte.
+func walkCLI(t testing.TB, args ...string) map[string][2]string {
+	t.Helper()
+	need(t, "snmpbulkwalk")
+	cmd := exec.Command("snmpbulkwalk", append([]string{"-On", "-Oe", "-Ot", "-Ox", "-OU", "-Cr10"}, args...)...)
+	cmd.Env = append(os.Environ(), "MIBS=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("snmpbulkwalk %v: %v\n%s", args, err, out)
+	}
+	res := map[string][2]string{}
+	var last string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, ".") {
+			if last != "" {
+				v := res[last]
+				v[1] = strings.TrimSpace(v[1] + " " + strings.TrimSpace(line))
+				res[last] = v
+			}
+			continue
+		}
+		oid, rest, _ := strings.Cut(line, " = ")
+		typ, val, ok := strings.Cut(rest, ": ")
+		if !ok {
+			typ, val = "", rest
+		}
+		last = strings.TrimPrefix(oid, ".")
+		res[last] = [2]string{typ, strings.TrimSpace(val)}
+	}
+	return res
+}
