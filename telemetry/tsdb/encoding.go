@@ -15,6 +15,7 @@ import (
 //
 // seq is the flush sequence number, so two chunks of one series that start at
 // the same nanosecond (an agent resending old timestamps) never overwrite.
+//
 //	'l' sid(4)                      → latest point           TTL = retention
 //	'm' "sid"                       → next series id
 //
