@@ -1,0 +1,249 @@
+// Package gnmiserver owns Outpost's gNMI server: the collected data (every
+// target, as the hub hands it over) is kept in an openconfig/gnmi cache and
+// served with its subscribe package (Subscribe in STREAM, POLL and ONCE
+// modes), plus Get from the same cache, so gnmic, Telegraf or gnmi_cli can
+// subscribe to Outpost itself. TLS and username/password are optional;
+// config validation refuses a listener beyond loopback without both.
+package gnmiserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/openconfig/gnmi/cache"
+	"github.com/openconfig/gnmi/ctree"
+	"github.com/openconfig/gnmi/path"
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"github.com/openconfig/gnmi/subscribe"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/outpost-edge/outpost/coordinator/config"
+	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
+	"github.com/outpost-edge/outpost/telemetry/model"
+)
+
+// Server serves collected telemetry over gNMI.
+type Server struct {
+	gpb.UnimplementedGNMIServer
+	cfg   config.GNMIServer
+	log   *slog.Logger
+	cache *cache.Cache
+	sub   *subscribe.Server
+	user  string
+	pass  string
+	tls   *tls.Config
+
+	mu      sync.RWMutex
+	targets map[string]bool
+	grpc    *grpc.Server
+	lis     net.Listener
+	done    chan struct{}
+}
+
+// New builds the server (reading the password and TLS files); Start listens.
+func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
+	c := cache.New(nil)
+	sub, err := subscribe.NewServer(c)
+	if err != nil {
+		return nil, err
+	}
+	c.SetClient(sub.Update)
+	s := &Server{cfg: cfg, log: log, cache: c, sub: sub, targets: map[string]bool{}}
+	if cfg.Username != "" {
+		b, err := os.ReadFile(cfg.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("gnmi server password: %w", err)
+		}
+		s.user, s.pass = cfg.Username, strings.TrimRight(string(b), "\r\n")
+	}
+	if cfg.TLS.CertFile != "" {
+		crt, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("gnmi server certificate: %w", err)
+		}
+		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{crt}}
+	}
+	return s, nil
+}
+
+// Update puts updates into the cache (and so to subscribers).
+func (s *Server) Update(us []model.Update) {
+	for i := range us {
+		u := &us[i]
+		s.mu.RLock()
+		known := s.targets[u.Target]
+		s.mu.RUnlock()
+		if !known {
+			s.mu.Lock()
+			if !s.targets[u.Target] {
+				s.cache.Add(u.Target)
+				s.cache.Connect(u.Target)
+				s.cache.Sync(u.Target)
+				s.targets[u.Target] = true
+			}
+			s.mu.Unlock()
+		}
+		p, err := model.ParsePath(u.Path)
+		tv := tgnmi.TypedValue(u.Value)
+		if err != nil || tv == nil {
+			continue
+		}
+		n := &gpb.Notification{Timestamp: u.Time, Prefix: &gpb.Path{Target: u.Target}, Update: []*gpb.Update{{Path: p.ToGNMI(), Val: tv}}}
+		_ = s.cache.GnmiUpdate(n) // older timestamps than the cached value are refused: fine
+	}
+}
+
+// Start listens on cfg.Listen and serves in a goroutine Stop waits for.
+func (s *Server) Start() error {
+	lis, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gnmi server listen on %s: %w", s.cfg.Listen, err)
+	}
+	opts := []grpc.ServerOption{grpc.StreamInterceptor(s.authStream), grpc.UnaryInterceptor(s.authUnary)}
+	if s.tls != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls)))
+	}
+	g := grpc.NewServer(opts...)
+	gpb.RegisterGNMIServer(g, s)
+	s.mu.Lock()
+	s.grpc, s.lis, s.done = g, lis, make(chan struct{})
+	s.mu.Unlock()
+	go func() {
+		defer close(s.done)
+		if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.Error("gnmi server", "err", err)
+		}
+	}()
+	s.log.Info("gnmi server listening", "addr", lis.Addr().String(), "tls", s.tls != nil, "auth", s.user != "")
+	return nil
+}
+
+// Addr is the bound address (after Start).
+func (s *Server) Addr() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.lis == nil {
+		return ""
+	}
+	return s.lis.Addr().String()
+}
+
+// Stop ends every stream within the deadline of ctx, then stops hard.
+func (s *Server) Stop(ctx context.Context) {
+	s.mu.Lock()
+	g, done := s.grpc, s.done
+	s.mu.Unlock()
+	if g == nil {
+		return
+	}
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		g.Stop()
+	case <-time.After(2 * time.Second): // streaming subscriptions never end by themselves
+		g.Stop()
+	}
+	<-stopped
+	<-done
+}
+
+func (s *Server) check(ctx context.Context) error {
+	if s.user == "" {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	u, p := first(md, "username"), first(md, "password")
+	if subtle.ConstantTimeCompare([]byte(u), []byte(s.user)) != 1 || subtle.ConstantTimeCompare([]byte(p), []byte(s.pass)) != 1 {
+		return status.Error(codes.Unauthenticated, "wrong username or password")
+	}
+	return nil
+}
+
+func first(md metadata.MD, k string) string {
+	if v := md.Get(k); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (s *Server) authStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := s.check(ss.Context()); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}
+
+func (s *Server) authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+// Subscribe serves STREAM, POLL and ONCE from the cache.
+func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error { return s.sub.Subscribe(stream) }
+
+// Capabilities reports the encodings served.
+func (s *Server) Capabilities(context.Context, *gpb.CapabilityRequest) (*gpb.CapabilityResponse, error) {
+	return &gpb.CapabilityResponse{SupportedEncodings: []gpb.Encoding{gpb.Encoding_JSON_IETF, gpb.Encoding_PROTO}, GNMIVersion: "0.10.0"}, nil
+}
+
+// Get answers from the cache: one notification per leaf.
+func (s *Server) Get(_ context.Context, req *gpb.GetRequest) (*gpb.GetResponse, error) {
+	target := req.GetPrefix().GetTarget()
+	if target == "" {
+		return nil, status.Error(codes.InvalidArgument, "missing target in prefix")
+	}
+	if !s.cache.HasTarget(target) {
+		return nil, status.Errorf(codes.NotFound, "no such target: %q", target)
+	}
+	resp := &gpb.GetResponse{}
+	paths := req.GetPath()
+	if len(paths) == 0 {
+		paths = []*gpb.Path{{}}
+	}
+	for _, p := range paths {
+		full, err := path.CompletePath(req.GetPrefix(), p)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
+		}
+		err = s.cache.Query(target, full, func(_ []string, l *ctree.Leaf, v any) error {
+			if n, ok := v.(*gpb.Notification); ok && !isMeta(n) {
+				resp.Notification = append(resp.Notification, proto.Clone(n).(*gpb.Notification))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "query: %v", err)
+		}
+	}
+	if len(resp.Notification) == 0 {
+		return nil, status.Error(codes.NotFound, "no data at the requested paths")
+	}
+	return resp, nil
+}
+
+func isMeta(n *gpb.Notification) bool {
+	for _, u := range n.GetUpdate() {
+		if e := u.GetPath().GetElem(); len(e) > 0 && e[0].GetName() == "meta" {
+			return true
+		}
+	}
+	return false
+}
