@@ -1,11 +1,16 @@
-// Package calls owns the Call, the one unit of work in Outpost, and the
-// scheduler that runs calls: a bounded queue, a global worker cap and
-// per-task concurrency limits. Every source (an MQTT route, the admin API,
-// later the cloud link and other tasks) makes Calls the same way and gets
-// its result through the call's Done callback.
+// Package calls owns the Call, the one unit of work in Outpost; the
+// scheduler that runs calls (a bounded queue, a global worker cap,
+// per-task concurrency limits, start-by and max-run deadlines,
+// cancellation); and the journal that makes calls durable (every state
+// change of a call from a source that expects delivery is in the state
+// store before it is acknowledged, with group commit, recovery after a
+// crash, dedupe by id and idempotency key, and a results cache). Every
+// source (an MQTT route, the admin API, the cloud link, other tasks) makes
+// Calls the same way and gets its result through the call's Done callback.
 package calls
 
 import (
+	"context"
 	"time"
 
 	"github.com/rs/xid"
@@ -19,6 +24,7 @@ const (
 	Received State = iota
 	Started
 	Finished
+	Reported // the result reached whoever expects it (journaled calls only)
 )
 
 func (s State) String() string {
@@ -29,6 +35,8 @@ func (s State) String() string {
 		return "started"
 	case Finished:
 		return "finished"
+	case Reported:
+		return "reported"
 	}
 	return "unknown"
 }
@@ -47,7 +55,22 @@ const (
 	StatusInvalid  Status = "invalid" // the task broke the ABI (bad output pointer…)
 	StatusUnknown  Status = "unknown_task"
 	StatusRejected Status = "rejected" // refused before it ran: queue full or draining
-	StatusCanceled Status = "canceled" // shutdown came before it could finish
+	StatusCanceled Status = "canceled" // shutdown or a cancel request came before it could finish
+	// StatusExpired: the call missed its start-by deadline and was not started.
+	StatusExpired Status = "expired"
+	// StatusInterrupted: an at-most-once call was running when the process
+	// died; it is not run again.
+	StatusInterrupted Status = "interrupted"
+)
+
+// Effect says whether a call may run again after a crash.
+type Effect string
+
+// Effects of a call. The zero value is treated as AtMostOnce: a call is
+// re-run after a crash only if its source says so.
+const (
+	Idempotent Effect = "idempotent"
+	AtMostOnce Effect = "at_most_once"
 )
 
 // Source says where a call came from.
@@ -67,6 +90,24 @@ type Call struct {
 	// Deadline bounds the whole call, queueing included; zero means the
 	// task's own timeout from the moment it starts.
 	Deadline time.Time
+	// StartBy is the latest time the call may start; past it the call
+	// finishes as StatusExpired without running. Zero: no limit.
+	StartBy time.Time
+	// MaxRun bounds the run from its start; zero: the task's timeout.
+	MaxRun time.Duration
+
+	// Queue names the scheduler queue ("control" is strict priority, the
+	// others are weighted; "" is the default queue). Priority orders calls
+	// inside a source's queue on the cloud side.
+	Queue    string
+	Priority int
+	// IdempotencyKey identifies the work across call ids (default: the id);
+	// it is handed to the task unchanged on a re-run.
+	IdempotencyKey string
+	// Attempt counts runs of this call, from 1.
+	Attempt int
+	// Effect says whether the call may run again after a crash.
+	Effect Effect
 
 	State  State
 	Result Result
@@ -77,7 +118,11 @@ type Call struct {
 	// Result is set. It must not block for long: it runs on a worker.
 	Done func(*Call)
 
-	q *taskQueue // set when the scheduler admits the call
+	q        *taskQueue         // set when the scheduler admits the call
+	durable  *Durable           // set when the call is journaled
+	cancel   context.CancelFunc // set while running; guarded by the scheduler's mu
+	canceled bool               // a cancel request came; guarded by the scheduler's mu
+	queuedAt time.Time          // when it entered a scheduler queue, for aging
 }
 
 // Result is the outcome of a finished call.
@@ -89,7 +134,7 @@ type Result struct {
 
 // New returns a call with a fresh id, received now.
 func New(task string, input []byte, src Source) *Call {
-	return &Call{ID: xid.New().String(), Task: task, Input: input, Source: src, Received: time.Now()}
+	return &Call{ID: xid.New().String(), Task: task, Input: input, Source: src, Received: time.Now(), Attempt: 1}
 }
 
 // OK reports whether the call succeeded.

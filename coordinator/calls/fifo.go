@@ -30,3 +30,11 @@ func (q *fifo[T]) pop() (T, bool) {
 	}
 	return v, true
 }
+
+func (q *fifo[T]) peek() (T, bool) {
+	var zero T
+	if q.head == len(q.items) {
+		return zero, false
+	}
+	return q.items[q.head], true
+}

@@ -13,6 +13,8 @@ type metrics struct {
 	queued   prometheus.Gauge
 	running  prometheus.Gauge
 	refused  *prometheus.CounterVec
+	depth    *prometheus.GaugeVec
+	aged     prometheus.Counter
 
 	mu    sync.Mutex
 	tasks map[string]*taskMetrics
@@ -42,10 +44,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_calls_refused_total", Help: "Calls refused before queueing, by reason (queue_full, draining, unknown_task).",
 		}, []string{"reason"}),
+		depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "outpost_calls_queue_depth", Help: "Calls waiting, by scheduler queue.",
+		}, []string{"queue"}),
+		aged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_calls_aged_total", Help: "Calls run out of weighted order because they waited past aging_after.",
+		}),
 		tasks: map[string]*taskMetrics{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.duration, m.queued, m.running, m.refused)
+		reg.MustRegister(m.calls, m.duration, m.queued, m.running, m.refused, m.depth, m.aged)
 	}
 	return m
 }

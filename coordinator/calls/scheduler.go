@@ -22,13 +22,35 @@ type Executor interface {
 type Options struct {
 	Workers   int // calls running at once, over all tasks
 	QueueSize int // calls waiting, over all tasks
+	// Queues are the weighted queues besides "control" (always strict
+	// first) and "default" (weight 1 unless listed). A call naming an
+	// unknown queue goes to "default".
+	Queues []QueueSpec
+	// AgingAfter: a call waiting longer than this runs next, whatever the
+	// weights say, so no queue starves. Zero: 1s.
+	AgingAfter time.Duration
 }
 
+// QueueSpec is one weighted queue.
+type QueueSpec struct {
+	Name   string
+	Weight int
+}
+
+// ControlQueue is the strict priority queue: its calls run before any other.
+const ControlQueue = "control"
+
+// DefaultQueue takes calls that name no queue or an unknown one.
+const DefaultQueue = "default"
+
 // Scheduler runs calls with a global worker cap and per-task concurrency
-// limits. Waiting calls sit in one FIFO per task; tasks with waiting calls
-// and free slots take turns (round robin), so a busy task cannot starve
-// the others. Workers are goroutines started on demand, up to Workers, that
-// keep taking calls while there are any.
+// limits. Waiting calls sit in one FIFO per queue and task. The control
+// queue goes first; the other queues share the workers by weight (smooth
+// weighted round robin), and a call that waited longer than AgingAfter
+// goes next. Inside a queue, tasks with waiting calls and free slots take
+// turns (round robin), so a busy task cannot starve the others. Workers
+// are goroutines started on demand, up to Workers, that keep taking calls
+// while there are any.
 //
 // Everything below is guarded by mu; Done callbacks and Executor run
 // without it.
@@ -41,33 +63,78 @@ type Scheduler struct {
 	base   context.Context // parent of every running call; canceled when a drain runs out of time
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	queues   map[string]*taskQueue
-	ready    fifo[*taskQueue] // tasks with waiting calls and a free slot
-	queued   int
-	running  int
-	draining bool
-	idle     chan struct{} // closed when draining and nothing is queued or running
+	mu      sync.Mutex
+	classes []*class // control first
+	byName  map[string]*class
+	tasks   map[string]*taskState
+	live    map[string]*Call // queued and running calls by id, for Cancel
+	queued  int
+	running int
+	// pendingDone counts calls taken off a queue by a cancel whose Done has
+	// not run yet; Drain waits for them too.
+	pendingDone int
+	draining    bool
+	idle        chan struct{} // closed when draining and nothing is queued or running
+}
+
+// class is one scheduler queue.
+type class struct {
+	name   string
+	weight int
+	cur    int              // smooth weighted round robin credit
+	ready  fifo[*taskQueue] // tasks with waiting calls and a free slot
+	queued int
+	depth  prometheus.Gauge
+}
+
+// taskState is one task's slots, shared by its queues in every class.
+type taskState struct {
+	name    string
+	running int
+	queues  []*taskQueue
+	m       *taskMetrics
 }
 
 type taskQueue struct {
-	name    string
+	class   *class
+	task    *taskState
 	calls   fifo[*Call]
-	running int
 	inReady bool
-	m       *taskMetrics
 }
 
 // NewScheduler returns a scheduler running calls through exec. reg may be nil.
 func NewScheduler(exec Executor, opts Options, log *slog.Logger, reg prometheus.Registerer) *Scheduler {
 	ctx, cancel := context.WithCancel(context.Background())
+	if opts.AgingAfter <= 0 {
+		opts.AgingAfter = time.Second
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	s := &Scheduler{
 		exec: exec, opts: opts, log: log, m: newMetrics(reg),
 		base: ctx, cancel: cancel,
-		queues: map[string]*taskQueue{},
+		byName: map[string]*class{},
+		tasks:  map[string]*taskState{},
+		live:   map[string]*Call{},
 		idle:   make(chan struct{}),
 	}
+	s.addClass(ControlQueue, 0)
+	for _, q := range opts.Queues {
+		if q.Name != ControlQueue && s.byName[q.Name] == nil {
+			s.addClass(q.Name, max(q.Weight, 1))
+		}
+	}
+	if s.byName[DefaultQueue] == nil {
+		s.addClass(DefaultQueue, 1)
+	}
 	return s
+}
+
+func (s *Scheduler) addClass(name string, weight int) {
+	c := &class{name: name, weight: weight, depth: s.m.depth.WithLabelValues(name)}
+	s.classes = append(s.classes, c)
+	s.byName[name] = c
 }
 
 // Submit queues c to run. It never blocks: a full queue, a draining
@@ -79,12 +146,19 @@ func (s *Scheduler) Submit(c *Call) error {
 	if err != nil {
 		return err
 	}
-	tq.calls.push(c)
-	s.queued++
-	s.m.queued.Set(float64(s.queued))
-	s.readyLocked(tq)
+	s.pushLocked(tq, c)
 	s.dispatchLocked()
 	return nil
+}
+
+func (s *Scheduler) pushLocked(tq *taskQueue, c *Call) {
+	c.queuedAt = time.Now()
+	tq.calls.push(c)
+	s.queued++
+	tq.class.queued++
+	tq.class.depth.Set(float64(tq.class.queued))
+	s.m.queued.Set(float64(s.queued))
+	s.readyLocked(tq)
 }
 
 // Do runs c and waits for its result (or for ctx). When a worker slot and a
@@ -107,7 +181,7 @@ func (s *Scheduler) Do(ctx context.Context, c *Call) (Result, error) {
 		s.execute(c)
 		s.mu.Lock()
 		s.running--
-		s.releaseLocked(tq)
+		s.releaseLocked(c)
 		s.dispatchLocked()
 		s.checkIdleLocked()
 		s.mu.Unlock()
@@ -122,10 +196,7 @@ func (s *Scheduler) Do(ctx context.Context, c *Call) (Result, error) {
 		}
 		close(done)
 	}
-	tq.calls.push(c)
-	s.queued++
-	s.m.queued.Set(float64(s.queued))
-	s.readyLocked(tq)
+	s.pushLocked(tq, c)
 	s.dispatchLocked()
 	s.mu.Unlock()
 	select {
@@ -153,28 +224,46 @@ func (s *Scheduler) admitLocked(c *Call) (*taskQueue, error) {
 	if c.Done == nil {
 		c.Done = func(*Call) {}
 	}
-	tq := s.queues[c.Task]
+	cl := s.byName[c.Queue]
+	if cl == nil {
+		cl = s.byName[DefaultQueue]
+	}
+	ts := s.tasks[c.Task]
+	if ts == nil {
+		ts = &taskState{name: c.Task, m: s.m.task(c.Task)}
+		s.tasks[c.Task] = ts
+	}
+	var tq *taskQueue
+	for _, q := range ts.queues {
+		if q.class == cl {
+			tq = q
+		}
+	}
 	if tq == nil {
-		tq = &taskQueue{name: c.Task, m: s.m.task(c.Task)}
-		s.queues[c.Task] = tq
+		tq = &taskQueue{class: cl, task: ts}
+		ts.queues = append(ts.queues, tq)
 	}
 	c.State = Received
 	c.q = tq
+	if c.ID != "" {
+		s.live[c.ID] = c
+	}
 	return tq, nil
 }
 
 func (s *Scheduler) hasSlotLocked(tq *taskQueue) bool {
-	limit, ok := s.exec.Concurrency(tq.name)
+	ts := tq.task
+	limit, ok := s.exec.Concurrency(ts.name)
 	// A task removed by a reload still drains its queue (one at a time):
 	// the executor reports each call as an unknown task.
-	return tq.running < max(limit, 1) || (!ok && tq.running == 0)
+	return ts.running < max(limit, 1) || (!ok && ts.running == 0)
 }
 
 // readyLocked puts tq in the ready list if it has waiting calls and a slot.
 func (s *Scheduler) readyLocked(tq *taskQueue) {
 	if !tq.inReady && tq.calls.len() > 0 && s.hasSlotLocked(tq) {
 		tq.inReady = true
-		s.ready.push(tq)
+		tq.class.ready.push(tq)
 	}
 }
 
@@ -190,37 +279,94 @@ func (s *Scheduler) dispatchLocked() {
 	}
 }
 
-// nextLocked takes the next call to run, round robin over ready tasks.
+// nextLocked takes the next call to run: the control queue first, then a
+// call that waited past AgingAfter, then the weighted queues in smooth
+// weighted round robin; round robin over ready tasks inside a queue.
 func (s *Scheduler) nextLocked() *Call {
-	tq, ok := s.ready.pop()
-	if !ok {
+	for {
+		cl := s.pickClassLocked()
+		if cl == nil {
+			return nil
+		}
+		tq, _ := cl.ready.pop()
+		tq.inReady = false
+		c, _ := tq.calls.pop()
+		s.queued--
+		cl.queued--
+		cl.depth.Set(float64(cl.queued))
+		s.m.queued.Set(float64(s.queued))
+		if c.canceled {
+			// Cancelled while queued: finish it without a slot.
+			s.readyLocked(tq)
+			s.pendingDone++
+			go s.finishUnstarted(c, Result{Status: StatusCanceled, Error: "canceled before it started"})
+			continue
+		}
+		s.startLocked(tq, c)
+		s.readyLocked(tq)
+		return c
+	}
+}
+
+func (s *Scheduler) pickClassLocked() *class {
+	control := s.classes[0]
+	if control.ready.len() > 0 {
+		return control
+	}
+	var (
+		best, oldest *class
+		total        int
+		oldestAt     time.Time
+	)
+	nonEmpty := 0
+	for _, cl := range s.classes[1:] {
+		tq, ok := cl.ready.peek()
+		if !ok {
+			continue
+		}
+		nonEmpty++
+		if c, ok := tq.calls.peek(); ok && (oldest == nil || c.queuedAt.Before(oldestAt)) {
+			oldest, oldestAt = cl, c.queuedAt
+		}
+		cl.cur += cl.weight
+		total += cl.weight
+		if best == nil || cl.cur > best.cur {
+			best = cl
+		}
+	}
+	if best == nil {
 		return nil
 	}
-	tq.inReady = false
-	c, _ := tq.calls.pop()
-	s.queued--
-	s.m.queued.Set(float64(s.queued))
-	s.startLocked(tq, c)
-	s.readyLocked(tq)
-	return c
+	if nonEmpty > 1 && time.Since(oldestAt) > s.opts.AgingAfter {
+		s.m.aged.Inc()
+		best = oldest
+	}
+	best.cur -= total
+	return best
 }
 
 func (s *Scheduler) startLocked(tq *taskQueue, c *Call) {
-	tq.running++
+	tq.task.running++
 	s.m.running.Set(float64(s.running))
 	c.State = Started
 }
 
 // releaseLocked frees the task slot of a finished call.
-func (s *Scheduler) releaseLocked(tq *taskQueue) {
-	tq.running--
+func (s *Scheduler) releaseLocked(c *Call) {
+	ts := c.q.task
+	ts.running--
 	s.m.running.Set(float64(s.running))
-	s.readyLocked(tq)
+	for _, tq := range ts.queues {
+		s.readyLocked(tq)
+	}
+	if s.live[c.ID] == c {
+		delete(s.live, c.ID)
+	}
 }
 
 // checkIdleLocked tells a waiting Drain that the last call is done.
 func (s *Scheduler) checkIdleLocked() {
-	if s.draining && s.running == 0 && s.queued == 0 {
+	if s.draining && s.running == 0 && s.queued == 0 && s.pendingDone == 0 {
 		s.closeIdleLocked()
 	}
 }
@@ -239,7 +385,7 @@ func (s *Scheduler) worker(c *Call) {
 		s.execute(c)
 		c.Done(c)
 		s.mu.Lock()
-		s.releaseLocked(c.q)
+		s.releaseLocked(c)
 		if c = s.nextLocked(); c == nil {
 			s.running--
 			s.m.running.Set(float64(s.running))
@@ -249,9 +395,14 @@ func (s *Scheduler) worker(c *Call) {
 	}
 }
 
-// execute runs c under its deadline and records its result.
+// execute runs c under its deadlines and records its result.
 func (s *Scheduler) execute(c *Call) {
 	c.Started = time.Now()
+	if !c.StartBy.IsZero() && c.Started.After(c.StartBy) {
+		c.Result = Result{Status: StatusExpired, Error: "start-by deadline passed before the call could start"}
+		s.record(c)
+		return
+	}
 	ctx := s.base
 	if !c.Deadline.IsZero() {
 		if !c.Started.Before(c.Deadline) {
@@ -263,8 +414,38 @@ func (s *Scheduler) execute(c *Call) {
 		ctx, cancel = context.WithDeadline(ctx, c.Deadline)
 		defer cancel()
 	}
+	if c.MaxRun > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.MaxRun)
+		defer cancel()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	canceled := c.canceled
+	c.cancel = cancel
+	s.mu.Unlock()
+	if canceled {
+		c.Result = Result{Status: StatusCanceled, Error: "canceled before it started"}
+		s.record(c)
+		return
+	}
+	if c.durable != nil {
+		if err := c.durable.started(c); err != nil {
+			c.Result = Result{Status: StatusFailed, Error: "not started: " + err.Error()}
+			s.record(c)
+			return
+		}
+	}
 	c.Result = s.exec.Execute(ctx, c)
-	if s.base.Err() != nil && !c.Result.OK() {
+	s.mu.Lock()
+	canceled = c.canceled
+	c.cancel = nil
+	s.mu.Unlock()
+	switch {
+	case canceled && !c.Result.OK():
+		c.Result = Result{Status: StatusCanceled, Error: "canceled while running"}
+	case s.base.Err() != nil && !c.Result.OK():
 		c.Result = Result{Status: StatusCanceled, Error: "canceled: shutdown deadline passed while the call ran"}
 	}
 	s.record(c)
@@ -273,7 +454,41 @@ func (s *Scheduler) execute(c *Call) {
 func (s *Scheduler) record(c *Call) {
 	c.Finished = time.Now()
 	c.State = Finished
-	c.q.m.observe(c.Result.Status, c.Finished.Sub(c.Started))
+	c.q.task.m.observe(c.Result.Status, c.Finished.Sub(c.Started))
+}
+
+// finishUnstarted ends a call that never got a worker slot.
+func (s *Scheduler) finishUnstarted(c *Call, r Result) {
+	c.Started = time.Now()
+	c.Result = r
+	s.record(c)
+	s.mu.Lock()
+	if s.live[c.ID] == c {
+		delete(s.live, c.ID)
+	}
+	s.mu.Unlock()
+	c.Done(c)
+	s.mu.Lock()
+	s.pendingDone--
+	s.checkIdleLocked()
+	s.mu.Unlock()
+}
+
+// Cancel cancels a queued or running call by id: a queued call finishes as
+// canceled without running, a running one has its context canceled (the
+// guest is stopped). It reports whether the call was found.
+func (s *Scheduler) Cancel(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.live[id]
+	if c == nil || c.canceled {
+		return c != nil
+	}
+	c.canceled = true
+	if c.cancel != nil {
+		c.cancel()
+	}
+	return true
 }
 
 // Drain stops taking calls and waits until every queued and running call
@@ -293,26 +508,32 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 	s.cancel()
 	s.mu.Lock()
 	var dropped []*Call
-	for {
-		tq, ok := s.ready.pop()
-		if !ok {
-			break
-		}
-		tq.inReady = false
-	}
-	for _, tq := range s.queues {
+	for _, cl := range s.classes {
 		for {
-			c, ok := tq.calls.pop()
+			tq, ok := cl.ready.pop()
 			if !ok {
 				break
 			}
-			dropped = append(dropped, c)
+			tq.inReady = false
+		}
+		cl.queued = 0
+		cl.depth.Set(0)
+	}
+	for _, ts := range s.tasks {
+		for _, tq := range ts.queues {
+			for {
+				c, ok := tq.calls.pop()
+				if !ok {
+					break
+				}
+				dropped = append(dropped, c)
+			}
 		}
 	}
 	s.queued = 0
 	s.m.queued.Set(0)
 	running := s.running
-	if running == 0 {
+	if running == 0 && s.pendingDone == 0 {
 		s.closeIdleLocked()
 	}
 	s.mu.Unlock()
@@ -320,6 +541,9 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 		c.Started = time.Now()
 		c.Result = Result{Status: StatusCanceled, Error: "canceled: shutdown deadline passed before the call started"}
 		s.record(c)
+		s.mu.Lock()
+		delete(s.live, c.ID)
+		s.mu.Unlock()
 		c.Done(c)
 	}
 	<-s.idle

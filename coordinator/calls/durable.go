@@ -1,0 +1,338 @@
+package calls
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Outcome says what Accept did with a call.
+type Outcome uint8
+
+// Outcomes of Accept.
+const (
+	// Accepted: journaled and queued; its result comes through OnFinish.
+	Accepted Outcome = iota
+	// InFlight: a call with this id (or idempotency key) is journaled and not
+	// finished yet; nothing more is done.
+	InFlight
+	// Replayed: the call finished before; its stored result is sent to
+	// OnFinish again and it is not run.
+	Replayed
+)
+
+func (o Outcome) String() string {
+	return [...]string{"accepted", "in_flight", "replayed"}[o]
+}
+
+// Durable runs journaled calls: Accept writes a call as RECEIVED and
+// waits for the group commit before it returns (so the caller may
+// acknowledge it), the scheduler journals STARTED before a call runs,
+// FINISHED with its result before OnFinish sees it. Recover picks up
+// what a crash left unfinished.
+type Durable struct {
+	j   *Journal
+	s   *Scheduler
+	log *slog.Logger
+	// onFinish is called with every finished record (and replays); set
+	// before Recover and Accept.
+	onFinish func(*Record)
+}
+
+// NewDurable joins a journal and a scheduler. onFinish receives every
+// finished record whose result must be reported; it must not block.
+func NewDurable(j *Journal, s *Scheduler, log *slog.Logger, onFinish func(*Record)) *Durable {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if onFinish == nil {
+		onFinish = func(*Record) {}
+	}
+	return &Durable{j: j, s: s, log: log, onFinish: onFinish}
+}
+
+// Journal returns the journal.
+func (d *Durable) Journal() *Journal { return d.j }
+
+func newRecord(c *Call) *Record {
+	r := &Record{
+		ID: c.ID, Task: c.Task, Input: c.Input, Source: c.Source, Queue: c.Queue, Priority: c.Priority,
+		Key: c.IdempotencyKey, Effect: c.Effect, Attempt: max(c.Attempt, 1), State: Received, Received: time.Now(),
+	}
+	if !c.StartBy.IsZero() {
+		// -1: already past at receipt (0 means no start-by).
+		r.StartByMS = max(time.Until(c.StartBy).Milliseconds(), -1)
+		if r.StartByMS == 0 {
+			r.StartByMS = -1
+		}
+	}
+	r.MaxRunMS = c.MaxRun.Milliseconds()
+	return r
+}
+
+// Accept journals calls (one group commit for all) and queues the new
+// ones. When it returns without error every call is on disk and may be
+// acknowledged. A call the scheduler refuses finishes at once with
+// StatusRejected (journaled, reported like any result).
+func (d *Durable) Accept(cs []*Call) ([]Outcome, error) {
+	out := make([]Outcome, len(cs))
+	var (
+		kvs      []kv
+		fresh    []*Record
+		replays  []*Record
+		freshIdx []int
+	)
+	d.j.mu.Lock()
+	for i, c := range cs {
+		if c.IdempotencyKey == "" {
+			c.IdempotencyKey = c.ID
+		}
+		if c.Effect == "" {
+			c.Effect = AtMostOnce
+		}
+		prev, match, err := d.findLocked(c)
+		if err != nil {
+			d.j.mu.Unlock()
+			return nil, err
+		}
+		if prev != nil {
+			if prev.State < Finished {
+				out[i] = InFlight
+				d.j.m.duplicates.WithLabelValues(match, "running").Inc()
+				continue
+			}
+			out[i] = Replayed
+			d.j.m.duplicates.WithLabelValues(match, "replayed").Inc()
+			r := prev
+			if prev.ID != c.ID || prev.State == Reported {
+				// A new id for finished work, or a redelivery after the
+				// report: the result goes out again under this id.
+				r = newRecord(c)
+				r.Input = nil
+				res := *prev.Result
+				r.Result, r.State, r.Finished, r.Attempt = &res, Finished, time.Now(), prev.Attempt
+				e, err := d.j.recordKV(r)
+				if err != nil {
+					d.j.mu.Unlock()
+					return nil, err
+				}
+				kvs = append(kvs, e)
+				d.j.recs[r.ID] = r
+				d.j.addOutboxLocked(r)
+			}
+			replays = append(replays, r)
+			continue
+		}
+		r := newRecord(c)
+		e, err := d.j.recordKV(r)
+		if err != nil {
+			d.j.mu.Unlock()
+			return nil, err
+		}
+		kvs = append(kvs, e)
+		if r.Key != r.ID {
+			kvs = append(kvs, kv{key: idemKey(r.Key), val: []byte(r.ID)})
+			d.j.keys[r.Key] = r.ID
+		}
+		d.j.recs[r.ID] = r
+		fresh = append(fresh, r)
+		freshIdx = append(freshIdx, i)
+	}
+	d.j.mu.Unlock()
+	if len(kvs) > 0 {
+		if err := d.j.commit(true, kvs...); err != nil {
+			d.j.mu.Lock()
+			for _, r := range fresh {
+				delete(d.j.recs, r.ID)
+				if d.j.keys[r.Key] == r.ID {
+					delete(d.j.keys, r.Key)
+				}
+			}
+			d.j.mu.Unlock()
+			return nil, fmt.Errorf("journal calls: %w", err)
+		}
+	}
+	for k, r := range fresh {
+		d.queue(cs[freshIdx[k]], r)
+	}
+	for _, r := range replays {
+		d.onFinish(r)
+	}
+	return out, nil
+}
+
+// findLocked looks for an earlier record of c by id, then by idempotency key.
+func (d *Durable) findLocked(c *Call) (*Record, string, error) {
+	if r := d.j.recs[c.ID]; r != nil {
+		return r, "id", nil
+	}
+	r, err := d.j.load(c.ID)
+	if err != nil || r != nil {
+		return r, "id", err
+	}
+	if c.IdempotencyKey == c.ID {
+		return nil, "", nil
+	}
+	id := d.j.keys[c.IdempotencyKey]
+	if id == "" {
+		if id, err = d.j.loadKey(c.IdempotencyKey); err != nil {
+			return nil, "", err
+		}
+	}
+	if id == "" {
+		// A call whose key is its own id has no index entry.
+		id = c.IdempotencyKey
+	}
+	if r := d.j.recs[id]; r != nil {
+		if r.State < Finished {
+			// Work under this key is running under another id: this call
+			// runs too (documented: the key dedupes finished work only).
+			return nil, "", nil
+		}
+		return r, "key", nil
+	}
+	r, err = d.j.load(id)
+	if r == nil || r.Result == nil {
+		return nil, "", err
+	}
+	return r, "key", err
+}
+
+// queue hands a journaled call to the scheduler.
+func (d *Durable) queue(c *Call, r *Record) {
+	c.durable = d
+	prev := c.Done
+	c.Done = func(c *Call) {
+		d.finish(c)
+		if prev != nil {
+			prev(c)
+		}
+	}
+	if err := d.s.Submit(c); err != nil {
+		c.Result = Result{Status: StatusRejected, Error: err.Error()}
+		c.State = Finished
+		c.Done(c)
+	}
+}
+
+// started journals STARTED before c runs; the scheduler calls it.
+func (d *Durable) started(c *Call) error {
+	d.j.mu.Lock()
+	r := d.j.recs[c.ID]
+	if r == nil {
+		d.j.mu.Unlock()
+		return fmt.Errorf("call %s is not in the journal", c.ID)
+	}
+	r.State, r.Started, r.Attempt = Started, time.Now(), max(c.Attempt, 1)
+	r.Runs++
+	e, err := d.j.recordKV(r)
+	d.j.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	// Synced for every effect: the count of runs is what proves
+	// at-most-once, and a group commit makes it cheap.
+	if err := d.j.commit(true, e); err != nil {
+		return fmt.Errorf("journal start of %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// finish journals FINISHED with the result, then hands the record on.
+func (d *Durable) finish(c *Call) {
+	d.j.mu.Lock()
+	r := d.j.recs[c.ID]
+	if r == nil {
+		d.j.mu.Unlock()
+		d.log.Error("finished call is not in the journal", "call", c.ID)
+		return
+	}
+	res := c.Result
+	r.State, r.Result, r.Finished, r.Input = Finished, &res, time.Now(), nil
+	e, err := d.j.recordKV(r)
+	d.j.mu.Unlock()
+	if err == nil {
+		err = d.j.commit(true, e)
+	}
+	if err != nil {
+		// The result stays in memory and goes out; after a crash the call
+		// is recovered from its last durable state.
+		d.log.Error("journal finish failed", "call", c.ID, "err", err)
+	}
+	d.j.mu.Lock()
+	d.j.addOutboxLocked(r)
+	cp := *r
+	d.j.mu.Unlock()
+	d.onFinish(&cp)
+}
+
+// Recover queues again what a crash left unfinished: RECEIVED calls run;
+// STARTED calls run again (attempt+1) if idempotent, else finish as
+// interrupted; FINISHED ones go back to the outbox. Call it once, after
+// the scheduler's tasks are loaded and before new calls are accepted.
+func (d *Durable) Recover(ctx context.Context) error {
+	open, err := d.j.recover(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range open {
+		switch r.State {
+		case Finished:
+			d.j.m.recovered.WithLabelValues("outbox").Inc()
+			cp := *r
+			d.onFinish(&cp)
+			continue
+		case Started:
+			if r.Effect != Idempotent {
+				d.j.m.recovered.WithLabelValues("interrupted").Inc()
+				d.log.Warn("at-most-once call interrupted by a restart: not run again", "call", r.ID, "task", r.Task, "attempt", r.Attempt)
+				c := r.call()
+				c.durable = d
+				c.Result = Result{Status: StatusInterrupted, Error: "the process stopped while the call ran; at-most-once calls are not run again"}
+				c.State = Finished
+				d.finish(c)
+				continue
+			}
+			d.j.m.recovered.WithLabelValues("rerun").Inc()
+			r.Attempt++
+		default:
+			d.j.m.recovered.WithLabelValues("queued").Inc()
+		}
+		d.queue(r.call(), r)
+	}
+	if len(open) > 0 {
+		d.log.Info("journal recovered", "calls", len(open))
+	}
+	return nil
+}
+
+// call rebuilds a runnable call from a record.
+func (r *Record) call() *Call {
+	c := &Call{
+		ID: r.ID, Task: r.Task, Input: r.Input, Source: r.Source, Queue: r.Queue, Priority: r.Priority,
+		IdempotencyKey: r.Key, Attempt: r.Attempt, Effect: r.Effect, Received: time.Now(),
+		MaxRun: time.Duration(r.MaxRunMS) * time.Millisecond,
+	}
+	if r.StartByMS != 0 {
+		c.StartBy = c.Received.Add(time.Duration(r.StartByMS) * time.Millisecond)
+	}
+	return c
+}
+
+// Cancel cancels a queued or running journaled call.
+func (d *Durable) Cancel(id string) bool { return d.s.Cancel(id) }
+
+// Unfinished lists the ids of journaled calls of a source kind that are
+// not finished (the leases a cloud node holds).
+func (d *Durable) Unfinished(kind string) []string {
+	d.j.mu.Lock()
+	defer d.j.mu.Unlock()
+	var ids []string
+	for id, r := range d.j.recs {
+		if r.State < Finished && r.Source.Kind == kind {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
