@@ -82,6 +82,7 @@ type class struct {
 	name   string
 	weight int
 	cur    int              // smooth weighted round robin credit
+	served time.Time        // when a call of this queue was last taken
 	ready  fifo[*taskQueue] // tasks with waiting calls and a free slot
 	queued int
 	depth  prometheus.Gauge
@@ -314,34 +315,41 @@ func (s *Scheduler) pickClassLocked() *class {
 		return control
 	}
 	var (
-		best, oldest *class
-		total        int
-		oldestAt     time.Time
+		best, starved *class
+		total         int
+		now           time.Time
 	)
-	nonEmpty := 0
 	for _, cl := range s.classes[1:] {
 		tq, ok := cl.ready.peek()
 		if !ok {
 			continue
-		}
-		nonEmpty++
-		if c, ok := tq.calls.peek(); ok && (oldest == nil || c.queuedAt.Before(oldestAt)) {
-			oldest, oldestAt = cl, c.queuedAt
 		}
 		cl.cur += cl.weight
 		total += cl.weight
 		if best == nil || cl.cur > best.cur {
 			best = cl
 		}
+		// Aging: a queue whose head waited past AgingAfter and that was not
+		// served for as long is served now, whatever the weights say.
+		if c, ok := tq.calls.peek(); ok {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if now.Sub(c.queuedAt) > s.opts.AgingAfter && now.Sub(cl.served) > s.opts.AgingAfter &&
+				(starved == nil || cl.served.Before(starved.served)) {
+				starved = cl
+			}
+		}
 	}
 	if best == nil {
 		return nil
 	}
-	if nonEmpty > 1 && time.Since(oldestAt) > s.opts.AgingAfter {
+	if starved != nil && starved != best {
 		s.m.aged.Inc()
-		best = oldest
+		best = starved
 	}
 	best.cur -= total
+	best.served = now
 	return best
 }
 
