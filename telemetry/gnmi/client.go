@@ -62,6 +62,9 @@ type target struct {
 // connection is made until Run. Two targets with the same name are refused
 // (a target is never subscribed twice).
 func New(cfg config.GNMICollect, sink Sink, log *slog.Logger) (*Client, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	c := &Client{log: log, sink: sink, targets: map[string]*target{}}
 	for _, tc := range cfg.Targets {
 		if c.targets[tc.Name] != nil {

@@ -208,9 +208,9 @@ func (s *Server) Capabilities(context.Context, *gpb.CapabilityRequest) (*gpb.Cap
 func (s *Server) Get(_ context.Context, req *gpb.GetRequest) (*gpb.GetResponse, error) {
 	target := req.GetPrefix().GetTarget()
 	if target == "" {
-		return nil, status.Error(codes.InvalidArgument, "missing target in prefix")
+		target = "*" // every target
 	}
-	if !s.cache.HasTarget(target) {
+	if target != "*" && !s.cache.HasTarget(target) {
 		return nil, status.Errorf(codes.NotFound, "no such target: %q", target)
 	}
 	resp := &gpb.GetResponse{}

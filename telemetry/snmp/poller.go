@@ -65,6 +65,9 @@ type counterState struct {
 // NewPoller builds one gosnmp client per target (reading v3 password
 // files); it starts nothing. cfg must have defaults applied.
 func NewPoller(cfg config.SNMPCollect, sink Sink, log *slog.Logger) (*Poller, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	p := &Poller{log: log, sink: sink, sem: make(chan struct{}, max(1, cfg.MaxConcurrent)), now: time.Now}
 	for _, tc := range cfg.Targets {
 		tc.OIDs = append([]config.SNMPOID(nil), tc.OIDs...)

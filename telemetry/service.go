@@ -1,0 +1,329 @@
+// Package telemetry owns Outpost's network telemetry: it builds the
+// collectors (gNMI client, SNMP poller and trap receiver), the hub that
+// fans their updates out (time-series store, gNMI server cache, MQTT
+// topics, task triggers), and the admin API and Go methods that query what
+// was collected. Subpackages: model (the update model and paths), tsdb,
+// snmp, gnmi (client) and gnmiserver.
+//
+// Lock order: Service.mu, then hub.mu.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/telemetry/gnmi"
+	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
+	"github.com/outpost-edge/outpost/telemetry/model"
+	"github.com/outpost-edge/outpost/telemetry/snmp"
+	"github.com/outpost-edge/outpost/telemetry/tsdb"
+)
+
+// Update is the one shape every source produces (see package model).
+type Update = model.Update
+
+// Publisher sends a message to MQTT (the daemon's client or the embedded broker).
+type Publisher interface {
+	Publish(ctx context.Context, topic string, qos byte, payload []byte) error
+}
+
+// Trigger hands a task call to the scheduler without blocking.
+type Trigger interface {
+	Submit(task string, input []byte, source string) error
+}
+
+// Sinks are what telemetry delivers to outside its package; both may be nil.
+type Sinks struct {
+	Publisher Publisher
+	Trigger   Trigger
+}
+
+// ErrDisabled is returned by queries when telemetry is not configured.
+var ErrDisabled = errors.New("telemetry is not enabled (no targets, trap receiver or gnmi server configured)")
+
+// Service is the telemetry subsystem of one daemon.
+type Service struct {
+	cfg     config.Telemetry
+	dataDir string
+	log     *slog.Logger
+	reg     prometheus.Registerer
+	sinks   Sinks
+
+	mu      sync.Mutex
+	db      *tsdb.DB
+	hub     *hub
+	server  *gnmiserver.Server
+	poller  *snmp.Poller
+	traps   *snmp.TrapReceiver
+	trapErr <-chan error
+	client  *gnmi.Client
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	started bool
+}
+
+// New returns the service; it has no side effects. cfg gets its defaults here.
+func New(cfg config.Telemetry, dataDir string, log *slog.Logger, reg prometheus.Registerer, sinks Sinks) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg.WithDefaults(), dataDir: dataDir, log: log, reg: reg, sinks: sinks}
+}
+
+// Enabled reports whether anything is configured to collect or serve.
+func (s *Service) Enabled() bool {
+	c := s.cfg
+	return len(c.GNMI.Targets) > 0 || len(c.SNMP.Targets) > 0 || c.SNMP.Traps.Listen != "" || c.GNMIServer.Listen != ""
+}
+
+// Start opens the store under <dataDir>/telemetry and starts the gNMI
+// server, the trap receiver and the collectors. When telemetry is not
+// configured it does nothing. On error, what was started is stopped.
+func (s *Service) Start(ctx context.Context) (err error) {
+	if !s.Enabled() {
+		s.log.Info("telemetry disabled")
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("telemetry already started")
+	}
+	s.started = true
+	defer func() {
+		if err != nil {
+			s.stopLocked(context.Background())
+		}
+	}()
+	s.db, err = tsdb.Open(tsdb.Options{Dir: filepath.Join(s.dataDir, "telemetry"), Cfg: s.cfg.Store, Log: s.log.With("part", "tsdb"), Reg: s.reg})
+	if err != nil {
+		return err
+	}
+	s.db.Start()
+	if s.cfg.GNMIServer.Listen != "" {
+		if s.server, err = gnmiserver.New(s.cfg.GNMIServer, s.log.With("part", "gnmi-server")); err != nil {
+			return err
+		}
+		if err = s.server.Start(); err != nil {
+			return err
+		}
+	}
+	s.hub, err = newHub(s.cfg, s.db, s.server, s.sinks, s.log.With("part", "hub"), s.reg)
+	if err != nil {
+		return err
+	}
+	s.hub.start()
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	if s.cfg.SNMP.Traps.Listen != "" {
+		if s.traps, err = snmp.NewTrapReceiver(s.cfg.SNMP.Traps, s.hub.publish, s.log.With("part", "snmp-traps")); err != nil {
+			return err
+		}
+		if s.trapErr, err = s.traps.Listen(s.cfg.SNMP.Traps.Listen); err != nil {
+			s.traps = nil
+			return err
+		}
+	}
+	if len(s.cfg.SNMP.Targets) > 0 {
+		if s.poller, err = snmp.NewPoller(s.cfg.SNMP, s.hub.publish, s.log.With("part", "snmp")); err != nil {
+			return err
+		}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.poller.Run(runCtx) }()
+	}
+	if len(s.cfg.GNMI.Targets) > 0 {
+		if s.client, err = gnmi.New(s.cfg.GNMI, s.hub.publish, s.log.With("part", "gnmi")); err != nil {
+			return err
+		}
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.client.Run(runCtx) }()
+	}
+	if s.reg != nil {
+		if err := s.reg.Register(statusCollector{s}); err != nil {
+			s.log.Warn("register telemetry status metrics", "err", err)
+		}
+	}
+	s.log.Info("telemetry started", "gnmi_targets", len(s.cfg.GNMI.Targets), "snmp_targets", len(s.cfg.SNMP.Targets),
+		"traps", s.cfg.SNMP.Traps.Listen, "gnmi_server", s.GNMIAddrLocked())
+	return nil
+}
+
+// Stop stops the collectors, the trap receiver, the gNMI server and the
+// hub, then flushes and closes the store. It is safe after a partial Start
+// and twice.
+func (s *Service) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopLocked(ctx)
+}
+
+func (s *Service) stopLocked(ctx context.Context) error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("telemetry: collectors still stopping at the deadline")
+	}
+	if s.traps != nil {
+		s.traps.Close()
+		<-s.trapErr
+		s.traps = nil
+	}
+	if s.server != nil {
+		s.server.Stop(ctx)
+		s.server = nil
+	}
+	if s.hub != nil {
+		s.hub.stop()
+		s.hub = nil
+	}
+	var err error
+	if s.db != nil {
+		err = s.db.Close()
+		s.db = nil
+	}
+	s.cancel, s.client, s.poller = nil, nil, nil
+	if s.reg != nil && s.started {
+		s.reg.Unregister(statusCollector{s})
+	}
+	s.started = false
+	return err
+}
+
+// GNMIAddr is the gNMI server's bound address ("" when off).
+func (s *Service) GNMIAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.GNMIAddrLocked()
+}
+
+// GNMIAddrLocked is GNMIAddr with s.mu held.
+func (s *Service) GNMIAddrLocked() string {
+	if s.server == nil {
+		return ""
+	}
+	return s.server.Addr()
+}
+
+func (s *Service) store() (*tsdb.DB, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		return nil, ErrDisabled
+	}
+	return s.db, nil
+}
+
+// Publish hands updates from another source (tests, a future source) to the hub.
+func (s *Service) Publish(us []Update) error {
+	s.mu.Lock()
+	h := s.hub
+	s.mu.Unlock()
+	if h == nil {
+		return ErrDisabled
+	}
+	h.publish(us)
+	return nil
+}
+
+// Latest returns the latest value of each series matching a target glob ("" all) and path pattern.
+func (s *Service) Latest(target, path string) ([]model.Point, error) {
+	db, err := s.store()
+	if err != nil {
+		return nil, err
+	}
+	pat, err := model.ParsePattern(path)
+	if err != nil {
+		return nil, err
+	}
+	us := db.Latest(target, pat)
+	out := make([]model.Point, len(us))
+	for i, u := range us {
+		out[i] = u.Point()
+	}
+	return out, nil
+}
+
+// QueryRequest selects points; see tsdb.Query.
+type QueryRequest struct {
+	Target string
+	Path   string
+	Since  time.Time
+	Until  time.Time
+	Bucket time.Duration
+	Limit  int
+}
+
+// Query returns points (or buckets when Bucket > 0) per series.
+func (s *Service) Query(q QueryRequest) ([]tsdb.Series, error) {
+	db, err := s.store()
+	if err != nil {
+		return nil, err
+	}
+	pat, err := model.ParsePattern(q.Path)
+	if err != nil {
+		return nil, err
+	}
+	if q.Bucket < 0 {
+		return nil, fmt.Errorf("bucket must not be negative")
+	}
+	return db.Query(tsdb.Query{Target: q.Target, Path: pat, Since: q.Since, Until: q.Until, Bucket: q.Bucket, Limit: q.Limit})
+}
+
+// Status returns every target's state, gNMI first then SNMP.
+func (s *Service) Status() []model.TargetStatus {
+	s.mu.Lock()
+	c, p := s.client, s.poller
+	s.mu.Unlock()
+	var out []model.TargetStatus
+	if c != nil {
+		out = append(out, c.Status()...)
+	}
+	if p != nil {
+		out = append(out, p.Status()...)
+	}
+	return out
+}
+
+type statusCollector struct{ s *Service }
+
+var (
+	descUp      = prometheus.NewDesc("outpost_telemetry_target_up", "1 when the target's stream is up (gNMI) or its last poll answered (SNMP).", []string{"target", "source"}, nil)
+	descUpdates = prometheus.NewDesc("outpost_telemetry_target_updates_total", "Values collected from the target.", []string{"target", "source"}, nil)
+	descErrors  = prometheus.NewDesc("outpost_telemetry_target_errors_total", "Failed polls or ended streams of the target.", []string{"target", "source"}, nil)
+	descLast    = prometheus.NewDesc("outpost_telemetry_target_last_update_timestamp_seconds", "When the target last sent data.", []string{"target", "source"}, nil)
+)
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descUp
+	ch <- descUpdates
+	ch <- descErrors
+	ch <- descLast
+}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.s.Status() {
+		up := 0.0
+		if st.Connected {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, st.Name, st.Source)
+		ch <- prometheus.MustNewConstMetric(descUpdates, prometheus.CounterValue, float64(st.Updates), st.Name, st.Source)
+		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(st.Errors), st.Name, st.Source)
+		if !st.LastUpdate.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descLast, prometheus.GaugeValue, float64(st.LastUpdate.UnixNano())/1e9, st.Name, st.Source)
+		}
+	}
+}
