@@ -1,0 +1,199 @@
+package remote
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Protocol is the cloud link version carried in HeaderProtocol.
+const (
+	Protocol       = "1"
+	HeaderProtocol = "Outpost-Protocol"
+)
+
+// PollRequest is the body of POST /edge/v1/nodes/{node}/poll.
+type PollRequest struct {
+	BootID     string   `json:"boot_id"`
+	AckThrough uint64   `json:"ack_through"`
+	Renew      []string `json:"renew,omitempty"`
+	Capacity   int      `json:"capacity"`
+	Queues     []string `json:"queues,omitempty"`
+	WaitMS     int64    `json:"wait_ms"`
+}
+
+// PollResponse is the 200 body of a poll.
+type PollResponse struct {
+	Calls      []WireCall `json:"calls,omitempty"`
+	Lost       []string   `json:"lost,omitempty"`
+	Cancel     []string   `json:"cancel,omitempty"`
+	NextPollMS int64      `json:"next_poll_ms,omitempty"`
+}
+
+// WireCall is one call handed to a node.
+type WireCall struct {
+	Seq            uint64 `json:"seq"`
+	ID             string `json:"id"`
+	Attempt        int    `json:"attempt"`
+	Task           string `json:"task"`
+	Digest         string `json:"digest,omitempty"`
+	Input          []byte `json:"input,omitempty"`
+	Queue          string `json:"queue,omitempty"`
+	Priority       int    `json:"priority,omitempty"`
+	Effect         string `json:"effect,omitempty"`
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	LeaseMS        int64  `json:"lease_ms"`
+	StartByMS      int64  `json:"start_by_ms,omitempty"`
+	MaxRunMS       int64  `json:"max_run_ms,omitempty"`
+}
+
+// Result is one call's outcome as uploaded.
+type Result struct {
+	CallID  string `json:"call_id"`
+	Attempt int    `json:"attempt"`
+	Status  string `json:"status"`
+	Output  []byte `json:"output,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Hash    string `json:"hash"`
+}
+
+// ResultHash is the hash a Result carries: hex sha256 of status, output
+// and error separated by newlines.
+func ResultHash(status string, output []byte, errMsg string) string {
+	h := sha256.New()
+	h.Write([]byte(status))
+	h.Write([]byte{'\n'})
+	h.Write(output)
+	h.Write([]byte{'\n'})
+	h.Write([]byte(errMsg))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// BatchRequest is the body of POST results:batch.
+type BatchRequest struct {
+	Results []Result `json:"results"`
+}
+
+// BatchResponse says what happened to each result, by HTTP status code.
+type BatchResponse struct {
+	Items []BatchItem `json:"items"`
+}
+
+// BatchItem is one result's status in a batch.
+type BatchItem struct {
+	CallID  string `json:"call_id"`
+	Attempt int    `json:"attempt"`
+	Status  int    `json:"status"`
+}
+
+// CallState is what the server holds for a node, answered after a 410.
+type CallState struct {
+	ID      string `json:"id"`
+	State   string `json:"state"`
+	Attempt int    `json:"attempt"`
+}
+
+// CallList is the body of GET calls.
+type CallList struct {
+	Calls []CallState `json:"calls"`
+}
+
+// Limits on what a node accepts from the cloud.
+const (
+	maxCallsPerPoll = 10000
+	maxIDLen        = 256
+)
+
+// ErrProtocol marks a response that breaks the protocol.
+var ErrProtocol = errors.New("cloud protocol error")
+
+// ParsePollResponse decodes and checks a poll response body.
+func ParsePollResponse(b []byte) (PollResponse, error) {
+	var r PollResponse
+	if err := json.Unmarshal(b, &r); err != nil {
+		return PollResponse{}, fmt.Errorf("%w: poll response: %w", ErrProtocol, err)
+	}
+	if len(r.Calls) > maxCallsPerPoll {
+		return PollResponse{}, fmt.Errorf("%w: poll response: %d calls (at most %d)", ErrProtocol, len(r.Calls), maxCallsPerPoll)
+	}
+	for i, c := range r.Calls {
+		where := fmt.Sprintf("poll response: calls[%d]", i)
+		switch {
+		case c.ID == "" || len(c.ID) > maxIDLen || strings.ContainsAny(c.ID, "/\x00"):
+			return PollResponse{}, fmt.Errorf("%w: %s: bad id %q", ErrProtocol, where, c.ID)
+		case c.Task == "":
+			return PollResponse{}, fmt.Errorf("%w: %s (%s): no task", ErrProtocol, where, c.ID)
+		case c.Seq == 0:
+			return PollResponse{}, fmt.Errorf("%w: %s (%s): seq must be positive", ErrProtocol, where, c.ID)
+		case c.Attempt < 1:
+			return PollResponse{}, fmt.Errorf("%w: %s (%s): attempt %d", ErrProtocol, where, c.ID, c.Attempt)
+		case c.LeaseMS <= 0 || c.StartByMS < 0 || c.MaxRunMS < 0:
+			return PollResponse{}, fmt.Errorf("%w: %s (%s): lease_ms, start_by_ms or max_run_ms out of range", ErrProtocol, where, c.ID)
+		case c.Effect != "" && c.Effect != "idempotent" && c.Effect != "at_most_once":
+			return PollResponse{}, fmt.Errorf("%w: %s (%s): effect %q (want idempotent or at_most_once)", ErrProtocol, where, c.ID, c.Effect)
+		}
+	}
+	if r.NextPollMS < 0 {
+		r.NextPollMS = 0
+	}
+	return r, nil
+}
+
+// ParseBatchResponse decodes a results:batch answer.
+func ParseBatchResponse(b []byte) (BatchResponse, error) {
+	var r BatchResponse
+	if err := json.Unmarshal(b, &r); err != nil {
+		return BatchResponse{}, fmt.Errorf("%w: batch response: %w", ErrProtocol, err)
+	}
+	for i, it := range r.Items {
+		if it.CallID == "" || it.Status < 100 || it.Status > 599 {
+			return BatchResponse{}, fmt.Errorf("%w: batch response: items[%d]: call %q status %d", ErrProtocol, i, it.CallID, it.Status)
+		}
+	}
+	return r, nil
+}
+
+// MaxRetryAfter caps what a server may ask the node to wait.
+const MaxRetryAfter = time.Hour
+
+// ParseRetryAfter reads a Retry-After header: delay-seconds, or an
+// HTTP-date measured against date (the response's own Date header, so
+// that a server clock an hour off changes nothing); without a usable Date
+// it is measured against now. It reports false for an absent, zero,
+// negative or unparsable value; the result is capped at MaxRetryAfter.
+func ParseRetryAfter(v, date string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	var d time.Duration
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0, false
+		}
+		if n > int64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter, true
+		}
+		d = time.Duration(n) * time.Second
+	} else {
+		t, err := http.ParseTime(v)
+		if err != nil {
+			return 0, false
+		}
+		ref := now
+		if dt, err := http.ParseTime(strings.TrimSpace(date)); err == nil {
+			ref = dt
+		}
+		d = t.Sub(ref)
+		if d <= 0 {
+			return 0, false
+		}
+	}
+	return min(d, MaxRetryAfter), true
+}
