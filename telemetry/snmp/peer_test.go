@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -131,4 +132,17 @@ func walkCLI(t testing.TB, args ...string) map[string][2]string {
 		res[last] = [2]string{typ, strings.TrimSpace(val)}
 	}
 	return res
+}
+
+// asNobodyNot runs a peer that drops privileges by itself.
+func asNobodyNot(args ...string) *exec.Cmd { return exec.Command(args[0], args[1:]...) }
+
+type runtimeMem struct{}
+
+// perTarget reports the live heap divided by n targets (after a GC).
+func (runtimeMem) perTarget(n int) float64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return float64(m.HeapAlloc) / float64(n)
 }

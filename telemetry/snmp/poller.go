@@ -202,12 +202,12 @@ func (p *Poller) Run(ctx context.Context) {
 		go func() {
 			defer p.wg.Done()
 			defer t.snmp.Close()
-			// Spread the first polls over the first interval's tenth.
+			// Spread the first polls over a tenth of the interval (at most 10 s).
 			iv := t.cfg.Interval.Std()
 			if iv <= 0 {
 				iv = time.Minute
 			}
-			first := time.Duration(rand.Int64N(int64(iv/10) + 1))
+			first := time.Duration(rand.Int64N(int64(min(iv/10, 10*time.Second)) + 1))
 			timer := time.NewTimer(first)
 			defer timer.Stop()
 			for {
