@@ -429,13 +429,38 @@ func walkTable(g *gosnmp.GoSNMP, tb config.SNMPTable) ([]rowValue, error) {
 		pdu gosnmp.SnmpPDU
 	}
 	var cells []cell
-	err := g.BulkWalk(root, func(pdu gosnmp.SnmpPDU) error {
-		c, ok := splitCell(root, pdu.Name)
-		if ok {
-			cells = append(cells, cell{c.col, c.idx, pdu})
+	walk := func(oid string) error {
+		return g.BulkWalk(oid, func(pdu gosnmp.SnmpPDU) error {
+			c, ok := splitCell(root, pdu.Name)
+			if ok {
+				cells = append(cells, cell{c.col, c.idx, pdu})
+			}
+			return nil
+		})
+	}
+	var err error
+	if len(tb.Columns) == 0 {
+		err = walk(root)
+	} else {
+		// Only the configured columns (and the one naming the rows).
+		cols := map[int]bool{}
+		if tb.IndexFrom > 0 {
+			cols[tb.IndexFrom] = true
 		}
-		return nil
-	})
+		for _, c := range tb.Columns {
+			cols[c.Column] = true
+		}
+		order := make([]int, 0, len(cols))
+		for c := range cols {
+			order = append(order, c)
+		}
+		sort.Ints(order)
+		for _, c := range order {
+			if err = walk(root + "." + strconv.Itoa(c)); err != nil {
+				break
+			}
+		}
+	}
 	return tableRows(tb, func(fn func(col int, idx string, pdu gosnmp.SnmpPDU)) {
 		for _, c := range cells {
 			fn(c.col, c.idx, c.pdu)
