@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
@@ -266,4 +267,82 @@ func BenchmarkGNMIToStore(b *testing.B) {
 	defer db.Close()
 	var n atomic.Int64
 	benchGNMI(b, func(us []model.Update) { db.Append(us); n.Add(int64(len(us))) }, n.Load)
+}
+
+// BenchmarkGNMIRawStream is the ceiling set by the fake agent: a bare gRPC
+// client that receives the same ONCE subscriptions and only counts updates.
+func BenchmarkGNMIRawStream(b *testing.B) {
+	addr := startAgent(b, notifications(200, 100))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	c := gpb.NewGNMIClient(conn)
+	req := &gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{Mode: gpb.SubscriptionList_ONCE,
+		Subscription: []*gpb.Subscription{{Path: &gpb.Path{}}}}}}
+	n := 0
+	b.ResetTimer()
+	start := time.Now()
+	for n < b.N {
+		st, err := c.Subscribe(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		st.Send(req)
+		for {
+			r, err := st.Recv()
+			if err != nil || r.GetSyncResponse() {
+				break
+			}
+			n += len(r.GetUpdate().GetUpdate())
+		}
+		st.CloseSend()
+	}
+	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "updates/s")
+}
+
+// BenchmarkPipelineToStore is Outpost's side alone, without the fake agent
+// and gRPC: notifications converted to updates (gnmi.Updates), through the
+// hub into the store, gNMI server cache off.
+func BenchmarkPipelineToStore(b *testing.B) {
+	benchPipeline(b, true)
+}
+
+// BenchmarkPipelineToDiscard is the same conversion into a discarding hub.
+func BenchmarkPipelineToDiscard(b *testing.B) {
+	benchPipeline(b, false)
+}
+
+func benchPipeline(b *testing.B, store bool) {
+	var db *tsdb.DB
+	if store {
+		var err error
+		db, err = tsdb.Open(tsdb.Options{Dir: b.TempDir(), Cfg: config.Telemetry{}.WithDefaults().Store})
+		if err != nil {
+			b.Fatal(err)
+		}
+		db.Start()
+		defer db.Close()
+	}
+	h, err := newHub(config.Telemetry{}, db, nil, Sinks{}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp := notifications(200, 100)
+	buf := make([]model.Update, 0, 128)
+	b.ResetTimer()
+	n := 0
+	start := time.Now()
+	for n < b.N {
+		for _, r := range resp {
+			buf = gnmi.Updates(buf[:0], "dev1", r.GetUpdate())
+			h.publish(buf)
+			n += len(buf)
+		}
+	}
+	if db != nil {
+		db.Flush()
+	}
+	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "updates/s")
 }
