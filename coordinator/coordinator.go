@@ -129,14 +129,18 @@ func (c *Coordinator) startClient(ctx context.Context) error {
 		url = "tcp://" + c.broker.Addr()
 	}
 	c.client = devices.NewClient(cfg.MQTT, url, c.onMessage, c.log.With("part", "mqtt"), c.reg)
+	if c.broker != nil {
+		c.client.SetCredentials(c.broker.InternalCredentials())
+	}
 	c.client.SetSubscriptions(subscriptions(c.routes.Load()))
 	return c.client.Start(ctx)
 }
 
 func (c *Coordinator) drain(ctx context.Context) error {
 	d := c.cfg.Load().Scheduler.DrainTimeout.Std()
-	st := c.sched.Stats()
-	c.log.Info("draining calls", "queued", st.Queued, "running", st.Running, "deadline", d)
+	if st := c.sched.Stats(); st.Queued+st.Running > 0 {
+		c.log.Info("draining calls", "queued", st.Queued, "running", st.Running, "deadline", d)
+	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	if err := c.sched.Drain(ctx); err != nil {
@@ -234,7 +238,11 @@ func (c *Coordinator) Reload(ctx context.Context, cfg *config.Config) error {
 	for _, key := range restartOnly(old, cfg) {
 		c.log.Warn("config change needs a restart to take effect", "key", key)
 	}
-	c.cfg.Store(cfg)
+	// The running config keeps every setting a reload cannot apply, so what
+	// it says is what runs.
+	next := *old
+	next.Tasks, next.Routes, next.Source = cfg.Tasks, cfg.Routes, cfg.Source
+	c.cfg.Store(&next)
 	c.log.Info("config reloaded", "tasks", len(cfg.Tasks), "routes", len(cfg.Routes))
 	return nil
 }

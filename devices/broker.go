@@ -3,7 +3,9 @@ package devices
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,12 +28,13 @@ type Broker struct {
 	log *slog.Logger
 	reg prometheus.Registerer
 
-	mu      sync.Mutex // guards the fields below
-	srv     *mqtt.Server
-	addr    string
-	started bool
-	stopped bool
-	coll    *brokerCollector
+	mu       sync.Mutex // guards the fields below
+	srv      *mqtt.Server
+	addr     string
+	started  bool
+	stopped  bool
+	coll     *brokerCollector
+	internal string // the daemon client's password, made at Start
 
 	// drop counters, fed by the hook and read by the collector
 	droppedPending atomic.Uint64
@@ -62,8 +65,9 @@ func (b *Broker) Start(ctx context.Context) error {
 
 	auth, err := newAuthHook(b.cfg)
 	if err != nil {
-		return fmt.Errorf("start broker: %w", err)
+		return err
 	}
+	b.internal = auth.internal
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	if b.cfg.MaxClientWritesPending > 0 {
@@ -83,18 +87,18 @@ func (b *Broker) Start(ctx context.Context) error {
 	})
 	b.srv = srv
 	if err := srv.AddHook(auth, nil); err != nil {
-		return fmt.Errorf("start broker: add auth hook: %w", err)
+		return fmt.Errorf("add auth hook: %w", err)
 	}
 	if err := srv.AddHook(&dropHook{b: b}, nil); err != nil {
-		return fmt.Errorf("start broker: add drop hook: %w", err)
+		return fmt.Errorf("add drop hook: %w", err)
 	}
 	tcp := newTCPListener("tcp", b.cfg.Listen, b.log)
 	if err := srv.AddListener(tcp); err != nil {
-		return fmt.Errorf("start broker: listen on %s: %w", b.cfg.Listen, err)
+		return fmt.Errorf("listen on %s: %w", b.cfg.Listen, err)
 	}
 	b.addr = tcp.Address()
 	if err := srv.Serve(); err != nil {
-		return fmt.Errorf("start broker on %s: %w", b.addr, err)
+		return fmt.Errorf("serve on %s: %w", b.addr, err)
 	}
 	if b.reg != nil {
 		// The collector reads this server; it is unregistered at Stop so a
@@ -110,6 +114,15 @@ func (b *Broker) Start(ctx context.Context) error {
 		"allow_anonymous", b.cfg.AllowAnonymous, "users", len(b.cfg.Users),
 		"max_client_writes_pending", caps.MaximumClientWritesPending, "max_inflight", caps.MaximumInflight)
 	return nil
+}
+
+// InternalCredentials returns the login of the daemon's own client: a user
+// no device can claim, with a password made at Start and never written
+// anywhere, so the daemon connects whatever allow_anonymous says.
+func (b *Broker) InternalCredentials() (username, password string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return internalUser, b.internal
 }
 
 // Addr returns the address the broker listens on after Start ("" before).
@@ -189,13 +202,26 @@ type authHook struct {
 	mqtt.HookBase
 	anonymous bool
 	users     map[string][]byte
+	internal  string // the daemon's own password (user internalUser)
 }
 
+// internalUser is the daemon's own user on the embedded broker; the config
+// cannot declare it.
+const internalUser = "$outpost"
+
 func newAuthHook(cfg config.Broker) (*authHook, error) {
-	h := &authHook{anonymous: cfg.AllowAnonymous, users: make(map[string][]byte, len(cfg.Users))}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("make internal password: %w", err)
+	}
+	h := &authHook{anonymous: cfg.AllowAnonymous, users: make(map[string][]byte, len(cfg.Users)+1), internal: hex.EncodeToString(secret)}
+	h.users[internalUser] = []byte(h.internal)
 	for _, u := range cfg.Users {
 		if u.Username == "" {
 			return nil, errors.New("broker user with an empty username")
+		}
+		if u.Username == internalUser {
+			return nil, fmt.Errorf("broker user %q is reserved for the daemon", internalUser)
 		}
 		pw, err := readSecret(u.PasswordFile)
 		if err != nil {

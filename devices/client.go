@@ -50,6 +50,8 @@ type Client struct {
 	log *slog.Logger
 	m   clientMetrics
 
+	user, password string // set by SetCredentials, instead of the config's
+
 	// mu guards the fields below. It is held while subscribe/unsubscribe
 	// requests are queued (never while waiting for them) so that the
 	// subscriptions sent on connect and those sent by SetSubscriptions are
@@ -112,6 +114,13 @@ func NewClient(cfg config.MQTT, brokerURL string, h Handler, log *slog.Logger, r
 	}
 	log = log.With("component", "mqtt_client", "client_id", cfg.ClientID)
 	return &Client{cfg: cfg, url: brokerURL, h: h, log: log, m: newClientMetrics(reg, log)}
+}
+
+// SetCredentials makes the client log in as username with password instead
+// of the config's username and password_file; call it before Start. The
+// daemon uses it with Broker.InternalCredentials on the embedded broker.
+func (c *Client) SetCredentials(username, password string) {
+	c.user, c.password = username, password
 }
 
 // SetSubscriptions replaces the wanted subscriptions. They are made on every
@@ -258,10 +267,13 @@ func (c *Client) options() (*paho.ClientOptions, error) {
 	}
 	o.SetConnectRetry(true)
 	o.SetAutoReconnect(true)
-	if c.cfg.Username != "" {
+	if c.user != "" {
+		o.SetUsername(c.user)
+		o.SetPassword(c.password)
+	} else if c.cfg.Username != "" {
 		o.SetUsername(c.cfg.Username)
 	}
-	if c.cfg.PasswordFile != "" {
+	if c.user == "" && c.cfg.PasswordFile != "" {
 		pw, err := readSecret(c.cfg.PasswordFile)
 		if err != nil {
 			return nil, err

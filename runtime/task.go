@@ -241,7 +241,7 @@ func (t *task) call(ctx context.Context, input []byte) (out []byte, err error) {
 		return nil, t.fail(&CallError{Task: t.name, Kind: KindMemory,
 			Msg: fmt.Sprintf("input of %d bytes exceeds the memory limit of %d bytes", len(input), t.limits.MemoryLimit)})
 	}
-	ctx, cancel := context.WithTimeout(ctx, t.limits.Timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, t.limits.Timeout, errTaskTimeout)
 	defer cancel()
 	var ce *CallError
 	if t.code.abi == ABICommand {
@@ -349,6 +349,10 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 	return stdout.Bytes(), nil
 }
 
+// errTaskTimeout is the cause of a call's context ending at the task's own
+// timeout, told apart from a caller's earlier deadline.
+var errTaskTimeout = errors.New("task timeout")
+
 // classify turns an error of a guest function into a CallError.
 func (t *task) classify(ctx context.Context, inst *instance, err error, fn string) *CallError {
 	ce := &CallError{Task: t.name, Err: err}
@@ -361,9 +365,12 @@ func (t *task) classify(ctx context.Context, inst *instance, err error, fn strin
 		ce.Kind, ce.Msg = KindFailed, inst.failMsg
 	case ctx.Err() != nil || isExit && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled):
 		ce.Kind = KindTimeout
-		if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-			ce.Msg = fmt.Sprintf("%s did not finish within the deadline (task timeout %s)", fn, t.limits.Timeout)
-		} else {
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, errTaskTimeout):
+			ce.Msg = fmt.Sprintf("%s did not finish within the task timeout of %s", fn, t.limits.Timeout)
+		case errors.Is(cause, context.DeadlineExceeded):
+			ce.Msg = fmt.Sprintf("%s did not finish before the caller's deadline", fn)
+		default:
 			ce.Msg = fmt.Sprintf("%s canceled: %v", fn, context.Cause(ctx))
 		}
 	case inst != nil && inst.mem != nil && atLimit(uint64(inst.mem.Size()), inst.limit):

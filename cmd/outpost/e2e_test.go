@@ -213,6 +213,38 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out", qos: 1}]
 	}
 }
 
+// With anonymous clients refused, devices log in with their passwords and
+// the daemon's own client still connects (with its internal credential).
+func TestBrokerUsers(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "sensor-1.pass")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, fmt.Sprintf(`
+admin: {listen: "{{admin}}"}
+mqtt:
+  broker:
+    listen: "{{broker}}"
+    allow_anonymous: false
+    users: [{username: sensor-1, password_file: %s}]
+tasks: [{name: echo, module: builtin:echo}]
+routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out"}]
+`, pw))
+	authed := strings.Replace(d.mqtt, "tcp://", "tcp://sensor-1:s3cret@", 1)
+	sub := mqtttest.Sub(t, authed, "devices/+/out", 1)
+	mqtttest.Pub(t, authed, "devices/sensor-1/in", "logged in", 1)
+	if got := sub.Wait(1, 10*time.Second); got[0] != "devices/sensor-1/out logged in" {
+		t.Errorf("reply %q", got)
+	}
+	if err := mqtttest.PubErr(t, d.mqtt, "devices/x/in", "anonymous", 0); err == nil {
+		t.Error("anonymous publish accepted with allow_anonymous: false")
+	}
+	wrong := strings.Replace(d.mqtt, "tcp://", "tcp://sensor-1:guess@", 1)
+	if err := mqtttest.PubErr(t, wrong, "devices/x/in", "guess", 0); err == nil {
+		t.Error("wrong password accepted")
+	}
+}
+
 // A runaway task is stopped at its timeout, a memory hog at its limit, and
 // the daemon goes on serving other tasks; failures reach MQTT devices as
 // error documents.

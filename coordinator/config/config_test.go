@@ -86,6 +86,11 @@ scheduler:
 			},
 		},
 		{
+			name: "unknown key in flow style",
+			yaml: "mqtt: {brokr: {listen: x}}\n",
+			want: []string{"x.yaml:1: mqtt.brokr: unknown key \"brokr\""},
+		},
+		{
 			name: "syntax error",
 			yaml: "admin:\n  listen: [\n",
 			want: []string{"x.yaml:2: did not find expected node content"},

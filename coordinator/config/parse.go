@@ -138,7 +138,26 @@ func (d *doc) addYAMLError(msg string) {
 	if i := strings.Index(msg, " not found in type "); strings.HasPrefix(msg, "field ") && i > 0 {
 		msg = "unknown key " + strconv.Quote(msg[len("field "):i])
 	}
-	d.problems = append(d.problems, Problem{File: d.name, Line: line, Path: d.pathAt(line), Msg: msg})
+	path := d.pathAt(line)
+	if key, ok := strings.CutPrefix(msg, "unknown key "); ok {
+		path = d.keyPathAt(line, strings.Trim(key, `"`))
+	}
+	d.problems = append(d.problems, Problem{File: d.name, Line: line, Path: path, Msg: msg})
+}
+
+// keyPathAt returns the path on line whose last key is key: the unknown
+// key itself, not a key nested under it in flow style ({a: {b: 1}}).
+func (d *doc) keyPathAt(line int, key string) string {
+	best := ""
+	for p, l := range d.lines {
+		if l == line && (p == key || strings.HasSuffix(p, "."+key)) && (best == "" || len(p) < len(best)) {
+			best = p
+		}
+	}
+	if best == "" {
+		return d.pathAt(line)
+	}
+	return best
 }
 
 // index records the line of every key path under n.

@@ -28,7 +28,7 @@ var ErrLocked = errors.New("in use by another process")
 
 // Options returns badger options for a DB at dir, sized from cfg.
 // badger's defaults (64 MiB memtables, 256 MiB block cache, 1 GiB value-log
-// files) suit servers, not edge hosts; see pitfalls in docs/architecture.md.
+// files) suit servers, not edge hosts; see "Choices" in docs/architecture.md.
 func Options(dir string, cfg config.Storage, log *slog.Logger) badger.Options {
 	memtable := int64(cfg.MemtableSize)
 	return badger.DefaultOptions(dir).
