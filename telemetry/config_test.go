@@ -1,0 +1,125 @@
+package telemetry
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/coordinator/config"
+)
+
+// The telemetry section decodes strictly, gets its defaults and is validated
+// with every problem reported at its key path (config.Parse is the daemon's loader).
+func TestConfigTelemetrySection(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "pw"), []byte("x\n"), 0o600)
+	good := `
+tasks:
+  - name: alarm
+    module: builtin:echo
+telemetry:
+  store: {retention: 48h, max_size: 256MiB}
+  gnmi:
+    targets:
+      - name: sw1
+        address: 10.0.0.1:57400
+        tls: {enabled: true, insecure_skip_verify: true}
+        username: admin
+        password_file: pw
+        subscriptions:
+          - {name: counters, paths: [/interfaces/interface/state/counters], sample_interval: 10s}
+          - {name: oper, stream_mode: on_change, paths: ["/interfaces/interface[name=*]/state/oper-status"]}
+          - {name: sys, mode: poll, interval: 1m, paths: [/system]}
+  snmp:
+    targets:
+      - name: sw2
+        address: 10.0.0.2
+        community: public
+        tables:
+          - {oid: 1.3.6.1.2.1.2.2.1, name: /interfaces/interface, index_key: name, index_from: 2, columns: [{column: 10, name: in-octets, rate: true}]}
+      - name: sw3
+        address: 10.0.0.3:161
+        version: "3"
+        v3: {username: u, auth_protocol: SHA, auth_password_file: pw, priv_protocol: AES, priv_password_file: pw}
+        oids: [{oid: 1.3.6.1.2.1.1.3.0, name: /system/uptime}]
+    traps: {listen: "127.0.0.1:9162", communities: [public]}
+  gnmi_server: {listen: "127.0.0.1:9339"}
+  mqtt: [{paths: [/interfaces/...], qos: 1}]
+  triggers: [{task: alarm, path: "/interfaces/interface/state/oper-status", condition: "== DOWN"}]
+`
+	c, err := config.Parse([]byte(good), filepath.Join(dir, "outpost.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := c.Telemetry.WithDefaults()
+	if tc.Store.Retention.Std() != 48*time.Hour || tc.Store.FlushInterval.Std() != time.Second {
+		t.Errorf("store %+v", tc.Store)
+	}
+	g := tc.GNMI.Targets[0]
+	if g.PasswordFile != filepath.Join(dir, "pw") || g.Subscriptions[0].Mode != "stream" || g.Subscriptions[0].StreamMode != "sample" || g.Subscriptions[2].Interval.Std() != time.Minute {
+		t.Errorf("gnmi target %+v", g)
+	}
+	if s := tc.SNMP.Targets[0]; s.Version != "2c" || s.Timeout.Std() != 2*time.Second || s.MaxRepetitions != 10 || s.PollTimeout != s.Interval {
+		t.Errorf("snmp defaults %+v", s)
+	}
+	if tc.MQTT[0].Topic != "telemetry/{target}{path}" {
+		t.Errorf("mqtt %+v", tc.MQTT[0])
+	}
+
+	bad := `
+telemetry:
+  gnmi:
+    targets:
+      - name: sw1
+        address: nope
+        subscriptions: [{mode: sometimes, paths: ["interfaces"]}]
+  snmp:
+    targets:
+      - {name: sw1, address: 10.0.0.2, oids: [{oid: ifInOctets}]}
+      - {name: sw3, address: 10.0.0.3, version: "3", community: x, v3: {username: u, auth_protocol: SHA1, auth_password_file: /nonexistent}, oids: [{oid: 1.3.6.1.2.1.1.3.0}]}
+  gnmi_server: {listen: "0.0.0.0:9339"}
+  triggers: [{task: nothing, path: /x, condition: "about 3"}]
+  bogus: 1
+`
+	_, err = config.Parse([]byte(bad), filepath.Join(dir, "bad.yaml"))
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	msg := err.Error()
+	t.Log(msg)
+	for _, want := range []string{
+		"bogus",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("problems lack %q", want)
+		}
+	}
+	bad = strings.Replace(bad, "  bogus: 1\n", "", 1)
+	_, err = config.Parse([]byte(bad), filepath.Join(dir, "bad.yaml"))
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	msg = err.Error()
+	for _, want := range []string{
+		"telemetry.gnmi.targets[0].address: \"nope\" is not host:port",
+		"telemetry.gnmi.targets[0].subscriptions[0].mode: \"sometimes\" is not a mode",
+		"telemetry.gnmi.targets[0].subscriptions[0].paths[0]: \"interfaces\" must start with /",
+		"telemetry.snmp.targets[0].name: duplicate target \"sw1\"",
+		"telemetry.snmp.targets[0].community: must not be empty for version 2c",
+		"telemetry.snmp.targets[0].oids[0].oid: \"ifInOctets\" is not a numeric OID",
+		"telemetry.snmp.targets[1].v3.auth_protocol: \"SHA1\" is not an auth protocol",
+		"telemetry.snmp.targets[1].v3.auth_password_file: cannot read /nonexistent",
+		"telemetry.gnmi_server.listen: a listener beyond loopback needs tls",
+		"telemetry.triggers[0].task: no task named \"nothing\"",
+		"telemetry.triggers[0].condition: \"about 3\" is not a condition",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("problems lack %q:\n%s", want, msg)
+		}
+	}
+	if !strings.Contains(msg, "bad.yaml:") {
+		t.Errorf("problems lack file:line: %s", msg)
+	}
+}
