@@ -30,12 +30,14 @@ func Value(tv *gpb.TypedValue) (model.Value, bool) {
 		return model.Bytes(v.BytesVal), true
 	case *gpb.TypedValue_ProtoBytes:
 		return model.Bytes(v.ProtoBytes), true
-	case *gpb.TypedValue_FloatVal: //nolint:staticcheck // deprecated, still sent
-		return model.Float(float64(v.FloatVal)), true //nolint:staticcheck
+	case *gpb.TypedValue_FloatVal:
+		//lint:ignore SA1019 deprecated, still sent by older agents
+		return model.Float(float64(v.FloatVal)), true
 	case *gpb.TypedValue_DoubleVal:
 		return model.Float(v.DoubleVal), true
-	case *gpb.TypedValue_DecimalVal: //nolint:staticcheck
-		d := v.DecimalVal //nolint:staticcheck
+	case *gpb.TypedValue_DecimalVal:
+		//lint:ignore SA1019 deprecated, still sent by older agents
+		d := v.DecimalVal
 		return model.Float(float64(d.GetDigits()) / math.Pow10(int(d.GetPrecision()))), true
 	case *gpb.TypedValue_JsonVal:
 		return jsonValue(v.JsonVal), true

@@ -173,7 +173,8 @@ func FromGNMI(prefix, path *gpb.Path) Path {
 			return
 		}
 		if len(g.Elem) == 0 {
-			for _, s := range g.Element { //nolint:staticcheck // deprecated field, still sent by old agents
+			//lint:ignore SA1019 deprecated field, still sent by old agents
+			for _, s := range g.Element {
 				if q, err := ParsePath(s); err == nil && len(q) == 1 {
 					p = append(p, q[0])
 				} else {

@@ -104,7 +104,10 @@ func TestManySimulatedDevices(t *testing.T) {
 	const n = 40
 	addr := startSnmpsim(t, n)
 	rec := &recorder{}
-	cfg := snmpCollect(simTargets(addr, n)...)
+	// One device that never answers (wrong community) holds one slot only.
+	slow := config.SNMPTarget{Name: "silent", Address: addr, Community: "nobody-home", Timeout: config.Duration(2 * time.Second), Retries: 2,
+		OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0"}}}
+	cfg := snmpCollect(append([]config.SNMPTarget{slow}, simTargets(addr, n)...)...)
 	cfg.MaxConcurrent = 8
 	for i := range cfg.Targets {
 		cfg.Targets[i].Interval = config.Duration(10 * time.Second)
@@ -117,7 +120,8 @@ func TestManySimulatedDevices(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
-	deadline := time.Now().Add(60 * time.Second)
+	start := time.Now()
+	deadline := start.Add(60 * time.Second)
 	for {
 		ok := 0
 		for _, st := range p.Status() {
@@ -126,6 +130,9 @@ func TestManySimulatedDevices(t *testing.T) {
 			}
 		}
 		if ok == n {
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("polling %d devices took %v with one silent device", n, d)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -135,6 +142,9 @@ func TestManySimulatedDevices(t *testing.T) {
 	}
 	cancel()
 	<-done
+	if st := p.Status()[0]; st.Name != "silent" || st.Connected {
+		t.Errorf("silent device status %+v", st)
+	}
 	names := map[string]string{}
 	perTarget := map[string]int{}
 	for _, u := range rec.all() {

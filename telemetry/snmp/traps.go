@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,9 +34,6 @@ type TrapReceiver struct {
 
 	Received atomic.Uint64
 	Rejected atomic.Uint64
-
-	mu   sync.Mutex
-	addr net.Addr
 }
 
 // NewTrapReceiver builds the receiver (reading v3 password files); Listen starts it.

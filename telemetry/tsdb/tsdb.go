@@ -74,8 +74,9 @@ type DB struct {
 	pending []pend
 	closed  bool
 
-	stop chan struct{}
-	done sync.WaitGroup
+	stop   chan struct{}
+	done   sync.WaitGroup
+	sizeFn func() (lsm, vlog int64) // badger's Size; replaced in tests
 
 	mPoints  prometheus.Counter
 	mFlush   prometheus.Histogram
@@ -134,6 +135,7 @@ func Open(o Options) (*DB, error) {
 		stop: make(chan struct{}),
 	}
 	d.seq = uint32(time.Now().UnixMilli())
+	d.sizeFn = bdb.Size
 	if d.maxP <= 0 {
 		d.maxP = 200_000
 	}
@@ -351,29 +353,27 @@ func (d *DB) write(batch []pend, newSer []*series, latest map[uint32]point, seq 
 	return wb.Flush()
 }
 
-// enforceSize drops the oldest hours while the DB is over MaxSize, never the current hour.
+// enforceSize drops the oldest hour when the DB is over MaxSize, never the
+// current hour. badger measures its size in the background, so one hour is
+// dropped per round (every minute) until the size is under the limit.
 func (d *DB) enforceSize() {
 	if d.cfg.MaxSize == 0 {
 		return
 	}
-	for {
-		lsm, vlog := d.db.Size()
-		if uint64(lsm+vlog) <= uint64(d.cfg.MaxSize) {
-			return
-		}
-		oldest, ok := d.oldestHour()
-		if !ok || oldest >= hourOf(time.Now().UnixNano()) {
-			return
-		}
-		if err := d.db.DropPrefix([]byte{pfxData, byte(oldest >> 24), byte(oldest >> 16), byte(oldest >> 8), byte(oldest)}); err != nil {
-			d.log.Warn("telemetry store: drop oldest hour", "err", err)
-			return
-		}
-		d.mDropped.Inc()
-		d.log.Info("telemetry store over max_size: dropped the oldest hour", "hour", time.Unix(int64(oldest)*3600, 0).UTC(), "lsm", lsm, "vlog", vlog)
-		// badger updates Size() in the background; check again on the next round.
+	lsm, vlog := d.sizeFn()
+	if uint64(lsm+vlog) <= uint64(d.cfg.MaxSize) {
 		return
 	}
+	oldest, ok := d.oldestHour()
+	if !ok || oldest >= hourOf(time.Now().UnixNano()) {
+		return
+	}
+	if err := d.db.DropPrefix([]byte{pfxData, byte(oldest >> 24), byte(oldest >> 16), byte(oldest >> 8), byte(oldest)}); err != nil {
+		d.log.Warn("telemetry store: drop oldest hour", "err", err)
+		return
+	}
+	d.mDropped.Inc()
+	d.log.Info("telemetry store over max_size: dropped the oldest hour", "hour", time.Unix(int64(oldest)*3600, 0).UTC(), "lsm", lsm, "vlog", vlog)
 }
 
 func (d *DB) oldestHour() (uint32, bool) {

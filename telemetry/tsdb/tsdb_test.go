@@ -221,3 +221,37 @@ func BenchmarkQueryRange1hDownsampled(b *testing.B) {
 		}
 	}
 }
+
+// Over max_size the oldest hour goes first, and never the current hour.
+func TestSizeRetentionDropsOldestHour(t *testing.T) {
+	d := open(t, t.TempDir())
+	defer d.Close()
+	now := time.Now()
+	for _, ago := range []time.Duration{3 * time.Hour, 2 * time.Hour, 0} {
+		d.Append([]model.Update{{Target: "a", Path: "/x", Time: now.Add(-ago).UnixNano(), Value: model.Int(int64(ago / time.Hour))}})
+	}
+	d.Flush()
+	count := func() int {
+		res, err := d.Query(Query{Target: "a", Path: model.MustPattern("/x"), Since: now.Add(-4 * time.Hour)})
+		if err != nil || len(res) != 1 {
+			t.Fatal(err, res)
+		}
+		return len(res[0].Points)
+	}
+	d.cfg.MaxSize = 1000
+	d.sizeFn = func() (int64, int64) { return 10_000, 0 }
+	d.enforceSize()
+	if n := count(); n != 2 {
+		t.Fatalf("after one round %d points, want 2", n)
+	}
+	d.enforceSize()
+	d.enforceSize() // only the current hour is left: kept
+	if n := count(); n != 1 {
+		t.Fatalf("after three rounds %d points, want 1", n)
+	}
+	d.sizeFn = func() (int64, int64) { return 10, 0 }
+	d.enforceSize()
+	if n := count(); n != 1 {
+		t.Fatal("dropped under the limit")
+	}
+}
