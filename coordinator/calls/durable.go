@@ -2,6 +2,7 @@ package calls
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -210,7 +211,11 @@ func (d *Durable) queue(c *Call, r *Record) {
 		}
 	}
 	if err := d.s.Submit(c); err != nil {
-		c.Result = Result{Status: StatusRejected, Error: err.Error()}
+		st := StatusRejected
+		if errors.Is(err, ErrUnknownTask) {
+			st = StatusUnknown
+		}
+		c.Result = Result{Status: st, Error: err.Error()}
 		c.State = Finished
 		c.Done(c)
 	}
@@ -319,6 +324,9 @@ func (r *Record) call() *Call {
 	}
 	return c
 }
+
+// Scheduler returns the scheduler.
+func (d *Durable) Scheduler() *Scheduler { return d.s }
 
 // Cancel cancels a queued or running journaled call.
 func (d *Durable) Cancel(id string) bool { return d.s.Cancel(id) }

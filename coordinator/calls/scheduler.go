@@ -560,7 +560,7 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 
 // Stats is a snapshot of the scheduler's load.
 type Stats struct {
-	Queued, Running, Workers int
+	Queued, Running, Workers, QueueSize int
 	Draining                 bool
 }
 
@@ -568,5 +568,5 @@ type Stats struct {
 func (s *Scheduler) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Queued: s.queued, Running: s.running, Workers: s.opts.Workers, Draining: s.draining}
+	return Stats{Queued: s.queued, Running: s.running, Workers: s.opts.Workers, QueueSize: s.opts.QueueSize, Draining: s.draining}
 }

@@ -96,11 +96,13 @@ type Server struct {
 	log  *slog.Logger
 	db   *badger.DB
 
-	mu      sync.Mutex
-	calls   map[string]*Call
-	nodes   map[string]*node
-	order   uint64
-	changed chan struct{} // closed and replaced when any call changes state
+	// Lock order: persistMu before mu.
+	persistMu sync.Mutex
+	mu        sync.Mutex
+	calls     map[string]*Call
+	nodes     map[string]*node
+	order     uint64
+	changed   chan struct{} // closed and replaced when any call changes state
 }
 
 // Open loads the state at opts.Dir.
@@ -186,14 +188,25 @@ func (s *Server) persist(cs ...*Call) error {
 	if len(cs) == 0 {
 		return nil
 	}
+	// persistMu orders writers so that the last write of a call carries its
+	// latest state; mu is held only to take the snapshots.
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for _, c := range cs {
+	s.mu.Lock()
+	vals := make([][]byte, len(cs))
+	for i, c := range cs {
 		b, err := json.Marshal(c)
 		if err != nil {
+			s.mu.Unlock()
 			return err
 		}
-		if err := wb.Set([]byte("call/"+c.ID), b); err != nil {
+		vals[i] = b
+	}
+	s.mu.Unlock()
+	for i, c := range cs {
+		if err := wb.Set([]byte("call/"+c.ID), vals[i]); err != nil {
 			return err
 		}
 	}
