@@ -561,7 +561,7 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 // Stats is a snapshot of the scheduler's load.
 type Stats struct {
 	Queued, Running, Workers, QueueSize int
-	Draining                 bool
+	Draining                            bool
 }
 
 // Stats returns the current load.
