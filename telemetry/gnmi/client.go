@@ -366,20 +366,20 @@ func Updates(buf []model.Update, target string, n *gpb.Notification) []model.Upd
 	if ts == 0 {
 		ts = time.Now().UnixNano()
 	}
-	var prefix model.Path
-	if n.Prefix != nil {
-		prefix = model.FromGNMI(n.Prefix, nil)
-	}
+	var pb [256]byte
+	prefix := model.AppendGNMI(pb[:0], n.GetPrefix())
+	np := len(prefix)
 	for _, u := range n.GetUpdate() {
 		v, ok := Value(u.GetVal())
 		if !ok {
 			continue
 		}
-		p := model.FromGNMI(nil, u.GetPath())
-		if len(prefix) > 0 {
-			p = prefix.Join(p)
+		p := model.AppendGNMI(prefix[:np], u.GetPath())
+		if len(p) == 0 {
+			p = append(p, '/')
 		}
-		buf = append(buf, model.Update{Target: target, Path: p.String(), Time: ts, Value: v})
+		prefix = p[:np] // keep a grown buffer
+		buf = append(buf, model.Update{Target: target, Path: string(p), Time: ts, Value: v})
 	}
 	return buf
 }

@@ -200,6 +200,47 @@ func FromGNMI(prefix, path *gpb.Path) Path {
 	return p
 }
 
+// AppendGNMI appends the canonical string of a gNMI path's elements to b
+// (no leading "/" for an empty path), without building a Path. Old-style
+// string elements go through FromGNMI.
+func AppendGNMI(b []byte, g *gpb.Path) []byte {
+	if g == nil {
+		return b
+	}
+	//lint:ignore SA1019 deprecated field, still sent by old agents
+	if len(g.Elem) == 0 && len(g.Element) > 0 {
+		p := FromGNMI(nil, g).String()
+		return append(b, p...)
+	}
+	var keys [4]string
+	for _, pe := range g.Elem {
+		b = append(b, '/')
+		b = append(b, pe.Name...)
+		if len(pe.Key) == 0 {
+			continue
+		}
+		ks := keys[:0]
+		for k := range pe.Key {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		for _, k := range ks {
+			b = append(b, '[')
+			b = append(b, k...)
+			b = append(b, '=')
+			v := pe.Key[k]
+			for j := 0; j < len(v); j++ {
+				if c := v[j]; c == ']' || c == '\\' {
+					b = append(b, '\\')
+				}
+				b = append(b, v[j])
+			}
+			b = append(b, ']')
+		}
+	}
+	return b
+}
+
 // Pattern matches paths. Its elements are those of a path where a name "*"
 // matches any one element, "..." matches any number of elements (also
 // none), a key value "*" matches any value and a key the pattern leaves out

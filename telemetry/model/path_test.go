@@ -112,10 +112,26 @@ func FuzzParsePath(f *testing.F) {
 		if g := FromGNMI(nil, p.ToGNMI()).String(); g != c {
 			t.Fatalf("gNMI round trip %q -> %q", c, g)
 		}
+		if g := string(AppendGNMI(nil, p.ToGNMI())); g != c && !(g == "" && c == "/") {
+			t.Fatalf("AppendGNMI %q, canonical %q", g, c)
+		}
 		m, err := ParsePattern(c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		m.MatchString(c)
 	})
+}
+
+func TestAppendGNMIMatchesString(t *testing.T) {
+	for _, s := range []string{"/", "/a/b", "/if[z=1][a=2]/x", `/a[k=x\]y]/b`, "/interfaces/interface[name=Ethernet1/1]/state"} {
+		p, _ := ParsePath(s)
+		got := string(AppendGNMI(nil, p.ToGNMI()))
+		if got == "" {
+			got = "/"
+		}
+		if got != p.String() {
+			t.Errorf("AppendGNMI %q, String %q", got, p.String())
+		}
+	}
 }
