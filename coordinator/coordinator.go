@@ -48,6 +48,7 @@ type Coordinator struct {
 	broker *devices.Broker // nil with an external broker
 	client *devices.Client
 	admin  *admin.Server
+	cloud  *cloudPart // call journal and cloud link (cloud.go)
 	group  group
 
 	reloadMu sync.Mutex // one reload at a time
@@ -68,7 +69,8 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 		Logger:     log.With("part", "runtime"),
 		Registerer: c.reg,
 	})
-	c.sched = calls.NewScheduler(executor{c.engine}, calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize}, log.With("part", "calls"), c.reg)
+	c.sched = calls.NewScheduler(executor{c.engine}, calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
+		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std()}, log.With("part", "calls"), c.reg) // queues: cloud.go
 	if !cfg.MQTT.External() {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
 	}
@@ -79,6 +81,12 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 	g.add("store", c.openStore, func(context.Context) error { return c.db.Close() })
 	g.add("runtime", c.startRuntime, c.engine.Close)
 	g.add("scheduler", func(context.Context) error { return nil }, c.drain)
+	// Cloud link and call journal (cloud.go): journal recovery needs the
+	// runtime's tasks and the scheduler; the stop order is explained there.
+	c.cloud = &cloudPart{c: c}
+	g.add("journal", c.cloud.start, c.cloud.closeJournal)
+	g.add("cloud-poll", func(context.Context) error { return nil }, c.cloud.stopPolling)
+	g.add("cloud-outbox", func(context.Context) error { return nil }, c.cloud.stop)
 	if c.broker != nil {
 		g.add("broker", c.broker.Start, c.broker.Stop)
 	}
@@ -88,7 +96,9 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 	// client; the admin API keeps answering health and sync calls while
 	// they finish), then stop taking requests, then the MQTT client and
 	// the broker, and the runtime and the store last.
-	g.stopOrder = []string{"scheduler", "admin", "mqtt", "broker", "runtime", "store"}
+	// Cloud: stop polling before the drain, flush the outbox after it while
+	// the link is up, close the journal after the last writer (cloud.go).
+	g.stopOrder = []string{"cloud-poll", "scheduler", "cloud-outbox", "admin", "mqtt", "broker", "journal", "runtime", "store"}
 	return c
 }
 

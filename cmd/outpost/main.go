@@ -33,6 +33,7 @@ func init() {
 		{"call", "call a task on the running daemon", cmdCall},
 		{"tasks", "list the running daemon's tasks", cmdTasks},
 		{"health", "show the running daemon's health", cmdHealth},
+		{"calls", "list or show journaled calls (calls.go)", cmdCalls},
 		{"version", "print the version", cmdVersion},
 	}
 }

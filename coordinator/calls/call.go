@@ -11,6 +11,7 @@ package calls
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/rs/xid"
@@ -157,4 +158,18 @@ type ErrorBody struct {
 // ErrorDoc returns the error document of a finished, failed call.
 func (c *Call) ErrorDoc() ErrorDoc {
 	return ErrorDoc{Error: ErrorBody{Code: c.Result.Status, Message: c.Result.Error}, Task: c.Task, CallID: c.ID}
+}
+
+// MarshalText writes a state by name (journal records, the admin API).
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a state name.
+func (s *State) UnmarshalText(b []byte) error {
+	for st := Received; st <= Reported; st++ {
+		if st.String() == string(b) {
+			*s = st
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown call state %q", b)
 }

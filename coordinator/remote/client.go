@@ -122,6 +122,10 @@ func New(cfg Config, node Node, log *slog.Logger, reg prometheus.Registerer) *Cl
 	return c
 }
 
+// SetNode sets the node when it is built after the client (the node's
+// finish callback notifies the client). Call before Start.
+func (c *Client) SetNode(n Node) { c.node = n }
+
 // Start loads the token and starts the poll and upload loops.
 func (c *Client) Start(context.Context) error {
 	if err := c.loadToken(); err != nil {
