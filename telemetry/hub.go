@@ -70,6 +70,9 @@ type mqttMsg struct {
 }
 
 func newHub(cfg config.Telemetry, db *tsdb.DB, server *gnmiserver.Server, sinks Sinks, log *slog.Logger, reg prometheus.Registerer) (*hub, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	h := &hub{db: db, server: server, sinks: sinks, log: log,
 		lastPub: map[string]int64{}, lastTrg: map[string]trigState{}, match: map[string]bool{},
 		queue: make(chan mqttMsg, 4096), done: make(chan struct{})}

@@ -209,3 +209,27 @@ func TestAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// gnmi_cli streams from Outpost's server and sees values collected after it subscribed.
+func TestGnmiCLIStream(t *testing.T) {
+	cli := gnmiCLI(t)
+	s := start(t, config.GNMIServer{})
+	ts := time.Now().UnixNano()
+	s.Update(sample(ts))
+	cmd := exec.Command(cli, "-address", s.Addr(), "-insecure", "-client_types", "gnmi", "-target", "sw1", "-query", "/interfaces", "-query_type", "streaming",
+		"-streaming_duration", "2s", "-display_type", "single", "-timeout", "10s")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	s.Update([]model.Update{{Target: "sw1", Path: "/interfaces/interface[name=eth0]/state/counters/in-octets", Time: ts + 1, Value: model.Uint(987654)}})
+	// gnmi_cli ends a stream at -streaming_duration with DeadlineExceeded and exit status 1.
+	if err := cmd.Wait(); err != nil && !strings.Contains(out.String(), "DeadlineExceeded") {
+		t.Fatalf("gnmi_cli: %v\n%s", err, out.String())
+	}
+	if o := out.String(); !strings.Contains(o, "1234") || !strings.Contains(o, "987654") {
+		t.Errorf("gnmi_cli stream output lacks the initial or the later value:\n%s", o)
+	}
+}

@@ -315,3 +315,23 @@ func FuzzConvert(f *testing.F) {
 		}
 	})
 }
+
+// The whole poll has a deadline even when timeout × retries is longer.
+func TestPollDeadline(t *testing.T) {
+	addr := startSnmpd(t)
+	cfg := config.SNMPTarget{Name: "d1", Address: addr, Community: "wrong", Timeout: config.Duration(time.Second), Retries: 5,
+		PollTimeout: config.Duration(300 * time.Millisecond), OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0"}}}
+	p, err := NewPoller(snmpCollect(cfg), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.targets[0].snmp.Close()
+	start := time.Now()
+	err = p.PollOnce(context.Background(), "d1")
+	if err == nil {
+		t.Fatal("poll succeeded")
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("poll took %v past its 300ms deadline (%v)", d, err)
+	}
+}
