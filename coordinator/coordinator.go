@@ -68,6 +68,7 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 		CacheDir:   filepath.Join(cfg.DataDir, "cache", "wasm"),
 		Logger:     log.With("part", "runtime"),
 		Registerer: c.reg,
+		Host:       host{c}, // host functions of ABI v1 (host.go)
 	})
 	c.sched = calls.NewScheduler(executor{c.engine}, calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
 		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std()}, log.With("part", "calls"), c.reg) // queues: cloud.go
@@ -333,6 +334,7 @@ func taskSpecs(ts []config.Task) []outpostrt.Spec {
 		specs[i] = outpostrt.Spec{
 			Name: t.Name, Module: t.Module, ABI: t.ABI,
 			MemoryLimit: uint64(t.Limits.Memory), Timeout: t.Limits.Timeout.Std(), Concurrency: t.Limits.Concurrency,
+			Permissions: outpostrt.Permissions{Publish: t.Permissions.Publish, Call: t.Permissions.Call, KVQuota: uint64(t.Permissions.KVQuota)},
 		}
 	}
 	return specs

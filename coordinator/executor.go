@@ -19,6 +19,12 @@ func (x executor) Concurrency(task string) (int, bool) {
 }
 
 func (x executor) Execute(ctx context.Context, c *calls.Call) calls.Result {
+	// The call's metadata, for the guest's outpost.meta (docs/abi.md).
+	key := c.IdempotencyKey
+	if key == "" {
+		key = c.ID
+	}
+	ctx = outpostrt.WithCallMeta(ctx, outpostrt.CallMeta{ID: c.ID, Source: c.Source.String(), IdempotencyKey: key})
 	out, err := x.e.Call(ctx, c.Task, c.Input)
 	if err == nil {
 		return calls.Result{Status: calls.StatusOK, Output: out}

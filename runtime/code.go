@@ -80,12 +80,7 @@ func (e *Engine) compile(ctx context.Context, n normalized) (_ *code, err error)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		return nil, fmt.Errorf("instantiate wasi: %w", err)
 	}
-	if _, err := rt.NewHostModuleBuilder(hostModule).
-		NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(c.hostFail), []api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, nil).
-		WithParameterNames("ptr", "len").
-		Export("fail").
-		Instantiate(ctx); err != nil {
+	if err := c.instantiateHostModule(ctx); err != nil {
 		return nil, fmt.Errorf("instantiate host module: %w", err)
 	}
 
@@ -233,34 +228,4 @@ func (c *code) validate(requested string, bin []byte) error {
 	}
 	c.abi = abi
 	return nil
-}
-
-// hostFail implements outpost.fail(ptr, len): it records the guest's failure
-// message on the calling instance. An out-of-range message traps the guest.
-func (c *code) hostFail(_ context.Context, mod api.Module, stack []uint64) {
-	ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
-	c.mu.Lock()
-	inst := c.insts[mod]
-	c.mu.Unlock()
-	var msg []byte
-	ok, size := false, uint32(0)
-	if mem := mod.Memory(); mem != nil {
-		msg, ok = mem.Read(ptr, n)
-		size = mem.Size()
-	}
-	if !ok {
-		err := fmt.Errorf("outpost.fail: message at %#x length %d is outside linear memory (%d bytes)", ptr, n, size)
-		if inst != nil {
-			inst.hostErr = err
-		}
-		panic(err) // wazero turns this into a trap of the guest call
-	}
-	if inst == nil || inst.failed {
-		return // first message wins
-	}
-	if len(msg) > maxFailMessage {
-		msg = msg[:maxFailMessage]
-	}
-	inst.failed = true
-	inst.failMsg = string(msg)
 }

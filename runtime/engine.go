@@ -54,6 +54,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer, when set, receives the outpost_runtime_* metrics.
 	Registerer prometheus.Registerer
+	// Host serves the host functions of ABI v1 (publish, call, kv); nil
+	// makes them return the "unavailable" code.
+	Host Host
 }
 
 // Spec describes one task to load.
@@ -64,6 +67,8 @@ type Spec struct {
 	MemoryLimit uint64        // bytes, rounded down to 64 KiB pages (min 1 page); 0 = 16 MiB
 	Timeout     time.Duration // wall-clock limit per call; 0 = 5s
 	Concurrency int           // max simultaneous calls and pool size; 0 = 4
+	// Permissions grant host API access (publish, call, kv); zero: none.
+	Permissions Permissions
 }
 
 // Limits are the effective limits of a loaded task.
@@ -85,10 +90,11 @@ type TaskInfo struct {
 
 // Engine runs task modules. Its methods are safe for concurrent use.
 type Engine struct {
-	opts    Options
-	log     *slog.Logger
-	metrics *metrics
-	static  bool // Check mode: compile and validate only, never instantiate
+	opts      Options
+	log       *slog.Logger
+	metrics   *metrics
+	hostCalls hostCounters // set by Start
+	static    bool         // Check mode: compile and validate only, never instantiate
 
 	active   atomic.Pointer[Set]
 	closing  atomic.Bool
@@ -153,6 +159,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		return err
 	}
 	e.metrics = m
+	e.hostCalls = newHostCounters(m.hostCalls)
 	if !compilerSupported() {
 		e.log.Warn("wazero compiler not supported on this platform, using the interpreter",
 			"goos", goruntime.GOOS, "goarch", goruntime.GOARCH)
@@ -190,6 +197,9 @@ func normalize(s Spec) (normalized, error) {
 	}
 	if s.Concurrency < 0 {
 		return n, fmt.Errorf("negative concurrency %d", s.Concurrency)
+	}
+	if err := s.Permissions.check(); err != nil {
+		return n, err
 	}
 	n.limits = Limits{Concurrency: s.Concurrency, Timeout: s.Timeout, MemoryLimit: s.MemoryLimit}
 	if n.limits.Concurrency == 0 {
@@ -267,7 +277,7 @@ func (e *Engine) Load(ctx context.Context, specs []Spec) (*Set, error) {
 			continue
 		}
 		key := codeKey{digest: n.digest, pages: n.pages, abi: n.abi}
-		if t := old.tasks[s.Name]; t != nil && t.code.key == key && t.limits == n.limits && t.module == s.Module {
+		if t := old.tasks[s.Name]; t != nil && t.code.key == key && t.limits == n.limits && t.module == s.Module && t.grants.equal(s.Permissions) {
 			t.refs++ // carried over: same code, same limits, warm pool kept
 			set.tasks[s.Name] = t
 			continue

@@ -13,6 +13,7 @@ type metrics struct {
 	calls            *prometheus.CounterVec
 	callErrors       *prometheus.CounterVec
 	compileSeconds   prometheus.Histogram
+	hostCalls        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -34,6 +35,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to compile a module (or load it from the compilation cache).",
 			Buckets: []float64{0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
 		}),
+		hostCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outpost", Subsystem: "runtime", Name: "host_calls_total",
+			Help: "Host function calls (ABI v1 module outpost) by function and return code (ok, denied, not_found, invalid, too_large, quota, failed, unavailable).",
+		}, []string{"function", "code"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -43,6 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.calls = register(reg, m.calls, &err)
 	m.callErrors = register(reg, m.callErrors, &err)
 	m.compileSeconds = register(reg, m.compileSeconds, &err)
+	m.hostCalls = register(reg, m.hostCalls, &err)
 	return m, err
 }
 

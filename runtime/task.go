@@ -24,6 +24,8 @@ type task struct {
 	module string
 	code   *code
 	limits Limits
+	perms  perms
+	grants Permissions // as given, to tell whether a reload changes them
 	log    *slog.Logger
 	base   wazero.ModuleConfig
 	sem    chan struct{} // one token per call running
@@ -41,6 +43,7 @@ type task struct {
 
 // instance is one reactor instance, used by one call at a time.
 type instance struct {
+	task   *task
 	mod    api.Module
 	mem    api.Memory
 	alloc  api.Function
@@ -54,6 +57,7 @@ type instance struct {
 	failed  bool
 	failMsg string
 	hostErr error
+	held    []byte // the value outpost.result returns
 }
 
 func newTask(e *Engine, c *code, n normalized) *task {
@@ -63,6 +67,8 @@ func newTask(e *Engine, c *code, n normalized) *task {
 		module: n.spec.Module,
 		code:   c,
 		limits: n.limits,
+		perms:  compilePerms(n.spec.Permissions),
+		grants: n.spec.Permissions,
 		log:    e.log.With("task", n.spec.Name),
 		sem:    make(chan struct{}, n.limits.Concurrency),
 	}
@@ -148,6 +154,7 @@ func (t *task) warm(ctx context.Context) error {
 
 func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
 	inst := &instance{
+		task:   t,
 		stack:  make([]uint64, 2),
 		stderr: newLineLogger(t.log, slog.LevelInfo, "stderr", nil),
 		stdout: newLineLogger(t.log, slog.LevelDebug, "stdout", nil),
@@ -279,7 +286,7 @@ func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *C
 			t.closeInstance(inst)
 		}
 	}()
-	inst.failed, inst.failMsg, inst.hostErr = false, "", nil
+	inst.failed, inst.failMsg, inst.hostErr, inst.held = false, "", nil, nil
 	s := inst.stack
 	s[0] = uint64(len(input))
 	if err := inst.alloc.CallWithStack(ctx, s); err != nil {
@@ -327,8 +334,16 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 	}
 	t.instancesCreated.Inc()
 	defer func() { _ = mod.Close(context.Background()) }()
-	inst := &instance{mod: mod, mem: mod.Memory()}
+	inst := &instance{task: t, mod: mod, mem: mod.Memory()}
 	inst.limit = memLimit(inst.mem, t.limits.MemoryLimit)
+	t.code.mu.Lock()
+	t.code.insts[mod] = inst // host functions find the instance
+	t.code.mu.Unlock()
+	defer func() {
+		t.code.mu.Lock()
+		delete(t.code.insts, mod)
+		t.code.mu.Unlock()
+	}()
 	err = mod.ExportedFunction(exportStart).CallWithStack(ctx, nil)
 	var exit *sys.ExitError
 	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 0) {

@@ -113,6 +113,15 @@ type Task struct {
 	Module string `yaml:"module"` // path (relative to the config file) or builtin:NAME
 	ABI    string `yaml:"abi"`    // auto, reactor or command
 	Limits Limits `yaml:"limits"`
+	// Permissions grant the task host API access (docs/abi.md); none by default.
+	Permissions Permissions `yaml:"permissions"`
+}
+
+// Permissions say what a task may do through the host API (issue 3).
+type Permissions struct {
+	Publish []string `yaml:"publish"`  // MQTT topic filters the task may publish to
+	Call    []string `yaml:"call"`     // tasks it may call; "*" for any
+	KVQuota ByteSize `yaml:"kv_quota"` // bytes of keys+values in its kv namespace; 0: no kv
 }
 
 // Limits bound one task.

@@ -188,6 +188,17 @@ func (c *Config) validateTasks(d *doc) map[string]bool {
 		if t.Limits.Concurrency < 1 {
 			d.errorf(p+".limits.concurrency", "must be at least 1")
 		}
+		// Host API permissions (issue 3).
+		for j, f := range t.Permissions.Publish {
+			if err := topic.CheckFilter(f); err != nil {
+				d.errorf(fmt.Sprintf("%s.permissions.publish[%d]", p, j), "%v", err)
+			}
+		}
+		for j, n := range t.Permissions.Call {
+			if n != "*" && !taskNameRE.MatchString(n) {
+				d.errorf(fmt.Sprintf("%s.permissions.call[%d]", p, j), "%q is not a task name or *", n)
+			}
+		}
 	}
 	return names
 }

@@ -1,0 +1,181 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/outpost-edge/outpost/devices/topic"
+)
+
+// Host is what the host functions of ABI v1 (module "outpost", see
+// docs/abi.md) reach the rest of the daemon through. The coordinator
+// implements it (publish through its MQTT client, call through the
+// scheduler, kv in the state store). Permissions are checked by the runtime
+// before a Host method is called; the Host only does the work.
+//
+// Methods are called from the goroutine running a guest call, with that
+// call's context (its deadline and CallMeta). The byte slices passed in are
+// copies the Host may keep.
+type Host interface {
+	// Publish sends an MQTT message on behalf of task.
+	Publish(ctx context.Context, task, topic string, qos byte, payload []byte) error
+	// Call runs task synchronously on behalf of caller and returns its
+	// output. An unknown task is an error wrapping ErrUnknownTask; a call
+	// that ran and failed is any other error (its text reaches the guest).
+	Call(ctx context.Context, caller, task string, input []byte) ([]byte, error)
+	// KV is the key-value namespace of task.
+	KV(task string) KV
+}
+
+// KV is one task's key-value namespace.
+type KV interface {
+	// Get returns the value of key, or an error wrapping ErrNotFound.
+	Get(ctx context.Context, key []byte) ([]byte, error)
+	// Put stores value at key. When the namespace's total size (the sum of
+	// len(key)+len(value) over its entries) would exceed quota bytes it
+	// stores nothing and returns an error wrapping ErrQuota.
+	Put(ctx context.Context, key, value []byte, quota uint64) error
+	// Delete removes key; a missing key is not an error.
+	Delete(ctx context.Context, key []byte) error
+	// List returns the keys starting with prefix in byte order, at most
+	// limit of them.
+	List(ctx context.Context, prefix []byte, limit int) ([][]byte, error)
+}
+
+// Sentinel errors a Host returns (wrapped) to tell the guest what happened.
+var (
+	// ErrNotFound: a kv key does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrQuota: a kv put would exceed the task's quota.
+	ErrQuota = errors.New("kv quota exceeded")
+)
+
+// Permissions say what a task may do through the host API. The zero value
+// grants nothing: no publish, no calls, no kv.
+type Permissions struct {
+	// Publish lists the MQTT topic filters (+ and # wildcards) the task may
+	// publish to.
+	Publish []string
+	// Call lists the tasks the task may call; "*" allows any task.
+	Call []string
+	// KVQuota is the most bytes (keys plus values) the task may keep in its
+	// kv namespace; 0 denies kv access.
+	KVQuota uint64
+}
+
+func (p Permissions) equal(o Permissions) bool {
+	return fmt.Sprint(p.Publish) == fmt.Sprint(o.Publish) && fmt.Sprint(p.Call) == fmt.Sprint(o.Call) && p.KVQuota == o.KVQuota
+}
+
+// check reports every invalid entry of p.
+func (p Permissions) check() error {
+	var errs []error
+	for _, f := range p.Publish {
+		if err := topic.CheckFilter(f); err != nil {
+			errs = append(errs, fmt.Errorf("permissions.publish: %w", err))
+		}
+	}
+	for _, c := range p.Call {
+		if c == "" {
+			errs = append(errs, errors.New("permissions.call: empty task name"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// perms is Permissions compiled for the checks made on every host call.
+type perms struct {
+	publish []topic.Filter
+	callAny bool
+	call    map[string]bool
+	kvQuota uint64
+}
+
+func compilePerms(p Permissions) perms {
+	c := perms{kvQuota: p.KVQuota, call: make(map[string]bool, len(p.Call))}
+	for _, f := range p.Publish {
+		c.publish = append(c.publish, topic.Compile(f))
+	}
+	for _, t := range p.Call {
+		if t == "*" {
+			c.callAny = true
+		}
+		c.call[t] = true
+	}
+	return c
+}
+
+func (p *perms) mayPublish(t string) bool {
+	for _, f := range p.publish {
+		if _, ok := f.Match(t); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *perms) mayCall(task string) bool { return p.callAny || p.call[task] }
+
+// CallMeta is what a guest can learn about the call it serves (outpost.meta,
+// outpost.deadline). The caller of Engine.Call attaches it to the context
+// with WithCallMeta; the deadline the guest sees is the call's effective
+// one (the earlier of the context's and the task's timeout).
+type CallMeta struct {
+	ID             string
+	Source         string // kind:ref, for example "mqtt:sensors/1/temp"
+	IdempotencyKey string
+}
+
+type callMetaKey struct{}
+
+// WithCallMeta returns ctx carrying m for the guest of the call.
+func WithCallMeta(ctx context.Context, m CallMeta) context.Context {
+	return context.WithValue(ctx, callMetaKey{}, m)
+}
+
+// CallMetaFrom returns the CallMeta attached to ctx, if any.
+func CallMetaFrom(ctx context.Context) (CallMeta, bool) {
+	m, ok := ctx.Value(callMetaKey{}).(CallMeta)
+	return m, ok
+}
+
+// Limits of the host API (docs/abi.md "Host API limits").
+const (
+	maxLogMessage = 4096
+	maxTopic      = 1024
+	maxPayload    = 1 << 20
+	maxKVKey      = 1024
+	maxKVValue    = 1 << 20
+	maxKVList     = 10000
+	maxTaskName   = 256
+)
+
+// ABI v1 return codes of the host functions (docs/abi.md "Return codes").
+const (
+	codeOK          = 0
+	codeDenied      = -1
+	codeNotFound    = -2
+	codeInvalid     = -3
+	codeTooLarge    = -4
+	codeQuota       = -5
+	codeFailed      = -6
+	codeUnavailable = -7
+)
+
+var codeNames = map[int32]string{
+	codeOK: "ok", codeDenied: "denied", codeNotFound: "not_found", codeInvalid: "invalid",
+	codeTooLarge: "too_large", codeQuota: "quota", codeFailed: "failed", codeUnavailable: "unavailable",
+}
+
+// deadlineOf returns ctx's deadline as Unix nanoseconds, 0 for none.
+func deadlineOf(ctx context.Context) int64 {
+	if d, ok := ctx.Deadline(); ok {
+		return d.UnixNano()
+	}
+	return 0
+}
+
+// now is the wall clock of outpost.now; a variable for tests.
+var now = time.Now

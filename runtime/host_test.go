@@ -1,0 +1,493 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// memHost is a Host for tests: publishes are recorded, kv lives in maps,
+// calls go to an Engine.
+type memHost struct {
+	mu   sync.Mutex
+	pubs []string // task|topic|qos|payload
+	kv   map[string]map[string][]byte
+	e    *Engine
+}
+
+func newMemHost() *memHost { return &memHost{kv: map[string]map[string][]byte{}} }
+
+func (h *memHost) Publish(_ context.Context, task, topic string, qos byte, payload []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if topic == "broken" {
+		return errors.New("broker down")
+	}
+	h.pubs = append(h.pubs, fmt.Sprintf("%s|%s|%d|%s", task, topic, qos, payload))
+	return nil
+}
+
+func (h *memHost) Call(ctx context.Context, _, task string, input []byte) ([]byte, error) {
+	return h.e.Call(ctx, task, input)
+}
+
+func (h *memHost) KV(task string) KV { return memKV{h, task} }
+
+type memKV struct {
+	h    *memHost
+	task string
+}
+
+func (m memKV) Get(_ context.Context, key []byte) ([]byte, error) {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	v, ok := m.h.kv[m.task][string(key)]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return v, nil
+}
+
+func (m memKV) Put(_ context.Context, key, value []byte, quota uint64) error {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	ns := m.h.kv[m.task]
+	if ns == nil {
+		ns = map[string][]byte{}
+		m.h.kv[m.task] = ns
+	}
+	used := uint64(len(key) + len(value))
+	for k, v := range ns {
+		if k != string(key) {
+			used += uint64(len(k) + len(v))
+		}
+	}
+	if used > quota {
+		return fmt.Errorf("%w: %d bytes of %d", ErrQuota, used, quota)
+	}
+	ns[string(key)] = value
+	return nil
+}
+
+func (m memKV) Delete(_ context.Context, key []byte) error {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	delete(m.h.kv[m.task], string(key))
+	return nil
+}
+
+func (m memKV) List(_ context.Context, prefix []byte, limit int) ([][]byte, error) {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	var keys [][]byte
+	for k := range m.h.kv[m.task] {
+		if strings.HasPrefix(k, string(prefix)) {
+			keys = append(keys, []byte(k))
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return bytes.Compare(keys[i], keys[j]) < 0 })
+	return keys[:min(len(keys), limit)], nil
+}
+
+// logRecorder is a slog.Handler keeping records.
+type logRecorder struct {
+	mu   *sync.Mutex
+	recs *[]string
+	attr string
+}
+
+func (r logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*r.recs = append(*r.recs, fmt.Sprintf("%s %s %s", rec.Level, rec.Message, r.attr))
+	return nil
+}
+func (r logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	for _, a := range as {
+		r.attr += a.String() + " "
+	}
+	return r
+}
+func (r logRecorder) WithGroup(string) slog.Handler { return r }
+
+func newHostEngine(tb testing.TB, host *memHost, log *slog.Logger, specs ...Spec) *Engine {
+	tb.Helper()
+	if log == nil {
+		log = testLogger(tb)
+	}
+	ctx := context.Background()
+	e := New(Options{Logger: log, Host: host})
+	host.e = e
+	if err := e.Start(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = e.Close(context.Background()) })
+	set, err := e.Load(ctx, specs)
+	if err != nil {
+		tb.Fatalf("load: %v", err)
+	}
+	e.Activate(set)
+	return e
+}
+
+// Layout of the hostops fixture (testdata/hostops.wat).
+const (
+	opsData = 1056 // where the data part of the input lands
+	opsBuf  = 520  // an output buffer whose contents come back in the output
+	badPtr  = 0xFFFFFFF0
+)
+
+// Ops of the fixture, in its import order.
+const (
+	opLog = iota + 1
+	opPublish
+	opKVGet
+	opKVPut
+	opKVDelete
+	opKVList
+	opCall
+	opResult
+	opMeta
+	opDeadline
+	opNow
+)
+
+// hostOp calls the fixture's op with args (at most 6); extra is how many
+// bytes of the buffer at opsBuf to return. It returns the function's result
+// and those bytes.
+func hostOp(ctx context.Context, e *Engine, task string, op uint32, args []uint32, extra uint32, data []byte) (int64, []byte, error) {
+	in := make([]byte, 32, 32+len(data))
+	binary.LittleEndian.PutUint32(in, op)
+	for i, a := range args {
+		binary.LittleEndian.PutUint32(in[4+4*i:], a)
+	}
+	binary.LittleEndian.PutUint32(in[28:], extra)
+	in = append(in, data...)
+	out, err := e.Call(ctx, task, in)
+	if err != nil {
+		return 0, nil, err
+	}
+	return int64(binary.LittleEndian.Uint64(out)), out[8:], nil
+}
+
+// data lays out byte strings after each other in the data part and returns
+// (ptr, len) pairs for them.
+func data(parts ...string) ([]uint32, []byte) {
+	var args []uint32
+	var b []byte
+	for _, p := range parts {
+		args = append(args, opsData+uint32(len(b)), uint32(len(p)))
+		b = append(b, p...)
+	}
+	return args, b
+}
+
+func mustOp(t *testing.T, e *Engine, task string, op uint32, args []uint32, extra uint32, d []byte) (int64, []byte) {
+	t.Helper()
+	r, buf, err := hostOp(context.Background(), e, task, op, args, extra, d)
+	if err != nil {
+		t.Fatalf("op %d: %v", op, err)
+	}
+	return r, buf
+}
+
+// held runs op again and returns the held value (outpost.result) right after it.
+func held(t *testing.T, e *Engine, task string, op uint32, args []uint32, d []byte) string {
+	t.Helper()
+	_, buf := mustOp(t, e, task, op+100, args, 400, d)
+	return strings.TrimRight(string(buf), "\x00")
+}
+
+func TestHostNamesMatchDefs(t *testing.T) {
+	if len(hostNames) != len(hostDefs) {
+		t.Fatalf("%d names for %d defs", len(hostNames), len(hostDefs))
+	}
+	for i, d := range hostDefs {
+		if hostNames[i] != d.name {
+			t.Fatalf("hostNames[%d] = %q, want %q", i, hostNames[i], d.name)
+		}
+	}
+}
+
+func TestHostLog(t *testing.T) {
+	var mu sync.Mutex
+	var recs []string
+	log := slog.New(logRecorder{mu: &mu, recs: &recs})
+	e := newHostEngine(t, newMemHost(), log, Spec{Name: "ops", Module: fixture(t, "hostops")})
+	for _, tc := range []struct {
+		level uint32
+		want  string
+	}{{0, "DEBUG"}, {1, "INFO"}, {2, "WARN"}, {3, "ERROR"}, {7, "ERROR"}, {0x80000000, "DEBUG"}} {
+		args, d := data("hello from the guest")
+		mustOp(t, e, "ops", opLog, append([]uint32{tc.level}, args...), 0, d)
+		mu.Lock()
+		last := recs[len(recs)-1]
+		mu.Unlock()
+		if !strings.HasPrefix(last, tc.want+" hello from the guest") || !strings.Contains(last, "task=ops") {
+			t.Fatalf("level %d logged %q, want %s with the task name", tc.level, last, tc.want)
+		}
+	}
+}
+
+func TestHostPublish(t *testing.T) {
+	host := newMemHost()
+	e := newHostEngine(t, host, nil,
+		Spec{Name: "ops", Module: fixture(t, "hostops"), Concurrency: 1,
+			Permissions: Permissions{Publish: []string{"sensors/+/out", "alerts/#", "broken"}}},
+		Spec{Name: "mute", Module: fixture(t, "hostops"), Concurrency: 1})
+	for _, tc := range []struct {
+		name, task, topic string
+		qos               uint32
+		want              int64
+		held              string
+	}{
+		{"allowed", "ops", "sensors/1/out", 1, codeOK, ""},
+		{"allowed by #", "ops", "alerts/a/b", 0, codeOK, ""},
+		{"denied topic", "ops", "sensors/1/in", 0, codeDenied, `publish to "sensors/1/in" denied`},
+		{"no permissions", "mute", "sensors/1/out", 0, codeDenied, "denied"},
+		{"wildcard topic", "ops", "sensors/+/out", 0, codeInvalid, "wildcard"},
+		{"empty topic", "ops", "", 0, codeInvalid, "topic length 0"},
+		{"bad qos", "ops", "alerts/x", 3, codeInvalid, "qos 3"},
+		{"host failure", "ops", "broken", 0, codeFailed, "broker down"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args, d := data(tc.topic, "payload")
+			r, _ := mustOp(t, e, tc.task, opPublish, append(args, tc.qos), 0, d)
+			if r != tc.want {
+				t.Fatalf("publish returned %d, want %d", r, tc.want)
+			}
+			if got := held(t, e, tc.task, opPublish, append(args, tc.qos), d); !strings.Contains(got, tc.held) {
+				t.Fatalf("held value %q, want it to contain %q", got, tc.held)
+			}
+		})
+	}
+	// Each successful case published twice (held runs the op again).
+	want := []string{"ops|sensors/1/out|1|payload", "ops|sensors/1/out|1|payload", "ops|alerts/a/b|0|payload", "ops|alerts/a/b|0|payload"}
+	if fmt.Sprint(host.pubs) != fmt.Sprint(want) {
+		t.Fatalf("published %q, want %q", host.pubs, want)
+	}
+}
+
+func TestHostKV(t *testing.T) {
+	host := newMemHost()
+	e := newHostEngine(t, host, nil,
+		Spec{Name: "ops", Module: fixture(t, "hostops"), Concurrency: 1, Permissions: Permissions{KVQuota: 64}},
+		Spec{Name: "other", Module: fixture(t, "hostops"), Concurrency: 1, Permissions: Permissions{KVQuota: 64}},
+		Spec{Name: "nokv", Module: fixture(t, "hostops"), Concurrency: 1})
+	put := func(task, k, v string) int64 {
+		args, d := data(k, v)
+		r, _ := mustOp(t, e, task, opKVPut, args, 0, d)
+		return r
+	}
+	get := func(task, k string, bufCap uint32) (int64, string) {
+		args, d := data(k)
+		r, buf := mustOp(t, e, task, opKVGet, append(args, opsBuf, bufCap), bufCap, d)
+		return r, string(buf[:min(max(int(r), 0), len(buf))])
+	}
+	if r := put("ops", "greeting", "hello"); r != codeOK {
+		t.Fatalf("put = %d", r)
+	}
+	if r, v := get("ops", "greeting", 100); r != 5 || v != "hello" {
+		t.Fatalf("get = %d %q", r, v)
+	}
+	// A buffer too small: the full length comes back, outpost.result has the value.
+	if r, v := get("ops", "greeting", 2); r != 5 || v != "he" {
+		t.Fatalf("short get = %d %q", r, v)
+	}
+	args, d := data("greeting")
+	if got := held(t, e, "ops", opKVGet, append(args, opsBuf, 2), d); got != "hello" {
+		t.Fatalf("held after a short get = %q", got)
+	}
+	if r, _ := get("ops", "missing", 10); r != codeNotFound {
+		t.Fatalf("get of a missing key = %d", r)
+	}
+	if r, _ := get("other", "greeting", 10); r != codeNotFound {
+		t.Fatalf("another task sees the key: %d", r)
+	}
+	put("ops", "greetings", "x")
+	put("ops", "z", "y")
+	args, d = data("greet")
+	r, buf := mustOp(t, e, "ops", opKVList, append(args, opsBuf, 100), 100, d)
+	want := "\x08\x00\x00\x00greeting\x09\x00\x00\x00greetings"
+	if r != int64(len(want)) || string(buf[:r]) != want {
+		t.Fatalf("list = %d %q, want %q", r, buf[:max(r, 0)], want)
+	}
+	// Quota: 64 bytes for keys and values.
+	if r := put("ops", "big", strings.Repeat("v", 60)); r != codeQuota {
+		t.Fatalf("put over quota = %d", r)
+	}
+	args, d = data("big", strings.Repeat("v", 60))
+	if got := held(t, e, "ops", opKVPut, args, d); !strings.Contains(got, "quota") {
+		t.Fatalf("held after quota = %q", got)
+	}
+	args, d = data("greeting")
+	if r, _ := mustOp(t, e, "ops", opKVDelete, args, 0, d); r != codeOK {
+		t.Fatalf("delete = %d", r)
+	}
+	if r, _ := get("ops", "greeting", 10); r != codeNotFound {
+		t.Fatalf("get after delete = %d", r)
+	}
+	if r, _ := mustOp(t, e, "ops", opKVDelete, args, 0, d); r != codeOK {
+		t.Fatalf("delete of a missing key = %d", r)
+	}
+	// Denied without a quota; bad keys refused.
+	if r := put("nokv", "k", "v"); r != codeDenied {
+		t.Fatalf("put without quota = %d", r)
+	}
+	if r := put("ops", "", "v"); r != codeInvalid {
+		t.Fatalf("put of an empty key = %d", r)
+	}
+	if r := put("ops", strings.Repeat("k", maxKVKey+1), "v"); r != codeInvalid {
+		t.Fatalf("put of a long key = %d", r)
+	}
+}
+
+func TestHostCall(t *testing.T) {
+	host := newMemHost()
+	e := newHostEngine(t, host, nil,
+		Spec{Name: "ops", Module: fixture(t, "hostops"), Concurrency: 1, Permissions: Permissions{Call: []string{"echo", "fail", "nope"}}},
+		Spec{Name: "any", Module: fixture(t, "hostops"), Concurrency: 1, Permissions: Permissions{Call: []string{"*"}}},
+		Spec{Name: "echo", Module: "builtin:echo"},
+		Spec{Name: "fail", Module: fixture(t, "fail")})
+	call := func(caller, task, input string) (int64, string) {
+		args, d := data(task, input)
+		r, buf := mustOp(t, e, caller, opCall, append(args, opsBuf, 100), 100, d)
+		return r, string(buf[:min(max(int(r), 0), len(buf))])
+	}
+	if r, out := call("ops", "echo", "ping"); r != 4 || out != "ping" {
+		t.Fatalf("call echo = %d %q", r, out)
+	}
+	if r, out := call("any", "echo", "pong"); r != 4 || out != "pong" {
+		t.Fatalf("call echo with * = %d %q", r, out)
+	}
+	if r, _ := call("ops", "any", "x"); r != codeDenied {
+		t.Fatalf("call of a task not granted = %d", r)
+	}
+	args, d := data("any", "x")
+	if got := held(t, e, "ops", opCall, append(args, opsBuf, 0), d); !strings.Contains(got, `call of task "any" denied`) {
+		t.Fatalf("held = %q", got)
+	}
+	if r, _ := call("ops", "nope", "x"); r != codeNotFound {
+		t.Fatalf("call of an unknown task = %d", r)
+	}
+	if r, _ := call("ops", "fail", "it broke"); r != codeFailed {
+		t.Fatalf("call of a failing task = %d", r)
+	}
+	args, d = data("fail", "it broke")
+	if got := held(t, e, "ops", opCall, append(args, opsBuf, 0), d); !strings.Contains(got, "it broke") {
+		t.Fatalf("held after a failed call = %q", got)
+	}
+}
+
+func TestHostMetaAndTime(t *testing.T) {
+	e := newHostEngine(t, newMemHost(), nil, Spec{Name: "ops", Module: fixture(t, "hostops"), Timeout: time.Hour})
+	ctx := WithCallMeta(context.Background(), CallMeta{ID: "c1", Source: "mqtt:a/b", IdempotencyKey: "k1"})
+	for field, want := range []string{"c1", "mqtt:a/b", "k1", "ops"} {
+		r, buf, err := hostOp(ctx, e, "ops", opMeta, []uint32{uint32(field), opsBuf, 50}, 50, nil)
+		if err != nil || r != int64(len(want)) || string(buf[:r]) != want {
+			t.Fatalf("meta(%d) = %d %q %v, want %q", field, r, buf, err, want)
+		}
+	}
+	if r, _ := mustOp(t, e, "ops", opMeta, []uint32{9, opsBuf, 50}, 0, nil); r != codeInvalid {
+		t.Fatalf("meta(9) = %d", r)
+	}
+	// Without metadata the fields are empty.
+	if r, _ := mustOp(t, e, "ops", opMeta, []uint32{0, opsBuf, 50}, 0, nil); r != 0 {
+		t.Fatalf("meta(id) without metadata = %d", r)
+	}
+	dl := time.Now().Add(time.Minute)
+	dctx, cancel := context.WithDeadline(ctx, dl)
+	defer cancel()
+	r, _, err := hostOp(dctx, e, "ops", opDeadline, nil, 0, nil)
+	if err != nil || r != dl.UnixNano() {
+		t.Fatalf("deadline = %d %v, want %d", r, err, dl.UnixNano())
+	}
+	// Without a caller deadline, the task timeout is the deadline.
+	r, _ = mustOp(t, e, "ops", opDeadline, nil, 0, nil)
+	if d := time.Until(time.Unix(0, r)); d < 59*time.Minute || d > time.Hour {
+		t.Fatalf("deadline without a caller deadline is %s away, want about the 1h timeout", d)
+	}
+	r, _ = mustOp(t, e, "ops", opNow, nil, 0, nil)
+	if d := time.Since(time.Unix(0, r)); d < 0 || d > time.Minute {
+		t.Fatalf("now is %s off", d)
+	}
+}
+
+// TestHostBadPointers passes an out-of-range pointer in every pointer
+// argument of every host function: the guest traps with a message naming
+// the function and the argument, and the task keeps working.
+func TestHostBadPointers(t *testing.T) {
+	host := newMemHost()
+	e := newHostEngine(t, host, nil, Spec{Name: "ops", Module: fixture(t, "hostops"), Concurrency: 1,
+		Permissions: Permissions{Publish: []string{"#"}, Call: []string{"*"}, KVQuota: 1 << 20}},
+		Spec{Name: "echo", Module: "builtin:echo"})
+	ok := func(n uint32) (uint32, uint32) { return opsData, n }
+	for _, tc := range []struct {
+		name string
+		op   uint32
+		args []uint32
+		want string
+	}{
+		{"log message", opLog, []uint32{1, badPtr, 100}, "outpost.log: message at 0xfffffff0"},
+		{"publish topic", opPublish, []uint32{badPtr, 4, opsData, 1, 0}, "outpost.publish: topic"},
+		{"publish payload", opPublish, []uint32{opsData, 1, opsData, 1 << 20, 0}, "outpost.publish: payload"},
+		{"kv_get key", opKVGet, []uint32{badPtr, 1, opsBuf, 1}, "outpost.kv_get: key"},
+		{"kv_get buffer", opKVGet, []uint32{opsData, 1, 65530, 100}, "outpost.kv_get: buffer"},
+		{"kv_put value", opKVPut, []uint32{opsData, 1, 65000, 1000}, "outpost.kv_put: value"},
+		{"kv_delete key", opKVDelete, []uint32{65536, 1}, "outpost.kv_delete: key"},
+		{"kv_list buffer", opKVList, []uint32{opsData, 0, badPtr, 1}, "outpost.kv_list: buffer"},
+		{"call name", opCall, []uint32{badPtr, 4, opsData, 0, opsBuf, 0}, "outpost.call: task name"},
+		{"call input", opCall, []uint32{opsData, 4, badPtr, 4, opsBuf, 0}, "outpost.call: input"},
+		{"call buffer", opCall, []uint32{opsData, 4, opsData, 0, badPtr, 10}, "outpost.call: buffer"},
+		{"result buffer", opResult, []uint32{badPtr, 1}, "outpost.result: buffer"},
+		{"meta buffer", opMeta, []uint32{0, 70000, 0}, "outpost.meta: buffer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := hostOp(context.Background(), e, "ops", tc.op, tc.args, 0, []byte("echo"))
+			var ce *CallError
+			if !errors.As(err, &ce) || ce.Kind != KindTrap || !strings.Contains(ce.Msg, tc.want) || !strings.Contains(ce.Msg, "outside linear memory") {
+				t.Fatalf("err = %v, want a trap with %q", err, tc.want)
+			}
+			// The instance was replaced; the task works.
+			p, n := ok(4)
+			r, _ := mustOp(t, e, "ops", opCall, []uint32{p, n, p, n, opsBuf, 10}, 0, []byte("echo"))
+			if r != 4 {
+				t.Fatalf("call after the trap = %d", r)
+			}
+		})
+	}
+	if len(host.pubs) != 0 {
+		t.Fatalf("a trapping publish reached the host: %q", host.pubs)
+	}
+}
+
+func TestHostUnavailable(t *testing.T) {
+	e := newEngine(t, Spec{Name: "ops", Module: fixture(t, "hostops"), Concurrency: 1,
+		Permissions: Permissions{Publish: []string{"#"}, Call: []string{"*"}, KVQuota: 100}})
+	args, d := data("a/b", "x")
+	if r, _ := mustOp(t, e, "ops", opPublish, append(args, 0), 0, d); r != codeUnavailable {
+		t.Fatalf("publish without a host = %d", r)
+	}
+	args, d = data("k")
+	if r, _ := mustOp(t, e, "ops", opKVGet, append(args, opsBuf, 0), 0, d); r != codeUnavailable {
+		t.Fatalf("kv_get without a host = %d", r)
+	}
+}
+
+func TestPermissionsRefusedAtLoad(t *testing.T) {
+	e := newEngine(t)
+	_, err := e.Load(context.Background(), []Spec{{Name: "x", Module: "builtin:echo",
+		Permissions: Permissions{Publish: []string{"a/#/b"}}}})
+	if err == nil || !strings.Contains(err.Error(), `task "x": permissions.publish`) {
+		t.Fatalf("err = %v", err)
+	}
+}

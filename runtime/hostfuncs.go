@@ -1,0 +1,472 @@
+package runtime
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/outpost-edge/outpost/devices/topic"
+)
+
+// hostDef is one function of the host module "outpost" (docs/abi.md).
+type hostDef struct {
+	name    string
+	fn      func(c *code) api.GoModuleFunc
+	params  []api.ValueType
+	names   []string
+	results []api.ValueType
+}
+
+// hostDefs is the whole host module, ABI v1. Order is the index into the
+// host-call metrics.
+var hostDefs = []hostDef{
+	{"fail", func(c *code) api.GoModuleFunc { return c.hostFail }, []api.ValueType{i32, i32}, []string{"ptr", "len"}, nil},
+	{"log", func(c *code) api.GoModuleFunc { return c.hostLog }, []api.ValueType{i32, i32, i32}, []string{"level", "ptr", "len"}, nil},
+	{"publish", func(c *code) api.GoModuleFunc { return c.hostPublish }, []api.ValueType{i32, i32, i32, i32, i32},
+		[]string{"topic_ptr", "topic_len", "payload_ptr", "payload_len", "qos"}, []api.ValueType{i32}},
+	{"kv_get", func(c *code) api.GoModuleFunc { return c.hostKVGet }, []api.ValueType{i32, i32, i32, i32},
+		[]string{"key_ptr", "key_len", "buf_ptr", "buf_cap"}, []api.ValueType{i32}},
+	{"kv_put", func(c *code) api.GoModuleFunc { return c.hostKVPut }, []api.ValueType{i32, i32, i32, i32},
+		[]string{"key_ptr", "key_len", "val_ptr", "val_len"}, []api.ValueType{i32}},
+	{"kv_delete", func(c *code) api.GoModuleFunc { return c.hostKVDelete }, []api.ValueType{i32, i32},
+		[]string{"key_ptr", "key_len"}, []api.ValueType{i32}},
+	{"kv_list", func(c *code) api.GoModuleFunc { return c.hostKVList }, []api.ValueType{i32, i32, i32, i32},
+		[]string{"prefix_ptr", "prefix_len", "buf_ptr", "buf_cap"}, []api.ValueType{i32}},
+	{"call", func(c *code) api.GoModuleFunc { return c.hostCall }, []api.ValueType{i32, i32, i32, i32, i32, i32},
+		[]string{"task_ptr", "task_len", "in_ptr", "in_len", "buf_ptr", "buf_cap"}, []api.ValueType{i32}},
+	{"result", func(c *code) api.GoModuleFunc { return c.hostResult }, []api.ValueType{i32, i32},
+		[]string{"buf_ptr", "buf_cap"}, []api.ValueType{i32}},
+	{"meta", func(c *code) api.GoModuleFunc { return c.hostMeta }, []api.ValueType{i32, i32, i32},
+		[]string{"field", "buf_ptr", "buf_cap"}, []api.ValueType{i32}},
+	{"deadline", func(c *code) api.GoModuleFunc { return c.hostDeadline }, nil, nil, []api.ValueType{i64}},
+	{"now", func(c *code) api.GoModuleFunc { return c.hostNow }, nil, nil, []api.ValueType{i64}},
+}
+
+// Indexes into hostDefs, for metrics.
+const (
+	hfFail = iota
+	hfLog
+	hfPublish
+	hfKVGet
+	hfKVPut
+	hfKVDelete
+	hfKVList
+	hfCall
+	hfResult
+	hfMeta
+	hfDeadline
+	hfNow
+)
+
+// hostNames are the names of hostDefs by index (kept apart from hostDefs to
+// avoid an initialization cycle).
+var hostNames = [...]string{"fail", "log", "publish", "kv_get", "kv_put", "kv_delete", "kv_list", "call", "result", "meta", "deadline", "now"}
+
+// instantiateHostModule adds module "outpost" to c's runtime.
+func (c *code) instantiateHostModule(ctx context.Context) error {
+	b := c.rt.NewHostModuleBuilder(hostModule)
+	for _, d := range hostDefs {
+		b = b.NewFunctionBuilder().
+			WithGoModuleFunction(d.fn(c), d.params, d.results).
+			WithParameterNames(d.names...).
+			Export(d.name)
+	}
+	_, err := b.Instantiate(ctx)
+	return err
+}
+
+// hostCounters counts host function calls by function and return code
+// (outpost_runtime_host_calls_total); resolved once so a host call costs an
+// atomic add.
+type hostCounters [][8]prometheus.Counter
+
+func newHostCounters(vec *prometheus.CounterVec) hostCounters {
+	hc := make(hostCounters, len(hostDefs))
+	for i, d := range hostDefs {
+		for code := int32(0); code < 8; code++ {
+			hc[i][code] = vec.WithLabelValues(d.name, codeNames[-code])
+		}
+	}
+	return hc
+}
+
+// hcall is the state of one host function call.
+type hcall struct {
+	c    *code
+	fn   int
+	inst *instance
+	mem  api.Memory
+}
+
+// begin finds the instance calling a host function. A host function called
+// while the module is instantiated (from a start section) has none and traps.
+func (c *code) begin(fn int, mod api.Module) hcall {
+	c.mu.Lock()
+	inst := c.insts[mod]
+	c.mu.Unlock()
+	h := hcall{c: c, fn: fn, inst: inst, mem: mod.Memory()}
+	if inst == nil {
+		panic(fmt.Errorf("outpost.%s: host functions cannot be called while the module is instantiated", hostNames[fn]))
+	}
+	return h
+}
+
+// trap stops the guest with err: wazero turns the panic into an error of
+// the guest call, and classify reports it as a trap with this message.
+func (h hcall) trap(err error) {
+	h.inst.hostErr = err
+	panic(err)
+}
+
+func (h hcall) memSize() uint32 {
+	if h.mem == nil {
+		return 0
+	}
+	return h.mem.Size()
+}
+
+// read returns a view of [ptr, ptr+n) or traps naming the argument.
+func (h hcall) read(what string, ptr, n uint32) []byte {
+	if h.mem != nil {
+		if b, ok := h.mem.Read(ptr, n); ok {
+			return b
+		}
+	}
+	h.trap(fmt.Errorf("outpost.%s: %s at %#x length %d is outside linear memory (%d bytes)", hostNames[h.fn], what, ptr, n, h.memSize()))
+	return nil
+}
+
+// check traps unless [ptr, ptr+n) is inside linear memory.
+func (h hcall) check(what string, ptr, n uint32) { h.read(what, ptr, n) }
+
+// copyIn returns a copy of [ptr, ptr+n), trapping when out of range.
+func (h hcall) copyIn(what string, ptr, n uint32) []byte {
+	return append([]byte(nil), h.read(what, ptr, n)...)
+}
+
+// fail finishes the host call with a negative code and keeps msg as the
+// held value, readable with outpost.result.
+func (h hcall) fail(code int32, msg string) int32 {
+	h.inst.held = []byte(msg)
+	h.done(code)
+	return code
+}
+
+func (h hcall) done(code int32) {
+	if hc := h.c.e.hostCalls; hc != nil && code <= 0 && code > -8 {
+		hc[h.fn][-code].Inc()
+	}
+}
+
+// give holds data as the call's value and copies what fits into the guest
+// buffer (already checked), returning the full length.
+func (h hcall) give(data []byte, buf, bufCap uint32) int32 {
+	if len(data) > math.MaxInt32 {
+		return h.fail(codeTooLarge, fmt.Sprintf("value of %d bytes is too large for ABI v1", len(data)))
+	}
+	h.inst.held = data
+	if n := min(uint32(len(data)), bufCap); n > 0 {
+		h.mem.Write(buf, data[:n])
+	}
+	h.done(codeOK)
+	return int32(len(data))
+}
+
+func (h hcall) host() Host { return h.c.e.opts.Host }
+
+func (h hcall) taskName() string { return h.inst.task.name }
+
+// hostErrCode maps an error of the Host to a return code.
+func hostErrCode(err error) int32 {
+	switch {
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrUnknownTask):
+		return codeNotFound
+	case errors.Is(err, ErrQuota):
+		return codeQuota
+	}
+	return codeFailed
+}
+
+// hostFail implements outpost.fail(ptr, len): it records the guest's failure
+// message on the calling instance. An out-of-range message traps the guest.
+func (c *code) hostFail(_ context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfFail, mod)
+	msg := h.read("message", api.DecodeU32(stack[0]), api.DecodeU32(stack[1]))
+	h.done(codeOK)
+	if h.inst.failed {
+		return // first message wins
+	}
+	if len(msg) > maxFailMessage {
+		msg = msg[:maxFailMessage]
+	}
+	h.inst.failed = true
+	h.inst.failMsg = string(msg)
+}
+
+var logLevels = [...]slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError}
+
+// hostLog implements outpost.log(level, ptr, len).
+func (c *code) hostLog(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfLog, mod)
+	level := min(max(api.DecodeI32(stack[0]), 0), 3)
+	msg := h.read("message", api.DecodeU32(stack[1]), api.DecodeU32(stack[2]))
+	if len(msg) > maxLogMessage {
+		msg = msg[:maxLogMessage]
+	}
+	h.inst.task.log.Log(ctx, logLevels[level], string(msg), "from", "guest")
+	h.done(codeOK)
+}
+
+// hostPublish implements outpost.publish(topic_ptr, topic_len, payload_ptr,
+// payload_len, qos) -> code.
+func (c *code) hostPublish(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfPublish, mod)
+	tp, tl := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	pp, pl := api.DecodeU32(stack[2]), api.DecodeU32(stack[3])
+	qos := api.DecodeI32(stack[4])
+	topicB := h.read("topic", tp, tl)
+	h.check("payload", pp, pl)
+	stack[0] = api.EncodeI32(h.publish(ctx, string(topicB), pp, pl, qos))
+}
+
+func (h hcall) publish(ctx context.Context, t string, pp, pl uint32, qos int32) int32 {
+	switch {
+	case qos < 0 || qos > 2:
+		return h.fail(codeInvalid, fmt.Sprintf("publish: qos %d is not 0, 1 or 2", qos))
+	case len(t) == 0 || len(t) > maxTopic:
+		return h.fail(codeInvalid, fmt.Sprintf("publish: topic length %d is not between 1 and %d", len(t), maxTopic))
+	case topic.Wildcards(t) > 0 || containsByte(t, 0):
+		return h.fail(codeInvalid, fmt.Sprintf("publish: topic %q contains a wildcard or NUL", t))
+	case pl > maxPayload:
+		return h.fail(codeTooLarge, fmt.Sprintf("publish: payload of %d bytes exceeds %d", pl, maxPayload))
+	case !h.inst.task.perms.mayPublish(t):
+		return h.fail(codeDenied, fmt.Sprintf("publish to %q denied: no filter of permissions.publish matches it", t))
+	case h.host() == nil:
+		return h.fail(codeUnavailable, "publish: no host services in this engine")
+	}
+	payload := h.copyIn("payload", pp, pl)
+	if err := h.host().Publish(ctx, h.taskName(), t, byte(qos), payload); err != nil {
+		return h.fail(codeFailed, "publish: "+err.Error())
+	}
+	h.inst.held = nil
+	h.done(codeOK)
+	return codeOK
+}
+
+func containsByte(s string, b byte) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == b {
+			return true
+		}
+	}
+	return false
+}
+
+// kv returns the task's namespace or a failure code.
+func (h hcall) kv(op string) (KV, int32) {
+	switch {
+	case h.inst.task.perms.kvQuota == 0:
+		return nil, h.fail(codeDenied, op+": kv denied: the task's kv quota is 0")
+	case h.host() == nil:
+		return nil, h.fail(codeUnavailable, op+": no host services in this engine")
+	}
+	return h.host().KV(h.taskName()), codeOK
+}
+
+func (h hcall) checkKey(op string, key []byte, allowEmpty bool) int32 {
+	if (len(key) == 0 && !allowEmpty) || len(key) > maxKVKey {
+		return h.fail(codeInvalid, fmt.Sprintf("%s: key length %d is not between 1 and %d", op, len(key), maxKVKey))
+	}
+	return codeOK
+}
+
+// hostKVGet implements outpost.kv_get(key_ptr, key_len, buf_ptr, buf_cap) -> len or code.
+func (c *code) hostKVGet(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfKVGet, mod)
+	key := h.read("key", api.DecodeU32(stack[0]), api.DecodeU32(stack[1]))
+	buf, bufCap := api.DecodeU32(stack[2]), api.DecodeU32(stack[3])
+	h.check("buffer", buf, bufCap)
+	stack[0] = api.EncodeI32(func() int32 {
+		if code := h.checkKey("kv_get", key, false); code != codeOK {
+			return code
+		}
+		kv, code := h.kv("kv_get")
+		if code != codeOK {
+			return code
+		}
+		v, err := kv.Get(ctx, append([]byte(nil), key...))
+		if err != nil {
+			return h.fail(hostErrCode(err), fmt.Sprintf("kv_get %q: %v", key, err))
+		}
+		return h.give(v, buf, bufCap)
+	}())
+}
+
+// hostKVPut implements outpost.kv_put(key_ptr, key_len, val_ptr, val_len) -> code.
+func (c *code) hostKVPut(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfKVPut, mod)
+	key := h.read("key", api.DecodeU32(stack[0]), api.DecodeU32(stack[1]))
+	vp, vl := api.DecodeU32(stack[2]), api.DecodeU32(stack[3])
+	h.check("value", vp, vl)
+	stack[0] = api.EncodeI32(func() int32 {
+		if code := h.checkKey("kv_put", key, false); code != codeOK {
+			return code
+		}
+		if vl > maxKVValue {
+			return h.fail(codeTooLarge, fmt.Sprintf("kv_put: value of %d bytes exceeds %d", vl, maxKVValue))
+		}
+		kv, code := h.kv("kv_put")
+		if code != codeOK {
+			return code
+		}
+		quota := h.inst.task.perms.kvQuota
+		if err := kv.Put(ctx, append([]byte(nil), key...), h.copyIn("value", vp, vl), quota); err != nil {
+			return h.fail(hostErrCode(err), fmt.Sprintf("kv_put %q: %v", key, err))
+		}
+		h.inst.held = nil
+		h.done(codeOK)
+		return codeOK
+	}())
+}
+
+// hostKVDelete implements outpost.kv_delete(key_ptr, key_len) -> code.
+func (c *code) hostKVDelete(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfKVDelete, mod)
+	key := h.read("key", api.DecodeU32(stack[0]), api.DecodeU32(stack[1]))
+	stack[0] = api.EncodeI32(func() int32 {
+		if code := h.checkKey("kv_delete", key, false); code != codeOK {
+			return code
+		}
+		kv, code := h.kv("kv_delete")
+		if code != codeOK {
+			return code
+		}
+		if err := kv.Delete(ctx, append([]byte(nil), key...)); err != nil {
+			return h.fail(hostErrCode(err), fmt.Sprintf("kv_delete %q: %v", key, err))
+		}
+		h.inst.held = nil
+		h.done(codeOK)
+		return codeOK
+	}())
+}
+
+// hostKVList implements outpost.kv_list(prefix_ptr, prefix_len, buf_ptr,
+// buf_cap) -> len or code. The value is each key as a little-endian u32
+// length followed by its bytes.
+func (c *code) hostKVList(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfKVList, mod)
+	prefix := h.read("prefix", api.DecodeU32(stack[0]), api.DecodeU32(stack[1]))
+	buf, bufCap := api.DecodeU32(stack[2]), api.DecodeU32(stack[3])
+	h.check("buffer", buf, bufCap)
+	stack[0] = api.EncodeI32(func() int32 {
+		if code := h.checkKey("kv_list", prefix, true); code != codeOK {
+			return code
+		}
+		kv, code := h.kv("kv_list")
+		if code != codeOK {
+			return code
+		}
+		keys, err := kv.List(ctx, append([]byte(nil), prefix...), maxKVList)
+		if err != nil {
+			return h.fail(hostErrCode(err), fmt.Sprintf("kv_list %q: %v", prefix, err))
+		}
+		var out []byte
+		for _, k := range keys {
+			out = binary.LittleEndian.AppendUint32(out, uint32(len(k)))
+			out = append(out, k...)
+		}
+		return h.give(out, buf, bufCap)
+	}())
+}
+
+// hostCall implements outpost.call(task_ptr, task_len, in_ptr, in_len,
+// buf_ptr, buf_cap) -> len or code.
+func (c *code) hostCall(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfCall, mod)
+	name := h.read("task name", api.DecodeU32(stack[0]), api.DecodeU32(stack[1]))
+	ip, il := api.DecodeU32(stack[2]), api.DecodeU32(stack[3])
+	buf, bufCap := api.DecodeU32(stack[4]), api.DecodeU32(stack[5])
+	h.check("input", ip, il)
+	h.check("buffer", buf, bufCap)
+	task := string(name)
+	stack[0] = api.EncodeI32(func() int32 {
+		switch {
+		case len(task) == 0 || len(task) > maxTaskName:
+			return h.fail(codeInvalid, fmt.Sprintf("call: task name length %d is not between 1 and %d", len(task), maxTaskName))
+		case !h.inst.task.perms.mayCall(task):
+			return h.fail(codeDenied, fmt.Sprintf("call of task %q denied: not in permissions.call", task))
+		case h.host() == nil:
+			return h.fail(codeUnavailable, "call: no host services in this engine")
+		}
+		out, err := h.host().Call(ctx, h.taskName(), task, h.copyIn("input", ip, il))
+		if err != nil {
+			return h.fail(hostErrCode(err), fmt.Sprintf("call %s: %v", task, err))
+		}
+		return h.give(out, buf, bufCap)
+	}())
+}
+
+// hostResult implements outpost.result(buf_ptr, buf_cap) -> len.
+func (c *code) hostResult(_ context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfResult, mod)
+	buf, bufCap := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	h.check("buffer", buf, bufCap)
+	held := h.inst.held
+	if n := min(uint32(len(held)), bufCap); n > 0 {
+		h.mem.Write(buf, held[:n])
+	}
+	h.done(codeOK)
+	stack[0] = api.EncodeI32(int32(len(held)))
+}
+
+// Fields of outpost.meta.
+const (
+	metaID = iota
+	metaSource
+	metaIdempotencyKey
+	metaTask
+)
+
+// hostMeta implements outpost.meta(field, buf_ptr, buf_cap) -> len or code.
+func (c *code) hostMeta(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfMeta, mod)
+	field := api.DecodeI32(stack[0])
+	buf, bufCap := api.DecodeU32(stack[1]), api.DecodeU32(stack[2])
+	h.check("buffer", buf, bufCap)
+	m, _ := CallMetaFrom(ctx)
+	var v string
+	switch field {
+	case metaID:
+		v = m.ID
+	case metaSource:
+		v = m.Source
+	case metaIdempotencyKey:
+		v = m.IdempotencyKey
+	case metaTask:
+		v = h.taskName()
+	default:
+		stack[0] = api.EncodeI32(h.fail(codeInvalid, fmt.Sprintf("meta: unknown field %d", field)))
+		return
+	}
+	stack[0] = api.EncodeI32(h.give([]byte(v), buf, bufCap))
+}
+
+// hostDeadline implements outpost.deadline() -> unix nanoseconds (0: none).
+func (c *code) hostDeadline(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfDeadline, mod)
+	h.done(codeOK)
+	stack[0] = api.EncodeI64(deadlineOf(ctx))
+}
+
+// hostNow implements outpost.now() -> unix nanoseconds.
+func (c *code) hostNow(_ context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfNow, mod)
+	h.done(codeOK)
+	stack[0] = api.EncodeI64(now().UnixNano())
+}
