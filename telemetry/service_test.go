@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -345,4 +346,51 @@ func benchPipeline(b *testing.B, store bool) {
 		db.Flush()
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "updates/s")
+}
+
+// BenchmarkGNMIMemoryPerTarget subscribes 100 targets (all served by one
+// fake agent) in STREAM mode and reports the live heap per target once
+// every stream has delivered, beside the heap before (the baseline).
+func BenchmarkGNMIMemoryPerTarget(b *testing.B) {
+	const n = 100
+	addr := startAgent(b, notifications(10, 10))
+	var ts []config.GNMITarget
+	for i := 0; i < n; i++ {
+		ts = append(ts, config.GNMITarget{Name: fmt.Sprintf("dev%03d", i), Address: addr,
+			Subscriptions: []config.GNMISubscription{{Paths: []string{"/interfaces"}}}})
+	}
+	cfg := config.Telemetry{GNMI: config.GNMICollect{Targets: ts}}.WithDefaults()
+	for i := 0; i < b.N; i++ {
+		before := heap()
+		c, err := gnmi.New(cfg.GNMI, func([]model.Update) {}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { c.Run(ctx); close(done) }()
+		for {
+			all := true
+			for _, st := range c.Status() {
+				if st.Updates == 0 {
+					all = false
+				}
+			}
+			if all {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		after := heap()
+		cancel()
+		<-done
+		b.ReportMetric(float64(after-before)/n, "B/target")
+	}
+}
+
+func heap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
