@@ -327,3 +327,19 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// Get reads paths from a gNMI target now (on-demand read); the values are
+// returned and also handed to the hub like collected ones.
+func (s *Service) Get(ctx context.Context, target string, paths []string) ([]Update, error) {
+	s.mu.Lock()
+	c, h := s.client, s.hub
+	s.mu.Unlock()
+	if c == nil {
+		return nil, fmt.Errorf("no gnmi targets: %w", ErrDisabled)
+	}
+	us, err := c.Get(ctx, target, paths)
+	if err == nil && h != nil {
+		h.publish(us)
+	}
+	return us, err
+}
