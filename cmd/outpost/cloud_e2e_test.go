@@ -245,7 +245,7 @@ func TestCloudCallsEndToEnd(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != `{"hello":"edge"}` {
 		t.Fatalf("enqueue --wait: %v %q", err, out)
 	}
-	if r := d.record("e2e-1"); r == nil || r.State != calls.Reported || r.Runs != 1 {
+	if r := d.waitState("e2e-1", calls.Reported, 5*time.Second); r.Runs != 1 {
 		t.Fatalf("journal %+v", r)
 	}
 	// outpost calls ls / show.

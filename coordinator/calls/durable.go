@@ -29,8 +29,10 @@ func (o Outcome) String() string {
 
 // Durable runs journaled calls: Accept writes a call as RECEIVED and
 // waits for the group commit before it returns (so the caller may
-// acknowledge it), the scheduler journals STARTED before a call runs,
-// FINISHED with its result before OnFinish sees it. Recover picks up
+// acknowledge it); the scheduler journals STARTED before a call runs
+// (synced for at-most-once calls); FINISHED with its result is written
+// before OnFinish sees it and is on disk once Journal.Flush returns, which
+// reporters call before a result leaves the node. Recover picks up
 // what a crash left unfinished.
 type Durable struct {
 	j   *Journal
@@ -122,7 +124,8 @@ func (d *Durable) Accept(cs []*Call) ([]Outcome, error) {
 				d.j.recs[r.ID] = r
 				d.j.addOutboxLocked(r)
 			}
-			replays = append(replays, r)
+			cp := *r
+			replays = append(replays, &cp)
 			continue
 		}
 		r := newRecord(c)
@@ -236,9 +239,11 @@ func (d *Durable) started(c *Call) error {
 	if err != nil {
 		return err
 	}
-	// Synced for every effect: the count of runs is what proves
-	// at-most-once, and a group commit makes it cheap.
-	if err := d.j.commit(true, e); err != nil {
+	// Synced before an at-most-once call runs (a crash after this point
+	// reports it interrupted, never runs it again). For an idempotent call
+	// the write is not waited for: a crash before it lands re-runs the
+	// call, which its effect allows.
+	if err := d.j.commit(c.Effect != Idempotent, e); err != nil {
 		return fmt.Errorf("journal start of %s: %w", c.ID, err)
 	}
 	return nil
@@ -258,11 +263,12 @@ func (d *Durable) finish(c *Call) {
 	e, err := d.j.recordKV(r)
 	d.j.mu.Unlock()
 	if err == nil {
-		err = d.j.commit(true, e)
+		// Not waited for here: whoever reports the result calls
+		// Journal.Flush first, one fsync for a whole batch of results. A
+		// crash before that recovers the call from STARTED.
+		err = d.j.commit(false, e)
 	}
 	if err != nil {
-		// The result stays in memory and goes out; after a crash the call
-		// is recovered from its last durable state.
 		d.log.Error("journal finish failed", "call", c.ID, "err", err)
 	}
 	d.j.mu.Lock()

@@ -69,8 +69,9 @@ type kv struct {
 }
 
 type commitReq struct {
-	kvs  []kv
-	done chan error // nil: asynchronous (no fsync wait)
+	kvs   []kv
+	done  chan error // nil: asynchronous (no fsync wait)
+	after func()     // run by the committer once the write is applied
 }
 
 // Journal is the durable log of calls in the state store. Writes go
@@ -216,6 +217,9 @@ func (j *Journal) apply(batch []*commitReq) {
 	j.m.batch.Observe(float64(len(batch)))
 	j.m.latency.Observe(time.Since(start).Seconds())
 	for _, r := range batch {
+		if r.after != nil {
+			r.after()
+		}
 		if r.done != nil {
 			r.done <- err
 		}
@@ -428,7 +432,10 @@ func (j *Journal) addOutboxLocked(r *Record) {
 // The write is not waited for: a crash before it lands only sends the
 // same result again, which receivers accept as a replay.
 func (j *Journal) MarkReported(ids ...string) error {
-	var kvs []kv
+	var (
+		kvs  []kv
+		gone []*Record
+	)
 	now := time.Now()
 	j.mu.Lock()
 	for _, id := range ids {
@@ -439,10 +446,7 @@ func (j *Journal) MarkReported(ids ...string) error {
 		r.State, r.Reported = Reported, now
 		j.pendingCount--
 		j.pendingBytes -= r.resultBytes()
-		delete(j.recs, id)
-		if j.keys[r.Key] == id {
-			delete(j.keys, r.Key)
-		}
+		gone = append(gone, r)
 		e, err := j.recordKV(r)
 		if err != nil {
 			j.mu.Unlock()
@@ -456,7 +460,26 @@ func (j *Journal) MarkReported(ids ...string) error {
 	if len(kvs) == 0 {
 		return nil
 	}
-	return j.commit(false, kvs...)
+	// The records leave memory once their REPORTED state is in badger, so
+	// a lookup never reads an older state from disk.
+	r := &commitReq{kvs: kvs, after: func() {
+		j.mu.Lock()
+		for _, rec := range gone {
+			if j.recs[rec.ID] == rec && rec.State == Reported {
+				delete(j.recs, rec.ID)
+				if j.keys[rec.Key] == rec.ID {
+					delete(j.keys, rec.Key)
+				}
+			}
+		}
+		j.mu.Unlock()
+	}}
+	select {
+	case j.reqs <- r:
+		return nil
+	case <-j.done:
+		return errJournalClosed
+	}
 }
 
 // Compact removes reported records older than the retention. It returns

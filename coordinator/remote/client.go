@@ -38,6 +38,9 @@ type Node interface {
 	QueueRoom() int
 	Outbox(kind string, max int) ([]*calls.Record, int, int64)
 	MarkReported(ids ...string) error
+	// Flush returns once every journal write so far is on disk; called
+	// before results leave the node.
+	Flush() error
 }
 
 // Config configures a Client.
@@ -559,6 +562,9 @@ func toResult(r *calls.Record) Result {
 // upload sends results (one PUT, or a batch) and marks the settled ones
 // reported. On failure it returns how long to wait.
 func (c *Client) upload(recs []*calls.Record, b *backoff) (time.Duration, error) {
+	if err := c.node.Flush(); err != nil {
+		return b.next(), fmt.Errorf("flush journal before upload: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var items []BatchItem

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -33,7 +34,7 @@ var quiet = slog.New(slog.DiscardHandler)
 
 // cloud is a real control plane on a loopback port, behind a fault proxy.
 type cloud struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	srv   *server.Server
 	hs    *httptest.Server
@@ -47,7 +48,9 @@ type cloud struct {
 	backend atomic.Pointer[string]
 }
 
-func startCloud(t *testing.T, opts server.Options) *cloud {
+func startCloudB(b *testing.B) *cloud { return startCloud(b, server.Options{}) }
+
+func startCloud(t testing.TB, opts server.Options) *cloud {
 	t.Helper()
 	c := &cloud{t: t, dir: t.TempDir(), seen: map[string]int{}}
 	if opts.Lease == 0 {
@@ -127,7 +130,7 @@ func (c *cloud) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	u, _ := url.Parse(c.url())
 	p := httputil.NewSingleHostReverseProxy(u)
-	p.ErrorLog = nil
+	p.ErrorLog = log.New(io.Discard, "", 0)
 	p.ServeHTTP(w, r)
 }
 
@@ -182,7 +185,7 @@ func (c *cloud) waitFinal(ids []string, d time.Duration) {
 
 // edge is a node: store, journal, scheduler, Durable and a link client.
 type edge struct {
-	t      *testing.T
+	t      testing.TB
 	db     *store.DB
 	j      *calls.Journal
 	s      *calls.Scheduler
@@ -224,7 +227,11 @@ func (x *testExec) count(id string) int {
 	return x.runs[id]
 }
 
-func startEdge(t *testing.T, cl *cloud, dir string, mod func(*remote.Config)) *edge {
+func startEdgeB(b *testing.B, cl *cloud, mod func(*remote.Config)) *edge {
+	return startEdge(b, cl, b.TempDir(), mod)
+}
+
+func startEdge(t testing.TB, cl *cloud, dir string, mod func(*remote.Config)) *edge {
 	t.Helper()
 	db, err := store.Open(dir, config.Defaults().Storage, quiet)
 	if err != nil {

@@ -15,6 +15,8 @@ func (n durableNode) Unfinished(kind string) []string                  { return 
 func (n durableNode) Cancel(id string) bool                            { return n.d.Cancel(id) }
 func (n durableNode) MarkReported(ids ...string) error                 { return n.d.Journal().MarkReported(ids...) }
 
+func (n durableNode) Flush() error { return n.d.Journal().Flush() }
+
 func (n durableNode) QueueRoom() int {
 	st := n.d.Scheduler().Stats()
 	if st.Draining {

@@ -1,0 +1,48 @@
+// Package remote is the node side of the cloud link (docs/cloud-link.md):
+// a long-poll loop that takes calls for this node, journals them through
+// calls.Durable before acknowledging them, renews their leases and
+// advertises free capacity; and a results uploader, independent of
+// polling, that sends finished results from the journal's outbox in
+// batches until the control plane has them. wire.go holds the wire types
+// shared with the reference control plane (package server).
+//
+// Failure cases of the protocol and the test that shows each (tests in
+// this package run the real server in process behind a fault proxy;
+// those marked e2e run the real outpost and outpost-cloud binaries as
+// subprocesses, in cmd/outpost/cloud_e2e_test.go):
+//
+//	cloud down (refused)                      TestLinkPollErrorsAndRetryAfter (500), TestLinkProxyCutsPoll
+//	500 on poll                               TestLinkPollErrorsAndRetryAfter
+//	503/429 Retry-After seconds and date,
+//	  server clock an hour off                TestLinkPollErrorsAndRetryAfter, TestParseRetryAfter
+//	absent/zero/negative/garbage/10-day RA    TestParseRetryAfter, TestLinkResultUpload429
+//	429 on result upload while polls succeed  TestLinkResultUpload429
+//	401 mid-stream                            TestLinkAuth
+//	403                                       TestLinkAuth
+//	same call twice in one response           TestLinkSameCallTwiceInOneResponse, calls.TestJournalDedupe
+//	redelivery after a lost ack               TestLinkLostAckAndDuplicates
+//	redelivery after lease expiry, running    TestLinkRedeliveryWhileRunning
+//	kill -9 before RECEIVED                   e2e TestCloudKillBeforeReceived
+//	kill -9 between STARTED and FINISHED      e2e TestCloudKillWhileRunning (idempotent and at-most-once)
+//	kill -9 after FINISHED, before upload     e2e TestCloudKillAroundUpload/before_upload
+//	kill -9 during the upload                 e2e TestCloudKillAroundUpload/during_upload
+//	kill -9 while acknowledging (journal)     calls.TestJournalKill9
+//	result request lost                       TestLinkResultRequestLost
+//	result response lost after stored         TestLinkResultResponseLost
+//	replay with a different output (409)      server.TestResults
+//	410 on a result, cancel while running     TestLinkCancelWhileRunning
+//	ttl expiring while offline                TestLinkTTLWhileOffline
+//	long outage that fills the outbox         TestLinkOutboxFull
+//	disk full during a journal write          calls.TestJournalDiskFull
+//	410 on poll and the reconcile             TestLinkGoneAndReconcile
+//	proxy cutting the poll                    TestLinkProxyCutsPoll
+//	truncated JSON, bad gzip, non-JSON        TestLinkBadResponses, FuzzParsePollResponse
+//	flood in bulk with a control trickle      TestLinkControlQueueFirst, calls.TestQueuesControlAndAging
+//	zero capacity                             TestLinkOutboxFull, TestLinkZeroCapacity
+//	two daemons polling as one node           TestLinkTwoPollers
+//
+// Not yet covered by a test: DNS failure and blackhole, TLS certificate
+// cases and rotation, a truncated journal tail, wall-clock steps and a
+// monotonic pause longer than the lease, a 1-byte-per-second response,
+// and a thousand simulated nodes retrying after an outage.
+package remote

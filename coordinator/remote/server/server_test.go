@@ -1,0 +1,124 @@
+package server
+
+import (
+	"bytes"
+	"container/heap"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/outpost-edge/outpost/coordinator/remote"
+)
+
+func open(t *testing.T) (*Server, *httptest.Server) {
+	t.Helper()
+	s, err := Open(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(func() { hs.Close(); _ = s.Close() })
+	return s, hs
+}
+
+func put(t *testing.T, hs *httptest.Server, node string, r remote.Result) int {
+	t.Helper()
+	b, _ := json.Marshal(r)
+	req, _ := http.NewRequest("PUT", hs.URL+"/edge/v1/nodes/"+node+"/calls/"+r.CallID+"/attempts/1/result", bytes.NewReader(b))
+	req.Header.Set(remote.HeaderProtocol, remote.Protocol)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func result(id, status, out string) remote.Result {
+	return remote.Result{CallID: id, Attempt: 1, Status: status, Output: []byte(out), Hash: remote.ResultHash(status, []byte(out), "")}
+}
+
+// First result wins; a replay with the same hash is 200, another hash 409;
+// unknown calls 404, a bad hash 400, a cancelled call 410.
+func TestResults(t *testing.T) {
+	s, hs := open(t)
+	if _, err := s.Enqueue([]Call{{ID: "a", Node: "n1", Task: "t"}, {ID: "b", Node: "n1", Task: "t"}}); err != nil {
+		t.Fatal(err)
+	}
+	bad := result("a", "ok", "x")
+	bad.Hash = "00"
+	tests := []struct {
+		name string
+		node string
+		r    remote.Result
+		want int
+	}{
+		{"bad hash", "n1", bad, 400},
+		{"unknown call", "n1", result("zz", "ok", "x"), 404},
+		{"another node's call", "n2", result("a", "ok", "x"), 404},
+		{"first", "n1", result("a", "ok", "first"), 201},
+		{"replay", "n1", result("a", "ok", "first"), 200},
+		{"different output", "n1", result("a", "ok", "second"), 409},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := put(t, hs, tt.node, tt.r); got != tt.want {
+				t.Errorf("status %d, want %d", got, tt.want)
+			}
+		})
+	}
+	if c, _ := s.Get("a"); string(c.Result.Output) != "first" || c.Replays != 1 || c.Conflicts != 1 {
+		t.Errorf("record %+v", c)
+	}
+	req, _ := http.NewRequest("DELETE", hs.URL+"/api/v1/calls/b", nil)
+	resp, _ := http.DefaultClient.Do(req)
+	resp.Body.Close()
+	if got := put(t, hs, "n1", result("b", "ok", "late")); got != 410 {
+		t.Errorf("result of a cancelled call: %d, want 410", got)
+	}
+	// State survives a restart.
+	_ = s.Close()
+	s2, err := Open(Options{Dir: s.opts.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if c, _ := s2.Get("a"); c.State != "done" || string(c.Result.Output) != "first" {
+		t.Errorf("after restart %+v", c)
+	}
+	if c, _ := s2.Get("b"); c.State != "cancelled" {
+		t.Errorf("after restart %+v", c)
+	}
+}
+
+func TestEnqueueValidation(t *testing.T) {
+	s, _ := open(t)
+	items, err := s.Enqueue([]Call{{ID: "", Node: "n", Task: "t"}, {ID: "a/b", Node: "n", Task: "t"}, {ID: "x", Task: "t"}, {ID: "y", Node: "n", Task: "t", Effect: "twice"}, {ID: "ok", Node: "n", Task: "t"}, {ID: "ok", Node: "n", Task: "t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, it := range items[:4] {
+		if it.Error == "" {
+			t.Errorf("item %d accepted: %+v", i, it)
+		}
+	}
+	if !items[4].Created || items[5].Created || items[5].State != "pending" {
+		t.Errorf("duplicate id: %+v %+v", items[4], items[5])
+	}
+}
+
+func TestPendingOrder(t *testing.T) {
+	h := &pendingHeap{}
+	for _, c := range []*Call{{ID: "low", Order: 1}, {ID: "high", Priority: 5, Order: 2}, {ID: "ctrl", Queue: "control", Order: 3}, {ID: "low2", Order: 4}} {
+		heap.Push(h, c)
+	}
+	var got []string
+	for h.Len() > 0 {
+		got = append(got, heap.Pop(h).(*Call).ID)
+	}
+	if s := strings.Join(got, " "); s != "ctrl high low low2" {
+		t.Errorf("order %q, want control first, then priority, then enqueue order", s)
+	}
+}
