@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -81,6 +82,29 @@ func TestExamples(t *testing.T) {
 		// A fresh instance serves the next call.
 		if out := call(t, "jsontransform", `{"device":"d2","celsius":[-40]}`); out != `{"device":"d2","fahrenheit":[-40],"max_c":-40,"avg_c":-40}` {
 			t.Errorf("after failures: %s", out)
+		}
+	})
+	t.Run("visits-sdk", func(t *testing.T) {
+		host := newMemHost()
+		he := newHostEngine(t, host, nil,
+			Spec{Name: "visits", Module: mod("go-visits"), Concurrency: 2,
+				Permissions: Permissions{Publish: []string{"visits/+"}, Call: []string{"echo"}, KVQuota: 64 << 10}},
+			Spec{Name: "echo", Module: mod("echo")})
+		for i := 1; i <= 3; i++ {
+			out, err := he.Call(WithCallMeta(ctx, CallMeta{ID: fmt.Sprintf("c%d", i)}), "visits", []byte("ada"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf(`{"name":"ada","count":%d,"greeting":"hello ada","call":"c%d"}`, i, i)
+			if string(out) != want {
+				t.Fatalf("call %d = %s, want %s", i, out, want)
+			}
+		}
+		if want := "[visits|visits/ada|0|1 visits|visits/ada|0|2 visits|visits/ada|0|3]"; fmt.Sprint(host.pubs) != want {
+			t.Fatalf("published %v, want %s", host.pubs, want)
+		}
+		if _, err := he.Call(ctx, "visits", nil); err == nil || !strings.Contains(err.Error(), "input: a name, please") {
+			t.Fatalf("empty input: %v", err)
 		}
 	})
 	t.Run("wc", func(t *testing.T) {

@@ -27,7 +27,7 @@ cd "$root"
 for dir in "$src"/go/*/; do
 	name="$(basename "$dir")"
 	mode=()
-	if grep -q '^//go:wasmexport outpost_handle' "$dir"*.go; then
+	if grep -q -e '^//go:wasmexport outpost_handle' -e '"github.com/outpost-edge/outpost/runtime/sdk"' "$dir"*.go; then
 		mode=(-buildmode=c-shared) # reactor: exports _initialize, not _start
 	fi
 	GOOS=wasip1 GOARCH=wasm go build "${mode[@]}" -trimpath -o "$out/go-$name.wasm" "./${dir#"$root"/}"
