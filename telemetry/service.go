@@ -131,6 +131,17 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			s.traps = nil
 			return err
 		}
+		if s.reg != nil {
+			tr := s.traps
+			for _, c := range []prometheus.Collector{
+				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_total", Help: "SNMP traps and informs turned into events."}, func() float64 { return float64(tr.Received.Load()) }),
+				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_rejected_total", Help: "SNMP traps dropped: unknown community or no trap OID."}, func() float64 { return float64(tr.Rejected.Load()) }),
+			} {
+				if err := s.reg.Register(c); err != nil {
+					s.log.Warn("register trap metrics", "err", err)
+				}
+			}
+		}
 	}
 	if len(s.cfg.SNMP.Targets) > 0 {
 		if s.poller, err = snmp.NewPoller(s.cfg.SNMP, s.hub.publish, s.log.With("part", "snmp")); err != nil {

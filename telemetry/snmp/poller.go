@@ -5,7 +5,7 @@
 // into path-keyed values) and a trap and inform receiver turning
 // notifications into events. Everything it collects leaves as model.Updates.
 //
-// Lock order: Poller.mu, then target.mu.
+// Lock order: target.pollMu, then target.mu.
 package snmp
 
 import (
@@ -50,8 +50,8 @@ type target struct {
 	snmp *gosnmp.GoSNMP
 	log  *slog.Logger
 
-	// rate state, only touched by the target's own goroutine
-	counters map[string]counterState
+	pollMu   sync.Mutex              // one poll at a time: a GoSNMP is not safe for concurrent use
+	counters map[string]counterState // rate state, under pollMu
 
 	mu     sync.Mutex
 	status model.TargetStatus
@@ -256,7 +256,9 @@ func (p *Poller) Status() []model.TargetStatus {
 func (p *Poller) poll(ctx context.Context, t *target) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.PollTimeout.Std())
 	defer cancel()
+	t.pollMu.Lock()
 	us, err := t.collect(ctx, p.now)
+	t.pollMu.Unlock()
 	if len(us) > 0 && p.sink != nil {
 		p.sink(us)
 	}

@@ -507,12 +507,14 @@ func (d *DB) Query(q Query) ([]Series, error) {
 		until = time.Now()
 	}
 	from, to := q.Since.UnixNano(), until.UnixNano()
-	if q.Since.IsZero() {
-		from = 0
-		if h, ok := d.oldestHour(); ok {
-			from = int64(h) * nsPerHour
-		}
+	oldest, stored := d.oldestHour()
+	if !stored {
+		return nil, nil
 	}
+	if q.Since.IsZero() {
+		from = int64(oldest) * nsPerHour
+	}
+	firstHour := max(hourOf(from), oldest) // never walk hours before the oldest stored one
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 100_000
@@ -543,7 +545,7 @@ func (d *DB) Query(q Query) ([]Series, error) {
 				n++
 				return n < limit
 			}
-			for h := hourOf(from); h <= hourOf(to) && (q.Bucket > 0 || n < limit); h++ {
+			for h := firstHour; h <= hourOf(to) && (q.Bucket > 0 || n < limit); h++ {
 				pfx := dataPrefix(h, s.id)
 				for it.Seek(pfx); it.ValidForPrefix(pfx); it.Next() {
 					item := it.Item()

@@ -255,3 +255,16 @@ func TestSizeRetentionDropsOldestHour(t *testing.T) {
 		t.Fatal("dropped under the limit")
 	}
 }
+
+func TestQueryEmptyStore(t *testing.T) {
+	d := open(t, t.TempDir())
+	defer d.Close()
+	start := time.Now()
+	res, err := d.Query(Query{Path: model.MustPattern("")})
+	if err != nil || len(res) != 0 {
+		t.Fatal(err, res)
+	}
+	if time.Since(start) > time.Second {
+		t.Error("query of an empty store walked every hour since 1970")
+	}
+}
