@@ -1,0 +1,92 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/coordinator/config"
+)
+
+func freeUDP(t *testing.T) int {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// snmpd as in peers.md, unprivileged, on a random port.
+func snmpd(t *testing.T) string {
+	if _, err := exec.LookPath("snmpd"); err != nil {
+		t.Fatalf("snmpd is not installed (apt-get install snmpd): %v", err)
+	}
+	dir, err := os.MkdirTemp("", "outpost-snmpd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o777)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	port := freeUDP(t)
+	conf := filepath.Join(dir, "snmpd.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("agentAddress udp:127.0.0.1:%d\nrocommunity testcomm 127.0.0.1\nsysName snmp-peer-1\n", port)), 0o644)
+	args := []string{"env", "MIBS=", "SNMP_PERSISTENT_DIR=" + dir, "snmpd", "-f", "-C", "-c", conf, "-I", "-smux", "-Lf", filepath.Join(dir, "log"), "-p", filepath.Join(dir, "pid")}
+	if os.Geteuid() == 0 {
+		args = append([]string{"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// The service wires the SNMP poller and the trap receiver into the store.
+func TestServiceSNMPAndTraps(t *testing.T) {
+	agent := snmpd(t)
+	trapAddr := fmt.Sprintf("127.0.0.1:%d", freeUDP(t))
+	cfg := config.Telemetry{
+		SNMP: config.SNMPCollect{
+			Targets: []config.SNMPTarget{{Name: "sw2", Address: agent, Community: "testcomm", Interval: config.Duration(time.Second),
+				OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}}},
+			Traps: config.SNMPTraps{Listen: trapAddr, Communities: []string{"public"}},
+		},
+		Store: config.TelemetryStore{FlushInterval: config.Duration(50 * time.Millisecond)},
+	}
+	s := New(cfg, t.TempDir(), nil, nil, Sinks{})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	cmd := exec.Command("snmptrap", "-v2c", "-c", "public", trapAddr, "", "1.3.6.1.6.3.1.1.5.4", "1.3.6.1.2.1.2.2.1.1.1", "i", "1")
+	cmd.Env = append(os.Environ(), "MIBS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("snmptrap: %v %s", err, out)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		name, _ := s.Latest("sw2", "/system/name")
+		trap, _ := s.Latest("traps", "/snmp/traps/...")
+		if len(name) == 1 && len(trap) == 1 {
+			if name[0].Value.Text() != "snmp-peer-1" || !strings.Contains(trap[0].Value.Text(), `"trap_oid":"1.3.6.1.6.3.1.1.5.4"`) {
+				t.Errorf("name %+v trap %+v", name, trap)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no data: name %+v trap %+v status %+v", name, trap, s.Status())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := s.Status(); len(st) != 1 || st[0].Source != "snmp" || !st[0].Connected {
+		t.Errorf("status %+v", st)
+	}
+}
