@@ -575,6 +575,7 @@ func (c *Client) upload(recs []*calls.Record, b *backoff) (time.Duration, error)
 			return b.next(), err
 		}
 		if !settled(r.status) {
+			c.uploadRefused(r.status)
 			return retryWait(r, b), fmt.Errorf("result upload: status %d: %s", r.status, trim(r.body))
 		}
 		items = []BatchItem{{CallID: res.CallID, Attempt: res.Attempt, Status: r.status}}
@@ -588,6 +589,7 @@ func (c *Client) upload(recs []*calls.Record, b *backoff) (time.Duration, error)
 			return b.next(), err
 		}
 		if r.status != http.StatusOK {
+			c.uploadRefused(r.status)
 			return retryWait(r, b), fmt.Errorf("results upload: status %d: %s", r.status, trim(r.body))
 		}
 		resp, err := ParseBatchResponse(r.body)
@@ -618,6 +620,15 @@ func (c *Client) upload(recs []*calls.Record, b *backoff) (time.Duration, error)
 	}
 	c.mu.Unlock()
 	return 0, nil
+}
+
+// uploadRefused re-reads the token after a 401 (the next try uses it).
+func (c *Client) uploadRefused(status int) {
+	if status == http.StatusUnauthorized {
+		if err := c.loadToken(); err != nil {
+			c.log.Error("cloud token reload failed", "err", err)
+		}
+	}
 }
 
 // settled reports whether a result status ends its upload.
