@@ -79,6 +79,12 @@ func (c *Client) Tasks(ctx context.Context) ([]Task, error) {
 	return ts, c.getJSON(ctx, "/v1/tasks", &ts, http.StatusOK)
 }
 
+// Get fetches path (with its query) and decodes the JSON answer into v. An
+// error answer ({"error": "…"}) is returned as an error carrying its message.
+func (c *Client) Get(ctx context.Context, path string, v any) error {
+	return c.getJSON(ctx, path, v, http.StatusOK)
+}
+
 func (c *Client) getJSON(ctx context.Context, path string, v any, okCodes ...int) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
@@ -95,6 +101,12 @@ func (c *Client) getJSON(ctx context.Context, path string, v any, okCodes ...int
 			}
 			return nil
 		}
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return fmt.Errorf("%s (HTTP %d)", e.Error, code)
 	}
 	return fmt.Errorf("GET %s: %d: %s", path, code, bytes.TrimSpace(body))
 }

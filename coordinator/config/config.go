@@ -144,7 +144,7 @@ type Route struct {
 // Defaults returns the configuration used for every key a file leaves out.
 // It is the one place defaults are written.
 func Defaults() Config {
-	return Config{
+	c := Config{
 		DataDir: "./data",
 		Log:     Log{Level: "info", Format: "text"},
 		Admin:   Admin{Listen: "127.0.0.1:7700"},
@@ -175,6 +175,8 @@ func Defaults() Config {
 			DrainTimeout: Duration(15 * time.Second),
 		},
 	}
+	c.Telemetry.applyDefaults()
+	return c
 }
 
 // TaskDefaults are applied to every task's zero-valued fields.
@@ -184,6 +186,7 @@ var TaskDefaults = Task{
 }
 
 func (c *Config) applyListDefaults() {
+	c.Telemetry.applyDefaults() // fills the defaults of its list entries too
 	for i := range c.Tasks {
 		t := &c.Tasks[i]
 		if t.ABI == "" {
