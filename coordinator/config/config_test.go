@@ -24,12 +24,34 @@ func TestExampleMatchesDefaults(t *testing.T) {
 	if len(got.Tasks) != 1 || got.Tasks[0].Name != "echo" || len(got.Routes) != 1 {
 		t.Fatalf("example should declare the demo echo task and route, got %+v %+v", got.Tasks, got.Routes)
 	}
-	got.Tasks, got.Routes, got.MQTT.Broker.Users = nil, nil, nil
+	got.Tasks, got.Routes = nil, nil
+	nilEmpty(reflect.ValueOf(&got).Elem())
+	nilEmpty(reflect.ValueOf(&want).Elem())
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("configs/outpost.yaml differs from Defaults():\n got %+v\nwant %+v", got, want)
 	}
 	if got := c.Tasks[0]; !reflect.DeepEqual(got.Limits, TaskDefaults.Limits) || got.ABI != TaskDefaults.ABI {
 		t.Errorf("example task limits %+v differ from TaskDefaults %+v", got, TaskDefaults)
+	}
+}
+
+// nilEmpty sets every empty slice under v to nil: a file's "users: []"
+// and a default's absent list mean the same.
+func nilEmpty(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				nilEmpty(v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		if v.Len() == 0 {
+			v.Set(reflect.Zero(v.Type()))
+		}
+		for i := range v.Len() {
+			nilEmpty(v.Index(i))
+		}
 	}
 }
 
