@@ -44,12 +44,14 @@ type Coordinator struct {
 
 	db     *store.DB
 	engine *outpostrt.Engine
-	sched  *calls.Scheduler
-	broker *devices.Broker // nil with an external broker
-	client *devices.Client
-	admin  *admin.Server
-	cloud  *cloudPart // call journal and cloud link (cloud.go)
-	group  group
+	// deployed is the registry of tasks deployed at run time (registry.go).
+	deployed atomic.Pointer[map[string]*deployment]
+	sched    *calls.Scheduler
+	broker   *devices.Broker // nil with an external broker
+	client   *devices.Client
+	admin    *admin.Server
+	cloud    *cloudPart // call journal and cloud link (cloud.go)
+	group    group
 
 	reloadMu sync.Mutex // one reload at a time
 	ready    chan struct{}
@@ -76,6 +78,7 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
 	}
 	c.admin = admin.NewServer(cfg.Admin.Listen, c, c.reg, log.With("part", "admin"))
+	admin.MountRegistry(c.admin, c) // deploy/rm/rollback/inspect (registry.go)
 
 	g := &c.group
 	g.log = log
@@ -125,7 +128,17 @@ func (c *Coordinator) startRuntime(ctx context.Context) error {
 	if err := c.engine.Start(ctx); err != nil {
 		return err
 	}
-	set, err := c.engine.Load(ctx, taskSpecs(c.cfg.Load().Tasks))
+	// Config tasks and deployed tasks (registry.go) form one set. A
+	// deployed task that no longer loads must not keep the daemon down:
+	// fall back to the config's tasks and say why.
+	if err := c.loadDeployments(ctx); err != nil {
+		return err
+	}
+	set, err := c.engine.Load(ctx, c.allSpecs(c.cfg.Load().Tasks, c.deployments()))
+	if err != nil && len(c.deployments()) > 0 {
+		c.log.Error("deployed tasks failed to load; running the config's tasks only", "err", err)
+		set, err = c.engine.Load(ctx, taskSpecs(c.cfg.Load().Tasks))
+	}
 	if err != nil {
 		return err
 	}
@@ -237,7 +250,7 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*config.Confi
 func (c *Coordinator) Reload(ctx context.Context, cfg *config.Config) error {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
-	set, err := c.engine.Load(ctx, taskSpecs(cfg.Tasks))
+	set, err := c.engine.Load(ctx, c.allSpecs(cfg.Tasks, c.deployments())) // config + deployed tasks
 	if err != nil {
 		return fmt.Errorf("load tasks: %w", err)
 	}

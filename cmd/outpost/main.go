@@ -32,6 +32,7 @@ func init() {
 		{"check", "validate a config file and its task modules", cmdCheck},
 		{"call", "call a task on the running daemon", cmdCall},
 		{"tasks", "list the running daemon's tasks", cmdTasks},
+		{"task", "deploy, list, inspect, remove or roll back tasks", cmdTask},
 		{"health", "show the running daemon's health", cmdHealth},
 		{"calls", "list or show journaled calls (calls.go)", cmdCalls},
 		{"version", "print the version", cmdVersion},
