@@ -491,3 +491,36 @@ func TestPermissionsRefusedAtLoad(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// BenchmarkHostCall is a warm call of the hostops fixture that makes one
+// host function call (outpost.now), beside the same call making none
+// (outpost.result with a zero buffer is the cheapest; op 0 would trap), so
+// the difference is the host function round trip plus the lookup.
+func BenchmarkHostCall(b *testing.B) {
+	e := newHostEngine(b, newMemHost(), nil, Spec{Name: "ops", Module: fixture(b, "hostops"), Concurrency: 1})
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		op   uint32
+	}{{"now", opNow}, {"deadline", opDeadline}, {"echo-baseline", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			if bc.op == 0 {
+				e := newEngine(b, Spec{Name: "echo", Module: "builtin:echo"})
+				in := make([]byte, 32)
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := e.Call(ctx, "echo", in); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := hostOp(ctx, e, "ops", bc.op, nil, 0, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
