@@ -29,6 +29,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/store"
 	"github.com/outpost-edge/outpost/devices"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
+	"github.com/outpost-edge/outpost/telemetry"
 )
 
 // Coordinator is one running Outpost daemon.
@@ -50,7 +51,8 @@ type Coordinator struct {
 	broker   *devices.Broker // nil with an external broker
 	client   *devices.Client
 	admin    *admin.Server
-	cloud    *cloudPart // call journal and cloud link (cloud.go)
+	tele     *telemetry.Service // telemetry.go
+	cloud    *cloudPart         // call journal and cloud link (cloud.go)
 	group    group
 
 	reloadMu sync.Mutex // one reload at a time
@@ -78,6 +80,8 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
 	}
 	c.admin = admin.NewServer(cfg.Admin.Listen, c, c.reg, log.With("part", "admin"))
+	c.tele = c.newTelemetry() // telemetry.go
+	c.admin.Handle("/v1/telemetry/", c.tele.Handler())
 	admin.MountRegistry(c.admin, c) // deploy/rm/rollback/inspect (registry.go)
 
 	g := &c.group
@@ -95,14 +99,16 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 		g.add("broker", c.broker.Start, c.broker.Stop)
 	}
 	g.add("mqtt", c.startClient, func(ctx context.Context) error { return c.client.Stop(ctx) })
+	g.add("telemetry", c.tele.Start, c.tele.Stop)
 	g.add("admin", c.admin.Start, c.admin.Stop)
 	// The stop order: drain calls first (their replies still need the MQTT
 	// client; the admin API keeps answering health and sync calls while
-	// they finish), then stop taking requests, then the MQTT client and
-	// the broker, and the runtime and the store last.
+	// they finish), then stop taking requests, then telemetry (its hub
+	// publishes through the MQTT client), then the MQTT client and the
+	// broker, and the runtime and the store last.
 	// Cloud: stop polling before the drain, flush the outbox after it while
 	// the link is up, close the journal after the last writer (cloud.go).
-	g.stopOrder = []string{"cloud-poll", "scheduler", "cloud-outbox", "admin", "mqtt", "broker", "journal", "runtime", "store"}
+	g.stopOrder = []string{"cloud-poll", "scheduler", "cloud-outbox", "admin", "telemetry", "mqtt", "broker", "journal", "runtime", "store"}
 	return c
 }
 

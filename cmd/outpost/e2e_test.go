@@ -511,6 +511,15 @@ tasks: [{name: echo, module: builtin:echo}]
 	if out, code := runCLI(t, "frobnicate"); code != 2 || !strings.Contains(out, `unknown command "frobnicate"`) {
 		t.Errorf("bad command: exit %d:\n%s", code, out)
 	}
+	if out, code := runCLI(t, "telemetry", "targets", "--admin", addr); code != 0 || !strings.Contains(out, "telemetry is not enabled") {
+		t.Errorf("telemetry targets: exit %d:\n%s", code, out)
+	}
+	if out, code := runCLI(t, "telemetry", "query", "--admin", addr, "--since", "1h"); code != 1 || !strings.Contains(out, "telemetry is not enabled") || !strings.Contains(out, "HTTP 503") {
+		t.Errorf("telemetry query while disabled: exit %d:\n%s", code, out)
+	}
+	if out, code := runCLI(t, "telemetry", "query", "--admin", addr, "--since", "soon"); code != 1 || !strings.Contains(out, "since: want a duration") {
+		t.Errorf("telemetry query with a bad flag value: exit %d:\n%s", code, out)
+	}
 	if out, code := runCLI(t, "version"); code != 0 || !strings.HasPrefix(out, "outpost ") {
 		t.Errorf("version: exit %d: %q", code, out)
 	}

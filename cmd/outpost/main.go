@@ -34,6 +34,7 @@ func init() {
 		{"tasks", "list the running daemon's tasks", cmdTasks},
 		{"task", "deploy, list, inspect, remove or roll back tasks", cmdTask},
 		{"health", "show the running daemon's health", cmdHealth},
+		{"telemetry", "read collected telemetry: targets, latest, query", cmdTelemetry},
 		{"calls", "list or show journaled calls (calls.go)", cmdCalls},
 		{"version", "print the version", cmdVersion},
 	}
