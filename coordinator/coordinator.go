@@ -292,6 +292,8 @@ func restartOnly(a, b *config.Config) []string {
 	check("storage", a.Storage != b.Storage)
 	check("scheduler", a.Scheduler != b.Scheduler)
 	check("mqtt", fmt.Sprint(a.MQTT) != fmt.Sprint(b.MQTT))
+	check("telemetry", fmt.Sprint(a.Telemetry) != fmt.Sprint(b.Telemetry))
+	check("cloud", fmt.Sprint(a.Cloud) != fmt.Sprint(b.Cloud))
 	return keys
 }
 

@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"time"
 )
@@ -76,13 +75,6 @@ func (cl *Cloud) applyDefaults() {
 
 func (c *Config) validateCloud(d *doc) {
 	cl := &c.Cloud
-	if reflect.DeepEqual(*cl, Cloud{}) {
-		// No cloud section: the link is off and the parts that read these
-		// settings (journal, scheduler queues) use the same defaults
-		// themselves; the loaded config stays equal to Defaults().
-		return
-	}
-	cl.applyDefaults()
 	if c.Source != "" && c.Source != "-" {
 		dir := filepath.Dir(c.Source)
 		for _, p := range []*string{&cl.TokenFile, &cl.TLS.CAFile, &cl.TLS.CertFile, &cl.TLS.KeyFile} {

@@ -176,6 +176,7 @@ func Defaults() Config {
 		},
 	}
 	c.Telemetry.applyDefaults()
+	c.Cloud.applyDefaults()
 	return c
 }
 
@@ -186,7 +187,8 @@ var TaskDefaults = Task{
 }
 
 func (c *Config) applyListDefaults() {
-	c.Telemetry.applyDefaults() // fills the defaults of its list entries too
+	c.Telemetry.applyDefaults() // these two fill the defaults of their list entries too
+	c.Cloud.applyDefaults()
 	for i := range c.Tasks {
 		t := &c.Tasks[i]
 		if t.ABI == "" {
