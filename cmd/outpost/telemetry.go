@@ -160,4 +160,3 @@ func num(f *float64) string {
 	}
 	return fmt.Sprintf("%g", *f)
 }
-
