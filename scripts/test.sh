@@ -71,7 +71,7 @@ step "go vet"
 go vet ./...
 
 step "staticcheck"
-staticcheck_version=2026.2.2
+staticcheck_version=v0.8.2 # release 2026.2.2
 go run "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version" ./...
 
 step "cross-build for linux/arm64 and linux/arm"
