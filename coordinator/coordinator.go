@@ -325,6 +325,11 @@ func (c *Coordinator) Health() admin.Health {
 		h.Status = "degraded"
 		h.Problems = append(h.Problems, "not connected to the MQTT broker at "+c.mqttAddr())
 	}
+	// A cloud link that is down does not make the node unhealthy: local
+	// work goes on and results wait in the outbox. Its state is shown.
+	if c.cloud != nil && c.cloud.link != nil {
+		h.Cloud = &admin.CloudHealth{URL: cfg.Cloud.URL, State: c.cloud.link.State()}
+	}
 	if st.Draining {
 		h.Status = "draining"
 	}

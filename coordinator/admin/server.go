@@ -40,6 +40,7 @@ type Health struct {
 	Version   string         `json:"version"`
 	Uptime    float64        `json:"uptime_seconds"`
 	MQTT      MQTTHealth     `json:"mqtt"`
+	Cloud     *CloudHealth   `json:"cloud,omitempty"` // nil without a cloud link
 	Scheduler SchedulerStats `json:"scheduler"`
 	Tasks     int            `json:"tasks"`
 	Problems  []string       `json:"problems,omitempty"`
@@ -50,6 +51,12 @@ type MQTTHealth struct {
 	Broker    string `json:"broker"` // embedded or external
 	Addr      string `json:"addr"`
 	Connected bool   `json:"connected"`
+}
+
+// CloudHealth describes the link to the cloud control plane.
+type CloudHealth struct {
+	URL   string `json:"url"`
+	State string `json:"state"` // connecting, up, backoff, forbidden, conflict, stopped
 }
 
 // SchedulerStats is the scheduler's load.
