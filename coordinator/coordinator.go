@@ -89,16 +89,18 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 	g.add("store", c.openStore, func(context.Context) error { return c.db.Close() })
 	g.add("runtime", c.startRuntime, c.engine.Close)
 	g.add("scheduler", func(context.Context) error { return nil }, c.drain)
-	// Cloud link and call journal (cloud.go): journal recovery needs the
-	// runtime's tasks and the scheduler; the stop order is explained there.
-	c.cloud = &cloudPart{c: c}
-	g.add("journal", c.cloud.start, c.cloud.closeJournal)
-	g.add("cloud-poll", func(context.Context) error { return nil }, c.cloud.stopPolling)
-	g.add("cloud-outbox", func(context.Context) error { return nil }, c.cloud.stop)
 	if c.broker != nil {
 		g.add("broker", c.broker.Start, c.broker.Stop)
 	}
 	g.add("mqtt", c.startClient, func(ctx context.Context) error { return c.client.Stop(ctx) })
+	// Cloud link and call journal (cloud.go): journal recovery needs the
+	// runtime's tasks and the scheduler, and the calls it runs again may
+	// publish through the MQTT client, so it starts after both; the stop
+	// order is explained in cloud.go.
+	c.cloud = &cloudPart{c: c}
+	g.add("journal", c.cloud.start, c.cloud.closeJournal)
+	g.add("cloud-poll", func(context.Context) error { return nil }, c.cloud.stopPolling)
+	g.add("cloud-outbox", func(context.Context) error { return nil }, c.cloud.stop)
 	g.add("telemetry", c.tele.Start, c.tele.Stop)
 	g.add("admin", c.admin.Start, c.admin.Stop)
 	// The stop order: drain calls first (their replies still need the MQTT
@@ -194,7 +196,7 @@ func (c *Coordinator) Run(ctx context.Context, load func() (*config.Config, erro
 	}
 	cfg := c.cfg.Load()
 	c.log.Info("outpost ready", "node", cfg.Node.ID, "version", c.version, "admin", c.admin.Addr(),
-		"mqtt", c.mqttAddr(), "tasks", len(cfg.Tasks), "routes", len(cfg.Routes))
+		"mqtt", c.mqttAddr(), "tasks", len(c.engine.Tasks()), "routes", len(cfg.Routes))
 	notify(c.log, daemon.SdNotifyReady)
 	close(c.ready)
 
@@ -273,7 +275,7 @@ func (c *Coordinator) Reload(ctx context.Context, cfg *config.Config) error {
 	next := *old
 	next.Tasks, next.Routes, next.Source = cfg.Tasks, cfg.Routes, cfg.Source
 	c.cfg.Store(&next)
-	c.log.Info("config reloaded", "tasks", len(cfg.Tasks), "routes", len(cfg.Routes))
+	c.log.Info("config reloaded", "tasks", len(c.engine.Tasks()), "routes", len(cfg.Routes))
 	return nil
 }
 

@@ -35,7 +35,7 @@ func init() {
 		{"task", "deploy, list, inspect, remove or roll back tasks", cmdTask},
 		{"health", "show the running daemon's health", cmdHealth},
 		{"telemetry", "read collected telemetry: targets, latest, query", cmdTelemetry},
-		{"calls", "list or show journaled calls (calls.go)", cmdCalls},
+		{"calls", "list or show journaled calls", cmdCalls},
 		{"version", "print the version", cmdVersion},
 	}
 }
@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "Outpost: an edge device coordinator.\n\nUsage: outpost COMMAND [flags]\n\nCommands:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun `outpost COMMAND -h` for a command's flags.")
 }
