@@ -27,6 +27,7 @@ import (
 
 	"github.com/rs/xid"
 
+	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
 )
 
@@ -34,53 +35,30 @@ func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-type command struct {
-	name, summary string
-	run           func(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int
-}
-
-var commands []command
+// app is the outpost-cloud command line.
+var app cli.App
 
 func init() {
-	commands = []command{
-		{"serve", "run the control plane", cmdServe},
-		{"enqueue", "queue one call for a node (--wait for its result)", cmdEnqueue},
-		{"batch", "run a task over every line of a JSONL file, once per item", cmdBatch},
-		{"results", "list calls and their results", cmdResults},
-		{"nodes", "list nodes", cmdNodes},
-		{"cancel", "cancel a call", cmdCancel},
+	app = cli.App{
+		Name:  "outpost-cloud",
+		Title: "outpost-cloud: the reference cloud control plane for Outpost nodes.",
+		Commands: []cli.Command{
+			{Name: "serve", Summary: "run the control plane", Run: cmdServe},
+			{Name: "enqueue", Summary: "queue one call for a node (--wait for its result)", Run: cmdEnqueue},
+			{Name: "batch", Summary: "run a task over every line of a JSONL file, once per item", Run: cmdBatch},
+			{Name: "results", Summary: "list calls and their results", Run: cmdResults},
+			{Name: "nodes", Summary: "list nodes", Run: cmdNodes},
+			{Name: "cancel", Summary: "cancel a call", Run: cmdCancel},
+		},
 	}
 }
 
 func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(errOut)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	for _, c := range commands {
-		if c.name == args[0] {
-			return c.run(ctx, args[1:], in, out, errOut)
-		}
-	}
-	fmt.Fprintf(errOut, "outpost-cloud: unknown command %q\n\n", args[0])
-	usage(errOut)
-	return 2
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "outpost-cloud: the reference cloud control plane for Outpost nodes.\n\nUsage: outpost-cloud COMMAND [flags]\n\nCommands:")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
-	}
+	return app.Run(ctx, args, in, out, errOut)
 }
 
 func newFlags(name string, errOut io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("outpost-cloud "+name, flag.ContinueOnError)
-	fs.SetOutput(errOut)
-	return fs
+	return cli.NewFlags("outpost-cloud", name, errOut)
 }
 
 // parse parses flags, allowing positional arguments before flags.
@@ -256,7 +234,7 @@ func cmdEnqueue(ctx context.Context, args []string, in io.Reader, out, errOut io
 		fmt.Fprintf(errOut, "outpost-cloud enqueue: --effect %q: want idempotent or at_most_once\n", *effect)
 		return 2
 	}
-	input, err := readInput(*data, in)
+	input, err := cli.ReadInput(*data, in)
 	if err != nil {
 		fmt.Fprintf(errOut, "outpost-cloud enqueue: %v\n", err)
 		return 2
@@ -304,20 +282,6 @@ func cmdEnqueue(ctx context.Context, args []string, in io.Reader, out, errOut io
 		}
 		return 0
 	}
-}
-
-func readInput(data string, in io.Reader) ([]byte, error) {
-	switch {
-	case data == "-":
-		return io.ReadAll(in)
-	case strings.HasPrefix(data, "@"):
-		b, err := os.ReadFile(data[1:])
-		if err != nil {
-			return nil, fmt.Errorf("--data: %w", err)
-		}
-		return b, nil
-	}
-	return []byte(data), nil
 }
 
 func cmdResults(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {

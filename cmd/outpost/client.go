@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/config"
 )
@@ -88,7 +89,7 @@ func cmdCall(ctx context.Context, args []string, in io.Reader, out, errOut io.Wr
 		fs.Usage()
 		return 2
 	}
-	input, err := readInput(*data, in)
+	input, err := cli.ReadInput(*data, in)
 	if err != nil {
 		fmt.Fprintf(errOut, "outpost call: %v\n", err)
 		return 2
@@ -108,20 +109,6 @@ func cmdCall(ctx context.Context, args []string, in io.Reader, out, errOut io.Wr
 		fmt.Fprintln(out)
 	}
 	return 0
-}
-
-func readInput(data string, in io.Reader) ([]byte, error) {
-	switch {
-	case data == "-":
-		return io.ReadAll(in)
-	case strings.HasPrefix(data, "@"):
-		b, err := os.ReadFile(data[1:])
-		if err != nil {
-			return nil, fmt.Errorf("--data: %w", err)
-		}
-		return b, nil
-	}
-	return []byte(data), nil
 }
 
 func cmdTasks(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {

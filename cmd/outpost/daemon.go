@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator"
 	"github.com/outpost-edge/outpost/coordinator/config"
@@ -18,9 +19,7 @@ import (
 const builtinName = "built-in config (configs/outpost.yaml)"
 
 func newFlags(name string, errOut io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("outpost "+name, flag.ContinueOnError)
-	fs.SetOutput(errOut)
-	return fs
+	return cli.NewFlags("outpost", name, errOut)
 }
 
 // parseFlags parses args and reports whether the command should go on,

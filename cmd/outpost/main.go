@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+
+	"github.com/outpost-edge/outpost/cmd/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -19,53 +21,31 @@ func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-type command struct {
-	name, summary string
-	run           func(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int
-}
-
-var commands []command
+// app is the outpost command line.
+var app cli.App
 
 func init() {
-	commands = []command{
-		{"run", "run the daemon", cmdRun},
-		{"check", "validate a config file and its task modules", cmdCheck},
-		{"call", "call a task on the running daemon", cmdCall},
-		{"tasks", "list the running daemon's tasks", cmdTasks},
-		{"task", "deploy, list, inspect, remove or roll back tasks", cmdTask},
-		{"health", "show the running daemon's health", cmdHealth},
-		{"telemetry", "read collected telemetry: targets, latest, query", cmdTelemetry},
-		{"calls", "list or show journaled calls", cmdCalls},
-		{"version", "print the version", cmdVersion},
+	app = cli.App{
+		Name:  "outpost",
+		Title: "Outpost: an edge device coordinator.",
+		Commands: []cli.Command{
+			{Name: "run", Summary: "run the daemon", Run: cmdRun},
+			{Name: "check", Summary: "validate a config file and its task modules", Run: cmdCheck},
+			{Name: "call", Summary: "call a task on the running daemon", Run: cmdCall},
+			{Name: "tasks", Summary: "list the running daemon's tasks", Run: cmdTasks},
+			{Name: "task", Summary: "deploy, list, inspect, remove or roll back tasks", Run: cmdTask},
+			{Name: "health", Summary: "show the running daemon's health", Run: cmdHealth},
+			{Name: "telemetry", Summary: "read collected telemetry: targets, latest, query", Run: cmdTelemetry},
+			{Name: "calls", Summary: "list or show journaled calls", Run: cmdCalls},
+			{Name: "version", Summary: "print the version", Run: cmdVersion},
+		},
 	}
 }
 
 // run dispatches a subcommand and returns the exit code: 0 success,
 // 1 failure, 2 bad usage.
 func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(errOut)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
-	}
-	for _, c := range commands {
-		if c.name == args[0] {
-			return c.run(ctx, args[1:], in, out, errOut)
-		}
-	}
-	fmt.Fprintf(errOut, "outpost: unknown command %q\n\n", args[0])
-	usage(errOut)
-	return 2
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "Outpost: an edge device coordinator.\n\nUsage: outpost COMMAND [flags]\n\nCommands:")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintln(w, "\nRun `outpost COMMAND -h` for a command's flags.")
+	return app.Run(ctx, args, in, out, errOut)
 }
 
 func versionString() string {
