@@ -1,8 +1,10 @@
 // Package gnmiserver owns Outpost's gNMI server: the collected data (every
-// target, as the hub hands it over) is kept in an openconfig/gnmi cache and
-// served with its subscribe package (Subscribe in STREAM, POLL and ONCE
-// modes), plus Get from the same cache, so gnmic, Telegraf or gnmi_cli can
-// subscribe to Outpost itself. TLS and username/password are optional;
+// target, as the hub hands it over) is kept in an openconfig/gnmi cache;
+// Subscribe in POLL and ONCE modes is served by openconfig's subscribe
+// package, STREAM by this package (SAMPLE with sample_interval,
+// suppress_redundant and heartbeat_interval; ON_CHANGE; TARGET_DEFINED per
+// leaf: see stream.go), plus Get from the same cache, so gnmic, Telegraf or
+// gnmi_cli can subscribe to Outpost itself. TLS and username/password are optional;
 // config validation refuses a listener beyond loopback without both.
 package gnmiserver
 
@@ -12,6 +14,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/openconfig/gnmi/cache"
 	"github.com/openconfig/gnmi/ctree"
+	"github.com/openconfig/gnmi/match"
 	"github.com/openconfig/gnmi/path"
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"github.com/openconfig/gnmi/subscribe"
@@ -42,7 +46,8 @@ type Server struct {
 	cfg   config.GNMIServer
 	log   *slog.Logger
 	cache *cache.Cache
-	sub   *subscribe.Server
+	sub   *subscribe.Server // ONCE and POLL
+	match *match.Match      // STREAM subscriptions waiting for changes
 	user  string
 	pass  string
 	tls   *tls.Config
@@ -61,8 +66,12 @@ func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.SetClient(sub.Update)
-	s := &Server{cfg: cfg, log: log, cache: c, sub: sub, targets: map[string]bool{}}
+	s := &Server{cfg: cfg, log: log, cache: c, sub: sub, match: match.New(), targets: map[string]bool{}}
+	c.SetClient(func(l *ctree.Leaf) {
+		if n, ok := l.Value().(*gpb.Notification); ok {
+			subscribe.UpdateNotification(s.match, l, n, path.ToStrings(n.GetPrefix(), true))
+		}
+	})
 	if cfg.Username != "" {
 		b, err := os.ReadFile(cfg.PasswordFile)
 		if err != nil {
@@ -196,8 +205,47 @@ func (s *Server) authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 	return h(ctx, req)
 }
 
-// Subscribe serves STREAM, POLL and ONCE from the cache.
-func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error { return s.sub.Subscribe(stream) }
+// Subscribe serves STREAM (stream.go), POLL and ONCE from the cache. A
+// prefix without a target means every target ("*"), as for Get.
+func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
+	req, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	list := req.GetSubscribe()
+	if list == nil {
+		return status.Error(codes.InvalidArgument, "the first request must be a subscription list")
+	}
+	if list.GetPrefix().GetTarget() == "" {
+		list = proto.Clone(list).(*gpb.SubscriptionList)
+		if list.Prefix == nil {
+			list.Prefix = &gpb.Path{}
+		}
+		list.Prefix.Target = "*"
+		req = &gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: list}}
+	}
+	if list.GetMode() == gpb.SubscriptionList_STREAM {
+		return s.serveStream(stream, list)
+	}
+	return s.sub.Subscribe(&replayStream{GNMI_SubscribeServer: stream, first: req})
+}
+
+// replayStream hands the already read first request to the subscribe package.
+type replayStream struct {
+	gpb.GNMI_SubscribeServer
+	first *gpb.SubscribeRequest
+}
+
+func (r *replayStream) Recv() (*gpb.SubscribeRequest, error) {
+	if f := r.first; f != nil {
+		r.first = nil
+		return f, nil
+	}
+	return r.GNMI_SubscribeServer.Recv()
+}
 
 // Capabilities reports the encodings served.
 func (s *Server) Capabilities(context.Context, *gpb.CapabilityRequest) (*gpb.CapabilityResponse, error) {

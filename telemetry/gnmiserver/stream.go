@@ -1,0 +1,330 @@
+package gnmiserver
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/openconfig/gnmi/coalesce"
+	"github.com/openconfig/gnmi/ctree"
+	"github.com/openconfig/gnmi/path"
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// STREAM subscriptions are served here rather than by the openconfig
+// subscribe package, which forwards every change whatever the mode:
+//
+//   - SAMPLE sends the matching leaves every sample_interval (0: the
+//     server's DefaultSampleInterval); with suppress_redundant a leaf whose
+//     value did not change since it was last sent is left out, unless
+//     heartbeat_interval has passed since then.
+//   - ON_CHANGE sends a leaf when its value changes (changes queued faster
+//     than the client reads are coalesced to the latest value); with
+//     heartbeat_interval a leaf not sent for that long is sent again.
+//   - TARGET_DEFINED chooses per leaf: numeric values (counters, gauges) are
+//     sampled as SAMPLE with the subscription's intervals, every other value
+//     (states, names, events) is sent on change.
+//
+// Unless updates_only is set, every matching leaf is sent first, then the
+// sync response; the first sample follows one interval later.
+
+// DefaultSampleInterval is the interval of a SAMPLE (or TARGET_DEFINED)
+// subscription that asks for 0.
+const DefaultSampleInterval = time.Second
+
+// MinSampleInterval is the shortest sample or heartbeat interval served;
+// shorter non-zero intervals are refused with InvalidArgument.
+const MinSampleInterval = 100 * time.Millisecond
+
+type streamSub struct {
+	query     []string // path without target, for cache queries
+	mode      gpb.SubscriptionMode
+	sample    time.Duration
+	heartbeat time.Duration
+	suppress  bool
+	sent      map[*ctree.Leaf]sentLeaf // under streamer.mu
+}
+
+type sentLeaf struct {
+	n  *gpb.Notification
+	at time.Time
+}
+
+// streamer serves one STREAM Subscribe RPC.
+type streamer struct {
+	srv    *Server
+	stream gpb.GNMI_SubscribeServer
+	target string
+	subs   []*streamSub
+	queue  *coalesce.Queue
+
+	mu sync.Mutex // serialises Send; guards every sub's sent
+}
+
+// changeKey is what the match tree queues for an ON_CHANGE or
+// TARGET_DEFINED subscription: the same leaf changing again before it was
+// sent is coalesced.
+type changeKey struct {
+	sub  *streamSub
+	leaf *ctree.Leaf
+}
+
+type changeClient struct {
+	sub *streamSub
+	q   *coalesce.Queue
+}
+
+func (c *changeClient) Update(v any) {
+	if l, ok := v.(*ctree.Leaf); ok {
+		_, _ = c.q.Insert(changeKey{c.sub, l}) // closed queue: the stream is ending
+	}
+}
+
+func newStreamSub(prefix *gpb.Path, s *gpb.Subscription) (*streamSub, error) {
+	full, err := path.CompletePath(prefix, s.GetPath())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
+	}
+	ss := &streamSub{query: full, mode: s.GetMode(), suppress: s.GetSuppressRedundant(),
+		sample: time.Duration(s.GetSampleInterval()), heartbeat: time.Duration(s.GetHeartbeatInterval()),
+		sent: map[*ctree.Leaf]sentLeaf{}}
+	switch ss.mode {
+	case gpb.SubscriptionMode_SAMPLE, gpb.SubscriptionMode_TARGET_DEFINED:
+		if ss.sample == 0 {
+			ss.sample = DefaultSampleInterval
+		}
+	case gpb.SubscriptionMode_ON_CHANGE:
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "subscription mode %v not supported", ss.mode)
+	}
+	if (ss.sample != 0 && ss.sample < MinSampleInterval) || (ss.heartbeat != 0 && ss.heartbeat < MinSampleInterval) {
+		return nil, status.Errorf(codes.InvalidArgument, "sample and heartbeat intervals must be 0 or at least %v", MinSampleInterval)
+	}
+	return ss, nil
+}
+
+// sampled reports whether a TARGET_DEFINED subscription samples this leaf
+// (numeric values) rather than sending it on change.
+func sampled(n *gpb.Notification) bool {
+	if len(n.GetUpdate()) == 0 {
+		return false
+	}
+	switch n.GetUpdate()[0].GetVal().GetValue().(type) {
+	case *gpb.TypedValue_IntVal, *gpb.TypedValue_UintVal, *gpb.TypedValue_FloatVal, *gpb.TypedValue_DoubleVal, *gpb.TypedValue_DecimalVal:
+		return true
+	}
+	return false
+}
+
+func sameValue(a, b *gpb.Notification) bool {
+	if a == b {
+		return true
+	}
+	ua, ub := a.GetUpdate(), b.GetUpdate()
+	return len(ua) == 1 && len(ub) == 1 && proto.Equal(ua[0].GetVal(), ub[0].GetVal())
+}
+
+type leafNote struct {
+	l *ctree.Leaf
+	n *gpb.Notification
+}
+
+// leaves returns the data leaves matching ss now (collected first so no
+// cache lock is held while sending).
+func (st *streamer) leaves(ss *streamSub) ([]leafNote, error) {
+	var out []leafNote
+	err := st.srv.cache.Query(st.target, ss.query, func(_ []string, l *ctree.Leaf, v any) error {
+		if n, ok := v.(*gpb.Notification); ok && !isMeta(n) {
+			out = append(out, leafNote{l, n})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// send sends one leaf's notification; st.mu is held.
+func (st *streamer) send(ss *streamSub, x leafNote, now time.Time) error {
+	ss.sent[x.l] = sentLeaf{x.n, now}
+	return st.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: x.n}})
+}
+
+// initial sends every matching leaf of every subscription.
+func (st *streamer) initial() error {
+	for _, ss := range st.subs {
+		xs, err := st.leaves(ss)
+		if err != nil {
+			return status.Errorf(codes.Internal, "query: %v", err)
+		}
+		now := time.Now()
+		st.mu.Lock()
+		for _, x := range xs {
+			if err := st.send(ss, x, now); err != nil {
+				st.mu.Unlock()
+				return err
+			}
+		}
+		st.mu.Unlock()
+	}
+	return nil
+}
+
+// tick sends what one sample (sample true) or heartbeat round owes.
+func (st *streamer) tick(ss *streamSub, sample bool) error {
+	xs, err := st.leaves(ss)
+	if err != nil {
+		return status.Errorf(codes.Internal, "query: %v", err)
+	}
+	now := time.Now()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, x := range xs {
+		td := ss.mode == gpb.SubscriptionMode_TARGET_DEFINED
+		last, seen := ss.sent[x.l]
+		if sample {
+			if td && !sampled(x.n) {
+				continue
+			}
+			// A heartbeat is due when the next sample would come too late.
+			if ss.suppress && seen && sameValue(last.n, x.n) && (ss.heartbeat == 0 || now.Sub(last.at)+ss.sample/2 < ss.heartbeat) {
+				continue
+			}
+		} else {
+			if td && sampled(x.n) {
+				continue // its sample ticks carry the heartbeat
+			}
+			if seen && now.Sub(last.at) < ss.heartbeat {
+				continue
+			}
+		}
+		if err := st.send(ss, x, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// change sends a changed leaf of an ON_CHANGE or TARGET_DEFINED subscription.
+func (st *streamer) change(k changeKey) error {
+	n, ok := k.leaf.Value().(*gpb.Notification)
+	if !ok || isMeta(n) {
+		return nil
+	}
+	if k.sub.mode == gpb.SubscriptionMode_TARGET_DEFINED && sampled(n) {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if last, ok := k.sub.sent[k.leaf]; ok && sameValue(last.n, n) {
+		return nil // already sent (initial dump) or not a change
+	}
+	return st.send(k.sub, leafNote{k.leaf, n}, time.Now())
+}
+
+// serveStream serves a STREAM subscription list until the client goes away.
+func (s *Server) serveStream(stream gpb.GNMI_SubscribeServer, list *gpb.SubscriptionList) error {
+	target := list.GetPrefix().GetTarget()
+	if !s.cache.HasTarget(target) {
+		return status.Errorf(codes.NotFound, "no such target: %q", target)
+	}
+	st := &streamer{srv: s, stream: stream, target: target, queue: coalesce.NewQueue()}
+	defer st.queue.Close()
+	for _, sub := range list.GetSubscription() {
+		ss, err := newStreamSub(list.GetPrefix(), sub)
+		if err != nil {
+			return err
+		}
+		st.subs = append(st.subs, ss)
+	}
+	if len(st.subs) == 0 {
+		return status.Error(codes.InvalidArgument, "no subscriptions")
+	}
+	// Register for changes before the initial dump so none is missed in
+	// between; change() skips what the dump already sent.
+	for _, ss := range st.subs {
+		if ss.mode == gpb.SubscriptionMode_SAMPLE {
+			continue
+		}
+		remove := s.match.AddQuery(append([]string{target}, ss.query...), &changeClient{ss, st.queue})
+		defer remove()
+	}
+	if !list.GetUpdatesOnly() {
+		if err := st.initial(); err != nil {
+			return err
+		}
+	}
+	st.mu.Lock()
+	err := stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_SyncResponse{SyncResponse: true}})
+	st.mu.Unlock()
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	errc := make(chan error, 2*len(st.subs)+1)
+	var wg sync.WaitGroup
+	run := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	every := func(d time.Duration, f func() error) func() error {
+		return func() error {
+			t := time.NewTicker(d)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					if err := f(); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	run(func() error {
+		for {
+			item, _, err := st.queue.Next(ctx)
+			if err != nil {
+				if coalesce.IsClosedQueue(err) || errors.Is(err, context.Canceled) || ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			if k, ok := item.(changeKey); ok {
+				if err := st.change(k); err != nil {
+					return err
+				}
+			}
+		}
+	})
+	for _, ss := range st.subs {
+		if ss.mode != gpb.SubscriptionMode_ON_CHANGE {
+			run(every(ss.sample, func() error { return st.tick(ss, true) }))
+		}
+		if ss.mode != gpb.SubscriptionMode_SAMPLE && ss.heartbeat > 0 {
+			// Checked four times per heartbeat: a leaf goes out at most a
+			// quarter heartbeat late.
+			run(every(ss.heartbeat/4, func() error { return st.tick(ss, false) }))
+		}
+	}
+	<-ctx.Done()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
