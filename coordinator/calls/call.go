@@ -109,6 +109,10 @@ type Call struct {
 	Attempt int
 	// Effect says whether the call may run again after a crash.
 	Effect Effect
+	// ReplyTo is where the result goes besides the caller's Done, kept in
+	// the journal so a recovered call can still answer: the reply topic of
+	// an MQTT route.
+	ReplyTo string
 
 	State  State
 	Result Result

@@ -62,6 +62,7 @@ func newRecord(c *Call) *Record {
 	r := &Record{
 		ID: c.ID, Task: c.Task, Input: c.Input, Source: c.Source, Queue: c.Queue, Priority: c.Priority,
 		Key: c.IdempotencyKey, Effect: c.Effect, Attempt: max(c.Attempt, 1), State: Received, Received: time.Now(),
+		ReplyTo: c.ReplyTo,
 	}
 	if !c.StartBy.IsZero() {
 		// -1: already past at receipt (0 means no start-by).
@@ -79,14 +80,59 @@ func newRecord(c *Call) *Record {
 // acknowledged. A call the scheduler refuses finishes at once with
 // StatusRejected (journaled, reported like any result).
 func (d *Durable) Accept(cs []*Call) ([]Outcome, error) {
-	out := make([]Outcome, len(cs))
-	var (
-		kvs      []kv
-		fresh    []*Record
-		replays  []*Record
-		freshIdx []int
-	)
+	a, err := d.prepare(cs)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.kvs) > 0 {
+		err = d.j.commit(true, a.kvs...)
+	}
+	if err := d.complete(a, err); err != nil {
+		return nil, err
+	}
+	return a.out, nil
+}
+
+// AcceptAsync is Accept for callers that must not block (the MQTT
+// client's handler): it returns at once, and done gets the outcomes once
+// every call is on disk (or the error), on the journal's completion
+// goroutine, where it must not block for long. The calls are queued
+// before done runs. An error from done means nothing was journaled.
+func (d *Durable) AcceptAsync(cs []*Call, done func([]Outcome, error)) {
+	a, err := d.prepare(cs)
+	if err != nil {
+		done(nil, err)
+		return
+	}
+	finish := func(err error) {
+		if err := d.complete(a, err); err != nil {
+			done(nil, err)
+			return
+		}
+		done(a.out, nil)
+	}
+	if len(a.kvs) == 0 {
+		finish(nil)
+		return
+	}
+	d.j.commitAsync(finish, a.kvs...)
+}
+
+// acceptance is an Accept between its journal write and its completion.
+type acceptance struct {
+	cs       []*Call
+	out      []Outcome
+	kvs      []kv
+	fresh    []*Record
+	freshIdx []int
+	replays  []*Record
+}
+
+// prepare decides what to do with each call and builds the journal writes.
+func (d *Durable) prepare(cs []*Call) (*acceptance, error) {
+	a := &acceptance{cs: cs, out: make([]Outcome, len(cs))}
 	d.j.mu.Lock()
+	defer d.j.mu.Unlock()
 	for i, c := range cs {
 		if c.IdempotencyKey == "" {
 			c.IdempotencyKey = c.ID
@@ -96,16 +142,15 @@ func (d *Durable) Accept(cs []*Call) ([]Outcome, error) {
 		}
 		prev, match, err := d.findLocked(c)
 		if err != nil {
-			d.j.mu.Unlock()
 			return nil, err
 		}
 		if prev != nil {
 			if prev.State < Finished {
-				out[i] = InFlight
+				a.out[i] = InFlight
 				d.j.m.duplicates.WithLabelValues(match, "running").Inc()
 				continue
 			}
-			out[i] = Replayed
+			a.out[i] = Replayed
 			d.j.m.duplicates.WithLabelValues(match, "replayed").Inc()
 			r := prev
 			if prev.ID != c.ID || prev.State == Reported {
@@ -117,53 +162,54 @@ func (d *Durable) Accept(cs []*Call) ([]Outcome, error) {
 				r.Result, r.State, r.Finished, r.Attempt = &res, Finished, time.Now(), prev.Attempt
 				e, err := d.j.recordKV(r)
 				if err != nil {
-					d.j.mu.Unlock()
 					return nil, err
 				}
-				kvs = append(kvs, e)
+				a.kvs = append(a.kvs, e)
 				d.j.recs[r.ID] = r
 				d.j.addOutboxLocked(r)
 			}
 			cp := *r
-			replays = append(replays, &cp)
+			a.replays = append(a.replays, &cp)
 			continue
 		}
 		r := newRecord(c)
 		e, err := d.j.recordKV(r)
 		if err != nil {
-			d.j.mu.Unlock()
 			return nil, err
 		}
-		kvs = append(kvs, e)
+		a.kvs = append(a.kvs, e)
 		if r.Key != r.ID {
-			kvs = append(kvs, kv{key: idemKey(r.Key), val: []byte(r.ID)})
+			a.kvs = append(a.kvs, kv{key: idemKey(r.Key), val: []byte(r.ID)})
 			d.j.keys[r.Key] = r.ID
 		}
 		d.j.recs[r.ID] = r
-		fresh = append(fresh, r)
-		freshIdx = append(freshIdx, i)
+		a.fresh = append(a.fresh, r)
+		a.freshIdx = append(a.freshIdx, i)
 	}
-	d.j.mu.Unlock()
-	if len(kvs) > 0 {
-		if err := d.j.commit(true, kvs...); err != nil {
-			d.j.mu.Lock()
-			for _, r := range fresh {
-				delete(d.j.recs, r.ID)
-				if d.j.keys[r.Key] == r.ID {
-					delete(d.j.keys, r.Key)
-				}
+	return a, nil
+}
+
+// complete queues the fresh calls of a once their write is on disk, or
+// forgets them if it failed (err).
+func (d *Durable) complete(a *acceptance, err error) error {
+	if err != nil {
+		d.j.mu.Lock()
+		for _, r := range a.fresh {
+			delete(d.j.recs, r.ID)
+			if d.j.keys[r.Key] == r.ID {
+				delete(d.j.keys, r.Key)
 			}
-			d.j.mu.Unlock()
-			return nil, fmt.Errorf("journal calls: %w", err)
 		}
+		d.j.mu.Unlock()
+		return fmt.Errorf("journal calls: %w", err)
 	}
-	for k, r := range fresh {
-		d.queue(cs[freshIdx[k]], r)
+	for k, r := range a.fresh {
+		d.queue(a.cs[a.freshIdx[k]], r)
 	}
-	for _, r := range replays {
+	for _, r := range a.replays {
 		d.onFinish(r)
 	}
-	return out, nil
+	return nil
 }
 
 // findLocked looks for an earlier record of c by id, then by idempotency key.
@@ -323,7 +369,7 @@ func (r *Record) call() *Call {
 	c := &Call{
 		ID: r.ID, Task: r.Task, Input: r.Input, Source: r.Source, Queue: r.Queue, Priority: r.Priority,
 		IdempotencyKey: r.Key, Attempt: r.Attempt, Effect: r.Effect, Received: time.Now(),
-		MaxRun: time.Duration(r.MaxRunMS) * time.Millisecond,
+		MaxRun: time.Duration(r.MaxRunMS) * time.Millisecond, ReplyTo: r.ReplyTo,
 	}
 	if r.StartByMS != 0 {
 		c.StartBy = c.Received.Add(time.Duration(r.StartByMS) * time.Millisecond)

@@ -32,6 +32,9 @@ type Record struct {
 	Runs     int     `json:"runs"` // STARTED writes: an upper bound on executions
 	State    State   `json:"state"`
 	Result   *Result `json:"result,omitempty"`
+	// ReplyTo is where the result goes besides the journal: the reply
+	// topic of an MQTT route ("" for cloud and admin calls).
+	ReplyTo string `json:"reply_to,omitempty"`
 	// StartByMS and MaxRunMS are relative: measured from receipt on the
 	// node's monotonic clock, and from the restart after a crash.
 	StartByMS int64 `json:"start_by_ms,omitempty"`
@@ -72,6 +75,9 @@ type commitReq struct {
 	kvs   []kv
 	done  chan error // nil: asynchronous (no fsync wait)
 	after func()     // run by the committer once the write is applied
+	// notify, when set, gets the outcome (after the fsync) on the journal's
+	// completion goroutine, never on the committer: it may write again.
+	notify func(error)
 }
 
 // Journal is the durable log of calls in the state store. Writes go
@@ -93,6 +99,13 @@ type Journal struct {
 	once sync.Once
 
 	stopCompact, compactDone chan struct{}
+
+	// Completions of asynchronous commits (commitAsync), run in order by
+	// one goroutine owned by the journal (completeLoop).
+	cbMu   sync.Mutex
+	cbq    []func()
+	cbWake chan struct{}
+	cbDone chan struct{}
 
 	// fault, when set (tests), fails commits: a full disk.
 	fault func() error
@@ -128,11 +141,51 @@ func OpenJournal(db *store.DB, opts JournalOptions, log *slog.Logger, reg promet
 		db: db, opts: opts, log: log, m: newJournalMetrics(reg),
 		reqs: make(chan *commitReq, 4096), stop: make(chan struct{}), done: make(chan struct{}),
 		stopCompact: make(chan struct{}), compactDone: make(chan struct{}),
+		cbWake: make(chan struct{}, 1), cbDone: make(chan struct{}),
 		recs: map[string]*Record{}, keys: map[string]string{},
 	}
 	go j.run()
 	go j.compactLoop()
+	go j.completeLoop()
 	return j
+}
+
+// completeLoop runs the completions of asynchronous commits in commit
+// order. It ends once the committer has stopped and nothing is left.
+func (j *Journal) completeLoop() {
+	defer close(j.cbDone)
+	for {
+		j.cbMu.Lock()
+		q := j.cbq
+		j.cbq = nil
+		j.cbMu.Unlock()
+		for _, f := range q {
+			f()
+		}
+		if len(q) > 0 {
+			continue
+		}
+		select {
+		case <-j.cbWake:
+		case <-j.done:
+			j.cbMu.Lock()
+			left := len(j.cbq)
+			j.cbMu.Unlock()
+			if left == 0 {
+				return
+			}
+		}
+	}
+}
+
+func (j *Journal) complete(f func()) {
+	j.cbMu.Lock()
+	j.cbq = append(j.cbq, f)
+	j.cbMu.Unlock()
+	select {
+	case j.cbWake <- struct{}{}:
+	default:
+	}
 }
 
 func (j *Journal) compactLoop() {
@@ -161,6 +214,7 @@ func (j *Journal) Close() error {
 		close(j.stop)
 	})
 	<-j.done
+	<-j.cbDone
 	return nil
 }
 
@@ -204,7 +258,7 @@ func (j *Journal) apply(batch []*commitReq) {
 	err := j.write(batch)
 	wait := false
 	for _, r := range batch {
-		wait = wait || r.done != nil
+		wait = wait || r.done != nil || r.notify != nil
 	}
 	if err == nil && wait {
 		err = j.db.Sync()
@@ -222,6 +276,10 @@ func (j *Journal) apply(batch []*commitReq) {
 		}
 		if r.done != nil {
 			r.done <- err
+		}
+		if r.notify != nil {
+			notify := r.notify
+			j.complete(func() { notify(err) })
 		}
 	}
 }
@@ -281,6 +339,25 @@ func (j *Journal) commit(durable bool, kvs ...kv) error {
 		default:
 			return errJournalClosed
 		}
+	}
+}
+
+// commitAsync queues kvs and returns at once; notify gets the outcome once
+// they are on disk (or the write failed), on the completion goroutine. It
+// never blocks unless the commit queue is full. On a closed journal notify
+// runs at once on the caller's goroutine with an error.
+func (j *Journal) commitAsync(notify func(error), kvs ...kv) {
+	r := &commitReq{kvs: kvs, notify: notify}
+	select {
+	case <-j.done:
+		notify(errJournalClosed)
+		return
+	default:
+	}
+	select {
+	case j.reqs <- r:
+	case <-j.done:
+		notify(errJournalClosed)
 	}
 }
 
