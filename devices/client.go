@@ -26,6 +26,12 @@ type Message struct {
 	Payload  []byte
 	QoS      byte
 	Retained bool
+	// Ack acknowledges a QoS 1 or 2 message to the broker. It is set only
+	// when the client was made with SetManualAck(true); then it must be
+	// called once the message is safe (from any goroutine, at most once
+	// counts), or the broker keeps it in flight. Nil otherwise: the
+	// client acknowledges when the handler returns.
+	Ack func()
 }
 
 // Handler receives every message of the client's subscriptions. It is called
@@ -51,6 +57,7 @@ type Client struct {
 	m   clientMetrics
 
 	user, password string // set by SetCredentials, instead of the config's
+	manualAck      bool   // set by SetManualAck
 
 	// mu guards the fields below. It is held while subscribe/unsubscribe
 	// requests are queued (never while waiting for them) so that the
@@ -122,6 +129,14 @@ func NewClient(cfg config.MQTT, brokerURL string, h Handler, log *slog.Logger, r
 func (c *Client) SetCredentials(username, password string) {
 	c.user, c.password = username, password
 }
+
+// SetManualAck makes the handler acknowledge QoS 1 and 2 messages itself
+// (Message.Ack) instead of the client doing it when the handler returns;
+// call it before Start. The session is then persistent (clean session off,
+// under the fixed client id), so a broker keeps the messages that were not
+// acknowledged when the daemon stopped, and those published while it was
+// away, and delivers them when it connects again.
+func (c *Client) SetManualAck(on bool) { c.manualAck = on }
 
 // SetSubscriptions replaces the wanted subscriptions. They are made on every
 // connection; while connected, removed filters are unsubscribed and new (or
@@ -246,7 +261,11 @@ func (c *Client) options() (*paho.ClientOptions, error) {
 	o := paho.NewClientOptions()
 	o.AddBroker(u.String())
 	o.SetClientID(c.cfg.ClientID)
-	o.SetCleanSession(true)
+	// Clean session, unless the handler acknowledges messages itself: then
+	// a persistent session keeps what it has not acknowledged across a
+	// restart. Either way subscriptions are made again on every connect.
+	o.SetCleanSession(!c.manualAck)
+	o.SetAutoAckDisabled(c.manualAck)
 	o.SetOrderMatters(true) // handlers do not block; false would start a goroutine per message
 	o.SetStore(paho.NewMemoryStore())
 	if d := c.cfg.KeepAlive.Std(); d > 0 {
@@ -366,7 +385,11 @@ func (c *Client) onConnect(pc paho.Client) {
 
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	c.m.received.Inc()
-	c.h(Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained()})
+	msg := Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained()}
+	if c.manualAck {
+		msg.Ack = m.Ack
+	}
+	c.h(msg)
 }
 
 // Publish sends a message. QoS 0 is not waited for; QoS 1 and 2 wait for the
