@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/coordinator/remote"
+	"github.com/outpost-edge/outpost/devices"
 )
 
 // cloudPart owns the call journal and the cloud link. The journal runs
@@ -29,7 +31,27 @@ type cloudPart struct {
 	journal *calls.Journal
 	durable *calls.Durable
 	link    *remote.Client
+	replies *mqttReplier
+
+	// mu guards ready and pending: QoS 1 messages that arrived before the
+	// journal was open (the MQTT client starts first). They are journaled,
+	// and acknowledged, once it is.
+	mu      sync.Mutex
+	ready   *calls.Durable
+	pending []pendingMessage
 }
+
+// pendingMessage is a QoS 1 message waiting for the journal to open.
+type pendingMessage struct {
+	calls []*calls.Call
+	ack   func()
+	topic string
+}
+
+// maxPending bounds the messages held before the journal opens; the
+// broker's in-flight window usually bounds them first. Past it a message
+// is not acknowledged: the broker delivers it again in the next session.
+const maxPending = 4096
 
 func (p *cloudPart) start(ctx context.Context) error {
 	c := p.c
@@ -48,17 +70,32 @@ func (p *cloudPart) start(ctx context.Context) error {
 		}, nil, c.log.With("part", "cloud"), c.reg)
 	}
 	link := p.link
+	p.replies = newMQTTReplier(c, p.journal, c.log.With("part", "mqtt-replies"))
+	replies, journal := p.replies, p.journal
 	p.durable = calls.NewDurable(p.journal, c.sched, log, func(r *calls.Record) {
-		if link != nil && r.Source.Kind == remote.SourceKind {
-			link.Notify()
+		switch r.Source.Kind {
+		case remote.SourceKind:
+			if link != nil {
+				link.Notify()
+			}
+		case mqttSource:
+			replies.notify()
+		case adminSource:
+			// The result is read with GET /v1/calls/{id}: it is delivered
+			// once it is in the journal, and kept for the retention.
+			if err := journal.MarkReported(r.ID); err != nil {
+				log.Warn("journal: mark admin call reported", "call", r.ID, "err", err)
+			}
 		}
 	})
 	if link != nil {
 		link.SetNode(remote.NewNode(p.durable))
 	}
+	p.replies.start()
 	if err := p.durable.Recover(ctx); err != nil {
 		return fmt.Errorf("recover journal: %w", err)
 	}
+	p.open()
 	c.admin.Handle("GET /v1/calls", http.HandlerFunc(p.listCalls))
 	c.admin.Handle("GET /v1/calls/{id}", http.HandlerFunc(p.showCall))
 	if link != nil {
@@ -75,8 +112,14 @@ func (p *cloudPart) stopPolling(context.Context) error {
 	return nil
 }
 
-// stop flushes the outbox while the link is up, within ctx.
+// stop flushes the outbox while the link and the MQTT client are up,
+// within ctx: cloud results are uploaded, MQTT replies published.
 func (p *cloudPart) stop(ctx context.Context) error {
+	if p.replies != nil {
+		if err := p.replies.stop(ctx); err != nil {
+			p.c.log.Warn("mqtt replies still in the journal (published after restart)", "err", err)
+		}
+	}
 	if p.link == nil {
 		return nil
 	}
@@ -85,6 +128,85 @@ func (p *cloudPart) stop(ctx context.Context) error {
 	}
 	return nil
 }
+
+// open makes the journal take MQTT calls, first those that waited for it.
+func (p *cloudPart) open() {
+	p.mu.Lock()
+	p.ready = p.durable
+	pending := p.pending
+	p.pending = nil
+	p.mu.Unlock()
+	for _, m := range pending {
+		p.journalMQTT(p.durable, m)
+	}
+}
+
+// acceptMQTT journals the calls of a QoS 1 message and acknowledges it
+// once they are on disk. It never blocks (the MQTT client's goroutine).
+func (p *cloudPart) acceptMQTT(m devices.Message, cs []*calls.Call) {
+	pm := pendingMessage{calls: cs, ack: m.Ack, topic: m.Topic}
+	p.mu.Lock()
+	d := p.ready
+	if d == nil {
+		if len(p.pending) >= maxPending {
+			p.mu.Unlock()
+			p.c.dropped(m.Topic, cs[0].Task, "not_ready")
+			return
+		}
+		p.pending = append(p.pending, pm)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	p.journalMQTT(d, pm)
+}
+
+func (p *cloudPart) journalMQTT(d *calls.Durable, m pendingMessage) {
+	if p.c.sched.Stats().Draining {
+		// Not acknowledged: a broker that keeps the session delivers it
+		// again after the restart, where it runs.
+		p.c.dropped(m.topic, m.calls[0].Task, "draining")
+		return
+	}
+	d.AcceptAsync(m.calls, func(_ []calls.Outcome, err error) {
+		if err != nil {
+			p.c.log.Error("mqtt message not journaled: not acknowledged", "topic", m.topic, "err", err)
+			p.c.dropped(m.topic, m.calls[0].Task, "journal")
+			return
+		}
+		m.ack()
+	})
+}
+
+// CallAsync implements admin.AsyncNode: it journals c (synced) and queues
+// it; the caller answers once it returns. The result is read from the
+// journal (GET /v1/calls/{id}).
+func (c *Coordinator) CallAsync(call *calls.Call) error {
+	p := c.cloud
+	p.mu.Lock()
+	d := p.ready
+	p.mu.Unlock()
+	if d == nil {
+		return fmt.Errorf("call journal not open: %w", calls.ErrDraining)
+	}
+	if _, ok := (executor{c.engine}).Concurrency(call.Task); !ok {
+		return fmt.Errorf("%w %q", calls.ErrUnknownTask, call.Task)
+	}
+	if st := c.sched.Stats(); st.Draining {
+		return calls.ErrDraining
+	} else if st.Queued >= st.QueueSize {
+		return calls.ErrQueueFull
+	}
+	call.Source.Kind = adminSource
+	if call.Effect == "" {
+		call.Effect = calls.AtMostOnce
+	}
+	_, err := d.Accept([]*calls.Call{call})
+	return err
+}
+
+// adminSource is the source kind of admin API calls.
+const adminSource = "admin"
 
 func (p *cloudPart) closeJournal(context.Context) error {
 	if p.journal == nil {

@@ -161,6 +161,7 @@ func (c *Coordinator) startClient(ctx context.Context) error {
 		url = "tcp://" + c.broker.Addr()
 	}
 	c.client = devices.NewClient(cfg.MQTT, url, c.onMessage, c.log.With("part", "mqtt"), c.reg)
+	c.client.SetManualAck(true) // QoS 1 routes: acknowledged once journaled (intake.go)
 	if c.broker != nil {
 		c.client.SetCredentials(c.broker.InternalCredentials())
 	}

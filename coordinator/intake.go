@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/routes"
@@ -13,40 +16,78 @@ import (
 // onMessage turns an MQTT message into one call per matching route. It
 // runs on the MQTT client's goroutine, so it never blocks: Submit only
 // queues, and a refused call is counted and dropped.
+//
+// A message that came with QoS 1 or 2 on a route with qos 1 expects
+// delivery: its calls are journaled (group commit, without waiting here)
+// and the message is acknowledged to the broker only once they are on
+// disk (cloud.go, acceptMQTT). Such calls run at least once: recovery
+// runs them again after a crash, and their replies are published from the
+// journal (mqttReplier). Other messages are acknowledged at once and their
+// calls are held in memory, as before.
 func (c *Coordinator) onMessage(m devices.Message) {
+	var durable []*calls.Call
 	for _, match := range c.routes.Load().Match(m.Topic) {
-		call := calls.New(match.Task, m.Payload, calls.Source{Kind: "mqtt", Ref: m.Topic})
-		if reply := match.ReplyTopic(m.Topic); reply != "" {
+		call := calls.New(match.Task, m.Payload, calls.Source{Kind: mqttSource, Ref: m.Topic})
+		reply := match.ReplyTopic(m.Topic)
+		if m.QoS >= 1 && match.QoS >= 1 && m.Ack != nil {
+			call.Effect = calls.Idempotent // at least once: see docs/architecture.md, Durability
+			call.ReplyTo = reply
+			durable = append(durable, call)
+			continue
+		}
+		if reply != "" {
 			qos := match.QoS
 			call.Done = func(call *calls.Call) { c.reply(reply, qos, call) }
 		}
 		if err := c.sched.Submit(call); err != nil {
-			reason := "queue_full"
-			switch {
-			case errors.Is(err, calls.ErrDraining):
-				reason = "draining"
-			case errors.Is(err, calls.ErrUnknownTask):
-				reason = "unknown_task"
-			}
-			c.m.intakeDropped.WithLabelValues(reason).Inc()
-			c.log.Debug("message dropped", "topic", m.Topic, "task", match.Task, "reason", reason)
+			c.dropped(m.Topic, match.Task, dropReason(err))
 		}
 	}
+	if len(durable) == 0 {
+		if m.Ack != nil {
+			m.Ack()
+		}
+		return
+	}
+	c.cloud.acceptMQTT(m, durable)
+}
+
+// mqttSource is the source kind of calls made by MQTT routes.
+const mqttSource = "mqtt"
+
+func dropReason(err error) string {
+	switch {
+	case errors.Is(err, calls.ErrDraining):
+		return "draining"
+	case errors.Is(err, calls.ErrUnknownTask):
+		return "unknown_task"
+	}
+	return "queue_full"
+}
+
+func (c *Coordinator) dropped(topic, task, reason string) {
+	c.m.intakeDropped.WithLabelValues(reason).Inc()
+	c.log.Debug("message dropped", "topic", topic, "task", task, "reason", reason)
 }
 
 // reply publishes a finished call's output, or its error document, to the
 // route's reply topic.
 func (c *Coordinator) reply(topic string, qos byte, call *calls.Call) {
-	payload := call.Result.Output
-	if !call.Result.OK() {
-		payload, _ = json.Marshal(call.ErrorDoc())
-		c.log.Info("call failed", "task", call.Task, "call", call.ID, "source", call.Source.String(), "status", call.Result.Status, "err", call.Result.Error)
+	if err := c.publishResult(topic, qos, call.ID, call.Task, call.Source, call.Result); err != nil {
+		c.log.Warn("reply not published", "topic", topic, "task", call.Task, "call", call.ID, "err", err)
+	}
+}
+
+// publishResult publishes a call's output, or its error document.
+func (c *Coordinator) publishResult(topic string, qos byte, id, task string, src calls.Source, res calls.Result) error {
+	payload := res.Output
+	if !res.OK() {
+		payload, _ = json.Marshal(calls.ErrorDoc{Error: calls.ErrorBody{Code: res.Status, Message: res.Error}, Task: task, CallID: id})
+		c.log.Info("call failed", "task", task, "call", id, "source", src.String(), "status", res.Status, "err", res.Error)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Load().MQTT.PublishTimeout.Std())
 	defer cancel()
-	if err := c.client.Publish(ctx, topic, qos, payload); err != nil {
-		c.log.Warn("reply not published", "topic", topic, "task", call.Task, "call", call.ID, "err", err)
-	}
+	return c.client.Publish(ctx, topic, qos, payload)
 }
 
 func subscriptions(t *routes.Table) []devices.Subscription {
@@ -55,4 +96,136 @@ func subscriptions(t *routes.Table) []devices.Subscription {
 		subs = append(subs, devices.Subscription{Filter: f, QoS: q})
 	}
 	return subs
+}
+
+// mqttReplier publishes the replies of journaled MQTT calls (QoS 1
+// routes) from the journal's outbox, after their FINISHED record is on
+// disk, and marks them reported once the broker has them. It is the MQTT
+// counterpart of the cloud link's uploader: a reply survives a crash
+// between the end of the call and its publication (it is published after
+// the restart; a crash after the publication and before the REPORTED write
+// lands publishes it again: at least once). A call without a reply topic
+// is marked reported at once.
+type mqttReplier struct {
+	c   *Coordinator
+	j   *calls.Journal
+	log *slog.Logger
+
+	wake chan struct{}
+	quit chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// replyBatch is how many replies are taken from the outbox at once, and
+// replyParallel how many are published at once.
+const (
+	replyBatch    = 256
+	replyParallel = 16
+)
+
+func newMQTTReplier(c *Coordinator, j *calls.Journal, log *slog.Logger) *mqttReplier {
+	return &mqttReplier{c: c, j: j, log: log, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (r *mqttReplier) start() { go r.run() }
+
+// notify says there may be replies to publish. It never blocks.
+func (r *mqttReplier) notify() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *mqttReplier) run() {
+	defer close(r.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-r.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-r.wake:
+		case <-r.quit:
+			return
+		}
+		_ = r.flush(ctx)
+	}
+}
+
+// stop ends the loop and publishes what is left, within ctx (the MQTT
+// client is still up). What is not published stays in the journal.
+func (r *mqttReplier) stop(ctx context.Context) error {
+	r.once.Do(func() { close(r.quit) })
+	<-r.done
+	return r.flush(ctx)
+}
+
+// flush publishes the outbox's MQTT replies until none is left or ctx
+// ends. While the client is not connected it waits and tries again.
+func (r *mqttReplier) flush(ctx context.Context) error {
+	for {
+		recs, _, _ := r.j.Outbox(mqttSource, replyBatch)
+		if len(recs) == 0 {
+			return nil
+		}
+		// FINISHED was written without waiting; it is on disk before the
+		// reply leaves (one fsync for the batch).
+		if err := r.j.Flush(); err != nil {
+			return err
+		}
+		var (
+			mu        sync.Mutex
+			reported  []string
+			retry     bool
+			wg        sync.WaitGroup
+			semaphore = make(chan struct{}, replyParallel)
+		)
+		for _, rec := range recs {
+			if rec.ReplyTo == "" || rec.Result == nil {
+				reported = append(reported, rec.ID)
+				continue
+			}
+			semaphore <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-semaphore; wg.Done() }()
+				err := r.c.publishResult(rec.ReplyTo, 1, rec.ID, rec.Task, rec.Source, *rec.Result)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					reported = append(reported, rec.ID)
+				case errors.Is(err, devices.ErrNotConnected) || errors.Is(err, context.DeadlineExceeded):
+					retry = true // kept: published once the broker is back
+				default:
+					// As for a reply held in memory: logged, not retried.
+					r.log.Warn("reply not published", "topic", rec.ReplyTo, "task", rec.Task, "call", rec.ID, "err", err)
+					reported = append(reported, rec.ID)
+				}
+			}()
+		}
+		wg.Wait()
+		if err := r.j.MarkReported(reported...); err != nil {
+			return err
+		}
+		if retry {
+			t := time.NewTimer(time.Second)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 }

@@ -64,8 +64,9 @@ func cmdCall(ctx context.Context, args []string, in io.Reader, out, errOut io.Wr
 	af := addAdminFlags(fs)
 	data := fs.String("data", "", "input: a literal, @FILE to read a file, or - for standard input (default: empty)")
 	timeout := fs.Duration("timeout", 0, "deadline for the call (default: the task's timeout)")
+	async := fs.Bool("async", false, "journal the call and print its id once it is on disk; read the result with `outpost calls show ID --wait`")
 	fs.Usage = func() {
-		fmt.Fprintln(errOut, "Usage: outpost call TASK [--data INPUT] [--timeout 5s] [--admin ADDR]")
+		fmt.Fprintln(errOut, "Usage: outpost call TASK [--data INPUT] [--timeout 5s | --async] [--admin ADDR]")
 		fs.PrintDefaults()
 	}
 	// Accept the task name before or after the flags.
@@ -98,6 +99,19 @@ func cmdCall(ctx context.Context, args []string, in io.Reader, out, errOut io.Wr
 	if err != nil {
 		printProblems(errOut, err)
 		return 1
+	}
+	if *async {
+		if *timeout > 0 {
+			fmt.Fprintln(errOut, "outpost call: --timeout does not apply to --async (the task's own timeout does)")
+			return 2
+		}
+		id, err := c.CallAsync(ctx, task, input)
+		if err != nil {
+			fmt.Fprintf(errOut, "outpost call: %v\n", err)
+			return 1
+		}
+		fmt.Fprintln(out, id)
+		return 0
 	}
 	output, err := c.Call(ctx, task, input, *timeout)
 	if err != nil {

@@ -67,6 +67,45 @@ func (c *Client) Call(ctx context.Context, task string, input []byte, timeout ti
 	return nil, e
 }
 
+// CallAsync journals a call of task with input on the daemon and returns
+// its id once it is on disk; the result is read with GetCall.
+func (c *Client) CallAsync(ctx context.Context, task string, input []byte) (string, error) {
+	u := c.base + "/v1/tasks/" + url.PathEscape(task) + "/call?async=true"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(input))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	body, code, err := c.do(req)
+	if err != nil {
+		return "", err
+	}
+	if code == http.StatusAccepted {
+		var a AsyncAccepted
+		if err := json.Unmarshal(body, &a); err != nil || a.CallID == "" {
+			return "", fmt.Errorf("call %s: bad answer: %s", task, bytes.TrimSpace(body))
+		}
+		return a.CallID, nil
+	}
+	e := &CallError{HTTPStatus: code}
+	if json.Unmarshal(body, &e.Doc) != nil || e.Doc.Error.Code == "" {
+		return "", fmt.Errorf("call %s: unexpected answer %d: %s", task, code, bytes.TrimSpace(body))
+	}
+	if e.Doc.Task == "" {
+		e.Doc.Task = task
+	}
+	return "", e
+}
+
+// GetCall returns the journal record of a call (GET /v1/calls/{id}).
+func (c *Client) GetCall(ctx context.Context, id string) (*calls.Record, error) {
+	var r calls.Record
+	if err := c.Get(ctx, "/v1/calls/"+url.PathEscape(id), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // Health returns the daemon's health; a daemon that is not ok still answers.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health

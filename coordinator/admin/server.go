@@ -33,6 +33,20 @@ type Node interface {
 	Call(ctx context.Context, c *calls.Call) (calls.Result, error)
 }
 
+// AsyncNode is a Node that takes asynchronous calls: CallAsync journals
+// the call (on disk when it returns) and queues it; its state and result
+// are read with GET /v1/calls/{id}, which the node mounts.
+type AsyncNode interface {
+	CallAsync(c *calls.Call) error
+}
+
+// AsyncAccepted is the body of a 202 answer to an asynchronous call.
+type AsyncAccepted struct {
+	CallID string `json:"call_id"`
+	Task   string `json:"task"`
+	State  string `json:"state"`
+}
+
 // Health is the body of GET /v1/health.
 type Health struct {
 	Status    string         `json:"status"` // ok, degraded, draining
@@ -164,12 +178,24 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
+	async := false
+	if a := r.URL.Query().Get("async"); a != "" {
+		var err error
+		if async, err = strconv.ParseBool(a); err != nil {
+			writeError(w, http.StatusBadRequest, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: "bad_request", Message: fmt.Sprintf("async %q is not a boolean", a)}})
+			return
+		}
+	}
 	input, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInput))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: "bad_request", Message: fmt.Sprintf("read input: %v (at most %d bytes)", err, MaxInput)}})
 		return
 	}
 	c := calls.New(task, input, calls.Source{Kind: "admin", Ref: r.RemoteAddr})
+	if async {
+		s.callAsync(w, c, r.URL.Query().Get("timeout") != "")
+		return
+	}
 	res, err := s.node.Call(ctx, c)
 	if err != nil {
 		code, status := http.StatusServiceUnavailable, calls.StatusRejected
@@ -193,6 +219,36 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeError(w, statusCode(res.Status), c.ErrorDoc())
+}
+
+// callAsync journals c and answers 202 with its id once it is on disk.
+func (s *Server) callAsync(w http.ResponseWriter, c *calls.Call, timeout bool) {
+	an, ok := s.node.(AsyncNode)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, calls.ErrorDoc{Task: c.Task, Error: calls.ErrorBody{Code: "bad_request", Message: "this daemon takes no asynchronous calls"}})
+		return
+	}
+	if timeout {
+		writeError(w, http.StatusBadRequest, calls.ErrorDoc{Task: c.Task, Error: calls.ErrorBody{Code: "bad_request", Message: "timeout does not apply to an asynchronous call (the task's own timeout does)"}})
+		return
+	}
+	if err := an.CallAsync(c); err != nil {
+		code, status := http.StatusServiceUnavailable, calls.StatusRejected
+		switch {
+		case errors.Is(err, calls.ErrUnknownTask):
+			code, status = http.StatusNotFound, calls.StatusUnknown
+		case errors.Is(err, calls.ErrQueueFull):
+			w.Header().Set("Retry-After", "1")
+		case errors.Is(err, calls.ErrDraining):
+		default:
+			code = http.StatusInternalServerError // the journal could not write it
+		}
+		writeError(w, code, calls.ErrorDoc{Task: c.Task, CallID: c.ID, Error: calls.ErrorBody{Code: status, Message: err.Error()}})
+		return
+	}
+	w.Header().Set("X-Outpost-Call-Id", c.ID)
+	w.Header().Set("Location", "/v1/calls/"+c.ID)
+	writeJSON(w, http.StatusAccepted, AsyncAccepted{CallID: c.ID, Task: c.Task, State: calls.Received.String()})
 }
 
 // statusCode maps how a call ended to an HTTP status.
