@@ -9,6 +9,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/outpost-edge/outpost/runtime/builtin"
@@ -108,4 +109,97 @@ func BenchmarkCommand(b *testing.B) {
 			b.Fatalf("out %q", out)
 		}
 	}
+}
+
+// BenchmarkFreshInstance measures one call on a fresh instance of
+// builtin:echo (instantiate, outpost_alloc, outpost_handle, close): the cost
+// of a fresh_instance task or a command. raw-wazero does the same directly
+// with wazero's defaults (compiler, CloseOnContextDone, a deadline);
+// raw-wazero-tuned adds what the engine does: WithRandSource(crypto/rand)
+// and the reusing off-heap memory allocator. engine-default is the engine
+// with both tunings off, engine-tuned as it runs.
+func BenchmarkFreshInstance(b *testing.B) {
+	input := []byte("0123456789abcdef")
+	ctx := context.Background()
+	bin, _ := builtin.Lookup("echo")
+
+	raw := func(tuned bool) func(b *testing.B) {
+		return func(b *testing.B) {
+			rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true))
+			defer rt.Close(ctx)
+			wasi_snapshot_preview1.MustInstantiate(ctx, rt)
+			compiled, err := rt.CompileModule(ctx, bin)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg := wazero.NewModuleConfig().WithName("")
+			ictx := ctx
+			if tuned {
+				pool := newMemPool()
+				defer pool.close(false)
+				cfg = cfg.WithRandSource(rand.Reader)
+				ictx = experimental.WithMemoryAllocator(ctx, pool)
+			}
+			stack := make([]uint64, 2)
+			b.ReportAllocs()
+			for b.Loop() {
+				cctx, cancel := context.WithTimeout(ictx, 5*time.Second)
+				mod, err := rt.InstantiateModule(cctx, compiled, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				stack[0] = uint64(len(input))
+				if err := mod.ExportedFunction("outpost_alloc").CallWithStack(cctx, stack); err != nil {
+					b.Fatal(err)
+				}
+				ptr := api.DecodeU32(stack[0])
+				mem := mod.Memory()
+				if !mem.Write(ptr, input) {
+					b.Fatal("write")
+				}
+				stack[0], stack[1] = uint64(ptr), uint64(len(input))
+				if err := mod.ExportedFunction("outpost_handle").CallWithStack(cctx, stack); err != nil {
+					b.Fatal(err)
+				}
+				view, ok := mem.Read(uint32(stack[0]>>32), uint32(stack[0]))
+				if !ok || len(view) != len(input) {
+					b.Fatal("read")
+				}
+				out := make([]byte, len(view))
+				copy(out, view)
+				_ = mod.Close(cctx)
+				cancel()
+			}
+		}
+	}
+	b.Run("raw-wazero", raw(false))
+	b.Run("raw-wazero-tuned", raw(true))
+
+	engine := func(tuned bool) func(b *testing.B) {
+		return func(b *testing.B) {
+			e := New(Options{Logger: testLogger(b)})
+			e.heapMemory, e.defaultRand = !tuned, !tuned
+			if err := e.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close(ctx)
+			set, err := e.Load(ctx, []Spec{{Name: "echo", Module: "builtin:echo", FreshInstance: true}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			e.Activate(set)
+			b.ReportAllocs()
+			for b.Loop() {
+				out, err := e.Call(ctx, "echo", input)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(out) != len(input) {
+					b.Fatal("short output")
+				}
+			}
+		}
+	}
+	b.Run("engine-default", engine(false))
+	b.Run("engine-tuned", engine(true))
 }

@@ -69,6 +69,10 @@ type Spec struct {
 	Concurrency int           // max simultaneous calls and pool size; 0 = 4
 	// Permissions grant host API access (publish, call, kv); zero: none.
 	Permissions Permissions
+	// FreshInstance gives every call of a reactor a new instance, closed
+	// after the call: no state survives between calls (as for a command).
+	// Commands always run fresh.
+	FreshInstance bool
 }
 
 // Limits are the effective limits of a loaded task.
@@ -86,6 +90,9 @@ type TaskInfo struct {
 	Digest string // sha256 of the module bytes, hex
 	Size   int    // module size in bytes
 	Limits Limits
+	// FreshInstance: every call gets a new instance (Spec.FreshInstance,
+	// and always for commands).
+	FreshInstance bool
 }
 
 // Engine runs task modules. Its methods are safe for concurrent use.
@@ -99,6 +106,13 @@ type Engine struct {
 	active   atomic.Pointer[Set]
 	closing  atomic.Bool
 	inflight atomic.Int64
+
+	// mem allocates the guests' linear memories off the Go heap and reuses
+	// them (memalloc.go); heapMemory and defaultRand turn the instantiation
+	// tunings off, for benchmarks.
+	mem         *memPool
+	heapMemory  bool
+	defaultRand bool
 
 	mu      sync.Mutex
 	started bool
@@ -124,7 +138,7 @@ func New(opts Options) *Engine {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{opts: opts, log: log, codes: make(map[*code]struct{})}
+	e := &Engine{opts: opts, log: log, codes: make(map[*code]struct{}), mem: newMemPool()}
 	e.active.Store(&Set{})
 	return e
 }
@@ -277,7 +291,7 @@ func (e *Engine) Load(ctx context.Context, specs []Spec) (*Set, error) {
 			continue
 		}
 		key := codeKey{digest: n.digest, pages: n.pages, abi: n.abi}
-		if t := old.tasks[s.Name]; t != nil && t.code.key == key && t.limits == n.limits && t.module == s.Module && t.grants.equal(s.Permissions) {
+		if t := old.tasks[s.Name]; t != nil && t.code.key == key && t.limits == n.limits && t.module == s.Module && t.grants.equal(s.Permissions) && t.fresh == s.FreshInstance {
 			t.refs++ // carried over: same code, same limits, warm pool kept
 			set.tasks[s.Name] = t
 			continue
@@ -430,6 +444,8 @@ func (e *Engine) Tasks() []TaskInfo {
 			Digest: hex.EncodeToString(t.code.key.digest[:]),
 			Size:   t.code.size,
 			Limits: t.limits,
+
+			FreshInstance: t.fresh || t.code.abi == ABICommand,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -467,6 +483,9 @@ wait:
 		case <-tick.C:
 		}
 	}
+	// From here freed memories are unmapped (or, with guests still running,
+	// only released: one may still be leaving its memory).
+	e.mem.close(e.inflight.Load() > 0)
 	e.codesMu.Lock()
 	codes := make([]*code, 0, len(e.codes))
 	for c := range e.codes {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 )
 
@@ -26,6 +27,7 @@ type task struct {
 	limits Limits
 	perms  perms
 	grants Permissions // as given, to tell whether a reload changes them
+	fresh  bool        // a new reactor instance per call (Spec.FreshInstance)
 	log    *slog.Logger
 	base   wazero.ModuleConfig
 	sem    chan struct{} // one token per call running
@@ -36,6 +38,7 @@ type task struct {
 
 	mu       sync.Mutex
 	idle     []*instance
+	stdio    []*stdio // kept for the next instance (fresh instances come and go)
 	inflight int
 	retired  bool
 	closed   bool
@@ -50,8 +53,7 @@ type instance struct {
 	handle api.Function
 	stack  []uint64
 	limit  uint64 // bytes its memory may reach
-	stderr *lineLogger
-	stdout *lineLogger
+	io     *stdio
 
 	// Set by host functions during a call.
 	failed  bool
@@ -69,16 +71,21 @@ func newTask(e *Engine, c *code, n normalized) *task {
 		limits: n.limits,
 		perms:  compilePerms(n.spec.Permissions),
 		grants: n.spec.Permissions,
+		fresh:  n.spec.FreshInstance,
 		log:    e.log.With("task", n.spec.Name),
 		sem:    make(chan struct{}, n.limits.Concurrency),
 	}
 	t.base = wazero.NewModuleConfig().
 		WithName("").
 		WithArgs(t.name).
-		WithRandSource(rand.Reader).
 		WithSysWalltime().
 		WithSysNanotime().
 		WithStartFunctions()
+	if !e.defaultRand {
+		// wazero's default seeds a math/rand source per instance: a quarter
+		// of an instantiation's cost (DESIGN.md "Runtime facts").
+		t.base = t.base.WithRandSource(rand.Reader)
+	}
 	t.instancesCreated = e.metrics.instancesCreated.WithLabelValues(t.name)
 	t.calls = e.metrics.calls.WithLabelValues(t.name)
 	return t
@@ -146,22 +153,64 @@ func (t *task) warm(ctx context.Context) error {
 	if cerr != nil {
 		return fmt.Errorf("instantiate: %s: %s", cerr.Kind, cerr.Msg)
 	}
+	if t.fresh { // _initialize works; calls make their own instances
+		t.closeInstance(inst)
+		return nil
+	}
 	t.mu.Lock()
 	t.idle = append(t.idle, inst)
 	t.mu.Unlock()
 	return nil
 }
 
-func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
-	inst := &instance{
-		task:   t,
-		stack:  make([]uint64, 2),
+// instantiateCtx is ctx carrying the engine's memory allocator.
+func (t *task) instantiateCtx(ctx context.Context) context.Context {
+	if t.e.heapMemory {
+		return ctx
+	}
+	return experimental.WithMemoryAllocator(ctx, t.e.mem)
+}
+
+// stdio is a reactor instance's stderr and stdout loggers with the module
+// config writing to them, built once and reused by later instances.
+type stdio struct {
+	stderr, stdout *lineLogger
+	cfg            wazero.ModuleConfig
+}
+
+func (t *task) getStdio() *stdio {
+	t.mu.Lock()
+	if n := len(t.stdio); n > 0 {
+		s := t.stdio[n-1]
+		t.stdio = t.stdio[:n-1]
+		t.mu.Unlock()
+		return s
+	}
+	t.mu.Unlock()
+	s := &stdio{
 		stderr: newLineLogger(t.log, slog.LevelInfo, "stderr", nil),
 		stdout: newLineLogger(t.log, slog.LevelDebug, "stdout", nil),
 	}
-	mod, err := t.code.rt.InstantiateModule(ctx, t.code.compiled,
-		t.base.WithStderr(inst.stderr).WithStdout(inst.stdout))
+	s.cfg = t.base.WithStderr(s.stderr).WithStdout(s.stdout)
+	return s
+}
+
+// putStdio flushes s and keeps it for reuse (at most concurrency of them).
+func (t *task) putStdio(s *stdio) {
+	s.stderr.Flush()
+	s.stdout.Flush()
+	t.mu.Lock()
+	if len(t.stdio) < t.limits.Concurrency {
+		t.stdio = append(t.stdio, s)
+	}
+	t.mu.Unlock()
+}
+
+func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
+	inst := &instance{task: t, stack: make([]uint64, 2), io: t.getStdio()}
+	mod, err := t.code.rt.InstantiateModule(t.instantiateCtx(ctx), t.code.compiled, inst.io.cfg)
 	if err != nil {
+		t.putStdio(inst.io)
 		return nil, t.classify(ctx, nil, err, "instantiate")
 	}
 	t.instancesCreated.Inc()
@@ -199,13 +248,15 @@ func (t *task) closeInstance(inst *instance) {
 	t.code.mu.Lock()
 	delete(t.code.insts, inst.mod)
 	t.code.mu.Unlock()
-	inst.stderr.Flush()
-	inst.stdout.Flush()
 	_ = inst.mod.Close(context.Background())
+	t.putStdio(inst.io)
 }
 
 // get takes an idle instance or creates one.
 func (t *task) get(ctx context.Context) (*instance, *CallError) {
+	if t.fresh {
+		return t.newInstance(ctx)
+	}
 	t.mu.Lock()
 	if n := len(t.idle); n > 0 {
 		inst := t.idle[n-1]
@@ -220,6 +271,10 @@ func (t *task) get(ctx context.Context) (*instance, *CallError) {
 
 // put returns a healthy instance to the pool (a retired task closes it).
 func (t *task) put(inst *instance) {
+	if t.fresh {
+		t.closeInstance(inst)
+		return
+	}
 	t.mu.Lock()
 	if !t.retired {
 		t.idle = append(t.idle, inst)
@@ -327,7 +382,7 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 			t.log.Error("panic during call", "panic", r)
 		}
 	}()
-	mod, err := t.code.rt.InstantiateModule(ctx, t.code.compiled, t.base.
+	mod, err := t.code.rt.InstantiateModule(t.instantiateCtx(ctx), t.code.compiled, t.base.
 		WithStdin(bytes.NewReader(input)).WithStdout(stdout).WithStderr(stderr))
 	if err != nil {
 		return nil, t.classify(ctx, nil, err, "instantiate")
