@@ -357,18 +357,6 @@ func (c *Coordinator) Call(ctx context.Context, call *calls.Call) (calls.Result,
 	return c.sched.Do(ctx, call)
 }
 
-func taskSpecs(ts []config.Task) []outpostrt.Spec {
-	specs := make([]outpostrt.Spec, len(ts))
-	for i, t := range ts {
-		specs[i] = outpostrt.Spec{
-			Name: t.Name, Module: t.Module, ABI: t.ABI,
-			MemoryLimit: uint64(t.Limits.Memory), Timeout: t.Limits.Timeout.Std(), Concurrency: t.Limits.Concurrency,
-			Permissions: outpostrt.Permissions{Publish: t.Permissions.Publish, Call: t.Permissions.Call, KVQuota: uint64(t.Permissions.KVQuota)},
-		}
-	}
-	return specs
-}
-
 // CheckTasks compiles and validates every task module of cfg without
 // running anything, for `outpost check`.
 func CheckTasks(ctx context.Context, cfg *config.Config) error {

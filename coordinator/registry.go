@@ -39,6 +39,8 @@ type Manifest struct {
 	ABI         string             `yaml:"abi" json:"abi"`
 	Limits      config.Limits      `yaml:"limits" json:"limits"`
 	Permissions config.Permissions `yaml:"permissions" json:"permissions"`
+	// FreshInstance: a new instance per call (config key fresh_instance).
+	FreshInstance bool `yaml:"fresh_instance" json:"fresh_instance,omitempty"`
 }
 
 // deployment is one deployed task with its versions, oldest first; the
@@ -149,6 +151,20 @@ func (c *Coordinator) loadDeployments(ctx context.Context) error {
 	return nil
 }
 
+// taskSpecs turns config tasks into runtime specs.
+func taskSpecs(ts []config.Task) []outpostrt.Spec {
+	specs := make([]outpostrt.Spec, len(ts))
+	for i, t := range ts {
+		specs[i] = outpostrt.Spec{
+			Name: t.Name, Module: t.Module, ABI: t.ABI,
+			MemoryLimit: uint64(t.Limits.Memory), Timeout: t.Limits.Timeout.Std(), Concurrency: t.Limits.Concurrency,
+			Permissions:   outpostrt.Permissions{Publish: t.Permissions.Publish, Call: t.Permissions.Call, KVQuota: uint64(t.Permissions.KVQuota)},
+			FreshInstance: t.FreshInstance,
+		}
+	}
+	return specs
+}
+
 // allSpecs is the whole task set: the config's tasks, then deployed tasks
 // (a deployed task named like a config task is skipped: the config wins).
 func (c *Coordinator) allSpecs(tasks []config.Task, deps map[string]*deployment) []outpostrt.Spec {
@@ -171,6 +187,7 @@ func (c *Coordinator) allSpecs(tasks []config.Task, deps map[string]*deployment)
 		specs = append(specs, taskSpecs([]config.Task{{
 			Name: n, Module: c.blobPath(v.Digest), ABI: v.Manifest.ABI,
 			Limits: v.Manifest.Limits, Permissions: v.Manifest.Permissions,
+			FreshInstance: v.Manifest.FreshInstance,
 		}})...)
 	}
 	return specs

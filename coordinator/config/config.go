@@ -115,6 +115,9 @@ type Task struct {
 	Limits Limits `yaml:"limits"`
 	// Permissions grant the task host API access (docs/abi.md); none by default.
 	Permissions Permissions `yaml:"permissions"`
+	// FreshInstance gives every call of a reactor a new instance (no state
+	// kept between calls); commands always run fresh.
+	FreshInstance bool `yaml:"fresh_instance"`
 }
 
 // Permissions say what a task may do through the host API (issue 3).
