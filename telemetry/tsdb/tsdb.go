@@ -53,6 +53,10 @@ type series struct {
 	parsed model.Path
 	latest point
 	has    bool
+	// expires (Unix ns) is when the last data written for the series
+	// expires (badger TTL from the write): after it the latest value is
+	// hidden and, past a grace period, the series leaves the index.
+	expires int64
 }
 
 // DB is the time-series store.
@@ -170,6 +174,7 @@ func (d *DB) Start() {
 				}
 			case <-r.C:
 				d.enforceSize()
+				d.prune(time.Now())
 				for d.db.RunValueLogGC(0.5) == nil {
 				}
 			}
@@ -226,13 +231,19 @@ func (d *DB) load() error {
 			if int(sid) >= len(d.byID) || d.byID[sid] == nil {
 				continue
 			}
+			s := d.byID[sid]
 			_ = lit.Item().Value(func(v []byte) error {
 				p, err := decodeLatest(v)
 				if err == nil {
-					d.byID[sid].latest, d.byID[sid].has = p, true
+					s.latest, s.has = p, true
 				}
 				return nil
 			})
+			// The latest entry is rewritten with every flush holding points of
+			// the series, so it expires last.
+			if e := lit.Item().ExpiresAt(); e > 0 {
+				s.expires = int64(e) * 1e9
+			}
 		}
 		return nil
 	})
@@ -248,6 +259,7 @@ func (d *DB) Append(us []model.Update) error {
 		d.mu.Unlock()
 		return ErrClosed
 	}
+	exp := time.Now().Add(d.ttl).UnixNano() // written at the next flush, so not earlier
 	for i := range us {
 		u := &us[i]
 		s := d.byKey[seriesKey{u.Target, u.Path}]
@@ -262,6 +274,7 @@ func (d *DB) Append(us []model.Update) error {
 		if !s.has || u.Time >= s.latest.ts {
 			s.latest, s.has = point{u.Time, u.Value}, true
 		}
+		s.expires = max(s.expires, exp)
 		d.pending = append(d.pending, pend{s.id, point{u.Time, u.Value}})
 	}
 	full := len(d.pending) >= d.maxP
@@ -285,7 +298,9 @@ func (d *DB) Flush() error {
 	d.pending, d.newSer = make([]pend, 0, max(1024, len(batch))), nil
 	latest := map[uint32]point{}
 	for _, p := range batch {
-		latest[p.sid] = d.byID[p.sid].latest
+		if s := d.byID[p.sid]; s != nil { // never pruned while points are pending
+			latest[p.sid] = s.latest
+		}
 	}
 	d.mu.Unlock()
 	if len(batch) == 0 && len(newSer) == 0 {
@@ -391,6 +406,58 @@ func (d *DB) oldestHour() (uint32, bool) {
 	return h, ok
 }
 
+// pruneGrace is how long after its data expired a series stays indexed:
+// points are buffered up to a flush interval before they are written (and
+// their TTL starts), and badger counts TTLs in whole seconds.
+func (d *DB) pruneGrace() time.Duration {
+	return d.cfg.FlushInterval.Std() + 2*time.Second
+}
+
+// prune drops from the index (memory and disk) every series whose data has
+// expired: no point of it is left, so it is no longer listed by Latest,
+// Query or the series count. A series that comes back gets a new id. It
+// returns the number of series dropped.
+func (d *DB) prune(now time.Time) int {
+	d.flushMu.Lock()
+	defer d.flushMu.Unlock()
+	cut := now.Add(-d.pruneGrace()).UnixNano()
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return 0
+	}
+	var gone []*series
+	for k, s := range d.byKey {
+		if s.expires < cut {
+			gone = append(gone, s)
+			delete(d.byKey, k)
+			d.byID[s.id] = nil
+		}
+	}
+	d.mu.Unlock()
+	if len(gone) == 0 {
+		return 0
+	}
+	wb := d.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, s := range gone {
+		if err := wb.Delete(indexKey(s.target, s.path)); err != nil {
+			d.log.Warn("telemetry store: prune series index", "err", err)
+			return len(gone)
+		}
+		if err := wb.Delete(latestKey(s.id)); err != nil {
+			d.log.Warn("telemetry store: prune series index", "err", err)
+			return len(gone)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		// The entries come back at the next open and are pruned again.
+		d.log.Warn("telemetry store: prune series index", "err", err)
+	}
+	d.log.Debug("telemetry store: expired series dropped from the index", "series", len(gone))
+	return len(gone)
+}
+
 // Close flushes, stops the background loop and closes the DB. Safe twice.
 func (d *DB) Close() error {
 	select {
@@ -458,8 +525,9 @@ func (d *DB) Latest(target string, pat model.Pattern) []model.Update {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	out := make([]model.Update, 0, len(ss))
+	now := time.Now().UnixNano()
 	for _, s := range ss {
-		if s.has {
+		if s.has && now <= s.expires {
 			out = append(out, model.Update{Target: s.target, Path: s.path, Time: s.latest.ts, Value: s.latest.v})
 		}
 	}

@@ -268,3 +268,96 @@ func TestQueryEmptyStore(t *testing.T) {
 		t.Error("query of an empty store walked every hour since 1970")
 	}
 }
+
+func (d *DB) seriesCount() int {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return len(d.byKey)
+}
+
+// With a 1 s retention: the latest value of a series with no new data is
+// hidden once its data expired, the series then leaves the index (memory and
+// disk), a series that keeps getting data stays, and one that comes back
+// starts over.
+func TestRetentionExpiresLatestAndPrunesIndex(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config.Telemetry{Store: config.TelemetryStore{Retention: config.Duration(time.Second), FlushInterval: config.Duration(50 * time.Millisecond)}}.WithDefaults().Store
+	openShort := func() *DB {
+		d, err := Open(Options{Dir: dir, Cfg: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	all, _ := model.ParsePattern("")
+	paths := func(us []model.Update) []string {
+		var out []string
+		for _, u := range us {
+			out = append(out, u.Target+u.Path)
+		}
+		return out
+	}
+	d := openShort()
+	t0 := time.Now()
+	d.Append([]model.Update{
+		{Target: "sw1", Path: "/a", Time: t0.UnixNano(), Value: model.Int(1)},
+		{Target: "sw1", Path: "/b", Time: t0.UnixNano(), Value: model.Int(1)},
+	})
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := paths(d.Latest("", all)); len(got) != 2 {
+		t.Fatalf("latest before expiry: %v", got)
+	}
+	time.Sleep(1200 * time.Millisecond) // /a's data expired
+	d.Append([]model.Update{{Target: "sw1", Path: "/b", Time: time.Now().UnixNano(), Value: model.Int(2)}})
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := paths(d.Latest("", all)); len(got) != 1 || got[0] != "sw1/b" {
+		t.Errorf("latest after /a expired: %v, want sw1/b only", got)
+	}
+	if got, _ := d.Query(Query{Target: "sw1", Path: all}); len(got) != 1 || got[0].Path != "/b" {
+		t.Errorf("query after /a expired: %+v", got)
+	}
+	// Within the grace period nothing is pruned; past it /a is, /b is not.
+	if n := d.prune(time.Now()); n != 0 {
+		t.Errorf("pruned %d series within the grace period", n)
+	}
+	if n := d.prune(time.Now().Add(d.pruneGrace() + 400*time.Millisecond)); n != 1 || d.seriesCount() != 1 {
+		t.Errorf("pruned %d, %d series left; want 1 and 1", n, d.seriesCount())
+	}
+	d.Close()
+
+	// The pruned series is gone from the index on disk too.
+	d = openShort()
+	if d.seriesCount() != 1 {
+		t.Errorf("after reopen: %d series, want 1", d.seriesCount())
+	}
+	// A series that comes back starts over with a new id.
+	d.Append([]model.Update{{Target: "sw1", Path: "/a", Time: time.Now().UnixNano(), Value: model.Int(3)}})
+	if got := d.Latest("sw1", mustPattern(t, "/a")); len(got) != 1 || got[0].Value != model.Int(3) {
+		t.Errorf("latest of a returning series: %+v", got)
+	}
+	d.Close()
+
+	// Reopened after everything expired: nothing is listed, and the index is pruned.
+	time.Sleep(1100 * time.Millisecond)
+	d = openShort()
+	defer d.Close()
+	if got := d.Latest("", all); len(got) != 0 {
+		t.Errorf("latest after everything expired: %v", paths(got))
+	}
+	if n := d.prune(time.Now().Add(d.pruneGrace())); n != 2 || d.seriesCount() != 0 {
+		t.Errorf("pruned %d, %d series left; want 2 and 0", n, d.seriesCount())
+	}
+}
+
+func mustPattern(t *testing.T, s string) model.Pattern {
+	t.Helper()
+	p, err := model.ParsePattern(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
