@@ -64,6 +64,9 @@ telemetry:
 	if s := tc.SNMP.Targets[0]; s.Version != "2c" || s.Timeout.Std() != 2*time.Second || s.MaxRepetitions != 10 || s.PollTimeout != s.Interval {
 		t.Errorf("snmp defaults %+v", s)
 	}
+	if want := config.SNMPEngineID(c.Node.ID); tc.SNMP.Traps.EngineID != want || len(want) != 26 {
+		t.Errorf("trap engine id %q, want %q derived from node.id", tc.SNMP.Traps.EngineID, want)
+	}
 	if tc.MQTT[0].Topic != "telemetry/{target}{path}" {
 		t.Errorf("mqtt %+v", tc.MQTT[0])
 	}
@@ -79,6 +82,7 @@ telemetry:
     targets:
       - {name: sw1, address: 10.0.0.2, oids: [{oid: ifInOctets}]}
       - {name: sw3, address: 10.0.0.3, version: "3", community: x, v3: {username: u, auth_protocol: SHA1, auth_password_file: /nonexistent}, oids: [{oid: 1.3.6.1.2.1.1.3.0}]}
+    traps: {listen: "127.0.0.1:9162", communities: [public], engine_id: "0x0102"}
   gnmi_server: {listen: "0.0.0.0:9339"}
   triggers: [{task: nothing, path: /x, condition: "about 3"}]
   bogus: 1
@@ -112,6 +116,7 @@ telemetry:
 		"telemetry.snmp.targets[1].v3.auth_protocol: \"SHA1\" is not an auth protocol",
 		"telemetry.snmp.targets[1].v3.auth_password_file: cannot read /nonexistent",
 		"telemetry.gnmi_server.listen: a listener beyond loopback needs tls",
+		"telemetry.snmp.traps.engine_id: engine id must be 5 to 32 bytes, is 2",
 		"telemetry.triggers[0].task: no task named \"nothing\"",
 		"telemetry.triggers[0].condition: \"about 3\" is not a condition",
 	} {

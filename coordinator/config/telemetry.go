@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -156,6 +158,33 @@ type SNMPTraps struct {
 	Users       []SNMPv3  `yaml:"users"`
 	Target      string    `yaml:"target"` // name of the target traps are recorded under; default "traps"
 	Names       []SNMPOID `yaml:"names"`  // trap OID → event path
+	// EngineID is the receiver's local snmpEngineID in hex (5 to 32 bytes),
+	// the authoritative engine of v3 informs: senders discover it and
+	// localize their keys with it. Empty: derived from node.id when the
+	// receiver is on (SNMPEngineID), so it stays the same across restarts.
+	EngineID string `yaml:"engine_id"`
+}
+
+// SNMPEngineID derives a stable snmpEngineID (RFC 3411 format 5, octets)
+// from a name: 0x80001f88 (net-snmp's enterprise number with the high bit),
+// 0x05, then the first 8 bytes of the name's SHA-256. It returns hex.
+func SNMPEngineID(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return "80001f8805" + hex.EncodeToString(h[:8])
+}
+
+// ParseEngineID decodes a hex engine id ("0x" prefix and ':' separators
+// allowed) and checks its length (RFC 3411: 5 to 32 bytes).
+func ParseEngineID(s string) ([]byte, error) {
+	s = strings.ReplaceAll(strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X"), ":", "")
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("engine id %q is not hex", s)
+	}
+	if len(b) < 5 || len(b) > 32 {
+		return nil, fmt.Errorf("engine id must be 5 to 32 bytes, is %d", len(b))
+	}
+	return b, nil
 }
 
 // GNMIServer serves the collected data over gNMI.
@@ -520,6 +549,14 @@ func (c *Config) validateTelemetry(d *doc) {
 		checkHostPort(d, p0+".snmp.traps.listen", tr.Listen)
 		if len(tr.Communities) == 0 && len(tr.Users) == 0 {
 			d.errorf(p0+".snmp.traps", "list communities or users that may send traps")
+		}
+		if tr.EngineID == "" {
+			tt.SNMP.Traps.EngineID = SNMPEngineID(c.Node.ID)
+		}
+	}
+	if tr.EngineID != "" {
+		if _, err := ParseEngineID(tr.EngineID); err != nil {
+			d.errorf(p0+".snmp.traps.engine_id", "%v", err)
 		}
 	}
 	for j, u := range tr.Users {

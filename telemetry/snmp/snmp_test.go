@@ -335,3 +335,49 @@ func TestPollDeadline(t *testing.T) {
 		t.Errorf("poll took %v past its 300ms deadline (%v)", d, err)
 	}
 }
+
+// A v3 inform (authPriv) from net-snmp's snmpinform is acknowledged: the
+// sender discovers the receiver's local engine id, localizes its keys with
+// it, and snmpinform only exits 0 once the response came.
+func TestV3InformFromSnmpinform(t *testing.T) {
+	need(t, "snmpinform")
+	rec := &recorder{}
+	tcfg := config.SNMPTraps{Target: "traps", EngineID: "0x80001f8805aabbccdd0011",
+		Users: []config.SNMPv3{{Username: "informuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "informauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "informpriv123")}},
+	}
+	r, err := NewTrapReceiver(tcfg, rec.sink, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.EngineID() != "80001f8805aabbccdd0011" {
+		t.Errorf("engine id %s", r.EngineID())
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	done, err := r.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { r.Close(); <-done }()
+	inform := func(authPass string) ([]byte, error) {
+		cmd := exec.Command("snmpinform", "-v3", "-l", "authPriv", "-u", "informuser", "-a", "SHA", "-A", authPass, "-x", "AES", "-X", "informpriv123",
+			"-t", "2", "-r", "0", addr, "", "1.3.6.1.4.1.99.0.2", "1.3.6.1.4.1.99.1", "s", "v3 hello")
+		// A private persistent dir: net-snmp caches engine boots there.
+		cmd.Env = append(os.Environ(), "MIBS=", "SNMP_PERSISTENT_DIR="+t.TempDir(), "SNMPCONFPATH="+t.TempDir())
+		return cmd.CombinedOutput()
+	}
+	if out, err := inform("informauth123"); err != nil {
+		t.Fatalf("v3 inform not acknowledged: %v %s", err, out)
+	}
+	us := rec.all()
+	if len(us) != 1 || us[0].Path != "/snmp/traps/1.3.6.1.4.1.99.0.2" || !strings.Contains(us[0].Value.Text(), `"inform":true`) ||
+		!strings.Contains(us[0].Value.Text(), `"version":"3"`) || !strings.Contains(us[0].Value.Text(), `"v3 hello"`) {
+		t.Fatalf("v3 inform events %+v", us)
+	}
+	// A wrong password is neither recorded nor acknowledged.
+	if out, err := inform("wrongpass123"); err == nil {
+		t.Errorf("inform with a wrong auth password acknowledged: %s", out)
+	}
+	if n := len(rec.all()); n != 1 {
+		t.Errorf("%d events after a wrong password, want 1", n)
+	}
+}

@@ -1,11 +1,13 @@
 package snmp
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -31,6 +33,8 @@ type TrapReceiver struct {
 	tl    *gosnmp.TrapListener
 	names map[string]string
 	comm  map[string]bool
+	eid   []byte                           // local snmpEngineID
+	users map[string]gosnmp.SnmpV3MsgFlags // v3 user → flags its messages must carry
 
 	Received atomic.Uint64
 	Rejected atomic.Uint64
@@ -38,7 +42,7 @@ type TrapReceiver struct {
 
 // NewTrapReceiver builds the receiver (reading v3 password files); Listen starts it.
 func NewTrapReceiver(cfg config.SNMPTraps, sink Sink, log *slog.Logger) (*TrapReceiver, error) {
-	r := &TrapReceiver{cfg: cfg, sink: sink, log: log, names: map[string]string{}, comm: map[string]bool{}}
+	r := &TrapReceiver{cfg: cfg, sink: sink, log: log, names: map[string]string{}, comm: map[string]bool{}, users: map[string]gosnmp.SnmpV3MsgFlags{}}
 	for _, c := range cfg.Communities {
 		r.comm[c] = true
 	}
@@ -57,20 +61,43 @@ func NewTrapReceiver(cfg config.SNMPTraps, sink Sink, log *slog.Logger) (*TrapRe
 		Port: 162, Transport: "udp", Version: gosnmp.Version2c, Timeout: 2 * time.Second,
 		Logger: gosnmp.NewLogger(nil),
 	}
+	eid := cfg.EngineID
+	if eid == "" { // config built in code: the daemon's config derives it from node.id
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "outpost"
+		}
+		eid = config.SNMPEngineID(h)
+	}
+	var err error
+	if r.eid, err = config.ParseEngineID(eid); err != nil {
+		return nil, fmt.Errorf("trap receiver: %w", err)
+	}
 	if len(cfg.Users) > 0 {
 		table := gosnmp.NewSnmpV3SecurityParametersTable(gosnmp.NewLogger(nil))
 		for _, u := range cfg.Users {
-			sp, _, err := usm(u)
+			sp, flags, err := usm(u)
 			if err != nil {
 				return nil, fmt.Errorf("trap user %s: %w", u.Username, err)
 			}
+			r.users[u.Username] = flags
 			if err := table.Add(u.Username, sp); err != nil {
 				return nil, fmt.Errorf("trap user %s: %w", u.Username, err)
 			}
 		}
+		// Engine discovery (the first message of a v3 inform) comes from the
+		// empty user without authentication: it must decode to be answered.
+		// handle drops anything else from users not configured.
+		if err := table.Add("", &gosnmp.UsmSecurityParameters{AuthenticationProtocol: gosnmp.NoAuth, PrivacyProtocol: gosnmp.NoPriv}); err != nil {
+			return nil, fmt.Errorf("trap engine discovery: %w", err)
+		}
 		params.Version = gosnmp.Version3
 		params.SecurityModel = gosnmp.UserSecurityModel
 		params.SetTrapSecurityParametersTable(table)
+		// The local engine id makes the listener answer engine discovery
+		// (a Report carrying it), so v3 informs, for which the receiver is
+		// the authoritative engine, are accepted and acknowledged.
+		params.SecurityParameters = &gosnmp.UsmSecurityParameters{AuthoritativeEngineID: string(r.eid)}
 	}
 	tl := gosnmp.NewTrapListener()
 	tl.Params = params
@@ -87,6 +114,7 @@ func (r *TrapReceiver) Listen(addr string) (<-chan error, error) {
 	go func() { done <- r.tl.Listen(addr) }()
 	select {
 	case <-r.tl.Listening():
+		r.log.Info("snmp trap receiver listening", "addr", addr, "engine_id", r.EngineID())
 		return done, nil
 	case err := <-done:
 		if err == nil {
@@ -99,6 +127,9 @@ func (r *TrapReceiver) Listen(addr string) (<-chan error, error) {
 	}
 }
 
+// EngineID is the receiver's local snmpEngineID in hex.
+func (r *TrapReceiver) EngineID() string { return hex.EncodeToString(r.eid) }
+
 // Close stops the listener.
 func (r *TrapReceiver) Close() { r.tl.Close() }
 
@@ -107,6 +138,18 @@ func (r *TrapReceiver) handle(pkt *gosnmp.SnmpPacket, from *net.UDPAddr) {
 		r.Rejected.Add(1)
 		r.log.Debug("snmp trap with unknown community dropped", "from", from)
 		return
+	}
+	if pkt.Version == gosnmp.Version3 {
+		sp, _ := pkt.SecurityParameters.(*gosnmp.UsmSecurityParameters)
+		need, ok := gosnmp.SnmpV3MsgFlags(0), false
+		if sp != nil {
+			need, ok = r.users[sp.UserName]
+		}
+		if !ok || pkt.MsgFlags&need != need {
+			r.Rejected.Add(1)
+			r.log.Debug("snmp v3 trap from an unknown user or below its security level dropped", "from", from)
+			return
+		}
 	}
 	u, ok := TrapUpdate(pkt, from, r.cfg.Target, r.names, time.Now())
 	if !ok {
