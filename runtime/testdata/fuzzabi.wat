@@ -1,0 +1,39 @@
+;; Fuzz fixture for every host function of ABI v1 (FuzzHostABI). The input is
+;; op i32 @1024 and args a0..a5 i32 @1028..1048, then free bytes; outpost_alloc
+;; always returns 1024. op n (1 to 12, in import order below) calls that
+;; function with the args it takes, straight from the input; any other op
+;; returns at once. The output is the function's result as an i64 at 512.
+(module
+  (import "outpost" "log" (func $log (param i32 i32 i32)))
+  (import "outpost" "publish" (func $publish (param i32 i32 i32 i32 i32) (result i32)))
+  (import "outpost" "kv_get" (func $kv_get (param i32 i32 i32 i32) (result i32)))
+  (import "outpost" "kv_put" (func $kv_put (param i32 i32 i32 i32) (result i32)))
+  (import "outpost" "kv_delete" (func $kv_delete (param i32 i32) (result i32)))
+  (import "outpost" "kv_list" (func $kv_list (param i32 i32 i32 i32) (result i32)))
+  (import "outpost" "call" (func $call (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "outpost" "result" (func $result (param i32 i32) (result i32)))
+  (import "outpost" "meta" (func $meta (param i32 i32 i32) (result i32)))
+  (import "outpost" "deadline" (func $deadline (result i64)))
+  (import "outpost" "now" (func $now (result i64)))
+  (import "outpost" "fail" (func $fail (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "outpost_alloc") (param i32) (result i32) (i32.const 1024))
+  (func $a (param $i i32) (result i32) (i32.load (i32.add (i32.const 1028) (i32.shl (local.get $i) (i32.const 2)))))
+  (func (export "outpost_handle") (param $ptr i32) (param $len i32) (result i64)
+    (local $op i32) (local $r i64)
+    (local.set $op (i32.load (i32.const 1024)))
+    (block $done
+      (if (i32.eq (local.get $op) (i32.const 1)) (then (call $log (call $a (i32.const 0)) (call $a (i32.const 1)) (call $a (i32.const 2))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 2)) (then (local.set $r (i64.extend_i32_s (call $publish (call $a (i32.const 0)) (call $a (i32.const 1)) (call $a (i32.const 2)) (call $a (i32.const 3)) (call $a (i32.const 4))))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 3)) (then (local.set $r (i64.extend_i32_s (call $kv_get (call $a (i32.const 0)) (call $a (i32.const 1)) (call $a (i32.const 2)) (call $a (i32.const 3))))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 4)) (then (local.set $r (i64.extend_i32_s (call $kv_put (call $a (i32.const 0)) (call $a (i32.const 1)) (call $a (i32.const 2)) (call $a (i32.const 3))))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 5)) (then (local.set $r (i64.extend_i32_s (call $kv_delete (call $a (i32.const 0)) (call $a (i32.const 1))))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 6)) (then (local.set $r (i64.extend_i32_s (call $kv_list (call $a (i32.const 0)) (call $a (i32.const 1)) (call $a (i32.const 2)) (call $a (i32.const 3))))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 7)) (then (local.set $r (i64.extend_i32_s (call $call (call $a (i32.const 0)) (call $a (i32.const 1)) (call $a (i32.const 2)) (call $a (i32.const 3)) (call $a (i32.const 4)) (call $a (i32.const 5))))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 8)) (then (local.set $r (i64.extend_i32_s (call $result (call $a (i32.const 0)) (call $a (i32.const 1))))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 9)) (then (local.set $r (i64.extend_i32_s (call $meta (call $a (i32.const 0)) (call $a (i32.const 1)) (call $a (i32.const 2))))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 10)) (then (local.set $r (call $deadline )) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 11)) (then (local.set $r (call $now )) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 12)) (then (call $fail (call $a (i32.const 0)) (call $a (i32.const 1))) (br $done))))
+    (i64.store (i32.const 512) (local.get $r))
+    (i64.const 0x0000020000000008))) ;; ptr 512, len 8
