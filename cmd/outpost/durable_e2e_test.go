@@ -201,6 +201,7 @@ tasks:
 		t.Fatalf("call --async: exit %d, %q", code, out)
 	}
 	d.waitState(id, calls.Started, 10*time.Second)
+	waitCount(t, d, "amo", "1") // it runs (STARTED is written just before)
 	d.kill9()
 	d.start()
 	cmd = exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--admin", adm)
@@ -239,8 +240,8 @@ cloud:
 		server.Call{ID: "idem", Node: "edge-1", Task: "count", Input: []byte("6 idem"), Effect: "idempotent"},
 		server.Call{ID: "amo", Node: "edge-1", Task: "count", Input: []byte("6 amo"), Effect: "at_most_once"},
 	)
-	d.waitState("idem", calls.Started, 10*time.Second)
-	d.waitState("amo", calls.Started, 10*time.Second)
+	waitCount(t, d, "idem", "1")
+	waitCount(t, d, "amo", "1")
 	d.kill9()
 	d.start()
 	if r := c.waitDone("idem", 20*time.Second).Result; r.Status != "ok" || string(r.Output) != "6 idem" {
@@ -257,4 +258,14 @@ cloud:
 	if code := d.stop(syscall.SIGTERM, 20*time.Second); code != 0 {
 		t.Errorf("exit %d", code)
 	}
+}
+
+// waitCount waits until the kvcount task has counted want executions of key.
+func waitCount(t *testing.T, d *daemon, key, want string) {
+	t.Helper()
+	var got string
+	waitUntil(t, 10*time.Second, "kv counter of "+key+" at "+want, func() bool {
+		got, _ = d.call("count", "?"+key)
+		return got == want
+	})
 }
