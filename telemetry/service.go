@@ -58,6 +58,7 @@ type Service struct {
 	sinks   Sinks
 
 	mu      sync.Mutex
+	metrics *tracked // what this Start registered; unregistered at Stop
 	db      *tsdb.DB
 	hub     *hub
 	server  *gnmiserver.Server
@@ -103,7 +104,12 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			s.stopLocked(context.Background())
 		}
 	}()
-	s.db, err = tsdb.Open(tsdb.Options{Dir: filepath.Join(s.dataDir, "telemetry"), Cfg: s.cfg.Store, Log: s.log.With("part", "tsdb"), Reg: s.reg})
+	var reg prometheus.Registerer // nil when metrics are off
+	if s.reg != nil {
+		s.metrics = &tracked{reg: s.reg}
+		reg = s.metrics
+	}
+	s.db, err = tsdb.Open(tsdb.Options{Dir: filepath.Join(s.dataDir, "telemetry"), Cfg: s.cfg.Store, Log: s.log.With("part", "tsdb"), Reg: reg})
 	if err != nil {
 		return err
 	}
@@ -116,7 +122,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	s.hub, err = newHub(s.cfg, s.db, s.server, s.sinks, s.log.With("part", "hub"), s.reg)
+	s.hub, err = newHub(s.cfg, s.db, s.server, s.sinks, s.log.With("part", "hub"), reg)
 	if err != nil {
 		return err
 	}
@@ -131,13 +137,13 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			s.traps = nil
 			return err
 		}
-		if s.reg != nil {
+		if reg != nil {
 			tr := s.traps
 			for _, c := range []prometheus.Collector{
 				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_total", Help: "SNMP traps and informs turned into events."}, func() float64 { return float64(tr.Received.Load()) }),
 				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_rejected_total", Help: "SNMP traps dropped: unknown community or no trap OID."}, func() float64 { return float64(tr.Rejected.Load()) }),
 			} {
-				if err := s.reg.Register(c); err != nil {
+				if err := reg.Register(c); err != nil {
 					s.log.Warn("register trap metrics", "err", err)
 				}
 			}
@@ -157,8 +163,8 @@ func (s *Service) Start(ctx context.Context) (err error) {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.client.Run(runCtx) }()
 	}
-	if s.reg != nil {
-		if err := s.reg.Register(statusCollector{s}); err != nil {
+	if reg != nil {
+		if err := reg.Register(statusCollector{s}); err != nil {
 			s.log.Warn("register telemetry status metrics", "err", err)
 		}
 	}
@@ -206,8 +212,9 @@ func (s *Service) stopLocked(ctx context.Context) error {
 		s.db = nil
 	}
 	s.cancel, s.client, s.poller = nil, nil, nil
-	if s.reg != nil && s.started {
-		s.reg.Unregister(statusCollector{s})
+	if s.metrics != nil {
+		s.metrics.unregisterAll()
+		s.metrics = nil
 	}
 	s.started = false
 	return err
