@@ -7,4 +7,7 @@ var (
 	ErrQueueFull   = errors.New("call queue full")
 	ErrDraining    = errors.New("shutting down: not taking new calls")
 	ErrUnknownTask = errors.New("unknown task")
+	// ErrJournalBusy: the journal's commit queue is full; a caller that must
+	// not block gets it instead of waiting.
+	ErrJournalBusy = errors.New("call journal busy: commit queue full")
 )

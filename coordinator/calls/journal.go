@@ -344,8 +344,10 @@ func (j *Journal) commit(durable bool, kvs ...kv) error {
 
 // commitAsync queues kvs and returns at once; notify gets the outcome once
 // they are on disk (or the write failed), on the completion goroutine. It
-// never blocks unless the commit queue is full. On a closed journal notify
-// runs at once on the caller's goroutine with an error.
+// never blocks: on a closed journal or a full commit queue notify runs at
+// once on the caller's goroutine with an error (ErrJournalBusy for a full
+// queue, which the MQTT intake answers by not acknowledging: the broker
+// delivers the message again).
 func (j *Journal) commitAsync(notify func(error), kvs ...kv) {
 	r := &commitReq{kvs: kvs, notify: notify}
 	select {
@@ -358,6 +360,8 @@ func (j *Journal) commitAsync(notify func(error), kvs ...kv) {
 	case j.reqs <- r:
 	case <-j.done:
 		notify(errJournalClosed)
+	default:
+		notify(ErrJournalBusy)
 	}
 }
 
