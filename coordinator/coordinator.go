@@ -73,6 +73,8 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 		Logger:     log.With("part", "runtime"),
 		Registerer: c.reg,
 		Host:       host{c}, // host functions of ABI v1 (host.go)
+		// All instances' linear memory together (scheduler.memory_budget).
+		MemoryBudget: uint64(cfg.Scheduler.MemoryBudget),
 	})
 	c.sched = calls.NewScheduler(executor{c.engine}, calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
 		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std()}, log.With("part", "calls"), c.reg) // queues: cloud.go

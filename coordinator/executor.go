@@ -46,4 +46,5 @@ var kindStatus = map[outpostrt.Kind]calls.Status{
 	outpostrt.KindMemory:        calls.StatusMemory,
 	outpostrt.KindFailed:        calls.StatusFailed,
 	outpostrt.KindInvalidOutput: calls.StatusInvalid,
+	outpostrt.KindTooLarge:      calls.StatusRejected, // input over max_input: refused before it ran
 }

@@ -84,6 +84,7 @@ func parseManifest(b []byte) (Manifest, error) {
 	if m.Limits.Concurrency == 0 {
 		m.Limits.Concurrency = config.TaskDefaults.Limits.Concurrency
 	}
+	m.Limits.ApplyDefaults()
 	return m, nil
 }
 
@@ -158,6 +159,7 @@ func taskSpecs(ts []config.Task) []outpostrt.Spec {
 		specs[i] = outpostrt.Spec{
 			Name: t.Name, Module: t.Module, ABI: t.ABI,
 			MemoryLimit: uint64(t.Limits.Memory), Timeout: t.Limits.Timeout.Std(), Concurrency: t.Limits.Concurrency,
+			MaxInput: uint64(t.Limits.MaxInput), MaxOutput: uint64(t.Limits.MaxOutput),
 			Permissions:   outpostrt.Permissions{Publish: t.Permissions.Publish, Call: t.Permissions.Call, KVQuota: uint64(t.Permissions.KVQuota)},
 			FreshInstance: t.FreshInstance,
 		}

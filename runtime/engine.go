@@ -32,6 +32,8 @@ const (
 	DefaultMemoryLimit = 16 << 20 // bytes
 	DefaultTimeout     = 5 * time.Second
 	DefaultConcurrency = 4
+	DefaultMaxInput    = 1 << 20 // bytes
+	DefaultMaxOutput   = 4 << 20 // bytes
 
 	pageSize = 65536
 	maxPages = 65536
@@ -57,6 +59,13 @@ type Options struct {
 	// Host serves the host functions of ABI v1 (publish, call, kv); nil
 	// makes them return the "unavailable" code.
 	Host Host
+	// MemoryBudget bounds the linear memory of all instances together (every
+	// task's pool, fresh instances and commands): each live instance counts
+	// for the most its memory may reach (the task's memory limit, or the
+	// module's declared maximum if lower). An instance that would pass the
+	// budget is not created: the call fails with kind memory (a Load fails,
+	// naming the task). 0: no budget.
+	MemoryBudget uint64
 }
 
 // Spec describes one task to load.
@@ -67,6 +76,8 @@ type Spec struct {
 	MemoryLimit uint64        // bytes, rounded down to 64 KiB pages (min 1 page); 0 = 16 MiB
 	Timeout     time.Duration // wall-clock limit per call; 0 = 5s
 	Concurrency int           // max simultaneous calls and pool size; 0 = 4
+	MaxInput    uint64        // largest input in bytes; 0 = 1 MiB
+	MaxOutput   uint64        // largest output in bytes; 0 = 4 MiB
 	// Permissions grant host API access (publish, call, kv); zero: none.
 	Permissions Permissions
 	// FreshInstance gives every call of a reactor a new instance, closed
@@ -80,6 +91,8 @@ type Limits struct {
 	Concurrency int
 	Timeout     time.Duration
 	MemoryLimit uint64 // bytes, a whole number of 64 KiB pages
+	MaxInput    uint64 // bytes
+	MaxOutput   uint64 // bytes
 }
 
 // TaskInfo describes a task of the active set.
@@ -106,6 +119,7 @@ type Engine struct {
 	active   atomic.Pointer[Set]
 	closing  atomic.Bool
 	inflight atomic.Int64
+	memUsed  atomic.Uint64 // bytes reserved by live instances (Options.MemoryBudget)
 
 	// mem allocates the guests' linear memories off the Go heap and reuses
 	// them (memalloc.go); heapMemory and defaultRand turn the instantiation
@@ -215,7 +229,13 @@ func normalize(s Spec) (normalized, error) {
 	if err := s.Permissions.check(); err != nil {
 		return n, err
 	}
-	n.limits = Limits{Concurrency: s.Concurrency, Timeout: s.Timeout, MemoryLimit: s.MemoryLimit}
+	n.limits = Limits{Concurrency: s.Concurrency, Timeout: s.Timeout, MemoryLimit: s.MemoryLimit, MaxInput: s.MaxInput, MaxOutput: s.MaxOutput}
+	if n.limits.MaxInput == 0 {
+		n.limits.MaxInput = DefaultMaxInput
+	}
+	if n.limits.MaxOutput == 0 {
+		n.limits.MaxOutput = DefaultMaxOutput
+	}
 	if n.limits.Concurrency == 0 {
 		n.limits.Concurrency = DefaultConcurrency
 	}
@@ -450,6 +470,26 @@ func (e *Engine) Tasks() []TaskInfo {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// reserveMemory counts n bytes of a new instance against the memory budget;
+// it fails, changing nothing, when they do not fit.
+func (e *Engine) reserveMemory(n uint64) bool {
+	for {
+		used := e.memUsed.Load()
+		if b := e.opts.MemoryBudget; b > 0 && used+n > b {
+			return false
+		}
+		if e.memUsed.CompareAndSwap(used, used+n) {
+			e.metrics.memReserved.Add(float64(n))
+			return true
+		}
+	}
+}
+
+func (e *Engine) releaseMemory(n uint64) {
+	e.memUsed.Add(-n)
+	e.metrics.memReserved.Sub(float64(n))
 }
 
 // Close stops accepting calls, waits for calls in flight until ctx is done,

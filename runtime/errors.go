@@ -14,6 +14,9 @@ var (
 	ErrClosed = errors.New("runtime engine closed")
 	// ErrNotStarted is returned by Load before Start.
 	ErrNotStarted = errors.New("runtime engine not started")
+	// ErrMemoryBudget is the Err of a CallError (kind memory) when a new
+	// instance would pass Options.MemoryBudget.
+	ErrMemoryBudget = errors.New("memory budget exhausted")
 )
 
 // Kind classifies a failed call.
@@ -32,8 +35,12 @@ const (
 	// KindFailed: the guest reported a failure (outpost.fail) or a command
 	// exited with a non-zero code.
 	KindFailed Kind = "failed"
+	// KindTooLarge: the input is larger than the task's max_input; the call
+	// was refused before anything ran.
+	KindTooLarge Kind = "too_large"
 	// KindInvalidOutput: the guest returned an output (or an input buffer)
-	// outside its linear memory, or a command wrote too much output.
+	// outside its linear memory, or an output larger than the task's
+	// max_output.
 	KindInvalidOutput Kind = "invalid_output"
 )
 

@@ -14,6 +14,9 @@ type metrics struct {
 	callErrors       *prometheus.CounterVec
 	compileSeconds   prometheus.Histogram
 	hostCalls        *prometheus.CounterVec
+	sizeExceeded     *prometheus.CounterVec
+	budgetRefused    *prometheus.CounterVec
+	memReserved      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,6 +42,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "outpost", Subsystem: "runtime", Name: "host_calls_total",
 			Help: "Host function calls (ABI v1 module outpost) by function and return code (ok, denied, not_found, invalid, too_large, quota, failed, unavailable).",
 		}, []string{"function", "code"}),
+		sizeExceeded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outpost", Subsystem: "runtime", Name: "size_limit_exceeded_total",
+			Help: "Calls failed for an input over limits.max_input or an output over limits.max_output, by task and direction (input, output).",
+		}, []string{"task", "direction"}),
+		budgetRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outpost", Subsystem: "runtime", Name: "memory_budget_refusals_total",
+			Help: "Instances not created because they would pass the memory budget (scheduler.memory_budget), by task.",
+		}, []string{"task"}),
+		memReserved: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "outpost", Subsystem: "runtime", Name: "memory_reserved_bytes",
+			Help: "Linear memory reserved by live instances (each counts its memory limit), the amount checked against the memory budget.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -49,6 +64,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.callErrors = register(reg, m.callErrors, &err)
 	m.compileSeconds = register(reg, m.compileSeconds, &err)
 	m.hostCalls = register(reg, m.hostCalls, &err)
+	m.sizeExceeded = register(reg, m.sizeExceeded, &err)
+	m.budgetRefused = register(reg, m.budgetRefused, &err)
+	m.memReserved = register(reg, m.memReserved, &err)
 	return m, err
 }
 

@@ -28,10 +28,12 @@ type task struct {
 	perms  perms
 	grants Permissions // as given, to tell whether a reload changes them
 	fresh  bool        // a new reactor instance per call (Spec.FreshInstance)
-	log    *slog.Logger
-	base   wazero.ModuleConfig
-	sem    chan struct{} // one token per call running
-	refs   int           // sets holding the task; guarded by Engine.mu
+	// memReserve is what one instance counts against the memory budget.
+	memReserve uint64
+	log        *slog.Logger
+	base       wazero.ModuleConfig
+	sem        chan struct{} // one token per call running
+	refs       int           // sets holding the task; guarded by Engine.mu
 
 	instancesCreated prometheus.Counter
 	calls            prometheus.Counter
@@ -85,6 +87,12 @@ func newTask(e *Engine, c *code, n normalized) *task {
 		// wazero's default seeds a math/rand source per instance: a quarter
 		// of an instantiation's cost (DESIGN.md "Runtime facts").
 		t.base = t.base.WithRandSource(rand.Reader)
+	}
+	t.memReserve = t.limits.MemoryLimit
+	for _, m := range c.compiled.ExportedMemories() {
+		if mx, ok := m.Max(); ok {
+			t.memReserve = min(t.memReserve, uint64(mx)*pageSize)
+		}
 	}
 	t.instancesCreated = e.metrics.instancesCreated.WithLabelValues(t.name)
 	t.calls = e.metrics.calls.WithLabelValues(t.name)
@@ -206,10 +214,25 @@ func (t *task) putStdio(s *stdio) {
 	t.mu.Unlock()
 }
 
+// reserve counts a new instance against the engine's memory budget.
+func (t *task) reserve() *CallError {
+	if t.e.reserveMemory(t.memReserve) {
+		return nil
+	}
+	t.e.metrics.budgetRefused.WithLabelValues(t.name).Inc()
+	return &CallError{Task: t.name, Kind: KindMemory, Err: ErrMemoryBudget,
+		Msg: fmt.Sprintf("memory budget exhausted: a new instance needs %d bytes, %d of the budget of %d bytes are held by live instances",
+			t.memReserve, t.e.memUsed.Load(), t.e.opts.MemoryBudget)}
+}
+
 func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
+	if ce := t.reserve(); ce != nil {
+		return nil, ce
+	}
 	inst := &instance{task: t, stack: make([]uint64, 2), io: t.getStdio()}
 	mod, err := t.code.rt.InstantiateModule(t.instantiateCtx(ctx), t.code.compiled, inst.io.cfg)
 	if err != nil {
+		t.e.releaseMemory(t.memReserve)
 		t.putStdio(inst.io)
 		return nil, t.classify(ctx, nil, err, "instantiate")
 	}
@@ -249,6 +272,7 @@ func (t *task) closeInstance(inst *instance) {
 	delete(t.code.insts, inst.mod)
 	t.code.mu.Unlock()
 	_ = inst.mod.Close(context.Background())
+	t.e.releaseMemory(t.memReserve)
 	t.putStdio(inst.io)
 }
 
@@ -288,6 +312,11 @@ func (t *task) put(inst *instance) {
 // call runs one call; the task has been entered.
 func (t *task) call(ctx context.Context, input []byte) (out []byte, err error) {
 	t.calls.Inc()
+	if uint64(len(input)) > t.limits.MaxInput {
+		t.e.metrics.sizeExceeded.WithLabelValues(t.name, "input").Inc()
+		return nil, t.fail(&CallError{Task: t.name, Kind: KindTooLarge,
+			Msg: fmt.Sprintf("input of %d bytes exceeds limits.max_input of %d bytes", len(input), t.limits.MaxInput)})
+	}
 	select {
 	case t.sem <- struct{}{}:
 	default:
@@ -360,6 +389,11 @@ func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *C
 		return nil, &CallError{Task: t.name, Kind: KindFailed, Msg: inst.failMsg}
 	}
 	optr, olen := uint32(s[0]>>32), uint32(s[0])
+	if uint64(olen) > t.limits.MaxOutput {
+		t.e.metrics.sizeExceeded.WithLabelValues(t.name, "output").Inc()
+		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
+			Msg: fmt.Sprintf("output of %d bytes exceeds limits.max_output of %d bytes", olen, t.limits.MaxOutput)}
+	}
 	b, ok := inst.mem.Read(optr, olen)
 	if !ok {
 		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
@@ -372,7 +406,7 @@ func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *C
 }
 
 func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *CallError) {
-	stdout := &limitedBuffer{max: int(min(t.limits.MemoryLimit, 1<<30))}
+	stdout := &limitedBuffer{max: int(min(t.limits.MaxOutput, 1<<30))}
 	var stderrTail bytes.Buffer
 	stderr := newLineLogger(t.log, slog.LevelInfo, "stderr", &stderrTail)
 	defer stderr.Flush()
@@ -382,6 +416,10 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 			t.log.Error("panic during call", "panic", r)
 		}
 	}()
+	if ce := t.reserve(); ce != nil {
+		return nil, ce
+	}
+	defer t.e.releaseMemory(t.memReserve) // after the module's close below
 	mod, err := t.code.rt.InstantiateModule(t.instantiateCtx(ctx), t.code.compiled, t.base.
 		WithStdin(bytes.NewReader(input)).WithStdout(stdout).WithStderr(stderr))
 	if err != nil {
@@ -404,7 +442,8 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 0) {
 		ce := t.classify(ctx, inst, err, exportStart)
 		if stdout.overflow {
-			ce.Kind, ce.Msg = KindInvalidOutput, fmt.Sprintf("output exceeds %d bytes", stdout.max)
+			t.e.metrics.sizeExceeded.WithLabelValues(t.name, "output").Inc()
+			ce.Kind, ce.Msg = KindInvalidOutput, fmt.Sprintf("output exceeds limits.max_output of %d bytes", stdout.max)
 		} else if ce.Kind == KindFailed {
 			stderr.Flush()
 			if msg := strings.TrimSpace(stderrTail.String()); msg != "" {
@@ -414,7 +453,8 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 		return nil, ce
 	}
 	if stdout.overflow {
-		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput, Msg: fmt.Sprintf("output exceeds %d bytes", stdout.max)}
+		t.e.metrics.sizeExceeded.WithLabelValues(t.name, "output").Inc()
+		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput, Msg: fmt.Sprintf("output exceeds limits.max_output of %d bytes", stdout.max)}
 	}
 	return stdout.Bytes(), nil
 }

@@ -105,6 +105,9 @@ type Scheduler struct {
 	QueueSize int `yaml:"queue_size"`
 	// DrainTimeout is how long shutdown waits for queued and running calls.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// MemoryBudget bounds the wasm linear memory of all task instances
+	// together, each counted at its memory limit; 0: no budget.
+	MemoryBudget ByteSize `yaml:"memory_budget"`
 }
 
 // Task declares a wasm task.
@@ -132,6 +135,8 @@ type Limits struct {
 	Memory      ByteSize `yaml:"memory"`
 	Timeout     Duration `yaml:"timeout"`
 	Concurrency int      `yaml:"concurrency"`
+	MaxInput    ByteSize `yaml:"max_input"`  // largest call input; larger calls are refused
+	MaxOutput   ByteSize `yaml:"max_output"` // largest call output; larger fails the call
 }
 
 // Route sends messages matching an MQTT topic filter to a task.
@@ -186,7 +191,7 @@ func Defaults() Config {
 // TaskDefaults are applied to every task's zero-valued fields.
 var TaskDefaults = Task{
 	ABI:    "auto",
-	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: 4},
+	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20},
 }
 
 func (c *Config) applyListDefaults() {
@@ -206,5 +211,17 @@ func (c *Config) applyListDefaults() {
 		if t.Limits.Concurrency == 0 {
 			t.Limits.Concurrency = TaskDefaults.Limits.Concurrency
 		}
+		t.Limits.ApplyDefaults()
+	}
+}
+
+// ApplyDefaults fills the zero size limits (max_input, max_output) with
+// TaskDefaults'.
+func (l *Limits) ApplyDefaults() {
+	if l.MaxInput == 0 {
+		l.MaxInput = TaskDefaults.Limits.MaxInput
+	}
+	if l.MaxOutput == 0 {
+		l.MaxOutput = TaskDefaults.Limits.MaxOutput
 	}
 }
