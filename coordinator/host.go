@@ -4,19 +4,25 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/store"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
+	"github.com/outpost-edge/outpost/telemetry"
+	"github.com/outpost-edge/outpost/telemetry/model"
+	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
 
 // host serves the runtime's host functions (ABI v1): publish through the
-// daemon's MQTT client, call through the scheduler, kv in the state store.
-// The runtime has already checked the task's permissions.
+// daemon's MQTT client, call through the scheduler, kv in the state store,
+// telemetry from the telemetry service. The runtime has already checked the
+// task's permissions.
 type host struct{ c *Coordinator }
 
 var _ outpostrt.Host = host{}
@@ -54,6 +60,66 @@ func (h host) Call(ctx context.Context, caller, task string, input []byte) ([]by
 
 func (h host) KV(task string) outpostrt.KV {
 	return storeKV{db: h.c.db, task: task}
+}
+
+// Telemetry reads the daemon's telemetry service; when telemetry is not
+// enabled its methods return errors wrapping ErrUnavailable.
+func (h host) Telemetry() outpostrt.Telemetry { return hostTelemetry{h.c.tele} }
+
+// hostTelemetry answers outpost.telemetry_latest and telemetry_query with
+// the documents of GET /v1/telemetry/latest and /v1/telemetry/query.
+type hostTelemetry struct{ s *telemetry.Service }
+
+var _ outpostrt.Telemetry = hostTelemetry{}
+
+func (t hostTelemetry) Latest(_ context.Context, target, path string) ([]byte, error) {
+	if err := t.check(path); err != nil {
+		return nil, err
+	}
+	pts, err := t.s.Latest(target, path)
+	if err != nil {
+		return nil, telemetryErr(err)
+	}
+	return json.Marshal(map[string]any{"points": pts})
+}
+
+func (t hostTelemetry) Query(_ context.Context, q outpostrt.TelemetryQuery) ([]byte, error) {
+	if err := t.check(q.Path); err != nil {
+		return nil, err
+	}
+	req, err := telemetry.ParseQuery(q.Target, q.Path, q.Since, q.Until, q.Bucket, q.Limit, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", outpostrt.ErrInvalid, err)
+	}
+	series, err := t.s.Query(req)
+	if err != nil {
+		return nil, telemetryErr(err)
+	}
+	if series == nil {
+		series = []tsdb.Series{}
+	}
+	return json.Marshal(map[string]any{"since": req.Since.UTC(), "until": req.Until.UTC(), "series": series})
+}
+
+// check tells apart what the service's errors do not: telemetry off
+// (unavailable) and a bad path pattern (invalid).
+func (t hostTelemetry) check(path string) error {
+	if t.s == nil || !t.s.Enabled() {
+		return fmt.Errorf("%w: %w", outpostrt.ErrUnavailable, telemetry.ErrDisabled)
+	}
+	if _, err := model.ParsePattern(path); err != nil {
+		return fmt.Errorf("%w: path: %w", outpostrt.ErrInvalid, err)
+	}
+	return nil
+}
+
+// telemetryErr maps an error of the service: disabled (or not started) is
+// unavailable, anything else failed.
+func telemetryErr(err error) error {
+	if errors.Is(err, telemetry.ErrDisabled) {
+		return fmt.Errorf("%w: %w", outpostrt.ErrUnavailable, err)
+	}
+	return err
 }
 
 // storeKV is one task's kv namespace in the state store: bucket "kv", key

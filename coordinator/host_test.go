@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
+	"github.com/outpost-edge/outpost/telemetry"
+	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
 // hostopsWasm builds runtime/testdata/hostops.wat (see its header for the
@@ -130,5 +133,96 @@ tasks:
 	}
 	if _, err := (host{c}).KV("echo").Get(ctx, []byte("k2")); !errors.Is(err, outpostrt.ErrNotFound) {
 		t.Fatalf("another task's namespace: %v", err)
+	}
+}
+
+// TestHostTelemetry: a task reads what the daemon's telemetry service
+// collected through outpost.telemetry_latest and telemetry_query.
+func TestHostTelemetry(t *testing.T) {
+	mod := hostopsWasm(t)
+	yaml := "data_dir: " + t.TempDir() + `
+admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
+mqtt: {broker: {listen: "` + mqtttest.FreeAddr(t) + `"}}
+telemetry: {gnmi_server: {listen: "` + mqtttest.FreeAddr(t) + `"}}
+tasks:
+  - name: reader
+    module: ` + mod + `
+    permissions: {telemetry: true}
+  - name: mute
+    module: ` + mod + `
+`
+	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	ts := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	const octets = "/interfaces/interface[name=eth0]/state/counters/in-octets"
+	if err := c.tele.Publish([]telemetry.Update{
+		{Target: "sw1", Path: octets, Time: ts.Add(-time.Second).UnixNano(), Value: model.Uint(41)},
+		{Target: "sw1", Path: octets, Time: ts.UnixNano(), Value: model.Uint(42)},
+		{Target: "sw2", Path: "/system/state/hostname", Time: ts.UnixNano(), Value: model.String("sw2")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// run calls op+100 of hostops: the function, then outpost.result into
+	// a 480-byte buffer; it returns the code or length and the held value.
+	run := func(task string, op uint32, parts ...string) (int64, string) {
+		t.Helper()
+		r, err := c.Call(context.Background(), calls.New(task, opInput(op+100, parts, nil, 480), calls.Source{Kind: "test", Ref: "t"}))
+		if err != nil || !r.OK() {
+			t.Fatalf("call: %+v %v", r, err)
+		}
+		n := int64(binary.LittleEndian.Uint64(r.Output))
+		return n, strings.TrimRight(string(r.Output[8:]), "\x00")
+	}
+
+	// point is model.Point as a guest decodes it.
+	type point struct {
+		Target, Path, Kind string
+		Time               time.Time
+		Value              json.RawMessage
+	}
+	n, held := run("reader", 12, "sw*", "/interfaces/...")
+	var latest struct{ Points []point }
+	if err := json.Unmarshal([]byte(held), &latest); err != nil || n != int64(len(held)) {
+		t.Fatalf("telemetry_latest = %d %q: %v", n, held, err)
+	}
+	if len(latest.Points) != 1 || latest.Points[0].Target != "sw1" || latest.Points[0].Path != octets ||
+		!latest.Points[0].Time.Equal(ts) || latest.Points[0].Kind != "uint" || string(latest.Points[0].Value) != "42" {
+		t.Fatalf("latest points %+v, want sw1's in-octets 42 at %s", latest.Points, ts)
+	}
+
+	n, held = run("reader", 13, `{"target":"sw1","since":"1h","limit":10}`)
+	var query struct {
+		Since, Until time.Time
+		Series       []struct {
+			Target, Path string
+			Points       []point
+		}
+	}
+	if err := json.Unmarshal([]byte(held), &query); err != nil || n != int64(len(held)) {
+		t.Fatalf("telemetry_query = %d %q: %v", n, held, err)
+	}
+	if len(query.Series) != 1 || len(query.Series[0].Points) != 2 || query.Until.Sub(query.Since) != time.Hour {
+		t.Fatalf("query answer %+v, want sw1's two points over the last hour", query)
+	}
+	if n, held := run("reader", 13, `{"since":"yesterday"}`); n != -3 || !strings.Contains(held, "since: want a duration") {
+		t.Fatalf("query with a bad since = %d %q", n, held)
+	}
+	if n, held := run("reader", 12, "", "/interfaces/interface[name=eth0"); n != -3 || !strings.Contains(held, "invalid request: path") {
+		t.Fatalf("latest with a bad path = %d %q", n, held)
+	}
+	if n, _ := run("mute", 12, "", ""); n != -1 {
+		t.Fatalf("latest without the permission = %d", n)
+	}
+
+	// With telemetry off the host answers unavailable.
+	off := hostTelemetry{telemetry.New(config.Telemetry{}, t.TempDir(), nil, nil, telemetry.Sinks{})}
+	if _, err := off.Latest(context.Background(), "", ""); !errors.Is(err, outpostrt.ErrUnavailable) {
+		t.Fatalf("latest with telemetry off: %v", err)
+	}
+	if _, err := off.Query(context.Background(), outpostrt.TelemetryQuery{}); !errors.Is(err, outpostrt.ErrUnavailable) {
+		t.Fatalf("query with telemetry off: %v", err)
 	}
 }

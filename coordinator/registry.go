@@ -160,7 +160,8 @@ func taskSpecs(ts []config.Task) []outpostrt.Spec {
 			Name: t.Name, Module: t.Module, ABI: t.ABI,
 			MemoryLimit: uint64(t.Limits.Memory), Timeout: t.Limits.Timeout.Std(), Concurrency: t.Limits.Concurrency,
 			MaxInput: uint64(t.Limits.MaxInput), MaxOutput: uint64(t.Limits.MaxOutput),
-			Permissions:   outpostrt.Permissions{Publish: t.Permissions.Publish, Call: t.Permissions.Call, KVQuota: uint64(t.Permissions.KVQuota)},
+			Permissions: outpostrt.Permissions{Publish: t.Permissions.Publish, Call: t.Permissions.Call, KVQuota: uint64(t.Permissions.KVQuota),
+				Telemetry: t.Permissions.Telemetry},
 			FreshInstance: t.FreshInstance,
 		}
 	}

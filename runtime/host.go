@@ -12,7 +12,7 @@ import (
 // Host is what the host functions of ABI v1 (module "outpost", see
 // docs/abi.md) reach the rest of the daemon through. The coordinator
 // implements it (publish through its MQTT client, call through the
-// scheduler, kv in the state store). Permissions are checked by the runtime
+// scheduler, kv in the state store, telemetry from its telemetry service). Permissions are checked by the runtime
 // before a Host method is called; the Host only does the work.
 //
 // Methods are called from the goroutine running a guest call, with that
@@ -27,6 +27,35 @@ type Host interface {
 	Call(ctx context.Context, caller, task string, input []byte) ([]byte, error)
 	// KV is the key-value namespace of task.
 	KV(task string) KV
+	// Telemetry reads the daemon's collected telemetry; nil when the
+	// daemon has none (the guest gets unavailable).
+	Telemetry() Telemetry
+}
+
+// Telemetry answers outpost.telemetry_latest and outpost.telemetry_query
+// with the JSON documents described in docs/abi.md. An error wrapping
+// ErrInvalid (a bad pattern, time or bucket) makes the guest's call return
+// invalid, one wrapping ErrUnavailable (telemetry is not enabled)
+// unavailable, any other failed.
+type Telemetry interface {
+	// Latest returns {"points":[...]}: the latest point of each series
+	// whose target matches the glob target ("" all) and whose path matches
+	// the pattern path ("" all).
+	Latest(ctx context.Context, target, path string) ([]byte, error)
+	// Query returns {"since":...,"until":...,"series":[...]}: the points
+	// (or buckets) of each matching series in the request's time range.
+	Query(ctx context.Context, q TelemetryQuery) ([]byte, error)
+}
+
+// TelemetryQuery is the request of outpost.telemetry_query, decoded
+// strictly by the runtime; the Telemetry interprets the fields.
+type TelemetryQuery struct {
+	Target string `json:"target"` // glob on the target name; "" all
+	Path   string `json:"path"`   // path pattern; "" all
+	Since  string `json:"since"`  // a duration back from now ("1h") or an RFC 3339 time; "" an hour ago
+	Until  string `json:"until"`  // as Since; "" now
+	Bucket string `json:"bucket"` // a positive duration to downsample; "" raw points
+	Limit  int    `json:"limit"`  // most points per series; 0 the store's default
 }
 
 // KV is one task's key-value namespace.
@@ -50,10 +79,16 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrQuota: a kv put would exceed the task's quota.
 	ErrQuota = errors.New("kv quota exceeded")
+	// ErrInvalid: an argument the Host interprets is bad (a telemetry
+	// pattern, time or bucket).
+	ErrInvalid = errors.New("invalid request")
+	// ErrUnavailable: the service behind a host function is off (telemetry
+	// not enabled).
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // Permissions say what a task may do through the host API. The zero value
-// grants nothing: no publish, no calls, no kv.
+// grants nothing: no publish, no calls, no kv, no telemetry.
 type Permissions struct {
 	// Publish lists the MQTT topic filters (+ and # wildcards) the task may
 	// publish to.
@@ -63,10 +98,14 @@ type Permissions struct {
 	// KVQuota is the most bytes (keys plus values) the task may keep in its
 	// kv namespace; 0 denies kv access.
 	KVQuota uint64
+	// Telemetry allows reading the daemon's collected telemetry
+	// (telemetry_latest, telemetry_query).
+	Telemetry bool
 }
 
 func (p Permissions) equal(o Permissions) bool {
-	return fmt.Sprint(p.Publish) == fmt.Sprint(o.Publish) && fmt.Sprint(p.Call) == fmt.Sprint(o.Call) && p.KVQuota == o.KVQuota
+	return fmt.Sprint(p.Publish) == fmt.Sprint(o.Publish) && fmt.Sprint(p.Call) == fmt.Sprint(o.Call) &&
+		p.KVQuota == o.KVQuota && p.Telemetry == o.Telemetry
 }
 
 // check reports every invalid entry of p.
@@ -87,14 +126,15 @@ func (p Permissions) check() error {
 
 // perms is Permissions compiled for the checks made on every host call.
 type perms struct {
-	publish []topic.Filter
-	callAny bool
-	call    map[string]bool
-	kvQuota uint64
+	publish   []topic.Filter
+	callAny   bool
+	call      map[string]bool
+	kvQuota   uint64
+	telemetry bool
 }
 
 func compilePerms(p Permissions) perms {
-	c := perms{kvQuota: p.KVQuota, call: make(map[string]bool, len(p.Call))}
+	c := perms{kvQuota: p.KVQuota, telemetry: p.Telemetry, call: make(map[string]bool, len(p.Call))}
 	for _, f := range p.Publish {
 		c.publish = append(c.publish, topic.Compile(f))
 	}
@@ -150,6 +190,12 @@ const (
 	maxKVValue    = 1 << 20
 	maxKVList     = 10000
 	maxTaskName   = 256
+	// maxTelemetrySelector bounds a telemetry target glob or path pattern.
+	maxTelemetrySelector = 1024
+	// maxTelemetryRequest bounds a telemetry_query request.
+	maxTelemetryRequest = 64 << 10
+	// maxTelemetryAnswer bounds the JSON answer of a telemetry function.
+	maxTelemetryAnswer = 4 << 20
 )
 
 // ABI v1 return codes of the host functions (docs/abi.md "Return codes").

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,15 +13,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // memHost is a Host for tests: publishes are recorded, kv lives in maps,
-// calls go to an Engine.
+// calls go to an Engine, telemetry (when set) is tele.
 type memHost struct {
 	mu   sync.Mutex
 	pubs []string // task|topic|qos|payload
 	kv   map[string]map[string][]byte
 	e    *Engine
+	tele Telemetry
 }
 
 func newMemHost() *memHost { return &memHost{kv: map[string]map[string][]byte{}} }
@@ -40,6 +44,47 @@ func (h *memHost) Call(ctx context.Context, _, task string, input []byte) ([]byt
 }
 
 func (h *memHost) KV(task string) KV { return memKV{h, task} }
+
+func (h *memHost) Telemetry() Telemetry { return h.tele }
+
+// fakeTelemetry answers with JSON built from its arguments; some targets
+// make it fail: "off" (ErrUnavailable), "bad" (ErrInvalid), "broken" (any
+// other error), "huge" (an answer over the limit).
+type fakeTelemetry struct {
+	mu      sync.Mutex
+	latest  int
+	queries []TelemetryQuery
+}
+
+func (f *fakeTelemetry) answer(target string, doc []byte) ([]byte, error) {
+	switch target {
+	case "off":
+		return nil, fmt.Errorf("%w: telemetry is not enabled", ErrUnavailable)
+	case "bad":
+		return nil, fmt.Errorf("%w: path: bad pattern", ErrInvalid)
+	case "broken":
+		return nil, errors.New("store read failed")
+	case "huge":
+		return bytes.Repeat([]byte(" "), maxTelemetryAnswer+1), nil
+	}
+	return doc, nil
+}
+
+func (f *fakeTelemetry) Latest(_ context.Context, target, path string) ([]byte, error) {
+	f.mu.Lock()
+	f.latest++
+	f.mu.Unlock()
+	doc, _ := json.Marshal(map[string]any{"points": []map[string]string{{"target": target, "path": path}}})
+	return f.answer(target, doc)
+}
+
+func (f *fakeTelemetry) Query(_ context.Context, q TelemetryQuery) ([]byte, error) {
+	f.mu.Lock()
+	f.queries = append(f.queries, q)
+	f.mu.Unlock()
+	doc, _ := json.Marshal(map[string]any{"series": []TelemetryQuery{q}})
+	return f.answer(q.Target, doc)
+}
 
 type memKV struct {
 	h    *memHost
@@ -159,6 +204,8 @@ const (
 	opMeta
 	opDeadline
 	opNow
+	opTelemetryLatest
+	opTelemetryQuery
 )
 
 // hostOp calls the fixture's op with args (at most 6); extra is how many
@@ -450,6 +497,9 @@ func TestHostBadPointers(t *testing.T) {
 		{"call buffer", opCall, []uint32{opsData, 4, opsData, 0, badPtr, 10}, "outpost.call: buffer"},
 		{"result buffer", opResult, []uint32{badPtr, 1}, "outpost.result: buffer"},
 		{"meta buffer", opMeta, []uint32{0, 70000, 0}, "outpost.meta: buffer"},
+		{"telemetry_latest target", opTelemetryLatest, []uint32{badPtr, 1, opsData, 1}, "outpost.telemetry_latest: target"},
+		{"telemetry_latest path", opTelemetryLatest, []uint32{opsData, 1, 65536, 1}, "outpost.telemetry_latest: path"},
+		{"telemetry_query request", opTelemetryQuery, []uint32{65000, 1000}, "outpost.telemetry_query: request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := hostOp(context.Background(), e, "ops", tc.op, tc.args, 0, []byte("echo"))
@@ -480,6 +530,119 @@ func TestHostUnavailable(t *testing.T) {
 	args, d = data("k")
 	if r, _ := mustOp(t, e, "ops", opKVGet, append(args, opsBuf, 0), 0, d); r != codeUnavailable {
 		t.Fatalf("kv_get without a host = %d", r)
+	}
+}
+
+func TestHostTelemetry(t *testing.T) {
+	host := newMemHost()
+	tele := &fakeTelemetry{}
+	host.tele = tele
+	e := newHostEngine(t, host, nil,
+		Spec{Name: "ops", Module: fixture(t, "hostops"), Concurrency: 1, Permissions: Permissions{Telemetry: true}},
+		Spec{Name: "mute", Module: fixture(t, "hostops"), Concurrency: 1, Permissions: Permissions{KVQuota: 64}})
+	t.Run("latest", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, task, target, path string
+			want                     int64
+			held                     string
+		}{
+			{"ok", "ops", "sw*", "/interfaces/...", 0, `{"points":[{"path":"/interfaces/...","target":"sw*"}]}`},
+			{"ok, all", "ops", "", "", 0, `{"points":[{"path":"","target":""}]}`},
+			{"denied", "mute", "sw*", "", codeDenied, "telemetry_latest: telemetry denied: permissions.telemetry is false"},
+			{"invalid pattern", "ops", "bad", "/[", codeInvalid, "telemetry_latest: invalid request: path: bad pattern"},
+			{"long target", "ops", strings.Repeat("t", maxTelemetrySelector+1), "", codeInvalid, "target of 1025 bytes exceeds 1024"},
+			{"long path", "ops", "", strings.Repeat("p", maxTelemetrySelector+1), codeInvalid, "path of 1025 bytes exceeds 1024"},
+			{"unavailable", "ops", "off", "", codeUnavailable, "telemetry_latest: unavailable: telemetry is not enabled"},
+			{"failed", "ops", "broken", "", codeFailed, "telemetry_latest: store read failed"},
+			{"too large", "ops", "huge", "", codeTooLarge, "narrow the target"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				args, d := data(tc.target, tc.path)
+				r, _ := mustOp(t, e, tc.task, opTelemetryLatest, args, 0, d)
+				if tc.want == 0 {
+					tc.want = int64(len(tc.held)) // a length: the answer is held
+				}
+				if r != tc.want {
+					t.Fatalf("telemetry_latest returned %d, want %d", r, tc.want)
+				}
+				if got := held(t, e, tc.task, opTelemetryLatest, args, d); !strings.Contains(got, tc.held) {
+					t.Fatalf("held value %q, want it to contain %q", got, tc.held)
+				}
+			})
+		}
+	})
+	t.Run("query", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, task, req string
+			want            int64
+			held            string
+		}{
+			{"ok", "ops", `{"target":"sw1","path":"/system/...","since":"2h","until":"2026-01-02T03:04:05Z","bucket":"1m","limit":10}`, 0,
+				`{"series":[{"target":"sw1","path":"/system/...","since":"2h","until":"2026-01-02T03:04:05Z","bucket":"1m","limit":10}]}`},
+			{"empty request", "ops", "", 0, `{"series":[{"target":"","path":"","since":"","until":"","bucket":"","limit":0}]}`},
+			{"denied", "mute", `{}`, codeDenied, "telemetry_query: telemetry denied"},
+			{"unknown field", "ops", `{"targets":"sw1"}`, codeInvalid, `telemetry_query: request: json: unknown field "targets"`},
+			{"not JSON", "ops", `since=1h`, codeInvalid, "telemetry_query: request: invalid character"},
+			{"trailing data", "ops", `{} {}`, codeInvalid, "data after the JSON object"},
+			{"limit not a number", "ops", `{"limit":"10"}`, codeInvalid, "telemetry_query: request: json: cannot unmarshal"},
+			{"invalid per the host", "ops", `{"target":"bad"}`, codeInvalid, "invalid request"},
+			{"unavailable", "ops", `{"target":"off"}`, codeUnavailable, "telemetry_query: unavailable"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				args, d := data(tc.req)
+				r, _ := mustOp(t, e, tc.task, opTelemetryQuery, args, 0, d)
+				if tc.want == 0 {
+					tc.want = int64(len(tc.held))
+				}
+				if r != tc.want {
+					t.Fatalf("telemetry_query returned %d, want %d", r, tc.want)
+				}
+				if got := held(t, e, tc.task, opTelemetryQuery, args, d); !strings.Contains(got, tc.held) {
+					t.Fatalf("held value %q, want it to contain %q", got, tc.held)
+				}
+			})
+		}
+	})
+	// Denied and invalid calls never reached the host: ok, ok, invalid
+	// pattern, unavailable, failed, too large, each twice.
+	tele.mu.Lock()
+	latest, queries := tele.latest, len(tele.queries)
+	tele.mu.Unlock()
+	if latest != 12 || queries != 8 {
+		t.Fatalf("the host served %d latest and %d queries, want 12 and 8", latest, queries)
+	}
+	hc := e.metrics.hostCalls
+	for _, m := range []struct {
+		fn, code string
+		want     float64
+	}{{"telemetry_latest", "ok", 4}, {"telemetry_latest", "denied", 2}, {"telemetry_query", "invalid", 10}, {"telemetry_query", "unavailable", 2}} {
+		if got := testutil.ToFloat64(hc.WithLabelValues(m.fn, m.code)); got != m.want {
+			t.Errorf("host_calls_total{function=%q,code=%q} = %v, want %v", m.fn, m.code, got, m.want)
+		}
+	}
+}
+
+// TestHostTelemetryUnavailable: a Host without telemetry, or no Host at
+// all, answers unavailable to a task that is allowed telemetry.
+func TestHostTelemetryUnavailable(t *testing.T) {
+	spec := Spec{Name: "ops", Module: fixture(t, "hostops"), Concurrency: 1, Permissions: Permissions{Telemetry: true}}
+	for name, e := range map[string]*Engine{
+		"host without telemetry": newHostEngine(t, newMemHost(), nil, spec),
+		"no host":                newEngine(t, spec),
+	} {
+		t.Run(name, func(t *testing.T) {
+			args, d := data("", "")
+			if r, _ := mustOp(t, e, "ops", opTelemetryLatest, args, 0, d); r != codeUnavailable {
+				t.Fatalf("telemetry_latest = %d, want unavailable", r)
+			}
+			if got := held(t, e, "ops", opTelemetryLatest, args, d); got != "telemetry_latest: no telemetry in this engine" {
+				t.Fatalf("held = %q", got)
+			}
+			args, d = data(`{"since":"1h"}`)
+			if r, _ := mustOp(t, e, "ops", opTelemetryQuery, args, 0, d); r != codeUnavailable {
+				t.Fatalf("telemetry_query = %d, want unavailable", r)
+			}
+		})
 	}
 }
 

@@ -1,8 +1,10 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +48,10 @@ var hostDefs = []hostDef{
 		[]string{"field", "buf_ptr", "buf_cap"}, []api.ValueType{i32}},
 	{"deadline", func(c *code) api.GoModuleFunc { return c.hostDeadline }, nil, nil, []api.ValueType{i64}},
 	{"now", func(c *code) api.GoModuleFunc { return c.hostNow }, nil, nil, []api.ValueType{i64}},
+	{"telemetry_latest", func(c *code) api.GoModuleFunc { return c.hostTelemetryLatest }, []api.ValueType{i32, i32, i32, i32},
+		[]string{"target_ptr", "target_len", "path_ptr", "path_len"}, []api.ValueType{i32}},
+	{"telemetry_query", func(c *code) api.GoModuleFunc { return c.hostTelemetryQuery }, []api.ValueType{i32, i32},
+		[]string{"req_ptr", "req_len"}, []api.ValueType{i32}},
 }
 
 // Indexes into hostDefs, for metrics.
@@ -62,11 +68,14 @@ const (
 	hfMeta
 	hfDeadline
 	hfNow
+	hfTelemetryLatest
+	hfTelemetryQuery
 )
 
 // hostNames are the names of hostDefs by index (kept apart from hostDefs to
 // avoid an initialization cycle).
-var hostNames = [...]string{"fail", "log", "publish", "kv_get", "kv_put", "kv_delete", "kv_list", "call", "result", "meta", "deadline", "now"}
+var hostNames = [...]string{"fail", "log", "publish", "kv_get", "kv_put", "kv_delete", "kv_list", "call", "result", "meta", "deadline", "now",
+	"telemetry_latest", "telemetry_query"}
 
 // instantiateHostModule adds module "outpost" to c's runtime.
 func (c *code) instantiateHostModule(ctx context.Context) error {
@@ -189,6 +198,10 @@ func hostErrCode(err error) int32 {
 		return codeNotFound
 	case errors.Is(err, ErrQuota):
 		return codeQuota
+	case errors.Is(err, ErrInvalid):
+		return codeInvalid
+	case errors.Is(err, ErrUnavailable):
+		return codeUnavailable
 	}
 	return codeFailed
 }
@@ -410,6 +423,100 @@ func (c *code) hostCall(ctx context.Context, mod api.Module, stack []uint64) {
 		}
 		return h.give(out, buf, bufCap)
 	}())
+}
+
+// telemetry returns the daemon's telemetry or a failure code.
+func (h hcall) telemetry(op string) (Telemetry, int32) {
+	if !h.inst.task.perms.telemetry {
+		return nil, h.fail(codeDenied, op+": telemetry denied: permissions.telemetry is false")
+	}
+	if h.host() != nil {
+		if t := h.host().Telemetry(); t != nil {
+			return t, codeOK
+		}
+	}
+	return nil, h.fail(codeUnavailable, op+": no telemetry in this engine")
+}
+
+// holdAnswer holds a telemetry function's JSON answer and returns its
+// length, or too_large past maxTelemetryAnswer.
+func (h hcall) holdAnswer(op string, answer []byte) int32 {
+	if len(answer) > maxTelemetryAnswer {
+		return h.fail(codeTooLarge, fmt.Sprintf("%s: answer of %d bytes exceeds %d: narrow the target, path or time range, or set a limit", op, len(answer), maxTelemetryAnswer))
+	}
+	return h.give(answer, 0, 0)
+}
+
+// hostTelemetryLatest implements outpost.telemetry_latest(target_ptr,
+// target_len, path_ptr, path_len) -> len or code. The answer,
+// {"points":[...]}, is held for outpost.result.
+func (c *code) hostTelemetryLatest(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfTelemetryLatest, mod)
+	target := string(h.read("target", api.DecodeU32(stack[0]), api.DecodeU32(stack[1])))
+	path := string(h.read("path", api.DecodeU32(stack[2]), api.DecodeU32(stack[3])))
+	stack[0] = api.EncodeI32(func() int32 {
+		switch {
+		case len(target) > maxTelemetrySelector:
+			return h.fail(codeInvalid, fmt.Sprintf("telemetry_latest: target of %d bytes exceeds %d", len(target), maxTelemetrySelector))
+		case len(path) > maxTelemetrySelector:
+			return h.fail(codeInvalid, fmt.Sprintf("telemetry_latest: path of %d bytes exceeds %d", len(path), maxTelemetrySelector))
+		}
+		tel, code := h.telemetry("telemetry_latest")
+		if code != codeOK {
+			return code
+		}
+		answer, err := tel.Latest(ctx, target, path)
+		if err != nil {
+			return h.fail(hostErrCode(err), "telemetry_latest: "+err.Error())
+		}
+		return h.holdAnswer("telemetry_latest", answer)
+	}())
+}
+
+// hostTelemetryQuery implements outpost.telemetry_query(req_ptr, req_len)
+// -> len or code. The request is a JSON TelemetryQuery (empty: {}); the
+// answer, {"since":...,"until":...,"series":[...]}, is held for
+// outpost.result.
+func (c *code) hostTelemetryQuery(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfTelemetryQuery, mod)
+	rp, rl := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	h.check("request", rp, rl)
+	stack[0] = api.EncodeI32(func() int32 {
+		if rl > maxTelemetryRequest {
+			return h.fail(codeTooLarge, fmt.Sprintf("telemetry_query: request of %d bytes exceeds %d", rl, maxTelemetryRequest))
+		}
+		q, err := decodeTelemetryQuery(h.read("request", rp, rl))
+		if err != nil {
+			return h.fail(codeInvalid, "telemetry_query: "+err.Error())
+		}
+		tel, code := h.telemetry("telemetry_query")
+		if code != codeOK {
+			return code
+		}
+		answer, err := tel.Query(ctx, q)
+		if err != nil {
+			return h.fail(hostErrCode(err), "telemetry_query: "+err.Error())
+		}
+		return h.holdAnswer("telemetry_query", answer)
+	}())
+}
+
+// decodeTelemetryQuery decodes a telemetry_query request strictly: one
+// JSON object, known fields only; empty is {}.
+func decodeTelemetryQuery(b []byte) (TelemetryQuery, error) {
+	var q TelemetryQuery
+	if len(bytes.TrimSpace(b)) == 0 {
+		return q, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&q); err != nil {
+		return TelemetryQuery{}, fmt.Errorf("request: %w", err)
+	}
+	if len(bytes.TrimSpace(b[dec.InputOffset():])) > 0 {
+		return TelemetryQuery{}, errors.New("request: data after the JSON object")
+	}
+	return q, nil
 }
 
 // hostResult implements outpost.result(buf_ptr, buf_cap) -> len.

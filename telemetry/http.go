@@ -3,6 +3,7 @@ package telemetry
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -38,28 +39,18 @@ func (s *Service) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/telemetry/query", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		now := time.Now()
-		req := QueryRequest{Target: q.Get("target"), Path: q.Get("path")}
-		var err error
-		if req.Since, err = parseWhen(q.Get("since"), now, now.Add(-time.Hour)); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "since: " + err.Error()})
-			return
-		}
-		if req.Until, err = parseWhen(q.Get("until"), now, now); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "until: " + err.Error()})
-			return
-		}
-		if b := q.Get("bucket"); b != "" {
-			if req.Bucket, err = time.ParseDuration(b); err != nil || req.Bucket <= 0 {
-				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bucket: want a positive duration such as 1m"})
-				return
-			}
-		}
+		limit := 0
 		if l := q.Get("limit"); l != "" {
-			if req.Limit, err = strconv.Atoi(l); err != nil || req.Limit < 0 {
-				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit: want a positive number"})
+			var err error
+			if limit, err = strconv.Atoi(l); err != nil {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": errBadLimit.Error()})
 				return
 			}
+		}
+		req, err := ParseQuery(q.Get("target"), q.Get("path"), q.Get("since"), q.Get("until"), q.Get("bucket"), limit, time.Now())
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
 		}
 		res, err := s.Query(req)
 		if err != nil {
@@ -69,6 +60,34 @@ func (s *Service) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"since": req.Since.UTC(), "until": req.Until.UTC(), "series": res})
 	})
 	return mux
+}
+
+var errBadLimit = errors.New("limit: want a positive number")
+
+// ParseQuery builds a QueryRequest from the text fields of a query, as the
+// admin API (GET /v1/telemetry/query) and the task host API
+// (outpost.telemetry_query, docs/abi.md) take them: since and until are
+// durations back from now ("1h") or RFC 3339 times, by default an hour
+// before now and now; bucket is "" (raw points) or a positive duration;
+// limit is 0 (the store's default) or more. The error names the field.
+func ParseQuery(target, path, since, until, bucket string, limit int, now time.Time) (QueryRequest, error) {
+	req := QueryRequest{Target: target, Path: path, Limit: limit}
+	var err error
+	if req.Since, err = parseWhen(since, now, now.Add(-time.Hour)); err != nil {
+		return QueryRequest{}, fmt.Errorf("since: %w", err)
+	}
+	if req.Until, err = parseWhen(until, now, now); err != nil {
+		return QueryRequest{}, fmt.Errorf("until: %w", err)
+	}
+	if bucket != "" {
+		if req.Bucket, err = time.ParseDuration(bucket); err != nil || req.Bucket <= 0 {
+			return QueryRequest{}, errors.New("bucket: want a positive duration such as 1m")
+		}
+	}
+	if limit < 0 {
+		return QueryRequest{}, errBadLimit
+	}
+	return req, nil
 }
 
 // parseWhen reads "1h" (ago), an RFC 3339 time, or "" (def).

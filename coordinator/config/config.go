@@ -128,6 +128,9 @@ type Permissions struct {
 	Publish []string `yaml:"publish"`  // MQTT topic filters the task may publish to
 	Call    []string `yaml:"call"`     // tasks it may call; "*" for any
 	KVQuota ByteSize `yaml:"kv_quota"` // bytes of keys+values in its kv namespace; 0: no kv
+	// Telemetry lets the task read collected telemetry (telemetry_latest,
+	// telemetry_query); false: those return denied.
+	Telemetry bool `yaml:"telemetry"`
 }
 
 // Limits bound one task.

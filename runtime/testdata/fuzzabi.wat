@@ -1,6 +1,6 @@
 ;; Fuzz fixture for every host function of ABI v1 (FuzzHostABI). The input is
 ;; op i32 @1024 and args a0..a5 i32 @1028..1048, then free bytes; outpost_alloc
-;; always returns 1024. op n (1 to 12, in import order below) calls that
+;; always returns 1024. op n (1 to 14, in import order below) calls that
 ;; function with the args it takes, straight from the input; any other op
 ;; returns at once. The output is the function's result as an i64 at 512.
 (module
@@ -16,6 +16,8 @@
   (import "outpost" "deadline" (func $deadline (result i64)))
   (import "outpost" "now" (func $now (result i64)))
   (import "outpost" "fail" (func $fail (param i32 i32)))
+  (import "outpost" "telemetry_latest" (func $telemetry_latest (param i32 i32 i32 i32) (result i32)))
+  (import "outpost" "telemetry_query" (func $telemetry_query (param i32 i32) (result i32)))
   (memory (export "memory") 1)
   (func (export "outpost_alloc") (param i32) (result i32) (i32.const 1024))
   (func $a (param $i i32) (result i32) (i32.load (i32.add (i32.const 1028) (i32.shl (local.get $i) (i32.const 2)))))
@@ -34,6 +36,8 @@
       (if (i32.eq (local.get $op) (i32.const 9)) (then (local.set $r (i64.extend_i32_s (call $meta (call $a (i32.const 0)) (call $a (i32.const 1)) (call $a (i32.const 2))))) (br $done)))
       (if (i32.eq (local.get $op) (i32.const 10)) (then (local.set $r (call $deadline )) (br $done)))
       (if (i32.eq (local.get $op) (i32.const 11)) (then (local.set $r (call $now )) (br $done)))
-      (if (i32.eq (local.get $op) (i32.const 12)) (then (call $fail (call $a (i32.const 0)) (call $a (i32.const 1))) (br $done))))
+      (if (i32.eq (local.get $op) (i32.const 12)) (then (call $fail (call $a (i32.const 0)) (call $a (i32.const 1))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 13)) (then (local.set $r (i64.extend_i32_s (call $telemetry_latest (call $a (i32.const 0)) (call $a (i32.const 1)) (call $a (i32.const 2)) (call $a (i32.const 3))))) (br $done)))
+      (if (i32.eq (local.get $op) (i32.const 14)) (then (local.set $r (i64.extend_i32_s (call $telemetry_query (call $a (i32.const 0)) (call $a (i32.const 1))))) (br $done))))
     (i64.store (i32.const 512) (local.get $r))
     (i64.const 0x0000020000000008))) ;; ptr 512, len 8
