@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +29,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The fake gNMI agent logs every stream end through glog on stderr,
+	// which go test mixes into benchmark lines: keep only fatal ones.
+	_ = flag.Set("stderrthreshold", "FATAL")
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
 		goleak.IgnoreTopFunction("github.com/golang/glog.(*loggingT).flushDaemon"),
 		goleak.IgnoreAnyFunction("github.com/openconfig/gnmi/testing/fake/gnmi.(*Client).Run"))
