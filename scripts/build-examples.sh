@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds every example task under examples/tasks into examples/tasks/build/:
-# wat/NAME.wat -> NAME.wasm, go/NAME/ -> go-NAME.wasm
+# wat/NAME.wat -> NAME.wasm, go/NAME/ -> go-NAME.wasm, c/NAME/ -> c-NAME.wasm
 # (gitignored): WAT modules with wat2wasm (Debian package wabt), Go modules with
-# the Go toolchain for GOOS=wasip1 GOARCH=wasm. Go reactors (directories with
-# //go:wasmexport outpost_handle) are built with -buildmode=c-shared, Go
-# commands as plain WASI programs.
+# the Go toolchain for GOOS=wasip1 GOARCH=wasm, C modules with clang-14 for
+# wasm32-wasi (Debian packages clang-14 lld-14 wasi-libc
+# libclang-rt-14-dev-wasm32; CLANG=... picks another clang). Go reactors
+# (directories with //go:wasmexport outpost_handle) are built with
+# -buildmode=c-shared, Go commands as plain WASI programs; C tasks are reactors
+# (-mexec-model=reactor) built from the .c files of their directory with
+# examples/tasks/c/outpost.h.
 #
 # Usage: scripts/build-examples.sh [output-dir]
 set -euo pipefail
@@ -16,6 +20,23 @@ mkdir -p "$out"
 
 command -v wat2wasm >/dev/null || { echo "build-examples: wat2wasm not found (apt-get install wabt)" >&2; exit 1; }
 command -v go >/dev/null || { echo "build-examples: go not found" >&2; exit 1; }
+
+# C: clang with the wasm32 target, wasm-ld, wasi-libc and the wasm32
+# compiler-rt builtins, each checked here so that a missing one is named rather
+# than reported as a confusing compile or link error. (clang -print-file-name
+# prints the bare name when it does not find the file.)
+clang="${CLANG:-clang-14}"
+c_packages="clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32"
+c_missing() { echo "build-examples: $1; the C examples need the Debian packages $c_packages" >&2; exit 1; }
+command -v "$clang" >/dev/null || c_missing "$clang not found"
+"$clang" --print-targets 2>/dev/null | grep -qw wasm32 || c_missing "$clang has no wasm32 target"
+# (clang -print-prog-name prints the path of the linker it would run, or the
+# bare name to look up in PATH)
+command -v "$("$clang" -print-prog-name=wasm-ld)" >/dev/null || c_missing "wasm-ld not found for $clang (Debian lld-14)"
+crt=$("$clang" --target=wasm32-wasi -print-file-name=crt1-reactor.o)
+[ -f "$crt" ] || c_missing "wasi-libc not found for $clang (no crt1-reactor.o in its wasm32-wasi sysroot)"
+rt=$("$clang" --target=wasm32-wasi -rtlib=compiler-rt -print-libgcc-file-name)
+[ -f "$rt" ] || c_missing "the wasm32 compiler-rt builtins are missing ($rt)"
 
 for wat in "$src"/wat/*.wat; do
 	name="$(basename "$wat" .wat)"
@@ -32,4 +53,13 @@ for dir in "$src"/go/*/; do
 	fi
 	GOOS=wasip1 GOARCH=wasm go build "${mode[@]}" -trimpath -o "$out/go-$name.wasm" "./${dir#"$root"/}"
 	echo "built $out/go-$name.wasm"
+done
+
+for dir in "$src"/c/*/; do
+	name="$(basename "$dir")"
+	# -mexec-model=reactor: exports _initialize (C constructors), not _start.
+	# --strip-debug drops wasi-libc's DWARF (three quarters of the module).
+	"$clang" --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror \
+		-I "$src/c" -Wl,--strip-debug -o "$out/c-$name.wasm" "$dir"*.c
+	echo "built $out/c-$name.wasm"
 done

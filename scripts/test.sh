@@ -24,12 +24,22 @@ declare -A peers=(
   [snmptrap]=snmp
   [snmpsimd]=snmpsim
   [etcd]=etcd-server
+  [clang-14]=clang-14 # C example tasks (scripts/build-examples.sh)
+  [wasm-ld-14]=lld-14
+)
+# file (a glob) -> Debian package, for packages without a binary
+declare -A peer_files=(
+  ['/usr/lib/wasm32-wasi/crt1-reactor.o']=wasi-libc
+  ['/usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a']=libclang-rt-14-dev-wasm32
 )
 missing=()
 for bin in "${!peers[@]}"; do
   if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
     missing+=("${peers[$bin]}")
   fi
+done
+for file in "${!peer_files[@]}"; do
+  compgen -G "$file" >/dev/null || missing+=("${peer_files[$file]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')

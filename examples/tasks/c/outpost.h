@@ -1,0 +1,97 @@
+/*
+ * outpost.h: the Outpost task ABI v1 for C (docs/abi.md), for clang with
+ * wasi-libc:
+ *
+ *   clang-14 --target=wasm32-wasi -mexec-model=reactor -O2 -I examples/tasks/c \
+ *       -o task.wasm task.c
+ *
+ * -mexec-model=reactor links crt1-reactor.o, which exports _initialize (the
+ * host calls it once per instance: it runs the C constructors) instead of
+ * _start. A task defines the two exports declared at the end with
+ * OUTPOST_EXPORT, and may call the host functions below.
+ *
+ * Return codes of the functions returning int32_t: a length or 0 on success,
+ * a negative OUTPOST_* code on failure; the failure's message is then the
+ * call's "held value", read with outpost_result. Data-producing functions
+ * (kv_get, kv_list, call, meta) copy min(len, cap) bytes to buf and return
+ * the full length: when it is larger than cap, allocate it and call
+ * outpost_result (the operation is not repeated).
+ */
+#ifndef OUTPOST_H
+#define OUTPOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define OUTPOST_OK 0
+#define OUTPOST_DENIED (-1)      /* the task's permissions do not allow it */
+#define OUTPOST_NOT_FOUND (-2)   /* no such kv key, or no such task */
+#define OUTPOST_INVALID (-3)     /* a bad argument */
+#define OUTPOST_TOO_LARGE (-4)   /* a payload or value over the limits */
+#define OUTPOST_QUOTA (-5)       /* a kv put would exceed the kv quota */
+#define OUTPOST_FAILED (-6)      /* the operation failed */
+#define OUTPOST_UNAVAILABLE (-7) /* the host has no such service */
+
+#define OUTPOST_DEBUG 0
+#define OUTPOST_INFO 1
+#define OUTPOST_WARN 2
+#define OUTPOST_ERROR 3
+
+#define OUTPOST_META_CALL_ID 0
+#define OUTPOST_META_SOURCE 1
+#define OUTPOST_META_IDEMPOTENCY_KEY 2
+#define OUTPOST_META_TASK 3
+
+#define OUTPOST_IMPORT(name) __attribute__((import_module("outpost"), import_name(name)))
+#define OUTPOST_EXPORT(name) __attribute__((export_name(name)))
+
+/* Fails the current call with a message (the first one is kept); return
+ * from outpost_handle promptly afterwards. */
+OUTPOST_IMPORT("fail") void outpost_fail(const void *msg, uint32_t len);
+/* Logs a message with the task name; level OUTPOST_DEBUG..OUTPOST_ERROR. */
+OUTPOST_IMPORT("log") void outpost_log(int32_t level, const void *msg, uint32_t len);
+/* Publishes an MQTT message (qos 0, 1 or 2) to a topic that one of the
+ * task's permissions.publish filters matches. */
+OUTPOST_IMPORT("publish") int32_t outpost_publish(const void *topic, uint32_t topic_len,
+                                                  const void *payload, uint32_t payload_len, int32_t qos);
+/* The task's own key-value namespace (needs permissions.kv_quota). */
+OUTPOST_IMPORT("kv_get") int32_t outpost_kv_get(const void *key, uint32_t key_len, void *buf, uint32_t cap);
+OUTPOST_IMPORT("kv_put") int32_t outpost_kv_put(const void *key, uint32_t key_len, const void *val, uint32_t val_len);
+OUTPOST_IMPORT("kv_delete") int32_t outpost_kv_delete(const void *key, uint32_t key_len);
+/* Keys starting with prefix, each as a little-endian u32 length + bytes. */
+OUTPOST_IMPORT("kv_list") int32_t outpost_kv_list(const void *prefix, uint32_t prefix_len, void *buf, uint32_t cap);
+/* Calls another task (needs permissions.call) and waits for its output. */
+OUTPOST_IMPORT("call") int32_t outpost_call(const void *task, uint32_t task_len, const void *in, uint32_t in_len,
+                                            void *buf, uint32_t cap);
+/* Copies the held value (data or an error message) to buf; its full length. */
+OUTPOST_IMPORT("result") int32_t outpost_result(void *buf, uint32_t cap);
+/* Metadata of the call being served: OUTPOST_META_*. */
+OUTPOST_IMPORT("meta") int32_t outpost_meta(int32_t field, void *buf, uint32_t cap);
+/* Nanoseconds since the Unix epoch: the call's deadline (0: none), now. */
+OUTPOST_IMPORT("deadline") int64_t outpost_deadline(void);
+OUTPOST_IMPORT("now") int64_t outpost_now(void);
+
+/* The exports a reactor task defines. outpost_alloc returns at least size
+ * writable bytes (valid until the next outpost_alloc); outpost_handle returns
+ * OUTPOST_OUTPUT(ptr, len), which must stay valid until the next call. */
+OUTPOST_EXPORT("outpost_alloc") void *outpost_alloc(uint32_t size);
+OUTPOST_EXPORT("outpost_handle") uint64_t outpost_handle(uint8_t *in, uint32_t len);
+
+#define OUTPOST_OUTPUT(ptr, len) (((uint64_t)(uintptr_t)(ptr) << 32) | (uint32_t)(len))
+
+/* Helpers for NUL-terminated strings. */
+static inline void outpost_fail_str(const char *msg) { outpost_fail(msg, (uint32_t)strlen(msg)); }
+static inline void outpost_log_str(int32_t level, const char *msg) { outpost_log(level, msg, (uint32_t)strlen(msg)); }
+
+/* Copies the held message into buf (cap > 0) as a NUL-terminated string, cut
+ * to fit, and returns buf. */
+static inline char *outpost_held_str(char *buf, uint32_t cap) {
+	int32_t n = outpost_result(buf, cap - 1);
+	if (n < 0) n = 0;
+	if ((uint32_t)n > cap - 1) n = (int32_t)(cap - 1);
+	buf[n] = 0;
+	return buf;
+}
+
+#endif
