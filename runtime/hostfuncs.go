@@ -254,8 +254,8 @@ func (h hcall) publish(ctx context.Context, t string, pp, pl uint32, qos int32) 
 		return h.fail(codeInvalid, fmt.Sprintf("publish: qos %d is not 0, 1 or 2", qos))
 	case len(t) == 0 || len(t) > maxTopic:
 		return h.fail(codeInvalid, fmt.Sprintf("publish: topic length %d is not between 1 and %d", len(t), maxTopic))
-	case topic.Wildcards(t) > 0 || containsByte(t, 0):
-		return h.fail(codeInvalid, fmt.Sprintf("publish: topic %q contains a wildcard or NUL", t))
+	case topic.CheckName(t) != nil:
+		return h.fail(codeInvalid, fmt.Sprintf("publish: topic %q contains a wildcard character or NUL", t))
 	case pl > maxPayload:
 		return h.fail(codeTooLarge, fmt.Sprintf("publish: payload of %d bytes exceeds %d", pl, maxPayload))
 	case !h.inst.task.perms.mayPublish(t):
@@ -272,14 +272,6 @@ func (h hcall) publish(ctx context.Context, t string, pp, pl uint32, qos int32) 
 	return codeOK
 }
 
-func containsByte(s string, b byte) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == b {
-			return true
-		}
-	}
-	return false
-}
 
 // kv returns the task's namespace or a failure code.
 func (h hcall) kv(op string) (KV, int32) {

@@ -25,6 +25,18 @@ func CheckFilter(f string) error {
 	return nil
 }
 
+// CheckName reports whether name is a valid topic name to publish to: not
+// empty, and with no wildcard character or NUL anywhere (MQTT 3.1.1 4.7.3).
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("must not be empty")
+	case strings.ContainsAny(name, "+#\x00"):
+		return fmt.Errorf("%q: a topic name cannot contain '+', '#' or NUL", name)
+	}
+	return nil
+}
+
 // Wildcards counts the wildcard segments of a valid filter.
 func Wildcards(filter string) int {
 	n := 0
