@@ -272,7 +272,6 @@ func (h hcall) publish(ctx context.Context, t string, pp, pl uint32, qos int32) 
 	return codeOK
 }
 
-
 // kv returns the task's namespace or a failure code.
 func (h hcall) kv(op string) (KV, int32) {
 	switch {
