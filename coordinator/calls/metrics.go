@@ -15,6 +15,10 @@ type metrics struct {
 	refused  *prometheus.CounterVec
 	depth    *prometheus.GaugeVec
 	aged     prometheus.Counter
+	// parked counts calls waiting in Scheduler.Blocking without a worker
+	// slot; parkRefused the waits that kept their slot (MaxParked reached).
+	parked      prometheus.Gauge
+	parkRefused prometheus.Counter
 
 	mu    sync.Mutex
 	tasks map[string]*taskMetrics
@@ -50,10 +54,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		aged: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_calls_aged_total", Help: "Calls run out of weighted order because they waited past aging_after.",
 		}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outpost_calls_parked", Help: "Calls waiting (for another call) with their worker slot given back.",
+		}),
+		parkRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_calls_park_refused_total", Help: "Waits that kept their worker slot because max_parked calls were parked.",
+		}),
 		tasks: map[string]*taskMetrics{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.duration, m.queued, m.running, m.refused, m.depth, m.aged)
+		reg.MustRegister(m.calls, m.duration, m.queued, m.running, m.refused, m.depth, m.aged, m.parked, m.parkRefused)
 	}
 	return m
 }

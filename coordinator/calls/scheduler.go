@@ -29,6 +29,10 @@ type Options struct {
 	// AgingAfter: a call waiting longer than this runs next, whatever the
 	// weights say, so no queue starves. Zero: 1s.
 	AgingAfter time.Duration
+	// MaxParked bounds the calls parked in Blocking at once (each still
+	// holds its task's instance and memory). A call that would park past it
+	// keeps its worker slot while it waits. Zero: 16 × Workers, at least 64.
+	MaxParked int
 }
 
 // QueueSpec is one weighted queue.
@@ -69,7 +73,11 @@ type Scheduler struct {
 	tasks   map[string]*taskState
 	live    map[string]*Call // queued and running calls by id, for Cancel
 	queued  int
-	running int
+	running int // calls holding a worker slot; parked calls do not
+	parked  int // calls waiting in Blocking without a worker slot
+	// resumers wait, in order, for a worker slot to resume after Blocking;
+	// a freed slot goes to them before any queued call.
+	resumers fifo[chan struct{}]
 	// pendingDone counts calls taken off a queue by a cancel whose Done has
 	// not run yet; Drain waits for them too.
 	pendingDone int
@@ -108,6 +116,9 @@ func NewScheduler(exec Executor, opts Options, log *slog.Logger, reg prometheus.
 	ctx, cancel := context.WithCancel(context.Background())
 	if opts.AgingAfter <= 0 {
 		opts.AgingAfter = time.Second
+	}
+	if opts.MaxParked <= 0 {
+		opts.MaxParked = max(16*opts.Workers, 64)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -175,7 +186,7 @@ func (s *Scheduler) Do(ctx context.Context, c *Call) (Result, error) {
 		s.mu.Unlock()
 		return Result{}, err
 	}
-	if s.running < s.opts.Workers && tq.calls.len() == 0 && s.hasSlotLocked(tq) {
+	if s.running < s.opts.Workers && s.resumers.len() == 0 && tq.calls.len() == 0 && s.hasSlotLocked(tq) {
 		s.running++
 		s.startLocked(tq, c)
 		s.mu.Unlock()
@@ -268,9 +279,15 @@ func (s *Scheduler) readyLocked(tq *taskQueue) {
 	}
 }
 
-// dispatchLocked starts workers while there are ready calls and free slots.
+// dispatchLocked hands free slots to resuming calls first, then starts
+// workers while there are ready calls and free slots.
 func (s *Scheduler) dispatchLocked() {
 	for s.running < s.opts.Workers {
+		if s.resumers.len() > 0 {
+			s.running++
+			s.resumeLocked()
+			continue
+		}
 		c := s.nextLocked()
 		if c == nil {
 			return
@@ -374,7 +391,7 @@ func (s *Scheduler) releaseLocked(c *Call) {
 
 // checkIdleLocked tells a waiting Drain that the last call is done.
 func (s *Scheduler) checkIdleLocked() {
-	if s.draining && s.running == 0 && s.queued == 0 && s.pendingDone == 0 {
+	if s.draining && s.running == 0 && s.parked == 0 && s.queued == 0 && s.pendingDone == 0 {
 		s.closeIdleLocked()
 	}
 }
@@ -394,7 +411,10 @@ func (s *Scheduler) worker(c *Call) {
 		c.Done(c)
 		s.mu.Lock()
 		s.releaseLocked(c)
-		if c = s.nextLocked(); c == nil {
+		if s.resumers.len() > 0 {
+			s.resumeLocked() // this worker's slot goes to a resuming call
+			c = nil
+		} else if c = s.nextLocked(); c == nil {
 			s.running--
 			s.m.running.Set(float64(s.running))
 			s.checkIdleLocked()
@@ -429,6 +449,7 @@ func (s *Scheduler) execute(c *Call) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	ctx = context.WithValue(ctx, slotKey{}, &slot{s: s})
 	s.mu.Lock()
 	canceled := c.canceled
 	c.cancel = cancel
@@ -540,7 +561,7 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 	}
 	s.queued = 0
 	s.m.queued.Set(0)
-	running := s.running
+	running := s.running + s.parked
 	if running == 0 && s.pendingDone == 0 {
 		s.closeIdleLocked()
 	}
@@ -558,15 +579,88 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 	return fmt.Errorf("drain deadline passed: %d queued calls canceled, %d running calls stopped", len(dropped), running)
 }
 
+// slotKey is the context key of the worker slot of a running call.
+type slotKey struct{}
+
+// slot is the worker slot of one running call, guarded by the scheduler's mu.
+type slot struct {
+	s      *Scheduler
+	parked bool
+}
+
+// Blocking runs wait, which blocks (for another call, say), with the
+// worker slot of the running call of ctx given back, so the scheduler can
+// start another call meanwhile: a chain of calls each waiting for the next
+// cannot deadlock the worker pool. When wait returns, Blocking waits for a
+// free worker slot (resuming calls go before queued ones) and returns
+// wait's error; it does not give up on ctx, so Workers is never exceeded by
+// the calls that run.
+//
+// The call keeps its task slot: a task with concurrency n that waits for
+// calls of itself still deadlocks (until the deadline) once n of its calls
+// wait. When ctx carries no call of s (wait runs outside a call, or the
+// call is already parked) or MaxParked calls are parked, wait runs with the
+// slot kept.
+func (s *Scheduler) Blocking(ctx context.Context, wait func() error) error {
+	sl, _ := ctx.Value(slotKey{}).(*slot)
+	if sl == nil || sl.s != s {
+		return wait()
+	}
+	s.mu.Lock()
+	if sl.parked || s.parked >= s.opts.MaxParked {
+		if !sl.parked {
+			s.m.parkRefused.Inc()
+		}
+		s.mu.Unlock()
+		return wait()
+	}
+	sl.parked = true
+	s.parked++
+	s.running--
+	s.m.running.Set(float64(s.running))
+	s.m.parked.Set(float64(s.parked))
+	s.dispatchLocked()
+	s.mu.Unlock()
+
+	err := wait()
+
+	s.mu.Lock()
+	var resumed chan struct{}
+	if s.running < s.opts.Workers && s.resumers.len() == 0 {
+		s.running++
+	} else {
+		resumed = make(chan struct{})
+		s.resumers.push(resumed)
+	}
+	s.mu.Unlock()
+	if resumed != nil {
+		<-resumed // the slot was counted in running by whoever gave it
+	}
+	s.mu.Lock()
+	sl.parked = false
+	s.parked--
+	s.m.running.Set(float64(s.running))
+	s.m.parked.Set(float64(s.parked))
+	s.mu.Unlock()
+	return err
+}
+
+// resumeLocked gives a slot already counted in running to the first
+// resuming call.
+func (s *Scheduler) resumeLocked() {
+	ch, _ := s.resumers.pop()
+	close(ch)
+}
+
 // Stats is a snapshot of the scheduler's load.
 type Stats struct {
-	Queued, Running, Workers, QueueSize int
-	Draining                            bool
+	Queued, Running, Parked, Workers, QueueSize int
+	Draining                                    bool
 }
 
 // Stats returns the current load.
 func (s *Scheduler) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Queued: s.queued, Running: s.running, Workers: s.opts.Workers, QueueSize: s.opts.QueueSize, Draining: s.draining}
+	return Stats{Queued: s.queued, Running: s.running, Parked: s.parked, Workers: s.opts.Workers, QueueSize: s.opts.QueueSize, Draining: s.draining}
 }

@@ -3,6 +3,7 @@ package calls
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -266,5 +267,150 @@ func TestFIFO(t *testing.T) {
 	}
 	if next != 1000 {
 		t.Fatalf("lost items: %d", next)
+	}
+}
+
+// chainExec runs task "chain": input n > 0 calls "chain" with n-1 and waits
+// for it inside Blocking (through Do, or Submit and a wait for Done); it
+// tracks the calls running outside Blocking.
+type chainExec struct {
+	s     *Scheduler
+	async bool
+
+	mu          sync.Mutex
+	active, max int
+}
+
+func (f *chainExec) Concurrency(string) (int, bool) { return 1000, true }
+
+func (f *chainExec) add(d int) {
+	f.mu.Lock()
+	f.active += d
+	f.max = max(f.max, f.active)
+	f.mu.Unlock()
+}
+
+func (f *chainExec) Execute(ctx context.Context, c *Call) Result {
+	f.add(1)
+	defer f.add(-1)
+	n := int(c.Input[0])
+	if n == 0 {
+		time.Sleep(time.Millisecond)
+		return Result{Status: StatusOK, Output: []byte("leaf")}
+	}
+	child := New("chain", []byte{byte(n - 1)}, Source{Kind: "test"})
+	var res Result
+	f.add(-1)
+	err := f.s.Blocking(ctx, func() error {
+		if !f.async {
+			var err error
+			res, err = f.s.Do(ctx, child)
+			return err
+		}
+		done := make(chan struct{})
+		child.Done = func(*Call) { close(done) }
+		if err := f.s.Submit(child); err != nil {
+			return err
+		}
+		select {
+		case <-done:
+			res = child.Result
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	f.add(1)
+	if err != nil {
+		return Result{Status: StatusFailed, Error: err.Error()}
+	}
+	return res
+}
+
+// TestBlockingChainDeeperThanWorkers: chains of calls each waiting for the
+// next, deeper than the worker cap and several at once, complete; the calls
+// running outside Blocking never exceed the cap.
+func TestBlockingChainDeeperThanWorkers(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		name := map[bool]string{false: "do", true: "submit"}[async]
+		t.Run(name, func(t *testing.T) {
+			const workers, depth, chains = 2, 8, 5
+			f := &chainExec{async: async}
+			f.s = NewScheduler(f, Options{Workers: workers, QueueSize: 1000}, nil, nil)
+			var wg sync.WaitGroup
+			errs := make(chan string, chains)
+			for range chains {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					res, err := f.s.Do(ctx, New("chain", []byte{depth}, Source{Kind: "test"}))
+					if err != nil || string(res.Output) != "leaf" {
+						errs <- fmt.Sprintf("chain: %v %+v", err, res)
+					}
+				}()
+			}
+			stop := make(chan struct{})
+			peak := make(chan int)
+			go func() {
+				p := 0
+				for {
+					select {
+					case <-stop:
+						peak <- p
+						return
+					default:
+					}
+					p = max(p, f.s.Stats().Running)
+					time.Sleep(50 * time.Microsecond)
+				}
+			}()
+			wg.Wait()
+			close(stop)
+			if p := <-peak; p > workers {
+				t.Errorf("Stats.Running reached %d, cap %d", p, workers)
+			}
+			close(errs)
+			for e := range errs {
+				t.Error(e)
+			}
+			if f.max > workers {
+				t.Errorf("%d calls ran outside Blocking at once, cap %d", f.max, workers)
+			}
+			if st := f.s.Stats(); st.Running != 0 || st.Parked != 0 || st.Queued != 0 {
+				t.Errorf("after the chains: %+v", st)
+			}
+			if err := f.s.Drain(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestBlockingOutsideCall: without a call of the scheduler in ctx, or past
+// MaxParked, Blocking just runs wait and keeps the slot.
+func TestBlockingOutsideCall(t *testing.T) {
+	f := newFake(map[string]int{"a": 1}, nil)
+	s := NewScheduler(f, Options{Workers: 1, QueueSize: 10, MaxParked: 1}, nil, nil)
+	want := errors.New("x")
+	if err := s.Blocking(context.Background(), func() error { return want }); err != want {
+		t.Fatalf("got %v", err)
+	}
+	f.run = func(ctx context.Context, c *Call) Result {
+		var parked []int
+		_ = s.Blocking(ctx, func() error {
+			parked = append(parked, s.Stats().Parked)
+			// Nested: the call is already parked; the slot stays given back.
+			return s.Blocking(ctx, func() error { parked = append(parked, s.Stats().Parked); return nil })
+		})
+		if fmt.Sprint(parked) != "[1 1]" || s.Stats().Running != 1 || s.Stats().Parked != 0 {
+			return Result{Status: StatusFailed, Error: fmt.Sprint(parked, s.Stats())}
+		}
+		return Result{Status: StatusOK}
+	}
+	res, err := s.Do(context.Background(), New("a", nil, Source{Kind: "test"}))
+	if err != nil || !res.OK() {
+		t.Fatalf("%v %+v", err, res)
 	}
 }
