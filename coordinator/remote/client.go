@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +57,9 @@ type Config struct {
 	MaxInflight    int   // cloud calls held at once (capacity ceiling)
 	OutboxMaxBytes int64 // over it the node advertises capacity 0
 	Queues         []string
+	// ReadTimeout bounds one whole request, response body included (a
+	// slow-drip answer ends there); 0: PollWait + 10s.
+	ReadTimeout time.Duration
 }
 
 // Link states, the values of outpost_cloud_link_state's state label.
@@ -65,6 +69,7 @@ const (
 	StateBackoff    = "backoff"
 	StateConflict   = "conflict"  // another poller serves this node id
 	StateForbidden  = "forbidden" // 403: polling stopped
+	StateTLSError   = "tls_error" // the server's certificate was refused; backing off
 	StateStopped    = "stopped"
 )
 
@@ -100,6 +105,9 @@ func New(cfg Config, node Node, log *slog.Logger, reg prometheus.Registerer) *Cl
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 5 * time.Minute
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = cfg.PollWait + 10*time.Second
+	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 256
 	}
@@ -112,11 +120,11 @@ func New(cfg Config, node Node, log *slog.Logger, reg prometheus.Registerer) *Cl
 	tr := &http.Transport{
 		Proxy: http.ProxyFromEnvironment, TLSClientConfig: cfg.TLS, ForceAttemptHTTP2: true,
 		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second,
-		ResponseHeaderTimeout: cfg.PollWait + 10*time.Second,
+		ResponseHeaderTimeout: cfg.ReadTimeout,
 	}
 	c := &Client{
 		cfg: cfg, node: node, log: log, m: newMetrics(reg),
-		hc:     &http.Client{Transport: tr, Timeout: cfg.PollWait + 10*time.Second},
+		hc:     &http.Client{Transport: tr, Timeout: cfg.ReadTimeout},
 		boot:   xid.New().String(),
 		notify: make(chan struct{}, 1), stop: make(chan struct{}),
 		leases: map[string]time.Duration{},
@@ -177,7 +185,7 @@ func (c *Client) BootID() string { return c.boot }
 
 func (c *Client) setState(s string) {
 	c.state.Store(&s)
-	for _, st := range []string{StateConnecting, StateUp, StateBackoff, StateConflict, StateForbidden, StateStopped} {
+	for _, st := range []string{StateConnecting, StateUp, StateBackoff, StateConflict, StateForbidden, StateTLSError, StateStopped} {
 		v := 0.0
 		if st == s {
 			v = 1
@@ -345,10 +353,17 @@ func (c *Client) pollLoop() {
 				c.m.polls.WithLabelValues("cut").Inc()
 				continue
 			}
-			c.m.polls.WithLabelValues("error").Inc()
 			d := b.next()
-			c.setState(StateBackoff)
-			c.log.Warn("cloud poll failed", "err", err, "retry_in", d)
+			if problem := tlsProblem(err); problem != "" {
+				// No insecure fallback: the request never left, back off.
+				c.m.polls.WithLabelValues("tls_error").Inc()
+				c.setState(StateTLSError)
+				c.log.Error("cloud link: TLS handshake with the control plane failed: "+problem, "url", c.cfg.URL, "err", err, "retry_in", d)
+			} else {
+				c.m.polls.WithLabelValues("error").Inc()
+				c.setState(StateBackoff)
+				c.log.Warn("cloud poll failed", "err", err, "retry_in", d)
+			}
 			if !c.sleep(d, c.stop) {
 				return
 			}
@@ -432,6 +447,34 @@ func (c *Client) pollLoop() {
 			}
 		}
 	}
+}
+
+// tlsProblem names why the server's certificate was refused, or "" when
+// err is not a certificate failure.
+func tlsProblem(err error) string {
+	var (
+		inv  x509.CertificateInvalidError
+		host x509.HostnameError
+		ca   x509.UnknownAuthorityError
+		ver  *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &inv) && inv.Reason == x509.Expired:
+		return "certificate expired or not yet valid"
+	case errors.As(err, &inv):
+		return "certificate invalid"
+	case errors.As(err, &host):
+		return "certificate is for another host name"
+	case errors.As(err, &ca):
+		return "certificate signed by an unknown authority"
+	case errors.As(err, &ver):
+		return "certificate refused"
+	}
+	var rec tls.RecordHeaderError
+	if errors.As(err, &rec) {
+		return "the server does not speak TLS"
+	}
+	return ""
 }
 
 func trim(b []byte) string {
@@ -565,7 +608,7 @@ func (c *Client) upload(recs []*calls.Record, b *backoff) (time.Duration, error)
 	if err := c.node.Flush(); err != nil {
 		return b.next(), fmt.Errorf("flush journal before upload: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ReadTimeout)
 	defer cancel()
 	var items []BatchItem
 	if len(recs) == 1 {

@@ -1,6 +1,7 @@
 package remote_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -192,6 +193,7 @@ type edge struct {
 	d      *calls.Durable
 	c      *remote.Client
 	ex     *testExec
+	reg    *prometheus.Registry
 	closed bool
 }
 
@@ -233,11 +235,17 @@ func startEdgeB(b *testing.B, cl *cloud, mod func(*remote.Config)) *edge {
 
 func startEdge(t testing.TB, cl *cloud, dir string, mod func(*remote.Config)) *edge {
 	t.Helper()
+	return startEdgeLog(t, cl, dir, mod, quiet)
+}
+
+// startEdgeLog is startEdge with the link's logger.
+func startEdgeLog(t testing.TB, cl *cloud, dir string, mod func(*remote.Config), lg *slog.Logger) *edge {
+	t.Helper()
 	db, err := store.Open(dir, config.Defaults().Storage, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &edge{t: t, db: db, ex: &testExec{runs: map[string]int{}}}
+	e := &edge{t: t, db: db, ex: &testExec{runs: map[string]int{}}, reg: prometheus.NewRegistry()}
 	e.j = calls.OpenJournal(db, calls.JournalOptions{}, quiet, nil)
 	e.s = calls.NewScheduler(e.ex, calls.Options{Workers: 4, QueueSize: 1000}, quiet, nil)
 	cfg := remote.Config{URL: cl.proxy.URL, NodeID: "edge-1", PollWait: 500 * time.Millisecond, BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
@@ -250,7 +258,7 @@ func startEdge(t testing.TB, cl *cloud, dir string, mod func(*remote.Config)) *e
 			l.Notify()
 		}
 	})
-	e.c = remote.New(cfg, remote.NewNode(e.d), quiet, prometheus.NewRegistry())
+	e.c = remote.New(cfg, remote.NewNode(e.d), lg, e.reg)
 	link.Store(e.c)
 	if err := e.d.Recover(context.Background()); err != nil {
 		t.Fatal(err)
@@ -318,3 +326,23 @@ func tempFile(t *testing.T, content string) string {
 }
 
 func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o600) }
+
+// logBuf collects log records for assertions.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
