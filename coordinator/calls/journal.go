@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -392,15 +393,31 @@ func (j *Journal) load(id string) (*Record, error) {
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error {
+		if err := item.Value(func(v []byte) error {
 			r = new(Record)
 			return json.Unmarshal(v, r)
-		})
+		}); err != nil {
+			r = j.unreadable(id, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read journal record %s: %w", id, err)
 	}
 	return r, nil
+}
+
+// unreadable stands in for a record whose stored value cannot be read or
+// decoded (a corrupt value): nobody knows whether the call ran, so it is
+// never run again; a redelivery of it is answered with an interrupted
+// result, written over the bad value.
+func (j *Journal) unreadable(id string, err error) *Record {
+	j.m.corrupt.Inc()
+	j.log.Error("journal record unreadable: skipped; a redelivery of this call is reported interrupted, not run", "call", id, "err", err)
+	return &Record{
+		ID: id, Key: id, Attempt: 1, State: Reported,
+		Result: &Result{Status: StatusInterrupted, Error: "the node's journal record of this call was unreadable; it is not run again"},
+	}
 }
 
 func (j *Journal) loadKey(key string) (string, error) {
@@ -444,7 +461,9 @@ func (j *Journal) List(ctx context.Context, limit int) ([]*Record, error) {
 			}
 			r := new(Record)
 			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, r) }); err != nil {
-				return fmt.Errorf("decode journal record %s: %w", it.Item().Key(), err)
+				// One bad value must not keep the daemon from starting.
+				j.unreadable(string(bytes.TrimPrefix(it.Item().Key(), prefixRecord)), err)
+				continue
 			}
 			out = append(out, r)
 			if limit > 0 && len(out) >= limit {
@@ -634,6 +653,7 @@ func (j *Journal) recover(ctx context.Context) ([]*Record, error) {
 
 type journalMetrics struct {
 	writes, syncs, errors, compacted prometheus.Counter
+	corrupt                          prometheus.Counter
 	batch, latency                   prometheus.Histogram
 	outboxRecords, outboxBytes       prometheus.Gauge
 	duplicates, recovered            *prometheus.CounterVec
@@ -645,6 +665,7 @@ func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
 		syncs:     prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_journal_syncs_total", Help: "Group commits that waited for an fsync."}),
 		errors:    prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_journal_write_errors_total", Help: "Journal batches that failed to write or sync."}),
 		compacted: prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_journal_compacted_total", Help: "Journal keys removed by retention."}),
+		corrupt:   prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_journal_unreadable_records_total", Help: "Journal records skipped because their stored value could not be read or decoded."}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outpost_journal_commit_batch_size", Help: "Writers per group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11)}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outpost_journal_commit_seconds", Help: "Time to write and sync one group commit.",
@@ -657,7 +678,7 @@ func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
 			Help: "Unfinished calls found at start, by action (queued, rerun, interrupted, outbox)."}, []string{"action"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.writes, m.syncs, m.errors, m.compacted, m.batch, m.latency, m.outboxRecords, m.outboxBytes, m.duplicates, m.recovered)
+		reg.MustRegister(m.writes, m.syncs, m.errors, m.compacted, m.corrupt, m.batch, m.latency, m.outboxRecords, m.outboxBytes, m.duplicates, m.recovered)
 	}
 	return m
 }
