@@ -35,6 +35,7 @@ type codeKey struct {
 	digest [32]byte
 	pages  uint32
 	abi    string // requested ABI
+	libs   string // the resolved libraries (libsKey)
 }
 
 // code is a compiled module in its own wazero.Runtime (with WASI and the
@@ -48,6 +49,7 @@ type code struct {
 	hasInit  bool
 	size     int
 	refs     atomic.Int32 // tasks using it
+	libs     []linked     // libraries, dependencies first
 
 	mu    sync.Mutex
 	insts map[api.Module]*instance // live instances, for host functions
@@ -70,11 +72,12 @@ func (e *Engine) runtimeConfig(pages uint32) wazero.RuntimeConfig {
 // The returned code holds one reference.
 func (e *Engine) compile(ctx context.Context, n normalized) (_ *code, err error) {
 	rt := wazero.NewRuntimeWithConfig(ctx, e.runtimeConfig(n.pages))
-	c := &code{e: e, key: codeKey{digest: n.digest, pages: n.pages, abi: n.abi}, rt: rt, size: len(n.bin),
+	c := &code{e: e, key: n.key(), rt: rt, size: len(n.bin),
 		insts: make(map[api.Module]*instance)}
 	defer func() {
 		if err != nil {
 			_ = rt.Close(context.WithoutCancel(ctx))
+			c.releaseLibs()
 		}
 	}()
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
@@ -82,6 +85,10 @@ func (e *Engine) compile(ctx context.Context, n normalized) (_ *code, err error)
 	}
 	if err := c.instantiateHostModule(ctx); err != nil {
 		return nil, fmt.Errorf("instantiate host module: %w", err)
+	}
+
+	if err := e.link(ctx, c, n); err != nil {
+		return nil, err
 	}
 
 	start := time.Now()
@@ -113,6 +120,15 @@ func (c *code) release() {
 	if open { // else Engine.Close already closed it
 		_ = c.rt.Close(context.Background())
 	}
+	c.releaseLibs()
+}
+
+// releaseLibs drops the code's references on its libraries.
+func (c *code) releaseLibs() {
+	for _, l := range c.libs {
+		c.e.releaseLibrary(l.lib)
+	}
+	c.libs = nil
 }
 
 var (
@@ -152,33 +168,17 @@ var (
 // the resolved ABI.
 func (c *code) validate(requested string, bin []byte) error {
 	// Imports: every kind (functions, memories, tables, globals) must come
-	// from wasi_snapshot_preview1 or outpost, and exist there.
+	// from wasi_snapshot_preview1, outpost or a library, and exist there.
 	imps, err := parseImports(bin)
 	if err != nil {
 		return fmt.Errorf("read imports: %w", err)
 	}
-	for _, imp := range imps {
-		switch {
-		case imp.module != wasiModule && imp.module != hostModule:
-			return fmt.Errorf("module imports %s %s.%s: only %s and %s imports are allowed",
-				imp.kind, imp.module, imp.name, wasiModule, hostModule)
-		case imp.kind != "function":
-			return fmt.Errorf("module imports %s %s.%s: only functions can be imported", imp.kind, imp.module, imp.name)
-		}
+	libs := make(map[string]*libCode, len(c.libs))
+	for _, l := range c.libs {
+		libs[l.name] = l.lib
 	}
-	for _, f := range c.compiled.ImportedFunctions() {
-		mod, name, _ := f.Import()
-		host := c.rt.Module(mod)
-		var have api.FunctionDefinition
-		if host != nil {
-			have = host.ExportedFunctionDefinitions()[name]
-		}
-		if have == nil {
-			return fmt.Errorf("module imports unknown function %s.%s", mod, name)
-		}
-		if want, got := sigOf(have), sigOf(f); !want.equal(got) {
-			return fmt.Errorf("module imports %s.%s with signature %s, want %s", mod, name, got, want)
-		}
+	if err := checkImports(c.rt, c.compiled, imps, libs, true); err != nil {
+		return err
 	}
 
 	exports := c.compiled.ExportedFunctions()

@@ -84,6 +84,12 @@ type Spec struct {
 	// after the call: no state survives between calls (as for a command).
 	// Commands always run fresh.
 	FreshInstance bool
+	// Libraries are the modules the task (and its libraries) import by
+	// module name (docs/abi.md "Dependencies").
+	Libraries []Library
+	// Files are mounted read-only in the task's WASI filesystem; none: the
+	// task sees no filesystem.
+	Files []File
 }
 
 // Limits are the effective limits of a loaded task.
@@ -135,6 +141,11 @@ type Engine struct {
 
 	codesMu sync.Mutex
 	codes   map[*code]struct{}
+
+	libsMu      sync.Mutex
+	libs        map[libKey]*libCode
+	libRTs      map[uint32]wazero.Runtime // library runtimes by memory limit
+	libCompiles atomic.Int64
 }
 
 // Set is a compiled, validated task set returned by Load, made active by
@@ -152,7 +163,8 @@ func New(opts Options) *Engine {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{opts: opts, log: log, codes: make(map[*code]struct{}), mem: newMemPool()}
+	e := &Engine{opts: opts, log: log, codes: make(map[*code]struct{}), mem: newMemPool(),
+		libs: make(map[libKey]*libCode), libRTs: make(map[uint32]wazero.Runtime)}
 	e.active.Store(&Set{})
 	return e
 }
@@ -208,6 +220,12 @@ type normalized struct {
 	pages  uint32
 	bin    []byte
 	digest [32]byte
+	libs   []*libSource // resolved, dependencies first
+	files  *filesFS     // nil: no filesystem
+}
+
+func (n normalized) key() codeKey {
+	return codeKey{digest: n.digest, pages: n.pages, abi: n.abi, libs: libsKey(n.libs)}
 }
 
 func normalize(s Spec) (normalized, error) {
@@ -267,6 +285,14 @@ func normalize(s Spec) (normalized, error) {
 		n.bin = b
 	}
 	n.digest = sha256.Sum256(n.bin)
+	libs, err := resolveLibraries(s.Name, n.bin, s.Libraries)
+	if err != nil {
+		return n, err
+	}
+	n.libs = libs
+	if n.files, err = newFilesFS(s.Files); err != nil {
+		return n, err
+	}
 	return n, nil
 }
 
@@ -310,8 +336,8 @@ func (e *Engine) Load(ctx context.Context, specs []Spec) (*Set, error) {
 			errs = append(errs, fmt.Errorf("task %q: %w", s.Name, err))
 			continue
 		}
-		key := codeKey{digest: n.digest, pages: n.pages, abi: n.abi}
-		if t := old.tasks[s.Name]; t != nil && t.code.key == key && t.limits == n.limits && t.module == s.Module && t.grants.equal(s.Permissions) && t.fresh == s.FreshInstance {
+		key := n.key()
+		if t := old.tasks[s.Name]; t != nil && t.code.key == key && t.limits == n.limits && t.module == s.Module && t.grants.equal(s.Permissions) && t.fresh == s.FreshInstance && t.files.equal(n.files) {
 			t.refs++ // carried over: same code, same limits, warm pool kept
 			set.tasks[s.Name] = t
 			continue
@@ -538,6 +564,9 @@ wait:
 		if err := c.rt.Close(closeCtx); err != nil {
 			errs = append(errs, fmt.Errorf("close runtime: %w", err))
 		}
+	}
+	if err := e.closeLibraries(closeCtx); err != nil {
+		errs = append(errs, err)
 	}
 	if cache != nil {
 		if err := cache.Close(closeCtx); err != nil {

@@ -13,6 +13,7 @@ type metrics struct {
 	calls            *prometheus.CounterVec
 	callErrors       *prometheus.CounterVec
 	compileSeconds   prometheus.Histogram
+	libCompiles      prometheus.Counter
 	hostCalls        *prometheus.CounterVec
 	sizeExceeded     *prometheus.CounterVec
 	budgetRefused    *prometheus.CounterVec
@@ -37,6 +38,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "outpost", Subsystem: "runtime", Name: "compile_seconds",
 			Help:    "Time to compile a module (or load it from the compilation cache).",
 			Buckets: []float64{0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+		}),
+		libCompiles: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "outpost", Subsystem: "runtime", Name: "library_compiles_total",
+			Help: "Library modules compiled (a library shared by tasks is compiled once per memory limit).",
 		}),
 		hostCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "outpost", Subsystem: "runtime", Name: "host_calls_total",
@@ -63,6 +68,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.calls = register(reg, m.calls, &err)
 	m.callErrors = register(reg, m.callErrors, &err)
 	m.compileSeconds = register(reg, m.compileSeconds, &err)
+	m.libCompiles = register(reg, m.libCompiles, &err)
 	m.hostCalls = register(reg, m.hostCalls, &err)
 	m.sizeExceeded = register(reg, m.sizeExceeded, &err)
 	m.budgetRefused = register(reg, m.budgetRefused, &err)

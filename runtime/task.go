@@ -28,6 +28,7 @@ type task struct {
 	perms  perms
 	grants Permissions // as given, to tell whether a reload changes them
 	fresh  bool        // a new reactor instance per call (Spec.FreshInstance)
+	files  *filesFS    // mounted read-only; nil: no filesystem
 	// memReserve is what one instance counts against the memory budget.
 	memReserve uint64
 	log        *slog.Logger
@@ -56,6 +57,7 @@ type instance struct {
 	stack  []uint64
 	limit  uint64 // bytes its memory may reach
 	io     *stdio
+	libs   []api.Module // this instance's library instances
 
 	// Set by host functions during a call.
 	failed  bool
@@ -74,6 +76,7 @@ func newTask(e *Engine, c *code, n normalized) *task {
 		perms:  compilePerms(n.spec.Permissions),
 		grants: n.spec.Permissions,
 		fresh:  n.spec.FreshInstance,
+		files:  n.files,
 		log:    e.log.With("task", n.spec.Name),
 		sem:    make(chan struct{}, n.limits.Concurrency),
 	}
@@ -83,6 +86,9 @@ func newTask(e *Engine, c *code, n normalized) *task {
 		WithSysWalltime().
 		WithSysNanotime().
 		WithStartFunctions()
+	if n.files != nil {
+		t.base = t.base.WithFSConfig(n.files.config())
+	}
 	if !e.defaultRand {
 		// wazero's default seeds a math/rand source per instance: a quarter
 		// of an instantiation's cost (DESIGN.md "Runtime facts").
@@ -94,6 +100,7 @@ func newTask(e *Engine, c *code, n normalized) *task {
 			t.memReserve = min(t.memReserve, uint64(mx)*pageSize)
 		}
 	}
+	t.memReserve += c.libReserve(t.limits.MemoryLimit)
 	t.instancesCreated = e.metrics.instancesCreated.WithLabelValues(t.name)
 	t.calls = e.metrics.calls.WithLabelValues(t.name)
 	return t
@@ -230,7 +237,7 @@ func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
 		return nil, ce
 	}
 	inst := &instance{task: t, stack: make([]uint64, 2), io: t.getStdio()}
-	mod, err := t.code.rt.InstantiateModule(t.instantiateCtx(ctx), t.code.compiled, inst.io.cfg)
+	mod, libs, err := t.instantiate(t.instantiateCtx(ctx), inst.io.cfg)
 	if err != nil {
 		t.e.releaseMemory(t.memReserve)
 		t.putStdio(inst.io)
@@ -238,6 +245,7 @@ func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
 	}
 	t.instancesCreated.Inc()
 	inst.mod = mod
+	inst.libs = libs
 	inst.mem = mod.ExportedMemory(exportMemory)
 	inst.alloc = mod.ExportedFunction(exportAlloc)
 	inst.handle = mod.ExportedFunction(exportHandle)
@@ -272,6 +280,7 @@ func (t *task) closeInstance(inst *instance) {
 	delete(t.code.insts, inst.mod)
 	t.code.mu.Unlock()
 	_ = inst.mod.Close(context.Background())
+	closeModules(inst.libs)
 	t.e.releaseMemory(t.memReserve)
 	t.putStdio(inst.io)
 }
@@ -420,13 +429,16 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 		return nil, ce
 	}
 	defer t.e.releaseMemory(t.memReserve) // after the module's close below
-	mod, err := t.code.rt.InstantiateModule(t.instantiateCtx(ctx), t.code.compiled, t.base.
+	mod, libs, err := t.instantiate(t.instantiateCtx(ctx), t.base.
 		WithStdin(bytes.NewReader(input)).WithStdout(stdout).WithStderr(stderr))
 	if err != nil {
 		return nil, t.classify(ctx, nil, err, "instantiate")
 	}
 	t.instancesCreated.Inc()
-	defer func() { _ = mod.Close(context.Background()) }()
+	defer func() {
+		_ = mod.Close(context.Background())
+		closeModules(libs)
+	}()
 	inst := &instance{task: t, mod: mod, mem: mod.Memory()}
 	inst.limit = memLimit(inst.mem, t.limits.MemoryLimit)
 	t.code.mu.Lock()

@@ -1,0 +1,3 @@
+(module
+  (import "b" "f" (func $f (result i32)))
+  (func (export "f") (result i32) (call $f)))
