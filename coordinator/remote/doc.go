@@ -40,9 +40,22 @@
 //	flood in bulk with a control trickle      TestLinkControlQueueFirst, calls.TestQueuesControlAndAging
 //	zero capacity                             TestLinkOutboxFull, TestLinkZeroCapacity
 //	two daemons polling as one node           TestLinkTwoPollers
+//	expired, wrong-name, unknown-CA server
+//	  certificate (no request sent, backoff,
+//	  error names the problem, tls_error)     TestLinkTLSBadCertificates, TestLinkTLSStateWhileRefused
+//	certificate rotation mid-session          TestLinkTLSCertificateRotation
+//	1 byte per 100 ms on poll and on upload   TestLinkSlowDrip (Config.ReadTimeout cuts it)
+//	Retry-After date, server clock +1h, -1h,
+//	  1970                                    TestLinkRetryAfterDateSkewedServerClock, TestParseRetryAfter
+//	lease renewals with a 1970 Date header    TestLinkLeaseRenewalIgnoresDateHeader
+//	truncated journal tail (writer killed
+//	  mid group commit)                       calls.TestJournalKill9
+//	corrupt journal record value              calls.TestJournalCorruptRecord
 //
-// Not yet covered by a test: DNS failure and blackhole, TLS certificate
-// cases and rotation, a truncated journal tail, wall-clock steps and a
-// monotonic pause longer than the lease, a 1-byte-per-second response,
-// and a thousand simulated nodes retrying after an outage.
+// Not yet covered by a test: DNS failure and blackhole, a step of the
+// node's own wall clock mid-lease and a monotonic pause longer than the
+// lease (neither can be made in process: the link reads no wall time for
+// timing, which the Date-header tests show from the server side), a
+// client certificate (mTLS) rotation, and a thousand simulated nodes
+// retrying after an outage.
 package remote
