@@ -164,6 +164,12 @@ func taskSpecs(ts []config.Task) []outpostrt.Spec {
 				Telemetry: t.Permissions.Telemetry},
 			FreshInstance: t.FreshInstance,
 		}
+		for _, l := range t.Libraries {
+			specs[i].Libraries = append(specs[i].Libraries, outpostrt.Library{Name: l.Name, Module: l.Module})
+		}
+		for _, f := range t.Files {
+			specs[i].Files = append(specs[i].Files, outpostrt.File{Path: f.Path, Source: f.Source})
+		}
 	}
 	return specs
 }

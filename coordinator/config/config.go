@@ -121,6 +121,22 @@ type Task struct {
 	// FreshInstance gives every call of a reactor a new instance (no state
 	// kept between calls); commands always run fresh.
 	FreshInstance bool `yaml:"fresh_instance"`
+	// Libraries are modules the task imports by module name; Files are
+	// host files mounted read-only for the task (docs/abi.md "Dependencies").
+	Libraries []TaskLibrary `yaml:"libraries"`
+	Files     []TaskFile    `yaml:"files"`
+}
+
+// TaskLibrary is a library of a task: the import module name and its .wasm.
+type TaskLibrary struct {
+	Name   string `yaml:"name" json:"name"`
+	Module string `yaml:"module" json:"module"`
+}
+
+// TaskFile is a host file (source) mounted read-only at a guest path.
+type TaskFile struct {
+	Path   string `yaml:"path" json:"path"`
+	Source string `yaml:"source" json:"source"`
 }
 
 // Permissions say what a task may do through the host API (issue 3).

@@ -37,6 +37,12 @@ func (c *Config) resolve(dir string) {
 	}
 	for i := range c.Tasks {
 		rel(&c.Tasks[i].Module)
+		for j := range c.Tasks[i].Libraries {
+			rel(&c.Tasks[i].Libraries[j].Module)
+		}
+		for j := range c.Tasks[i].Files {
+			rel(&c.Tasks[i].Files[j].Source)
+		}
 	}
 	rel(&c.MQTT.PasswordFile)
 	rel(&c.MQTT.TLS.CAFile)
@@ -173,6 +179,28 @@ func (c *Config) validateTasks(d *doc) map[string]bool {
 			d.errorf(p+".module", "must name a .wasm file or builtin:NAME")
 		} else if !strings.HasPrefix(t.Module, "builtin:") {
 			checkFile(d, p+".module", t.Module, false)
+		}
+		for j, l := range t.Libraries {
+			lp := fmt.Sprintf("%s.libraries[%d]", p, j)
+			if l.Name == "" {
+				d.errorf(lp+".name", "must name the import module")
+			}
+			if l.Module == "" {
+				d.errorf(lp+".module", "must name a .wasm file")
+			} else {
+				checkFile(d, lp+".module", l.Module, false)
+			}
+		}
+		for j, f := range t.Files {
+			fp := fmt.Sprintf("%s.files[%d]", p, j)
+			if !strings.HasPrefix(f.Path, "/") {
+				d.errorf(fp+".path", "must be an absolute guest path")
+			}
+			if f.Source == "" {
+				d.errorf(fp+".source", "must name a host file")
+			} else {
+				checkFile(d, fp+".source", f.Source, false)
+			}
 		}
 		switch t.ABI {
 		case "auto", "reactor", "command":
