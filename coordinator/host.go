@@ -35,16 +35,46 @@ func (h host) Publish(ctx context.Context, task, topic string, qos byte, payload
 }
 
 // Call runs task through the scheduler like any other call, with the
-// caller's deadline. It holds the caller's worker while it waits: a chain
-// of synchronous calls deeper than the worker cap waits until its deadline
-// (docs/abi.md, "call").
+// caller's deadline. The caller's worker slot is given back while it waits
+// (Scheduler.Blocking), so a chain of synchronous calls deeper than the
+// worker cap completes (docs/abi.md, "call").
 func (h host) Call(ctx context.Context, caller, task string, input []byte) ([]byte, error) {
+	call := h.newCall(ctx, caller, task, input)
+	var res calls.Result
+	err := h.c.sched.Blocking(ctx, func() error {
+		var err error
+		res, err = h.c.sched.Do(ctx, call)
+		return err
+	})
+	return callOutput(task, res, err)
+}
+
+// CallAsync submits task to the scheduler with the caller's deadline; the
+// Pending waits for it with the caller's worker slot given back.
+func (h host) CallAsync(ctx context.Context, caller, task string, input []byte) (outpostrt.Pending, error) {
+	call := h.newCall(ctx, caller, task, input)
+	if dl, ok := ctx.Deadline(); ok {
+		call.Deadline = dl
+	}
+	p := &pendingCall{sched: h.c.sched, call: call, task: task, done: make(chan struct{})}
+	call.Done = func(*calls.Call) { close(p.done) }
+	if err := h.c.sched.Submit(call); err != nil {
+		_, err = callOutput(task, calls.Result{}, err)
+		return nil, err
+	}
+	return p, nil
+}
+
+func (h host) newCall(ctx context.Context, caller, task string, input []byte) *calls.Call {
 	ref := caller
 	if m, ok := outpostrt.CallMetaFrom(ctx); ok && m.ID != "" {
 		ref = caller + "/" + m.ID
 	}
-	call := calls.New(task, input, calls.Source{Kind: "task", Ref: ref})
-	res, err := h.c.sched.Do(ctx, call)
+	return calls.New(task, input, calls.Source{Kind: "task", Ref: ref})
+}
+
+// callOutput maps the outcome of a call a guest made to what Host.Call returns.
+func callOutput(task string, res calls.Result, err error) ([]byte, error) {
 	switch {
 	case errors.Is(err, calls.ErrUnknownTask):
 		return nil, fmt.Errorf("%w %q", outpostrt.ErrUnknownTask, task)
@@ -57,6 +87,38 @@ func (h host) Call(ctx context.Context, caller, task string, input []byte) ([]by
 	}
 	return res.Output, nil
 }
+
+// pendingCall is a call submitted by host.CallAsync.
+type pendingCall struct {
+	sched *calls.Scheduler
+	call  *calls.Call
+	task  string
+	done  chan struct{} // closed by the call's Done, after its Result is set
+}
+
+var _ outpostrt.Pending = (*pendingCall)(nil)
+
+func (p *pendingCall) Await(ctx context.Context) ([]byte, error) {
+	select {
+	case <-p.done:
+		return callOutput(p.task, p.call.Result, nil)
+	default:
+	}
+	err := p.sched.Blocking(ctx, func() error {
+		select {
+		case <-p.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return callOutput(p.task, p.call.Result, nil)
+}
+
+func (p *pendingCall) Cancel() { p.sched.Cancel(p.call.ID) }
 
 func (h host) KV(task string) outpostrt.KV {
 	return storeKV{db: h.c.db, task: task}

@@ -226,3 +226,58 @@ tasks:
 		t.Fatalf("query with telemetry off: %v", err)
 	}
 }
+
+// TestHostCallChain: a chain of tasks, each calling the next (through
+// outpost.call, and through call_async and await), deeper than
+// scheduler.workers completes, and so do several chains at once: a waiting
+// call gives its worker slot back.
+func TestHostCallChain(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "chain.wasm")
+	if out, err := exec.Command("wat2wasm", "../runtime/testdata/chain.wat", "-o", dst).CombinedOutput(); err != nil {
+		t.Fatalf("wat2wasm: %v\n%s", err, out)
+	}
+	yaml := "data_dir: " + t.TempDir() + `
+admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
+mqtt: {broker: {listen: "` + mqtttest.FreeAddr(t) + `"}}
+scheduler: {workers: 2}
+tasks:
+  - name: chain
+    module: ` + dst + `
+    limits: {concurrency: 40, timeout: 20s}
+    permissions: {call: [chain]}
+`
+	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	for _, mode := range []byte{'s', 'a'} {
+		t.Run(string(mode), func(t *testing.T) {
+			const depth, chains = 8, 3
+			errs := make(chan error, chains)
+			for range chains {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					defer cancel()
+					r, err := c.Call(ctx, calls.New("chain", []byte{depth, mode}, calls.Source{Kind: "test"}))
+					switch {
+					case err != nil:
+						errs <- err
+					case !r.OK() || string(r.Output) != "leaf":
+						errs <- errors.New(string(r.Status) + ": " + r.Error + " " + string(r.Output))
+					default:
+						errs <- nil
+					}
+				}()
+			}
+			for range chains {
+				if err := <-errs; err != nil {
+					t.Fatalf("chain of %d over 2 workers: %v", depth, err)
+				}
+			}
+			if st := c.sched.Stats(); st.Running != 0 || st.Parked != 0 {
+				t.Fatalf("after the chains: %+v", st)
+			}
+		})
+	}
+}

@@ -25,11 +25,28 @@ type Host interface {
 	// output. An unknown task is an error wrapping ErrUnknownTask; a call
 	// that ran and failed is any other error (its text reaches the guest).
 	Call(ctx context.Context, caller, task string, input []byte) ([]byte, error)
+	// CallAsync submits a call of task on behalf of caller without waiting
+	// for it (outpost.call_async). An error (unknown task: wrapping
+	// ErrUnknownTask) means nothing was submitted.
+	CallAsync(ctx context.Context, caller, task string, input []byte) (Pending, error)
 	// KV is the key-value namespace of task.
 	KV(task string) KV
 	// Telemetry reads the daemon's collected telemetry; nil when the
 	// daemon has none (the guest gets unavailable).
 	Telemetry() Telemetry
+}
+
+// Pending is a call submitted by Host.CallAsync (an outpost.call_async
+// handle).
+type Pending interface {
+	// Await waits until the call finished and returns its output or error
+	// as Host.Call would, or until ctx ends, returning ctx's error; ctx
+	// ending does not cancel the call, which may be awaited again. A call
+	// that already finished is returned even when ctx has ended.
+	Await(ctx context.Context) ([]byte, error)
+	// Cancel cancels the call if it has not finished. The runtime cancels
+	// the calls a guest call did not await when it ends.
+	Cancel()
 }
 
 // Telemetry answers outpost.telemetry_latest and outpost.telemetry_query
@@ -190,6 +207,8 @@ const (
 	maxKVValue    = 1 << 20
 	maxKVList     = 10000
 	maxTaskName   = 256
+	// maxPending bounds the outpost.call_async handles a guest call holds.
+	maxPending = 64
 	// maxTelemetrySelector bounds a telemetry target glob or path pattern.
 	maxTelemetrySelector = 1024
 	// maxTelemetryRequest bounds a telemetry_query request.

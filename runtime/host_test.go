@@ -25,6 +25,8 @@ type memHost struct {
 	kv   map[string]map[string][]byte
 	e    *Engine
 	tele Telemetry
+	// cancels counts Pending.Cancel calls.
+	cancels int
 }
 
 func newMemHost() *memHost { return &memHost{kv: map[string]map[string][]byte{}} }
@@ -41,6 +43,53 @@ func (h *memHost) Publish(_ context.Context, task, topic string, qos byte, paylo
 
 func (h *memHost) Call(ctx context.Context, _, task string, input []byte) ([]byte, error) {
 	return h.e.Call(ctx, task, input)
+}
+
+// CallAsync runs the call on a goroutine of its own, under ctx's deadline
+// but not its cancellation; Cancel cancels it and is counted in cancels.
+func (h *memHost) CallAsync(ctx context.Context, _, task string, input []byte) (Pending, error) {
+	if _, ok := h.e.Limits(task); !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownTask, task)
+	}
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if dl, ok := ctx.Deadline(); ok {
+		cctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), dl)
+	}
+	p := &memPending{h: h, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.out, p.err = h.e.Call(cctx, task, input)
+	}()
+	return p, nil
+}
+
+type memPending struct {
+	h      *memHost
+	cancel context.CancelFunc
+	done   chan struct{}
+	out    []byte
+	err    error
+}
+
+func (p *memPending) Await(ctx context.Context) ([]byte, error) {
+	select {
+	case <-p.done:
+		return p.out, p.err
+	default:
+	}
+	select {
+	case <-p.done:
+		return p.out, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *memPending) Cancel() {
+	p.cancel()
+	p.h.mu.Lock()
+	p.h.cancels++
+	p.h.mu.Unlock()
 }
 
 func (h *memHost) KV(task string) KV { return memKV{h, task} }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tetratelabs/wazero/api"
@@ -52,6 +53,10 @@ var hostDefs = []hostDef{
 		[]string{"target_ptr", "target_len", "path_ptr", "path_len"}, []api.ValueType{i32}},
 	{"telemetry_query", func(c *code) api.GoModuleFunc { return c.hostTelemetryQuery }, []api.ValueType{i32, i32},
 		[]string{"req_ptr", "req_len"}, []api.ValueType{i32}},
+	{"call_async", func(c *code) api.GoModuleFunc { return c.hostCallAsync }, []api.ValueType{i32, i32, i32, i32},
+		[]string{"task_ptr", "task_len", "in_ptr", "in_len"}, []api.ValueType{i32}},
+	{"await", func(c *code) api.GoModuleFunc { return c.hostAwait }, []api.ValueType{i32, i32},
+		[]string{"handle", "timeout_ms"}, []api.ValueType{i32}},
 }
 
 // Indexes into hostDefs, for metrics.
@@ -70,12 +75,14 @@ const (
 	hfNow
 	hfTelemetryLatest
 	hfTelemetryQuery
+	hfCallAsync
+	hfAwait
 )
 
 // hostNames are the names of hostDefs by index (kept apart from hostDefs to
 // avoid an initialization cycle).
 var hostNames = [...]string{"fail", "log", "publish", "kv_get", "kv_put", "kv_delete", "kv_list", "call", "result", "meta", "deadline", "now",
-	"telemetry_latest", "telemetry_query"}
+	"telemetry_latest", "telemetry_query", "call_async", "await"}
 
 // instantiateHostModule adds module "outpost" to c's runtime.
 func (c *code) instantiateHostModule(ctx context.Context) error {
@@ -400,19 +407,113 @@ func (c *code) hostCall(ctx context.Context, mod api.Module, stack []uint64) {
 	h.check("buffer", buf, bufCap)
 	task := string(name)
 	stack[0] = api.EncodeI32(func() int32 {
-		switch {
-		case len(task) == 0 || len(task) > maxTaskName:
-			return h.fail(codeInvalid, fmt.Sprintf("call: task name length %d is not between 1 and %d", len(task), maxTaskName))
-		case !h.inst.task.perms.mayCall(task):
-			return h.fail(codeDenied, fmt.Sprintf("call of task %q denied: not in permissions.call", task))
-		case h.host() == nil:
-			return h.fail(codeUnavailable, "call: no host services in this engine")
+		if code := h.checkCall("call", task); code != codeOK {
+			return code
 		}
 		out, err := h.host().Call(ctx, h.taskName(), task, h.copyIn("input", ip, il))
 		if err != nil {
 			return h.fail(hostErrCode(err), fmt.Sprintf("call %s: %v", task, err))
 		}
 		return h.give(out, buf, bufCap)
+	}())
+}
+
+// checkCall returns a failure code unless the task may call task.
+func (h hcall) checkCall(op, task string) int32 {
+	switch {
+	case len(task) == 0 || len(task) > maxTaskName:
+		return h.fail(codeInvalid, fmt.Sprintf("%s: task name length %d is not between 1 and %d", op, len(task), maxTaskName))
+	case !h.inst.task.perms.mayCall(task):
+		return h.fail(codeDenied, fmt.Sprintf("%s of task %q denied: not in permissions.call", op, task))
+	case h.host() == nil:
+		return h.fail(codeUnavailable, op+": no host services in this engine")
+	}
+	return codeOK
+}
+
+// handles are the calls a guest call submitted with outpost.call_async and
+// has not awaited. Handles count up from 1 within a guest call and are
+// never reused in it.
+type handles struct {
+	last    int32
+	pending map[int32]pendingCall
+}
+
+type pendingCall struct {
+	task string
+	p    Pending
+}
+
+// cancelAll cancels the calls not awaited when a guest call ends and
+// forgets every handle.
+func (hs *handles) cancelAll() {
+	for _, pc := range hs.pending {
+		pc.p.Cancel()
+	}
+	hs.last, hs.pending = 0, nil
+}
+
+// hostCallAsync implements outpost.call_async(task_ptr, task_len, in_ptr,
+// in_len) -> handle or code.
+func (c *code) hostCallAsync(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfCallAsync, mod)
+	name := h.read("task name", api.DecodeU32(stack[0]), api.DecodeU32(stack[1]))
+	ip, il := api.DecodeU32(stack[2]), api.DecodeU32(stack[3])
+	h.check("input", ip, il)
+	task := string(name)
+	stack[0] = api.EncodeI32(func() int32 {
+		if code := h.checkCall("call_async", task); code != codeOK {
+			return code
+		}
+		hs := &h.inst.async
+		if len(hs.pending) >= maxPending || hs.last == math.MaxInt32 {
+			return h.fail(codeQuota, fmt.Sprintf("call_async %s: %d handles are not awaited yet, the most a call may hold", task, len(hs.pending)))
+		}
+		p, err := h.host().CallAsync(ctx, h.taskName(), task, h.copyIn("input", ip, il))
+		if err != nil {
+			return h.fail(hostErrCode(err), fmt.Sprintf("call_async %s: %v", task, err))
+		}
+		if hs.pending == nil {
+			hs.pending = make(map[int32]pendingCall, maxPending)
+		}
+		hs.last++
+		hs.pending[hs.last] = pendingCall{task: task, p: p}
+		h.inst.held = nil
+		h.done(codeOK)
+		return hs.last
+	}())
+}
+
+// hostAwait implements outpost.await(handle, timeout_ms) -> len or code.
+// The output or error of the call is held for outpost.result, as for
+// outpost.call.
+func (c *code) hostAwait(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfAwait, mod)
+	hd, ms := api.DecodeI32(stack[0]), api.DecodeI32(stack[1])
+	stack[0] = api.EncodeI32(func() int32 {
+		hs := &h.inst.async
+		pc, ok := hs.pending[hd]
+		if !ok {
+			return h.fail(codeInvalid, fmt.Sprintf("await: unknown handle %d (never returned by call_async in this call, or already awaited)", hd))
+		}
+		wctx := ctx
+		if ms > 0 {
+			var cancel context.CancelFunc
+			wctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+			defer cancel()
+		}
+		out, err := pc.p.Await(wctx)
+		if err != nil && wctx.Err() != nil && ctx.Err() == nil {
+			return h.fail(codeUnavailable, fmt.Sprintf("await: call %s (handle %d) did not finish within %d ms; the handle stays valid", pc.task, hd, ms))
+		}
+		delete(hs.pending, hd)
+		if err != nil {
+			if ctx.Err() != nil {
+				pc.p.Cancel()
+			}
+			return h.fail(hostErrCode(err), fmt.Sprintf("call %s: %v", pc.task, err))
+		}
+		return h.give(out, 0, 0)
 	}())
 }
 

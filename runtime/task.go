@@ -63,7 +63,8 @@ type instance struct {
 	failed  bool
 	failMsg string
 	hostErr error
-	held    []byte // the value outpost.result returns
+	held    []byte  // the value outpost.result returns
+	async   handles // outpost.call_async handles of the current call
 }
 
 func newTask(e *Engine, c *code, n normalized) *task {
@@ -368,6 +369,7 @@ func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *C
 	}
 	healthy := false
 	defer func() {
+		inst.async.cancelAll()
 		if r := recover(); r != nil { // never let a panic reach the caller
 			healthy = false
 			ce = &CallError{Task: t.name, Kind: KindTrap, Msg: fmt.Sprintf("host panic: %v", r)}
@@ -440,6 +442,7 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 		closeModules(libs)
 	}()
 	inst := &instance{task: t, mod: mod, mem: mod.Memory()}
+	defer inst.async.cancelAll()
 	inst.limit = memLimit(inst.mem, t.limits.MemoryLimit)
 	t.code.mu.Lock()
 	t.code.insts[mod] = inst // host functions find the instance
