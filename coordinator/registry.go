@@ -6,11 +6,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -41,6 +47,13 @@ type Manifest struct {
 	Permissions config.Permissions `yaml:"permissions" json:"permissions"`
 	// FreshInstance: a new instance per call (config key fresh_instance).
 	FreshInstance bool `yaml:"fresh_instance" json:"fresh_instance,omitempty"`
+	// Module, when no module is uploaded: an uploaded part's reference, a
+	// stored blob ("sha256:HEX") or a pinned URL ("https://…#sha256=HEX").
+	Module string `yaml:"module" json:"module,omitempty"`
+	// Libraries and Files are config.Task's; a library module or a file
+	// source is a reference like Module.
+	Libraries []config.TaskLibrary `yaml:"libraries" json:"libraries,omitempty"`
+	Files     []config.TaskFile    `yaml:"files" json:"files,omitempty"`
 }
 
 // deployment is one deployed task with its versions, oldest first; the
@@ -51,10 +64,24 @@ type deployment struct {
 }
 
 type version struct {
-	Digest   string    `json:"digest"` // sha256 of the module, hex
-	Size     int       `json:"size"`
-	Manifest Manifest  `json:"manifest"`
-	Deployed time.Time `json:"deployed"`
+	Digest    string       `json:"digest"` // sha256 of the module, hex
+	Size      int          `json:"size"`
+	Manifest  Manifest     `json:"manifest"`
+	Libraries []libVersion `json:"libraries,omitempty"` // Manifest.Libraries' blobs, in order
+	Files     []fileBlob   `json:"files,omitempty"`     // Manifest.Files' blobs, in order
+	Deployed  time.Time    `json:"deployed"`
+}
+
+// libVersion is a library of a version: its import name and blob.
+type libVersion struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
+}
+
+// fileBlob is a data file of a version: its guest path and blob.
+type fileBlob struct {
+	Path   string `json:"path"`
+	Digest string `json:"digest"`
 }
 
 func (d *deployment) current() version { return d.Versions[len(d.Versions)-1] }
@@ -92,37 +119,207 @@ func (c *Coordinator) blobPath(digest string) string {
 	return filepath.Join(c.cfg.Load().DataDir, "blobs", "sha256", digest+".wasm")
 }
 
-// writeBlob stores module under its digest (once) and returns the digest.
-func (c *Coordinator) writeBlob(module []byte) (string, error) {
-	sum := sha256.Sum256(module)
-	digest := hex.EncodeToString(sum[:])
-	path := c.blobPath(digest)
-	if _, err := os.Stat(path); err == nil {
-		return digest, nil
+// StoreBlob implements admin.Registry: it stores r under its sha256 (once)
+// and returns the digest and size. Errors storing (not reading) wrap
+// admin.ErrInternal.
+func (c *Coordinator) StoreBlob(_ context.Context, r io.Reader) (string, int64, error) {
+	return c.storeBlob(r, "")
+}
+
+// storeBlob writes r to a temporary file in the blob directory while
+// hashing it, and, when want (hex) is given, refuses other bytes before
+// anything is stored; then renames it to its digest.
+func (c *Coordinator) storeBlob(r io.Reader, want string) (string, int64, error) {
+	dir := filepath.Dir(c.blobPath("x"))
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", 0, fmt.Errorf("%w: create blob dir: %v", admin.ErrInternal, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return "", fmt.Errorf("create blob dir: %w", err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".upload-*")
+	tmp, err := os.CreateTemp(dir, ".upload-*")
 	if err != nil {
-		return "", fmt.Errorf("store module: %w", err)
+		return "", 0, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(module); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("store module: %w", err)
+	defer tmp.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(blobWriter{tmp}, h), r)
+	if err != nil {
+		var we writeError
+		if errors.As(err, &we) {
+			return "", n, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
+		}
+		return "", n, err
+	}
+	digest := hex.EncodeToString(h.Sum(nil))
+	if want != "" && !strings.EqualFold(digest, want) {
+		return digest, n, fmt.Errorf("%w: digest sha256:%s, want sha256:%s", errDigestMismatch, digest, want)
+	}
+	path := c.blobPath(digest)
+	if _, err := os.Stat(path); err == nil {
+		return digest, n, nil
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("store module: %w", err)
+		return "", n, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("store module: %w", err)
+		return "", n, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", fmt.Errorf("store module: %w", err)
+		return "", n, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
 	}
+	return digest, n, nil
+}
+
+type writeError struct{ error }
+
+// blobWriter marks the errors of writing a blob file.
+type blobWriter struct{ f *os.File }
+
+func (w blobWriter) Write(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	if err != nil {
+		err = writeError{err}
+	}
+	return n, err
+}
+
+// Pinned URLs: a manifest reference "https://HOST/PATH#sha256=HEX" (or
+// "http://" to a loopback host) is fetched by the daemon once, at most
+// maxFetch bytes within fetchTimeout, its digest checked before it is
+// stored as a blob; a stored blob of that digest is not fetched again.
+const (
+	maxFetch     = admin.MaxModule
+	fetchTimeout = 2 * time.Minute
+)
+
+var (
+	errDigestMismatch = errors.New("digest mismatch")
+	hexDigestRE       = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// pinnedURL checks a pinned URL reference and returns its digest.
+func pinnedURL(ref string) (*url.URL, string, error) {
+	u, err := url.Parse(ref)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := fetchAllowed(u); err != nil {
+		return nil, "", err
+	}
+	want, ok := strings.CutPrefix(u.Fragment, "sha256=")
+	want = strings.ToLower(want)
+	if !ok || !hexDigestRE.MatchString(want) {
+		return nil, "", errors.New("not pinned: end the URL with #sha256=HEX (64 hex digits)")
+	}
+	return u, want, nil
+}
+
+// fetchAllowed admits https, and http only to a loopback host.
+func fetchAllowed(u *url.URL) error {
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		h := u.Hostname()
+		if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+		return fmt.Errorf("http is allowed only to a loopback host, not %q: use https", h)
+	}
+	return fmt.Errorf("scheme %q: want https (or http to a loopback host)", u.Scheme)
+}
+
+// fetchBlob returns the blob of a pinned URL, fetching it if not stored.
+func (c *Coordinator) fetchBlob(ctx context.Context, ref string) (string, error) {
+	u, want, err := pinnedURL(ref)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", admin.ErrInvalid, ref, err)
+	}
+	if c.hasBlob(want) {
+		return want, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	client := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
+		if len(via) >= 5 {
+			return errors.New("too many redirects")
+		}
+		return fetchAllowed(r.URL)
+	}}
+	get := *u
+	get.Fragment = ""
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, get.String(), nil)
+	if err != nil {
+		return "", fmt.Errorf("%w: fetch %s: %v", admin.ErrInvalid, ref, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("%w: fetch %s: %v", admin.ErrInvalid, ref, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%w: fetch %s: %s", admin.ErrInvalid, ref, resp.Status)
+	}
+	digest, n, err := c.storeBlob(&capReader{r: resp.Body, left: maxFetch}, want)
+	if err != nil {
+		if errors.Is(err, admin.ErrInternal) {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: fetch %s: %v", admin.ErrInvalid, ref, err)
+	}
+	c.log.Info("fetched a pinned object", "url", get.String(), "digest", digest, "size", n)
 	return digest, nil
+}
+
+// capReader fails once more than left bytes are read.
+type capReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (r *capReader) Read(b []byte) (int, error) {
+	if r.left < 0 {
+		return 0, fmt.Errorf("larger than %d bytes", maxFetch)
+	}
+	if int64(len(b)) > r.left+1 {
+		b = b[:r.left+1]
+	}
+	n, err := r.r.Read(b)
+	r.left -= int64(n)
+	if r.left < 0 {
+		return 0, fmt.Errorf("larger than %d bytes", maxFetch)
+	}
+	return n, err
+}
+
+// resolveRef returns the blob digest of a manifest reference (what names
+// it in errors): a pinned URL, "sha256:HEX" of a stored blob, or the
+// reference of an uploaded part.
+func (c *Coordinator) resolveRef(ctx context.Context, what, ref string, objects map[string]string) (string, error) {
+	if d, ok := objects[ref]; ok {
+		return d, nil
+	}
+	switch {
+	case ref == "":
+		return "", fmt.Errorf("%w: %s: empty", admin.ErrInvalid, what)
+	case strings.HasPrefix(ref, "https://") || strings.HasPrefix(ref, "http://"):
+		d, err := c.fetchBlob(ctx, ref)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", what, err)
+		}
+		return d, nil
+	case strings.HasPrefix(ref, "sha256:"):
+		d := strings.ToLower(strings.TrimPrefix(ref, "sha256:"))
+		if !hexDigestRE.MatchString(d) || !c.hasBlob(d) {
+			return "", fmt.Errorf("%w: %s: no stored blob %s", admin.ErrInvalid, what, ref)
+		}
+		return d, nil
+	}
+	return "", fmt.Errorf("%w: %s: %q was not uploaded with the deploy (nor is it a pinned URL or sha256:HEX)", admin.ErrInvalid, what, ref)
+}
+
+func (c *Coordinator) hasBlob(digest string) bool {
+	_, err := os.Stat(c.blobPath(digest))
+	return err == nil
 }
 
 // deployments returns the registry (never nil).
@@ -193,11 +390,22 @@ func (c *Coordinator) allSpecs(tasks []config.Task, deps map[string]*deployment)
 			continue
 		}
 		v := deps[n].current()
-		specs = append(specs, taskSpecs([]config.Task{{
+		t := config.Task{
 			Name: n, Module: c.blobPath(v.Digest), ABI: v.Manifest.ABI,
 			Limits: v.Manifest.Limits, Permissions: v.Manifest.Permissions,
 			FreshInstance: v.Manifest.FreshInstance,
-		}})...)
+		}
+		for _, l := range v.Libraries {
+			t.Libraries = append(t.Libraries, config.TaskLibrary{Name: l.Name, Module: c.blobPath(l.Digest)})
+		}
+		for _, f := range v.Files {
+			t.Files = append(t.Files, config.TaskFile{Path: f.Path, Source: c.blobPath(f.Digest)})
+		}
+		spec := taskSpecs([]config.Task{t})[0]
+		for i, l := range v.Libraries {
+			spec.Libraries[i].Digest = l.Digest
+		}
+		specs = append(specs, spec)
 	}
 	return specs
 }
@@ -249,31 +457,55 @@ func copyDeps(m map[string]*deployment) map[string]*deployment {
 }
 
 // Deploy implements admin.Registry: it adds a task or a new version of one.
-func (c *Coordinator) Deploy(ctx context.Context, name string, module, manifest []byte) (admin.TaskDetail, error) {
+// The uploaded parts are blobs already; references of the manifest to
+// pinned URLs are fetched here, before the registry is locked.
+func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) (admin.TaskDetail, error) {
 	switch {
 	case !deployNameRE.MatchString(name):
 		return admin.TaskDetail{}, fmt.Errorf("%w: %q is not a task name (lower case letters, digits, '_', '.', '-'; at most 63)", admin.ErrInvalid, name)
 	case c.isConfigTask(name):
 		return admin.TaskDetail{}, fmt.Errorf("%w: task %q is defined in the config file %s; change it there", admin.ErrConflict, name, c.cfg.Load().Source)
-	case len(module) == 0:
-		return admin.TaskDetail{}, fmt.Errorf("%w: no module", admin.ErrInvalid)
 	}
-	m, err := parseManifest(manifest)
+	m, err := parseManifest(up.Manifest)
 	if err != nil {
 		return admin.TaskDetail{}, fmt.Errorf("%w: %v", admin.ErrInvalid, err)
 	}
+	v := version{Manifest: m, Deployed: time.Now().UTC()}
+	switch {
+	case up.Module != "" && up.Size > 0:
+		v.Digest, v.Size = up.Module, int(up.Size)
+	case up.Module == "" && m.Module != "":
+		if v.Digest, err = c.resolveRef(ctx, "module", m.Module, up.Objects); err != nil {
+			return admin.TaskDetail{}, err
+		}
+		if st, err := os.Stat(c.blobPath(v.Digest)); err == nil {
+			v.Size = int(st.Size())
+		}
+	default:
+		return admin.TaskDetail{}, fmt.Errorf("%w: no module", admin.ErrInvalid)
+	}
+	for i, l := range m.Libraries {
+		d, err := c.resolveRef(ctx, fmt.Sprintf("libraries[%d] (%s)", i, l.Name), l.Module, up.Objects)
+		if err != nil {
+			return admin.TaskDetail{}, err
+		}
+		v.Libraries = append(v.Libraries, libVersion{Name: l.Name, Digest: d})
+	}
+	for i, f := range m.Files {
+		d, err := c.resolveRef(ctx, fmt.Sprintf("files[%d] (%s)", i, f.Path), f.Source, up.Objects)
+		if err != nil {
+			return admin.TaskDetail{}, err
+		}
+		v.Files = append(v.Files, fileBlob{Path: f.Path, Digest: d})
+	}
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
-	digest, err := c.writeBlob(module)
-	if err != nil {
-		return admin.TaskDetail{}, err
-	}
 	deps := copyDeps(c.deployments())
 	d := &deployment{Name: name}
 	if old := deps[name]; old != nil {
 		d.Versions = append(d.Versions, old.Versions...)
 	}
-	d.Versions = append(d.Versions, version{Digest: digest, Size: len(module), Manifest: m, Deployed: time.Now().UTC()})
+	d.Versions = append(d.Versions, v)
 	if len(d.Versions) > maxVersions {
 		d.Versions = d.Versions[len(d.Versions)-maxVersions:]
 	}
@@ -281,7 +513,7 @@ func (c *Coordinator) Deploy(ctx context.Context, name string, module, manifest 
 	if err := c.swap(ctx, deps, name, d); err != nil {
 		return admin.TaskDetail{}, err
 	}
-	c.log.Info("task deployed", "task", name, "digest", digest, "version", len(d.Versions))
+	c.log.Info("task deployed", "task", name, "digest", v.Digest, "version", len(d.Versions), "libraries", len(v.Libraries), "files", len(v.Files))
 	detail, _ := c.Inspect(name)
 	return detail, nil
 }
@@ -344,6 +576,13 @@ func (c *Coordinator) Inspect(name string) (admin.TaskDetail, bool) {
 				Timeout: v.Manifest.Limits.Timeout.Std().Seconds(), Concurrency: v.Manifest.Limits.Concurrency,
 				Publish: v.Manifest.Permissions.Publish, Call: v.Manifest.Permissions.Call, KVQuota: uint64(v.Manifest.Permissions.KVQuota),
 			})
+			tv := &det.Versions[len(det.Versions)-1]
+			for _, l := range v.Libraries {
+				tv.Libraries = append(tv.Libraries, admin.BlobRef{Name: l.Name, Digest: l.Digest})
+			}
+			for _, f := range v.Files {
+				tv.Files = append(tv.Files, admin.BlobRef{Name: f.Path, Digest: f.Digest})
+			}
 		}
 	}
 	return det, found

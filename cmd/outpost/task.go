@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/config"
@@ -18,7 +21,8 @@ import (
 func cmdTask(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
 	usage := func() {
 		fmt.Fprintln(errOut, `Usage:
-  outpost task deploy NAME MODULE.wasm [--manifest FILE]   deploy a task, or a new version of it
+  outpost task deploy NAME [MODULE.wasm] [--manifest FILE] deploy a task, or a new version of it
+                                                           (with the libraries and files the manifest names)
   outpost task ls                                          list tasks (config and deployed)
   outpost task inspect NAME                                show a task and its kept versions
   outpost task rm NAME                                     remove a deployed task
@@ -32,7 +36,7 @@ Flags of every subcommand: --admin ADDR, --config FILE.`)
 	sub, args := args[0], args[1:]
 	fs := newFlags("task "+sub, errOut)
 	af := addAdminFlags(fs)
-	manifest := fs.String("manifest", "", "deploy: a YAML manifest (abi, limits, permissions)")
+	manifest := fs.String("manifest", "", "deploy: a YAML manifest (abi, limits, permissions, module, libraries, files)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	// Positional arguments may come before the flags.
 	var pos []string
@@ -51,7 +55,7 @@ Flags of every subcommand: --admin ADDR, --config FILE.`)
 		usage()
 		return 2
 	}
-	if len(pos) != n {
+	if len(pos) != n && !(sub == "deploy" && len(pos) == 1 && *manifest != "") {
 		fmt.Fprintf(errOut, "outpost task %s: want %d arguments, got %d\n", sub, n, len(pos))
 		usage()
 		return 2
@@ -69,24 +73,57 @@ Flags of every subcommand: --admin ADDR, --config FILE.`)
 	}
 	switch sub {
 	case "deploy":
-		f, err := os.Open(pos[1])
-		if err != nil {
-			return fail(err)
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return fail(err)
+		var module *admin.UploadPart
+		label := "objects"
+		if len(pos) == 2 {
+			f, err := os.Open(pos[1])
+			if err != nil {
+				return fail(err)
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return fail(err)
+			}
+			module, label = &admin.UploadPart{R: f, Size: st.Size()}, pos[1]
 		}
 		var man []byte
+		var objects []admin.UploadPart
 		if *manifest != "" {
+			var err error
 			if man, err = os.ReadFile(*manifest); err != nil {
 				return fail(err)
 			}
+			refs, err := localRefs(man, module == nil)
+			if err != nil {
+				return fail(fmt.Errorf("%s: %w", *manifest, err))
+			}
+			for _, ref := range refs {
+				p := ref
+				if !filepath.IsAbs(p) {
+					p = filepath.Join(filepath.Dir(*manifest), p)
+				}
+				f, err := os.Open(p)
+				if err != nil {
+					return fail(fmt.Errorf("%s: %w", *manifest, err))
+				}
+				defer f.Close()
+				st, err := f.Stat()
+				if err != nil {
+					return fail(err)
+				}
+				objects = append(objects, admin.UploadPart{Ref: ref, R: f, Size: st.Size()})
+			}
+			if len(objects) > 0 {
+				label = fmt.Sprintf("%s and %d objects", label, len(objects))
+			}
+		}
+		if module == nil && len(objects) == 0 {
+			label = "manifest"
 		}
 		start := time.Now()
-		d, err := c.Deploy(ctx, pos[0], f, st.Size(), man, func(sent, total int64) {
-			fmt.Fprintf(errOut, "\ruploading %s: %3d%% (%s of %s)", pos[1], percent(sent, total), config.ByteSize(sent), config.ByteSize(total))
+		d, err := c.Deploy(ctx, pos[0], module, man, objects, func(sent, total int64) {
+			fmt.Fprintf(errOut, "\ruploading %s: %3d%% (%s of %s)", label, percent(sent, total), config.ByteSize(sent), config.ByteSize(total))
 		})
 		fmt.Fprintln(errOut)
 		if err != nil {
@@ -117,6 +154,44 @@ Flags of every subcommand: --admin ADDR, --config FILE.`)
 		return show(d)
 	}
 	return 2
+}
+
+// localRefs lists the distinct references of a manifest to local files
+// (not a pinned URL, not "sha256:HEX"): the library modules, the file
+// sources and, with withModule, the module. The daemon decodes the manifest
+// strictly; here only these keys are read.
+func localRefs(manifest []byte, withModule bool) ([]string, error) {
+	var m struct {
+		Module    string `yaml:"module"`
+		Libraries []struct {
+			Module string `yaml:"module"`
+		} `yaml:"libraries"`
+		Files []struct {
+			Source string `yaml:"source"`
+		} `yaml:"files"`
+	}
+	if err := yaml.Unmarshal(manifest, &m); err != nil {
+		return nil, err
+	}
+	var refs []string
+	seen := map[string]bool{}
+	add := func(ref string) {
+		if ref == "" || seen[ref] || strings.Contains(ref, "://") || strings.HasPrefix(ref, "sha256:") {
+			return
+		}
+		seen[ref] = true
+		refs = append(refs, ref)
+	}
+	if withModule {
+		add(m.Module)
+	}
+	for _, l := range m.Libraries {
+		add(l.Module)
+	}
+	for _, f := range m.Files {
+		add(f.Source)
+	}
+	return refs, nil
 }
 
 func percent(sent, total int64) int64 {

@@ -11,27 +11,50 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 )
 
-// MaxModule bounds an uploaded module (and its manifest).
+// MaxModule bounds a deploy upload: the module, its manifest and the
+// library modules and data files sent with it.
 const MaxModule = 256 << 20
+
+// MaxManifest bounds the manifest part of a deploy.
+const MaxManifest = 1 << 20
+
+// ObjectPart prefixes the form name of an uploaded library module or data
+// file: "object:" + the reference as written in the manifest.
+const ObjectPart = "object:"
 
 // Errors a Registry returns (wrapped); they choose the HTTP status.
 var (
 	ErrInvalid  = errors.New("invalid")   // 400: bad name, manifest or module (compile error…)
 	ErrConflict = errors.New("conflict")  // 409: a config task, no previous version
 	ErrNotFound = errors.New("not found") // 404
+	ErrInternal = errors.New("internal")  // 500: the daemon could not store or fetch
 )
 
 // Registry manages deployed tasks (POST/DELETE /v1/tasks/{name},
 // POST /v1/tasks/{name}/rollback, GET /v1/tasks/{name}).
 type Registry interface {
-	Deploy(ctx context.Context, name string, module, manifest []byte) (TaskDetail, error)
+	// StoreBlob stores r as a content-addressed blob (once) and returns its
+	// sha256 (hex) and size.
+	StoreBlob(ctx context.Context, r io.Reader) (digest string, size int64, err error)
+	Deploy(ctx context.Context, name string, up Upload) (TaskDetail, error)
 	Remove(ctx context.Context, name string) error
 	Rollback(ctx context.Context, name string) (TaskDetail, error)
 	Inspect(name string) (TaskDetail, bool)
+}
+
+// Upload is a deploy whose parts are stored as blobs.
+type Upload struct {
+	Module   string // digest of the uploaded module; "" = none (the manifest's module key names it)
+	Size     int64  // of the module
+	Manifest []byte
+	// Objects maps a manifest reference (a library module or a file
+	// source) to the digest of its uploaded part.
+	Objects map[string]string
 }
 
 // TaskDetail is the body of GET /v1/tasks/{name} and of a deploy or
@@ -55,6 +78,14 @@ type TaskVersion struct {
 	Publish     []string  `json:"publish,omitempty"`
 	Call        []string  `json:"call,omitempty"`
 	KVQuota     uint64    `json:"kv_quota,omitempty"`
+	Libraries   []BlobRef `json:"libraries,omitempty"` // Name: the import module name
+	Files       []BlobRef `json:"files,omitempty"`     // Name: the guest path
+}
+
+// BlobRef names a stored blob of a task version.
+type BlobRef struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
 }
 
 // MountRegistry adds the task registry routes to s.
@@ -87,6 +118,8 @@ func registryError(w http.ResponseWriter, err error) {
 		code, name = http.StatusConflict, "conflict"
 	case errors.Is(err, ErrNotFound):
 		code, name = http.StatusNotFound, "not_found"
+	case errors.Is(err, ErrInternal):
+		code, name = http.StatusInternalServerError, "internal"
 	}
 	writeJSON(w, code, errorAnswer{ErrorText{Code: name, Message: err.Error()}})
 }
@@ -101,10 +134,13 @@ func (h registryHandler) inspect(w http.ResponseWriter, r *http.Request) {
 }
 
 // deploy takes the module as the body, or a multipart/form-data body with
-// parts "module" and (optional) "manifest".
+// parts "module" (optional when the manifest names it), "manifest"
+// (optional) and "object:REF" (a library module or data file the manifest
+// references as REF). Each module and object part is stored as a blob as it
+// arrives.
 func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
 	body := http.MaxBytesReader(w, r.Body, MaxModule)
-	var module, manifest []byte
+	up := Upload{Objects: map[string]string{}}
 	var err error
 	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt == "multipart/form-data" {
@@ -118,29 +154,39 @@ func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
 				err = perr
 				break
 			}
-			b, rerr := io.ReadAll(p)
-			if rerr != nil {
-				err = rerr
-				break
-			}
-			switch p.FormName() {
-			case "module":
-				module = b
-			case "manifest":
-				manifest = b
+			name := p.FormName()
+			switch {
+			case name == "module":
+				up.Module, up.Size, err = h.r.StoreBlob(r.Context(), p)
+			case name == "manifest":
+				up.Manifest, err = io.ReadAll(io.LimitReader(p, MaxManifest+1))
+				if err == nil && len(up.Manifest) > MaxManifest {
+					registryError(w, fmt.Errorf("%w: manifest larger than %d bytes", ErrInvalid, MaxManifest))
+					return
+				}
+			case strings.HasPrefix(name, ObjectPart) && len(name) > len(ObjectPart):
+				up.Objects[strings.TrimPrefix(name, ObjectPart)], _, err = h.r.StoreBlob(r.Context(), p)
 			default:
-				registryError(w, fmt.Errorf("%w: unknown part %q (want module, manifest)", ErrInvalid, p.FormName()))
+				registryError(w, fmt.Errorf("%w: unknown part %q (want module, manifest, %sREF)", ErrInvalid, name, ObjectPart))
 				return
+			}
+			if err != nil {
+				break
 			}
 		}
 	} else {
-		module, err = io.ReadAll(body)
+		up.Module, up.Size, err = h.r.StoreBlob(r.Context(), body)
 	}
 	if err != nil {
-		registryError(w, fmt.Errorf("%w: read upload: %v (at most %d bytes)", ErrInvalid, err, MaxModule))
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) || !errors.Is(err, ErrInternal) {
+			registryError(w, fmt.Errorf("%w: read upload: %v (at most %d bytes)", ErrInvalid, err, MaxModule))
+			return
+		}
+		registryError(w, err)
 		return
 	}
-	d, err := h.r.Deploy(r.Context(), r.PathValue("name"), module, manifest)
+	d, err := h.r.Deploy(r.Context(), r.PathValue("name"), up)
 	if err != nil {
 		registryError(w, err)
 		return
@@ -165,11 +211,37 @@ func (h registryHandler) rollback(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, d)
 }
 
-// Deploy uploads module (size bytes) with an optional manifest as task
-// name. progress, when set, is called as the module is sent.
-func (c *Client) Deploy(ctx context.Context, name string, module io.Reader, size int64, manifest []byte, progress func(sent, total int64)) (TaskDetail, error) {
+// UploadPart is a file sent with a deploy.
+type UploadPart struct {
+	Ref  string // the reference the manifest uses (objects only)
+	R    io.Reader
+	Size int64
+}
+
+// Deploy uploads a task as name: module (nil: the manifest names it), an
+// optional manifest, and objects, the library modules and data files the
+// manifest references, in one request. progress, when set, is called as the
+// module and objects are sent, over their total size.
+func (c *Client) Deploy(ctx context.Context, name string, module *UploadPart, manifest []byte, objects []UploadPart, progress func(sent, total int64)) (TaskDetail, error) {
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
+	var total int64
+	if module != nil {
+		total += module.Size
+	}
+	for _, o := range objects {
+		total += o.Size
+	}
+	prog := &progressReader{total: total, fn: progress}
+	send := func(fw io.Writer, r io.Reader) error {
+		if progress == nil {
+			_, err := io.Copy(fw, r)
+			return err
+		}
+		prog.r = r
+		_, err := io.Copy(fw, prog)
+		return err
+	}
 	go func() {
 		err := func() error {
 			if len(manifest) > 0 {
@@ -177,16 +249,26 @@ func (c *Client) Deploy(ctx context.Context, name string, module io.Reader, size
 					return err
 				}
 			}
-			fw, err := mw.CreateFormFile("module", name+".wasm")
-			if err != nil {
-				return err
+			if module != nil {
+				fw, err := mw.CreateFormFile("module", name+".wasm")
+				if err != nil {
+					return err
+				}
+				if err := send(fw, module.R); err != nil {
+					return err
+				}
 			}
-			var src io.Reader = module
-			if progress != nil {
-				src = &progressReader{r: module, total: size, fn: progress}
+			for _, o := range objects {
+				fw, err := mw.CreateFormFile(ObjectPart+o.Ref, path.Base(o.Ref))
+				if err != nil {
+					return err
+				}
+				if err := send(fw, o.R); err != nil {
+					return err
+				}
 			}
-			if _, err := io.Copy(fw, src); err != nil {
-				return err
+			if progress != nil && total == 0 {
+				progress(0, 0)
 			}
 			return mw.Close()
 		}()
@@ -259,7 +341,7 @@ type progressReader struct {
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	p.sent += int64(n)
-	if n > 0 || err == io.EOF {
+	if n > 0 || (err == io.EOF && p.sent == p.total) {
 		p.fn(p.sent, p.total)
 	}
 	return n, err
