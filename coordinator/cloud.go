@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/config"
@@ -39,6 +40,7 @@ type cloudPart struct {
 	mu      sync.Mutex
 	ready   *calls.Durable
 	pending []pendingMessage
+	opened  chan struct{} // closed by open; made by the first waitOpen
 }
 
 // pendingMessage is a QoS 1 message waiting for the journal to open.
@@ -135,6 +137,9 @@ func (p *cloudPart) open() {
 	p.ready = p.durable
 	pending := p.pending
 	p.pending = nil
+	if p.opened != nil {
+		close(p.opened)
+	}
 	p.mu.Unlock()
 	for _, m := range pending {
 		p.journalMQTT(p.durable, m)
@@ -159,6 +164,61 @@ func (p *cloudPart) acceptMQTT(m devices.Message, cs []*calls.Call) {
 	}
 	p.mu.Unlock()
 	p.journalMQTT(d, pm)
+}
+
+// openWait bounds how long a message from a device waits, in the embedded
+// broker, for the journal to open (startup); past it the device is
+// disconnected and sends the message again.
+const openWait = 10 * time.Second
+
+// waitOpen returns the journal once it takes MQTT calls, waiting for it
+// up to openWait or ctx.
+func (p *cloudPart) waitOpen(ctx context.Context) (*calls.Durable, error) {
+	p.mu.Lock()
+	d := p.ready
+	if d != nil {
+		p.mu.Unlock()
+		return d, nil
+	}
+	if p.opened == nil {
+		p.opened = make(chan struct{})
+	}
+	opened := p.opened
+	p.mu.Unlock()
+	t := time.NewTimer(openWait)
+	defer t.Stop()
+	select {
+	case <-opened:
+	case <-t.C:
+		return nil, fmt.Errorf("call journal not open after %s: %w", openWait, calls.ErrDraining)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ready, nil
+}
+
+// acceptPublish journals the calls of a QoS 1 message held by the
+// embedded broker (journalPublish) and returns once they are on disk: the
+// same Durable.Accept as every durable call, the replies published by the
+// same mqttReplier. An error leaves the message unacknowledged.
+func (p *cloudPart) acceptPublish(ctx context.Context, topic string, cs []*calls.Call) error {
+	d, err := p.waitOpen(ctx)
+	if err != nil {
+		p.c.dropped(topic, cs[0].Task, "not_ready")
+		return err
+	}
+	if p.c.sched.Stats().Draining {
+		// Sent again by the device after the restart, where it runs.
+		p.c.dropped(topic, cs[0].Task, "draining")
+		return calls.ErrDraining
+	}
+	if _, err := d.Accept(cs); err != nil {
+		p.c.dropped(topic, cs[0].Task, "journal")
+		return fmt.Errorf("journal: %w", err)
+	}
+	return nil
 }
 
 func (p *cloudPart) journalMQTT(d *calls.Durable, m pendingMessage) {

@@ -80,6 +80,7 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std()}, log.With("part", "calls"), c.reg) // queues: cloud.go
 	if !cfg.MQTT.External() {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
+		c.broker.SetDurablePublish(c.journalPublish) // QoS 1 routes: journaled before the PUBACK (intake.go)
 	}
 	c.admin = admin.NewServer(cfg.Admin.Listen, c, c.reg, log.With("part", "admin"))
 	c.tele = c.newTelemetry() // telemetry.go

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,17 +25,22 @@ import (
 // runs them again after a crash, and their replies are published from the
 // journal (mqttReplier). Other messages are acknowledged at once and their
 // calls are held in memory, as before.
+//
+// With the embedded broker those calls are not made here: the broker
+// journaled them before it acknowledged the message to the device
+// (journalPublish), so they are skipped, and only the other routes run.
 func (c *Coordinator) onMessage(m devices.Message) {
 	var durable []*calls.Call
 	for _, match := range c.routes.Load().Match(m.Topic) {
-		call := calls.New(match.Task, m.Payload, calls.Source{Kind: mqttSource, Ref: m.Topic})
-		reply := match.ReplyTopic(m.Topic)
 		if m.QoS >= 1 && match.QoS >= 1 && m.Ack != nil {
-			call.Effect = calls.Idempotent // at least once: see docs/architecture.md, Durability
-			call.ReplyTo = reply
-			durable = append(durable, call)
+			if c.broker != nil {
+				continue // journaled by the embedded broker (journalPublish)
+			}
+			durable = append(durable, durableCall(match, m.Topic, m.Payload))
 			continue
 		}
+		call := calls.New(match.Task, m.Payload, calls.Source{Kind: mqttSource, Ref: m.Topic})
+		reply := match.ReplyTopic(m.Topic)
 		if reply != "" {
 			qos := match.QoS
 			call.Done = func(call *calls.Call) { c.reply(reply, qos, call) }
@@ -50,6 +56,39 @@ func (c *Coordinator) onMessage(m devices.Message) {
 		return
 	}
 	c.cloud.acceptMQTT(m, durable)
+}
+
+// durableCall is the call of a QoS 1 message on a qos 1 route: journaled,
+// run at least once, its reply published from the journal.
+func durableCall(match routes.Match, topic string, payload []byte) *calls.Call {
+	call := calls.New(match.Task, payload, calls.Source{Kind: mqttSource, Ref: topic})
+	call.Effect = calls.Idempotent // at least once: see docs/architecture.md, Durability
+	call.ReplyTo = match.ReplyTopic(topic)
+	return call
+}
+
+// journalPublish is the embedded broker's DurablePublish (installed in
+// New): a QoS 1 or 2 message from a device, before the broker acknowledges
+// it. The calls of its qos 1 routes are journaled (Durable.Accept, synced)
+// and queued; only then does the broker send the PUBACK, so a kill -9
+// cannot lose a message the device was told is delivered. It blocks that
+// device's connection (not the others) until the group commit lands, and
+// while the journal is not open yet, for at most openWait. An error makes
+// the broker disconnect the device without acknowledging the message: the
+// device sends it again when it reconnects. The message still goes to the
+// broker's subscribers, the daemon's client among them, which runs the
+// message's other routes and skips these (onMessage).
+func (c *Coordinator) journalPublish(ctx context.Context, topic string, payload []byte, qos byte) (bool, error) {
+	var durable []*calls.Call
+	for _, match := range c.routes.Load().Match(topic) {
+		if qos >= 1 && match.QoS >= 1 {
+			durable = append(durable, durableCall(match, topic, bytes.Clone(payload)))
+		}
+	}
+	if len(durable) == 0 {
+		return false, nil
+	}
+	return true, c.cloud.acceptPublish(ctx, topic, durable)
 }
 
 // mqttSource is the source kind of calls made by MQTT routes.

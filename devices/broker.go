@@ -35,6 +35,9 @@ type Broker struct {
 	stopped  bool
 	coll     *brokerCollector
 	internal string // the daemon client's password, made at Start
+	durable  DurablePublish
+	stopCtx  context.Context    // canceled at Stop: ends a DurablePublish waiting
+	cancel   context.CancelFunc // cancels stopCtx
 
 	// drop counters, fed by the hook and read by the collector
 	droppedPending atomic.Uint64
@@ -92,6 +95,12 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := srv.AddHook(&dropHook{b: b}, nil); err != nil {
 		return fmt.Errorf("add drop hook: %w", err)
 	}
+	b.stopCtx, b.cancel = context.WithCancel(context.Background())
+	if b.durable != nil {
+		if err := srv.AddHook(&durableHook{b: b, srv: srv, f: b.durable, ctx: b.stopCtx}, nil); err != nil {
+			return fmt.Errorf("add durable publish hook: %w", err)
+		}
+	}
 	tcp := newTCPListener("tcp", b.cfg.Listen, b.log)
 	if err := srv.AddListener(tcp); err != nil {
 		return fmt.Errorf("listen on %s: %w", b.cfg.Listen, err)
@@ -141,6 +150,9 @@ func (b *Broker) Stop(ctx context.Context) error {
 		return nil
 	}
 	b.stopped = true
+	if b.cancel != nil {
+		b.cancel()
+	}
 	if b.coll != nil {
 		b.reg.Unregister(b.coll)
 	}
@@ -159,6 +171,63 @@ func (b *Broker) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("stop broker on %s: %w", b.addr, ctx.Err())
 	}
+}
+
+// DurablePublish takes a QoS 1 or 2 PUBLISH a client sent to the embedded
+// broker before the broker acknowledges it (PUBACK, or PUBREC for QoS 2).
+// It returns handled=false when the message is none of its business, and
+// handled=true once the message is safe (journaled). With an error the
+// message is not acknowledged and not delivered to any subscriber, and the
+// client is disconnected, so that it sends the message again on its next
+// connection (MQTT 3.1.1 and 5 clients resend unacknowledged PUBLISH
+// packets when they reconnect).
+//
+// It runs on the reading goroutine of the publisher's connection, inside
+// mochi's processPublish (the OnPublish hook): while it runs that client's
+// next packets are not read (per-connection backpressure; other clients go
+// on). ctx ends when the broker stops. payload must not be kept.
+type DurablePublish func(ctx context.Context, topic string, payload []byte, qos byte) (handled bool, err error)
+
+// SetDurablePublish installs f; call it before Start. See DurablePublish.
+func (b *Broker) SetDurablePublish(f DurablePublish) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.durable = f
+}
+
+// durableHook calls the broker's DurablePublish from mochi's OnPublish,
+// which processPublish runs synchronously before it writes the PUBACK
+// (mochi v2.7.9 server.go, processPublish): an OnPublish error
+// packets.ErrRejectPacket makes it return without an acknowledgement and
+// without delivering the message.
+type durableHook struct {
+	mqtt.HookBase
+	b   *Broker
+	srv *mqtt.Server
+	f   DurablePublish
+	ctx context.Context
+}
+
+func (h *durableHook) ID() string { return "outpost-durable" }
+
+func (h *durableHook) Provides(x byte) bool { return x == mqtt.OnPublish }
+
+// OnPublish hands QoS 1 and 2 messages to the DurablePublish.
+func (h *durableHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+		return pk, nil
+	}
+	if _, err := h.f(h.ctx, pk.TopicName, pk.Payload, pk.FixedHeader.Qos); err != nil {
+		h.b.log.Warn("QoS 1 message not journaled: not acknowledged, client disconnected to send it again",
+			"client", cl.ID, "topic", pk.TopicName, "err", err)
+		if cl.Properties.ProtocolVersion == 5 {
+			_ = h.srv.DisconnectClient(cl, packets.ErrImplementationSpecificError)
+		} else {
+			cl.Stop(packets.ErrImplementationSpecificError) // MQTT 3.1.1 has no server DISCONNECT
+		}
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
 }
 
 // dropHook counts messages mochi drops instead of delivering.
@@ -304,3 +373,4 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 var _ prometheus.Collector = (*brokerCollector)(nil)
 var _ mqtt.Hook = (*authHook)(nil)
 var _ mqtt.Hook = (*dropHook)(nil)
+var _ mqtt.Hook = (*durableHook)(nil)
