@@ -264,7 +264,7 @@ func (c *Coordinator) fetchBlob(ctx context.Context, ref string) (string, error)
 		if errors.Is(err, admin.ErrInternal) {
 			return "", err
 		}
-		return "", fmt.Errorf("%w: fetch %s: %v", admin.ErrInvalid, ref, err)
+		return "", fmt.Errorf("%w: fetch %s: %w", admin.ErrInvalid, ref, err)
 	}
 	c.log.Info("fetched a pinned object", "url", get.String(), "digest", digest, "size", n)
 	return digest, nil

@@ -1,0 +1,95 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// memRegistry stores blobs in memory and records the last upload.
+type memRegistry struct {
+	mu    sync.Mutex
+	blobs map[string]string
+	last  Upload
+}
+
+var _ Registry = (*memRegistry)(nil)
+
+func (m *memRegistry) StoreBlob(_ context.Context, r io.Reader) (string, int64, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return "", 0, err
+	}
+	sum := sha256.Sum256(b)
+	d := hex.EncodeToString(sum[:])
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.blobs[d] = string(b)
+	return d, int64(len(b)), nil
+}
+
+func (m *memRegistry) Deploy(_ context.Context, name string, up Upload) (TaskDetail, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.last = up
+	if strings.Contains(string(up.Manifest), "cycle") {
+		return TaskDetail{}, fmt.Errorf("%w: task %q: import cycle: %s -> a -> b -> a", ErrInvalid, name, name)
+	}
+	return TaskDetail{Task: Task{Name: name, Digest: up.Module}}, nil
+}
+
+func (m *memRegistry) Remove(context.Context, string) error { return nil }
+func (m *memRegistry) Rollback(context.Context, string) (TaskDetail, error) {
+	return TaskDetail{}, nil
+}
+func (m *memRegistry) Inspect(string) (TaskDetail, bool) { return TaskDetail{}, false }
+
+// A deploy's module and objects arrive as blobs, keyed by their manifest
+// reference; progress covers the whole upload; refusals carry the message.
+func TestDeployObjects(t *testing.T) {
+	reg := &memRegistry{blobs: map[string]string{}}
+	s := NewServer("127.0.0.1:0", &node{}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	MountRegistry(s, reg)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	c := NewClient(s.Addr())
+	ctx := context.Background()
+
+	var last, total int64
+	objs := []UploadPart{
+		{Ref: "lib/math.wasm", R: strings.NewReader("math"), Size: 4},
+		{Ref: "data/table.csv", R: strings.NewReader("a,b\n"), Size: 4},
+	}
+	_, err := c.Deploy(ctx, "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, []byte("libraries: []"), objs, func(sent, tot int64) {
+		last, total = sent, tot
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last != 14 || total != 14 {
+		t.Fatalf("progress ended at %d of %d, want 14 of 14", last, total)
+	}
+	up := reg.last
+	if reg.blobs[up.Module] != "module" || up.Size != 6 || string(up.Manifest) != "libraries: []" ||
+		reg.blobs[up.Objects["lib/math.wasm"]] != "math" || reg.blobs[up.Objects["data/table.csv"]] != "a,b\n" {
+		t.Fatalf("upload %+v", up)
+	}
+
+	// No module part: the manifest names it.
+	if _, err := c.Deploy(ctx, "t", nil, []byte("module: x.wasm"), nil, nil); err != nil || reg.last.Module != "" {
+		t.Fatalf("deploy without a module part: %+v %v", reg.last, err)
+	}
+	if _, err := c.Deploy(ctx, "t", nil, []byte("cycle"), nil, nil); err == nil || !strings.Contains(err.Error(), "import cycle: t -> a -> b -> a") {
+		t.Fatalf("refused deploy: %v", err)
+	}
+}
