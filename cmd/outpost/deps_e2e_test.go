@@ -105,7 +105,11 @@ libraries: [{name: geo, module: lib_geo.wasm}, {name: math, module: lib_math.was
 	if n := d.blobCount(); n != 5 {
 		t.Fatalf("%d blobs after the second deploy, want 5 (math stored once)", n)
 	}
-	out, _, _ := d.cli("task", "inspect", "geo", "--json")
+	out, _, _ := d.cli("task", "inspect", "greet")
+	if !strings.Contains(out, "library math: sha256:") || !strings.Contains(out, "file /data/greeting.txt: sha256:") {
+		t.Fatalf("inspect greet: %s", out)
+	}
+	out, _, _ = d.cli("task", "inspect", "geo", "--json")
 	if !strings.Contains(out, `"libraries"`) || !strings.Contains(out, `"name": "math"`) {
 		t.Fatalf("inspect geo: %s", out)
 	}

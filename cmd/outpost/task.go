@@ -217,4 +217,11 @@ func printDetail(out io.Writer, d admin.TaskDetail) {
 		fmt.Fprintf(tw, "  %d\t%.12s\t%s\t%s\n", v.Version, v.Digest, config.ByteSize(v.Size), v.Deployed.Format(time.RFC3339))
 	}
 	_ = tw.Flush()
+	cur := d.Versions[len(d.Versions)-1]
+	for _, l := range cur.Libraries {
+		fmt.Fprintf(out, "library %s: sha256:%.12s\n", l.Name, l.Digest)
+	}
+	for _, f := range cur.Files {
+		fmt.Fprintf(out, "file %s: sha256:%.12s\n", f.Name, f.Digest)
+	}
 }
