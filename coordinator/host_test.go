@@ -275,7 +275,15 @@ tasks:
 					t.Fatalf("chain of %d over 2 workers: %v", depth, err)
 				}
 			}
-			if st := c.sched.Stats(); st.Running != 0 || st.Parked != 0 {
+			// A worker gives its slot back just after the call's Done has
+			// answered the caller: wait for it rather than race it.
+			deadline := time.Now().Add(5 * time.Second)
+			st := c.sched.Stats()
+			for (st.Running != 0 || st.Parked != 0) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+				st = c.sched.Stats()
+			}
+			if st.Running != 0 || st.Parked != 0 {
 				t.Fatalf("after the chains: %+v", st)
 			}
 		})
