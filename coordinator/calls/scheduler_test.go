@@ -378,7 +378,12 @@ func TestBlockingChainDeeperThanWorkers(t *testing.T) {
 			if f.max > workers {
 				t.Errorf("%d calls ran outside Blocking at once, cap %d", f.max, workers)
 			}
-			if st := f.s.Stats(); st.Running != 0 || st.Parked != 0 || st.Queued != 0 {
+			// The last worker gives its slot back just after Done answered.
+			st := f.s.Stats()
+			for deadline := time.Now().Add(5 * time.Second); (st.Running != 0 || st.Parked != 0 || st.Queued != 0) && time.Now().Before(deadline); st = f.s.Stats() {
+				time.Sleep(time.Millisecond)
+			}
+			if st.Running != 0 || st.Parked != 0 || st.Queued != 0 {
 				t.Errorf("after the chains: %+v", st)
 			}
 			if err := f.s.Drain(context.Background()); err != nil {
