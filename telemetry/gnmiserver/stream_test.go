@@ -12,6 +12,8 @@ import (
 
 	gpath "github.com/openconfig/gnmi/path"
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/outpost-edge/outpost/coordinator/config"
 	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
@@ -92,7 +94,10 @@ func stream(t *testing.T, ctx context.Context, c gpb.GNMIClient, wg *sync.WaitGr
 		for {
 			r, err := st.Recv()
 			if err != nil {
-				if ctx.Err() == nil {
+				// The window's end: the client's deadline, or the server's
+				// copy of it (sent as grpc-timeout) firing a moment earlier.
+				end := status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled
+				if ctx.Err() == nil && !end {
 					cnt.mu.Lock()
 					cnt.err = err
 					cnt.mu.Unlock()
