@@ -51,8 +51,11 @@
 //	truncated journal tail (writer killed
 //	  mid group commit)                       calls.TestJournalKill9
 //	corrupt journal record value              calls.TestJournalCorruptRecord
+//	blackhole (TCP accepted, never answered:
+//	  each poll ends at the read timeout,
+//	  full-jitter backoff, state backoff)     TestLinkBlackhole
 //
-// Not yet covered by a test: DNS failure and blackhole, a step of the
+// Not yet covered by a test: DNS failure, a step of the
 // node's own wall clock mid-lease and a monotonic pause longer than the
 // lease (neither can be made in process: the link reads no wall time for
 // timing, which the Date-header tests show from the server side), a
