@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -60,6 +61,11 @@ type Config struct {
 	// ReadTimeout bounds one whole request, response body included (a
 	// slow-drip answer ends there); 0: PollWait + 10s.
 	ReadTimeout time.Duration
+	// DialContext, when set, opens the link's TCP connections in place of
+	// the default dialer (name resolution included). It is a seam for
+	// tests (a resolver that fails, a loopback stand-in for the control
+	// plane) and for deployments that dial through their own proxy.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Link states, the values of outpost_cloud_link_state's state label.
@@ -121,6 +127,9 @@ func New(cfg Config, node Node, log *slog.Logger, reg prometheus.Registerer) *Cl
 		Proxy: http.ProxyFromEnvironment, TLSClientConfig: cfg.TLS, ForceAttemptHTTP2: true,
 		MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second,
 		ResponseHeaderTimeout: cfg.ReadTimeout,
+	}
+	if cfg.DialContext != nil {
+		tr.DialContext = cfg.DialContext
 	}
 	c := &Client{
 		cfg: cfg, node: node, log: log, m: newMetrics(reg),
@@ -354,11 +363,17 @@ func (c *Client) pollLoop() {
 				continue
 			}
 			d := b.next()
+			var dnsErr *net.DNSError
 			if problem := tlsProblem(err); problem != "" {
 				// No insecure fallback: the request never left, back off.
 				c.m.polls.WithLabelValues("tls_error").Inc()
 				c.setState(StateTLSError)
 				c.log.Error("cloud link: TLS handshake with the control plane failed: "+problem, "url", c.cfg.URL, "err", err, "retry_in", d)
+			} else if errors.As(err, &dnsErr) {
+				// No request left: the control plane's host name did not resolve.
+				c.m.polls.WithLabelValues("dns_error").Inc()
+				c.setState(StateBackoff)
+				c.log.Error("cloud link: cannot resolve the control plane's host name "+dnsErr.Name, "host", dnsErr.Name, "not_found", dnsErr.IsNotFound, "err", err, "retry_in", d)
 			} else {
 				c.m.polls.WithLabelValues("error").Inc()
 				c.setState(StateBackoff)
@@ -696,7 +711,7 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		polls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_cloud_polls_total", Help: "Polls, by result (ok, empty, error, cut, bad_response, conflict, gone, unauthorized, forbidden, or the HTTP status)."}, []string{"result"}),
+		polls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_cloud_polls_total", Help: "Polls, by result (ok, empty, error, dns_error, tls_error, cut, bad_response, conflict, gone, unauthorized, forbidden, or the HTTP status)."}, []string{"result"}),
 		pollSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outpost_cloud_poll_seconds", Help: "Time a poll request took (long polls included).",
 			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60}}),
 		received:      prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_cloud_calls_received_total", Help: "New calls taken from the cloud and journaled."}),

@@ -54,8 +54,11 @@
 //	blackhole (TCP accepted, never answered:
 //	  each poll ends at the read timeout,
 //	  full-jitter backoff, state backoff)     TestLinkBlackhole
+//	host name does not resolve (DNSError
+//	  through Config.DialContext; logged as
+//	  "cannot resolve ... <host>", dns_error) TestLinkDNSFailure
 //
-// Not yet covered by a test: DNS failure, a step of the
+// Not yet covered by a test: a step of the
 // node's own wall clock mid-lease and a monotonic pause longer than the
 // lease (neither can be made in process: the link reads no wall time for
 // timing, which the Date-header tests show from the server side), a

@@ -1,6 +1,8 @@
 package remote_test
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -250,5 +252,77 @@ func TestLinkBlackhole(t *testing.T) {
 		if c, _ := cl.srv.Get(id); c.Deliveries != 1 {
 			t.Errorf("%s delivered %d times, want 1", id, c.Deliveries)
 		}
+	}
+}
+
+// The control plane's host name does not resolve (a *net.DNSError from the
+// Config.DialContext seam; no real DNS query is made): the link logs that
+// it cannot resolve the host, by name, shows backoff and backs off with
+// full jitter; once the name resolves the link comes up and calls run once.
+func TestLinkDNSFailure(t *testing.T) {
+	const (
+		host = "cloud.outpost.test" // reserved (RFC 6761); never sent to a resolver
+		base = 20 * time.Millisecond
+		ceil = 400 * time.Millisecond
+	)
+	cl := startCloud(t, server.Options{})
+	target := cl.proxy.Listener.Addr().String()
+	var resolves atomic.Bool
+	var lookups atomic.Int32
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		h, _, err := net.SplitHostPort(addr)
+		if err != nil || h != host {
+			return nil, fmt.Errorf("test dialer: unexpected address %q", addr)
+		}
+		lookups.Add(1)
+		if !resolves.Load() {
+			// What net.Dialer returns for a name with no record.
+			return nil, &net.OpError{Op: "dial", Net: network, Err: &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}}
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, target)
+	}
+	var logs logBuf
+	e := startEdgeLog(t, cl, t.TempDir(), func(c *remote.Config) {
+		_, port, _ := net.SplitHostPort(target)
+		c.URL = "http://" + net.JoinHostPort(host, port)
+		c.DialContext = dial
+		c.BackoffBase, c.BackoffMax = base, ceil
+	}, logs.logger())
+	const fails = 6
+	if !waitFor(5*time.Second, func() bool { return sample(t, e.reg, "outpost_cloud_polls_total", "result", "dns_error") >= fails }) {
+		t.Fatalf("%v dns_error polls", sample(t, e.reg, "outpost_cloud_polls_total", "result", "dns_error"))
+	}
+	if s := e.c.State(); s != remote.StateBackoff {
+		t.Errorf("state %q while the name does not resolve, want %q", s, remote.StateBackoff)
+	}
+	if v := sample(t, e.reg, "outpost_cloud_polls_total", "result", "error"); v != 0 {
+		t.Errorf("%v resolution failures counted as plain errors", v)
+	}
+	out := logs.String()
+	msg := "cannot resolve the control plane's host name " + host
+	draws := retryDraws(t, out, msg)
+	if len(draws) < fails {
+		t.Fatalf("%d %q lines, want one per failed poll:\n%s", len(draws), msg, out)
+	}
+	if !strings.Contains(out, "host="+host) {
+		t.Errorf("the log does not carry the host as a field:\n%s", out)
+	}
+	checkFullJitter(t, draws, base, ceil)
+	if got := cl.count("poll"); got != 0 {
+		t.Errorf("%d polls reached the server without a resolved name", got)
+	}
+
+	// Resolution works again.
+	resolves.Store(true)
+	list := ids("dns", 3)
+	cl.enqueue(echoCalls("edge-1", list, "at_most_once")...)
+	cl.waitFinal(list, 5*time.Second)
+	if !waitFor(2*time.Second, func() bool { return e.c.State() == remote.StateUp }) {
+		t.Errorf("state %q after the name resolved", e.c.State())
+	}
+	e.checkOnce(cl, list)
+	if n := lookups.Load(); n < fails+1 {
+		t.Errorf("%d dials, want the failed ones and one that worked", n)
 	}
 }
