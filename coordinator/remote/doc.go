@@ -57,11 +57,15 @@
 //	host name does not resolve (DNSError
 //	  through Config.DialContext; logged as
 //	  "cannot resolve ... <host>", dns_error) TestLinkDNSFailure
+//	200 nodes back at once after an outage
+//	  (first polls spread by full jitter,
+//	  each node's call run once)              TestLinkFleetAfterOutage (real Clients,
+//	                                          in-memory Nodes, not journals)
 //
 // Not yet covered by a test: a step of the
 // node's own wall clock mid-lease and a monotonic pause longer than the
 // lease (neither can be made in process: the link reads no wall time for
 // timing, which the Date-header tests show from the server side), a
-// client certificate (mTLS) rotation, and a thousand simulated nodes
-// retrying after an outage.
+// client certificate (mTLS) rotation, and the fleet case at a thousand
+// nodes or with a journal per node.
 package remote
