@@ -113,23 +113,7 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out", qos: 1}]
 	}
 	// The journal: every call of the route is there, and every one has
 	// been answered (reported). Redelivered messages are new calls.
-	var recs []calls.Record
-	waitUntil(t, 10*time.Second, "every MQTT call reported", func() bool {
-		out, err := exec.Command(binPath, "calls", "ls", "--json", "--admin", d.adminAddr()).Output()
-		if err != nil {
-			t.Fatalf("calls ls: %v", err)
-		}
-		recs = nil
-		if err := json.Unmarshal(out, &recs); err != nil {
-			t.Fatalf("calls ls --json: %v\n%s", err, out)
-		}
-		for _, r := range recs {
-			if r.Source.Kind == "mqtt" && r.State != calls.Reported {
-				return false
-			}
-		}
-		return true
-	})
+	recs := d.mqttCallsReported(10 * time.Second)
 	inputs := map[string]bool{}
 	reruns := 0
 	for _, r := range recs {
@@ -268,4 +252,30 @@ func waitCount(t *testing.T, d *daemon, key, want string) {
 		got, _ = d.call("count", "?"+key)
 		return got == want
 	})
+}
+
+// mqttCallsReported waits until every MQTT call in the daemon's journal is
+// reported (answered) and returns the journal, read through `outpost calls
+// ls --json`.
+func (d *daemon) mqttCallsReported(timeout time.Duration) []calls.Record {
+	t := d.t
+	t.Helper()
+	var recs []calls.Record
+	waitUntil(t, timeout, "every MQTT call reported", func() bool {
+		out, err := exec.Command(binPath, "calls", "ls", "--json", "--admin", d.adminAddr()).Output()
+		if err != nil {
+			t.Fatalf("calls ls: %v", err)
+		}
+		recs = nil
+		if err := json.Unmarshal(out, &recs); err != nil {
+			t.Fatalf("calls ls --json: %v\n%s", err, out)
+		}
+		for _, r := range recs {
+			if r.Source.Kind == "mqtt" && r.State != calls.Reported {
+				return false
+			}
+		}
+		return true
+	})
+	return recs
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"os/exec"
@@ -99,23 +98,7 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out", qos: 1}]
 	}
 
 	d.start()
-	var recs []calls.Record
-	waitUntil(t, 20*time.Second, "every MQTT call reported", func() bool {
-		out, err := exec.Command(binPath, "calls", "ls", "--json", "--admin", d.adminAddr()).Output()
-		if err != nil {
-			t.Fatalf("calls ls: %v", err)
-		}
-		recs = nil
-		if err := json.Unmarshal(out, &recs); err != nil {
-			t.Fatalf("calls ls --json: %v\n%s", err, out)
-		}
-		for _, r := range recs {
-			if r.Source.Kind == "mqtt" && r.State != calls.Reported {
-				return false
-			}
-		}
-		return true
-	})
+	recs := d.mqttCallsReported(20 * time.Second)
 	answered := map[string]int{}
 	reruns := 0
 	for _, r := range recs {
