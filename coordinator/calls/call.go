@@ -62,6 +62,13 @@ const (
 	// StatusInterrupted: an at-most-once call was running when the process
 	// died; it is not run again.
 	StatusInterrupted Status = "interrupted"
+	// StatusFetchFailed: the call named its task's code by digest and the
+	// task was not loaded; fetching, verifying or deploying that code
+	// object failed (the error says which), so the call did not run.
+	StatusFetchFailed Status = "fetch_failed"
+	// StatusTaskConflict: the call named its task's code by digest and the
+	// task is loaded with another module; the local task is not replaced.
+	StatusTaskConflict Status = "task_conflict"
 )
 
 // Effect says whether a call may run again after a crash.
@@ -113,6 +120,12 @@ type Call struct {
 	// the journal so a recovered call can still answer: the reply topic of
 	// an MQTT route.
 	ReplyTo string
+	// Digest ("sha256:HEX"), when set, names the module the call's task
+	// must run: a task that is not loaded is fetched by it before the call
+	// runs (cloud calls, docs/cloud-link.md "Code objects"), and a loaded
+	// task with another module fails the call. The scheduler admits a call
+	// with a digest for a task it does not know; the executor resolves it.
+	Digest string
 
 	State  State
 	Result Result

@@ -62,7 +62,7 @@ func newRecord(c *Call) *Record {
 	r := &Record{
 		ID: c.ID, Task: c.Task, Input: c.Input, Source: c.Source, Queue: c.Queue, Priority: c.Priority,
 		Key: c.IdempotencyKey, Effect: c.Effect, Attempt: max(c.Attempt, 1), State: Received, Received: time.Now(),
-		ReplyTo: c.ReplyTo,
+		ReplyTo: c.ReplyTo, Digest: c.Digest,
 	}
 	if !c.StartBy.IsZero() {
 		// -1: already past at receipt (0 means no start-by).
@@ -370,6 +370,7 @@ func (r *Record) call() *Call {
 		ID: r.ID, Task: r.Task, Input: r.Input, Source: r.Source, Queue: r.Queue, Priority: r.Priority,
 		IdempotencyKey: r.Key, Attempt: r.Attempt, Effect: r.Effect, Received: time.Now(),
 		MaxRun: time.Duration(r.MaxRunMS) * time.Millisecond, ReplyTo: r.ReplyTo,
+		Digest: r.Digest,
 	}
 	if r.StartByMS != 0 {
 		c.StartBy = c.Received.Add(time.Duration(r.StartByMS) * time.Millisecond)

@@ -36,6 +36,8 @@ type Record struct {
 	// ReplyTo is where the result goes besides the journal: the reply
 	// topic of an MQTT route ("" for cloud and admin calls).
 	ReplyTo string `json:"reply_to,omitempty"`
+	// Digest is the call's Digest: the module a recovered call fetches.
+	Digest string `json:"digest,omitempty"`
 	// StartByMS and MaxRunMS are relative: measured from receipt on the
 	// node's monotonic clock, and from the restart after a crash.
 	StartByMS int64 `json:"start_by_ms,omitempty"`

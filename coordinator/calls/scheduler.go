@@ -150,7 +150,8 @@ func (s *Scheduler) addClass(name string, weight int) {
 }
 
 // Submit queues c to run. It never blocks: a full queue, a draining
-// scheduler or an unknown task is an error and c.Done is not called.
+// scheduler or an unknown task (for a call without a Digest) is an error
+// and c.Done is not called.
 func (s *Scheduler) Submit(c *Call) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -225,7 +226,9 @@ func (s *Scheduler) admitLocked(c *Call) (*taskQueue, error) {
 		s.m.refused.WithLabelValues("draining").Inc()
 		return nil, ErrDraining
 	}
-	if _, ok := s.exec.Concurrency(c.Task); !ok {
+	if _, ok := s.exec.Concurrency(c.Task); !ok && c.Digest == "" {
+		// A call with a digest names its code: the executor fetches an
+		// unknown task (one call of it at a time, hasSlotLocked).
 		s.m.refused.WithLabelValues("unknown_task").Inc()
 		return nil, fmt.Errorf("%w %q", ErrUnknownTask, c.Task)
 	}

@@ -522,6 +522,7 @@ func (c *Client) take(resp PollResponse, b *backoff) (uint64, bool) {
 			ID: w.ID, Task: w.Task, Input: w.Input, Source: calls.Source{Kind: SourceKind, Ref: strconv.FormatUint(w.Seq, 10)},
 			Queue: w.Queue, Priority: w.Priority, IdempotencyKey: w.IdempotencyKey, Attempt: w.Attempt,
 			Effect: calls.Effect(w.Effect), Received: now, MaxRun: time.Duration(w.MaxRunMS) * time.Millisecond,
+			Digest: w.Digest,
 		}
 		if w.StartByMS > 0 {
 			cc.StartBy = now.Add(time.Duration(w.StartByMS) * time.Millisecond)

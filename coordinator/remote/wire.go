@@ -38,10 +38,14 @@ type PollResponse struct {
 
 // WireCall is one call handed to a node.
 type WireCall struct {
-	Seq            uint64 `json:"seq"`
-	ID             string `json:"id"`
-	Attempt        int    `json:"attempt"`
-	Task           string `json:"task"`
+	Seq     uint64 `json:"seq"`
+	ID      string `json:"id"`
+	Attempt int    `json:"attempt"`
+	Task    string `json:"task"`
+	// Digest, "sha256:HEX" (64 lower-case hex digits), names the code
+	// object the task runs: a node that has no task of this name fetches
+	// it (GET objects/{digest}) and deploys it; one that has it with
+	// another module fails the call (task_conflict).
 	Digest         string `json:"digest,omitempty"`
 	Input          []byte `json:"input,omitempty"`
 	Queue          string `json:"queue,omitempty"`
@@ -137,6 +141,8 @@ func ParsePollResponse(b []byte) (PollResponse, error) {
 			return PollResponse{}, fmt.Errorf("%w: %s (%s): lease_ms, start_by_ms or max_run_ms out of range", ErrProtocol, where, c.ID)
 		case c.Effect != "" && c.Effect != "idempotent" && c.Effect != "at_most_once":
 			return PollResponse{}, fmt.Errorf("%w: %s (%s): effect %q (want idempotent or at_most_once)", ErrProtocol, where, c.ID, c.Effect)
+		case c.Digest != "" && !ValidDigest(c.Digest):
+			return PollResponse{}, fmt.Errorf("%w: %s (%s): digest %q (want sha256:HEX, 64 lower-case hex digits)", ErrProtocol, where, c.ID, c.Digest)
 		}
 	}
 	if r.NextPollMS < 0 {

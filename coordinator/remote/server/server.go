@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,10 @@ type Options struct {
 	// live for its node (5s).
 	LiveWindow time.Duration
 	Log        *slog.Logger
+	// ObjectDir holds code objects (objects.go; default Dir/objects) and
+	// MaxObject bounds one (DefaultMaxObject).
+	ObjectDir string
+	MaxObject int64
 }
 
 // Call is a call as the server stores and shows it.
@@ -53,6 +58,9 @@ type Call struct {
 	TTLMS    int64  `json:"ttl_ms,omitempty"`
 	LeaseMS  int64  `json:"lease_ms,omitempty"`
 	MaxRunMS int64  `json:"max_run_ms,omitempty"`
+	// Digest ("sha256:HEX") names a stored object the task runs; a node
+	// without the task fetches it (objects.go).
+	Digest string `json:"digest,omitempty"`
 
 	State      string         `json:"state"` // pending, leased, done, cancelled, expired
 	Attempt    int            `json:"attempt"`
@@ -95,6 +103,7 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 	db   *badger.DB
+	objs *objects
 
 	// Lock order: persistMu before mu.
 	persistMu sync.Mutex
@@ -116,6 +125,16 @@ func Open(opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if opts.ObjectDir == "" {
+		opts.ObjectDir = filepath.Join(opts.Dir, "objects")
+	}
+	if opts.MaxObject <= 0 {
+		opts.MaxObject = DefaultMaxObject
+	}
+	objs, err := openObjects(opts.ObjectDir, opts.MaxObject)
+	if err != nil {
+		return nil, err
+	}
 	bo := badger.DefaultOptions(opts.Dir).WithLogger(nil).WithSyncWrites(true).
 		WithMemTableSize(8 << 20).WithNumMemtables(2).WithBlockCacheSize(16 << 20).WithValueLogFileSize(64 << 20).
 		WithBaseTableSize(4 << 20).WithValueThreshold(1 << 20).WithNumCompactors(2)
@@ -123,7 +142,7 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open server state %s: %w", opts.Dir, err)
 	}
-	s := &Server{opts: opts, log: opts.Log, db: db, calls: map[string]*Call{}, nodes: map[string]*node{}, changed: make(chan struct{})}
+	s := &Server{opts: opts, log: opts.Log, db: db, objs: objs, calls: map[string]*Call{}, nodes: map[string]*node{}, changed: make(chan struct{})}
 	now := time.Now()
 	err = db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte("call/")})
@@ -229,6 +248,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/calls/{id}", s.handleGet)
 	mux.HandleFunc("DELETE /api/v1/calls/{id}", s.handleCancel)
 	mux.HandleFunc("GET /api/v1/nodes", s.handleNodes)
+	s.objectRoutes(mux)
 	return mux
 }
 
@@ -453,6 +473,7 @@ func (s *Server) takeLocked(n *node, capacity int, now time.Time) ([]remote.Wire
 		wc := remote.WireCall{
 			Seq: c.seq, ID: c.ID, Attempt: c.Attempt, Task: c.Task, Input: c.Input, Queue: c.Queue, Priority: c.Priority,
 			Effect: c.Effect, IdempotencyKey: c.Key, LeaseMS: s.lease(c).Milliseconds(), MaxRunMS: c.MaxRunMS,
+			Digest: c.Digest,
 		}
 		if !c.startBy.IsZero() {
 			wc.StartByMS = max(c.startBy.Sub(now).Milliseconds(), 1)
@@ -614,6 +635,9 @@ func (s *Server) Enqueue(in []Call) ([]EnqueueItem, error) {
 		case c.Effect != "" && c.Effect != "idempotent" && c.Effect != "at_most_once":
 			items[i] = EnqueueItem{ID: c.ID, Error: "effect must be idempotent or at_most_once"}
 			continue
+		case c.Digest != "" && !s.objs.has(c.Digest):
+			items[i] = EnqueueItem{ID: c.ID, Error: fmt.Sprintf("digest %q: no such object (want sha256:HEX of an object put with outpost-cloud object put)", c.Digest)}
+			continue
 		}
 		if old := s.calls[c.ID]; old != nil {
 			items[i] = EnqueueItem{ID: c.ID, State: old.State}
@@ -621,7 +645,7 @@ func (s *Server) Enqueue(in []Call) ([]EnqueueItem, error) {
 		}
 		s.order++
 		nc := &Call{ID: c.ID, Node: c.Node, Task: c.Task, Input: c.Input, Queue: c.Queue, Priority: c.Priority, Effect: c.Effect,
-			Key: c.Key, TTLMS: c.TTLMS, LeaseMS: c.LeaseMS, MaxRunMS: c.MaxRunMS,
+			Key: c.Key, TTLMS: c.TTLMS, LeaseMS: c.LeaseMS, MaxRunMS: c.MaxRunMS, Digest: c.Digest,
 			State: "pending", Attempt: 1, Order: s.order, Enqueued: time.Now()}
 		if nc.TTLMS > 0 {
 			nc.startBy = now.Add(time.Duration(nc.TTLMS) * time.Millisecond)

@@ -1,0 +1,120 @@
+package server
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/coordinator/remote"
+)
+
+// Objects: put by content (201, then 200 for the same bytes), listed with
+// their fetch counts, served to nodes with the poll's authentication,
+// refused over the size cap; enqueue checks that a call's digest exists,
+// and the digest reaches the node in the polled call.
+func TestObjects(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir(), MaxObject: 1 << 10, Tokens: map[string]string{"tok1": "n1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(func() { ts.Close(); _ = s.Close() })
+	hs := ts.URL
+	body := []byte("\x00asm fake module bytes")
+	sum := sha256.Sum256(body)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+
+	putObj := func(b []byte) (int, ObjectInfo) {
+		resp, err := http.Post(hs+"/api/v1/objects", "application/octet-stream", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var info ObjectInfo
+		_ = json.NewDecoder(resp.Body).Decode(&info)
+		return resp.StatusCode, info
+	}
+	if code, info := putObj(body); code != 201 || info.Digest != digest || info.Size != int64(len(body)) {
+		t.Fatalf("put: %d %+v, want 201 %s", code, info, digest)
+	}
+	if code, _ := putObj(body); code != 200 {
+		t.Fatalf("put again: %d, want 200", code)
+	}
+	if code, _ := putObj(bytes.Repeat([]byte("x"), 1<<10+1)); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("put over the cap: %d, want 413", code)
+	}
+
+	get := func(node, tok, d string) (int, []byte) {
+		req, _ := http.NewRequest("GET", hs+"/edge/v1/nodes/"+node+"/objects/"+d, nil)
+		req.Header.Set(remote.HeaderProtocol, remote.Protocol)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	tests := []struct {
+		name, node, tok, digest string
+		want                    int
+	}{
+		{"no token", "n1", "", digest, 401},
+		{"another node's token", "n2", "tok1", digest, 403},
+		{"unknown object", "n1", "tok1", "sha256:" + strings.Repeat("0", 64), 404},
+		{"not a digest", "n1", "tok1", "sha256:XYZ", 400},
+		{"served", "n1", "tok1", digest, 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, b := get(tc.node, tc.tok, tc.digest)
+			if code != tc.want {
+				t.Fatalf("GET object: %d %s, want %d", code, b, tc.want)
+			}
+			if code == 200 && !bytes.Equal(b, body) {
+				t.Fatalf("served %q, want %q", b, body)
+			}
+		})
+	}
+	if n := s.ObjectFetches(digest); n != 1 {
+		t.Fatalf("fetches %d, want 1 (refused requests are not fetches)", n)
+	}
+	var list struct{ Objects []ObjectInfo }
+	resp, err := http.Get(hs + "/api/v1/objects")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if len(list.Objects) != 1 || list.Objects[0].Digest != digest || list.Objects[0].Fetches != 1 {
+		t.Fatalf("list %+v", list.Objects)
+	}
+
+	items, err := s.Enqueue([]Call{
+		{ID: "a", Node: "n1", Task: "t", Digest: digest},
+		{ID: "b", Node: "n1", Task: "t", Digest: "sha256:" + strings.Repeat("1", 64)},
+		{ID: "c", Node: "n1", Task: "t", Digest: "md5:00"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !items[0].Created || items[1].Error == "" || !strings.Contains(items[1].Error, "no such object") || items[2].Error == "" {
+		t.Fatalf("enqueue items %+v", items)
+	}
+	s.mu.Lock()
+	wcs, _ := s.takeLocked(s.node("n1"), 10, time.Now())
+	s.mu.Unlock()
+	if len(wcs) != 1 || wcs[0].Digest != digest {
+		t.Fatalf("polled calls %+v, want call a with its digest", wcs)
+	}
+}
