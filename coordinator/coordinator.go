@@ -76,7 +76,7 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 		// All instances' linear memory together (scheduler.memory_budget).
 		MemoryBudget: uint64(cfg.Scheduler.MemoryBudget),
 	})
-	c.sched = calls.NewScheduler(executor{c.engine}, calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
+	c.sched = calls.NewScheduler(newObjectExecutor(c), calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
 		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std()}, log.With("part", "calls"), c.reg) // queues: cloud.go
 	if !cfg.MQTT.External() {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)

@@ -70,6 +70,9 @@ type version struct {
 	Libraries []libVersion `json:"libraries,omitempty"` // Manifest.Libraries' blobs, in order
 	Files     []fileBlob   `json:"files,omitempty"`     // Manifest.Files' blobs, in order
 	Deployed  time.Time    `json:"deployed"`
+	// From is "cloud" for a version deployed by a cloud call's code
+	// object (cloudfetch.go); "" for the admin API.
+	From string `json:"from,omitempty"`
 }
 
 // libVersion is a library of a version: its import name and blob.
@@ -460,6 +463,12 @@ func copyDeps(m map[string]*deployment) map[string]*deployment {
 // The uploaded parts are blobs already; references of the manifest to
 // pinned URLs are fetched here, before the registry is locked.
 func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) (admin.TaskDetail, error) {
+	return c.deploy(ctx, name, up, "")
+}
+
+// deploy is Deploy for a version from the admin API ("") or a cloud
+// call's code object (fromCloud: it only adds a task that is not there).
+func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from string) (admin.TaskDetail, error) {
 	switch {
 	case !deployNameRE.MatchString(name):
 		return admin.TaskDetail{}, fmt.Errorf("%w: %q is not a task name (lower case letters, digits, '_', '.', '-'; at most 63)", admin.ErrInvalid, name)
@@ -470,7 +479,7 @@ func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) 
 	if err != nil {
 		return admin.TaskDetail{}, fmt.Errorf("%w: %v", admin.ErrInvalid, err)
 	}
-	v := version{Manifest: m, Deployed: time.Now().UTC()}
+	v := version{Manifest: m, Deployed: time.Now().UTC(), From: from}
 	switch {
 	case up.Module != "" && up.Size > 0:
 		v.Digest, v.Size = up.Module, int(up.Size)
@@ -501,6 +510,9 @@ func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) 
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	deps := copyDeps(c.deployments())
+	if old := deps[name]; old != nil && from == fromCloud {
+		return c.cloudDeployed(name, old.current().Digest, v.Digest)
+	}
 	d := &deployment{Name: name}
 	if old := deps[name]; old != nil {
 		d.Versions = append(d.Versions, old.Versions...)
@@ -577,6 +589,7 @@ func (c *Coordinator) Inspect(name string) (admin.TaskDetail, bool) {
 				Publish: v.Manifest.Permissions.Publish, Call: v.Manifest.Permissions.Call, KVQuota: uint64(v.Manifest.Permissions.KVQuota),
 			})
 			tv := &det.Versions[len(det.Versions)-1]
+			tv.From = v.From
 			for _, l := range v.Libraries {
 				tv.Libraries = append(tv.Libraries, admin.BlobRef{Name: l.Name, Digest: l.Digest})
 			}

@@ -80,6 +80,8 @@ type TaskVersion struct {
 	KVQuota     uint64    `json:"kv_quota,omitempty"`
 	Libraries   []BlobRef `json:"libraries,omitempty"` // Name: the import module name
 	Files       []BlobRef `json:"files,omitempty"`     // Name: the guest path
+	// From is "cloud" for a version a cloud call's code object deployed.
+	From string `json:"from,omitempty"`
 }
 
 // BlobRef names a stored blob of a task version.
