@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
@@ -301,6 +303,20 @@ tasks: [{name: echo, module: builtin:echo}]
 		}
 		if det, _ := c.Inspect("up"); len(det.Versions) != 1 {
 			t.Fatalf("task up has %d versions after a conflict, want 1", len(det.Versions))
+		}
+	})
+
+	t.Run("size cap", func(t *testing.T) {
+		// The daemon's executor with a 16-byte cap, through the same link.
+		x := &objectExecutor{executor: executor{c.engine}, c: c, max: 16, flights: map[string]*flight{},
+			fetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"result"})}
+		d := oc.put([]byte("seventeen bytes!!"))
+		res, ok := x.resolve(context.Background(), "big", d)
+		if ok || res.Status != calls.StatusFetchFailed || !strings.Contains(res.Error, "over the cap of 16") {
+			t.Fatalf("result %+v, want fetch_failed over the cap", res)
+		}
+		if c.hasBlob(strings.TrimPrefix(d, "sha256:")) {
+			t.Fatal("an object over the cap was stored")
 		}
 	})
 

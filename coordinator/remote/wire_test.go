@@ -3,6 +3,7 @@ package remote
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,6 +49,10 @@ func TestParsePollResponse(t *testing.T) {
 		{"no id", `{"calls":[{"seq":1,"attempt":1,"task":"echo","lease_ms":1}]}`, false},
 		{"slash in id", `{"calls":[{"seq":1,"id":"a/b","attempt":1,"task":"echo","lease_ms":1}]}`, false},
 		{"zero seq", `{"calls":[{"id":"c","attempt":1,"task":"echo","lease_ms":1}]}`, false},
+		{"digest", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"t","lease_ms":1,"digest":"sha256:` + strings.Repeat("ab", 32) + `"}]}`, true},
+		{"digest not sha256", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"t","lease_ms":1,"digest":"md5:00"}]}`, false},
+		{"digest upper case", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"t","lease_ms":1,"digest":"sha256:` + strings.Repeat("AB", 32) + `"}]}`, false},
+		{"digest short", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"t","lease_ms":1,"digest":"sha256:abc"}]}`, false},
 		{"bad effect", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"effect":"maybe"}]}`, false},
 		{"negative ttl", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"start_by_ms":-1}]}`, false},
 		{"bad base64", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"input":"***"}]}`, false},
