@@ -1,6 +1,6 @@
 // Command outpost-cloud is the reference control plane of the cloud link
 // (docs/cloud-link.md) and its CLI: `serve` runs the server (state in
-// badger); `enqueue`, `results`, `nodes`, `cancel` and `batch` speak to a
+// badger); `enqueue`, `results`, `nodes`, `cancel`, `batch` and `object` speak to a
 // running server's operator API.
 package main
 
@@ -49,6 +49,7 @@ func init() {
 			{Name: "results", Summary: "list calls and their results", Run: cmdResults},
 			{Name: "nodes", Summary: "list nodes", Run: cmdNodes},
 			{Name: "cancel", Summary: "cancel a call", Run: cmdCancel},
+			{Name: "object", Summary: "put a code object (put FILE, prints sha256:HEX) or list them (ls)", Run: cmdObject}, // objects.go
 		},
 	}
 }
@@ -223,8 +224,12 @@ func cmdEnqueue(ctx context.Context, args []string, in io.Reader, out, errOut io
 	ttl := fs.Duration("ttl", 0, "start-by: expire if not started within this (0: never)")
 	wait := fs.Bool("wait", false, "wait for the result and print its output")
 	timeout := fs.Duration("timeout", 5*time.Minute, "with --wait: give up after this")
+	digest := fs.String("digest", "", "sha256:HEX of an object (object put) the task runs: a node without the task fetches and deploys it")
 	if _, code, ok := parse(fs, args); !ok {
 		return code
+	}
+	if !checkDigest("enqueue", *digest, errOut) {
+		return 2
 	}
 	if *nodeID == "" || *task == "" {
 		fmt.Fprintln(errOut, "outpost-cloud enqueue: --node and --task are required")
@@ -244,7 +249,7 @@ func cmdEnqueue(ctx context.Context, args []string, in io.Reader, out, errOut io
 	}
 	a := newAPI(*srv)
 	var resp struct{ Calls []server.EnqueueItem }
-	c := server.Call{ID: *id, Node: *nodeID, Task: *task, Input: input, Effect: *effect, Queue: *queue, Priority: *prio, TTLMS: ttl.Milliseconds()}
+	c := server.Call{ID: *id, Node: *nodeID, Task: *task, Input: input, Effect: *effect, Queue: *queue, Priority: *prio, TTLMS: ttl.Milliseconds(), Digest: *digest}
 	if err := a.do(ctx, "POST", "/api/v1/calls", server.EnqueueRequest{Calls: []server.Call{c}}, &resp); err != nil {
 		fmt.Fprintf(errOut, "outpost-cloud enqueue: %v\n", err)
 		return 1
@@ -362,10 +367,14 @@ func cmdCancel(ctx context.Context, args []string, _ io.Reader, _, errOut io.Wri
 	return 0
 }
 
-// itemID derives a call id from an item, so a re-run finds the same calls.
-func itemID(nodeID, task string, item []byte) string {
+// itemID derives a call id from an item, so a re-run finds the same calls
+// (a digest, when given, is part of the work).
+func itemID(nodeID, task, digest string, item []byte) string {
 	h := sha256.New()
 	h.Write([]byte(nodeID + "\x00" + task + "\x00"))
+	if digest != "" {
+		h.Write([]byte(digest + "\x00"))
+	}
 	h.Write(item)
 	return "b-" + hex.EncodeToString(h.Sum(nil))[:24]
 }
@@ -379,9 +388,13 @@ func cmdBatch(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 	chunk := fs.Int("chunk", 500, "calls per enqueue request")
 	every := fs.Duration("progress", time.Second, "progress line interval")
 	timeout := fs.Duration("timeout", 0, "give up after this (0: never)")
+	digest := fs.String("digest", "", "sha256:HEX of an object (object put) the task runs: a node without the task fetches and deploys it")
 	pos, code, ok := parse(fs, args)
 	if !ok {
 		return code
+	}
+	if !checkDigest("batch", *digest, errOut) {
+		return 2
 	}
 	if *nodeID == "" || *task == "" || len(pos) != 1 {
 		fmt.Fprintln(errOut, "Usage: outpost-cloud batch --node N --task T ITEMS.jsonl")
@@ -406,12 +419,12 @@ func cmdBatch(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 			fmt.Fprintf(errOut, "outpost-cloud batch: %s:%d: not a JSON value\n", pos[0], line)
 			return 2
 		}
-		id := itemID(*nodeID, *task, b)
+		id := itemID(*nodeID, *task, *digest, b)
 		if seen[id] {
 			continue
 		}
 		seen[id] = true
-		items = append(items, server.Call{ID: id, Node: *nodeID, Task: *task, Input: append([]byte(nil), b...), Effect: *effect})
+		items = append(items, server.Call{ID: id, Node: *nodeID, Task: *task, Input: append([]byte(nil), b...), Effect: *effect, Digest: *digest})
 	}
 	if err := sc.Err(); err != nil {
 		fmt.Fprintf(errOut, "outpost-cloud batch: %s: %v\n", pos[0], err)

@@ -214,7 +214,11 @@ func printDetail(out io.Writer, d admin.TaskDetail) {
 	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  VERSION\tDIGEST\tSIZE\tDEPLOYED")
 	for _, v := range d.Versions {
-		fmt.Fprintf(tw, "  %d\t%.12s\t%s\t%s\n", v.Version, v.Digest, config.ByteSize(v.Size), v.Deployed.Format(time.RFC3339))
+		from := ""
+		if v.From != "" {
+			from = " (from " + v.From + ")"
+		}
+		fmt.Fprintf(tw, "  %d\t%.12s\t%s\t%s%s\n", v.Version, v.Digest, config.ByteSize(v.Size), v.Deployed.Format(time.RFC3339), from)
 	}
 	_ = tw.Flush()
 	cur := d.Versions[len(d.Versions)-1]
