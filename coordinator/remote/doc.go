@@ -57,6 +57,17 @@
 //	host name does not resolve (DNSError
 //	  through Config.DialContext; logged as
 //	  "cannot resolve ... <host>", dns_error) TestLinkDNSFailure
+//	call names its task's code object by
+//	  digest, task not deployed: fetched once,
+//	  verified, deployed, run; cached after   coordinator.TestCloudCodeObjects, e2e
+//	                                          TestCloudCodeObjectsEndToEnd, TestLinkObjects
+//	object gone (404) on fetch                fetch_failed: coordinator.TestCloudCodeObjects,
+//	                                          e2e TestCloudCodeObjectsEndToEnd
+//	tampered object bytes (hash mismatch)     fetch_failed: the same two tests
+//	object over the size cap                  fetch_failed: coordinator.TestCloudCodeObjects
+//	task deployed with another module digest  task_conflict: the same two tests
+//	unknown digest at enqueue, bad digest on
+//	  the wire                                server.TestObjects, TestParsePollResponse
 //	200 nodes back at once after an outage
 //	  (first polls spread by full jitter,
 //	  each node's call run once)              TestLinkFleetAfterOutage (real Clients,
