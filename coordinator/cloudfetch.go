@@ -51,6 +51,8 @@ type objectExecutor struct {
 type flight struct {
 	done chan struct{}
 	err  error
+	// cut: the download ended because its own call's context did.
+	cut bool
 }
 
 var _ calls.Executor = (*objectExecutor)(nil)
@@ -145,16 +147,25 @@ func (c *Coordinator) cloudDeployed(name, have, want string) (admin.TaskDetail, 
 }
 
 // fetch puts the object of hex digest want in the blob store, fetching it
-// unless stored; concurrent fetches of one digest share one download.
+// unless stored; concurrent fetches of one digest share one download. A
+// download cut by its own call's end (canceled, deadline) is tried again
+// by a waiting call that is still on.
 func (x *objectExecutor) fetch(ctx context.Context, want string) error {
-	if x.c.hasBlob(want) {
-		return nil
-	}
-	x.mu.Lock()
-	if f := x.flights[want]; f != nil {
+	for {
+		if x.c.hasBlob(want) {
+			return nil
+		}
+		x.mu.Lock()
+		f := x.flights[want]
+		if f == nil {
+			break // x.mu is held
+		}
 		x.mu.Unlock()
 		select {
 		case <-f.done:
+			if f.err != nil && f.cut && ctx.Err() == nil {
+				continue
+			}
 			return f.err
 		case <-ctx.Done():
 			return ctx.Err()
@@ -164,6 +175,7 @@ func (x *objectExecutor) fetch(ctx context.Context, want string) error {
 	x.flights[want] = f
 	x.mu.Unlock()
 	f.err = x.download(ctx, want)
+	f.cut = ctx.Err() != nil
 	x.mu.Lock()
 	delete(x.flights, want)
 	x.mu.Unlock()
