@@ -95,6 +95,15 @@ func TestCloudCodeObjectsEndToEnd(t *testing.T) {
 		if n := c.fetches(upper); n != "1" {
 			t.Fatalf("the server served %s fetches of %s, want 1 (the second call uses the deployment)", n, upper)
 		}
+		items := filepath.Join(t.TempDir(), "items.jsonl")
+		_ = os.WriteFile(items, []byte("\"a\"\n\"b\"\n"), 0o644)
+		out, errOut, code = c.cli("batch", "--node", "edge-1", "--task", "up-batch", "--digest", upper, "--timeout", "60s", items)
+		if code != 0 || !strings.Contains(out, "all 2 items have a result: 2 ok") {
+			t.Fatalf("batch --digest: exit %d\n%s%s", code, out, errOut)
+		}
+		if n := c.fetches(upper); n != "1" {
+			t.Fatalf("the server served %s fetches of %s after a batch under another task name, want 1 (the blob is stored)", n, upper)
+		}
 		out, errOut, code = d.cli("task", "inspect", "up")
 		if code != 0 || !strings.Contains(out, strings.TrimPrefix(upper, "sha256:")) || !strings.Contains(out, "(from cloud)") {
 			t.Fatalf("task inspect up: exit %d\n%s%s", code, out, errOut)
