@@ -77,7 +77,7 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 		MemoryBudget: uint64(cfg.Scheduler.MemoryBudget),
 	})
 	c.sched = calls.NewScheduler(executor{c.engine}, calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
-		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std()}, log.With("part", "calls"), c.reg) // queues: cloud.go
+		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std(), MaxParked: cfg.Scheduler.MaxParked}, log.With("part", "calls"), c.reg) // queues: cloud.go
 	if !cfg.MQTT.External() {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
 		c.broker.SetDurablePublish(c.journalPublish) // QoS 1 routes: journaled before the PUBACK (intake.go)
