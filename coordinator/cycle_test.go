@@ -95,3 +95,26 @@ tasks:
 		})
 	}
 }
+
+// TestMaxParkedFromConfig: scheduler.max_parked reaches the scheduler, and
+// its default is the scheduler's own (16 × workers, at least 64).
+func TestMaxParkedFromConfig(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want int
+	}{
+		{"scheduler: {workers: 3, max_parked: 5}", 5},
+		{"scheduler: {workers: 3}", 64},
+		{"scheduler: {workers: 10}", 160},
+	} {
+		t.Run(tt.yaml, func(t *testing.T) {
+			cfg, err := config.Parse([]byte(tt.yaml+"\ndata_dir: "+t.TempDir()), "test.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := New(cfg, quiet, "test").sched.Stats().MaxParked; got != tt.want {
+				t.Errorf("scheduler MaxParked = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
