@@ -347,12 +347,16 @@ func (c *Coordinator) Tasks() []admin.Task {
 	infos := c.engine.Tasks()
 	out := make([]admin.Task, len(infos))
 	for i, t := range infos {
-		out[i] = admin.Task{
-			Name: t.Name, ABI: t.ABI, Module: t.Module, Digest: t.Digest, Size: t.Size,
-			MemoryLimit: t.Limits.MemoryLimit, Timeout: t.Limits.Timeout.Seconds(), Concurrency: t.Limits.Concurrency,
-		}
+		out[i] = adminTask(t)
 	}
 	return out
+}
+
+func adminTask(t outpostrt.TaskInfo) admin.Task {
+	return admin.Task{
+		Name: t.Name, ABI: t.ABI, Module: t.Module, Digest: t.Digest, Size: t.Size,
+		MemoryLimit: t.Limits.MemoryLimit, Timeout: t.Limits.Timeout.Seconds(), Concurrency: t.Limits.Concurrency,
+	}
 }
 
 // Call implements admin.Node: a synchronous call through the scheduler.

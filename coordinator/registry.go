@@ -563,10 +563,16 @@ func (c *Coordinator) Rollback(ctx context.Context, name string) (admin.TaskDeta
 func (c *Coordinator) Inspect(name string) (admin.TaskDetail, bool) {
 	var det admin.TaskDetail
 	found := false
-	for _, t := range c.Tasks() {
+	for _, t := range c.engine.Tasks() {
 		if t.Name == name {
-			det.Task, found = t, true
+			det.Task, found = adminTask(t), true
+			det.FreshInstance, det.MaxInput, det.MaxOutput = t.FreshInstance, t.Limits.MaxInput, t.Limits.MaxOutput
 		}
+	}
+	if st, ok := c.engine.Inspect(name); ok {
+		p := st.Permissions
+		det.Permissions = admin.TaskPermissions{Publish: p.Publish, Call: p.Call, KVQuota: p.KVQuota, Telemetry: p.Telemetry}
+		det.Pool = admin.TaskPool{Warm: st.Warm, InUse: st.InUse}
 	}
 	if d := c.deployments()[name]; d != nil {
 		for i, v := range d.Versions {

@@ -62,7 +62,31 @@ type Upload struct {
 // versions (oldest first; the last one runs).
 type TaskDetail struct {
 	Task
+	// FreshInstance: every call gets a new instance (fresh_instance, and
+	// always for a command).
+	FreshInstance bool   `json:"fresh_instance"`
+	MaxInput      uint64 `json:"max_input"`  // bytes
+	MaxOutput     uint64 `json:"max_output"` // bytes
+	// Permissions are the host API grants the task runs with.
+	Permissions TaskPermissions `json:"permissions"`
+	// Pool is the task's instance pool now.
+	Pool     TaskPool      `json:"pool"`
 	Versions []TaskVersion `json:"versions,omitempty"`
+}
+
+// TaskPermissions are a task's host API grants (config key permissions).
+type TaskPermissions struct {
+	Publish   []string `json:"publish"`   // MQTT topic filters it may publish to
+	Call      []string `json:"call"`      // tasks it may call; "*": any
+	KVQuota   uint64   `json:"kv_quota"`  // bytes of kv; 0: no kv access
+	Telemetry bool     `json:"telemetry"` // may read collected telemetry
+}
+
+// TaskPool is a task's instance pool: idle warm instances, and calls
+// running now (each on its own instance).
+type TaskPool struct {
+	Warm  int `json:"warm"`
+	InUse int `json:"in_use"`
 }
 
 // TaskVersion is one kept version of a deployed task.
