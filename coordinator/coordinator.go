@@ -55,8 +55,12 @@ type Coordinator struct {
 	cloud    *cloudPart         // call journal and cloud link (cloud.go)
 	group    group
 
+	// Lock order: reloadMu, then blobMu.
 	reloadMu sync.Mutex // one reload at a time
-	ready    chan struct{}
+	// blobMu guards the blob directory's holds and deletions (blobgc.go).
+	blobMu sync.Mutex
+	holds  blobHolds
+	ready  chan struct{}
 }
 
 // New builds a coordinator for a validated config. It has no side effects:
@@ -145,6 +149,7 @@ func (c *Coordinator) startRuntime(ctx context.Context) error {
 	if err := c.loadDeployments(ctx); err != nil {
 		return err
 	}
+	c.collectBlobs("start", true) // before the admin API takes uploads (blobgc.go)
 	set, err := c.engine.Load(ctx, c.allSpecs(c.cfg.Load().Tasks, c.deployments()))
 	if err != nil && len(c.deployments()) > 0 {
 		c.log.Error("deployed tasks failed to load; running the config's tasks only", "err", err)

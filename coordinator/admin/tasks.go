@@ -45,6 +45,9 @@ type Registry interface {
 	Remove(ctx context.Context, name string) error
 	Rollback(ctx context.Context, name string) (TaskDetail, error)
 	Inspect(name string) (TaskDetail, bool)
+	// Release drops what StoreBlob holds for an upload that will not reach
+	// Deploy (the request failed first); Deploy drops it itself.
+	Release(up Upload)
 }
 
 // Upload is a deploy whose parts are stored as blobs.
@@ -165,10 +168,17 @@ func (h registryHandler) inspect(w http.ResponseWriter, r *http.Request) {
 func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
 	body := http.MaxBytesReader(w, r.Body, MaxModule)
 	up := Upload{Objects: map[string]string{}}
+	deploying := false
+	defer func() {
+		if !deploying {
+			h.r.Release(up)
+		}
+	}()
 	var err error
 	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt == "multipart/form-data" {
 		mr := multipart.NewReader(body, params["boundary"])
+		seen := map[string]bool{}
 		for {
 			p, perr := mr.NextPart()
 			if perr == io.EOF {
@@ -179,6 +189,11 @@ func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
 				break
 			}
 			name := p.FormName()
+			if seen[name] {
+				registryError(w, fmt.Errorf("%w: part %q sent twice", ErrInvalid, name))
+				return
+			}
+			seen[name] = true
 			switch {
 			case name == "module":
 				up.Module, up.Size, err = h.r.StoreBlob(r.Context(), p)
@@ -210,6 +225,7 @@ func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
 		registryError(w, err)
 		return
 	}
+	deploying = true
 	d, err := h.r.Deploy(r.Context(), r.PathValue("name"), up)
 	if err != nil {
 		registryError(w, err)
