@@ -16,7 +16,7 @@ import (
 
 // memRegistry stores blobs in memory and records the last upload.
 type memRegistry struct {
-	mu    sync.Mutex
+	mu       sync.Mutex
 	blobs    map[string]string
 	last     Upload
 	released []Upload
