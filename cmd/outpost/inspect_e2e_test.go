@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
 )
@@ -76,5 +79,49 @@ permissions: {publish: ["out/#", "alerts/+"], call: [cfgecho], kv_quota: 1KiB, t
 		if code != 0 || !strings.Contains(out, want+"\n") {
 			t.Errorf("inspect cfgecho: no line %q in\n%s", want, out)
 		}
+	}
+}
+
+// TestTaskRemoveDeletesBlobs: through the real binary, `task rm` deletes
+// the blobs nothing else uses (a module shared with another task stays),
+// and the daemon counts them in /metrics.
+func TestTaskRemoveDeletesBlobs(t *testing.T) {
+	echo, upper := exampleWasm(t, "echo"), exampleWasm(t, "upper")
+	d := startDaemon(t, `
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+`)
+	for _, dep := range [][2]string{{"one", echo}, {"two", echo}, {"two", upper}} {
+		if _, errOut, code := d.cli("task", "deploy", dep[0], dep[1]); code != 0 {
+			t.Fatalf("deploy %s: %s", dep[0], errOut)
+		}
+	}
+	if n := d.blobCount(); n != 2 {
+		t.Fatalf("%d blobs after the deploys, want 2", n)
+	}
+	if _, errOut, code := d.cli("task", "rm", "two"); code != 0 {
+		t.Fatalf("rm two: %s", errOut)
+	}
+	if n := d.blobCount(); n != 1 {
+		t.Fatalf("%d blobs after rm two, want 1 (echo, still one's)", n)
+	}
+	if got, err := d.call("one", "hi"); err != nil || got != "hi" {
+		t.Fatalf("call one: %q %v", got, err)
+	}
+	if _, errOut, code := d.cli("task", "rm", "one"); code != 0 {
+		t.Fatalf("rm one: %s", errOut)
+	}
+	if n := d.blobCount(); n != 0 {
+		t.Fatalf("%d blobs after removing every task, want 0", n)
+	}
+	d.waitLog(`blob gc: deleted unreferenced blobs.*after=remove.*objects=1`, 5*time.Second)
+	resp, err := http.Get("http://" + d.registryAdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "\noutpost_registry_blobs_reclaimed_total 2\n") {
+		t.Fatalf("metrics: no outpost_registry_blobs_reclaimed_total 2 in\n%s", body)
 	}
 }
