@@ -98,6 +98,7 @@ func (x *objectExecutor) resolve(ctx context.Context, task, digest string) (call
 	}
 	st, err := os.Stat(x.c.blobPath(want))
 	if err != nil {
+		x.c.releaseBlobs(want)
 		return failed(fmt.Errorf("fetched object gone from the blob store: %w", err))
 	}
 	if _, err := x.c.deploy(ctx, task, admin.Upload{Module: want, Size: st.Size()}, fromCloud); err != nil {
@@ -147,12 +148,13 @@ func (c *Coordinator) cloudDeployed(name, have, want string) (admin.TaskDetail, 
 }
 
 // fetch puts the object of hex digest want in the blob store, fetching it
-// unless stored; concurrent fetches of one digest share one download. A
+// unless stored, and holds it against blob GC for the caller (deploy
+// releases the hold); concurrent fetches of one digest share one download. A
 // download cut by its own call's end (canceled, deadline) is tried again
 // by a waiting call that is still on.
 func (x *objectExecutor) fetch(ctx context.Context, want string) error {
 	for {
-		if x.c.hasBlob(want) {
+		if x.c.holdBlob(want) {
 			return nil
 		}
 		x.mu.Lock()

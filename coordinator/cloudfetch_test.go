@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -277,7 +278,7 @@ tasks: [{name: echo, module: builtin:echo}]
 			t.Fatalf("outpost_cloud_object_fetches_total{result=mismatch} %v, want 1", n)
 		}
 		// Nothing of it was kept: a later call fetches again.
-		if c.hasBlob(strings.TrimPrefix(d, "sha256:")) {
+		if hasBlobFile(filepath.Dir(c.blobPath("x")), strings.TrimPrefix(d, "sha256:")) {
 			t.Fatal("tampered bytes stored under the digest")
 		}
 	})
@@ -315,7 +316,7 @@ tasks: [{name: echo, module: builtin:echo}]
 		if ok || res.Status != calls.StatusFetchFailed || !strings.Contains(res.Error, "over the cap of 16") {
 			t.Fatalf("result %+v, want fetch_failed over the cap", res)
 		}
-		if c.hasBlob(strings.TrimPrefix(d, "sha256:")) {
+		if hasBlobFile(filepath.Dir(c.blobPath("x")), strings.TrimPrefix(d, "sha256:")) {
 			t.Fatal("an object over the cap was stored")
 		}
 	})

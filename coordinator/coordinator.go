@@ -55,8 +55,12 @@ type Coordinator struct {
 	cloud    *cloudPart         // call journal and cloud link (cloud.go)
 	group    group
 
+	// Lock order: reloadMu, then blobMu.
 	reloadMu sync.Mutex // one reload at a time
-	ready    chan struct{}
+	// blobMu guards the blob directory's holds and deletions (blobgc.go).
+	blobMu sync.Mutex
+	holds  blobHolds
+	ready  chan struct{}
 }
 
 // New builds a coordinator for a validated config. It has no side effects:
@@ -77,7 +81,7 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
 		MemoryBudget: uint64(cfg.Scheduler.MemoryBudget),
 	})
 	c.sched = calls.NewScheduler(newObjectExecutor(c), calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
-		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std()}, log.With("part", "calls"), c.reg) // queues: cloud.go
+		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std(), MaxParked: cfg.Scheduler.MaxParked}, log.With("part", "calls"), c.reg) // queues: cloud.go
 	if !cfg.MQTT.External() {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
 		c.broker.SetDurablePublish(c.journalPublish) // QoS 1 routes: journaled before the PUBACK (intake.go)
@@ -145,6 +149,7 @@ func (c *Coordinator) startRuntime(ctx context.Context) error {
 	if err := c.loadDeployments(ctx); err != nil {
 		return err
 	}
+	c.collectBlobs("start", true) // before the admin API takes uploads (blobgc.go)
 	set, err := c.engine.Load(ctx, c.allSpecs(c.cfg.Load().Tasks, c.deployments()))
 	if err != nil && len(c.deployments()) > 0 {
 		c.log.Error("deployed tasks failed to load; running the config's tasks only", "err", err)
@@ -347,12 +352,16 @@ func (c *Coordinator) Tasks() []admin.Task {
 	infos := c.engine.Tasks()
 	out := make([]admin.Task, len(infos))
 	for i, t := range infos {
-		out[i] = admin.Task{
-			Name: t.Name, ABI: t.ABI, Module: t.Module, Digest: t.Digest, Size: t.Size,
-			MemoryLimit: t.Limits.MemoryLimit, Timeout: t.Limits.Timeout.Seconds(), Concurrency: t.Limits.Concurrency,
-		}
+		out[i] = adminTask(t)
 	}
 	return out
+}
+
+func adminTask(t outpostrt.TaskInfo) admin.Task {
+	return admin.Task{
+		Name: t.Name, ABI: t.ABI, Module: t.Module, Digest: t.Digest, Size: t.Size,
+		MemoryLimit: t.Limits.MemoryLimit, Timeout: t.Limits.Timeout.Seconds(), Concurrency: t.Limits.Concurrency,
+	}
 }
 
 // Call implements admin.Node: a synchronous call through the scheduler.

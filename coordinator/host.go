@@ -36,12 +36,13 @@ func (h host) Publish(ctx context.Context, task, topic string, qos byte, payload
 
 // Call runs task through the scheduler like any other call, with the
 // caller's deadline. The caller's worker slot is given back while it waits
-// (Scheduler.Blocking), so a chain of synchronous calls deeper than the
-// worker cap completes (docs/abi.md, "call").
+// (Scheduler.Wait), so a chain of synchronous calls deeper than the worker
+// cap completes; a call that could never start because its task's slots
+// are all held by the calling chain fails at once (docs/abi.md, "call").
 func (h host) Call(ctx context.Context, caller, task string, input []byte) ([]byte, error) {
 	call := h.newCall(ctx, caller, task, input)
 	var res calls.Result
-	err := h.c.sched.Blocking(ctx, func() error {
+	err := h.c.sched.Wait(ctx, call, func() error {
 		var err error
 		res, err = h.c.sched.Do(ctx, call)
 		return err
@@ -104,7 +105,7 @@ func (p *pendingCall) Await(ctx context.Context) ([]byte, error) {
 		return callOutput(p.task, p.call.Result, nil)
 	default:
 	}
-	err := p.sched.Blocking(ctx, func() error {
+	err := p.sched.Wait(ctx, p.call, func() error {
 		select {
 		case <-p.done:
 			return nil
@@ -113,6 +114,9 @@ func (p *pendingCall) Await(ctx context.Context) ([]byte, error) {
 		}
 	})
 	if err != nil {
+		if errors.Is(err, calls.ErrCallCycle) {
+			p.Cancel() // it could not start while this chain waits, and nobody else waits for it
+		}
 		return nil, err
 	}
 	return callOutput(p.task, p.call.Result, nil)

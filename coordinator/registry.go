@@ -123,7 +123,8 @@ func (c *Coordinator) blobPath(digest string) string {
 }
 
 // StoreBlob implements admin.Registry: it stores r under its sha256 (once)
-// and returns the digest and size. Errors storing (not reading) wrap
+// and returns the digest and size, held against blob GC until Deploy or
+// Release drops the hold. Errors storing (not reading) wrap
 // admin.ErrInternal.
 func (c *Coordinator) StoreBlob(_ context.Context, r io.Reader) (string, int64, error) {
 	return c.storeBlob(r, "")
@@ -131,13 +132,14 @@ func (c *Coordinator) StoreBlob(_ context.Context, r io.Reader) (string, int64, 
 
 // storeBlob writes r to a temporary file in the blob directory while
 // hashing it, and, when want (hex) is given, refuses other bytes before
-// anything is stored; then renames it to its digest.
+// anything is stored; then renames it to its digest. The blob is returned
+// held (blobgc.go): the caller drops the hold with releaseBlobs.
 func (c *Coordinator) storeBlob(r io.Reader, want string) (string, int64, error) {
 	dir := filepath.Dir(c.blobPath("x"))
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", 0, fmt.Errorf("%w: create blob dir: %v", admin.ErrInternal, err)
 	}
-	tmp, err := os.CreateTemp(dir, ".upload-*")
+	tmp, err := os.CreateTemp(dir, uploadPrefix+"*")
 	if err != nil {
 		return "", 0, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
 	}
@@ -156,8 +158,7 @@ func (c *Coordinator) storeBlob(r io.Reader, want string) (string, int64, error)
 	if want != "" && !strings.EqualFold(digest, want) {
 		return digest, n, fmt.Errorf("%w: digest sha256:%s, want sha256:%s", errDigestMismatch, digest, want)
 	}
-	path := c.blobPath(digest)
-	if _, err := os.Stat(path); err == nil {
+	if c.holdBlob(digest) {
 		return digest, n, nil
 	}
 	if err := tmp.Sync(); err != nil {
@@ -166,7 +167,7 @@ func (c *Coordinator) storeBlob(r io.Reader, want string) (string, int64, error)
 	if err := tmp.Close(); err != nil {
 		return "", n, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := c.renameHeld(tmp.Name(), digest); err != nil {
 		return "", n, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
 	}
 	return digest, n, nil
@@ -231,13 +232,14 @@ func fetchAllowed(u *url.URL) error {
 	return fmt.Errorf("scheme %q: want https (or http to a loopback host)", u.Scheme)
 }
 
-// fetchBlob returns the blob of a pinned URL, fetching it if not stored.
+// fetchBlob returns the blob of a pinned URL, fetching it if not stored;
+// the blob is held as storeBlob's.
 func (c *Coordinator) fetchBlob(ctx context.Context, ref string) (string, error) {
 	u, want, err := pinnedURL(ref)
 	if err != nil {
 		return "", fmt.Errorf("%w: %s: %v", admin.ErrInvalid, ref, err)
 	}
-	if c.hasBlob(want) {
+	if c.holdBlob(want) {
 		return want, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
@@ -296,8 +298,9 @@ func (r *capReader) Read(b []byte) (int, error) {
 
 // resolveRef returns the blob digest of a manifest reference (what names
 // it in errors): a pinned URL, "sha256:HEX" of a stored blob, or the
-// reference of an uploaded part.
-func (c *Coordinator) resolveRef(ctx context.Context, what, ref string, objects map[string]string) (string, error) {
+// reference of an uploaded part (held already). A blob it resolves
+// otherwise is held and added to held.
+func (c *Coordinator) resolveRef(ctx context.Context, what, ref string, objects map[string]string, held *[]string) (string, error) {
 	if d, ok := objects[ref]; ok {
 		return d, nil
 	}
@@ -309,20 +312,17 @@ func (c *Coordinator) resolveRef(ctx context.Context, what, ref string, objects 
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", what, err)
 		}
+		*held = append(*held, d)
 		return d, nil
 	case strings.HasPrefix(ref, "sha256:"):
 		d := strings.ToLower(strings.TrimPrefix(ref, "sha256:"))
-		if !hexDigestRE.MatchString(d) || !c.hasBlob(d) {
+		if !hexDigestRE.MatchString(d) || !c.holdBlob(d) {
 			return "", fmt.Errorf("%w: %s: no stored blob %s", admin.ErrInvalid, what, ref)
 		}
+		*held = append(*held, d)
 		return d, nil
 	}
 	return "", fmt.Errorf("%w: %s: %q was not uploaded with the deploy (nor is it a pinned URL or sha256:HEX)", admin.ErrInvalid, what, ref)
-}
-
-func (c *Coordinator) hasBlob(digest string) bool {
-	_, err := os.Stat(c.blobPath(digest))
-	return err == nil
 }
 
 // deployments returns the registry (never nil).
@@ -461,7 +461,9 @@ func copyDeps(m map[string]*deployment) map[string]*deployment {
 
 // Deploy implements admin.Registry: it adds a task or a new version of one.
 // The uploaded parts are blobs already; references of the manifest to
-// pinned URLs are fetched here, before the registry is locked.
+// pinned URLs are fetched here, before the registry is locked. The blobs
+// it uses are held against blob GC until the version is recorded (or the
+// deploy failed).
 func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) (admin.TaskDetail, error) {
 	return c.deploy(ctx, name, up, "")
 }
@@ -469,6 +471,8 @@ func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) 
 // deploy is Deploy for a version from the admin API ("") or a cloud
 // call's code object (fromCloud: it only adds a task that is not there).
 func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from string) (admin.TaskDetail, error) {
+	held := uploadBlobs(up)
+	defer func() { c.releaseBlobs(held...) }()
 	switch {
 	case !deployNameRE.MatchString(name):
 		return admin.TaskDetail{}, fmt.Errorf("%w: %q is not a task name (lower case letters, digits, '_', '.', '-'; at most 63)", admin.ErrInvalid, name)
@@ -484,7 +488,7 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 	case up.Module != "" && up.Size > 0:
 		v.Digest, v.Size = up.Module, int(up.Size)
 	case up.Module == "" && m.Module != "":
-		if v.Digest, err = c.resolveRef(ctx, "module", m.Module, up.Objects); err != nil {
+		if v.Digest, err = c.resolveRef(ctx, "module", m.Module, up.Objects, &held); err != nil {
 			return admin.TaskDetail{}, err
 		}
 		if st, err := os.Stat(c.blobPath(v.Digest)); err == nil {
@@ -494,14 +498,14 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 		return admin.TaskDetail{}, fmt.Errorf("%w: no module", admin.ErrInvalid)
 	}
 	for i, l := range m.Libraries {
-		d, err := c.resolveRef(ctx, fmt.Sprintf("libraries[%d] (%s)", i, l.Name), l.Module, up.Objects)
+		d, err := c.resolveRef(ctx, fmt.Sprintf("libraries[%d] (%s)", i, l.Name), l.Module, up.Objects, &held)
 		if err != nil {
 			return admin.TaskDetail{}, err
 		}
 		v.Libraries = append(v.Libraries, libVersion{Name: l.Name, Digest: d})
 	}
 	for i, f := range m.Files {
-		d, err := c.resolveRef(ctx, fmt.Sprintf("files[%d] (%s)", i, f.Path), f.Source, up.Objects)
+		d, err := c.resolveRef(ctx, fmt.Sprintf("files[%d] (%s)", i, f.Path), f.Source, up.Objects, &held)
 		if err != nil {
 			return admin.TaskDetail{}, err
 		}
@@ -518,7 +522,8 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 		d.Versions = append(d.Versions, old.Versions...)
 	}
 	d.Versions = append(d.Versions, v)
-	if len(d.Versions) > maxVersions {
+	trimmed := len(d.Versions) > maxVersions
+	if trimmed {
 		d.Versions = d.Versions[len(d.Versions)-maxVersions:]
 	}
 	deps[name] = d
@@ -526,6 +531,9 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 		return admin.TaskDetail{}, err
 	}
 	c.log.Info("task deployed", "task", name, "digest", v.Digest, "version", len(d.Versions), "libraries", len(v.Libraries), "files", len(v.Files))
+	if trimmed {
+		c.collectBlobs("update", false) // the oldest version fell out of the kept history
+	}
 	detail, _ := c.Inspect(name)
 	return detail, nil
 }
@@ -546,6 +554,7 @@ func (c *Coordinator) Remove(ctx context.Context, name string) error {
 		return err
 	}
 	c.log.Info("task removed", "task", name)
+	c.collectBlobs("remove", false)
 	return nil
 }
 
@@ -567,6 +576,7 @@ func (c *Coordinator) Rollback(ctx context.Context, name string) (admin.TaskDeta
 		return admin.TaskDetail{}, err
 	}
 	c.log.Info("task rolled back", "task", name, "digest", d.current().Digest)
+	c.collectBlobs("rollback", false)
 	detail, _ := c.Inspect(name)
 	return detail, nil
 }
@@ -575,10 +585,16 @@ func (c *Coordinator) Rollback(ctx context.Context, name string) (admin.TaskDeta
 func (c *Coordinator) Inspect(name string) (admin.TaskDetail, bool) {
 	var det admin.TaskDetail
 	found := false
-	for _, t := range c.Tasks() {
+	for _, t := range c.engine.Tasks() {
 		if t.Name == name {
-			det.Task, found = t, true
+			det.Task, found = adminTask(t), true
+			det.FreshInstance, det.MaxInput, det.MaxOutput = t.FreshInstance, t.Limits.MaxInput, t.Limits.MaxOutput
 		}
+	}
+	if st, ok := c.engine.Inspect(name); ok {
+		p := st.Permissions
+		det.Permissions = admin.TaskPermissions{Publish: p.Publish, Call: p.Call, KVQuota: p.KVQuota, Telemetry: p.Telemetry}
+		det.Pool = admin.TaskPool{Warm: st.Warm, InUse: st.InUse}
 	}
 	if d := c.deployments()[name]; d != nil {
 		for i, v := range d.Versions {

@@ -128,7 +128,9 @@ func TestResolveRef(t *testing.T) {
 		{"other.wasm", "", "was not uploaded"},
 		{"", "", "empty"},
 	} {
-		got, err := c.resolveRef(context.Background(), "libraries[0] (m)", c2.ref, objs)
+		var held []string
+		got, err := c.resolveRef(context.Background(), "libraries[0] (m)", c2.ref, objs, &held)
+		c.releaseBlobs(held...)
 		if c2.err == "" && (err != nil || got != c2.want) || c2.err != "" && (err == nil || !strings.Contains(err.Error(), c2.err) || !errors.Is(err, admin.ErrInvalid)) {
 			t.Errorf("%q: %q %v", c2.ref, got, err)
 		}

@@ -206,6 +206,20 @@ func printDetail(out io.Writer, d admin.TaskDetail) {
 	fmt.Fprintf(tw, "name:\t%s\nabi:\t%s\ndigest:\t%s\nsize:\t%s\nmemory:\t%s\ntimeout:\t%s\nconcurrency:\t%d\n",
 		d.Name, d.ABI, d.Digest, config.ByteSize(d.Size), config.ByteSize(d.MemoryLimit),
 		time.Duration(d.Timeout*float64(time.Second)), d.Concurrency)
+	fmt.Fprintf(tw, "max input:\t%s\nmax output:\t%s\nfresh instance:\t%s\n",
+		config.ByteSize(d.MaxInput), config.ByteSize(d.MaxOutput), yesNo(d.FreshInstance))
+	p := d.Permissions
+	kv := "none (no kv access)"
+	if p.KVQuota > 0 {
+		kv = config.ByteSize(p.KVQuota).String()
+	}
+	fmt.Fprintf(tw, "publish:\t%s\ncall:\t%s\nkv quota:\t%s\ntelemetry:\t%s\n",
+		listOrNone(p.Publish), listOrNone(p.Call), kv, yesNo(p.Telemetry))
+	if d.FreshInstance {
+		fmt.Fprintf(tw, "pool:\ta fresh instance per call, %d in use\n", d.Pool.InUse)
+	} else {
+		fmt.Fprintf(tw, "pool:\t%d warm, %d in use\n", d.Pool.Warm, d.Pool.InUse)
+	}
 	_ = tw.Flush()
 	if len(d.Versions) == 0 {
 		return
@@ -228,4 +242,18 @@ func printDetail(out io.Writer, d admin.TaskDetail) {
 	for _, f := range cur.Files {
 		fmt.Fprintf(out, "file %s: sha256:%.12s\n", f.Name, f.Digest)
 	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func listOrNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, ", ")
 }

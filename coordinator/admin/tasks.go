@@ -45,6 +45,9 @@ type Registry interface {
 	Remove(ctx context.Context, name string) error
 	Rollback(ctx context.Context, name string) (TaskDetail, error)
 	Inspect(name string) (TaskDetail, bool)
+	// Release drops what StoreBlob holds for an upload that will not reach
+	// Deploy (the request failed first); Deploy drops it itself.
+	Release(up Upload)
 }
 
 // Upload is a deploy whose parts are stored as blobs.
@@ -62,7 +65,31 @@ type Upload struct {
 // versions (oldest first; the last one runs).
 type TaskDetail struct {
 	Task
+	// FreshInstance: every call gets a new instance (fresh_instance, and
+	// always for a command).
+	FreshInstance bool   `json:"fresh_instance"`
+	MaxInput      uint64 `json:"max_input"`  // bytes
+	MaxOutput     uint64 `json:"max_output"` // bytes
+	// Permissions are the host API grants the task runs with.
+	Permissions TaskPermissions `json:"permissions"`
+	// Pool is the task's instance pool now.
+	Pool     TaskPool      `json:"pool"`
 	Versions []TaskVersion `json:"versions,omitempty"`
+}
+
+// TaskPermissions are a task's host API grants (config key permissions).
+type TaskPermissions struct {
+	Publish   []string `json:"publish"`   // MQTT topic filters it may publish to
+	Call      []string `json:"call"`      // tasks it may call; "*": any
+	KVQuota   uint64   `json:"kv_quota"`  // bytes of kv; 0: no kv access
+	Telemetry bool     `json:"telemetry"` // may read collected telemetry
+}
+
+// TaskPool is a task's instance pool: idle warm instances, and calls
+// running now (each on its own instance).
+type TaskPool struct {
+	Warm  int `json:"warm"`
+	InUse int `json:"in_use"`
 }
 
 // TaskVersion is one kept version of a deployed task.
@@ -143,10 +170,17 @@ func (h registryHandler) inspect(w http.ResponseWriter, r *http.Request) {
 func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
 	body := http.MaxBytesReader(w, r.Body, MaxModule)
 	up := Upload{Objects: map[string]string{}}
+	deploying := false
+	defer func() {
+		if !deploying {
+			h.r.Release(up)
+		}
+	}()
 	var err error
 	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt == "multipart/form-data" {
 		mr := multipart.NewReader(body, params["boundary"])
+		seen := map[string]bool{}
 		for {
 			p, perr := mr.NextPart()
 			if perr == io.EOF {
@@ -157,6 +191,11 @@ func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
 				break
 			}
 			name := p.FormName()
+			if seen[name] {
+				registryError(w, fmt.Errorf("%w: part %q sent twice", ErrInvalid, name))
+				return
+			}
+			seen[name] = true
 			switch {
 			case name == "module":
 				up.Module, up.Size, err = h.r.StoreBlob(r.Context(), p)
@@ -188,6 +227,7 @@ func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
 		registryError(w, err)
 		return
 	}
+	deploying = true
 	d, err := h.r.Deploy(r.Context(), r.PathValue("name"), up)
 	if err != nil {
 		registryError(w, err)

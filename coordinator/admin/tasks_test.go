@@ -16,9 +16,10 @@ import (
 
 // memRegistry stores blobs in memory and records the last upload.
 type memRegistry struct {
-	mu    sync.Mutex
-	blobs map[string]string
-	last  Upload
+	mu       sync.Mutex
+	blobs    map[string]string
+	last     Upload
+	released []Upload
 }
 
 var _ Registry = (*memRegistry)(nil)
@@ -51,6 +52,11 @@ func (m *memRegistry) Rollback(context.Context, string) (TaskDetail, error) {
 	return TaskDetail{}, nil
 }
 func (m *memRegistry) Inspect(string) (TaskDetail, bool) { return TaskDetail{}, false }
+func (m *memRegistry) Release(up Upload) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.released = append(m.released, up)
+}
 
 // A deploy's module and objects arrive as blobs, keyed by their manifest
 // reference; progress covers the whole upload; refusals carry the message.
@@ -91,5 +97,37 @@ func TestDeployObjects(t *testing.T) {
 	}
 	if _, err := c.Deploy(ctx, "t", nil, []byte("cycle"), nil, nil); err == nil || !strings.Contains(err.Error(), "import cycle: t -> a -> b -> a") {
 		t.Fatalf("refused deploy: %v", err)
+	}
+}
+
+// A deploy request that fails after some parts were stored releases them
+// (they are held against blob GC) and never reaches Deploy; a deployed one
+// is not released by the handler (Deploy drops its holds).
+func TestDeployReleasesFailedUploads(t *testing.T) {
+	reg := &memRegistry{blobs: map[string]string{}}
+	s := NewServer("127.0.0.1:0", &node{}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	MountRegistry(s, reg)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	c := NewClient(s.Addr())
+	ctx := context.Background()
+	if _, err := c.Deploy(ctx, "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, nil, nil, nil); err != nil || len(reg.released) != 0 {
+		t.Fatalf("deploy: %v, released %+v", err, reg.released)
+	}
+	// The same object twice: refused, both parts stored so far released.
+	objs := []UploadPart{{Ref: "x.wasm", R: strings.NewReader("one"), Size: 3}, {Ref: "x.wasm", R: strings.NewReader("two"), Size: 3}}
+	reg.last = Upload{}
+	_, err := c.Deploy(ctx, "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, nil, objs, nil)
+	if err == nil || !strings.Contains(err.Error(), `part "object:x.wasm" sent twice`) {
+		t.Fatalf("duplicate part: %v", err)
+	}
+	if reg.last.Module != "" || len(reg.released) != 1 {
+		t.Fatalf("Deploy reached (%+v) or released %d times", reg.last, len(reg.released))
+	}
+	rel := reg.released[0]
+	if reg.blobs[rel.Module] != "module" || reg.blobs[rel.Objects["x.wasm"]] != "one" {
+		t.Fatalf("released %+v, want the module and the first object", rel)
 	}
 }

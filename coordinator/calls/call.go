@@ -141,6 +141,12 @@ type Call struct {
 	cancel   context.CancelFunc // set while running; guarded by the scheduler's mu
 	canceled bool               // a cancel request came; guarded by the scheduler's mu
 	queuedAt time.Time          // when it entered a scheduler queue, for aging
+	// The wait-for chain between calls of tasks (Scheduler.Wait), guarded
+	// by the scheduler's mu: waitingOn is the call this one waits for,
+	// waitedBy the call that waits for this one; inQueue is true while the
+	// call sits in a scheduler queue (admitted, no task slot yet).
+	waitingOn, waitedBy *Call
+	inQueue             bool
 }
 
 // Result is the outcome of a finished call.

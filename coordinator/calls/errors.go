@@ -10,4 +10,8 @@ var (
 	// ErrJournalBusy: the journal's commit queue is full; a caller that must
 	// not block gets it instead of waiting.
 	ErrJournalBusy = errors.New("call journal busy: commit queue full")
+	// ErrCallCycle: Scheduler.Wait refused a wait that could never end (a
+	// task calling itself, directly or through others, with every slot of
+	// the awaited call's task held by the waiting chain).
+	ErrCallCycle = errors.New("call cycle would deadlock")
 )

@@ -19,6 +19,8 @@ type metrics struct {
 	// slot; parkRefused the waits that kept their slot (MaxParked reached).
 	parked      prometheus.Gauge
 	parkRefused prometheus.Counter
+	// cycles counts waits refused by Scheduler.Wait (ErrCallCycle).
+	cycles prometheus.Counter
 
 	mu    sync.Mutex
 	tasks map[string]*taskMetrics
@@ -60,10 +62,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		parkRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outpost_calls_park_refused_total", Help: "Waits that kept their worker slot because max_parked calls were parked.",
 		}),
+		cycles: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_calls_cycle_refused_total",
+			Help: "Calls between tasks refused at once because the wait would deadlock: every slot of the called task is held by the calling chain.",
+		}),
 		tasks: map[string]*taskMetrics{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.duration, m.queued, m.running, m.refused, m.depth, m.aged, m.parked, m.parkRefused)
+		reg.MustRegister(m.calls, m.duration, m.queued, m.running, m.refused, m.depth, m.aged, m.parked, m.parkRefused, m.cycles)
 	}
 	return m
 }

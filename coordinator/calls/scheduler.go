@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,7 +33,8 @@ type Options struct {
 	AgingAfter time.Duration
 	// MaxParked bounds the calls parked in Blocking at once (each still
 	// holds its task's instance and memory). A call that would park past it
-	// keeps its worker slot while it waits. Zero: 16 × Workers, at least 64.
+	// keeps its worker slot while it waits. Zero: 16 × Workers, at least 64
+	// (config key scheduler.max_parked).
 	MaxParked int
 }
 
@@ -166,6 +169,7 @@ func (s *Scheduler) Submit(c *Call) error {
 
 func (s *Scheduler) pushLocked(tq *taskQueue, c *Call) {
 	c.queuedAt = time.Now()
+	c.inQueue = true
 	tq.calls.push(c)
 	s.queued++
 	tq.class.queued++
@@ -312,6 +316,7 @@ func (s *Scheduler) nextLocked() *Call {
 		tq, _ := cl.ready.pop()
 		tq.inReady = false
 		c, _ := tq.calls.pop()
+		c.inQueue = false
 		s.queued--
 		cl.queued--
 		cl.depth.Set(float64(cl.queued))
@@ -452,7 +457,7 @@ func (s *Scheduler) execute(c *Call) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ctx = context.WithValue(ctx, slotKey{}, &slot{s: s})
+	ctx = context.WithValue(ctx, slotKey{}, &slot{s: s, c: c})
 	s.mu.Lock()
 	canceled := c.canceled
 	c.cancel = cancel
@@ -558,6 +563,7 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 				if !ok {
 					break
 				}
+				c.inQueue = false
 				dropped = append(dropped, c)
 			}
 		}
@@ -585,9 +591,10 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 // slotKey is the context key of the worker slot of a running call.
 type slotKey struct{}
 
-// slot is the worker slot of one running call, guarded by the scheduler's mu.
+// slot is the worker slot of one running call c, guarded by the scheduler's mu.
 type slot struct {
 	s      *Scheduler
+	c      *Call
 	parked bool
 }
 
@@ -600,8 +607,8 @@ type slot struct {
 // the calls that run.
 //
 // The call keeps its task slot: a task with concurrency n that waits for
-// calls of itself still deadlocks (until the deadline) once n of its calls
-// wait. When ctx carries no call of s (wait runs outside a call, or the
+// calls of itself would deadlock (until the deadline) once n of its calls
+// wait; Wait refuses such a wait at once. When ctx carries no call of s (wait runs outside a call, or the
 // call is already parked) or MaxParked calls are parked, wait runs with the
 // slot kept.
 func (s *Scheduler) Blocking(ctx context.Context, wait func() error) error {
@@ -648,6 +655,81 @@ func (s *Scheduler) Blocking(ctx context.Context, wait func() error) error {
 	return err
 }
 
+// Wait runs wait, which waits for c, a call made by the running call of ctx
+// (synchronously with Do, or awaiting a call it submitted), in Blocking.
+// It first refuses, with an error wrapping ErrCallCycle and without running
+// wait, a wait that could never end: c, or the call at the end of what c
+// waits for in turn, needs a slot of a task whose every slot is held by
+// calls that wait, through this one, for it. Outside a call of s it runs
+// wait as Blocking does.
+func (s *Scheduler) Wait(ctx context.Context, c *Call, wait func() error) error {
+	sl, _ := ctx.Value(slotKey{}).(*slot)
+	if sl == nil || sl.s != s {
+		return wait()
+	}
+	s.mu.Lock()
+	if err := s.cycleLocked(sl.c, c); err != nil {
+		s.mu.Unlock()
+		s.m.cycles.Inc()
+		s.log.Warn("call refused", "task", c.Task, "caller", sl.c.Task, "err", err)
+		return err
+	}
+	sl.c.waitingOn, c.waitedBy = c, sl.c
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		sl.c.waitingOn = nil
+		if c.waitedBy == sl.c {
+			c.waitedBy = nil
+		}
+		s.mu.Unlock()
+	}()
+	return s.Blocking(ctx, wait)
+}
+
+// maxChain bounds the wait-for chain cycleLocked follows.
+const maxChain = 4096
+
+// cycleLocked says whether x waiting for y can never end. The chain is x's
+// waiters (the calls waiting for x, transitively), x, y, and the calls y
+// waits for in turn, up to w, which waits for nothing. Every call of the
+// chain but w holds a slot of its task and keeps it until w finishes; if w
+// still needs a slot (it is queued, or new), and the chain holds all of
+// its task's slots, w never starts.
+func (s *Scheduler) cycleLocked(x, y *Call) error {
+	var chain []*Call
+	for a := x; a != nil && len(chain) < maxChain; a = a.waitedBy {
+		chain = append(chain, a)
+	}
+	slices.Reverse(chain)
+	w := y
+	chain = append(chain, w)
+	for w.waitingOn != nil && len(chain) < maxChain {
+		w = w.waitingOn
+		chain = append(chain, w)
+	}
+	if w.q != nil && !w.inQueue {
+		return nil // running, finished or cancelled: it needs no slot
+	}
+	limit, ok := s.exec.Concurrency(w.Task)
+	if !ok {
+		return nil
+	}
+	limit = max(limit, 1)
+	held := 0
+	names := make([]string, len(chain))
+	for i, a := range chain {
+		names[i] = a.Task
+		if a != w && a.Task == w.Task {
+			held++
+		}
+	}
+	if held < limit {
+		return nil
+	}
+	return fmt.Errorf("%w: %s (%s has concurrency %d, all held by this chain)", ErrCallCycle, strings.Join(names, " -> "), w.Task, limit)
+}
+
 // resumeLocked gives a slot already counted in running to the first
 // resuming call.
 func (s *Scheduler) resumeLocked() {
@@ -657,13 +739,13 @@ func (s *Scheduler) resumeLocked() {
 
 // Stats is a snapshot of the scheduler's load.
 type Stats struct {
-	Queued, Running, Parked, Workers, QueueSize int
-	Draining                                    bool
+	Queued, Running, Parked, Workers, QueueSize, MaxParked int
+	Draining                                               bool
 }
 
 // Stats returns the current load.
 func (s *Scheduler) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Queued: s.queued, Running: s.running, Parked: s.parked, Workers: s.opts.Workers, QueueSize: s.opts.QueueSize, Draining: s.draining}
+	return Stats{Queued: s.queued, Running: s.running, Parked: s.parked, Workers: s.opts.Workers, QueueSize: s.opts.QueueSize, MaxParked: s.opts.MaxParked, Draining: s.draining}
 }

@@ -108,6 +108,10 @@ type Scheduler struct {
 	// MemoryBudget bounds the wasm linear memory of all task instances
 	// together, each counted at its memory limit; 0: no budget.
 	MemoryBudget ByteSize `yaml:"memory_budget"`
+	// MaxParked bounds the calls that wait for a call they made with their
+	// worker slot given back (each still holds its instance); 0 resolves to
+	// max(16 × Workers, 64).
+	MaxParked int `yaml:"max_parked"`
 }
 
 // Task declares a wasm task.
@@ -200,6 +204,7 @@ func Defaults() Config {
 			Workers:      0, // resolved to max(4, 2*CPUs)
 			QueueSize:    4096,
 			DrainTimeout: Duration(15 * time.Second),
+			MaxParked:    0, // resolved to max(16*workers, 64)
 		},
 	}
 	c.Telemetry.applyDefaults()

@@ -66,6 +66,9 @@ func TestEmptyFileIsDefaults(t *testing.T) {
 	if c.Node.ID == "" || c.MQTT.ClientID != "outpost-"+c.Node.ID || c.Scheduler.Workers < 4 {
 		t.Errorf("derived values not filled: %+v", c)
 	}
+	if want := max(16*c.Scheduler.Workers, 64); c.Scheduler.MaxParked != want {
+		t.Errorf("scheduler.max_parked = %d, want the scheduler's default %d", c.Scheduler.MaxParked, want)
+	}
 }
 
 func TestProblems(t *testing.T) {
@@ -106,6 +109,11 @@ scheduler:
 				"x.yaml:4: scheduler.workers: cannot unmarshal !!str `many` into int",
 				"x.yaml:5: scheduler.drain_timeout: \"soon\" is not a duration",
 			},
+		},
+		{
+			name: "negative max_parked",
+			yaml: "scheduler:\n  workers: 2\n  max_parked: -1\n",
+			want: []string{"x.yaml:3: scheduler.max_parked: must not be negative (0: max(16 × workers, 64))"},
 		},
 		{
 			name: "unknown key in flow style",

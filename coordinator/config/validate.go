@@ -27,6 +27,9 @@ func (c *Config) resolve(dir string) {
 	if c.Scheduler.Workers == 0 {
 		c.Scheduler.Workers = max(4, 2*goruntime.NumCPU())
 	}
+	if c.Scheduler.MaxParked == 0 {
+		c.Scheduler.MaxParked = max(16*c.Scheduler.Workers, 64)
+	}
 	if c.MQTT.ClientID == "" {
 		c.MQTT.ClientID = "outpost-" + c.Node.ID
 	}
@@ -95,6 +98,9 @@ func (c *Config) validate(d *doc) {
 	}
 	if c.Scheduler.DrainTimeout < 0 {
 		d.errorf("scheduler.drain_timeout", "must not be negative")
+	}
+	if c.Scheduler.MaxParked < 0 {
+		d.errorf("scheduler.max_parked", "must not be negative (0: max(16 × workers, 64))")
 	}
 	tasks := c.validateTasks(d)
 	c.validateRoutes(d, tasks)
