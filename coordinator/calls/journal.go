@@ -491,8 +491,10 @@ func (j *Journal) Flush() error { return j.commit(true) }
 
 var errJournalClosed = errors.New("journal closed")
 
-func (j *Journal) recordKey(id string) []byte { return append(append([]byte{}, j.prefixRecord...), id...) }
-func (j *Journal) idemKey(k string) []byte    { return append(append([]byte{}, j.prefixKey...), k...) }
+func (j *Journal) recordKey(id string) []byte {
+	return append(append([]byte{}, j.prefixRecord...), id...)
+}
+func (j *Journal) idemKey(k string) []byte { return append(append([]byte{}, j.prefixKey...), k...) }
 
 func (j *Journal) recordKV(r *Record) (kv, error) {
 	b, err := json.Marshal(r)
