@@ -74,6 +74,11 @@
 // the reference for a Retry-After date when the response has no Date
 // header, bounded by MaxRetryAfter.
 //
-// Not yet covered by a test: a monotonic pause longer than the lease, and
-// a client certificate (mTLS) rotation.
+// A monotonic pause longer than the lease (SIGSTOP of the real daemon
+// while calls run, 7 s against a 4 s lease): the late renewals are
+// refused, the calls redelivered as attempt 2, acknowledged and not run
+// again; one run and one result each: e2e TestCloudPauseLongerThanLease,
+// server.TestLeaseRenewedTooLate.
+//
+// Not yet covered by a test: a client certificate (mTLS) rotation.
 package remote
