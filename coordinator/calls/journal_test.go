@@ -322,6 +322,10 @@ func TestJournalKill9(t *testing.T) {
 		for _, id := range acked {
 			if rec, err := j.Get(id); err != nil || rec == nil {
 				t.Errorf("round %d: acknowledged call %s not in the journal after kill -9 (%v)", round, id, err)
+			} else if rec.ReceivedClock > j.Clock() {
+				// The clock is saved with every batch: a crash loses time
+				// (records live longer), never puts a stamp in the future.
+				t.Errorf("round %d: %s stamped at journal clock %v, after the saved clock %v", round, id, rec.ReceivedClock, j.Clock())
 			}
 		}
 		_ = j.Close()
