@@ -3,8 +3,7 @@ package remote_test
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -79,30 +78,30 @@ func TestLinkFleetAfterOutage(t *testing.T) {
 	cl := startCloud(t, server.Options{Lease: 30 * time.Second})
 	var (
 		mu    sync.Mutex
-		back  time.Time // when the server came back
-		first = map[string]time.Duration{}
+		back  time.Time                    // when the server came back
+		first = map[string]time.Duration{} // first dial after back, by node
+		last  = map[string]time.Time{}     // last dial before back, by node
 	)
-	// The nodes reach the real server's handler through a TCP front that
-	// resets every connection during the outage; the handler notes each
-	// node's first poll after it. (Not the fault proxy: its second HTTP hop
-	// would double the connections a thousand long polls hold.)
-	h := cl.srv.Handler()
-	direct := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if kind(r) == "poll" {
-			node := strings.TrimPrefix(strings.TrimSuffix(r.URL.Path, "/poll"), "/edge/v1/nodes/")
+	// Each node's first poll after the outage is timed where it starts: the
+	// node's dial (a reset connection is not reused, so every retry dials).
+	// That is the backoff's own timing, before any queueing in the server.
+	dialer := func(node string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return func(ctx context.Context, network, addr string) (net.Conn, error) {
 			mu.Lock()
-			if _, ok := first[node]; !ok && !back.IsZero() {
+			if back.IsZero() {
+				last[node] = time.Now()
+			} else if _, ok := first[node]; !ok {
 				first[node] = time.Since(back)
 			}
 			mu.Unlock()
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
 		}
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() {
-		direct.CloseClientConnections()
-		direct.Close()
-	})
-	front := startTCPFront(t, direct.Listener.Addr().String(), frontReset)
+	}
+	// The nodes reach the real server through a TCP front that resets every
+	// connection during the outage (not through the fault proxy: its second
+	// HTTP hop would double the connections a thousand long polls hold).
+	front := startTCPFront(t, strings.TrimPrefix(cl.url(), "http://"), frontReset)
 	var all []server.Call
 	for i := range nodes {
 		// Half at-most-once (STARTED synced before the run), half idempotent.
@@ -128,8 +127,9 @@ func TestLinkFleetAfterOutage(t *testing.T) {
 	})
 	started := time.Now()
 	for i := range nodes {
-		fleet[i] = startFleetNode(t, db, ex, fmt.Sprintf("node-%04d", i), remote.Config{URL: front.url(), PollWait: 2 * time.Second,
-			ReadTimeout: 10 * time.Second, BackoffBase: base, BackoffMax: ceil})
+		id := fmt.Sprintf("node-%04d", i)
+		fleet[i] = startFleetNode(t, db, ex, id, remote.Config{URL: front.url(), PollWait: 2 * time.Second,
+			ReadTimeout: 10 * time.Second, BackoffBase: base, BackoffMax: ceil, DialContext: dialer(id)})
 	}
 	t.Logf("%d nodes with their journals started in %v", nodes, time.Since(started))
 	// Down long enough for every node's backoff ceiling to reach the cap.
@@ -150,6 +150,13 @@ func TestLinkFleetAfterOutage(t *testing.T) {
 	times := make([]time.Duration, 0, len(first))
 	for _, d := range first {
 		times = append(times, d)
+	}
+	for node, at := range last {
+		if _, ok := first[node]; !ok {
+			// Its dial just before the server came back was the one that
+			// got through.
+			times = append(times, at.Sub(back))
+		}
 	}
 	mu.Unlock()
 	if len(times) != nodes {
