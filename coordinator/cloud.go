@@ -59,7 +59,11 @@ func (p *cloudPart) start(ctx context.Context) error {
 	c := p.c
 	cfg := c.cfg.Load()
 	log := c.log.With("part", "journal")
-	p.journal = calls.OpenJournal(c.db, calls.JournalOptions{Retention: cfg.Cloud.DedupeRetention.Std()}, log, c.reg)
+	j, err := calls.OpenJournal(c.db, calls.JournalOptions{Retention: cfg.Cloud.DedupeRetention.Std()}, log, c.reg)
+	if err != nil {
+		return err
+	}
+	p.journal = j
 	if cfg.Cloud.Enabled() {
 		tlsCfg, err := cloudTLS(cfg.Cloud.TLS)
 		if err != nil {

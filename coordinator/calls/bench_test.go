@@ -26,7 +26,7 @@ func BenchmarkJournalWrite(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer db.Close()
-			j := OpenJournal(db, JournalOptions{SyncEach: mode.syncEach}, nil, nil)
+			j := openJournal(b, db, JournalOptions{SyncEach: mode.syncEach}, nil, nil)
 			defer j.Close()
 			val := make([]byte, 200)
 			var n atomic.Int64

@@ -58,11 +58,11 @@ func NewDurable(j *Journal, s *Scheduler, log *slog.Logger, onFinish func(*Recor
 // Journal returns the journal.
 func (d *Durable) Journal() *Journal { return d.j }
 
-func newRecord(c *Call) *Record {
+func (j *Journal) newRecord(c *Call) *Record {
 	r := &Record{
 		ID: c.ID, Task: c.Task, Input: c.Input, Source: c.Source, Queue: c.Queue, Priority: c.Priority,
-		Key: c.IdempotencyKey, Effect: c.Effect, Attempt: max(c.Attempt, 1), State: Received, Received: time.Now(),
-		ReplyTo: c.ReplyTo, Digest: c.Digest,
+		Key: c.IdempotencyKey, Effect: c.Effect, Attempt: max(c.Attempt, 1), State: Received,
+		Received: j.opts.Wall(), ReceivedClock: j.stamp(), ReplyTo: c.ReplyTo, Digest: c.Digest,
 	}
 	if !c.StartBy.IsZero() {
 		// -1: already past at receipt (0 means no start-by).
@@ -156,10 +156,10 @@ func (d *Durable) prepare(cs []*Call) (*acceptance, error) {
 			if prev.ID != c.ID || prev.State == Reported {
 				// A new id for finished work, or a redelivery after the
 				// report: the result goes out again under this id.
-				r = newRecord(c)
+				r = d.j.newRecord(c)
 				r.Input = nil
 				res := *prev.Result
-				r.Result, r.State, r.Finished, r.Attempt = &res, Finished, time.Now(), prev.Attempt
+				r.Result, r.State, r.Finished, r.Attempt = &res, Finished, d.j.opts.Wall(), prev.Attempt
 				e, err := d.j.recordKV(r)
 				if err != nil {
 					return nil, err
@@ -172,14 +172,14 @@ func (d *Durable) prepare(cs []*Call) (*acceptance, error) {
 			a.replays = append(a.replays, &cp)
 			continue
 		}
-		r := newRecord(c)
+		r := d.j.newRecord(c)
 		e, err := d.j.recordKV(r)
 		if err != nil {
 			return nil, err
 		}
 		a.kvs = append(a.kvs, e)
 		if r.Key != r.ID {
-			a.kvs = append(a.kvs, kv{key: idemKey(r.Key), val: []byte(r.ID)})
+			a.kvs = append(a.kvs, kv{key: d.j.idemKey(r.Key), val: []byte(r.ID)})
 			d.j.keys[r.Key] = r.ID
 		}
 		d.j.recs[r.ID] = r
@@ -278,7 +278,7 @@ func (d *Durable) started(c *Call) error {
 		d.j.mu.Unlock()
 		return fmt.Errorf("call %s is not in the journal", c.ID)
 	}
-	r.State, r.Started, r.Attempt = Started, time.Now(), max(c.Attempt, 1)
+	r.State, r.Started, r.Attempt = Started, d.j.opts.Wall(), max(c.Attempt, 1)
 	r.Runs++
 	e, err := d.j.recordKV(r)
 	d.j.mu.Unlock()
@@ -305,7 +305,7 @@ func (d *Durable) finish(c *Call) {
 		return
 	}
 	res := c.Result
-	r.State, r.Result, r.Finished, r.Input = Finished, &res, time.Now(), nil
+	r.State, r.Result, r.Finished, r.Input = Finished, &res, d.j.opts.Wall(), nil
 	e, err := d.j.recordKV(r)
 	d.j.mu.Unlock()
 	if err == nil {

@@ -3,11 +3,13 @@ package calls
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,11 +44,19 @@ type Record struct {
 	// node's monotonic clock, and from the restart after a crash.
 	StartByMS int64 `json:"start_by_ms,omitempty"`
 	MaxRunMS  int64 `json:"max_run_ms,omitempty"`
-	// Wall-clock times, for people and for retention only.
+	// Wall-clock times (JournalOptions.Wall), for people only: nothing
+	// is timed by them.
 	Received time.Time `json:"received"`
 	Started  time.Time `json:"started,omitzero"`
 	Finished time.Time `json:"finished,omitzero"`
 	Reported time.Time `json:"reported,omitzero"`
+	// Journal-clock stamps (Journal.Clock) of receipt and report:
+	// recovery order and retention use these. Zero in records written
+	// before the journal clock existed: such a record counts as received
+	// and reported at clock zero, when this version first opened the
+	// journal, so it is kept a full retention from the upgrade.
+	ReceivedClock time.Duration `json:"received_clock_ns,omitempty"`
+	ReportedClock time.Duration `json:"reported_clock_ns,omitempty"`
 }
 
 func (r *Record) resultBytes() int64 {
@@ -64,10 +74,23 @@ type JournalOptions struct {
 	// MaxBatch bounds writes per group commit; zero: 1024.
 	MaxBatch int
 	// Retention keeps reported records (the dedupe and results cache) at
-	// least this long; zero: 24h.
+	// least this long, measured on the journal clock (Journal.Clock), not
+	// the wall clock; zero: 24h.
 	Retention time.Duration
 	// CompactEvery is how often expired records are removed; zero: 1h.
 	CompactEvery time.Duration
+	// Namespace, when set, keeps this journal's keys apart from other
+	// journals in the same store (under "ns/<namespace>/calls/"); empty:
+	// the daemon's own keys ("calls/"). It must not contain '/'. Tests run
+	// a fleet of journals in one store with it.
+	Namespace string
+	// Wall is the wall clock, read only for the times shown to people
+	// (Record.Received, Started, Finished, Reported); nil: time.Now. No
+	// timing depends on it.
+	Wall func() time.Time
+
+	// mono, when set (tests), replaces the monotonic time since open.
+	mono func() time.Duration
 }
 
 type kv struct {
@@ -90,11 +113,25 @@ type commitReq struct {
 //
 // Lock order: Durable.mu is not held while waiting for a commit; j.mu
 // guards the in-memory mirror only and is never held across a commit.
+//
+// Retention is measured on the journal clock: the monotonic time the
+// journal has been open, summed over every run. Its value is written with
+// every group commit and at least every clockEvery, so a crash loses at
+// most that much of it, which only keeps records longer; the wall clock
+// (a dead RTC at 1970, an NTP step, a clock set back) never times
+// anything.
 type Journal struct {
 	db   *store.DB
 	opts JournalOptions
 	log  *slog.Logger
 	m    *journalMetrics
+
+	// Keys of this journal (JournalOptions.Namespace).
+	prefixRecord, prefixKey, clockKey []byte
+	// The journal clock is clockBase (its persisted value at open) plus
+	// the monotonic time since opened.
+	clockBase time.Duration
+	opened    time.Time
 
 	reqs chan *commitReq
 	stop chan struct{}
@@ -121,13 +158,33 @@ type Journal struct {
 	pendingCount int
 }
 
-var (
-	prefixRecord = []byte("calls/r/")
-	prefixKey    = []byte("calls/k/")
-)
+// clockEvery bounds how long the journal clock goes unsaved while nothing
+// is written (it is saved with every group commit besides).
+const clockEvery = time.Minute
 
-// OpenJournal starts a journal on db. Close stops it; db stays open.
-func OpenJournal(db *store.DB, opts JournalOptions, log *slog.Logger, reg prometheus.Registerer) *Journal {
+// journalPrefix is where a journal's keys live: "calls/" for the daemon's
+// journal, "ns/<namespace>/calls/" for a namespaced one.
+func journalPrefix(namespace string) (string, error) {
+	if namespace == "" {
+		return "calls/", nil
+	}
+	if strings.Contains(namespace, "/") {
+		return "", fmt.Errorf("journal namespace %q: must not contain '/'", namespace)
+	}
+	return "ns/" + namespace + "/calls/", nil
+}
+
+// OpenJournal starts a journal on db. Close stops it; db stays open. It
+// reads the journal clock saved by the last run; a bad namespace or an
+// unreadable clock is an error.
+func OpenJournal(db *store.DB, opts JournalOptions, log *slog.Logger, reg prometheus.Registerer) (*Journal, error) {
+	prefix, err := journalPrefix(opts.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Wall == nil {
+		opts.Wall = time.Now
+	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1024
 	}
@@ -146,11 +203,57 @@ func OpenJournal(db *store.DB, opts JournalOptions, log *slog.Logger, reg promet
 		stopCompact: make(chan struct{}), compactDone: make(chan struct{}),
 		cbWake: make(chan struct{}, 1), cbDone: make(chan struct{}),
 		recs: map[string]*Record{}, keys: map[string]string{},
+		prefixRecord: []byte(prefix + "r/"), prefixKey: []byte(prefix + "k/"), clockKey: []byte(prefix + "clock"),
 	}
+	if j.clockBase, err = j.loadClock(); err != nil {
+		return nil, err
+	}
+	j.opened = time.Now()
 	go j.run()
 	go j.compactLoop()
 	go j.completeLoop()
-	return j
+	return j, nil
+}
+
+// Clock is the journal clock: how long this journal has been open, over
+// all its runs (monotonic within a run, saved across runs).
+func (j *Journal) Clock() time.Duration {
+	if j.opts.mono != nil {
+		return j.clockBase + j.opts.mono()
+	}
+	return j.clockBase + time.Since(j.opened)
+}
+
+// stamp is the journal clock as a record stamp: never zero, which marks
+// records from before the clock.
+func (j *Journal) stamp() time.Duration { return max(j.Clock(), 1) }
+
+func (j *Journal) loadClock() (time.Duration, error) {
+	var d time.Duration
+	err := j.db.Badger().View(func(txn *badger.Txn) error {
+		item, err := txn.Get(j.clockKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("%d bytes, want 8", len(v))
+			}
+			d = time.Duration(binary.BigEndian.Uint64(v))
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read journal clock %s: %w", j.clockKey, err)
+	}
+	return d, nil
+}
+
+func (j *Journal) clockKV() kv {
+	return kv{key: j.clockKey, val: binary.BigEndian.AppendUint64(nil, uint64(j.Clock()))}
 }
 
 // completeLoop runs the completions of asynchronous commits in commit
@@ -191,16 +294,24 @@ func (j *Journal) complete(f func()) {
 	}
 }
 
+// compactLoop saves the journal clock every clockEvery (a Flush writes
+// it) and compacts every CompactEvery.
 func (j *Journal) compactLoop() {
 	defer close(j.compactDone)
 	t := time.NewTicker(j.opts.CompactEvery)
 	defer t.Stop()
+	ct := time.NewTicker(min(clockEvery, j.opts.CompactEvery))
+	defer ct.Stop()
 	for {
 		select {
 		case <-j.stopCompact:
 			return
+		case <-ct.C:
+			if err := j.Flush(); err != nil {
+				j.log.Warn("journal clock not saved", "err", err)
+			}
 		case <-t.C:
-			if n, err := j.Compact(context.Background(), time.Now()); err != nil {
+			if n, err := j.Compact(context.Background()); err != nil {
 				j.log.Warn("journal compaction failed", "err", err)
 			} else if n > 0 {
 				j.log.Debug("journal compacted", "keys", n)
@@ -244,6 +355,9 @@ func (j *Journal) run() {
 				case r := <-j.reqs:
 					j.apply([]*commitReq{r})
 				default:
+					if err := j.write(nil); err != nil { // saves the clock
+						j.log.Warn("journal: final clock write failed", "err", err)
+					}
 					if err := j.db.Sync(); err != nil {
 						j.log.Warn("journal: final sync failed", "err", err)
 					}
@@ -295,6 +409,12 @@ func (j *Journal) write(batch []*commitReq) error {
 	}
 	wb := j.db.Badger().NewWriteBatch()
 	defer wb.Cancel()
+	// The clock goes with every batch, read after every stamp in it was
+	// taken: a saved stamp is never ahead of the saved clock.
+	clock := j.clockKV()
+	if err := wb.Set(clock.key, clock.val); err != nil {
+		return fmt.Errorf("journal write: clock: %w", err)
+	}
 	n := 0
 	for _, r := range batch {
 		for _, e := range r.kvs {
@@ -373,22 +493,24 @@ func (j *Journal) Flush() error { return j.commit(true) }
 
 var errJournalClosed = errors.New("journal closed")
 
-func recordKey(id string) []byte { return append(append([]byte{}, prefixRecord...), id...) }
-func idemKey(k string) []byte    { return append(append([]byte{}, prefixKey...), k...) }
+func (j *Journal) recordKey(id string) []byte {
+	return append(append([]byte{}, j.prefixRecord...), id...)
+}
+func (j *Journal) idemKey(k string) []byte { return append(append([]byte{}, j.prefixKey...), k...) }
 
 func (j *Journal) recordKV(r *Record) (kv, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return kv{}, fmt.Errorf("encode journal record %s: %w", r.ID, err)
 	}
-	return kv{key: recordKey(r.ID), val: b}, nil
+	return kv{key: j.recordKey(r.ID), val: b}, nil
 }
 
 // load reads a record from disk; nil, nil if there is none.
 func (j *Journal) load(id string) (*Record, error) {
 	var r *Record
 	err := j.db.Badger().View(func(txn *badger.Txn) error {
-		item, err := txn.Get(recordKey(id))
+		item, err := txn.Get(j.recordKey(id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
@@ -425,7 +547,7 @@ func (j *Journal) unreadable(id string, err error) *Record {
 func (j *Journal) loadKey(key string) (string, error) {
 	var id string
 	err := j.db.Badger().View(func(txn *badger.Txn) error {
-		item, err := txn.Get(idemKey(key))
+		item, err := txn.Get(j.idemKey(key))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
@@ -455,7 +577,7 @@ func (j *Journal) Get(id string) (*Record, error) {
 func (j *Journal) List(ctx context.Context, limit int) ([]*Record, error) {
 	var out []*Record
 	err := j.db.Badger().View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: prefixRecord})
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: j.prefixRecord})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {
@@ -464,7 +586,7 @@ func (j *Journal) List(ctx context.Context, limit int) ([]*Record, error) {
 			r := new(Record)
 			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, r) }); err != nil {
 				// One bad value must not keep the daemon from starting.
-				j.unreadable(string(bytes.TrimPrefix(it.Item().Key(), prefixRecord)), err)
+				j.unreadable(string(bytes.TrimPrefix(it.Item().Key(), j.prefixRecord)), err)
 				continue
 			}
 			out = append(out, r)
@@ -538,14 +660,14 @@ func (j *Journal) MarkReported(ids ...string) error {
 		kvs  []kv
 		gone []*Record
 	)
-	now := time.Now()
+	now, clock := j.opts.Wall(), j.stamp()
 	j.mu.Lock()
 	for _, id := range ids {
 		r := j.recs[id]
 		if r == nil || r.State != Finished {
 			continue
 		}
-		r.State, r.Reported = Reported, now
+		r.State, r.Reported, r.ReportedClock = Reported, now, clock
 		j.pendingCount--
 		j.pendingBytes -= r.resultBytes()
 		gone = append(gone, r)
@@ -584,13 +706,13 @@ func (j *Journal) MarkReported(ids ...string) error {
 	}
 }
 
-// Compact removes reported records older than the retention. It returns
-// how many it removed.
-func (j *Journal) Compact(ctx context.Context, now time.Time) (int, error) {
-	cutoff := now.Add(-j.opts.Retention)
+// Compact removes records reported at least the retention ago on the
+// journal clock. It returns how many keys it removed.
+func (j *Journal) Compact(ctx context.Context) (int, error) {
+	cutoff := j.Clock() - j.opts.Retention
 	var dels []kv
 	err := j.db.Badger().View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: prefixRecord})
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: j.prefixRecord})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {
@@ -600,10 +722,10 @@ func (j *Journal) Compact(ctx context.Context, now time.Time) (int, error) {
 			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
 				continue // an undecodable record is kept for a person to look at
 			}
-			if r.State == Reported && r.Reported.Before(cutoff) {
+			if r.State == Reported && r.ReportedClock <= cutoff {
 				dels = append(dels, kv{key: it.Item().KeyCopy(nil)})
 				if r.Key != "" && r.Key != r.ID {
-					dels = append(dels, kv{key: idemKey(r.Key)})
+					dels = append(dels, kv{key: j.idemKey(r.Key)})
 				}
 			}
 		}
@@ -644,7 +766,15 @@ func (j *Journal) recover(ctx context.Context) ([]*Record, error) {
 		}
 		open = append(open, r)
 	}
-	sort.SliceStable(open, func(a, b int) bool { return open[a].Received.Before(open[b].Received) })
+	// Receipt order on the journal clock; records from before it (stamp
+	// zero) come first, among themselves by their wall time.
+	sort.SliceStable(open, func(a, b int) bool {
+		ra, rb := open[a], open[b]
+		if ra.ReceivedClock != rb.ReceivedClock {
+			return ra.ReceivedClock < rb.ReceivedClock
+		}
+		return ra.ReceivedClock == 0 && ra.Received.Before(rb.Received)
+	})
 	for _, r := range open {
 		if r.State == Finished {
 			j.addOutboxLocked(r)

@@ -55,7 +55,7 @@ func TestJournalCorruptRecord(t *testing.T) {
 	// First life: three calls finish; none is reported yet.
 	{
 		db := openDB(t, dir)
-		j := OpenJournal(db, JournalOptions{}, nil, nil)
+		j := openJournal(t, db, JournalOptions{}, nil, nil)
 		s := NewScheduler(newFake(map[string]int{"t": 2}, echo), Options{Workers: 2, QueueSize: 100}, nil, nil)
 		got := make(chan *Record, 10)
 		d := NewDurable(j, s, nil, func(r *Record) { got <- r })
@@ -70,7 +70,7 @@ func TestJournalCorruptRecord(t *testing.T) {
 		_ = j.Close()
 		// The value of b's record is damaged on disk.
 		if err := db.Badger().Update(func(txn *badger.Txn) error {
-			return txn.Set(recordKey("b"), []byte(`{"id":"b","state":"FINI`+"\x00\xff"))
+			return txn.Set(j.recordKey("b"), []byte(`{"id":"b","state":"FINI`+"\x00\xff"))
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +87,7 @@ func TestJournalCorruptRecord(t *testing.T) {
 		return logs.Write(p)
 	}), nil))
 	db := openDB(t, dir)
-	j := OpenJournal(db, JournalOptions{}, lg, prometheus.NewRegistry())
+	j := openJournal(t, db, JournalOptions{}, lg, prometheus.NewRegistry())
 	s := NewScheduler(newFake(map[string]int{"t": 2}, echo), Options{Workers: 2, QueueSize: 100}, nil, nil)
 	got := make(chan *Record, 10)
 	d := NewDurable(j, s, lg, func(r *Record) { got <- r })

@@ -24,6 +24,15 @@ import (
 
 var quietLog = slog.New(slog.DiscardHandler)
 
+func openJournal(t testing.TB, db *store.DB, opts JournalOptions, log *slog.Logger, reg prometheus.Registerer) *Journal {
+	t.Helper()
+	j, err := OpenJournal(db, opts, log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
 func openDB(t testing.TB, dir string) *store.DB {
 	t.Helper()
 	db, err := store.Open(dir, config.Defaults().Storage, quietLog)
@@ -47,8 +56,13 @@ type rig struct {
 
 func newRig(t testing.TB, dir string, run func(ctx context.Context, c *Call) Result) *rig {
 	t.Helper()
+	return newRigOpts(t, dir, JournalOptions{}, run)
+}
+
+func newRigOpts(t testing.TB, dir string, opts JournalOptions, run func(ctx context.Context, c *Call) Result) *rig {
+	t.Helper()
 	r := &rig{db: openDB(t, dir), done: map[string]*Record{}, got: make(chan *Record, 10000)}
-	r.j = OpenJournal(r.db, JournalOptions{}, nil, prometheus.NewRegistry())
+	r.j = openJournal(t, r.db, opts, nil, prometheus.NewRegistry())
 	r.f = newFake(map[string]int{"t": 4, "u": 4}, run)
 	r.s = NewScheduler(r.f, Options{Workers: 4, QueueSize: 10000}, nil, nil)
 	r.d = NewDurable(r.j, r.s, nil, func(rec *Record) {
@@ -142,7 +156,7 @@ func TestJournalDedupe(t *testing.T) {
 func TestJournalRecover(t *testing.T) {
 	dir := t.TempDir()
 	db := openDB(t, dir)
-	j := OpenJournal(db, JournalOptions{}, nil, nil)
+	j := openJournal(t, db, JournalOptions{}, nil, nil)
 	now := time.Now()
 	recs := []*Record{
 		{ID: "recv", Task: "t", Input: []byte("x"), Source: Source{Kind: "cloud"}, Effect: AtMostOnce, Attempt: 1, State: Received, Received: now},
@@ -247,7 +261,8 @@ func TestJournalDiskFull(t *testing.T) {
 }
 
 func TestJournalCompact(t *testing.T) {
-	r := newRig(t, t.TempDir(), func(ctx context.Context, c *Call) Result { return Result{Status: StatusOK} })
+	var mono fakeMono
+	r := newRigOpts(t, t.TempDir(), JournalOptions{mono: mono.now}, func(ctx context.Context, c *Call) Result { return Result{Status: StatusOK} })
 	c := cloudCall("old", Idempotent)
 	c.IdempotencyKey = "k-old"
 	if _, err := r.d.Accept([]*Call{c, cloudCall("new", Idempotent)}); err != nil {
@@ -260,7 +275,8 @@ func TestJournalCompact(t *testing.T) {
 	if err := r.j.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	n, err := r.j.Compact(context.Background(), time.Now().Add(25*time.Hour))
+	mono.add(24*time.Hour + time.Millisecond) // past the default retention
+	n, err := r.j.Compact(context.Background())
 	if err != nil || n != 2 {
 		t.Fatalf("compacted %d keys (%v), want the record and its key", n, err)
 	}
@@ -302,10 +318,14 @@ func TestJournalKill9(t *testing.T) {
 			t.Fatalf("round %d: child acknowledged only %d calls", round, len(acked))
 		}
 		db := openDB(t, dir)
-		j := OpenJournal(db, JournalOptions{}, nil, nil)
+		j := openJournal(t, db, JournalOptions{}, nil, nil)
 		for _, id := range acked {
 			if rec, err := j.Get(id); err != nil || rec == nil {
 				t.Errorf("round %d: acknowledged call %s not in the journal after kill -9 (%v)", round, id, err)
+			} else if rec.ReceivedClock > j.Clock() {
+				// The clock is saved with every batch: a crash loses time
+				// (records live longer), never puts a stamp in the future.
+				t.Errorf("round %d: %s stamped at journal clock %v, after the saved clock %v", round, id, rec.ReceivedClock, j.Clock())
 			}
 		}
 		_ = j.Close()
@@ -319,7 +339,11 @@ func journalChild(dir string) {
 		fmt.Println("open:", err)
 		os.Exit(1)
 	}
-	j := OpenJournal(db, JournalOptions{}, nil, nil)
+	j, err := OpenJournal(db, JournalOptions{}, nil, nil)
+	if err != nil {
+		fmt.Println("open journal:", err)
+		os.Exit(1)
+	}
 	s := NewScheduler(newFake(map[string]int{"t": 2}, func(ctx context.Context, c *Call) Result {
 		return Result{Status: StatusOK, Output: c.Input}
 	}), Options{Workers: 2, QueueSize: 100000}, nil, nil)

@@ -68,15 +68,28 @@
 //	task deployed with another module digest  task_conflict: the same two tests
 //	unknown digest at enqueue, bad digest on
 //	  the wire                                server.TestObjects, TestParsePollResponse
-//	200 nodes back at once after an outage
+//	1000 nodes back at once after an outage,
+//	  each a real Client over its own journal
 //	  (first polls spread by full jitter,
-//	  each node's call run once)              TestLinkFleetAfterOutage (real Clients,
-//	                                          in-memory Nodes, not journals)
+//	  each call run once, one result, every
+//	  journal REPORTED)                       TestLinkFleetAfterOutage
+//	node wall clock +1h, -1h, 1970, 1970 to
+//	  today by NTP, +1 year and -1h steps
+//	  mid-retention (dedupe retention on the
+//	  journal clock, kept across a restart)   calls.TestJournalRetentionIgnoresWallClock,
+//	                                          calls.TestJournalMigratesRecordsWithoutClock,
+//	                                          calls.TestJournalRecoverOrderIgnoresWallClock
 //
-// Not yet covered by a test: a step of the
-// node's own wall clock mid-lease and a monotonic pause longer than the
-// lease (neither can be made in process: the link reads no wall time for
-// timing, which the Date-header tests show from the server side), a
-// client certificate (mTLS) rotation, and the fleet case at a thousand
-// nodes or with a journal per node.
+// The link itself reads the wall clock for no timing (leases, renewals,
+// start_by, backoff and timeouts are monotonic durations); the one read is
+// the reference for a Retry-After date when the response has no Date
+// header, bounded by MaxRetryAfter.
+//
+// A monotonic pause longer than the lease (SIGSTOP of the real daemon
+// while calls run, 7 s against a 4 s lease): the late renewals are
+// refused, the calls redelivered as attempt 2, acknowledged and not run
+// again; one run and one result each: e2e TestCloudPauseLongerThanLease,
+// server.TestLeaseRenewedTooLate.
+//
+// Not yet covered by a test: a client certificate (mTLS) rotation.
 package remote

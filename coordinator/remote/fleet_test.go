@@ -3,7 +3,7 @@ package remote_test
 import (
 	"context"
 	"fmt"
-	"net/http"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -12,132 +12,126 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
+	"github.com/outpost-edge/outpost/coordinator/store"
 )
 
-// memNode is a light remote.Node for fleet tests: calls run (echo) as they
-// are accepted and their results wait in an in-memory outbox. It stands
-// in for calls.Durable so that hundreds of real remote.Clients fit in one
-// test; the journal's own guarantees are tested in package calls.
-type memNode struct {
-	mu   sync.Mutex
-	recs map[string]*calls.Record
-	runs map[string]int
-	link atomic.Pointer[remote.Client]
+// fleetNode is one simulated node with the daemon's code path: its own
+// calls.Journal (namespaced in a store the fleet shares: a thousand badger
+// stores do not fit in one test), scheduler, calls.Durable and a real
+// remote.Client. Calls are RECEIVED before the ack, STARTED, FINISHED and
+// REPORTED in its journal.
+type fleetNode struct {
+	j *calls.Journal
+	s *calls.Scheduler
+	c *remote.Client
 }
 
-var _ remote.Node = (*memNode)(nil)
-
-func newMemNode() *memNode {
-	return &memNode{recs: map[string]*calls.Record{}, runs: map[string]int{}}
-}
-
-func (n *memNode) Accept(cs []*calls.Call) ([]calls.Outcome, error) {
-	n.mu.Lock()
-	outs := make([]calls.Outcome, len(cs))
-	for i, c := range cs {
-		if r, ok := n.recs[c.ID]; ok {
-			outs[i] = calls.Replayed
-			r.State = calls.Finished // its result goes out again
-			continue
-		}
-		n.runs[c.ID]++
-		n.recs[c.ID] = &calls.Record{ID: c.ID, Task: c.Task, Source: c.Source, Effect: c.Effect, Attempt: c.Attempt,
-			State: calls.Finished, Result: &calls.Result{Status: calls.StatusOK, Output: c.Input}}
+func startFleetNode(t testing.TB, db *store.DB, ex *testExec, id string, cfg remote.Config) *fleetNode {
+	t.Helper()
+	j, err := calls.OpenJournal(db, calls.JournalOptions{Namespace: id}, quiet, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	n.mu.Unlock()
-	if l := n.link.Load(); l != nil {
-		l.Notify()
+	n := &fleetNode{j: j, s: calls.NewScheduler(ex, calls.Options{Workers: 1, QueueSize: 16}, quiet, nil)}
+	var link atomic.Pointer[remote.Client]
+	d := calls.NewDurable(j, n.s, quiet, func(*calls.Record) {
+		if l := link.Load(); l != nil {
+			l.Notify()
+		}
+	})
+	cfg.NodeID = id
+	n.c = remote.New(cfg, remote.NewNode(d), quiet, nil)
+	link.Store(n.c)
+	if err := d.Recover(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	return outs, nil
+	if err := n.c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
-func (n *memNode) Unfinished(string) []string { return nil }
-func (n *memNode) Cancel(string) bool         { return false }
-func (n *memNode) QueueRoom() int             { return 100 }
-func (n *memNode) Flush() error               { return nil }
-
-func (n *memNode) Outbox(kind string, max int) ([]*calls.Record, int, int64) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var recs []*calls.Record
-	count := 0
-	for _, r := range n.recs {
-		if r.State != calls.Finished || r.Source.Kind != kind {
-			continue
-		}
-		count++
-		if len(recs) < max {
-			cp := *r
-			recs = append(recs, &cp)
-		}
-	}
-	return recs, count, 0
+func (n *fleetNode) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n.c.StopPolling()
+	_ = n.s.Drain(ctx)
+	_ = n.c.Stop(ctx)
+	_ = n.j.Close()
 }
 
-func (n *memNode) MarkReported(ids ...string) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, id := range ids {
-		if r, ok := n.recs[id]; ok {
-			r.State = calls.Reported
-		}
-	}
-	return nil
-}
-
-// 200 nodes (real remote.Clients over in-memory nodes) fail against a
-// control plane that is down, then it comes back: full-jitter backoff
-// spreads their first polls over the backoff window instead of one burst,
-// and every node gets its queued call once.
+// A thousand nodes, each a real remote.Client over its own journal, fail
+// against a control plane that is down, then it comes back: full-jitter
+// backoff spreads their first polls over the backoff window instead of
+// one burst, every node runs its queued call once, the server records it
+// once, and every journal ends with the call REPORTED.
 func TestLinkFleetAfterOutage(t *testing.T) {
 	const (
-		nodes  = 200
+		nodes  = 1000
 		base   = 50 * time.Millisecond
 		ceil   = time.Second
 		outage = 2 * time.Second
 	)
-	cl := startCloud(t, server.Options{Lease: 10 * time.Second})
-	front := startTCPFront(t, cl.proxy.Listener.Addr().String(), frontReset)
+	cl := startCloud(t, server.Options{Lease: 30 * time.Second})
 	var (
 		mu    sync.Mutex
-		back  time.Time // when the server came back
-		first = map[string]time.Duration{}
+		back  time.Time                    // when the server came back
+		first = map[string]time.Duration{} // first dial after back, by node
+		last  = map[string]time.Time{}     // last dial before back, by node
 	)
-	cl.setFault(func(w http.ResponseWriter, r *http.Request) bool {
-		if kind(r) != "poll" {
-			return false
+	// Each node's first poll after the outage is timed where it starts: the
+	// node's dial (a reset connection is not reused, so every retry dials).
+	// That is the backoff's own timing, before any queueing in the server.
+	dialer := func(node string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			if back.IsZero() {
+				last[node] = time.Now()
+			} else if _, ok := first[node]; !ok {
+				first[node] = time.Since(back)
+			}
+			mu.Unlock()
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
 		}
-		node := strings.TrimPrefix(strings.TrimSuffix(r.URL.Path, "/poll"), "/edge/v1/nodes/")
-		mu.Lock()
-		if _, ok := first[node]; !ok && !back.IsZero() {
-			first[node] = time.Since(back)
-		}
-		mu.Unlock()
-		return false
-	})
+	}
+	// The nodes reach the real server through a TCP front that resets every
+	// connection during the outage (not through the fault proxy: its second
+	// HTTP hop would double the connections a thousand long polls hold).
+	front := startTCPFront(t, strings.TrimPrefix(cl.url(), "http://"), frontReset)
 	var all []server.Call
-	mems := make([]*memNode, nodes)
 	for i := range nodes {
-		all = append(all, echoCalls(fmt.Sprintf("node-%03d", i), []string{fmt.Sprintf("fleet-%03d", i)}, "at_most_once")...)
+		// Half at-most-once (STARTED synced before the run), half idempotent.
+		effect := []string{"at_most_once", "idempotent"}[i%2]
+		all = append(all, echoCalls(fmt.Sprintf("node-%04d", i), []string{fmt.Sprintf("fleet-%04d", i)}, effect)...)
 	}
 	cl.enqueue(all...)
-	for i := range nodes {
-		m := newMemNode()
-		c := remote.New(remote.Config{URL: front.url(), NodeID: fmt.Sprintf("node-%03d", i), PollWait: 500 * time.Millisecond,
-			ReadTimeout: 3 * time.Second, BackoffBase: base, BackoffMax: ceil}, m, quiet, nil)
-		m.link.Store(c)
-		mems[i] = m
-		if err := c.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = c.Stop(ctx)
-		})
+	db, err := store.Open(t.TempDir(), config.Defaults().Storage, quiet)
+	if err != nil {
+		t.Fatal(err)
 	}
+	ex := &testExec{runs: map[string]int{}}
+	fleet := make([]*fleetNode, nodes)
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		for _, n := range fleet {
+			if n != nil {
+				wg.Go(n.stop)
+			}
+		}
+		wg.Wait()
+		_ = db.Close()
+	})
+	started := time.Now()
+	for i := range nodes {
+		id := fmt.Sprintf("node-%04d", i)
+		fleet[i] = startFleetNode(t, db, ex, id, remote.Config{URL: front.url(), PollWait: 2 * time.Second,
+			ReadTimeout: 10 * time.Second, BackoffBase: base, BackoffMax: ceil, DialContext: dialer(id)})
+	}
+	t.Logf("%d nodes with their journals started in %v", nodes, time.Since(started))
 	// Down long enough for every node's backoff ceiling to reach the cap.
 	time.Sleep(outage)
 	mu.Lock()
@@ -147,15 +141,22 @@ func TestLinkFleetAfterOutage(t *testing.T) {
 
 	idList := make([]string, nodes)
 	for i := range idList {
-		idList[i] = fmt.Sprintf("fleet-%03d", i)
+		idList[i] = fmt.Sprintf("fleet-%04d", i)
 	}
-	cl.waitFinal(idList, 8*time.Second)
+	cl.waitFinal(idList, 60*time.Second)
 	took := time.Since(back)
 
 	mu.Lock()
 	times := make([]time.Duration, 0, len(first))
 	for _, d := range first {
 		times = append(times, d)
+	}
+	for node, at := range last {
+		if _, ok := first[node]; !ok {
+			// Its dial just before the server came back was the one that
+			// got through.
+			times = append(times, at.Sub(back))
+		}
 	}
 	mu.Unlock()
 	if len(times) != nodes {
@@ -180,16 +181,38 @@ func TestLinkFleetAfterOutage(t *testing.T) {
 	if spread < 300*time.Millisecond {
 		t.Errorf("first polls spread over %v only", spread)
 	}
-	for i, m := range mems {
-		id := idList[i]
-		m.mu.Lock()
-		runs := m.runs[id]
-		m.mu.Unlock()
-		if runs != 1 {
+	// The server has the results; a node marks its call REPORTED once the
+	// upload's answer is in.
+	reported := func(i int) bool {
+		r, err := fleet[i].j.Get(idList[i])
+		return err == nil && r != nil && r.State == calls.Reported
+	}
+	waitFor(30*time.Second, func() bool {
+		for i := range fleet {
+			if !reported(i) {
+				return false
+			}
+		}
+		return true
+	})
+	redelivered := 0
+	for i, id := range idList {
+		if runs := ex.count(id); runs != 1 {
 			t.Errorf("%s ran %d times on its node", id, runs)
 		}
-		if c, _ := cl.srv.Get(id); c.State != "done" || c.Deliveries != 1 || c.Result == nil || string(c.Result.Output) != "in "+id {
+		// A poll whose answer the node did not read in time (a loaded
+		// machine) is redelivered: allowed, and deduped by the journal.
+		c, _ := cl.srv.Get(id)
+		if c.State != "done" || c.Result == nil || string(c.Result.Output) != "in "+id {
 			t.Errorf("%s: %+v", id, c)
 		}
+		if c.Deliveries > 1 {
+			redelivered++
+		}
+		if r, err := fleet[i].j.Get(id); err != nil || r == nil || r.State != calls.Reported || r.Runs != 1 || r.Attempt != 1 ||
+			r.Result == nil || string(r.Result.Output) != "in "+id {
+			t.Errorf("%s journal record: %+v", id, r)
+		}
 	}
+	t.Logf("all %d journals REPORTED %v after the control plane came back; %d calls delivered more than once", nodes, time.Since(back), redelivered)
 }

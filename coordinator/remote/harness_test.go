@@ -246,7 +246,9 @@ func startEdgeLog(t testing.TB, cl *cloud, dir string, mod func(*remote.Config),
 		t.Fatal(err)
 	}
 	e := &edge{t: t, db: db, ex: &testExec{runs: map[string]int{}}, reg: prometheus.NewRegistry()}
-	e.j = calls.OpenJournal(db, calls.JournalOptions{}, quiet, nil)
+	if e.j, err = calls.OpenJournal(db, calls.JournalOptions{}, quiet, nil); err != nil {
+		t.Fatal(err)
+	}
 	e.s = calls.NewScheduler(e.ex, calls.Options{Workers: 4, QueueSize: 1000}, quiet, nil)
 	cfg := remote.Config{URL: cl.proxy.URL, NodeID: "edge-1", PollWait: 500 * time.Millisecond, BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
 	if mod != nil {

@@ -348,6 +348,10 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
 	n.inflight++
 	var resp remote.PollResponse
 	var dirty []*Call
+	// Leases that ran out first: a renewal arriving after its lease expired
+	// (a node paused or cut off longer than the lease) does not revive it;
+	// the node hears the call is lost and gets it again as a new attempt.
+	dirty = append(dirty, s.expireLocked(n, now)...)
 	// Acks, lost deliveries, renewals.
 	for _, c := range n.held {
 		switch {
@@ -375,7 +379,6 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
 	}
 	resp.Cancel = append(resp.Cancel, n.cancels...)
 	n.cancels = nil
-	dirty = append(dirty, s.expireLocked(n, now)...)
 	s.mu.Unlock()
 	if err := s.persist(dirty...); err != nil {
 		s.log.Error("persist", "err", err)
