@@ -27,6 +27,10 @@
 //	kill -9 after FINISHED, before upload     e2e TestCloudKillAroundUpload/before_upload
 //	kill -9 during the upload                 e2e TestCloudKillAroundUpload/during_upload
 //	kill -9 while acknowledging (journal)     calls.TestJournalKill9
+//	SIGTERM, drain deadline cuts running and
+//	  queued calls: left STARTED/RECEIVED,
+//	  nothing uploaded, recovered at the next
+//	  start (idempotent and at-most-once)     e2e TestCloudDrainDeadlineCut, calls.TestDurableDrainDeadlineCut
 //	result request lost                       TestLinkResultRequestLost
 //	result response lost after stored         TestLinkResultResponseLost
 //	replay with a different output (409)      server.TestResults
