@@ -131,7 +131,7 @@ type Call struct {
 	// the call short (running or still queued); set before Done. A
 	// journaled call so cut is left as a crash would leave it.
 	cutByShutdown bool
-	queuedAt time.Time          // when it entered a scheduler queue, for aging
+	queuedAt      time.Time // when it entered a scheduler queue, for aging
 }
 
 // Result is the outcome of a finished call.
