@@ -48,6 +48,13 @@
 //	  certificate (no request sent, backoff,
 //	  error names the problem, tls_error)     TestLinkTLSBadCertificates, TestLinkTLSStateWhileRefused
 //	certificate rotation mid-session          TestLinkTLSCertificateRotation
+//	client certificate (mTLS) rotation
+//	  mid-session, same node id (server sees
+//	  the new serial, no call lost or re-run) TestLinkMTLSClientCertRotation
+//	client certificate rotated to another
+//	  node id (not presented, tls_error,
+//	  recovers when fixed); presented anyway:
+//	  403 from the server, forbidden          TestLinkMTLSClientCertWrongNode, TestLinkMTLSServerChecksNodeID
 //	1 byte per 100 ms on poll and on upload   TestLinkSlowDrip (Config.ReadTimeout cuts it)
 //	Retry-After date, server clock +1h, -1h,
 //	  1970                                    TestLinkRetryAfterDateSkewedServerClock, TestParseRetryAfter
@@ -66,10 +73,9 @@
 //	  each node's call run once)              TestLinkFleetAfterOutage (real Clients,
 //	                                          in-memory Nodes, not journals)
 //
-// Not yet covered by a test: a step of the
-// node's own wall clock mid-lease and a monotonic pause longer than the
-// lease (neither can be made in process: the link reads no wall time for
-// timing, which the Date-header tests show from the server side), a
-// client certificate (mTLS) rotation, and the fleet case at a thousand
-// nodes or with a journal per node.
+// Not yet covered by a test: a step of the node's own wall clock
+// mid-lease and a monotonic pause longer than the lease (neither can be
+// made in process: the link reads no wall time for timing, which the
+// Date-header tests show from the server side), and the fleet case at a
+// thousand nodes or with a journal per node.
 package remote

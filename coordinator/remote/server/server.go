@@ -245,7 +245,8 @@ func (s *Server) Handler() http.Handler {
 	return s.operatorAuth(mux)
 }
 
-// edge checks the protocol version and the node's credentials.
+// edge checks the protocol version and the node's credentials: its bearer
+// token, and the node named by a verified client certificate (mTLS).
 func (s *Server) edge(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if v := r.Header.Get(remote.HeaderProtocol); v != remote.Protocol {
@@ -263,6 +264,10 @@ func (s *Server) edge(h http.HandlerFunc) http.HandlerFunc {
 				httpError(w, http.StatusForbidden, "token is not for node "+r.PathValue("node"))
 				return
 			}
+		}
+		if id, ok := certNode(r); ok && id != r.PathValue("node") {
+			httpError(w, http.StatusForbidden, "client certificate is for node "+id+", not "+r.PathValue("node"))
+			return
 		}
 		h(w, r)
 	}
