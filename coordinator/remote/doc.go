@@ -65,6 +65,11 @@
 //	blackhole (TCP accepted, never answered:
 //	  each poll ends at the read timeout,
 //	  full-jitter backoff, state backoff)     TestLinkBlackhole
+//	upload blackhole (result requests never
+//	  answered, polls work: outbox holds
+//	  FINISHED, capacity 0 past the cap,
+//	  each upload cut at the read timeout,
+//	  backoff; recorded once after)           TestLinkUploadBlackhole
 //	host name does not resolve (DNSError
 //	  through Config.DialContext; logged as
 //	  "cannot resolve ... <host>", dns_error) TestLinkDNSFailure
