@@ -2,12 +2,9 @@ package coordinator
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -65,7 +62,7 @@ func (p *cloudPart) start(ctx context.Context) error {
 	}
 	p.journal = j
 	if cfg.Cloud.Enabled() {
-		tlsCfg, err := cloudTLS(cfg.Cloud.TLS)
+		tlsCfg, err := remote.ClientTLS(cfg.Node.ID, cfg.Cloud.TLS.CAFile, cfg.Cloud.TLS.CertFile, cfg.Cloud.TLS.KeyFile)
 		if err != nil {
 			return err
 		}
@@ -277,36 +274,6 @@ func (p *cloudPart) closeJournal(context.Context) error {
 		return nil
 	}
 	return p.journal.Close()
-}
-
-func cloudTLS(t config.TLS) (*tls.Config, error) {
-	if t.CAFile == "" && t.CertFile == "" {
-		return nil, nil
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("cloud tls: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("cloud tls: %s holds no PEM certificate", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		// Loaded on every handshake, so a rotated certificate is picked up
-		// by the next connection without a restart.
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("cloud tls client certificate: %w", err)
-			}
-			return &cert, nil
-		}
-	}
-	return cfg, nil
 }
 
 // CallInfo is one journaled call as `outpost calls` shows it.

@@ -85,6 +85,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 	listen := fs.String("listen", "127.0.0.1:8480", "address to listen on (port 0: a free port, printed)")
 	dir := fs.String("data", "./cloud-data", "state directory (badger)")
 	tokens := fs.String("tokens", "", "file of `NODE TOKEN` lines; empty: no authentication (loopback only)")
+	opToken := fs.String("operator-token-file", "", "file holding the operator API's bearer token (re-read when it changes); required beyond loopback")
 	lease := fs.Duration("lease", 30*time.Second, "default lease of a delivered call")
 	live := fs.Duration("live-window", 5*time.Second, "a poller that polled this recently still owns its node")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate")
@@ -93,7 +94,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 		return code
 	}
 	log := slog.New(slog.NewTextHandler(errOut, nil)).With("part", "cloud")
-	opts := server.Options{Dir: *dir, Lease: *lease, LiveWindow: *live, Log: log}
+	opts := server.Options{Dir: *dir, Lease: *lease, LiveWindow: *live, Log: log, OperatorTokenFile: *opToken}
 	if *tokens != "" {
 		m, err := readTokens(*tokens)
 		if err != nil {
@@ -112,6 +113,11 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 	if err != nil {
 		fmt.Fprintf(errOut, "outpost-cloud serve: %v\n", err)
 		return 1
+	}
+	if err := checkOperatorAuth(ln.Addr(), *opToken, log); err != nil {
+		_ = ln.Close()
+		fmt.Fprintf(errOut, "outpost-cloud serve: %v\n", err)
+		return 2
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(out, "listening on %s\n", ln.Addr())
@@ -159,12 +165,9 @@ func readTokens(path string) (map[string]string, error) {
 
 // api is a client of the operator API.
 type api struct {
-	base string
-	hc   *http.Client
-}
-
-func addServer(fs *flag.FlagSet) *string {
-	return fs.String("server", envOr("OUTPOST_CLOUD", "http://127.0.0.1:8480"), "control plane URL ($OUTPOST_CLOUD)")
+	base      string
+	tokenFile string // operator token; "" sends none
+	hc        *http.Client
 }
 
 func envOr(k, d string) string {
@@ -174,8 +177,8 @@ func envOr(k, d string) string {
 	return d
 }
 
-func newAPI(base string) *api {
-	return &api{base: strings.TrimRight(base, "/"), hc: &http.Client{Timeout: 6 * time.Minute}}
+func newAPI(base, tokenFile string) *api {
+	return &api{base: strings.TrimRight(base, "/"), tokenFile: tokenFile, hc: &http.Client{Timeout: 6 * time.Minute}}
 }
 
 func (a *api) do(ctx context.Context, method, path string, body, out any) error {
@@ -190,6 +193,9 @@ func (a *api) do(ctx context.Context, method, path string, body, out any) error 
 	req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if err := a.authorize(req); err != nil {
+		return err
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
@@ -247,7 +253,7 @@ func cmdEnqueue(ctx context.Context, args []string, in io.Reader, out, errOut io
 	if *id == "" {
 		*id = xid.New().String()
 	}
-	a := newAPI(*srv)
+	a := srv.api()
 	var resp struct{ Calls []server.EnqueueItem }
 	c := server.Call{ID: *id, Node: *nodeID, Task: *task, Input: input, Effect: *effect, Queue: *queue, Priority: *prio, TTLMS: ttl.Milliseconds(), Digest: *digest}
 	if err := a.do(ctx, "POST", "/api/v1/calls", server.EnqueueRequest{Calls: []server.Call{c}}, &resp); err != nil {
@@ -300,7 +306,7 @@ func cmdResults(ctx context.Context, args []string, _ io.Reader, out, errOut io.
 	}
 	var resp struct{ Calls []server.Call }
 	q := "?node=" + *nodeID + "&state=" + *state
-	if err := newAPI(*srv).do(ctx, "GET", "/api/v1/calls"+q, nil, &resp); err != nil {
+	if err := srv.api().do(ctx, "GET", "/api/v1/calls"+q, nil, &resp); err != nil {
 		fmt.Fprintf(errOut, "outpost-cloud results: %v\n", err)
 		return 1
 	}
@@ -336,7 +342,7 @@ func cmdNodes(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 		return code
 	}
 	var resp struct{ Nodes []server.NodeInfo }
-	if err := newAPI(*srv).do(ctx, "GET", "/api/v1/nodes", nil, &resp); err != nil {
+	if err := srv.api().do(ctx, "GET", "/api/v1/nodes", nil, &resp); err != nil {
 		fmt.Fprintf(errOut, "outpost-cloud nodes: %v\n", err)
 		return 1
 	}
@@ -360,7 +366,7 @@ func cmdCancel(ctx context.Context, args []string, _ io.Reader, _, errOut io.Wri
 		fmt.Fprintln(errOut, "Usage: outpost-cloud cancel CALL_ID")
 		return 2
 	}
-	if err := newAPI(*srv).do(ctx, "DELETE", "/api/v1/calls/"+pos[0], nil, nil); err != nil {
+	if err := srv.api().do(ctx, "DELETE", "/api/v1/calls/"+pos[0], nil, nil); err != nil {
 		fmt.Fprintf(errOut, "outpost-cloud cancel: %v\n", err)
 		return 1
 	}
@@ -435,7 +441,7 @@ func cmdBatch(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	a := newAPI(*srv)
+	a := srv.api()
 	created, existing := 0, 0
 	for i := 0; i < len(items); i += *chunk {
 		part := items[i:min(i+*chunk, len(items))]

@@ -61,8 +61,11 @@ func cmdObjectPut(ctx context.Context, args []string, out, errOut io.Writer) int
 	if st.Size() >= progressMin {
 		body = &progressReader{r: f, total: st.Size(), w: errOut, name: pos[0]}
 	}
-	a := newAPI(*srv)
+	a := srv.api()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+"/api/v1/objects", body)
+	if err == nil {
+		err = a.authorize(req)
+	}
 	if err != nil {
 		fmt.Fprintf(errOut, "outpost-cloud object put: %v\n", err)
 		return 1
@@ -115,7 +118,7 @@ func cmdObjectList(ctx context.Context, args []string, out, errOut io.Writer) in
 		return code
 	}
 	var resp struct{ Objects []server.ObjectInfo }
-	if err := newAPI(*srv).do(ctx, "GET", "/api/v1/objects", nil, &resp); err != nil {
+	if err := srv.api().do(ctx, "GET", "/api/v1/objects", nil, &resp); err != nil {
 		fmt.Fprintf(errOut, "outpost-cloud object ls: %v\n", err)
 		return 1
 	}

@@ -209,7 +209,9 @@ func (d *daemon) kill9() {
 	<-d.exited
 }
 
-func cloudDaemon(t *testing.T, c *cloudProc) *daemon {
+// cloudDaemon runs the daemon against c; extra lines of config (top-level
+// sections the base config does not have) are appended.
+func cloudDaemon(t *testing.T, c *cloudProc, extra ...string) *daemon {
 	t.Helper()
 	return startDaemon(t, fmt.Sprintf(`
 node: {id: edge-1}
@@ -223,7 +225,7 @@ cloud:
   poll_wait: 500ms
   backoff_base: 50ms
   backoff_max: 500ms
-`, spinWasm(t), c.proxy))
+`, spinWasm(t), c.proxy)+strings.Join(extra, "\n"))
 }
 
 func spinWasm(t *testing.T) string {

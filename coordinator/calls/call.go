@@ -140,6 +140,10 @@ type Call struct {
 	durable  *Durable           // set when the call is journaled
 	cancel   context.CancelFunc // set while running; guarded by the scheduler's mu
 	canceled bool               // a cancel request came; guarded by the scheduler's mu
+	// cutByShutdown: the drain deadline of the scheduler's own shutdown cut
+	// the call short (running or still queued); set before Done. A
+	// journaled call so cut is left as a crash would leave it.
+	cutByShutdown bool
 	queuedAt time.Time          // when it entered a scheduler queue, for aging
 	// The wait-for chain between calls of tasks (Scheduler.Wait), guarded
 	// by the scheduler's mu: waitingOn is the call this one waits for,

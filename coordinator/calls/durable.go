@@ -254,7 +254,11 @@ func (d *Durable) queue(c *Call, r *Record) {
 	c.durable = d
 	prev := c.Done
 	c.Done = func(c *Call) {
-		d.finish(c)
+		if c.cutByShutdown {
+			d.leaveForRecovery(c)
+		} else {
+			d.finish(c)
+		}
 		if prev != nil {
 			prev(c)
 		}
@@ -322,6 +326,23 @@ func (d *Durable) finish(c *Call) {
 	cp := *r
 	d.j.mu.Unlock()
 	d.onFinish(&cp)
+}
+
+// leaveForRecovery handles a call cut short by the scheduler's own
+// shutdown (the drain deadline): treated like a crash, not a cancellation.
+// Its record stays RECEIVED or STARTED and nothing is reported for it now;
+// the next start's Recover runs it (again, with attempt+1, if it had
+// started and is idempotent) or finishes it as interrupted (at-most-once).
+func (d *Durable) leaveForRecovery(c *Call) {
+	d.j.mu.Lock()
+	r := d.j.recs[c.ID]
+	var st State
+	if r != nil {
+		st = r.State
+	}
+	d.j.mu.Unlock()
+	d.log.Warn("call cut by the drain deadline: left in the journal for the next start", "call", c.ID, "task", c.Task,
+		"state", st, "effect", c.Effect, "attempt", c.Attempt)
 }
 
 // Recover queues again what a crash left unfinished: RECEIVED calls run;

@@ -484,6 +484,7 @@ func (s *Scheduler) execute(c *Call) {
 		c.Result = Result{Status: StatusCanceled, Error: "canceled while running"}
 	case s.base.Err() != nil && !c.Result.OK():
 		c.Result = Result{Status: StatusCanceled, Error: "canceled: shutdown deadline passed while the call ran"}
+		c.cutByShutdown = true
 	}
 	s.record(c)
 }
@@ -531,7 +532,8 @@ func (s *Scheduler) Cancel(id string) bool {
 // Drain stops taking calls and waits until every queued and running call
 // has finished, or ctx ends. Then running calls are canceled and queued
 // ones finish as canceled; Drain returns once all are done, reporting how
-// many it cut short.
+// many it cut short. Journaled calls cut short are not finished in the
+// journal (Durable): the next start recovers them as after a crash.
 func (s *Scheduler) Drain(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
@@ -578,6 +580,7 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 	for _, c := range dropped {
 		c.Started = time.Now()
 		c.Result = Result{Status: StatusCanceled, Error: "canceled: shutdown deadline passed before the call started"}
+		c.cutByShutdown = true
 		s.record(c)
 		s.mu.Lock()
 		delete(s.live, c.ID)

@@ -485,6 +485,9 @@ func tlsProblem(err error) string {
 	case errors.As(err, &ver):
 		return "certificate refused"
 	}
+	if errors.Is(err, ErrClientCertificate) {
+		return "our client certificate is unusable (see err)"
+	}
 	var rec tls.RecordHeaderError
 	if errors.As(err, &rec) {
 		return "the server does not speak TLS"

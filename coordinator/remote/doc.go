@@ -27,6 +27,10 @@
 //	kill -9 after FINISHED, before upload     e2e TestCloudKillAroundUpload/before_upload
 //	kill -9 during the upload                 e2e TestCloudKillAroundUpload/during_upload
 //	kill -9 while acknowledging (journal)     calls.TestJournalKill9
+//	SIGTERM, drain deadline cuts running and
+//	  queued calls: left STARTED/RECEIVED,
+//	  nothing uploaded, recovered at the next
+//	  start (idempotent and at-most-once)     e2e TestCloudDrainDeadlineCut, calls.TestDurableDrainDeadlineCut
 //	result request lost                       TestLinkResultRequestLost
 //	result response lost after stored         TestLinkResultResponseLost
 //	replay with a different output (409)      server.TestResults
@@ -44,6 +48,13 @@
 //	  certificate (no request sent, backoff,
 //	  error names the problem, tls_error)     TestLinkTLSBadCertificates, TestLinkTLSStateWhileRefused
 //	certificate rotation mid-session          TestLinkTLSCertificateRotation
+//	client certificate (mTLS) rotation
+//	  mid-session, same node id (server sees
+//	  the new serial, no call lost or re-run) TestLinkMTLSClientCertRotation
+//	client certificate rotated to another
+//	  node id (not presented, tls_error,
+//	  recovers when fixed); presented anyway:
+//	  403 from the server, forbidden          TestLinkMTLSClientCertWrongNode, TestLinkMTLSServerChecksNodeID
 //	1 byte per 100 ms on poll and on upload   TestLinkSlowDrip (Config.ReadTimeout cuts it)
 //	Retry-After date, server clock +1h, -1h,
 //	  1970                                    TestLinkRetryAfterDateSkewedServerClock, TestParseRetryAfter
@@ -54,6 +65,11 @@
 //	blackhole (TCP accepted, never answered:
 //	  each poll ends at the read timeout,
 //	  full-jitter backoff, state backoff)     TestLinkBlackhole
+//	upload blackhole (result requests never
+//	  answered, polls work: outbox holds
+//	  FINISHED, capacity 0 past the cap,
+//	  each upload cut at the read timeout,
+//	  backoff; recorded once after)           TestLinkUploadBlackhole
 //	host name does not resolve (DNSError
 //	  through Config.DialContext; logged as
 //	  "cannot resolve ... <host>", dns_error) TestLinkDNSFailure
@@ -90,6 +106,4 @@
 // refused, the calls redelivered as attempt 2, acknowledged and not run
 // again; one run and one result each: e2e TestCloudPauseLongerThanLease,
 // server.TestLeaseRenewedTooLate.
-//
-// Not yet covered by a test: a client certificate (mTLS) rotation.
 package remote

@@ -88,9 +88,12 @@ type tlsFront struct {
 	cert       atomic.Pointer[tls.Certificate]
 	handshakes atomic.Int32 // certificates served
 	requests   atomic.Int32 // HTTP requests that reached the handler
+	peers      peerLog      // client certificates of those requests (mTLS)
 }
 
-func startTLSFront(t *testing.T, cl *cloud, cert *tls.Certificate) *tlsFront {
+// startTLSFront serves cl's control plane over TLS; mods adjust the TLS
+// configuration (client certificates for mTLS).
+func startTLSFront(t *testing.T, cl *cloud, cert *tls.Certificate, mods ...func(*tls.Config)) *tlsFront {
 	t.Helper()
 	f := &tlsFront{}
 	f.cert.Store(cert)
@@ -104,9 +107,13 @@ func startTLSFront(t *testing.T, cl *cloud, cert *tls.Certificate) *tlsFront {
 		f.handshakes.Add(1)
 		return f.cert.Load(), nil
 	}}
+	for _, m := range mods {
+		m(cfg)
+	}
 	h := cl.srv.Handler()
 	f.hs = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.requests.Add(1)
+		f.peers.add(r)
 		h.ServeHTTP(w, r)
 	}))
 	f.hs.Listener = tls.NewListener(ln, cfg)

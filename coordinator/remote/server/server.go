@@ -33,6 +33,10 @@ type Options struct {
 	// Tokens maps a bearer token to the node it authenticates. Empty: no
 	// authentication (loopback development only).
 	Tokens map[string]string
+	// OperatorTokenFile holds the bearer token of the operator API
+	// (/api/v1: enqueue, results, nodes, cancel); it is re-read when it
+	// changes. Empty: the operator API is open (loopback development only).
+	OperatorTokenFile string
 	// Lease is the default lease of a delivered call (30s).
 	Lease time.Duration
 	// LiveWindow: a poller that ended a poll less than this ago is still
@@ -100,10 +104,11 @@ type node struct {
 
 // Server is the control plane.
 type Server struct {
-	opts Options
-	log  *slog.Logger
-	db   *badger.DB
-	objs *objects
+	opts     Options
+	log      *slog.Logger
+	db       *badger.DB
+	objs     *objects
+	operator *operatorToken // nil: operator API open
 
 	// Lock order: persistMu before mu.
 	persistMu sync.Mutex
@@ -135,6 +140,13 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var operator *operatorToken
+	if opts.OperatorTokenFile != "" {
+		operator = &operatorToken{path: opts.OperatorTokenFile}
+		if _, err := operator.load(); err != nil {
+			return nil, err
+		}
+	}
 	bo := badger.DefaultOptions(opts.Dir).WithLogger(nil).WithSyncWrites(true).
 		WithMemTableSize(8 << 20).WithNumMemtables(2).WithBlockCacheSize(16 << 20).WithValueLogFileSize(64 << 20).
 		WithBaseTableSize(4 << 20).WithValueThreshold(1 << 20).WithNumCompactors(2)
@@ -142,7 +154,7 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open server state %s: %w", opts.Dir, err)
 	}
-	s := &Server{opts: opts, log: opts.Log, db: db, objs: objs, calls: map[string]*Call{}, nodes: map[string]*node{}, changed: make(chan struct{})}
+	s := &Server{opts: opts, log: opts.Log, db: db, objs: objs, operator: operator, calls: map[string]*Call{}, nodes: map[string]*node{}, changed: make(chan struct{})}
 	now := time.Now()
 	err = db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte("call/")})
@@ -235,7 +247,8 @@ func (s *Server) persist(cs ...*Call) error {
 	return s.db.Sync()
 }
 
-// Handler returns the HTTP API: /edge/v1 for nodes, /api/v1 for operators.
+// Handler returns the HTTP API: /edge/v1 for nodes, /api/v1 for operators
+// (behind the operator token when Options.OperatorTokenFile is set).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /edge/v1/nodes/{node}/poll", s.edge(s.handlePoll))
@@ -249,10 +262,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/calls/{id}", s.handleCancel)
 	mux.HandleFunc("GET /api/v1/nodes", s.handleNodes)
 	s.objectRoutes(mux)
-	return mux
+	return s.operatorAuth(mux)
 }
 
-// edge checks the protocol version and the node's credentials.
+// edge checks the protocol version and the node's credentials: its bearer
+// token, and the node named by a verified client certificate (mTLS).
 func (s *Server) edge(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if v := r.Header.Get(remote.HeaderProtocol); v != remote.Protocol {
@@ -270,6 +284,10 @@ func (s *Server) edge(h http.HandlerFunc) http.HandlerFunc {
 				httpError(w, http.StatusForbidden, "token is not for node "+r.PathValue("node"))
 				return
 			}
+		}
+		if id, ok := certNode(r); ok && id != r.PathValue("node") {
+			httpError(w, http.StatusForbidden, "client certificate is for node "+id+", not "+r.PathValue("node"))
+			return
 		}
 		h(w, r)
 	}
