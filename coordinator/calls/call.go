@@ -144,7 +144,7 @@ type Call struct {
 	// the call short (running or still queued); set before Done. A
 	// journaled call so cut is left as a crash would leave it.
 	cutByShutdown bool
-	queuedAt time.Time          // when it entered a scheduler queue, for aging
+	queuedAt      time.Time // when it entered a scheduler queue, for aging
 	// The wait-for chain between calls of tasks (Scheduler.Wait), guarded
 	// by the scheduler's mu: waitingOn is the call this one waits for,
 	// waitedBy the call that waits for this one; inQueue is true while the

@@ -98,7 +98,10 @@ type kv struct {
 }
 
 type commitReq struct {
-	kvs   []kv
+	kvs []kv
+	// build, when set, adds writes decided by the committer at write time
+	// (compaction: see Compact).
+	build func() []kv
 	done  chan error // nil: asynchronous (no fsync wait)
 	after func()     // run by the committer once the write is applied
 	// notify, when set, gets the outcome (after the fsync) on the journal's
@@ -417,7 +420,11 @@ func (j *Journal) write(batch []*commitReq) error {
 	}
 	n := 0
 	for _, r := range batch {
-		for _, e := range r.kvs {
+		kvs := r.kvs
+		if r.build != nil {
+			kvs = append(kvs, r.build()...)
+		}
+		for _, e := range kvs {
 			var err error
 			if e.val == nil {
 				err = wb.Delete(e.key)
@@ -440,16 +447,24 @@ func (j *Journal) write(batch []*commitReq) error {
 // commit queues kvs; if durable it waits until they are on disk.
 func (j *Journal) commit(durable bool, kvs ...kv) error {
 	r := &commitReq{kvs: kvs}
-	if durable {
-		r.done = make(chan error, 1)
+	if !durable {
+		select {
+		case j.reqs <- r:
+			return nil
+		case <-j.done:
+			return errJournalClosed
+		}
 	}
+	r.done = make(chan error, 1)
+	return j.wait(r)
+}
+
+// wait queues r (r.done set) and waits until its writes are on disk.
+func (j *Journal) wait(r *commitReq) error {
 	select {
 	case j.reqs <- r:
 	case <-j.done:
 		return errJournalClosed
-	}
-	if !durable {
-		return nil
 	}
 	select {
 	case err := <-r.done:
@@ -710,7 +725,11 @@ func (j *Journal) MarkReported(ids ...string) error {
 // journal clock. It returns how many keys it removed.
 func (j *Journal) Compact(ctx context.Context) (int, error) {
 	cutoff := j.Clock() - j.opts.Retention
-	var dels []kv
+	type victim struct {
+		id, key string
+		rkey    []byte
+	}
+	var old []victim
 	err := j.db.Badger().View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: j.prefixRecord})
 		defer it.Close()
@@ -723,10 +742,7 @@ func (j *Journal) Compact(ctx context.Context) (int, error) {
 				continue // an undecodable record is kept for a person to look at
 			}
 			if r.State == Reported && r.ReportedClock <= cutoff {
-				dels = append(dels, kv{key: it.Item().KeyCopy(nil)})
-				if r.Key != "" && r.Key != r.ID {
-					dels = append(dels, kv{key: j.idemKey(r.Key)})
-				}
+				old = append(old, victim{id: r.ID, key: r.Key, rkey: it.Item().KeyCopy(nil)})
 			}
 		}
 		return nil
@@ -734,13 +750,34 @@ func (j *Journal) Compact(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("compact journal: %w", err)
 	}
-	total := len(dels)
-	for len(dels) > 0 {
-		n := min(len(dels), 1000)
-		if err := j.commit(true, dels[:n]...); err != nil {
+	// The deletes are decided again by the committer as it writes them: a
+	// record a redelivery brought back (in memory again, its new state
+	// queued after this batch or already written) is kept. A redelivery
+	// that reads the store after the delete landed finds nothing, as it
+	// would after any retention.
+	total := 0
+	for len(old) > 0 {
+		part := old[:min(len(old), 1000)]
+		old = old[len(part):]
+		req := &commitReq{done: make(chan error, 1), build: func() []kv {
+			j.mu.Lock()
+			defer j.mu.Unlock()
+			var dels []kv
+			for _, v := range part {
+				if j.recs[v.id] != nil {
+					continue
+				}
+				dels = append(dels, kv{key: v.rkey})
+				if v.key != "" && v.key != v.id && j.keys[v.key] == "" {
+					dels = append(dels, kv{key: j.idemKey(v.key)})
+				}
+			}
+			total += len(dels)
+			return dels
+		}}
+		if err := j.wait(req); err != nil {
 			return 0, fmt.Errorf("compact journal: %w", err)
 		}
-		dels = dels[n:]
 	}
 	j.m.compacted.Add(float64(total))
 	return total, nil

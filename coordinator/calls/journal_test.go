@@ -288,6 +288,77 @@ func TestJournalCompact(t *testing.T) {
 	}
 }
 
+// A redelivery of a reported call that lands while compaction is deleting
+// it: the committer decides the deletes as it writes them, so the record
+// the redelivery brought back is kept (its replayed result is not lost).
+func TestJournalCompactKeepsRedelivered(t *testing.T) {
+	var mono fakeMono
+	r := newRigOpts(t, t.TempDir(), JournalOptions{mono: mono.now}, func(ctx context.Context, c *Call) Result { return Result{Status: StatusOK} })
+	if _, err := r.d.Accept([]*Call{cloudCall("old", Idempotent)}); err != nil {
+		t.Fatal(err)
+	}
+	r.wait(t, 1)
+	if err := r.j.MarkReported("old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.j.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mono.add(24*time.Hour + time.Millisecond)
+	// Hold the committer in its next write: compaction has scanned and
+	// chosen "old" by then.
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.j.fault = func() error {
+		once.Do(func() { close(held); <-release })
+		return nil
+	}
+	compacted := make(chan int, 1)
+	go func() {
+		n, err := r.j.Compact(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		compacted <- n
+	}()
+	<-held
+	accepted := make(chan []Outcome, 1)
+	go func() {
+		out, err := r.d.Accept([]*Call{cloudCall("old", Idempotent)})
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- out
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.j.mu.Lock()
+		back := r.j.recs["old"] != nil
+		r.j.mu.Unlock()
+		if back {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the redelivery did not bring the record back")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if n := <-compacted; n != 0 {
+		t.Errorf("compacted %d keys, want 0: the redelivered record is live again", n)
+	}
+	if out := <-accepted; len(out) != 1 || out[0] != Replayed {
+		t.Fatalf("redelivery outcome %v, want replayed", out)
+	}
+	if err := r.j.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := r.j.load("old")
+	if err != nil || rec == nil || rec.State != Finished {
+		t.Fatalf("record on disk after compaction and redelivery: %+v (%v), want FINISHED (its result replayed)", rec, err)
+	}
+}
+
 // The kill -9 test: a child process accepts calls and prints each id once
 // Accept returned (the moment the daemon would acknowledge it); the
 // parent kills it with SIGKILL mid-stream, then checks that every printed
