@@ -76,7 +76,7 @@ func (e *Engine) compile(ctx context.Context, n normalized) (_ *code, err error)
 		insts: make(map[api.Module]*instance)}
 	defer func() {
 		if err != nil {
-			_ = rt.Close(context.WithoutCancel(ctx))
+			_ = c.closeRuntime(context.WithoutCancel(ctx))
 			c.releaseLibs()
 		}
 	}()
@@ -118,9 +118,23 @@ func (c *code) release() {
 	delete(c.e.codes, c)
 	c.e.codesMu.Unlock()
 	if open { // else Engine.Close already closed it
-		_ = c.rt.Close(context.Background())
+		_ = c.closeRuntime(context.Background())
 	}
 	c.releaseLibs()
+}
+
+// closeRuntime closes the compiled module and the code's runtime. The
+// compiled module needs its own Close: closing a runtime that shares the
+// engine's compilation cache keeps its compiled code (executable memory) in
+// the cache's engine until the engine closes, so every replaced version of
+// a task would stay mapped (TestReplacedCodeIsUnmapped).
+func (c *code) closeRuntime(ctx context.Context) error {
+	var errs []error
+	if c.compiled != nil {
+		errs = append(errs, c.compiled.Close(ctx))
+	}
+	errs = append(errs, c.rt.Close(ctx))
+	return errors.Join(errs...)
 }
 
 // releaseLibs drops the code's references on its libraries.
