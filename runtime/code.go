@@ -80,11 +80,25 @@ func (e *Engine) compile(ctx context.Context, n normalized) (_ *code, err error)
 			c.releaseLibs()
 		}
 	}()
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
-		return nil, fmt.Errorf("instantiate wasi: %w", err)
+	// WASI and the host module only where the module imports them:
+	// instantiating them costs more than a tiny module's compile. With
+	// libraries both are always there: without them, linking a library
+	// compiled in the library runtime fails with a signature mismatch
+	// (wazero numbers function types per runtime). Bytes that do not parse
+	// get both; the compile names the error.
+	wasi, host := true, true
+	if imps, err := parseImports(n.bin); err == nil && len(n.libs) == 0 {
+		wasi, host = importsModule(imps, wasiModule), importsModule(imps, hostModule)
 	}
-	if err := c.instantiateHostModule(ctx); err != nil {
-		return nil, fmt.Errorf("instantiate host module: %w", err)
+	if wasi {
+		if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+			return nil, fmt.Errorf("instantiate wasi: %w", err)
+		}
+	}
+	if host {
+		if err := c.instantiateHostModule(ctx); err != nil {
+			return nil, fmt.Errorf("instantiate host module: %w", err)
+		}
 	}
 
 	if err := e.link(ctx, c, n); err != nil {
@@ -177,6 +191,16 @@ var (
 	sigHandle = signature{params: []api.ValueType{i32, i32}, results: []api.ValueType{i64}}
 	sigVoid   = signature{}
 )
+
+// importsModule reports whether imps has an import from module.
+func importsModule(imps []wasmImport, module string) bool {
+	for _, imp := range imps {
+		if imp.module == module {
+			return true
+		}
+	}
+	return false
+}
 
 // validate checks the module's imports and exports against the ABI and sets
 // the resolved ABI.
