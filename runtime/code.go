@@ -47,9 +47,13 @@ type code struct {
 	compiled wazero.CompiledModule
 	abi      string // resolved: reactor or command
 	hasInit  bool
-	size     int
-	refs     atomic.Int32 // tasks using it
-	libs     []linked     // libraries, dependencies first
+	// wasi and host: the runtime has WASI and the outpost host module (the
+	// module or a library imports them). Without WASI an instance needs no
+	// stdio; without the host module no host function looks it up.
+	wasi, host bool
+	size       int
+	refs       atomic.Int32 // tasks using it
+	libs       []linked     // libraries, dependencies first
 
 	mu    sync.Mutex
 	insts map[api.Module]*instance // live instances, for host functions
@@ -86,16 +90,16 @@ func (e *Engine) compile(ctx context.Context, n normalized) (_ *code, err error)
 	// compiled in the library runtime fails with a signature mismatch
 	// (wazero numbers function types per runtime). Bytes that do not parse
 	// get both; the compile names the error.
-	wasi, host := true, true
+	c.wasi, c.host = true, true
 	if imps, err := parseImports(n.bin); err == nil && len(n.libs) == 0 {
-		wasi, host = importsModule(imps, wasiModule), importsModule(imps, hostModule)
+		c.wasi, c.host = importsModule(imps, wasiModule), importsModule(imps, hostModule)
 	}
-	if wasi {
+	if c.wasi {
 		if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 			return nil, fmt.Errorf("instantiate wasi: %w", err)
 		}
 	}
-	if host {
+	if c.host {
 		if err := c.instantiateHostModule(ctx); err != nil {
 			return nil, fmt.Errorf("instantiate host module: %w", err)
 		}
