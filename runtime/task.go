@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tetratelabs/wazero"
@@ -366,8 +367,13 @@ func (t *task) call(ctx context.Context, input []byte) (out []byte, err error) {
 		return nil, t.fail(&CallError{Task: t.name, Kind: KindMemory,
 			Msg: fmt.Sprintf("input of %d bytes exceeds the memory limit of %d bytes", len(input), t.limits.MemoryLimit)})
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, t.limits.Timeout, errTaskTimeout)
-	defer cancel()
+	// The task's timeout, unless the caller's deadline comes first (then a
+	// second timer would never fire).
+	if d, ok := ctx.Deadline(); !ok || time.Until(d) > t.limits.Timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, t.limits.Timeout, errTaskTimeout)
+		defer cancel()
+	}
 	var ce *CallError
 	if t.code.abi == ABICommand {
 		out, ce = t.callCommand(ctx, input)

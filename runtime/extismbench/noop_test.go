@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	outpostrt "github.com/outpost-edge/outpost/runtime"
 )
 
 // BenchmarkNoopThroughput measures calls per second of a no-op call on all
@@ -28,6 +29,8 @@ import (
 //     coordinator, started as `outpost run` starts it), called through
 //     Coordinator.Call: the scheduler, the task's pool of warm instances,
 //     input into and output out of the guest's memory.
+//   - outpost-engine: the same task in the runtime engine alone (its pool,
+//     no scheduler), called with Engine.Call.
 //   - extism: testdata/noop-extism.wasm compiled once as an Extism plugin with
 //     the same wazero runtime config (compiler, CloseOnContextDone), one plugin
 //     instance per goroutine (they are not safe for concurrent use), called
@@ -59,6 +62,34 @@ func BenchmarkNoopThroughput(b *testing.B) {
 				cancel()
 				if err != nil || rc != 0 {
 					b.Errorf("extism call: rc %d, %v", rc, err)
+					return
+				}
+			}
+		})
+		reportRate(b)
+	})
+
+	b.Run("outpost-engine", func(b *testing.B) {
+		ctx := context.Background()
+		e := outpostrt.New(outpostrt.Options{})
+		if err := e.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer e.Close(ctx)
+		set, err := e.Load(ctx, []outpostrt.Spec{{Name: "noop", Module: "testdata/noop.wasm", Concurrency: 2}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		e.Activate(set)
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := e.Call(cctx, "noop", input)
+				cancel()
+				if err != nil {
+					b.Errorf("engine call: %v", err)
 					return
 				}
 			}
