@@ -86,6 +86,7 @@ pair "command module call (ns/op) vs reactor"    BenchmarkCall/raw-wazero Benchm
 pair "fresh-instance call (ns/op) vs raw wazero"  BenchmarkFreshInstance/raw-wazero BenchmarkFreshInstance/engine-tuned ns/op 1 "target: < 10000 ns"
 pair "fresh-instance call vs raw wazero tuned"    BenchmarkFreshInstance/raw-wazero-tuned BenchmarkFreshInstance/engine-tuned ns/op 1 ""
 pair "fresh-instance call, engine untuned"        BenchmarkFreshInstance/raw-wazero BenchmarkFreshInstance/engine-default ns/op 1 ""
+pair "fresh-instance CPU (cpu-ns/op) vs raw tuned" BenchmarkFreshInstance/raw-wazero-tuned BenchmarkFreshInstance/engine-tuned cpu-ns/op 1 "all threads, GC included"
 pair "deploy->first call, tiny, cold (ns/op)"     BenchmarkDeploy/raw-wazero/tiny/cold BenchmarkDeploy/outpost/tiny/cold ns/op 1 ""
 pair "deploy->first call, tiny, warm disk cache"  BenchmarkDeploy/raw-wazero/tiny/warm-disk BenchmarkDeploy/outpost/tiny/warm-disk ns/op 1 ""
 pair "deploy->first call, Go, cold (ns/op)"       BenchmarkDeploy/raw-wazero/go/cold BenchmarkDeploy/outpost/go/cold ns/op 1 ""
