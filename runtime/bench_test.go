@@ -117,7 +117,8 @@ func BenchmarkCommand(b *testing.B) {
 // with wazero's defaults (compiler, CloseOnContextDone, a deadline);
 // raw-wazero-tuned adds what the engine does: WithRandSource(crypto/rand)
 // and the reusing off-heap memory allocator. engine-default is the engine
-// with both tunings off, engine-tuned as it runs.
+// with both tunings off, engine-tuned as it runs. Besides wall time each
+// reports its CPU time per call (cpu-ns/op), steadier on a shared machine.
 func BenchmarkFreshInstance(b *testing.B) {
 	input := []byte("0123456789abcdef")
 	ctx := context.Background()
@@ -142,7 +143,10 @@ func BenchmarkFreshInstance(b *testing.B) {
 			}
 			stack := make([]uint64, 2)
 			b.ReportAllocs()
+			cpu := startCPU()
+			defer cpu.report(b)
 			for b.Loop() {
+				cpu.ops++
 				cctx, cancel := context.WithTimeout(ictx, 5*time.Second)
 				mod, err := rt.InstantiateModule(cctx, compiled, cfg)
 				if err != nil {
@@ -189,7 +193,10 @@ func BenchmarkFreshInstance(b *testing.B) {
 			}
 			e.Activate(set)
 			b.ReportAllocs()
+			cpu := startCPU()
+			defer cpu.report(b)
 			for b.Loop() {
+				cpu.ops++
 				out, err := e.Call(ctx, "echo", input)
 				if err != nil {
 					b.Fatal(err)

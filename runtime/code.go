@@ -47,9 +47,13 @@ type code struct {
 	compiled wazero.CompiledModule
 	abi      string // resolved: reactor or command
 	hasInit  bool
-	size     int
-	refs     atomic.Int32 // tasks using it
-	libs     []linked     // libraries, dependencies first
+	// wasi and host: the runtime has WASI and the outpost host module (the
+	// module or a library imports them). Without WASI an instance needs no
+	// stdio; without the host module no host function looks it up.
+	wasi, host bool
+	size       int
+	refs       atomic.Int32 // tasks using it
+	libs       []linked     // libraries, dependencies first
 
 	mu    sync.Mutex
 	insts map[api.Module]*instance // live instances, for host functions
@@ -76,15 +80,29 @@ func (e *Engine) compile(ctx context.Context, n normalized) (_ *code, err error)
 		insts: make(map[api.Module]*instance)}
 	defer func() {
 		if err != nil {
-			_ = rt.Close(context.WithoutCancel(ctx))
+			_ = c.closeRuntime(context.WithoutCancel(ctx))
 			c.releaseLibs()
 		}
 	}()
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
-		return nil, fmt.Errorf("instantiate wasi: %w", err)
+	// WASI and the host module only where the module imports them:
+	// instantiating them costs more than a tiny module's compile. With
+	// libraries both are always there: without them, linking a library
+	// compiled in the library runtime fails with a signature mismatch
+	// (wazero numbers function types per runtime). Bytes that do not parse
+	// get both; the compile names the error.
+	c.wasi, c.host = true, true
+	if imps, err := parseImports(n.bin); err == nil && len(n.libs) == 0 {
+		c.wasi, c.host = importsModule(imps, wasiModule), importsModule(imps, hostModule)
 	}
-	if err := c.instantiateHostModule(ctx); err != nil {
-		return nil, fmt.Errorf("instantiate host module: %w", err)
+	if c.wasi {
+		if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+			return nil, fmt.Errorf("instantiate wasi: %w", err)
+		}
+	}
+	if c.host {
+		if err := c.instantiateHostModule(ctx); err != nil {
+			return nil, fmt.Errorf("instantiate host module: %w", err)
+		}
 	}
 
 	if err := e.link(ctx, c, n); err != nil {
@@ -118,9 +136,23 @@ func (c *code) release() {
 	delete(c.e.codes, c)
 	c.e.codesMu.Unlock()
 	if open { // else Engine.Close already closed it
-		_ = c.rt.Close(context.Background())
+		_ = c.closeRuntime(context.Background())
 	}
 	c.releaseLibs()
+}
+
+// closeRuntime closes the compiled module and the code's runtime. The
+// compiled module needs its own Close: closing a runtime that shares the
+// engine's compilation cache keeps its compiled code (executable memory) in
+// the cache's engine until the engine closes, so every replaced version of
+// a task would stay mapped (TestReplacedCodeIsUnmapped).
+func (c *code) closeRuntime(ctx context.Context) error {
+	var errs []error
+	if c.compiled != nil {
+		errs = append(errs, c.compiled.Close(ctx))
+	}
+	errs = append(errs, c.rt.Close(ctx))
+	return errors.Join(errs...)
 }
 
 // releaseLibs drops the code's references on its libraries.
@@ -163,6 +195,16 @@ var (
 	sigHandle = signature{params: []api.ValueType{i32, i32}, results: []api.ValueType{i64}}
 	sigVoid   = signature{}
 )
+
+// importsModule reports whether imps has an import from module.
+func importsModule(imps []wasmImport, module string) bool {
+	for _, imp := range imps {
+		if imp.module == module {
+			return true
+		}
+	}
+	return false
+}
 
 // validate checks the module's imports and exports against the ABI and sets
 // the resolved ABI.

@@ -561,7 +561,7 @@ wait:
 	e.codesMu.Unlock()
 	closeCtx := context.WithoutCancel(ctx)
 	for _, c := range codes {
-		if err := c.rt.Close(closeCtx); err != nil {
+		if err := c.closeRuntime(closeCtx); err != nil {
 			errs = append(errs, fmt.Errorf("close runtime: %w", err))
 		}
 	}

@@ -148,6 +148,17 @@ func TestTimeoutThenOtherCallsWork(t *testing.T) {
 	if !errors.Is(ce, context.DeadlineExceeded) && !strings.Contains(ce.Msg, "deadline") {
 		t.Errorf("caller deadline: %v", ce)
 	}
+	// A caller deadline longer than the task timeout does not.
+	lctx, lcancel := context.WithTimeout(ctx, time.Minute)
+	defer lcancel()
+	start = time.Now()
+	_, err = e.Call(lctx, "loop", nil)
+	if ce := callErr(t, err, KindTimeout); !strings.Contains(ce.Msg, "within the task timeout of 100ms") {
+		t.Errorf("task timeout under a longer caller deadline: %v", ce)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("loop stopped after %s under a 1 minute caller deadline, want about 100ms", d)
+	}
 	if out, err := e.Call(ctx, "echo", []byte("still alive")); err != nil || string(out) != "still alive" {
 		t.Fatalf("echo after timeout: %q, %v", out, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tetratelabs/wazero"
@@ -211,8 +212,12 @@ func (t *task) getStdio() *stdio {
 	return s
 }
 
-// putStdio flushes s and keeps it for reuse (at most concurrency of them).
+// putStdio flushes s and keeps it for reuse (at most concurrency of them);
+// nil (an instance without WASI) is ignored.
 func (t *task) putStdio(s *stdio) {
+	if s == nil {
+		return
+	}
 	s.stderr.Flush()
 	s.stdout.Flush()
 	t.mu.Lock()
@@ -237,8 +242,13 @@ func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
 	if ce := t.reserve(); ce != nil {
 		return nil, ce
 	}
-	inst := &instance{task: t, stack: make([]uint64, 2), io: t.getStdio()}
-	mod, libs, err := t.instantiate(t.instantiateCtx(ctx), inst.io.cfg)
+	inst := &instance{task: t, stack: make([]uint64, 2)}
+	cfg := t.base
+	if t.code.wasi {
+		inst.io = t.getStdio()
+		cfg = inst.io.cfg
+	}
+	mod, libs, err := t.instantiate(t.instantiateCtx(ctx), cfg)
 	if err != nil {
 		t.e.releaseMemory(t.memReserve)
 		t.putStdio(inst.io)
@@ -251,9 +261,7 @@ func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
 	inst.alloc = mod.ExportedFunction(exportAlloc)
 	inst.handle = mod.ExportedFunction(exportHandle)
 	inst.limit = memLimit(inst.mem, t.limits.MemoryLimit)
-	t.code.mu.Lock()
-	t.code.insts[mod] = inst
-	t.code.mu.Unlock()
+	t.code.register(inst)
 	if t.code.hasInit {
 		if err := mod.ExportedFunction(exportInit).CallWithStack(ctx, nil); err != nil {
 			ce := t.classify(ctx, inst, err, exportInit)
@@ -276,10 +284,27 @@ func memLimit(mem api.Memory, limit uint64) uint64 {
 	return limit
 }
 
+// register makes inst known to the host functions, if the code has them.
+func (c *code) register(inst *instance) {
+	if !c.host {
+		return
+	}
+	c.mu.Lock()
+	c.insts[inst.mod] = inst
+	c.mu.Unlock()
+}
+
+func (c *code) unregister(inst *instance) {
+	if !c.host {
+		return
+	}
+	c.mu.Lock()
+	delete(c.insts, inst.mod)
+	c.mu.Unlock()
+}
+
 func (t *task) closeInstance(inst *instance) {
-	t.code.mu.Lock()
-	delete(t.code.insts, inst.mod)
-	t.code.mu.Unlock()
+	t.code.unregister(inst)
 	_ = inst.mod.Close(context.Background())
 	closeModules(inst.libs)
 	t.e.releaseMemory(t.memReserve)
@@ -342,8 +367,13 @@ func (t *task) call(ctx context.Context, input []byte) (out []byte, err error) {
 		return nil, t.fail(&CallError{Task: t.name, Kind: KindMemory,
 			Msg: fmt.Sprintf("input of %d bytes exceeds the memory limit of %d bytes", len(input), t.limits.MemoryLimit)})
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, t.limits.Timeout, errTaskTimeout)
-	defer cancel()
+	// The task's timeout, unless the caller's deadline comes first (then a
+	// second timer would never fire).
+	if d, ok := ctx.Deadline(); !ok || time.Until(d) > t.limits.Timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, t.limits.Timeout, errTaskTimeout)
+		defer cancel()
+	}
 	var ce *CallError
 	if t.code.abi == ABICommand {
 		out, ce = t.callCommand(ctx, input)
@@ -444,14 +474,8 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 	inst := &instance{task: t, mod: mod, mem: mod.Memory()}
 	defer inst.async.cancelAll()
 	inst.limit = memLimit(inst.mem, t.limits.MemoryLimit)
-	t.code.mu.Lock()
-	t.code.insts[mod] = inst // host functions find the instance
-	t.code.mu.Unlock()
-	defer func() {
-		t.code.mu.Lock()
-		delete(t.code.insts, mod)
-		t.code.mu.Unlock()
-	}()
+	t.code.register(inst) // host functions find the instance
+	defer t.code.unregister(inst)
 	err = mod.ExportedFunction(exportStart).CallWithStack(ctx, nil)
 	var exit *sys.ExitError
 	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 0) {

@@ -12,15 +12,23 @@ benchtime=${BENCHTIME:-1s}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-run() { # package regexp benchtime
-  if ! go test -run '^$' -bench "$2" -benchtime "$3" -count "$count" "$1" > "$out/last.txt" 2>&1; then
-    echo "benchmarks of $1 failed:" >&2; tail -20 "$out/last.txt" >&2
+run() { # package regexp benchtime [go test flags...]
+  local pkg=$1 re=$2 bt=$3
+  shift 3
+  if ! go test -run '^$' -bench "$re" -benchtime "$bt" -count "$count" "$@" "$pkg" > "$out/last.txt" 2>&1; then
+    echo "benchmarks of $pkg failed:" >&2; tail -20 "$out/last.txt" >&2
   fi
   grep -E '^Benchmark' "$out/last.txt" >> "$out/all.txt" || true
 }
 
 # Which suites: all by default, or a list such as "daemon runtime".
-suites=${SUITES:-"daemon runtime durable telemetry"}
+#   daemon    warm calls through the scheduler and MQTT round trips
+#   runtime   host functions, commands, fresh instances
+#   deploy    deploy to first call, cold and with a warm disk cache
+#   extism    no-op call throughput on 2 cores vs Extism's Go SDK (nested
+#             module runtime/extismbench, its own go.mod)
+#   durable, telemetry
+suites=${SUITES:-"daemon runtime deploy extism durable telemetry"}
 has() { case " $suites " in *" $1 "*) return 0 ;; esac; return 1; }
 
 echo "== running benchmarks (count=$count, suites: $suites)"
@@ -29,7 +37,14 @@ if has daemon; then
   run ./coordinator 'BenchmarkMQTTRoundTrip' 20000x
 fi
 if has runtime; then
-  run ./runtime 'BenchmarkHostCall|BenchmarkCommand' "$benchtime"
+  run ./runtime 'BenchmarkHostCall|BenchmarkCommand|BenchmarkFreshInstance' "$benchtime"
+fi
+if has deploy; then
+  run ./coordinator 'BenchmarkDeploy/.*/tiny/' 100x
+  run ./coordinator 'BenchmarkDeploy/.*/go/' 5x
+fi
+if has extism; then
+  (cd runtime/extismbench && run . 'BenchmarkNoopThroughput' "$benchtime" -cpu 2)
 fi
 if has durable; then
   run ./coordinator/calls 'BenchmarkJournalWrite|BenchmarkDurableCall' 3000x
@@ -68,6 +83,16 @@ pair "MQTT round trip p50 (µs) vs bare broker"   BenchmarkMQTTRoundTrip/latency
 pair "MQTT round trip p99 (µs) vs bare broker"   BenchmarkMQTTRoundTrip/latency/bare-broker BenchmarkMQTTRoundTrip/latency/outpost p99-µs 1 ""
 pair "host function call (ns/op) vs plain call"  BenchmarkHostCall/echo-baseline BenchmarkHostCall/now ns/op 1 ""
 pair "command module call (ns/op) vs reactor"    BenchmarkCall/raw-wazero BenchmarkCommand ns/op 1 "per-call instantiate"
+pair "fresh-instance call (ns/op) vs raw wazero"  BenchmarkFreshInstance/raw-wazero BenchmarkFreshInstance/engine-tuned ns/op 1 "target: < 10000 ns"
+pair "fresh-instance call vs raw wazero tuned"    BenchmarkFreshInstance/raw-wazero-tuned BenchmarkFreshInstance/engine-tuned ns/op 1 ""
+pair "fresh-instance call, engine untuned"        BenchmarkFreshInstance/raw-wazero BenchmarkFreshInstance/engine-default ns/op 1 ""
+pair "fresh-instance CPU (cpu-ns/op) vs raw tuned" BenchmarkFreshInstance/raw-wazero-tuned BenchmarkFreshInstance/engine-tuned cpu-ns/op 1 "all threads, GC included"
+pair "deploy->first call, tiny, cold (ns/op)"     BenchmarkDeploy/raw-wazero/tiny/cold BenchmarkDeploy/outpost/tiny/cold ns/op 1 ""
+pair "deploy->first call, tiny, warm disk cache"  BenchmarkDeploy/raw-wazero/tiny/warm-disk BenchmarkDeploy/outpost/tiny/warm-disk ns/op 1 ""
+pair "deploy->first call, Go, cold (ns/op)"       BenchmarkDeploy/raw-wazero/go/cold BenchmarkDeploy/outpost/go/cold ns/op 1 ""
+pair "deploy->first call, Go, warm disk cache"    BenchmarkDeploy/raw-wazero/go/warm-disk BenchmarkDeploy/outpost/go/warm-disk ns/op 1 ""
+pair "no-op calls/s, 2 cores, daemon vs Extism"   BenchmarkNoopThroughput/extism BenchmarkNoopThroughput/outpost calls/s 0 "target: >= 10x"
+pair "no-op calls/s, 2 cores, engine vs Extism"   BenchmarkNoopThroughput/extism BenchmarkNoopThroughput/outpost-engine calls/s 0 ""
 pair "journal write (ns/op) group commit vs fsync each" BenchmarkJournalWrite/fsync_each BenchmarkJournalWrite/group_commit ns/op 1 ""
 pair "journaled call (ns/op) vs scheduler only"  BenchmarkDurableCall/scheduler_only BenchmarkDurableCall/journaled ns/op 1 ""
 pair "enqueue-to-start p50 (ms) long poll vs 1s poll" BenchmarkEnqueueToStart/fixed_1s_poll BenchmarkEnqueueToStart/long_poll p50_ms 1 "target: p50 < 10 ms"
