@@ -439,23 +439,26 @@ func (s *Scheduler) execute(c *Call) {
 		s.record(c)
 		return
 	}
-	ctx := s.base
-	if !c.Deadline.IsZero() {
-		if !c.Started.Before(c.Deadline) {
-			c.Result = Result{Status: StatusTimeout, Error: "deadline passed before the call could start"}
-			s.record(c)
-			return
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, c.Deadline)
-		defer cancel()
+	if !c.Deadline.IsZero() && !c.Started.Before(c.Deadline) {
+		c.Result = Result{Status: StatusTimeout, Error: "deadline passed before the call could start"}
+		s.record(c)
+		return
 	}
-	if c.MaxRun > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.MaxRun)
-		defer cancel()
+	// One context carries the call's deadline, its max run and its cancel
+	// (a context and a timer per call, not three: this is the hot path).
+	dl := c.Deadline
+	if c.MaxRun > 0 && (dl.IsZero() || c.Started.Add(c.MaxRun).Before(dl)) {
+		dl = c.Started.Add(c.MaxRun)
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	var (
+		ctx    context.Context
+		cancel context.CancelFunc
+	)
+	if dl.IsZero() {
+		ctx, cancel = context.WithCancel(s.base)
+	} else {
+		ctx, cancel = context.WithDeadline(s.base, dl)
+	}
 	defer cancel()
 	ctx = context.WithValue(ctx, slotKey{}, &slot{s: s, c: c})
 	s.mu.Lock()
