@@ -91,3 +91,8 @@ GOOS=linux GOARCH=arm GOARM=7 go build -o /dev/null ./cmd/...
 # --- tests ------------------------------------------------------------------
 step "go test -race"
 go test -race -timeout 12m "$@" ./...
+
+# The Extism comparison is its own module (Extism stays out of go.mod);
+# its benchmark runs in scripts/bench.sh, its checks here.
+step "runtime/extismbench (nested module): vet and test"
+(cd runtime/extismbench && go vet ./... && go test -timeout 5m ./...)
