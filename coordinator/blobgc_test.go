@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -24,10 +23,7 @@ import (
 // module with a custom section naming its variant.
 func echoVariants(t *testing.T, n int) [][]byte {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), "echo.wasm")
-	if out, err := exec.Command("wat2wasm", "../examples/tasks/wat/echo.wat", "-o", dst).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm: %v\n%s", err, out)
-	}
+	dst := wasmtest.WAT(t, "../examples/tasks/wat/echo.wat", "")
 	base, err := os.ReadFile(dst)
 	if err != nil {
 		t.Fatal(err)

@@ -2,8 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
 // counterValue is the value of the counter name (without labels) in reg.
@@ -36,10 +35,7 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 // slot of its task fails at once with the chain in the message; a self
 // call that leaves a slot free succeeds.
 func TestCallCycle(t *testing.T) {
-	mod := filepath.Join(t.TempDir(), "relay.wasm")
-	if out, err := exec.Command("wat2wasm", "testdata/relay.wat", "-o", mod).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm: %v\n%s", err, out)
-	}
+	mod := wasmtest.WAT(t, "testdata/relay.wat", "")
 	yaml := "data_dir: " + t.TempDir() + `
 admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
 mqtt: {broker: {listen: "` + mqtttest.FreeAddr(t) + `"}}

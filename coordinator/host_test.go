@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/wasmtest"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 	"github.com/outpost-edge/outpost/telemetry"
 	"github.com/outpost-edge/outpost/telemetry/model"
@@ -23,11 +22,7 @@ import (
 // input layout).
 func hostopsWasm(t *testing.T) string {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), "hostops.wasm")
-	if out, err := exec.Command("wat2wasm", "../runtime/testdata/hostops.wat", "-o", dst).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm: %v\n%s", err, out)
-	}
-	return dst
+	return wasmtest.WAT(t, "../runtime/testdata/hostops.wat", "")
 }
 
 // opInput lays out one hostops call: op, args and extra, then the data
@@ -232,10 +227,7 @@ tasks:
 // scheduler.workers completes, and so do several chains at once: a waiting
 // call gives its worker slot back.
 func TestHostCallChain(t *testing.T) {
-	dst := filepath.Join(t.TempDir(), "chain.wasm")
-	if out, err := exec.Command("wat2wasm", "../runtime/testdata/chain.wat", "-o", dst).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm: %v\n%s", err, out)
-	}
+	dst := wasmtest.WAT(t, "../runtime/testdata/chain.wat", "")
 	yaml := "data_dir: " + t.TempDir() + `
 admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
 mqtt: {broker: {listen: "` + mqtttest.FreeAddr(t) + `"}}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
+	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
 var (
@@ -230,11 +231,7 @@ cloud:
 
 func spinWasm(t *testing.T) string {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), "spin.wasm")
-	if out, err := exec.Command("wat2wasm", "testdata/spin.wat", "-o", dst).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm: %v\n%s", err, out)
-	}
-	return dst
+	return wasmtest.WAT(t, "testdata/spin.wat", "")
 }
 
 func TestCloudCallsEndToEnd(t *testing.T) {

@@ -6,7 +6,6 @@ package main
 // call; the failure cases come back as results that say why.
 
 import (
-	"bytes"
 	"crypto/rand"
 	"net/http"
 	"os"
@@ -23,17 +22,7 @@ import (
 // stderr and the exit code.
 func (c *cloudProc) cli(args ...string) (string, string, int) {
 	c.t.Helper()
-	cmd := exec.Command(buildCloud(c.t), append(args, "--server", c.url)...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		c.t.Fatal(err)
-	}
-	return out.String(), errOut.String(), code
+	return runCmd(c.t, exec.Command(buildCloud(c.t), append(args, "--server", c.url)...))
 }
 
 // objectPath is where the server keeps an object (under its --data).

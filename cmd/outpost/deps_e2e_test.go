@@ -6,22 +6,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
 // fixtureWasm compiles runtime/testdata/NAME.wat into dir/NAME.wasm.
 func fixtureWasm(t *testing.T, dir, name string) string {
 	t.Helper()
-	dst := filepath.Join(dir, name+".wasm")
-	src := filepath.Join("..", "..", "runtime", "testdata", name+".wat")
-	if out, err := exec.Command("wat2wasm", src, "-o", dst).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm %s: %v\n%s", src, err, out)
-	}
-	return dst
+	return wasmtest.WAT(t, filepath.Join("..", "..", "runtime", "testdata", name+".wat"), dir)
 }
 
 func writeFile(t *testing.T, path, content string) string {

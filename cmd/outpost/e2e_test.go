@@ -21,6 +21,7 @@ import (
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
 var binPath string
@@ -73,12 +74,7 @@ func (s *syncBuffer) String() string {
 // wasm compiles a test fixture from runtime/testdata with wat2wasm.
 func wasm(t *testing.T, name string) string {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), name+".wasm")
-	src := filepath.Join("..", "..", "runtime", "testdata", name+".wat")
-	if out, err := exec.Command("wat2wasm", src, "-o", dst).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm %s (scripts/test.sh installs wabt): %v\n%s", src, err, out)
-	}
-	return dst
+	return wasmtest.WAT(t, filepath.Join("..", "..", "runtime", "testdata", name+".wat"), "")
 }
 
 // startDaemon writes cfg (with {{admin}} and {{broker}} replaced by free

@@ -12,17 +12,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
 // exampleWasm compiles examples/tasks/wat/NAME.wat.
 func exampleWasm(t *testing.T, name string) string {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), name+".wasm")
-	src := filepath.Join("..", "..", "examples", "tasks", "wat", name+".wat")
-	if out, err := exec.Command("wat2wasm", src, "-o", dst).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm %s: %v\n%s", src, err, out)
-	}
-	return dst
+	return wasmtest.WAT(t, filepath.Join("..", "..", "examples", "tasks", "wat", name+".wat"), "")
 }
 
 // cli runs the outpost binary's CLI against d and returns stdout, stderr
@@ -31,6 +28,13 @@ func (d *daemon) cli(args ...string) (string, string, int) {
 	d.t.Helper()
 	cmd := exec.Command(binPath, args...)
 	cmd.Env = append(os.Environ(), "OUTPOST_ADMIN="+strings.TrimPrefix(d.registryAdminAddr(), "http://"))
+	return runCmd(d.t, cmd)
+}
+
+// runCmd runs cmd and returns its stdout, stderr and exit code; a command
+// that cannot run at all fails the test.
+func runCmd(t testing.TB, cmd *exec.Cmd) (string, string, int) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -38,7 +42,7 @@ func (d *daemon) cli(args ...string) (string, string, int) {
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		d.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out.String(), errOut.String(), code
 }
