@@ -2,35 +2,137 @@ package remote_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
 )
 
-// BenchmarkLinkThroughput: durable calls per second through the link (real
-// server on loopback, journal with group commit, a tiny echo task), b.N
-// calls enqueued at once.
+// BenchmarkLinkThroughput: calls per second through the link (real server
+// on loopback, a tiny echo task, b.N calls enqueued at once), with the
+// node's journal (group commit: every call RECEIVED, STARTED, FINISHED and
+// REPORTED on disk) beside the same link, scheduler and task with results
+// kept in memory only (the baseline: what the journal costs).
 //
 //	go test -run XXX -bench LinkThroughput -benchtime 10000x ./coordinator/remote
 func BenchmarkLinkThroughput(b *testing.B) {
-	cl := startCloudB(b)
-	startEdgeB(b, cl, func(c *remote.Config) { c.MaxInflight = 1024; c.BatchSize = 512 })
-	list := ids(fmt.Sprintf("tp%d", b.N), b.N)
-	b.ResetTimer()
-	start := time.Now()
-	for i := 0; i < len(list); i += 1000 {
-		cl.enqueue(echoCalls("edge-1", list[i:min(i+1000, len(list))], "idempotent")...)
+	tune := func(c *remote.Config) { c.MaxInflight = 1024; c.BatchSize = 512 }
+	run := func(b *testing.B, cl *cloud) {
+		list := ids(fmt.Sprintf("tp%d", b.N), b.N)
+		b.ResetTimer()
+		start := time.Now()
+		for i := 0; i < len(list); i += 1000 {
+			cl.enqueue(echoCalls("edge-1", list[i:min(i+1000, len(list))], "idempotent")...)
+		}
+		cl.waitFinal(list, 5*time.Minute)
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
 	}
-	cl.waitFinal(list, 5*time.Minute)
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
+	b.Run("journal", func(b *testing.B) {
+		cl := startCloudB(b)
+		startEdgeB(b, cl, tune)
+		run(b, cl)
+	})
+	b.Run("no_journal", func(b *testing.B) {
+		cl := startCloudB(b)
+		startMemEdge(b, cl, tune)
+		run(b, cl)
+	})
 }
+
+// memNode is a remote.Node without a journal: calls run through a real
+// scheduler on the echo executor and their results wait in memory. It is
+// the baseline of BenchmarkLinkThroughput, nothing else: it survives no
+// crash and dedupes nothing it has reported.
+type memNode struct {
+	s    *calls.Scheduler
+	link atomic.Pointer[remote.Client]
+
+	mu     sync.Mutex
+	seen   map[string]bool
+	outbox []*calls.Record
+}
+
+func startMemEdge(b *testing.B, cl *cloud, mod func(*remote.Config)) {
+	n := &memNode{s: calls.NewScheduler(&testExec{runs: map[string]int{}}, calls.Options{Workers: 4, QueueSize: 1000}, quiet, nil), seen: map[string]bool{}}
+	cfg := remote.Config{URL: cl.proxy.URL, NodeID: "edge-1", PollWait: 500 * time.Millisecond, BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
+	mod(&cfg)
+	c := remote.New(cfg, n, quiet, prometheus.NewRegistry())
+	n.link.Store(c)
+	if err := c.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.StopPolling()
+		_ = n.s.Drain(ctx)
+		_ = c.Stop(ctx)
+	})
+}
+
+func (n *memNode) Accept(cs []*calls.Call) ([]calls.Outcome, error) {
+	outs := make([]calls.Outcome, len(cs))
+	for i, c := range cs {
+		n.mu.Lock()
+		dup := n.seen[c.ID]
+		n.seen[c.ID] = true
+		n.mu.Unlock()
+		if dup {
+			outs[i] = calls.InFlight
+			continue
+		}
+		c.Done = func(c *calls.Call) {
+			n.mu.Lock()
+			res := c.Result
+			n.outbox = append(n.outbox, &calls.Record{ID: c.ID, Task: c.Task, Source: c.Source, Effect: c.Effect,
+				Attempt: max(c.Attempt, 1), State: calls.Finished, Result: &res})
+			n.mu.Unlock()
+			n.link.Load().Notify()
+		}
+		if err := n.s.Submit(c); err != nil {
+			return nil, err
+		}
+	}
+	return outs, nil
+}
+
+func (n *memNode) Outbox(kind string, limit int) ([]*calls.Record, int, int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := slices.Clone(n.outbox[:min(limit, len(n.outbox))])
+	return out, len(n.outbox), 0
+}
+
+func (n *memNode) MarkReported(ids ...string) error {
+	done := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		done[id] = true
+	}
+	n.mu.Lock()
+	n.outbox = slices.DeleteFunc(n.outbox, func(r *calls.Record) bool { return done[r.ID] })
+	n.mu.Unlock()
+	return nil
+}
+
+func (n *memNode) QueueRoom() int {
+	st := n.s.Stats()
+	return max(0, st.QueueSize-st.Queued)
+}
+
+func (n *memNode) Unfinished(string) []string { return nil }
+func (n *memNode) Cancel(id string) bool      { return n.s.Cancel(id) }
+func (n *memNode) Flush() error               { return nil }
 
 // BenchmarkEnqueueToStart: latency from enqueue on the server to the start
 // of the call on the node, with the long poll, beside a fixed-interval
