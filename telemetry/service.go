@@ -284,8 +284,9 @@ type QueryRequest struct {
 	Limit  int
 }
 
-// Query returns points (or buckets when Bucket > 0) per series.
-func (s *Service) Query(q QueryRequest) ([]tsdb.Series, error) {
+// Query returns points (or buckets when Bucket > 0) per series; it stops
+// with an error wrapping ctx's cause when ctx ends.
+func (s *Service) Query(ctx context.Context, q QueryRequest) ([]tsdb.Series, error) {
 	db, err := s.store()
 	if err != nil {
 		return nil, err
@@ -297,7 +298,7 @@ func (s *Service) Query(q QueryRequest) ([]tsdb.Series, error) {
 	if q.Bucket < 0 {
 		return nil, fmt.Errorf("bucket must not be negative")
 	}
-	return db.Query(tsdb.Query{Target: q.Target, Path: pat, Since: q.Since, Until: q.Until, Bucket: q.Bucket, Limit: q.Limit})
+	return db.Query(ctx, tsdb.Query{Target: q.Target, Path: pat, Since: q.Since, Until: q.Until, Bucket: q.Bucket, Limit: q.Limit})
 }
 
 // Status returns every target's state, gNMI first then SNMP.
