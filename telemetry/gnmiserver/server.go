@@ -54,6 +54,7 @@ type Server struct {
 
 	mu      sync.RWMutex
 	targets map[string]bool
+	lists   map[string][]string // list element (see keys.go) → its key names
 	grpc    *grpc.Server
 	lis     net.Listener
 	done    chan struct{}
@@ -66,7 +67,7 @@ func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, cache: c, sub: sub, match: match.New(), targets: map[string]bool{}}
+	s := &Server{cfg: cfg, log: log, cache: c, sub: sub, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}}
 	c.SetClient(func(l *ctree.Leaf) {
 		if n, ok := l.Value().(*gpb.Notification); ok {
 			subscribe.UpdateNotification(s.match, l, n, path.ToStrings(n.GetPrefix(), true))
@@ -111,6 +112,7 @@ func (s *Server) Update(us []model.Update) {
 		if err != nil || tv == nil {
 			continue
 		}
+		s.learnLists(p)
 		n := &gpb.Notification{Timestamp: u.Time, Prefix: &gpb.Path{Target: u.Target}, Update: []*gpb.Update{{Path: p.ToGNMI(), Val: tv}}}
 		_ = s.cache.GnmiUpdate(n) // older timestamps than the cached value are refused: fine
 	}
@@ -206,7 +208,8 @@ func (s *Server) authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 }
 
 // Subscribe serves STREAM (stream.go), POLL and ONCE from the cache. A
-// prefix without a target means every target ("*"), as for Get.
+// prefix without a target means every target ("*"), as for Get; list
+// elements without keys match every entry (keys.go).
 func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
 	req, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
@@ -219,14 +222,15 @@ func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
 	if list == nil {
 		return status.Error(codes.InvalidArgument, "the first request must be a subscription list")
 	}
-	if list.GetPrefix().GetTarget() == "" {
-		list = proto.Clone(list).(*gpb.SubscriptionList)
-		if list.Prefix == nil {
-			list.Prefix = &gpb.Path{}
-		}
-		list.Prefix.Target = "*"
-		req = &gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: list}}
+	list = proto.Clone(list).(*gpb.SubscriptionList)
+	for _, sub := range list.GetSubscription() {
+		_, sub.Path = s.withKeys(list.GetPrefix(), sub.GetPath())
 	}
+	list.Prefix, _ = s.withKeys(list.GetPrefix(), nil)
+	if list.Prefix.Target == "" {
+		list.Prefix.Target = "*"
+	}
+	req = &gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: list}}
 	if list.GetMode() == gpb.SubscriptionList_STREAM {
 		return s.serveStream(stream, list)
 	}
@@ -252,7 +256,8 @@ func (s *Server) Capabilities(context.Context, *gpb.CapabilityRequest) (*gpb.Cap
 	return &gpb.CapabilityResponse{SupportedEncodings: []gpb.Encoding{gpb.Encoding_JSON_IETF, gpb.Encoding_PROTO}, GNMIVersion: "0.10.0"}, nil
 }
 
-// Get answers from the cache: one notification per leaf.
+// Get answers from the cache: one notification per leaf; list elements
+// without keys match every entry (keys.go).
 func (s *Server) Get(_ context.Context, req *gpb.GetRequest) (*gpb.GetResponse, error) {
 	target := req.GetPrefix().GetTarget()
 	if target == "" {
@@ -267,7 +272,7 @@ func (s *Server) Get(_ context.Context, req *gpb.GetRequest) (*gpb.GetResponse, 
 		paths = []*gpb.Path{{}}
 	}
 	for _, p := range paths {
-		full, err := path.CompletePath(req.GetPrefix(), p)
+		full, err := path.CompletePath(s.withKeys(req.GetPrefix(), p))
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
 		}
