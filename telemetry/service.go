@@ -115,7 +115,9 @@ func (s *Service) Start(ctx context.Context) (err error) {
 	}
 	s.db.Start()
 	if s.cfg.GNMIServer.Listen != "" {
-		if s.server, err = gnmiserver.New(s.cfg.GNMIServer, s.log.With("part", "gnmi-server")); err != nil {
+		srv := s.cfg.GNMIServer
+		srv.ExpireAfter = config.Duration(s.cfg.GNMIServerExpiry())
+		if s.server, err = gnmiserver.New(srv, s.log.With("part", "gnmi-server")); err != nil {
 			return err
 		}
 		if err = s.server.Start(); err != nil {

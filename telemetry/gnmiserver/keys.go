@@ -31,9 +31,8 @@ func appendListKey(b []byte, names ...string) []byte {
 	return b
 }
 
-// learnLists records the keyed elements of p. Called for every update:
-// a known list costs a read-locked map lookup without allocation.
-func (s *Server) learnLists(p model.Path) {
+// learnListsLocked records the keyed elements of p; s.mu is held.
+func (s *Server) learnListsLocked(p model.Path) {
 	var buf [128]byte
 	b := buf[:0]
 	for _, e := range p {
@@ -41,21 +40,14 @@ func (s *Server) learnLists(p model.Path) {
 		if len(e.Keys) == 0 {
 			continue
 		}
-		s.mu.RLock()
-		_, known := s.lists[string(b)]
-		s.mu.RUnlock()
-		if known {
+		if _, known := s.lists[string(b)]; known { // no allocation
 			continue
 		}
 		names := make([]string, len(e.Keys))
 		for i, k := range e.Keys {
 			names[i] = k.Name
 		}
-		s.mu.Lock()
-		if _, ok := s.lists[string(b)]; !ok {
-			s.lists[string(b)] = names
-		}
-		s.mu.Unlock()
+		s.lists[string(b)] = names
 	}
 }
 

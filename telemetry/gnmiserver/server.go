@@ -54,10 +54,13 @@ type Server struct {
 
 	mu      sync.RWMutex
 	targets map[string]bool
-	lists   map[string][]string // list element (see keys.go) → its key names
+	lists   map[string][]string            // list element (see keys.go) → its key names
+	seen    map[string]map[string]seenPath // target → path → last update (see expire.go)
 	grpc    *grpc.Server
 	lis     net.Listener
 	done    chan struct{}
+	quit    chan struct{} // ends the expiry loop
+	swept   chan struct{} // closed when the expiry loop ended
 }
 
 // New builds the server (reading the password and TLS files); Start listens.
@@ -67,7 +70,7 @@ func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, cache: c, sub: sub, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}}
+	s := &Server{cfg: cfg, log: log, cache: c, sub: sub, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{}}
 	c.SetClient(func(l *ctree.Leaf) {
 		if n, ok := l.Value().(*gpb.Notification); ok {
 			subscribe.UpdateNotification(s.match, l, n, path.ToStrings(n.GetPrefix(), true))
@@ -92,28 +95,29 @@ func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
 
 // Update puts updates into the cache (and so to subscribers).
 func (s *Server) Update(us []model.Update) {
+	now := time.Now().UnixNano()
+	ns := make([]*gpb.Notification, 0, len(us))
+	s.mu.Lock()
 	for i := range us {
 		u := &us[i]
-		s.mu.RLock()
-		known := s.targets[u.Target]
-		s.mu.RUnlock()
-		if !known {
-			s.mu.Lock()
-			if !s.targets[u.Target] {
-				s.cache.Add(u.Target)
-				s.cache.Connect(u.Target)
-				s.cache.Sync(u.Target)
-				s.targets[u.Target] = true
-			}
-			s.mu.Unlock()
-		}
 		p, err := model.ParsePath(u.Path)
 		tv := tgnmi.TypedValue(u.Value)
 		if err != nil || tv == nil {
 			continue
 		}
-		s.learnLists(p)
-		n := &gpb.Notification{Timestamp: u.Time, Prefix: &gpb.Path{Target: u.Target}, Update: []*gpb.Update{{Path: p.ToGNMI(), Val: tv}}}
+		if !s.targets[u.Target] {
+			s.cache.Add(u.Target)
+			s.cache.Connect(u.Target)
+			s.cache.Sync(u.Target)
+			s.targets[u.Target] = true
+			s.seen[u.Target] = map[string]seenPath{}
+		}
+		s.learnListsLocked(p)
+		s.seen[u.Target][u.Path] = seenPath{at: now, ts: u.Time}
+		ns = append(ns, &gpb.Notification{Timestamp: u.Time, Prefix: &gpb.Path{Target: u.Target}, Update: []*gpb.Update{{Path: p.ToGNMI(), Val: tv}}})
+	}
+	s.mu.Unlock()
+	for _, n := range ns {
 		_ = s.cache.GnmiUpdate(n) // older timestamps than the cached value are refused: fine
 	}
 }
@@ -132,6 +136,10 @@ func (s *Server) Start() error {
 	gpb.RegisterGNMIServer(g, s)
 	s.mu.Lock()
 	s.grpc, s.lis, s.done = g, lis, make(chan struct{})
+	if s.cfg.ExpireAfter > 0 {
+		s.quit, s.swept = make(chan struct{}), make(chan struct{})
+		go s.expireLoop(s.quit, s.swept)
+	}
 	s.mu.Unlock()
 	go func() {
 		defer close(s.done)
@@ -156,8 +164,13 @@ func (s *Server) Addr() string {
 // Stop ends every stream within the deadline of ctx, then stops hard.
 func (s *Server) Stop(ctx context.Context) {
 	s.mu.Lock()
-	g, done := s.grpc, s.done
+	g, done, quit := s.grpc, s.done, s.quit
+	s.grpc, s.quit = nil, nil
 	s.mu.Unlock()
+	if quit != nil {
+		close(quit)
+		<-s.swept
+	}
 	if g == nil {
 		return
 	}
