@@ -132,7 +132,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	if s.cfg.SNMP.Traps.Listen != "" {
-		if s.traps, err = snmp.NewTrapReceiver(s.cfg.SNMP.Traps, s.hub.publish, s.log.With("part", "snmp-traps")); err != nil {
+		if s.traps, err = snmp.NewTrapReceiver(s.cfg.SNMP.Traps, filepath.Join(s.dataDir, "telemetry", "snmp_engine_boots"), s.hub.publish, s.log.With("part", "snmp-traps")); err != nil {
 			return err
 		}
 		if s.trapErr, err = s.traps.Listen(s.cfg.SNMP.Traps.Listen); err != nil {
@@ -144,6 +144,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			for _, c := range []prometheus.Collector{
 				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_total", Help: "SNMP traps and informs turned into events."}, func() float64 { return float64(tr.Received.Load()) }),
 				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_rejected_total", Help: "SNMP traps dropped: unknown community or no trap OID."}, func() float64 { return float64(tr.Rejected.Load()) }),
+				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_not_in_time_window_total", Help: "Authenticated SNMPv3 traps and informs dropped as outside the 150 s time window (stale or replayed)."}, func() float64 { return float64(tr.NotInTimeWindow.Load()) }),
 			} {
 				if err := reg.Register(c); err != nil {
 					s.log.Warn("register trap metrics", "err", err)
