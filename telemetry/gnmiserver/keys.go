@@ -57,6 +57,7 @@ func (s *Server) learnListsLocked(p model.Path) {
 // they are.
 func (s *Server) withKeys(prefix, p *gpb.Path) (*gpb.Path, *gpb.Path) {
 	np := &gpb.Path{Target: prefix.GetTarget(), Origin: prefix.GetOrigin()}
+	//lint:ignore SA1019 deprecated field, still sent by old clients
 	if len(prefix.GetElem()) == 0 && len(prefix.GetElement()) > 0 || len(p.GetElem()) == 0 && len(p.GetElement()) > 0 {
 		return prefix, p // old-style strings: served as before
 	}
