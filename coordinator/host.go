@@ -149,7 +149,7 @@ func (t hostTelemetry) Latest(_ context.Context, target, path string) ([]byte, e
 	return json.Marshal(map[string]any{"points": pts})
 }
 
-func (t hostTelemetry) Query(_ context.Context, q outpostrt.TelemetryQuery) ([]byte, error) {
+func (t hostTelemetry) Query(ctx context.Context, q outpostrt.TelemetryQuery) ([]byte, error) {
 	if err := t.check(q.Path); err != nil {
 		return nil, err
 	}
@@ -157,7 +157,7 @@ func (t hostTelemetry) Query(_ context.Context, q outpostrt.TelemetryQuery) ([]b
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", outpostrt.ErrInvalid, err)
 	}
-	series, err := t.s.Query(req)
+	series, err := t.s.Query(ctx, req)
 	if err != nil {
 		return nil, telemetryErr(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -219,6 +220,65 @@ tasks:
 	}
 	if _, err := off.Query(context.Background(), outpostrt.TelemetryQuery{}); !errors.Is(err, outpostrt.ErrUnavailable) {
 		t.Fatalf("query with telemetry off: %v", err)
+	}
+}
+
+// TestHostTelemetryQueryDeadline: a telemetry_query over a long range of
+// many series (hours of seeks) ends at the task's timeout: the call fails
+// with timeout long before the query would finish, and the store answers
+// again afterwards.
+func TestHostTelemetryQueryDeadline(t *testing.T) {
+	mod := hostopsWasm(t)
+	yaml := "data_dir: " + t.TempDir() + `
+admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
+mqtt: {broker: {listen: "` + mqtttest.FreeAddr(t) + `"}}
+telemetry: {gnmi_server: {listen: "` + mqtttest.FreeAddr(t) + `"}}
+tasks:
+  - name: reader
+    module: ` + mod + `
+    limits: {timeout: 300ms}
+    permissions: {telemetry: true}
+`
+	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	// One point three years back makes every series' query walk about
+	// 26,000 hours: 2,000 series take minutes unbounded.
+	now := time.Now()
+	us := []telemetry.Update{{Target: "old", Path: "/x", Time: now.Add(-3 * 365 * 24 * time.Hour).UnixNano(), Value: model.Uint(1)}}
+	for i := range 2000 {
+		us = append(us, telemetry.Update{Target: "sw1", Path: fmt.Sprintf("/interfaces/interface[name=eth%d]/in-octets", i), Time: now.UnixNano(), Value: model.Uint(uint64(i))})
+	}
+	if err := c.tele.Publish(us); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r, err := c.Call(context.Background(), calls.New("reader", opInput(113, []string{`{"target":"sw1","since":"30000h"}`}, nil, 480), calls.Source{Kind: "test", Ref: "t"}))
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != calls.StatusTimeout || !strings.Contains(r.Error, "task timeout of 300ms") {
+		t.Fatalf("long telemetry_query: %+v, want a timeout at the task's 300ms", r)
+	}
+	if took > 10*time.Second { // generous for a loaded machine; unbounded it runs for minutes
+		t.Fatalf("long telemetry_query ended after %v, want about 300ms", took)
+	}
+	t.Logf("long telemetry_query ended after %v", took)
+
+	// The service's own error names the cause.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = c.tele.Query(ctx, telemetry.QueryRequest{Target: "sw1", Since: now.Add(-30000 * time.Hour), Until: now})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("query past its deadline: %v, want one wrapping context.DeadlineExceeded", err)
+	}
+	// A short query still answers.
+	res, err := c.tele.Query(context.Background(), telemetry.QueryRequest{Target: "sw1", Path: "/interfaces/interface[name=eth7]/in-octets", Since: now.Add(-time.Minute), Until: now.Add(time.Second)})
+	if err != nil || len(res) != 1 || len(res[0].Points) != 1 {
+		t.Fatalf("short query after the timeout: %+v %v", res, err)
 	}
 }
 

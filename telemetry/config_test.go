@@ -70,6 +70,23 @@ telemetry:
 	if tc.MQTT[0].Topic != "telemetry/{target}{path}" {
 		t.Errorf("mqtt %+v", tc.MQTT[0])
 	}
+	if got := tc.GNMIServerExpiry(); got != 10*time.Minute {
+		t.Errorf("gnmi server expiry %s, want the default 10m", got)
+	}
+	// A target polled hourly stretches the default to three intervals; an
+	// explicit expire_after below two intervals is refused.
+	hourly := strings.Replace(good, "        community: public\n", "        community: public\n        interval: 1h\n", 1)
+	c, err = config.Parse([]byte(hourly), filepath.Join(dir, "outpost.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Telemetry.WithDefaults().GNMIServerExpiry(); got != 3*time.Hour {
+		t.Errorf("expire_after with an hourly poll: %v, want 3h", got)
+	}
+	short := strings.Replace(hourly, `gnmi_server: {listen: "127.0.0.1:9339"}`, `gnmi_server: {listen: "127.0.0.1:9339", expire_after: 90m}`, 1)
+	if _, err := config.Parse([]byte(short), filepath.Join(dir, "outpost.yaml")); err == nil || !strings.Contains(err.Error(), "telemetry.gnmi_server.expire_after: 1h30m0s: must be 0 (derived) or at least 1s and twice the longest collection interval (1h0m0s)") {
+		t.Errorf("expire_after shorter than two intervals: %v", err)
+	}
 
 	bad := `
 telemetry:

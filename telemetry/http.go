@@ -52,7 +52,7 @@ func (s *Service) Handler() http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		res, err := s.Query(req)
+		res, err := s.Query(r.Context(), req)
 		if err != nil {
 			writeErr(w, err)
 			return

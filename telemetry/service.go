@@ -115,7 +115,9 @@ func (s *Service) Start(ctx context.Context) (err error) {
 	}
 	s.db.Start()
 	if s.cfg.GNMIServer.Listen != "" {
-		if s.server, err = gnmiserver.New(s.cfg.GNMIServer, s.log.With("part", "gnmi-server")); err != nil {
+		srv := s.cfg.GNMIServer
+		srv.ExpireAfter = config.Duration(s.cfg.GNMIServerExpiry())
+		if s.server, err = gnmiserver.New(srv, s.log.With("part", "gnmi-server")); err != nil {
 			return err
 		}
 		if err = s.server.Start(); err != nil {
@@ -130,7 +132,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	if s.cfg.SNMP.Traps.Listen != "" {
-		if s.traps, err = snmp.NewTrapReceiver(s.cfg.SNMP.Traps, s.hub.publish, s.log.With("part", "snmp-traps")); err != nil {
+		if s.traps, err = snmp.NewTrapReceiver(s.cfg.SNMP.Traps, filepath.Join(s.dataDir, "telemetry", "snmp_engine_boots"), s.hub.publish, s.log.With("part", "snmp-traps")); err != nil {
 			return err
 		}
 		if s.trapErr, err = s.traps.Listen(s.cfg.SNMP.Traps.Listen); err != nil {
@@ -142,6 +144,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			for _, c := range []prometheus.Collector{
 				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_total", Help: "SNMP traps and informs turned into events."}, func() float64 { return float64(tr.Received.Load()) }),
 				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_rejected_total", Help: "SNMP traps dropped: unknown community or no trap OID."}, func() float64 { return float64(tr.Rejected.Load()) }),
+				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_not_in_time_window_total", Help: "Authenticated SNMPv3 traps and informs dropped as outside the 150 s time window (stale or replayed)."}, func() float64 { return float64(tr.NotInTimeWindow.Load()) }),
 			} {
 				if err := reg.Register(c); err != nil {
 					s.log.Warn("register trap metrics", "err", err)
@@ -284,8 +287,9 @@ type QueryRequest struct {
 	Limit  int
 }
 
-// Query returns points (or buckets when Bucket > 0) per series.
-func (s *Service) Query(q QueryRequest) ([]tsdb.Series, error) {
+// Query returns points (or buckets when Bucket > 0) per series; it stops
+// with an error wrapping ctx's cause when ctx ends.
+func (s *Service) Query(ctx context.Context, q QueryRequest) ([]tsdb.Series, error) {
 	db, err := s.store()
 	if err != nil {
 		return nil, err
@@ -297,7 +301,7 @@ func (s *Service) Query(q QueryRequest) ([]tsdb.Series, error) {
 	if q.Bucket < 0 {
 		return nil, fmt.Errorf("bucket must not be negative")
 	}
-	return db.Query(tsdb.Query{Target: q.Target, Path: pat, Since: q.Since, Until: q.Until, Bucket: q.Bucket, Limit: q.Limit})
+	return db.Query(ctx, tsdb.Query{Target: q.Target, Path: pat, Since: q.Since, Until: q.Until, Bucket: q.Bucket, Limit: q.Limit})
 }
 
 // Status returns every target's state, gNMI first then SNMP.

@@ -193,6 +193,36 @@ type GNMIServer struct {
 	TLS          TelemetryTLS `yaml:"tls"`    // cert_file and key_file enable TLS
 	Username     string       `yaml:"username"`
 	PasswordFile string       `yaml:"password_file"`
+	// ExpireAfter drops a path from the served cache when no update for it
+	// arrived for this long (STREAM subscribers get a gNMI delete), and a
+	// target once all its paths are gone. 0: derived from the targets, see
+	// Telemetry.GNMIServerExpiry.
+	ExpireAfter Duration `yaml:"expire_after"`
+}
+
+// GNMIServerExpiry is gnmi_server.expire_after, or when that is 0, 10m or
+// three times the longest collection interval of the configured targets,
+// whichever is longer.
+func (t Telemetry) GNMIServerExpiry() time.Duration {
+	if d := t.GNMIServer.ExpireAfter.Std(); d > 0 {
+		return d
+	}
+	return max(10*time.Minute, 3*t.collectionInterval())
+}
+
+// collectionInterval is the longest interval at which a configured target
+// sends (SNMP poll interval, gNMI sample or poll interval).
+func (t *Telemetry) collectionInterval() time.Duration {
+	var d time.Duration
+	for _, g := range t.GNMI.Targets {
+		for _, s := range g.Subscriptions {
+			d = max(d, s.SampleInterval.Std(), s.Interval.Std())
+		}
+	}
+	for _, s := range t.SNMP.Targets {
+		d = max(d, s.Interval.Std())
+	}
+	return d
 }
 
 // TelemetryPublish sends matching updates to MQTT.
@@ -572,6 +602,9 @@ func (c *Config) validateTelemetry(d *doc) {
 		checkFile(d, p0+".gnmi_server.password_file", srv.PasswordFile, false)
 		if !isLoopback(srv.Listen) && (srv.TLS.CertFile == "" || srv.Username == "") {
 			d.errorf(p0+".gnmi_server.listen", "a listener beyond loopback needs tls (cert_file, key_file) and a username with password_file")
+		}
+		if e, iv := srv.ExpireAfter.Std(), t.collectionInterval(); e != 0 && (e < time.Second || e < 2*iv) {
+			d.errorf(p0+".gnmi_server.expire_after", "%s: must be 0 (derived) or at least 1s and twice the longest collection interval (%s)", e, iv)
 		}
 	}
 

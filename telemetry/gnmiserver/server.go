@@ -54,9 +54,13 @@ type Server struct {
 
 	mu      sync.RWMutex
 	targets map[string]bool
+	lists   map[string][]string            // list element (see keys.go) → its key names
+	seen    map[string]map[string]seenPath // target → path → last update (see expire.go)
 	grpc    *grpc.Server
 	lis     net.Listener
 	done    chan struct{}
+	quit    chan struct{} // ends the expiry loop
+	swept   chan struct{} // closed when the expiry loop ended
 }
 
 // New builds the server (reading the password and TLS files); Start listens.
@@ -66,7 +70,7 @@ func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, cache: c, sub: sub, match: match.New(), targets: map[string]bool{}}
+	s := &Server{cfg: cfg, log: log, cache: c, sub: sub, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{}}
 	c.SetClient(func(l *ctree.Leaf) {
 		if n, ok := l.Value().(*gpb.Notification); ok {
 			subscribe.UpdateNotification(s.match, l, n, path.ToStrings(n.GetPrefix(), true))
@@ -91,27 +95,29 @@ func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
 
 // Update puts updates into the cache (and so to subscribers).
 func (s *Server) Update(us []model.Update) {
+	now := time.Now().UnixNano()
+	ns := make([]*gpb.Notification, 0, len(us))
+	s.mu.Lock()
 	for i := range us {
 		u := &us[i]
-		s.mu.RLock()
-		known := s.targets[u.Target]
-		s.mu.RUnlock()
-		if !known {
-			s.mu.Lock()
-			if !s.targets[u.Target] {
-				s.cache.Add(u.Target)
-				s.cache.Connect(u.Target)
-				s.cache.Sync(u.Target)
-				s.targets[u.Target] = true
-			}
-			s.mu.Unlock()
-		}
 		p, err := model.ParsePath(u.Path)
 		tv := tgnmi.TypedValue(u.Value)
 		if err != nil || tv == nil {
 			continue
 		}
-		n := &gpb.Notification{Timestamp: u.Time, Prefix: &gpb.Path{Target: u.Target}, Update: []*gpb.Update{{Path: p.ToGNMI(), Val: tv}}}
+		if !s.targets[u.Target] {
+			s.cache.Add(u.Target)
+			s.cache.Connect(u.Target)
+			s.cache.Sync(u.Target)
+			s.targets[u.Target] = true
+			s.seen[u.Target] = map[string]seenPath{}
+		}
+		s.learnListsLocked(p)
+		s.seen[u.Target][u.Path] = seenPath{at: now, ts: u.Time}
+		ns = append(ns, &gpb.Notification{Timestamp: u.Time, Prefix: &gpb.Path{Target: u.Target}, Update: []*gpb.Update{{Path: p.ToGNMI(), Val: tv}}})
+	}
+	s.mu.Unlock()
+	for _, n := range ns {
 		_ = s.cache.GnmiUpdate(n) // older timestamps than the cached value are refused: fine
 	}
 }
@@ -130,6 +136,10 @@ func (s *Server) Start() error {
 	gpb.RegisterGNMIServer(g, s)
 	s.mu.Lock()
 	s.grpc, s.lis, s.done = g, lis, make(chan struct{})
+	if s.cfg.ExpireAfter > 0 {
+		s.quit, s.swept = make(chan struct{}), make(chan struct{})
+		go s.expireLoop(s.quit, s.swept)
+	}
 	s.mu.Unlock()
 	go func() {
 		defer close(s.done)
@@ -154,8 +164,13 @@ func (s *Server) Addr() string {
 // Stop ends every stream within the deadline of ctx, then stops hard.
 func (s *Server) Stop(ctx context.Context) {
 	s.mu.Lock()
-	g, done := s.grpc, s.done
+	g, done, quit := s.grpc, s.done, s.quit
+	s.grpc, s.quit = nil, nil
 	s.mu.Unlock()
+	if quit != nil {
+		close(quit)
+		<-s.swept
+	}
 	if g == nil {
 		return
 	}
@@ -206,7 +221,8 @@ func (s *Server) authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 }
 
 // Subscribe serves STREAM (stream.go), POLL and ONCE from the cache. A
-// prefix without a target means every target ("*"), as for Get.
+// prefix without a target means every target ("*"), as for Get; list
+// elements without keys match every entry (keys.go).
 func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
 	req, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
@@ -219,14 +235,15 @@ func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
 	if list == nil {
 		return status.Error(codes.InvalidArgument, "the first request must be a subscription list")
 	}
-	if list.GetPrefix().GetTarget() == "" {
-		list = proto.Clone(list).(*gpb.SubscriptionList)
-		if list.Prefix == nil {
-			list.Prefix = &gpb.Path{}
-		}
-		list.Prefix.Target = "*"
-		req = &gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: list}}
+	list = proto.Clone(list).(*gpb.SubscriptionList)
+	for _, sub := range list.GetSubscription() {
+		_, sub.Path = s.withKeys(list.GetPrefix(), sub.GetPath())
 	}
+	list.Prefix, _ = s.withKeys(list.GetPrefix(), nil)
+	if list.Prefix.Target == "" {
+		list.Prefix.Target = "*"
+	}
+	req = &gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: list}}
 	if list.GetMode() == gpb.SubscriptionList_STREAM {
 		return s.serveStream(stream, list)
 	}
@@ -252,7 +269,8 @@ func (s *Server) Capabilities(context.Context, *gpb.CapabilityRequest) (*gpb.Cap
 	return &gpb.CapabilityResponse{SupportedEncodings: []gpb.Encoding{gpb.Encoding_JSON_IETF, gpb.Encoding_PROTO}, GNMIVersion: "0.10.0"}, nil
 }
 
-// Get answers from the cache: one notification per leaf.
+// Get answers from the cache: one notification per leaf; list elements
+// without keys match every entry (keys.go).
 func (s *Server) Get(_ context.Context, req *gpb.GetRequest) (*gpb.GetResponse, error) {
 	target := req.GetPrefix().GetTarget()
 	if target == "" {
@@ -267,7 +285,7 @@ func (s *Server) Get(_ context.Context, req *gpb.GetRequest) (*gpb.GetResponse, 
 		paths = []*gpb.Path{{}}
 	}
 	for _, p := range paths {
-		full, err := path.CompletePath(req.GetPrefix(), p)
+		full, err := path.CompletePath(s.withKeys(req.GetPrefix(), p))
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
 		}

@@ -2,6 +2,7 @@ package gnmiserver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -232,4 +233,27 @@ func TestGnmiCLIStream(t *testing.T) {
 	if o := out.String(); !strings.Contains(o, "1234") || !strings.Contains(o, "987654") {
 		t.Errorf("gnmi_cli stream output lacks the initial or the later value:\n%s", o)
 	}
+}
+
+// BenchmarkUpdate is the cost of one update into the served cache (path
+// parsing, list keys learnt, expiry bookkeeping, cache insert) over 1000
+// series of one target.
+func BenchmarkUpdate(b *testing.B) {
+	s, err := New(config.GNMIServer{ExpireAfter: config.Duration(time.Hour)}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	us := make([]model.Update, 1000)
+	for i := range us {
+		us[i] = model.Update{Target: "sw1", Path: fmt.Sprintf("/interfaces/interface[name=eth%d]/state/counters/in-octets", i), Value: model.Uint(uint64(i))}
+	}
+	b.ResetTimer()
+	for n := 0; n < b.N; n += len(us) {
+		ts := time.Now().UnixNano()
+		for i := range us {
+			us[i].Time = ts
+		}
+		s.Update(us)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "updates/s")
 }

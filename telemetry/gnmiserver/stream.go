@@ -30,7 +30,10 @@ import (
 //     (states, names, events) is sent on change.
 //
 // Unless updates_only is set, every matching leaf is sent first, then the
-// sync response; the first sample follows one interval later.
+// sync response; the first sample follows one interval later. In every
+// mode a leaf deleted from the cache (expired, see expire.go) is sent as a
+// notification with its path in delete, and a removed target as a delete
+// of "*" under it.
 
 // DefaultSampleInterval is the interval of a SAMPLE (or TARGET_DEFINED)
 // subscription that asks for 0.
@@ -79,9 +82,16 @@ type changeClient struct {
 }
 
 func (c *changeClient) Update(v any) {
-	if l, ok := v.(*ctree.Leaf); ok {
-		_, _ = c.q.Insert(changeKey{c.sub, l}) // closed queue: the stream is ending
+	l, ok := v.(*ctree.Leaf)
+	if !ok {
+		return
 	}
+	if c.sub.mode == gpb.SubscriptionMode_SAMPLE { // samples come from ticks; only deletes are sent at once
+		if n, _ := l.Value().(*gpb.Notification); len(n.GetDelete()) == 0 {
+			return
+		}
+	}
+	_, _ = c.q.Insert(changeKey{c.sub, l}) // closed queue: the stream is ending
 }
 
 func newStreamSub(prefix *gpb.Path, s *gpb.Subscription) (*streamSub, error) {
@@ -137,6 +147,9 @@ type leafNote struct {
 // cache lock is held while sending).
 func (st *streamer) leaves(ss *streamSub) ([]leafNote, error) {
 	var out []leafNote
+	if st.target != "*" && !st.srv.cache.HasTarget(st.target) {
+		return nil, nil // expired: the stream waits for the target to send again
+	}
 	err := st.srv.cache.Query(st.target, ss.query, func(_ []string, l *ctree.Leaf, v any) error {
 		if n, ok := v.(*gpb.Notification); ok && !isMeta(n) {
 			out = append(out, leafNote{l, n})
@@ -207,13 +220,17 @@ func (st *streamer) tick(ss *streamSub, sample bool) error {
 	return nil
 }
 
-// change sends a changed leaf of an ON_CHANGE or TARGET_DEFINED subscription.
+// change sends a changed leaf of an ON_CHANGE or TARGET_DEFINED
+// subscription, and a deleted one of any subscription.
 func (st *streamer) change(k changeKey) error {
 	n, ok := k.leaf.Value().(*gpb.Notification)
 	if !ok || isMeta(n) {
 		return nil
 	}
-	if k.sub.mode == gpb.SubscriptionMode_TARGET_DEFINED && sampled(n) {
+	if len(n.GetDelete()) > 0 {
+		return st.deleted(k.sub, n)
+	}
+	if k.sub.mode == gpb.SubscriptionMode_SAMPLE || k.sub.mode == gpb.SubscriptionMode_TARGET_DEFINED && sampled(n) {
 		return nil
 	}
 	st.mu.Lock()
@@ -222,6 +239,22 @@ func (st *streamer) change(k changeKey) error {
 		return nil // already sent (initial dump) or not a change
 	}
 	return st.send(k.sub, leafNote{k.leaf, n}, time.Now())
+}
+
+// deleted sends a delete notification and forgets what was sent of the
+// deleted leaves (all of them when the whole target went).
+func (st *streamer) deleted(ss *streamSub, n *gpb.Notification) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, d := range n.GetDelete() {
+		all := len(d.GetElem()) == 1 && d.GetElem()[0].GetName() == "*"
+		for l, x := range ss.sent {
+			if all || len(x.n.GetUpdate()) == 1 && proto.Equal(x.n.GetUpdate()[0].GetPath(), d) {
+				delete(ss.sent, l)
+			}
+		}
+	}
+	return st.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: n}})
 }
 
 // serveStream serves a STREAM subscription list until the client goes away.
@@ -242,12 +275,10 @@ func (s *Server) serveStream(stream gpb.GNMI_SubscribeServer, list *gpb.Subscrip
 	if len(st.subs) == 0 {
 		return status.Error(codes.InvalidArgument, "no subscriptions")
 	}
-	// Register for changes before the initial dump so none is missed in
-	// between; change() skips what the dump already sent.
+	// Register for changes (and, for SAMPLE, deletes) before the initial
+	// dump so none is missed in between; change() skips what the dump
+	// already sent.
 	for _, ss := range st.subs {
-		if ss.mode == gpb.SubscriptionMode_SAMPLE {
-			continue
-		}
 		remove := s.match.AddQuery(append([]string{target}, ss.query...), &changeClient{ss, st.queue})
 		defer remove()
 	}

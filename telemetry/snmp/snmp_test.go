@@ -238,7 +238,7 @@ func TestTrapsFromSnmptrap(t *testing.T) {
 		Names: []config.SNMPOID{{OID: "1.3.6.1.6.3.1.1.5.3", Name: "/events/link-down"}},
 		Users: []config.SNMPv3{{Username: "trapuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "trapauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "trappriv123")}},
 	}
-	r, err := NewTrapReceiver(tcfg, rec.sink, slog.New(slog.DiscardHandler))
+	r, err := NewTrapReceiver(tcfg, "", rec.sink, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func TestV3InformFromSnmpinform(t *testing.T) {
 	tcfg := config.SNMPTraps{Target: "traps", EngineID: "0x80001f8805aabbccdd0011",
 		Users: []config.SNMPv3{{Username: "informuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "informauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "informpriv123")}},
 	}
-	r, err := NewTrapReceiver(tcfg, rec.sink, slog.New(slog.DiscardHandler))
+	r, err := NewTrapReceiver(tcfg, "", rec.sink, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

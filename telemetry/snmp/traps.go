@@ -3,7 +3,6 @@ package snmp
 import (
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -21,28 +20,41 @@ import (
 // snmpTrapOID.0, the varbind naming the notification in v2c and v3 traps.
 const snmpTrapOID = ".1.3.6.1.6.3.1.1.4.1.0"
 
-// TrapReceiver receives SNMP v2c and v3 traps and informs (informs are
-// acknowledged by gosnmp) and turns each into one event update: target
-// cfg.Target, path /snmp/traps/<trap oid> (or the configured name), value
-// a JSON object {"source", "version", "trap_oid", "inform", "varbinds": {oid: value}}.
+// TrapReceiver receives SNMP v2c and v3 traps and informs (informs that
+// are accepted are acknowledged) and turns each into one event update:
+// target cfg.Target, path /snmp/traps/<trap oid> (or the configured name),
+// value a JSON object {"source", "version", "trap_oid", "inform", "varbinds": {oid: value}}.
 // Traps with an unknown community are counted and dropped.
+//
+// gosnmp decodes and authenticates the messages, but its TrapListener has
+// no timeliness check (RFC 3414 3.2 step 7) and answers engine discovery
+// with engine boots and time 0, so the receiver runs its own UDP loop (one
+// goroutine) around gosnmp's UnmarshalTrap and MarshalMsg: see engine.go.
 type TrapReceiver struct {
-	cfg   config.SNMPTraps
-	sink  Sink
-	log   *slog.Logger
-	tl    *gosnmp.TrapListener
-	names map[string]string
-	comm  map[string]bool
-	eid   []byte                           // local snmpEngineID
-	users map[string]gosnmp.SnmpV3MsgFlags // v3 user → flags its messages must carry
+	cfg       config.SNMPTraps
+	bootsFile string
+	sink      Sink
+	log       *slog.Logger
+	params    *gosnmp.GoSNMP
+	names     map[string]string
+	comm      map[string]bool
+	eid       []byte                           // local snmpEngineID
+	users     map[string]gosnmp.SnmpV3MsgFlags // v3 user → flags its messages must carry
+	engine    engine                           // local boots and time, set by Listen
+	remote    map[string]remoteEngine          // senders' engines (traps), serve's goroutine only
+	conn      *net.UDPConn
 
-	Received atomic.Uint64
-	Rejected atomic.Uint64
+	Received        atomic.Uint64
+	Rejected        atomic.Uint64
+	NotInTimeWindow atomic.Uint64 // authenticated v3 messages outside the time window
 }
 
-// NewTrapReceiver builds the receiver (reading v3 password files); Listen starts it.
-func NewTrapReceiver(cfg config.SNMPTraps, sink Sink, log *slog.Logger) (*TrapReceiver, error) {
-	r := &TrapReceiver{cfg: cfg, sink: sink, log: log, names: map[string]string{}, comm: map[string]bool{}, users: map[string]gosnmp.SnmpV3MsgFlags{}}
+// NewTrapReceiver builds the receiver (reading v3 password files); Listen
+// starts it. bootsFile keeps the local engine's boot counter across starts
+// (Listen increments it); "" keeps it in memory (starting at 1).
+func NewTrapReceiver(cfg config.SNMPTraps, bootsFile string, sink Sink, log *slog.Logger) (*TrapReceiver, error) {
+	r := &TrapReceiver{cfg: cfg, bootsFile: bootsFile, sink: sink, log: log, names: map[string]string{}, comm: map[string]bool{},
+		users: map[string]gosnmp.SnmpV3MsgFlags{}, remote: map[string]remoteEngine{}}
 	for _, c := range cfg.Communities {
 		r.comm[c] = true
 	}
@@ -94,50 +106,55 @@ func NewTrapReceiver(cfg config.SNMPTraps, sink Sink, log *slog.Logger) (*TrapRe
 		params.Version = gosnmp.Version3
 		params.SecurityModel = gosnmp.UserSecurityModel
 		params.SetTrapSecurityParametersTable(table)
-		// The local engine id makes the listener answer engine discovery
-		// (a Report carrying it), so v3 informs, for which the receiver is
-		// the authoritative engine, are accepted and acknowledged.
-		params.SecurityParameters = &gosnmp.UsmSecurityParameters{AuthoritativeEngineID: string(r.eid)}
 	}
-	tl := gosnmp.NewTrapListener()
-	tl.Params = params
-	tl.OnNewTrap = r.handle
-	r.tl = tl
+	r.params = params
 	return r, nil
 }
 
-// Listen binds the address and serves until Close. It returns once the
-// socket is bound (or failed to bind); serving continues in a goroutine
-// whose end Close waits for.
+// Listen increments the engine boot counter, binds the address and serves
+// until Close. It returns once the socket is bound (or failed to bind);
+// serving continues in a goroutine whose end (nil after Close) is sent on
+// the returned channel.
 func (r *TrapReceiver) Listen(addr string) (<-chan error, error) {
-	done := make(chan error, 1)
-	go func() { done <- r.tl.Listen(addr) }()
-	select {
-	case <-r.tl.Listening():
-		r.log.Info("snmp trap receiver listening", "addr", addr, "engine_id", r.EngineID())
-		return done, nil
-	case err := <-done:
-		if err == nil {
-			err = errors.New("trap listener stopped")
-		}
-		return nil, fmt.Errorf("listen for traps on %s: %w", addr, err)
-	case <-time.After(5 * time.Second):
-		r.tl.Close()
-		return nil, fmt.Errorf("listen for traps on %s: timed out", addr)
+	boots, err := nextBoots(r.bootsFile)
+	if err != nil {
+		return nil, fmt.Errorf("trap receiver: %w", err)
 	}
+	r.engine = engine{boots: boots, start: time.Now()}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for traps on %s: %w", addr, err)
+	}
+	if r.conn, err = net.ListenUDP("udp", ua); err != nil {
+		return nil, fmt.Errorf("listen for traps on %s: %w", addr, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.serve() }()
+	r.log.Info("snmp trap receiver listening", "addr", r.conn.LocalAddr().String(), "engine_id", r.EngineID(), "engine_boots", boots)
+	return done, nil
 }
 
 // EngineID is the receiver's local snmpEngineID in hex.
 func (r *TrapReceiver) EngineID() string { return hex.EncodeToString(r.eid) }
 
-// Close stops the listener.
-func (r *TrapReceiver) Close() { r.tl.Close() }
+// EngineBoots is the local snmpEngineBoots of this start (after Listen).
+func (r *TrapReceiver) EngineBoots() uint32 { return r.engine.boots }
 
-func (r *TrapReceiver) handle(pkt *gosnmp.SnmpPacket, from *net.UDPAddr) {
+// Close stops the listener; the channel Listen returned then gets nil.
+func (r *TrapReceiver) Close() {
+	if r.conn != nil {
+		r.conn.Close()
+	}
+}
+
+// handle checks community or user and hands the event to the sink; it
+// reports whether the message was accepted (an inform is acknowledged
+// only then).
+func (r *TrapReceiver) handle(pkt *gosnmp.SnmpPacket, from *net.UDPAddr) bool {
 	if pkt.Version != gosnmp.Version3 && !r.comm[pkt.Community] {
 		r.Rejected.Add(1)
 		r.log.Debug("snmp trap with unknown community dropped", "from", from)
-		return
+		return false
 	}
 	if pkt.Version == gosnmp.Version3 {
 		sp, _ := pkt.SecurityParameters.(*gosnmp.UsmSecurityParameters)
@@ -148,18 +165,19 @@ func (r *TrapReceiver) handle(pkt *gosnmp.SnmpPacket, from *net.UDPAddr) {
 		if !ok || pkt.MsgFlags&need != need {
 			r.Rejected.Add(1)
 			r.log.Debug("snmp v3 trap from an unknown user or below its security level dropped", "from", from)
-			return
+			return false
 		}
 	}
 	u, ok := TrapUpdate(pkt, from, r.cfg.Target, r.names, time.Now())
 	if !ok {
 		r.Rejected.Add(1)
-		return
+		return false
 	}
 	r.Received.Add(1)
 	if r.sink != nil {
 		r.sink([]model.Update{u})
 	}
+	return true
 }
 
 // TrapUpdate converts a trap packet into an event update.

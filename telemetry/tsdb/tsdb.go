@@ -11,6 +11,7 @@ package tsdb
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -565,8 +566,10 @@ type Bucket struct {
 	nums  int
 }
 
-// Query returns the points (or buckets) of each matching series in [Since, Until].
-func (d *DB) Query(q Query) ([]Series, error) {
+// Query returns the points (or buckets) of each matching series in
+// [Since, Until]. It stops when ctx ends (checked before each hour of each
+// series), returning an error wrapping ctx's cause.
+func (d *DB) Query(ctx context.Context, q Query) ([]Series, error) {
 	if err := d.Flush(); err != nil {
 		return nil, err
 	}
@@ -614,6 +617,9 @@ func (d *DB) Query(q Query) ([]Series, error) {
 				return n < limit
 			}
 			for h := firstHour; h <= hourOf(to) && (q.Bucket > 0 || n < limit); h++ {
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("telemetry query stopped after %d of %d series: %w", len(out), len(ss), context.Cause(ctx))
+				}
 				pfx := dataPrefix(h, s.id)
 				for it.Seek(pfx); it.ValidForPrefix(pfx); it.Next() {
 					item := it.Item()

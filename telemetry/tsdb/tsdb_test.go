@@ -1,6 +1,7 @@
 package tsdb
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"testing"
@@ -77,7 +78,7 @@ func TestAppendLatestQueryReopen(t *testing.T) {
 		if lat := d.Latest("", model.MustPattern("/system/...")); len(lat) != 1 || lat[0].Value.Text() != "sw2" {
 			t.Fatalf("latest sw2: %+v", lat)
 		}
-		res, err := d.Query(Query{Target: "sw1", Path: model.MustPattern("/interfaces/interface[name=eth0]/..."), Since: base.Add(10 * time.Minute), Until: base.Add(69 * time.Minute)})
+		res, err := d.Query(context.Background(), Query{Target: "sw1", Path: model.MustPattern("/interfaces/interface[name=eth0]/..."), Since: base.Add(10 * time.Minute), Until: base.Add(69 * time.Minute)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +88,7 @@ func TestAppendLatestQueryReopen(t *testing.T) {
 		if p := res[0].Points[0]; !p.Time.Equal(base.Add(10*time.Minute)) || p.Value != model.Uint(1000) {
 			t.Errorf("first point %+v", p)
 		}
-		res, err = d.Query(Query{Target: "sw*", Path: model.MustPattern(""), Since: base, Until: base.Add(2 * time.Hour), Bucket: 30 * time.Minute})
+		res, err = d.Query(context.Background(), Query{Target: "sw*", Path: model.MustPattern(""), Since: base, Until: base.Add(2 * time.Hour), Bucket: 30 * time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +124,7 @@ func TestDuplicateFirstTimestamp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	res, err := d.Query(Query{Target: "a", Path: model.MustPattern("/x"), Since: time.Unix(0, ts-1)})
+	res, err := d.Query(context.Background(), Query{Target: "a", Path: model.MustPattern("/x"), Since: time.Unix(0, ts-1)})
 	if err != nil || len(res) != 1 || len(res[0].Points) != 6 {
 		t.Fatalf("%v %+v", err, res)
 	}
@@ -202,7 +203,7 @@ func BenchmarkQueryRange1h(b *testing.B) {
 	pat := model.MustPattern("/if[name=eth42]/in")
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		res, err := d.Query(Query{Target: "sw1", Path: pat, Since: start})
+		res, err := d.Query(context.Background(), Query{Target: "sw1", Path: pat, Since: start})
 		if err != nil || len(res) != 1 || len(res[0].Points) != 360 {
 			b.Fatal(err, len(res))
 		}
@@ -215,7 +216,7 @@ func BenchmarkQueryRange1hDownsampled(b *testing.B) {
 	pat := model.MustPattern("/if[name=eth42]/in")
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		res, err := d.Query(Query{Target: "sw1", Path: pat, Since: start, Bucket: time.Minute})
+		res, err := d.Query(context.Background(), Query{Target: "sw1", Path: pat, Since: start, Bucket: time.Minute})
 		if err != nil || len(res) != 1 {
 			b.Fatal(err)
 		}
@@ -232,7 +233,7 @@ func TestSizeRetentionDropsOldestHour(t *testing.T) {
 	}
 	d.Flush()
 	count := func() int {
-		res, err := d.Query(Query{Target: "a", Path: model.MustPattern("/x"), Since: now.Add(-4 * time.Hour)})
+		res, err := d.Query(context.Background(), Query{Target: "a", Path: model.MustPattern("/x"), Since: now.Add(-4 * time.Hour)})
 		if err != nil || len(res) != 1 {
 			t.Fatal(err, res)
 		}
@@ -260,7 +261,7 @@ func TestQueryEmptyStore(t *testing.T) {
 	d := open(t, t.TempDir())
 	defer d.Close()
 	start := time.Now()
-	res, err := d.Query(Query{Path: model.MustPattern("")})
+	res, err := d.Query(context.Background(), Query{Path: model.MustPattern("")})
 	if err != nil || len(res) != 0 {
 		t.Fatal(err, res)
 	}
@@ -317,7 +318,7 @@ func TestRetentionExpiresLatestAndPrunesIndex(t *testing.T) {
 	if got := paths(d.Latest("", all)); len(got) != 1 || got[0] != "sw1/b" {
 		t.Errorf("latest after /a expired: %v, want sw1/b only", got)
 	}
-	if got, _ := d.Query(Query{Target: "sw1", Path: all}); len(got) != 1 || got[0].Path != "/b" {
+	if got, _ := d.Query(context.Background(), Query{Target: "sw1", Path: all}); len(got) != 1 || got[0].Path != "/b" {
 		t.Errorf("query after /a expired: %+v", got)
 	}
 	// Within the grace period nothing is pruned; past it /a is, /b is not.
