@@ -19,13 +19,7 @@ func (x executor) Concurrency(task string) (int, bool) {
 }
 
 func (x executor) Execute(ctx context.Context, c *calls.Call) calls.Result {
-	// The call's metadata, for the guest's outpost.meta (docs/abi.md).
-	key := c.IdempotencyKey
-	if key == "" {
-		key = c.ID
-	}
-	ctx = outpostrt.WithCallMeta(ctx, outpostrt.CallMeta{ID: c.ID, Source: c.Source.String(), IdempotencyKey: key})
-	out, err := x.e.Call(ctx, c.Task, c.Input)
+	out, err := x.e.Call(outpostrt.WithCallMeta(ctx, (*callMeta)(c)), c.Task, c.Input)
 	if err == nil {
 		return calls.Result{Status: calls.StatusOK, Output: out}
 	}
@@ -38,6 +32,18 @@ func (x executor) Execute(ctx context.Context, c *calls.Call) calls.Result {
 	default:
 		return calls.Result{Status: calls.StatusFailed, Error: err.Error()}
 	}
+}
+
+// callMeta gives a call's metadata to the guest's outpost.meta (docs/abi.md)
+// when it asks, not on every call.
+type callMeta calls.Call
+
+func (m *callMeta) CallMeta() outpostrt.CallMeta {
+	key := m.IdempotencyKey
+	if key == "" {
+		key = m.ID
+	}
+	return outpostrt.CallMeta{ID: m.ID, Source: m.Source.String(), IdempotencyKey: key}
 }
 
 var kindStatus = map[outpostrt.Kind]calls.Status{

@@ -136,10 +136,14 @@ type Call struct {
 	// Result is set. It must not block for long: it runs on a worker.
 	Done func(*Call)
 
-	q        *taskQueue         // set when the scheduler admits the call
-	durable  *Durable           // set when the call is journaled
-	cancel   context.CancelFunc // set while running; guarded by the scheduler's mu
-	canceled bool               // a cancel request came; guarded by the scheduler's mu
+	q       *taskQueue         // set when the scheduler admits the call
+	durable *Durable           // set when the call is journaled
+	cancel  context.CancelFunc // set while running; guarded by the scheduler's mu
+	// run is the context of the running call (Scheduler.execute);
+	// runPrev, runNext link the scheduler's running calls, guarded by its mu.
+	run              runCtx
+	runPrev, runNext *Call
+	canceled         bool // a cancel request came; guarded by the scheduler's mu
 	// cutByShutdown: the drain deadline of the scheduler's own shutdown cut
 	// the call short (running or still queued); set before Done. A
 	// journaled call so cut is left as a crash would leave it.

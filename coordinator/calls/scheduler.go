@@ -67,7 +67,10 @@ type Scheduler struct {
 	log  *slog.Logger
 	m    *metrics
 
-	base   context.Context // parent of every running call; canceled when a drain runs out of time
+	// base is canceled when a drain runs out of time; Drain then cancels
+	// the running calls one by one (their contexts have no shared parent:
+	// registering each call with one would serialize them on its lock).
+	base   context.Context
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
@@ -75,6 +78,9 @@ type Scheduler struct {
 	byName  map[string]*class
 	tasks   map[string]*taskState
 	live    map[string]*Call // queued and running calls by id, for Cancel
+	// runs lists the calls between the start and the end of their executor
+	// run (linked through Call.runPrev/runNext), for a drain out of time.
+	runs    *Call
 	queued  int
 	running int // calls holding a worker slot; parked calls do not
 	parked  int // calls waiting in Blocking without a worker slot
@@ -450,20 +456,22 @@ func (s *Scheduler) execute(c *Call) {
 	if c.MaxRun > 0 && (dl.IsZero() || c.Started.Add(c.MaxRun).Before(dl)) {
 		dl = c.Started.Add(c.MaxRun)
 	}
-	var (
-		ctx    context.Context
-		cancel context.CancelFunc
-	)
+	var cancel context.CancelFunc
 	if dl.IsZero() {
-		ctx, cancel = context.WithCancel(s.base)
+		c.run.Context, cancel = context.WithCancel(context.Background())
 	} else {
-		ctx, cancel = context.WithDeadline(s.base, dl)
+		c.run.Context, cancel = context.WithDeadline(context.Background(), dl)
 	}
 	defer cancel()
-	ctx = context.WithValue(ctx, slotKey{}, &slot{s: s, c: c})
+	c.run.slot = slot{s: s, c: c}
 	s.mu.Lock()
 	canceled := c.canceled
-	c.cancel = cancel
+	if !canceled {
+		if s.base.Err() != nil {
+			cancel() // a drain ran out of time: it starts stopped, as the running ones were
+		}
+		s.startRunLocked(c, cancel)
+	}
 	s.mu.Unlock()
 	if canceled {
 		c.Result = Result{Status: StatusCanceled, Error: "canceled before it started"}
@@ -472,16 +480,14 @@ func (s *Scheduler) execute(c *Call) {
 	}
 	if c.durable != nil {
 		if err := c.durable.started(c); err != nil {
+			s.endRun(c)
 			c.Result = Result{Status: StatusFailed, Error: "not started: " + err.Error()}
 			s.record(c)
 			return
 		}
 	}
-	c.Result = s.exec.Execute(ctx, c)
-	s.mu.Lock()
-	canceled = c.canceled
-	c.cancel = nil
-	s.mu.Unlock()
+	c.Result = s.exec.Execute(&c.run, c)
+	canceled = s.endRun(c)
 	switch {
 	case canceled && !c.Result.OK():
 		c.Result = Result{Status: StatusCanceled, Error: "canceled while running"}
@@ -490,6 +496,48 @@ func (s *Scheduler) execute(c *Call) {
 		c.cutByShutdown = true
 	}
 	s.record(c)
+}
+
+// startRunLocked makes c's cancel reachable by Cancel and by a drain out
+// of time.
+func (s *Scheduler) startRunLocked(c *Call, cancel context.CancelFunc) {
+	c.cancel = cancel
+	c.runNext = s.runs
+	if s.runs != nil {
+		s.runs.runPrev = c
+	}
+	s.runs = c
+}
+
+// endRun undoes startRunLocked and reports whether c was canceled.
+func (s *Scheduler) endRun(c *Call) (canceled bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.cancel = nil
+	if c.runPrev != nil {
+		c.runPrev.runNext = c.runNext
+	} else {
+		s.runs = c.runNext
+	}
+	if c.runNext != nil {
+		c.runNext.runPrev = c.runPrev
+	}
+	c.runPrev, c.runNext = nil, nil
+	return c.canceled
+}
+
+// runCtx is the context of a running call: its deadline and cancel, and
+// its worker slot (Blocking, Wait), in one value kept in the call.
+type runCtx struct {
+	context.Context
+	slot slot
+}
+
+func (r *runCtx) Value(key any) any {
+	if key == (slotKey{}) {
+		return &r.slot
+	}
+	return r.Context.Value(key)
 }
 
 func (s *Scheduler) record(c *Call) {
@@ -549,6 +597,9 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 	}
 	s.cancel()
 	s.mu.Lock()
+	for c := s.runs; c != nil; c = c.runNext {
+		c.cancel()
+	}
 	var dropped []*Call
 	for _, cl := range s.classes {
 		for {
