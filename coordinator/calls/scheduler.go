@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,20 +68,22 @@ type Scheduler struct {
 	log  *slog.Logger
 	m    *metrics
 
-	// base is canceled when a drain runs out of time; Drain then cancels
-	// the running calls one by one (their contexts have no shared parent:
+	// cut is set when a drain runs out of time; Drain then cancels the
+	// running calls one by one (their contexts have no shared parent:
 	// registering each call with one would serialize them on its lock).
-	base   context.Context
-	cancel context.CancelFunc
+	cut atomic.Bool
 
 	mu      sync.Mutex
 	classes []*class // control first
 	byName  map[string]*class
 	tasks   map[string]*taskState
 	live    map[string]*Call // queued and running calls by id, for Cancel
-	// runs lists the calls between the start and the end of their executor
-	// run (linked through Call.runPrev/runNext), for a drain out of time.
-	runs    *Call
+	// runs holds the calls between the start and the end of their
+	// executor run, earliest deadline first (runctx.go): for Cancel, a
+	// drain out of time and the deadline timer, which fires at armedAt.
+	runs    runHeap
+	timer   *time.Timer
+	armedAt time.Time
 	queued  int
 	running int // calls holding a worker slot; parked calls do not
 	parked  int // calls waiting in Blocking without a worker slot
@@ -122,7 +125,6 @@ type taskQueue struct {
 
 // NewScheduler returns a scheduler running calls through exec. reg may be nil.
 func NewScheduler(exec Executor, opts Options, log *slog.Logger, reg prometheus.Registerer) *Scheduler {
-	ctx, cancel := context.WithCancel(context.Background())
 	if opts.AgingAfter <= 0 {
 		opts.AgingAfter = time.Second
 	}
@@ -134,7 +136,6 @@ func NewScheduler(exec Executor, opts Options, log *slog.Logger, reg prometheus.
 	}
 	s := &Scheduler{
 		exec: exec, opts: opts, log: log, m: newMetrics(reg),
-		base: ctx, cancel: cancel,
 		byName: map[string]*class{},
 		tasks:  map[string]*taskState{},
 		live:   map[string]*Call{},
@@ -164,7 +165,7 @@ func (s *Scheduler) addClass(name string, weight int) {
 func (s *Scheduler) Submit(c *Call) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tq, err := s.admitLocked(c)
+	tq, _, err := s.admitLocked(c)
 	if err != nil {
 		return err
 	}
@@ -191,23 +192,30 @@ func (s *Scheduler) Do(ctx context.Context, c *Call) (Result, error) {
 	if dl, ok := ctx.Deadline(); ok && (c.Deadline.IsZero() || dl.Before(c.Deadline)) {
 		c.Deadline = dl
 	}
+	c.prepareRun(time.Now()) // before the lock; execute prepares again if c waits in a queue
 	s.mu.Lock()
-	tq, err := s.admitLocked(c)
+	tq, limit, err := s.admitLocked(c)
 	if err != nil {
 		s.mu.Unlock()
 		return Result{}, err
 	}
-	if s.running < s.opts.Workers && s.resumers.len() == 0 && tq.calls.len() == 0 && s.hasSlotLocked(tq) {
+	if s.running < s.opts.Workers && s.resumers.len() == 0 && tq.calls.len() == 0 && slotFree(tq.task, limit) {
+		// execute, with its lock sections merged into these two.
 		s.running++
 		s.startLocked(tq, c)
+		ok := s.beginLocked(c)
 		s.mu.Unlock()
-		s.execute(c)
+		ran := ok && s.run(c)
 		s.mu.Lock()
+		if ok {
+			s.endLocked(c, ran)
+		}
 		s.running--
 		s.releaseLocked(c)
 		s.dispatchLocked()
 		s.checkIdleLocked()
 		s.mu.Unlock()
+		s.record(c)
 		c.Done(c)
 		return c.Result, nil
 	}
@@ -230,21 +238,26 @@ func (s *Scheduler) Do(ctx context.Context, c *Call) (Result, error) {
 	}
 }
 
-// admitLocked checks that c may be queued and returns its task's queue.
-func (s *Scheduler) admitLocked(c *Call) (*taskQueue, error) {
+// admitLocked checks that c may be queued and returns its task's queue and
+// concurrency (-1: no such task, for a call with a digest).
+func (s *Scheduler) admitLocked(c *Call) (_ *taskQueue, limit int, _ error) {
 	if s.draining {
 		s.m.refused.WithLabelValues("draining").Inc()
-		return nil, ErrDraining
+		return nil, 0, ErrDraining
 	}
-	if _, ok := s.exec.Concurrency(c.Task); !ok && c.Digest == "" {
+	limit, ok := s.exec.Concurrency(c.Task)
+	if !ok {
+		if c.Digest == "" {
+			s.m.refused.WithLabelValues("unknown_task").Inc()
+			return nil, 0, fmt.Errorf("%w %q", ErrUnknownTask, c.Task)
+		}
 		// A call with a digest names its code: the executor fetches an
-		// unknown task (one call of it at a time, hasSlotLocked).
-		s.m.refused.WithLabelValues("unknown_task").Inc()
-		return nil, fmt.Errorf("%w %q", ErrUnknownTask, c.Task)
+		// unknown task (one call of it at a time, slotFree).
+		limit = -1
 	}
 	if s.queued >= s.opts.QueueSize {
 		s.m.refused.WithLabelValues("queue_full").Inc()
-		return nil, ErrQueueFull
+		return nil, 0, ErrQueueFull
 	}
 	if c.Done == nil {
 		c.Done = func(*Call) {}
@@ -273,15 +286,22 @@ func (s *Scheduler) admitLocked(c *Call) (*taskQueue, error) {
 	if c.ID != "" {
 		s.live[c.ID] = c
 	}
-	return tq, nil
+	return tq, limit, nil
 }
 
 func (s *Scheduler) hasSlotLocked(tq *taskQueue) bool {
-	ts := tq.task
-	limit, ok := s.exec.Concurrency(ts.name)
-	// A task removed by a reload still drains its queue (one at a time):
-	// the executor reports each call as an unknown task.
-	return ts.running < max(limit, 1) || (!ok && ts.running == 0)
+	limit, ok := s.exec.Concurrency(tq.task.name)
+	if !ok {
+		limit = -1
+	}
+	return slotFree(tq.task, limit)
+}
+
+// slotFree says whether ts may start a call with concurrency limit (-1: the
+// task is not loaded). A task removed by a reload still drains its queue
+// (one at a time): the executor reports each call as an unknown task.
+func slotFree(ts *taskState, limit int) bool {
+	return ts.running < max(limit, 1) || (limit < 0 && ts.running == 0)
 }
 
 // readyLocked puts tq in the ready list if it has waiting calls and a slot.
@@ -439,105 +459,83 @@ func (s *Scheduler) worker(c *Call) {
 
 // execute runs c under its deadlines and records its result.
 func (s *Scheduler) execute(c *Call) {
-	c.Started = time.Now()
-	if !c.StartBy.IsZero() && c.Started.After(c.StartBy) {
-		c.Result = Result{Status: StatusExpired, Error: "start-by deadline passed before the call could start"}
-		s.record(c)
-		return
-	}
-	if !c.Deadline.IsZero() && !c.Started.Before(c.Deadline) {
-		c.Result = Result{Status: StatusTimeout, Error: "deadline passed before the call could start"}
-		s.record(c)
-		return
-	}
-	// One context carries the call's deadline, its max run and its cancel
-	// (a context and a timer per call, not three: this is the hot path).
-	dl := c.Deadline
-	if c.MaxRun > 0 && (dl.IsZero() || c.Started.Add(c.MaxRun).Before(dl)) {
-		dl = c.Started.Add(c.MaxRun)
-	}
-	var cancel context.CancelFunc
-	if dl.IsZero() {
-		c.run.Context, cancel = context.WithCancel(context.Background())
-	} else {
-		c.run.Context, cancel = context.WithDeadline(context.Background(), dl)
-	}
-	defer cancel()
-	c.run.slot = slot{s: s, c: c}
+	c.prepareRun(time.Now())
 	s.mu.Lock()
-	canceled := c.canceled
-	if !canceled {
-		if s.base.Err() != nil {
-			cancel() // a drain ran out of time: it starts stopped, as the running ones were
-		}
-		s.startRunLocked(c, cancel)
-	}
+	ok := s.beginLocked(c)
 	s.mu.Unlock()
-	if canceled {
-		c.Result = Result{Status: StatusCanceled, Error: "canceled before it started"}
-		s.record(c)
-		return
-	}
-	if c.durable != nil {
-		if err := c.durable.started(c); err != nil {
-			s.endRun(c)
-			c.Result = Result{Status: StatusFailed, Error: "not started: " + err.Error()}
-			s.record(c)
-			return
-		}
-	}
-	c.Result = s.exec.Execute(&c.run, c)
-	canceled = s.endRun(c)
-	switch {
-	case canceled && !c.Result.OK():
-		c.Result = Result{Status: StatusCanceled, Error: "canceled while running"}
-	case s.base.Err() != nil && !c.Result.OK():
-		c.Result = Result{Status: StatusCanceled, Error: "canceled: shutdown deadline passed while the call ran"}
-		c.cutByShutdown = true
+	if ok {
+		ran := s.run(c)
+		s.mu.Lock()
+		s.endLocked(c, ran)
+		s.mu.Unlock()
 	}
 	s.record(c)
 }
 
-// startRunLocked makes c's cancel reachable by Cancel and by a drain out
-// of time.
-func (s *Scheduler) startRunLocked(c *Call, cancel context.CancelFunc) {
-	c.cancel = cancel
-	c.runNext = s.runs
-	if s.runs != nil {
-		s.runs.runPrev = c
-	}
-	s.runs = c
+// prepareRun does, outside the scheduler's lock, what beginLocked needs:
+// the start time and the context (runCtx: no timer of its own, this is the
+// hot path).
+func (c *Call) prepareRun(now time.Time) {
+	c.Started = now
+	c.run.Context, c.run.cancel = context.WithCancelCause(context.Background())
 }
 
-// endRun undoes startRunLocked and reports whether c was canceled.
-func (s *Scheduler) endRun(c *Call) (canceled bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c.cancel = nil
-	if c.runPrev != nil {
-		c.runPrev.runNext = c.runNext
-	} else {
-		s.runs = c.runNext
+// beginLocked starts the run of c, prepared: one context carries its
+// deadline, its max run and its cancel. It returns false, with c.Result
+// set, for a call that may not start: past its start-by time or deadline,
+// or canceled.
+func (s *Scheduler) beginLocked(c *Call) bool {
+	switch {
+	case !c.StartBy.IsZero() && c.Started.After(c.StartBy):
+		c.Result = Result{Status: StatusExpired, Error: "start-by deadline passed before the call could start"}
+		return false
+	case !c.Deadline.IsZero() && !c.Started.Before(c.Deadline):
+		c.Result = Result{Status: StatusTimeout, Error: "deadline passed before the call could start"}
+		return false
+	case c.canceled:
+		c.Result = Result{Status: StatusCanceled, Error: "canceled before it started"}
+		return false
 	}
-	if c.runNext != nil {
-		c.runNext.runPrev = c.runPrev
+	dl := c.Deadline
+	if c.MaxRun > 0 && (dl.IsZero() || c.Started.Add(c.MaxRun).Before(dl)) {
+		dl = c.Started.Add(c.MaxRun)
 	}
-	c.runPrev, c.runNext = nil, nil
-	return c.canceled
+	c.run.deadline = dl
+	c.run.slot = slot{s: s, c: c}
+	if s.cut.Load() {
+		c.run.cancel(context.Canceled) // a drain ran out of time: it starts stopped, as the running ones were
+	}
+	s.startRunLocked(c, dl)
+	return true
 }
 
-// runCtx is the context of a running call: its deadline and cancel, and
-// its worker slot (Blocking, Wait), in one value kept in the call.
-type runCtx struct {
-	context.Context
-	slot slot
+// run runs c, begun, through the executor (without the lock) and reports
+// whether it ran (a journaled call that could not be marked started did
+// not).
+func (s *Scheduler) run(c *Call) bool {
+	defer c.run.cancel(context.Canceled)
+	if c.durable != nil {
+		if err := c.durable.started(c); err != nil {
+			c.Result = Result{Status: StatusFailed, Error: "not started: " + err.Error()}
+			return false
+		}
+	}
+	c.Result = s.exec.Execute(&c.run, c)
+	return true
 }
 
-func (r *runCtx) Value(key any) any {
-	if key == (slotKey{}) {
-		return &r.slot
+// endLocked ends the run of c: a call that ran and failed after a cancel,
+// or after a drain ran out of time, is canceled.
+func (s *Scheduler) endLocked(c *Call, ran bool) {
+	s.endRunLocked(c)
+	switch {
+	case !ran || c.Result.OK():
+	case c.canceled:
+		c.Result = Result{Status: StatusCanceled, Error: "canceled while running"}
+	case s.cut.Load():
+		c.Result = Result{Status: StatusCanceled, Error: "canceled: shutdown deadline passed while the call ran"}
+		c.cutByShutdown = true
 	}
-	return r.Context.Value(key)
 }
 
 func (s *Scheduler) record(c *Call) {
@@ -574,8 +572,8 @@ func (s *Scheduler) Cancel(id string) bool {
 		return c != nil
 	}
 	c.canceled = true
-	if c.cancel != nil {
-		c.cancel()
+	if c.running {
+		c.run.cancel(context.Canceled)
 	}
 	return true
 }
@@ -595,10 +593,10 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	s.cancel()
+	s.cut.Store(true)
 	s.mu.Lock()
-	for c := s.runs; c != nil; c = c.runNext {
-		c.cancel()
+	for _, c := range s.runs {
+		c.run.cancel(context.Canceled)
 	}
 	var dropped []*Call
 	for _, cl := range s.classes {
