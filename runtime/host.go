@@ -193,17 +193,21 @@ func (m CallMeta) CallMeta() CallMeta { return m }
 // not build one for every call.
 type CallMetaSource interface{ CallMeta() CallMeta }
 
-type callMetaKey struct{}
+// CallMetaKey is the context key of the CallMetaSource of a call:
+// WithCallMeta attaches one, and a context type of the caller may answer
+// Value(CallMetaKey{}) itself (the scheduler's contexts do, for the
+// coordinator), which spares a context.WithValue per call.
+type CallMetaKey struct{}
 
 // WithCallMeta returns ctx carrying src (a CallMeta, or what gives one) for
 // the guest of the call.
 func WithCallMeta(ctx context.Context, src CallMetaSource) context.Context {
-	return context.WithValue(ctx, callMetaKey{}, src)
+	return context.WithValue(ctx, CallMetaKey{}, src)
 }
 
 // CallMetaFrom returns the CallMeta attached to ctx, if any.
 func CallMetaFrom(ctx context.Context) (CallMeta, bool) {
-	src, ok := ctx.Value(callMetaKey{}).(CallMetaSource)
+	src, ok := ctx.Value(CallMetaKey{}).(CallMetaSource)
 	if !ok {
 		return CallMeta{}, false
 	}

@@ -8,7 +8,8 @@ import (
 )
 
 // runCtx is the context of a running call (Scheduler.execute), kept in the
-// call: its cancel, its deadline and its worker slot (Blocking, Wait).
+// call: its cancel, its deadline, its worker slot (Blocking, Wait) and the
+// executor's values (ContextValuer).
 //
 // It is not a context.WithDeadline: a timer per call was a tenth of the
 // cost of a no-op call through the daemon. The scheduler keeps its running
@@ -41,6 +42,11 @@ func (r *runCtx) Err() error {
 func (r *runCtx) Value(key any) any {
 	if key == (slotKey{}) {
 		return &r.slot
+	}
+	if v := r.slot.s.valuer; v != nil {
+		if val := v.ContextValue(r.slot.c, key); val != nil {
+			return val
+		}
 	}
 	return r.Context.Value(key)
 }

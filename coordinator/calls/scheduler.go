@@ -21,6 +21,14 @@ type Executor interface {
 	Concurrency(task string) (int, bool)
 }
 
+// ContextValuer is an optional interface of an Executor: ContextValue
+// answers Value(key) in the context of the running call c for the keys the
+// scheduler does not know (nil: none), so that the executor needs no
+// context.WithValue per call for what it derives from the call.
+type ContextValuer interface {
+	ContextValue(c *Call, key any) any
+}
+
 // Options size a Scheduler.
 type Options struct {
 	Workers   int // calls running at once, over all tasks
@@ -63,10 +71,11 @@ const DefaultQueue = "default"
 // Everything below is guarded by mu; Done callbacks and Executor run
 // without it.
 type Scheduler struct {
-	exec Executor
-	opts Options
-	log  *slog.Logger
-	m    *metrics
+	exec   Executor
+	valuer ContextValuer // exec's, or nil
+	opts   Options
+	log    *slog.Logger
+	m      *metrics
 
 	// cut is set when a drain runs out of time; Drain then cancels the
 	// running calls one by one (their contexts have no shared parent:
@@ -147,6 +156,7 @@ func NewScheduler(exec Executor, opts Options, log *slog.Logger, reg prometheus.
 			s.addClass(q.Name, max(q.Weight, 1))
 		}
 	}
+	s.valuer, _ = exec.(ContextValuer)
 	if s.byName[DefaultQueue] == nil {
 		s.addClass(DefaultQueue, 1)
 	}
