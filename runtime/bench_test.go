@@ -112,8 +112,10 @@ func BenchmarkCommand(b *testing.B) {
 }
 
 // BenchmarkFreshInstance measures one call on a fresh instance of
-// builtin:echo (instantiate, outpost_alloc, outpost_handle, close): the cost
-// of a fresh_instance task or a command. raw-wazero does the same directly
+// builtin:echo (instantiate, the input buffer, outpost_handle, close): the
+// cost of a fresh_instance task or a command; two guest calls either way (the
+// engine asks outpost_input_buffer, raw-wazero outpost_alloc). raw-wazero does
+// the same directly
 // with wazero's defaults (compiler, CloseOnContextDone, a deadline);
 // raw-wazero-tuned adds what the engine does: WithRandSource(crypto/rand)
 // and the reusing off-heap memory allocator. engine-default is the engine
