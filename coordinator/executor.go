@@ -11,7 +11,10 @@ import (
 // executor runs calls in the wasm runtime for the scheduler.
 type executor struct{ e *outpostrt.Engine }
 
-var _ calls.Executor = executor{}
+var (
+	_ calls.Executor      = executor{}
+	_ calls.ContextValuer = executor{}
+)
 
 func (x executor) Concurrency(task string) (int, bool) {
 	l, ok := x.e.Limits(task)
@@ -19,13 +22,7 @@ func (x executor) Concurrency(task string) (int, bool) {
 }
 
 func (x executor) Execute(ctx context.Context, c *calls.Call) calls.Result {
-	// The call's metadata, for the guest's outpost.meta (docs/abi.md).
-	key := c.IdempotencyKey
-	if key == "" {
-		key = c.ID
-	}
-	ctx = outpostrt.WithCallMeta(ctx, outpostrt.CallMeta{ID: c.ID, Source: c.Source.String(), IdempotencyKey: key})
-	out, err := x.e.Call(ctx, c.Task, c.Input)
+	out, err := x.e.Call(ctx, c.Task, c.Input) // ctx answers CallMetaKey: ContextValue
 	if err == nil {
 		return calls.Result{Status: calls.StatusOK, Output: out}
 	}
@@ -38,6 +35,26 @@ func (x executor) Execute(ctx context.Context, c *calls.Call) calls.Result {
 	default:
 		return calls.Result{Status: calls.StatusFailed, Error: err.Error()}
 	}
+}
+
+// ContextValue gives the context of a running call its metadata, for the
+// guest's outpost.meta (docs/abi.md), built when it asks.
+func (x executor) ContextValue(c *calls.Call, key any) any {
+	if key == (outpostrt.CallMetaKey{}) {
+		return (*callMeta)(c)
+	}
+	return nil
+}
+
+// callMeta is a call as the CallMetaSource of its guest.
+type callMeta calls.Call
+
+func (m *callMeta) CallMeta() outpostrt.CallMeta {
+	key := m.IdempotencyKey
+	if key == "" {
+		key = m.ID
+	}
+	return outpostrt.CallMeta{ID: m.ID, Source: m.Source.String(), IdempotencyKey: key}
 }
 
 var kindStatus = map[outpostrt.Kind]calls.Status{

@@ -16,13 +16,14 @@ import (
 
 // Names of the ABI (docs/abi.md).
 const (
-	hostModule   = "outpost"
-	wasiModule   = wasi_snapshot_preview1.ModuleName
-	exportAlloc  = "outpost_alloc"
-	exportHandle = "outpost_handle"
-	exportInit   = "_initialize"
-	exportStart  = "_start"
-	exportMemory = "memory"
+	hostModule        = "outpost"
+	wasiModule        = wasi_snapshot_preview1.ModuleName
+	exportAlloc       = "outpost_alloc"
+	exportInputBuffer = "outpost_input_buffer"
+	exportHandle      = "outpost_handle"
+	exportInit        = "_initialize"
+	exportStart       = "_start"
+	exportMemory      = "memory"
 
 	// maxFailMessage caps the message a guest reports with outpost.fail, and
 	// the stderr kept as the message of a failed command.
@@ -47,6 +48,9 @@ type code struct {
 	compiled wazero.CompiledModule
 	abi      string // resolved: reactor or command
 	hasInit  bool
+	// inputBuffer: the reactor exports outpost_input_buffer, used instead of
+	// outpost_alloc (docs/abi.md "Reactor").
+	inputBuffer bool
 	// wasi and host: the runtime has WASI and the outpost host module (the
 	// module or a library imports them). Without WASI an instance needs no
 	// stdio; without the host module no host function looks it up.
@@ -193,7 +197,9 @@ func (s signature) equal(o signature) bool {
 var (
 	sigAlloc  = signature{params: []api.ValueType{i32}, results: []api.ValueType{i32}}
 	sigHandle = signature{params: []api.ValueType{i32, i32}, results: []api.ValueType{i64}}
-	sigVoid   = signature{}
+	// sigInputBuffer: (size) -> (ptr << 32) | capacity.
+	sigInputBuffer = signature{params: []api.ValueType{i32}, results: []api.ValueType{i64}}
+	sigVoid        = signature{}
 )
 
 // importsModule reports whether imps has an import from module.
@@ -255,6 +261,7 @@ func (c *code) validate(requested string, bin []byte) error {
 		if err := errors.Join(
 			checkExport(exportHandle, sigHandle, true),
 			checkExport(exportAlloc, sigAlloc, true),
+			checkExport(exportInputBuffer, sigInputBuffer, false),
 			checkExport(exportInit, sigVoid, false),
 		); err != nil {
 			return err
@@ -263,6 +270,7 @@ func (c *code) validate(requested string, bin []byte) error {
 			return fmt.Errorf("reactor module does not export its memory as %q", exportMemory)
 		}
 		_, c.hasInit = exports[exportInit]
+		_, c.inputBuffer = exports[exportInputBuffer]
 	case ABICommand:
 		if err := checkExport(exportStart, sigVoid, true); err != nil {
 			return err

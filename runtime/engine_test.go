@@ -276,6 +276,7 @@ func TestLoadErrors(t *testing.T) {
 		{Spec{Name: "wasi", Module: fixture(t, "badwasi")}, `task "wasi": module imports unknown function wasi_snapshot_preview1.teleport`},
 		{Spec{Name: "bad", Module: fixture(t, "noexports")}, `task "bad": module exports neither outpost_handle nor _start`},
 		{Spec{Name: "sig", Module: fixture(t, "badsig")}, `task "sig": export outpost_handle has signature (i32, i32) -> (i32), want (i32, i32) -> (i64)`},
+		{Spec{Name: "inbuf", Module: fixture(t, "badinbuf")}, `task "inbuf": export outpost_input_buffer has signature (i32) -> (i32), want (i32) -> (i64)`},
 		{Spec{Name: "garbage", Module: garbage}, `task "garbage": compile module`},
 		{Spec{Name: "missing", Module: "/nonexistent/x.wasm"}, `task "missing": read module: open /nonexistent/x.wasm: no such file or directory`},
 		{Spec{Name: "nobuiltin", Module: "builtin:nope"}, `task "nobuiltin": unknown builtin module "builtin:nope"`},

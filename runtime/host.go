@@ -185,17 +185,33 @@ type CallMeta struct {
 	IdempotencyKey string
 }
 
-type callMetaKey struct{}
+// CallMeta returns m itself: a CallMeta is a CallMetaSource.
+func (m CallMeta) CallMeta() CallMeta { return m }
 
-// WithCallMeta returns ctx carrying m for the guest of the call.
-func WithCallMeta(ctx context.Context, m CallMeta) context.Context {
-	return context.WithValue(ctx, callMetaKey{}, m)
+// CallMetaSource gives the CallMeta of a call when it is asked for (a guest
+// calling outpost.meta, a host function), so a caller of Engine.Call does
+// not build one for every call.
+type CallMetaSource interface{ CallMeta() CallMeta }
+
+// CallMetaKey is the context key of the CallMetaSource of a call:
+// WithCallMeta attaches one, and a context type of the caller may answer
+// Value(CallMetaKey{}) itself (the scheduler's contexts do, for the
+// coordinator), which spares a context.WithValue per call.
+type CallMetaKey struct{}
+
+// WithCallMeta returns ctx carrying src (a CallMeta, or what gives one) for
+// the guest of the call.
+func WithCallMeta(ctx context.Context, src CallMetaSource) context.Context {
+	return context.WithValue(ctx, CallMetaKey{}, src)
 }
 
 // CallMetaFrom returns the CallMeta attached to ctx, if any.
 func CallMetaFrom(ctx context.Context) (CallMeta, bool) {
-	m, ok := ctx.Value(callMetaKey{}).(CallMeta)
-	return m, ok
+	src, ok := ctx.Value(CallMetaKey{}).(CallMetaSource)
+	if !ok {
+		return CallMeta{}, false
+	}
+	return src.CallMeta(), true
 }
 
 // Limits of the host API (docs/abi.md "Host API limits").

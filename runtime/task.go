@@ -55,10 +55,16 @@ type instance struct {
 	mem    api.Memory
 	alloc  api.Function
 	handle api.Function
-	stack  []uint64
-	limit  uint64 // bytes its memory may reach
-	io     *stdio
-	libs   []api.Module // this instance's library instances
+	// inbuf is outpost_input_buffer (nil: the module uses outpost_alloc);
+	// [bufPtr, bufPtr+bufCap) is the input buffer it last gave, valid once
+	// hasBuf is set.
+	inbuf          api.Function
+	bufPtr, bufCap uint32
+	hasBuf         bool
+	stack          []uint64
+	limit          uint64 // bytes its memory may reach
+	io             *stdio
+	libs           []api.Module // this instance's library instances
 
 	// Set by host functions during a call.
 	failed  bool
@@ -260,6 +266,9 @@ func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
 	inst.mem = mod.ExportedMemory(exportMemory)
 	inst.alloc = mod.ExportedFunction(exportAlloc)
 	inst.handle = mod.ExportedFunction(exportHandle)
+	if t.code.inputBuffer {
+		inst.inbuf = mod.ExportedFunction(exportInputBuffer)
+	}
 	inst.limit = memLimit(inst.mem, t.limits.MemoryLimit)
 	t.code.register(inst)
 	if t.code.hasInit {
@@ -412,16 +421,15 @@ func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *C
 		}
 	}()
 	inst.failed, inst.failMsg, inst.hostErr, inst.held = false, "", nil, nil
-	s := inst.stack
-	s[0] = uint64(len(input))
-	if err := inst.alloc.CallWithStack(ctx, s); err != nil {
-		return nil, t.classify(ctx, inst, err, exportAlloc)
+	ptr, ce := inst.inputPtr(ctx, len(input))
+	if ce != nil {
+		return nil, ce
 	}
-	ptr := api.DecodeU32(s[0])
 	if !inst.mem.Write(ptr, input) {
 		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
 			Msg: fmt.Sprintf("%s(%d) returned %#x, outside linear memory (%d bytes)", exportAlloc, len(input), ptr, inst.mem.Size())}
 	}
+	s := inst.stack
 	s[0], s[1] = uint64(ptr), uint64(len(input))
 	if err := inst.handle.CallWithStack(ctx, s); err != nil {
 		return nil, t.classify(ctx, inst, err, exportHandle)
@@ -444,6 +452,38 @@ func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *C
 	copy(out, b)
 	healthy = true
 	return out, nil
+}
+
+// inputPtr is where the host writes an input of size bytes: the buffer
+// outpost_input_buffer gave when the module exports it (asked again only when
+// the input outgrows it, or for a new instance), else outpost_alloc's
+// pointer, checked by the caller's write.
+func (inst *instance) inputPtr(ctx context.Context, size int) (uint32, *CallError) {
+	t, s := inst.task, inst.stack
+	s[0] = uint64(size)
+	if inst.inbuf == nil {
+		if err := inst.alloc.CallWithStack(ctx, s); err != nil {
+			return 0, t.classify(ctx, inst, err, exportAlloc)
+		}
+		return api.DecodeU32(s[0]), nil
+	}
+	if inst.hasBuf && uint64(size) <= uint64(inst.bufCap) {
+		return inst.bufPtr, nil
+	}
+	if err := inst.inbuf.CallWithStack(ctx, s); err != nil {
+		return 0, t.classify(ctx, inst, err, exportInputBuffer)
+	}
+	ptr, capacity := uint32(s[0]>>32), uint32(s[0])
+	switch memSize := inst.mem.Size(); {
+	case uint64(capacity) < uint64(size):
+		return 0, &CallError{Task: t.name, Kind: KindInvalidOutput,
+			Msg: fmt.Sprintf("%s(%d) returned capacity %d, less than the input", exportInputBuffer, size, capacity)}
+	case uint64(ptr)+uint64(capacity) > uint64(memSize):
+		return 0, &CallError{Task: t.name, Kind: KindInvalidOutput,
+			Msg: fmt.Sprintf("%s(%d) returned buffer at %#x capacity %d, outside linear memory (%d bytes)", exportInputBuffer, size, ptr, capacity, memSize)}
+	}
+	inst.bufPtr, inst.bufCap, inst.hasBuf = ptr, capacity, true
+	return ptr, nil
 }
 
 func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *CallError) {

@@ -10,7 +10,6 @@
 package calls
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -136,10 +135,13 @@ type Call struct {
 	// Result is set. It must not block for long: it runs on a worker.
 	Done func(*Call)
 
-	q        *taskQueue         // set when the scheduler admits the call
-	durable  *Durable           // set when the call is journaled
-	cancel   context.CancelFunc // set while running; guarded by the scheduler's mu
-	canceled bool               // a cancel request came; guarded by the scheduler's mu
+	q       *taskQueue // set when the scheduler admits the call
+	durable *Durable   // set when the call is journaled
+	// run is the context of the running call (Scheduler.execute); running
+	// says it is in the scheduler's runs, guarded by its mu.
+	run      runCtx
+	running  bool
+	canceled bool // a cancel request came; guarded by the scheduler's mu
 	// cutByShutdown: the drain deadline of the scheduler's own shutdown cut
 	// the call short (running or still queued); set before Done. A
 	// journaled call so cut is left as a crash would leave it.
@@ -162,7 +164,8 @@ type Result struct {
 
 // New returns a call with a fresh id, received now.
 func New(task string, input []byte, src Source) *Call {
-	return &Call{ID: xid.New().String(), Task: task, Input: input, Source: src, Received: time.Now(), Attempt: 1}
+	now := time.Now() // one clock read for both: it is not cheap on every host
+	return &Call{ID: xid.NewWithTime(now).String(), Task: task, Input: input, Source: src, Received: now, Attempt: 1}
 }
 
 // OK reports whether the call succeeded.

@@ -2,6 +2,7 @@ package calls
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,9 @@ type metrics struct {
 // taskMetrics caches one task's series so the hot path skips label lookups.
 type taskMetrics struct {
 	duration prometheus.Observer
+	// ok is the series of status ok once it exists: most calls take it
+	// without the lock.
+	ok       atomic.Pointer[prometheus.Counter]
 	mu       sync.Mutex
 	byStatus map[Status]prometheus.Counter
 	calls    *prometheus.CounterVec
@@ -86,13 +90,22 @@ func (m *metrics) task(name string) *taskMetrics {
 }
 
 func (tm *taskMetrics) observe(st Status, d time.Duration) {
+	tm.duration.Observe(d.Seconds())
+	if st == StatusOK {
+		if c := tm.ok.Load(); c != nil {
+			(*c).Inc()
+			return
+		}
+	}
 	tm.mu.Lock()
 	c := tm.byStatus[st]
 	if c == nil {
 		c = tm.calls.WithLabelValues(tm.task, string(st))
 		tm.byStatus[st] = c
+		if st == StatusOK {
+			tm.ok.Store(&c)
+		}
 	}
 	tm.mu.Unlock()
 	c.Inc()
-	tm.duration.Observe(d.Seconds())
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,14 @@ type Executor interface {
 	Execute(ctx context.Context, c *Call) Result
 	// Concurrency is the task's limit of calls at once; false if there is no such task.
 	Concurrency(task string) (int, bool)
+}
+
+// ContextValuer is an optional interface of an Executor: ContextValue
+// answers Value(key) in the context of the running call c for the keys the
+// scheduler does not know (nil: none), so that the executor needs no
+// context.WithValue per call for what it derives from the call.
+type ContextValuer interface {
+	ContextValue(c *Call, key any) any
 }
 
 // Options size a Scheduler.
@@ -62,19 +71,28 @@ const DefaultQueue = "default"
 // Everything below is guarded by mu; Done callbacks and Executor run
 // without it.
 type Scheduler struct {
-	exec Executor
-	opts Options
-	log  *slog.Logger
-	m    *metrics
+	exec   Executor
+	valuer ContextValuer // exec's, or nil
+	opts   Options
+	log    *slog.Logger
+	m      *metrics
 
-	base   context.Context // parent of every running call; canceled when a drain runs out of time
-	cancel context.CancelFunc
+	// cut is set when a drain runs out of time; Drain then cancels the
+	// running calls one by one (their contexts have no shared parent:
+	// registering each call with one would serialize them on its lock).
+	cut atomic.Bool
 
 	mu      sync.Mutex
 	classes []*class // control first
 	byName  map[string]*class
 	tasks   map[string]*taskState
 	live    map[string]*Call // queued and running calls by id, for Cancel
+	// runs holds the calls between the start and the end of their
+	// executor run, earliest deadline first (runctx.go): for Cancel, a
+	// drain out of time and the deadline timer, which fires at armedAt.
+	runs    runHeap
+	timer   *time.Timer
+	armedAt time.Time
 	queued  int
 	running int // calls holding a worker slot; parked calls do not
 	parked  int // calls waiting in Blocking without a worker slot
@@ -116,7 +134,6 @@ type taskQueue struct {
 
 // NewScheduler returns a scheduler running calls through exec. reg may be nil.
 func NewScheduler(exec Executor, opts Options, log *slog.Logger, reg prometheus.Registerer) *Scheduler {
-	ctx, cancel := context.WithCancel(context.Background())
 	if opts.AgingAfter <= 0 {
 		opts.AgingAfter = time.Second
 	}
@@ -128,7 +145,6 @@ func NewScheduler(exec Executor, opts Options, log *slog.Logger, reg prometheus.
 	}
 	s := &Scheduler{
 		exec: exec, opts: opts, log: log, m: newMetrics(reg),
-		base: ctx, cancel: cancel,
 		byName: map[string]*class{},
 		tasks:  map[string]*taskState{},
 		live:   map[string]*Call{},
@@ -140,6 +156,7 @@ func NewScheduler(exec Executor, opts Options, log *slog.Logger, reg prometheus.
 			s.addClass(q.Name, max(q.Weight, 1))
 		}
 	}
+	s.valuer, _ = exec.(ContextValuer)
 	if s.byName[DefaultQueue] == nil {
 		s.addClass(DefaultQueue, 1)
 	}
@@ -158,7 +175,7 @@ func (s *Scheduler) addClass(name string, weight int) {
 func (s *Scheduler) Submit(c *Call) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tq, err := s.admitLocked(c)
+	tq, _, err := s.admitLocked(c)
 	if err != nil {
 		return err
 	}
@@ -185,23 +202,30 @@ func (s *Scheduler) Do(ctx context.Context, c *Call) (Result, error) {
 	if dl, ok := ctx.Deadline(); ok && (c.Deadline.IsZero() || dl.Before(c.Deadline)) {
 		c.Deadline = dl
 	}
+	c.prepareRun(time.Now()) // before the lock; execute prepares again if c waits in a queue
 	s.mu.Lock()
-	tq, err := s.admitLocked(c)
+	tq, limit, err := s.admitLocked(c)
 	if err != nil {
 		s.mu.Unlock()
 		return Result{}, err
 	}
-	if s.running < s.opts.Workers && s.resumers.len() == 0 && tq.calls.len() == 0 && s.hasSlotLocked(tq) {
+	if s.running < s.opts.Workers && s.resumers.len() == 0 && tq.calls.len() == 0 && slotFree(tq.task, limit) {
+		// execute, with its lock sections merged into these two.
 		s.running++
 		s.startLocked(tq, c)
+		ok := s.beginLocked(c)
 		s.mu.Unlock()
-		s.execute(c)
+		ran := ok && s.run(c)
 		s.mu.Lock()
+		if ok {
+			s.endLocked(c, ran)
+		}
 		s.running--
 		s.releaseLocked(c)
 		s.dispatchLocked()
 		s.checkIdleLocked()
 		s.mu.Unlock()
+		s.record(c)
 		c.Done(c)
 		return c.Result, nil
 	}
@@ -224,21 +248,26 @@ func (s *Scheduler) Do(ctx context.Context, c *Call) (Result, error) {
 	}
 }
 
-// admitLocked checks that c may be queued and returns its task's queue.
-func (s *Scheduler) admitLocked(c *Call) (*taskQueue, error) {
+// admitLocked checks that c may be queued and returns its task's queue and
+// concurrency (-1: no such task, for a call with a digest).
+func (s *Scheduler) admitLocked(c *Call) (_ *taskQueue, limit int, _ error) {
 	if s.draining {
 		s.m.refused.WithLabelValues("draining").Inc()
-		return nil, ErrDraining
+		return nil, 0, ErrDraining
 	}
-	if _, ok := s.exec.Concurrency(c.Task); !ok && c.Digest == "" {
+	limit, ok := s.exec.Concurrency(c.Task)
+	if !ok {
+		if c.Digest == "" {
+			s.m.refused.WithLabelValues("unknown_task").Inc()
+			return nil, 0, fmt.Errorf("%w %q", ErrUnknownTask, c.Task)
+		}
 		// A call with a digest names its code: the executor fetches an
-		// unknown task (one call of it at a time, hasSlotLocked).
-		s.m.refused.WithLabelValues("unknown_task").Inc()
-		return nil, fmt.Errorf("%w %q", ErrUnknownTask, c.Task)
+		// unknown task (one call of it at a time, slotFree).
+		limit = -1
 	}
 	if s.queued >= s.opts.QueueSize {
 		s.m.refused.WithLabelValues("queue_full").Inc()
-		return nil, ErrQueueFull
+		return nil, 0, ErrQueueFull
 	}
 	if c.Done == nil {
 		c.Done = func(*Call) {}
@@ -267,15 +296,22 @@ func (s *Scheduler) admitLocked(c *Call) (*taskQueue, error) {
 	if c.ID != "" {
 		s.live[c.ID] = c
 	}
-	return tq, nil
+	return tq, limit, nil
 }
 
 func (s *Scheduler) hasSlotLocked(tq *taskQueue) bool {
-	ts := tq.task
-	limit, ok := s.exec.Concurrency(ts.name)
-	// A task removed by a reload still drains its queue (one at a time):
-	// the executor reports each call as an unknown task.
-	return ts.running < max(limit, 1) || (!ok && ts.running == 0)
+	limit, ok := s.exec.Concurrency(tq.task.name)
+	if !ok {
+		limit = -1
+	}
+	return slotFree(tq.task, limit)
+}
+
+// slotFree says whether ts may start a call with concurrency limit (-1: the
+// task is not loaded). A task removed by a reload still drains its queue
+// (one at a time): the executor reports each call as an unknown task.
+func slotFree(ts *taskState, limit int) bool {
+	return ts.running < max(limit, 1) || (limit < 0 && ts.running == 0)
 }
 
 // readyLocked puts tq in the ready list if it has waiting calls and a slot.
@@ -433,63 +469,83 @@ func (s *Scheduler) worker(c *Call) {
 
 // execute runs c under its deadlines and records its result.
 func (s *Scheduler) execute(c *Call) {
-	c.Started = time.Now()
-	if !c.StartBy.IsZero() && c.Started.After(c.StartBy) {
+	c.prepareRun(time.Now())
+	s.mu.Lock()
+	ok := s.beginLocked(c)
+	s.mu.Unlock()
+	if ok {
+		ran := s.run(c)
+		s.mu.Lock()
+		s.endLocked(c, ran)
+		s.mu.Unlock()
+	}
+	s.record(c)
+}
+
+// prepareRun does, outside the scheduler's lock, what beginLocked needs:
+// the start time and the context (runCtx: no timer of its own, this is the
+// hot path).
+func (c *Call) prepareRun(now time.Time) {
+	c.Started = now
+	c.run.Context, c.run.cancel = context.WithCancelCause(context.Background())
+}
+
+// beginLocked starts the run of c, prepared: one context carries its
+// deadline, its max run and its cancel. It returns false, with c.Result
+// set, for a call that may not start: past its start-by time or deadline,
+// or canceled.
+func (s *Scheduler) beginLocked(c *Call) bool {
+	switch {
+	case !c.StartBy.IsZero() && c.Started.After(c.StartBy):
 		c.Result = Result{Status: StatusExpired, Error: "start-by deadline passed before the call could start"}
-		s.record(c)
-		return
-	}
-	if !c.Deadline.IsZero() && !c.Started.Before(c.Deadline) {
+		return false
+	case !c.Deadline.IsZero() && !c.Started.Before(c.Deadline):
 		c.Result = Result{Status: StatusTimeout, Error: "deadline passed before the call could start"}
-		s.record(c)
-		return
+		return false
+	case c.canceled:
+		c.Result = Result{Status: StatusCanceled, Error: "canceled before it started"}
+		return false
 	}
-	// One context carries the call's deadline, its max run and its cancel
-	// (a context and a timer per call, not three: this is the hot path).
 	dl := c.Deadline
 	if c.MaxRun > 0 && (dl.IsZero() || c.Started.Add(c.MaxRun).Before(dl)) {
 		dl = c.Started.Add(c.MaxRun)
 	}
-	var (
-		ctx    context.Context
-		cancel context.CancelFunc
-	)
-	if dl.IsZero() {
-		ctx, cancel = context.WithCancel(s.base)
-	} else {
-		ctx, cancel = context.WithDeadline(s.base, dl)
+	c.run.deadline = dl
+	c.run.slot = slot{s: s, c: c}
+	if s.cut.Load() {
+		c.run.cancel(context.Canceled) // a drain ran out of time: it starts stopped, as the running ones were
 	}
-	defer cancel()
-	ctx = context.WithValue(ctx, slotKey{}, &slot{s: s, c: c})
-	s.mu.Lock()
-	canceled := c.canceled
-	c.cancel = cancel
-	s.mu.Unlock()
-	if canceled {
-		c.Result = Result{Status: StatusCanceled, Error: "canceled before it started"}
-		s.record(c)
-		return
-	}
+	s.startRunLocked(c, dl)
+	return true
+}
+
+// run runs c, begun, through the executor (without the lock) and reports
+// whether it ran (a journaled call that could not be marked started did
+// not).
+func (s *Scheduler) run(c *Call) bool {
+	defer c.run.cancel(context.Canceled)
 	if c.durable != nil {
 		if err := c.durable.started(c); err != nil {
 			c.Result = Result{Status: StatusFailed, Error: "not started: " + err.Error()}
-			s.record(c)
-			return
+			return false
 		}
 	}
-	c.Result = s.exec.Execute(ctx, c)
-	s.mu.Lock()
-	canceled = c.canceled
-	c.cancel = nil
-	s.mu.Unlock()
+	c.Result = s.exec.Execute(&c.run, c)
+	return true
+}
+
+// endLocked ends the run of c: a call that ran and failed after a cancel,
+// or after a drain ran out of time, is canceled.
+func (s *Scheduler) endLocked(c *Call, ran bool) {
+	s.endRunLocked(c)
 	switch {
-	case canceled && !c.Result.OK():
+	case !ran || c.Result.OK():
+	case c.canceled:
 		c.Result = Result{Status: StatusCanceled, Error: "canceled while running"}
-	case s.base.Err() != nil && !c.Result.OK():
+	case s.cut.Load():
 		c.Result = Result{Status: StatusCanceled, Error: "canceled: shutdown deadline passed while the call ran"}
 		c.cutByShutdown = true
 	}
-	s.record(c)
 }
 
 func (s *Scheduler) record(c *Call) {
@@ -526,8 +582,8 @@ func (s *Scheduler) Cancel(id string) bool {
 		return c != nil
 	}
 	c.canceled = true
-	if c.cancel != nil {
-		c.cancel()
+	if c.running {
+		c.run.cancel(context.Canceled)
 	}
 	return true
 }
@@ -547,8 +603,11 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	s.cancel()
+	s.cut.Store(true)
 	s.mu.Lock()
+	for _, c := range s.runs {
+		c.run.cancel(context.Canceled)
+	}
 	var dropped []*Call
 	for _, cl := range s.classes {
 		for {

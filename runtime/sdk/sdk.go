@@ -31,6 +31,16 @@ func outpostAlloc(size uint32) uint32 {
 	return uint32(uintptr(unsafe.Pointer(unsafe.SliceData(in[:cap(in)]))))
 }
 
+// outpostInputBuffer hands the host the same reusable buffer with its whole
+// capacity: the host writes every input that fits without calling in again
+// (docs/abi.md "Reactor").
+//
+//go:wasmexport outpost_input_buffer
+func outpostInputBuffer(size uint32) uint64 {
+	ptr := outpostAlloc(size)
+	return uint64(ptr)<<32 | uint64(cap(in))
+}
+
 //go:wasmexport outpost_handle
 func outpostHandle(ptr unsafe.Pointer, size uint32) uint64 {
 	if handler == nil {

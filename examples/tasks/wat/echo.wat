@@ -1,14 +1,17 @@
-;; echo: the smallest Outpost reactor (ABI v0, docs/abi.md), the same module as
-;; the daemon's builtin:echo.
+;; echo: the smallest Outpost reactor (docs/abi.md), the same module as the
+;; daemon's builtin:echo.
 ;;
-;; outpost_alloc returns one fixed buffer at offset 1024, growing linear memory
-;; when the input does not fit; outpost_handle returns the input unchanged, in
-;; place. Build: wat2wasm echo.wat -o echo.wasm
+;; Its input buffer starts at offset 1024 and runs to the end of linear
+;; memory, which grows when an input does not fit. outpost_input_buffer hands
+;; it to the host (which then writes every input that fits without calling
+;; in); outpost_alloc, for hosts that predate outpost_input_buffer, returns
+;; the same buffer. outpost_handle returns the input unchanged, in place.
+;; Build: wat2wasm echo.wat -o echo.wasm
 (module
   (memory (export "memory") 1)
 
-  ;; outpost_alloc(size) -> ptr: ensure [1024, 1024+size) is in memory.
-  (func (export "outpost_alloc") (param $size i32) (result i32)
+  ;; fit(size): grow memory so that [1024, 1024+size) is inside it.
+  (func $fit (param $size i32)
     (local $need i64)
     ;; pages needed = ceil((1024 + size) / 65536), computed in i64 (no overflow)
     (local.set $need
@@ -20,7 +23,19 @@
         (if (i32.eq
               (memory.grow (i32.wrap_i64 (i64.sub (local.get $need) (i64.extend_i32_u (memory.size)))))
               (i32.const -1))
-          (then unreachable))))
+          (then unreachable)))))
+
+  ;; outpost_input_buffer(size) -> (1024 << 32) | capacity: the buffer from
+  ;; 1024 to the end of memory, grown to hold size bytes.
+  (func (export "outpost_input_buffer") (param $size i32) (result i64)
+    (call $fit (local.get $size))
+    (i64.or
+      (i64.const 0x0000040000000000) ;; 1024 << 32
+      (i64.sub (i64.shl (i64.extend_i32_u (memory.size)) (i64.const 16)) (i64.const 1024))))
+
+  ;; outpost_alloc(size) -> ptr: the same buffer.
+  (func (export "outpost_alloc") (param $size i32) (result i32)
+    (call $fit (local.get $size))
     (i32.const 1024))
 
   ;; outpost_handle(ptr, len) -> (ptr << 32) | len: the output is the input.
