@@ -75,8 +75,8 @@ pair() {
 
 echo
 echo "== results (median of $count)"
-pair "call via scheduler (ns/op) vs raw wazero"  BenchmarkCall/raw-wazero BenchmarkCall/scheduler ns/op 1 "target: < +3000 ns"
-pair "call via engine (ns/op) vs raw wazero"     BenchmarkCall/raw-wazero BenchmarkCall/engine ns/op 1 ""
+pair "call via scheduler (ns/op) vs raw wazero"  BenchmarkCall/raw-wazero BenchmarkCall/scheduler ns/op 1 "target: < +2000 ns"
+pair "call via engine (ns/op) vs raw wazero"     BenchmarkCall/raw-wazero BenchmarkCall/engine ns/op 1 "registry + pool; target: < +2000 ns"
 pair "async calls via scheduler (ns/op)"         BenchmarkCall/raw-wazero BenchmarkCall/scheduler-async ns/op 1 ""
 pair "MQTT round trip QoS 0 (msgs/s) vs bare broker" BenchmarkMQTTRoundTrip/throughput/bare-broker BenchmarkMQTTRoundTrip/throughput/outpost msgs/s 0 "target: >= 0.5x"
 pair "MQTT round trip p50 (µs) vs bare broker"   BenchmarkMQTTRoundTrip/latency/bare-broker BenchmarkMQTTRoundTrip/latency/outpost p50-µs 1 "target: <= 2x"
