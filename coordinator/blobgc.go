@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
+	"github.com/outpost-edge/outpost/internal/cas"
 )
 
 // Blob GC. A blob (<data_dir>/blobs/sha256/<digest>.wasm: a module, a
@@ -58,10 +59,10 @@ func (c *Coordinator) holdBlob(digest string) bool {
 }
 
 // renameHeld moves a finished upload to its digest's path and holds it.
-func (c *Coordinator) renameHeld(tmp, digest string) error {
+func (c *Coordinator) renameHeld(st *cas.Staged, digest string) error {
 	c.blobMu.Lock()
 	defer c.blobMu.Unlock()
-	if err := os.Rename(tmp, c.blobPath(digest)); err != nil {
+	if err := st.Rename(c.blobPath(digest)); err != nil {
 		return err
 	}
 	c.holdLocked(digest)

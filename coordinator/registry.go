@@ -3,8 +3,6 @@ package coordinator
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/cas"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 )
 
@@ -139,51 +138,28 @@ func (c *Coordinator) storeBlob(r io.Reader, want string) (string, int64, error)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", 0, fmt.Errorf("%w: create blob dir: %v", admin.ErrInternal, err)
 	}
-	tmp, err := os.CreateTemp(dir, uploadPrefix+"*")
+	internal := func(err error) error { return fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err) }
+	st, err := cas.Stage(dir, uploadPrefix, r)
 	if err != nil {
-		return "", 0, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(blobWriter{tmp}, h), r)
-	if err != nil {
-		var we writeError
-		if errors.As(err, &we) {
-			return "", n, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
+		if _, ok := errors.AsType[*cas.WriteError](err); ok {
+			return "", 0, internal(err)
 		}
-		return "", n, err
+		return "", 0, err
 	}
-	digest := hex.EncodeToString(h.Sum(nil))
-	if want != "" && !strings.EqualFold(digest, want) {
-		return digest, n, fmt.Errorf("%w: digest sha256:%s, want sha256:%s", errDigestMismatch, digest, want)
+	defer st.Discard()
+	if want != "" && !strings.EqualFold(st.Digest, want) {
+		return st.Digest, st.Size, fmt.Errorf("%w: digest sha256:%s, want sha256:%s", errDigestMismatch, st.Digest, want)
 	}
-	if c.holdBlob(digest) {
-		return digest, n, nil
+	if c.holdBlob(st.Digest) {
+		return st.Digest, st.Size, nil
 	}
-	if err := tmp.Sync(); err != nil {
-		return "", n, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
+	if err := st.Sync(); err != nil {
+		return "", st.Size, internal(err)
 	}
-	if err := tmp.Close(); err != nil {
-		return "", n, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
+	if err := c.renameHeld(st, st.Digest); err != nil {
+		return "", st.Size, internal(err)
 	}
-	if err := c.renameHeld(tmp.Name(), digest); err != nil {
-		return "", n, fmt.Errorf("%w: store blob: %v", admin.ErrInternal, err)
-	}
-	return digest, n, nil
-}
-
-type writeError struct{ error }
-
-// blobWriter marks the errors of writing a blob file.
-type blobWriter struct{ f *os.File }
-
-func (w blobWriter) Write(b []byte) (int, error) {
-	n, err := w.f.Write(b)
-	if err != nil {
-		err = writeError{err}
-	}
-	return n, err
+	return st.Digest, st.Size, nil
 }
 
 // Pinned URLs: a manifest reference "https://HOST/PATH#sha256=HEX" (or

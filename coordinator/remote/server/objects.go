@@ -1,8 +1,6 @@
 package server
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
+	"github.com/outpost-edge/outpost/internal/cas"
 )
 
 // Code objects (docs/cloud-link.md "Code objects"): operators put modules
@@ -58,31 +57,22 @@ func (o *objects) path(digest string) string {
 
 // put stores r under its digest; created is false when it was stored.
 func (o *objects) put(r io.Reader) (info ObjectInfo, created bool, err error) {
-	tmp, err := os.CreateTemp(o.dir, ".put-*")
+	st, err := cas.Stage(o.dir, ".put-", io.LimitReader(r, o.max+1))
 	if err != nil {
 		return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, o.max+1))
-	if err != nil {
-		return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
-	}
-	if n > o.max {
+	defer st.Discard()
+	if st.Size > o.max {
 		return ObjectInfo{}, false, fmt.Errorf("%w: larger than %d bytes", errTooLarge, o.max)
 	}
-	info = ObjectInfo{Digest: remote.DigestPrefix + hex.EncodeToString(h.Sum(nil)), Size: n}
+	info = ObjectInfo{Digest: remote.DigestPrefix + st.Digest, Size: st.Size}
 	if _, err := os.Stat(o.path(info.Digest)); err == nil {
 		return info, false, nil
 	}
-	if err := tmp.Sync(); err != nil {
+	if err := st.Sync(); err != nil {
 		return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
 	}
-	if err := tmp.Close(); err != nil {
-		return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), o.path(info.Digest)); err != nil {
+	if err := st.Rename(o.path(info.Digest)); err != nil {
 		return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
 	}
 	return info, true, nil
