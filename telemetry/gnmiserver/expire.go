@@ -11,18 +11,20 @@ import (
 // Expiry. A path of a target that stopped sending (a device gone, an
 // interface removed, a subscription dropped) would otherwise be served
 // forever from the cache. The server remembers when each target's path was
-// last updated (arrival time, not the device's timestamp, which may be
-// skewed); a path not updated for cfg.ExpireAfter is deleted from the
-// cache with a gNMI delete, which STREAM subscribers receive as a
-// notification with that path in delete (gNMI specification 3.5.2.3), and
+// last updated (arrival on the monotonic clock: not the device's
+// timestamp, which may be skewed, nor the wall clock, which may step); a
+// path not updated for cfg.ExpireAfter is deleted from the cache with a
+// gNMI delete, which STREAM subscribers receive as a notification with
+// that path in delete (gNMI specification 3.5.2.3), and
 // a target whose every path expired is removed from the cache (and so
 // from Get, ONCE and POLL answers and from "*" subscriptions) until it
 // sends again. The check runs every quarter of ExpireAfter (at most once a
 // minute), so a path goes at most that much later. With ExpireAfter 0
 // nothing expires (the daemon always sets it: config's GNMIServerExpiry).
 
-// seenPath is when a path was last updated: arrival (at) and the update's
-// own timestamp (ts), both Unix nanoseconds.
+// seenPath is when a path was last updated: arrival (at, nanoseconds on
+// the monotonic clock since the server's epoch) and the update's own
+// timestamp (ts, Unix nanoseconds).
 type seenPath struct{ at, ts int64 }
 
 // expirePeriod is how often expiry runs.
@@ -49,7 +51,7 @@ func (s *Server) expireLoop(quit <-chan struct{}, swept chan<- struct{}) {
 // with the decision either came first (and the path stays) or re-adds the
 // path (and target) after it was deleted.
 func (s *Server) expire(now time.Time) {
-	cut := now.Add(-s.cfg.ExpireAfter.Std()).UnixNano()
+	cut := int64(now.Sub(s.epoch) - s.cfg.ExpireAfter.Std())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for target, paths := range s.seen {

@@ -45,6 +45,7 @@ type Server struct {
 	gpb.UnimplementedGNMIServer
 	cfg   config.GNMIServer
 	log   *slog.Logger
+	epoch time.Time // start of the monotonic arrival times in seen
 	cache *cache.Cache
 	sub   *subscribe.Server // ONCE and POLL
 	match *match.Match      // STREAM subscriptions waiting for changes
@@ -70,7 +71,7 @@ func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, cache: c, sub: sub, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{}}
+	s := &Server{cfg: cfg, log: log, epoch: time.Now(), cache: c, sub: sub, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{}}
 	c.SetClient(func(l *ctree.Leaf) {
 		if n, ok := l.Value().(*gpb.Notification); ok {
 			subscribe.UpdateNotification(s.match, l, n, path.ToStrings(n.GetPrefix(), true))
@@ -95,7 +96,7 @@ func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
 
 // Update puts updates into the cache (and so to subscribers).
 func (s *Server) Update(us []model.Update) {
-	now := time.Now().UnixNano()
+	now := int64(time.Since(s.epoch)) // monotonic: a wall clock step expires nothing
 	ns := make([]*gpb.Notification, 0, len(us))
 	s.mu.Lock()
 	for i := range us {
