@@ -22,12 +22,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/coordinator/routes"
-	"github.com/outpost-edge/outpost/coordinator/store"
 	"github.com/outpost-edge/outpost/devices"
+	"github.com/outpost-edge/outpost/internal/store"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 	"github.com/outpost-edge/outpost/telemetry"
 )
@@ -40,7 +40,7 @@ type Coordinator struct {
 	m       *metrics
 	boot    time.Time
 
-	cfg    atomic.Pointer[config.Config]
+	cfg    atomic.Pointer[configs.Config]
 	routes atomic.Pointer[routes.Table]
 
 	db     *store.DB
@@ -63,9 +63,9 @@ type Coordinator struct {
 	ready  chan struct{}
 }
 
-// New builds a coordinator for a validated config. It has no side effects:
+// New builds a coordinator for a validated configs. It has no side effects:
 // nothing listens or opens files until Run.
-func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
+func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	c := &Coordinator{log: log, version: version, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
 	c.cfg.Store(cfg)
 	c.routes.Store(routes.New(cfg.Routes))
@@ -194,7 +194,7 @@ func (c *Coordinator) drain(ctx context.Context) error {
 
 // Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT comes,
 // then drains and stops it. SIGHUP reloads tasks and routes from load().
-func (c *Coordinator) Run(ctx context.Context, load func() (*config.Config, error)) error {
+func (c *Coordinator) Run(ctx context.Context, load func() (*configs.Config, error)) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -235,7 +235,7 @@ loop:
 	return err
 }
 
-func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*config.Config, error)) {
+func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*configs.Config, error)) {
 	notify(c.log, daemon.SdNotifyReloading)
 	defer notify(c.log, daemon.SdNotifyReady)
 	if load == nil {
@@ -248,7 +248,7 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*config.Confi
 	}
 	if err != nil {
 		c.m.reloads.WithLabelValues("rejected").Inc()
-		var ps config.Problems
+		var ps configs.Problems
 		if errors.As(err, &ps) {
 			for _, p := range ps {
 				c.log.Error("reload rejected: config problem", "problem", p.String())
@@ -261,10 +261,10 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*config.Confi
 	c.m.reloads.WithLabelValues("ok").Inc()
 }
 
-// Reload swaps in the tasks and routes of a validated config. Every module
+// Reload swaps in the tasks and routes of a validated configs. Every module
 // is compiled and checked first: if any fails, nothing changes. Calls in
 // flight finish on the tasks they started with.
-func (c *Coordinator) Reload(ctx context.Context, cfg *config.Config) error {
+func (c *Coordinator) Reload(ctx context.Context, cfg *configs.Config) error {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	set, err := c.engine.Load(ctx, c.allSpecs(cfg.Tasks, c.deployments())) // config + deployed tasks
@@ -289,7 +289,7 @@ func (c *Coordinator) Reload(ctx context.Context, cfg *config.Config) error {
 }
 
 // restartOnly lists changed settings that a reload cannot apply.
-func restartOnly(a, b *config.Config) []string {
+func restartOnly(a, b *configs.Config) []string {
 	var keys []string
 	check := func(key string, changed bool) {
 		if changed {
@@ -371,6 +371,6 @@ func (c *Coordinator) Call(ctx context.Context, call *calls.Call) (calls.Result,
 
 // CheckTasks compiles and validates every task module of cfg without
 // running anything, for `outpost check`.
-func CheckTasks(ctx context.Context, cfg *config.Config) error {
+func CheckTasks(ctx context.Context, cfg *configs.Config) error {
 	return outpostrt.Check(ctx, taskSpecs(cfg.Tasks))
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/store"
+	"github.com/outpost-edge/outpost/internal/store"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 	"github.com/outpost-edge/outpost/telemetry"
 	"github.com/outpost-edge/outpost/telemetry/model"

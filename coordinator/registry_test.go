@@ -3,22 +3,23 @@ package coordinator
 import (
 	"testing"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/coordinator/tasks"
 )
 
 func TestManifestTaskSettings(t *testing.T) {
-	m, err := parseManifest([]byte("fresh_instance: true\nlimits: {timeout: 2s}\n"))
+	m, err := configs.ParseManifest([]byte("fresh_instance: true\nlimits: {timeout: 2s}\n"), "manifest")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !m.FreshInstance {
 		t.Fatal("fresh_instance not decoded")
 	}
-	specs := taskSpecs([]config.Task{{Name: "a", Module: "builtin:echo", Limits: m.Limits, FreshInstance: m.FreshInstance}})
+	specs := taskSpecs([]tasks.Task{{Name: "a", Module: "builtin:echo", Limits: m.Limits, FreshInstance: m.FreshInstance}})
 	if !specs[0].FreshInstance {
 		t.Fatal("fresh_instance not passed to the runtime")
 	}
-	if _, err := parseManifest([]byte("fresh: true\n")); err == nil {
+	if _, err := configs.ParseManifest([]byte("fresh: true\n"), "manifest"); err == nil {
 		t.Fatal("unknown manifest key accepted")
 	}
 }

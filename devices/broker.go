@@ -17,14 +17,12 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 // Broker is the embedded MQTT broker (mochi-mqtt) listening on one TCP
 // address. The zero value is not usable; build it with NewBroker.
 type Broker struct {
-	cfg config.Broker
+	cfg BrokerConfig
 	log *slog.Logger
 	reg prometheus.Registerer
 
@@ -46,7 +44,7 @@ type Broker struct {
 
 // NewBroker returns a broker for cfg. It has no side effects: nothing is read,
 // opened or registered until Start. reg may be nil.
-func NewBroker(cfg config.Broker, log *slog.Logger, reg prometheus.Registerer) *Broker {
+func NewBroker(cfg BrokerConfig, log *slog.Logger, reg prometheus.Registerer) *Broker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -278,7 +276,7 @@ type authHook struct {
 // cannot declare it.
 const internalUser = "$outpost"
 
-func newAuthHook(cfg config.Broker) (*authHook, error) {
+func newAuthHook(cfg BrokerConfig) (*authHook, error) {
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		return nil, fmt.Errorf("make internal password: %w", err)

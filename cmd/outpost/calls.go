@@ -13,8 +13,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 // adminBase resolves the admin API's base URL the way adminFlags does.
@@ -25,13 +26,13 @@ func (a adminFlags) base() (string, error) {
 	case os.Getenv("OUTPOST_ADMIN") != "":
 		addr = os.Getenv("OUTPOST_ADMIN")
 	case *a.config != "":
-		cfg, err := config.Load(*a.config)
+		cfg, err := configs.Load(*a.config)
 		if err != nil {
 			return "", err
 		}
 		addr = cfg.Admin.Listen
 	default:
-		addr = config.Defaults().Admin.Listen
+		addr = admin.DefaultListen
 	}
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr

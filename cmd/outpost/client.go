@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 // adminFlags adds the flags that locate the daemon's admin API.
@@ -36,13 +37,13 @@ func (a adminFlags) client() (*admin.Client, error) {
 	case os.Getenv("OUTPOST_ADMIN") != "":
 		return admin.NewClient(os.Getenv("OUTPOST_ADMIN")), nil
 	case *a.config != "":
-		cfg, err := config.Load(*a.config)
+		cfg, err := configs.Load(*a.config)
 		if err != nil {
 			return nil, err
 		}
 		return admin.NewClient(cfg.Admin.Listen), nil
 	}
-	return admin.NewClient(config.Defaults().Admin.Listen), nil
+	return admin.NewClient(admin.DefaultListen), nil
 }
 
 // parse parses a command's flags and returns the admin client, or the exit
@@ -144,7 +145,7 @@ func cmdTasks(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tABI\tMEMORY\tTIMEOUT\tCONCURRENCY\tDIGEST\tMODULE")
 	for _, t := range tasks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.12s\t%s\n", t.Name, t.ABI, config.ByteSize(t.MemoryLimit), time.Duration(t.Timeout*float64(time.Second)), t.Concurrency, t.Digest, t.Module)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.12s\t%s\n", t.Name, t.ABI, confval.ByteSize(t.MemoryLimit), time.Duration(t.Timeout*float64(time.Second)), t.Concurrency, t.Digest, t.Module)
 	}
 	_ = tw.Flush()
 	return 0

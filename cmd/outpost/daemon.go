@@ -12,7 +12,6 @@ import (
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator"
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 // builtinName is how the embedded default config is named in messages.
@@ -40,16 +39,16 @@ func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
 
 // loader returns a function that reads the config (the file, or the
 // built-in one) with command-line overrides applied.
-func loader(path, dataDir string) func() (*config.Config, error) {
-	return func() (*config.Config, error) {
+func loader(path, dataDir string) func() (*configs.Config, error) {
+	return func() (*configs.Config, error) {
 		var (
-			cfg *config.Config
+			cfg *configs.Config
 			err error
 		)
 		if path == "" {
-			cfg, err = config.Parse(configs.Default, builtinName)
+			cfg, err = configs.Parse(configs.Default, builtinName)
 		} else {
-			cfg, err = config.Load(path)
+			cfg, err = configs.Load(path)
 		}
 		if err != nil {
 			return nil, err
@@ -63,7 +62,7 @@ func loader(path, dataDir string) func() (*config.Config, error) {
 	}
 }
 
-func newLogger(l config.Log, w io.Writer) *slog.Logger {
+func newLogger(l configs.Log, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(l.Level))
 	opts := &slog.HandlerOptions{Level: level}
@@ -123,7 +122,7 @@ func cmdCheck(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 
 // printProblems prints every problem of a config or module check on its own line.
 func printProblems(w io.Writer, err error) {
-	var ps config.Problems
+	var ps configs.Problems
 	if errors.As(err, &ps) {
 		for _, p := range ps {
 			fmt.Fprintln(w, p.String())

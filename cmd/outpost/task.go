@@ -13,7 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 // cmdTask manages the running daemon's deployed tasks:
@@ -123,7 +123,7 @@ Flags of every subcommand: --admin ADDR, --config FILE.`)
 		}
 		start := time.Now()
 		d, err := c.Deploy(ctx, pos[0], module, man, objects, func(sent, total int64) {
-			fmt.Fprintf(errOut, "\ruploading %s: %3d%% (%s of %s)", label, percent(sent, total), config.ByteSize(sent), config.ByteSize(total))
+			fmt.Fprintf(errOut, "\ruploading %s: %3d%% (%s of %s)", label, percent(sent, total), confval.ByteSize(sent), confval.ByteSize(total))
 		})
 		fmt.Fprintln(errOut)
 		if err != nil {
@@ -204,14 +204,14 @@ func percent(sent, total int64) int64 {
 func printDetail(out io.Writer, d admin.TaskDetail) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "name:\t%s\nabi:\t%s\ndigest:\t%s\nsize:\t%s\nmemory:\t%s\ntimeout:\t%s\nconcurrency:\t%d\n",
-		d.Name, d.ABI, d.Digest, config.ByteSize(d.Size), config.ByteSize(d.MemoryLimit),
+		d.Name, d.ABI, d.Digest, confval.ByteSize(d.Size), confval.ByteSize(d.MemoryLimit),
 		time.Duration(d.Timeout*float64(time.Second)), d.Concurrency)
 	fmt.Fprintf(tw, "max input:\t%s\nmax output:\t%s\nfresh instance:\t%s\n",
-		config.ByteSize(d.MaxInput), config.ByteSize(d.MaxOutput), yesNo(d.FreshInstance))
+		confval.ByteSize(d.MaxInput), confval.ByteSize(d.MaxOutput), yesNo(d.FreshInstance))
 	p := d.Permissions
 	kv := "none (no kv access)"
 	if p.KVQuota > 0 {
-		kv = config.ByteSize(p.KVQuota).String()
+		kv = confval.ByteSize(p.KVQuota).String()
 	}
 	fmt.Fprintf(tw, "publish:\t%s\ncall:\t%s\nkv quota:\t%s\ntelemetry:\t%s\n",
 		listOrNone(p.Publish), listOrNone(p.Call), kv, yesNo(p.Telemetry))
@@ -232,7 +232,7 @@ func printDetail(out io.Writer, d admin.TaskDetail) {
 		if v.From != "" {
 			from = " (from " + v.From + ")"
 		}
-		fmt.Fprintf(tw, "  %d\t%.12s\t%s\t%s%s\n", v.Version, v.Digest, config.ByteSize(v.Size), v.Deployed.Format(time.RFC3339), from)
+		fmt.Fprintf(tw, "  %d\t%.12s\t%s\t%s%s\n", v.Version, v.Digest, confval.ByteSize(v.Size), v.Deployed.Format(time.RFC3339), from)
 	}
 	_ = tw.Flush()
 	cur := d.Versions[len(d.Versions)-1]

@@ -35,7 +35,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
@@ -43,7 +42,7 @@ import (
 // Server serves collected telemetry over gNMI.
 type Server struct {
 	gpb.UnimplementedGNMIServer
-	cfg   config.GNMIServer
+	cfg   Config
 	log   *slog.Logger
 	epoch time.Time // start of the monotonic arrival times in seen
 	cache *cache.Cache
@@ -65,7 +64,7 @@ type Server struct {
 }
 
 // New builds the server (reading the password and TLS files); Start listens.
-func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
+func New(cfg Config, log *slog.Logger) (*Server, error) {
 	c := cache.New(nil)
 	sub, err := subscribe.NewServer(c)
 	if err != nil {

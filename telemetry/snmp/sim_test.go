@@ -14,7 +14,7 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -86,14 +86,14 @@ func startSnmpsim(t testing.TB, n int) string {
 	return addr
 }
 
-func simTargets(addr string, n int) []config.SNMPTarget {
-	var ts []config.SNMPTarget
+func simTargets(addr string, n int) []Target {
+	var ts []Target
 	for i := 1; i <= n; i++ {
-		ts = append(ts, config.SNMPTarget{Name: fmt.Sprintf("sim%03d", i), Address: addr, Community: fmt.Sprintf("dev%03d", i),
-			Timeout: config.Duration(3 * time.Second), MaxRepetitions: 25, Interval: config.Duration(time.Hour),
-			OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}},
-			Tables: []config.SNMPTable{{OID: "1.3.6.1.2.1.2.2.1", Name: "/interfaces/interface", IndexKey: "name", IndexFrom: 2,
-				Columns: []config.SNMPColumn{{Column: 10, Name: "in-octets", Rate: true}, {Column: 16, Name: "out-octets"}, {Column: 8, Name: "oper-status"}, {Column: 4, Name: "mtu"}}}}})
+		ts = append(ts, Target{Name: fmt.Sprintf("sim%03d", i), Address: addr, Community: fmt.Sprintf("dev%03d", i),
+			Timeout: confval.Duration(3 * time.Second), MaxRepetitions: 25, Interval: confval.Duration(time.Hour),
+			OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}},
+			Tables: []Table{{OID: "1.3.6.1.2.1.2.2.1", Name: "/interfaces/interface", IndexKey: "name", IndexFrom: 2,
+				Columns: []Column{{Column: 10, Name: "in-octets", Rate: true}, {Column: 16, Name: "out-octets"}, {Column: 8, Name: "oper-status"}, {Column: 4, Name: "mtu"}}}}})
 	}
 	return ts
 }
@@ -105,12 +105,12 @@ func TestManySimulatedDevices(t *testing.T) {
 	addr := startSnmpsim(t, n)
 	rec := &recorder{}
 	// One device that never answers (wrong community) holds one slot only.
-	slow := config.SNMPTarget{Name: "silent", Address: addr, Community: "nobody-home", Timeout: config.Duration(2 * time.Second), Retries: 2,
-		OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0"}}}
-	cfg := snmpCollect(append([]config.SNMPTarget{slow}, simTargets(addr, n)...)...)
+	slow := Target{Name: "silent", Address: addr, Community: "nobody-home", Timeout: confval.Duration(2 * time.Second), Retries: 2,
+		OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0"}}}
+	cfg := snmpCollect(append([]Target{slow}, simTargets(addr, n)...)...)
 	cfg.MaxConcurrent = 8
 	for i := range cfg.Targets {
-		cfg.Targets[i].Interval = config.Duration(10 * time.Second)
+		cfg.Targets[i].Interval = confval.Duration(10 * time.Second)
 		cfg.Targets[i].PollTimeout = cfg.Targets[i].Interval
 	}
 	p, err := NewPoller(cfg, rec.sink, slog.New(slog.DiscardHandler))
@@ -217,8 +217,8 @@ func BenchmarkRawBulkWalkSnmpd(b *testing.B) {
 func BenchmarkPollerWalkSnmpd(b *testing.B) {
 	addr := startSnmpd(b)
 	var values atomic.Int64
-	p, err := NewPoller(snmpCollect(config.SNMPTarget{Name: "d", Address: addr, Community: "testcomm", MaxRepetitions: 25,
-		OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1", Walk: true}}}), func(us []model.Update) { values.Add(int64(len(us))) }, slog.New(slog.DiscardHandler))
+	p, err := NewPoller(snmpCollect(Target{Name: "d", Address: addr, Community: "testcomm", MaxRepetitions: 25,
+		OIDs: []OID{{OID: "1.3.6.1.2.1", Walk: true}}}), func(us []model.Update) { values.Add(int64(len(us))) }, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package config
+package configs
 
 import (
 	"errors"
@@ -8,18 +8,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/coordinator/tasks"
 )
 
 // The documented example must show every default as it is.
 func TestExampleMatchesDefaults(t *testing.T) {
-	c, err := Parse(configs.Default, "configs/outpost.yaml")
+	c, err := Parse(Default, "configs/outpost.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Defaults()
 	want.Source = c.Source
-	want.resolve("")
+	want.resolve(".")
 	got := *c
 	if len(got.Tasks) != 1 || got.Tasks[0].Name != "echo" || len(got.Routes) != 1 {
 		t.Fatalf("example should declare the demo echo task and route, got %+v %+v", got.Tasks, got.Routes)
@@ -30,8 +30,8 @@ func TestExampleMatchesDefaults(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("configs/outpost.yaml differs from Defaults():\n got %+v\nwant %+v", got, want)
 	}
-	if got := c.Tasks[0]; !reflect.DeepEqual(got.Limits, TaskDefaults.Limits) || got.ABI != TaskDefaults.ABI {
-		t.Errorf("example task limits %+v differ from TaskDefaults %+v", got, TaskDefaults)
+	if got := c.Tasks[0]; !reflect.DeepEqual(got.Limits, tasks.Defaults.Limits) || got.ABI != tasks.Defaults.ABI {
+		t.Errorf("example task limits %+v differ from tasks.Defaults %+v", got, tasks.Defaults)
 	}
 }
 
@@ -225,21 +225,7 @@ func TestRelativeModulePaths(t *testing.T) {
 	if got := c.Tasks[0].Module; got != filepath.Join(dir, "m.wasm") {
 		t.Errorf("module path %q not resolved against the config's directory", got)
 	}
-	if c.Tasks[0].Limits != TaskDefaults.Limits {
+	if c.Tasks[0].Limits != tasks.Defaults.Limits {
 		t.Errorf("task defaults not applied: %+v", c.Tasks[0].Limits)
-	}
-}
-
-func TestByteSize(t *testing.T) {
-	for in, want := range map[string]ByteSize{"512": 512, "64KiB": 64 << 10, "16MiB": 16 << 20, "1GB": 1e9, "2 GiB": 2 << 30} {
-		got, err := ParseByteSize(in)
-		if err != nil || got != want {
-			t.Errorf("ParseByteSize(%q) = %v, %v; want %v", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "MiB", "-1", "1.5MiB", "99999999999999999999GiB"} {
-		if _, err := ParseByteSize(in); err == nil {
-			t.Errorf("ParseByteSize(%q) accepted", in)
-		}
 	}
 }
