@@ -30,6 +30,9 @@ type Config struct {
 
 	// Source is the file the config was read from.
 	Source string `yaml:"-"`
+	// Warnings are settings that are valid but may not do what the file's
+	// writer meant (check prints them, the daemon logs them).
+	Warnings Problems `yaml:"-"`
 }
 
 // Node identifies this daemon.

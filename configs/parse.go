@@ -29,12 +29,14 @@ func Parse(data []byte, name string) (*Config, error) {
 		return nil, d.Err() // not YAML, or not a mapping: nothing to validate
 	}
 	c.Source = name
+	c.keepBuiltins(d.Checker())
 	c.applyDefaults()
 	c.resolve(filepath.Dir(name))
 	c.validate(d.Checker())
 	if err := d.Err(); err != nil {
 		return nil, err
 	}
+	c.Warnings = d.Warnings()
 	return &c, nil
 }
 

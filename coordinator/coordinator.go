@@ -204,6 +204,7 @@ func (c *Coordinator) Run(ctx context.Context, load func() (*configs.Config, err
 		return err
 	}
 	cfg := c.cfg.Load()
+	logWarnings(c.log, cfg)
 	c.log.Info("outpost ready", "node", cfg.Node.ID, "version", c.version, "admin", c.admin.Addr(),
 		"mqtt", c.mqttAddr(), "tasks", len(c.engine.Tasks()), "routes", len(cfg.Routes))
 	notify(c.log, daemon.SdNotifyReady)
@@ -235,6 +236,14 @@ loop:
 	return err
 }
 
+// logWarnings logs the config's warnings (settings that may not do what
+// was meant) at WARN.
+func logWarnings(log *slog.Logger, cfg *configs.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("config warning", "warning", w.String())
+	}
+}
+
 func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*configs.Config, error)) {
 	notify(c.log, daemon.SdNotifyReloading)
 	defer notify(c.log, daemon.SdNotifyReady)
@@ -244,6 +253,7 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*configs.Conf
 	}
 	cfg, err := load()
 	if err == nil {
+		logWarnings(c.log, cfg)
 		err = c.Reload(ctx, cfg)
 	}
 	if err != nil {

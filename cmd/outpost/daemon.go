@@ -112,6 +112,9 @@ func cmdCheck(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 		printProblems(errOut, err)
 		return 1
 	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(errOut, w)
+	}
 	name := *path
 	if name == "" {
 		name = builtinName

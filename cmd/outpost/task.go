@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/internal/confval"
 )
@@ -93,6 +94,10 @@ Flags of every subcommand: --admin ADDR, --config FILE.`)
 			var err error
 			if man, err = os.ReadFile(*manifest); err != nil {
 				return fail(err)
+			}
+			if _, err := configs.ParseManifest(man, *manifest); err != nil {
+				printProblems(errOut, err) // checked as the daemon will, before anything is uploaded
+				return 1
 			}
 			refs, err := localRefs(man, module == nil)
 			if err != nil {

@@ -18,12 +18,15 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Problem is one thing wrong with a config: where and what.
+// Problem is one thing wrong with a config, or worth a warning: where and
+// what.
 type Problem struct {
 	File string
 	Line int    // 0 when unknown
 	Path string // key path such as tasks[0].limits.timeout; "" for the whole file
 	Msg  string
+	// Warning marks a legal setting that may not do what the writer meant.
+	Warning bool
 }
 
 func (p Problem) String() string {
@@ -33,6 +36,9 @@ func (p Problem) String() string {
 		b.WriteString(":" + strconv.Itoa(p.Line))
 	}
 	b.WriteString(": ")
+	if p.Warning {
+		b.WriteString("warning: ")
+	}
 	if p.Path != "" {
 		b.WriteString(p.Path + ": ")
 	}
@@ -59,6 +65,7 @@ type Doc struct {
 	data     []byte
 	lines    map[string]int // key path → line
 	problems Problems
+	warnings Problems
 }
 
 // NewDoc returns a document read from name.
@@ -78,6 +85,9 @@ func (d *Doc) Err() error {
 	return d.problems
 }
 
+// Warnings returns the warnings recorded, in the order they were found.
+func (d *Doc) Warnings() Problems { return d.warnings }
+
 var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
 // Decode fills v (which holds the defaults) from the document strictly,
@@ -87,7 +97,7 @@ var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 func (d *Doc) Decode(v any) bool {
 	var root yaml.Node
 	if err := yaml.Unmarshal(d.data, &root); err != nil {
-		d.addYAMLError(err.Error())
+		d.addSyntaxError(err.Error())
 		return false
 	}
 	if len(root.Content) == 0 {
@@ -112,6 +122,44 @@ func (d *Doc) Decode(v any) bool {
 	}
 	d.addYAMLError(err.Error())
 	return false
+}
+
+// maxScanLines bounds the documents whose syntax errors are located by
+// re-parsing prefixes (quadratic in the worst case); longer ones keep the
+// line yaml.v3 reports.
+const maxScanLines = 2000
+
+// addSyntaxError records a YAML syntax error at the line where the
+// document stops being YAML. yaml.v3 reports such an error at the line
+// where the enclosing block starts (its "context"), not where the problem
+// is: a bad indentation on line 4 inside a mapping that starts on line 2
+// comes out as line 1. The first bad line is the one after the longest
+// prefix of whole lines that still parses.
+func (d *Doc) addSyntaxError(msg string) {
+	var ends []int // offset after each line
+	for i, b := range d.data {
+		if b == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(d.data) > 0 && d.data[len(d.data)-1] != '\n' {
+		ends = append(ends, len(d.data))
+	}
+	if len(ends) <= maxScanLines {
+		line := 1
+		for k := len(ends) - 1; k > 0; k-- {
+			var n yaml.Node
+			if yaml.Unmarshal(d.data[:ends[k-1]], &n) == nil {
+				line = k + 1
+				break
+			}
+		}
+		msg = lineRE.ReplaceAllString(msg, "line "+strconv.Itoa(line)+": $2")
+		if !lineRE.MatchString(msg) {
+			msg = "line " + strconv.Itoa(line) + ": " + strings.TrimPrefix(msg, "yaml: ")
+		}
+	}
+	d.addYAMLError(msg)
 }
 
 func (d *Doc) addYAMLError(msg string) {
@@ -238,6 +286,13 @@ func (c *Checker) Path(key string) string { return Join(c.prefix, key) }
 func (c *Checker) Errorf(key, format string, args ...any) {
 	p := c.Path(key)
 	c.d.add(c.d.line(p), p, fmt.Sprintf(format, args...))
+}
+
+// Warnf records a warning at key: a setting that is valid but may not do
+// what the writer meant.
+func (c *Checker) Warnf(key, format string, args ...any) {
+	p := c.Path(key)
+	c.d.warnings = append(c.d.warnings, Problem{File: c.d.name, Line: c.d.line(p), Path: p, Msg: fmt.Sprintf(format, args...), Warning: true})
 }
 
 // Set reports whether key is written in the document (not defaulted).

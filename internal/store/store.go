@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-
 )
 
 // ErrNotFound is returned by Get for a missing key.

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
-
 )
 
 func TestMain(m *testing.M) {
