@@ -1,9 +1,13 @@
 package coordinator
 
 import (
+	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/tasks"
 )
 
@@ -21,5 +25,16 @@ func TestManifestTaskSettings(t *testing.T) {
 	}
 	if _, err := configs.ParseManifest([]byte("fresh: true\n"), "manifest"); err == nil {
 		t.Fatal("unknown manifest key accepted")
+	}
+}
+
+// The daemon decodes a deployed manifest with the config's strict decoder:
+// a typo is refused as invalid with its line and key, never with Go type
+// names.
+func TestDeployManifestProblems(t *testing.T) {
+	c := startCoordinator(t, testConfig(t))
+	_, err := c.Deploy(context.Background(), "x", admin.Upload{Manifest: []byte("abi: reactor\nlimits: {timout: 5s}\n")})
+	if !errors.Is(err, admin.ErrInvalid) || !strings.Contains(err.Error(), `manifest:2: limits.timout: unknown key "timout"`) || strings.Contains(err.Error(), "not found in type") {
+		t.Fatalf("deploy: %v", err)
 	}
 }

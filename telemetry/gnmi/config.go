@@ -46,9 +46,8 @@ type Subscription struct {
 	Encoding string `yaml:"encoding"`
 }
 
-// TLS is client or server TLS material of gNMI, for the client here and for
-// telemetry/gnmiserver. A client uses TLS when Enabled is set; skip-verify
-// only when asked.
+// TLS is the client's TLS settings for a target: TLS is used when Enabled
+// is set; skip-verify only when asked.
 type TLS struct {
 	Enabled            bool   `yaml:"enabled"`
 	CAFile             string `yaml:"ca_file"`
@@ -65,18 +64,14 @@ func (t *TLS) Resolve(dir string) {
 	confval.Rel(dir, &t.KeyFile)
 }
 
-// Validate checks the files; server says the material is a listener's,
-// which has no use for insecure_skip_verify.
-func (t TLS) Validate(c *confval.Checker, server bool) {
+// Validate checks the files.
+func (t TLS) Validate(c *confval.Checker) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		c.Errorf("", "cert_file and key_file go together")
 	}
 	c.File("ca_file", t.CAFile, false)
 	c.File("cert_file", t.CertFile, false)
 	c.File("key_file", t.KeyFile, false)
-	if server && t.InsecureSkipVerify {
-		c.Errorf("insecure_skip_verify", "applies to clients only")
-	}
 }
 
 // WithDefaults returns c with every zero value replaced by its default; c's
@@ -139,7 +134,7 @@ func (c Config) Interval() time.Duration {
 // (which the telemetry section checks across gNMI and SNMP); g has its
 // defaults applied.
 func (g Target) Validate(c *confval.Checker) {
-	g.TLS.Validate(c.At("tls"), false)
+	g.TLS.Validate(c.At("tls"))
 	if (g.Username == "") != (g.PasswordFile == "") {
 		c.Errorf("username", "username and password_file go together")
 	}

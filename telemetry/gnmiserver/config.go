@@ -4,21 +4,26 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/confval"
-	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
 )
 
 // Config configures the gNMI server of the collected data (config key
 // telemetry.gnmi_server).
 type Config struct {
-	Listen       string    `yaml:"listen"` // empty: off
-	TLS          tgnmi.TLS `yaml:"tls"`    // cert_file and key_file enable TLS
-	Username     string    `yaml:"username"`
-	PasswordFile string    `yaml:"password_file"`
+	Listen       string `yaml:"listen"` // empty: off
+	TLS          TLS    `yaml:"tls"`    // cert_file and key_file enable TLS
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
 	// ExpireAfter drops a path from the served cache when no update for it
 	// arrived for this long (STREAM subscribers get a gNMI delete), and a
 	// target once all its paths are gone. 0: derived from the targets (see
 	// Expiry).
 	ExpireAfter confval.Duration `yaml:"expire_after"`
+}
+
+// TLS is the server's certificate and key (PEM); both set enable TLS.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // DefaultListen is the address the example config gives the server.
@@ -36,7 +41,8 @@ func (s Config) Expiry(interval time.Duration) time.Duration {
 // Resolve makes the files absolute against dir.
 func (s *Config) Resolve(dir string) {
 	confval.Rel(dir, &s.PasswordFile)
-	s.TLS.Resolve(dir)
+	confval.Rel(dir, &s.TLS.CertFile)
+	confval.Rel(dir, &s.TLS.KeyFile)
 }
 
 // Validate reports the problems of a server that is on; interval is the
@@ -46,7 +52,11 @@ func (s Config) Validate(c *confval.Checker, interval time.Duration) {
 		return
 	}
 	c.HostPort("listen", s.Listen)
-	s.TLS.Validate(c.At("tls"), true)
+	if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
+		c.Errorf("tls", "cert_file and key_file go together")
+	}
+	c.File("tls.cert_file", s.TLS.CertFile, false)
+	c.File("tls.key_file", s.TLS.KeyFile, false)
 	if (s.Username == "") != (s.PasswordFile == "") {
 		c.Errorf("username", "username and password_file go together")
 	}

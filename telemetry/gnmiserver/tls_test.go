@@ -55,7 +55,7 @@ func TestTLSAndPasswordEndToEnd(t *testing.T) {
 	otherCA, _, _ := writeCA(t, dir, "other")
 	pw := filepath.Join(dir, "pw")
 	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
-	s := start(t, Config{TLS: gnmi.TLS{CertFile: crt, KeyFile: key}, Username: "ops", PasswordFile: pw})
+	s := start(t, Config{TLS: TLS{CertFile: crt, KeyFile: key}, Username: "ops", PasswordFile: pw})
 	s.Update(sample(time.Now().UnixNano()))
 
 	get := func(tlsCfg gnmi.TLS) error {

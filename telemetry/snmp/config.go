@@ -75,13 +75,19 @@ type Column struct {
 	Rate   bool   `yaml:"rate"`
 }
 
+// TrapName names the event path a trap OID is recorded under.
+type TrapName struct {
+	OID  string `yaml:"oid"`  // the trap's snmpTrapOID, numeric
+	Name string `yaml:"name"` // path; default /snmp/<numeric oid>
+}
+
 // Traps configures the trap and inform receiver (v2c and v3).
 type Traps struct {
-	Listen      string   `yaml:"listen"` // empty: off; for example 127.0.0.1:9162
-	Communities []string `yaml:"communities"`
-	Users       []V3     `yaml:"users"`
-	Target      string   `yaml:"target"` // name of the target traps are recorded under; default "traps"
-	Names       []OID    `yaml:"names"`  // trap OID → event path
+	Listen      string     `yaml:"listen"` // empty: off; for example 127.0.0.1:9162
+	Communities []string   `yaml:"communities"`
+	Users       []V3       `yaml:"users"`
+	Target      string     `yaml:"target"` // name of the target traps are recorded under; default "traps"
+	Names       []TrapName `yaml:"names"`  // trap OID → event path
 	// EngineID is the receiver's local snmpEngineID in hex (5 to 32 bytes),
 	// the authoritative engine of v3 informs: senders discover it and
 	// localize their keys with it. Empty: derived from node.id when the
@@ -207,6 +213,21 @@ func (c Config) Validate(ch *confval.Checker) {
 	for j, u := range tr.Users {
 		u.validate(tc.Index("users", j))
 	}
+	for j, n := range tr.Names {
+		checkOIDName(tc.Index("names", j), n.OID, n.Name, "1.3.6.1.6.3.1.1.5.3")
+	}
+}
+
+// checkOIDName checks a numeric OID and the path it is recorded under.
+func checkOIDName(c *confval.Checker, oid, name, example string) {
+	if !numericOIDRE.MatchString(oid) {
+		c.Errorf("oid", "%q is not a numeric OID such as %s", oid, example)
+	}
+	if name != "" {
+		if err := model.CheckPath(name); err != nil {
+			c.Errorf("name", "%v", err)
+		}
+	}
 }
 
 // Validate reports the problems of one target besides its name and address
@@ -242,15 +263,7 @@ func (s Target) Validate(c *confval.Checker) {
 		c.Errorf("", "must list oids or tables to poll")
 	}
 	for j, o := range s.OIDs {
-		oc := c.Index("oids", j)
-		if !numericOIDRE.MatchString(o.OID) {
-			oc.Errorf("oid", "%q is not a numeric OID such as 1.3.6.1.2.1.1.3.0", o.OID)
-		}
-		if o.Name != "" {
-			if err := model.CheckPath(o.Name); err != nil {
-				oc.Errorf("name", "%v", err)
-			}
-		}
+		checkOIDName(c.Index("oids", j), o.OID, o.Name, "1.3.6.1.2.1.1.3.0")
 	}
 	for j, tb := range s.Tables {
 		tb.validate(c.Index("tables", j))
@@ -258,14 +271,7 @@ func (s Target) Validate(c *confval.Checker) {
 }
 
 func (tb Table) validate(c *confval.Checker) {
-	if !numericOIDRE.MatchString(tb.OID) {
-		c.Errorf("oid", "%q is not a numeric OID such as 1.3.6.1.2.1.2.2.1", tb.OID)
-	}
-	if tb.Name != "" {
-		if err := model.CheckPath(tb.Name); err != nil {
-			c.Errorf("name", "%v", err)
-		}
-	}
+	checkOIDName(c, tb.OID, tb.Name, "1.3.6.1.2.1.2.2.1")
 	if !keyNameRE.MatchString(tb.IndexKey) {
 		c.Errorf("index_key", "%q is not a key name", tb.IndexKey)
 	}

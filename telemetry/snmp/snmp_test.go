@@ -235,7 +235,7 @@ func TestTrapsFromSnmptrap(t *testing.T) {
 	need(t, "snmptrap")
 	rec := &recorder{}
 	tcfg := Traps{Communities: []string{"trapcomm"}, Target: "traps",
-		Names: []OID{{OID: "1.3.6.1.6.3.1.1.5.3", Name: "/events/link-down"}},
+		Names: []TrapName{{OID: "1.3.6.1.6.3.1.1.5.3", Name: "/events/link-down"}},
 		Users: []V3{{Username: "trapuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "trapauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "trappriv123")}},
 	}
 	r, err := NewTrapReceiver(tcfg, "", rec.sink, slog.New(slog.DiscardHandler))
