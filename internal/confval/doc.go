@@ -3,6 +3,15 @@
 // decoder that indexes every key path by its line, and the Checker through
 // which a part's Validate reports problems at its own keys. Parts import it;
 // it imports no part.
+//
+// A part's section is a plain struct with yaml tags, declared beside the
+// part's code, with up to three steps that the top-level config (package
+// configs) runs in this order after decoding: defaults (a Defaults
+// function whose values the file overrides, or WithDefaults/ApplyDefaults
+// where a zero value means "default", so that a section built in code gets
+// them too), Resolve (file names made absolute against the config file's
+// directory, values derived from the host or the node id), and Validate
+// (every problem reported through a Checker rooted at the section's key).
 package confval
 
 import (
