@@ -127,7 +127,7 @@ func TestStreamPollAndGet(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := &gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
-		Prefix: &gpb.Path{Target: "sw1"}, Mode: gpb.SubscriptionList_STREAM,
+		Prefix: &gpb.Path{Target: "sw1"}, Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
 		Subscription: []*gpb.Subscription{{Path: &gpb.Path{Elem: []*gpb.PathElem{{Name: "interfaces"}}}}},
 	}}}
 	if err := st.Send(req); err != nil {
@@ -182,7 +182,7 @@ func TestStreamPollAndGet(t *testing.T) {
 		}
 	}
 
-	g, err := c.Get(ctx, &gpb.GetRequest{Prefix: &gpb.Path{Target: "sw1"}, Path: []*gpb.Path{{Elem: []*gpb.PathElem{{Name: "system"}}}}})
+	g, err := c.Get(ctx, &gpb.GetRequest{Prefix: &gpb.Path{Target: "sw1"}, Path: []*gpb.Path{{Elem: []*gpb.PathElem{{Name: "system"}}}}, Encoding: gpb.Encoding_PROTO})
 	if err != nil {
 		t.Fatal(err)
 	}

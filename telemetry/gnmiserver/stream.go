@@ -8,7 +8,6 @@ import (
 
 	"github.com/openconfig/gnmi/coalesce"
 	"github.com/openconfig/gnmi/ctree"
-	"github.com/openconfig/gnmi/path"
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -44,7 +43,7 @@ const DefaultSampleInterval = time.Second
 const MinSampleInterval = 100 * time.Millisecond
 
 type streamSub struct {
-	query     []string // path without target, for cache queries
+	sel       selection
 	mode      gpb.SubscriptionMode
 	sample    time.Duration
 	heartbeat time.Duration
@@ -61,6 +60,7 @@ type sentLeaf struct {
 type streamer struct {
 	srv    *Server
 	stream gpb.GNMI_SubscribeServer
+	view   view
 	target string
 	subs   []*streamSub
 	queue  *coalesce.Queue
@@ -94,16 +94,16 @@ func (c *changeClient) Update(v any) {
 	_, _ = c.q.Insert(changeKey{c.sub, l}) // closed queue: the stream is ending
 }
 
-func newStreamSub(prefix *gpb.Path, s *gpb.Subscription) (*streamSub, error) {
-	full, err := path.CompletePath(prefix, s.GetPath())
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
-	}
-	ss := &streamSub{query: full, mode: s.GetMode(), suppress: s.GetSuppressRedundant(),
+func newStreamSub(sel selection, s *gpb.Subscription) (*streamSub, error) {
+	ss := &streamSub{sel: sel, mode: s.GetMode(), suppress: s.GetSuppressRedundant(),
 		sample: time.Duration(s.GetSampleInterval()), heartbeat: time.Duration(s.GetHeartbeatInterval()),
 		sent: map[*ctree.Leaf]sentLeaf{}}
 	switch ss.mode {
-	case gpb.SubscriptionMode_SAMPLE, gpb.SubscriptionMode_TARGET_DEFINED:
+	case gpb.SubscriptionMode_SAMPLE:
+		if ss.sample == 0 {
+			ss.sample = MinSampleInterval // the lowest interval served, as the specification asks
+		}
+	case gpb.SubscriptionMode_TARGET_DEFINED:
 		if ss.sample == 0 {
 			ss.sample = DefaultSampleInterval
 		}
@@ -138,39 +138,18 @@ func sameValue(a, b *gpb.Notification) bool {
 	return len(ua) == 1 && len(ub) == 1 && proto.Equal(ua[0].GetVal(), ub[0].GetVal())
 }
 
-type leafNote struct {
-	l *ctree.Leaf
-	n *gpb.Notification
-}
-
-// leaves returns the data leaves matching ss now (collected first so no
-// cache lock is held while sending).
-func (st *streamer) leaves(ss *streamSub) ([]leafNote, error) {
-	var out []leafNote
-	if st.target != "*" && !st.srv.cache.HasTarget(st.target) {
-		return nil, nil // expired: the stream waits for the target to send again
-	}
-	err := st.srv.cache.Query(st.target, ss.query, func(_ []string, l *ctree.Leaf, v any) error {
-		if n, ok := v.(*gpb.Notification); ok && !isMeta(n) {
-			out = append(out, leafNote{l, n})
-		}
-		return nil
-	})
-	return out, err
-}
-
 // send sends one leaf's notification; st.mu is held.
 func (st *streamer) send(ss *streamSub, x leafNote, now time.Time) error {
 	ss.sent[x.l] = sentLeaf{x.n, now}
-	return st.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: x.n}})
+	return st.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: st.view.out(x.n)}})
 }
 
 // initial sends every matching leaf of every subscription.
 func (st *streamer) initial() error {
 	for _, ss := range st.subs {
-		xs, err := st.leaves(ss)
+		xs, err := st.srv.leaves(st.target, ss.sel)
 		if err != nil {
-			return status.Errorf(codes.Internal, "query: %v", err)
+			return err
 		}
 		now := time.Now()
 		st.mu.Lock()
@@ -187,9 +166,9 @@ func (st *streamer) initial() error {
 
 // tick sends what one sample (sample true) or heartbeat round owes.
 func (st *streamer) tick(ss *streamSub, sample bool) error {
-	xs, err := st.leaves(ss)
+	xs, err := st.srv.leaves(st.target, ss.sel)
 	if err != nil {
-		return status.Errorf(codes.Internal, "query: %v", err)
+		return err
 	}
 	now := time.Now()
 	st.mu.Lock()
@@ -224,7 +203,7 @@ func (st *streamer) tick(ss *streamSub, sample bool) error {
 // subscription, and a deleted one of any subscription.
 func (st *streamer) change(k changeKey) error {
 	n, ok := k.leaf.Value().(*gpb.Notification)
-	if !ok || isMeta(n) {
+	if !ok || !k.sub.sel.keep(n) {
 		return nil
 	}
 	if len(n.GetDelete()) > 0 {
@@ -254,32 +233,25 @@ func (st *streamer) deleted(ss *streamSub, n *gpb.Notification) error {
 			}
 		}
 	}
-	return st.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: n}})
+	return st.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: st.view.out(n)}})
 }
 
 // serveStream serves a STREAM subscription list until the client goes away.
-func (s *Server) serveStream(stream gpb.GNMI_SubscribeServer, list *gpb.SubscriptionList) error {
-	target := list.GetPrefix().GetTarget()
-	if !s.cache.HasTarget(target) {
-		return status.Errorf(codes.NotFound, "no such target: %q", target)
-	}
-	st := &streamer{srv: s, stream: stream, target: target, queue: coalesce.NewQueue()}
+func (s *Server) serveStream(stream gpb.GNMI_SubscribeServer, list *gpb.SubscriptionList, sels []selection, v view, target string) error {
+	st := &streamer{srv: s, stream: stream, view: v, target: target, queue: coalesce.NewQueue()}
 	defer st.queue.Close()
-	for _, sub := range list.GetSubscription() {
-		ss, err := newStreamSub(list.GetPrefix(), sub)
+	for i, sub := range list.GetSubscription() {
+		ss, err := newStreamSub(sels[i], sub)
 		if err != nil {
 			return err
 		}
 		st.subs = append(st.subs, ss)
 	}
-	if len(st.subs) == 0 {
-		return status.Error(codes.InvalidArgument, "no subscriptions")
-	}
 	// Register for changes (and, for SAMPLE, deletes) before the initial
 	// dump so none is missed in between; change() skips what the dump
 	// already sent.
 	for _, ss := range st.subs {
-		remove := s.match.AddQuery(append([]string{target}, ss.query...), &changeClient{ss, st.queue})
+		remove := s.match.AddQuery(append([]string{target}, ss.sel.query...), &changeClient{ss, st.queue})
 		defer remove()
 	}
 	if !list.GetUpdatesOnly() {
