@@ -237,11 +237,11 @@ func subscribeLines(t *testing.T, c gpb.GNMIClient, first *gpb.SubscribeRequest,
 		t.Fatal(err)
 	}
 	list := first.GetSubscribe()
-	live := list.GetMode() == gpb.SubscriptionList_STREAM
+	live := list.GetMode() == gpb.SubscriptionList_STREAM && len(then) == 0
 	for _, e := range first.GetExtension() {
 		live = live && e.GetHistory() == nil
 	}
-	if list.GetMode() != gpb.SubscriptionList_POLL || len(then) == 0 {
+	if len(then) == 0 { // a STREAM goes on after its client closed its side
 		if err := st.CloseSend(); err != nil {
 			t.Fatal(err)
 		}
@@ -342,6 +342,10 @@ func TestConformanceSubscribe(t *testing.T) {
 			[]string{octets + " uint:1234", oper + " string:UP", "sync"}, false},
 		{"STREAM updates_only: the sync first", req(with(list(sw1, STREAM, PROTO, "/interfaces"), func(l *gpb.SubscriptionList) { l.UpdatesOnly = true })), nil, codes.OK, []string{"sync"}, false},
 		{"STREAM depth 1", req(with(list(sw1, STREAM, PROTO, "/interfaces/interface/state"), subMode(gpb.SubscriptionMode_ON_CHANGE, 0, 0)), depthExt(1)...), nil, codes.OK, []string{oper + " string:UP", "sync"}, false},
+		{"STREAM a second subscription list: refused", req(list(sw1, STREAM, PROTO, "/system")), []*gpb.SubscribeRequest{req(list(sw1, STREAM, PROTO, "/system"))}, codes.InvalidArgument,
+			[]string{host + " string:sw1", "sync"}, false},
+		{"STREAM a poll: refused", req(list(sw1, STREAM, PROTO, "/system")), []*gpb.SubscribeRequest{poll}, codes.InvalidArgument,
+			[]string{host + " string:sw1", "sync"}, false},
 		{"STREAM BYTES: refused", req(list(sw1, STREAM, gpb.Encoding_BYTES, "/interfaces")), nil, codes.Unimplemented, nil, false},
 		{"STREAM sample interval below the minimum: refused", req(with(list(sw1, STREAM, PROTO, "/interfaces"), subMode(gpb.SubscriptionMode_SAMPLE, MinSampleInterval/2, 0))), nil, codes.InvalidArgument, nil, false},
 		{"STREAM heartbeat below the minimum: refused", req(with(list(sw1, STREAM, PROTO, "/interfaces"), subMode(gpb.SubscriptionMode_ON_CHANGE, 0, MinSampleInterval/2))), nil, codes.InvalidArgument, nil, false},

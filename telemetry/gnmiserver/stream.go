@@ -268,7 +268,17 @@ func (s *Server) serveStream(stream gpb.GNMI_SubscribeServer, list *gpb.Subscrip
 
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	errc := make(chan error, 2*len(st.subs)+1)
+	errc := make(chan error, 2*len(st.subs)+2)
+	// A STREAM takes no request after its subscription list (gNMI
+	// specification 3.5.1.1): another list or a poll ends it with
+	// InvalidArgument; the client closing its side does not. The reader is
+	// not waited for: its Recv returns once this RPC has returned.
+	go func() {
+		if _, err := stream.Recv(); err == nil {
+			errc <- status.Error(codes.InvalidArgument, "a STREAM subscription takes no request after its subscription list")
+			cancel()
+		}
+	}()
 	var wg sync.WaitGroup
 	run := func(f func() error) {
 		wg.Add(1)
