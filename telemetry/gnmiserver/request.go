@@ -11,6 +11,7 @@ import (
 	"github.com/openconfig/gnmi/proto/gnmi_ext"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // What Get and Subscribe accept, and how answers are shaped (gNMI
@@ -160,7 +161,20 @@ type selection struct {
 // selectPath resolves prefix+p (prefix without elements, as withKeys
 // returns it, or a full prefix) with the depth extension's level.
 func (s *Server) selectPath(prefix, p *gpb.Path, depth uint32) (selection, error) {
+	if prefix.GetOrigin() != "" && p.GetOrigin() != "" {
+		return selection{}, status.Error(codes.InvalidArgument, "bad path: origin is set both in prefix and path")
+	}
 	np, full := s.withKeys(prefix, p)
+	// One tree per target: the origin selects nothing (the cache query
+	// would take it for a first element).
+	if np.GetOrigin() != "" {
+		np = proto.Clone(np).(*gpb.Path)
+		np.Origin = ""
+	}
+	if full.GetOrigin() != "" {
+		full = proto.Clone(full).(*gpb.Path)
+		full.Origin = ""
+	}
 	q, err := path.CompletePath(np, full)
 	if err != nil {
 		return selection{}, status.Errorf(codes.InvalidArgument, "bad path: %v", err)

@@ -1,11 +1,14 @@
 // Package gnmiserver owns Outpost's gNMI server: the collected data (every
-// target, as the hub hands it over) is kept in an openconfig/gnmi cache;
-// Subscribe in POLL and ONCE modes is served by openconfig's subscribe
-// package, STREAM by this package (SAMPLE with sample_interval,
-// suppress_redundant and heartbeat_interval; ON_CHANGE; TARGET_DEFINED per
-// leaf: see stream.go), plus Get from the same cache, so gnmic, Telegraf or
-// gnmi_cli can subscribe to Outpost itself. TLS and username/password are optional;
-// config validation refuses a listener beyond loopback without both.
+// target, as the hub hands it over) is kept in an openconfig/gnmi cache
+// and served by Get and by Subscribe in ONCE and POLL (snapshot.go) and
+// STREAM modes (SAMPLE with sample_interval, suppress_redundant and
+// heartbeat_interval; ON_CHANGE; TARGET_DEFINED per leaf: see stream.go);
+// with the history extension, Subscribe replays the telemetry store
+// instead (history.go). What requests may ask for and what is refused,
+// following the gNMI specification, is in request.go. So gnmic, Telegraf
+// or gnmi_cli can subscribe to Outpost itself. TLS and username/password
+// are optional; config validation refuses a listener beyond loopback
+// without both.
 package gnmiserver
 
 import (

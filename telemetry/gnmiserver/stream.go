@@ -17,16 +17,18 @@ import (
 // STREAM subscriptions are served here rather than by the openconfig
 // subscribe package, which forwards every change whatever the mode:
 //
-//   - SAMPLE sends the matching leaves every sample_interval (0: the
-//     server's DefaultSampleInterval); with suppress_redundant a leaf whose
+//   - SAMPLE sends the matching leaves every sample_interval (0: the lowest
+//     interval served, MinSampleInterval, as the gNMI specification asks);
+//     with suppress_redundant a leaf whose
 //     value did not change since it was last sent is left out, unless
 //     heartbeat_interval has passed since then.
 //   - ON_CHANGE sends a leaf when its value changes (changes queued faster
 //     than the client reads are coalesced to the latest value); with
 //     heartbeat_interval a leaf not sent for that long is sent again.
 //   - TARGET_DEFINED chooses per leaf: numeric values (counters, gauges) are
-//     sampled as SAMPLE with the subscription's intervals, every other value
-//     (states, names, events) is sent on change.
+//     sampled as SAMPLE with the subscription's intervals (0: the server's
+//     choice, DefaultSampleInterval), every other value (states, names,
+//     events) is sent on change.
 //
 // Unless updates_only is set, every matching leaf is sent first, then the
 // sync response; the first sample follows one interval later. In every
@@ -34,12 +36,13 @@ import (
 // notification with its path in delete, and a removed target as a delete
 // of "*" under it.
 
-// DefaultSampleInterval is the interval of a SAMPLE (or TARGET_DEFINED)
+// DefaultSampleInterval is the sample interval of a TARGET_DEFINED
 // subscription that asks for 0.
 const DefaultSampleInterval = time.Second
 
-// MinSampleInterval is the shortest sample or heartbeat interval served;
-// shorter non-zero intervals are refused with InvalidArgument.
+// MinSampleInterval is the shortest sample or heartbeat interval served,
+// and the interval of a SAMPLE subscription that asks for 0; shorter
+// non-zero intervals are refused with InvalidArgument.
 const MinSampleInterval = 100 * time.Millisecond
 
 type streamSub struct {
