@@ -34,8 +34,9 @@ import (
 //     target selects it; "*" selects every target and each answer carries
 //     its own target; no target selects every target and answers carry
 //     none (so with several targets, ask for "*" to tell them apart).
-//   - paths: origin is ignored (one tree per target); list elements
-//     without keys match every entry (keys.go).
+//   - paths: origin is ignored, one tree per target (set in both the
+//     prefix and a path: InvalidArgument); list elements without keys
+//     match every entry (keys.go).
 //   - the cache's own /meta leaves (connected, sync) are never served.
 
 // supportedEncodings are the encodings Capabilities lists and requests may use.
