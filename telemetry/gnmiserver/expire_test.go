@@ -86,7 +86,7 @@ func TestExpiry(t *testing.T) {
 		}
 		if err := st.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
 			Prefix: &gpb.Path{Target: target}, Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
-			Subscription: []*gpb.Subscription{{Path: &gpb.Path{}, Mode: mode, SampleInterval: uint64(100 * time.Millisecond)}}}}}); err != nil {
+			Subscription: []*gpb.Subscription{{Path: &gpb.Path{}, Mode: mode, SampleInterval: uint64(MinSampleInterval)}}}}}); err != nil {
 			t.Fatal(err)
 		}
 		recvUntil(t, st, "sync", (*gpb.SubscribeResponse).GetSyncResponse)

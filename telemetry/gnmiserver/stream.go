@@ -26,9 +26,8 @@ import (
 //     than the client reads are coalesced to the latest value); with
 //     heartbeat_interval a leaf not sent for that long is sent again.
 //   - TARGET_DEFINED chooses per leaf: numeric values (counters, gauges) are
-//     sampled as SAMPLE with the subscription's intervals (0: the server's
-//     choice, DefaultSampleInterval), every other value (states, names,
-//     events) is sent on change.
+//     sampled as SAMPLE with the subscription's intervals, every other value
+//     (states, names, events) is sent on change.
 //
 // Unless updates_only is set, every matching leaf is sent first, then the
 // sync response; the first sample follows one interval later. In every
@@ -36,14 +35,14 @@ import (
 // notification with its path in delete, and a removed target as a delete
 // of "*" under it.
 
-// DefaultSampleInterval is the sample interval of a TARGET_DEFINED
-// subscription that asks for 0.
-const DefaultSampleInterval = time.Second
-
-// MinSampleInterval is the shortest sample or heartbeat interval served,
-// and the interval of a SAMPLE subscription that asks for 0; shorter
-// non-zero intervals are refused with InvalidArgument.
-const MinSampleInterval = 100 * time.Millisecond
+// MinSampleInterval is the lowest sample and heartbeat interval served,
+// and so (as the gNMI specification asks) the interval of a SAMPLE
+// subscription that asks for 0; TARGET_DEFINED samples at it too when
+// asked for 0. Shorter non-zero intervals are refused with
+// InvalidArgument. The served data changes at the collection intervals
+// (seconds to minutes), and gnmic subscribes with SAMPLE and 0 unless told
+// otherwise: sampling faster would cost the edge host CPU for repeats.
+const MinSampleInterval = time.Second
 
 type streamSub struct {
 	sel       selection
@@ -102,13 +101,9 @@ func newStreamSub(sel selection, s *gpb.Subscription) (*streamSub, error) {
 		sample: time.Duration(s.GetSampleInterval()), heartbeat: time.Duration(s.GetHeartbeatInterval()),
 		sent: map[*ctree.Leaf]sentLeaf{}}
 	switch ss.mode {
-	case gpb.SubscriptionMode_SAMPLE:
+	case gpb.SubscriptionMode_SAMPLE, gpb.SubscriptionMode_TARGET_DEFINED:
 		if ss.sample == 0 {
-			ss.sample = MinSampleInterval // the lowest interval served, as the specification asks
-		}
-	case gpb.SubscriptionMode_TARGET_DEFINED:
-		if ss.sample == 0 {
-			ss.sample = DefaultSampleInterval
+			ss.sample = MinSampleInterval
 		}
 	case gpb.SubscriptionMode_ON_CHANGE:
 	default:
