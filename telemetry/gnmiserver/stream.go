@@ -40,7 +40,7 @@ import (
 // subscription that asks for 0; TARGET_DEFINED samples at it too when
 // asked for 0. Shorter non-zero intervals are refused with
 // InvalidArgument. The served data changes at the collection intervals
-// (seconds to minutes), and gnmic subscribes with SAMPLE and 0 unless told
+// (seconds to minutes), and clients such as gnmic send 0 unless told
 // otherwise: sampling faster would cost the edge host CPU for repeats.
 const MinSampleInterval = time.Second
 
