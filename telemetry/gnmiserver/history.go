@@ -121,7 +121,7 @@ func (s *Server) serveHistory(stream gpb.GNMI_SubscribeServer, list *gpb.Subscri
 // stored), in the shape the live cache holds (prefix target, one update).
 func (s *Server) stored(ctx context.Context, target string, sel selection, since, until time.Time) ([]*gpb.Notification, error) {
 	// A gNMI path selects its whole subtree: the pattern ends with "...".
-	pat, err := model.ParsePattern(append(model.FromGNMI(nil, sel.full), model.Elem{Name: "..."}).String())
+	pat, err := model.ParsePattern(append(sel.path[:len(sel.path):len(sel.path)], model.Elem{Name: "..."}).String())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
 	}

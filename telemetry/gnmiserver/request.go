@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
 // What Get and Subscribe accept, and how answers are shaped (gNMI
@@ -154,9 +156,9 @@ func leafJSON(tv *gpb.TypedValue, ietf bool) []byte {
 
 // selection is one requested path resolved for the cache.
 type selection struct {
-	full     *gpb.Path // prefix and path elements joined, list keys filled in
-	query    []string  // the cache query (no target)
-	maxElems int       // depth: leaves with more path elements are left out; 0: no limit
+	path     model.Path // prefix and path elements joined, list keys filled in
+	query    []string   // the cache query (no target)
+	maxElems int        // depth: leaves with more path elements are left out; 0: no limit
 }
 
 // selectPath resolves prefix+p (prefix without elements, as withKeys
@@ -180,14 +182,14 @@ func (s *Server) selectPath(prefix, p *gpb.Path, depth uint32) (selection, error
 	if err != nil {
 		return selection{}, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
 	}
-	sel := selection{full: full, query: q}
+	sel := selection{path: model.FromGNMI(np, full), query: q} // also old-style string elements
 	if depth > 0 {
-		for _, e := range full.GetElem() {
-			if e.GetName() == "..." {
+		for _, e := range sel.path {
+			if e.Name == "..." {
 				return selection{}, status.Error(codes.InvalidArgument, "the depth extension cannot be used with a path containing \"...\"")
 			}
 		}
-		sel.maxElems = len(full.GetElem()) + int(depth)
+		sel.maxElems = len(sel.path) + int(depth)
 	}
 	return sel, nil
 }
