@@ -19,9 +19,9 @@ import (
 //
 //   - SAMPLE sends the matching leaves every sample_interval (0: the lowest
 //     interval served, MinSampleInterval, as the gNMI specification asks);
-//     with suppress_redundant a leaf whose
-//     value did not change since it was last sent is left out, unless
-//     heartbeat_interval has passed since then.
+//     with suppress_redundant a leaf whose value did not change since it
+//     was last sent is left out, unless heartbeat_interval has passed since
+//     then.
 //   - ON_CHANGE sends a leaf when its value changes (changes queued faster
 //     than the client reads are coalesced to the latest value); with
 //     heartbeat_interval a leaf not sent for that long is sent again.
