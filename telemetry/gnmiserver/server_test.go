@@ -102,6 +102,9 @@ func TestGnmiCLIOnce(t *testing.T) {
 			t.Errorf("gnmi_cli output lacks %q:\n%s", want, o)
 		}
 	}
+	if strings.Contains(o, "meta") { // the cache's /meta/connected and /meta/sync are not served
+		t.Errorf("gnmi_cli output has /meta leaves:\n%s", o)
+	}
 }
 
 func dial(t *testing.T, addr string) gpb.GNMIClient {
