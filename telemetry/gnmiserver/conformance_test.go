@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -465,5 +466,34 @@ func TestSampleIntervalZero(t *testing.T) {
 		if n < 1 || n > 3 {
 			t.Errorf("%v with interval 0: %d samples in 2.5 intervals, want 2 (one per %v)", mode, n, MinSampleInterval)
 		}
+	}
+}
+
+// gnmi_cli sends the history extension in a text-proto request and prints
+// what the store kept: a snapshot (ONCE) and a range (STREAM).
+func TestGnmiCLIHistory(t *testing.T) {
+	cli := gnmiCLI(t)
+	s := conformanceServer(t)
+	for name, tc := range map[string]struct {
+		req  string
+		want []string
+	}{
+		"snapshot": {fmt.Sprintf(`subscribe: {prefix: {target: "sw1"} mode: ONCE encoding: PROTO subscription: {path: {elem: {name: "interfaces"}}}} extension: {history: {snapshot_time: %d}}`, at(90*time.Second)),
+			[]string{"in-octets, 200"}},
+		"range": {fmt.Sprintf(`subscribe: {prefix: {target: "sw1"} mode: STREAM encoding: PROTO updates_only: true subscription: {path: {elem: {name: "interfaces"}}}} extension: {history: {range: {start: %d end: %d}}}`, at(30*time.Second), at(3*time.Minute)),
+			[]string{"in-octets, 200\n", "in-octets, 300\n"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out, err := exec.Command(cli, "-address", s.Addr(), "-insecure", "-client_types", "gnmi", "-proto", tc.req,
+				"-display_type", "single", "-timeout", "10s", "-streaming_duration", "5s").CombinedOutput()
+			if err != nil {
+				t.Fatalf("gnmi_cli: %v\n%s", err, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("gnmi_cli output lacks %q:\n%s", w, out)
+				}
+			}
+		})
 	}
 }
