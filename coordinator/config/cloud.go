@@ -96,10 +96,10 @@ func (c *Config) validateCloud(d *doc) {
 			d.errorf("cloud.url", "plain http only to a loopback host (credentials and calls would cross the network in clear): use https")
 		}
 	}
-	checkFile(d, "cloud.token_file", cl.TokenFile, false)
+	checkSecretFile(d, "cloud.token_file", cl.TokenFile, false)
 	checkFile(d, "cloud.tls.ca_file", cl.TLS.CAFile, false)
 	checkFile(d, "cloud.tls.cert_file", cl.TLS.CertFile, false)
-	checkFile(d, "cloud.tls.key_file", cl.TLS.KeyFile, false)
+	checkSecretFile(d, "cloud.tls.key_file", cl.TLS.KeyFile, false)
 	if (cl.TLS.CertFile == "") != (cl.TLS.KeyFile == "") {
 		d.errorf("cloud.tls", "cert_file and key_file go together")
 	}
