@@ -36,7 +36,7 @@ const (
 // authorize guards next with the admin token.
 func (s *Server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if openOnLoopback[r.URL.Path] && loopbackPeer(r.RemoteAddr) {
+		if openOnLoopback[r.URL.Path] && loopback(r.RemoteAddr) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -72,10 +72,15 @@ func (s *Server) checkToken(header string) string {
 	return ""
 }
 
-func loopbackPeer(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
+// loopback reports whether a host:port is on loopback: a loopback IP or
+// the name localhost. An empty host (every interface) is not.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
+	}
+	if host == "localhost" {
+		return true
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()

@@ -97,14 +97,7 @@ func Dial(o ClientOptions) (*Client, error) {
 // to a loopback address.
 func (c *Client) private() bool {
 	u, err := url.Parse(c.base)
-	if err != nil {
-		return false
-	}
-	if u.Scheme == "https" || u.Hostname() == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(u.Hostname())
-	return ip != nil && ip.IsLoopback()
+	return err == nil && (u.Scheme == "https" || loopback(net.JoinHostPort(u.Hostname(), "0")))
 }
 
 func (o ClientOptions) transport() (*http.Transport, error) {

@@ -166,11 +166,14 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("admin API: %w", err)
 	}
+	if tcfg == nil && !loopback(s.opts.Listen) {
+		return fmt.Errorf("admin API: listen on %s: %w", s.opts.Listen, ErrPlainBeyondLoopback)
+	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("admin API: listen on %s: %w", s.opts.Listen, err)
 	}
-	if tcp, ok := ln.Addr().(*net.TCPAddr); tcfg == nil && (!ok || !tcp.IP.IsLoopback()) {
+	if tcp, ok := ln.Addr().(*net.TCPAddr); tcfg == nil && (!ok || !tcp.IP.IsLoopback()) { // localhost resolved elsewhere
 		_ = ln.Close()
 		return fmt.Errorf("admin API: listen on %s: %w", ln.Addr(), ErrPlainBeyondLoopback)
 	}
