@@ -130,7 +130,7 @@ func (c *Config) validateAdmin(d *doc) {
 	if a.TLS.ClientCAFile != "" && a.TLS.CertFile == "" {
 		d.errorf("admin.tls.client_ca_file", "needs cert_file and key_file (mTLS is TLS)")
 	}
-	if !isLoopback(a.Listen) && a.TLS.CertFile == "" {
+	if _, _, err := net.SplitHostPort(a.Listen); err == nil && !isLoopback(a.Listen) && a.TLS.CertFile == "" {
 		d.errorf("admin.listen", "%q is beyond loopback: the admin API listens there only with tls (admin.tls.cert_file, key_file); its token is required on every request", a.Listen)
 	}
 }
