@@ -49,8 +49,9 @@ type daemon struct {
 	cmd    *exec.Cmd
 	dir    string
 	cfg    string
-	addr   string        // admin API
-	admin  *admin.Client // with the token, found as the CLI finds it (--config)
+	addr   string              // admin API (host:port)
+	opts   admin.ClientOptions // how to reach it; the token is found as the CLI finds it (--config)
+	admin  *admin.Client       // with the token, once started
 	mqtt   string        // broker URL devices use
 	logs   *syncBuffer
 	exited chan struct{}
@@ -93,7 +94,7 @@ func startDaemon(t *testing.T, cfg string) *daemon {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, dir: dir, cfg: path, addr: adminAddr, admin: admin.NewClient(adminAddr), mqtt: "tcp://" + brokerAddr, logs: &syncBuffer{}, exited: make(chan struct{})}
+	d := &daemon{t: t, dir: dir, cfg: path, addr: adminAddr, opts: admin.ClientOptions{Addr: adminAddr}, mqtt: "tcp://" + brokerAddr, logs: &syncBuffer{}, exited: make(chan struct{})}
 	d.start()
 	return d
 }
@@ -118,10 +119,10 @@ func (d *daemon) start() {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		d.admin = d.dial() // the token file appears at the first start
 		h, err := d.admin.Health(ctx)
 		cancel()
 		if err == nil && h.Status == "ok" {
-			d.admin = dialConfig(t, d.addr, d.cfg)
 			return
 		}
 		select {
@@ -154,17 +155,19 @@ func (d *daemon) stop(sig syscall.Signal, timeout time.Duration) int {
 	return 0
 }
 
-// dialConfig returns a client of the daemon at addr with the token its
-// config file names, as `outpost --config` finds it.
-func dialConfig(t *testing.T, addr, cfgFile string) *admin.Client {
-	t.Helper()
-	cfg, err := config.Load(cfgFile)
+// dial returns a client of the daemon with the token its config file
+// names, as `outpost --config` finds it.
+func (d *daemon) dial() *admin.Client {
+	d.t.Helper()
+	cfg, err := config.Load(d.cfg)
 	if err != nil {
-		t.Fatal(err)
+		d.t.Fatal(err)
 	}
-	c, err := admin.Dial(admin.ClientOptions{Addr: addr, DaemonTokenFile: cfg.Admin.TokenPath(cfg.DataDir)})
+	o := d.opts
+	o.DaemonTokenFile = cfg.Admin.TokenPath(cfg.DataDir)
+	c, err := admin.Dial(o)
 	if err != nil {
-		t.Fatal(err)
+		d.t.Fatal(err)
 	}
 	return c
 }
