@@ -19,13 +19,14 @@ import (
 
 // adminFlags are the flags that locate the daemon's admin API and its token.
 type adminFlags struct {
-	addr, config, tokenFile, caFile, certFile, keyFile *string
+	addr, config, dataDir, tokenFile, caFile, certFile, keyFile *string
 }
 
 func addAdminFlags(fs *flag.FlagSet) adminFlags {
 	return adminFlags{
 		addr:      fs.String("admin", "", "admin API address (default: $OUTPOST_ADMIN, else admin.listen of --config, else 127.0.0.1:7700; https://HOST:PORT for a TLS listener)"),
 		config:    fs.String("config", "", "the daemon's config file: its admin address and token file (admin.token_file, else admin.token in data_dir)"),
+		dataDir:   fs.String("data-dir", "", "the daemon's data dir, as given to `outpost run --data-dir` (its admin.token is the token)"),
 		tokenFile: fs.String("token-file", "", "file holding the admin token (default: $"+admin.TokenEnv+", else the daemon's token file, else ./data/admin.token)"),
 		caFile:    fs.String("ca-file", "", "CA certificate that signed an https admin API's certificate (default: the system roots)"),
 		certFile:  fs.String("cert-file", "", "client certificate for an admin API that requires mTLS"),
@@ -41,6 +42,9 @@ func (a adminFlags) client() (*admin.Client, error) {
 			return nil, err
 		}
 		cfg = *c
+	}
+	if *a.dataDir != "" {
+		cfg.DataDir = *a.dataDir
 	}
 	addr := *a.addr
 	switch {

@@ -52,7 +52,7 @@ type daemon struct {
 	addr   string              // admin API (host:port)
 	opts   admin.ClientOptions // how to reach it; the token is found as the CLI finds it (--config)
 	admin  *admin.Client       // with the token, once started
-	mqtt   string        // broker URL devices use
+	mqtt   string              // broker URL devices use
 	logs   *syncBuffer
 	exited chan struct{}
 	err    error

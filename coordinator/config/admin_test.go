@@ -49,10 +49,12 @@ func TestAdminConfig(t *testing.T) {
 		{"beyond loopback with tls", "admin: {listen: 0.0.0.0:7700, token_file: op.token, tls: {cert_file: cert.pem, key_file: key.pem}}\n", nil},
 		{"key alone", "admin: {tls: {key_file: key.pem}}\n", []string{"admin.tls: cert_file and key_file go together"}},
 		{"client ca without cert", "admin: {tls: {client_ca_file: cert.pem}}\n", []string{"admin.tls.client_ca_file: needs cert_file and key_file"}},
-		{"exposed secrets", "admin: {token_file: open.token, tls: {cert_file: cert.pem, key_file: open-key.pem}}\nmqtt: {url: \"tcp://127.0.0.1:1\", username: u, password_file: mqtt.pw}\n", []string{
+		{"exposed secrets", "admin: {token_file: open.token, tls: {cert_file: cert.pem, key_file: open-key.pem}}\nmqtt: {url: \"tcp://127.0.0.1:1\", username: u, password_file: mqtt.pw}\ncloud: {url: \"https://c.example\", token_file: open.token, tls: {cert_file: cert.pem, key_file: open-key.pem}}\n", []string{
 			"admin.token_file: secret file " + dir + "/open.token is readable by group or others (mode 0644): run `chmod 600 " + dir + "/open.token`",
 			"admin.tls.key_file: secret file " + dir + "/open-key.pem is readable by group or others (mode 0640)",
 			"mqtt.password_file: secret file " + dir + "/mqtt.pw is readable by group or others (mode 0604)",
+			"cloud.token_file: secret file " + dir + "/open.token is readable by group or others (mode 0644)",
+			"cloud.tls.key_file: secret file " + dir + "/open-key.pem is readable by group or others (mode 0640)",
 		}},
 		{"exposed data dir token", "data_dir: " + filepath.Join(dir, "data") + "\n", []string{"data_dir: secret file " + dir + "/data/admin.token is readable by group or others (mode 0644)"}},
 	} {
