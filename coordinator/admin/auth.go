@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
@@ -46,7 +48,9 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 			return
 		}
 		s.authFailures.WithLabelValues(reason).Inc()
-		s.log.Warn("admin API request refused", "peer", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "reason", reason)
+		if n, ok := s.refusedLog.allow(time.Now()); ok {
+			s.log.Warn("admin API request refused", "peer", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "reason", reason, "not_logged_before", n)
+		}
 		challenge := `Bearer realm="outpost"`
 		msg := "this request needs the admin token (Authorization: Bearer TOKEN, from " + TokenFileName + " in the daemon's data dir)"
 		if reason == reasonInvalid {
@@ -56,6 +60,31 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		w.Header().Set("WWW-Authenticate", challenge)
 		writeJSON(w, http.StatusUnauthorized, errorAnswer{ErrorText{Code: "unauthorized", Message: msg}})
 	})
+}
+
+// logEvery is the least time between two log lines of refused requests:
+// whoever floods the API with bad tokens does not flood the log.
+const logEvery = 10 * time.Second
+
+// logLimiter lets one event through per logEvery and counts the rest.
+type logLimiter struct {
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+// allow reports whether to log now and how many events were not logged
+// since the last line.
+func (l *logLimiter) allow(now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < logEvery {
+		l.dropped++
+		return 0, false
+	}
+	n := l.dropped
+	l.last, l.dropped = now, 0
+	return n, true
 }
 
 // checkToken returns "" for the daemon's token, else why it is refused.

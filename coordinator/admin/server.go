@@ -124,6 +124,7 @@ type Server struct {
 
 	tokenSum     [sha256.Size]byte // of the token, set by Start
 	authFailures *prometheus.CounterVec
+	refusedLog   logLimiter
 }
 
 // NewServer returns a server for node, exposing gatherer at /metrics and
