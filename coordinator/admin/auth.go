@@ -7,13 +7,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/loopback"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
@@ -38,7 +38,7 @@ const (
 // authorize guards next with the admin token.
 func (s *Server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if openOnLoopback[r.URL.Path] && loopback(r.RemoteAddr) {
+		if openOnLoopback[r.URL.Path] && loopback.HostPort(r.RemoteAddr) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -99,20 +99,6 @@ func (s *Server) checkToken(header string) string {
 		return reasonInvalid
 	}
 	return ""
-}
-
-// loopback reports whether a host:port is on loopback: a loopback IP or
-// the name localhost. An empty host (every interface) is not.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // serverTLS loads the server's certificate and, for mTLS, the CA that

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/internal/loopback"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
@@ -97,7 +97,7 @@ func Dial(o ClientOptions) (*Client, error) {
 // to a loopback address.
 func (c *Client) private() bool {
 	u, err := url.Parse(c.base)
-	return err == nil && (u.Scheme == "https" || loopback(net.JoinHostPort(u.Hostname(), "0")))
+	return err == nil && (u.Scheme == "https" || loopback.Host(u.Hostname()))
 }
 
 func (o ClientOptions) transport() (*http.Transport, error) {

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/internal/loopback"
 )
 
 // MaxInput bounds the body of a call request.
@@ -167,7 +168,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("admin API: %w", err)
 	}
-	if tcfg == nil && !loopback(s.opts.Listen) {
+	if tcfg == nil && !loopback.HostPort(s.opts.Listen) {
 		return fmt.Errorf("admin API: listen on %s: %w", s.opts.Listen, ErrPlainBeyondLoopback)
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.opts.Listen)

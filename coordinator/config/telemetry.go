@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/loopback"
 )
 
 // Telemetry configures collection from network gear (gNMI, SNMP), the local
@@ -600,7 +602,7 @@ func (c *Config) validateTelemetry(d *doc) {
 			d.errorf(p0+".gnmi_server.username", "username and password_file go together")
 		}
 		checkSecretFile(d, p0+".gnmi_server.password_file", srv.PasswordFile, false)
-		if !isLoopback(srv.Listen) && (srv.TLS.CertFile == "" || srv.Username == "") {
+		if !loopback.HostPort(srv.Listen) && (srv.TLS.CertFile == "" || srv.Username == "") {
 			d.errorf(p0+".gnmi_server.listen", "a listener beyond loopback needs tls (cert_file, key_file) and a username with password_file")
 		}
 		if e, iv := srv.ExpireAfter.Std(), t.collectionInterval(); e != 0 && (e < time.Second || e < 2*iv) {

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/outpost-edge/outpost/devices/topic"
+	"github.com/outpost-edge/outpost/internal/loopback"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
@@ -130,7 +131,7 @@ func (c *Config) validateAdmin(d *doc) {
 	if a.TLS.ClientCAFile != "" && a.TLS.CertFile == "" {
 		d.errorf("admin.tls.client_ca_file", "needs cert_file and key_file (mTLS is TLS)")
 	}
-	if _, _, err := net.SplitHostPort(a.Listen); err == nil && !isLoopback(a.Listen) && a.TLS.CertFile == "" {
+	if _, _, err := net.SplitHostPort(a.Listen); err == nil && !loopback.HostPort(a.Listen) && a.TLS.CertFile == "" {
 		d.errorf("admin.listen", "%q is beyond loopback: the admin API listens there only with tls (admin.tls.cert_file, key_file); its token is required on every request", a.Listen)
 	}
 }
@@ -150,7 +151,7 @@ func (c *Config) validateMQTT(d *doc) {
 	} else {
 		b := m.Broker
 		checkHostPort(d, "mqtt.broker.listen", b.Listen)
-		if b.AllowAnonymous && !isLoopback(b.Listen) {
+		if b.AllowAnonymous && !loopback.HostPort(b.Listen) {
 			p := "mqtt.broker.allow_anonymous"
 			if _, set := d.lines[p]; !set {
 				p = "mqtt.broker.listen"
@@ -343,18 +344,6 @@ func checkHostPort(d *doc, path, addr string) {
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		d.errorf(path, "%q: port must be a number from 0 to 65535", addr)
 	}
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func checkFile(d *doc, path, file string, required bool) {
