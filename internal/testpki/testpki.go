@@ -38,7 +38,7 @@ func New(t testing.TB, dir, name string) *CA {
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
 	ca := &CA{dir: dir}
-	ca.cert, ca.key = ca.sign(t, tmpl, nil, nil)
+	ca.cert, ca.key = sign(t, tmpl, nil, nil)
 	ca.CAFile = filepath.Join(dir, name+"-ca.pem")
 	write(t, ca.CAFile, "CERTIFICATE", ca.cert.Raw, 0o644)
 	return ca
@@ -61,7 +61,7 @@ func (ca *CA) Client(t testing.TB, name string) (certFile, keyFile string) {
 func (ca *CA) issue(t testing.TB, name string, tmpl *x509.Certificate) (certFile, keyFile string) {
 	tmpl.Subject = pkix.Name{CommonName: name}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	cert, key := ca.sign(t, tmpl, ca.cert, ca.key)
+	cert, key := sign(t, tmpl, ca.cert, ca.key)
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func (ca *CA) issue(t testing.TB, name string, tmpl *x509.Certificate) (certFile
 
 // sign makes a key and a certificate for tmpl signed by parent (itself
 // when parent is nil).
-func (ca *CA) sign(t testing.TB, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+func sign(t testing.TB, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
