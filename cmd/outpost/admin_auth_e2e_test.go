@@ -50,7 +50,9 @@ func curl(t *testing.T, as *syscall.Credential, stdin []byte, args ...string) (s
 // Without the token, or with a wrong one, every protected route of the real
 // daemon is refused (401, a challenge, an error document, counted in
 // outpost_admin_auth_failures_total) and nothing is deployed; health and
-// metrics stay open on loopback; the CLI finds the token by itself.
+// metrics stay open on loopback; the CLI finds the token by itself
+// (--config, ./data, --data-dir) or takes it from --token-file or
+// $OUTPOST_TOKEN.
 func TestAdminAPINeedsToken(t *testing.T) {
 	d := startDaemon(t, `
 admin: {listen: "{{admin}}"}
@@ -113,6 +115,9 @@ tasks: [{name: echo, module: builtin:echo}]
 	}
 	if out, code := runCLI(t, "tasks", "--admin", d.addr, "--token-file", filepath.Join(d.dir, "data", admin.TokenFileName)); code != 0 || !strings.Contains(out, "curled") {
 		t.Errorf("tasks --token-file: %d %s", code, out)
+	}
+	if out, code := runCLI(t, "tasks", "--admin", d.addr, "--data-dir", filepath.Join(d.dir, "data")); code != 0 || !strings.Contains(out, "curled") {
+		t.Errorf("tasks --data-dir: %d %s", code, out)
 	}
 	cmd = exec.Command(binPath, "tasks", "--admin", d.addr)
 	cmd.Env = append(os.Environ(), admin.TokenEnv+"=wrong")
