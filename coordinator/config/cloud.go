@@ -1,11 +1,12 @@
 package config
 
 import (
-	"net"
 	"net/url"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/loopback"
 )
 
 // Cloud configures the link to a cloud control plane (see docs/cloud-link.md).
@@ -92,14 +93,14 @@ func (c *Config) validateCloud(d *doc) {
 			d.errorf("cloud.url", "scheme %q: want https (or http to a loopback host)", u.Scheme)
 		case u.Host == "":
 			d.errorf("cloud.url", "%q has no host", cl.URL)
-		case u.Scheme == "http" && !loopbackHost(u.Hostname()):
+		case u.Scheme == "http" && !loopback.Host(u.Hostname()):
 			d.errorf("cloud.url", "plain http only to a loopback host (credentials and calls would cross the network in clear): use https")
 		}
 	}
-	checkFile(d, "cloud.token_file", cl.TokenFile, false)
+	checkSecretFile(d, "cloud.token_file", cl.TokenFile, false)
 	checkFile(d, "cloud.tls.ca_file", cl.TLS.CAFile, false)
 	checkFile(d, "cloud.tls.cert_file", cl.TLS.CertFile, false)
-	checkFile(d, "cloud.tls.key_file", cl.TLS.KeyFile, false)
+	checkSecretFile(d, "cloud.tls.key_file", cl.TLS.KeyFile, false)
 	if (cl.TLS.CertFile == "") != (cl.TLS.KeyFile == "") {
 		d.errorf("cloud.tls", "cert_file and key_file go together")
 	}
@@ -146,12 +147,4 @@ func (c *Config) validateCloud(d *doc) {
 			d.errorf(p+".weight", "must be between 1 and 1000")
 		}
 	}
-}
-
-func loopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }

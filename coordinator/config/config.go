@@ -4,7 +4,10 @@
 // once with file:line and key path. A loaded Config is never mutated.
 package config
 
-import "time"
+import (
+	"path/filepath"
+	"time"
+)
 
 // Config is the whole configuration of one Outpost daemon.
 type Config struct {
@@ -39,6 +42,28 @@ type Log struct {
 // Admin configures the local HTTP API used by the CLI and by Prometheus.
 type Admin struct {
 	Listen string `yaml:"listen"`
+	// TokenFile holds the bearer token the API asks for (an operator's,
+	// mode 0600). Empty: admin.token in data_dir, created at first start.
+	TokenFile string `yaml:"token_file"`
+	// TLS makes the API speak HTTPS; required beyond loopback.
+	TLS AdminTLS `yaml:"tls"`
+}
+
+// AdminTLS is the admin API's server certificate and, for mTLS, the CA
+// that signs its clients' certificates.
+type AdminTLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// TokenPath is the file the admin token is kept in: token_file, else
+// admin.token in dataDir.
+func (a Admin) TokenPath(dataDir string) string {
+	if a.TokenFile != "" {
+		return a.TokenFile
+	}
+	return filepath.Join(dataDir, "admin.token")
 }
 
 // Storage sizes the badger state store under DataDir/state.

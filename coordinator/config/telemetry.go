@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/loopback"
 )
 
 // Telemetry configures collection from network gear (gNMI, SNMP), the local
@@ -436,7 +438,7 @@ func (c *Config) validateTelemetry(d *doc) {
 		}
 		checkFile(d, p+".ca_file", t.CAFile, false)
 		checkFile(d, p+".cert_file", t.CertFile, false)
-		checkFile(d, p+".key_file", t.KeyFile, false)
+		checkSecretFile(d, p+".key_file", t.KeyFile, false)
 		if server && t.InsecureSkipVerify {
 			d.errorf(p+".insecure_skip_verify", "applies to clients only")
 		}
@@ -450,7 +452,7 @@ func (c *Config) validateTelemetry(d *doc) {
 		if (g.Username == "") != (g.PasswordFile == "") {
 			d.errorf(p+".username", "username and password_file go together")
 		}
-		checkFile(d, p+".password_file", g.PasswordFile, false)
+		checkSecretFile(d, p+".password_file", g.PasswordFile, false)
 		if g.BackoffMin > g.BackoffMax {
 			d.errorf(p+".backoff_min", "must not exceed backoff_max")
 		}
@@ -599,8 +601,8 @@ func (c *Config) validateTelemetry(d *doc) {
 		if (srv.Username == "") != (srv.PasswordFile == "") {
 			d.errorf(p0+".gnmi_server.username", "username and password_file go together")
 		}
-		checkFile(d, p0+".gnmi_server.password_file", srv.PasswordFile, false)
-		if !isLoopback(srv.Listen) && (srv.TLS.CertFile == "" || srv.Username == "") {
+		checkSecretFile(d, p0+".gnmi_server.password_file", srv.PasswordFile, false)
+		if !loopback.HostPort(srv.Listen) && (srv.TLS.CertFile == "" || srv.Username == "") {
 			d.errorf(p0+".gnmi_server.listen", "a listener beyond loopback needs tls (cert_file, key_file) and a username with password_file")
 		}
 		if e, iv := srv.ExpireAfter.Std(), t.collectionInterval(); e != 0 && (e < time.Second || e < 2*iv) {
@@ -670,7 +672,7 @@ func checkV3(d *doc, p string, v SNMPv3) {
 		default:
 			d.errorf(p+".auth_protocol", "%q is not an auth protocol (MD5, SHA, SHA224, SHA256, SHA384, SHA512)", v.AuthProtocol)
 		}
-		checkFile(d, p+".auth_password_file", v.AuthPasswordFile, true)
+		checkSecretFile(d, p+".auth_password_file", v.AuthPasswordFile, true)
 	}
 	if lvl == "authPriv" {
 		switch v.PrivProtocol {
@@ -678,7 +680,7 @@ func checkV3(d *doc, p string, v SNMPv3) {
 		default:
 			d.errorf(p+".priv_protocol", "%q is not a privacy protocol (DES, AES, AES192, AES256, AES192C, AES256C)", v.PrivProtocol)
 		}
-		checkFile(d, p+".priv_password_file", v.PrivPasswordFile, true)
+		checkSecretFile(d, p+".priv_password_file", v.PrivPasswordFile, true)
 	}
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -12,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/outpost-edge/outpost/devices/topic"
+	"github.com/outpost-edge/outpost/internal/loopback"
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // resolve fills values derived from the environment and makes file paths
@@ -47,6 +50,10 @@ func (c *Config) resolve(dir string) {
 			rel(&c.Tasks[i].Files[j].Source)
 		}
 	}
+	rel(&c.Admin.TokenFile)
+	rel(&c.Admin.TLS.CertFile)
+	rel(&c.Admin.TLS.KeyFile)
+	rel(&c.Admin.TLS.ClientCAFile)
 	rel(&c.MQTT.PasswordFile)
 	rel(&c.MQTT.TLS.CAFile)
 	rel(&c.MQTT.TLS.CertFile)
@@ -73,7 +80,7 @@ func (c *Config) validate(d *doc) {
 	default:
 		d.errorf("log.format", "%q is not a format (text, json)", c.Log.Format)
 	}
-	checkHostPort(d, "admin.listen", c.Admin.Listen)
+	c.validateAdmin(d)
 	if c.Storage.MemtableSize < 1<<20 {
 		d.errorf("storage.memtable_size", "must be at least 1MiB")
 	}
@@ -108,6 +115,27 @@ func (c *Config) validate(d *doc) {
 	c.validateCloud(d)
 }
 
+func (c *Config) validateAdmin(d *doc) {
+	a := c.Admin
+	checkHostPort(d, "admin.listen", a.Listen)
+	checkSecretFile(d, "admin.token_file", a.TokenFile, false)
+	if err := secretfile.Check(a.TokenPath(c.DataDir)); a.TokenFile == "" && errors.Is(err, secretfile.ErrExposed) {
+		d.errorf("data_dir", "%v", err) // the token made at first start
+	}
+	if (a.TLS.CertFile == "") != (a.TLS.KeyFile == "") {
+		d.errorf("admin.tls", "cert_file and key_file go together")
+	}
+	checkFile(d, "admin.tls.cert_file", a.TLS.CertFile, false)
+	checkSecretFile(d, "admin.tls.key_file", a.TLS.KeyFile, false)
+	checkFile(d, "admin.tls.client_ca_file", a.TLS.ClientCAFile, false)
+	if a.TLS.ClientCAFile != "" && a.TLS.CertFile == "" {
+		d.errorf("admin.tls.client_ca_file", "needs cert_file and key_file (mTLS is TLS)")
+	}
+	if _, _, err := net.SplitHostPort(a.Listen); err == nil && !loopback.HostPort(a.Listen) && a.TLS.CertFile == "" {
+		d.errorf("admin.listen", "%q is beyond loopback: the admin API listens there only with tls (admin.tls.cert_file, key_file); its token is required on every request", a.Listen)
+	}
+}
+
 func (c *Config) validateMQTT(d *doc) {
 	m := c.MQTT
 	if m.External() {
@@ -123,7 +151,7 @@ func (c *Config) validateMQTT(d *doc) {
 	} else {
 		b := m.Broker
 		checkHostPort(d, "mqtt.broker.listen", b.Listen)
-		if b.AllowAnonymous && !isLoopback(b.Listen) {
+		if b.AllowAnonymous && !loopback.HostPort(b.Listen) {
 			p := "mqtt.broker.allow_anonymous"
 			if _, set := d.lines[p]; !set {
 				p = "mqtt.broker.listen"
@@ -139,7 +167,7 @@ func (c *Config) validateMQTT(d *doc) {
 				d.errorf(p+".username", "duplicate user %q", u.Username)
 			}
 			seen[u.Username] = true
-			checkFile(d, p+".password_file", u.PasswordFile, true)
+			checkSecretFile(d, p+".password_file", u.PasswordFile, true)
 		}
 		if b.MaxClientWritesPending < 1 {
 			d.errorf("mqtt.broker.max_client_writes_pending", "must be at least 1")
@@ -151,10 +179,10 @@ func (c *Config) validateMQTT(d *doc) {
 			d.errorf("mqtt.broker.max_message_size", "must be between 1KiB and 256MiB")
 		}
 	}
-	checkFile(d, "mqtt.password_file", m.PasswordFile, false)
+	checkSecretFile(d, "mqtt.password_file", m.PasswordFile, false)
 	checkFile(d, "mqtt.tls.ca_file", m.TLS.CAFile, false)
 	checkFile(d, "mqtt.tls.cert_file", m.TLS.CertFile, false)
-	checkFile(d, "mqtt.tls.key_file", m.TLS.KeyFile, false)
+	checkSecretFile(d, "mqtt.tls.key_file", m.TLS.KeyFile, false)
 	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
 		d.errorf("mqtt.tls", "cert_file and key_file go together")
 	}
@@ -318,18 +346,6 @@ func checkHostPort(d *doc, path, addr string) {
 	}
 }
 
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func checkFile(d *doc, path, file string, required bool) {
 	if file == "" {
 		if required {
@@ -343,6 +359,15 @@ func checkFile(d *doc, path, file string, required bool) {
 		d.errorf(path, "cannot read %s: %v", file, unwrapPathErr(err))
 	case st.IsDir():
 		d.errorf(path, "%s is a directory, not a file", file)
+	}
+}
+
+// checkSecretFile is checkFile for a file holding a secret, which group and
+// others must not be able to read.
+func checkSecretFile(d *doc, path, file string, required bool) {
+	checkFile(d, path, file, required)
+	if err := secretfile.Check(file); file != "" && errors.Is(err, secretfile.ErrExposed) {
+		d.errorf(path, "%v", err)
 	}
 }
 

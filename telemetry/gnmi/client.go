@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/secretfile"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -114,7 +115,7 @@ func dialOptions(tc config.GNMITarget) ([]grpc.DialOption, error) {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
 	if tc.Username != "" {
-		b, err := os.ReadFile(tc.PasswordFile)
+		b, err := secretfile.Read(tc.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("read password: %w", err)
 		}
@@ -138,7 +139,7 @@ func ClientTLS(t config.TelemetryTLS) (*tls.Config, error) {
 		cfg.RootCAs = pool
 	}
 	if t.CertFile != "" {
-		crt, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		crt, err := secretfile.LoadX509KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("load client certificate: %w", err)
 		}

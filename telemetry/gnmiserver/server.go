@@ -20,7 +20,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +37,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/secretfile"
 	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
@@ -76,14 +76,14 @@ func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
 		}
 	})
 	if cfg.Username != "" {
-		b, err := os.ReadFile(cfg.PasswordFile)
+		b, err := secretfile.Read(cfg.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("gnmi server password: %w", err)
 		}
 		s.user, s.pass = cfg.Username, strings.TrimRight(string(b), "\r\n")
 	}
 	if cfg.TLS.CertFile != "" {
-		crt, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		crt, err := secretfile.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("gnmi server certificate: %w", err)
 		}

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"github.com/gosnmp/gosnmp"
 
 	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/secretfile"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -102,7 +102,7 @@ func NewPoller(cfg config.SNMPCollect, sink Sink, log *slog.Logger) (*Poller, er
 }
 
 func readSecret(file string) (string, error) {
-	b, err := os.ReadFile(file)
+	b, err := secretfile.Read(file)
 	if err != nil {
 		return "", err
 	}
