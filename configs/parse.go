@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/routes"
 	"github.com/outpost-edge/outpost/coordinator/tasks"
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // Load reads, decodes and validates the config file at path.
@@ -61,6 +63,7 @@ func (c *Config) resolve(dir string) {
 		}
 	}
 	c.Scheduler.Resolve()
+	c.Admin.Resolve(dir)
 	c.MQTT.Resolve(dir, c.Node.ID)
 	for i := range c.Tasks {
 		c.Tasks[i].Resolve(dir)
@@ -87,6 +90,9 @@ func (c *Config) validate(ch *confval.Checker) {
 		ch.Errorf("log.format", "%q is not a format (text, json)", c.Log.Format)
 	}
 	c.Admin.Validate(ch.At("admin"))
+	if err := secretfile.Check(c.Admin.TokenPath(c.DataDir)); c.Admin.TokenFile == "" && errors.Is(err, secretfile.ErrExposed) {
+		ch.Errorf("data_dir", "%v", err) // the admin token made at first start
+	}
 	c.Storage.Validate(ch.At("storage"))
 	c.MQTT.Validate(ch.At("mqtt"))
 	c.Scheduler.Validate(ch.At("scheduler"))

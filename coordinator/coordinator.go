@@ -86,7 +86,11 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
 		c.broker.SetDurablePublish(c.journalPublish) // QoS 1 routes: journaled before the PUBACK (intake.go)
 	}
-	c.admin = admin.NewServer(cfg.Admin.Listen, c, c.reg, log.With("part", "admin"))
+	c.admin = admin.NewServer(admin.Options{
+		Listen:    cfg.Admin.Listen,
+		TokenFile: cfg.Admin.TokenPath(cfg.DataDir), CreateToken: cfg.Admin.TokenFile == "",
+		TLSCertFile: cfg.Admin.TLS.CertFile, TLSKeyFile: cfg.Admin.TLS.KeyFile, TLSClientCAFile: cfg.Admin.TLS.ClientCAFile,
+	}, c, c.reg, c.reg, log.With("part", "admin"))
 	c.tele = c.newTelemetry() // telemetry.go
 	c.admin.Handle("/v1/telemetry/", c.tele.Handler())
 	admin.MountRegistry(c.admin, c) // deploy/rm/rollback/inspect (registry.go)
@@ -309,7 +313,7 @@ func restartOnly(a, b *configs.Config) []string {
 	check("data_dir", a.DataDir != b.DataDir)
 	check("node.id", a.Node.ID != b.Node.ID)
 	check("log", a.Log != b.Log)
-	check("admin.listen", a.Admin != b.Admin)
+	check("admin", a.Admin != b.Admin)
 	check("storage", a.Storage != b.Storage)
 	check("scheduler", a.Scheduler != b.Scheduler)
 	check("mqtt", fmt.Sprint(a.MQTT) != fmt.Sprint(b.MQTT))

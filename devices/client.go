@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // Message is one MQTT message received by the daemon's client.
@@ -353,7 +354,7 @@ func tlsConfig(t confval.TLS) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	if t.CertFile != "" || t.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		cert, err := secretfile.LoadX509KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("load tls client certificate: %w", err)
 		}

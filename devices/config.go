@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/loopback"
 )
 
 // MQTTConfig configures the broker the devices talk to and the daemon's
@@ -92,7 +93,7 @@ func (m MQTTConfig) Validate(c *confval.Checker) {
 	} else {
 		m.Broker.Validate(c.At("broker"))
 	}
-	c.File("password_file", m.PasswordFile, false)
+	c.SecretFile("password_file", m.PasswordFile, false)
 	m.TLS.Validate(c.At("tls"))
 	for _, f := range []struct {
 		key string
@@ -107,7 +108,7 @@ func (m MQTTConfig) Validate(c *confval.Checker) {
 // Validate reports every problem of the embedded broker's settings.
 func (b BrokerConfig) Validate(c *confval.Checker) {
 	c.HostPort("listen", b.Listen)
-	if b.AllowAnonymous && !confval.IsLoopback(b.Listen) {
+	if b.AllowAnonymous && !loopback.HostPort(b.Listen) {
 		k := "allow_anonymous"
 		if !c.Set(k) {
 			k = "listen"
@@ -123,7 +124,7 @@ func (b BrokerConfig) Validate(c *confval.Checker) {
 			uc.Errorf("username", "duplicate user %q", u.Username)
 		}
 		seen[u.Username] = true
-		uc.File("password_file", u.PasswordFile, true)
+		uc.SecretFile("password_file", u.PasswordFile, true)
 	}
 	if b.MaxClientWritesPending < 1 {
 		c.Errorf("max_client_writes_pending", "must be at least 1")

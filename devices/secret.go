@@ -2,14 +2,15 @@ package devices
 
 import (
 	"fmt"
-	"os"
 	"strings"
+
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // readSecret reads a password file and trims the trailing line break. The
 // value is never logged.
 func readSecret(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("read password file: %w", err)
 	}

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // tokenFileEnv names the default of --token-file.
@@ -38,7 +40,7 @@ func (a *api) authorize(req *http.Request) error {
 	if a.tokenFile == "" {
 		return nil
 	}
-	b, err := os.ReadFile(a.tokenFile)
+	b, err := secretfile.Read(a.tokenFile)
 	if err != nil {
 		return fmt.Errorf("read operator token (--token-file): %w", err)
 	}

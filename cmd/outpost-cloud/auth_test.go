@@ -175,3 +175,44 @@ func TestServeOperatorTokenRequiredBeyondLoopback(t *testing.T) {
 		})
 	}
 }
+
+// Secret files that group or others may read are refused, naming the file,
+// its mode and the fix: node tokens, the operator token (server and CLI)
+// and the TLS key.
+func TestSecretFilesReadableByOthersRefused(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tokens := file("tokens", "edge-1 node-secret\n", 0o644)
+	op := file("operator.token", "op-secret\n", 0o640)
+	key := file("key.pem", "not read\n", 0o604)
+	cert := file("cert.pem", "not read\n", 0o644)
+	data := filepath.Join(dir, "cloud")
+	for _, tc := range []struct {
+		name string
+		args []string
+		file string
+		mode string
+	}{
+		{"node tokens", []string{"serve", "--listen", "127.0.0.1:0", "--data", data, "--tokens", tokens}, tokens, "0644"},
+		{"operator token", []string{"serve", "--listen", "127.0.0.1:0", "--data", data, "--operator-token-file", op}, op, "0640"},
+		{"tls key", []string{"serve", "--listen", "127.0.0.1:0", "--data", data, "--tls-cert", cert, "--tls-key", key}, key, "0604"},
+		{"cli token", []string{"nodes", "--server", "http://127.0.0.1:1", "--token-file", op}, op, "0640"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runCLI(tc.args...)
+			want := "secret file " + tc.file + " is readable by group or others (mode " + tc.mode + "): run `chmod 600 " + tc.file + "`"
+			if code == 0 || !strings.Contains(stderr, want) {
+				t.Errorf("exit %d, stderr %q; want %q", code, stderr, want)
+			}
+		})
+	}
+}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 func main() {
@@ -103,6 +104,12 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 		}
 		opts.Tokens = m
 	}
+	if *tlsCert != "" {
+		if err := secretfile.Check(*tlsKey); err != nil {
+			fmt.Fprintf(errOut, "outpost-cloud serve: --tls-key: %v\n", err)
+			return 1
+		}
+	}
 	srv, err := server.Open(opts)
 	if err != nil {
 		fmt.Fprintf(errOut, "outpost-cloud serve: %v\n", err)
@@ -144,7 +151,7 @@ func cmdServe(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 }
 
 func readTokens(path string) (map[string]string, error) {
-	b, err := os.ReadFile(path)
+	b, err := secretfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("--tokens: %w", err)
 	}

@@ -2,68 +2,23 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
 )
 
-// adminBase resolves the admin API's base URL the way adminFlags does.
-func (a adminFlags) base() (string, error) {
-	addr := *a.addr
-	switch {
-	case addr != "":
-	case os.Getenv("OUTPOST_ADMIN") != "":
-		addr = os.Getenv("OUTPOST_ADMIN")
-	case *a.config != "":
-		cfg, err := configs.Load(*a.config)
-		if err != nil {
-			return "", err
-		}
-		addr = cfg.Admin.Listen
-	default:
-		addr = admin.DefaultListen
-	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	return strings.TrimSuffix(addr, "/"), nil
-}
-
-func getAdminJSON(ctx context.Context, base, path string, v any) error {
+// getAdminJSON reads path of the admin API into v, giving up after 30 s.
+func getAdminJSON(ctx context.Context, c *admin.Client, path string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the outpost daemon at %s (is `outpost run` running? set --admin): %w", base, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("read answer from %s: %w", base, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
-		}
-		return fmt.Errorf("%s %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
-	}
-	return json.Unmarshal(b, v)
+	return c.Get(ctx, path, v)
 }
 
 // cmdCalls is `outpost calls ls` and `outpost calls show ID`: the journal
@@ -99,7 +54,7 @@ func cmdCalls(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 		fmt.Fprintf(errOut, "outpost calls %s: unexpected argument %q\n", sub, fs.Arg(0))
 		return 2
 	}
-	base, err := af.base()
+	ac, err := af.client()
 	if err != nil {
 		printProblems(errOut, err)
 		return 1
@@ -107,7 +62,7 @@ func cmdCalls(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 	switch sub {
 	case "ls":
 		var resp struct{ Calls []calls.Record }
-		if err := getAdminJSON(ctx, base, fmt.Sprintf("/v1/calls?limit=%d", *limit), &resp); err != nil {
+		if err := getAdminJSON(ctx, ac, fmt.Sprintf("/v1/calls?limit=%d", *limit), &resp); err != nil {
 			fmt.Fprintf(errOut, "outpost calls ls: %v\n", err)
 			return 1
 		}
@@ -132,7 +87,7 @@ func cmdCalls(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 		}
 		var rec calls.Record
 		if *wait {
-			r, err := waitCall(ctx, base, id, *waitTimeout, errOut)
+			r, err := waitCall(ctx, ac, id, *waitTimeout, errOut)
 			if err != nil {
 				fmt.Fprintf(errOut, "outpost calls show: %v\n", err)
 				return 1
@@ -145,7 +100,7 @@ func cmdCalls(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 			}
 			return 0
 		}
-		if err := getAdminJSON(ctx, base, "/v1/calls/"+url.PathEscape(id), &rec); err != nil {
+		if err := getAdminJSON(ctx, ac, "/v1/calls/"+url.PathEscape(id), &rec); err != nil {
 			fmt.Fprintf(errOut, "outpost calls show: %v\n", err)
 			return 1
 		}
@@ -160,7 +115,7 @@ func cmdCalls(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 // from 50 ms to 2 s between polls, and says on errOut what it waits for
 // whenever the state changes (and every 10 s). A daemon that cannot be
 // reached (a restart) is polled again, within timeout.
-func waitCall(ctx context.Context, base, id string, timeout time.Duration, errOut io.Writer) (*calls.Record, error) {
+func waitCall(ctx context.Context, ac *admin.Client, id string, timeout time.Duration, errOut io.Writer) (*calls.Record, error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -176,7 +131,7 @@ func waitCall(ctx context.Context, base, id string, timeout time.Duration, errOu
 	)
 	for {
 		var rec calls.Record
-		err := getAdminJSON(ctx, base, "/v1/calls/"+url.PathEscape(id), &rec)
+		err := getAdminJSON(ctx, ac, "/v1/calls/"+url.PathEscape(id), &rec)
 		switch {
 		case err == nil:
 			lastErr = nil

@@ -128,10 +128,7 @@ func TestCloudChaos(t *testing.T) {
 	}
 	// The journal's count of runs per call.
 	var jr struct{ Calls []calls.Record }
-	r, err := http.Get("http://" + d.adminAddr() + "/v1/calls")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := d.get("/v1/calls")
 	if err := json.NewDecoder(r.Body).Decode(&jr); err != nil {
 		t.Fatal(err)
 	}

@@ -18,32 +18,49 @@ import (
 	"github.com/outpost-edge/outpost/internal/confval"
 )
 
-// adminFlags adds the flags that locate the daemon's admin API.
+// adminFlags are the flags that locate the daemon's admin API and its token.
 type adminFlags struct {
-	addr, config *string
+	addr, config, dataDir, tokenFile, caFile, certFile, keyFile *string
 }
 
 func addAdminFlags(fs *flag.FlagSet) adminFlags {
 	return adminFlags{
-		addr:   fs.String("admin", "", "admin API address (default: $OUTPOST_ADMIN, else admin.listen of --config, else 127.0.0.1:7700)"),
-		config: fs.String("config", "", "read the admin address from this config file"),
+		addr:      fs.String("admin", "", "admin API address (default: $OUTPOST_ADMIN, else admin.listen of --config, else 127.0.0.1:7700; https://HOST:PORT for a TLS listener)"),
+		config:    fs.String("config", "", "the daemon's config file: its admin address and token file (admin.token_file, else admin.token in data_dir)"),
+		dataDir:   fs.String("data-dir", "", "the daemon's data dir, as given to `outpost run --data-dir` (its admin.token is the token)"),
+		tokenFile: fs.String("token-file", "", "file holding the admin token (default: $"+admin.TokenEnv+", else the daemon's token file, else ./data/admin.token)"),
+		caFile:    fs.String("ca-file", "", "CA certificate that signed an https admin API's certificate (default: the system roots)"),
+		certFile:  fs.String("cert-file", "", "client certificate for an admin API that requires mTLS"),
+		keyFile:   fs.String("key-file", "", "key of --cert-file"),
 	}
 }
 
 func (a adminFlags) client() (*admin.Client, error) {
-	switch {
-	case *a.addr != "":
-		return admin.NewClient(*a.addr), nil
-	case os.Getenv("OUTPOST_ADMIN") != "":
-		return admin.NewClient(os.Getenv("OUTPOST_ADMIN")), nil
-	case *a.config != "":
-		cfg, err := configs.Load(*a.config)
+	cfg := configs.Defaults()
+	if *a.config != "" {
+		c, err := configs.Load(*a.config)
 		if err != nil {
 			return nil, err
 		}
-		return admin.NewClient(cfg.Admin.Listen), nil
+		cfg = *c
 	}
-	return admin.NewClient(admin.DefaultListen), nil
+	if *a.dataDir != "" {
+		cfg.DataDir = *a.dataDir
+	}
+	addr := *a.addr
+	switch {
+	case addr != "":
+	case os.Getenv("OUTPOST_ADMIN") != "":
+		addr = os.Getenv("OUTPOST_ADMIN")
+	case cfg.Admin.TLS.CertFile != "":
+		addr = "https://" + cfg.Admin.Listen
+	default:
+		addr = cfg.Admin.Listen
+	}
+	return admin.Dial(admin.ClientOptions{
+		Addr: addr, TokenFile: *a.tokenFile, DaemonTokenFile: cfg.Admin.TokenPath(cfg.DataDir),
+		CAFile: *a.caFile, CertFile: *a.certFile, KeyFile: *a.keyFile,
+	})
 }
 
 // parse parses a command's flags and returns the admin client, or the exit

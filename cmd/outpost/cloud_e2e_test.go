@@ -163,10 +163,7 @@ func (c *cloudProc) waitDone(id string, timeout time.Duration) server.Call {
 // journal reads a call's record from the daemon's admin API.
 func (d *daemon) record(id string) *calls.Record {
 	d.t.Helper()
-	resp, err := http.Get("http://" + strings.TrimPrefix(d.adminAddr(), "http://") + "/v1/calls/" + id)
-	if err != nil {
-		d.t.Fatal(err)
-	}
+	resp := d.get("/v1/calls/" + id)
 	defer resp.Body.Close()
 	if resp.StatusCode == 404 {
 		return nil
@@ -176,17 +173,6 @@ func (d *daemon) record(id string) *calls.Record {
 		d.t.Fatal(err)
 	}
 	return &r
-}
-
-func (d *daemon) adminAddr() string {
-	b, _ := os.ReadFile(d.cfg)
-	for _, line := range strings.Split(string(b), "\n") {
-		if i := strings.Index(line, "listen: \""); i >= 0 && strings.Contains(line, "admin") {
-			return strings.SplitN(line[i+9:], "\"", 2)[0]
-		}
-	}
-	d.t.Fatal("no admin address in config")
-	return ""
 }
 
 func (d *daemon) waitState(id string, want calls.State, timeout time.Duration) *calls.Record {
@@ -248,15 +234,15 @@ func TestCloudCallsEndToEnd(t *testing.T) {
 		t.Fatalf("journal %+v", r)
 	}
 	// outpost calls ls / show.
-	out, err = exec.Command(binPath, "calls", "ls", "--admin", d.adminAddr()).CombinedOutput()
+	out, err = exec.Command(binPath, "calls", "ls", "--config", d.cfg).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "e2e-1") || !strings.Contains(string(out), "reported") {
 		t.Fatalf("calls ls: %v\n%s", err, out)
 	}
-	out, err = exec.Command(binPath, "calls", "show", "e2e-1", "--admin", d.adminAddr()).CombinedOutput()
+	out, err = exec.Command(binPath, "calls", "show", "e2e-1", "--config", d.cfg).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"state": "reported"`) {
 		t.Fatalf("calls show: %v\n%s", err, out)
 	}
-	if out, err := exec.Command(binPath, "calls", "show", "nope", "--admin", d.adminAddr()).CombinedOutput(); err == nil || !strings.Contains(string(out), "no call nope") {
+	if out, err := exec.Command(binPath, "calls", "show", "nope", "--config", d.cfg).CombinedOutput(); err == nil || !strings.Contains(string(out), "no call nope") {
 		t.Fatalf("calls show of an unknown id: %v %s", err, out)
 	}
 	// batch: a re-run only runs what is missing.

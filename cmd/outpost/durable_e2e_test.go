@@ -159,13 +159,12 @@ tasks:
   - {name: echo, module: builtin:echo}
   - {name: count, module: %s, limits: {timeout: 30s}, permissions: {kv_quota: 4KiB}}
 `, wasm(t, "kvcount")))
-	adm := d.adminAddr()
-	out, code := runCLI(t, "call", "echo", "--data", "hello async", "--async", "--admin", adm)
+	out, code := runCLI(t, "call", "echo", "--data", "hello async", "--async", "--config", d.cfg)
 	id := strings.TrimSpace(out)
 	if code != 0 || len(id) != 20 {
 		t.Fatalf("call --async: exit %d, %q", code, out)
 	}
-	cmd := exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--admin", adm)
+	cmd := exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--config", d.cfg)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
@@ -174,12 +173,12 @@ tasks:
 		t.Fatalf("calls show --wait: %v %s\nstderr: %s", err, stdout, stderr.String())
 	}
 	// Unknown task: refused before anything is journaled.
-	if out, code := runCLI(t, "call", "nope", "--async", "--admin", adm); code != 1 || !strings.Contains(out, "unknown_task") {
+	if out, code := runCLI(t, "call", "nope", "--async", "--config", d.cfg); code != 1 || !strings.Contains(out, "unknown_task") {
 		t.Fatalf("call --async of an unknown task: exit %d %q", code, out)
 	}
 
 	// A 3 s call, killed while it runs.
-	out, code = runCLI(t, "call", "count", "--data", "6 amo", "--async", "--admin", adm)
+	out, code = runCLI(t, "call", "count", "--data", "6 amo", "--async", "--config", d.cfg)
 	id = strings.TrimSpace(out)
 	if code != 0 {
 		t.Fatalf("call --async: exit %d, %q", code, out)
@@ -188,7 +187,7 @@ tasks:
 	waitCount(t, d, "amo", "1") // it runs (STARTED is written just before)
 	d.kill9()
 	d.start()
-	cmd = exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--admin", adm)
+	cmd = exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--config", d.cfg)
 	stdout, err = cmd.Output()
 	rec = calls.Record{}
 	if json.Unmarshal(stdout, &rec) != nil || rec.Result == nil || rec.Result.Status != calls.StatusInterrupted {
@@ -262,7 +261,7 @@ func (d *daemon) mqttCallsReported(timeout time.Duration) []calls.Record {
 	t.Helper()
 	var recs []calls.Record
 	waitUntil(t, timeout, "every MQTT call reported", func() bool {
-		out, err := exec.Command(binPath, "calls", "ls", "--json", "--admin", d.adminAddr()).Output()
+		out, err := exec.Command(binPath, "calls", "ls", "--json", "--config", d.cfg).Output()
 		if err != nil {
 			t.Fatalf("calls ls: %v", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,8 +48,10 @@ type daemon struct {
 	cmd    *exec.Cmd
 	dir    string
 	cfg    string
-	admin  *admin.Client
-	mqtt   string // broker URL devices use
+	addr   string              // admin API (host:port)
+	opts   admin.ClientOptions // how to reach it; the token is found as the CLI finds it (--config)
+	admin  *admin.Client       // with the token, once started
+	mqtt   string              // broker URL devices use
 	logs   *syncBuffer
 	exited chan struct{}
 	err    error
@@ -90,7 +93,7 @@ func startDaemon(t *testing.T, cfg string) *daemon {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, dir: dir, cfg: path, admin: admin.NewClient(adminAddr), mqtt: "tcp://" + brokerAddr, logs: &syncBuffer{}, exited: make(chan struct{})}
+	d := &daemon{t: t, dir: dir, cfg: path, addr: adminAddr, opts: admin.ClientOptions{Addr: adminAddr}, mqtt: "tcp://" + brokerAddr, logs: &syncBuffer{}, exited: make(chan struct{})}
 	d.start()
 	return d
 }
@@ -115,6 +118,7 @@ func (d *daemon) start() {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		d.admin = d.dial() // the token file appears at the first start
 		h, err := d.admin.Health(ctx)
 		cancel()
 		if err == nil && h.Status == "ok" {
@@ -148,6 +152,39 @@ func (d *daemon) stop(sig syscall.Signal, timeout time.Duration) int {
 		return ee.ExitCode()
 	}
 	return 0
+}
+
+// dial returns a client of the daemon with the token its config file
+// names, as `outpost --config` finds it.
+func (d *daemon) dial() *admin.Client {
+	d.t.Helper()
+	cfg, err := configs.Load(d.cfg)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	o := d.opts
+	o.DaemonTokenFile = cfg.Admin.TokenPath(cfg.DataDir)
+	c, err := admin.Dial(o)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return c
+}
+
+// get GETs path of the admin API with the daemon's token.
+func (d *daemon) get(path string) *http.Response {
+	d.t.Helper()
+	tok, err := admin.ReadToken(filepath.Join(d.dir, "data", admin.TokenFileName))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+d.addr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+string(tok))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return resp
 }
 
 func (d *daemon) call(task, input string) (string, error) {
@@ -517,22 +554,27 @@ mqtt: {broker: {listen: "{{broker}}"}}
 tasks: [{name: echo, module: builtin:echo}]
 `)
 	addr := strings.TrimPrefix(regexp.MustCompile(`admin=(\S+)`).FindStringSubmatch(d.logs.String())[1], "")
-	out, code := runCLI(t, "call", "echo", "--data", `{"x":1}`, "--admin", addr)
+	out, code := runCLI(t, "call", "echo", "--data", `{"x":1}`, "--config", d.cfg)
 	if code != 0 || out != "{\"x\":1}\n" {
 		t.Errorf("call: exit %d: %q", code, out)
 	}
 	in := filepath.Join(t.TempDir(), "in.json")
 	_ = os.WriteFile(in, []byte("from a file"), 0o644)
-	if out, code := runCLI(t, "call", "--admin", addr, "--data", "@"+in, "echo"); code != 0 || out != "from a file\n" {
+	if out, code := runCLI(t, "call", "--config", d.cfg, "--data", "@"+in, "echo"); code != 0 || out != "from a file\n" {
 		t.Errorf("call @file: exit %d: %q", code, out)
 	}
-	if out, code := runCLI(t, "tasks", "--admin", addr); code != 0 || !strings.Contains(out, "echo  reactor") {
+	if out, code := runCLI(t, "tasks", "--config", d.cfg); code != 0 || !strings.Contains(out, "echo  reactor") {
 		t.Errorf("tasks: exit %d:\n%s", code, out)
 	}
+	// Health needs no token on loopback; a call does, and without one the
+	// CLI says how to get it.
 	if out, code := runCLI(t, "health", "--admin", addr); code != 0 || !strings.Contains(out, `"status": "ok"`) {
 		t.Errorf("health: exit %d:\n%s", code, out)
 	}
-	if out, code := runCLI(t, "call", "nope", "--admin", addr); code != 1 || !strings.Contains(out, "unknown_task") {
+	if out, code := runCLI(t, "call", "echo", "--admin", addr); code != 1 || !strings.Contains(out, "run as the daemon's user") {
+		t.Errorf("call without a token: exit %d:\n%s", code, out)
+	}
+	if out, code := runCLI(t, "call", "nope", "--config", d.cfg); code != 1 || !strings.Contains(out, "unknown_task") {
 		t.Errorf("unknown task: exit %d:\n%s", code, out)
 	}
 	if out, code := runCLI(t, "call", "echo", "--admin", mqtttest.FreeAddr(t)); code != 1 || !strings.Contains(out, "cannot reach the outpost daemon") {
@@ -544,13 +586,13 @@ tasks: [{name: echo, module: builtin:echo}]
 	if out, code := runCLI(t, "frobnicate"); code != 2 || !strings.Contains(out, `unknown command "frobnicate"`) {
 		t.Errorf("bad command: exit %d:\n%s", code, out)
 	}
-	if out, code := runCLI(t, "telemetry", "targets", "--admin", addr); code != 0 || !strings.Contains(out, "telemetry is not enabled") {
+	if out, code := runCLI(t, "telemetry", "targets", "--config", d.cfg); code != 0 || !strings.Contains(out, "telemetry is not enabled") {
 		t.Errorf("telemetry targets: exit %d:\n%s", code, out)
 	}
-	if out, code := runCLI(t, "telemetry", "query", "--admin", addr, "--since", "1h"); code != 1 || !strings.Contains(out, "telemetry is not enabled") || !strings.Contains(out, "HTTP 503") {
+	if out, code := runCLI(t, "telemetry", "query", "--config", d.cfg, "--since", "1h"); code != 1 || !strings.Contains(out, "telemetry is not enabled") || !strings.Contains(out, "HTTP 503") {
 		t.Errorf("telemetry query while disabled: exit %d:\n%s", code, out)
 	}
-	if out, code := runCLI(t, "telemetry", "query", "--admin", addr, "--since", "soon"); code != 1 || !strings.Contains(out, "since: want a duration") {
+	if out, code := runCLI(t, "telemetry", "query", "--config", d.cfg, "--since", "soon"); code != 1 || !strings.Contains(out, "since: want a duration") {
 		t.Errorf("telemetry query with a bad flag value: exit %d:\n%s", code, out)
 	}
 	if out, code := runCLI(t, "version"); code != 0 || !strings.HasPrefix(out, "outpost ") {

@@ -115,7 +115,7 @@ mqtt: {broker: {listen: "{{broker}}"}}
 		t.Fatalf("%d blobs after removing every task, want 0", n)
 	}
 	d.waitLog(`blob gc: deleted unreferenced blobs.*after=remove.*objects=1`, 5*time.Second)
-	resp, err := http.Get("http://" + d.registryAdminAddr() + "/metrics")
+	resp, err := http.Get("http://" + d.addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,7 +80,7 @@ func TestCloudPauseLongerThanLease(t *testing.T) {
 // metric reads one sample from the daemon's /metrics (0 when absent).
 func (d *daemon) metric(series string) float64 {
 	d.t.Helper()
-	resp, err := http.Get("http://" + d.adminAddr() + "/metrics")
+	resp, err := http.Get("http://" + d.addr + "/metrics")
 	if err != nil {
 		d.t.Fatal(err)
 	}

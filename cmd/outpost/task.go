@@ -28,7 +28,7 @@ func cmdTask(ctx context.Context, args []string, in io.Reader, out, errOut io.Wr
   outpost task inspect NAME                                show a task and its kept versions
   outpost task rm NAME                                     remove a deployed task
   outpost task rollback NAME                               go back to the previous version
-Flags of every subcommand: --admin ADDR, --config FILE.`)
+Flags of every subcommand: --admin ADDR, --config FILE, --token-file FILE (and --ca-file, --cert-file, --key-file for HTTPS).`)
 	}
 	if len(args) == 0 {
 		usage()

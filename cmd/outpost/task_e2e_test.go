@@ -27,7 +27,8 @@ func exampleWasm(t *testing.T, name string) string {
 func (d *daemon) cli(args ...string) (string, string, int) {
 	d.t.Helper()
 	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(os.Environ(), "OUTPOST_ADMIN="+strings.TrimPrefix(d.registryAdminAddr(), "http://"))
+	cmd.Env = append(os.Environ(), "OUTPOST_ADMIN="+d.addr)
+	cmd.Dir = d.dir // the CLI finds the token in ./data, as the daemon's user in its directory does
 	return runCmd(d.t, cmd)
 }
 
@@ -45,21 +46,6 @@ func runCmd(t testing.TB, cmd *exec.Cmd) (string, string, int) {
 		t.Fatal(err)
 	}
 	return out.String(), errOut.String(), code
-}
-
-func (d *daemon) registryAdminAddr() string {
-	b, err := os.ReadFile(d.cfg)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if i := strings.Index(l, `listen: "`); i >= 0 && strings.HasPrefix(strings.TrimSpace(l), "admin:") {
-			rest := l[i+len(`listen: "`):]
-			return rest[:strings.Index(rest, `"`)]
-		}
-	}
-	d.t.Fatal("no admin address in the config")
-	return ""
 }
 
 // Deploy, call, update under load with no failed call, rollback, restart

@@ -3,9 +3,7 @@ package admin
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"testing"
 
@@ -65,14 +63,8 @@ func TestAsyncCall(t *testing.T) {
 	}
 	t.Run("bad requests", func(t *testing.T) {
 		for _, q := range []string{"async=maybe", "async=true&timeout=1s"} {
-			resp, err := http.Post("http://"+strings.TrimPrefix(c.base, "http://")+"/v1/tasks/echo/call?"+q, "application/octet-stream", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusBadRequest {
-				t.Errorf("%s: %d %s", q, resp.StatusCode, b)
+			if code, b := send(t, c, http.MethodPost, "/v1/tasks/echo/call?"+q); code != http.StatusBadRequest {
+				t.Errorf("%s: %d %s", q, code, b)
 			}
 		}
 	})

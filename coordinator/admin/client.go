@@ -3,29 +3,122 @@ package admin
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/internal/loopback"
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
+
+// ErrUnauthorized: the daemon refused a request for want of its admin token.
+var ErrUnauthorized = errors.New("unauthorized")
 
 // Client speaks to a daemon's admin API.
 type Client struct {
 	base string
 	http *http.Client
+	// token is sent as a bearer token; from says where it was found. When
+	// there is none, noToken says why.
+	token, from string
+	noToken     error
 }
 
-// NewClient returns a client for the admin API at addr (host:port or a URL).
+// NewClient returns a client for the admin API at addr (host:port or a
+// URL) that carries no token: enough for health and metrics on loopback.
 func NewClient(addr string) *Client {
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return &Client{base: strings.TrimSuffix(addr, "/"), http: &http.Client{}}
+	return &Client{base: strings.TrimSuffix(addr, "/"), http: &http.Client{}, noToken: errors.New("no token given")}
+}
+
+// ClientOptions locate a daemon's admin API and its token.
+type ClientOptions struct {
+	// Addr is host:port or a URL (https://host:port for a TLS listener).
+	Addr string
+	// TokenFile is a token file named explicitly (a flag); it wins over
+	// $OUTPOST_TOKEN, which wins over DaemonTokenFile.
+	TokenFile string
+	// DaemonTokenFile is the file the daemon keeps its token in, as its
+	// config says (admin.token_file, else admin.token in the data dir). It
+	// is read if it can be: a user who is not the daemon's usually cannot.
+	DaemonTokenFile string
+	// CAFile verifies an HTTPS server (default: the system roots);
+	// CertFile and KeyFile are a client certificate for mTLS.
+	CAFile, CertFile, KeyFile string
+}
+
+// Dial returns a client for the daemon o locates, with the first token it
+// finds. A TokenFile that cannot be read is an error; a DaemonTokenFile
+// that cannot be read is said when the daemon asks for a token. The token
+// is only sent over HTTPS or to a loopback address.
+func Dial(o ClientOptions) (*Client, error) {
+	c := NewClient(o.Addr)
+	if strings.HasPrefix(c.base, "https://") {
+		tr, err := o.transport()
+		if err != nil {
+			return nil, err
+		}
+		c.http.Transport = tr
+	}
+	switch env := strings.TrimSpace(os.Getenv(TokenEnv)); {
+	case o.TokenFile != "":
+		tok, err := ReadToken(o.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		c.token, c.from = string(tok), o.TokenFile
+	case env != "":
+		c.token, c.from = env, "$"+TokenEnv
+	case o.DaemonTokenFile != "":
+		tok, err := ReadToken(o.DaemonTokenFile)
+		if err != nil {
+			c.noToken = err
+			break
+		}
+		c.token, c.from = string(tok), o.DaemonTokenFile
+	}
+	if c.token != "" && !c.private() {
+		c.token, c.noToken = "", fmt.Errorf("the token from %s is only sent over https or to a loopback address, not to %s", c.from, c.base)
+	}
+	return c, nil
+}
+
+// private reports whether a token may travel to the server: over TLS, or
+// to a loopback address.
+func (c *Client) private() bool {
+	u, err := url.Parse(c.base)
+	return err == nil && (u.Scheme == "https" || loopback.Host(u.Hostname()))
+}
+
+func (o ClientOptions) transport() (*http.Transport, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.CAFile != "" {
+		pool, err := certPool(o.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	if o.CertFile != "" {
+		crt, err := secretfile.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin tls: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{crt}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	return tr, nil
 }
 
 // CallError is a call that the daemon answered with an error document.
@@ -151,6 +244,9 @@ func (c *Client) getJSON(ctx context.Context, path string, v any, okCodes ...int
 }
 
 func (c *Client) do(req *http.Request) ([]byte, int, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("cannot reach the outpost daemon at %s (is `outpost run` running? set --admin): %w", c.base, err)
@@ -160,5 +256,17 @@ func (c *Client) do(req *http.Request) ([]byte, int, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("read answer from %s: %w", c.base, err)
 	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return nil, resp.StatusCode, c.unauthorized(req)
+	}
 	return body, resp.StatusCode, nil
+}
+
+// unauthorized says why the daemon refused req and what to do about it.
+func (c *Client) unauthorized(req *http.Request) error {
+	what := req.Method + " " + req.URL.Path
+	if c.token == "" {
+		return fmt.Errorf("%s: %w: the daemon wants its admin token and none was found (%v): run as the daemon's user (who can read %s in its data dir), give --config of the daemon, or set %s or --token-file", what, ErrUnauthorized, c.noToken, TokenFileName, TokenEnv)
+	}
+	return fmt.Errorf("%s: %w: the daemon refused the token from %s (another daemon's or an old token?)", what, ErrUnauthorized, c.from)
 }

@@ -1,11 +1,15 @@
 // Package admin owns the daemon's local HTTP API: health, tasks, synchronous
 // calls and Prometheus metrics, and the Go client the CLI uses to speak to
-// it. It listens on loopback by default and knows the rest of the daemon only
-// through the Node interface.
+// it. It listens on loopback by default, asks for the bearer token kept in
+// the data dir on every request but health and metrics from loopback,
+// serves beyond loopback only with TLS, and knows the rest of the daemon
+// only through the Node interface.
 package admin
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/internal/loopback"
 )
 
 // MaxInput bounds the body of a call request.
@@ -93,41 +98,94 @@ type Task struct {
 	Concurrency int     `json:"concurrency"`
 }
 
+// Options configure a Server.
+type Options struct {
+	// Listen is the address (host:port) to serve on.
+	Listen string
+	// TokenFile holds the bearer token every protected request must carry.
+	TokenFile string
+	// CreateToken: a missing TokenFile is created with a new random token
+	// (mode 0600); otherwise it must exist (a token the operator provisioned).
+	CreateToken bool
+	// TLSCertFile and TLSKeyFile make the server speak HTTPS; required to
+	// listen beyond loopback. TLSClientCAFile also requires every client to
+	// present a certificate it signed (mTLS).
+	TLSCertFile, TLSKeyFile, TLSClientCAFile string
+}
+
 // Server is the admin HTTP server.
 type Server struct {
-	addr   string
+	opts   Options
 	node   Node
 	log    *slog.Logger
 	mux    *http.ServeMux
 	srv    *http.Server
 	ln     net.Listener
 	served chan error
+
+	tokenSum     [sha256.Size]byte // of the token, set by Start
+	authFailures *prometheus.CounterVec
+	refusedLog   logLimiter
 }
 
-// NewServer returns a server for node on addr, exposing gatherer at /metrics.
-func NewServer(addr string, node Node, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	s := &Server{addr: addr, node: node, log: log, mux: http.NewServeMux()}
+// NewServer returns a server for node, exposing gatherer at /metrics and
+// registering its own metrics with reg.
+func NewServer(opts Options, node Node, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
+	s := &Server{opts: opts, node: node, log: log, mux: http.NewServeMux()}
+	s.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "outpost_admin_auth_failures_total",
+		Help: "Admin API requests refused for a missing (reason=missing) or wrong (reason=invalid) bearer token.",
+	}, []string{"reason"})
+	for _, r := range []string{reasonMissing, reasonInvalid} {
+		s.authFailures.WithLabelValues(r)
+	}
+	reg.MustRegister(s.authFailures)
 	s.mux.HandleFunc("GET /v1/health", s.health)
 	s.mux.HandleFunc("GET /v1/tasks", s.tasks)
 	s.mux.HandleFunc("POST /v1/tasks/{name}/call", s.call)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	s.srv = &http.Server{Handler: s.authorize(s.mux), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s
 }
 
 // Handle mounts another subsystem's handler (for example telemetry) on the server.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// Start listens and serves in the background.
+// Start reads (or first creates) the token, loads the TLS material,
+// listens and serves in the background. It refuses to serve without TLS on
+// an address beyond loopback.
 func (s *Server) Start(ctx context.Context) error {
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.addr)
+	read := ReadToken
+	if s.opts.CreateToken {
+		read = EnsureToken
+	}
+	tok, err := read(s.opts.TokenFile)
 	if err != nil {
-		return fmt.Errorf("admin API: listen on %s: %w", s.addr, err)
+		return fmt.Errorf("admin API: %w", err)
+	}
+	s.tokenSum = sha256.Sum256(tok)
+	tcfg, err := s.opts.serverTLS()
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	if tcfg == nil && !loopback.HostPort(s.opts.Listen) {
+		return fmt.Errorf("admin API: listen on %s: %w", s.opts.Listen, ErrPlainBeyondLoopback)
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("admin API: listen on %s: %w", s.opts.Listen, err)
+	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); tcfg == nil && (!ok || !tcp.IP.IsLoopback()) { // localhost resolved elsewhere
+		_ = ln.Close()
+		return fmt.Errorf("admin API: listen on %s: %w", ln.Addr(), ErrPlainBeyondLoopback)
+	}
+	if tcfg != nil {
+		ln = tls.NewListener(ln, tcfg)
 	}
 	s.ln = ln
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.srv.Serve(ln) }()
-	s.log.Info("admin API listening", "addr", ln.Addr().String())
+	s.log.Info("admin API listening", "addr", ln.Addr().String(), "tls", tcfg != nil, "mtls", s.opts.TLSClientCAFile != "", "token_file", s.opts.TokenFile)
 	return nil
 }
 

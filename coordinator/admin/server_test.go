@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -47,14 +48,45 @@ func (n *node) Call(ctx context.Context, c *calls.Call) (calls.Result, error) {
 	return calls.Result{}, errors.New(`unknown task "` + c.Task + `"`) // not wrapped: the server must not 404 on text
 }
 
-func start(t *testing.T, n Node) *Client {
+// newServer returns a server for n that keeps its token in a temporary
+// dir, not yet started.
+func newServer(t *testing.T, n Node, reg prometheus.Registerer) *Server {
 	t.Helper()
-	s := NewServer("127.0.0.1:0", n, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	opts := Options{Listen: "127.0.0.1:0", TokenFile: filepath.Join(t.TempDir(), TokenFileName), CreateToken: true}
+	return NewServer(opts, n, reg, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// run starts s and returns a client that found its token as the CLI does.
+func run(t *testing.T, s *Server) *Client {
+	t.Helper()
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Stop(context.Background()) })
-	return NewClient(s.Addr())
+	c, err := Dial(ClientOptions{Addr: s.Addr(), DaemonTokenFile: s.opts.TokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func start(t *testing.T, n Node) *Client {
+	t.Helper()
+	return run(t, newServer(t, n, prometheus.NewRegistry()))
+}
+
+// send makes a request with the client's token and returns the answer.
+func send(t *testing.T, c *Client, method, path string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, c.base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, code, err := c.do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, body
 }
 
 func TestCalls(t *testing.T) {
@@ -87,22 +119,12 @@ func TestCalls(t *testing.T) {
 
 func TestBadRequests(t *testing.T) {
 	c := start(t, &node{})
-	resp, err := http.Post(c.base+"/v1/tasks/echo/call?timeout=soon", "", nil)
-	if err != nil {
-		t.Fatal(err)
+	code, body := send(t, c, http.MethodPost, "/v1/tasks/echo/call?timeout=soon")
+	if code != http.StatusBadRequest || !strings.Contains(string(body), `timeout \"soon\" is not a positive duration`) {
+		t.Errorf("bad timeout: %d %s", code, body)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `timeout \"soon\" is not a positive duration`) {
-		t.Errorf("bad timeout: %d %s", resp.StatusCode, body)
-	}
-	resp, err = http.Get(c.base + "/v1/tasks/echo/call")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("GET on call: %d", resp.StatusCode)
+	if code, _ := send(t, c, http.MethodGet, "/v1/tasks/echo/call"); code != http.StatusMethodNotAllowed {
+		t.Errorf("GET on call: %d", code)
 	}
 }
 

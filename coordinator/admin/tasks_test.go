@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -62,13 +61,9 @@ func (m *memRegistry) Release(up Upload) {
 // reference; progress covers the whole upload; refusals carry the message.
 func TestDeployObjects(t *testing.T) {
 	reg := &memRegistry{blobs: map[string]string{}}
-	s := NewServer("127.0.0.1:0", &node{}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := newServer(t, &node{}, prometheus.NewRegistry())
 	MountRegistry(s, reg)
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Stop(context.Background()) })
-	c := NewClient(s.Addr())
+	c := run(t, s)
 	ctx := context.Background()
 
 	var last, total int64
@@ -105,13 +100,9 @@ func TestDeployObjects(t *testing.T) {
 // is not released by the handler (Deploy drops its holds).
 func TestDeployReleasesFailedUploads(t *testing.T) {
 	reg := &memRegistry{blobs: map[string]string{}}
-	s := NewServer("127.0.0.1:0", &node{}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := newServer(t, &node{}, prometheus.NewRegistry())
 	MountRegistry(s, reg)
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Stop(context.Background()) })
-	c := NewClient(s.Addr())
+	c := run(t, s)
 	ctx := context.Background()
 	if _, err := c.Deploy(ctx, "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, nil, nil, nil); err != nil || len(reg.released) != 0 {
 		t.Fatalf("deploy: %v, released %+v", err, reg.released)

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"github.com/rs/xid"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // SourceKind is the Source.Kind of calls from the cloud.
@@ -207,7 +207,7 @@ func (c *Client) loadToken() error {
 	if c.cfg.TokenFile == "" {
 		return nil
 	}
-	b, err := os.ReadFile(c.cfg.TokenFile)
+	b, err := secretfile.Read(c.cfg.TokenFile)
 	if err != nil {
 		return fmt.Errorf("read cloud token: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/loopback"
 )
 
 // CloudConfig configures the link to a cloud control plane (config key
@@ -89,11 +90,11 @@ func (cl CloudConfig) Validate(c *confval.Checker) {
 			c.Errorf("url", "scheme %q: want https (or http to a loopback host)", u.Scheme)
 		case u.Host == "":
 			c.Errorf("url", "%q has no host", cl.URL)
-		case u.Scheme == "http" && !confval.LoopbackHost(u.Hostname()):
+		case u.Scheme == "http" && !loopback.Host(u.Hostname()):
 			c.Errorf("url", "plain http only to a loopback host (credentials and calls would cross the network in clear): use https")
 		}
 	}
-	c.File("token_file", cl.TokenFile, false)
+	c.SecretFile("token_file", cl.TokenFile, false)
 	cl.TLS.Validate(c.At("tls"))
 	if cl.TLS.InsecureSkipVerify {
 		c.Errorf("tls.insecure_skip_verify", "not supported for the cloud link: there is no insecure fallback (set ca_file instead)")

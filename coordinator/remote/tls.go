@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // ErrClientCertificate: the node's own client certificate cannot be used
@@ -43,7 +45,7 @@ func ClientTLS(nodeID, caFile, certFile, keyFile string) (*tls.Config, error) {
 }
 
 func loadClientCert(nodeID, certFile, keyFile string) (*tls.Certificate, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := secretfile.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrClientCertificate, certFile, err)
 	}

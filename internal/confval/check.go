@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // HostPort checks that addr at key is host:port with a numeric port.
@@ -42,20 +44,13 @@ func (c *Checker) File(key, file string, required bool) {
 	}
 }
 
-// IsLoopback reports whether the host of the host:port addr is a loopback
-// address or localhost.
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	return err == nil && LoopbackHost(host)
-}
-
-// LoopbackHost reports whether host is a loopback address or localhost.
-func LoopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
+// SecretFile is File for a file holding a secret (a token, a password, a
+// private key), which its group and other users must not be able to read.
+func (c *Checker) SecretFile(key, file string, required bool) {
+	c.File(key, file, required)
+	if err := secretfile.Check(file); file != "" && errors.Is(err, secretfile.ErrExposed) {
+		c.Errorf(key, "%v", err)
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // Rel makes the file name *p absolute against dir, the config file's

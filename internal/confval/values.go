@@ -123,7 +123,7 @@ func (t *TLS) Resolve(dir string) {
 func (t TLS) Validate(c *Checker) {
 	c.File("ca_file", t.CAFile, false)
 	c.File("cert_file", t.CertFile, false)
-	c.File("key_file", t.KeyFile, false)
+	c.SecretFile("key_file", t.KeyFile, false)
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		c.Errorf("", "cert_file and key_file go together")
 	}

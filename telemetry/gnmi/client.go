@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/outpost-edge/outpost/internal/secretfile"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -113,7 +114,7 @@ func dialOptions(tc Target) ([]grpc.DialOption, error) {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
 	if tc.Username != "" {
-		b, err := os.ReadFile(tc.PasswordFile)
+		b, err := secretfile.Read(tc.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("read password: %w", err)
 		}
@@ -137,7 +138,7 @@ func ClientTLS(t TLS) (*tls.Config, error) {
 		cfg.RootCAs = pool
 	}
 	if t.CertFile != "" {
-		crt, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		crt, err := secretfile.LoadX509KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("load client certificate: %w", err)
 		}

@@ -71,7 +71,7 @@ func (t TLS) Validate(c *confval.Checker) {
 	}
 	c.File("ca_file", t.CAFile, false)
 	c.File("cert_file", t.CertFile, false)
-	c.File("key_file", t.KeyFile, false)
+	c.SecretFile("key_file", t.KeyFile, false)
 }
 
 // WithDefaults returns c with every zero value replaced by its default; c's
@@ -138,7 +138,7 @@ func (g Target) Validate(c *confval.Checker) {
 	if (g.Username == "") != (g.PasswordFile == "") {
 		c.Errorf("username", "username and password_file go together")
 	}
-	c.File("password_file", g.PasswordFile, false)
+	c.SecretFile("password_file", g.PasswordFile, false)
 	if g.BackoffMin > g.BackoffMax {
 		c.Errorf("backoff_min", "must not exceed backoff_max")
 	}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/loopback"
 )
 
 // Config configures the gNMI server of the collected data (config key
@@ -56,12 +57,12 @@ func (s Config) Validate(c *confval.Checker, interval time.Duration) {
 		c.Errorf("tls", "cert_file and key_file go together")
 	}
 	c.File("tls.cert_file", s.TLS.CertFile, false)
-	c.File("tls.key_file", s.TLS.KeyFile, false)
+	c.SecretFile("tls.key_file", s.TLS.KeyFile, false)
 	if (s.Username == "") != (s.PasswordFile == "") {
 		c.Errorf("username", "username and password_file go together")
 	}
-	c.File("password_file", s.PasswordFile, false)
-	if !confval.IsLoopback(s.Listen) && (s.TLS.CertFile == "" || s.Username == "") {
+	c.SecretFile("password_file", s.PasswordFile, false)
+	if !loopback.HostPort(s.Listen) && (s.TLS.CertFile == "" || s.Username == "") {
 		c.Errorf("listen", "a listener beyond loopback needs tls (cert_file, key_file) and a username with password_file")
 	}
 	if e := s.ExpireAfter.Std(); e != 0 && (e < time.Second || e < 2*interval) {

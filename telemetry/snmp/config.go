@@ -309,7 +309,7 @@ func (v V3) validate(c *confval.Checker) {
 		default:
 			c.Errorf("auth_protocol", "%q is not an auth protocol (MD5, SHA, SHA224, SHA256, SHA384, SHA512)", v.AuthProtocol)
 		}
-		c.File("auth_password_file", v.AuthPasswordFile, true)
+		c.SecretFile("auth_password_file", v.AuthPasswordFile, true)
 	}
 	if lvl == "authPriv" {
 		switch v.PrivProtocol {
@@ -317,6 +317,6 @@ func (v V3) validate(c *confval.Checker) {
 		default:
 			c.Errorf("priv_protocol", "%q is not a privacy protocol (DES, AES, AES192, AES256, AES192C, AES256C)", v.PrivProtocol)
 		}
-		c.File("priv_password_file", v.PrivPasswordFile, true)
+		c.SecretFile("priv_password_file", v.PrivPasswordFile, true)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
+	"github.com/outpost-edge/outpost/internal/secretfile"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -101,7 +101,7 @@ func NewPoller(cfg Config, sink Sink, log *slog.Logger) (*Poller, error) {
 }
 
 func readSecret(file string) (string, error) {
-	b, err := os.ReadFile(file)
+	b, err := secretfile.Read(file)
 	if err != nil {
 		return "", err
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // ErrNoOperatorToken: the operator token file is empty.
@@ -39,7 +41,7 @@ func (o *operatorToken) load() ([]byte, error) {
 	if o.token != nil && fi.Size() == o.size && fi.ModTime().Equal(o.mod) {
 		return o.token, nil
 	}
-	b, err := os.ReadFile(o.path)
+	b, err := secretfile.Read(o.path)
 	if err != nil {
 		return nil, fmt.Errorf("operator token: %w", err)
 	}

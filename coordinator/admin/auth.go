@@ -1,0 +1,136 @@
+package admin
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/loopback"
+	"github.com/outpost-edge/outpost/internal/secretfile"
+)
+
+// The admin access model: every request needs the bearer token
+// (Authorization: Bearer TOKEN) except GET /v1/health and GET /metrics
+// from a loopback peer. Beyond loopback the server only listens with TLS.
+
+// ErrPlainBeyondLoopback: the server was asked to listen beyond loopback
+// without TLS.
+var ErrPlainBeyondLoopback = errors.New("refusing to serve the admin API without tls on a non-loopback address: set admin.tls.cert_file and key_file, or listen on 127.0.0.1")
+
+// openOnLoopback are the paths a loopback peer reads without a token.
+var openOnLoopback = map[string]bool{"/v1/health": true, "/metrics": true}
+
+// Reasons a request is refused, the label values of
+// outpost_admin_auth_failures_total.
+const (
+	reasonMissing = "missing" // no bearer token
+	reasonInvalid = "invalid" // a token that is not the daemon's
+)
+
+// authorize guards next with the admin token.
+func (s *Server) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if openOnLoopback[r.URL.Path] && loopback.HostPort(r.RemoteAddr) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		reason := s.checkToken(r.Header.Get("Authorization"))
+		if reason == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.authFailures.WithLabelValues(reason).Inc()
+		if n, ok := s.refusedLog.allow(time.Now()); ok {
+			s.log.Warn("admin API request refused", "peer", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "reason", reason, "not_logged_before", n)
+		}
+		challenge := `Bearer realm="outpost"`
+		msg := "this request needs the admin token (Authorization: Bearer TOKEN, from " + TokenFileName + " in the daemon's data dir)"
+		if reason == reasonInvalid {
+			challenge += `, error="invalid_token"`
+			msg = "the admin token is not this daemon's"
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+		writeJSON(w, http.StatusUnauthorized, errorAnswer{ErrorText{Code: "unauthorized", Message: msg}})
+	})
+}
+
+// logEvery is the least time between two log lines of refused requests:
+// whoever floods the API with bad tokens does not flood the log.
+const logEvery = 10 * time.Second
+
+// logLimiter lets one event through per logEvery and counts the rest.
+type logLimiter struct {
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+// allow reports whether to log now and how many events were not logged
+// since the last line.
+func (l *logLimiter) allow(now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < logEvery {
+		l.dropped++
+		return 0, false
+	}
+	n := l.dropped
+	l.last, l.dropped = now, 0
+	return n, true
+}
+
+// checkToken returns "" for the daemon's token, else why it is refused.
+// The comparison takes the same time whatever the token.
+func (s *Server) checkToken(header string) string {
+	scheme, tok, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return reasonMissing
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	if subtle.ConstantTimeCompare(got[:], s.tokenSum[:]) != 1 {
+		return reasonInvalid
+	}
+	return ""
+}
+
+// serverTLS loads the server's certificate and, for mTLS, the CA that
+// signs client certificates. Nil without a certificate.
+func (o Options) serverTLS() (*tls.Config, error) {
+	if o.TLSCertFile == "" {
+		return nil, nil
+	}
+	crt, err := secretfile.LoadX509KeyPair(o.TLSCertFile, o.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("admin tls: %w", err)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{crt}}
+	if o.TLSClientCAFile != "" {
+		pool, err := certPool(o.TLSClientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// certPool reads the PEM certificates of a CA file.
+func certPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("admin tls: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("admin tls: %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
