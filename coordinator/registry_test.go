@@ -1,8 +1,10 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -36,5 +38,27 @@ func TestDeployManifestProblems(t *testing.T) {
 	_, err := c.Deploy(context.Background(), "x", admin.Upload{Manifest: []byte("abi: reactor\nlimits: {timout: 5s}\n")})
 	if !errors.Is(err, admin.ErrInvalid) || !strings.Contains(err.Error(), `manifest:2: limits.timout: unknown key "timout"`) || strings.Contains(err.Error(), "not found in type") {
 		t.Fatalf("deploy: %v", err)
+	}
+}
+
+// A config's warnings (here: the file's tasks replace the built-in echo
+// task and route) are logged when the daemon starts.
+func TestConfigWarningsLogged(t *testing.T) {
+	cfg := testConfig(t)
+	if len(cfg.Warnings) != 1 {
+		t.Fatalf("want one warning for the replaced built-in route, got %v", cfg.Warnings)
+	}
+	var buf bytes.Buffer // the handler serializes writes; read once Run has returned
+	c := New(cfg, slog.New(slog.NewTextHandler(&buf, nil)), "test")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, nil) }()
+	<-c.Ready()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if want := `level=WARN msg="config warning" warning="test.yaml:4: warning: tasks: this file's tasks and routes replace the built-in ones, so route devices/+/in → echo no longer run`; !strings.Contains(buf.String(), want) {
+		t.Errorf("log lacks %s:\n%s", want, buf.String())
 	}
 }
