@@ -53,6 +53,7 @@ type Coordinator struct {
 	admin    *admin.Server
 	tele     *telemetry.Service // telemetry.go
 	cloud    *cloudPart         // call journal and cloud link (cloud.go)
+	kv       kvSpaces           // sizes of the tasks' kv namespaces (kv.go)
 	group    group
 
 	// Lock order: reloadMu, then blobMu.
