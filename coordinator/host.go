@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/devices"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 	"github.com/outpost-edge/outpost/telemetry"
 	"github.com/outpost-edge/outpost/telemetry/model"
@@ -26,7 +27,11 @@ func (h host) Publish(ctx context.Context, task, topic string, qos byte, payload
 	if h.c.client == nil {
 		return errors.New("MQTT client not started")
 	}
-	return h.c.client.Publish(ctx, topic, qos, payload)
+	err := h.c.client.Publish(ctx, topic, qos, payload)
+	if errors.Is(err, devices.ErrTooLarge) {
+		return fmt.Errorf("%w: %w", outpostrt.ErrTooLarge, err)
+	}
+	return err
 }
 
 // Call runs task through the scheduler like any other call, with the

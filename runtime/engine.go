@@ -66,6 +66,13 @@ type Options struct {
 	// budget is not created: the call fails with kind memory (a Load fails,
 	// naming the task). 0: no budget.
 	MemoryBudget uint64
+	// MaxPublish is the largest MQTT message a task may publish, in bytes
+	// of the whole packet: the broker's limit (the coordinator gives
+	// config.MQTT.MessageLimit). A payload over it is refused with
+	// too_large before it is copied; a Host refuses a packet over it
+	// (topic and header included) with an error wrapping ErrTooLarge.
+	// 0: only the Host's check.
+	MaxPublish int
 }
 
 // Spec describes one task to load.

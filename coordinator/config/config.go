@@ -65,10 +65,26 @@ type MQTT struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	MaxReconnect   Duration `yaml:"max_reconnect_interval"`
 	PublishTimeout Duration `yaml:"publish_timeout"`
+	// MaxMessageSize is the largest MQTT packet the external broker
+	// accepts (its limit: set it to the broker's). With the embedded broker
+	// it is not used: Broker.MaxMessageSize is the limit.
+	MaxMessageSize ByteSize `yaml:"max_message_size"`
 }
 
 // External reports whether the daemon uses an external broker.
 func (m MQTT) External() bool { return m.URL != "" }
+
+// MessageLimit is the largest MQTT packet the daemon's client may send:
+// the embedded broker's max_message_size, or the external broker's limit
+// as configured. The client refuses a larger message before it is sent
+// (the broker would drop the connection), and a task's publish is held to
+// it (docs/abi.md).
+func (m MQTT) MessageLimit() int {
+	if m.External() {
+		return int(m.MaxMessageSize)
+	}
+	return int(m.Broker.MaxMessageSize)
+}
 
 // TLS holds client TLS material for an ssl:// broker.
 type TLS struct {
@@ -199,6 +215,7 @@ func Defaults() Config {
 			ConnectTimeout: Duration(10 * time.Second),
 			MaxReconnect:   Duration(30 * time.Second),
 			PublishTimeout: Duration(10 * time.Second),
+			MaxMessageSize: 256 << 10,
 		},
 		Scheduler: Scheduler{
 			Workers:      0, // resolved to max(4, 2*CPUs)

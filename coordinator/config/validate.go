@@ -120,7 +120,13 @@ func (c *Config) validateMQTT(d *doc) {
 		case u.Port() == "":
 			d.errorf("mqtt.url", "must include a port, such as tcp://broker:1883")
 		}
+		if m.MaxMessageSize < 1<<10 || m.MaxMessageSize > 256<<20 {
+			d.errorf("mqtt.max_message_size", "must be between 1KiB and 256MiB")
+		}
 	} else {
+		if _, set := d.lines["mqtt.max_message_size"]; set {
+			d.errorf("mqtt.max_message_size", "is the limit of an external broker (mqtt.url); the embedded broker's is mqtt.broker.max_message_size")
+		}
 		b := m.Broker
 		checkHostPort(d, "mqtt.broker.listen", b.Listen)
 		if b.AllowAnonymous && !isLoopback(b.Listen) {
