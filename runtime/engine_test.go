@@ -353,11 +353,13 @@ func TestLimitsAndTasks(t *testing.T) {
 		Spec{Name: "c", Module: "builtin:echo", MemoryLimit: 1},
 	)
 	lim, ok := e.Limits("a")
-	if !ok || lim != (Limits{Concurrency: 2, Timeout: time.Second, MemoryLimit: 65536, MaxInput: DefaultMaxInput, MaxOutput: DefaultMaxOutput}) {
+	if !ok || lim != (Limits{Concurrency: 2, Timeout: time.Second, MemoryLimit: 65536, MaxInput: DefaultMaxInput, MaxOutput: DefaultMaxOutput,
+		LogRate: DefaultLogRate, LogBurst: DefaultLogBurst}) {
 		t.Fatalf("limits(a) = %+v, %v", lim, ok)
 	}
 	lim, _ = e.Limits("b")
-	if lim != (Limits{Concurrency: DefaultConcurrency, Timeout: DefaultTimeout, MemoryLimit: DefaultMemoryLimit, MaxInput: DefaultMaxInput, MaxOutput: DefaultMaxOutput}) {
+	if lim != (Limits{Concurrency: DefaultConcurrency, Timeout: DefaultTimeout, MemoryLimit: DefaultMemoryLimit, MaxInput: DefaultMaxInput, MaxOutput: DefaultMaxOutput,
+		LogRate: DefaultLogRate, LogBurst: DefaultLogBurst}) {
 		t.Fatalf("default limits = %+v", lim)
 	}
 	if lim, _ := e.Limits("c"); lim.MemoryLimit != 65536 {

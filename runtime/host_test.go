@@ -205,7 +205,9 @@ func (r logRecorder) Enabled(context.Context, slog.Level) bool { return true }
 func (r logRecorder) Handle(_ context.Context, rec slog.Record) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	*r.recs = append(*r.recs, fmt.Sprintf("%s %s %s", rec.Level, rec.Message, r.attr))
+	line := fmt.Sprintf("%s %s %s", rec.Level, rec.Message, r.attr)
+	rec.Attrs(func(a slog.Attr) bool { line += a.String() + " "; return true })
+	*r.recs = append(*r.recs, line)
 	return nil
 }
 func (r logRecorder) WithAttrs(as []slog.Attr) slog.Handler {

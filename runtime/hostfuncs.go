@@ -233,7 +233,8 @@ func (c *code) hostFail(_ context.Context, mod api.Module, stack []uint64) {
 
 var logLevels = [...]slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError}
 
-// hostLog implements outpost.log(level, ptr, len).
+// hostLog implements outpost.log(level, ptr, len), within the task's log
+// rate limit.
 func (c *code) hostLog(ctx context.Context, mod api.Module, stack []uint64) {
 	h := c.begin(hfLog, mod)
 	level := min(max(api.DecodeI32(stack[0]), 0), 3)
@@ -241,7 +242,9 @@ func (c *code) hostLog(ctx context.Context, mod api.Module, stack []uint64) {
 	if len(msg) > maxLogMessage {
 		msg = msg[:maxLogMessage]
 	}
-	h.inst.task.log.Log(ctx, logLevels[level], string(msg), "from", "guest")
+	if h.inst.task.logs.allow(ctx, logLevels[level]) {
+		h.inst.task.log.Log(ctx, logLevels[level], string(msg), "from", "guest")
+	}
 	h.done(codeOK)
 }
 

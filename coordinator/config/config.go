@@ -176,6 +176,11 @@ type Limits struct {
 	Concurrency int      `yaml:"concurrency"`
 	MaxInput    ByteSize `yaml:"max_input"`  // largest call input; larger calls are refused
 	MaxOutput   ByteSize `yaml:"max_output"` // largest call output; larger fails the call
+	// LogRate and LogBurst bound the task's lines in the daemon's log: a
+	// burst of LogBurst, then LogRate lines a second; more are dropped
+	// (counted, and one line says how many).
+	LogRate  int `yaml:"log_rate"`
+	LogBurst int `yaml:"log_burst"`
 }
 
 // Route sends messages matching an MQTT topic filter to a task.
@@ -232,7 +237,8 @@ func Defaults() Config {
 // TaskDefaults are applied to every task's zero-valued fields.
 var TaskDefaults = Task{
 	ABI:    "auto",
-	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20},
+	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20,
+		LogRate: 100, LogBurst: 1000},
 }
 
 func (c *Config) applyListDefaults() {
@@ -256,9 +262,15 @@ func (c *Config) applyListDefaults() {
 	}
 }
 
-// ApplyDefaults fills the zero size limits (max_input, max_output) with
-// TaskDefaults'.
+// ApplyDefaults fills the zero size and log limits (max_input,
+// max_output, log_rate, log_burst) with TaskDefaults'.
 func (l *Limits) ApplyDefaults() {
+	if l.LogRate == 0 {
+		l.LogRate = TaskDefaults.Limits.LogRate
+	}
+	if l.LogBurst == 0 {
+		l.LogBurst = TaskDefaults.Limits.LogBurst
+	}
 	if l.MaxInput == 0 {
 		l.MaxInput = TaskDefaults.Limits.MaxInput
 	}

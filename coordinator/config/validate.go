@@ -234,6 +234,12 @@ func (c *Config) validateTasks(d *doc) map[string]bool {
 		if t.Limits.MaxOutput > 4<<30-1 {
 			d.errorf(p+".limits.max_output", "must be less than 4GiB (wasm32 lengths)")
 		}
+		if t.Limits.LogRate < 1 {
+			d.errorf(p+".limits.log_rate", "must be at least 1 (lines a second)")
+		}
+		if t.Limits.LogBurst < 1 {
+			d.errorf(p+".limits.log_burst", "must be at least 1 (lines)")
+		}
 		// Host API permissions (issue 3).
 		for j, f := range t.Permissions.Publish {
 			if err := topic.CheckFilter(f); err != nil {
