@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"task"}),
 		callErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "outpost", Subsystem: "runtime", Name: "call_errors_total",
-			Help: "Failed calls by task and kind (trap, timeout, memory, failed, invalid_output).",
+			Help: "Failed calls by task and kind (trap, timeout, memory, failed, invalid, too_large).",
 		}, []string{"task", "kind"}),
 		compileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "outpost", Subsystem: "runtime", Name: "compile_seconds",
