@@ -283,6 +283,9 @@ func TestLoadErrors(t *testing.T) {
 		{Spec{Name: "abi", Module: "builtin:echo", ABI: "wasm"}, `task "abi": unknown abi "wasm"`},
 		{Spec{Name: "notcmd", Module: "builtin:echo", ABI: "command"}, `task "notcmd": command module does not export _start`},
 		{Spec{Name: "init", Module: fixture(t, "inittrap")}, `task "init": instantiate: trap: _initialize: wasm error: unreachable`},
+		// The start section and _initialize run under the task timeout.
+		{Spec{Name: "initloop", Module: fixture(t, "initloop"), Timeout: 200 * time.Millisecond}, `task "initloop": instantiate: timeout: `},
+		{Spec{Name: "startloop", Module: fixture(t, "startloop"), Timeout: 200 * time.Millisecond}, `task "startloop": instantiate: timeout: `},
 		{Spec{Module: "builtin:echo"}, `task #1: no name`},
 		{Spec{Name: "big", Module: fixture(t, "bigmem"), MemoryLimit: 1 << 20}, `task "big": compile module: section memory: min 32 pages (2 Mi) over limit of 16 pages (1 Mi)`},
 	}
