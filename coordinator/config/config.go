@@ -236,7 +236,7 @@ func Defaults() Config {
 
 // TaskDefaults are applied to every task's zero-valued fields.
 var TaskDefaults = Task{
-	ABI:    "auto",
+	ABI: "auto",
 	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20,
 		LogRate: 100, LogBurst: 1000},
 }
