@@ -404,10 +404,10 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 // Publish sends a message. QoS 0 is not waited for; QoS 1 and 2 wait for the
 // broker's acknowledgement up to cfg.PublishTimeout or ctx. It fails at once
 // while disconnected, and with ErrTooLarge, sending nothing, for a message
-// over the broker's limit (cfg.MessageLimit).
+// over the broker's limit (cfg.MessageLimit; 0: none).
 func (c *Client) Publish(ctx context.Context, topic string, qos byte, payload []byte) error {
 	var err error
-	if n, limit := PacketSize(topic, qos, len(payload)), c.cfg.MessageLimit(); n > limit {
+	if n, limit := PacketSize(topic, qos, len(payload)), c.cfg.MessageLimit(); limit > 0 && n > limit {
 		err = fmt.Errorf("%w: a packet of %d bytes (payload %d) exceeds the limit of %d", ErrTooLarge, n, len(payload), limit)
 	} else {
 		err = c.publish(ctx, topic, qos, payload)
