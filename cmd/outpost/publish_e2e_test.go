@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,4 +123,29 @@ mqtt: {url: "%s", max_message_size: 1MiB, max_reconnect_interval: 1s}
 		t.Fatalf("publish after the drop = %d %q", code, held)
 	}
 	sub.Wait(1, 10*time.Second)
+}
+
+// A route's reply that does not fit the broker's limit (here the output
+// echoed to a long reply topic) is not sent, and cannot cut the daemon
+// off: the device gets an error document with code too_large instead.
+func TestReplyOverBrokerLimit(t *testing.T) {
+	long := strings.Repeat("r", 200)
+	d := startDaemon(t, `
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}", max_message_size: 1KiB}}
+tasks: [{name: echo, module: builtin:echo}]
+routes: [{topic: "in/+", task: echo, reply: "out/{1}/`+long+`", qos: 1}]
+`)
+	sub := mqtttest.Sub(t, d.mqtt, "out/#", 2)
+	mqtttest.Pub(t, d.mqtt, "in/a", strings.Repeat("x", 900), 1)
+	mqtttest.Pub(t, d.mqtt, "in/b", "small", 1)
+	got := sub.Wait(2, 10*time.Second)
+	slices.Sort(got) // out/a before out/b, whichever call finished first
+	if want := `out/a/` + long + ` {"error":{"code":"too_large","message":"the output of 900 bytes does not fit the broker's message size limit of 1024 bytes"}`; !strings.HasPrefix(got[0], want) {
+		t.Errorf("reply to the large message %q, want it to start with %q", got[0], want)
+	}
+	if got[1] != "out/b/"+long+" small" {
+		t.Errorf("reply to the small message %q", got[1])
+	}
+	d.connectedFor(500 * time.Millisecond)
 }
