@@ -90,10 +90,26 @@ type MQTT struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	MaxReconnect   Duration `yaml:"max_reconnect_interval"`
 	PublishTimeout Duration `yaml:"publish_timeout"`
+	// MaxMessageSize is the largest MQTT packet the external broker
+	// accepts (its limit: set it to the broker's). With the embedded broker
+	// it is not used: Broker.MaxMessageSize is the limit.
+	MaxMessageSize ByteSize `yaml:"max_message_size"`
 }
 
 // External reports whether the daemon uses an external broker.
 func (m MQTT) External() bool { return m.URL != "" }
+
+// MessageLimit is the largest MQTT packet the daemon's client may send:
+// the embedded broker's max_message_size, or the external broker's limit
+// as configured. The client refuses a larger message before it is sent
+// (the broker would drop the connection), and a task's publish is held to
+// it (docs/abi.md).
+func (m MQTT) MessageLimit() int {
+	if m.External() {
+		return int(m.MaxMessageSize)
+	}
+	return int(m.Broker.MaxMessageSize)
+}
 
 // TLS holds client TLS material for an ssl:// broker.
 type TLS struct {
@@ -185,6 +201,11 @@ type Limits struct {
 	Concurrency int      `yaml:"concurrency"`
 	MaxInput    ByteSize `yaml:"max_input"`  // largest call input; larger calls are refused
 	MaxOutput   ByteSize `yaml:"max_output"` // largest call output; larger fails the call
+	// LogRate and LogBurst bound the task's lines in the daemon's log: a
+	// burst of LogBurst, then LogRate lines a second; more are dropped
+	// (counted, and one line says how many).
+	LogRate  int `yaml:"log_rate"`
+	LogBurst int `yaml:"log_burst"`
 }
 
 // Route sends messages matching an MQTT topic filter to a task.
@@ -224,6 +245,7 @@ func Defaults() Config {
 			ConnectTimeout: Duration(10 * time.Second),
 			MaxReconnect:   Duration(30 * time.Second),
 			PublishTimeout: Duration(10 * time.Second),
+			MaxMessageSize: 256 << 10,
 		},
 		Scheduler: Scheduler{
 			Workers:      0, // resolved to max(4, 2*CPUs)
@@ -239,8 +261,9 @@ func Defaults() Config {
 
 // TaskDefaults are applied to every task's zero-valued fields.
 var TaskDefaults = Task{
-	ABI:    "auto",
-	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20},
+	ABI: "auto",
+	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20,
+		LogRate: 100, LogBurst: 1000},
 }
 
 func (c *Config) applyListDefaults() {
@@ -264,9 +287,15 @@ func (c *Config) applyListDefaults() {
 	}
 }
 
-// ApplyDefaults fills the zero size limits (max_input, max_output) with
-// TaskDefaults'.
+// ApplyDefaults fills the zero size and log limits (max_input,
+// max_output, log_rate, log_burst) with TaskDefaults'.
 func (l *Limits) ApplyDefaults() {
+	if l.LogRate == 0 {
+		l.LogRate = TaskDefaults.Limits.LogRate
+	}
+	if l.LogBurst == 0 {
+		l.LogBurst = TaskDefaults.Limits.LogBurst
+	}
 	if l.MaxInput == 0 {
 		l.MaxInput = TaskDefaults.Limits.MaxInput
 	}

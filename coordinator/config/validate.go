@@ -148,7 +148,13 @@ func (c *Config) validateMQTT(d *doc) {
 		case u.Port() == "":
 			d.errorf("mqtt.url", "must include a port, such as tcp://broker:1883")
 		}
+		if m.MaxMessageSize < 1<<10 || m.MaxMessageSize > 256<<20 {
+			d.errorf("mqtt.max_message_size", "must be between 1KiB and 256MiB")
+		}
 	} else {
+		if _, set := d.lines["mqtt.max_message_size"]; set {
+			d.errorf("mqtt.max_message_size", "is the limit of an external broker (mqtt.url); the embedded broker's is mqtt.broker.max_message_size")
+		}
 		b := m.Broker
 		checkHostPort(d, "mqtt.broker.listen", b.Listen)
 		if b.AllowAnonymous && !loopback.HostPort(b.Listen) {
@@ -255,6 +261,12 @@ func (c *Config) validateTasks(d *doc) map[string]bool {
 		}
 		if t.Limits.MaxOutput > 4<<30-1 {
 			d.errorf(p+".limits.max_output", "must be less than 4GiB (wasm32 lengths)")
+		}
+		if t.Limits.LogRate < 1 {
+			d.errorf(p+".limits.log_rate", "must be at least 1 (lines a second)")
+		}
+		if t.Limits.LogBurst < 1 {
+			d.errorf(p+".limits.log_burst", "must be at least 1 (lines)")
 		}
 		// Host API permissions (issue 3).
 		for j, f := range t.Permissions.Publish {
