@@ -203,6 +203,16 @@ routes:
 			yaml: "mqtt:\n  url: http://x\n",
 			want: []string{"x.yaml:2: mqtt.url: scheme \"http\" is not supported"},
 		},
+		{
+			name: "external broker's message size limit",
+			yaml: "mqtt:\n  url: tcp://b:1883\n  max_message_size: 512\n",
+			want: []string{"x.yaml:3: mqtt.max_message_size: must be between 1KiB and 256MiB"},
+		},
+		{
+			name: "message size limit of an external broker with the embedded one",
+			yaml: "mqtt:\n  max_message_size: 1MiB\n",
+			want: []string{"x.yaml:2: mqtt.max_message_size: is the limit of an external broker"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -53,6 +53,7 @@ type Coordinator struct {
 	admin    *admin.Server
 	tele     *telemetry.Service // telemetry.go
 	cloud    *cloudPart         // call journal and cloud link (cloud.go)
+	kv       kvSpaces           // sizes of the tasks' kv namespaces (kv.go)
 	group    group
 
 	// Lock order: reloadMu, then blobMu.
@@ -79,6 +80,8 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 		Host:       host{c}, // host functions of ABI v1 (host.go)
 		// All instances' linear memory together (scheduler.memory_budget).
 		MemoryBudget: uint64(cfg.Scheduler.MemoryBudget),
+		// A task's publish is held to the broker's limit.
+		MaxPublish: cfg.MQTT.MessageLimit(),
 	})
 	c.sched = calls.NewScheduler(newObjectExecutor(c), calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
 		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std(), MaxParked: cfg.Scheduler.MaxParked}, log.With("part", "calls"), c.reg) // queues: cloud.go

@@ -57,11 +57,13 @@ func (m *callMeta) CallMeta() outpostrt.CallMeta {
 	return outpostrt.CallMeta{ID: m.ID, Source: m.Source.String(), IdempotencyKey: key}
 }
 
+// kindStatus maps the kind of a failed call to its status: the same name
+// (docs/abi.md "Errors" lists them; TestDocumentedErrorKinds checks it).
 var kindStatus = map[outpostrt.Kind]calls.Status{
 	outpostrt.KindTrap:          calls.StatusTrap,
 	outpostrt.KindTimeout:       calls.StatusTimeout,
 	outpostrt.KindMemory:        calls.StatusMemory,
 	outpostrt.KindFailed:        calls.StatusFailed,
 	outpostrt.KindInvalidOutput: calls.StatusInvalid,
-	outpostrt.KindTooLarge:      calls.StatusRejected, // input over max_input: refused before it ran
+	outpostrt.KindTooLarge:      calls.StatusTooLarge, // input over max_input: refused before it ran
 }

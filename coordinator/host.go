@@ -1,18 +1,14 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/internal/store"
+	"github.com/outpost-edge/outpost/devices"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 	"github.com/outpost-edge/outpost/telemetry"
 	"github.com/outpost-edge/outpost/telemetry/model"
@@ -31,7 +27,11 @@ func (h host) Publish(ctx context.Context, task, topic string, qos byte, payload
 	if h.c.client == nil {
 		return errors.New("MQTT client not started")
 	}
-	return h.c.client.Publish(ctx, topic, qos, payload)
+	err := h.c.client.Publish(ctx, topic, qos, payload)
+	if errors.Is(err, devices.ErrTooLarge) {
+		return fmt.Errorf("%w: %w", outpostrt.ErrTooLarge, err)
+	}
+	return err
 }
 
 // Call runs task through the scheduler like any other call, with the
@@ -125,7 +125,7 @@ func (p *pendingCall) Await(ctx context.Context) ([]byte, error) {
 func (p *pendingCall) Cancel() { p.sched.Cancel(p.call.ID) }
 
 func (h host) KV(task string) outpostrt.KV {
-	return storeKV{db: h.c.db, task: task}
+	return storeKV{db: h.c.db, space: h.c.kv.space(task), task: task, log: h.c.log}
 }
 
 // Telemetry reads the daemon's telemetry service; when telemetry is not
@@ -186,124 +186,4 @@ func telemetryErr(err error) error {
 		return fmt.Errorf("%w: %w", outpostrt.ErrUnavailable, err)
 	}
 	return err
-}
-
-// storeKV is one task's kv namespace in the state store: bucket "kv", key
-// "<task>/<key>"; the namespace's size (sum of len(key)+len(value)) is kept
-// at "kvsize/<task>" and updated in the same transaction as the entry.
-// Writes are not synced: a put survives a daemon crash, not a power loss
-// before badger flushes.
-type storeKV struct {
-	db   *store.DB
-	task string
-}
-
-func (s storeKV) key(k []byte) []byte {
-	return append([]byte("kv/"+s.task+"/"), k...)
-}
-
-func (s storeKV) sizeKey() []byte { return []byte("kvsize/" + s.task) }
-
-func (s storeKV) Get(_ context.Context, key []byte) ([]byte, error) {
-	var v []byte
-	err := s.db.Badger().View(func(txn *badger.Txn) error {
-		item, err := txn.Get(s.key(key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return outpostrt.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		v, err = item.ValueCopy(nil)
-		return err
-	})
-	return v, err
-}
-
-// update runs fn in a read-write transaction with the namespace's current
-// size, retrying on a conflict with a concurrent writer.
-func (s storeKV) update(fn func(txn *badger.Txn, size uint64) (uint64, error)) error {
-	var err error
-	for range 16 {
-		err = s.db.Badger().Update(func(txn *badger.Txn) error {
-			size := uint64(0)
-			item, err := txn.Get(s.sizeKey())
-			switch {
-			case err == nil:
-				if verr := item.Value(func(v []byte) error {
-					if len(v) == 8 {
-						size = binary.LittleEndian.Uint64(v)
-					}
-					return nil
-				}); verr != nil {
-					return verr
-				}
-			case !errors.Is(err, badger.ErrKeyNotFound):
-				return err
-			}
-			next, err := fn(txn, size)
-			if err != nil {
-				return err
-			}
-			return txn.Set(s.sizeKey(), binary.LittleEndian.AppendUint64(nil, next))
-		})
-		if !errors.Is(err, badger.ErrConflict) {
-			return err
-		}
-	}
-	return err
-}
-
-// entrySize is the size an existing entry counts for, 0 if there is none.
-func (s storeKV) entrySize(txn *badger.Txn, key []byte) (uint64, error) {
-	item, err := txn.Get(s.key(key))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	return uint64(len(key)) + uint64(item.ValueSize()), nil
-}
-
-func (s storeKV) Put(_ context.Context, key, value []byte, quota uint64) error {
-	return s.update(func(txn *badger.Txn, size uint64) (uint64, error) {
-		old, err := s.entrySize(txn, key)
-		if err != nil {
-			return 0, err
-		}
-		next := size - min(old, size) + uint64(len(key)+len(value))
-		if next > quota {
-			return 0, fmt.Errorf("%w: %d bytes used of %d, this entry needs %d", outpostrt.ErrQuota, size, quota, len(key)+len(value))
-		}
-		return next, txn.Set(s.key(key), value)
-	})
-}
-
-func (s storeKV) Delete(_ context.Context, key []byte) error {
-	return s.update(func(txn *badger.Txn, size uint64) (uint64, error) {
-		old, err := s.entrySize(txn, key)
-		if err != nil || old == 0 {
-			return size, err
-		}
-		return size - min(old, size), txn.Delete(s.key(key))
-	})
-}
-
-func (s storeKV) List(ctx context.Context, prefix []byte, limit int) ([][]byte, error) {
-	var keys [][]byte
-	ns := s.key(nil)
-	err := s.db.Badger().View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
-		defer it.Close()
-		p := s.key(prefix)
-		for it.Seek(p); it.ValidForPrefix(p) && len(keys) < limit; it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			keys = append(keys, bytes.Clone(it.Item().Key()[len(ns):]))
-		}
-		return nil
-	})
-	return keys, err
 }

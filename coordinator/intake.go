@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -126,7 +127,14 @@ func (c *Coordinator) publishResult(topic string, qos byte, id, task string, src
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Load().MQTT.PublishTimeout.Std())
 	defer cancel()
-	return c.client.Publish(ctx, topic, qos, payload)
+	err := c.client.Publish(ctx, topic, qos, payload)
+	if res.OK() && errors.Is(err, devices.ErrTooLarge) {
+		// The output does not fit the broker's limit: the device gets an
+		// error document saying so rather than nothing.
+		return c.publishResult(topic, qos, id, task, src, calls.Result{Status: calls.StatusTooLarge,
+			Error: fmt.Sprintf("the output of %d bytes does not fit the broker's message size limit of %d bytes", len(payload), c.cfg.Load().MQTT.MessageLimit())})
+	}
+	return err
 }
 
 func subscriptions(t *routes.Table) []devices.Subscription {

@@ -290,6 +290,7 @@ func taskSpecs(ts []tasks.Task) []outpostrt.Spec {
 			Name: t.Name, Module: t.Module, ABI: t.ABI,
 			MemoryLimit: uint64(t.Limits.Memory), Timeout: t.Limits.Timeout.Std(), Concurrency: t.Limits.Concurrency,
 			MaxInput: uint64(t.Limits.MaxInput), MaxOutput: uint64(t.Limits.MaxOutput),
+			LogRate: t.Limits.LogRate, LogBurst: t.Limits.LogBurst,
 			Permissions: outpostrt.Permissions{Publish: t.Permissions.Publish, Call: t.Permissions.Call, KVQuota: uint64(t.Permissions.KVQuota),
 				Telemetry: t.Permissions.Telemetry},
 			FreshInstance: t.FreshInstance,

@@ -57,6 +57,8 @@ type Client struct {
 	log *slog.Logger
 	m   clientMetrics
 
+	store *sessionStore // made by options, at Start
+
 	user, password string // set by SetCredentials, instead of the config's
 	manualAck      bool   // set by SetManualAck
 
@@ -90,6 +92,7 @@ type clientMetrics struct {
 	reconnects prometheus.Counter
 	received   prometheus.Counter
 	published  *prometheus.CounterVec
+	abandoned  prometheus.Counter
 }
 
 func newClientMetrics(reg prometheus.Registerer, log *slog.Logger) clientMetrics {
@@ -106,6 +109,10 @@ func newClientMetrics(reg prometheus.Registerer, log *slog.Logger) clientMetrics
 		published: register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_mqtt_messages_published_total", Help: "Messages published by the daemon's MQTT client, by result (ok, error).",
 		}, []string{"result"})),
+		abandoned: register(reg, log, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_mqtt_publish_abandoned_total",
+			Help: "QoS 1 or 2 messages the daemon's client stopped resending because the connection was lost each time they were in flight.",
+		})),
 	}
 }
 
@@ -268,7 +275,8 @@ func (c *Client) options() (*paho.ClientOptions, error) {
 	o.SetCleanSession(!c.manualAck)
 	o.SetAutoAckDisabled(c.manualAck)
 	o.SetOrderMatters(true) // handlers do not block; false would start a goroutine per message
-	o.SetStore(paho.NewMemoryStore())
+	c.store = newSessionStore(c.log, c.m.abandoned)
+	o.SetStore(c.store)
 	if d := c.cfg.KeepAlive.Std(); d > 0 {
 		o.SetKeepAlive(d)
 		o.SetPingTimeout(min(d, 10*time.Second))
@@ -311,6 +319,7 @@ func (c *Client) options() (*paho.ClientOptions, error) {
 	o.SetOnConnectHandler(c.onConnect)
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		c.m.connected.Set(0)
+		c.store.connectionLost()
 		c.log.Warn("mqtt connection lost", "broker", c.url, "error", err)
 	})
 	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
@@ -395,9 +404,15 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 
 // Publish sends a message. QoS 0 is not waited for; QoS 1 and 2 wait for the
 // broker's acknowledgement up to cfg.PublishTimeout or ctx. It fails at once
-// while disconnected.
+// while disconnected, and with ErrTooLarge, sending nothing, for a message
+// over the broker's limit (cfg.MessageLimit; 0: none).
 func (c *Client) Publish(ctx context.Context, topic string, qos byte, payload []byte) error {
-	err := c.publish(ctx, topic, qos, payload)
+	var err error
+	if n, limit := PacketSize(topic, qos, len(payload)), c.cfg.MessageLimit(); limit > 0 && n > limit {
+		err = fmt.Errorf("%w: a packet of %d bytes (payload %d) exceeds the limit of %d", ErrTooLarge, n, len(payload), limit)
+	} else {
+		err = c.publish(ctx, topic, qos, payload)
+	}
 	if err != nil {
 		c.m.published.WithLabelValues("error").Inc()
 		return fmt.Errorf("mqtt publish to %s: %w", topic, err)

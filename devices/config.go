@@ -23,10 +23,26 @@ type MQTTConfig struct {
 	ConnectTimeout confval.Duration `yaml:"connect_timeout"`
 	MaxReconnect   confval.Duration `yaml:"max_reconnect_interval"`
 	PublishTimeout confval.Duration `yaml:"publish_timeout"`
+	// MaxMessageSize is the largest MQTT packet the external broker
+	// accepts (its limit: set it to the broker's). With the embedded broker
+	// it is not used: Broker.MaxMessageSize is the limit.
+	MaxMessageSize confval.ByteSize `yaml:"max_message_size"`
 }
 
 // External reports whether the daemon uses an external broker.
 func (m MQTTConfig) External() bool { return m.URL != "" }
+
+// MessageLimit is the largest MQTT packet the daemon's client may send:
+// the embedded broker's max_message_size, or the external broker's limit
+// as configured. The client refuses a larger message before it is sent
+// (the broker would drop the connection), and a task's publish is held to
+// it (docs/abi.md).
+func (m MQTTConfig) MessageLimit() int {
+	if m.External() {
+		return int(m.MaxMessageSize)
+	}
+	return int(m.Broker.MaxMessageSize)
+}
 
 // BrokerConfig configures the embedded MQTT broker (MQTT 3.1.1 and 5).
 type BrokerConfig struct {
@@ -62,14 +78,19 @@ func MQTTDefaults() MQTTConfig {
 		ConnectTimeout: confval.Duration(10 * time.Second),
 		MaxReconnect:   confval.Duration(30 * time.Second),
 		PublishTimeout: confval.Duration(10 * time.Second),
+		MaxMessageSize: 256 << 10,
 	}
 }
 
-// Resolve fills the client id from the node id and makes file names
-// absolute against dir, the config file's directory.
+// Resolve fills the client id from the node id and, with the embedded
+// broker, the client's message limit from the broker's; it makes file
+// names absolute against dir, the config file's directory.
 func (m *MQTTConfig) Resolve(dir, nodeID string) {
 	if m.ClientID == "" {
 		m.ClientID = "outpost-" + nodeID
+	}
+	if !m.External() && m.MaxMessageSize == MQTTDefaults().MaxMessageSize {
+		m.MaxMessageSize = m.Broker.MaxMessageSize // the client's limit is the embedded broker's
 	}
 	confval.Rel(dir, &m.PasswordFile)
 	m.TLS.Resolve(dir)
@@ -90,7 +111,13 @@ func (m MQTTConfig) Validate(c *confval.Checker) {
 		case u.Port() == "":
 			c.Errorf("url", "must include a port, such as tcp://broker:1883")
 		}
+		if m.MaxMessageSize < 1<<10 || m.MaxMessageSize > 256<<20 {
+			c.Errorf("max_message_size", "must be between 1KiB and 256MiB")
+		}
 	} else {
+		if c.Set("max_message_size") && m.MaxMessageSize != m.Broker.MaxMessageSize {
+			c.Errorf("max_message_size", "is the limit of an external broker (mqtt.url); the embedded broker's is mqtt.broker.max_message_size")
+		}
 		m.Broker.Validate(c.At("broker"))
 	}
 	c.SecretFile("password_file", m.PasswordFile, false)

@@ -7,6 +7,9 @@ var (
 	ErrNotConnected = errors.New("mqtt client not connected")
 	// ErrAlreadyStarted is returned by a second Start.
 	ErrAlreadyStarted = errors.New("already started")
+	// ErrTooLarge is returned by Publish for a message larger than the
+	// broker's limit (config.MQTT.MessageLimit); nothing is sent.
+	ErrTooLarge = errors.New("message too large for the broker")
 	// ErrStopped is returned by Start after Stop.
 	ErrStopped = errors.New("stopped")
 )

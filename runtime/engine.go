@@ -34,6 +34,8 @@ const (
 	DefaultConcurrency = 4
 	DefaultMaxInput    = 1 << 20 // bytes
 	DefaultMaxOutput   = 4 << 20 // bytes
+	DefaultLogRate     = 100     // lines a second
+	DefaultLogBurst    = 1000    // lines
 
 	pageSize = 65536
 	maxPages = 65536
@@ -66,6 +68,13 @@ type Options struct {
 	// budget is not created: the call fails with kind memory (a Load fails,
 	// naming the task). 0: no budget.
 	MemoryBudget uint64
+	// MaxPublish is the largest MQTT message a task may publish, in bytes
+	// of the whole packet: the broker's limit (the coordinator gives
+	// config.MQTT.MessageLimit). A payload over it is refused with
+	// too_large before it is copied; a Host refuses a packet over it
+	// (topic and header included) with an error wrapping ErrTooLarge.
+	// 0: only the Host's check.
+	MaxPublish int
 }
 
 // Spec describes one task to load.
@@ -78,6 +87,11 @@ type Spec struct {
 	Concurrency int           // max simultaneous calls and pool size; 0 = 4
 	MaxInput    uint64        // largest input in bytes; 0 = 1 MiB
 	MaxOutput   uint64        // largest output in bytes; 0 = 4 MiB
+	// LogRate and LogBurst bound the lines the task writes to the log
+	// (outpost.log, stderr and stdout lines): LogBurst at once, then LogRate
+	// a second; more are dropped and counted. 0 = 100 and 1000.
+	LogRate  int
+	LogBurst int
 	// Permissions grant host API access (publish, call, kv); zero: none.
 	Permissions Permissions
 	// FreshInstance gives every call of a reactor a new instance, closed
@@ -99,6 +113,8 @@ type Limits struct {
 	MemoryLimit uint64 // bytes, a whole number of 64 KiB pages
 	MaxInput    uint64 // bytes
 	MaxOutput   uint64 // bytes
+	LogRate     int    // lines a second
+	LogBurst    int    // lines
 }
 
 // TaskInfo describes a task of the active set.
@@ -247,7 +263,17 @@ func normalize(s Spec) (normalized, error) {
 	if err := s.Permissions.check(); err != nil {
 		return n, err
 	}
-	n.limits = Limits{Concurrency: s.Concurrency, Timeout: s.Timeout, MemoryLimit: s.MemoryLimit, MaxInput: s.MaxInput, MaxOutput: s.MaxOutput}
+	if s.LogRate < 0 || s.LogBurst < 0 {
+		return n, fmt.Errorf("negative log rate %d or burst %d", s.LogRate, s.LogBurst)
+	}
+	n.limits = Limits{Concurrency: s.Concurrency, Timeout: s.Timeout, MemoryLimit: s.MemoryLimit, MaxInput: s.MaxInput, MaxOutput: s.MaxOutput,
+		LogRate: s.LogRate, LogBurst: s.LogBurst}
+	if n.limits.LogRate == 0 {
+		n.limits.LogRate = DefaultLogRate
+	}
+	if n.limits.LogBurst == 0 {
+		n.limits.LogBurst = DefaultLogBurst
+	}
 	if n.limits.MaxInput == 0 {
 		n.limits.MaxInput = DefaultMaxInput
 	}

@@ -283,6 +283,9 @@ func TestLoadErrors(t *testing.T) {
 		{Spec{Name: "abi", Module: "builtin:echo", ABI: "wasm"}, `task "abi": unknown abi "wasm"`},
 		{Spec{Name: "notcmd", Module: "builtin:echo", ABI: "command"}, `task "notcmd": command module does not export _start`},
 		{Spec{Name: "init", Module: fixture(t, "inittrap")}, `task "init": instantiate: trap: _initialize: wasm error: unreachable`},
+		// The start section and _initialize run under the task timeout.
+		{Spec{Name: "initloop", Module: fixture(t, "initloop"), Timeout: 200 * time.Millisecond}, `task "initloop": instantiate: timeout: `},
+		{Spec{Name: "startloop", Module: fixture(t, "startloop"), Timeout: 200 * time.Millisecond}, `task "startloop": instantiate: timeout: `},
 		{Spec{Module: "builtin:echo"}, `task #1: no name`},
 		{Spec{Name: "big", Module: fixture(t, "bigmem"), MemoryLimit: 1 << 20}, `task "big": compile module: section memory: min 32 pages (2 Mi) over limit of 16 pages (1 Mi)`},
 	}
@@ -353,11 +356,13 @@ func TestLimitsAndTasks(t *testing.T) {
 		Spec{Name: "c", Module: "builtin:echo", MemoryLimit: 1},
 	)
 	lim, ok := e.Limits("a")
-	if !ok || lim != (Limits{Concurrency: 2, Timeout: time.Second, MemoryLimit: 65536, MaxInput: DefaultMaxInput, MaxOutput: DefaultMaxOutput}) {
+	if !ok || lim != (Limits{Concurrency: 2, Timeout: time.Second, MemoryLimit: 65536, MaxInput: DefaultMaxInput, MaxOutput: DefaultMaxOutput,
+		LogRate: DefaultLogRate, LogBurst: DefaultLogBurst}) {
 		t.Fatalf("limits(a) = %+v, %v", lim, ok)
 	}
 	lim, _ = e.Limits("b")
-	if lim != (Limits{Concurrency: DefaultConcurrency, Timeout: DefaultTimeout, MemoryLimit: DefaultMemoryLimit, MaxInput: DefaultMaxInput, MaxOutput: DefaultMaxOutput}) {
+	if lim != (Limits{Concurrency: DefaultConcurrency, Timeout: DefaultTimeout, MemoryLimit: DefaultMemoryLimit, MaxInput: DefaultMaxInput, MaxOutput: DefaultMaxOutput,
+		LogRate: DefaultLogRate, LogBurst: DefaultLogBurst}) {
 		t.Fatalf("default limits = %+v", lim)
 	}
 	if lim, _ := e.Limits("c"); lim.MemoryLimit != 65536 {

@@ -40,8 +40,9 @@ const (
 	KindTooLarge Kind = "too_large"
 	// KindInvalidOutput: the guest returned an output (or an input buffer)
 	// outside its linear memory, or an output larger than the task's
-	// max_output.
-	KindInvalidOutput Kind = "invalid_output"
+	// max_output. Its name, "invalid", is the status of such a call in the
+	// CLI, the admin API and the cloud link.
+	KindInvalidOutput Kind = "invalid"
 )
 
 // CallError is the error of a failed Call. Msg is a one-line human readable

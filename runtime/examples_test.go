@@ -17,16 +17,18 @@ import (
 )
 
 // TestExamples builds examples/tasks with scripts/build-examples.sh (WAT with
-// wat2wasm, Go with the Go toolchain, C with clang-14 and wasi-libc) and calls
-// every example through the Engine.
+// wat2wasm, Go with the Go toolchain, C with clang-14 and wasi-libc, Rust and
+// AssemblyScript when their tools exist) and calls every example built
+// through the Engine.
 func TestExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds Go and C wasm modules; skipped with -short")
 	}
 	dir := t.TempDir()
 	cmd := exec.Command("bash", filepath.Join("..", "scripts", "build-examples.sh"), dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("scripts/build-examples.sh: %v\n%s", err, out)
+	built, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("scripts/build-examples.sh: %v\n%s", err, built)
 	}
 	mod := func(name string) string { return filepath.Join(dir, name+".wasm") }
 	e := newEngine(t,
@@ -110,6 +112,32 @@ func TestExamples(t *testing.T) {
 		}
 		if _, err := he.Call(ctx, "visits", nil); err == nil || !strings.Contains(err.Error(), "input: a name, please") {
 			t.Fatalf("empty input: %v", err)
+		}
+	})
+	t.Run("greet", func(t *testing.T) {
+		// The same task in Rust and AssemblyScript, each when the script
+		// built it (it says what it skipped).
+		greets := map[string]string{"rust-greet": "the Rust examples", "as-greet": "the AssemblyScript examples"}
+		var specs []Spec
+		for name, what := range greets {
+			if !strings.Contains(string(built), "skipped "+what) {
+				specs = append(specs, Spec{Name: name, Module: mod(name)})
+			}
+		}
+		logs := newLogs()
+		he := newHostEngine(t, newMemHost(), logs.logger(), specs...)
+		for _, s := range specs {
+			for _, name := range []string{"ada", strings.Repeat("n", 5000)} {
+				out, err := he.Call(ctx, s.Name, []byte(name))
+				if err != nil || string(out) != "hello, "+name {
+					t.Fatalf("%s(%.20q) = %.30q, %v", s.Name, name, out, err)
+				}
+			}
+			logs.want(t, "INFO greet: ada ", "task="+s.Name)
+			_, err := he.Call(ctx, s.Name, nil)
+			if ce := callErr(t, err, KindFailed); !strings.Contains(ce.Msg, "greet: want a name") {
+				t.Fatalf("%s(empty): %q", s.Name, ce.Msg)
+			}
 		}
 	})
 	t.Run("counter-wat", func(t *testing.T) {

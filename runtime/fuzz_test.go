@@ -21,7 +21,7 @@ import (
 // next buffer request, which a second call with an input one to 1024 bytes
 // longer than the buffer the host holds forces; the host must accept exactly
 // the buffers inside memory with room for the input (and then write there),
-// and fail the others with invalid_output before writing anything. Seeds:
+// and fail the others with invalid before writing anything. Seeds:
 // testdata/fuzz/FuzzHostABI.
 func FuzzHostABI(f *testing.F) {
 	host := newMemHost()
@@ -76,9 +76,9 @@ func FuzzHostABI(f *testing.F) {
 			case ok:
 				t.Fatalf("buffer %#x capacity %d for %d bytes refused: %v", a0, a1, size, err)
 			case err == nil:
-				t.Fatalf("buffer %#x capacity %d for %d bytes accepted, want invalid_output", a0, a1, size)
+				t.Fatalf("buffer %#x capacity %d for %d bytes accepted, want invalid", a0, a1, size)
 			case !errors.As(err, &ce) || ce.Kind != KindInvalidOutput || !strings.HasPrefix(ce.Msg, fmt.Sprintf("%s(%d) returned ", exportInputBuffer, size)):
-				t.Fatalf("buffer %#x capacity %d for %d bytes: %v, want invalid_output", a0, a1, size, err)
+				t.Fatalf("buffer %#x capacity %d for %d bytes: %v, want invalid", a0, a1, size, err)
 			default:
 				held = defaultCap
 			}

@@ -99,6 +99,8 @@ var (
 	// ErrInvalid: an argument the Host interprets is bad (a telemetry
 	// pattern, time or bucket).
 	ErrInvalid = errors.New("invalid request")
+	// ErrTooLarge: a message is over the broker's limit (publish).
+	ErrTooLarge = errors.New("too large")
 	// ErrUnavailable: the service behind a host function is off (telemetry
 	// not enabled).
 	ErrUnavailable = errors.New("unavailable")
@@ -218,7 +220,6 @@ func CallMetaFrom(ctx context.Context) (CallMeta, bool) {
 const (
 	maxLogMessage = 4096
 	maxTopic      = 1024
-	maxPayload    = 1 << 20
 	maxKVKey      = 1024
 	maxKVValue    = 1 << 20
 	maxKVList     = 10000

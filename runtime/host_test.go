@@ -34,8 +34,11 @@ func newMemHost() *memHost { return &memHost{kv: map[string]map[string][]byte{}}
 func (h *memHost) Publish(_ context.Context, task, topic string, qos byte, payload []byte) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if topic == "broken" {
+	switch topic {
+	case "broken":
 		return errors.New("broker down")
+	case "big":
+		return fmt.Errorf("%w: over the broker's limit", ErrTooLarge)
 	}
 	h.pubs = append(h.pubs, fmt.Sprintf("%s|%s|%d|%s", task, topic, qos, payload))
 	return nil
@@ -202,7 +205,9 @@ func (r logRecorder) Enabled(context.Context, slog.Level) bool { return true }
 func (r logRecorder) Handle(_ context.Context, rec slog.Record) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	*r.recs = append(*r.recs, fmt.Sprintf("%s %s %s", rec.Level, rec.Message, r.attr))
+	line := fmt.Sprintf("%s %s %s", rec.Level, rec.Message, r.attr)
+	rec.Attrs(func(a slog.Attr) bool { line += a.String() + " "; return true })
+	*r.recs = append(*r.recs, line)
 	return nil
 }
 func (r logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
@@ -338,7 +343,7 @@ func TestHostPublish(t *testing.T) {
 	host := newMemHost()
 	e := newHostEngine(t, host, nil,
 		Spec{Name: "ops", Module: fixture(t, "hostops"), Concurrency: 1,
-			Permissions: Permissions{Publish: []string{"sensors/+/out", "alerts/#", "broken"}}},
+			Permissions: Permissions{Publish: []string{"sensors/+/out", "alerts/#", "broken", "big"}}},
 		Spec{Name: "mute", Module: fixture(t, "hostops"), Concurrency: 1})
 	for _, tc := range []struct {
 		name, task, topic string
@@ -354,6 +359,7 @@ func TestHostPublish(t *testing.T) {
 		{"empty topic", "ops", "", 0, codeInvalid, "topic length 0"},
 		{"bad qos", "ops", "alerts/x", 3, codeInvalid, "qos 3"},
 		{"host failure", "ops", "broken", 0, codeFailed, "broker down"},
+		{"over the broker's limit", "ops", "big", 1, codeTooLarge, "over the broker's limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args, d := data(tc.topic, "payload")

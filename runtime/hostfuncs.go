@@ -207,6 +207,8 @@ func hostErrCode(err error) int32 {
 		return codeQuota
 	case errors.Is(err, ErrInvalid):
 		return codeInvalid
+	case errors.Is(err, ErrTooLarge):
+		return codeTooLarge
 	case errors.Is(err, ErrUnavailable):
 		return codeUnavailable
 	}
@@ -231,7 +233,8 @@ func (c *code) hostFail(_ context.Context, mod api.Module, stack []uint64) {
 
 var logLevels = [...]slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError}
 
-// hostLog implements outpost.log(level, ptr, len).
+// hostLog implements outpost.log(level, ptr, len), within the task's log
+// rate limit.
 func (c *code) hostLog(ctx context.Context, mod api.Module, stack []uint64) {
 	h := c.begin(hfLog, mod)
 	level := min(max(api.DecodeI32(stack[0]), 0), 3)
@@ -239,7 +242,9 @@ func (c *code) hostLog(ctx context.Context, mod api.Module, stack []uint64) {
 	if len(msg) > maxLogMessage {
 		msg = msg[:maxLogMessage]
 	}
-	h.inst.task.log.Log(ctx, logLevels[level], string(msg), "from", "guest")
+	if h.inst.task.logs.allow(ctx, logLevels[level]) {
+		h.inst.task.log.Log(ctx, logLevels[level], string(msg), "from", "guest")
+	}
 	h.done(codeOK)
 }
 
@@ -263,8 +268,8 @@ func (h hcall) publish(ctx context.Context, t string, pp, pl uint32, qos int32) 
 		return h.fail(codeInvalid, fmt.Sprintf("publish: topic length %d is not between 1 and %d", len(t), maxTopic))
 	case topic.CheckName(t) != nil:
 		return h.fail(codeInvalid, fmt.Sprintf("publish: topic %q contains a wildcard character or NUL", t))
-	case pl > maxPayload:
-		return h.fail(codeTooLarge, fmt.Sprintf("publish: payload of %d bytes exceeds %d", pl, maxPayload))
+	case h.c.e.opts.MaxPublish > 0 && uint64(pl) > uint64(h.c.e.opts.MaxPublish):
+		return h.fail(codeTooLarge, fmt.Sprintf("publish: payload of %d bytes exceeds the broker's message size limit of %d", pl, h.c.e.opts.MaxPublish))
 	case !h.inst.task.perms.mayPublish(t):
 		return h.fail(codeDenied, fmt.Sprintf("publish to %q denied: no filter of permissions.publish matches it", t))
 	case h.host() == nil:
@@ -272,7 +277,7 @@ func (h hcall) publish(ctx context.Context, t string, pp, pl uint32, qos int32) 
 	}
 	payload := h.copyIn("payload", pp, pl)
 	if err := h.host().Publish(ctx, h.taskName(), t, byte(qos), payload); err != nil {
-		return h.fail(codeFailed, "publish: "+err.Error())
+		return h.fail(hostErrCode(err), "publish: "+err.Error())
 	}
 	h.inst.held = nil
 	h.done(codeOK)

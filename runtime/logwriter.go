@@ -10,19 +10,21 @@ import (
 const maxLine = 4096
 
 // lineLogger is an io.Writer that logs each line a guest writes to stderr
-// (or stdout) with the task's logger. When tail is set it also keeps the
-// first maxFailMessage bytes written, used as the message of a failed
-// command. It is used by one call at a time.
+// (or stdout) with the task's logger, within the task's log rate limit.
+// When tail is set it also keeps the first maxFailMessage bytes written,
+// used as the message of a failed command. It is used by one call at a
+// time.
 type lineLogger struct {
 	log    *slog.Logger
+	limit  *logLimiter
 	level  slog.Level
 	stream string
 	buf    []byte
 	tail   *bytes.Buffer
 }
 
-func newLineLogger(log *slog.Logger, level slog.Level, stream string, tail *bytes.Buffer) *lineLogger {
-	return &lineLogger{log: log, level: level, stream: stream, tail: tail}
+func newLineLogger(log *slog.Logger, limit *logLimiter, level slog.Level, stream string, tail *bytes.Buffer) *lineLogger {
+	return &lineLogger{log: log, limit: limit, level: level, stream: stream, tail: tail}
 }
 
 func (w *lineLogger) Write(p []byte) (int, error) {
@@ -52,6 +54,9 @@ func (w *lineLogger) Write(p []byte) (int, error) {
 }
 
 func (w *lineLogger) emit(line []byte) {
+	if !w.limit.allow(context.Background(), w.level) {
+		return
+	}
 	if len(line) > maxLine {
 		line = line[:maxLine]
 	}

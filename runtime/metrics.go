@@ -18,6 +18,7 @@ type metrics struct {
 	sizeExceeded     *prometheus.CounterVec
 	budgetRefused    *prometheus.CounterVec
 	memReserved      prometheus.Gauge
+	logDropped       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -32,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"task"}),
 		callErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "outpost", Subsystem: "runtime", Name: "call_errors_total",
-			Help: "Failed calls by task and kind (trap, timeout, memory, failed, invalid_output).",
+			Help: "Failed calls by task and kind (trap, timeout, memory, failed, invalid, too_large).",
 		}, []string{"task", "kind"}),
 		compileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "outpost", Subsystem: "runtime", Name: "compile_seconds",
@@ -59,6 +60,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "outpost", Subsystem: "runtime", Name: "memory_reserved_bytes",
 			Help: "Linear memory reserved by live instances (each counts its memory limit), the amount checked against the memory budget.",
 		}),
+		logDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outpost", Subsystem: "task", Name: "log_dropped_total",
+			Help: "Log lines of a task (outpost.log, stderr and stdout lines) dropped over its log rate limit (limits.log_rate, limits.log_burst), by task.",
+		}, []string{"task"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -73,6 +78,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.sizeExceeded = register(reg, m.sizeExceeded, &err)
 	m.budgetRefused = register(reg, m.budgetRefused, &err)
 	m.memReserved = register(reg, m.memReserved, &err)
+	m.logDropped = register(reg, m.logDropped, &err)
 	return m, err
 }
 

@@ -33,6 +33,7 @@ type task struct {
 	// memReserve is what one instance counts against the memory budget.
 	memReserve uint64
 	log        *slog.Logger
+	logs       *logLimiter // the guest's lines in log
 	base       wazero.ModuleConfig
 	sem        chan struct{} // one token per call running
 	refs       int           // sets holding the task; guarded by Engine.mu
@@ -88,6 +89,7 @@ func newTask(e *Engine, c *code, n normalized) *task {
 		log:    e.log.With("task", n.spec.Name),
 		sem:    make(chan struct{}, n.limits.Concurrency),
 	}
+	t.logs = newLogLimiter(t.log, t.limits.LogRate, t.limits.LogBurst, e.metrics.logDropped.WithLabelValues(t.name))
 	t.base = wazero.NewModuleConfig().
 		WithName("").
 		WithArgs(t.name).
@@ -164,6 +166,7 @@ func (t *task) finish(idle []*instance) {
 	for _, inst := range idle {
 		t.closeInstance(inst)
 	}
+	t.logs.close()
 	t.code.release()
 }
 
@@ -211,8 +214,8 @@ func (t *task) getStdio() *stdio {
 	}
 	t.mu.Unlock()
 	s := &stdio{
-		stderr: newLineLogger(t.log, slog.LevelInfo, "stderr", nil),
-		stdout: newLineLogger(t.log, slog.LevelDebug, "stdout", nil),
+		stderr: newLineLogger(t.log, t.logs, slog.LevelInfo, "stderr", nil),
+		stdout: newLineLogger(t.log, t.logs, slog.LevelDebug, "stdout", nil),
 	}
 	s.cfg = t.base.WithStderr(s.stderr).WithStdout(s.stdout)
 	return s
@@ -489,7 +492,7 @@ func (inst *instance) inputPtr(ctx context.Context, size int) (uint32, *CallErro
 func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *CallError) {
 	stdout := &limitedBuffer{max: int(min(t.limits.MaxOutput, 1<<30))}
 	var stderrTail bytes.Buffer
-	stderr := newLineLogger(t.log, slog.LevelInfo, "stderr", &stderrTail)
+	stderr := newLineLogger(t.log, t.logs, slog.LevelInfo, "stderr", &stderrTail)
 	defer stderr.Flush()
 	defer func() {
 		if r := recover(); r != nil {

@@ -8,7 +8,12 @@
 # (directories with //go:wasmexport outpost_handle) are built with
 # -buildmode=c-shared, Go commands as plain WASI programs; C tasks are reactors
 # (-mexec-model=reactor) built from the .c files of their directory with
-# examples/tasks/c/outpost.h.
+# examples/tasks/c/outpost.h. Rust (rust/NAME/lib.rs -> rust-NAME.wasm) and
+# AssemblyScript (assemblyscript/NAME/NAME.ts -> as-NAME.wasm) examples are
+# built when their tools exist, and skipped, saying so, when not: Rust with a
+# rustc that has the wasm32-unknown-unknown standard library (Debian packages
+# rustc libstd-rust-dev-wasm32; RUSTC=... picks the rustc), AssemblyScript
+# with asc (npm install -g assemblyscript).
 #
 # Usage: scripts/build-examples.sh [output-dir]
 set -euo pipefail
@@ -63,3 +68,36 @@ for dir in "$src"/c/*/; do
 		-I "$src/c" -Wl,--strip-debug -o "$out/c-$name.wasm" "$dir"*.c
 	echo "built $out/c-$name.wasm"
 done
+
+# Rust: the first rustc (RUSTC, then rustc on PATH, then Debian's) whose
+# sysroot has the wasm32-unknown-unknown standard library.
+rustc=""
+for r in ${RUSTC:-} rustc /usr/bin/rustc; do
+	if command -v "$r" >/dev/null && [ -d "$("$r" --print sysroot)/lib/rustlib/wasm32-unknown-unknown/lib" ]; then
+		rustc="$r"
+		break
+	fi
+done
+if [ -z "$rustc" ]; then
+	echo "build-examples: skipped the Rust examples: no rustc with the wasm32-unknown-unknown standard library (Debian packages rustc libstd-rust-dev-wasm32)" >&2
+else
+	for dir in "$src"/rust/*/; do
+		name="$(basename "$dir")"
+		"$rustc" --edition 2021 --crate-type cdylib --target wasm32-unknown-unknown -C opt-level=s -C strip=symbols \
+			-o "$out/rust-$name.wasm" "$dir/lib.rs"
+		echo "built $out/rust-$name.wasm"
+	done
+fi
+
+# AssemblyScript: --use abort= drops the env.abort import (the host refuses
+# it; a failed check traps instead); --exportStart _initialize runs the top
+# level when an instance is made (docs/abi.md "Other languages").
+if ! command -v asc >/dev/null; then
+	echo "build-examples: skipped the AssemblyScript examples: asc not found (npm install -g assemblyscript)" >&2
+else
+	for dir in "$src"/assemblyscript/*/; do
+		name="$(basename "$dir")"
+		asc "$dir/$name.ts" -o "$out/as-$name.wasm" -O --runtime stub --use abort= --exportStart _initialize
+		echo "built $out/as-$name.wasm"
+	done
+fi

@@ -31,6 +31,9 @@ declare -A peers=(
 declare -A peer_files=(
   ['/usr/lib/wasm32-wasi/crt1-reactor.o']=wasi-libc
   ['/usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a']=libclang-rt-14-dev-wasm32
+  # Rust example tasks: Debian's rustc with the wasm32 standard library
+  ['/usr/bin/rustc']=rustc
+  ['/usr/lib/rustlib/wasm32-unknown-unknown/lib/libstd-*.rlib']=libstd-rust-dev-wasm32
 )
 missing=()
 for bin in "${!peers[@]}"; do
@@ -63,6 +66,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   done
 fi
 export PATH="$PATH:/usr/sbin"
+# AssemblyScript example tasks: asc from the npm registry, when npm exists
+# (scripts/build-examples.sh skips them without asc, and says so).
+if ! command -v asc >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  step "installing assemblyscript (npm)"
+  npm install -g -q assemblyscript@0.28.20 || echo "npm install -g assemblyscript failed; the AssemblyScript examples are skipped" >&2
+fi
 
 # --- example tasks ----------------------------------------------------------
 step "building example tasks"

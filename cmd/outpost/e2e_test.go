@@ -290,6 +290,7 @@ tasks:
   - {name: loop, module: %s, limits: {timeout: 300ms, concurrency: 2}}
   - {name: grow, module: %s, limits: {memory: 1MiB}}
   - {name: trap, module: %s}
+  - {name: small, module: builtin:echo, limits: {max_input: 1KiB}}
 routes:
   - {topic: "run/+", task: "loop", reply: "out/{1}"}
 `, wasm(t, "loop"), wasm(t, "grow"), wasm(t, "trap")))
@@ -316,6 +317,11 @@ routes:
 	_, err = d.call("trap", "x")
 	if !errors.As(err, &ce) || ce.Doc.Error.Code != "trap" {
 		t.Fatalf("trap: want a trap error, got %v", err)
+	}
+	// The kinds of docs/abi.md are the codes the API shows.
+	_, err = d.call("small", strings.Repeat("x", 2000))
+	if !errors.As(err, &ce) || ce.Doc.Error.Code != "too_large" || ce.HTTPStatus != 413 {
+		t.Fatalf("input over max_input: want too_large (413), got %v", err)
 	}
 	_, err = d.call("nope", "x")
 	if !errors.As(err, &ce) || ce.HTTPStatus != 404 || ce.Doc.Error.Code != "unknown_task" {

@@ -318,6 +318,8 @@ func statusCode(st calls.Status) int {
 		return http.StatusNotFound
 	case calls.StatusRejected, calls.StatusCanceled:
 		return http.StatusServiceUnavailable
+	case calls.StatusTooLarge:
+		return http.StatusRequestEntityTooLarge
 	default: // the task ran and failed: trap, memory, failed, invalid
 		return http.StatusUnprocessableEntity
 	}

@@ -55,6 +55,9 @@ const (
 	StatusInvalid  Status = "invalid" // the task broke the ABI (bad output pointer…)
 	StatusUnknown  Status = "unknown_task"
 	StatusRejected Status = "rejected" // refused before it ran: queue full or draining
+	// StatusTooLarge: the input is over the task's max_input; refused
+	// before it ran.
+	StatusTooLarge Status = "too_large"
 	StatusCanceled Status = "canceled" // shutdown or a cancel request came before it could finish
 	// StatusExpired: the call missed its start-by deadline and was not started.
 	StatusExpired Status = "expired"

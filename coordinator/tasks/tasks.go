@@ -60,12 +60,18 @@ type Limits struct {
 	Concurrency int              `yaml:"concurrency"`
 	MaxInput    confval.ByteSize `yaml:"max_input"`  // largest call input; larger calls are refused
 	MaxOutput   confval.ByteSize `yaml:"max_output"` // largest call output; larger fails the call
+	// LogRate and LogBurst bound the task's lines in the daemon's log: a
+	// burst of LogBurst, then LogRate lines a second; more are dropped
+	// (counted, and one line says how many).
+	LogRate  int `yaml:"log_rate"`
+	LogBurst int `yaml:"log_burst"`
 }
 
 // Defaults are applied to every task's zero-valued fields.
 var Defaults = Task{
 	ABI:    "auto",
-	Limits: Limits{Memory: 16 << 20, Timeout: confval.Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20},
+	Limits: Limits{Memory: 16 << 20, Timeout: confval.Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20,
+		LogRate: 100, LogBurst: 1000},
 }
 
 // ApplyDefaults fills the zero limits with Defaults'.
@@ -84,6 +90,12 @@ func (l *Limits) ApplyDefaults() {
 	}
 	if l.MaxOutput == 0 {
 		l.MaxOutput = Defaults.Limits.MaxOutput
+	}
+	if l.LogRate == 0 {
+		l.LogRate = Defaults.Limits.LogRate
+	}
+	if l.LogBurst == 0 {
+		l.LogBurst = Defaults.Limits.LogBurst
 	}
 }
 
@@ -191,6 +203,12 @@ func validateSettings(c *confval.Checker, abi string, l Limits, p Permissions) {
 	}
 	if l.MaxOutput > 4<<30-1 {
 		c.Errorf("limits.max_output", "must be less than 4GiB (wasm32 lengths)")
+	}
+	if l.LogRate < 1 {
+		c.Errorf("limits.log_rate", "must be at least 1 (lines a second)")
+	}
+	if l.LogBurst < 1 {
+		c.Errorf("limits.log_burst", "must be at least 1 (lines)")
 	}
 	for j, f := range p.Publish {
 		if err := topic.CheckFilter(f); err != nil {

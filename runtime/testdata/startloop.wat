@@ -1,0 +1,7 @@
+;; A reactor whose start section never returns: Load fails at the task timeout.
+(module
+  (memory (export "memory") 1)
+  (func $start (loop $l (br $l)))
+  (start $start)
+  (func (export "outpost_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "outpost_handle") (param i32 i32) (result i64) (i64.const 0)))
