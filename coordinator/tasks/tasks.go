@@ -69,7 +69,7 @@ type Limits struct {
 
 // Defaults are applied to every task's zero-valued fields.
 var Defaults = Task{
-	ABI:    "auto",
+	ABI: "auto",
 	Limits: Limits{Memory: 16 << 20, Timeout: confval.Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20,
 		LogRate: 100, LogBurst: 1000},
 }
