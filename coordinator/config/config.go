@@ -212,10 +212,15 @@ func Defaults() Config {
 	return c
 }
 
+// DefaultConcurrency is a task's default limits.concurrency: half the
+// smallest default worker count (max(4, 2 × CPUs)), so that a task that
+// loops leaves workers for the others.
+const DefaultConcurrency = 2
+
 // TaskDefaults are applied to every task's zero-valued fields.
 var TaskDefaults = Task{
 	ABI:    "auto",
-	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20},
+	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: DefaultConcurrency, MaxInput: 1 << 20, MaxOutput: 4 << 20},
 }
 
 func (c *Config) applyListDefaults() {
