@@ -268,11 +268,32 @@ func (c *Client) do(ctx context.Context, method, u string, body any) (response, 
 		return response{}, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	b, err := readResponse(resp)
 	if err != nil {
 		return response{}, fmt.Errorf("read %s response: %w", method, err)
 	}
 	return response{status: resp.StatusCode, body: b, header: resp.Header}, nil
+}
+
+// readResponse reads a response body of at most MaxResponseBody bytes
+// (after decompression) into a buffer sized once; a larger one is an
+// error wrapping ErrProtocol, read no further.
+func readResponse(resp *http.Response) ([]byte, error) {
+	if resp.ContentLength > MaxResponseBody {
+		return nil, fmt.Errorf("%w: body of %d bytes (at most %d)", ErrProtocol, resp.ContentLength, MaxResponseBody)
+	}
+	var buf bytes.Buffer
+	if resp.ContentLength > 0 {
+		buf.Grow(int(resp.ContentLength) + 1)
+	}
+	n, err := buf.ReadFrom(io.LimitReader(resp.Body, MaxResponseBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > MaxResponseBody {
+		return nil, fmt.Errorf("%w: body larger than %d bytes", ErrProtocol, MaxResponseBody)
+	}
+	return buf.Bytes(), nil
 }
 
 // backoff is exponential backoff with full jitter: the n-th wait is
@@ -369,6 +390,12 @@ func (c *Client) pollLoop() {
 				c.m.polls.WithLabelValues("tls_error").Inc()
 				c.setState(StateTLSError)
 				c.log.Error("cloud link: TLS handshake with the control plane failed: "+problem, "url", c.cfg.URL, "err", err, "retry_in", d)
+			} else if errors.Is(err, ErrProtocol) {
+				// Not read whole (over MaxResponseBody): not acknowledged, the
+				// server redelivers.
+				c.m.polls.WithLabelValues("bad_response").Inc()
+				c.setState(StateBackoff)
+				c.log.Error("bad poll response: not acknowledged, the server will redeliver", "err", err, "retry_in", d)
 			} else if errors.As(err, &dnsErr) {
 				// No request left: the control plane's host name did not resolve.
 				c.m.polls.WithLabelValues("dns_error").Inc()

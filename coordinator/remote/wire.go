@@ -112,6 +112,15 @@ type CallList struct {
 const (
 	maxCallsPerPoll = 10000
 	maxIDLen        = 256
+	// MaxInput is the largest input of one call on the link: the server
+	// refuses to enqueue more, a node refuses a poll response carrying more.
+	MaxInput = 4 << 20
+	// MaxResponseBody bounds the body of every JSON answer of the edge API
+	// (polls, results, call lists; code objects stream under their own
+	// cap): a server fills a poll response with calls up to it (always at
+	// least one), a node reads no more of an answer and counts a larger one
+	// as a protocol error.
+	MaxResponseBody = 16 << 20
 )
 
 // ErrProtocol marks a response that breaks the protocol.
@@ -133,6 +142,8 @@ func ParsePollResponse(b []byte) (PollResponse, error) {
 			return PollResponse{}, fmt.Errorf("%w: %s: bad id %q", ErrProtocol, where, c.ID)
 		case c.Task == "":
 			return PollResponse{}, fmt.Errorf("%w: %s (%s): no task", ErrProtocol, where, c.ID)
+		case len(c.Input) > MaxInput:
+			return PollResponse{}, fmt.Errorf("%w: %s (%s): input of %d bytes (at most %d)", ErrProtocol, where, c.ID, len(c.Input), MaxInput)
 		case c.Seq == 0:
 			return PollResponse{}, fmt.Errorf("%w: %s (%s): seq must be positive", ErrProtocol, where, c.ID)
 		case c.Attempt < 1:

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -57,6 +58,8 @@ func TestParsePollResponse(t *testing.T) {
 		{"negative ttl", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"start_by_ms":-1}]}`, false},
 		{"bad base64", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"input":"***"}]}`, false},
 		{"not json", `<html>proxy error</html>`, false},
+		{"input at the limit", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"input":"` + base64.StdEncoding.EncodeToString(make([]byte, MaxInput)) + `"}]}`, true},
+		{"input over the limit", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"input":"` + base64.StdEncoding.EncodeToString(make([]byte, MaxInput+1)) + `"}]}`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
