@@ -31,7 +31,7 @@ import (
 const (
 	DefaultMemoryLimit = 16 << 20 // bytes
 	DefaultTimeout     = 5 * time.Second
-	DefaultConcurrency = 4
+	DefaultConcurrency = 2
 	DefaultMaxInput    = 1 << 20 // bytes
 	DefaultMaxOutput   = 4 << 20 // bytes
 

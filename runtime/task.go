@@ -455,7 +455,9 @@ func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *C
 	}
 	out = make([]byte, len(b))
 	copy(out, b)
-	healthy = true
+	// An instance whose memory grew past maxPooledMemory is not kept warm:
+	// its touched pages would stay resident while it idles.
+	healthy = uint64(inst.mem.Size()) <= maxPooledMemory
 	return out, nil
 }
 
@@ -542,6 +544,11 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 	}
 	return stdout.Bytes(), nil
 }
+
+// maxPooledMemory is the largest linear memory an instance may have to be
+// kept for the next call; a larger one is closed after its call, which
+// gives its pages back at once (memPool.put).
+const maxPooledMemory = 16 << 20
 
 // errTaskTimeout is the cause of a call's context ending at the task's own
 // timeout, told apart from a caller's earlier deadline.

@@ -212,6 +212,11 @@ func Defaults() Config {
 	return c
 }
 
+// MaxCallBytes bounds limits.max_input and limits.max_output: what one
+// call carries is held in memory whole (and an output is journaled and
+// uploaded whole), and the admin API reads at most this much of a call.
+const MaxCallBytes ByteSize = 32 << 20
+
 // DefaultConcurrency is a task's default limits.concurrency: half the
 // smallest default worker count (max(4, 2 × CPUs)), so that a task that
 // loops leaves workers for the others.
