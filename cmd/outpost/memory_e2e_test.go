@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
 // procMem returns the resident set and its peak (VmRSS, VmHWM) of the
@@ -66,7 +64,7 @@ admin: {listen: "{{admin}}"}
 mqtt: {broker: {listen: "{{broker}}"}}
 tasks:
   - {name: echo, module: builtin:echo}
-  - {name: bigout, module: `+wasmtest.WAT(t, "testdata/bigout.wat", "")+`, limits: {memory: 64MiB, max_output: 32MiB}}
+  - {name: bigout, module: `+wasm(t, "bigout")+`, limits: {memory: 64MiB, max_output: 32MiB}}
 `)
 	base, _ := d.procMem()
 	const mib = 1 << 20
