@@ -9,8 +9,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/outpost-edge/outpost/coordinator/remote/server"
 )
 
 // procMem returns the resident set and its peak (VmRSS, VmHWM) of the
@@ -113,4 +116,41 @@ tasks:
 		}
 	})
 
+}
+
+// TestMemoryOversizedPoll: a control plane answering a poll with a 100 MB
+// body is refused after at most the link's body limit: the daemon's peak
+// RSS stays far below the body's size, and calls go on after it.
+func TestMemoryOversizedPoll(t *testing.T) {
+	c := startCloudProc(t)
+	d := cloudDaemon(t, c)
+	base, _ := d.procMem()
+	const size = 100 << 20
+	var served atomic.Bool
+	c.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, "/poll") || served.Swap(true) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"calls":[{"seq":1,"id":"huge","task":"echo","lease_ms":1000,"input":"`)
+		chunk := bytes.Repeat([]byte("A"), 64<<10)
+		for i := 0; i < size; i += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return true // the daemon hung up
+			}
+		}
+		_, _ = io.WriteString(w, `"}]}`)
+		return true
+	})
+	d.waitLog(`bad poll response`, 30*time.Second)
+	c.setFault(nil)
+	c.enqueue(server.Call{ID: "after", Node: "edge-1", Task: "echo", Input: []byte("hi")})
+	if got := c.waitDone("after", 30*time.Second); got.Result == nil || string(got.Result.Output) != "hi" {
+		t.Fatalf("call after the oversized poll: %+v", got)
+	}
+	_, peak := d.procMem()
+	t.Logf("RSS before %d MiB, peak %d MiB", base>>20, peak>>20)
+	if peak > base+64<<20 { // read whole, the body alone would be 100 MB
+		t.Errorf("peak RSS %d MiB after a 100 MB poll body, from %d MiB", peak>>20, base>>20)
+	}
 }

@@ -276,24 +276,39 @@ func (c *Client) do(ctx context.Context, method, u string, body any) (response, 
 }
 
 // readResponse reads a response body of at most MaxResponseBody bytes
-// (after decompression) into a buffer sized once; a larger one is an
-// error wrapping ErrProtocol, read no further.
+// (after decompression): into one buffer sized by the Content-Length, or
+// one that doubles but never past the limit; a larger body is an error
+// wrapping ErrProtocol, read no further.
 func readResponse(resp *http.Response) ([]byte, error) {
+	tooLarge := fmt.Errorf("%w: body larger than %d bytes", ErrProtocol, MaxResponseBody)
 	if resp.ContentLength > MaxResponseBody {
-		return nil, fmt.Errorf("%w: body of %d bytes (at most %d)", ErrProtocol, resp.ContentLength, MaxResponseBody)
+		return nil, tooLarge
 	}
-	var buf bytes.Buffer
-	if resp.ContentLength > 0 {
-		buf.Grow(int(resp.ContentLength) + 1)
+	size := 4096
+	if resp.ContentLength >= 0 {
+		size = int(resp.ContentLength) + 1 // room to read the EOF
 	}
-	n, err := buf.ReadFrom(io.LimitReader(resp.Body, MaxResponseBody+1))
-	if err != nil {
-		return nil, err
+	b := make([]byte, 0, size)
+	for {
+		if len(b) == cap(b) {
+			if len(b) > MaxResponseBody {
+				return nil, tooLarge
+			}
+			nb := make([]byte, len(b), min(2*cap(b), MaxResponseBody+1))
+			copy(nb, b)
+			b = nb
+		}
+		n, err := resp.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		switch {
+		case len(b) > MaxResponseBody:
+			return nil, tooLarge
+		case err == io.EOF:
+			return b, nil
+		case err != nil:
+			return nil, err
+		}
 	}
-	if n > MaxResponseBody {
-		return nil, fmt.Errorf("%w: body larger than %d bytes", ErrProtocol, MaxResponseBody)
-	}
-	return buf.Bytes(), nil
 }
 
 // backoff is exponential backoff with full jitter: the n-th wait is
