@@ -90,8 +90,8 @@ func (b *Broker) Start(ctx context.Context) error {
 		// retained every second, they were most of what an idle daemon
 		// allocated (and every second mochi copies all retained messages).
 		SysTopicResendInterval: noSysTopics,
-		Logger:       slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
-		InlineClient: false,
+		Logger:                 slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
+		InlineClient:           false,
 	})
 	b.srv = srv
 	if err := srv.AddHook(auth, nil); err != nil {
