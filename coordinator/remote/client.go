@@ -623,6 +623,7 @@ func (c *Client) uploadLoop() {
 	stopping := false
 	for {
 		recs, count, bytes := c.node.Outbox(SourceKind, c.cfg.BatchSize)
+		recs = batchBySize(recs, recordSize)
 		c.m.outboxResults.Set(float64(count))
 		c.m.outboxBytes.Set(float64(bytes))
 		if len(recs) == 0 {
@@ -652,6 +653,15 @@ func (c *Client) uploadLoop() {
 			stopping = true
 		}
 	}
+}
+
+// recordSize is what a record's result adds to a results batch, before
+// base64 and JSON.
+func recordSize(r *calls.Record) int {
+	if r.Result == nil {
+		return 0
+	}
+	return len(r.Result.Output) + len(r.Result.Error)
 }
 
 func toResult(r *calls.Record) Result {

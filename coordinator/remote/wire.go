@@ -121,7 +121,26 @@ const (
 	// least one), a node reads no more of an answer and counts a larger one
 	// as a protocol error.
 	MaxResponseBody = 16 << 20
+	// MaxRequestBody bounds the body of a request to the edge API (after
+	// decompression): the server reads no more. A node sends results
+	// batches of at most maxBatchResults bytes of outputs and errors, so a
+	// batch (base64, JSON) stays under it; a single result always goes.
+	MaxRequestBody  = 64 << 20
+	maxBatchResults = 16 << 20
 )
+
+// batchBySize returns the first records of recs whose outputs and errors
+// add up to at most maxBatchResults bytes (at least one record).
+func batchBySize[T any](recs []T, size func(T) int) []T {
+	total := 0
+	for i, r := range recs {
+		total += size(r)
+		if i > 0 && total > maxBatchResults {
+			return recs[:i]
+		}
+	}
+	return recs
+}
 
 // ErrProtocol marks a response that breaks the protocol.
 var ErrProtocol = errors.New("cloud protocol error")

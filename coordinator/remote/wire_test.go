@@ -115,3 +115,24 @@ func FuzzParseRetryAfter(f *testing.F) {
 		}
 	})
 }
+
+func TestBatchBySize(t *testing.T) {
+	mib := 1 << 20
+	for _, tc := range []struct {
+		name  string
+		sizes []int
+		want  int
+	}{
+		{"small ones all go", []int{10, 20, 30}, 3},
+		{"one too large still goes", []int{40 * mib, 10}, 1},
+		{"cut before the limit", []int{6 * mib, 6 * mib, 6 * mib, 1}, 2},
+		{"exactly the limit", []int{8 * mib, 8 * mib, 1}, 2},
+		{"none", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := batchBySize(tc.sizes, func(n int) int { return n }); len(got) != tc.want {
+				t.Errorf("batch of %d, want %d", len(got), tc.want)
+			}
+		})
+	}
+}

@@ -318,9 +318,10 @@ func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
 	_, _ = w.Write(b)
 }
 
-// readBody reads a JSON body, gzip or not, of at most 64 MiB.
+// readBody reads a JSON body, gzip or not, of at most
+// remote.MaxRequestBody.
 func readBody(r *http.Request, v any) error {
-	var rd io.Reader = http.MaxBytesReader(nil, r.Body, 64<<20)
+	var rd io.Reader = http.MaxBytesReader(nil, r.Body, remote.MaxRequestBody)
 	if r.Header.Get("Content-Encoding") == "gzip" {
 		gz, err := gzip.NewReader(rd)
 		if err != nil {
