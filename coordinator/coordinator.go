@@ -371,6 +371,14 @@ func adminTask(t outpostrt.TaskInfo) admin.Task {
 	}
 }
 
+// MaxInput implements admin.InputLimiter: the task's limits.max_input.
+func (c *Coordinator) MaxInput(task string) (int64, bool) {
+	l, ok := c.engine.Limits(task)
+	return int64(l.MaxInput), ok
+}
+
+var _ admin.InputLimiter = (*Coordinator)(nil)
+
 // Call implements admin.Node: a synchronous call through the scheduler.
 func (c *Coordinator) Call(ctx context.Context, call *calls.Call) (calls.Result, error) {
 	return c.sched.Do(ctx, call)

@@ -447,18 +447,24 @@ func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) 
 
 // deploy is Deploy for a version from the admin API ("") or a cloud
 // call's code object (fromCloud: it only adds a task that is not there).
-func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from string) (admin.TaskDetail, error) {
+func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from string) (_ admin.TaskDetail, err error) {
 	held := uploadBlobs(up)
-	defer func() { c.releaseBlobs(held...) }()
+	defer func() {
+		if err != nil {
+			c.refusedDeploy(held)
+			return
+		}
+		c.releaseBlobs(held...)
+	}()
 	switch {
 	case !deployNameRE.MatchString(name):
 		return admin.TaskDetail{}, fmt.Errorf("%w: %q is not a task name (lower case letters, digits, '_', '.', '-'; at most 63)", admin.ErrInvalid, name)
 	case c.isConfigTask(name):
 		return admin.TaskDetail{}, fmt.Errorf("%w: task %q is defined in the config file %s; change it there", admin.ErrConflict, name, c.cfg.Load().Source)
 	}
-	m, err := parseManifest(up.Manifest)
-	if err != nil {
-		return admin.TaskDetail{}, fmt.Errorf("%w: %v", admin.ErrInvalid, err)
+	m, perr := parseManifest(up.Manifest)
+	if perr != nil {
+		return admin.TaskDetail{}, fmt.Errorf("%w: %v", admin.ErrInvalid, perr)
 	}
 	v := version{Manifest: m, Deployed: time.Now().UTC(), From: from}
 	switch {

@@ -105,21 +105,8 @@ pair "telemetry pipeline, no gRPC (updates/s)"   BenchmarkPipelineToDiscard Benc
 pair "SNMP 200 simulated devices vs raw bulk walk (values/s)" BenchmarkRawBulkWalkSim BenchmarkPollSimulatedDevices values/s 0 ""
 pair "SNMP poller walk of snmpd vs raw gosnmp (values/s)" BenchmarkRawBulkWalkSnmpd BenchmarkPollerWalkSnmpd values/s 0 ""
 
-# Idle RSS of the daemon with the embedded broker and the echo task.
+# Idle RSS of the daemon with the embedded broker and the echo task, after
+# ten minutes (IDLE_MINUTES) idle: scripts/idle-rss.sh.
 echo
 echo "== idle RSS of outpost run (embedded broker, echo task)"
-go build -o "$out/outpost" ./cmd/outpost
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-cat > "$out/outpost.yaml" <<YAML
-data_dir: $out/data
-admin: {listen: "127.0.0.1:$(port)"}
-mqtt: {broker: {listen: "127.0.0.1:$(port)"}}
-tasks: [{name: echo, module: builtin:echo}]
-routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out"}]
-YAML
-"$out/outpost" run --config "$out/outpost.yaml" 2>"$out/run.log" &
-pid=$!
-sleep 5
-rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
-kill -TERM "$pid"; wait "$pid" || true
-awk -v kb="$rss_kb" 'BEGIN { printf "%-44s %12.1f MB      target   30.0 MB     ratio %.2fx\n", "idle RSS", kb/1024, kb/1024/30 }'
+./scripts/idle-rss.sh

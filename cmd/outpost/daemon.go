@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
@@ -87,6 +88,7 @@ func cmdRun(ctx context.Context, args []string, _ io.Reader, _, errOut io.Writer
 		return 1
 	}
 	log := newLogger(cfg.Log, errOut)
+	log.Debug("go memory limit", "bytes", coordinator.ApplyMemoryLimit(os.Getenv))
 	reload := load
 	if *path == "" {
 		reload = nil

@@ -212,7 +212,7 @@ node: {id: edge-1}
 admin: {listen: "{{admin}}"}
 mqtt: {broker: {listen: "{{broker}}"}}
 tasks:
-  - {name: count, module: %s, limits: {timeout: 30s}, permissions: {kv_quota: 4KiB}}
+  - {name: count, module: %s, limits: {timeout: 30s, concurrency: 4}, permissions: {kv_quota: 4KiB}} # the counts are read while both calls run
 cloud:
   url: %q
   poll_wait: 500ms

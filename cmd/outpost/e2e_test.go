@@ -172,15 +172,21 @@ func (d *daemon) dial() *admin.Client {
 	return c
 }
 
-// get GETs path of the admin API with the daemon's token.
-func (d *daemon) get(path string) *http.Response {
+// authorize adds the daemon's token to a request of the admin API.
+func (d *daemon) authorize(req *http.Request) {
 	d.t.Helper()
 	tok, err := admin.ReadToken(filepath.Join(d.dir, "data", admin.TokenFileName))
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodGet, "http://"+d.addr+path, nil)
 	req.Header.Set("Authorization", "Bearer "+string(tok))
+}
+
+// get GETs path of the admin API with the daemon's token.
+func (d *daemon) get(path string) *http.Response {
+	d.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+d.addr+path, nil)
+	d.authorize(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		d.t.Fatal(err)

@@ -168,6 +168,12 @@ func (h registryHandler) inspect(w http.ResponseWriter, r *http.Request) {
 // references as REF). Each module and object part is stored as a blob as it
 // arrives.
 func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > MaxModule {
+		// Refused before a byte is read or stored.
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorAnswer{ErrorText{Code: "invalid",
+			Message: fmt.Sprintf("upload of %d bytes: at most %d bytes", r.ContentLength, MaxModule)}})
+		return
+	}
 	body := http.MaxBytesReader(w, r.Body, MaxModule)
 	up := Upload{Objects: map[string]string{}}
 	deploying := false

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -121,4 +123,53 @@ func TestDeployReleasesFailedUploads(t *testing.T) {
 	if reg.blobs[rel.Module] != "module" || reg.blobs[rel.Objects["x.wasm"]] != "one" {
 		t.Fatalf("released %+v, want the module and the first object", rel)
 	}
+}
+
+// An upload whose Content-Length is over MaxModule is refused with 413
+// before any of it is read or stored.
+func TestDeployTooLargeRefusedUpFront(t *testing.T) {
+	reg := &memRegistry{blobs: map[string]string{}}
+	s := newServer(t, &node{}, prometheus.NewRegistry())
+	MountRegistry(s, reg)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	read := &countingReader{r: io.LimitReader(zeroReader{}, 1<<30)}
+	req, _ := http.NewRequest("POST", "http://"+s.Addr()+"/v1/tasks/big", read)
+	req.ContentLength = 1 << 30
+	tok, err := ReadToken(s.opts.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+string(tok))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("status %s, want 413", resp.Status)
+	}
+	if len(reg.blobs) != 0 {
+		t.Errorf("%d blobs stored", len(reg.blobs))
+	}
+	if n := read.n.Load(); n > 8<<20 {
+		t.Errorf("the client sent %d bytes before the refusal", n)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }

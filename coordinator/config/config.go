@@ -259,10 +259,20 @@ func Defaults() Config {
 	return c
 }
 
+// MaxCallBytes bounds limits.max_input and limits.max_output: what one
+// call carries is held in memory whole (and an output is journaled and
+// uploaded whole), and the admin API reads at most this much of a call.
+const MaxCallBytes ByteSize = 32 << 20
+
+// DefaultConcurrency is a task's default limits.concurrency: half the
+// smallest default worker count (max(4, 2 × CPUs)), so that a task that
+// loops leaves workers for the others.
+const DefaultConcurrency = 2
+
 // TaskDefaults are applied to every task's zero-valued fields.
 var TaskDefaults = Task{
 	ABI: "auto",
-	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20,
+	Limits: Limits{Memory: 16 << 20, Timeout: Duration(5 * time.Second), Concurrency: DefaultConcurrency, MaxInput: 1 << 20, MaxOutput: 4 << 20,
 		LogRate: 100, LogBurst: 1000},
 }
 

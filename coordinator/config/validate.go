@@ -256,11 +256,11 @@ func (c *Config) validateTasks(d *doc) map[string]bool {
 		if t.Limits.Concurrency < 1 {
 			d.errorf(p+".limits.concurrency", "must be at least 1")
 		}
-		if t.Limits.MaxInput > 4<<30-1 {
-			d.errorf(p+".limits.max_input", "must be less than 4GiB (wasm32 lengths)")
+		if t.Limits.MaxInput > MaxCallBytes {
+			d.errorf(p+".limits.max_input", "must be at most %s (a call's input is held in memory whole)", MaxCallBytes)
 		}
-		if t.Limits.MaxOutput > 4<<30-1 {
-			d.errorf(p+".limits.max_output", "must be less than 4GiB (wasm32 lengths)")
+		if t.Limits.MaxOutput > MaxCallBytes {
+			d.errorf(p+".limits.max_output", "must be at most %s (a call's output is held in memory, journaled and uploaded whole)", MaxCallBytes)
 		}
 		if t.Limits.LogRate < 1 {
 			d.errorf(p+".limits.log_rate", "must be at least 1 (lines a second)")

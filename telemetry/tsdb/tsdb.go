@@ -493,9 +493,11 @@ func (d *DB) selectSeries(target string, pat model.Pattern) []*series {
 	exact := pat.Exact() && target != "" && !strings.ContainsAny(target, "*?")
 	if exact {
 		if s := d.byKey[seriesKey{target, pat.String()}]; s != nil {
-			out = append(out, s)
+			return append(out, s)
 		}
-		return out
+		// No series of that very path: an element the pattern names without
+		// keys matches every key value (/interfaces/interface/in-octets), so
+		// look for those.
 	}
 	for _, s := range d.byID[1:] {
 		if s == nil || !model.Glob(target, s.target) {
