@@ -8,14 +8,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
 )
+
+// adminGet GETs path of c's admin API with the daemon's token.
+func adminGet(t *testing.T, c *Coordinator, path string) *http.Response {
+	t.Helper()
+	cfg := c.cfg.Load()
+	tok, err := admin.ReadToken(cfg.Admin.TokenPath(cfg.DataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+c.AdminAddr()+path, nil)
+	req.Header.Set("Authorization", "Bearer "+string(tok))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
 
 // GET /v1/calls refuses bad query parameters with 400 and answers a list,
 // [] when empty, never null.
 func TestListCallsQuery(t *testing.T) {
 	c := startCoordinator(t, testConfig(t))
-	base := "http://" + c.AdminAddr() + "/v1/calls"
 	for _, tc := range []struct {
 		name, query string
 		code        int
@@ -33,10 +50,7 @@ func TestListCallsQuery(t *testing.T) {
 		{"unknown parameter", "?status=ok", 400, "status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := http.Get(base + tc.query)
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp := adminGet(t, c, "/v1/calls"+tc.query)
 			defer resp.Body.Close()
 			var body bytes.Buffer
 			if _, err := body.ReadFrom(resp.Body); err != nil {
@@ -57,10 +71,7 @@ func TestListCallsByState(t *testing.T) {
 		t.Fatal(err)
 	}
 	list := func(query string) []calls.Record {
-		resp, err := http.Get("http://" + c.AdminAddr() + "/v1/calls" + query)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := adminGet(t, c, "/v1/calls"+query)
 		defer resp.Body.Close()
 		var out struct{ Calls []calls.Record }
 		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
