@@ -298,7 +298,7 @@ func (s *Server) readInput(w http.ResponseWriter, r *http.Request, task string) 
 		}
 	}
 	tooLarge := func(msg string) ([]byte, bool) {
-		writeError(w, http.StatusRequestEntityTooLarge, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: calls.StatusRejected, Message: msg}})
+		writeError(w, http.StatusRequestEntityTooLarge, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: calls.StatusTooLarge, Message: msg}})
 		return nil, false
 	}
 	if r.ContentLength > limit {
