@@ -13,8 +13,10 @@
 //
 //	title | baseline benchmark | figure benchmark | unit | note
 //
-// Benchmark names are written without the -GOMAXPROCS suffix. Blank lines
-// and lines starting with # are ignored.
+// Benchmark names are written without the -GOMAXPROCS suffix. A baseline
+// of "-" prints a figure alone, with its min/median/max over the runs (a
+// property of the run, such as a batch size, rather than a comparison).
+// Blank lines and lines starting with # are ignored.
 //
 //	go run ./scripts/benchpair -pairs scripts/bench.pairs results.txt
 package main
@@ -164,6 +166,9 @@ func parseResults(r io.Reader) (*results, error) {
 
 // row formats one pair, or reports false when no run measured both sides.
 func (r *results) row(p pair) (string, bool) {
+	if p.baseline == "-" {
+		return r.single(p)
+	}
 	var figs, bases, ratios []float64
 	for _, run := range r.runs {
 		b, okb := r.value[run][p.baseline][p.unit]
@@ -180,6 +185,22 @@ func (r *results) row(p pair) (string, bool) {
 	return fmt.Sprintf("%-50s %12s vs %12s %-9s %6.3g/%.3g/%.3gx (n=%d) %s",
 		p.title, num(median(figs)), num(median(bases)), p.unit,
 		ratios[0], median(ratios), ratios[len(ratios)-1], len(ratios), p.note), true
+}
+
+// single formats a figure without a baseline.
+func (r *results) single(p pair) (string, bool) {
+	var figs []float64
+	for _, run := range r.runs {
+		if f, ok := r.value[run][p.figure][p.unit]; ok {
+			figs = append(figs, f)
+		}
+	}
+	if len(figs) == 0 {
+		return "", false
+	}
+	slices.Sort(figs)
+	return fmt.Sprintf("%-50s %12s    %12s %-9s %s/%s/%s (n=%d) %s",
+		p.title, num(median(figs)), "", p.unit, num(figs[0]), num(median(figs)), num(figs[len(figs)-1]), len(figs), p.note), true
 }
 
 func median(v []float64) float64 {

@@ -20,12 +20,13 @@ BenchmarkX/outpost-2     	 1000	      500 ns/op
 benchpair-run: 3
 BenchmarkX/raw-2         	 1000	      100 ns/op
 BenchmarkX/outpost-2     	 1000	      300 ns/op
-BenchmarkOnlyOne-2       	 1000	      300 ns/op
+BenchmarkOnlyOne-2       	 1000	      300 ns/op	 12.5 writes/commit
 `
 	dir := t.TempDir()
 	pairs := filepath.Join(dir, "pairs")
 	if err := os.WriteFile(pairs, []byte("# comment\n\nX call | BenchmarkX/raw | BenchmarkX/outpost | ns/op | target: < 3x\n"+
-		"missing | BenchmarkOnlyOne | BenchmarkNone | ns/op |\n"), 0o644); err != nil {
+		"missing | BenchmarkOnlyOne | BenchmarkNone | ns/op |\n"+
+		"batch | - | BenchmarkOnlyOne | writes/commit | across devices\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
@@ -39,7 +40,11 @@ BenchmarkOnlyOne-2       	 1000	      300 ns/op
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Contains(got, "missing") || strings.Count(got, "\n") != 1 {
+	// A figure alone: one run measured it.
+	if !strings.Contains(got, "12.5/12.5/12.5 (n=1) across devices") {
+		t.Errorf("figure without a baseline missing:\n%s", got)
+	}
+	if strings.Contains(got, "missing") || strings.Count(got, "\n") != 2 {
 		t.Errorf("a pair with one side measured was printed:\n%s", got)
 	}
 }
