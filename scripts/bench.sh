@@ -67,7 +67,7 @@ if has daemon; then
   bench coordinator 'BenchmarkMQTTRoundTrip' "$(n 20000)"
 fi
 if has mqtt; then
-  bench coordinator 'BenchmarkMQTTFleet' "$(n 50000)"
+  bench coordinator 'BenchmarkMQTTFleet' "$(n 20000)"
 fi
 if has runtime; then
   bench runtime 'BenchmarkHostCall|BenchmarkCommand|BenchmarkFreshInstance' "$benchtime"
@@ -86,7 +86,7 @@ if has durable; then
   bench coordinator/remote 'BenchmarkOutboxFlush' "$(n 18000)"
 fi
 if has telemetry; then
-  bench telemetry 'BenchmarkGNMITo|BenchmarkGNMIRawStream|BenchmarkPipelineTo' "$(n 1000000)"
+  bench telemetry 'BenchmarkGNMITo|BenchmarkGNMIRawStream|BenchmarkPipelineTo' "$(n 200000)"
   bench telemetry/snmp 'BenchmarkPollSimulatedDevices|BenchmarkRawBulkWalkSnmpd|BenchmarkPollerWalkSnmpd' 1x
   bench telemetry/tsdb 'Benchmark' "$benchtime"
 fi
