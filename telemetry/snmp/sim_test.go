@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -162,51 +161,6 @@ func TestManySimulatedDevices(t *testing.T) {
 			t.Errorf("%s: name %q, %d values", tn, names[tn], perTarget[tn])
 		}
 	}
-}
-
-// BenchmarkPollSimulatedDevices polls 200 simulated devices (97 values
-// each) with 16 polls in flight, against BenchmarkRawBulkWalkSim: one raw
-// gosnmp bulk walk of the same table, sequential, as the baseline.
-func BenchmarkPollSimulatedDevices(b *testing.B) {
-	const n = 200
-	addr := startSnmpsim(b, n)
-	var values atomic.Int64
-	cfg := snmpCollect(simTargets(addr, n)...)
-	cfg.MaxConcurrent = 16
-	p, err := NewPoller(cfg, func(us []model.Update) { values.Add(int64(len(us))) }, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		for _, t := range p.targets {
-			t.snmp.Close()
-		}
-	}()
-	b.ResetTimer()
-	start := time.Now()
-	for i := 0; i < b.N; i++ {
-		var wg sync.WaitGroup
-		for _, t := range p.targets {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				p.sem <- struct{}{}
-				defer func() { <-p.sem }()
-				if err := p.poll(context.Background(), t); err != nil {
-					b.Error(err)
-				}
-			}()
-		}
-		wg.Wait()
-	}
-	b.ReportMetric(float64(values.Load())/time.Since(start).Seconds(), "values/s")
-	var ms runtimeMem
-	b.ReportMetric(ms.perTarget(n), "B/target")
-}
-
-func BenchmarkRawBulkWalkSim(b *testing.B) {
-	addr := startSnmpsim(b, 1)
-	benchRawWalk(b, addr, "dev001", ".1.3.6.1.2.1.2.2.1")
 }
 
 func BenchmarkRawBulkWalkSnmpd(b *testing.B) {
