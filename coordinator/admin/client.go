@@ -151,9 +151,9 @@ func (c *Client) getJSON(ctx context.Context, path string, v any, okCodes ...int
 }
 
 func (c *Client) do(req *http.Request) ([]byte, int, error) {
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("cannot reach the outpost daemon at %s (is `outpost run` running? set --admin): %w", c.base, err)
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -161,4 +161,14 @@ func (c *Client) do(req *http.Request) ([]byte, int, error) {
 		return nil, 0, fmt.Errorf("read answer from %s: %w", c.base, err)
 	}
 	return body, resp.StatusCode, nil
+}
+
+// send sends req; a daemon that cannot be reached gets an error that says
+// what to check.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the outpost daemon at %s (is `outpost run` running? give its admin.listen with --admin or $OUTPOST_ADMIN): %w", c.base, err)
+	}
+	return resp, nil
 }
