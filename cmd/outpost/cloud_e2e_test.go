@@ -252,7 +252,7 @@ func TestCloudCallsEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "e2e-1") || !strings.Contains(string(out), "reported") {
 		t.Fatalf("calls ls: %v\n%s", err, out)
 	}
-	out, err = exec.Command(binPath, "calls", "show", "e2e-1", "--admin", d.adminAddr()).CombinedOutput()
+	out, err = exec.Command(binPath, "calls", "show", "e2e-1", "--admin", d.adminAddr(), "-o", "json").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"state": "reported"`) {
 		t.Fatalf("calls show: %v\n%s", err, out)
 	}

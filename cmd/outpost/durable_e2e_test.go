@@ -165,7 +165,7 @@ tasks:
 	if code != 0 || len(id) != 20 {
 		t.Fatalf("call --async: exit %d, %q", code, out)
 	}
-	cmd := exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--admin", adm)
+	cmd := exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--admin", adm, "-o", "json")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
@@ -188,7 +188,7 @@ tasks:
 	waitCount(t, d, "amo", "1") // it runs (STARTED is written just before)
 	d.kill9()
 	d.start()
-	cmd = exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--admin", adm)
+	cmd = exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--admin", adm, "-o", "json")
 	stdout, err = cmd.Output()
 	rec = calls.Record{}
 	if json.Unmarshal(stdout, &rec) != nil || rec.Result == nil || rec.Result.Status != calls.StatusInterrupted {

@@ -106,6 +106,17 @@ func (c *Client) GetCall(ctx context.Context, id string) (*calls.Record, error) 
 	return &r, nil
 }
 
+// Calls lists the journal's calls (GET /v1/calls), at most limit (0: all).
+func (c *Client) Calls(ctx context.Context, limit int) ([]calls.Record, error) {
+	var resp struct {
+		Calls []calls.Record `json:"calls"`
+	}
+	if err := c.Get(ctx, fmt.Sprintf("/v1/calls?limit=%d", limit), &resp); err != nil {
+		return nil, err
+	}
+	return resp.Calls, nil
+}
+
 // Health returns the daemon's health; a daemon that is not ok still answers.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health

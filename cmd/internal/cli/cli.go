@@ -68,6 +68,9 @@ func Execute(ctx context.Context, root *cobra.Command, args []string, stdio IO) 
 	if err == nil {
 		return ExitOK
 	}
+	if errors.Is(err, errHelpShown) {
+		return ExitOK
+	}
 	if errors.Is(err, ErrSilent) {
 		return ExitFailure
 	}
@@ -87,7 +90,7 @@ func Execute(ctx context.Context, root *cobra.Command, args []string, stdio IO) 
 // error types for them).
 func isCobraUsage(err error) bool {
 	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "requires at most"} {
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "requires at most", "if any flags in the group", "required flag(s)", "at least one of the flags"} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}
@@ -102,28 +105,27 @@ func prepare(c *cobra.Command) {
 	for _, sub := range c.Commands() {
 		prepare(sub)
 	}
-	if c.Args != nil {
-		args := c.Args
-		c.Args = func(cmd *cobra.Command, a []string) error {
-			if isHelpArg(cmd, a) {
-				return nil
-			}
-			if err := args(cmd, a); err != nil {
-				return &UsageError{Err: err}
-			}
-			return nil
-		}
+	if c.Args == nil {
+		return
 	}
-	if c.RunE != nil {
-		run := c.RunE
-		c.RunE = func(cmd *cobra.Command, a []string) error {
-			if isHelpArg(cmd, a) {
-				return cmd.Help()
+	args := c.Args
+	// Args are checked before required flags and before the command runs.
+	c.Args = func(cmd *cobra.Command, a []string) error {
+		if isHelpArg(cmd, a) {
+			if err := cmd.Help(); err != nil {
+				return err
 			}
-			return run(cmd, a)
+			return errHelpShown
 		}
+		if err := args(cmd, a); err != nil {
+			return &UsageError{Err: err}
+		}
+		return nil
 	}
 }
+
+// errHelpShown ends a command whose help was asked for with `help`.
+var errHelpShown = errors.New("help shown")
 
 func isHelpArg(cmd *cobra.Command, a []string) bool {
 	return len(a) > 0 && a[0] == "help" && cmd.ArgsLenAtDash() != 0
@@ -198,3 +200,21 @@ func ReadInput(data string, given bool, in io.Reader) ([]byte, error) {
 
 // DataHelp is the help text of every --data flag.
 const DataHelp = "input: a literal, @FILE to read a file, or - for standard input (default: standard input when it is a pipe or a file, else empty)"
+
+// Group makes cmd a command that only holds subcommands: alone it prints
+// its help; an unknown subcommand is a usage error with suggestions.
+func Group(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		c.SuggestionsMinimumDistance = 2
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return fmt.Errorf("%s", msg)
+	}
+	cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+	return cmd
+}

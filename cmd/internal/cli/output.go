@@ -103,9 +103,10 @@ func WriteYAML(w io.Writer, v any) error {
 	return enc.Close()
 }
 
-// blockStyle turns the flow style that JSON decodes to into block style.
+// blockStyle turns the flow style and quoted strings that JSON decodes to
+// into plain YAML (the encoder still quotes a string that needs it).
 func blockStyle(n *yaml.Node) {
-	n.Style &^= yaml.FlowStyle
+	n.Style = 0
 	for _, c := range n.Content {
 		blockStyle(c)
 	}
