@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,5 +175,28 @@ func TestPIDFile(t *testing.T) {
 	}
 	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
 		t.Errorf("pid file left after exit: %v", err)
+	}
+}
+
+// A port in use: the daemon exits and names the config key to change.
+func TestPortInUseNamesKey(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	for _, c := range []struct{ cfg, key string }{
+		{fmt.Sprintf("admin: {listen: %q}\nmqtt: {broker: {listen: 127.0.0.1:0}}\n", held.Addr()), "admin.listen"},
+		{fmt.Sprintf("admin: {listen: 127.0.0.1:0}\nmqtt: {broker: {listen: %q}}\n", held.Addr()), "mqtt.broker.listen"},
+	} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "outpost.yaml")
+		if err := os.WriteFile(path, []byte("data_dir: "+filepath.Join(dir, "data")+"\n"+c.cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, code := runCLI(t, "run", "--config", path)
+		if code != 1 || !strings.Contains(out, "address already in use") || !strings.Contains(out, "change "+c.key+" in the config") {
+			t.Errorf("%s taken: exit %d:\n%s", c.key, code, out)
+		}
 	}
 }

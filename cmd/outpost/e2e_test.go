@@ -280,6 +280,9 @@ routes:
 	if !errors.As(err, &ce) || ce.Doc.Error.Code != "trap" {
 		t.Fatalf("trap: want a trap error, got %v", err)
 	}
+	// Every failed call is a warning with its kind (journalctl -p warning).
+	d.waitLog(`level=WARN msg="call failed" task=trap call=\S+ source=admin:\S+ kind=trap`, 5*time.Second)
+	d.waitLog(`level=WARN msg="call failed" task=grow call=\S+ source=admin:\S+ kind=memory`, 5*time.Second)
 	_, err = d.call("nope", "x")
 	if !errors.As(err, &ce) || ce.HTTPStatus != 404 || ce.Doc.Error.Code != "unknown_task" {
 		t.Fatalf("unknown task: got %v", err)
@@ -294,6 +297,7 @@ routes:
 	if !strings.HasPrefix(got, `out/a {"error":{"code":"timeout","message":`) || !strings.Contains(got, `"task":"loop"`) {
 		t.Errorf("error document on MQTT: %s", got)
 	}
+	d.waitLog(`level=WARN msg="call failed" task=loop call=\S+ source=mqtt:run/a kind=timeout`, 5*time.Second)
 }
 
 // SIGTERM while calls run: running and queued calls finish, new ones are
@@ -373,7 +377,8 @@ routes: [{topic: "a/+", task: echo, reply: "a-out/{1}"}]
 		t.Fatal(err)
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGHUP)
-	d.waitLog(`config reloaded`, 10*time.Second)
+	// The reload says it started, and what it compiles, before the work.
+	d.waitLog(`(?s)msg="reload started".*msg="compiling task modules" tasks=2.*msg="task set activated".*msg="config reloaded"`, 10*time.Second)
 	if out, err := d.call("echo2", "new"); err != nil || out != "new" {
 		t.Fatalf("new task after reload: %q %v", out, err)
 	}
