@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -344,6 +345,7 @@ func newResultsCmd() *cobra.Command {
 		if err := srv.api().do(cmd.Context(), "GET", "/api/v1/calls?"+q.Encode(), nil, &resp); err != nil {
 			return err
 		}
+		sort.SliceStable(resp.Calls, func(i, j int) bool { return resp.Calls[i].Enqueued.Before(resp.Calls[j].Enqueued) })
 		return out.Print(cmd.OutOrStdout(), resp.Calls, func(w io.Writer) {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNODE\tTASK\tSTATE\tATTEMPT\tDELIVERIES\tSTATUS\tOUTPUT")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -39,6 +40,9 @@ func newCallsListCmd(af *adminFlags) *cobra.Command {
 		if err != nil {
 			return err
 		}
+		// Oldest first: ids of calls made in the same second by different
+		// processes do not sort by time.
+		sort.SliceStable(recs, func(i, j int) bool { return recs[i].Received.Before(recs[j].Received) })
 		return out.Print(cmd.OutOrStdout(), recs, func(w io.Writer) {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTASK\tSOURCE\tSTATE\tATTEMPT\tRUNS\tEFFECT\tSTATUS\tRECEIVED")

@@ -12,6 +12,8 @@ package main
 //   - Any other ```sh block is a script, run whole with bash. A plain ```
 //     block right after it shows lines of its output: each must appear in
 //     what the script printed, in any order.
+//   - Any other plain ``` block shows lines of the daemon's log: each must
+//     appear in it (the test waits up to 30 s for them), in any order.
 //   - HTML comments (invisible on GitHub) direct the test:
 //     <!-- readme-test: skip --> the next block is not run (a build the test
 //     has done); <!-- readme-test: daemon ARGS --> the next block starts
@@ -33,7 +35,8 @@ package main
 // The masking rule, applied to the README's output and to the real one
 // alike before they are compared:
 //
-//   - the free ports are written back as the README's (7700, 1883, 8480);
+//   - the free ports are written back as the README's (7700, 1883, 8480),
+//     and the work folder's path is dropped (paths print as relative);
 //   - the host name is written as "vm" (the README's host);
 //   - log lines lose their time= field;
 //   - sha256 digests (12 to 64 hex digits) become DIGEST;
@@ -206,6 +209,10 @@ func TestREADMEWalkthrough(t *testing.T) {
 		case d != "":
 			t.Fatalf("README.md:%d: unknown directive %q", b.line, d)
 		}
+		if b.lang == "" && w.daemon != nil { // lines of the daemon's log
+			w.containsLines(b, w.daemonLog.String)
+			continue
+		}
 		if b.lang != "sh" {
 			continue
 		}
@@ -259,12 +266,12 @@ func (w *walkthrough) layout() {
 func (w *walkthrough) substitute(s string) string {
 	port := func(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 	s = strings.NewReplacer("127.0.0.1:7700", w.admin, "localhost:7700", w.admin, "127.0.0.1:1883", w.broker, "127.0.0.1:8480", w.cloud).Replace(s)
-	return regexp.MustCompile(`\bmosquitto_(pub|sub) `).ReplaceAllString(s, "mosquitto_${1} -p "+port(w.broker)+" ")
+	return regexp.MustCompile(`\bmosquitto_(pub|sub) `).ReplaceAllString(s, "mosquitto_${1} -h 127.0.0.1 -p "+port(w.broker)+" ")
 }
 
 // unsubstitute writes the README's ports and host back into output.
 func (w *walkthrough) unsubstitute(s string) string {
-	s = strings.NewReplacer(w.admin, "127.0.0.1:7700", w.broker, "127.0.0.1:1883", w.cloud, "127.0.0.1:8480").Replace(s)
+	s = strings.NewReplacer(w.dir+"/", "", w.admin, "127.0.0.1:7700", w.broker, "127.0.0.1:1883", w.cloud, "127.0.0.1:8480").Replace(s)
 	if w.host != "" && w.host != "vm" {
 		s = regexp.MustCompile(`\b`+regexp.QuoteMeta(w.host)+`\b`).ReplaceAllString(s, "vm")
 	}
@@ -276,10 +283,11 @@ func (w *walkthrough) unsubstitute(s string) string {
 func (w *walkthrough) bash(script string) string {
 	w.t.Helper()
 	w.refreshConfig()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-c", "set -e\n"+w.substitute(script))
+	cmd := exec.CommandContext(ctx, "bash", "-c", "set -e\n"+w.killRefreshes()+w.substitute(script))
 	cmd.Dir = w.dir
+	cmd.WaitDelay = 5 * time.Second // a background process may hold the output open
 	cmd.Env = append(os.Environ(), "OUTPOST_ADMIN="+w.admin, "OUTPOST_CLOUD=http://"+w.cloud, "PATH="+filepath.Join(w.dir, "bin")+":"+os.Getenv("PATH")+":/usr/sbin")
 	out, err := cmd.CombinedOutput()
 	if err != nil && ctx.Err() != nil {
@@ -325,6 +333,17 @@ func (w *walkthrough) containsLines(b readmeBlock, out func() string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// killRefreshes returns bash that makes `kill` (the README's reload) write
+// the daemon's config copy again first, so that the reload reads the file
+// as the block left it.
+func (w *walkthrough) killRefreshes() string {
+	if w.daemon == nil || w.daemonCfg == "" {
+		return ""
+	}
+	return fmt.Sprintf("kill() { sed 's/127.0.0.1:8480/%s/g' %q > %q && printf '\\nadmin: {listen: %%q}\\nmqtt: {broker: {listen: %%q}}\\n' %q %q >> %q && command kill \"$@\"; }\n",
+		w.cloud, w.daemonCfg, w.copyPath(w.daemonCfg), w.admin, w.broker, w.copyPath(w.daemonCfg))
 }
 
 // refreshConfig writes the copy of the README's config file that the
