@@ -142,7 +142,7 @@ func mask(s string) string {
 
 func TestMask(t *testing.T) {
 	for in, want := range map[string]string{
-		"time=2026-12-03T12:16:55.457Z level=INFO msg=x": "level=INFO msg=x",
+		"time=2026-12-03T12:16:55.457Z level=INFO msg=x":    "level=INFO msg=x",
 		"deployed visits version 1 (856daab4f2cd) in 888ms": "deployed visits version 1 (DIGEST) in DURATION",
 		`{"call":"dc26kotqmd2u85ors3dg"}`:                   `{"call":"CALLID"}`,
 		"uploading x.wasm (3.0 MiB)":                        "uploading x.wasm (SIZE)",
