@@ -200,3 +200,24 @@ func TestPortInUseNamesKey(t *testing.T) {
 		}
 	}
 }
+
+// On a terminal the upload is a progress bar (redrawn in place, 100% once),
+// followed by the phase lines.
+func TestDeployProgressOnTerminal(t *testing.T) {
+	d := startDaemon(t, `
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+`)
+	mod := exampleWasm(t, "upper")
+	// script(1) runs the command on a pseudo-terminal.
+	cmd := exec.Command("script", "-qec", fmt.Sprintf("%s task deploy shout %s --admin %s", binPath, mod, d.adminAddr()), "/dev/null")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	s := string(out)
+	if !strings.Contains(s, "uploading "+mod) || strings.Count(s, "100%") != 1 || !strings.Contains(s, "\r") ||
+		!strings.Contains(s, "compiling and warming shout...") || !strings.Contains(s, "deployed shout version 1") {
+		t.Errorf("deploy on a terminal:\n%q", s)
+	}
+}
