@@ -69,6 +69,14 @@ func TestCLIUsageErrors(t *testing.T) {
 			t.Errorf("%q: exit %d:\n%s", args, code, out)
 		}
 	}
+	// config show: the effective config, defaults filled in.
+	cfg := filepath.Join(t.TempDir(), "only-log.yaml")
+	if err := os.WriteFile(cfg, []byte("log: {level: debug}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "config", "show", "--config", cfg); code != 0 || !strings.Contains(out, "log:\n  level: debug\n") || !strings.Contains(out, "admin:\n  listen: 127.0.0.1:7700\n") {
+		t.Errorf("config show: exit %d:\n%s", code, out)
+	}
 	out, code := runCLI(t, "completion", "bash")
 	if code != 0 || !strings.Contains(out, "__start_outpost") {
 		t.Errorf("completion bash: exit %d", code)
