@@ -32,6 +32,9 @@ func TestHelpNeverActs(t *testing.T) {
 	if code, out, _ := runCLI("--version"); code != 0 || !strings.HasPrefix(out, "outpost-cloud ") || !strings.Contains(out, "\ngo: ") {
 		t.Errorf("--version: exit %d %q", code, out)
 	}
+	if code, _, errOut := runCLI("nodes", "--server", "http://127.0.0.1:1"); code != 1 || !strings.Contains(errOut, "give its URL with --server or $OUTPOST_CLOUD") {
+		t.Errorf("unreachable server: exit %d %s", code, errOut)
+	}
 	if code, _, errOut := runCLI("cancel"); code != 2 || !strings.Contains(errOut, "want 1 argument(s) (cancel CALL_ID), got 0") {
 		t.Errorf("cancel without an id: exit %d %s", code, errOut)
 	}

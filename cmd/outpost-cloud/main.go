@@ -187,7 +187,7 @@ func (a *api) do(ctx context.Context, method, path string, body, out any) error 
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return fmt.Errorf("%s %s: %w (is `outpost-cloud serve` running there? give its URL with --server or $OUTPOST_CLOUD)", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
