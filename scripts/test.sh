@@ -39,6 +39,8 @@ declare -A peers=(
   [etcd]=etcd-server
   [clang-14]=clang-14 # C example tasks (scripts/build-examples.sh)
   [wasm-ld-14]=lld-14
+  [curl]=curl         # the README walkthrough (cmd/outpost/readme_e2e_test.go)
+  [script]=bsdutils   # a terminal for the progress bar test
 )
 # file (a glob) -> Debian package, for packages without a binary
 declare -A peer_files=(
