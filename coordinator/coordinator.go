@@ -249,6 +249,7 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*config.Confi
 		c.log.Warn("reload ignored: the daemon runs on built-in defaults (start it with --config to reload)")
 		return
 	}
+	c.log.Info("reload started")
 	cfg, err := load()
 	if err == nil {
 		err = c.Reload(ctx, cfg)
@@ -274,7 +275,10 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*config.Confi
 func (c *Coordinator) Reload(ctx context.Context, cfg *config.Config) error {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
-	set, err := c.engine.Load(ctx, c.allSpecs(cfg.Tasks, c.deployments())) // config + deployed tasks
+	specs := c.allSpecs(cfg.Tasks, c.deployments()) // config + deployed tasks
+	// Compiling a Go-built module takes seconds: say so before it starts.
+	c.log.Info("compiling task modules", "tasks", len(specs))
+	set, err := c.engine.Load(ctx, specs)
 	if err != nil {
 		return fmt.Errorf("load tasks: %w", err)
 	}

@@ -494,6 +494,7 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 		}
 		v.Files = append(v.Files, fileBlob{Path: f.Path, Digest: d})
 	}
+	up.ReportPhase(admin.PhaseCompiling)
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	deps := copyDeps(c.deployments())

@@ -172,14 +172,20 @@ func (d *daemon) dial() *admin.Client {
 	return c
 }
 
-// authorize adds the daemon's token to a request of the admin API.
-func (d *daemon) authorize(req *http.Request) {
+// token is the daemon's admin token.
+func (d *daemon) token() string {
 	d.t.Helper()
 	tok, err := admin.ReadToken(filepath.Join(d.dir, "data", admin.TokenFileName))
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+string(tok))
+	return string(tok)
+}
+
+// authorize adds the daemon's token to a request of the admin API.
+func (d *daemon) authorize(req *http.Request) {
+	d.t.Helper()
+	req.Header.Set("Authorization", "Bearer "+d.token())
 }
 
 // get GETs path of the admin API with the daemon's token.
@@ -330,6 +336,9 @@ routes:
 	if !errors.As(err, &ce) || ce.Doc.Error.Code != "too_large" || ce.HTTPStatus != 413 {
 		t.Fatalf("input over max_input: want too_large (413), got %v", err)
 	}
+	// Every failed call is a warning with its kind (journalctl -p warning).
+	d.waitLog(`level=WARN msg="call failed" task=trap call=\S+ source=admin:\S+ kind=trap`, 5*time.Second)
+	d.waitLog(`level=WARN msg="call failed" task=grow call=\S+ source=admin:\S+ kind=memory`, 5*time.Second)
 	_, err = d.call("nope", "x")
 	if !errors.As(err, &ce) || ce.HTTPStatus != 404 || ce.Doc.Error.Code != "unknown_task" {
 		t.Fatalf("unknown task: got %v", err)
@@ -344,6 +353,7 @@ routes:
 	if !strings.HasPrefix(got, `out/a {"error":{"code":"timeout","message":`) || !strings.Contains(got, `"task":"loop"`) {
 		t.Errorf("error document on MQTT: %s", got)
 	}
+	d.waitLog(`level=WARN msg="call failed" task=loop call=\S+ source=mqtt:run/a kind=timeout`, 5*time.Second)
 }
 
 // SIGTERM while calls run: running and queued calls finish, new ones are
@@ -423,7 +433,8 @@ routes: [{topic: "a/+", task: echo, reply: "a-out/{1}"}]
 		t.Fatal(err)
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGHUP)
-	d.waitLog(`config reloaded`, 10*time.Second)
+	// The reload says it started, and what it compiles, before the work.
+	d.waitLog(`(?s)msg="reload started".*msg="compiling task modules" tasks=2.*msg="task set activated".*msg="config reloaded"`, 10*time.Second)
 	if out, err := d.call("echo2", "new"); err != nil || out != "new" {
 		t.Fatalf("new task after reload: %q %v", out, err)
 	}
@@ -495,7 +506,7 @@ routes:
 		bad + `:2: admin.listen: "nowhere" is not host:port`,
 		bad + ":7: tasks[0].limits.timeout: must be positive",
 		bad + `:10: routes[0].task: no task named "missing"`,
-		"3 problem(s)",
+		"3 problems",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
@@ -517,7 +528,7 @@ routes:
 	}
 
 	out, code = runCLI(t, "check")
-	if code != 0 || !strings.Contains(out, "ok (1 tasks, 1 routes)") {
+	if code != 0 || !strings.Contains(out, "ok (1 task, 1 route)") {
 		t.Errorf("built-in config: exit %d:\n%s", code, out)
 	}
 }
@@ -544,7 +555,7 @@ tasks: [{name: echo, module: builtin:echo}]
 	}
 	// Health needs no token on loopback; a call does, and without one the
 	// CLI says how to get it.
-	if out, code := runCLI(t, "health", "--admin", addr); code != 0 || !strings.Contains(out, `"status": "ok"`) {
+	if out, code := runCLI(t, "health", "--admin", addr, "-o", "json"); code != 0 || !strings.Contains(out, `"status": "ok"`) {
 		t.Errorf("health: exit %d:\n%s", code, out)
 	}
 	if out, code := runCLI(t, "call", "echo", "--admin", addr); code != 1 || !strings.Contains(out, "run as the daemon's user") {
@@ -556,7 +567,7 @@ tasks: [{name: echo, module: builtin:echo}]
 	if out, code := runCLI(t, "call", "echo", "--admin", mqtttest.FreeAddr(t)); code != 1 || !strings.Contains(out, "cannot reach the outpost daemon") {
 		t.Errorf("no daemon: exit %d:\n%s", code, out)
 	}
-	if out, code := runCLI(t, "call", "--bogus"); code != 2 || !strings.Contains(out, "flag provided but not defined") {
+	if out, code := runCLI(t, "call", "--bogus"); code != 2 || !strings.Contains(out, "unknown flag: --bogus") {
 		t.Errorf("bad flag: exit %d:\n%s", code, out)
 	}
 	if out, code := runCLI(t, "frobnicate"); code != 2 || !strings.Contains(out, `unknown command "frobnicate"`) {

@@ -84,7 +84,7 @@ type MQTTHealth struct {
 // CloudHealth describes the link to the cloud control plane.
 type CloudHealth struct {
 	URL   string `json:"url"`
-	State string `json:"state"` // connecting, up, backoff, forbidden, conflict, stopped
+	State string `json:"state"` // connecting, up, backoff, conflict, forbidden, tls_error, stopped
 }
 
 // SchedulerStats is the scheduler's load.

@@ -42,6 +42,7 @@ func (m *memRegistry) Deploy(_ context.Context, name string, up Upload) (TaskDet
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.last = up
+	up.ReportPhase(PhaseCompiling)
 	if strings.Contains(string(up.Manifest), "cycle") {
 		return TaskDetail{}, fmt.Errorf("%w: task %q: import cycle: %s -> a -> b -> a", ErrInvalid, name, name)
 	}
@@ -73,9 +74,9 @@ func TestDeployObjects(t *testing.T) {
 		{Ref: "lib/math.wasm", R: strings.NewReader("math"), Size: 4},
 		{Ref: "data/table.csv", R: strings.NewReader("a,b\n"), Size: 4},
 	}
-	_, err := c.Deploy(ctx, "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, []byte("libraries: []"), objs, func(sent, tot int64) {
+	_, err := c.Deploy(ctx, "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, []byte("libraries: []"), objs, &DeployProgress{Sent: func(sent, tot int64) {
 		last, total = sent, tot
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +95,35 @@ func TestDeployObjects(t *testing.T) {
 	}
 	if _, err := c.Deploy(ctx, "t", nil, []byte("cycle"), nil, nil); err == nil || !strings.Contains(err.Error(), "import cycle: t -> a -> b -> a") {
 		t.Fatalf("refused deploy: %v", err)
+	}
+}
+
+// A client that follows phases hears the daemon compile before the outcome,
+// success or refusal alike.
+func TestDeployStreamsPhases(t *testing.T) {
+	reg := &memRegistry{blobs: map[string]string{}}
+	s := NewServer("127.0.0.1:0", &node{}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	MountRegistry(s, reg)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	c := NewClient(s.Addr())
+	var phases []string
+	p := &DeployProgress{Phase: func(name string) { phases = append(phases, name) }}
+	d, err := c.Deploy(context.Background(), "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, nil, nil, p)
+	if err != nil || d.Name != "t" || reg.blobs[d.Digest] != "module" {
+		t.Fatalf("deploy: %+v %v", d, err)
+	}
+	if strings.Join(phases, ",") != PhaseCompiling {
+		t.Fatalf("phases %q, want [%s]", phases, PhaseCompiling)
+	}
+	phases = nil
+	if _, err := c.Deploy(context.Background(), "t", nil, []byte("cycle"), nil, p); err == nil || !strings.Contains(err.Error(), "import cycle") {
+		t.Fatalf("refused deploy: %v", err)
+	}
+	if len(phases) != 1 {
+		t.Fatalf("phases of a refused deploy: %q", phases)
 	}
 }
 
