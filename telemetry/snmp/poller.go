@@ -258,6 +258,12 @@ func (p *Poller) poll(ctx context.Context, t *target) error {
 	defer cancel()
 	t.pollMu.Lock()
 	us, err := t.collect(ctx, p.now)
+	if err != nil && len(us) == 0 && t.forgetEngine() {
+		// The agent may have restarted (a new engine id, or its boots
+		// counted up): discover its engine again and try once more.
+		t.log.Info("snmp v3 engine rediscovery", "err", err)
+		us, err = t.collect(ctx, p.now)
+	}
 	t.pollMu.Unlock()
 	if len(us) > 0 && p.sink != nil {
 		p.sink(us)
@@ -379,6 +385,28 @@ func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Upd
 		errs = append(errs, fmt.Errorf("poll deadline (%s) passed: %w", t.cfg.PollTimeout.Std(), ctx.Err()))
 	}
 	return us, errors.Join(errs...)
+}
+
+// forgetEngine drops what a v3 target learnt of its agent's engine (id,
+// boots, time, context engine id), so the next request discovers it again
+// (RFC 3414 section 4), as net-snmp's tools do at every run. An agent that
+// restarted answers with a new engine id (snmpsim), or with the same id and
+// more boots (snmpd): neither recovers by gosnmp's report handling alone.
+// It reports whether there was an engine to forget: a target whose
+// discovery itself fails is not retried within the poll.
+func (t *target) forgetEngine() bool {
+	g := t.snmp
+	sp, ok := g.SecurityParameters.(*gosnmp.UsmSecurityParameters)
+	if g.Version != gosnmp.Version3 || !ok || sp.AuthoritativeEngineID == "" {
+		return false
+	}
+	fresh, _, err := usm(t.cfg.V3)
+	if err != nil {
+		t.log.Warn("snmp v3 engine rediscovery", "err", err)
+		return false
+	}
+	g.SecurityParameters, g.ContextEngineID = fresh, ""
+	return true
 }
 
 // explain turns gosnmp's timeouts into ErrNoResponse with a hint.

@@ -60,30 +60,47 @@ func simRec(dev int) string {
 // returns the address.
 func startSnmpsim(t testing.TB, n int) string {
 	t.Helper()
+	devs := map[string]string{}
+	for i := 1; i <= n; i++ {
+		devs[fmt.Sprintf("dev%03d", i)] = simRec(i)
+	}
+	return simPeer(t, devs).addr
+}
+
+// The v3 user every simulated agent has (authPriv, SHA and AES).
+const (
+	simUser     = "simuser"
+	simAuthPass = "simauth123"
+	simPrivPass = "simpriv123"
+)
+
+// simPeer runs snmpsim with one data file per device (name → snmprec
+// text): v2c communities and v3 contexts are the device names, the v3 user
+// is simUser. snmpsim picks a new engine id at each start.
+func simPeer(t testing.TB, devs map[string]string) *peer {
+	t.Helper()
 	need(t, "snmpsimd")
 	dir := worldDir(t)
 	data := filepath.Join(dir, "data")
 	os.Mkdir(data, 0o755)
-	for i := 1; i <= n; i++ {
-		os.WriteFile(filepath.Join(data, fmt.Sprintf("dev%03d.snmprec", i)), []byte(simRec(i)), 0o644)
+	first := ""
+	for name, rec := range devs {
+		os.WriteFile(filepath.Join(data, name+".snmprec"), []byte(rec), 0o644)
+		if first == "" || name < first {
+			first = name
+		}
 	}
-	port := freeUDPPort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
 	args := []string{"snmpsimd", "--data-dir=" + data, "--cache-dir=" + filepath.Join(dir, "cache"), "--agent-udpv4-endpoint=" + addr,
-		"--logging-method=file:" + filepath.Join(dir, "log")}
-	if os.Geteuid() == 0 {
+		"--logging-method=file:" + filepath.Join(dir, "log"),
+		"--v3-user=" + simUser, "--v3-auth-key=" + simAuthPass, "--v3-auth-proto=SHA", "--v3-priv-key=" + simPrivPass, "--v3-priv-proto=AES"}
+	if os.Geteuid() == 0 { // snmpsimd drops privileges itself
 		args = append(args, "--process-user=nobody", "--process-group=nogroup")
 	}
-	cmd := asNobody(args...)
-	if os.Geteuid() == 0 { // snmpsimd drops privileges itself
-		cmd = asNobodyNot(args...)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitSNMP(t, addr, "dev001", func() string { b, _ := os.ReadFile(filepath.Join(dir, "log")); return string(b) })
-	return addr
+	p := &peer{t: t, addr: addr, dir: dir, community: first, args: args}
+	t.Cleanup(p.stop)
+	p.start()
+	return p
 }
 
 func simTargets(addr string, n int) []config.SNMPTarget {
