@@ -16,9 +16,9 @@ import (
 // time) as net-snmp's tools do, within the first poll after the restart.
 func TestV3RecoversAfterAgentRestart(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		agent  func(t *testing.T) *peer
-		v3     func(t *testing.T) config.SNMPv3
+		name    string
+		agent   func(t *testing.T) *peer
+		v3      func(t *testing.T) config.SNMPv3
 		sysName string
 	}{
 		{"snmpsim new engine id", func(t *testing.T) *peer {
