@@ -269,3 +269,64 @@ func benchRawWalk(b *testing.B, addr, community, root string) {
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "values/s")
 }
+
+// Several devices behind one address: snmpsim serves each device under its
+// community (v2c) and its context (v3) on one port, snmpd answers v2c and
+// v3 on one port; every target gets its own device's values.
+func TestDevicesBehindOneAddress(t *testing.T) {
+	const n = 6
+	devs := map[string]string{}
+	for i := 1; i <= n; i++ {
+		devs[fmt.Sprintf("dev%03d", i)] = fmt.Sprintf("1.3.6.1.2.1.1.5.0|4|sim-%03d\n", i)
+	}
+	sim := simPeer(t, devs)
+	snmpd := startSnmpd(t)
+	simV3 := config.SNMPv3{Username: simUser, SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, simAuthPass),
+		PrivProtocol: "AES", PrivPasswordFile: secret(t, simPrivPass)}
+	name := []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}
+	want := map[string]string{}
+	var targets []config.SNMPTarget
+	for i := 1; i <= n; i++ {
+		dev := fmt.Sprintf("dev%03d", i)
+		targets = append(targets, config.SNMPTarget{Name: "v2c-" + dev, Address: sim.addr, Community: dev, OIDs: name})
+		v3 := simV3
+		v3.ContextName = dev
+		targets = append(targets, config.SNMPTarget{Name: "v3-" + dev, Address: sim.addr, Version: "3", V3: v3, OIDs: name})
+		want["v2c-"+dev], want["v3-"+dev] = fmt.Sprintf("sim-%03d", i), fmt.Sprintf("sim-%03d", i)
+	}
+	targets = append(targets,
+		config.SNMPTarget{Name: "snmpd-v2c", Address: snmpd, Community: "testcomm", OIDs: name},
+		config.SNMPTarget{Name: "snmpd-v3", Address: snmpd, Version: "3", OIDs: name, V3: config.SNMPv3{Username: "testv3user", SecurityLevel: "authPriv",
+			AuthProtocol: "SHA", AuthPasswordFile: secret(t, "authpass123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "privpass123")}})
+	want["snmpd-v2c"], want["snmpd-v3"] = "snmp-peer-1", "snmp-peer-1"
+	rec := &recorder{}
+	p, err := NewPoller(snmpCollect(targets...), rec.sink, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, t := range p.targets {
+			t.snmp.Close()
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, tc := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.PollOnce(context.Background(), tc.Name); err != nil {
+				t.Errorf("%s: %v", tc.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	got := map[string]string{}
+	for _, u := range rec.all() {
+		got[u.Target] = u.Value.Text()
+	}
+	for tn, w := range want {
+		if got[tn] != w {
+			t.Errorf("%s: system name %q, want %q", tn, got[tn], w)
+		}
+	}
+}
