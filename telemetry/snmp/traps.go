@@ -187,8 +187,8 @@ func TrapUpdate(pkt *gosnmp.SnmpPacket, from *net.UDPAddr, target string, names 
 		Version  string         `json:"version"`
 		TrapOID  string         `json:"trap_oid"`
 		Inform   bool           `json:"inform,omitempty"`
-		Varbinds map[string]any `json:"varbinds"`
-	}{Varbinds: map[string]any{}, Inform: pkt.PDUType == gosnmp.InformRequest}
+		Varbinds map[string]json.RawMessage `json:"varbinds"`
+	}{Varbinds: map[string]json.RawMessage{}, Inform: pkt.PDUType == gosnmp.InformRequest}
 	if from != nil {
 		ev.Source = from.IP.String()
 	}
@@ -212,12 +212,14 @@ func TrapUpdate(pkt *gosnmp.SnmpPacket, from *net.UDPAddr, target string, names 
 		if !ok {
 			continue
 		}
-		var j any = val.String()
-		if n, ok := val.Number(); ok && val.Kind != model.KindBool {
-			j = json.Number(val.String())
-			_ = n
+		// The value's own JSON, as the admin API writes polled values:
+		// numbers as numbers, text as strings, octet strings that are not
+		// text as base64 of their bytes.
+		j, err := val.MarshalJSON()
+		if err != nil {
+			continue
 		}
-		ev.Varbinds[strings.TrimPrefix(v.Name, ".")] = j
+		ev.Varbinds[strings.TrimPrefix(v.Name, ".")] = json.RawMessage(j)
 	}
 	if ev.TrapOID == "" {
 		return model.Update{}, false
