@@ -143,7 +143,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			tr := s.traps
 			for _, c := range []prometheus.Collector{
 				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_total", Help: "SNMP traps and informs turned into events."}, func() float64 { return float64(tr.Received.Load()) }),
-				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_rejected_total", Help: "SNMP traps dropped: unknown community or no trap OID."}, func() float64 { return float64(tr.Rejected.Load()) }),
+				trapRejects{tr},
 				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_not_in_time_window_total", Help: "Authenticated SNMPv3 traps and informs dropped as outside the 150 s time window (stale or replayed)."}, func() float64 { return float64(tr.NotInTimeWindow.Load()) }),
 			} {
 				if err := reg.Register(c); err != nil {
@@ -320,6 +320,22 @@ func (s *Service) Status() []model.TargetStatus {
 }
 
 type statusCollector struct{ s *Service }
+
+// trapRejects exports the trap receiver's drops by reason (every reason,
+// zeros included, so the label set is fixed).
+type trapRejects struct{ r *snmp.TrapReceiver }
+
+var descTrapRejected = prometheus.NewDesc("outpost_telemetry_traps_rejected_total",
+	"SNMP traps and informs dropped, by reason: unknown_community, unknown_user, wrong_digest (auth password), decryption_error (priv password), security_level, no_trap_oid, malformed.",
+	[]string{"reason"}, nil)
+
+func (c trapRejects) Describe(ch chan<- *prometheus.Desc) { ch <- descTrapRejected }
+
+func (c trapRejects) Collect(ch chan<- prometheus.Metric) {
+	for _, reason := range snmp.RejectReasons {
+		ch <- prometheus.MustNewConstMetric(descTrapRejected, prometheus.CounterValue, float64(c.r.Rejected(reason)), reason)
+	}
+}
 
 var (
 	descUp      = prometheus.NewDesc("outpost_telemetry_target_up", "1 when the target's stream is up (gNMI) or its last poll answered (SNMP).", []string{"target", "source"}, nil)

@@ -286,8 +286,8 @@ func TestTrapsFromSnmptrap(t *testing.T) {
 	if us[2].Path != "/events/link-down" || !strings.Contains(us[2].Value.Text(), `"version":"3"`) {
 		t.Errorf("v3 trap event %s %s", us[2].Path, us[2].Value.Text())
 	}
-	if r.Rejected.Load() != 1 {
-		t.Errorf("rejected %d, want 1", r.Rejected.Load())
+	if n := r.Rejected(RejectUnknownCommunity); n != 1 {
+		t.Errorf("rejected %d, want 1", n)
 	}
 }
 
