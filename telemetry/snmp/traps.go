@@ -274,10 +274,10 @@ func (r *TrapReceiver) handle(pkt *gosnmp.SnmpPacket, from *net.UDPAddr, now tim
 // TrapUpdate converts a trap packet into an event update.
 func TrapUpdate(pkt *gosnmp.SnmpPacket, from *net.UDPAddr, target string, names map[string]string, now time.Time) (model.Update, bool) {
 	ev := struct {
-		Source   string         `json:"source"`
-		Version  string         `json:"version"`
-		TrapOID  string         `json:"trap_oid"`
-		Inform   bool           `json:"inform,omitempty"`
+		Source   string                     `json:"source"`
+		Version  string                     `json:"version"`
+		TrapOID  string                     `json:"trap_oid"`
+		Inform   bool                       `json:"inform,omitempty"`
 		Varbinds map[string]json.RawMessage `json:"varbinds"`
 	}{Varbinds: map[string]json.RawMessage{}, Inform: pkt.PDUType == gosnmp.InformRequest}
 	if from != nil {
