@@ -342,6 +342,9 @@ var (
 	descUpdates = prometheus.NewDesc("outpost_telemetry_target_updates_total", "Values collected from the target.", []string{"target", "source"}, nil)
 	descErrors  = prometheus.NewDesc("outpost_telemetry_target_errors_total", "Failed polls or ended streams of the target.", []string{"target", "source"}, nil)
 	descLast    = prometheus.NewDesc("outpost_telemetry_target_last_update_timestamp_seconds", "When the target last sent data.", []string{"target", "source"}, nil)
+	descRound   = prometheus.NewDesc("outpost_telemetry_target_round_seconds", "How long the target's last polling round took, waiting for a poll slot included (SNMP).", []string{"target", "source"}, nil)
+	descOverrun = prometheus.NewDesc("outpost_telemetry_target_overruns_total", "Polling rounds of the target that took its interval or longer, so the next started at once (SNMP).", []string{"target", "source"}, nil)
+	descMissing = prometheus.NewDesc("outpost_telemetry_target_missing_objects", "Objects the target stopped returning (deleted paths) or answers with noSuchObject or noSuchInstance (SNMP).", []string{"target", "source"}, nil)
 )
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -349,6 +352,9 @@ func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descUpdates
 	ch <- descErrors
 	ch <- descLast
+	ch <- descRound
+	ch <- descOverrun
+	ch <- descMissing
 }
 
 func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
@@ -362,6 +368,11 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(st.Errors), st.Name, st.Source)
 		if !st.LastUpdate.IsZero() {
 			ch <- prometheus.MustNewConstMetric(descLast, prometheus.GaugeValue, float64(st.LastUpdate.UnixNano())/1e9, st.Name, st.Source)
+		}
+		if st.Source == "snmp" {
+			ch <- prometheus.MustNewConstMetric(descRound, prometheus.GaugeValue, st.RoundSeconds, st.Name, st.Source)
+			ch <- prometheus.MustNewConstMetric(descOverrun, prometheus.CounterValue, float64(st.Overruns), st.Name, st.Source)
+			ch <- prometheus.MustNewConstMetric(descMissing, prometheus.GaugeValue, float64(st.Missing), st.Name, st.Source)
 		}
 	}
 }

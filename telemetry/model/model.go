@@ -190,4 +190,10 @@ type TargetStatus struct {
 	Errors     uint64    `json:"errors"`
 	Updates    uint64    `json:"updates"`
 	Reconnects uint64    `json:"reconnects,omitempty"`
+	// SNMP: how long the last round took (from its tick, waiting for a
+	// poll slot included), rounds that took the interval or longer, and
+	// objects the agent stopped returning (see the poller).
+	RoundSeconds float64 `json:"round_seconds,omitempty"`
+	Overruns     uint64  `json:"overruns,omitempty"`
+	Missing      int     `json:"missing,omitempty"`
 }

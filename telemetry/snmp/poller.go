@@ -55,6 +55,7 @@ type target struct {
 
 	mu     sync.Mutex
 	status model.TargetStatus
+	behind bool // the last round overran its interval
 }
 
 type counterState struct {
@@ -222,14 +223,39 @@ func (p *Poller) Run(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				}
+				slot := p.now()
 				_ = p.poll(ctx, t)
 				<-p.sem
-				timer.Reset(max(0, iv-p.now().Sub(start)))
+				round := p.now().Sub(start)
+				t.endRound(round, slot.Sub(start), iv)
+				timer.Reset(max(0, iv-round))
 			}
 		}()
 	}
 	<-ctx.Done()
 	p.wg.Wait()
+}
+
+// endRound records how long a round took, from its tick to the end of its
+// poll (waiting for a slot included). A round that took the interval or
+// longer starts the next at once: the target is polled back to back,
+// which is counted and warned about when it starts, and noted when it ends.
+func (t *target) endRound(round, wait, iv time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.status.RoundSeconds = round.Seconds()
+	switch over := round >= iv; {
+	case over:
+		t.status.Overruns++
+		if !t.behind {
+			t.log.Warn("snmp polls run back to back: a round took longer than the interval",
+				"round", round, "waited_for_slot", wait, "interval", iv)
+		}
+		t.behind = true
+	case t.behind:
+		t.log.Info("snmp polls back within their interval", "round", round, "interval", iv)
+		t.behind = false
+	}
 }
 
 // PollOnce polls one target now (for tests and on-demand reads).
