@@ -52,6 +52,8 @@ type target struct {
 
 	pollMu   sync.Mutex              // one poll at a time: a GoSNMP is not safe for concurrent use
 	counters map[string]counterState // rate state, under pollMu
+	present  map[string]struct{}     // paths of the last complete poll, under pollMu
+	gone     map[string]struct{}     // missing objects (see vanished), under pollMu
 
 	mu     sync.Mutex
 	status model.TargetStatus
@@ -95,7 +97,7 @@ func NewPoller(cfg config.SNMPCollect, sink Sink, log *slog.Logger) (*Poller, er
 		if err != nil {
 			return nil, fmt.Errorf("snmp target %s: %w", tc.Name, err)
 		}
-		t := &target{cfg: tc, snmp: g, log: log.With("target", tc.Name), counters: map[string]counterState{}}
+		t := &target{cfg: tc, snmp: g, log: log.With("target", tc.Name), counters: map[string]counterState{}, gone: map[string]struct{}{}}
 		t.status = model.TargetStatus{Name: tc.Name, Source: "snmp", Address: g.Target + ":" + strconv.Itoa(int(g.Port))}
 		p.targets = append(p.targets, t)
 	}
@@ -226,6 +228,9 @@ func (p *Poller) Run(ctx context.Context) {
 				slot := p.now()
 				_ = p.poll(ctx, t)
 				<-p.sem
+				if ctx.Err() != nil {
+					return // a round cut short by the stop is no figure
+				}
 				round := p.now().Sub(start)
 				t.endRound(round, slot.Sub(start), iv)
 				timer.Reset(max(0, iv-round))
@@ -282,13 +287,18 @@ func (p *Poller) Status() []model.TargetStatus {
 func (p *Poller) poll(ctx context.Context, t *target) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.PollTimeout.Std())
 	defer cancel()
+	ts := p.now().UnixNano()
 	t.pollMu.Lock()
-	us, err := t.collect(ctx, p.now)
-	if err != nil && len(us) == 0 && t.forgetEngine() {
+	h, err := t.collect(ctx, ts)
+	if err != nil && len(h.us) == 0 && t.forgetEngine() {
 		// The agent may have restarted (a new engine id, or its boots
 		// counted up): discover its engine again and try once more.
 		t.log.Info("snmp v3 engine rediscovery", "err", err)
-		us, err = t.collect(ctx, p.now)
+		h, err = t.collect(ctx, ts)
+	}
+	us, values, missing := h.us, len(h.us), -1
+	if err == nil {
+		us, missing = t.vanished(h, ts)
 	}
 	t.pollMu.Unlock()
 	if len(us) > 0 && p.sink != nil {
@@ -296,9 +306,12 @@ func (p *Poller) poll(ctx context.Context, t *target) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(us) > 0 {
+	if values > 0 {
 		t.status.LastUpdate = p.now()
-		t.status.Updates += uint64(len(us))
+		t.status.Updates += uint64(values)
+	}
+	if missing >= 0 {
+		t.status.Missing = missing
 	}
 	if err != nil {
 		t.status.Connected = false
@@ -311,32 +324,86 @@ func (p *Poller) poll(ctx context.Context, t *target) error {
 	return nil
 }
 
+// maxMissing bounds the missing objects remembered per target.
+const maxMissing = 10_000
+
+// vanished follows the objects a target stops returning. After a poll
+// that completed without error it appends a delete (model.Deleted) for
+// every path the previous complete poll returned and this one did not (a
+// table row gone, an object now answering noSuchObject), and returns the
+// count of missing objects: paths deleted and not back since, and scalars
+// that answer noSuchObject or noSuchInstance. A rate goes with its
+// counter. Under pollMu.
+func (t *target) vanished(h harvest, ts int64) ([]model.Update, int) {
+	us := h.us
+	now := make(map[string]struct{}, len(h.paths))
+	for _, p := range h.paths {
+		now[p] = struct{}{}
+	}
+	miss := func(p string) {
+		if len(t.gone) < maxMissing {
+			t.gone[p] = struct{}{}
+		}
+	}
+	for p := range t.present {
+		if _, ok := now[p]; !ok {
+			us = append(us, model.Update{Target: t.cfg.Name, Path: p, Time: ts, Value: model.Deleted()})
+			if _, rated := t.counters[p]; rated {
+				us = append(us, model.Update{Target: t.cfg.Name, Path: ratePath(p), Time: ts, Value: model.Deleted()})
+				delete(t.counters, p)
+			}
+			miss(p)
+		}
+	}
+	for _, p := range h.absent {
+		miss(p)
+	}
+	for p := range t.gone {
+		if _, back := now[p]; back {
+			delete(t.gone, p)
+		}
+	}
+	t.present = now
+	return us, len(t.gone)
+}
+
+// harvest is what one poll got: the updates, the paths of the values
+// among them (rates left out), and the paths of scalars the agent answered
+// noSuchObject or noSuchInstance.
+type harvest struct {
+	us     []model.Update
+	paths  []string
+	absent []string
+}
+
 // collect runs one poll: Get of scalars (in groups of MaxOids), BulkWalk of
 // subtrees and tables. It returns what it got even when a part failed.
-func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Update, error) {
+func (t *target) collect(ctx context.Context, ts int64) (h harvest, _ error) {
 	g := t.snmp
 	g.Context = ctx
 	if g.Conn == nil {
 		if err := g.Connect(); err != nil {
-			return nil, fmt.Errorf("connect %s: %w", t.status.Address, err)
+			return h, fmt.Errorf("connect %s: %w", t.status.Address, err)
 		}
 	}
-	var us []model.Update
 	var errs []error
-	ts := now().UnixNano()
 	emit := func(path string, pdu gosnmp.SnmpPDU, rate bool) {
 		v, ok := Convert(pdu)
 		if !ok {
+			if pdu.Type == gosnmp.NoSuchObject || pdu.Type == gosnmp.NoSuchInstance {
+				h.absent = append(h.absent, path)
+			}
 			return
 		}
-		us = append(us, model.Update{Target: t.cfg.Name, Path: path, Time: ts, Value: v})
+		h.paths = append(h.paths, path)
+		h.us = append(h.us, model.Update{Target: t.cfg.Name, Path: path, Time: ts, Value: v})
 		if rate {
 			if bits, ok := Counter(pdu.Type); ok {
 				cur := v.AsUint()
 				if prev, seen := t.counters[path]; seen && ts > prev.ts {
 					if d, ok := Delta(prev.v, cur, bits); ok {
 						r := float64(d) / (float64(ts-prev.ts) / 1e9)
-						us = append(us, model.Update{Target: t.cfg.Name, Path: ratePath(path), Time: ts, Value: model.Float(r)})
+						h.us = append(h.us, model.Update{Target: t.cfg.Name, Path: ratePath(path), Time: ts, Value: model.Float(r)})
 					}
 				}
 				t.counters[path] = counterState{cur, ts}
@@ -361,7 +428,7 @@ func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Upd
 		if err != nil {
 			errs = append(errs, t.explain("get", err))
 			if errors.Is(errs[len(errs)-1], ErrNoResponse) {
-				return us, errors.Join(errs...)
+				return h, errors.Join(errs...)
 			}
 			continue
 		}
@@ -390,7 +457,7 @@ func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Upd
 		if err != nil {
 			errs = append(errs, t.explain("walk "+o.OID, err))
 			if errors.Is(errs[len(errs)-1], ErrNoResponse) {
-				return us, errors.Join(errs...)
+				return h, errors.Join(errs...)
 			}
 		}
 	}
@@ -400,7 +467,7 @@ func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Upd
 		if err != nil {
 			errs = append(errs, t.explain("walk table "+tb.OID, err))
 			if errors.Is(errs[len(errs)-1], ErrNoResponse) {
-				return us, errors.Join(errs...)
+				return h, errors.Join(errs...)
 			}
 		}
 		for _, r := range rows {
@@ -410,7 +477,7 @@ func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Upd
 	if ctx.Err() != nil && len(errs) == 0 {
 		errs = append(errs, fmt.Errorf("poll deadline (%s) passed: %w", t.cfg.PollTimeout.Std(), ctx.Err()))
 	}
-	return us, errors.Join(errs...)
+	return h, errors.Join(errs...)
 }
 
 // forgetEngine drops what a v3 target learnt of its agent's engine (id,

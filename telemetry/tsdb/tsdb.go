@@ -264,6 +264,9 @@ func (d *DB) Append(us []model.Update) error {
 	for i := range us {
 		u := &us[i]
 		s := d.byKey[seriesKey{u.Target, u.Path}]
+		if s == nil && u.Value.Kind == model.KindDeleted {
+			continue // nothing to delete
+		}
 		if s == nil {
 			s = &series{id: d.nextID, target: u.Target, path: u.Path}
 			s.parsed, _ = model.ParsePath(u.Path)
@@ -528,7 +531,7 @@ func (d *DB) Latest(target string, pat model.Pattern) []model.Update {
 	out := make([]model.Update, 0, len(ss))
 	now := time.Now().UnixNano()
 	for _, s := range ss {
-		if s.has && now <= s.expires {
+		if s.has && now <= s.expires && s.latest.v.Kind != model.KindDeleted {
 			out = append(out, model.Update{Target: s.target, Path: s.path, Time: s.latest.ts, Value: s.latest.v})
 		}
 	}
