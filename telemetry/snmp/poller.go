@@ -52,7 +52,7 @@ type target struct {
 
 	pollMu   sync.Mutex              // one poll at a time: a GoSNMP is not safe for concurrent use
 	counters map[string]counterState // rate state, under pollMu
-	present  map[string]struct{}     // paths of the last complete poll, under pollMu
+	present  map[string]string       // paths of the last complete poll (each its own key: one string per path shared by every poll, the store and the gNMI server), under pollMu
 	gone     map[string]struct{}     // missing objects (see vanished), under pollMu
 
 	mu     sync.Mutex
@@ -61,8 +61,9 @@ type target struct {
 }
 
 type counterState struct {
-	v  uint64
-	ts int64
+	v    uint64
+	ts   int64
+	rate string // the rate's path
 }
 
 // NewPoller builds one gosnmp client per target (reading v3 password
@@ -336,9 +337,9 @@ const maxMissing = 10_000
 // counter. Under pollMu.
 func (t *target) vanished(h harvest, ts int64) ([]model.Update, int) {
 	us := h.us
-	now := make(map[string]struct{}, len(h.paths))
+	now := make(map[string]string, len(h.paths))
 	for _, p := range h.paths {
-		now[p] = struct{}{}
+		now[p] = p
 	}
 	miss := func(p string) {
 		if len(t.gone) < maxMissing {
@@ -348,8 +349,8 @@ func (t *target) vanished(h harvest, ts int64) ([]model.Update, int) {
 	for p := range t.present {
 		if _, ok := now[p]; !ok {
 			us = append(us, model.Update{Target: t.cfg.Name, Path: p, Time: ts, Value: model.Deleted()})
-			if _, rated := t.counters[p]; rated {
-				us = append(us, model.Update{Target: t.cfg.Name, Path: ratePath(p), Time: ts, Value: model.Deleted()})
+			if c, rated := t.counters[p]; rated {
+				us = append(us, model.Update{Target: t.cfg.Name, Path: c.rate, Time: ts, Value: model.Deleted()})
 				delete(t.counters, p)
 			}
 			miss(p)
@@ -395,18 +396,25 @@ func (t *target) collect(ctx context.Context, ts int64) (h harvest, _ error) {
 			}
 			return
 		}
+		if c, ok := t.present[path]; ok {
+			path = c // the string of the earlier polls, not one more copy
+		}
 		h.paths = append(h.paths, path)
 		h.us = append(h.us, model.Update{Target: t.cfg.Name, Path: path, Time: ts, Value: v})
 		if rate {
 			if bits, ok := Counter(pdu.Type); ok {
 				cur := v.AsUint()
-				if prev, seen := t.counters[path]; seen && ts > prev.ts {
+				prev, seen := t.counters[path]
+				if !seen {
+					prev.rate = ratePath(path)
+				}
+				if seen && ts > prev.ts {
 					if d, ok := Delta(prev.v, cur, bits); ok {
 						r := float64(d) / (float64(ts-prev.ts) / 1e9)
-						h.us = append(h.us, model.Update{Target: t.cfg.Name, Path: ratePath(path), Time: ts, Value: model.Float(r)})
+						h.us = append(h.us, model.Update{Target: t.cfg.Name, Path: prev.rate, Time: ts, Value: model.Float(r)})
 					}
 				}
-				t.counters[path] = counterState{cur, ts}
+				t.counters[path] = counterState{cur, ts, prev.rate}
 			}
 		}
 	}
@@ -634,6 +642,7 @@ func tableRows(tb config.SNMPTable, each func(func(col int, idx string, pdu gosn
 		})
 	}
 	var out []rowValue
+	rowPath := map[string]string{} // index → "<name>[<key>=<value>]/"
 	each(func(col int, idx string, pdu gosnmp.SnmpPDU) {
 		c, ok := cols[col]
 		if len(cols) > 0 && !ok {
@@ -643,14 +652,18 @@ func tableRows(tb config.SNMPTable, each func(func(col int, idx string, pdu gosn
 		if cname == "" {
 			cname = strconv.Itoa(col)
 		}
-		kv := idx
-		if k, ok := keyOf[idx]; ok {
-			kv = k
+		row, ok := rowPath[idx]
+		if !ok {
+			kv := idx
+			if k, ok := keyOf[idx]; ok {
+				kv = k
+			}
+			p := model.Path{{Name: "x", Keys: []model.Key{{Name: key, Value: kv}}}}
+			// Escape the key value as the canonical form does.
+			row = name + strings.TrimPrefix(p.String(), "/x") + "/"
+			rowPath[idx] = row
 		}
-		p := model.Path{{Name: "x", Keys: []model.Key{{Name: key, Value: kv}}}}
-		// Escape the key value as the canonical form does.
-		keyed := strings.TrimPrefix(p.String(), "/x")
-		out = append(out, rowValue{path: name + keyed + "/" + cname, pdu: pdu, rate: c.Rate})
+		out = append(out, rowValue{path: row + cname, pdu: pdu, rate: c.Rate})
 	})
 	sort.SliceStable(out, func(i, j int) bool { return out[i].path < out[j].path })
 	return out
