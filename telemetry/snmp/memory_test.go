@@ -45,7 +45,8 @@ func procStatus(name string) float64 {
 // series, see siteDevices) b.N rounds into the time-series store, as the
 // daemon does, and reports the live heap per active series (the poller's
 // and the store's state, beyond what both hold before the first poll), the
-// process's RSS at the end and at its peak, and the series count. Run it
+// process's RSS at the end (anonymous memory, and pages of the store's
+// memory-mapped files) and at its peak, and the series count. Run it
 // alone (-bench MemoryPerSeries) for an RSS of its own.
 func BenchmarkMemoryPerSeries(b *testing.B) {
 	addr := startSnmpsimN(b, siteDevices, siteInterfaces)
@@ -81,5 +82,7 @@ func BenchmarkMemoryPerSeries(b *testing.B) {
 	b.ReportMetric((float64(after)-float64(before))/float64(series), "B/series")
 	b.ReportMetric(float64(after)/(1<<20), "heap-MB")
 	b.ReportMetric(procStatus("VmRSS")/(1<<20), "RSS-MB")
+	b.ReportMetric(procStatus("RssAnon")/(1<<20), "anon-RSS-MB")
+	b.ReportMetric(procStatus("RssFile")/(1<<20), "file-RSS-MB")
 	b.ReportMetric(procStatus("VmHWM")/(1<<20), "peak-RSS-MB")
 }

@@ -232,12 +232,12 @@ func siteRound(n int, poll func(i int) error) error {
 	return <-errs
 }
 
-// BenchmarkSimulatedDevicesPoller polls the site-scale devices with the
+// BenchmarkPollSimulatedDevices polls the site-scale devices with the
 // poller into a discarding sink and reports the round time;
-// BenchmarkSimulatedDevicesRaw, its baseline, makes the same requests
+// BenchmarkRawBulkWalkSim, its baseline, makes the same requests
 // with bare gosnmp clients at the same concurrency. Run both in one
 // invocation and compare round-s (scripts/bench.sh does).
-func BenchmarkSimulatedDevicesPoller(b *testing.B) {
+func BenchmarkPollSimulatedDevices(b *testing.B) {
 	addr := startSnmpsimN(b, siteDevices, siteInterfaces)
 	var values atomic.Int64
 	p, err := NewPoller(snmpCollect(siteTargets(addr)...), func(us []model.Update) { values.Add(int64(len(us))) }, slog.New(slog.DiscardHandler))
@@ -257,11 +257,11 @@ func BenchmarkSimulatedDevicesPoller(b *testing.B) {
 	b.ReportMetric(float64(values.Load())/el.Seconds(), "values/s")
 }
 
-// BenchmarkSimulatedDevicesRaw is the baseline of
-// BenchmarkSimulatedDevicesPoller: per device one gosnmp client doing what
+// BenchmarkRawBulkWalkSim is the baseline of
+// BenchmarkPollSimulatedDevices: per device one gosnmp client doing what
 // the poller does (Get of the name, BulkWalk of the index column and of
 // each polled column), siteConcurrency devices at a time, counting values.
-func BenchmarkSimulatedDevicesRaw(b *testing.B) {
+func BenchmarkRawBulkWalkSim(b *testing.B) {
 	addr := startSnmpsimN(b, siteDevices, siteInterfaces)
 	targets := siteTargets(addr)
 	gs := make([]*gosnmp.GoSNMP, len(targets))

@@ -107,7 +107,7 @@ func Open(o Options) (*DB, error) {
 		NumCompactors:    2,
 	}
 	if st.MemtableSize == 0 {
-		st.MemtableSize = 8 << 20
+		st.MemtableSize = 4 << 20
 	}
 	if st.BlockCacheSize == 0 {
 		st.BlockCacheSize = 8 << 20
