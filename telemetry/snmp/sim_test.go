@@ -20,11 +20,8 @@ import (
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
-// simRec is one device's data: the system group and an ifTable of 24
-// interfaces with 10 columns (250 values), in snmpsim's OID|tag|value form.
-func simRec(dev int) string { return simRecN(dev, 24) }
-
-// simRecN is simRec with n interfaces.
+// simRecN is one device's data: the system group and an ifTable of n
+// interfaces with 10 columns, in snmpsim's OID|tag|value form.
 func simRecN(dev, n int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "1.3.6.1.2.1.1.1.0|4|Simulated switch %d\n", dev)
