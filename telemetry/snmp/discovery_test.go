@@ -41,7 +41,6 @@ func TestV3RecoversAfterAgentRestart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer p.targets[0].snmp.Close()
 			ctx := context.Background()
 			if err := p.PollOnce(ctx, "d1"); err != nil {
 				t.Fatal(err)

@@ -64,7 +64,6 @@ func BenchmarkMemoryPerSeries(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer p.closeAll()
 	before := liveHeap()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

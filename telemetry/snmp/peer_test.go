@@ -167,10 +167,3 @@ func walkCLI(t testing.TB, args ...string) map[string][2]string {
 	}
 	return res
 }
-
-// closeAll closes every target's socket (Run does it when it ends).
-func (p *Poller) closeAll() {
-	for _, t := range p.targets {
-		t.snmp.Close()
-	}
-}

@@ -205,7 +205,6 @@ func (p *Poller) Run(ctx context.Context) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			defer t.snmp.Close()
 			// Spread the first polls over a tenth of the interval (at most 10 s).
 			iv := t.cfg.Interval.Std()
 			if iv <= 0 {
@@ -301,6 +300,7 @@ func (p *Poller) poll(ctx context.Context, t *target) error {
 	if err == nil {
 		us, missing = t.vanished(h, ts)
 	}
+	t.release()
 	t.pollMu.Unlock()
 	if len(us) > 0 && p.sink != nil {
 		p.sink(us)
@@ -486,6 +486,21 @@ func (t *target) collect(ctx context.Context, ts int64) (h harvest, _ error) {
 		errs = append(errs, fmt.Errorf("poll deadline (%s) passed: %w", t.cfg.PollTimeout.Std(), ctx.Err()))
 	}
 	return h, errors.Join(errs...)
+}
+
+// release closes the target's socket after a poll and replaces its client
+// by one that has what the target learnt (v3 engine and keys) but no
+// socket and no receive buffer: gosnmp keeps a 64 KiB buffer per client
+// from Connect on, which for a site of targets polled a few at a time
+// would be most of the poller's memory. The next poll connects again (one
+// socket, a new source port). Under pollMu.
+func (t *target) release() {
+	g := t.snmp
+	g.Close()
+	t.snmp = &gosnmp.GoSNMP{Target: g.Target, Port: g.Port, Transport: g.Transport, Community: g.Community, Version: g.Version,
+		Timeout: g.Timeout, Retries: g.Retries, ExponentialTimeout: g.ExponentialTimeout, MaxOids: g.MaxOids, MaxRepetitions: g.MaxRepetitions,
+		Logger: g.Logger, SecurityModel: g.SecurityModel, MsgFlags: g.MsgFlags, SecurityParameters: g.SecurityParameters,
+		ContextName: g.ContextName, ContextEngineID: g.ContextEngineID}
 }
 
 // forgetEngine drops what a v3 target learnt of its agent's engine (id,

@@ -241,7 +241,6 @@ func BenchmarkPollSimulatedDevices(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer p.closeAll()
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
@@ -318,7 +317,6 @@ func BenchmarkPollerWalkSnmpd(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer p.targets[0].snmp.Close()
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
@@ -383,11 +381,6 @@ func TestDevicesBehindOneAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		for _, t := range p.targets {
-			t.snmp.Close()
-		}
-	}()
 	var wg sync.WaitGroup
 	for _, tc := range targets {
 		wg.Add(1)

@@ -48,7 +48,6 @@ func TestVanishedObjectsDeleted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.targets[0].snmp.Close()
 	poll := func() (values, deleted []string) {
 		t.Helper()
 		n := len(rec.all())
