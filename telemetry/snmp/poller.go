@@ -387,6 +387,9 @@ func (t *target) collect(ctx context.Context, ts int64) (h harvest, _ error) {
 			return h, fmt.Errorf("connect %s: %w", t.status.Address, err)
 		}
 	}
+	// Sized from the last poll: growing by doubling is most of a poll's garbage.
+	h.us = make([]model.Update, 0, len(t.present)+len(t.counters))
+	h.paths = make([]string, 0, len(t.present))
 	var errs []error
 	emit := func(path string, pdu gosnmp.SnmpPDU, rate bool) {
 		v, ok := Convert(pdu)
