@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"runtime"
 	"testing"
 	"time"
 
@@ -364,43 +363,3 @@ func mustPattern(t *testing.T, s string) model.Pattern {
 	return p
 }
 
-// BenchmarkSeriesMemory reports the live heap the store holds per series:
-// 80,000 series (200 targets of 400 paths like the SNMP poller's), each
-// appended b.N times and flushed. The paths are the caller's strings, as
-// the poller hands them over.
-func BenchmarkSeriesMemory(b *testing.B) {
-	const targets, perTarget = 200, 400
-	var us []model.Update
-	for t := range targets {
-		for p := range perTarget {
-			us = append(us, model.Update{Target: fmt.Sprintf("sim%03d", t), Path: fmt.Sprintf("/interfaces/interface[name=Ethernet1/%d]/c%d", p/10, p%10)})
-		}
-	}
-	d := open(b, b.TempDir())
-	defer d.Close()
-	before := heapInUse()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		ts := time.Now().UnixNano()
-		for j := range us {
-			us[j].Time, us[j].Value = ts, model.Uint(uint64(i*j))
-		}
-		for j := 0; j < len(us); j += 1000 {
-			if err := d.Append(us[j : j+1000]); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := d.Flush(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	b.ReportMetric((float64(heapInUse())-float64(before))/float64(d.Series()), "B/series")
-}
-
-func heapInUse() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
