@@ -362,4 +362,3 @@ func mustPattern(t *testing.T, s string) model.Pattern {
 	}
 	return p
 }
-
