@@ -124,7 +124,7 @@ func waitSNMP(t testing.TB, addr, community string, log func() string) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // snmpsim indexes every data file before it answers
 	for time.Now().Before(deadline) {
 		if _, err := g.GetNext([]string{".1.3.6.1"}); err == nil {
 			return
