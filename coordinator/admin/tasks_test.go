@@ -102,13 +102,9 @@ func TestDeployObjects(t *testing.T) {
 // success or refusal alike.
 func TestDeployStreamsPhases(t *testing.T) {
 	reg := &memRegistry{blobs: map[string]string{}}
-	s := NewServer("127.0.0.1:0", &node{}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := newServer(t, &node{}, prometheus.NewRegistry())
 	MountRegistry(s, reg)
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Stop(context.Background()) })
-	c := NewClient(s.Addr())
+	c := run(t, s)
 	var phases []string
 	p := &DeployProgress{Phase: func(name string) { phases = append(phases, name) }}
 	d, err := c.Deploy(context.Background(), "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, nil, nil, p)

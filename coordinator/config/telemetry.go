@@ -276,7 +276,7 @@ func (t *Telemetry) applyDefaults() {
 		s.MaxSize = 1 << 30
 	}
 	if s.MemtableSize == 0 {
-		s.MemtableSize = 8 << 20
+		s.MemtableSize = 4 << 20
 	}
 	if s.BlockCacheSize == 0 {
 		s.BlockCacheSize = 8 << 20
@@ -414,7 +414,10 @@ func (c *Config) validateTelemetry(d *doc) {
 			names[name] = p
 		}
 	}
-	checkAddr := func(p, addr string, defPort bool) {
+	// A target is its address and, for SNMP, the community or v3 user and
+	// context it polls with: one agent may serve several devices (snmpsim,
+	// proxies, chassis with a context per module) and v2c beside v3.
+	checkAddr := func(p, addr string, defPort bool, who string) {
 		if addr == "" {
 			d.errorf(p+".address", "must not be empty")
 			return
@@ -426,10 +429,10 @@ func (c *Config) validateTelemetry(d *doc) {
 			}
 		}
 		checkHostPort(d, p+".address", a)
-		if prev := addrs[a]; prev != "" {
-			d.errorf(p+".address", "%s is already collected by %s", a, prev)
+		if prev := addrs[a+who]; prev != "" {
+			d.errorf(p+".address", "%s%s is already collected by %s", a, who, prev)
 		} else {
-			addrs[a] = p
+			addrs[a+who] = p
 		}
 	}
 	checkTLS := func(p string, t TelemetryTLS, server bool) {
@@ -447,7 +450,7 @@ func (c *Config) validateTelemetry(d *doc) {
 	for i, g := range t.GNMI.Targets {
 		p := fmt.Sprintf("%s.gnmi.targets[%d]", p0, i)
 		checkName(p, g.Name)
-		checkAddr(p, g.Address, false)
+		checkAddr(p, g.Address, false, "")
 		checkTLS(p+".tls", g.TLS, false)
 		if (g.Username == "") != (g.PasswordFile == "") {
 			d.errorf(p+".username", "username and password_file go together")
@@ -510,7 +513,11 @@ func (c *Config) validateTelemetry(d *doc) {
 	for i, s := range t.SNMP.Targets {
 		p := fmt.Sprintf("%s.snmp.targets[%d]", p0, i)
 		checkName(p, s.Name)
-		checkAddr(p, s.Address, true)
+		who := fmt.Sprintf(" with community %q", s.Community)
+		if s.Version == "3" {
+			who = fmt.Sprintf(" as v3 user %q in context %q", s.V3.Username, s.V3.ContextName)
+		}
+		checkAddr(p, s.Address, true, who)
 		switch s.Version {
 		case "2c":
 			if s.Community == "" {

@@ -13,7 +13,10 @@
 //
 //	title | baseline benchmark | figure benchmark | unit | note
 //
-// Benchmark names are written without the -GOMAXPROCS suffix. A baseline
+// Benchmark names are written without the -GOMAXPROCS suffix. A unit
+// written "FIGURE,BASELINE" (round-s,raw-round-s) takes the two sides from
+// two units, for a benchmark that measures both sides in the same
+// iterations and reports them on one line. A baseline
 // of "-" prints a figure alone, with its min/median/max over the runs (a
 // property of the run, such as a batch size, rather than a comparison).
 // Blank lines and lines starting with # are ignored.
@@ -89,6 +92,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // pair is one line of the pairs file.
 type pair struct {
 	title, baseline, figure, unit, note string
+}
+
+// units returns the units of the figure and of the baseline.
+func (p pair) units() (figure, baseline string) {
+	if f, b, ok := strings.Cut(p.unit, ","); ok {
+		return f, b
+	}
+	return p.unit, p.unit
 }
 
 func parsePairs(text string) ([]pair, error) {
@@ -169,10 +180,11 @@ func (r *results) row(p pair) (string, bool) {
 	if p.baseline == "-" {
 		return r.single(p)
 	}
+	fu, bu := p.units()
 	var figs, bases, ratios []float64
 	for _, run := range r.runs {
-		b, okb := r.value[run][p.baseline][p.unit]
-		f, okf := r.value[run][p.figure][p.unit]
+		b, okb := r.value[run][p.baseline][bu]
+		f, okf := r.value[run][p.figure][fu]
 		if !okb || !okf || b == 0 {
 			continue
 		}

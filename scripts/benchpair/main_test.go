@@ -21,12 +21,14 @@ benchpair-run: 3
 BenchmarkX/raw-2         	 1000	      100 ns/op
 BenchmarkX/outpost-2     	 1000	      300 ns/op
 BenchmarkOnlyOne-2       	 1000	      300 ns/op	 12.5 writes/commit
+BenchmarkBoth-2          	 1	      300 ns/op	 30 round-s	 20 raw-round-s
 `
 	dir := t.TempDir()
 	pairs := filepath.Join(dir, "pairs")
 	if err := os.WriteFile(pairs, []byte("# comment\n\nX call | BenchmarkX/raw | BenchmarkX/outpost | ns/op | target: < 3x\n"+
 		"missing | BenchmarkOnlyOne | BenchmarkNone | ns/op |\n"+
-		"batch | - | BenchmarkOnlyOne | writes/commit | across devices\n"), 0o644); err != nil {
+		"batch | - | BenchmarkOnlyOne | writes/commit | across devices\n"+
+		"both | BenchmarkBoth | BenchmarkBoth | round-s,raw-round-s | one line\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
@@ -44,7 +46,11 @@ BenchmarkOnlyOne-2       	 1000	      300 ns/op	 12.5 writes/commit
 	if !strings.Contains(got, "12.5/12.5/12.5 (n=1) across devices") {
 		t.Errorf("figure without a baseline missing:\n%s", got)
 	}
-	if strings.Contains(got, "missing") || strings.Count(got, "\n") != 2 {
+	// Both sides from one benchmark line, in two units.
+	if !strings.Contains(got, "1.5/1.5/1.5x (n=1) one line") {
+		t.Errorf("pair of two units of one line missing:\n%s", got)
+	}
+	if strings.Contains(got, "missing") || strings.Count(got, "\n") != 3 {
 		t.Errorf("a pair with one side measured was printed:\n%s", got)
 	}
 }
