@@ -145,3 +145,36 @@ telemetry:
 		t.Errorf("problems lack file:line: %s", msg)
 	}
 }
+
+// Several devices behind one address: a target is the address plus its
+// community, or its v3 user and context; only the same identity twice on
+// one address is refused.
+func TestConfigSNMPTargetsShareAnAddress(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "pw"), []byte("x\n"), 0o600)
+	cfg := `
+telemetry:
+  snmp:
+    targets:
+      - {name: a, address: 127.0.0.1:26100, community: dev001, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
+      - {name: b, address: 127.0.0.1:26100, community: dev002, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
+      - {name: c, address: 127.0.0.1:26100, version: "3", v3: {username: u, auth_protocol: SHA, auth_password_file: pw, priv_protocol: AES, priv_password_file: pw, context_name: dev001}, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
+      - {name: d, address: 127.0.0.1:26100, version: "3", v3: {username: u, auth_protocol: SHA, auth_password_file: pw, priv_protocol: AES, priv_password_file: pw, context_name: dev002}, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
+      - {name: e, address: 127.0.0.1:26100, version: "3", v3: {username: w, auth_protocol: SHA, auth_password_file: pw, priv_protocol: AES, priv_password_file: pw, context_name: dev002}, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
+`
+	if _, err := Parse([]byte(cfg), filepath.Join(dir, "outpost.yaml")); err != nil {
+		t.Fatalf("targets sharing an address with other identities refused: %v", err)
+	}
+	dup := cfg + `      - {name: f, address: 127.0.0.1:26100, community: dev002, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
+      - {name: g, address: 127.0.0.1:26100, version: "3", v3: {username: u, auth_protocol: SHA, auth_password_file: pw, priv_protocol: AES, priv_password_file: pw, context_name: dev001}, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
+`
+	_, err := Parse([]byte(dup), filepath.Join(dir, "outpost.yaml"))
+	for _, want := range []string{
+		`telemetry.snmp.targets[5].address: 127.0.0.1:26100 with community "dev002" is already collected by telemetry.snmp.targets[1]`,
+		`telemetry.snmp.targets[6].address: 127.0.0.1:26100 as v3 user "u" in context "dev001" is already collected by telemetry.snmp.targets[2]`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("problems lack %q: %v", want, err)
+		}
+	}
+}

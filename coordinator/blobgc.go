@@ -15,8 +15,9 @@ import (
 // library or a data file) is deleted once nothing needs it: no kept
 // version of any deployed task, no config task (a config path may point
 // into the blob directory) and no deploy in progress. It runs after a
-// remove, a rollback and an update that drops the oldest kept version
-// (reloadMu held, after the registry change is persisted), and once at
+// remove, a rollback, an update that drops the oldest kept version
+// (reloadMu held, after the registry change is persisted) and a refused
+// deploy or upload (reloadMu held, after its holds are dropped), and once at
 // start, before the admin API listens, when it also deletes the temporary
 // files of uploads a stop interrupted.
 //
@@ -100,7 +101,17 @@ func uploadBlobs(up admin.Upload) []string {
 }
 
 // Release implements admin.Registry: the upload will not be deployed.
-func (c *Coordinator) Release(up admin.Upload) { c.releaseBlobs(uploadBlobs(up)...) }
+func (c *Coordinator) Release(up admin.Upload) { c.refusedDeploy(uploadBlobs(up)) }
+
+// refusedDeploy drops the holds of a deploy that failed and deletes the
+// blobs it stored that nothing else needs, at once rather than at the
+// next start or remove.
+func (c *Coordinator) refusedDeploy(digests []string) {
+	c.releaseBlobs(digests...)
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	c.collectBlobs("refused deploy", false)
+}
 
 // referencedBlobs is the set of blob digests that kept versions of
 // deployed tasks and config tasks use.

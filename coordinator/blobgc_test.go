@@ -178,6 +178,32 @@ tasks: [{name: cfgtask, module: ` + filepath.Join(blobs, digestOf(cfgMod)+".wasm
 			t.Fatal("a released upload or the removed task's blob is still there")
 		}
 	})
+	t.Run("a refused deploy deletes its blobs at once", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			up   func(d string, n int64) admin.Upload
+		}{
+			{"not a module", func(d string, n int64) admin.Upload { return admin.Upload{Module: d, Size: n} }},
+			{"bad manifest", func(d string, n int64) admin.Upload {
+				return admin.Upload{Module: d, Size: n, Manifest: []byte("abi: [")}
+			}},
+		} {
+			bad := []byte("refused: " + tc.name)
+			d, n, err := c.StoreBlob(context.Background(), bytes.NewReader(bad))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Deploy(context.Background(), "refused", tc.up(d, n)); err == nil {
+				t.Fatalf("%s: deployed", tc.name)
+			}
+			if hasBlobFile(blobs, d) {
+				t.Fatalf("%s: the refused deploy's blob is still there", tc.name)
+			}
+		}
+		if !hasBlobFile(blobs, digestOf(mods[maxVersions])) {
+			t.Fatal("a refused deploy deleted a blob a deployed task uses")
+		}
+	})
 	t.Run("remove deletes every version's blobs", func(t *testing.T) {
 		if err := c.Remove(context.Background(), "svc"); err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -279,16 +280,70 @@ func (p *cloudPart) closeJournal(context.Context) error {
 type CallInfo = calls.Record
 
 func (p *cloudPart) listCalls(w http.ResponseWriter, r *http.Request) {
-	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	q, err := parseCallsQuery(r.URL.Query())
+	if err != nil {
+		writeCallsJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	limit := q.limit
+	if q.state != nil {
+		limit = 0 // the state is that of the in-memory view: filter after it
+	}
 	recs, err := p.journal.List(r.Context(), limit)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	out := make([]*calls.Record, 0, len(recs))
 	for _, rec := range recs {
+		if q.state != nil && rec.State != *q.state {
+			continue
+		}
+		if q.limit > 0 && len(out) == q.limit {
+			break
+		}
 		rec.Input = nil
+		out = append(out, rec)
 	}
-	writeCallsJSON(w, http.StatusOK, map[string]any{"calls": recs})
+	writeCallsJSON(w, http.StatusOK, map[string]any{"calls": out})
+}
+
+// callsQuery is what GET /v1/calls selects: at most limit records (0:
+// all) in state (nil: any).
+type callsQuery struct {
+	limit int
+	state *calls.State
+}
+
+// maxCallsLimit bounds the limit of GET /v1/calls.
+const maxCallsLimit = 100000
+
+// parseCallsQuery reads the query of GET /v1/calls; an unknown parameter,
+// a repeated one or a bad value is an error naming it.
+func parseCallsQuery(v url.Values) (callsQuery, error) {
+	var q callsQuery
+	for k, vals := range v {
+		if len(vals) != 1 {
+			return q, fmt.Errorf("query parameter %q given %d times", k, len(vals))
+		}
+		switch val := vals[0]; k {
+		case "limit":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 0 || n > maxCallsLimit {
+				return q, fmt.Errorf("query parameter limit=%q: want an integer from 0 (all) to %d", val, maxCallsLimit)
+			}
+			q.limit = n
+		case "state":
+			st := new(calls.State)
+			if err := st.UnmarshalText([]byte(val)); err != nil {
+				return q, fmt.Errorf("query parameter state: %w (want received, started, finished or reported)", err)
+			}
+			q.state = st
+		default:
+			return q, fmt.Errorf("unknown query parameter %q (want limit, state)", k)
+		}
+	}
+	return q, nil
 }
 
 func (p *cloudPart) showCall(w http.ResponseWriter, r *http.Request) {

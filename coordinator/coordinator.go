@@ -258,6 +258,7 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*configs.Conf
 		c.log.Warn("reload ignored: the daemon runs on built-in defaults (start it with --config to reload)")
 		return
 	}
+	c.log.Info("reload started")
 	cfg, err := load()
 	if err == nil {
 		logWarnings(c.log, cfg)
@@ -284,7 +285,10 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*configs.Conf
 func (c *Coordinator) Reload(ctx context.Context, cfg *configs.Config) error {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
-	set, err := c.engine.Load(ctx, c.allSpecs(cfg.Tasks, c.deployments())) // config + deployed tasks
+	specs := c.allSpecs(cfg.Tasks, c.deployments()) // config + deployed tasks
+	// Compiling a Go-built module takes seconds: say so before it starts.
+	c.log.Info("compiling task modules", "tasks", len(specs))
+	set, err := c.engine.Load(ctx, specs)
 	if err != nil {
 		return fmt.Errorf("load tasks: %w", err)
 	}
@@ -380,6 +384,14 @@ func adminTask(t outpostrt.TaskInfo) admin.Task {
 		MemoryLimit: t.Limits.MemoryLimit, Timeout: t.Limits.Timeout.Seconds(), Concurrency: t.Limits.Concurrency,
 	}
 }
+
+// MaxInput implements admin.InputLimiter: the task's limits.max_input.
+func (c *Coordinator) MaxInput(task string) (int64, bool) {
+	l, ok := c.engine.Limits(task)
+	return int64(l.MaxInput), ok
+}
+
+var _ admin.InputLimiter = (*Coordinator)(nil)
 
 // Call implements admin.Node: a synchronous call through the scheduler.
 func (c *Coordinator) Call(ctx context.Context, call *calls.Call) (calls.Result, error) {

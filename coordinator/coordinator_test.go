@@ -2,10 +2,12 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,37 +200,43 @@ func BenchmarkMQTTRoundTrip(b *testing.B) {
 }
 
 // BenchmarkCall compares a raw wazero call of the echo module's export with
-// the same call through the runtime engine and through the scheduler.
+// the same call through the runtime engine and through the scheduler, one
+// call at a time; and calls submitted without waiting (scheduler-async, 4
+// workers) with raw calls at the same concurrency (raw-wazero-4: 4
+// goroutines, an instance each).
 func BenchmarkCall(b *testing.B) {
 	input := []byte("0123456789abcdef")
 	b.Run("raw-wazero", func(b *testing.B) {
-		ctx := context.Background()
-		rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true))
-		defer rt.Close(ctx)
-		bin, _ := builtin.Lookup("echo")
-		mod, err := rt.InstantiateWithConfig(ctx, bin, wazero.NewModuleConfig().WithName(""))
-		if err != nil {
-			b.Fatal(err)
-		}
-		// The input buffer asked once, as the engine does.
-		handle, mem := mod.ExportedFunction("outpost_handle"), mod.Memory()
-		stack := []uint64{uint64(len(input)), 0}
-		if err := mod.ExportedFunction("outpost_input_buffer").CallWithStack(ctx, stack); err != nil {
-			b.Fatal(err)
-		}
-		ptr := uint32(stack[0] >> 32)
+		call := rawEcho(b)
 		b.ResetTimer()
 		for range b.N {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			mem.Write(ptr, input)
-			stack[0], stack[1] = uint64(ptr), uint64(len(input))
-			if err := handle.CallWithStack(cctx, stack); err != nil {
+			if err := call(input); err != nil {
 				b.Fatal(err)
 			}
-			out, _ := mem.Read(uint32(stack[0]>>32), uint32(stack[0]))
-			_ = append([]byte(nil), out...)
-			cancel()
 		}
+	})
+	b.Run("raw-wazero-4", func(b *testing.B) {
+		const workers = 4
+		fns := make([]func([]byte) error, workers)
+		for i := range fns {
+			fns[i] = rawEcho(b)
+		}
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		for _, call := range fns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(b.N) {
+					if err := call(input); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
 	})
 	engine := func(b *testing.B) *outpostrt.Engine {
 		e := outpostrt.New(outpostrt.Options{})
@@ -281,4 +289,39 @@ func BenchmarkCall(b *testing.B) {
 		}
 		wg.Wait()
 	})
+}
+
+// rawEcho instantiates builtin:echo on a wazero runtime of its own and
+// returns a call of its export made the way a careful host would:
+// CloseOnContextDone, a deadline per call, the input buffer asked once (as
+// the engine does), the output copied out.
+func rawEcho(b *testing.B) func(input []byte) error {
+	ctx := context.Background()
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true))
+	b.Cleanup(func() { _ = rt.Close(ctx) })
+	bin, _ := builtin.Lookup("echo")
+	mod, err := rt.InstantiateWithConfig(ctx, bin, wazero.NewModuleConfig().WithName(""))
+	if err != nil {
+		b.Fatal(err)
+	}
+	handle, mem := mod.ExportedFunction("outpost_handle"), mod.Memory()
+	stack := []uint64{1 << 16, 0}
+	if err := mod.ExportedFunction("outpost_input_buffer").CallWithStack(ctx, stack); err != nil {
+		b.Fatal(err)
+	}
+	ptr := uint32(stack[0] >> 32)
+	return func(input []byte) error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		mem.Write(ptr, input)
+		stack[0], stack[1] = uint64(ptr), uint64(len(input))
+		if err := handle.CallWithStack(cctx, stack); err != nil {
+			return err
+		}
+		out, _ := mem.Read(uint32(stack[0]>>32), uint32(stack[0]))
+		if len(append([]byte(nil), out...)) != len(input) {
+			return errors.New("short output")
+		}
+		return nil
+	}
 }

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 )
@@ -72,4 +74,35 @@ func TestCallDeadlineStopsGuest(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestCallerDeadlineInHostCall: a guest waiting in outpost.call or
+// outpost.await when its caller's deadline passes, and failing with the
+// error it got, timed out: its result's kind is timeout, not failed.
+func TestCallerDeadlineInHostCall(t *testing.T) {
+	yaml := "data_dir: " + t.TempDir() + `
+admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
+mqtt: {broker: {listen: "` + mqtttest.FreeAddr(t) + `"}}
+tasks:
+  - {name: relay, module: ` + wasmtest.WAT(t, "testdata/relay.wat", "") + `, limits: {timeout: 30s}, permissions: {call: [loop]}}
+  - {name: loop, module: ` + wasmtest.WAT(t, "../runtime/testdata/loop.wat", "") + `, limits: {timeout: 30s}}
+`
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	for _, tt := range []struct{ name, input string }{{"await", "aloop"}, {"call", "sloop"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			r, err := c.Call(ctx, calls.New("relay", []byte(tt.input), calls.Source{Kind: "test"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status != calls.StatusTimeout || !strings.Contains(r.Error, "caller's deadline") {
+				t.Fatalf("result %+v, want a timeout at the caller's deadline", r)
+			}
+		})
+	}
 }

@@ -123,7 +123,6 @@ func (c *Coordinator) publishResult(topic string, qos byte, id, task string, src
 	payload := res.Output
 	if !res.OK() {
 		payload, _ = json.Marshal(calls.ErrorDoc{Error: calls.ErrorBody{Code: res.Status, Message: res.Error}, Task: task, CallID: id})
-		c.log.Info("call failed", "task", task, "call", id, "source", src.String(), "status", res.Status, "err", res.Error)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Load().MQTT.PublishTimeout.Std())
 	defer cancel()

@@ -5,7 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"syscall"
 )
+
+// listenKeys names the config keys of the addresses a part listens on, for
+// the error that says which key to change when a port is taken.
+var listenKeys = map[string]string{
+	"admin":     "admin.listen",
+	"broker":    "mqtt.broker.listen",
+	"telemetry": "telemetry.gnmi_server.listen or telemetry.snmp.traps.listen",
+}
 
 // part is one long-lived component: start opens its resources, stop
 // releases them and works after a partial start.
@@ -35,6 +44,9 @@ func (g *group) start(ctx context.Context) error {
 	for _, p := range g.parts {
 		if err := p.start(ctx); err != nil {
 			g.stop(context.Background())
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("start %s: %w; another process holds the port (`ss -ltnp` shows which): stop it or change %s in the config", p.name, err, listenKeys[p.name])
+			}
 			return fmt.Errorf("start %s: %w", p.name, err)
 		}
 		p.started = true

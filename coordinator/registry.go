@@ -401,18 +401,24 @@ func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) 
 
 // deploy is Deploy for a version from the admin API ("") or a cloud
 // call's code object (fromCloud: it only adds a task that is not there).
-func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from string) (admin.TaskDetail, error) {
+func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from string) (_ admin.TaskDetail, err error) {
 	held := uploadBlobs(up)
-	defer func() { c.releaseBlobs(held...) }()
+	defer func() {
+		if err != nil {
+			c.refusedDeploy(held)
+			return
+		}
+		c.releaseBlobs(held...)
+	}()
 	switch {
 	case !deployNameRE.MatchString(name):
 		return admin.TaskDetail{}, fmt.Errorf("%w: %q is not a task name (lower case letters, digits, '_', '.', '-'; at most 63)", admin.ErrInvalid, name)
 	case c.isConfigTask(name):
 		return admin.TaskDetail{}, fmt.Errorf("%w: task %q is defined in the config file %s; change it there", admin.ErrConflict, name, c.cfg.Load().Source)
 	}
-	m, err := configs.ParseManifest(up.Manifest, "manifest")
-	if err != nil {
-		return admin.TaskDetail{}, fmt.Errorf("%w: %v", admin.ErrInvalid, err)
+	m, perr := configs.ParseManifest(up.Manifest, "manifest")
+	if perr != nil {
+		return admin.TaskDetail{}, fmt.Errorf("%w: %v", admin.ErrInvalid, perr)
 	}
 	v := version{Manifest: m, Deployed: time.Now().UTC(), From: from}
 	switch {
@@ -442,6 +448,7 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 		}
 		v.Files = append(v.Files, fileBlob{Path: f.Path, Digest: d})
 	}
+	up.ReportPhase(admin.PhaseCompiling)
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	deps := copyDeps(c.deployments())

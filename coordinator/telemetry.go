@@ -22,15 +22,10 @@ func (s telemetrySinks) Publish(ctx context.Context, topic string, qos byte, pay
 }
 
 // Submit queues a triggered call; it never blocks (the hub's goroutine
-// calls it). A failed call is logged with the trigger that caused it.
+// calls it). A failed call is logged with the trigger that caused it (its
+// source) where every failed call is.
 func (s telemetrySinks) Submit(task string, input []byte, source string) error {
-	call := calls.New(task, input, calls.Source{Kind: "telemetry", Ref: source})
-	call.Done = func(call *calls.Call) {
-		if !call.Result.OK() {
-			s.c.log.Info("call failed", "task", call.Task, "call", call.ID, "source", call.Source.String(), "status", call.Result.Status, "err", call.Result.Error)
-		}
-	}
-	return s.c.sched.Submit(call)
+	return s.c.sched.Submit(calls.New(task, input, calls.Source{Kind: "telemetry", Ref: source}))
 }
 
 func (c *Coordinator) newTelemetry() *telemetry.Service {

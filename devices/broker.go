@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,8 +84,12 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		Logger:       slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
-		InlineClient: false,
+		// No $SYS topics (their figures are in /metrics): republished and
+		// retained every second, they were most of what an idle daemon
+		// allocated (and every second mochi copies all retained messages).
+		SysTopicResendInterval: noSysTopics,
+		Logger:                 slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
+		InlineClient:           false,
 	})
 	b.srv = srv
 	if err := srv.AddHook(auth, nil); err != nil {
@@ -107,6 +112,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := srv.Serve(); err != nil {
 		return fmt.Errorf("serve on %s: %w", b.addr, err)
 	}
+	dropSysTopics(srv)
 	if b.reg != nil {
 		// The collector reads this server; it is unregistered at Stop so a
 		// broker rebuilt on the same registry (reload) can register its own.
@@ -349,6 +355,19 @@ func newBrokerCollector(srv *mqtt.Server, dropped *atomic.Uint64) *brokerCollect
 func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range brokerDescsList {
 		ch <- d
+	}
+}
+
+// noSysTopics is a $SYS resend interval (seconds) that never comes.
+const noSysTopics = math.MaxInt32
+
+// dropSysTopics deletes the retained $SYS messages mochi publishes once
+// as it starts.
+func dropSysTopics(srv *mqtt.Server) {
+	for topic := range srv.Topics.Retained.GetAll() {
+		if strings.HasPrefix(topic, mqtt.SysPrefix+"/") {
+			srv.Topics.RetainMessage(packets.Packet{TopicName: topic})
+		}
 	}
 }
 

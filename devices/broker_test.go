@@ -3,6 +3,7 @@ package devices
 import (
 	"context"
 	"net"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -200,4 +201,27 @@ func TestBrokerDropsCounted(t *testing.T) {
 		}
 	}
 	t.Logf("dropped: %v", metricValue(t, reg, "outpost_broker_dropped_total"))
+}
+
+// An idle broker allocates next to nothing: no $SYS topics republished and
+// retained every second (their figures are in /metrics), so none for a
+// subscriber either.
+func TestBrokerIdleNoSysTopics(t *testing.T) {
+	b := startBroker(t, brokerConfig(), nil)
+	sub := mqtttest.Sub(t, "tcp://"+b.Addr(), "$SYS/#", 0)
+	time.Sleep(time.Second) // past the first second, when mochi republished them
+	var before, after goruntime.MemStats
+	goruntime.ReadMemStats(&before)
+	time.Sleep(3 * time.Second)
+	goruntime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 32<<10 {
+		t.Errorf("an idle broker allocated %d KB in 3 s", alloc>>10)
+	}
+	select {
+	case line, ok := <-sub.Lines():
+		if ok {
+			t.Errorf("a $SYS message: %s", line)
+		}
+	default:
+	}
 }

@@ -93,21 +93,35 @@ func BenchmarkCall(b *testing.B) {
 	})
 }
 
-// BenchmarkCommand measures a command call: a fresh instance per call, input
-// on stdin, output from stdout.
+// BenchmarkCommand measures a command call (a fresh instance per call,
+// input on stdin, output from stdout) against reactor calls of the same
+// module (testdata/dualecho.wat exports both ABIs): on a fresh instance per
+// call, the same isolation as the command, and on a pooled instance.
 func BenchmarkCommand(b *testing.B) {
-	e := newEngine(b, Spec{Name: "cmd", Module: fixture(b, "command")})
+	mod := fixture(b, "dualecho")
 	ctx := context.Background()
 	input := []byte("0123456789abcdef")
-	b.ReportAllocs()
-	for b.Loop() {
-		out, err := e.Call(ctx, "cmd", input)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if !bytes.Equal(out, input) {
-			b.Fatalf("out %q", out)
-		}
+	for _, v := range []struct {
+		name string
+		spec Spec
+	}{
+		{"reactor", Spec{Name: "t", Module: mod, ABI: ABIReactor}},
+		{"reactor-fresh", Spec{Name: "t", Module: mod, ABI: ABIReactor, FreshInstance: true}},
+		{"command", Spec{Name: "t", Module: mod, ABI: ABICommand}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			e := newEngine(b, v.spec)
+			b.ReportAllocs()
+			for b.Loop() {
+				out, err := e.Call(ctx, "t", input)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !bytes.Equal(out, input) {
+					b.Fatalf("out %q", out)
+				}
+			}
+		})
 	}
 }
 
@@ -115,10 +129,10 @@ func BenchmarkCommand(b *testing.B) {
 // builtin:echo (instantiate, the input buffer, outpost_handle, close): the
 // cost of a fresh_instance task or a command; two guest calls either way (the
 // engine asks outpost_input_buffer, raw-wazero outpost_alloc). raw-wazero does
-// the same directly
-// with wazero's defaults (compiler, CloseOnContextDone, a deadline);
-// raw-wazero-tuned adds what the engine does: WithRandSource(crypto/rand)
-// and the reusing off-heap memory allocator. engine-default is the engine
+// the same directly with wazero's defaults (compiler, CloseOnContextDone, a
+// deadline); raw-wazero-tuned, the baseline of the headline, adds what the
+// engine does: WithRandSource(crypto/rand), the reusing off-heap memory
+// allocator and a compilation cache. engine-default is the engine
 // with both tunings off, engine-tuned as it runs. Besides wall time each
 // reports its CPU time per call (cpu-ns/op), steadier on a shared machine.
 func BenchmarkFreshInstance(b *testing.B) {
@@ -128,7 +142,11 @@ func BenchmarkFreshInstance(b *testing.B) {
 
 	raw := func(tuned bool) func(b *testing.B) {
 		return func(b *testing.B) {
-			rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true))
+			rc := wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true)
+			if tuned {
+				rc = rc.WithCompilationCache(wazero.NewCompilationCache())
+			}
+			rt := wazero.NewRuntimeWithConfig(ctx, rc)
 			defer rt.Close(ctx)
 			wasi_snapshot_preview1.MustInstantiate(ctx, rt)
 			compiled, err := rt.CompileModule(ctx, bin)

@@ -31,7 +31,7 @@ import (
 const (
 	DefaultMemoryLimit = 16 << 20 // bytes
 	DefaultTimeout     = 5 * time.Second
-	DefaultConcurrency = 4
+	DefaultConcurrency = 2
 	DefaultMaxInput    = 1 << 20 // bytes
 	DefaultMaxOutput   = 4 << 20 // bytes
 	DefaultLogRate     = 100     // lines a second
@@ -70,7 +70,7 @@ type Options struct {
 	MemoryBudget uint64
 	// MaxPublish is the largest MQTT message a task may publish, in bytes
 	// of the whole packet: the broker's limit (the coordinator gives
-	// config.MQTT.MessageLimit). A payload over it is refused with
+	// devices.MQTTConfig.MessageLimit). A payload over it is refused with
 	// too_large before it is copied; a Host refuses a packet over it
 	// (topic and header included) with an error wrapping ErrTooLarge.
 	// 0: only the Host's check.
@@ -84,7 +84,7 @@ type Spec struct {
 	ABI         string        // "auto" (or ""), "reactor" or "command"
 	MemoryLimit uint64        // bytes, rounded down to 64 KiB pages (min 1 page); 0 = 16 MiB
 	Timeout     time.Duration // wall-clock limit per call; 0 = 5s
-	Concurrency int           // max simultaneous calls and pool size; 0 = 4
+	Concurrency int           // max simultaneous calls and pool size; 0 = 2
 	MaxInput    uint64        // largest input in bytes; 0 = 1 MiB
 	MaxOutput   uint64        // largest output in bytes; 0 = 4 MiB
 	// LogRate and LogBurst bound the lines the task writes to the log

@@ -25,7 +25,7 @@ func TestExamples(t *testing.T) {
 		t.Skip("builds Go and C wasm modules; skipped with -short")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command("bash", filepath.Join("..", "scripts", "build-examples.sh"), dir)
+	cmd := exec.Command("bash", filepath.Join("..", "scripts", "build-examples.sh"), "--strict", dir)
 	built, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("scripts/build-examples.sh: %v\n%s", err, built)

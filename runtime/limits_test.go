@@ -104,3 +104,22 @@ func TestMemoryBudget(t *testing.T) {
 		t.Errorf("refusal metric = %v, want 1", n)
 	}
 }
+
+// An instance whose linear memory grew past maxPooledMemory is closed after
+// its call instead of kept warm (its pages go back to the OS); a small one
+// is kept.
+func TestLargeInstanceNotPooled(t *testing.T) {
+	e := newEngine(t, Spec{Name: "bigout", Module: fixture(t, "bigout"), MemoryLimit: 64 << 20, MaxOutput: 32 << 20, Concurrency: 1})
+	for _, tc := range []struct {
+		mib  int
+		warm int
+	}{{1, 1}, {maxPooledMemory>>20 + 1, 0}} {
+		out, err := e.Call(context.Background(), "bigout", make([]byte, tc.mib))
+		if err != nil || len(out) != tc.mib<<20 {
+			t.Fatalf("%d MiB: %d bytes, %v", tc.mib, len(out), err)
+		}
+		if st, _ := e.Inspect("bigout"); st.Warm != tc.warm {
+			t.Errorf("after a call with %d MiB of memory: %d warm instances, want %d", tc.mib, st.Warm, tc.warm)
+		}
+	}
+}

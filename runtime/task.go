@@ -438,6 +438,11 @@ func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *C
 		return nil, t.classify(ctx, inst, err, exportHandle)
 	}
 	if inst.failed {
+		if ctx.Err() != nil {
+			// What failed the guest is its deadline (a host call it made
+			// ended with it): the call timed out.
+			return nil, t.classify(ctx, nil, ctx.Err(), exportHandle)
+		}
 		return nil, &CallError{Task: t.name, Kind: KindFailed, Msg: inst.failMsg}
 	}
 	optr, olen := uint32(s[0]>>32), uint32(s[0])
@@ -453,7 +458,9 @@ func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *C
 	}
 	out = make([]byte, len(b))
 	copy(out, b)
-	healthy = true
+	// An instance whose memory grew past maxPooledMemory is not kept warm:
+	// its touched pages would stay resident while it idles.
+	healthy = uint64(inst.mem.Size()) <= maxPooledMemory
 	return out, nil
 }
 
@@ -541,6 +548,11 @@ func (t *task) callCommand(ctx context.Context, input []byte) (out []byte, ce *C
 	return stdout.Bytes(), nil
 }
 
+// maxPooledMemory is the largest linear memory an instance may have to be
+// kept for the next call; a larger one is closed after its call, which
+// gives its pages back at once (memPool.put).
+const maxPooledMemory = 16 << 20
+
 // errTaskTimeout is the cause of a call's context ending at the task's own
 // timeout, told apart from a caller's earlier deadline.
 var errTaskTimeout = errors.New("task timeout")
@@ -553,9 +565,9 @@ func (t *task) classify(ctx context.Context, inst *instance, err error, fn strin
 	switch {
 	case inst != nil && inst.hostErr != nil:
 		ce.Kind, ce.Msg = KindTrap, inst.hostErr.Error()
-	case inst != nil && inst.failed:
-		ce.Kind, ce.Msg = KindFailed, inst.failMsg
 	case ctx.Err() != nil || isExit && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled):
+		// Before the guest's own failure: past its deadline, what failed
+		// the guest is the deadline (a host call it made ended with it).
 		ce.Kind = KindTimeout
 		switch cause := context.Cause(ctx); {
 		case errors.Is(cause, errTaskTimeout):
@@ -565,6 +577,8 @@ func (t *task) classify(ctx context.Context, inst *instance, err error, fn strin
 		default:
 			ce.Msg = fmt.Sprintf("%s canceled: %v", fn, context.Cause(ctx))
 		}
+	case inst != nil && inst.failed:
+		ce.Kind, ce.Msg = KindFailed, inst.failMsg
 	case inst != nil && inst.mem != nil && atLimit(uint64(inst.mem.Size()), inst.limit):
 		ce.Kind = KindMemory
 		ce.Msg = fmt.Sprintf("%s failed with memory at its limit (%d of %d bytes): %s", fn, inst.mem.Size(), inst.limit, firstLine(err))

@@ -9,65 +9,95 @@
 # -buildmode=c-shared, Go commands as plain WASI programs; C tasks are reactors
 # (-mexec-model=reactor) built from the .c files of their directory with
 # examples/tasks/c/outpost.h. Rust (rust/NAME/lib.rs -> rust-NAME.wasm) and
-# AssemblyScript (assemblyscript/NAME/NAME.ts -> as-NAME.wasm) examples are
-# built when their tools exist, and skipped, saying so, when not: Rust with a
+# AssemblyScript (assemblyscript/NAME/NAME.ts -> as-NAME.wasm): Rust with a
 # rustc that has the wasm32-unknown-unknown standard library (Debian packages
 # rustc libstd-rust-dev-wasm32; RUSTC=... picks the rustc), AssemblyScript
 # with asc (npm install -g assemblyscript).
 #
-# Usage: scripts/build-examples.sh [output-dir]
+# Each language is built when its tools are there; a language whose tools
+# are missing is skipped with the reason and the packages to install, listed
+# again at the end. With --strict (scripts/test.sh) a skip is an error.
+#
+# Usage: scripts/build-examples.sh [--strict] [output-dir]
 set -euo pipefail
 
+strict=false
+if [ "${1:-}" = "--strict" ]; then
+	strict=true
+	shift
+fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 src="$root/examples/tasks"
 out="${1:-$src/build}"
 mkdir -p "$out"
 
-command -v wat2wasm >/dev/null || { echo "build-examples: wat2wasm not found (apt-get install wabt)" >&2; exit 1; }
-command -v go >/dev/null || { echo "build-examples: go not found" >&2; exit 1; }
+skipped=()
+skip() { # LANGUAGE REASON
+	echo "build-examples: skipping the $1 examples: $2" >&2
+	skipped+=("$1 ($2)")
+}
+
+# WAT: wat2wasm (Debian wabt).
+if command -v wat2wasm >/dev/null; then
+	for wat in "$src"/wat/*.wat; do
+		name="$(basename "$wat" .wat)"
+		wat2wasm "$wat" -o "$out/$name.wasm"
+		echo "built $out/$name.wasm"
+	done
+else
+	skip WAT "wat2wasm not found; apt-get install wabt"
+fi
+
+# Go: the Go toolchain (GOOS=wasip1 GOARCH=wasm).
+cd "$root"
+if command -v go >/dev/null; then
+	for dir in "$src"/go/*/; do
+		name="$(basename "$dir")"
+		mode=()
+		if grep -q -e '^//go:wasmexport outpost_handle' -e '"github.com/outpost-edge/outpost/runtime/sdk"' "$dir"*.go; then
+			mode=(-buildmode=c-shared) # reactor: exports _initialize, not _start
+		fi
+		GOOS=wasip1 GOARCH=wasm go build "${mode[@]}" -trimpath -o "$out/go-$name.wasm" "./${dir#"$root"/}"
+		echo "built $out/go-$name.wasm"
+	done
+else
+	skip Go "go not found"
+fi
 
 # C: clang with the wasm32 target, wasm-ld, wasi-libc and the wasm32
 # compiler-rt builtins, each checked here so that a missing one is named rather
 # than reported as a confusing compile or link error. (clang -print-file-name
-# prints the bare name when it does not find the file.)
+# prints the bare name when it does not find the file; clang -print-prog-name
+# prints the path of the linker it would run, or the bare name to look up in
+# PATH.)
 clang="${CLANG:-clang-14}"
-c_packages="clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32"
-c_missing() { echo "build-examples: $1; the C examples need the Debian packages $c_packages" >&2; exit 1; }
-command -v "$clang" >/dev/null || c_missing "$clang not found"
-"$clang" --print-targets 2>/dev/null | grep -qw wasm32 || c_missing "$clang has no wasm32 target"
-# (clang -print-prog-name prints the path of the linker it would run, or the
-# bare name to look up in PATH)
-command -v "$("$clang" -print-prog-name=wasm-ld)" >/dev/null || c_missing "wasm-ld not found for $clang (Debian lld-14)"
-crt=$("$clang" --target=wasm32-wasi -print-file-name=crt1-reactor.o)
-[ -f "$crt" ] || c_missing "wasi-libc not found for $clang (no crt1-reactor.o in its wasm32-wasi sysroot)"
-rt=$("$clang" --target=wasm32-wasi -rtlib=compiler-rt -print-libgcc-file-name)
-[ -f "$rt" ] || c_missing "the wasm32 compiler-rt builtins are missing ($rt)"
-
-for wat in "$src"/wat/*.wat; do
-	name="$(basename "$wat" .wat)"
-	wat2wasm "$wat" -o "$out/$name.wasm"
-	echo "built $out/$name.wasm"
-done
-
-cd "$root"
-for dir in "$src"/go/*/; do
-	name="$(basename "$dir")"
-	mode=()
-	if grep -q -e '^//go:wasmexport outpost_handle' -e '"github.com/outpost-edge/outpost/runtime/sdk"' "$dir"*.go; then
-		mode=(-buildmode=c-shared) # reactor: exports _initialize, not _start
+c_packages="apt-get install clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32"
+c_missing() {
+	if ! command -v "$clang" >/dev/null; then
+		echo "$clang not found"
+	elif ! "$clang" --print-targets 2>/dev/null | grep -qw wasm32; then
+		echo "$clang has no wasm32 target"
+	elif ! command -v "$("$clang" -print-prog-name=wasm-ld)" >/dev/null; then
+		echo "wasm-ld not found for $clang (Debian lld-14)"
+	elif [ ! -f "$("$clang" --target=wasm32-wasi -print-file-name=crt1-reactor.o)" ]; then
+		echo "wasi-libc not found for $clang (no crt1-reactor.o in its wasm32-wasi sysroot)"
+	elif [ ! -f "$("$clang" --target=wasm32-wasi -rtlib=compiler-rt -print-libgcc-file-name)" ]; then
+		echo "the wasm32 compiler-rt builtins are missing"
 	fi
-	GOOS=wasip1 GOARCH=wasm go build "${mode[@]}" -trimpath -o "$out/go-$name.wasm" "./${dir#"$root"/}"
-	echo "built $out/go-$name.wasm"
-done
-
-for dir in "$src"/c/*/; do
-	name="$(basename "$dir")"
-	# -mexec-model=reactor: exports _initialize (C constructors), not _start.
-	# --strip-debug drops wasi-libc's DWARF (three quarters of the module).
-	"$clang" --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror \
-		-I "$src/c" -Wl,--strip-debug -o "$out/c-$name.wasm" "$dir"*.c
-	echo "built $out/c-$name.wasm"
-done
+}
+why=$(c_missing)
+if [ -z "$why" ]; then
+	for dir in "$src"/c/*/; do
+		name="$(basename "$dir")"
+		# -mexec-model=reactor: exports _initialize (C constructors), not _start.
+		# --strip-debug drops wasi-libc's DWARF (three quarters of the module).
+		"$clang" --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror \
+			-I "$src/c" -Wl,--strip-debug -o "$out/c-$name.wasm" "$dir"*.c
+		echo "built $out/c-$name.wasm"
+	done
+else
+	skip C "$why; $c_packages"
+fi
 
 # Rust: the first rustc (RUSTC, then rustc on PATH, then Debian's) whose
 # sysroot has the wasm32-unknown-unknown standard library.
@@ -79,7 +109,7 @@ for r in ${RUSTC:-} rustc /usr/bin/rustc; do
 	fi
 done
 if [ -z "$rustc" ]; then
-	echo "build-examples: skipped the Rust examples: no rustc with the wasm32-unknown-unknown standard library (Debian packages rustc libstd-rust-dev-wasm32)" >&2
+	skip Rust "no rustc with the wasm32-unknown-unknown standard library; apt-get install rustc libstd-rust-dev-wasm32"
 else
 	for dir in "$src"/rust/*/; do
 		name="$(basename "$dir")"
@@ -93,11 +123,19 @@ fi
 # it; a failed check traps instead); --exportStart _initialize runs the top
 # level when an instance is made (docs/abi.md "Other languages").
 if ! command -v asc >/dev/null; then
-	echo "build-examples: skipped the AssemblyScript examples: asc not found (npm install -g assemblyscript)" >&2
+	skip AssemblyScript "asc not found; npm install -g assemblyscript"
 else
 	for dir in "$src"/assemblyscript/*/; do
 		name="$(basename "$dir")"
 		asc "$dir/$name.ts" -o "$out/as-$name.wasm" -O --runtime stub --use abort= --exportStart _initialize
 		echo "built $out/as-$name.wasm"
 	done
+fi
+
+if [ ${#skipped[@]} -gt 0 ]; then
+	echo "build-examples: skipped ${#skipped[@]} language(s):" >&2
+	printf '  %s\n' "${skipped[@]}" >&2
+	if $strict; then
+		exit 1
+	fi
 fi

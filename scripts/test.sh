@@ -10,7 +10,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+# step names what runs next and how long the one before it took; the
+# last step's time and the total are printed on exit, also on failure.
+t0=$EPOCHREALTIME
+step_name="" step_start=$t0
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1fs", b - a }'; }
+step_done() {
+  if [ -n "$step_name" ]; then printf -- '-- %s: %s\n' "$step_name" "$(elapsed "$step_start")"; fi
+}
+step() {
+  step_done
+  step_name="$*" step_start=$EPOCHREALTIME
+  printf '\n== %s (at %s)\n' "$*" "$(elapsed "$t0")"
+}
+trap 'rc=$?; step_done; printf "== total: %s, exit %d\n" "$(elapsed "$t0")" "$rc"' EXIT
 
 # --- test peers -------------------------------------------------------------
 # binary -> Debian package
@@ -26,6 +39,8 @@ declare -A peers=(
   [etcd]=etcd-server
   [clang-14]=clang-14 # C example tasks (scripts/build-examples.sh)
   [wasm-ld-14]=lld-14
+  [curl]=curl         # the README walkthrough (cmd/outpost/readme_e2e_test.go)
+  [script]=bsdutils   # a terminal for the progress bar test
 )
 # file (a glob) -> Debian package, for packages without a binary
 declare -A peer_files=(
@@ -75,7 +90,7 @@ fi
 
 # --- example tasks ----------------------------------------------------------
 step "building example tasks"
-./scripts/build-examples.sh
+./scripts/build-examples.sh --strict # the tests need every example
 
 # --- static checks ----------------------------------------------------------
 step "gofmt"

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"fmt"
 	"net"
 	"regexp"
 	"strings"
@@ -101,9 +102,12 @@ func (t Config) Validate(c *confval.Checker, hasTask func(string) bool) {
 
 	// A target is collected once: names and addresses are unique across
 	// gNMI and SNMP.
+	// A target is its address and, for SNMP, the community or v3 user and
+	// context it polls with: one agent may serve several devices (snmpsim,
+	// proxies, chassis with a context per module) and v2c beside v3.
 	names := map[string]string{} // target name → key path of its first use
 	addrs := map[string]string{}
-	target := func(tc *confval.Checker, name, addr, defPort string) {
+	target := func(tc *confval.Checker, name, addr, defPort, who string) {
 		switch {
 		case name == "":
 			tc.Errorf("name", "must not be empty")
@@ -124,21 +128,25 @@ func (t Config) Validate(c *confval.Checker, hasTask func(string) bool) {
 			}
 		}
 		tc.HostPort("address", addr)
-		if prev := addrs[addr]; prev != "" {
-			tc.Errorf("address", "%s is already collected by %s", addr, prev)
+		if prev := addrs[addr+who]; prev != "" {
+			tc.Errorf("address", "%s%s is already collected by %s", addr, who, prev)
 		} else {
-			addrs[addr] = tc.Path("")
+			addrs[addr+who] = tc.Path("")
 		}
 	}
 	for i, g := range t.GNMI.Targets {
 		tc := c.At("gnmi").Index("targets", i)
-		target(tc, g.Name, g.Address, "")
+		target(tc, g.Name, g.Address, "", "")
 		g.Validate(tc)
 	}
 	t.SNMP.Validate(c.At("snmp"))
 	for i, s := range t.SNMP.Targets {
 		tc := c.At("snmp").Index("targets", i)
-		target(tc, s.Name, s.Address, "161")
+		who := fmt.Sprintf(" with community %q", s.Community)
+		if s.Version == "3" {
+			who = fmt.Sprintf(" as v3 user %q in context %q", s.V3.Username, s.V3.ContextName)
+		}
+		target(tc, s.Name, s.Address, "161", who)
 		s.Validate(tc)
 	}
 	t.GNMIServer.Validate(c.At("gnmi_server"), t.collectionInterval())

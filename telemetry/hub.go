@@ -174,6 +174,9 @@ func (h *hub) publish(us []model.Update) {
 		for ri := range h.pubs {
 			h.maybePublish(ri, u)
 		}
+		if u.Value.Kind == model.KindDeleted {
+			continue // a delete is no value a condition could hold for
+		}
 		for ri := range h.trigs {
 			h.maybeTrigger(ri, u)
 		}
@@ -204,7 +207,8 @@ func (h *hub) maybePublish(ri int, u *model.Update) {
 		return
 	}
 	key := strconv.Itoa(ri) + "\x00" + u.Target + "\x00" + u.Path
-	if last, ok := h.lastPub[key]; ok && u.Time-last < int64(r.cfg.MinInterval) {
+	// A delete is never held back: it may be the series' last message.
+	if last, ok := h.lastPub[key]; ok && u.Time-last < int64(r.cfg.MinInterval) && u.Value.Kind != model.KindDeleted {
 		return
 	}
 	h.lastPub[key] = u.Time

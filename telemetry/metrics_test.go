@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -128,5 +129,55 @@ func TestMetricsAfterRestart(t *testing.T) {
 		if strings.Contains(m, "register") {
 			t.Errorf("warning: %s", m)
 		}
+	}
+}
+
+// labelled returns the value of each series of a metric family by the value of one label.
+func labelled(t *testing.T, reg *prometheus.Registry, name, label string) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label {
+					out[lp.GetValue()] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Dropped traps are exported by reason, every reason present from the start.
+func TestTrapRejectedMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	addr := fmt.Sprintf("127.0.0.1:%d", freeUDP(t))
+	s := New(Config{SNMP: snmp.Config{Traps: snmp.Traps{Listen: addr, Communities: []string{"public"}}}}, t.TempDir(), nil, reg, Sinks{})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("not an snmp message"))
+	c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for labelled(t, reg, "outpost_telemetry_traps_rejected_total", "reason")["malformed"] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("malformed datagram not counted: %v", labelled(t, reg, "outpost_telemetry_traps_rejected_total", "reason"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := labelled(t, reg, "outpost_telemetry_traps_rejected_total", "reason"); len(got) != 7 || got["wrong_digest"] != 0 {
+		t.Errorf("reasons %v, want all 7 with only malformed counted", got)
 	}
 }

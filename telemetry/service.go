@@ -144,7 +144,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			tr := s.traps
 			for _, c := range []prometheus.Collector{
 				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_total", Help: "SNMP traps and informs turned into events."}, func() float64 { return float64(tr.Received.Load()) }),
-				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_rejected_total", Help: "SNMP traps dropped: unknown community or no trap OID."}, func() float64 { return float64(tr.Rejected.Load()) }),
+				trapRejects{tr},
 				prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "outpost_telemetry_traps_not_in_time_window_total", Help: "Authenticated SNMPv3 traps and informs dropped as outside the 150 s time window (stale or replayed)."}, func() float64 { return float64(tr.NotInTimeWindow.Load()) }),
 			} {
 				if err := reg.Register(c); err != nil {
@@ -322,11 +322,30 @@ func (s *Service) Status() []model.TargetStatus {
 
 type statusCollector struct{ s *Service }
 
+// trapRejects exports the trap receiver's drops by reason (every reason,
+// zeros included, so the label set is fixed).
+type trapRejects struct{ r *snmp.TrapReceiver }
+
+var descTrapRejected = prometheus.NewDesc("outpost_telemetry_traps_rejected_total",
+	"SNMP traps and informs dropped, by reason: unknown_community, unknown_user, wrong_digest (auth password), decryption_error (priv password), security_level, no_trap_oid, malformed.",
+	[]string{"reason"}, nil)
+
+func (c trapRejects) Describe(ch chan<- *prometheus.Desc) { ch <- descTrapRejected }
+
+func (c trapRejects) Collect(ch chan<- prometheus.Metric) {
+	for _, reason := range snmp.RejectReasons {
+		ch <- prometheus.MustNewConstMetric(descTrapRejected, prometheus.CounterValue, float64(c.r.Rejected(reason)), reason)
+	}
+}
+
 var (
 	descUp      = prometheus.NewDesc("outpost_telemetry_target_up", "1 when the target's stream is up (gNMI) or its last poll answered (SNMP).", []string{"target", "source"}, nil)
 	descUpdates = prometheus.NewDesc("outpost_telemetry_target_updates_total", "Values collected from the target.", []string{"target", "source"}, nil)
 	descErrors  = prometheus.NewDesc("outpost_telemetry_target_errors_total", "Failed polls or ended streams of the target.", []string{"target", "source"}, nil)
 	descLast    = prometheus.NewDesc("outpost_telemetry_target_last_update_timestamp_seconds", "When the target last sent data.", []string{"target", "source"}, nil)
+	descRound   = prometheus.NewDesc("outpost_telemetry_target_round_seconds", "How long the target's last polling round took, waiting for a poll slot included (SNMP).", []string{"target", "source"}, nil)
+	descOverrun = prometheus.NewDesc("outpost_telemetry_target_overruns_total", "Polling rounds of the target that took its interval or longer, so the next started at once (SNMP).", []string{"target", "source"}, nil)
+	descMissing = prometheus.NewDesc("outpost_telemetry_target_missing_objects", "Objects the target stopped returning (deleted paths) or answers with noSuchObject or noSuchInstance (SNMP).", []string{"target", "source"}, nil)
 )
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -334,6 +353,9 @@ func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descUpdates
 	ch <- descErrors
 	ch <- descLast
+	ch <- descRound
+	ch <- descOverrun
+	ch <- descMissing
 }
 
 func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
@@ -347,6 +369,11 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(st.Errors), st.Name, st.Source)
 		if !st.LastUpdate.IsZero() {
 			ch <- prometheus.MustNewConstMetric(descLast, prometheus.GaugeValue, float64(st.LastUpdate.UnixNano())/1e9, st.Name, st.Source)
+		}
+		if st.Source == "snmp" {
+			ch <- prometheus.MustNewConstMetric(descRound, prometheus.GaugeValue, st.RoundSeconds, st.Name, st.Source)
+			ch <- prometheus.MustNewConstMetric(descOverrun, prometheus.CounterValue, float64(st.Overruns), st.Name, st.Source)
+			ch <- prometheus.MustNewConstMetric(descMissing, prometheus.GaugeValue, float64(st.Missing), st.Name, st.Source)
 		}
 	}
 }

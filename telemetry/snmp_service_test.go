@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/snmp"
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
@@ -63,7 +65,8 @@ func TestServiceSNMPAndTraps(t *testing.T) {
 		},
 		Store: tsdb.Config{FlushInterval: confval.Duration(50 * time.Millisecond)},
 	}
-	s := New(cfg, t.TempDir(), nil, nil, Sinks{})
+	reg := prometheus.NewRegistry()
+	s := New(cfg, t.TempDir(), nil, reg, Sinks{})
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -90,5 +93,17 @@ func TestServiceSNMPAndTraps(t *testing.T) {
 	}
 	if st := s.Status(); len(st) != 1 || st[0].Source != "snmp" || !st[0].Connected {
 		t.Errorf("status %+v", st)
+	}
+	// The round figures of SNMP targets are exported once a round ended.
+	for deadline := time.Now().Add(10 * time.Second); labelled(t, reg, "outpost_telemetry_target_round_seconds", "target")["sw2"] <= 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no round duration for sw2: %v", labelled(t, reg, "outpost_telemetry_target_round_seconds", "target"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, m := range []string{"outpost_telemetry_target_overruns_total", "outpost_telemetry_target_missing_objects"} {
+		if v, ok := labelled(t, reg, m, "target")["sw2"]; !ok || v != 0 {
+			t.Errorf("%s{target=sw2} = %v (exported %v), want 0", m, v, ok)
+		}
 	}
 }

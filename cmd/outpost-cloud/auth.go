@@ -3,12 +3,13 @@ package main
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+
+	"github.com/spf13/cobra"
 
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
@@ -22,17 +23,30 @@ var errOpenOperatorAPI = errors.New("refusing to serve the operator API without 
 
 // apiFlags are the flags every operator API client subcommand takes.
 type apiFlags struct {
-	server, tokenFile *string
+	server, tokenFile string
 }
 
-func addServer(fs *flag.FlagSet) apiFlags {
-	return apiFlags{
-		server:    fs.String("server", envOr("OUTPOST_CLOUD", "http://127.0.0.1:8480"), "control plane URL ($OUTPOST_CLOUD)"),
-		tokenFile: fs.String("token-file", os.Getenv(tokenFileEnv), "file holding the operator API's bearer token ($"+tokenFileEnv+")"),
+func addServer(cmd *cobra.Command) *apiFlags {
+	f := &apiFlags{}
+	cmd.Flags().StringVar(&f.server, "server", envOr("OUTPOST_CLOUD", "http://127.0.0.1:8480"), "control plane URL ($OUTPOST_CLOUD)")
+	cmd.Flags().StringVar(&f.tokenFile, "token-file", os.Getenv(tokenFileEnv), "file holding the operator API's bearer token ($"+tokenFileEnv+")")
+	return f
+}
+
+func (f *apiFlags) api() *api { return newAPI(f.server, f.tokenFile) }
+
+// completeNodes completes a node id from the running control plane.
+func (f *apiFlags) completeNodes(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+	nodes, err := f.api().nodes(cmd.Context())
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveError
 	}
+	ids := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		ids = append(ids, n.ID)
+	}
+	return ids, cobra.ShellCompDirectiveNoFileComp
 }
-
-func (f apiFlags) api() *api { return newAPI(*f.server, *f.tokenFile) }
 
 // authorize adds the operator token, read from its file on every request
 // (a rotated token is used at once).

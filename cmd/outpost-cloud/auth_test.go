@@ -39,9 +39,11 @@ func serve(t *testing.T, args ...string) (string, *syncBuf) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, logs syncBuf
 	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "cloud")}, args...), nil, &out, &logs)
-	}()
+	// The data dir is made before the server's cleanup is registered, so
+	// that it is removed after the server has stopped (cleanups run last
+	// in, first out).
+	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "cloud")}, args...)
+	go func() { done <- run(ctx, args, nil, &out, &logs) }()
 	t.Cleanup(func() {
 		cancel()
 		if code := <-done; code != 0 {

@@ -11,143 +11,130 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/rs/xid"
+	"github.com/spf13/cobra"
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-// app is the outpost-cloud command line.
-var app cli.App
+// run runs the command line args and returns the exit code: 0 success,
+// 1 failure, 2 bad usage.
+func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
+	return cli.Execute(ctx, newRoot(), args, cli.IO{In: in, Out: out, ErrOut: errOut})
+}
 
-func init() {
-	app = cli.App{
-		Name:  "outpost-cloud",
-		Title: "outpost-cloud: the reference cloud control plane for Outpost nodes.",
-		Commands: []cli.Command{
-			{Name: "serve", Summary: "run the control plane", Run: cmdServe},
-			{Name: "enqueue", Summary: "queue one call for a node (--wait for its result)", Run: cmdEnqueue},
-			{Name: "batch", Summary: "run a task over every line of a JSONL file, once per item", Run: cmdBatch},
-			{Name: "results", Summary: "list calls and their results", Run: cmdResults},
-			{Name: "nodes", Summary: "list nodes", Run: cmdNodes},
-			{Name: "cancel", Summary: "cancel a call", Run: cmdCancel},
-			{Name: "object", Summary: "put a code object (put FILE, prints sha256:HEX) or list them (ls)", Run: cmdObject}, // objects.go
+// newRoot builds the command tree.
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "outpost-cloud",
+		Short: "outpost-cloud: the reference cloud control plane for Outpost nodes",
+		Long: `outpost-cloud: the reference cloud control plane for Outpost nodes.
+
+'outpost-cloud serve' runs the control plane; the other commands speak to a
+running one through its operator API (--server URL or $OUTPOST_CLOUD,
+default http://127.0.0.1:8480; --token-file or $OUTPOST_CLOUD_TOKEN_FILE
+when it requires a token).`,
+	}
+	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd())
+	cli.AddVersion(root, cli.BuildVersion(version))
+	return root
+}
+
+func newServeCmd() *cobra.Command {
+	var (
+		listen, dir, tokens, opToken, tlsCert, tlsKey string
+		lease, live                                   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the control plane (state in badger under --data)",
+		Args:  cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			log := slog.New(slog.NewTextHandler(errOut, nil)).With("part", "cloud")
+			opts := server.Options{Dir: dir, Lease: lease, LiveWindow: live, Log: log, OperatorTokenFile: opToken}
+			if tokens != "" {
+				m, err := readTokens(tokens)
+				if err != nil {
+					return &cli.UsageError{Err: err}
+				}
+				opts.Tokens = m
+			}
+			if tlsCert != "" {
+				if err := secretfile.Check(tlsKey); err != nil {
+					return &cli.UsageError{Err: fmt.Errorf("--tls-key: %w", err)}
+				}
+			}
+			srv, err := server.Open(opts)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("%w (change --listen)", err)
+			}
+			if err := checkOperatorAuth(ln.Addr(), opToken, log); err != nil {
+				_ = ln.Close()
+				return &cli.UsageError{Err: err}
+			}
+			hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			fmt.Fprintf(out, "listening on %s\n", ln.Addr())
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			errc := make(chan error, 1)
+			go func() {
+				if tlsCert != "" {
+					errc <- hs.ServeTLS(ln, tlsCert, tlsKey)
+				} else {
+					errc <- hs.Serve(ln)
+				}
+			}()
+			select {
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = hs.Shutdown(sctx)
+			return nil
 		},
 	}
-}
-
-func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
-	return app.Run(ctx, args, in, out, errOut)
-}
-
-func newFlags(name string, errOut io.Writer) *flag.FlagSet {
-	return cli.NewFlags("outpost-cloud", name, errOut)
-}
-
-// parse parses flags, allowing positional arguments before flags.
-func parse(fs *flag.FlagSet, args []string) ([]string, int, bool) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, 0, false
-			}
-			return nil, 2, false
-		}
-		if fs.NArg() == 0 {
-			return pos, 0, true
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
-func cmdServe(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
-	fs := newFlags("serve", errOut)
-	listen := fs.String("listen", "127.0.0.1:8480", "address to listen on (port 0: a free port, printed)")
-	dir := fs.String("data", "./cloud-data", "state directory (badger)")
-	tokens := fs.String("tokens", "", "file of `NODE TOKEN` lines; empty: no authentication (loopback only)")
-	opToken := fs.String("operator-token-file", "", "file holding the operator API's bearer token (re-read when it changes); required beyond loopback")
-	lease := fs.Duration("lease", 30*time.Second, "default lease of a delivered call")
-	live := fs.Duration("live-window", 5*time.Second, "a poller that polled this recently still owns its node")
-	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this certificate")
-	tlsKey := fs.String("tls-key", "", "and this key")
-	if _, code, ok := parse(fs, args); !ok {
-		return code
-	}
-	log := slog.New(slog.NewTextHandler(errOut, nil)).With("part", "cloud")
-	opts := server.Options{Dir: *dir, Lease: *lease, LiveWindow: *live, Log: log, OperatorTokenFile: *opToken}
-	if *tokens != "" {
-		m, err := readTokens(*tokens)
-		if err != nil {
-			fmt.Fprintf(errOut, "outpost-cloud serve: %v\n", err)
-			return 2
-		}
-		opts.Tokens = m
-	}
-	if *tlsCert != "" {
-		if err := secretfile.Check(*tlsKey); err != nil {
-			fmt.Fprintf(errOut, "outpost-cloud serve: --tls-key: %v\n", err)
-			return 1
-		}
-	}
-	srv, err := server.Open(opts)
-	if err != nil {
-		fmt.Fprintf(errOut, "outpost-cloud serve: %v\n", err)
-		return 1
-	}
-	defer srv.Close()
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		fmt.Fprintf(errOut, "outpost-cloud serve: %v\n", err)
-		return 1
-	}
-	if err := checkOperatorAuth(ln.Addr(), *opToken, log); err != nil {
-		_ = ln.Close()
-		fmt.Fprintf(errOut, "outpost-cloud serve: %v\n", err)
-		return 2
-	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(out, "listening on %s\n", ln.Addr())
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	errc := make(chan error, 1)
-	go func() {
-		if *tlsCert != "" {
-			errc <- hs.ServeTLS(ln, *tlsCert, *tlsKey)
-		} else {
-			errc <- hs.Serve(ln)
-		}
-	}()
-	select {
-	case err := <-errc:
-		fmt.Fprintf(errOut, "outpost-cloud serve: %v\n", err)
-		return 1
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = hs.Shutdown(sctx)
-	return 0
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:8480", "address to listen on (port 0: a free port, printed)")
+	f.StringVar(&dir, "data", "./cloud-data", "state directory (badger)")
+	f.StringVar(&tokens, "tokens", "", "file of `NODE TOKEN` lines; empty: no authentication (loopback only)")
+	f.StringVar(&opToken, "operator-token-file", "", "file holding the operator API's bearer token (re-read when it changes); required beyond loopback")
+	f.DurationVar(&lease, "lease", 30*time.Second, "default lease of a delivered call")
+	f.DurationVar(&live, "live-window", 5*time.Second, "a poller that polled this recently still owns its node")
+	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate")
+	f.StringVar(&tlsKey, "tls-key", "", "and this key")
+	cmd.MarkFlagsRequiredTogether("tls-cert", "tls-key")
+	return cmd
 }
 
 func readTokens(path string) (map[string]string, error) {
@@ -206,7 +193,7 @@ func (a *api) do(ctx context.Context, method, path string, body, out any) error 
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return fmt.Errorf("%s %s: %w (is `outpost-cloud serve` running there? give its URL with --server or $OUTPOST_CLOUD)", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -224,160 +211,201 @@ func (a *api) do(ctx context.Context, method, path string, body, out any) error 
 	return nil
 }
 
-func cmdEnqueue(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
-	fs := newFlags("enqueue", errOut)
-	srv := addServer(fs)
-	nodeID := fs.String("node", "", "node id (required)")
-	task := fs.String("task", "", "task name (required)")
-	data := fs.String("data", "", "input: a literal, @FILE, or - for standard input")
-	id := fs.String("id", "", "call id (default: a new one); enqueueing an existing id does nothing")
-	effect := fs.String("effect", "at_most_once", "idempotent or at_most_once")
-	queue := fs.String("queue", "", "queue on the node (control, default, or a configured one)")
-	prio := fs.Int("priority", 0, "priority in the node's cloud queue (higher first)")
-	ttl := fs.Duration("ttl", 0, "start-by: expire if not started within this (0: never)")
-	wait := fs.Bool("wait", false, "wait for the result and print its output")
-	timeout := fs.Duration("timeout", 5*time.Minute, "with --wait: give up after this")
-	digest := fs.String("digest", "", "sha256:HEX of an object (object put) the task runs: a node without the task fetches and deploys it")
-	if _, code, ok := parse(fs, args); !ok {
-		return code
+func newEnqueueCmd() *cobra.Command {
+	var (
+		nodeID, task, data, id, effect, queue, digest string
+		prio                                          int
+		ttl, timeout                                  time.Duration
+		wait                                          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "enqueue --node NODE --task TASK [--data INPUT] [--wait]",
+		Short: "Queue one call for a node (--wait for its result)",
+		Long: `Queue one call for a node and print its id, or with --wait its output.
+
+The input is --data (a literal, @FILE or - for standard input) or, without
+--data, standard input when it is a pipe or a file. A node that has never
+polled this control plane gets a warning at once: the call waits until a
+node of that id polls.`,
+		Example: `  outpost-cloud enqueue --node edge-1 --task echo --data '{"x":1}' --wait
+  outpost-cloud enqueue --node edge-1 --task report --digest sha256:HEX < input.json`,
+		Args: cli.NoArgs,
 	}
-	if !checkDigest("enqueue", *digest, errOut) {
-		return 2
+	srv := addServer(cmd)
+	f := cmd.Flags()
+	f.StringVar(&nodeID, "node", "", "node id (required)")
+	f.StringVar(&task, "task", "", "task name (required)")
+	f.StringVar(&data, "data", "", cli.DataHelp)
+	f.StringVar(&id, "id", "", "call id (default: a new one); enqueueing an existing id does nothing")
+	f.StringVar(&effect, "effect", "at_most_once", "idempotent or at_most_once")
+	f.StringVar(&queue, "queue", "", "queue on the node (control, default, or a configured one)")
+	f.IntVar(&prio, "priority", 0, "priority in the node's cloud queue (higher first)")
+	f.DurationVar(&ttl, "ttl", 0, "start-by: expire if not started within this (0: never)")
+	f.BoolVar(&wait, "wait", false, "wait for the result and print its output")
+	f.DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait: give up after this")
+	f.StringVar(&digest, "digest", "", "sha256:HEX of an object (object put) the task runs: a node without the task fetches and deploys it")
+	_ = cmd.MarkFlagRequired("node")
+	_ = cmd.MarkFlagRequired("task")
+	_ = cmd.RegisterFlagCompletionFunc("effect", cobra.FixedCompletions([]string{"at_most_once", "idempotent"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("node", srv.completeNodes)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkDigest(digest); err != nil {
+			return err
+		}
+		if effect != "idempotent" && effect != "at_most_once" {
+			return cli.Usagef("--effect %q: want idempotent or at_most_once", effect)
+		}
+		input, err := cli.ReadInput(data, cmd.Flags().Changed("data"), cmd.InOrStdin())
+		if err != nil {
+			return err
+		}
+		if id == "" {
+			id = xid.New().String()
+		}
+		ctx, out, errOut := cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+		a := srv.api()
+		seen, err := a.nodeSeen(ctx, nodeID)
+		if err != nil {
+			return err
+		}
+		if !seen {
+			fmt.Fprintf(errOut, "warning: node %q has not polled this control plane (see outpost-cloud nodes); the call waits until it does\n", nodeID)
+		}
+		var resp struct{ Calls []server.EnqueueItem }
+		c := server.Call{ID: id, Node: nodeID, Task: task, Input: input, Effect: effect, Queue: queue, Priority: prio, TTLMS: ttl.Milliseconds(), Digest: digest}
+		if err := a.do(ctx, "POST", "/api/v1/calls", server.EnqueueRequest{Calls: []server.Call{c}}, &resp); err != nil {
+			return err
+		}
+		if len(resp.Calls) != 1 || resp.Calls[0].Error != "" {
+			return fmt.Errorf("refused: %+v", resp.Calls)
+		}
+		if !wait {
+			fmt.Fprintln(out, id)
+			return nil
+		}
+		if !seen {
+			fmt.Fprintf(errOut, "waiting for node %q, which has not polled yet (up to %s)\n", nodeID, timeout)
+		}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		for {
+			var got server.Call
+			if err := a.do(ctx, "GET", "/api/v1/calls/"+url.PathEscape(id)+"?wait=30s", nil, &got); err != nil {
+				return fmt.Errorf("waiting for %s: %w", id, err)
+			}
+			if !got.Final() {
+				continue
+			}
+			if got.Result == nil || got.Result.Status != "ok" {
+				msg := got.State
+				if got.Result != nil {
+					msg = got.Result.Status + ": " + got.Result.Error
+				}
+				return fmt.Errorf("call %s: %s", id, msg)
+			}
+			_, _ = out.Write(got.Result.Output)
+			if n := len(got.Result.Output); n > 0 && got.Result.Output[n-1] != '\n' {
+				fmt.Fprintln(out)
+			}
+			return nil
+		}
 	}
-	if *nodeID == "" || *task == "" {
-		fmt.Fprintln(errOut, "outpost-cloud enqueue: --node and --task are required")
-		return 2
-	}
-	if *effect != "idempotent" && *effect != "at_most_once" {
-		fmt.Fprintf(errOut, "outpost-cloud enqueue: --effect %q: want idempotent or at_most_once\n", *effect)
-		return 2
-	}
-	input, err := cli.ReadInput(*data, in)
+	return cmd
+}
+
+// nodeSeen reports whether node has ever polled (since the server started).
+func (a *api) nodeSeen(ctx context.Context, node string) (bool, error) {
+	nodes, err := a.nodes(ctx)
 	if err != nil {
-		fmt.Fprintf(errOut, "outpost-cloud enqueue: %v\n", err)
-		return 2
+		return false, err
 	}
-	if *id == "" {
-		*id = xid.New().String()
-	}
-	a := srv.api()
-	var resp struct{ Calls []server.EnqueueItem }
-	c := server.Call{ID: *id, Node: *nodeID, Task: *task, Input: input, Effect: *effect, Queue: *queue, Priority: *prio, TTLMS: ttl.Milliseconds(), Digest: *digest}
-	if err := a.do(ctx, "POST", "/api/v1/calls", server.EnqueueRequest{Calls: []server.Call{c}}, &resp); err != nil {
-		fmt.Fprintf(errOut, "outpost-cloud enqueue: %v\n", err)
-		return 1
-	}
-	if len(resp.Calls) != 1 || resp.Calls[0].Error != "" {
-		fmt.Fprintf(errOut, "outpost-cloud enqueue: refused: %+v\n", resp.Calls)
-		return 1
-	}
-	if !*wait {
-		fmt.Fprintln(out, *id)
-		return 0
-	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	for {
-		var got server.Call
-		if err := a.do(ctx, "GET", "/api/v1/calls/"+*id+"?wait=30s", nil, &got); err != nil {
-			fmt.Fprintf(errOut, "outpost-cloud enqueue: waiting for %s: %v\n", *id, err)
-			return 1
+	for _, n := range nodes {
+		if n.ID == node && !n.LastSeen.IsZero() {
+			return true, nil
 		}
-		if !got.Final() {
-			continue
-		}
-		if got.Result == nil || got.Result.Status != "ok" {
-			msg := got.State
-			if got.Result != nil {
-				msg = got.Result.Status + ": " + got.Result.Error
-			}
-			fmt.Fprintf(errOut, "outpost-cloud enqueue: call %s: %s\n", *id, msg)
-			return 1
-		}
-		_, _ = out.Write(got.Result.Output)
-		if n := len(got.Result.Output); n > 0 && got.Result.Output[n-1] != '\n' {
-			fmt.Fprintln(out)
-		}
-		return 0
 	}
+	return false, nil
 }
 
-func cmdResults(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
-	fs := newFlags("results", errOut)
-	srv := addServer(fs)
-	nodeID := fs.String("node", "", "only this node's calls")
-	state := fs.String("state", "", "only calls in this state (pending, leased, done, cancelled, expired)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, code, ok := parse(fs, args); !ok {
-		return code
-	}
-	var resp struct{ Calls []server.Call }
-	q := "?node=" + *nodeID + "&state=" + *state
-	if err := srv.api().do(ctx, "GET", "/api/v1/calls"+q, nil, &resp); err != nil {
-		fmt.Fprintf(errOut, "outpost-cloud results: %v\n", err)
-		return 1
-	}
-	if *asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(resp.Calls)
-		return 0
-	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNODE\tTASK\tSTATE\tATTEMPT\tDELIVERIES\tSTATUS\tOUTPUT")
-	for _, c := range resp.Calls {
-		st, o := "", ""
-		if c.Result != nil {
-			st, o = c.Result.Status, string(c.Result.Output)
-			if c.Result.Error != "" {
-				o = c.Result.Error
-			}
-		}
-		if len(o) > 40 {
-			o = o[:40] + "…"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%q\n", c.ID, c.Node, c.Task, c.State, c.Attempt, c.Deliveries, st, o)
-	}
-	_ = tw.Flush()
-	return 0
-}
-
-func cmdNodes(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
-	fs := newFlags("nodes", errOut)
-	srv := addServer(fs)
-	if _, code, ok := parse(fs, args); !ok {
-		return code
-	}
+// nodes lists the nodes the server knows.
+func (a *api) nodes(ctx context.Context) ([]server.NodeInfo, error) {
 	var resp struct{ Nodes []server.NodeInfo }
-	if err := srv.api().do(ctx, "GET", "/api/v1/nodes", nil, &resp); err != nil {
-		fmt.Fprintf(errOut, "outpost-cloud nodes: %v\n", err)
-		return 1
+	if err := a.do(ctx, "GET", "/api/v1/nodes", nil, &resp); err != nil {
+		return nil, err
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tPOLLING\tPENDING\tHELD\tLAST SEEN\tBOOT")
-	for _, n := range resp.Nodes {
-		fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%s\t%s\n", n.ID, n.Polling, n.Pending, n.Held, n.LastSeen.Format(time.RFC3339), n.Boot)
-	}
-	_ = tw.Flush()
-	return 0
+	return resp.Nodes, nil
 }
 
-func cmdCancel(ctx context.Context, args []string, _ io.Reader, _, errOut io.Writer) int {
-	fs := newFlags("cancel", errOut)
-	srv := addServer(fs)
-	pos, code, ok := parse(fs, args)
-	if !ok {
-		return code
+func newResultsCmd() *cobra.Command {
+	var nodeID, state string
+	cmd := &cobra.Command{Use: "results", Short: "List calls and their results", Args: cli.NoArgs}
+	srv := addServer(cmd)
+	out := cli.AddOutput(cmd)
+	cmd.Flags().StringVar(&nodeID, "node", "", "only this node's calls")
+	cmd.Flags().StringVar(&state, "state", "", "only calls in this state (pending, leased, done, cancelled, expired)")
+	_ = cmd.RegisterFlagCompletionFunc("node", srv.completeNodes)
+	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions([]string{"pending", "leased", "done", "cancelled", "expired"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var resp struct{ Calls []server.Call }
+		q := url.Values{"node": {nodeID}, "state": {state}}
+		if err := srv.api().do(cmd.Context(), "GET", "/api/v1/calls?"+q.Encode(), nil, &resp); err != nil {
+			return err
+		}
+		sort.SliceStable(resp.Calls, func(i, j int) bool { return resp.Calls[i].Enqueued.Before(resp.Calls[j].Enqueued) })
+		return out.Print(cmd.OutOrStdout(), resp.Calls, func(w io.Writer) {
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNODE\tTASK\tSTATE\tATTEMPT\tDELIVERIES\tSTATUS\tOUTPUT")
+			for _, c := range resp.Calls {
+				st, o := "", ""
+				if c.Result != nil {
+					st, o = c.Result.Status, cli.Bytes(c.Result.Output)
+					if c.Result.Error != "" {
+						o = c.Result.Error
+					}
+				}
+				if r := []rune(o); len(r) > 40 {
+					o = string(r[:40]) + "…"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%q\n", c.ID, c.Node, c.Task, c.State, c.Attempt, c.Deliveries, st, o)
+			}
+			_ = tw.Flush()
+		})
 	}
-	if len(pos) != 1 {
-		fmt.Fprintln(errOut, "Usage: outpost-cloud cancel CALL_ID")
-		return 2
+	return cmd
+}
+
+func newNodesCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "nodes", Short: "List the nodes that polled or have calls queued", Args: cli.NoArgs}
+	srv := addServer(cmd)
+	out := cli.AddOutput(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		nodes, err := srv.api().nodes(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return out.Print(cmd.OutOrStdout(), nodes, func(w io.Writer) {
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tPOLLING\tPENDING\tHELD\tLAST SEEN\tBOOT")
+			for _, n := range nodes {
+				fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%s\t%s\n", n.ID, n.Polling, n.Pending, n.Held, out.Time(n.LastSeen), n.Boot)
+			}
+			_ = tw.Flush()
+		})
 	}
-	if err := srv.api().do(ctx, "DELETE", "/api/v1/calls/"+pos[0], nil, nil); err != nil {
-		fmt.Fprintf(errOut, "outpost-cloud cancel: %v\n", err)
-		return 1
+	return cmd
+}
+
+func newCancelCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "cancel CALL_ID", Short: "Cancel a queued or running call", Args: cli.ExactArgs(1, "")}
+	srv := addServer(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := srv.api().do(cmd.Context(), "DELETE", "/api/v1/calls/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "cancelled %s\n", args[0])
+		return nil
 	}
-	return 0
+	return cmd
 }
 
 // itemID derives a call id from an item, so a re-run finds the same calls
@@ -392,31 +420,43 @@ func itemID(nodeID, task, digest string, item []byte) string {
 	return "b-" + hex.EncodeToString(h.Sum(nil))[:24]
 }
 
-func cmdBatch(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
-	fs := newFlags("batch", errOut)
-	srv := addServer(fs)
-	nodeID := fs.String("node", "", "node id (required)")
-	task := fs.String("task", "", "task name (required)")
-	effect := fs.String("effect", "idempotent", "idempotent or at_most_once")
-	chunk := fs.Int("chunk", 500, "calls per enqueue request")
-	every := fs.Duration("progress", time.Second, "progress line interval")
-	timeout := fs.Duration("timeout", 0, "give up after this (0: never)")
-	digest := fs.String("digest", "", "sha256:HEX of an object (object put) the task runs: a node without the task fetches and deploys it")
-	pos, code, ok := parse(fs, args)
-	if !ok {
-		return code
+func newBatchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "batch --node NODE --task TASK ITEMS.jsonl",
+		Short: "Run a task over every line of a JSONL file, once per item",
+		Long: `Run a task over every line of a JSONL file, once per item: each item's
+call id is derived from the node, the task, the digest and the item, so a
+re-run only runs the items that have no result yet.`,
+		Args: cli.ExactArgs(1, ""),
 	}
-	if !checkDigest("batch", *digest, errOut) {
-		return 2
+	srv := addServer(cmd)
+	f := cmd.Flags()
+	nodeID := f.String("node", "", "node id (required)")
+	task := f.String("task", "", "task name (required)")
+	effect := f.String("effect", "idempotent", "idempotent or at_most_once")
+	chunk := f.Int("chunk", 500, "calls per enqueue request")
+	every := f.Duration("progress", time.Second, "progress line interval")
+	timeout := f.Duration("timeout", 0, "give up after this (0: never)")
+	digest := f.String("digest", "", "sha256:HEX of an object (object put) the task runs: a node without the task fetches and deploys it")
+	_ = cmd.MarkFlagRequired("node")
+	_ = cmd.MarkFlagRequired("task")
+	_ = cmd.RegisterFlagCompletionFunc("node", srv.completeNodes)
+	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
+		return batch(cmd, srv, pos[0], *nodeID, *task, *effect, *digest, *chunk, *every, *timeout)
 	}
-	if *nodeID == "" || *task == "" || len(pos) != 1 {
-		fmt.Fprintln(errOut, "Usage: outpost-cloud batch --node N --task T ITEMS.jsonl")
-		return 2
+	return cmd
+}
+
+// batch enqueues one call per line of the file at path and waits until
+// every one has a result.
+func batch(cmd *cobra.Command, srv *apiFlags, path, nodeID, task, effect, digest string, chunk int, every, timeout time.Duration) error {
+	if err := checkDigest(digest); err != nil {
+		return err
 	}
-	f, err := os.Open(pos[0])
+	ctx, out := cmd.Context(), cmd.OutOrStdout()
+	f, err := os.Open(path)
 	if err != nil {
-		fmt.Fprintf(errOut, "outpost-cloud batch: %v\n", err)
-		return 2
+		return err
 	}
 	defer f.Close()
 	var items []server.Call
@@ -429,39 +469,35 @@ func cmdBatch(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 			continue
 		}
 		if !json.Valid(b) {
-			fmt.Fprintf(errOut, "outpost-cloud batch: %s:%d: not a JSON value\n", pos[0], line)
-			return 2
+			return fmt.Errorf("%s:%d: not a JSON value", path, line)
 		}
-		id := itemID(*nodeID, *task, *digest, b)
+		id := itemID(nodeID, task, digest, b)
 		if seen[id] {
 			continue
 		}
 		seen[id] = true
-		items = append(items, server.Call{ID: id, Node: *nodeID, Task: *task, Input: append([]byte(nil), b...), Effect: *effect, Digest: *digest})
+		items = append(items, server.Call{ID: id, Node: nodeID, Task: task, Input: append([]byte(nil), b...), Effect: effect, Digest: digest})
 	}
 	if err := sc.Err(); err != nil {
-		fmt.Fprintf(errOut, "outpost-cloud batch: %s: %v\n", pos[0], err)
-		return 2
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	if *timeout > 0 {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	a := srv.api()
 	created, existing := 0, 0
-	for i := 0; i < len(items); i += *chunk {
-		part := items[i:min(i+*chunk, len(items))]
+	for i := 0; i < len(items); i += chunk {
+		part := items[i:min(i+chunk, len(items))]
 		var resp struct{ Calls []server.EnqueueItem }
 		if err := a.do(ctx, "POST", "/api/v1/calls", server.EnqueueRequest{Calls: part}, &resp); err != nil {
-			fmt.Fprintf(errOut, "outpost-cloud batch: %v\n", err)
-			return 1
+			return err
 		}
 		for _, it := range resp.Calls {
 			switch {
 			case it.Error != "":
-				fmt.Fprintf(errOut, "outpost-cloud batch: item %s refused: %s\n", it.ID, it.Error)
-				return 1
+				return fmt.Errorf("item %s refused: %s", it.ID, it.Error)
 			case it.Created:
 				created++
 			default:
@@ -484,8 +520,7 @@ func cmdBatch(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 		}
 		var resp struct{ Calls []server.Call }
 		if err := a.do(ctx, "POST", "/api/v1/calls:status", server.StatusRequest{IDs: ids}, &resp); err != nil {
-			fmt.Fprintf(errOut, "outpost-cloud batch: %v\n", err)
-			return 1
+			return err
 		}
 		for _, c := range resp.Calls {
 			if !c.Final() {
@@ -504,14 +539,13 @@ func cmdBatch(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 		if len(left) == 0 {
 			break
 		}
-		if time.Since(last) >= *every {
+		if time.Since(last) >= every {
 			fmt.Fprintf(out, "progress: %d/%d done\n", done, len(items))
 			last = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			fmt.Fprintf(errOut, "outpost-cloud batch: %d of %d items without a result: %v\n", len(left), len(items), ctx.Err())
-			return 1
+			return fmt.Errorf("%d of %d items without a result: %w", len(left), len(items), ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -525,7 +559,7 @@ func cmdBatch(ctx context.Context, args []string, _ io.Reader, out, errOut io.Wr
 	}
 	fmt.Fprintln(out)
 	if nf > 0 {
-		return 1
+		return cli.ErrSilent
 	}
-	return 0
+	return nil
 }

@@ -2,120 +2,153 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"net/url"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
 )
 
-// getAdminJSON reads path of the admin API into v, giving up after 30 s.
-func getAdminJSON(ctx context.Context, c *admin.Client, path string, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return c.Get(ctx, path, v)
+func newCallsCmd() *cobra.Command {
+	cmd := cli.Group(&cobra.Command{
+		Use:   "calls",
+		Short: "List or show the running daemon's journaled calls (cloud, MQTT QoS 1, --async)",
+	})
+	af := addAdminFlags(cmd, true)
+	cmd.AddCommand(newCallsListCmd(af), newCallsShowCmd(af))
+	return cmd
 }
 
-// cmdCalls is `outpost calls ls` and `outpost calls show ID`: the journal
-// of durable calls on the running daemon.
-func cmdCalls(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
-	usage := func() {
-		fmt.Fprintln(errOut, "Usage: outpost calls ls [--limit N] [--json] | outpost calls show ID [--wait [--timeout D]]  [--admin ADDR]")
-	}
-	if len(args) == 0 {
-		usage()
-		return 2
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlags("calls "+sub, errOut)
-	af := addAdminFlags(fs)
-	limit := fs.Int("limit", 0, "ls: at most this many calls (0: all)")
-	asJSON := fs.Bool("json", false, "ls: print JSON")
-	wait := fs.Bool("wait", false, "show: wait until the call has finished (progress on stderr); exit 1 if it failed")
-	waitTimeout := fs.Duration("timeout", 0, "show --wait: give up after this long (0: wait until interrupted)")
-	var id string
-	if sub == "show" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
+func newCallsListCmd(af *adminFlags) *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{Use: "ls", Short: "List journaled calls, oldest first", Args: cli.NoArgs}
+	out := cli.AddOutput(cmd)
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many calls (0: all)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := af.client()
+		if err != nil {
+			return configError(cmd, err)
 		}
-		return 2
-	}
-	if id == "" && sub == "show" && fs.NArg() == 1 {
-		id = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		fmt.Fprintf(errOut, "outpost calls %s: unexpected argument %q\n", sub, fs.Arg(0))
-		return 2
-	}
-	ac, err := af.client()
-	if err != nil {
-		printProblems(errOut, err)
-		return 1
-	}
-	switch sub {
-	case "ls":
-		var resp struct{ Calls []calls.Record }
-		if err := getAdminJSON(ctx, ac, fmt.Sprintf("/v1/calls?limit=%d", *limit), &resp); err != nil {
-			fmt.Fprintf(errOut, "outpost calls ls: %v\n", err)
-			return 1
+		recs, err := c.Calls(cmd.Context(), limit)
+		if err != nil {
+			return err
 		}
-		if *asJSON {
-			return printJSON(out, resp.Calls)
-		}
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tTASK\tSOURCE\tSTATE\tATTEMPT\tRUNS\tEFFECT\tSTATUS\tRECEIVED")
-		for _, r := range resp.Calls {
-			st := ""
-			if r.Result != nil {
-				st = string(r.Result.Status)
+		// Oldest first: ids of calls made in the same second by different
+		// processes do not sort by time.
+		sort.SliceStable(recs, func(i, j int) bool { return recs[i].Received.Before(recs[j].Received) })
+		return out.Print(cmd.OutOrStdout(), recs, func(w io.Writer) {
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTASK\tSOURCE\tSTATE\tATTEMPT\tRUNS\tEFFECT\tSTATUS\tRECEIVED")
+			for _, r := range recs {
+				st := ""
+				if r.Result != nil {
+					st = string(r.Result.Status)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, r.Task, r.Source.Kind, r.State, r.Attempt, r.Runs, r.Effect, st, out.Time(r.Received))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, r.Task, r.Source.Kind, r.State, r.Attempt, r.Runs, r.Effect, st, r.Received.Format(time.RFC3339))
-		}
-		_ = tw.Flush()
-		return 0
-	case "show":
-		if id == "" {
-			usage()
-			return 2
-		}
-		var rec calls.Record
-		if *wait {
-			r, err := waitCall(ctx, ac, id, *waitTimeout, errOut)
-			if err != nil {
-				fmt.Fprintf(errOut, "outpost calls show: %v\n", err)
-				return 1
-			}
-			if code := printJSON(out, r); code != 0 {
-				return code
-			}
-			if r.Result == nil || !r.Result.OK() {
-				return 1
-			}
-			return 0
-		}
-		if err := getAdminJSON(ctx, ac, "/v1/calls/"+url.PathEscape(id), &rec); err != nil {
-			fmt.Fprintf(errOut, "outpost calls show: %v\n", err)
-			return 1
-		}
-		return printJSON(out, rec)
+			_ = tw.Flush()
+		})
 	}
-	fmt.Fprintf(errOut, "outpost calls: unknown subcommand %q\n", sub)
-	usage()
-	return 2
+	return cmd
 }
 
-// waitCall polls GET /v1/calls/{id} until the call has finished, backing off
-// from 50 ms to 2 s between polls, and says on errOut what it waits for
-// whenever the state changes (and every 10 s). A daemon that cannot be
-// reached (a restart) is polled again, within timeout.
-func waitCall(ctx context.Context, ac *admin.Client, id string, timeout time.Duration, errOut io.Writer) (*calls.Record, error) {
+func newCallsShowCmd(af *adminFlags) *cobra.Command {
+	var (
+		wait    bool
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one journaled call: its state, times and result (the output as text when it is text)",
+		Args:  cli.ExactArgs(1, ""),
+	}
+	out := cli.AddOutput(cmd)
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the call has finished (progress on standard error); exit 1 if it failed")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait: give up after this long (0: wait until interrupted)")
+	cmd.ValidArgsFunction = af.completeCalls
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := af.client()
+		if err != nil {
+			return configError(cmd, err)
+		}
+		var rec *calls.Record
+		if wait {
+			rec, err = waitCall(cmd.Context(), c, args[0], timeout, cmd.ErrOrStderr())
+		} else {
+			rec, err = c.GetCall(cmd.Context(), args[0])
+		}
+		if err != nil {
+			return err
+		}
+		if err := out.Print(cmd.OutOrStdout(), rec, func(w io.Writer) { printRecord(w, out, rec) }); err != nil {
+			return err
+		}
+		if wait && (rec.Result == nil || !rec.Result.OK()) {
+			return cli.ErrSilent
+		}
+		return nil
+	}
+	return cmd
+}
+
+// printRecord prints a journal record for people: the input and output as
+// text when they are text.
+func printRecord(w io.Writer, o *cli.Output, r *calls.Record) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	src := r.Source.Kind
+	if r.Source.Ref != "" {
+		src += " " + r.Source.Ref
+	}
+	fmt.Fprintf(tw, "id:\t%s\ntask:\t%s\nsource:\t%s\nstate:\t%s\neffect:\t%s\nattempt:\t%d\nruns:\t%d\n", r.ID, r.Task, src, r.State, r.Effect, r.Attempt, r.Runs)
+	if r.Queue != "" {
+		fmt.Fprintf(tw, "queue:\t%s (priority %d)\n", r.Queue, r.Priority)
+	}
+	if r.ReplyTo != "" {
+		fmt.Fprintf(tw, "reply to:\t%s\n", r.ReplyTo)
+	}
+	for _, t := range []struct {
+		name string
+		at   time.Time
+	}{{"received", r.Received}, {"started", r.Started}, {"finished", r.Finished}, {"reported", r.Reported}} {
+		if !t.at.IsZero() {
+			fmt.Fprintf(tw, "%s:\t%s\n", t.name, o.Time(t.at))
+		}
+	}
+	if r.Input != nil {
+		fmt.Fprintf(tw, "input:\t%s\n", oneLine(cli.Bytes(r.Input)))
+	}
+	if r.Result != nil {
+		fmt.Fprintf(tw, "status:\t%s\n", r.Result.Status)
+		if r.Result.Error != "" {
+			fmt.Fprintf(tw, "error:\t%s\n", r.Result.Error)
+		}
+	}
+	_ = tw.Flush()
+	if r.Result != nil && r.Result.OK() {
+		fmt.Fprintf(w, "output:\n%s", cli.Bytes(r.Result.Output))
+		if n := len(r.Result.Output); n == 0 || r.Result.Output[n-1] != '\n' {
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+// oneLine keeps a table cell on one line.
+func oneLine(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "\r", `\r`), "\n", `\n`)
+}
+
+// waitCall polls the call until it has finished, backing off from 50 ms to
+// 2 s between polls, and says on errOut what it waits for whenever the
+// state changes (and every 10 s). A daemon that cannot be reached (a
+// restart) is polled again, within timeout.
+func waitCall(ctx context.Context, c *admin.Client, id string, timeout time.Duration, errOut io.Writer) (*calls.Record, error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -130,13 +163,14 @@ func waitCall(ctx context.Context, ac *admin.Client, id string, timeout time.Dur
 		notFound = 0
 	)
 	for {
-		var rec calls.Record
-		err := getAdminJSON(ctx, ac, "/v1/calls/"+url.PathEscape(id), &rec)
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		rec, err := c.GetCall(rctx, id)
+		cancel()
 		switch {
 		case err == nil:
 			lastErr = nil
 			if rec.State >= calls.Finished {
-				return &rec, nil
+				return rec, nil
 			}
 			msg := fmt.Sprintf("call %s: %s", id, rec.State)
 			if rec.Attempt > 1 {

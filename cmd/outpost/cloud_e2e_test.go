@@ -238,7 +238,7 @@ func TestCloudCallsEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "e2e-1") || !strings.Contains(string(out), "reported") {
 		t.Fatalf("calls ls: %v\n%s", err, out)
 	}
-	out, err = exec.Command(binPath, "calls", "show", "e2e-1", "--config", d.cfg).CombinedOutput()
+	out, err = exec.Command(binPath, "calls", "show", "e2e-1", "--config", d.cfg, "-o", "json").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"state": "reported"`) {
 		t.Fatalf("calls show: %v\n%s", err, out)
 	}

@@ -1,13 +1,16 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/configs"
@@ -16,26 +19,6 @@ import (
 
 // builtinName is how the embedded default config is named in messages.
 const builtinName = "built-in config (configs/outpost.yaml)"
-
-func newFlags(name string, errOut io.Writer) *flag.FlagSet {
-	return cli.NewFlags("outpost", name, errOut)
-}
-
-// parseFlags parses args and reports whether the command should go on,
-// with the exit code to use if not.
-func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, false
-		}
-		return 2, false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		return 2, false
-	}
-	return 0, true
-}
 
 // loader returns a function that reads the config (the file, or the
 // built-in one) with command-line overrides applied.
@@ -72,70 +55,148 @@ func newLogger(l configs.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func cmdRun(ctx context.Context, args []string, _ io.Reader, _, errOut io.Writer) int {
-	fs := newFlags("run", errOut)
-	path := fs.String("config", "", "config file (default: the built-in config, see configs/outpost.yaml)")
-	dataDir := fs.String("data-dir", "", "override data_dir from the config")
-	if code, ok := parseFlags(fs, args); !ok {
-		return code
+func newRunCmd() *cobra.Command {
+	var path, dataDir, pidFile string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon (SIGHUP reloads a --config file, SIGTERM drains and stops)",
+		Args:  cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			errOut := cmd.ErrOrStderr()
+			load := loader(path, dataDir)
+			cfg, err := load()
+			if err != nil {
+				return configError(cmd, err)
+			}
+			if pidFile != "" {
+				if err := writePIDFile(pidFile); err != nil {
+					return err
+				}
+				defer os.Remove(pidFile)
+			}
+			log := newLogger(cfg.Log, errOut)
+			log.Debug("go memory limit", "bytes", coordinator.ApplyMemoryLimit(os.Getenv))
+			reload := load
+			if path == "" {
+				reload = nil
+			}
+			c := coordinator.New(cfg, log, cli.BuildVersion(version).String())
+			if err := c.Run(cmd.Context(), reload); err != nil {
+				log.Error("outpost failed", "err", err)
+				return cli.ErrSilent
+			}
+			return nil
+		},
 	}
-	load := loader(*path, *dataDir)
-	cfg, err := load()
-	if err != nil {
-		printProblems(errOut, err)
-		return 1
-	}
-	log := newLogger(cfg.Log, errOut)
-	reload := load
-	if *path == "" {
-		reload = nil
-	}
-	c := coordinator.New(cfg, log, versionString())
-	if err := c.Run(ctx, reload); err != nil {
-		log.Error("outpost failed", "err", err)
-		return 1
-	}
-	return 0
+	cmd.Flags().StringVar(&path, "config", "", "config file (default: the built-in config, see configs/outpost.yaml)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "override data_dir from the config")
+	cmd.Flags().StringVar(&pidFile, "pid-file", "", "write the daemon's process id to this file (removed on exit), for kill -HUP \"$(cat FILE)\"")
+	return cmd
 }
 
-func cmdCheck(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
-	fs := newFlags("check", errOut)
-	path := fs.String("config", "", "config file to check (default: the built-in config)")
-	if code, ok := parseFlags(fs, args); !ok {
-		return code
+// writePIDFile writes the process id to path, atomically.
+func writePIDFile(path string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".pid-*")
+	if err != nil {
+		return fmt.Errorf("--pid-file: %w", err)
 	}
-	cfg, err := loader(*path, "")()
+	_, err = tmp.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
 	if err == nil {
-		err = coordinator.CheckTasks(ctx, cfg)
+		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
-		printProblems(errOut, err)
-		return 1
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("--pid-file: %w", err)
 	}
-	for _, w := range cfg.Warnings {
-		fmt.Fprintln(errOut, w)
-	}
-	name := *path
-	if name == "" {
-		name = builtinName
-	}
-	fmt.Fprintf(out, "%s: ok (%d tasks, %d routes)\n", name, len(cfg.Tasks), len(cfg.Routes))
-	return 0
+	return nil
 }
 
-// printProblems prints every problem of a config or module check on its own line.
+func newCheckCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Validate a config file and compile its task modules",
+		Args:  cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loader(path, "")()
+			if err == nil {
+				err = coordinator.CheckTasks(cmd.Context(), cfg)
+			}
+			if err != nil {
+				return configError(cmd, err)
+			}
+			for _, w := range cfg.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), w)
+			}
+			name := path
+			if name == "" {
+				name = builtinName
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%s, %s)\n", name, plural(len(cfg.Tasks), "task"), plural(len(cfg.Routes), "route"))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "", "config file to check (default: the built-in config)")
+	return cmd
+}
+
+func newConfigCmd() *cobra.Command {
+	cmd := cli.Group(&cobra.Command{
+		Use:   "config",
+		Short: "Show the effective config",
+	})
+	var path string
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "Print the effective config (the file, or the built-in one, with every default) as YAML",
+		Args:  cli.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loader(path, "")()
+			if err != nil {
+				return configError(cmd, err)
+			}
+			b, err := cfg.YAML()
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	show.Flags().StringVar(&path, "config", "", "config file (default: the built-in config)")
+	cmd.AddCommand(show)
+	return cmd
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+// configError prints every problem of a config or module check on its
+// own line and fails the command without repeating them.
+func configError(cmd *cobra.Command, err error) error {
+	printProblems(cmd.ErrOrStderr(), err)
+	return cli.ErrSilent
+}
+
 func printProblems(w io.Writer, err error) {
 	var ps configs.Problems
 	if errors.As(err, &ps) {
 		for _, p := range ps {
 			fmt.Fprintln(w, p.String())
 		}
-		fmt.Fprintf(w, "%d problem(s)\n", len(ps))
+		fmt.Fprintf(w, "%s\n", plural(len(ps), "problem"))
 		return
 	}
 	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
 	for _, l := range lines {
 		fmt.Fprintln(w, l)
 	}
-	fmt.Fprintf(w, "%d problem(s)\n", len(lines))
+	fmt.Fprintf(w, "%s\n", plural(len(lines), "problem"))
 }

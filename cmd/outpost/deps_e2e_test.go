@@ -80,7 +80,7 @@ mqtt: {broker: {listen: "{{broker}}"}}
 libraries: [{name: math, module: lib_math.wasm}]
 files: [{path: /data/greeting.txt, source: greeting.txt}]
 `)
-	if code != 0 || !strings.Contains(errOut, "and 2 objects: 100%") || !strings.Contains(errOut, "deployed greet version 1") {
+	if code != 0 || !strings.Contains(errOut, "and 2 objects (454 B)") || !strings.Contains(errOut, "deployed greet version 1") {
 		t.Fatalf("deploy greet: %d\n%s", code, errOut)
 	}
 	mustCall("greet", "hi 5")

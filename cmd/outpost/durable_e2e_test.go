@@ -164,7 +164,7 @@ tasks:
 	if code != 0 || len(id) != 20 {
 		t.Fatalf("call --async: exit %d, %q", code, out)
 	}
-	cmd := exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--config", d.cfg)
+	cmd := exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--config", d.cfg, "-o", "json")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
@@ -187,7 +187,7 @@ tasks:
 	waitCount(t, d, "amo", "1") // it runs (STARTED is written just before)
 	d.kill9()
 	d.start()
-	cmd = exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--config", d.cfg)
+	cmd = exec.Command(binPath, "calls", "show", id, "--wait", "--timeout", "10s", "--config", d.cfg, "-o", "json")
 	stdout, err = cmd.Output()
 	rec = calls.Record{}
 	if json.Unmarshal(stdout, &rec) != nil || rec.Result == nil || rec.Result.Status != calls.StatusInterrupted {
@@ -212,7 +212,7 @@ node: {id: edge-1}
 admin: {listen: "{{admin}}"}
 mqtt: {broker: {listen: "{{broker}}"}}
 tasks:
-  - {name: count, module: %s, limits: {timeout: 30s}, permissions: {kv_quota: 4KiB}}
+  - {name: count, module: %s, limits: {timeout: 30s, concurrency: 4}, permissions: {kv_quota: 4KiB}} # the counts are read while both calls run
 cloud:
   url: %q
   poll_wait: 500ms

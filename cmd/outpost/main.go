@@ -1,15 +1,16 @@
 // Command outpost is the Outpost edge daemon and its CLI: `outpost run`
-// serves; `check` validates a config; `call`, `tasks` and `health` speak to
-// a running daemon through its admin API. main only wires: every piece of
-// behaviour lives in the packages it calls.
+// serves; `check` validates a config and `config show` prints it; `call`,
+// `tasks`, `task`, `calls`, `telemetry` and `health` speak to a running
+// daemon through its admin API. main only wires: behaviour lives in the
+// packages it calls.
 package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
+
+	"github.com/spf13/cobra"
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 )
@@ -21,64 +22,32 @@ func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-// app is the outpost command line.
-var app cli.App
-
-func init() {
-	app = cli.App{
-		Name:  "outpost",
-		Title: "Outpost: an edge device coordinator.",
-		Commands: []cli.Command{
-			{Name: "run", Summary: "run the daemon", Run: cmdRun},
-			{Name: "check", Summary: "validate a config file and its task modules", Run: cmdCheck},
-			{Name: "call", Summary: "call a task on the running daemon", Run: cmdCall},
-			{Name: "tasks", Summary: "list the running daemon's tasks", Run: cmdTasks},
-			{Name: "task", Summary: "deploy, list, inspect, remove or roll back tasks", Run: cmdTask},
-			{Name: "health", Summary: "show the running daemon's health", Run: cmdHealth},
-			{Name: "telemetry", Summary: "read collected telemetry: targets, latest, query", Run: cmdTelemetry},
-			{Name: "calls", Summary: "list or show journaled calls", Run: cmdCalls},
-			{Name: "version", Summary: "print the version", Run: cmdVersion},
-		},
-	}
-}
-
-// run dispatches a subcommand and returns the exit code: 0 success,
+// run runs the command line args and returns the exit code: 0 success,
 // 1 failure, 2 bad usage.
 func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
-	return app.Run(ctx, args, in, out, errOut)
+	return cli.Execute(ctx, newRoot(), args, cli.IO{In: in, Out: out, ErrOut: errOut})
 }
 
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		rev, dirty := "", false
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			return bi.Main.Version
-		}
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		if rev != "" {
-			if dirty {
-				rev += "-dirty"
-			}
-			return "dev-" + rev
-		}
-	}
-	return "dev"
-}
+// newRoot builds the command tree.
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "outpost",
+		Short: "Outpost: an edge device coordinator",
+		Long: `Outpost: an edge device coordinator.
 
-func cmdVersion(_ context.Context, _ []string, _ io.Reader, out, _ io.Writer) int {
-	fmt.Fprintln(out, "outpost", versionString())
-	return 0
+'outpost run' runs the daemon; the other commands speak to a running daemon
+through its admin API (--admin ADDR, $OUTPOST_ADMIN, or admin.listen of
+--config FILE; default 127.0.0.1:7700).`,
+	}
+	root.AddGroup(&cobra.Group{ID: "daemon", Title: "Daemon:"}, &cobra.Group{ID: "client", Title: "Speak to a running daemon:"})
+	for _, c := range []*cobra.Command{newRunCmd(), newCheckCmd(), newConfigCmd()} {
+		c.GroupID = "daemon"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{newCallCmd(), newTasksCmd(), newTaskCmd(), newCallsCmd(), newHealthCmd(), newTelemetryCmd()} {
+		c.GroupID = "client"
+		root.AddCommand(c)
+	}
+	cli.AddVersion(root, cli.BuildVersion(version))
+	return root
 }

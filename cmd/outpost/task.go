@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -10,155 +9,221 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/internal/confval"
 )
 
-// cmdTask manages the running daemon's deployed tasks:
-// outpost task deploy NAME MODULE.wasm [--manifest FILE] | ls | inspect NAME | rm NAME | rollback NAME.
-func cmdTask(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
-	usage := func() {
-		fmt.Fprintln(errOut, `Usage:
-  outpost task deploy NAME [MODULE.wasm] [--manifest FILE] deploy a task, or a new version of it
-                                                           (with the libraries and files the manifest names)
-  outpost task ls                                          list tasks (config and deployed)
-  outpost task inspect NAME                                show a task and its kept versions
-  outpost task rm NAME                                     remove a deployed task
-  outpost task rollback NAME                               go back to the previous version
-Flags of every subcommand: --admin ADDR, --config FILE, --token-file FILE (and --ca-file, --cert-file, --key-file for HTTPS).`)
+func newTaskCmd() *cobra.Command {
+	cmd := cli.Group(&cobra.Command{
+		Use:   "task",
+		Short: "Deploy, list, inspect, remove or roll back tasks",
+	})
+	af := addAdminFlags(cmd, true)
+	ls := &cobra.Command{Use: "ls", Short: "List tasks (from the config and deployed)", Args: cli.NoArgs}
+	listTasks(ls, af)
+	cmd.AddCommand(newDeployCmd(af), ls, newInspectCmd(af), newRemoveCmd(af), newRollbackCmd(af))
+	return cmd
+}
+
+func newDeployCmd(af *adminFlags) *cobra.Command {
+	var manifest string
+	cmd := &cobra.Command{
+		Use:   "deploy NAME [MODULE]",
+		Short: "Deploy a task, or a new version of it",
+		Long: `Deploy a task, or a new version of it, to the running daemon.
+
+MODULE is a .wasm file; it may be left out when the manifest's module key
+names it. The manifest (--manifest FILE, YAML) takes the keys of a config task
+besides name and module: abi, limits, permissions, module, libraries, files.
+Local files it names are uploaded with the module. The daemon compiles the
+task and warms its instances before it answers; calls in flight finish on
+the old version. Progress goes to standard error: a bar on a terminal, one
+line per phase elsewhere.`,
+		Example: `  outpost task deploy visits examples/tasks/build/go-visits.wasm --manifest visits.yaml
+  outpost task deploy report --manifest report.yaml`,
+		Args: cli.RangeArgs(1, 2),
 	}
-	if len(args) == 0 {
-		usage()
-		return 2
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlags("task "+sub, errOut)
-	af := addAdminFlags(fs)
-	manifest := fs.String("manifest", "", "deploy: a YAML manifest (abi, limits, permissions, module, libraries, files)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	// Positional arguments may come before the flags.
-	var pos []string
-	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		pos, args = append(pos, args[0]), args[1:]
-	}
-	c, code, ok := af.parse(fs, args)
-	if !ok {
-		return code
-	}
-	pos = append(pos, fs.Args()...)
-	want := map[string]int{"deploy": 2, "ls": 0, "inspect": 1, "rm": 1, "rollback": 1}
-	n, known := want[sub]
-	if !known {
-		fmt.Fprintf(errOut, "outpost task: unknown subcommand %q\n", sub)
-		usage()
-		return 2
-	}
-	if len(pos) != n && !(sub == "deploy" && len(pos) == 1 && *manifest != "") {
-		fmt.Fprintf(errOut, "outpost task %s: want %d arguments, got %d\n", sub, n, len(pos))
-		usage()
-		return 2
-	}
-	fail := func(err error) int {
-		fmt.Fprintf(errOut, "outpost task %s: %v\n", sub, err)
-		return 1
-	}
-	show := func(d admin.TaskDetail) int {
-		if *asJSON {
-			return printJSON(out, d)
+	out := cli.AddOutput(cmd)
+	cmd.Flags().StringVar(&manifest, "manifest", "", "a YAML manifest (abi, limits, permissions, module, libraries, files)")
+	cmd.ValidArgsFunction = func(cmd *cobra.Command, args []string, s string) ([]string, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return af.completeTasks(cmd, args, s)
 		}
-		printDetail(out, d)
-		return 0
+		return []string{"wasm"}, cobra.ShellCompDirectiveFilterFileExt
 	}
-	switch sub {
-	case "deploy":
-		var module *admin.UploadPart
-		label := "objects"
-		if len(pos) == 2 {
-			f, err := os.Open(pos[1])
-			if err != nil {
-				return fail(err)
-			}
-			defer f.Close()
-			st, err := f.Stat()
-			if err != nil {
-				return fail(err)
-			}
-			module, label = &admin.UploadPart{R: f, Size: st.Size()}, pos[1]
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 1 && manifest == "" {
+			return cli.Usagef("no MODULE: give a .wasm file, or a --manifest whose module key names one")
 		}
-		var man []byte
-		var objects []admin.UploadPart
-		if *manifest != "" {
-			var err error
-			if man, err = os.ReadFile(*manifest); err != nil {
-				return fail(err)
-			}
-			if _, err := configs.ParseManifest(man, *manifest); err != nil {
-				printProblems(errOut, err) // checked as the daemon will, before anything is uploaded
-				return 1
-			}
-			refs, err := localRefs(man, module == nil)
-			if err != nil {
-				return fail(fmt.Errorf("%s: %w", *manifest, err))
-			}
-			for _, ref := range refs {
-				p := ref
-				if !filepath.IsAbs(p) {
-					p = filepath.Join(filepath.Dir(*manifest), p)
-				}
-				f, err := os.Open(p)
-				if err != nil {
-					return fail(fmt.Errorf("%s: %w", *manifest, err))
-				}
-				defer f.Close()
-				st, err := f.Stat()
-				if err != nil {
-					return fail(err)
-				}
-				objects = append(objects, admin.UploadPart{Ref: ref, R: f, Size: st.Size()})
-			}
-			if len(objects) > 0 {
-				label = fmt.Sprintf("%s and %d objects", label, len(objects))
+		if b, err := os.ReadFile(manifest); manifest != "" && err == nil { // a read error is openUpload's to report
+			if _, err := configs.ParseManifest(b, manifest); err != nil {
+				return configError(cmd, err) // checked as the daemon will, before anything is uploaded
 			}
 		}
-		if module == nil && len(objects) == 0 {
-			label = "manifest"
+		c, err := af.client()
+		if err != nil {
+			return configError(cmd, err)
 		}
-		start := time.Now()
-		d, err := c.Deploy(ctx, pos[0], module, man, objects, func(sent, total int64) {
-			fmt.Fprintf(errOut, "\ruploading %s: %3d%% (%s of %s)", label, percent(sent, total), confval.ByteSize(sent), confval.ByteSize(total))
+		up, err := openUpload(args, manifest)
+		if err != nil {
+			return err
+		}
+		defer up.close()
+		p := cli.NewProgress(cmd.ErrOrStderr(), up.label, up.size())
+		d, err := c.Deploy(cmd.Context(), args[0], up.module, up.manifest, up.objects, &admin.DeployProgress{
+			Sent:  func(sent, _ int64) { p.Sent(sent) },
+			Phase: func(name string) { p.Phase(name + " and warming " + args[0]) },
 		})
-		fmt.Fprintln(errOut)
 		if err != nil {
-			return fail(err)
+			return err
 		}
-		fmt.Fprintf(errOut, "deployed %s version %d (%.12s) in %s, compiled and warm\n", d.Name, len(d.Versions), d.Digest, time.Since(start).Round(time.Millisecond))
-		return show(d)
-	case "ls":
-		return cmdTasks(ctx, args, in, out, errOut)
-	case "inspect":
-		d, err := c.Inspect(ctx, pos[0])
-		if err != nil {
-			return fail(err)
-		}
-		return show(d)
-	case "rm":
-		if err := c.Remove(ctx, pos[0]); err != nil {
-			return fail(err)
-		}
-		fmt.Fprintf(errOut, "removed %s\n", pos[0])
-		return 0
-	case "rollback":
-		d, err := c.Rollback(ctx, pos[0])
-		if err != nil {
-			return fail(err)
-		}
-		fmt.Fprintf(errOut, "%s rolled back to version %d (%.12s)\n", d.Name, len(d.Versions), d.Digest)
-		return show(d)
+		fmt.Fprintf(cmd.ErrOrStderr(), "deployed %s version %d (%.12s) in %s\n", d.Name, len(d.Versions), d.Digest, p.Elapsed().Round(time.Millisecond))
+		return out.Print(cmd.OutOrStdout(), d, func(w io.Writer) { printDetail(w, out, d) })
 	}
-	return 2
+	return cmd
+}
+
+// upload is what a deploy sends: the module, the manifest, and the local
+// files the manifest names.
+type upload struct {
+	label    string
+	module   *admin.UploadPart
+	manifest []byte
+	objects  []admin.UploadPart
+	files    []*os.File
+}
+
+// openUpload opens the module (args[1], if given) and the files the
+// manifest at path names.
+func openUpload(args []string, path string) (*upload, error) {
+	up := &upload{label: "objects"}
+	open := func(name, ref string) (*admin.UploadPart, error) {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		up.files = append(up.files, f)
+		st, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		return &admin.UploadPart{Ref: ref, R: f, Size: st.Size()}, nil
+	}
+	var err error
+	if len(args) == 2 {
+		if up.module, err = open(args[1], ""); err != nil {
+			up.close()
+			return nil, err
+		}
+		up.label = args[1]
+	}
+	if path == "" {
+		return up, nil
+	}
+	if up.manifest, err = os.ReadFile(path); err != nil {
+		up.close()
+		return nil, err
+	}
+	refs, err := localRefs(up.manifest, up.module == nil)
+	if err != nil {
+		up.close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, ref := range refs {
+		p := ref
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(path), p)
+		}
+		part, err := open(p, ref)
+		if err != nil {
+			up.close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		up.objects = append(up.objects, *part)
+	}
+	switch {
+	case len(up.objects) > 0:
+		up.label = fmt.Sprintf("%s and %d objects", up.label, len(up.objects))
+	case up.module == nil:
+		up.label = "manifest"
+	}
+	return up, nil
+}
+
+func (up *upload) size() int64 {
+	var n int64
+	if up.module != nil {
+		n += up.module.Size
+	}
+	for _, o := range up.objects {
+		n += o.Size
+	}
+	return n
+}
+
+func (up *upload) close() {
+	for _, f := range up.files {
+		_ = f.Close()
+	}
+}
+
+func newInspectCmd(af *adminFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "inspect NAME", Short: "Show a task and its kept versions", Args: cli.ExactArgs(1, "")}
+	out := cli.AddOutput(cmd)
+	cmd.ValidArgsFunction = af.completeTasks
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := af.client()
+		if err != nil {
+			return configError(cmd, err)
+		}
+		d, err := c.Inspect(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		return out.Print(cmd.OutOrStdout(), d, func(w io.Writer) { printDetail(w, out, d) })
+	}
+	return cmd
+}
+
+func newRemoveCmd(af *adminFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "rm NAME", Short: "Remove a deployed task", Args: cli.ExactArgs(1, "")}
+	cmd.ValidArgsFunction = af.completeTasks
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := af.client()
+		if err != nil {
+			return configError(cmd, err)
+		}
+		if err := c.Remove(cmd.Context(), args[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "removed %s\n", args[0])
+		return nil
+	}
+	return cmd
+}
+
+func newRollbackCmd(af *adminFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "rollback NAME", Short: "Run the previous version of a deployed task again (the newer one is dropped)", Args: cli.ExactArgs(1, "")}
+	out := cli.AddOutput(cmd)
+	cmd.ValidArgsFunction = af.completeTasks
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		c, err := af.client()
+		if err != nil {
+			return configError(cmd, err)
+		}
+		d, err := c.Rollback(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "%s rolled back to version %d (%.12s)\n", d.Name, len(d.Versions), d.Digest)
+		return out.Print(cmd.OutOrStdout(), d, func(w io.Writer) { printDetail(w, out, d) })
+	}
+	return cmd
 }
 
 // localRefs lists the distinct references of a manifest to local files
@@ -199,18 +264,11 @@ func localRefs(manifest []byte, withModule bool) ([]string, error) {
 	return refs, nil
 }
 
-func percent(sent, total int64) int64 {
-	if total <= 0 {
-		return 100
-	}
-	return sent * 100 / total
-}
-
-func printDetail(out io.Writer, d admin.TaskDetail) {
+func printDetail(out io.Writer, o *cli.Output, d admin.TaskDetail) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "name:\t%s\nabi:\t%s\ndigest:\t%s\nsize:\t%s\nmemory:\t%s\ntimeout:\t%s\nconcurrency:\t%d\n",
-		d.Name, d.ABI, d.Digest, confval.ByteSize(d.Size), confval.ByteSize(d.MemoryLimit),
-		time.Duration(d.Timeout*float64(time.Second)), d.Concurrency)
+		d.Name, d.ABI, d.Digest, cli.Size(int64(d.Size)), confval.ByteSize(d.MemoryLimit),
+		seconds(d.Timeout), d.Concurrency)
 	fmt.Fprintf(tw, "max input:\t%s\nmax output:\t%s\nfresh instance:\t%s\n",
 		confval.ByteSize(d.MaxInput), confval.ByteSize(d.MaxOutput), yesNo(d.FreshInstance))
 	p := d.Permissions
@@ -237,7 +295,7 @@ func printDetail(out io.Writer, d admin.TaskDetail) {
 		if v.From != "" {
 			from = " (from " + v.From + ")"
 		}
-		fmt.Fprintf(tw, "  %d\t%.12s\t%s\t%s%s\n", v.Version, v.Digest, confval.ByteSize(v.Size), v.Deployed.Format(time.RFC3339), from)
+		fmt.Fprintf(tw, "  %d\t%.12s\t%s\t%s%s\n", v.Version, v.Digest, cli.Size(int64(v.Size)), o.Time(v.Deployed), from)
 	}
 	_ = tw.Flush()
 	cur := d.Versions[len(d.Versions)-1]

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,8 +63,14 @@ tasks: [{name: cfgecho, module: builtin:echo}]
 		t.Fatal(err)
 	}
 	out, errOut, code := d.cli("task", "deploy", "svc", echo, "--manifest", manifest)
-	if code != 0 || !strings.Contains(errOut, "uploading") || !strings.Contains(errOut, "100%") || !strings.Contains(errOut, "deployed svc version 1") {
+	if code != 0 || !strings.Contains(errOut, "deployed svc version 1") {
 		t.Fatalf("deploy: code %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	// Off a terminal: one line per phase, sizes in one unit system, nothing redrawn.
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if len(lines) != 3 || !regexp.MustCompile(`^uploading \S+echo\S*\.wasm \(\d+ B\)$`).MatchString(lines[0]) ||
+		lines[1] != "compiling and warming svc..." || !strings.HasPrefix(lines[2], "deployed svc version 1 (") || strings.ContainsAny(errOut, "\r%") {
+		t.Fatalf("deploy progress off a terminal:\n%s", errOut)
 	}
 	if got, err := d.call("svc", "hello"); err != nil || got != "hello" {
 		t.Fatalf("call v1: %q %v", got, err)

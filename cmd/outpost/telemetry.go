@@ -1,90 +1,72 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/outpost-edge/outpost/cmd/internal/cli"
 )
 
-// cmdTelemetry reads collected telemetry from the running daemon:
-// targets, latest values and time ranges.
-func cmdTelemetry(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
-	usage := func() {
-		fmt.Fprintln(errOut, `Usage:
-  outpost telemetry targets [--json]
-  outpost telemetry latest  [--target GLOB] [--path PATTERN] [--json]
-  outpost telemetry query   [--target GLOB] [--path PATTERN] [--since 1h] [--until 0s] [--bucket 1m] [--limit N] [--json]`)
+func newTelemetryCmd() *cobra.Command {
+	cmd := cli.Group(&cobra.Command{
+		Use:   "telemetry",
+		Short: "Read collected telemetry: targets, latest values, time ranges",
+	})
+	af := addAdminFlags(cmd, true)
+	var target, path, since, until, bucket string
+	var limit int
+	filters := func(c *cobra.Command) {
+		c.Flags().StringVar(&target, "target", "", "target name, with * and ? wildcards (default: all)")
+		c.Flags().StringVar(&path, "path", "", "path pattern, e.g. /interfaces/interface[name=*]/state/counters (default: all)")
 	}
-	if len(args) == 0 {
-		usage()
-		return 2
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlags("telemetry "+sub, errOut)
-	af := addAdminFlags(fs)
-	asJSON := fs.Bool("json", false, "print the daemon's JSON answer")
-	q := url.Values{}
-	var target, path, since, until, bucket *string
-	var limit *int
-	switch sub {
-	case "targets":
-	case "latest", "query":
-		target = fs.String("target", "", "target name, with * and ? wildcards (default: all)")
-		path = fs.String("path", "", "path pattern, e.g. /interfaces/interface[name=*]/state/counters (default: all)")
-		if sub == "query" {
-			since = fs.String("since", "1h", "start: a duration back from now, or an RFC 3339 time")
-			until = fs.String("until", "", "end: a duration back from now, or an RFC 3339 time (default: now)")
-			bucket = fs.String("bucket", "", "downsample to min/max/avg per bucket of this length (e.g. 1m)")
-			limit = fs.Int("limit", 0, "at most this many points per series (0: no limit)")
+	targets := &cobra.Command{Use: "targets", Short: "List telemetry targets and their state", Args: cli.NoArgs}
+	latest := &cobra.Command{Use: "latest", Short: "Show the latest value of each path", Args: cli.NoArgs}
+	filters(latest)
+	query := &cobra.Command{Use: "query", Short: "Show values over a time range, optionally downsampled", Args: cli.NoArgs}
+	filters(query)
+	query.Flags().StringVar(&since, "since", "1h", "start: a duration back from now, or an RFC 3339 time")
+	query.Flags().StringVar(&until, "until", "", "end: a duration back from now, or an RFC 3339 time (default: now)")
+	query.Flags().StringVar(&bucket, "bucket", "", "downsample to min/max/avg per bucket of this length (e.g. 1m)")
+	query.Flags().IntVar(&limit, "limit", 0, "at most this many points per series (0: no limit)")
+	for _, sub := range []*cobra.Command{targets, latest, query} {
+		out := cli.AddOutput(sub)
+		sub.RunE = func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			for k, v := range map[string]string{"target": target, "path": path, "since": since, "until": until, "bucket": bucket} {
+				if v != "" && cmd.Flags().Lookup(k) != nil {
+					q.Set(k, v)
+				}
+			}
+			if limit > 0 {
+				q.Set("limit", fmt.Sprint(limit))
+			}
+			c, err := af.client()
+			if err != nil {
+				return configError(cmd, err)
+			}
+			p := "/v1/telemetry/" + cmd.Name()
+			if len(q) > 0 {
+				p += "?" + q.Encode()
+			}
+			var raw json.RawMessage
+			if err := c.Get(cmd.Context(), p, &raw); err != nil {
+				return err
+			}
+			var answer telemetryAnswer
+			if err := json.Unmarshal(raw, &answer); err != nil {
+				return fmt.Errorf("bad answer from the daemon: %w", err)
+			}
+			return out.Print(cmd.OutOrStdout(), raw, func(w io.Writer) { answer.print(w, out) })
 		}
-	case "-h", "--help", "help":
-		usage()
-		return 0
-	default:
-		fmt.Fprintf(errOut, "outpost telemetry: unknown command %q\n", sub)
-		usage()
-		return 2
+		cmd.AddCommand(sub)
 	}
-	c, code, ok := af.parse(fs, args)
-	if !ok {
-		return code
-	}
-	set := func(k string, v *string) {
-		if v != nil && *v != "" {
-			q.Set(k, *v)
-		}
-	}
-	set("target", target)
-	set("path", path)
-	set("since", since)
-	set("until", until)
-	set("bucket", bucket)
-	if limit != nil && *limit > 0 {
-		q.Set("limit", fmt.Sprint(*limit))
-	}
-	var answer telemetryAnswer
-	p := "/v1/telemetry/" + sub
-	if len(q) > 0 {
-		p += "?" + q.Encode()
-	}
-	var raw json.RawMessage
-	if err := c.Get(ctx, p, &raw); err != nil {
-		fmt.Fprintf(errOut, "outpost telemetry %s: %v\n", sub, err)
-		return 1
-	}
-	if *asJSON {
-		return printJSON(out, raw)
-	}
-	if err := json.Unmarshal(raw, &answer); err != nil {
-		fmt.Fprintf(errOut, "outpost telemetry %s: bad answer: %v\n", sub, err)
-		return 1
-	}
-	answer.print(out)
-	return 0
+	return cmd
 }
 
 // telemetryAnswer is what the telemetry endpoints return, for printing.
@@ -116,7 +98,7 @@ type telemetryPoint struct {
 	Value        json.RawMessage
 }
 
-func (a telemetryAnswer) print(out io.Writer) {
+func (a telemetryAnswer) print(out io.Writer, o *cli.Output) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
 	switch {
@@ -127,31 +109,24 @@ func (a telemetryAnswer) print(out io.Writer) {
 		}
 		fmt.Fprintln(tw, "TARGET\tSOURCE\tADDRESS\tUP\tUPDATES\tERRORS\tLAST UPDATE\tLAST ERROR")
 		for _, t := range a.Targets {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%d\t%s\t%s\n", t.Name, t.Source, t.Address, t.Connected, t.Updates, t.Errors, when(t.LastUpdate), t.LastError)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%d\t%s\t%s\n", t.Name, t.Source, t.Address, t.Connected, t.Updates, t.Errors, o.Time(t.LastUpdate), t.LastError)
 		}
 	case a.Series != nil:
 		fmt.Fprintln(tw, "TARGET\tPATH\tTIME\tVALUE\tMIN\tMAX\tAVG\tCOUNT")
 		for _, s := range a.Series {
 			for _, p := range s.Points {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\t\t\n", s.Target, s.Path, when(p.Time), p.Value)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\t\t\n", s.Target, s.Path, o.Time(p.Time), p.Value)
 			}
 			for _, b := range s.Buckets {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", s.Target, s.Path, when(b.Start), b.Last, num(b.Min), num(b.Max), num(b.Avg), b.Count)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", s.Target, s.Path, o.Time(b.Start), b.Last, num(b.Min), num(b.Max), num(b.Avg), b.Count)
 			}
 		}
 	default:
 		fmt.Fprintln(tw, "TARGET\tPATH\tTIME\tVALUE")
 		for _, p := range a.Points {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Target, p.Path, when(p.Time), p.Value)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Target, p.Path, o.Time(p.Time), p.Value)
 		}
 	}
-}
-
-func when(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return t.Local().Format(time.RFC3339)
 }
 
 func num(f *float64) string {

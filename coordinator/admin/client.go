@@ -199,6 +199,17 @@ func (c *Client) GetCall(ctx context.Context, id string) (*calls.Record, error) 
 	return &r, nil
 }
 
+// Calls lists the journal's calls (GET /v1/calls), at most limit (0: all).
+func (c *Client) Calls(ctx context.Context, limit int) ([]calls.Record, error) {
+	var resp struct {
+		Calls []calls.Record `json:"calls"`
+	}
+	if err := c.Get(ctx, fmt.Sprintf("/v1/calls?limit=%d", limit), &resp); err != nil {
+		return nil, err
+	}
+	return resp.Calls, nil
+}
+
 // Health returns the daemon's health; a daemon that is not ok still answers.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health
@@ -244,20 +255,14 @@ func (c *Client) getJSON(ctx context.Context, path string, v any, okCodes ...int
 }
 
 func (c *Client) do(req *http.Request) ([]byte, int, error) {
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("cannot reach the outpost daemon at %s (is `outpost run` running? set --admin): %w", c.base, err)
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read answer from %s: %w", c.base, err)
-	}
-	if resp.StatusCode == http.StatusUnauthorized {
-		return nil, resp.StatusCode, c.unauthorized(req)
 	}
 	return body, resp.StatusCode, nil
 }
@@ -269,4 +274,21 @@ func (c *Client) unauthorized(req *http.Request) error {
 		return fmt.Errorf("%s: %w: the daemon wants its admin token and none was found (%v): run as the daemon's user (who can read %s in its data dir), give --config of the daemon, or set %s or --token-file", what, ErrUnauthorized, c.noToken, TokenFileName, TokenEnv)
 	}
 	return fmt.Errorf("%s: %w: the daemon refused the token from %s (another daemon's or an old token?)", what, ErrUnauthorized, c.from)
+}
+
+// send sends req with the token; a daemon that cannot be reached, or that
+// refuses the token, gets an error that says what to do.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the outpost daemon at %s (is `outpost run` running? give its admin.listen with --admin or $OUTPOST_ADMIN): %w", c.base, err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		resp.Body.Close()
+		return nil, c.unauthorized(req)
+	}
+	return resp, nil
 }

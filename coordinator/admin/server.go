@@ -7,13 +7,13 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,8 +27,17 @@ import (
 	"github.com/outpost-edge/outpost/internal/loopback"
 )
 
-// MaxInput bounds the body of a call request.
+// MaxInput bounds the body of a call request, whatever the task's
+// max_input.
 const MaxInput = 32 << 20
+
+// InputLimiter is an optional interface of a Node: MaxInput is the
+// largest input task takes (false: no such task). A call whose body is
+// larger is refused with 413 before it is read (by its Content-Length) or
+// as soon as it passes the limit.
+type InputLimiter interface {
+	MaxInput(task string) (int64, bool)
+}
 
 // Node is what the admin API serves.
 type Node interface {
@@ -75,7 +84,7 @@ type MQTTHealth struct {
 // CloudHealth describes the link to the cloud control plane.
 type CloudHealth struct {
 	URL   string `json:"url"`
-	State string `json:"state"` // connecting, up, backoff, forbidden, conflict, stopped
+	State string `json:"state"` // connecting, up, backoff, conflict, forbidden, tls_error, stopped
 }
 
 // SchedulerStats is the scheduler's load.
@@ -244,9 +253,8 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	input, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxInput))
-	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: "bad_request", Message: fmt.Sprintf("read input: %v (at most %d bytes)", err, MaxInput)}})
+	input, ok := s.readInput(w, r, task)
+	if !ok {
 		return
 	}
 	c := calls.New(task, input, calls.Source{Kind: "admin", Ref: r.RemoteAddr})
@@ -277,6 +285,37 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeError(w, statusCode(res.Status), c.ErrorDoc())
+}
+
+// readInput reads the body of a call of task, at most the task's
+// max_input (InputLimiter) and MaxInput, into one buffer sized by the
+// Content-Length; it answers the error itself and returns false.
+func (s *Server) readInput(w http.ResponseWriter, r *http.Request, task string) ([]byte, bool) {
+	limit, what := int64(MaxInput), "the admin API's limit"
+	if l, ok := s.node.(InputLimiter); ok {
+		if n, ok := l.MaxInput(task); ok && n < limit {
+			limit, what = n, "the task's limits.max_input"
+		}
+	}
+	tooLarge := func(msg string) ([]byte, bool) {
+		writeError(w, http.StatusRequestEntityTooLarge, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: calls.StatusTooLarge, Message: msg}})
+		return nil, false
+	}
+	if r.ContentLength > limit {
+		return tooLarge(fmt.Sprintf("input of %d bytes exceeds %s of %d bytes", r.ContentLength, what, limit))
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return tooLarge(fmt.Sprintf("input larger than %s of %d bytes", what, limit))
+		}
+		writeError(w, http.StatusBadRequest, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: "bad_request", Message: fmt.Sprintf("read input: %v", err)}})
+		return nil, false
+	}
+	return buf.Bytes(), true
 }
 
 // callAsync journals c and answers 202 with its id once it is on disk.

@@ -58,6 +58,32 @@ type Upload struct {
 	// Objects maps a manifest reference (a library module or a file
 	// source) to the digest of its uploaded part.
 	Objects map[string]string
+	// Phase, when set, is told when the deploy moves on to a phase a
+	// person waits for (PhaseCompiling).
+	Phase func(name string)
+}
+
+// PhaseCompiling: the upload is stored; the daemon compiles the task's
+// modules and warms its instances (seconds for a Go-built module).
+const PhaseCompiling = "compiling"
+
+// ReportPhase tells up's Phase (if any) that the deploy entered name.
+func (up Upload) ReportPhase(name string) {
+	if up.Phase != nil {
+		up.Phase(name)
+	}
+}
+
+// PhaseContentType is the deploy answer that streams phases: one JSON
+// object per line, {"phase":"compiling"}… then {"task":{…}} or
+// {"error":{"code","message"}}. A client asks for it with Accept.
+const PhaseContentType = "application/x-ndjson"
+
+// phaseLine is one line of a streamed deploy answer.
+type phaseLine struct {
+	Phase string      `json:"phase,omitempty"`
+	Task  *TaskDetail `json:"task,omitempty"`
+	Error *ErrorText  `json:"error,omitempty"`
 }
 
 // TaskDetail is the body of GET /v1/tasks/{name} and of a deploy or
@@ -139,6 +165,12 @@ type ErrorText struct {
 }
 
 func registryError(w http.ResponseWriter, err error) {
+	code, text := registryStatus(err)
+	writeJSON(w, code, errorAnswer{text})
+}
+
+// registryStatus is the HTTP status and error text of a registry error.
+func registryStatus(err error) (int, ErrorText) {
 	code, name := http.StatusInternalServerError, "internal"
 	switch {
 	case errors.Is(err, ErrInvalid):
@@ -150,7 +182,7 @@ func registryError(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrInternal):
 		code, name = http.StatusInternalServerError, "internal"
 	}
-	writeJSON(w, code, errorAnswer{ErrorText{Code: name, Message: err.Error()}})
+	return code, ErrorText{Code: name, Message: err.Error()}
 }
 
 func (h registryHandler) inspect(w http.ResponseWriter, r *http.Request) {
@@ -168,6 +200,12 @@ func (h registryHandler) inspect(w http.ResponseWriter, r *http.Request) {
 // references as REF). Each module and object part is stored as a blob as it
 // arrives.
 func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > MaxModule {
+		// Refused before a byte is read or stored.
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorAnswer{ErrorText{Code: "invalid",
+			Message: fmt.Sprintf("upload of %d bytes: at most %d bytes", r.ContentLength, MaxModule)}})
+		return
+	}
 	body := http.MaxBytesReader(w, r.Body, MaxModule)
 	up := Upload{Objects: map[string]string{}}
 	deploying := false
@@ -228,12 +266,32 @@ func (h registryHandler) deploy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	deploying = true
-	d, err := h.r.Deploy(r.Context(), r.PathValue("name"), up)
-	if err != nil {
-		registryError(w, err)
+	if r.Header.Get("Accept") != PhaseContentType {
+		d, err := h.r.Deploy(r.Context(), r.PathValue("name"), up)
+		if err != nil {
+			registryError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, d)
 		return
 	}
-	writeJSON(w, http.StatusOK, d)
+	// Streamed: the status is 200 once the upload is in; the outcome is
+	// the last line.
+	w.Header().Set("Content-Type", PhaseContentType)
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	flush := func(l phaseLine) {
+		_ = enc.Encode(l)
+		_ = http.NewResponseController(w).Flush()
+	}
+	up.Phase = func(name string) { flush(phaseLine{Phase: name}) }
+	d, err := h.r.Deploy(r.Context(), r.PathValue("name"), up)
+	if err != nil {
+		_, text := registryStatus(err)
+		flush(phaseLine{Error: &text})
+		return
+	}
+	flush(phaseLine{Task: &d})
 }
 
 func (h registryHandler) remove(w http.ResponseWriter, r *http.Request) {
@@ -260,11 +318,22 @@ type UploadPart struct {
 	Size int64
 }
 
+// DeployProgress follows a deploy: Sent as the module and objects are
+// sent (over their total size), Phase as the daemon reports what it does
+// after the upload (PhaseCompiling). Either may be nil.
+type DeployProgress struct {
+	Sent  func(sent, total int64)
+	Phase func(name string)
+}
+
 // Deploy uploads a task as name: module (nil: the manifest names it), an
 // optional manifest, and objects, the library modules and data files the
-// manifest references, in one request. progress, when set, is called as the
-// module and objects are sent, over their total size.
-func (c *Client) Deploy(ctx context.Context, name string, module *UploadPart, manifest []byte, objects []UploadPart, progress func(sent, total int64)) (TaskDetail, error) {
+// manifest references, in one request, and follows it with p (nil: quietly).
+func (c *Client) Deploy(ctx context.Context, name string, module *UploadPart, manifest []byte, objects []UploadPart, p *DeployProgress) (TaskDetail, error) {
+	var progress func(sent, total int64)
+	if p != nil {
+		progress = p.Sent
+	}
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	var total int64
@@ -322,7 +391,44 @@ func (c *Client) Deploy(ctx context.Context, name string, module *UploadPart, ma
 	}
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	var d TaskDetail
-	return d, c.registryDo(req, &d)
+	if p == nil || p.Phase == nil {
+		return d, c.registryDo(req, &d)
+	}
+	req.Header.Set("Accept", PhaseContentType)
+	return c.deployStreamed(req, p.Phase)
+}
+
+// deployStreamed reads a deploy answer that streams phases; a daemon that
+// does not stream answers as registryDo expects.
+func (c *Client) deployStreamed(req *http.Request, phase func(string)) (TaskDetail, error) {
+	resp, err := c.send(req)
+	if err != nil {
+		return TaskDetail{}, err
+	}
+	defer resp.Body.Close()
+	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct != PhaseContentType {
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return TaskDetail{}, fmt.Errorf("read answer from %s: %w", c.base, err)
+		}
+		var d TaskDetail
+		return d, registryAnswer(req, body, resp.StatusCode, &d)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var l phaseLine
+		if err := dec.Decode(&l); err != nil {
+			return TaskDetail{}, fmt.Errorf("%s %s: answer ended before the outcome: %w", req.Method, req.URL.Path, err)
+		}
+		switch {
+		case l.Task != nil:
+			return *l.Task, nil
+		case l.Error != nil:
+			return TaskDetail{}, fmt.Errorf("%s", strings.TrimSpace(l.Error.Message))
+		case l.Phase != "":
+			phase(l.Phase)
+		}
+	}
 }
 
 // Remove removes a deployed task.
@@ -359,6 +465,11 @@ func (c *Client) registryDo(req *http.Request, v any) error {
 	if err != nil {
 		return err
 	}
+	return registryAnswer(req, body, code, v)
+}
+
+// registryAnswer decodes a registry answer into v, or its error.
+func registryAnswer(req *http.Request, body []byte, code int, v any) error {
 	if code >= 200 && code < 300 {
 		if v != nil {
 			if err := json.Unmarshal(body, v); err != nil {

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +42,7 @@ func (m *memRegistry) Deploy(_ context.Context, name string, up Upload) (TaskDet
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.last = up
+	up.ReportPhase(PhaseCompiling)
 	if strings.Contains(string(up.Manifest), "cycle") {
 		return TaskDetail{}, fmt.Errorf("%w: task %q: import cycle: %s -> a -> b -> a", ErrInvalid, name, name)
 	}
@@ -71,9 +74,9 @@ func TestDeployObjects(t *testing.T) {
 		{Ref: "lib/math.wasm", R: strings.NewReader("math"), Size: 4},
 		{Ref: "data/table.csv", R: strings.NewReader("a,b\n"), Size: 4},
 	}
-	_, err := c.Deploy(ctx, "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, []byte("libraries: []"), objs, func(sent, tot int64) {
+	_, err := c.Deploy(ctx, "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, []byte("libraries: []"), objs, &DeployProgress{Sent: func(sent, tot int64) {
 		last, total = sent, tot
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +95,31 @@ func TestDeployObjects(t *testing.T) {
 	}
 	if _, err := c.Deploy(ctx, "t", nil, []byte("cycle"), nil, nil); err == nil || !strings.Contains(err.Error(), "import cycle: t -> a -> b -> a") {
 		t.Fatalf("refused deploy: %v", err)
+	}
+}
+
+// A client that follows phases hears the daemon compile before the outcome,
+// success or refusal alike.
+func TestDeployStreamsPhases(t *testing.T) {
+	reg := &memRegistry{blobs: map[string]string{}}
+	s := newServer(t, &node{}, prometheus.NewRegistry())
+	MountRegistry(s, reg)
+	c := run(t, s)
+	var phases []string
+	p := &DeployProgress{Phase: func(name string) { phases = append(phases, name) }}
+	d, err := c.Deploy(context.Background(), "t", &UploadPart{R: strings.NewReader("module"), Size: 6}, nil, nil, p)
+	if err != nil || d.Name != "t" || reg.blobs[d.Digest] != "module" {
+		t.Fatalf("deploy: %+v %v", d, err)
+	}
+	if strings.Join(phases, ",") != PhaseCompiling {
+		t.Fatalf("phases %q, want [%s]", phases, PhaseCompiling)
+	}
+	phases = nil
+	if _, err := c.Deploy(context.Background(), "t", nil, []byte("cycle"), nil, p); err == nil || !strings.Contains(err.Error(), "import cycle") {
+		t.Fatalf("refused deploy: %v", err)
+	}
+	if len(phases) != 1 {
+		t.Fatalf("phases of a refused deploy: %q", phases)
 	}
 }
 
@@ -121,4 +149,53 @@ func TestDeployReleasesFailedUploads(t *testing.T) {
 	if reg.blobs[rel.Module] != "module" || reg.blobs[rel.Objects["x.wasm"]] != "one" {
 		t.Fatalf("released %+v, want the module and the first object", rel)
 	}
+}
+
+// An upload whose Content-Length is over MaxModule is refused with 413
+// before any of it is read or stored.
+func TestDeployTooLargeRefusedUpFront(t *testing.T) {
+	reg := &memRegistry{blobs: map[string]string{}}
+	s := newServer(t, &node{}, prometheus.NewRegistry())
+	MountRegistry(s, reg)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	read := &countingReader{r: io.LimitReader(zeroReader{}, 1<<30)}
+	req, _ := http.NewRequest("POST", "http://"+s.Addr()+"/v1/tasks/big", read)
+	req.ContentLength = 1 << 30
+	tok, err := ReadToken(s.opts.TokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+string(tok))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("status %s, want 413", resp.Status)
+	}
+	if len(reg.blobs) != 0 {
+		t.Errorf("%d blobs stored", len(reg.blobs))
+	}
+	if n := read.n.Load(); n > 8<<20 {
+		t.Errorf("the client sent %d bytes before the refusal", n)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }

@@ -85,8 +85,8 @@ const (
 
 // Source says where a call came from.
 type Source struct {
-	Kind string // "mqtt", "admin", later "cloud", "task", "telemetry"
-	Ref  string // the topic, remote address, caller call id…
+	Kind string `json:"kind"`          // "mqtt", "admin", "cloud", "task", "telemetry"
+	Ref  string `json:"ref,omitempty"` // the topic, remote address, caller call id…
 }
 
 func (s Source) String() string { return s.Kind + ":" + s.Ref }
@@ -159,10 +159,14 @@ type Call struct {
 }
 
 // Result is the outcome of a finished call.
+//
+// Its JSON names are the wire names of a result (docs/cloud-link.md):
+// records journaled before they had tags ("Status", "Output", "Error")
+// decode alike, since encoding/json matches names without regard to case.
 type Result struct {
-	Status Status
-	Output []byte // the task's output when Status is StatusOK
-	Error  string // what went wrong otherwise
+	Status Status `json:"status"`
+	Output []byte `json:"output,omitempty"` // the task's output when Status is StatusOK
+	Error  string `json:"error,omitempty"`  // what went wrong otherwise
 }
 
 // New returns a call with a fresh id, received now.

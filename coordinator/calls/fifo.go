@@ -38,3 +38,21 @@ func (q *fifo[T]) peek() (T, bool) {
 	}
 	return q.items[q.head], true
 }
+
+// popMin takes the first item with the lowest key; the items before it
+// keep their order.
+func (q *fifo[T]) popMin(key func(T) int) (T, bool) {
+	items := q.items[q.head:]
+	best := 0
+	for i := 1; i < len(items); i++ {
+		if key(items[i]) < key(items[best]) {
+			best = i
+		}
+	}
+	if best > 0 {
+		v := items[best]
+		copy(items[1:best+1], items[:best])
+		items[0] = v
+	}
+	return q.pop()
+}

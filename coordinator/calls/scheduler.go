@@ -63,8 +63,10 @@ const DefaultQueue = "default"
 // limits. Waiting calls sit in one FIFO per queue and task. The control
 // queue goes first; the other queues share the workers by weight (smooth
 // weighted round robin), and a call that waited longer than AgingAfter
-// goes next. Inside a queue, tasks with waiting calls and free slots take
-// turns (round robin), so a busy task cannot starve the others. Workers
+// goes next. Inside a queue, a free worker goes to the task with waiting
+// calls and a free slot that holds the fewest slots (round robin among
+// equals): a task above its fair share of the workers gets no other worker
+// while another task waits, so a busy task cannot starve the others. Workers
 // are goroutines started on demand, up to Workers, that keep taking calls
 // while there are any.
 //
@@ -342,14 +344,15 @@ func (s *Scheduler) dispatchLocked() {
 
 // nextLocked takes the next call to run: the control queue first, then a
 // call that waited past AgingAfter, then the weighted queues in smooth
-// weighted round robin; round robin over ready tasks inside a queue.
+// weighted round robin; inside a queue the ready task holding the fewest
+// slots, round robin among equals.
 func (s *Scheduler) nextLocked() *Call {
 	for {
 		cl := s.pickClassLocked()
 		if cl == nil {
 			return nil
 		}
-		tq, _ := cl.ready.pop()
+		tq, _ := cl.ready.popMin(taskRunning)
 		tq.inReady = false
 		c, _ := tq.calls.pop()
 		c.inQueue = false
@@ -369,6 +372,11 @@ func (s *Scheduler) nextLocked() *Call {
 		return c
 	}
 }
+
+// taskRunning orders ready tasks for a free worker: the task holding the
+// fewest slots goes first, so a task above its fair share of the workers
+// waits while another has calls queued; among equals, round robin.
+func taskRunning(tq *taskQueue) int { return tq.task.running }
 
 func (s *Scheduler) pickClassLocked() *class {
 	control := s.classes[0]

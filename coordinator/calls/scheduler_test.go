@@ -112,6 +112,63 @@ func TestRoundRobin(t *testing.T) {
 	_ = s.Drain(context.Background())
 }
 
+// TestFairShare: a task holding every worker, with free slots of its own
+// and more calls queued, gets no further worker while another task waits:
+// the first worker freed goes to the other task.
+func TestFairShare(t *testing.T) {
+	release := make(chan struct{})
+	f := newFake(map[string]int{"busy": 8, "other": 8}, func(ctx context.Context, c *Call) Result {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return Result{Status: StatusOK}
+	})
+	s := NewScheduler(f, Options{Workers: 4, QueueSize: 1000}, nil, nil)
+	var wg sync.WaitGroup
+	submitN(t, s, "busy", 8, &wg)
+	waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.started) == 4 })
+	submitN(t, s, "other", 2, &wg)
+	release <- struct{}{} // one busy call ends: its worker goes to other
+	waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.started) == 5 })
+	release <- struct{}{} // busy holds 3, other 1: the next goes to other again
+	waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.started) == 6 })
+	f.mu.Lock()
+	got := fmt.Sprint(f.started[4:6])
+	f.mu.Unlock()
+	if got != "[other other]" {
+		t.Errorf("calls 5 and 6 started: %s, want [other other]", got)
+	}
+	close(release)
+	wg.Wait()
+	_ = s.Drain(context.Background())
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met after 10s")
+		}
+	}
+}
+
+func TestFIFOPopMin(t *testing.T) {
+	var q fifo[int]
+	for _, v := range []int{3, 1, 2, 1} {
+		q.push(v)
+	}
+	var got []int
+	for q.len() > 0 {
+		v, _ := q.popMin(func(v int) int { return v })
+		got = append(got, v)
+	}
+	if fmt.Sprint(got) != "[1 1 2 3]" {
+		t.Fatalf("popMin order %v", got)
+	}
+}
+
 func TestRefusals(t *testing.T) {
 	block := make(chan struct{})
 	f := newFake(map[string]int{"a": 1}, func(ctx context.Context, c *Call) Result { <-block; return Result{Status: StatusOK} })

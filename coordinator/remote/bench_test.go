@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,7 +18,6 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/remote"
-	"github.com/outpost-edge/outpost/coordinator/remote/server"
 )
 
 // BenchmarkLinkThroughput: calls per second through the link (real server
@@ -135,8 +136,9 @@ func (n *memNode) Cancel(id string) bool      { return n.s.Cancel(id) }
 func (n *memNode) Flush() error               { return nil }
 
 // BenchmarkEnqueueToStart: latency from enqueue on the server to the start
-// of the call on the node, with the long poll, beside a fixed-interval
-// poller asking every second (the baseline).
+// of the call on the node, with the long poll, beside its floor: one HTTP
+// round trip on loopback (a POST of a poll-sized body answered with one
+// call), the least any pull-based link can take to learn of a call.
 //
 //	go test -run XXX -bench EnqueueToStart -benchtime 200x ./coordinator/remote
 func BenchmarkEnqueueToStart(b *testing.B) {
@@ -157,48 +159,30 @@ func BenchmarkEnqueueToStart(b *testing.B) {
 		}
 		report(b, lat)
 	})
-	b.Run("fixed_1s_poll", func(b *testing.B) {
-		cl := startCloudB(b)
-		n := min(b.N, 8) // a second each
+	b.Run("http_round_trip", func(b *testing.B) {
+		answer, _ := json.Marshal(remote.PollResponse{Calls: []remote.WireCall{{Seq: 1, ID: "rt", Task: "echo", Input: []byte("in rt"), Effect: "idempotent", LeaseMS: 30000}}})
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(answer)
+		}))
+		defer srv.Close()
+		body, _ := json.Marshal(remote.PollRequest{BootID: "floor", Capacity: 10, WaitMS: 0})
 		var lat []time.Duration
-		var delivered atomic.Int64
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() { // a poller that asks every second and does not wait
-			defer close(done)
-			var ack uint64
-			for {
-				body, _ := json.Marshal(remote.PollRequest{BootID: "fixed", AckThrough: ack, Capacity: 10, WaitMS: 0})
-				req, _ := http.NewRequest("POST", cl.proxy.URL+"/edge/v1/nodes/edge-1/poll", bytes.NewReader(body))
-				req.Header.Set(remote.HeaderProtocol, remote.Protocol)
-				if resp, err := http.DefaultClient.Do(req); err == nil {
-					var pr remote.PollResponse
-					_ = json.NewDecoder(resp.Body).Decode(&pr)
-					resp.Body.Close()
-					for _, c := range pr.Calls {
-						ack = max(ack, c.Seq)
-						delivered.Store(time.Now().UnixNano())
-					}
-				}
-				select {
-				case <-stop:
-					return
-				case <-time.After(time.Second):
-				}
-			}
-		}()
-		for i := range n {
-			before := delivered.Load()
+		for range b.N {
 			start := time.Now()
-			cl.enqueue(server.Call{ID: fmt.Sprintf("fx-%d", i), Node: "edge-1", Task: "echo"})
-			for delivered.Load() == before {
-				time.Sleep(time.Millisecond)
+			resp, err := srv.Client().Post(srv.URL+"/edge/v1/nodes/edge-1/poll", "application/json", bytes.NewReader(body))
+			if err != nil {
+				b.Fatal(err)
 			}
-			lat = append(lat, time.Duration(delivered.Load()-start.UnixNano()))
-			time.Sleep(time.Duration(137*(i+1)%1000) * time.Millisecond) // spread enqueues over the interval
+			var pr remote.PollResponse
+			err = json.NewDecoder(resp.Body).Decode(&pr)
+			resp.Body.Close()
+			if err != nil || len(pr.Calls) != 1 {
+				b.Fatalf("poll answer: %v, %d calls", err, len(pr.Calls))
+			}
+			lat = append(lat, time.Since(start))
 		}
-		close(stop)
-		<-done
 		report(b, lat)
 	})
 }

@@ -268,11 +268,47 @@ func (c *Client) do(ctx context.Context, method, u string, body any) (response, 
 		return response{}, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	b, err := readResponse(resp)
 	if err != nil {
 		return response{}, fmt.Errorf("read %s response: %w", method, err)
 	}
 	return response{status: resp.StatusCode, body: b, header: resp.Header}, nil
+}
+
+// readResponse reads a response body of at most MaxResponseBody bytes
+// (after decompression): into one buffer sized by the Content-Length, or
+// one that doubles but never past the limit; a larger body is an error
+// wrapping ErrProtocol, read no further.
+func readResponse(resp *http.Response) ([]byte, error) {
+	tooLarge := fmt.Errorf("%w: body larger than %d bytes", ErrProtocol, MaxResponseBody)
+	if resp.ContentLength > MaxResponseBody {
+		return nil, tooLarge
+	}
+	size := 4096
+	if resp.ContentLength >= 0 {
+		size = int(resp.ContentLength) + 1 // room to read the EOF
+	}
+	b := make([]byte, 0, size)
+	for {
+		if len(b) == cap(b) {
+			if len(b) > MaxResponseBody {
+				return nil, tooLarge
+			}
+			nb := make([]byte, len(b), min(2*cap(b), MaxResponseBody+1))
+			copy(nb, b)
+			b = nb
+		}
+		n, err := resp.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		switch {
+		case len(b) > MaxResponseBody:
+			return nil, tooLarge
+		case err == io.EOF:
+			return b, nil
+		case err != nil:
+			return nil, err
+		}
+	}
 }
 
 // backoff is exponential backoff with full jitter: the n-th wait is
@@ -369,6 +405,12 @@ func (c *Client) pollLoop() {
 				c.m.polls.WithLabelValues("tls_error").Inc()
 				c.setState(StateTLSError)
 				c.log.Error("cloud link: TLS handshake with the control plane failed: "+problem, "url", c.cfg.URL, "err", err, "retry_in", d)
+			} else if errors.Is(err, ErrProtocol) {
+				// Not read whole (over MaxResponseBody): not acknowledged, the
+				// server redelivers.
+				c.m.polls.WithLabelValues("bad_response").Inc()
+				c.setState(StateBackoff)
+				c.log.Error("bad poll response: not acknowledged, the server will redeliver", "err", err, "retry_in", d)
 			} else if errors.As(err, &dnsErr) {
 				// No request left: the control plane's host name did not resolve.
 				c.m.polls.WithLabelValues("dns_error").Inc()
@@ -581,6 +623,7 @@ func (c *Client) uploadLoop() {
 	stopping := false
 	for {
 		recs, count, bytes := c.node.Outbox(SourceKind, c.cfg.BatchSize)
+		recs = batchBySize(recs, recordSize)
 		c.m.outboxResults.Set(float64(count))
 		c.m.outboxBytes.Set(float64(bytes))
 		if len(recs) == 0 {
@@ -610,6 +653,15 @@ func (c *Client) uploadLoop() {
 			stopping = true
 		}
 	}
+}
+
+// recordSize is what a record's result adds to a results batch, before
+// base64 and JSON.
+func recordSize(r *calls.Record) int {
+	if r.Result == nil {
+		return 0
+	}
+	return len(r.Result.Output) + len(r.Result.Error)
 }
 
 func toResult(r *calls.Record) Result {

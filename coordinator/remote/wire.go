@@ -112,7 +112,35 @@ type CallList struct {
 const (
 	maxCallsPerPoll = 10000
 	maxIDLen        = 256
+	// MaxInput is the largest input of one call on the link: the server
+	// refuses to enqueue more, a node refuses a poll response carrying more.
+	MaxInput = 4 << 20
+	// MaxResponseBody bounds the body of every JSON answer of the edge API
+	// (polls, results, call lists; code objects stream under their own
+	// cap): a server fills a poll response with calls up to it (always at
+	// least one), a node reads no more of an answer and counts a larger one
+	// as a protocol error.
+	MaxResponseBody = 16 << 20
+	// MaxRequestBody bounds the body of a request to the edge API (after
+	// decompression): the server reads no more. A node sends results
+	// batches of at most maxBatchResults bytes of outputs and errors, so a
+	// batch (base64, JSON) stays under it; a single result always goes.
+	MaxRequestBody  = 64 << 20
+	maxBatchResults = 16 << 20
 )
+
+// batchBySize returns the first records of recs whose outputs and errors
+// add up to at most maxBatchResults bytes (at least one record).
+func batchBySize[T any](recs []T, size func(T) int) []T {
+	total := 0
+	for i, r := range recs {
+		total += size(r)
+		if i > 0 && total > maxBatchResults {
+			return recs[:i]
+		}
+	}
+	return recs
+}
 
 // ErrProtocol marks a response that breaks the protocol.
 var ErrProtocol = errors.New("cloud protocol error")
@@ -133,6 +161,8 @@ func ParsePollResponse(b []byte) (PollResponse, error) {
 			return PollResponse{}, fmt.Errorf("%w: %s: bad id %q", ErrProtocol, where, c.ID)
 		case c.Task == "":
 			return PollResponse{}, fmt.Errorf("%w: %s (%s): no task", ErrProtocol, where, c.ID)
+		case len(c.Input) > MaxInput:
+			return PollResponse{}, fmt.Errorf("%w: %s (%s): input of %d bytes (at most %d)", ErrProtocol, where, c.ID, len(c.Input), MaxInput)
 		case c.Seq == 0:
 			return PollResponse{}, fmt.Errorf("%w: %s (%s): seq must be positive", ErrProtocol, where, c.ID)
 		case c.Attempt < 1:

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -57,6 +58,8 @@ func TestParsePollResponse(t *testing.T) {
 		{"negative ttl", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"start_by_ms":-1}]}`, false},
 		{"bad base64", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"input":"***"}]}`, false},
 		{"not json", `<html>proxy error</html>`, false},
+		{"input at the limit", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"input":"` + base64.StdEncoding.EncodeToString(make([]byte, MaxInput)) + `"}]}`, true},
+		{"input over the limit", `{"calls":[{"seq":1,"id":"c","attempt":1,"task":"echo","lease_ms":1,"input":"` + base64.StdEncoding.EncodeToString(make([]byte, MaxInput+1)) + `"}]}`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,4 +114,25 @@ func FuzzParseRetryAfter(f *testing.F) {
 			t.Fatalf("ParseRetryAfter(%q,%q) = %v", v, date, d)
 		}
 	})
+}
+
+func TestBatchBySize(t *testing.T) {
+	mib := 1 << 20
+	for _, tc := range []struct {
+		name  string
+		sizes []int
+		want  int
+	}{
+		{"small ones all go", []int{10, 20, 30}, 3},
+		{"one too large still goes", []int{40 * mib, 10}, 1},
+		{"cut before the limit", []int{6 * mib, 6 * mib, 6 * mib, 1}, 2},
+		{"exactly the limit", []int{8 * mib, 8 * mib, 1}, 2},
+		{"none", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := batchBySize(tc.sizes, func(n int) int { return n }); len(got) != tc.want {
+				t.Errorf("batch of %d, want %d", len(got), tc.want)
+			}
+		})
+	}
 }

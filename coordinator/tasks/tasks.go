@@ -67,10 +67,20 @@ type Limits struct {
 	LogBurst int `yaml:"log_burst"`
 }
 
+// MaxCallBytes bounds limits.max_input and limits.max_output: what one
+// call carries is held in memory whole (and an output is journaled and
+// uploaded whole), and the admin API reads at most this much of a call.
+const MaxCallBytes confval.ByteSize = 32 << 20
+
+// DefaultConcurrency is a task's default limits.concurrency: half the
+// smallest default worker count (max(4, 2 × CPUs)), so that a task that
+// loops leaves workers for the others.
+const DefaultConcurrency = 2
+
 // Defaults are applied to every task's zero-valued fields.
 var Defaults = Task{
 	ABI: "auto",
-	Limits: Limits{Memory: 16 << 20, Timeout: confval.Duration(5 * time.Second), Concurrency: 4, MaxInput: 1 << 20, MaxOutput: 4 << 20,
+	Limits: Limits{Memory: 16 << 20, Timeout: confval.Duration(5 * time.Second), Concurrency: DefaultConcurrency, MaxInput: 1 << 20, MaxOutput: 4 << 20,
 		LogRate: 100, LogBurst: 1000},
 }
 
@@ -198,11 +208,11 @@ func validateSettings(c *confval.Checker, abi string, l Limits, p Permissions) {
 	if l.Concurrency < 1 {
 		c.Errorf("limits.concurrency", "must be at least 1")
 	}
-	if l.MaxInput > 4<<30-1 {
-		c.Errorf("limits.max_input", "must be less than 4GiB (wasm32 lengths)")
+	if l.MaxInput > MaxCallBytes {
+		c.Errorf("limits.max_input", "must be at most %s (a call's input is held in memory whole)", MaxCallBytes)
 	}
-	if l.MaxOutput > 4<<30-1 {
-		c.Errorf("limits.max_output", "must be less than 4GiB (wasm32 lengths)")
+	if l.MaxOutput > MaxCallBytes {
+		c.Errorf("limits.max_output", "must be at most %s (a call's output is held in memory, journaled and uploaded whole)", MaxCallBytes)
 	}
 	if l.LogRate < 1 {
 		c.Errorf("limits.log_rate", "must be at least 1 (lines a second)")

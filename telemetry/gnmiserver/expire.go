@@ -66,8 +66,7 @@ func (s *Server) expire(now time.Time) {
 				continue // Update stores parsed paths only
 			}
 			// The delete must be newer than the leaf it removes.
-			ts := max(now.UnixNano(), sp.ts+1)
-			_ = s.cache.GnmiUpdate(&gpb.Notification{Timestamp: ts, Prefix: &gpb.Path{Target: target}, Delete: []*gpb.Path{pp.ToGNMI()}})
+			_ = s.cache.GnmiUpdate(deleteNotification(target, pp, max(now.UnixNano(), sp.ts+1)))
 			n++
 		}
 		if n > 0 {
@@ -80,4 +79,11 @@ func (s *Server) expire(now time.Time) {
 			s.log.Info("gnmi server: target expired", "target", target, "after", s.cfg.ExpireAfter.Std())
 		}
 	}
+}
+
+// deleteNotification deletes one path of a target from the cache (and so
+// from Get, ONCE and POLL) and tells STREAM subscribers; ts must be newer
+// than the leaf's. Expiry and the sources' deletes (model.Deleted) use it.
+func deleteNotification(target string, p model.Path, ts int64) *gpb.Notification {
+	return &gpb.Notification{Timestamp: ts, Prefix: &gpb.Path{Target: target}, Delete: []*gpb.Path{p.ToGNMI()}}
 }

@@ -98,6 +98,15 @@ func (s *Server) Update(us []model.Update) {
 	s.mu.Lock()
 	for i := range us {
 		u := &us[i]
+		if u.Value.Kind == model.KindDeleted {
+			if sp, ok := s.seen[u.Target][u.Path]; ok {
+				delete(s.seen[u.Target], u.Path)
+				if p, err := model.ParsePath(u.Path); err == nil {
+					ns = append(ns, deleteNotification(u.Target, p, max(u.Time, sp.ts+1)))
+				}
+			}
+			continue
+		}
 		p, err := model.ParsePath(u.Path)
 		tv := tgnmi.TypedValue(u.Value)
 		if err != nil || tv == nil {

@@ -25,10 +25,11 @@ const (
 	KindBool
 	KindString
 	KindBytes
-	KindJSON // a JSON document (gNMI json/json_ietf values, SNMP trap events)
+	KindJSON    // a JSON document (gNMI json/json_ietf values, SNMP trap events)
+	KindDeleted // no value: the target stopped reporting the path (see Deleted)
 )
 
-var kindNames = [...]string{"invalid", "int", "uint", "float", "bool", "string", "bytes", "json"}
+var kindNames = [...]string{"invalid", "int", "uint", "float", "bool", "string", "bytes", "json", "deleted"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -70,6 +71,13 @@ func Bytes(b []byte) Value { return Value{Kind: KindBytes, str: string(b)} }
 
 // JSON returns a JSON document value (copied, not validated).
 func JSON(b []byte) Value { return Value{Kind: KindJSON, str: string(b)} }
+
+// Deleted marks a path its target no longer reports (an SNMP object that
+// answers noSuchObject, a table row gone): the store keeps it as the
+// series' last point and no longer lists the series as latest, the gNMI
+// server deletes the path (subscribers get a delete), MQTT rules publish it
+// (value null) and triggers ignore it.
+func Deleted() Value { return Value{Kind: KindDeleted} }
 
 // Raw returns the numeric bits and the text of v, for encoders.
 func (v Value) Raw() (uint64, string) { return v.num, v.str }
@@ -190,4 +198,10 @@ type TargetStatus struct {
 	Errors     uint64    `json:"errors"`
 	Updates    uint64    `json:"updates"`
 	Reconnects uint64    `json:"reconnects,omitempty"`
+	// SNMP: how long the last round took (from its tick, waiting for a
+	// poll slot included), rounds that took the interval or longer, and
+	// objects the agent stopped returning (see the poller).
+	RoundSeconds float64 `json:"round_seconds,omitempty"`
+	Overruns     uint64  `json:"overruns,omitempty"`
+	Missing      int     `json:"missing,omitempty"`
 }

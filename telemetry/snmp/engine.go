@@ -121,15 +121,20 @@ func (r *TrapReceiver) serve() error {
 			r.log.Debug("snmp trap read", "err", err)
 			continue
 		}
+		now := time.Now()
 		pkt, err := r.params.UnmarshalTrap(buf[:n], false)
 		if err != nil {
-			r.log.Debug("snmp trap not decoded or not authentic", "from", from, "err", err)
+			reason := RejectMalformed
+			if r.params.Version == gosnmp.Version3 {
+				reason = v3RejectReason(err)
+			}
+			r.reject(reason, from, "", err, now)
 			continue
 		}
-		if !r.timely(pkt, from, time.Now()) {
+		if !r.timely(pkt, from, now) {
 			continue
 		}
-		if r.handle(pkt, from) && pkt.PDUType == gosnmp.InformRequest {
+		if r.handle(pkt, from, now) && pkt.PDUType == gosnmp.InformRequest {
 			r.acknowledge(pkt, from)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -56,28 +55,63 @@ func worldDir(t testing.TB) string {
 	return d
 }
 
+// peer is a real SNMP agent process on a loopback port that a test can
+// stop and start again on the same port and with the same data.
+type peer struct {
+	t         testing.TB
+	addr      string
+	dir       string
+	community string // answered once it is up
+	args      []string
+	cmd       *exec.Cmd
+}
+
+func (p *peer) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(p.args[0], p.args[1:]...)
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	waitSNMP(p.t, p.addr, p.community, func() string { b, _ := os.ReadFile(filepath.Join(p.dir, "log")); return string(b) })
+}
+
+func (p *peer) stop() {
+	if p.cmd != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		p.cmd = nil
+	}
+}
+
+func (p *peer) restart() {
+	p.t.Helper()
+	p.stop()
+	p.start()
+}
+
 // startSnmpd starts net-snmp's snmpd on a random loopback port with a v2c
 // community "testcomm" and a v3 authPriv user; it returns "127.0.0.1:port".
-func startSnmpd(t testing.TB) string {
+func startSnmpd(t testing.TB) string { return snmpdPeer(t).addr }
+
+// snmpdPeer is startSnmpd's agent. Its persistent directory stays across
+// restarts, so the agent keeps its engine id and counts its boots.
+func snmpdPeer(t testing.TB) *peer {
 	t.Helper()
 	need(t, "snmpd")
 	dir := worldDir(t)
 	port := freeUDPPort(t)
-	conf := filepath.Join(dir, "snmpd.conf")
+	conf := filepath.Join(dir, "agent.conf") // snmpd.conf in the persistent dir is snmpd's own
 	os.WriteFile(conf, []byte(fmt.Sprintf(`agentAddress  udp:127.0.0.1:%d
 rocommunity   testcomm 127.0.0.1
 createUser    testv3user SHA "authpass123" AES "privpass123"
 rouser        testv3user priv
 sysName       snmp-peer-1
 `, port)), 0o644)
-	cmd := asNobody("env", "MIBS=", "SNMP_PERSISTENT_DIR="+dir, "snmpd", "-f", "-C", "-c", conf, "-I", "-smux", "-Lf", filepath.Join(dir, "log"), "-p", filepath.Join(dir, "pid"))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitSNMP(t, addr, "testcomm", func() string { b, _ := os.ReadFile(filepath.Join(dir, "log")); return string(b) })
-	return addr
+	p := &peer{t: t, addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, community: "testcomm"}
+	p.args = asNobody("env", "MIBS=", "SNMP_PERSISTENT_DIR="+dir, "snmpd", "-f", "-C", "-c", conf, "-I", "-smux", "-Lf", filepath.Join(dir, "log"), "-p", filepath.Join(dir, "pid")).Args
+	t.Cleanup(p.stop)
+	p.start()
+	return p
 }
 
 func waitSNMP(t testing.TB, addr, community string, log func() string) {
@@ -90,7 +124,7 @@ func waitSNMP(t testing.TB, addr, community string, log func() string) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // snmpsim indexes every data file before it answers
 	for time.Now().Before(deadline) {
 		if _, err := g.GetNext([]string{".1.3.6.1"}); err == nil {
 			return
@@ -132,17 +166,4 @@ func walkCLI(t testing.TB, args ...string) map[string][2]string {
 		res[last] = [2]string{typ, strings.TrimSpace(val)}
 	}
 	return res
-}
-
-// asNobodyNot runs a peer that drops privileges by itself.
-func asNobodyNot(args ...string) *exec.Cmd { return exec.Command(args[0], args[1:]...) }
-
-type runtimeMem struct{}
-
-// perTarget reports the live heap divided by n targets (after a GC).
-func (runtimeMem) perTarget(n int) float64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return float64(m.HeapAlloc) / float64(n)
 }

@@ -51,14 +51,18 @@ type target struct {
 
 	pollMu   sync.Mutex              // one poll at a time: a GoSNMP is not safe for concurrent use
 	counters map[string]counterState // rate state, under pollMu
+	present  map[string]string       // paths of the last complete poll (each its own key: one string per path shared by every poll, the store and the gNMI server), under pollMu
+	gone     map[string]struct{}     // missing objects (see vanished), under pollMu
 
 	mu     sync.Mutex
 	status model.TargetStatus
+	behind bool // the last round overran its interval
 }
 
 type counterState struct {
-	v  uint64
-	ts int64
+	v    uint64
+	ts   int64
+	rate string // the rate's path
 }
 
 // NewPoller builds one gosnmp client per target (reading v3 password
@@ -93,7 +97,7 @@ func NewPoller(cfg Config, sink Sink, log *slog.Logger) (*Poller, error) {
 		if err != nil {
 			return nil, fmt.Errorf("snmp target %s: %w", tc.Name, err)
 		}
-		t := &target{cfg: tc, snmp: g, log: log.With("target", tc.Name), counters: map[string]counterState{}}
+		t := &target{cfg: tc, snmp: g, log: log.With("target", tc.Name), counters: map[string]counterState{}, gone: map[string]struct{}{}}
 		t.status = model.TargetStatus{Name: tc.Name, Source: "snmp", Address: g.Target + ":" + strconv.Itoa(int(g.Port))}
 		p.targets = append(p.targets, t)
 	}
@@ -200,7 +204,6 @@ func (p *Poller) Run(ctx context.Context) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			defer t.snmp.Close()
 			// Spread the first polls over a tenth of the interval (at most 10 s).
 			iv := t.cfg.Interval.Std()
 			if iv <= 0 {
@@ -221,14 +224,42 @@ func (p *Poller) Run(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				}
+				slot := p.now()
 				_ = p.poll(ctx, t)
 				<-p.sem
-				timer.Reset(max(0, iv-p.now().Sub(start)))
+				if ctx.Err() != nil {
+					return // a round cut short by the stop is no figure
+				}
+				round := p.now().Sub(start)
+				t.endRound(round, slot.Sub(start), iv)
+				timer.Reset(max(0, iv-round))
 			}
 		}()
 	}
 	<-ctx.Done()
 	p.wg.Wait()
+}
+
+// endRound records how long a round took, from its tick to the end of its
+// poll (waiting for a slot included). A round that took the interval or
+// longer starts the next at once: the target is polled back to back,
+// which is counted and warned about when it starts, and noted when it ends.
+func (t *target) endRound(round, wait, iv time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.status.RoundSeconds = round.Seconds()
+	switch over := round >= iv; {
+	case over:
+		t.status.Overruns++
+		if !t.behind {
+			t.log.Warn("snmp polls run back to back: a round took longer than the interval",
+				"round", round, "waited_for_slot", wait, "interval", iv)
+		}
+		t.behind = true
+	case t.behind:
+		t.log.Info("snmp polls back within their interval", "round", round, "interval", iv)
+		t.behind = false
+	}
 }
 
 // PollOnce polls one target now (for tests and on-demand reads).
@@ -255,17 +286,32 @@ func (p *Poller) Status() []model.TargetStatus {
 func (p *Poller) poll(ctx context.Context, t *target) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.PollTimeout.Std())
 	defer cancel()
+	ts := p.now().UnixNano()
 	t.pollMu.Lock()
-	us, err := t.collect(ctx, p.now)
+	h, err := t.collect(ctx, ts)
+	if err != nil && len(h.us) == 0 && t.forgetEngine() {
+		// The agent may have restarted (a new engine id, or its boots
+		// counted up): discover its engine again and try once more.
+		t.log.Info("snmp v3 engine rediscovery", "err", err)
+		h, err = t.collect(ctx, ts)
+	}
+	us, values, missing := h.us, len(h.us), -1
+	if err == nil {
+		us, missing = t.vanished(h, ts)
+	}
+	t.release()
 	t.pollMu.Unlock()
 	if len(us) > 0 && p.sink != nil {
 		p.sink(us)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(us) > 0 {
+	if values > 0 {
 		t.status.LastUpdate = p.now()
-		t.status.Updates += uint64(len(us))
+		t.status.Updates += uint64(values)
+	}
+	if missing >= 0 {
+		t.status.Missing = missing
 	}
 	if err != nil {
 		t.status.Connected = false
@@ -278,35 +324,99 @@ func (p *Poller) poll(ctx context.Context, t *target) error {
 	return nil
 }
 
+// maxMissing bounds the missing objects remembered per target.
+const maxMissing = 10_000
+
+// vanished follows the objects a target stops returning. After a poll
+// that completed without error it appends a delete (model.Deleted) for
+// every path the previous complete poll returned and this one did not (a
+// table row gone, an object now answering noSuchObject), and returns the
+// count of missing objects: paths deleted and not back since, and scalars
+// that answer noSuchObject or noSuchInstance. A rate goes with its
+// counter. Under pollMu.
+func (t *target) vanished(h harvest, ts int64) ([]model.Update, int) {
+	us := h.us
+	now := make(map[string]string, len(h.paths))
+	for _, p := range h.paths {
+		now[p] = p
+	}
+	miss := func(p string) {
+		if len(t.gone) < maxMissing {
+			t.gone[p] = struct{}{}
+		}
+	}
+	for p := range t.present {
+		if _, ok := now[p]; !ok {
+			us = append(us, model.Update{Target: t.cfg.Name, Path: p, Time: ts, Value: model.Deleted()})
+			if c, rated := t.counters[p]; rated {
+				us = append(us, model.Update{Target: t.cfg.Name, Path: c.rate, Time: ts, Value: model.Deleted()})
+				delete(t.counters, p)
+			}
+			miss(p)
+		}
+	}
+	for _, p := range h.absent {
+		miss(p)
+	}
+	for p := range t.gone {
+		if _, back := now[p]; back {
+			delete(t.gone, p)
+		}
+	}
+	t.present = now
+	return us, len(t.gone)
+}
+
+// harvest is what one poll got: the updates, the paths of the values
+// among them (rates left out), and the paths of scalars the agent answered
+// noSuchObject or noSuchInstance.
+type harvest struct {
+	us     []model.Update
+	paths  []string
+	absent []string
+}
+
 // collect runs one poll: Get of scalars (in groups of MaxOids), BulkWalk of
 // subtrees and tables. It returns what it got even when a part failed.
-func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Update, error) {
+func (t *target) collect(ctx context.Context, ts int64) (h harvest, _ error) {
 	g := t.snmp
 	g.Context = ctx
 	if g.Conn == nil {
 		if err := g.Connect(); err != nil {
-			return nil, fmt.Errorf("connect %s: %w", t.status.Address, err)
+			return h, fmt.Errorf("connect %s: %w", t.status.Address, err)
 		}
 	}
-	var us []model.Update
+	// Sized from the last poll: growing by doubling is most of a poll's garbage.
+	h.us = make([]model.Update, 0, len(t.present)+len(t.counters))
+	h.paths = make([]string, 0, len(t.present))
 	var errs []error
-	ts := now().UnixNano()
 	emit := func(path string, pdu gosnmp.SnmpPDU, rate bool) {
 		v, ok := Convert(pdu)
 		if !ok {
+			if pdu.Type == gosnmp.NoSuchObject || pdu.Type == gosnmp.NoSuchInstance {
+				h.absent = append(h.absent, path)
+			}
 			return
 		}
-		us = append(us, model.Update{Target: t.cfg.Name, Path: path, Time: ts, Value: v})
+		if c, ok := t.present[path]; ok {
+			path = c // the string of the earlier polls, not one more copy
+		}
+		h.paths = append(h.paths, path)
+		h.us = append(h.us, model.Update{Target: t.cfg.Name, Path: path, Time: ts, Value: v})
 		if rate {
 			if bits, ok := Counter(pdu.Type); ok {
 				cur := v.AsUint()
-				if prev, seen := t.counters[path]; seen && ts > prev.ts {
+				prev, seen := t.counters[path]
+				if !seen {
+					prev.rate = ratePath(path)
+				}
+				if seen && ts > prev.ts {
 					if d, ok := Delta(prev.v, cur, bits); ok {
 						r := float64(d) / (float64(ts-prev.ts) / 1e9)
-						us = append(us, model.Update{Target: t.cfg.Name, Path: ratePath(path), Time: ts, Value: model.Float(r)})
+						h.us = append(h.us, model.Update{Target: t.cfg.Name, Path: prev.rate, Time: ts, Value: model.Float(r)})
 					}
 				}
-				t.counters[path] = counterState{cur, ts}
+				t.counters[path] = counterState{cur, ts, prev.rate}
 			}
 		}
 	}
@@ -328,7 +438,7 @@ func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Upd
 		if err != nil {
 			errs = append(errs, t.explain("get", err))
 			if errors.Is(errs[len(errs)-1], ErrNoResponse) {
-				return us, errors.Join(errs...)
+				return h, errors.Join(errs...)
 			}
 			continue
 		}
@@ -357,7 +467,7 @@ func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Upd
 		if err != nil {
 			errs = append(errs, t.explain("walk "+o.OID, err))
 			if errors.Is(errs[len(errs)-1], ErrNoResponse) {
-				return us, errors.Join(errs...)
+				return h, errors.Join(errs...)
 			}
 		}
 	}
@@ -367,7 +477,7 @@ func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Upd
 		if err != nil {
 			errs = append(errs, t.explain("walk table "+tb.OID, err))
 			if errors.Is(errs[len(errs)-1], ErrNoResponse) {
-				return us, errors.Join(errs...)
+				return h, errors.Join(errs...)
 			}
 		}
 		for _, r := range rows {
@@ -377,7 +487,44 @@ func (t *target) collect(ctx context.Context, now func() time.Time) ([]model.Upd
 	if ctx.Err() != nil && len(errs) == 0 {
 		errs = append(errs, fmt.Errorf("poll deadline (%s) passed: %w", t.cfg.PollTimeout.Std(), ctx.Err()))
 	}
-	return us, errors.Join(errs...)
+	return h, errors.Join(errs...)
+}
+
+// release closes the target's socket after a poll and replaces its client
+// by one that has what the target learnt (v3 engine and keys) but no
+// socket and no receive buffer: gosnmp keeps a 64 KiB buffer per client
+// from Connect on, which for a site of targets polled a few at a time
+// would be most of the poller's memory. The next poll connects again (one
+// socket, a new source port). Under pollMu.
+func (t *target) release() {
+	g := t.snmp
+	g.Close()
+	t.snmp = &gosnmp.GoSNMP{Target: g.Target, Port: g.Port, Transport: g.Transport, Community: g.Community, Version: g.Version,
+		Timeout: g.Timeout, Retries: g.Retries, ExponentialTimeout: g.ExponentialTimeout, MaxOids: g.MaxOids, MaxRepetitions: g.MaxRepetitions,
+		Logger: g.Logger, SecurityModel: g.SecurityModel, MsgFlags: g.MsgFlags, SecurityParameters: g.SecurityParameters,
+		ContextName: g.ContextName, ContextEngineID: g.ContextEngineID}
+}
+
+// forgetEngine drops what a v3 target learnt of its agent's engine (id,
+// boots, time, context engine id), so the next request discovers it again
+// (RFC 3414 section 4), as net-snmp's tools do at every run. An agent that
+// restarted answers with a new engine id (snmpsim), or with the same id and
+// more boots (snmpd): neither recovers by gosnmp's report handling alone.
+// It reports whether there was an engine to forget: a target whose
+// discovery itself fails is not retried within the poll.
+func (t *target) forgetEngine() bool {
+	g := t.snmp
+	sp, ok := g.SecurityParameters.(*gosnmp.UsmSecurityParameters)
+	if g.Version != gosnmp.Version3 || !ok || sp.AuthoritativeEngineID == "" {
+		return false
+	}
+	fresh, _, err := usm(t.cfg.V3)
+	if err != nil {
+		t.log.Warn("snmp v3 engine rediscovery", "err", err)
+		return false
+	}
+	g.SecurityParameters, g.ContextEngineID = fresh, ""
+	return true
 }
 
 // explain turns gosnmp's timeouts into ErrNoResponse with a hint.
@@ -512,6 +659,7 @@ func tableRows(tb Table, each func(func(col int, idx string, pdu gosnmp.SnmpPDU)
 		})
 	}
 	var out []rowValue
+	rowPath := map[string]string{} // index → "<name>[<key>=<value>]/"
 	each(func(col int, idx string, pdu gosnmp.SnmpPDU) {
 		c, ok := cols[col]
 		if len(cols) > 0 && !ok {
@@ -521,14 +669,18 @@ func tableRows(tb Table, each func(func(col int, idx string, pdu gosnmp.SnmpPDU)
 		if cname == "" {
 			cname = strconv.Itoa(col)
 		}
-		kv := idx
-		if k, ok := keyOf[idx]; ok {
-			kv = k
+		row, ok := rowPath[idx]
+		if !ok {
+			kv := idx
+			if k, ok := keyOf[idx]; ok {
+				kv = k
+			}
+			p := model.Path{{Name: "x", Keys: []model.Key{{Name: key, Value: kv}}}}
+			// Escape the key value as the canonical form does.
+			row = name + strings.TrimPrefix(p.String(), "/x") + "/"
+			rowPath[idx] = row
 		}
-		p := model.Path{{Name: "x", Keys: []model.Key{{Name: key, Value: kv}}}}
-		// Escape the key value as the canonical form does.
-		keyed := strings.TrimPrefix(p.String(), "/x")
-		out = append(out, rowValue{path: name + keyed + "/" + cname, pdu: pdu, rate: c.Rate})
+		out = append(out, rowValue{path: row + cname, pdu: pdu, rate: c.Rate})
 	})
 	sort.SliceStable(out, func(i, j int) bool { return out[i].path < out[j].path })
 	return out

@@ -1,8 +1,10 @@
 package snmp
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -98,7 +100,6 @@ func TestPollerMatchesSnmpbulkwalk(t *testing.T) {
 			if err := p.PollOnce(context.Background(), "d1"); err != nil {
 				t.Fatal(err)
 			}
-			p.targets[0].snmp.Close()
 			got := map[string]model.Value{}
 			for _, u := range rec.all() {
 				got[strings.TrimPrefix(u.Path, "/snmp/")] = u.Value
@@ -157,7 +158,6 @@ func TestTableRowsAndRates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.targets[0].snmp.Close()
 	ctx := context.Background()
 	if err := p.PollOnce(ctx, "sw1"); err != nil {
 		t.Fatal(err)
@@ -165,6 +165,10 @@ func TestTableRowsAndRates(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if err := p.PollOnce(ctx, "sw1"); err != nil {
 		t.Fatal(err)
+	}
+	// Between polls a target keeps no socket (nor gosnmp's receive buffer).
+	if c := p.targets[0].snmp.Conn; c != nil {
+		t.Errorf("socket %v kept between polls", c.LocalAddr())
 	}
 	paths := map[string]model.Value{}
 	for _, u := range rec.all() {
@@ -201,7 +205,6 @@ func TestWrongCommunity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.targets[0].snmp.Close()
 	start := time.Now()
 	err = p.PollOnce(context.Background(), "d1")
 	if !errors.Is(err, ErrNoResponse) || !strings.Contains(err.Error(), "no response (check community)") {
@@ -284,8 +287,8 @@ func TestTrapsFromSnmptrap(t *testing.T) {
 	if us[2].Path != "/events/link-down" || !strings.Contains(us[2].Value.Text(), `"version":"3"`) {
 		t.Errorf("v3 trap event %s %s", us[2].Path, us[2].Value.Text())
 	}
-	if r.Rejected.Load() != 1 {
-		t.Errorf("rejected %d, want 1", r.Rejected.Load())
+	if n := r.Rejected(RejectUnknownCommunity); n != 1 {
+		t.Errorf("rejected %d, want 1", n)
 	}
 }
 
@@ -325,7 +328,6 @@ func TestPollDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.targets[0].snmp.Close()
 	start := time.Now()
 	err = p.PollOnce(context.Background(), "d1")
 	if err == nil {
@@ -379,5 +381,61 @@ func TestV3InformFromSnmpinform(t *testing.T) {
 	}
 	if n := len(rec.all()); n != 1 {
 		t.Errorf("%d events after a wrong password, want 1", n)
+	}
+}
+
+// An octet string that is not text has one encoding whether it was polled
+// or came in a trap: the bytes (base64 in JSON), never a quoted Go string.
+func TestBinaryOctetStringsPolledAndTrapped(t *testing.T) {
+	need(t, "snmptrap")
+	raw := []byte{0xde, 0xad, 0xbe, 0xef, 0x00}
+	sim := simPeer(t, map[string]string{"dev001": "1.3.6.1.4.1.99999.2.1.0|4x|deadbeef00\n"})
+	prec := &recorder{}
+	p, err := NewPoller(snmpCollect(Target{Name: "d1", Address: sim.addr, Community: "dev001",
+		OIDs: []OID{{OID: "1.3.6.1.4.1.99999.2.1.0"}}}), prec.sink, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.PollOnce(context.Background(), "d1"); err != nil {
+		t.Fatal(err)
+	}
+	polled := prec.all()
+	if len(polled) != 1 || polled[0].Value != model.Bytes(raw) {
+		t.Fatalf("polled %+v, want bytes %x", polled, raw)
+	}
+
+	trec := &recorder{}
+	r, err := NewTrapReceiver(Traps{Communities: []string{"trapcomm"}, Target: "traps"}, "", trec.sink, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	done, err := r.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { r.Close(); <-done }()
+	cmd := exec.Command("snmptrap", "-v2c", "-c", "trapcomm", addr, "", "1.3.6.1.4.1.99999.0.1",
+		"1.3.6.1.4.1.99999.2.1.0", "x", "DEADBEEF00", "1.3.6.1.4.1.99999.2.2.0", "s", "plain text", "1.3.6.1.4.1.99999.2.3.0", "i", "-7")
+	cmd.Env = append(os.Environ(), "MIBS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("snmptrap: %v %s", err, out)
+	}
+	waitFor(t, "the trap", func() bool { return len(trec.all()) == 1 })
+	var ev struct {
+		Varbinds map[string]json.RawMessage `json:"varbinds"`
+	}
+	if err := json.Unmarshal([]byte(trec.all()[0].Value.Text()), &ev); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := polled[0].Value.MarshalJSON()
+	for oid, w := range map[string]string{"1.3.6.1.4.1.99999.2.1.0": string(want), "1.3.6.1.4.1.99999.2.2.0": `"plain text"`, "1.3.6.1.4.1.99999.2.3.0": "-7"} {
+		if got := string(ev.Varbinds[oid]); got != w {
+			t.Errorf("trap varbind %s = %s, want %s (as the polled value)", oid, got, w)
+		}
+	}
+	var b []byte
+	if err := json.Unmarshal(ev.Varbinds["1.3.6.1.4.1.99999.2.1.0"], &b); err != nil || !bytes.Equal(b, raw) {
+		t.Errorf("binary varbind decodes to %x (%v), want %x", b, err, raw)
 	}
 }

@@ -23,7 +23,9 @@ const snmpTrapOID = ".1.3.6.1.6.3.1.1.4.1.0"
 // are accepted are acknowledged) and turns each into one event update:
 // target cfg.Target, path /snmp/traps/<trap oid> (or the configured name),
 // value a JSON object {"source", "version", "trap_oid", "inform", "varbinds": {oid: value}}.
-// Traps with an unknown community are counted and dropped.
+// Messages with an unknown community or v3 user, failing authentication or
+// decryption, or below their user's security level are dropped and counted
+// by reason (Rejected), with a warning at most once a minute per reason.
 //
 // gosnmp decodes and authenticates the messages, but its TrapListener has
 // no timeliness check (RFC 3414 3.2 step 7) and answers engine discovery
@@ -44,8 +46,86 @@ type TrapReceiver struct {
 	conn      *net.UDPConn
 
 	Received        atomic.Uint64
-	Rejected        atomic.Uint64
 	NotInTimeWindow atomic.Uint64 // authenticated v3 messages outside the time window
+
+	rejected map[string]*atomic.Uint64 // reason → messages dropped; keys fixed at construction
+	warned   map[string]*rejectLog     // reason → last warning, serve's goroutine only
+}
+
+// Reasons a trap or inform is dropped: the values of the reason label of
+// outpost_telemetry_traps_rejected_total (the v3 ones are named after
+// RFC 3414's usmStats counters).
+const (
+	RejectUnknownCommunity = "unknown_community" // v1/v2c community not listed
+	RejectUnknownUser      = "unknown_user"      // v3 user not configured
+	RejectWrongDigest      = "wrong_digest"      // v3 authentication failed: wrong auth password or protocol
+	RejectDecryption       = "decryption_error"  // v3 authenticated but not decrypted: wrong priv password or protocol
+	RejectSecurityLevel    = "security_level"    // v3 message below its user's security level
+	RejectNoTrapOID        = "no_trap_oid"       // no snmpTrapOID.0 varbind
+	RejectMalformed        = "malformed"         // not an SNMP message gosnmp decodes
+)
+
+// RejectReasons lists every reason, in the order metrics show them.
+var RejectReasons = []string{RejectUnknownCommunity, RejectUnknownUser, RejectWrongDigest, RejectDecryption, RejectSecurityLevel, RejectNoTrapOID, RejectMalformed}
+
+// rejectWarnEvery bounds the warnings of dropped messages: one per reason
+// per period, telling how many more were dropped since the last one.
+const rejectWarnEvery = time.Minute
+
+type rejectLog struct {
+	last       time.Time
+	suppressed uint64
+}
+
+// Rejected returns how many messages were dropped for reason.
+func (r *TrapReceiver) Rejected(reason string) uint64 {
+	if c := r.rejected[reason]; c != nil {
+		return c.Load()
+	}
+	return 0
+}
+
+// reject counts a dropped message and warns at most once per reason per
+// rejectWarnEvery. It runs in serve's goroutine.
+func (r *TrapReceiver) reject(reason string, from *net.UDPAddr, user string, err error, now time.Time) {
+	defer r.rejected[reason].Add(1) // after the warning: tests wait for the count
+	w := r.warned[reason]
+	if !w.last.IsZero() && now.Sub(w.last) < rejectWarnEvery {
+		w.suppressed++
+		return
+	}
+	attrs := []any{"reason", reason, "from", from}
+	if user != "" {
+		attrs = append(attrs, "user", user)
+	}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	if w.suppressed > 0 {
+		attrs = append(attrs, "more_dropped_since_last_warning", w.suppressed)
+	}
+	r.log.Warn("snmp trap or inform dropped", attrs...)
+	w.last, w.suppressed = now, 0
+}
+
+// v3RejectReason names why gosnmp refused a v3 message. gosnmp's errors
+// are text only; each case is tested against net-snmp's snmptrap and
+// snmpinform (TestTrapRejectReasons).
+func v3RejectReason(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "no security parameters found"), strings.Contains(msg, "unknown user name"):
+		return RejectUnknownUser
+	case strings.Contains(msg, "is not authenticated but user"):
+		return RejectSecurityLevel
+	case strings.Contains(msg, "not authentic"):
+		return RejectWrongDigest
+	case strings.HasPrefix(msg, "no credentials successfully unmarshaled trap"):
+		// A configured user whose message authenticated (or needed no
+		// authentication) but did not decode: decrypted with the wrong key.
+		return RejectDecryption
+	}
+	return RejectMalformed
 }
 
 // NewTrapReceiver builds the receiver (reading v3 password files); Listen
@@ -53,7 +133,14 @@ type TrapReceiver struct {
 // (Listen increments it); "" keeps it in memory (starting at 1).
 func NewTrapReceiver(cfg Traps, bootsFile string, sink Sink, log *slog.Logger) (*TrapReceiver, error) {
 	r := &TrapReceiver{cfg: cfg, bootsFile: bootsFile, sink: sink, log: log, names: map[string]string{}, comm: map[string]bool{},
-		users: map[string]gosnmp.SnmpV3MsgFlags{}, remote: map[string]remoteEngine{}}
+		users: map[string]gosnmp.SnmpV3MsgFlags{}, remote: map[string]remoteEngine{},
+		rejected: map[string]*atomic.Uint64{}, warned: map[string]*rejectLog{}}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	for _, reason := range RejectReasons {
+		r.rejected[reason], r.warned[reason] = new(atomic.Uint64), new(rejectLog)
+	}
 	for _, c := range cfg.Communities {
 		r.comm[c] = true
 	}
@@ -149,27 +236,31 @@ func (r *TrapReceiver) Close() {
 // handle checks community or user and hands the event to the sink; it
 // reports whether the message was accepted (an inform is acknowledged
 // only then).
-func (r *TrapReceiver) handle(pkt *gosnmp.SnmpPacket, from *net.UDPAddr) bool {
+func (r *TrapReceiver) handle(pkt *gosnmp.SnmpPacket, from *net.UDPAddr, now time.Time) bool {
 	if pkt.Version != gosnmp.Version3 && !r.comm[pkt.Community] {
-		r.Rejected.Add(1)
-		r.log.Debug("snmp trap with unknown community dropped", "from", from)
+		r.reject(RejectUnknownCommunity, from, "", nil, now)
 		return false
 	}
 	if pkt.Version == gosnmp.Version3 {
 		sp, _ := pkt.SecurityParameters.(*gosnmp.UsmSecurityParameters)
+		var user string
 		need, ok := gosnmp.SnmpV3MsgFlags(0), false
 		if sp != nil {
-			need, ok = r.users[sp.UserName]
+			user = sp.UserName
+			need, ok = r.users[user]
 		}
-		if !ok || pkt.MsgFlags&need != need {
-			r.Rejected.Add(1)
-			r.log.Debug("snmp v3 trap from an unknown user or below its security level dropped", "from", from)
+		if !ok {
+			r.reject(RejectUnknownUser, from, user, nil, now)
+			return false
+		}
+		if pkt.MsgFlags&need != need {
+			r.reject(RejectSecurityLevel, from, user, nil, now)
 			return false
 		}
 	}
-	u, ok := TrapUpdate(pkt, from, r.cfg.Target, r.names, time.Now())
+	u, ok := TrapUpdate(pkt, from, r.cfg.Target, r.names, now)
 	if !ok {
-		r.Rejected.Add(1)
+		r.reject(RejectNoTrapOID, from, "", nil, now)
 		return false
 	}
 	r.Received.Add(1)
@@ -182,12 +273,12 @@ func (r *TrapReceiver) handle(pkt *gosnmp.SnmpPacket, from *net.UDPAddr) bool {
 // TrapUpdate converts a trap packet into an event update.
 func TrapUpdate(pkt *gosnmp.SnmpPacket, from *net.UDPAddr, target string, names map[string]string, now time.Time) (model.Update, bool) {
 	ev := struct {
-		Source   string         `json:"source"`
-		Version  string         `json:"version"`
-		TrapOID  string         `json:"trap_oid"`
-		Inform   bool           `json:"inform,omitempty"`
-		Varbinds map[string]any `json:"varbinds"`
-	}{Varbinds: map[string]any{}, Inform: pkt.PDUType == gosnmp.InformRequest}
+		Source   string                     `json:"source"`
+		Version  string                     `json:"version"`
+		TrapOID  string                     `json:"trap_oid"`
+		Inform   bool                       `json:"inform,omitempty"`
+		Varbinds map[string]json.RawMessage `json:"varbinds"`
+	}{Varbinds: map[string]json.RawMessage{}, Inform: pkt.PDUType == gosnmp.InformRequest}
 	if from != nil {
 		ev.Source = from.IP.String()
 	}
@@ -211,12 +302,14 @@ func TrapUpdate(pkt *gosnmp.SnmpPacket, from *net.UDPAddr, target string, names 
 		if !ok {
 			continue
 		}
-		var j any = val.String()
-		if n, ok := val.Number(); ok && val.Kind != model.KindBool {
-			j = json.Number(val.String())
-			_ = n
+		// The value's own JSON, as the admin API writes polled values:
+		// numbers as numbers, text as strings, octet strings that are not
+		// text as base64 of their bytes.
+		j, err := val.MarshalJSON()
+		if err != nil {
+			continue
 		}
-		ev.Varbinds[strings.TrimPrefix(v.Name, ".")] = j
+		ev.Varbinds[strings.TrimPrefix(v.Name, ".")] = json.RawMessage(j)
 	}
 	if ev.TrapOID == "" {
 		return model.Update{}, false

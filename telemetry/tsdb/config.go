@@ -28,7 +28,7 @@ func (s Config) WithDefaults() Config {
 		s.MaxSize = 1 << 30
 	}
 	if s.MemtableSize == 0 {
-		s.MemtableSize = 8 << 20
+		s.MemtableSize = 4 << 20
 	}
 	if s.BlockCacheSize == 0 {
 		s.BlockCacheSize = 8 << 20

@@ -136,7 +136,7 @@ func readValue(b []byte) (model.Value, []byte, error) {
 			return model.Value{}, nil, errCorrupt
 		}
 		return model.Bool(b[0] != 0), b[1:], nil
-	case model.KindString, model.KindBytes, model.KindJSON, model.KindInvalid:
+	case model.KindString, model.KindBytes, model.KindJSON, model.KindInvalid, model.KindDeleted:
 		l, n := binary.Uvarint(b)
 		if n <= 0 || uint64(len(b)-n) < l {
 			return model.Value{}, nil, errCorrupt

@@ -49,8 +49,7 @@ type seriesKey struct{ target, path string }
 type series struct {
 	id     uint32
 	target string
-	path   string
-	parsed model.Path
+	path   string // parsed when a pattern query scans: not kept (memory per series)
 	latest point
 	has    bool
 	// expires (Unix ns) is when the last data written for the series
@@ -107,7 +106,7 @@ func Open(o Options) (*DB, error) {
 		NumCompactors:    2,
 	}
 	if st.MemtableSize == 0 {
-		st.MemtableSize = 8 << 20
+		st.MemtableSize = 4 << 20
 	}
 	if st.BlockCacheSize == 0 {
 		st.BlockCacheSize = 8 << 20
@@ -188,9 +187,7 @@ func (d *DB) metrics(reg prometheus.Registerer) {
 	d.mDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_telemetry_store_dropped_hours_total", Help: "Hours of data dropped to stay under telemetry.store.max_size."})
 	d.mErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_telemetry_store_errors_total", Help: "Failed batch writes (their points are lost)."})
 	d.mSeries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "outpost_telemetry_store_series", Help: "Series known to the telemetry store."}, func() float64 {
-		d.mu.RLock()
-		defer d.mu.RUnlock()
-		return float64(len(d.byKey))
+		return float64(d.Series())
 	})
 	if reg != nil {
 		for _, c := range []prometheus.Collector{d.mPoints, d.mFlush, d.mDropped, d.mErrors, d.mSeries} {
@@ -213,7 +210,6 @@ func (d *DB) load() error {
 				return fmt.Errorf("load telemetry series index: corrupt entry %q", k)
 			}
 			s := &series{id: binary.BigEndian.Uint32(v), target: string(k[:i]), path: string(k[i+1:])}
-			s.parsed, _ = model.ParsePath(s.path)
 			d.byKey[seriesKey{s.target, s.path}] = s
 			for int(s.id) >= len(d.byID) {
 				d.byID = append(d.byID, nil)
@@ -263,9 +259,11 @@ func (d *DB) Append(us []model.Update) error {
 	for i := range us {
 		u := &us[i]
 		s := d.byKey[seriesKey{u.Target, u.Path}]
+		if s == nil && u.Value.Kind == model.KindDeleted {
+			continue // nothing to delete
+		}
 		if s == nil {
 			s = &series{id: d.nextID, target: u.Target, path: u.Path}
-			s.parsed, _ = model.ParsePath(u.Path)
 			d.nextID++
 			d.byKey[seriesKey{u.Target, u.Path}] = s
 			d.byID = append(d.byID, s)
@@ -478,6 +476,13 @@ func (d *DB) Close() error {
 	return cerr
 }
 
+// Series returns the number of series in the index.
+func (d *DB) Series() int {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return len(d.byKey)
+}
+
 // Size returns the on-disk size (LSM and value log) as badger last measured it.
 func (d *DB) Size() int64 {
 	l, v := d.db.Size()
@@ -492,19 +497,17 @@ func (d *DB) selectSeries(target string, pat model.Pattern) []*series {
 	exact := pat.Exact() && target != "" && !strings.ContainsAny(target, "*?")
 	if exact {
 		if s := d.byKey[seriesKey{target, pat.String()}]; s != nil {
-			out = append(out, s)
+			return append(out, s)
 		}
-		return out
+		// No series of that very path: an element the pattern names without
+		// keys matches every key value (/interfaces/interface/in-octets), so
+		// look for those.
 	}
 	for _, s := range d.byID[1:] {
 		if s == nil || !model.Glob(target, s.target) {
 			continue
 		}
-		if s.parsed != nil || s.path == "/" {
-			if !pat.Match(s.parsed) {
-				continue
-			}
-		} else if !pat.MatchString(s.path) {
+		if !pat.MatchString(s.path) {
 			continue
 		}
 		out = append(out, s)
@@ -527,7 +530,7 @@ func (d *DB) Latest(target string, pat model.Pattern) []model.Update {
 	out := make([]model.Update, 0, len(ss))
 	now := time.Now().UnixNano()
 	for _, s := range ss {
-		if s.has && now <= s.expires {
+		if s.has && now <= s.expires && s.latest.v.Kind != model.KindDeleted {
 			out = append(out, model.Update{Target: s.target, Path: s.path, Time: s.latest.ts, Value: s.latest.v})
 		}
 	}

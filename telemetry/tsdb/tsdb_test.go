@@ -78,6 +78,10 @@ func TestAppendLatestQueryReopen(t *testing.T) {
 		if lat := d.Latest("", model.MustPattern("/system/...")); len(lat) != 1 || lat[0].Value.Text() != "sw2" {
 			t.Fatalf("latest sw2: %+v", lat)
 		}
+		// A list element named without its keys matches every entry.
+		if lat := d.Latest("sw1", model.MustPattern("/interfaces/interface/state/counters/in-octets")); len(lat) != 2 || lat[0].Value != model.Uint(11900) {
+			t.Fatalf("latest without the list key: %+v", lat)
+		}
 		res, err := d.Query(context.Background(), Query{Target: "sw1", Path: model.MustPattern("/interfaces/interface[name=eth0]/..."), Since: base.Add(10 * time.Minute), Until: base.Add(69 * time.Minute)})
 		if err != nil {
 			t.Fatal(err)

@@ -318,9 +318,10 @@ func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
 	_, _ = w.Write(b)
 }
 
-// readBody reads a JSON body, gzip or not, of at most 64 MiB.
+// readBody reads a JSON body, gzip or not, of at most
+// remote.MaxRequestBody.
 func readBody(r *http.Request, v any) error {
-	var rd io.Reader = http.MaxBytesReader(nil, r.Body, 64<<20)
+	var rd io.Reader = http.MaxBytesReader(nil, r.Body, remote.MaxRequestBody)
 	if r.Header.Get("Content-Encoding") == "gzip" {
 		gz, err := gzip.NewReader(rd)
 		if err != nil {
@@ -472,11 +473,26 @@ func (s *Server) expireLocked(n *node, now time.Time) []*Call {
 	return dirty
 }
 
-// takeLocked hands out up to capacity pending calls.
+// pollCallBudget is how many bytes of calls one poll response carries at
+// most (the first call always goes): the rest of remote.MaxResponseBody is
+// left for the lost and cancel lists.
+const pollCallBudget = remote.MaxResponseBody - 1<<20
+
+// wireSize is an upper bound on the JSON size of c in a poll response.
+func wireSize(c *Call) int {
+	return (len(c.Input)+2)/3*4 + 2*(len(c.ID)+len(c.Task)+len(c.Key)+len(c.Queue)+len(c.Digest)) + 512
+}
+
+// takeLocked hands out up to capacity pending calls, as many as fit in
+// pollCallBudget.
 func (s *Server) takeLocked(n *node, capacity int, now time.Time) ([]remote.WireCall, []*Call) {
 	var out []remote.WireCall
 	var taken []*Call
+	size := 0
 	for len(out) < capacity && n.pending.Len() > 0 {
+		if len(out) > 0 && size+wireSize(n.pending[0]) > pollCallBudget {
+			break // the next poll takes it
+		}
 		c := heap.Pop(&n.pending).(*Call)
 		if c.State != "pending" {
 			continue // cancelled while queued
@@ -501,6 +517,7 @@ func (s *Server) takeLocked(n *node, capacity int, now time.Time) ([]remote.Wire
 		}
 		out = append(out, wc)
 		taken = append(taken, c)
+		size += wireSize(c)
 	}
 	return out, taken
 }
@@ -652,6 +669,9 @@ func (s *Server) Enqueue(in []Call) ([]EnqueueItem, error) {
 			continue
 		case c.Node == "" || c.Task == "":
 			items[i] = EnqueueItem{ID: c.ID, Error: "node and task are required"}
+			continue
+		case len(c.Input) > remote.MaxInput:
+			items[i] = EnqueueItem{ID: c.ID, Error: fmt.Sprintf("input of %d bytes: the cloud link carries at most %d", len(c.Input), remote.MaxInput)}
 			continue
 		case c.Effect != "" && c.Effect != "idempotent" && c.Effect != "at_most_once":
 			items[i] = EnqueueItem{ID: c.ID, Error: "effect must be idempotent or at_most_once"}

@@ -122,3 +122,50 @@ func TestPendingOrder(t *testing.T) {
 		t.Errorf("order %q, want control first, then priority, then enqueue order", s)
 	}
 }
+
+// A call input over remote.MaxInput is refused at enqueue; a poll response
+// carries calls up to its byte budget, the rest go in later polls, each
+// response under remote.MaxResponseBody.
+func TestPollBodyBudget(t *testing.T) {
+	s, hs := open(t)
+	in := bytes.Repeat([]byte{'x'}, remote.MaxInput)
+	items, err := s.Enqueue([]Call{{ID: "too-big", Node: "n", Task: "t", Input: append(in, 'x')}})
+	if err != nil || items[0].Error == "" || !strings.Contains(items[0].Error, "at most") {
+		t.Fatalf("input over the limit: %+v %v", items, err)
+	}
+	var cs []Call
+	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		cs = append(cs, Call{ID: id, Node: "n", Task: "t", Input: in})
+	}
+	if _, err := s.Enqueue(cs); err != nil {
+		t.Fatal(err)
+	}
+	got, ack := 0, uint64(0)
+	for polls := 0; got < len(cs); polls++ {
+		if polls > len(cs) {
+			t.Fatalf("%d calls after %d polls", got, polls)
+		}
+		b, _ := json.Marshal(remote.PollRequest{BootID: "b", AckThrough: ack, Capacity: 100})
+		req, _ := http.NewRequest("POST", hs.URL+"/edge/v1/nodes/n/poll", bytes.NewReader(b))
+		req.Header.Set(remote.HeaderProtocol, remote.Protocol)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body bytes.Buffer
+		_, _ = body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if body.Len() > remote.MaxResponseBody {
+			t.Fatalf("poll response of %d bytes", body.Len())
+		}
+		pr, err := remote.ParsePollResponse(body.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pr.Calls) == 0 || len(pr.Calls) == len(cs) {
+			t.Fatalf("poll %d carried %d calls of %d bytes each", polls, len(pr.Calls), len(in))
+		}
+		got += len(pr.Calls)
+		ack = pr.Calls[len(pr.Calls)-1].Seq
+	}
+}

@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"fmt"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Version describes a build: its version (set with -ldflags "-X
+// main.version=…", else the module version, else "dev-" and the commit),
+// the commit, the Go version and the wazero version it was built with.
+type Version struct {
+	Version, Commit, Go, Wazero string
+	Modified                    bool
+}
+
+// BuildVersion reads the build information of the running binary; set is
+// the version given at link time ("" if none).
+func BuildVersion(set string) Version {
+	v := Version{Version: set}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		if v.Version == "" {
+			v.Version = "dev"
+		}
+		return v
+	}
+	v.Go = bi.GoVersion
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			v.Commit = s.Value
+		case "vcs.modified":
+			v.Modified = s.Value == "true"
+		}
+	}
+	for _, d := range bi.Deps {
+		if d.Path == "github.com/tetratelabs/wazero" {
+			v.Wazero = d.Version
+		}
+	}
+	switch {
+	case v.Version != "":
+	case bi.Main.Version != "" && bi.Main.Version != "(devel)":
+		v.Version = bi.Main.Version
+	case v.Commit != "":
+		v.Version = "dev-" + v.Commit[:min(12, len(v.Commit))]
+		if v.Modified {
+			v.Version += "-dirty"
+		}
+	default:
+		v.Version = "dev"
+	}
+	return v
+}
+
+// String is the version alone, as the daemon reports it in health.
+func (v Version) String() string { return v.Version }
+
+// Long is what `version` and `--version` print: the version, then one line
+// each for the commit, Go and wazero (those the build knows).
+func (v Version) Long(program string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s\n", program, v.Version)
+	if v.Commit != "" {
+		mod := ""
+		if v.Modified {
+			mod = " (modified)"
+		}
+		fmt.Fprintf(&b, "commit: %s%s\n", v.Commit, mod)
+	}
+	if v.Go != "" {
+		fmt.Fprintf(&b, "go: %s\n", v.Go)
+	}
+	if v.Wazero != "" {
+		fmt.Fprintf(&b, "wazero: %s\n", v.Wazero)
+	}
+	return b.String()
+}
+
+// AddVersion gives root --version and a `version` command, both printing
+// v.Long.
+func AddVersion(root *cobra.Command, v Version) {
+	root.Version = v.Version
+	root.SetVersionTemplate(strings.ReplaceAll(v.Long(root.Name()), "{", "{{`{`}}"))
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "Print the version, commit, Go and wazero versions",
+		Args:  NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprint(cmd.OutOrStdout(), v.Long(root.Name()))
+			return err
+		},
+	})
+}

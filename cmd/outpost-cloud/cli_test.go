@@ -1,0 +1,69 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// `help` after any command prints its help and never acts: cancel help
+// cancels nothing, serve help serves nothing, object help lists nothing.
+func TestHelpNeverActs(t *testing.T) {
+	url, logs := serve(t)
+	for _, args := range [][]string{
+		{"help"}, {"-h"}, {"cancel", "help"}, {"serve", "help"}, {"object", "help"}, {"object", "-h"}, {"object", "put", "help"},
+		{"enqueue", "help"}, {"batch", "--help"}, {"results", "help"}, {"nodes", "help"}, {"version", "help"},
+	} {
+		if args[0] == "cancel" || args[0] == "enqueue" || args[0] == "results" || args[0] == "nodes" || len(args) > 2 {
+			args = append(args, "--server", url)
+		}
+		code, out, errOut := runCLI(args...)
+		if code != 0 || !strings.Contains(out, "Usage:") {
+			t.Errorf("%q: exit %d\n%s%s", args, code, out, errOut)
+		}
+	}
+	if strings.Contains(logs.String(), "help") {
+		t.Errorf("a help request reached the server:\n%s", logs.String())
+	}
+	code, out, _ := runCLI("enqueue", "--help")
+	if code != 0 || !strings.Contains(out, "outpost-cloud enqueue --node NODE --task TASK [--data INPUT] [--wait] [flags]") {
+		t.Errorf("enqueue usage line:\n%s", out)
+	}
+	if code, out, _ := runCLI("--version"); code != 0 || !strings.HasPrefix(out, "outpost-cloud ") || !strings.Contains(out, "\ngo: ") {
+		t.Errorf("--version: exit %d %q", code, out)
+	}
+	if code, _, errOut := runCLI("nodes", "--server", "http://127.0.0.1:1"); code != 1 || !strings.Contains(errOut, "give its URL with --server or $OUTPOST_CLOUD") {
+		t.Errorf("unreachable server: exit %d %s", code, errOut)
+	}
+	if code, _, errOut := runCLI("cancel"); code != 2 || !strings.Contains(errOut, "want 1 argument(s) (cancel CALL_ID), got 0") {
+		t.Errorf("cancel without an id: exit %d %s", code, errOut)
+	}
+}
+
+// Enqueueing for a node that never polled warns at once; --wait says it is
+// waiting for that node.
+func TestEnqueueUnknownNode(t *testing.T) {
+	url, _ := serve(t)
+	start := time.Now()
+	code, out, errOut := runCLI("enqueue", "--server", url, "--node", "edeg-1", "--task", "echo", "--data", "x", "--wait", "--timeout", "500ms")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (timed out)\n%s%s", code, out, errOut)
+	}
+	lines := strings.Split(errOut, "\n")
+	if len(lines) < 3 || !strings.Contains(lines[0], `warning: node "edeg-1" has not polled this control plane`) ||
+		!strings.Contains(lines[1], `waiting for node "edeg-1", which has not polled yet (up to 500ms)`) {
+		t.Errorf("stderr:\n%s", errOut)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Errorf("took %s", time.Since(start))
+	}
+	// Without --wait: the warning and the id.
+	code, out, errOut = runCLI("enqueue", "--server", url, "--node", "edeg-1", "--task", "echo", "--data", "x")
+	if code != 0 || strings.TrimSpace(out) == "" || !strings.Contains(errOut, "has not polled") {
+		t.Errorf("exit %d %q %s", code, out, errOut)
+	}
+	// -o json on a listing.
+	if code, out, _ := runCLI("results", "--server", url, "-o", "json"); code != 0 || !strings.Contains(out, `"node": "edeg-1"`) {
+		t.Errorf("results -o json: exit %d\n%s", code, out)
+	}
+}

@@ -1,0 +1,31 @@
+package calls
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// A record's JSON (GET /v1/calls/{id}, `outpost calls show -o json`) uses
+// the wire names of a result and a source, and a record journaled before
+// they had names of their own still decodes.
+func TestRecordJSONNames(t *testing.T) {
+	r := Record{ID: "c1", Task: "echo", Source: Source{Kind: "admin"}, Result: &Result{Status: StatusOK, Output: []byte("ABC")}}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"result":{"status":"ok","output":"QUJD"}`, `"source":{"kind":"admin"}`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("record JSON lacks %s: %s", want, b)
+		}
+	}
+	old := `{"id":"c0","task":"echo","source":{"Kind":"mqtt","Ref":"devices/d1/in"},"state":"finished","result":{"Status":"failed","Output":null,"Error":"boom"}}`
+	var got Record
+	if err := json.Unmarshal([]byte(old), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Source.Kind != "mqtt" || got.Source.Ref != "devices/d1/in" || got.Result == nil || got.Result.Status != "failed" || got.Result.Error != "boom" {
+		t.Errorf("old record decoded as %+v %+v", got.Source, got.Result)
+	}
+}
