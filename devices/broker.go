@@ -3,9 +3,7 @@ package devices
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,7 +33,6 @@ type Broker struct {
 	started  bool
 	stopped  bool
 	coll     *brokerCollector
-	internal string // the daemon client's password, made at Start
 	durable  DurablePublish
 	stopCtx  context.Context    // canceled at Stop: ends a DurablePublish waiting
 	cancel   context.CancelFunc // cancels stopCtx
@@ -71,7 +68,6 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.internal = auth.internal
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	if b.cfg.MaxClientWritesPending > 0 {
@@ -91,7 +87,9 @@ func (b *Broker) Start(ctx context.Context) error {
 		// allocated (and every second mochi copies all retained messages).
 		SysTopicResendInterval: noSysTopics,
 		Logger:                 slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
-		InlineClient:           false,
+		// The daemon's own client (InlineClient) publishes and subscribes
+		// in process, without a TCP hop or packet encoding.
+		InlineClient: true,
 	})
 	b.srv = srv
 	if err := srv.AddHook(auth, nil); err != nil {
@@ -131,13 +129,14 @@ func (b *Broker) Start(ctx context.Context) error {
 	return nil
 }
 
-// InternalCredentials returns the login of the daemon's own client: a user
-// no device can claim, with a password made at Start and never written
-// anywhere, so the daemon connects whatever allow_anonymous says.
-func (b *Broker) InternalCredentials() (username, password string) {
+// server returns the running mochi server: nil before Start, or after Stop.
+func (b *Broker) server() *mqtt.Server {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return internalUser, b.internal
+	if b.stopped {
+		return nil
+	}
+	return b.srv
 }
 
 // Addr returns the address the broker listens on after Start ("" before).
@@ -277,26 +276,13 @@ type authHook struct {
 	mqtt.HookBase
 	anonymous bool
 	users     map[string][]byte
-	internal  string // the daemon's own password (user internalUser)
 }
 
-// internalUser is the daemon's own user on the embedded broker; the config
-// cannot declare it.
-const internalUser = "$outpost"
-
 func newAuthHook(cfg config.Broker) (*authHook, error) {
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, fmt.Errorf("make internal password: %w", err)
-	}
-	h := &authHook{anonymous: cfg.AllowAnonymous, users: make(map[string][]byte, len(cfg.Users)+1), internal: hex.EncodeToString(secret)}
-	h.users[internalUser] = []byte(h.internal)
+	h := &authHook{anonymous: cfg.AllowAnonymous, users: make(map[string][]byte, len(cfg.Users))}
 	for _, u := range cfg.Users {
 		if u.Username == "" {
 			return nil, errors.New("broker user with an empty username")
-		}
-		if u.Username == internalUser {
-			return nil, fmt.Errorf("broker user %q is reserved for the daemon", internalUser)
 		}
 		pw, err := readSecret(u.PasswordFile)
 		if err != nil {
