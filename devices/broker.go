@@ -27,15 +27,15 @@ type Broker struct {
 	log *slog.Logger
 	reg prometheus.Registerer
 
-	mu       sync.Mutex // guards the fields below
-	srv      *mqtt.Server
-	addr     string
-	started  bool
-	stopped  bool
-	coll     *brokerCollector
-	durable  DurablePublish
-	stopCtx  context.Context    // canceled at Stop: ends a DurablePublish waiting
-	cancel   context.CancelFunc // cancels stopCtx
+	mu      sync.Mutex // guards the fields below
+	srv     *mqtt.Server
+	addr    string
+	started bool
+	stopped bool
+	coll    *brokerCollector
+	durable DurablePublish
+	stopCtx context.Context    // canceled at Stop: ends a DurablePublish waiting
+	cancel  context.CancelFunc // cancels stopCtx
 
 	// drop counters, fed by the hook and read by the collector
 	droppedPending atomic.Uint64
