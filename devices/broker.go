@@ -391,11 +391,13 @@ func (q *ackQueue) flush() {
 			return
 		}
 		q.passing.Store(int32(e.pk.PacketID))
-		if err := q.h.srv.InjectPacket(q.cl, e.pk); err != nil {
-			q.h.b.log.Debug("acknowledge journaled message", "client", q.cl.ID, "topic", e.pk.TopicName, "err", err)
-		}
+		err := q.h.srv.InjectPacket(q.cl, e.pk)
 		q.passing.Store(-1)
-		// InjectPacket counts the packet as received again.
+		if err != nil {
+			q.h.b.log.Debug("acknowledge journaled message", "client", q.cl.ID, "topic", e.pk.TopicName, "err", err)
+			continue
+		}
+		// InjectPacket counted the packet as received a second time.
 		atomic.AddInt64(&q.h.srv.Info.PacketsReceived, -1)
 		atomic.AddInt64(&q.h.srv.Info.MessagesReceived, -1)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,5 +128,8 @@ func TestBrokerDurablePublishPipelined(t *testing.T) {
 	}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("subscriber got %q, want %q", got, want)
+	}
+	if v := atomic.LoadInt64(&b.server().Info.MessagesReceived); v != n {
+		t.Errorf("broker counted %d messages received, want %d", v, n)
 	}
 }
