@@ -201,10 +201,11 @@ func (p *cloudPart) waitOpen(ctx context.Context) (*calls.Durable, error) {
 }
 
 // acceptPublish journals the calls of a QoS 1 message held by the
-// embedded broker (journalPublish) and returns once they are on disk: the
-// same Durable.Accept as every durable call, the replies published by the
-// same mqttReplier. An error leaves the message unacknowledged.
-func (p *cloudPart) acceptPublish(ctx context.Context, topic string, cs []*calls.Call) error {
+// embedded broker (journalPublish) and calls done once they are on disk
+// (or could not be written): the same Durable.AcceptAsync as every durable
+// MQTT call, the replies published by the same mqttReplier. An error,
+// returned or through done, leaves the message unacknowledged.
+func (p *cloudPart) acceptPublish(ctx context.Context, topic string, cs []*calls.Call, done func(error)) error {
 	d, err := p.waitOpen(ctx)
 	if err != nil {
 		p.c.dropped(topic, cs[0].Task, "not_ready")
@@ -215,10 +216,13 @@ func (p *cloudPart) acceptPublish(ctx context.Context, topic string, cs []*calls
 		p.c.dropped(topic, cs[0].Task, "draining")
 		return calls.ErrDraining
 	}
-	if _, err := d.Accept(cs); err != nil {
-		p.c.dropped(topic, cs[0].Task, "journal")
-		return fmt.Errorf("journal: %w", err)
-	}
+	d.AcceptAsync(cs, func(_ []calls.Outcome, err error) {
+		if err != nil {
+			p.c.dropped(topic, cs[0].Task, "journal")
+			err = fmt.Errorf("journal: %w", err)
+		}
+		done(err)
+	})
 	return nil
 }
 

@@ -49,7 +49,7 @@ type Coordinator struct {
 	deployed atomic.Pointer[map[string]*deployment]
 	sched    *calls.Scheduler
 	broker   *devices.Broker // nil with an external broker
-	client   *devices.Client
+	client   bus
 	admin    *admin.Server
 	tele     *telemetry.Service // telemetry.go
 	cloud    *cloudPart         // call journal and cloud link (cloud.go)
@@ -171,18 +171,35 @@ func (c *Coordinator) startRuntime(ctx context.Context) error {
 
 func (c *Coordinator) startClient(ctx context.Context) error {
 	cfg := c.cfg.Load()
-	url := cfg.MQTT.URL
+	log := c.log.With("part", "mqtt")
 	if c.broker != nil {
-		url = "tcp://" + c.broker.Addr()
-	}
-	c.client = devices.NewClient(cfg.MQTT, url, c.onMessage, c.log.With("part", "mqtt"), c.reg)
-	c.client.SetManualAck(true) // QoS 1 routes: acknowledged once journaled (intake.go)
-	if c.broker != nil {
-		c.client.SetCredentials(c.broker.InternalCredentials())
+		// The embedded broker: in process, no TCP hop.
+		cl := devices.NewInlineClient(c.broker, cfg.MQTT, c.onMessage, log, c.reg)
+		cl.SetManualAck(true) // QoS 1 routes: journaled by the broker (intake.go)
+		c.client = cl
+	} else {
+		cl := devices.NewClient(cfg.MQTT, cfg.MQTT.URL, c.onMessage, log, c.reg)
+		cl.SetManualAck(true) // QoS 1 routes: acknowledged once journaled (intake.go)
+		c.client = cl
 	}
 	c.client.SetSubscriptions(subscriptions(c.routes.Load()))
 	return c.client.Start(ctx)
 }
+
+// bus is the daemon's MQTT client: devices.InlineClient on the embedded
+// broker, devices.Client (paho) on an external one.
+type bus interface {
+	SetSubscriptions([]devices.Subscription)
+	Start(context.Context) error
+	Stop(context.Context) error
+	Publish(ctx context.Context, topic string, qos byte, payload []byte) error
+	Connected() bool
+}
+
+var (
+	_ bus = (*devices.Client)(nil)
+	_ bus = (*devices.InlineClient)(nil)
+)
 
 func (c *Coordinator) drain(ctx context.Context) error {
 	d := c.cfg.Load().Scheduler.DrainTimeout.Std()

@@ -70,16 +70,17 @@ func durableCall(match routes.Match, topic string, payload []byte) *calls.Call {
 
 // journalPublish is the embedded broker's DurablePublish (installed in
 // New): a QoS 1 or 2 message from a device, before the broker acknowledges
-// it. The calls of its qos 1 routes are journaled (Durable.Accept, synced)
-// and queued; only then does the broker send the PUBACK, so a kill -9
-// cannot lose a message the device was told is delivered. It blocks that
-// device's connection (not the others) until the group commit lands, and
-// while the journal is not open yet, for at most openWait. An error makes
-// the broker disconnect the device without acknowledging the message: the
-// device sends it again when it reconnects. The message still goes to the
-// broker's subscribers, the daemon's client among them, which runs the
-// message's other routes and skips these (onMessage).
-func (c *Coordinator) journalPublish(ctx context.Context, topic string, payload []byte, qos byte) (bool, error) {
+// it. The calls of its qos 1 routes are journaled (Durable.AcceptAsync,
+// synced) and queued; only then (done) does the broker send the PUBACK, so
+// a kill -9 cannot lose a message the device was told is delivered. The
+// device's connection is not held meanwhile (its messages in flight share
+// one group commit), except while the journal is not open yet, for at most
+// openWait. An error makes the broker disconnect the device without
+// acknowledging the message: the device sends it again when it reconnects.
+// The message still goes to the broker's subscribers, the daemon's client
+// among them, which runs the message's other routes and skips these
+// (onMessage).
+func (c *Coordinator) journalPublish(ctx context.Context, topic string, payload []byte, qos byte, done func(error)) (bool, error) {
 	var durable []*calls.Call
 	for _, match := range c.routes.Load().Match(topic) {
 		if qos >= 1 && match.QoS >= 1 {
@@ -89,7 +90,7 @@ func (c *Coordinator) journalPublish(ctx context.Context, topic string, payload 
 	if len(durable) == 0 {
 		return false, nil
 	}
-	return true, c.cloud.acceptPublish(ctx, topic, durable)
+	return true, c.cloud.acceptPublish(ctx, topic, durable, done)
 }
 
 // mqttSource is the source kind of calls made by MQTT routes.

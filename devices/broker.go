@@ -3,9 +3,7 @@ package devices
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,16 +25,15 @@ type Broker struct {
 	log *slog.Logger
 	reg prometheus.Registerer
 
-	mu       sync.Mutex // guards the fields below
-	srv      *mqtt.Server
-	addr     string
-	started  bool
-	stopped  bool
-	coll     *brokerCollector
-	internal string // the daemon client's password, made at Start
-	durable  DurablePublish
-	stopCtx  context.Context    // canceled at Stop: ends a DurablePublish waiting
-	cancel   context.CancelFunc // cancels stopCtx
+	mu      sync.Mutex // guards the fields below
+	srv     *mqtt.Server
+	addr    string
+	started bool
+	stopped bool
+	coll    *brokerCollector
+	durable DurablePublish
+	stopCtx context.Context    // canceled at Stop: ends a DurablePublish waiting
+	cancel  context.CancelFunc // cancels stopCtx
 
 	// drop counters, fed by the hook and read by the collector
 	droppedPending atomic.Uint64
@@ -69,7 +66,6 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.internal = auth.internal
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	if b.cfg.MaxClientWritesPending > 0 {
@@ -89,7 +85,9 @@ func (b *Broker) Start(ctx context.Context) error {
 		// allocated (and every second mochi copies all retained messages).
 		SysTopicResendInterval: noSysTopics,
 		Logger:                 slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
-		InlineClient:           false,
+		// The daemon's own client (InlineClient) publishes and subscribes
+		// in process, without a TCP hop or packet encoding.
+		InlineClient: true,
 	})
 	b.srv = srv
 	if err := srv.AddHook(auth, nil); err != nil {
@@ -129,13 +127,14 @@ func (b *Broker) Start(ctx context.Context) error {
 	return nil
 }
 
-// InternalCredentials returns the login of the daemon's own client: a user
-// no device can claim, with a password made at Start and never written
-// anywhere, so the daemon connects whatever allow_anonymous says.
-func (b *Broker) InternalCredentials() (username, password string) {
+// server returns the running mochi server: nil before Start, or after Stop.
+func (b *Broker) server() *mqtt.Server {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return internalUser, b.internal
+	if b.stopped {
+		return nil
+	}
+	return b.srv
 }
 
 // Addr returns the address the broker listens on after Start ("" before).
@@ -179,18 +178,21 @@ func (b *Broker) Stop(ctx context.Context) error {
 
 // DurablePublish takes a QoS 1 or 2 PUBLISH a client sent to the embedded
 // broker before the broker acknowledges it (PUBACK, or PUBREC for QoS 2).
-// It returns handled=false when the message is none of its business, and
-// handled=true once the message is safe (journaled). With an error the
-// message is not acknowledged and not delivered to any subscriber, and the
-// client is disconnected, so that it sends the message again on its next
-// connection (MQTT 3.1.1 and 5 clients resend unacknowledged PUBLISH
-// packets when they reconnect).
+// It returns handled=false when the message is none of its business (done
+// is then never called). Otherwise it starts making the message safe
+// (journaling it) and calls done exactly once, from any goroutine, when the
+// message is safe (nil) or cannot be made safe (an error). An error, from
+// the call or through done, means the message is not acknowledged and not
+// delivered to any subscriber, and the client is disconnected, so that it
+// sends the message again on its next connection (MQTT 3.1.1 and 5 clients
+// resend unacknowledged PUBLISH packets when they reconnect).
 //
 // It runs on the reading goroutine of the publisher's connection, inside
-// mochi's processPublish (the OnPublish hook): while it runs that client's
-// next packets are not read (per-connection backpressure; other clients go
-// on). ctx ends when the broker stops. payload must not be kept.
-type DurablePublish func(ctx context.Context, topic string, payload []byte, qos byte) (handled bool, err error)
+// mochi's processPublish (the OnPublish hook), and may block there (for
+// example while the journal opens): that client's next packets are not
+// read meanwhile (other clients go on). ctx ends when the broker stops.
+// payload must not be kept.
+type DurablePublish func(ctx context.Context, topic string, payload []byte, qos byte, done func(error)) (handled bool, err error)
 
 // SetDurablePublish installs f; call it before Start. See DurablePublish.
 func (b *Broker) SetDurablePublish(f DurablePublish) {
@@ -199,39 +201,217 @@ func (b *Broker) SetDurablePublish(f DurablePublish) {
 	b.durable = f
 }
 
+// durableWindow bounds the QoS 1 messages of one client that wait for
+// their DurablePublish: past it the client's connection is not read until
+// one is done.
+const durableWindow = 64
+
 // durableHook calls the broker's DurablePublish from mochi's OnPublish,
 // which processPublish runs synchronously before it writes the PUBACK
 // (mochi v2.7.9 server.go, processPublish): an OnPublish error
 // packets.ErrRejectPacket makes it return without an acknowledgement and
 // without delivering the message.
+//
+// A QoS 1 message does not hold its connection while it is made safe, so a
+// client's messages in flight share one journal commit: the hook rejects
+// it for now and puts it in the client's ackQueue; once it is safe, and
+// every message the client sent before it was handled, the queue injects
+// it again into processPublish as if the client had sent it, and the hook
+// lets it through: mochi acknowledges it and delivers it. The client's QoS
+// 1 messages are so acknowledged and delivered in the order it sent them.
+// QoS 2 messages hold the connection until they are safe.
 type durableHook struct {
 	mqtt.HookBase
-	b   *Broker
-	srv *mqtt.Server
-	f   DurablePublish
-	ctx context.Context
+	b      *Broker
+	srv    *mqtt.Server
+	f      DurablePublish
+	ctx    context.Context
+	queues sync.Map // *mqtt.Client -> *ackQueue
 }
 
 func (h *durableHook) ID() string { return "outpost-durable" }
 
-func (h *durableHook) Provides(x byte) bool { return x == mqtt.OnPublish }
+func (h *durableHook) Provides(x byte) bool { return x == mqtt.OnPublish || x == mqtt.OnDisconnect }
 
 // OnPublish hands QoS 1 and 2 messages to the DurablePublish.
 func (h *durableHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
 		return pk, nil
 	}
-	if _, err := h.f(h.ctx, pk.TopicName, pk.Payload, pk.FixedHeader.Qos); err != nil {
-		h.b.log.Warn("QoS 1 message not journaled: not acknowledged, client disconnected to send it again",
-			"client", cl.ID, "topic", pk.TopicName, "err", err)
-		if cl.Properties.ProtocolVersion == 5 {
-			_ = h.srv.DisconnectClient(cl, packets.ErrImplementationSpecificError)
-		} else {
-			cl.Stop(packets.ErrImplementationSpecificError) // MQTT 3.1.1 has no server DISCONNECT
-		}
-		return pk, packets.ErrRejectPacket
+	q := h.queue(cl)
+	if q.passing.CompareAndSwap(int32(pk.PacketID), -1) {
+		return pk, nil // injected again by the queue: safe
 	}
-	return pk, nil
+	if pk.FixedHeader.Qos == 2 {
+		done := make(chan error, 1)
+		handled, err := h.f(h.ctx, pk.TopicName, pk.Payload, pk.FixedHeader.Qos, func(err error) { done <- err })
+		if err == nil && handled {
+			err = <-done
+		}
+		if err != nil {
+			h.refuse(cl, pk, err)
+			return pk, packets.ErrRejectPacket
+		}
+		return pk, nil
+	}
+	e := q.push(h.ctx, pk)
+	if e == nil {
+		return pk, packets.ErrRejectPacket // the client or the broker is going away
+	}
+	handled, err := h.f(h.ctx, pk.TopicName, pk.Payload, pk.FixedHeader.Qos, func(err error) { q.finish(e, err) })
+	switch {
+	case err != nil:
+		q.finish(e, err)
+	case !handled && q.alone(e):
+		return pk, nil // nothing before it: mochi acknowledges it now
+	case !handled:
+		q.finish(e, nil) // acknowledged in its turn
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+// OnDisconnect forgets the client's queue: what it holds is not
+// acknowledged, and the client sends it again.
+func (h *durableHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if q, ok := h.queues.LoadAndDelete(cl); ok {
+		q.(*ackQueue).kill()
+	}
+}
+
+func (h *durableHook) queue(cl *mqtt.Client) *ackQueue {
+	if q, ok := h.queues.Load(cl); ok {
+		return q.(*ackQueue)
+	}
+	q, _ := h.queues.LoadOrStore(cl, newAckQueue(h, cl))
+	return q.(*ackQueue)
+}
+
+// refuse disconnects cl without acknowledging pk, which was not made safe.
+func (h *durableHook) refuse(cl *mqtt.Client, pk packets.Packet, err error) {
+	h.b.log.Warn("QoS 1 message not journaled: not acknowledged, client disconnected to send it again",
+		"client", cl.ID, "topic", pk.TopicName, "err", err)
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = h.srv.DisconnectClient(cl, packets.ErrImplementationSpecificError)
+	} else {
+		cl.Stop(packets.ErrImplementationSpecificError) // MQTT 3.1.1 has no server DISCONNECT
+	}
+}
+
+// ackQueue holds one client's QoS 1 messages, in the order it sent them,
+// until each is safe and acknowledged.
+type ackQueue struct {
+	h       *durableHook
+	cl      *mqtt.Client
+	slots   chan struct{} // one per message held: the window
+	dead    chan struct{} // closed when the client went away or a message failed
+	passing atomic.Int32  // the packet id being injected again, -1 if none
+
+	mu       sync.Mutex // guards the fields below
+	pending  []*ackEntry
+	flushing bool // a flush goroutine runs
+	killed   bool
+}
+
+type ackEntry struct {
+	pk   packets.Packet
+	done bool
+	err  error
+}
+
+func newAckQueue(h *durableHook, cl *mqtt.Client) *ackQueue {
+	q := &ackQueue{h: h, cl: cl, slots: make(chan struct{}, durableWindow), dead: make(chan struct{})}
+	q.passing.Store(-1)
+	return q
+}
+
+// push appends pk, waiting for room in the window; nil if the queue died
+// or ctx ended meanwhile.
+func (q *ackQueue) push(ctx context.Context, pk packets.Packet) *ackEntry {
+	select {
+	case q.slots <- struct{}{}:
+	case <-q.dead:
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+	e := &ackEntry{pk: pk}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.killed {
+		return nil
+	}
+	q.pending = append(q.pending, e)
+	return e
+}
+
+// alone removes e if it is the only message held and reports whether it did.
+func (q *ackQueue) alone(e *ackEntry) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pending) != 1 || q.pending[0] != e {
+		return false
+	}
+	q.pending = q.pending[:0]
+	<-q.slots
+	return true
+}
+
+// finish records e's outcome and acknowledges what is ready in a goroutine
+// of the queue's own (a slow client's socket must not hold the caller, the
+// journal's completions).
+func (q *ackQueue) finish(e *ackEntry, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e.done, e.err = true, err
+	if !q.flushing && !q.killed {
+		q.flushing = true
+		go q.flush()
+	}
+}
+
+// flush acknowledges and delivers the messages at the head of the queue
+// that are safe, in order, until one is not done yet.
+func (q *ackQueue) flush() {
+	for {
+		q.mu.Lock()
+		if q.killed || len(q.pending) == 0 || !q.pending[0].done {
+			q.flushing = false
+			q.mu.Unlock()
+			return
+		}
+		e := q.pending[0]
+		q.pending = q.pending[1:]
+		q.mu.Unlock()
+		<-q.slots
+		if e.err != nil {
+			q.kill()
+			q.h.refuse(q.cl, e.pk, e.err)
+			return
+		}
+		q.passing.Store(int32(e.pk.PacketID))
+		err := q.h.srv.InjectPacket(q.cl, e.pk)
+		q.passing.Store(-1)
+		if err != nil {
+			q.h.b.log.Debug("acknowledge journaled message", "client", q.cl.ID, "topic", e.pk.TopicName, "err", err)
+			continue
+		}
+		// InjectPacket counted the packet as received a second time.
+		atomic.AddInt64(&q.h.srv.Info.PacketsReceived, -1)
+		atomic.AddInt64(&q.h.srv.Info.MessagesReceived, -1)
+	}
+}
+
+// kill drops what the queue holds (not acknowledged) and wakes a push
+// waiting for the window.
+func (q *ackQueue) kill() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.killed {
+		return
+	}
+	q.killed = true
+	q.pending = nil
+	close(q.dead)
 }
 
 // dropHook counts messages mochi drops instead of delivering.
@@ -275,26 +455,13 @@ type authHook struct {
 	mqtt.HookBase
 	anonymous bool
 	users     map[string][]byte
-	internal  string // the daemon's own password (user internalUser)
 }
 
-// internalUser is the daemon's own user on the embedded broker; the config
-// cannot declare it.
-const internalUser = "$outpost"
-
 func newAuthHook(cfg BrokerConfig) (*authHook, error) {
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, fmt.Errorf("make internal password: %w", err)
-	}
-	h := &authHook{anonymous: cfg.AllowAnonymous, users: make(map[string][]byte, len(cfg.Users)+1), internal: hex.EncodeToString(secret)}
-	h.users[internalUser] = []byte(h.internal)
+	h := &authHook{anonymous: cfg.AllowAnonymous, users: make(map[string][]byte, len(cfg.Users))}
 	for _, u := range cfg.Users {
 		if u.Username == "" {
 			return nil, errors.New("broker user with an empty username")
-		}
-		if u.Username == internalUser {
-			return nil, fmt.Errorf("broker user %q is reserved for the daemon", internalUser)
 		}
 		pw, err := readSecret(u.PasswordFile)
 		if err != nil {

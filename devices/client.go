@@ -59,8 +59,7 @@ type Client struct {
 
 	store *sessionStore // made by options, at Start
 
-	user, password string // set by SetCredentials, instead of the config's
-	manualAck      bool   // set by SetManualAck
+	manualAck bool // set by SetManualAck
 
 	// mu guards the fields below. It is held while subscribe/unsubscribe
 	// requests are queued (never while waiting for them) so that the
@@ -129,13 +128,6 @@ func NewClient(cfg MQTTConfig, brokerURL string, h Handler, log *slog.Logger, re
 	}
 	log = log.With("component", "mqtt_client", "client_id", cfg.ClientID)
 	return &Client{cfg: cfg, url: brokerURL, h: h, log: log, m: newClientMetrics(reg, log)}
-}
-
-// SetCredentials makes the client log in as username with password instead
-// of the config's username and password_file; call it before Start. The
-// daemon uses it with Broker.InternalCredentials on the embedded broker.
-func (c *Client) SetCredentials(username, password string) {
-	c.user, c.password = username, password
 }
 
 // SetManualAck makes the handler acknowledge QoS 1 and 2 messages itself
@@ -295,13 +287,10 @@ func (c *Client) options() (*paho.ClientOptions, error) {
 	}
 	o.SetConnectRetry(true)
 	o.SetAutoReconnect(true)
-	if c.user != "" {
-		o.SetUsername(c.user)
-		o.SetPassword(c.password)
-	} else if c.cfg.Username != "" {
+	if c.cfg.Username != "" {
 		o.SetUsername(c.cfg.Username)
 	}
-	if c.user == "" && c.cfg.PasswordFile != "" {
+	if c.cfg.PasswordFile != "" {
 		pw, err := readSecret(c.cfg.PasswordFile)
 		if err != nil {
 			return nil, err
@@ -407,17 +396,23 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 // while disconnected, and with ErrTooLarge, sending nothing, for a message
 // over the broker's limit (cfg.MessageLimit; 0: none).
 func (c *Client) Publish(ctx context.Context, topic string, qos byte, payload []byte) error {
+	return c.m.publish(c.cfg.MessageLimit(), topic, qos, payload, func() error { return c.publish(ctx, topic, qos, payload) })
+}
+
+// publish checks a message's size against limit (0: none), failing with
+// ErrTooLarge without calling send, then sends it and counts the result.
+func (m clientMetrics) publish(limit int, topic string, qos byte, payload []byte, send func() error) error {
 	var err error
-	if n, limit := PacketSize(topic, qos, len(payload)), c.cfg.MessageLimit(); limit > 0 && n > limit {
+	if n := PacketSize(topic, qos, len(payload)); limit > 0 && n > limit {
 		err = fmt.Errorf("%w: a packet of %d bytes (payload %d) exceeds the limit of %d", ErrTooLarge, n, len(payload), limit)
 	} else {
-		err = c.publish(ctx, topic, qos, payload)
+		err = send()
 	}
 	if err != nil {
-		c.m.published.WithLabelValues("error").Inc()
+		m.published.WithLabelValues("error").Inc()
 		return fmt.Errorf("mqtt publish to %s: %w", topic, err)
 	}
-	c.m.published.WithLabelValues("ok").Inc()
+	m.published.WithLabelValues("ok").Inc()
 	return nil
 }
 

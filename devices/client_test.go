@@ -21,13 +21,36 @@ func brokers(t *testing.T) map[string]func(t *testing.T) string {
 	}
 }
 
-func TestClientSubscribePublish(t *testing.T) {
+// daemonClient is what the daemon uses of Client and InlineClient.
+type daemonClient interface {
+	SetSubscriptions([]Subscription)
+	Publish(ctx context.Context, topic string, qos byte, payload []byte) error
+	Connected() bool
+}
+
+// daemonClients starts each kind of client the daemon uses, on its broker,
+// and returns it with the broker's URL for other clients.
+func daemonClients(t *testing.T) map[string]func(t *testing.T, h Handler, reg prometheus.Registerer, subs ...Subscription) (daemonClient, string) {
+	cs := make(map[string]func(t *testing.T, h Handler, reg prometheus.Registerer, subs ...Subscription) (daemonClient, string))
 	for name, start := range brokers(t) {
-		t.Run(name, func(t *testing.T) {
+		cs[name] = func(t *testing.T, h Handler, reg prometheus.Registerer, subs ...Subscription) (daemonClient, string) {
 			url := start(t)
+			return startClient(t, clientConfig("outpost-test"), url, h, reg, subs...), url
+		}
+	}
+	cs["inline"] = func(t *testing.T, h Handler, reg prometheus.Registerer, subs ...Subscription) (daemonClient, string) {
+		b := startBroker(t, brokerConfig(), nil)
+		return startInlineClient(t, b, clientConfig("outpost-test"), h, reg, subs...), "tcp://" + b.Addr()
+	}
+	return cs
+}
+
+func TestClientSubscribePublish(t *testing.T) {
+	for name, start := range daemonClients(t) {
+		t.Run(name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			rec := newRecorder()
-			c := startClient(t, clientConfig("outpost-test"), url, rec.handle, reg,
+			c, url := start(t, rec.handle, reg,
 				Subscription{Filter: "dev/+/state", QoS: 1}, Subscription{Filter: "cmd/#", QoS: 0})
 			waitFor(t, "connected", 5*time.Second, c.Connected)
 			if v := metricValue(t, reg, "outpost_mqtt_connected"); v != 1 {

@@ -2,10 +2,11 @@
 // daemon's client of whichever broker is in use, and (in later issues) the
 // device registry, credentials, ACLs, shadows and presence.
 //
-// The embedded broker is mochi-mqtt (MQTT 3.1.1 and 5 on one TCP listener);
-// the daemon's client is paho (MQTT 3.1.1) and talks to the embedded broker
-// over loopback exactly as it talks to an external one, so both modes share
-// one code path.
+// The embedded broker is mochi-mqtt (MQTT 3.1.1 and 5 on one TCP listener).
+// The daemon's client of an external broker is paho (MQTT 3.1.1, Client);
+// its client of the embedded broker is mochi's inline client
+// (InlineClient: in process, no TCP hop). Both offer the same operations
+// to the daemon.
 //
 // Both the broker and the client follow the component lifecycle: a
 // constructor without side effects, Start, Stop (safe after a failed Start

@@ -109,6 +109,21 @@ func startClient(t *testing.T, cfg MQTTConfig, url string, h Handler, reg promet
 	return c
 }
 
+func startInlineClient(t *testing.T, b *Broker, cfg MQTTConfig, h Handler, reg prometheus.Registerer, subs ...Subscription) *InlineClient {
+	t.Helper()
+	c := NewInlineClient(b, cfg, h, testLogger(t), reg)
+	c.SetSubscriptions(subs)
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatalf("start inline client: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(context.Background()); err != nil {
+			t.Errorf("stop inline client: %v", err)
+		}
+	})
+	return c
+}
+
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

@@ -24,7 +24,7 @@ func addAdminFlags(cmd *cobra.Command, persistent bool) *adminFlags {
 	}
 	fs.StringVar(&a.addr, "admin", "", "admin API address (default: $OUTPOST_ADMIN, else admin.listen of --config, else 127.0.0.1:7700; https://HOST:PORT for a TLS listener)")
 	fs.StringVar(&a.config, "config", "", "the daemon's config file: its admin address and token file (admin.token_file, else admin.token in data_dir)")
-	fs.StringVar(&a.dataDir, "data-dir", "", "the daemon's data dir, as given to `outpost run --data-dir` (its admin.token is the token)")
+	fs.StringVar(&a.dataDir, "data-dir", "", "the daemon's data `DIR`, as given to 'outpost run --data-dir' (its admin.token is the token)")
 	fs.StringVar(&a.tokenFile, "token-file", "", "file holding the admin token (default: $"+admin.TokenEnv+", else the daemon's token file, else ./data/admin.token)")
 	fs.StringVar(&a.caFile, "ca-file", "", "CA certificate that signed an https admin API's certificate (default: the system roots)")
 	fs.StringVar(&a.certFile, "cert-file", "", "client certificate for an admin API that requires mTLS")

@@ -172,7 +172,7 @@ tasks: [{name: echo, module: builtin:echo}]
 	if out, err := cat.CombinedOutput(); err == nil || !strings.Contains(string(out), "Permission denied") {
 		t.Fatalf("nobody read the token: %v %s", err, out)
 	}
-	if out, err := asNobody("health", "--config", d.cfg); err != nil || !strings.Contains(out, `"status": "ok"`) {
+	if out, err := asNobody("health", "--config", d.cfg, "-o", "json"); err != nil || !strings.Contains(out, `"status": "ok"`) {
 		t.Errorf("health as nobody: %v %s", err, out)
 	}
 	for _, args := range [][]string{

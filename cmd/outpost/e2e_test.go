@@ -259,7 +259,7 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out", qos: 1}]
 }
 
 // With anonymous clients refused, devices log in with their passwords and
-// the daemon's own client still connects (with its internal credential).
+// the daemon's own client, in process, still gets their messages.
 func TestBrokerUsers(t *testing.T) {
 	pw := filepath.Join(t.TempDir(), "sensor-1.pass")
 	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
