@@ -12,9 +12,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
@@ -97,7 +97,7 @@ admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
 mqtt: {broker: {listen: "` + mqtttest.FreeAddr(t) + `"}}
 tasks: [{name: cfgtask, module: ` + filepath.Join(blobs, digestOf(cfgMod)+".wasm") + `}]
 `
-	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/devices"
 )
@@ -369,7 +368,7 @@ func writeCallsJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v) // a client gone mid-answer is not the daemon's problem
 }
 
-func cloudQueues(cl config.Cloud) []calls.QueueSpec {
+func cloudQueues(cl remote.CloudConfig) []calls.QueueSpec {
 	out := make([]calls.QueueSpec, len(cl.Queues))
 	for i, q := range cl.Queues {
 		out[i] = calls.QueueSpec{Name: q.Name, Weight: q.Weight}

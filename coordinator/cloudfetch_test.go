@@ -14,9 +14,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
+	"github.com/outpost-edge/outpost/coordinator/tasks"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 )
 
@@ -151,7 +152,7 @@ func TestCloudCodeObjects(t *testing.T) {
 	upper, echo := exampleModule(t, "upper"), exampleModule(t, "echo")
 	dUpper, dEcho := oc.put(upper), oc.put(echo)
 
-	cfg, err := config.Parse([]byte("data_dir: "+t.TempDir()+`
+	cfg, err := configs.Parse([]byte("data_dir: "+t.TempDir()+`
 node: {id: n1}
 admin: {listen: "`+mqtttest.FreeAddr(t)+`"}
 mqtt: {broker: {listen: "`+mqtttest.FreeAddr(t)+`"}}
@@ -192,7 +193,7 @@ tasks: [{name: echo, module: builtin:echo}]
 		if !ok || len(det.Versions) != 1 || det.Versions[0].From != "cloud" || "sha256:"+det.Versions[0].Digest != dUpper {
 			t.Fatalf("deployed task %+v, want one version from cloud with %s", det, dUpper)
 		}
-		if v := det.Versions[0]; v.KVQuota != 0 || len(v.Publish) != 0 || len(v.Call) != 0 || v.Concurrency != config.TaskDefaults.Limits.Concurrency {
+		if v := det.Versions[0]; v.KVQuota != 0 || len(v.Publish) != 0 || len(v.Call) != 0 || v.Concurrency != tasks.Defaults.Limits.Concurrency {
 			t.Fatalf("a cloud-deployed task got permissions or limits other than the defaults: %+v", v)
 		}
 	})

@@ -22,12 +22,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/coordinator/routes"
-	"github.com/outpost-edge/outpost/coordinator/store"
 	"github.com/outpost-edge/outpost/devices"
+	"github.com/outpost-edge/outpost/internal/store"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 	"github.com/outpost-edge/outpost/telemetry"
 )
@@ -40,7 +40,7 @@ type Coordinator struct {
 	m       *metrics
 	boot    time.Time
 
-	cfg    atomic.Pointer[config.Config]
+	cfg    atomic.Pointer[configs.Config]
 	routes atomic.Pointer[routes.Table]
 
 	db     *store.DB
@@ -64,9 +64,9 @@ type Coordinator struct {
 	ready  chan struct{}
 }
 
-// New builds a coordinator for a validated config. It has no side effects:
+// New builds a coordinator for a validated configs. It has no side effects:
 // nothing listens or opens files until Run.
-func New(cfg *config.Config, log *slog.Logger, version string) *Coordinator {
+func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	c := &Coordinator{log: log, version: version, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
 	c.cfg.Store(cfg)
 	c.routes.Store(routes.New(cfg.Routes))
@@ -218,7 +218,7 @@ func (c *Coordinator) drain(ctx context.Context) error {
 
 // Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT comes,
 // then drains and stops it. SIGHUP reloads tasks and routes from load().
-func (c *Coordinator) Run(ctx context.Context, load func() (*config.Config, error)) error {
+func (c *Coordinator) Run(ctx context.Context, load func() (*configs.Config, error)) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -228,6 +228,7 @@ func (c *Coordinator) Run(ctx context.Context, load func() (*config.Config, erro
 		return err
 	}
 	cfg := c.cfg.Load()
+	logWarnings(c.log, cfg)
 	c.log.Info("outpost ready", "node", cfg.Node.ID, "version", c.version, "admin", c.admin.Addr(),
 		"mqtt", c.mqttAddr(), "tasks", len(c.engine.Tasks()), "routes", len(cfg.Routes))
 	notify(c.log, daemon.SdNotifyReady)
@@ -259,7 +260,15 @@ loop:
 	return err
 }
 
-func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*config.Config, error)) {
+// logWarnings logs the config's warnings (settings that may not do what
+// was meant) at WARN.
+func logWarnings(log *slog.Logger, cfg *configs.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("config warning", "warning", w.String())
+	}
+}
+
+func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*configs.Config, error)) {
 	notify(c.log, daemon.SdNotifyReloading)
 	defer notify(c.log, daemon.SdNotifyReady)
 	if load == nil {
@@ -269,11 +278,12 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*config.Confi
 	c.log.Info("reload started")
 	cfg, err := load()
 	if err == nil {
+		logWarnings(c.log, cfg)
 		err = c.Reload(ctx, cfg)
 	}
 	if err != nil {
 		c.m.reloads.WithLabelValues("rejected").Inc()
-		var ps config.Problems
+		var ps configs.Problems
 		if errors.As(err, &ps) {
 			for _, p := range ps {
 				c.log.Error("reload rejected: config problem", "problem", p.String())
@@ -286,10 +296,10 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*config.Confi
 	c.m.reloads.WithLabelValues("ok").Inc()
 }
 
-// Reload swaps in the tasks and routes of a validated config. Every module
+// Reload swaps in the tasks and routes of a validated configs. Every module
 // is compiled and checked first: if any fails, nothing changes. Calls in
 // flight finish on the tasks they started with.
-func (c *Coordinator) Reload(ctx context.Context, cfg *config.Config) error {
+func (c *Coordinator) Reload(ctx context.Context, cfg *configs.Config) error {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	specs := c.allSpecs(cfg.Tasks, c.deployments()) // config + deployed tasks
@@ -317,7 +327,7 @@ func (c *Coordinator) Reload(ctx context.Context, cfg *config.Config) error {
 }
 
 // restartOnly lists changed settings that a reload cannot apply.
-func restartOnly(a, b *config.Config) []string {
+func restartOnly(a, b *configs.Config) []string {
 	var keys []string
 	check := func(key string, changed bool) {
 		if changed {
@@ -407,6 +417,6 @@ func (c *Coordinator) Call(ctx context.Context, call *calls.Call) (calls.Result,
 
 // CheckTasks compiles and validates every task module of cfg without
 // running anything, for `outpost check`.
-func CheckTasks(ctx context.Context, cfg *config.Config) error {
+func CheckTasks(ctx context.Context, cfg *configs.Config) error {
 	return outpostrt.Check(ctx, taskSpecs(cfg.Tasks))
 }

@@ -14,8 +14,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/tetratelabs/wazero"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
@@ -26,7 +26,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // testConfig is a valid config on free ports with the echo task routed from
 // bench/in to bench/out.
-func testConfig(tb testing.TB) *config.Config {
+func testConfig(tb testing.TB) *configs.Config {
 	tb.Helper()
 	yaml := "data_dir: " + tb.TempDir() + `
 admin: {listen: "` + mqtttest.FreeAddr(tb) + `"}
@@ -34,7 +34,7 @@ mqtt: {broker: {listen: "` + mqtttest.FreeAddr(tb) + `"}}
 tasks: [{name: echo, module: builtin:echo, limits: {concurrency: 2}}]
 routes: [{topic: "bench/in", task: echo, reply: "bench/out"}]
 `
-	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -42,7 +42,7 @@ routes: [{topic: "bench/in", task: echo, reply: "bench/out"}]
 }
 
 // startCoordinator runs a coordinator in process until the test ends.
-func startCoordinator(tb testing.TB, cfg *config.Config) *Coordinator {
+func startCoordinator(tb testing.TB, cfg *configs.Config) *Coordinator {
 	tb.Helper()
 	c := New(cfg, quiet, "test")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -98,7 +98,7 @@ type rig struct {
 }
 
 func bareBrokerRig(b *testing.B) rig {
-	cfg := config.Defaults().MQTT
+	cfg := configs.Defaults().MQTT
 	cfg.Broker.Listen = mqtttest.FreeAddr(b)
 	br := devices.NewBroker(cfg.Broker, quiet, nil)
 	if err := br.Start(context.Background()); err != nil {

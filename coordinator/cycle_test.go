@@ -8,8 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
@@ -45,7 +45,7 @@ tasks:
   - {name: b, module: ` + mod + `, limits: {concurrency: 1, timeout: 30s}, permissions: {call: ["*"]}}
   - {name: c, module: ` + mod + `, limits: {concurrency: 2, timeout: 30s}, permissions: {call: ["*"]}}
 `
-	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestMaxParkedFromConfig(t *testing.T) {
 		{"scheduler: {workers: 10}", 160},
 	} {
 		t.Run(tt.yaml, func(t *testing.T) {
-			cfg, err := config.Parse([]byte(tt.yaml+"\ndata_dir: "+t.TempDir()), "test.yaml")
+			cfg, err := configs.Parse([]byte(tt.yaml+"\ndata_dir: "+t.TempDir()), "test.yaml")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
@@ -87,7 +87,7 @@ tasks:
   - {name: relay, module: ` + wasmtest.WAT(t, "testdata/relay.wat", "") + `, limits: {timeout: 30s}, permissions: {call: [loop]}}
   - {name: loop, module: ` + wasmtest.WAT(t, "../runtime/testdata/loop.wat", "") + `, limits: {timeout: 30s}}
 `
-	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

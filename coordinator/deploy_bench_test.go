@@ -16,7 +16,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/coordinator/tasks"
 	"github.com/outpost-edge/outpost/runtime/builtin"
 )
 
@@ -117,7 +117,7 @@ func BenchmarkDeploy(b *testing.B) {
 // stays on its disk.
 func rawDeploy(b *testing.B, cache wazero.CompilationCache, bin []byte, input []byte) {
 	ctx := context.Background()
-	pages := uint32(config.TaskDefaults.Limits.Memory / 65536)
+	pages := uint32(tasks.Defaults.Limits.Memory / 65536)
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(true).
 		WithMemoryLimitPages(pages).WithCompilationCache(cache))
 	defer rt.Close(ctx)

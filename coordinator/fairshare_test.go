@@ -5,8 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/coordinator/tasks"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
@@ -22,7 +23,7 @@ tasks:
   - {name: loop, module: ` + wasmtest.WAT(t, "../runtime/testdata/loop.wat", "") + `, limits: {timeout: 20s}}
   - {name: echo, module: builtin:echo}
 `
-	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ tasks:
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for c.sched.Stats().Running < min(config.DefaultConcurrency, cfg.Scheduler.Workers) {
+	for c.sched.Stats().Running < min(tasks.DefaultConcurrency, cfg.Scheduler.Workers) {
 		if time.Now().After(deadline) {
 			t.Fatalf("loop calls not running: %+v", c.sched.Stats())
 		}

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
@@ -57,7 +57,7 @@ tasks:
     limits: {concurrency: 1}
     permissions: {publish: ["out/#"], call: [echo], kv_quota: 100}
 `
-	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ tasks:
   - name: mute
     module: ` + mod + `
 `
-	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ tasks:
 	}
 
 	// With telemetry off the host answers unavailable.
-	off := hostTelemetry{telemetry.New(config.Telemetry{}, t.TempDir(), nil, nil, telemetry.Sinks{})}
+	off := hostTelemetry{telemetry.New(telemetry.Config{}, t.TempDir(), nil, nil, telemetry.Sinks{})}
 	if _, err := off.Latest(context.Background(), "", ""); !errors.Is(err, outpostrt.ErrUnavailable) {
 		t.Fatalf("latest with telemetry off: %v", err)
 	}
@@ -239,7 +239,7 @@ tasks:
     limits: {timeout: 300ms}
     permissions: {telemetry: true}
 `
-	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ tasks:
     limits: {concurrency: 40, timeout: 20s}
     permissions: {call: [chain]}
 `
-	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

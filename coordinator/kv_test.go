@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
@@ -18,7 +18,7 @@ import (
 
 // kvConfig runs the WAT counter example (kv_get, kv_put, publish, log per
 // call) with 8 instances, on dataDir.
-func kvConfig(t *testing.T, dataDir, quota string) *config.Config {
+func kvConfig(t *testing.T, dataDir, quota string) *configs.Config {
 	t.Helper()
 	mod := wasmtest.WAT(t, "../examples/tasks/wat/counter.wat", "")
 	yaml := "data_dir: " + dataDir + `
@@ -31,7 +31,7 @@ tasks:
     limits: {concurrency: 8}
     permissions: {publish: ["counter/#"], kv_quota: ` + quota + `}
 `
-	cfg, err := config.Parse([]byte(yaml), "test.yaml")
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,10 +16,9 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/coordinator/tasks"
 	"github.com/outpost-edge/outpost/internal/cas"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 )
@@ -38,23 +36,6 @@ import (
 // maxVersions is how many versions of a deployed task are kept for rollback.
 const maxVersions = 5
 
-// Manifest describes a deployed task's settings: the keys of a config task
-// besides name and module.
-type Manifest struct {
-	ABI         string             `yaml:"abi" json:"abi"`
-	Limits      config.Limits      `yaml:"limits" json:"limits"`
-	Permissions config.Permissions `yaml:"permissions" json:"permissions"`
-	// FreshInstance: a new instance per call (config key fresh_instance).
-	FreshInstance bool `yaml:"fresh_instance" json:"fresh_instance,omitempty"`
-	// Module, when no module is uploaded: an uploaded part's reference, a
-	// stored blob ("sha256:HEX") or a pinned URL ("https://…#sha256=HEX").
-	Module string `yaml:"module" json:"module,omitempty"`
-	// Libraries and Files are config.Task's; a library module or a file
-	// source is a reference like Module.
-	Libraries []config.TaskLibrary `yaml:"libraries" json:"libraries,omitempty"`
-	Files     []config.TaskFile    `yaml:"files" json:"files,omitempty"`
-}
-
 // deployment is one deployed task with its versions, oldest first; the
 // last one runs.
 type deployment struct {
@@ -63,12 +44,12 @@ type deployment struct {
 }
 
 type version struct {
-	Digest    string       `json:"digest"` // sha256 of the module, hex
-	Size      int          `json:"size"`
-	Manifest  Manifest     `json:"manifest"`
-	Libraries []libVersion `json:"libraries,omitempty"` // Manifest.Libraries' blobs, in order
-	Files     []fileBlob   `json:"files,omitempty"`     // Manifest.Files' blobs, in order
-	Deployed  time.Time    `json:"deployed"`
+	Digest    string         `json:"digest"` // sha256 of the module, hex
+	Size      int            `json:"size"`
+	Manifest  tasks.Manifest `json:"manifest"`
+	Libraries []libVersion   `json:"libraries,omitempty"` // Manifest.Libraries' blobs, in order
+	Files     []fileBlob     `json:"files,omitempty"`     // Manifest.Files' blobs, in order
+	Deployed  time.Time      `json:"deployed"`
 	// From is "cloud" for a version deployed by a cloud call's code
 	// object (cloudfetch.go); "" for the admin API.
 	From string `json:"from,omitempty"`
@@ -89,33 +70,6 @@ type fileBlob struct {
 func (d *deployment) current() version { return d.Versions[len(d.Versions)-1] }
 
 var deployNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
-
-// parseManifest decodes a YAML (or JSON) manifest strictly and applies the
-// task defaults.
-func parseManifest(b []byte) (Manifest, error) {
-	var m Manifest
-	if len(bytes.TrimSpace(b)) > 0 {
-		dec := yaml.NewDecoder(bytes.NewReader(b))
-		dec.KnownFields(true)
-		if err := dec.Decode(&m); err != nil {
-			return m, fmt.Errorf("manifest: %w", err)
-		}
-	}
-	if m.ABI == "" {
-		m.ABI = config.TaskDefaults.ABI
-	}
-	if m.Limits.Memory == 0 {
-		m.Limits.Memory = config.TaskDefaults.Limits.Memory
-	}
-	if m.Limits.Timeout == 0 {
-		m.Limits.Timeout = config.TaskDefaults.Limits.Timeout
-	}
-	if m.Limits.Concurrency == 0 {
-		m.Limits.Concurrency = config.TaskDefaults.Limits.Concurrency
-	}
-	m.Limits.ApplyDefaults()
-	return m, nil
-}
 
 func (c *Coordinator) blobPath(digest string) string {
 	return filepath.Join(c.cfg.Load().DataDir, "blobs", "sha256", digest+".wasm")
@@ -329,7 +283,7 @@ func (c *Coordinator) loadDeployments(ctx context.Context) error {
 }
 
 // taskSpecs turns config tasks into runtime specs.
-func taskSpecs(ts []config.Task) []outpostrt.Spec {
+func taskSpecs(ts []tasks.Task) []outpostrt.Spec {
 	specs := make([]outpostrt.Spec, len(ts))
 	for i, t := range ts {
 		specs[i] = outpostrt.Spec{
@@ -353,10 +307,10 @@ func taskSpecs(ts []config.Task) []outpostrt.Spec {
 
 // allSpecs is the whole task set: the config's tasks, then deployed tasks
 // (a deployed task named like a config task is skipped: the config wins).
-func (c *Coordinator) allSpecs(tasks []config.Task, deps map[string]*deployment) []outpostrt.Spec {
-	specs := taskSpecs(tasks)
-	inConfig := make(map[string]bool, len(tasks))
-	for _, t := range tasks {
+func (c *Coordinator) allSpecs(configured []tasks.Task, deps map[string]*deployment) []outpostrt.Spec {
+	specs := taskSpecs(configured)
+	inConfig := make(map[string]bool, len(configured))
+	for _, t := range configured {
 		inConfig[t.Name] = true
 	}
 	names := make([]string, 0, len(deps))
@@ -370,18 +324,18 @@ func (c *Coordinator) allSpecs(tasks []config.Task, deps map[string]*deployment)
 			continue
 		}
 		v := deps[n].current()
-		t := config.Task{
+		t := tasks.Task{
 			Name: n, Module: c.blobPath(v.Digest), ABI: v.Manifest.ABI,
 			Limits: v.Manifest.Limits, Permissions: v.Manifest.Permissions,
 			FreshInstance: v.Manifest.FreshInstance,
 		}
 		for _, l := range v.Libraries {
-			t.Libraries = append(t.Libraries, config.TaskLibrary{Name: l.Name, Module: c.blobPath(l.Digest)})
+			t.Libraries = append(t.Libraries, tasks.Library{Name: l.Name, Module: c.blobPath(l.Digest)})
 		}
 		for _, f := range v.Files {
-			t.Files = append(t.Files, config.TaskFile{Path: f.Path, Source: c.blobPath(f.Digest)})
+			t.Files = append(t.Files, tasks.File{Path: f.Path, Source: c.blobPath(f.Digest)})
 		}
-		spec := taskSpecs([]config.Task{t})[0]
+		spec := taskSpecs([]tasks.Task{t})[0]
 		for i, l := range v.Libraries {
 			spec.Libraries[i].Digest = l.Digest
 		}
@@ -462,7 +416,7 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 	case c.isConfigTask(name):
 		return admin.TaskDetail{}, fmt.Errorf("%w: task %q is defined in the config file %s; change it there", admin.ErrConflict, name, c.cfg.Load().Source)
 	}
-	m, perr := parseManifest(up.Manifest)
+	m, perr := configs.ParseManifest(up.Manifest, "manifest")
 	if perr != nil {
 		return admin.TaskDetail{}, fmt.Errorf("%w: %v", admin.ErrInvalid, perr)
 	}

@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"testing"
 	"time"
-
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 // BenchmarkBrokerEcho measures publish → embedded broker → subscriber at
@@ -15,7 +13,7 @@ import (
 // Mosquitto.
 func BenchmarkBrokerEcho(b *testing.B) {
 	quiet := slog.New(slog.DiscardHandler)
-	cfg := config.Defaults().MQTT.Broker
+	cfg := MQTTDefaults().Broker
 	cfg.Listen = "127.0.0.1:0"
 	br := NewBroker(cfg, quiet, nil)
 	if err := br.Start(context.Background()); err != nil {

@@ -16,14 +16,12 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 // Broker is the embedded MQTT broker (mochi-mqtt) listening on one TCP
 // address. The zero value is not usable; build it with NewBroker.
 type Broker struct {
-	cfg config.Broker
+	cfg BrokerConfig
 	log *slog.Logger
 	reg prometheus.Registerer
 
@@ -44,7 +42,7 @@ type Broker struct {
 
 // NewBroker returns a broker for cfg. It has no side effects: nothing is read,
 // opened or registered until Start. reg may be nil.
-func NewBroker(cfg config.Broker, log *slog.Logger, reg prometheus.Registerer) *Broker {
+func NewBroker(cfg BrokerConfig, log *slog.Logger, reg prometheus.Registerer) *Broker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -459,7 +457,7 @@ type authHook struct {
 	users     map[string][]byte
 }
 
-func newAuthHook(cfg config.Broker) (*authHook, error) {
+func newAuthHook(cfg BrokerConfig) (*authHook, error) {
 	h := &authHook{anonymous: cfg.AllowAnonymous, users: make(map[string][]byte, len(cfg.Users))}
 	for _, u := range cfg.Users {
 		if u.Username == "" {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 )
 
@@ -90,7 +89,7 @@ func TestBrokerMetricsReregister(t *testing.T) {
 func TestBrokerAuth(t *testing.T) {
 	cfg := brokerConfig()
 	cfg.AllowAnonymous = false
-	cfg.Users = []config.BrokerUser{{Username: "dev1", PasswordFile: writeFile(t, "dev1.pw", "s3cret\n")}}
+	cfg.Users = []BrokerUser{{Username: "dev1", PasswordFile: writeFile(t, "dev1.pw", "s3cret\n")}}
 	b := startBroker(t, cfg, nil)
 	host := b.Addr()
 
@@ -119,7 +118,7 @@ func TestBrokerAuth(t *testing.T) {
 
 func TestBrokerAuthMissingPasswordFile(t *testing.T) {
 	cfg := brokerConfig()
-	cfg.Users = []config.BrokerUser{{Username: "dev1", PasswordFile: "/nonexistent/pw"}}
+	cfg.Users = []BrokerUser{{Username: "dev1", PasswordFile: "/nonexistent/pw"}}
 	b := NewBroker(cfg, testLogger(t), nil)
 	err := b.Start(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "dev1") {

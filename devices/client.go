@@ -17,7 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
@@ -51,7 +51,7 @@ type Subscription struct {
 // the embedded one over loopback or an external one. It reconnects by itself
 // and subscribes again on every connection.
 type Client struct {
-	cfg config.MQTT
+	cfg MQTTConfig
 	url string
 	h   Handler
 	log *slog.Logger
@@ -119,7 +119,7 @@ func newClientMetrics(reg prometheus.Registerer, log *slog.Logger) clientMetrics
 // mqtt:// or mqtts://). It has no side effects until Start, apart from
 // registering its metrics on reg (which may be nil; a metric already
 // registered there is reused).
-func NewClient(cfg config.MQTT, brokerURL string, h Handler, log *slog.Logger, reg prometheus.Registerer) *Client {
+func NewClient(cfg MQTTConfig, brokerURL string, h Handler, log *slog.Logger, reg prometheus.Registerer) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -338,7 +338,7 @@ func brokerURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-func tlsConfig(t config.TLS) (*tls.Config, error) {
+func tlsConfig(t confval.TLS) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // only when configured
 	if t.CAFile != "" {
 		pem, err := os.ReadFile(t.CAFile)

@@ -9,8 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 // brokers returns the URLs of the two kinds of broker the client must work with.
@@ -168,7 +168,7 @@ func TestClientReconnect(t *testing.T) {
 
 func TestClientStartWithoutBroker(t *testing.T) {
 	cfg := clientConfig("outpost-nobroker")
-	cfg.ConnectTimeout = config.Duration(300 * time.Millisecond)
+	cfg.ConnectTimeout = confval.Duration(300 * time.Millisecond)
 	mosq := mqtttest.NewMosquitto(t) // configured, not started yet
 	rec := newRecorder()
 	start := time.Now()
@@ -205,13 +205,13 @@ func TestClientBadSettings(t *testing.T) {
 	tests := []struct {
 		name string
 		url  string
-		mod  func(*config.MQTT)
+		mod  func(*MQTTConfig)
 	}{
-		{"missing password file", "tcp://127.0.0.1:1", func(c *config.MQTT) { c.PasswordFile = "/nonexistent/pw" }},
-		{"missing ca file", "ssl://127.0.0.1:1", func(c *config.MQTT) { c.TLS.CAFile = "/nonexistent/ca.pem" }},
-		{"bad client cert", "mqtts://127.0.0.1:1", func(c *config.MQTT) { c.TLS.CertFile, c.TLS.KeyFile = "/nonexistent/c", "/nonexistent/k" }},
-		{"bad scheme", "http://127.0.0.1:1", func(*config.MQTT) {}},
-		{"no port", "tcp://127.0.0.1", func(*config.MQTT) {}},
+		{"missing password file", "tcp://127.0.0.1:1", func(c *MQTTConfig) { c.PasswordFile = "/nonexistent/pw" }},
+		{"missing ca file", "ssl://127.0.0.1:1", func(c *MQTTConfig) { c.TLS.CAFile = "/nonexistent/ca.pem" }},
+		{"bad client cert", "mqtts://127.0.0.1:1", func(c *MQTTConfig) { c.TLS.CertFile, c.TLS.KeyFile = "/nonexistent/c", "/nonexistent/k" }},
+		{"bad scheme", "http://127.0.0.1:1", func(*MQTTConfig) {}},
+		{"no port", "tcp://127.0.0.1", func(*MQTTConfig) {}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

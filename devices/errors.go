@@ -8,7 +8,7 @@ var (
 	// ErrAlreadyStarted is returned by a second Start.
 	ErrAlreadyStarted = errors.New("already started")
 	// ErrTooLarge is returned by Publish for a message larger than the
-	// broker's limit (config.MQTT.MessageLimit); nothing is sent.
+	// broker's limit (MQTTConfig.MessageLimit); nothing is sent.
 	ErrTooLarge = errors.New("message too large for the broker")
 	// ErrStopped is returned by Start after Stop.
 	ErrStopped = errors.New("stopped")

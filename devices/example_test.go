@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices"
 )
 
@@ -13,7 +12,7 @@ import (
 // the broker's address and subscribe. The handler only hands messages off.
 func Example() {
 	ctx := context.Background()
-	cfg := config.Defaults().MQTT
+	cfg := devices.MQTTDefaults()
 	cfg.Broker.Listen = "127.0.0.1:0" // a free port
 	cfg.ClientID = "outpost-example"
 

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -27,13 +27,13 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func brokerConfig() config.Broker {
-	c := config.Defaults().MQTT.Broker
+func brokerConfig() BrokerConfig {
+	c := MQTTDefaults().Broker
 	c.Listen = "127.0.0.1:0"
 	return c
 }
 
-func startBroker(t *testing.T, cfg config.Broker, reg prometheus.Registerer) *Broker {
+func startBroker(t *testing.T, cfg BrokerConfig, reg prometheus.Registerer) *Broker {
 	t.Helper()
 	b := NewBroker(cfg, testLogger(t), reg)
 	if err := b.Start(context.Background()); err != nil {
@@ -49,12 +49,12 @@ func startBroker(t *testing.T, cfg config.Broker, reg prometheus.Registerer) *Br
 	return b
 }
 
-func clientConfig(id string) config.MQTT {
-	c := config.Defaults().MQTT
+func clientConfig(id string) MQTTConfig {
+	c := MQTTDefaults()
 	c.ClientID = id
-	c.ConnectTimeout = config.Duration(5 * time.Second)
-	c.PublishTimeout = config.Duration(5 * time.Second)
-	c.MaxReconnect = config.Duration(time.Second)
+	c.ConnectTimeout = confval.Duration(5 * time.Second)
+	c.PublishTimeout = confval.Duration(5 * time.Second)
+	c.MaxReconnect = confval.Duration(time.Second)
 	return c
 }
 
@@ -92,7 +92,7 @@ func (r *recorder) none(t *testing.T, d time.Duration) {
 	}
 }
 
-func startClient(t *testing.T, cfg config.MQTT, url string, h Handler, reg prometheus.Registerer, subs ...Subscription) *Client {
+func startClient(t *testing.T, cfg MQTTConfig, url string, h Handler, reg prometheus.Registerer, subs ...Subscription) *Client {
 	t.Helper()
 	c := NewClient(cfg, url, h, testLogger(t), reg)
 	c.SetSubscriptions(subs)
@@ -109,7 +109,7 @@ func startClient(t *testing.T, cfg config.MQTT, url string, h Handler, reg prome
 	return c
 }
 
-func startInlineClient(t *testing.T, b *Broker, cfg config.MQTT, h Handler, reg prometheus.Registerer, subs ...Subscription) *InlineClient {
+func startInlineClient(t *testing.T, b *Broker, cfg MQTTConfig, h Handler, reg prometheus.Registerer, subs ...Subscription) *InlineClient {
 	t.Helper()
 	c := NewInlineClient(b, cfg, h, testLogger(t), reg)
 	c.SetSubscriptions(subs)

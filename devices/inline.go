@@ -13,7 +13,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/topic"
 )
 
@@ -32,7 +31,7 @@ import (
 // connection to lose, so there is nothing to resend, and no reconnect.
 type InlineClient struct {
 	b         *Broker
-	cfg       config.MQTT
+	cfg       MQTTConfig
 	h         Handler
 	log       *slog.Logger
 	m         clientMetrics
@@ -65,7 +64,7 @@ const inlineSubscriptionID = 1
 // NewInlineClient returns the daemon's client of b. Like NewClient it has
 // no side effects until Start apart from registering its metrics on reg
 // (nil allowed).
-func NewInlineClient(b *Broker, cfg config.MQTT, h Handler, log *slog.Logger, reg prometheus.Registerer) *InlineClient {
+func NewInlineClient(b *Broker, cfg MQTTConfig, h Handler, log *slog.Logger, reg prometheus.Registerer) *InlineClient {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -70,7 +70,7 @@ type Options struct {
 	MemoryBudget uint64
 	// MaxPublish is the largest MQTT message a task may publish, in bytes
 	// of the whole packet: the broker's limit (the coordinator gives
-	// config.MQTT.MessageLimit). A payload over it is refused with
+	// devices.MQTTConfig.MessageLimit). A payload over it is refused with
 	// too_large before it is copied; a Host refuses a packet over it
 	// (topic and header included) with an error wrapping ErrTooLarge.
 	// 0: only the Host's check.

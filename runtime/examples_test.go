@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,9 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/configs"
 )
 
 // TestExamples builds examples/tasks with scripts/build-examples.sh (WAT with
@@ -348,25 +345,18 @@ func TestExamples(t *testing.T) {
 }
 
 // manifestSpec reads an example's manifest, the YAML file that `outpost task
-// deploy NAME MODULE --manifest FILE` takes (coordinator.Manifest: the keys of
-// a config task besides name and module, decoded strictly), into a Spec.
-// manifest is relative to examples/tasks.
+// deploy NAME MODULE --manifest FILE` takes, with the daemon's own strict
+// decoder (configs.ParseManifest), into a Spec. manifest is relative to
+// examples/tasks.
 func manifestSpec(t *testing.T, name, module, manifest string) Spec {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "examples", "tasks", manifest))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m struct {
-		ABI           string             `yaml:"abi"`
-		Limits        config.Limits      `yaml:"limits"`
-		Permissions   config.Permissions `yaml:"permissions"`
-		FreshInstance bool               `yaml:"fresh_instance"`
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&m); err != nil {
-		t.Fatalf("%s: %v", manifest, err)
+	m, err := configs.ParseManifest(b, manifest)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return Spec{
 		Name: name, Module: module, ABI: m.ABI, FreshInstance: m.FreshInstance,

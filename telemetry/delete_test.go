@@ -11,8 +11,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
+	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
 
 // A path a source deletes (an SNMP object the agent stopped returning) is
@@ -23,10 +25,10 @@ import (
 func TestDeletedPaths(t *testing.T) {
 	trig := &trigRec{}
 	dir := t.TempDir()
-	cfg := config.Telemetry{
-		GNMIServer: config.GNMIServer{Listen: "127.0.0.1:0"},
-		Store:      config.TelemetryStore{FlushInterval: config.Duration(50 * time.Millisecond)},
-		Triggers:   []config.TelemetryTrigger{{Task: "t", Path: "/interfaces/...", Condition: "changed"}},
+	cfg := Config{
+		GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:0"},
+		Store:      tsdb.Config{FlushInterval: confval.Duration(50 * time.Millisecond)},
+		Triggers:   []TriggerRule{{Task: "t", Path: "/interfaces/...", Condition: "changed"}},
 	}
 	s := New(cfg, dir, nil, nil, Sinks{Trigger: trig})
 	if err := s.Start(context.Background()); err != nil {

@@ -12,14 +12,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
 // The daemon's gNMI server replays the telemetry store: what the hub
 // stored comes back through a Subscribe with the history extension's range.
 func TestGNMIServerReplaysTheStore(t *testing.T) {
-	s := New(config.Telemetry{GNMIServer: config.GNMIServer{Listen: "127.0.0.1:0"}}, t.TempDir(), nil, nil, Sinks{})
+	s := New(Config{GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:0"}}, t.TempDir(), nil, nil, Sinks{})
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

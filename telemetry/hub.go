@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
@@ -44,12 +43,12 @@ type hub struct {
 }
 
 type pubRule struct {
-	cfg  config.TelemetryPublish
+	cfg  PublishRule
 	pats []model.Pattern
 }
 
 type trigRule struct {
-	cfg  config.TelemetryTrigger
+	cfg  TriggerRule
 	pat  model.Pattern
 	op   string
 	arg  string
@@ -69,7 +68,7 @@ type mqttMsg struct {
 	payload []byte
 }
 
-func newHub(cfg config.Telemetry, db *tsdb.DB, server *gnmiserver.Server, sinks Sinks, log *slog.Logger, reg prometheus.Registerer) (*hub, error) {
+func newHub(cfg Config, db *tsdb.DB, server *gnmiserver.Server, sinks Sinks, log *slog.Logger, reg prometheus.Registerer) (*hub, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

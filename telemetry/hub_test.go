@@ -3,7 +3,6 @@ package telemetry
 import (
 	"testing"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -31,7 +30,7 @@ func TestTriggerConditions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.cond+"/"+tt.v.String(), func(t *testing.T) {
-			h, err := newHub(config.Telemetry{Triggers: []config.TelemetryTrigger{{Task: "x", Path: "/", Condition: tt.cond}}}, nil, nil, Sinks{}, nil, nil)
+			h, err := newHub(Config{Triggers: []TriggerRule{{Task: "x", Path: "/", Condition: tt.cond}}}, nil, nil, Sinks{}, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

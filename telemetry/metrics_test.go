@@ -13,8 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
+	"github.com/outpost-edge/outpost/telemetry/snmp"
 )
 
 // warnings records the messages of Warn and Error records.
@@ -63,9 +64,9 @@ func TestMetricsAfterRestart(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	w := &warnings{}
 	dir := t.TempDir()
-	cfg := config.Telemetry{
-		GNMIServer: config.GNMIServer{Listen: "127.0.0.1:0"},
-		SNMP:       config.SNMPCollect{Traps: config.SNMPTraps{Listen: fmt.Sprintf("127.0.0.1:%d", freeUDP(t)), Communities: []string{"public"}}},
+	cfg := Config{
+		GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:0"},
+		SNMP:       snmp.Config{Traps: snmp.Traps{Listen: fmt.Sprintf("127.0.0.1:%d", freeUDP(t)), Communities: []string{"public"}}},
 	}
 	publish := func(s *Service, n int) {
 		var us []Update
@@ -158,7 +159,7 @@ func labelled(t *testing.T, reg *prometheus.Registry, name, label string) map[st
 func TestTrapRejectedMetric(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	addr := fmt.Sprintf("127.0.0.1:%d", freeUDP(t))
-	s := New(config.Telemetry{SNMP: config.SNMPCollect{Traps: config.SNMPTraps{Listen: addr, Communities: []string{"public"}}}}, t.TempDir(), nil, reg, Sinks{})
+	s := New(Config{SNMP: snmp.Config{Traps: snmp.Traps{Listen: addr, Communities: []string{"public"}}}}, t.TempDir(), nil, reg, Sinks{})
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

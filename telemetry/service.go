@@ -19,7 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
@@ -51,7 +51,7 @@ var ErrDisabled = errors.New("telemetry is not enabled (no targets, trap receive
 
 // Service is the telemetry subsystem of one daemon.
 type Service struct {
-	cfg     config.Telemetry
+	cfg     Config
 	dataDir string
 	log     *slog.Logger
 	reg     prometheus.Registerer
@@ -72,7 +72,7 @@ type Service struct {
 }
 
 // New returns the service; it has no side effects. cfg gets its defaults here.
-func New(cfg config.Telemetry, dataDir string, log *slog.Logger, reg prometheus.Registerer, sinks Sinks) *Service {
+func New(cfg Config, dataDir string, log *slog.Logger, reg prometheus.Registerer, sinks Sinks) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -116,7 +116,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 	s.db.Start()
 	if s.cfg.GNMIServer.Listen != "" {
 		srv := s.cfg.GNMIServer
-		srv.ExpireAfter = config.Duration(s.cfg.GNMIServerExpiry())
+		srv.ExpireAfter = confval.Duration(s.cfg.GNMIServerExpiry())
 		if s.server, err = gnmiserver.New(srv, s.log.With("part", "gnmi-server")); err != nil {
 			return err
 		}

@@ -23,8 +23,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
+	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
@@ -104,13 +105,13 @@ func getJSON(t *testing.T, h http.Handler, url string, v any) int {
 // trigger; the admin API answers; Stop leaves nothing running.
 func TestServiceEndToEnd(t *testing.T) {
 	addr := startAgent(t, notifications(3, 2))
-	cfg := config.Telemetry{
-		GNMI: config.GNMICollect{Targets: []config.GNMITarget{{Name: "sw1", Address: addr, BackoffMin: config.Duration(50 * time.Millisecond),
-			Subscriptions: []config.GNMISubscription{{Paths: []string{"/interfaces"}}}}}},
-		GNMIServer: config.GNMIServer{Listen: "127.0.0.1:0"},
-		MQTT:       []config.TelemetryPublish{{Paths: []string{"/interfaces/interface[name=eth1]/..."}, MinInterval: config.Duration(time.Hour)}},
-		Triggers:   []config.TelemetryTrigger{{Task: "alarm", Target: "sw*", Path: "/interfaces/interface/state/counters/c1", Condition: "> 4"}},
-		Store:      config.TelemetryStore{FlushInterval: config.Duration(50 * time.Millisecond)},
+	cfg := Config{
+		GNMI: gnmi.Config{Targets: []gnmi.Target{{Name: "sw1", Address: addr, BackoffMin: confval.Duration(50 * time.Millisecond),
+			Subscriptions: []gnmi.Subscription{{Paths: []string{"/interfaces"}}}}}},
+		GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:0"},
+		MQTT:       []PublishRule{{Paths: []string{"/interfaces/interface[name=eth1]/..."}, MinInterval: confval.Duration(time.Hour)}},
+		Triggers:   []TriggerRule{{Task: "alarm", Target: "sw*", Path: "/interfaces/interface/state/counters/c1", Condition: "> 4"}},
+		Store:      tsdb.Config{FlushInterval: confval.Duration(50 * time.Millisecond)},
 	}
 	pub, trg := &pubRec{msgs: map[string][]byte{}}, &trigRec{}
 	reg := prometheus.NewRegistry()
@@ -155,7 +156,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	if s.GNMIAddr() == "" {
 		t.Fatal("gnmi server not listening")
 	}
-	gc, err := gnmi.New(config.Telemetry{GNMI: config.GNMICollect{Targets: []config.GNMITarget{{Name: "sw1", Address: s.GNMIAddr()}}}}.WithDefaults().GNMI, nil, nil)
+	gc, err := gnmi.New(Config{GNMI: gnmi.Config{Targets: []gnmi.Target{{Name: "sw1", Address: s.GNMIAddr()}}}}.WithDefaults().GNMI, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func keys(m map[string][]byte) []string {
 }
 
 func TestDisabledByDefault(t *testing.T) {
-	s := New(config.Telemetry{}, t.TempDir(), nil, nil, Sinks{})
+	s := New(Config{}, t.TempDir(), nil, nil, Sinks{})
 	if s.Enabled() {
 		t.Fatal("enabled with an empty config")
 	}
@@ -220,7 +221,7 @@ func TestDisabledByDefault(t *testing.T) {
 }
 
 func TestStopAfterFailedStart(t *testing.T) {
-	cfg := config.Telemetry{GNMIServer: config.GNMIServer{Listen: "127.0.0.1:1"}} // privileged port: refused as nobody, or in use
+	cfg := Config{GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:1"}} // privileged port: refused as nobody, or in use
 	s := New(cfg, t.TempDir(), nil, nil, Sinks{})
 	s.cfg.GNMIServer.Listen = "256.0.0.1:0"
 	if err := s.Start(context.Background()); err == nil {
@@ -238,8 +239,8 @@ type discard struct{ n atomic.Int64 }
 // round is 200 notifications of 100 updates).
 func benchGNMI(b *testing.B, sink func([]model.Update), count func() int64) {
 	addr := startAgent(b, notifications(200, 100))
-	cfg := config.Telemetry{GNMI: config.GNMICollect{Targets: []config.GNMITarget{{Name: "dev1", Address: addr,
-		Subscriptions: []config.GNMISubscription{{Mode: "once", Interval: config.Duration(time.Microsecond), Paths: []string{"/"}}}}}}}.WithDefaults()
+	cfg := Config{GNMI: gnmi.Config{Targets: []gnmi.Target{{Name: "dev1", Address: addr,
+		Subscriptions: []gnmi.Subscription{{Mode: "once", Interval: confval.Duration(time.Microsecond), Paths: []string{"/"}}}}}}}.WithDefaults()
 	c, err := gnmi.New(cfg.GNMI, sink, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -265,7 +266,7 @@ func BenchmarkGNMIToDiscard(b *testing.B) {
 }
 
 func BenchmarkGNMIToStore(b *testing.B) {
-	db, err := tsdb.Open(tsdb.Options{Dir: b.TempDir(), Cfg: config.Telemetry{}.WithDefaults().Store})
+	db, err := tsdb.Open(tsdb.Options{Dir: b.TempDir(), Cfg: Config{}.WithDefaults().Store})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -355,14 +356,14 @@ func benchPipeline(b *testing.B, store bool) {
 	var db *tsdb.DB
 	if store {
 		var err error
-		db, err = tsdb.Open(tsdb.Options{Dir: b.TempDir(), Cfg: config.Telemetry{}.WithDefaults().Store})
+		db, err = tsdb.Open(tsdb.Options{Dir: b.TempDir(), Cfg: Config{}.WithDefaults().Store})
 		if err != nil {
 			b.Fatal(err)
 		}
 		db.Start()
 		defer db.Close()
 	}
-	h, err := newHub(config.Telemetry{}, db, nil, Sinks{}, nil, nil)
+	h, err := newHub(Config{}, db, nil, Sinks{}, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -390,12 +391,12 @@ func benchPipeline(b *testing.B, store bool) {
 func BenchmarkGNMIMemoryPerTarget(b *testing.B) {
 	const n = 100
 	addr := startAgent(b, notifications(10, 10))
-	var ts []config.GNMITarget
+	var ts []gnmi.Target
 	for i := 0; i < n; i++ {
-		ts = append(ts, config.GNMITarget{Name: fmt.Sprintf("dev%03d", i), Address: addr,
-			Subscriptions: []config.GNMISubscription{{Paths: []string{"/interfaces"}}}})
+		ts = append(ts, gnmi.Target{Name: fmt.Sprintf("dev%03d", i), Address: addr,
+			Subscriptions: []gnmi.Subscription{{Paths: []string{"/interfaces"}}}})
 	}
-	cfg := config.Telemetry{GNMI: config.GNMICollect{Targets: ts}}.WithDefaults()
+	cfg := Config{GNMI: gnmi.Config{Targets: ts}}.WithDefaults()
 	// One measurement whatever b.N is (the other benchmarks here run with a fixed -benchtime Nx).
 	for range 1 {
 		before := heap()

@@ -13,7 +13,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/telemetry/snmp"
+	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
 
 func freeUDP(t *testing.T) int {
@@ -55,13 +57,13 @@ func snmpd(t *testing.T) string {
 func TestServiceSNMPAndTraps(t *testing.T) {
 	agent := snmpd(t)
 	trapAddr := fmt.Sprintf("127.0.0.1:%d", freeUDP(t))
-	cfg := config.Telemetry{
-		SNMP: config.SNMPCollect{
-			Targets: []config.SNMPTarget{{Name: "sw2", Address: agent, Community: "testcomm", Interval: config.Duration(time.Second),
-				OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}}},
-			Traps: config.SNMPTraps{Listen: trapAddr, Communities: []string{"public"}},
+	cfg := Config{
+		SNMP: snmp.Config{
+			Targets: []snmp.Target{{Name: "sw2", Address: agent, Community: "testcomm", Interval: confval.Duration(time.Second),
+				OIDs: []snmp.OID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}}},
+			Traps: snmp.Traps{Listen: trapAddr, Communities: []string{"public"}},
 		},
-		Store: config.TelemetryStore{FlushInterval: config.Duration(50 * time.Millisecond)},
+		Store: tsdb.Config{FlushInterval: confval.Duration(50 * time.Millisecond)},
 	}
 	reg := prometheus.NewRegistry()
 	s := New(cfg, t.TempDir(), nil, reg, Sinks{})

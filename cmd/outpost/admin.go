@@ -5,8 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 // adminFlags locate the daemon's admin API and its token.
@@ -35,9 +35,9 @@ func addAdminFlags(cmd *cobra.Command, persistent bool) *adminFlags {
 // client returns a client of the admin API the flags name, with the token
 // found as admin.Dial documents.
 func (a *adminFlags) client() (*admin.Client, error) {
-	cfg := config.Defaults()
+	cfg := configs.Defaults()
 	if a.config != "" {
-		c, err := config.Load(a.config)
+		c, err := configs.Load(a.config)
 		if err != nil {
 			return nil, err
 		}

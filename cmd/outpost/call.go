@@ -12,7 +12,7 @@ import (
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 // callResult is what `call -o json|yaml` prints for a call that succeeded
@@ -122,7 +122,7 @@ func listTasks(cmd *cobra.Command, af *adminFlags) {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tABI\tMEMORY\tTIMEOUT\tCONCURRENCY\tDIGEST\tMODULE")
 			for _, t := range tasks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.12s\t%s\n", t.Name, t.ABI, config.ByteSize(t.MemoryLimit), seconds(t.Timeout), t.Concurrency, t.Digest, t.Module)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.12s\t%s\n", t.Name, t.ABI, confval.ByteSize(t.MemoryLimit), seconds(t.Timeout), t.Concurrency, t.Digest, t.Module)
 			}
 			_ = tw.Flush()
 		})

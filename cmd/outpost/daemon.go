@@ -11,12 +11,10 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator"
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 // builtinName is how the embedded default config is named in messages.
@@ -24,16 +22,16 @@ const builtinName = "built-in config (configs/outpost.yaml)"
 
 // loader returns a function that reads the config (the file, or the
 // built-in one) with command-line overrides applied.
-func loader(path, dataDir string) func() (*config.Config, error) {
-	return func() (*config.Config, error) {
+func loader(path, dataDir string) func() (*configs.Config, error) {
+	return func() (*configs.Config, error) {
 		var (
-			cfg *config.Config
+			cfg *configs.Config
 			err error
 		)
 		if path == "" {
-			cfg, err = config.Parse(configs.Default, builtinName)
+			cfg, err = configs.Parse(configs.Default, builtinName)
 		} else {
-			cfg, err = config.Load(path)
+			cfg, err = configs.Load(path)
 		}
 		if err != nil {
 			return nil, err
@@ -47,7 +45,7 @@ func loader(path, dataDir string) func() (*config.Config, error) {
 	}
 }
 
-func newLogger(l config.Log, w io.Writer) *slog.Logger {
+func newLogger(l configs.Log, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(l.Level))
 	opts := &slog.HandlerOptions{Level: level}
@@ -130,6 +128,9 @@ func newCheckCmd() *cobra.Command {
 			if err != nil {
 				return configError(cmd, err)
 			}
+			for _, w := range cfg.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), w)
+			}
 			name := path
 			if name == "" {
 				name = builtinName
@@ -157,12 +158,12 @@ func newConfigCmd() *cobra.Command {
 			if err != nil {
 				return configError(cmd, err)
 			}
-			enc := yaml.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent(2)
-			if err := enc.Encode(cfg); err != nil {
-				return fmt.Errorf("print config: %w", err)
+			b, err := cfg.YAML()
+			if err != nil {
+				return err
 			}
-			return enc.Close()
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
 		},
 	}
 	show.Flags().StringVar(&path, "config", "", "config file (default: the built-in config)")
@@ -185,7 +186,7 @@ func configError(cmd *cobra.Command, err error) error {
 }
 
 func printProblems(w io.Writer, err error) {
-	var ps config.Problems
+	var ps configs.Problems
 	if errors.As(err, &ps) {
 		for _, p := range ps {
 			fmt.Fprintln(w, p.String())

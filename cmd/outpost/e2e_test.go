@@ -21,7 +21,6 @@ import (
 
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
@@ -159,7 +158,7 @@ func (d *daemon) stop(sig syscall.Signal, timeout time.Duration) int {
 // names, as `outpost --config` finds it.
 func (d *daemon) dial() *admin.Client {
 	d.t.Helper()
-	cfg, err := config.Load(d.cfg)
+	cfg, err := configs.Load(d.cfg)
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -530,6 +529,43 @@ routes:
 	out, code = runCLI(t, "check")
 	if code != 0 || !strings.Contains(out, "ok (1 task, 1 route)") {
 		t.Errorf("built-in config: exit %d:\n%s", code, out)
+	}
+
+	// A file without tasks and routes keeps the built-in ones; a file with
+	// its own replaces them, and check says so.
+	logOnly := filepath.Join(dir, "log.yaml")
+	if err := os.WriteFile(logOnly, []byte("log: {level: debug}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "check", "--config", logOnly); code != 0 || !strings.Contains(out, "ok (1 task, 1 route)") || strings.Contains(out, "warning") {
+		t.Errorf("file without tasks: exit %d:\n%s", code, out)
+	}
+	own := filepath.Join(dir, "own.yaml")
+	if err := os.WriteFile(own, []byte("log: {level: debug}\ntasks: [{name: mine, module: builtin:echo}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code = runCLI(t, "check", "--config", own)
+	if want := own + ":2: warning: tasks: this file's tasks and routes replace the built-in ones, so task echo and route devices/+/in → echo no longer run"; code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "ok (1 task, 0 routes)") {
+		t.Errorf("file with its own tasks: exit %d:\n%s\nwant %s", code, out, want)
+	}
+}
+
+// A deploy manifest is checked by the CLI, with the daemon's strict decoder,
+// before anything is uploaded: a typo is reported with its line and key, not
+// as a connection error or Go type names after the upload.
+func TestManifestCheckedBeforeUpload(t *testing.T) {
+	dir := t.TempDir()
+	mod := filepath.Join(dir, "m.wasm")
+	man := filepath.Join(dir, "manifest.yaml")
+	if err := os.WriteFile(mod, []byte("\x00asm\x01\x00\x00\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(man, []byte("abi: reactor\nlimits:\n  timout: 5s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLI(t, "task", "deploy", "x", mod, "--manifest", man, "--admin", mqtttest.FreeAddr(t))
+	if want := man + `:3: limits.timout: unknown key "timout"`; code != 1 || !strings.Contains(out, want) || strings.Contains(out, "uploading") {
+		t.Errorf("exit %d:\n%s\nwant %s", code, out, want)
 	}
 }
 

@@ -13,8 +13,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 func newTaskCmd() *cobra.Command {
@@ -58,6 +59,11 @@ line per phase elsewhere.`,
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(args) == 1 && manifest == "" {
 			return cli.Usagef("no MODULE: give a .wasm file, or a --manifest whose module key names one")
+		}
+		if b, err := os.ReadFile(manifest); manifest != "" && err == nil { // a read error is openUpload's to report
+			if _, err := configs.ParseManifest(b, manifest); err != nil {
+				return configError(cmd, err) // checked as the daemon will, before anything is uploaded
+			}
 		}
 		c, err := af.client()
 		if err != nil {
@@ -261,14 +267,14 @@ func localRefs(manifest []byte, withModule bool) ([]string, error) {
 func printDetail(out io.Writer, o *cli.Output, d admin.TaskDetail) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "name:\t%s\nabi:\t%s\ndigest:\t%s\nsize:\t%s\nmemory:\t%s\ntimeout:\t%s\nconcurrency:\t%d\n",
-		d.Name, d.ABI, d.Digest, cli.Size(int64(d.Size)), config.ByteSize(d.MemoryLimit),
+		d.Name, d.ABI, d.Digest, cli.Size(int64(d.Size)), confval.ByteSize(d.MemoryLimit),
 		seconds(d.Timeout), d.Concurrency)
 	fmt.Fprintf(tw, "max input:\t%s\nmax output:\t%s\nfresh instance:\t%s\n",
-		config.ByteSize(d.MaxInput), config.ByteSize(d.MaxOutput), yesNo(d.FreshInstance))
+		confval.ByteSize(d.MaxInput), confval.ByteSize(d.MaxOutput), yesNo(d.FreshInstance))
 	p := d.Permissions
 	kv := "none (no kv access)"
 	if p.KVQuota > 0 {
-		kv = config.ByteSize(p.KVQuota).String()
+		kv = confval.ByteSize(p.KVQuota).String()
 	}
 	fmt.Fprintf(tw, "publish:\t%s\ncall:\t%s\nkv quota:\t%s\ntelemetry:\t%s\n",
 		listOrNone(p.Publish), listOrNone(p.Call), kv, yesNo(p.Telemetry))

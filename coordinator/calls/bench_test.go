@@ -6,8 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
-	"github.com/outpost-edge/outpost/coordinator/store"
+	"github.com/outpost-edge/outpost/internal/store"
 )
 
 // BenchmarkJournalWrite is the cost of one durable journal write (what
@@ -21,7 +20,7 @@ func BenchmarkJournalWrite(b *testing.B) {
 		syncEach bool
 	}{{"group_commit", false}, {"fsync_each", true}} {
 		b.Run(mode.name, func(b *testing.B) {
-			db, err := store.Open(b.TempDir(), config.Defaults().Storage, quietLog)
+			db, err := store.Open(b.TempDir(), store.Defaults(), quietLog)
 			if err != nil {
 				b.Fatal(err)
 			}

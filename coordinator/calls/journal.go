@@ -16,7 +16,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outpost-edge/outpost/coordinator/store"
+	"github.com/outpost-edge/outpost/internal/store"
 )
 
 // Record is a journaled call as it is stored: key "calls/r/<id>" holds its

@@ -18,8 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
-	"github.com/outpost-edge/outpost/coordinator/store"
+	"github.com/outpost-edge/outpost/internal/store"
 )
 
 var quietLog = slog.New(slog.DiscardHandler)
@@ -35,7 +34,7 @@ func openJournal(t testing.TB, db *store.DB, opts JournalOptions, log *slog.Logg
 
 func openDB(t testing.TB, dir string) *store.DB {
 	t.Helper()
-	db, err := store.Open(dir, config.Defaults().Storage, quietLog)
+	db, err := store.Open(dir, store.Defaults(), quietLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +404,7 @@ func TestJournalKill9(t *testing.T) {
 }
 
 func journalChild(dir string) {
-	db, err := store.Open(dir, config.Defaults().Storage, quietLog)
+	db, err := store.Open(dir, store.Defaults(), quietLog)
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(1)

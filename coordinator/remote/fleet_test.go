@@ -12,10 +12,9 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
-	"github.com/outpost-edge/outpost/coordinator/store"
+	"github.com/outpost-edge/outpost/internal/store"
 )
 
 // fleetNode is one simulated node with the daemon's code path: its own
@@ -109,7 +108,7 @@ func TestLinkFleetAfterOutage(t *testing.T) {
 		all = append(all, echoCalls(fmt.Sprintf("node-%04d", i), []string{fmt.Sprintf("fleet-%04d", i)}, effect)...)
 	}
 	cl.enqueue(all...)
-	db, err := store.Open(t.TempDir(), config.Defaults().Storage, quiet)
+	db, err := store.Open(t.TempDir(), store.Defaults(), quiet)
 	if err != nil {
 		t.Fatal(err)
 	}

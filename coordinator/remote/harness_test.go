@@ -21,10 +21,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
-	"github.com/outpost-edge/outpost/coordinator/store"
+	"github.com/outpost-edge/outpost/internal/store"
 )
 
 func TestMain(m *testing.M) {
@@ -241,7 +240,7 @@ func startEdge(t testing.TB, cl *cloud, dir string, mod func(*remote.Config)) *e
 // startEdgeLog is startEdge with the link's logger.
 func startEdgeLog(t testing.TB, cl *cloud, dir string, mod func(*remote.Config), lg *slog.Logger) *edge {
 	t.Helper()
-	db, err := store.Open(dir, config.Defaults().Storage, quiet)
+	db, err := store.Open(dir, store.Defaults(), quiet)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/topic"
 )
 
@@ -27,7 +26,7 @@ type Table struct {
 }
 
 // New compiles the routes of a validated config.
-func New(rs []config.Route) *Table {
+func New(rs []Rule) *Table {
 	t := &Table{routes: make([]Route, len(rs))}
 	for i, r := range rs {
 		t.routes[i] = Route{Filter: r.Topic, Task: r.Task, QoS: r.QoS, Reply: ParseTemplate(r.Reply), filter: topic.Compile(r.Topic)}
@@ -69,7 +68,7 @@ type part struct {
 	wild int // 1-based wildcard index; 0 for a literal; -1 for the whole topic
 }
 
-// ParseTemplate compiles a reply template validated by config.CheckReply.
+// ParseTemplate compiles a reply template validated by CheckReply.
 func ParseTemplate(s string) Template {
 	var t Template
 	for s != "" {

@@ -4,7 +4,6 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/topic"
 )
 
@@ -31,7 +30,7 @@ func TestMatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.filter+"~"+tt.topic, func(t *testing.T) {
-			tab := New([]config.Route{{Topic: tt.filter, Task: "t"}})
+			tab := New([]Rule{{Topic: tt.filter, Task: "t"}})
 			ms := tab.Match(tt.topic)
 			if (len(ms) == 1) != tt.ok {
 				t.Fatalf("matched %d routes, want ok=%v", len(ms), tt.ok)
@@ -53,7 +52,7 @@ func TestReply(t *testing.T) {
 		{"a/+", "", "a/b", ""},
 	}
 	for _, tt := range tests {
-		tab := New([]config.Route{{Topic: tt.filter, Task: "t", Reply: tt.reply}})
+		tab := New([]Rule{{Topic: tt.filter, Task: "t", Reply: tt.reply}})
 		ms := tab.Match(tt.topic)
 		if len(ms) != 1 {
 			t.Fatalf("%s did not match %s", tt.filter, tt.topic)
@@ -65,7 +64,7 @@ func TestReply(t *testing.T) {
 }
 
 func TestSubscriptions(t *testing.T) {
-	tab := New([]config.Route{
+	tab := New([]Rule{
 		{Topic: "a/+", Task: "x", QoS: 0},
 		{Topic: "a/+", Task: "y", QoS: 1},
 		{Topic: "b/#", Task: "x"},
@@ -83,10 +82,10 @@ func FuzzMatch(f *testing.F) {
 	f.Add("#", "$SYS/a", "{topic}")
 	f.Add("a/+/#", "a/b/c/d", "{2}/{1}")
 	f.Fuzz(func(t *testing.T, filter, name, reply string) {
-		if topic.CheckFilter(filter) != nil || config.CheckReply(reply, filter) != nil {
+		if topic.CheckFilter(filter) != nil || CheckReply(reply, filter) != nil {
 			return
 		}
-		tab := New([]config.Route{{Topic: filter, Task: "t", Reply: reply}})
+		tab := New([]Rule{{Topic: filter, Task: "t", Reply: reply}})
 		for _, m := range tab.Match(name) {
 			if len(m.Wild) != topic.Wildcards(filter) {
 				t.Fatalf("%q on %q: %d wildcard values for %d wildcards", filter, name, len(m.Wild), topic.Wildcards(filter))

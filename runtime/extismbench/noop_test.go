@@ -14,9 +14,9 @@ import (
 	extism "github.com/extism/go-sdk"
 	"github.com/tetratelabs/wazero"
 
+	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator"
 	"github.com/outpost-edge/outpost/coordinator/calls"
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 )
@@ -128,7 +128,7 @@ func startDaemon(b *testing.B) *coordinator.Coordinator {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg, err := config.Parse([]byte(`data_dir: `+b.TempDir()+`
+	cfg, err := configs.Parse([]byte(`data_dir: `+b.TempDir()+`
 admin: {listen: "`+mqtttest.FreeAddr(b)+`"}
 mqtt: {broker: {listen: "`+mqtttest.FreeAddr(b)+`"}}
 tasks: [{name: noop, module: "`+module+`", limits: {concurrency: 2}}]

@@ -28,7 +28,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
@@ -49,7 +48,7 @@ type Client struct {
 }
 
 type target struct {
-	cfg  config.GNMITarget
+	cfg  Target
 	conn *grpc.ClientConn
 	gc   gpb.GNMIClient
 	log  *slog.Logger
@@ -62,7 +61,7 @@ type target struct {
 // New builds the client: TLS material and passwords are read here; no
 // connection is made until Run. Two targets with the same name are refused
 // (a target is never subscribed twice).
-func New(cfg config.GNMICollect, sink Sink, log *slog.Logger) (*Client, error) {
+func New(cfg Config, sink Sink, log *slog.Logger) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -100,7 +99,7 @@ func (p passCreds) GetRequestMetadata(context.Context, ...string) (map[string]st
 }
 func (p passCreds) RequireTransportSecurity() bool { return p.secure }
 
-func dialOptions(tc config.GNMITarget) ([]grpc.DialOption, error) {
+func dialOptions(tc Target) ([]grpc.DialOption, error) {
 	opts := []grpc.DialOption{
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
@@ -125,7 +124,7 @@ func dialOptions(tc config.GNMITarget) ([]grpc.DialOption, error) {
 }
 
 // ClientTLS builds a client TLS config from files.
-func ClientTLS(t config.TelemetryTLS) (*tls.Config, error) {
+func ClientTLS(t TLS) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // only when configured
 	if t.CAFile != "" {
 		pem, err := os.ReadFile(t.CAFile)
@@ -184,7 +183,7 @@ func (c *Client) Status() []model.TargetStatus {
 // loop runs one subscription with reconnects: backoff doubles from
 // BackoffMin to BackoffMax with ±50 % jitter, and starts over after a
 // stream that delivered data.
-func (c *Client) loop(ctx context.Context, t *target, s config.GNMISubscription) {
+func (c *Client) loop(ctx context.Context, t *target, s Subscription) {
 	backoff := t.cfg.BackoffMin.Std()
 	for ctx.Err() == nil {
 		got, err := c.session(ctx, t, s)
@@ -229,7 +228,7 @@ func (t *target) setUp(up bool) {
 }
 
 // Request builds the SubscribeRequest of a subscription.
-func Request(s config.GNMISubscription) (*gpb.SubscribeRequest, error) {
+func Request(s Subscription) (*gpb.SubscribeRequest, error) {
 	list := &gpb.SubscriptionList{Encoding: encodings[s.Encoding]}
 	switch s.Mode {
 	case "poll":
@@ -269,7 +268,7 @@ func Request(s config.GNMISubscription) (*gpb.SubscribeRequest, error) {
 var encodings = map[string]gpb.Encoding{"json": gpb.Encoding_JSON, "json_ietf": gpb.Encoding_JSON_IETF, "proto": gpb.Encoding_PROTO}
 
 // staleAfter is how long a stream may stay silent before it counts as dead.
-func staleAfter(s config.GNMISubscription) time.Duration {
+func staleAfter(s Subscription) time.Duration {
 	switch {
 	case s.Mode == "poll" || s.Mode == "once":
 		return max(s.Interval.Std()*3, 10*time.Second)
@@ -282,7 +281,7 @@ func staleAfter(s config.GNMISubscription) time.Duration {
 }
 
 // session runs one stream until it ends; got reports whether data came.
-func (c *Client) session(ctx context.Context, t *target, s config.GNMISubscription) (got bool, err error) {
+func (c *Client) session(ctx context.Context, t *target, s Subscription) (got bool, err error) {
 	req, err := Request(s)
 	if err != nil {
 		return false, err

@@ -16,7 +16,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -106,11 +106,11 @@ func (r *rec) n() int {
 	return len(r.us)
 }
 
-func collect(addr string, subs ...config.GNMISubscription) config.GNMICollect {
-	return config.Telemetry{GNMI: config.GNMICollect{Targets: []config.GNMITarget{{
-		Name: "dev1", Address: addr, BackoffMin: config.Duration(20 * time.Millisecond), BackoffMax: config.Duration(100 * time.Millisecond),
+func collect(addr string, subs ...Subscription) Config {
+	return Config{Targets: []Target{{
+		Name: "dev1", Address: addr, BackoffMin: confval.Duration(20 * time.Millisecond), BackoffMax: confval.Duration(100 * time.Millisecond),
 		Subscriptions: subs,
-	}}}}.WithDefaults().GNMI
+	}}}.WithDefaults()
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -134,16 +134,16 @@ func run(t *testing.T, c *Client) func() {
 func TestSubscriptionModes(t *testing.T) {
 	tests := []struct {
 		name     string
-		sub      config.GNMISubscription
+		sub      Subscription
 		mode     gpb.SubscriptionList_Mode
 		subMode  gpb.SubscriptionMode
 		interval uint64
 	}{
-		{"stream sample", config.GNMISubscription{Mode: "stream", StreamMode: "sample", SampleInterval: config.Duration(time.Second), Paths: []string{"/interfaces"}}, gpb.SubscriptionList_STREAM, gpb.SubscriptionMode_SAMPLE, uint64(time.Second)},
-		{"stream on_change", config.GNMISubscription{Mode: "stream", StreamMode: "on_change", HeartbeatInterval: config.Duration(time.Second), Paths: []string{"/interfaces"}}, gpb.SubscriptionList_STREAM, gpb.SubscriptionMode_ON_CHANGE, 0},
-		{"stream target_defined", config.GNMISubscription{Mode: "stream", StreamMode: "target_defined", Paths: []string{"/interfaces"}, SuppressRedundant: true}, gpb.SubscriptionList_STREAM, gpb.SubscriptionMode_TARGET_DEFINED, 0},
-		{"poll", config.GNMISubscription{Mode: "poll", Interval: config.Duration(50 * time.Millisecond), Paths: []string{"/interfaces"}}, gpb.SubscriptionList_POLL, gpb.SubscriptionMode_SAMPLE, 0},
-		{"once", config.GNMISubscription{Mode: "once", Interval: config.Duration(50 * time.Millisecond), Paths: []string{"/interfaces"}}, gpb.SubscriptionList_ONCE, gpb.SubscriptionMode_SAMPLE, 0},
+		{"stream sample", Subscription{Mode: "stream", StreamMode: "sample", SampleInterval: confval.Duration(time.Second), Paths: []string{"/interfaces"}}, gpb.SubscriptionList_STREAM, gpb.SubscriptionMode_SAMPLE, uint64(time.Second)},
+		{"stream on_change", Subscription{Mode: "stream", StreamMode: "on_change", HeartbeatInterval: confval.Duration(time.Second), Paths: []string{"/interfaces"}}, gpb.SubscriptionList_STREAM, gpb.SubscriptionMode_ON_CHANGE, 0},
+		{"stream target_defined", Subscription{Mode: "stream", StreamMode: "target_defined", Paths: []string{"/interfaces"}, SuppressRedundant: true}, gpb.SubscriptionList_STREAM, gpb.SubscriptionMode_TARGET_DEFINED, 0},
+		{"poll", Subscription{Mode: "poll", Interval: confval.Duration(50 * time.Millisecond), Paths: []string{"/interfaces"}}, gpb.SubscriptionList_POLL, gpb.SubscriptionMode_SAMPLE, 0},
+		{"once", Subscription{Mode: "once", Interval: confval.Duration(50 * time.Millisecond), Paths: []string{"/interfaces"}}, gpb.SubscriptionList_ONCE, gpb.SubscriptionMode_SAMPLE, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -203,7 +203,7 @@ func TestDeadStreamDetected(t *testing.T) {
 	a := startAgent(t, &fpb.Config{Target: "dev1", ClientType: fpb.Config_GRPC_GNMI, DisableEof: true,
 		Generator: &fpb.Config_Fixed{Fixed: &fpb.FixedGenerator{Responses: notifications(1, 1)}}})
 	r := &rec{}
-	c, err := New(collect(a.Address(), config.GNMISubscription{Mode: "stream", StreamMode: "sample", SampleInterval: config.Duration(100 * time.Millisecond), Paths: []string{"/"}}), r.sink, slog.New(slog.DiscardHandler))
+	c, err := New(collect(a.Address(), Subscription{Mode: "stream", StreamMode: "sample", SampleInterval: confval.Duration(100 * time.Millisecond), Paths: []string{"/"}}), r.sink, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestDeadStreamDetected(t *testing.T) {
 }
 
 func TestUnreachableTargetBacksOff(t *testing.T) {
-	c, err := New(collect("127.0.0.1:1", config.GNMISubscription{Paths: []string{"/"}}), nil, slog.New(slog.DiscardHandler))
+	c, err := New(collect("127.0.0.1:1", Subscription{Paths: []string{"/"}}), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestUnreachableTargetBacksOff(t *testing.T) {
 }
 
 func TestDuplicateTargetRefused(t *testing.T) {
-	cfg := collect("127.0.0.1:1", config.GNMISubscription{Paths: []string{"/"}})
+	cfg := collect("127.0.0.1:1", Subscription{Paths: []string{"/"}})
 	cfg.Targets = append(cfg.Targets, cfg.Targets[0])
 	if _, err := New(cfg, nil, slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("same target accepted twice")

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/model"
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
@@ -46,7 +46,7 @@ func at(d time.Duration) int64 { return histT0.Add(d).UnixNano() }
 // counter 100, 200, 300 at t0, t0+1m, t0+2m, sw2's hostname "old" at t0.
 func conformanceServer(t *testing.T) *Server {
 	t.Helper()
-	db, err := tsdb.Open(tsdb.Options{Dir: t.TempDir(), Cfg: config.Telemetry{}.WithDefaults().Store, Log: slog.New(slog.DiscardHandler)})
+	db, err := tsdb.Open(tsdb.Options{Dir: t.TempDir(), Cfg: tsdb.Config{}.WithDefaults(), Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func conformanceServer(t *testing.T) *Server {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(config.GNMIServer{Listen: "127.0.0.1:0", ExpireAfter: config.Duration(time.Hour)}, slog.New(slog.DiscardHandler))
+	s, err := New(Config{Listen: "127.0.0.1:0", ExpireAfter: confval.Duration(time.Hour)}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +393,7 @@ func TestConformanceSubscribe(t *testing.T) {
 
 // A server without the telemetry store refuses the history extension.
 func TestHistoryWithoutStore(t *testing.T) {
-	s := start(t, config.GNMIServer{})
+	s := start(t, Config{})
 	s.Update(sample(time.Now().UnixNano()))
 	l := &gpb.SubscriptionList{Prefix: &gpb.Path{Target: "sw1"}, Mode: gpb.SubscriptionList_ONCE, Subscription: []*gpb.Subscription{{Path: &gpb.Path{}}}}
 	_, err := subscribeLines(t, dial(t, s.Addr()), &gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: l}, Extension: snapshotExt(time.Now().UnixNano())})
@@ -440,7 +440,7 @@ func TestCapabilitiesMatchWhatIsServed(t *testing.T) {
 // SAMPLE and TARGET_DEFINED with sample_interval 0 sample at the lowest
 // interval served, MinSampleInterval, as the specification asks.
 func TestSampleIntervalZero(t *testing.T) {
-	s := start(t, config.GNMIServer{})
+	s := start(t, Config{})
 	s.Update(sample(time.Now().UnixNano()))
 	c := dial(t, s.Addr())
 	for _, mode := range []gpb.SubscriptionMode{gpb.SubscriptionMode_SAMPLE, gpb.SubscriptionMode_TARGET_DEFINED} {

@@ -20,7 +20,7 @@ import (
 // from Get, ONCE and POLL answers and from "*" subscriptions) until it
 // sends again. The check runs every quarter of ExpireAfter (at most once a
 // minute), so a path goes at most that much later. With ExpireAfter 0
-// nothing expires (the daemon always sets it: config's GNMIServerExpiry).
+// nothing expires (the daemon always sets it: Config.Expiry).
 
 // seenPath is when a path was last updated: arrival (at, nanoseconds on
 // the monotonic clock since the server's epoch) and the update's own

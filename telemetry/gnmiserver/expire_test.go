@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -65,7 +65,7 @@ func deletes(r *gpb.SubscribeResponse) []string {
 // removed (subscribers get the delete of "*", Get answers NotFound) until
 // it sends again.
 func TestExpiry(t *testing.T) {
-	s := start(t, config.GNMIServer{ExpireAfter: config.Duration(time.Second)})
+	s := start(t, Config{ExpireAfter: confval.Duration(time.Second)})
 	ts := time.Now().UnixNano()
 	s.Update([]model.Update{
 		{Target: "sw1", Path: pathOctets0, Time: ts, Value: model.Uint(1)},
@@ -145,7 +145,7 @@ func TestExpiry(t *testing.T) {
 // gnmi_cli streaming from Outpost sees the delete of a path that stopped.
 func TestGnmiCLISeesExpiry(t *testing.T) {
 	cli := gnmiCLI(t)
-	s := start(t, config.GNMIServer{ExpireAfter: config.Duration(time.Second)})
+	s := start(t, Config{ExpireAfter: confval.Duration(time.Second)})
 	s.Update([]model.Update{{Target: "sw1", Path: pathOctets0, Time: time.Now().UnixNano(), Value: model.Uint(1234)}})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

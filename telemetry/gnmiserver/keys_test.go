@@ -10,7 +10,6 @@ import (
 	gpath "github.com/openconfig/gnmi/path"
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -48,7 +47,7 @@ func wantCounters(t *testing.T, what string, got map[string]bool) {
 // STREAM, also when the list element is in the prefix, and so does one
 // naming only some elements' keys; a given key still selects.
 func TestPathWithoutKeysMatchesEveryEntry(t *testing.T) {
-	s := start(t, config.GNMIServer{})
+	s := start(t, Config{})
 	ts := time.Now().UnixNano()
 	twoInterfaces(s, ts)
 	c := dial(t, s.Addr())
@@ -143,7 +142,7 @@ func TestPathWithoutKeysMatchesEveryEntry(t *testing.T) {
 // gnmi_cli's queries without keys (ONCE, POLL, and Get) reach every interface.
 func TestGnmiCLIPathWithoutKeys(t *testing.T) {
 	cli := gnmiCLI(t)
-	s := start(t, config.GNMIServer{})
+	s := start(t, Config{})
 	twoInterfaces(s, time.Now().UnixNano())
 	base := []string{"-address", s.Addr(), "-insecure", "-client_types", "gnmi", "-timeout", "10s"}
 	for _, tc := range []struct {

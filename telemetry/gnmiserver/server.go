@@ -36,7 +36,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/model"
@@ -45,7 +44,7 @@ import (
 // Server serves collected telemetry over gNMI.
 type Server struct {
 	gpb.UnimplementedGNMIServer
-	cfg     config.GNMIServer
+	cfg     Config
 	log     *slog.Logger
 	epoch   time.Time // start of the monotonic arrival times in seen
 	cache   *cache.Cache
@@ -67,7 +66,7 @@ type Server struct {
 }
 
 // New builds the server (reading the password and TLS files); Start listens.
-func New(cfg config.GNMIServer, log *slog.Logger) (*Server, error) {
+func New(cfg Config, log *slog.Logger) (*Server, error) {
 	c := cache.New(nil)
 	s := &Server{cfg: cfg, log: log, epoch: time.Now(), cache: c, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{}}
 	c.SetClient(func(l *ctree.Leaf) {

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -65,7 +65,7 @@ func gnmiCLI(t *testing.T) string {
 	return cliPath
 }
 
-func start(t *testing.T, cfg config.GNMIServer) *Server {
+func start(t *testing.T, cfg Config) *Server {
 	t.Helper()
 	cfg.Listen = "127.0.0.1:0"
 	s, err := New(cfg, slog.New(slog.DiscardHandler))
@@ -90,7 +90,7 @@ func sample(ts int64) []model.Update {
 // gnmi_cli subscribes (ONCE) to Outpost's server and prints what was collected.
 func TestGnmiCLIOnce(t *testing.T) {
 	cli := gnmiCLI(t)
-	s := start(t, config.GNMIServer{})
+	s := start(t, Config{})
 	s.Update(sample(time.Now().UnixNano()))
 	out, err := exec.Command(cli, "-address", s.Addr(), "-insecure", "-client_types", "gnmi", "-target", "sw1", "-query", "/", "-query_type", "once", "-display_type", "single", "-timeout", "10s").CombinedOutput()
 	if err != nil {
@@ -118,7 +118,7 @@ func dial(t *testing.T, addr string) gpb.GNMIClient {
 
 // STREAM delivers the cached values, sync, then later updates; POLL answers each poll.
 func TestStreamPollAndGet(t *testing.T) {
-	s := start(t, config.GNMIServer{})
+	s := start(t, Config{})
 	ts := time.Now().UnixNano()
 	s.Update(sample(ts))
 	c := dial(t, s.Addr())
@@ -197,7 +197,7 @@ func TestStreamPollAndGet(t *testing.T) {
 func TestAuth(t *testing.T) {
 	pf := filepath.Join(t.TempDir(), "pass")
 	os.WriteFile(pf, []byte("s3cret\n"), 0o600)
-	s := start(t, config.GNMIServer{Username: "ops", PasswordFile: pf})
+	s := start(t, Config{Username: "ops", PasswordFile: pf})
 	s.Update(sample(time.Now().UnixNano()))
 	c := dial(t, s.Addr())
 	req := &gpb.GetRequest{Prefix: &gpb.Path{Target: "sw1"}}
@@ -217,7 +217,7 @@ func TestAuth(t *testing.T) {
 // gnmi_cli streams from Outpost's server and sees values collected after it subscribed.
 func TestGnmiCLIStream(t *testing.T) {
 	cli := gnmiCLI(t)
-	s := start(t, config.GNMIServer{})
+	s := start(t, Config{})
 	ts := time.Now().UnixNano()
 	s.Update(sample(ts))
 	cmd := exec.Command(cli, "-address", s.Addr(), "-insecure", "-client_types", "gnmi", "-target", "sw1", "-query", "/interfaces", "-query_type", "streaming",
@@ -242,7 +242,7 @@ func TestGnmiCLIStream(t *testing.T) {
 // parsing, list keys learnt, expiry bookkeeping, cache insert) over 1000
 // series of one target.
 func BenchmarkUpdate(b *testing.B) {
-	s, err := New(config.GNMIServer{ExpireAfter: config.Duration(time.Hour)}, slog.New(slog.DiscardHandler))
+	s, err := New(Config{ExpireAfter: confval.Duration(time.Hour)}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func BenchmarkUpdate(b *testing.B) {
 // value fields, BYTES is refused with Unimplemented.
 func TestGnmiCLICapabilitiesAndGetEncodings(t *testing.T) {
 	cli := gnmiCLI(t)
-	s := start(t, config.GNMIServer{})
+	s := start(t, Config{})
 	s.Update(sample(time.Now().UnixNano()))
 	run := func(args ...string) (string, error) {
 		out, err := exec.Command(cli, append([]string{"-address", s.Addr(), "-insecure", "-timeout", "10s"}, args...)...).CombinedOutput()

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
@@ -130,7 +130,7 @@ func keyed(p string) string {
 // window and see the same rate.
 func TestStreamModes(t *testing.T) {
 	cli := gnmiCLI(t)
-	s := start(t, config.GNMIServer{})
+	s := start(t, Config{})
 	stop := make(chan struct{})
 	var feeding sync.WaitGroup
 	s.Update([]model.Update{{Target: "sw1", Path: pathHost, Time: time.Now().UnixNano(), Value: model.String("sw1")}})
@@ -155,10 +155,10 @@ func TestStreamModes(t *testing.T) {
 
 	// Outpost's own gNMI client, prefix without a target (every target).
 	own := &counter{n: map[string]int{}}
-	client, err := tgnmi.New(config.GNMICollect{Targets: []config.GNMITarget{{Name: "sw1", Address: s.Addr(),
-		Timeout: config.Duration(5 * time.Second), BackoffMin: config.Duration(time.Second), BackoffMax: config.Duration(time.Second),
-		Subscriptions: []config.GNMISubscription{{Name: "counters", Mode: "stream", StreamMode: "sample", Encoding: "proto",
-			Paths: []string{"/interfaces/interface[name=*]/state/counters"}, SampleInterval: config.Duration(time.Second)}}}}},
+	client, err := tgnmi.New(tgnmi.Config{Targets: []tgnmi.Target{{Name: "sw1", Address: s.Addr(),
+		Timeout: confval.Duration(5 * time.Second), BackoffMin: confval.Duration(time.Second), BackoffMax: confval.Duration(time.Second),
+		Subscriptions: []tgnmi.Subscription{{Name: "counters", Mode: "stream", StreamMode: "sample", Encoding: "proto",
+			Paths: []string{"/interfaces/interface[name=*]/state/counters"}, SampleInterval: confval.Duration(time.Second)}}}}},
 		func(us []model.Update) {
 			own.mu.Lock()
 			for _, u := range us {
@@ -257,7 +257,7 @@ func TestStreamModes(t *testing.T) {
 
 // Requests the server cannot serve are refused with InvalidArgument.
 func TestStreamRefusesTooShortInterval(t *testing.T) {
-	s := start(t, config.GNMIServer{})
+	s := start(t, Config{})
 	s.Update(sample(time.Now().UnixNano()))
 	c := dial(t, s.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

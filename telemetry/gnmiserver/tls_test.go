@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 )
 
@@ -55,12 +55,12 @@ func TestTLSAndPasswordEndToEnd(t *testing.T) {
 	otherCA, _, _ := writeCA(t, dir, "other")
 	pw := filepath.Join(dir, "pw")
 	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
-	s := start(t, config.GNMIServer{TLS: config.TelemetryTLS{CertFile: crt, KeyFile: key}, Username: "ops", PasswordFile: pw})
+	s := start(t, Config{TLS: TLS{CertFile: crt, KeyFile: key}, Username: "ops", PasswordFile: pw})
 	s.Update(sample(time.Now().UnixNano()))
 
-	get := func(tlsCfg config.TelemetryTLS) error {
-		cfg := config.Telemetry{GNMI: config.GNMICollect{Targets: []config.GNMITarget{{Name: "sw1", Address: s.Addr(), TLS: tlsCfg, Username: "ops", PasswordFile: pw, Timeout: config.Duration(5 * time.Second)}}}}.WithDefaults()
-		c, err := gnmi.New(cfg.GNMI, nil, slog.New(slog.DiscardHandler))
+	get := func(tlsCfg gnmi.TLS) error {
+		cfg := gnmi.Config{Targets: []gnmi.Target{{Name: "sw1", Address: s.Addr(), TLS: tlsCfg, Username: "ops", PasswordFile: pw, Timeout: confval.Duration(5 * time.Second)}}}.WithDefaults()
+		c, err := gnmi.New(cfg, nil, slog.New(slog.DiscardHandler))
 		if err != nil {
 			return err
 		}
@@ -75,16 +75,16 @@ func TestTLSAndPasswordEndToEnd(t *testing.T) {
 		}
 		return err
 	}
-	if err := get(config.TelemetryTLS{Enabled: true, CAFile: ca}); err != nil {
+	if err := get(gnmi.TLS{Enabled: true, CAFile: ca}); err != nil {
 		t.Fatalf("with the right CA: %v", err)
 	}
-	if err := get(config.TelemetryTLS{Enabled: true, CAFile: otherCA}); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if err := get(gnmi.TLS{Enabled: true, CAFile: otherCA}); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("with another CA: %v", err)
 	}
-	if err := get(config.TelemetryTLS{Enabled: true, InsecureSkipVerify: true}); err != nil {
+	if err := get(gnmi.TLS{Enabled: true, InsecureSkipVerify: true}); err != nil {
 		t.Errorf("with skip-verify: %v", err)
 	}
-	if err := get(config.TelemetryTLS{}); err == nil {
+	if err := get(gnmi.TLS{}); err == nil {
 		t.Error("plaintext to a TLS server succeeded")
 	}
 }

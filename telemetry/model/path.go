@@ -380,3 +380,39 @@ func Glob(pattern, name string) bool {
 	}
 	return true
 }
+
+// CheckPath is a light syntax check of a path or path pattern as the config
+// writes it (a leading '/', balanced '[' ']' not nested, '\' escapes), so a
+// config check finds what ParsePath and ParsePattern would refuse later.
+func CheckPath(s string) error {
+	if s == "" {
+		return fmt.Errorf("must not be empty")
+	}
+	if !strings.HasPrefix(s, "/") {
+		return fmt.Errorf("%q must start with /", s)
+	}
+	depth := 0
+	esc := false
+	for _, r := range s {
+		switch {
+		case esc:
+			esc = false
+		case r == '\\':
+			esc = true
+		case r == '[':
+			if depth > 0 {
+				return fmt.Errorf("%q: nested '['", s)
+			}
+			depth++
+		case r == ']':
+			if depth == 0 {
+				return fmt.Errorf("%q: ']' without '['", s)
+			}
+			depth--
+		}
+	}
+	if depth != 0 {
+		return fmt.Errorf("%q: '[' without ']'", s)
+	}
+	return nil
+}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -18,25 +18,25 @@ func TestV3RecoversAfterAgentRestart(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		agent   func(t *testing.T) *peer
-		v3      func(t *testing.T) config.SNMPv3
+		v3      func(t *testing.T) V3
 		sysName string
 	}{
 		{"snmpsim new engine id", func(t *testing.T) *peer {
 			return simPeer(t, map[string]string{"dev001": "1.3.6.1.2.1.1.5.0|4|sim-one\n"})
-		}, func(t *testing.T) config.SNMPv3 {
-			return config.SNMPv3{Username: simUser, SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, simAuthPass),
+		}, func(t *testing.T) V3 {
+			return V3{Username: simUser, SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, simAuthPass),
 				PrivProtocol: "AES", PrivPasswordFile: secret(t, simPrivPass), ContextName: "dev001"}
 		}, "sim-one"},
-		{"snmpd boots incremented", snmpdPeerT, func(t *testing.T) config.SNMPv3 {
-			return config.SNMPv3{Username: "testv3user", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "authpass123"),
+		{"snmpd boots incremented", snmpdPeerT, func(t *testing.T) V3 {
+			return V3{Username: "testv3user", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "authpass123"),
 				PrivProtocol: "AES", PrivPasswordFile: secret(t, "privpass123")}
 		}, "snmp-peer-1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			agent := tc.agent(t)
 			rec := &recorder{}
-			cfg := config.SNMPTarget{Name: "d1", Address: agent.addr, Version: "3", V3: tc.v3(t), Timeout: config.Duration(500 * time.Millisecond), Retries: 1,
-				OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}}
+			cfg := Target{Name: "d1", Address: agent.addr, Version: "3", V3: tc.v3(t), Timeout: confval.Duration(500 * time.Millisecond), Retries: 1,
+				OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}}
 			p, err := NewPoller(snmpCollect(cfg), rec.sink, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 // notInTimeWindowsOID is usmStatsNotInTimeWindows.0 BER-encoded, as it
@@ -91,8 +89,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestV3TimeWindow(t *testing.T) {
 	need(t, "snmpinform")
 	const eid = "80001f8805aabbccdd0022"
-	tcfg := config.SNMPTraps{Target: "traps", EngineID: "0x" + eid,
-		Users: []config.SNMPv3{{Username: "informuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "informauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "informpriv123")}},
+	tcfg := Traps{Target: "traps", EngineID: "0x" + eid,
+		Users: []V3{{Username: "informuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "informauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "informpriv123")}},
 	}
 	boots := filepath.Join(t.TempDir(), "telemetry", "snmp_engine_boots")
 	rec := &recorder{}

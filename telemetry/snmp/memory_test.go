@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/telemetry/model"
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
@@ -50,7 +49,7 @@ func procStatus(name string) float64 {
 // alone (-bench MemoryPerSeries) for an RSS of its own.
 func BenchmarkMemoryPerSeries(b *testing.B) {
 	addr := startSnmpsimN(b, siteDevices, siteInterfaces)
-	db, err := tsdb.Open(tsdb.Options{Dir: b.TempDir(), Cfg: config.Telemetry{}.WithDefaults().Store})
+	db, err := tsdb.Open(tsdb.Options{Dir: b.TempDir(), Cfg: tsdb.Config{}.WithDefaults()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -23,7 +23,6 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
@@ -46,7 +45,7 @@ type Poller struct {
 }
 
 type target struct {
-	cfg  config.SNMPTarget
+	cfg  Target
 	snmp *gosnmp.GoSNMP
 	log  *slog.Logger
 
@@ -68,14 +67,14 @@ type counterState struct {
 
 // NewPoller builds one gosnmp client per target (reading v3 password
 // files); it starts nothing. cfg must have defaults applied.
-func NewPoller(cfg config.SNMPCollect, sink Sink, log *slog.Logger) (*Poller, error) {
+func NewPoller(cfg Config, sink Sink, log *slog.Logger) (*Poller, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Poller{log: log, sink: sink, sem: make(chan struct{}, max(1, cfg.MaxConcurrent)), now: time.Now}
 	for _, tc := range cfg.Targets {
-		tc.OIDs = append([]config.SNMPOID(nil), tc.OIDs...)
-		tc.Tables = append([]config.SNMPTable(nil), tc.Tables...)
+		tc.OIDs = append([]OID(nil), tc.OIDs...)
+		tc.Tables = append([]Table(nil), tc.Tables...)
 		for i := range tc.OIDs {
 			if tc.OIDs[i].Name != "" {
 				c, err := model.Canonical(tc.OIDs[i].Name)
@@ -114,7 +113,7 @@ func readSecret(file string) (string, error) {
 }
 
 // newClient returns a GoSNMP value of its own (never gosnmp.Default).
-func newClient(tc config.SNMPTarget) (*gosnmp.GoSNMP, error) {
+func newClient(tc Target) (*gosnmp.GoSNMP, error) {
 	host, port := tc.Address, "161"
 	if h, p, err := net.SplitHostPort(tc.Address); err == nil {
 		host, port = h, p
@@ -163,7 +162,7 @@ var privProtos = map[string]gosnmp.SnmpV3PrivProtocol{
 }
 
 // usm builds fresh USM parameters (never shared between targets, so engine ids never mix).
-func usm(v config.SNMPv3) (*gosnmp.UsmSecurityParameters, gosnmp.SnmpV3MsgFlags, error) {
+func usm(v V3) (*gosnmp.UsmSecurityParameters, gosnmp.SnmpV3MsgFlags, error) {
 	sp := &gosnmp.UsmSecurityParameters{UserName: v.Username, AuthenticationProtocol: gosnmp.NoAuth, PrivacyProtocol: gosnmp.NoPriv}
 	flags := gosnmp.NoAuthNoPriv
 	lvl := v.SecurityLevel
@@ -423,7 +422,7 @@ func (t *target) collect(ctx context.Context, ts int64) (h harvest, _ error) {
 	}
 
 	// Scalars.
-	var scalars []config.SNMPOID
+	var scalars []OID
 	for _, o := range t.cfg.OIDs {
 		if !o.Walk {
 			scalars = append(scalars, o)
@@ -547,7 +546,7 @@ func normOID(s string) string {
 	return s
 }
 
-func pathFor(o config.SNMPOID) string {
+func pathFor(o OID) string {
 	if o.Name != "" {
 		return o.Name
 	}
@@ -570,7 +569,7 @@ type rowValue struct {
 // walkTable walks a table entry and turns its cells into path-keyed values:
 // <name>[<index_key>=<index>]/<column>, the index being the OID suffix
 // after the column number, or the value of the index_from column.
-func walkTable(g *gosnmp.GoSNMP, tb config.SNMPTable) ([]rowValue, error) {
+func walkTable(g *gosnmp.GoSNMP, tb Table) ([]rowValue, error) {
 	root := normOID(tb.OID)
 	type cell struct {
 		col int
@@ -636,7 +635,7 @@ func splitCell(root, name string) (cellID, bool) {
 }
 
 // tableRows applies the table's column names and index mapping.
-func tableRows(tb config.SNMPTable, each func(func(col int, idx string, pdu gosnmp.SnmpPDU))) []rowValue {
+func tableRows(tb Table, each func(func(col int, idx string, pdu gosnmp.SnmpPDU))) []rowValue {
 	name := tb.Name
 	if name == "" {
 		name = OIDPath(tb.OID)
@@ -645,7 +644,7 @@ func tableRows(tb config.SNMPTable, each func(func(col int, idx string, pdu gosn
 	if key == "" {
 		key = "index"
 	}
-	cols := map[int]config.SNMPColumn{}
+	cols := map[int]Column{}
 	for _, c := range tb.Columns {
 		cols[c.Column] = c
 	}

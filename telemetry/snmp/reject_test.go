@@ -12,8 +12,6 @@ import (
 	"testing"
 
 	"github.com/gosnmp/gosnmp"
-
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 // syncBuffer is a log sink safe for the receiver's goroutine and the test.
@@ -41,8 +39,8 @@ func TestTrapRejectReasons(t *testing.T) {
 	need(t, "snmptrap")
 	logs := &syncBuffer{}
 	rec := &recorder{}
-	tcfg := config.SNMPTraps{Communities: []string{"trapcomm"}, Target: "traps",
-		Users: []config.SNMPv3{{Username: "trapuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "trapauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "trappriv123")}},
+	tcfg := Traps{Communities: []string{"trapcomm"}, Target: "traps",
+		Users: []V3{{Username: "trapuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "trapauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "trappriv123")}},
 	}
 	r, err := NewTrapReceiver(tcfg, "", rec.sink, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 // Each target reports how long its last round took; a target whose rounds
@@ -17,10 +17,10 @@ import (
 func TestRoundDurationAndOverruns(t *testing.T) {
 	addr := startSnmpd(t)
 	logs := &syncBuffer{}
-	iv := config.Duration(time.Second)
+	iv := confval.Duration(time.Second)
 	cfg := snmpCollect(
-		config.SNMPTarget{Name: "prompt", Address: addr, Community: "testcomm", Interval: iv, OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0"}}},
-		config.SNMPTarget{Name: "silent", Address: addr, Community: "wrong", Interval: iv, Timeout: config.Duration(2 * time.Second), OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0"}}},
+		Target{Name: "prompt", Address: addr, Community: "testcomm", Interval: iv, OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0"}}},
+		Target{Name: "silent", Address: addr, Community: "wrong", Interval: iv, Timeout: confval.Duration(2 * time.Second), OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0"}}},
 	)
 	p, err := NewPoller(cfg, nil, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {

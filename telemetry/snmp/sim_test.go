@@ -16,7 +16,7 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -108,14 +108,14 @@ func simPeer(t testing.TB, devs map[string]string) *peer {
 	return p
 }
 
-func simTargets(addr string, n int) []config.SNMPTarget {
-	var ts []config.SNMPTarget
+func simTargets(addr string, n int) []Target {
+	var ts []Target
 	for i := 1; i <= n; i++ {
-		ts = append(ts, config.SNMPTarget{Name: fmt.Sprintf("sim%03d", i), Address: addr, Community: fmt.Sprintf("dev%03d", i),
-			Timeout: config.Duration(3 * time.Second), MaxRepetitions: 25, Interval: config.Duration(time.Hour),
-			OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}},
-			Tables: []config.SNMPTable{{OID: "1.3.6.1.2.1.2.2.1", Name: "/interfaces/interface", IndexKey: "name", IndexFrom: 2,
-				Columns: []config.SNMPColumn{{Column: 10, Name: "in-octets", Rate: true}, {Column: 16, Name: "out-octets"}, {Column: 8, Name: "oper-status"}, {Column: 4, Name: "mtu"}}}}})
+		ts = append(ts, Target{Name: fmt.Sprintf("sim%03d", i), Address: addr, Community: fmt.Sprintf("dev%03d", i),
+			Timeout: confval.Duration(3 * time.Second), MaxRepetitions: 25, Interval: confval.Duration(time.Hour),
+			OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}},
+			Tables: []Table{{OID: "1.3.6.1.2.1.2.2.1", Name: "/interfaces/interface", IndexKey: "name", IndexFrom: 2,
+				Columns: []Column{{Column: 10, Name: "in-octets", Rate: true}, {Column: 16, Name: "out-octets"}, {Column: 8, Name: "oper-status"}, {Column: 4, Name: "mtu"}}}}})
 	}
 	return ts
 }
@@ -127,12 +127,12 @@ func TestManySimulatedDevices(t *testing.T) {
 	addr := startSnmpsim(t, n)
 	rec := &recorder{}
 	// One device that never answers (wrong community) holds one slot only.
-	slow := config.SNMPTarget{Name: "silent", Address: addr, Community: "nobody-home", Timeout: config.Duration(2 * time.Second), Retries: 2,
-		OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0"}}}
-	cfg := snmpCollect(append([]config.SNMPTarget{slow}, simTargets(addr, n)...)...)
+	slow := Target{Name: "silent", Address: addr, Community: "nobody-home", Timeout: confval.Duration(2 * time.Second), Retries: 2,
+		OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0"}}}
+	cfg := snmpCollect(append([]Target{slow}, simTargets(addr, n)...)...)
 	cfg.MaxConcurrent = 8
 	for i := range cfg.Targets {
-		cfg.Targets[i].Interval = config.Duration(10 * time.Second)
+		cfg.Targets[i].Interval = confval.Duration(10 * time.Second)
 		cfg.Targets[i].PollTimeout = cfg.Targets[i].Interval
 	}
 	p, err := NewPoller(cfg, rec.sink, slog.New(slog.DiscardHandler))
@@ -196,10 +196,10 @@ const (
 )
 
 // siteTargets are the site-scale targets (see siteDevices).
-func siteTargets(addr string) []config.SNMPTarget {
+func siteTargets(addr string) []Target {
 	ts := simTargets(addr, siteDevices)
 	for i := range ts {
-		ts[i].Tables[0].Columns = []config.SNMPColumn{
+		ts[i].Tables[0].Columns = []Column{
 			{Column: 3, Name: "type"}, {Column: 4, Name: "mtu"}, {Column: 5, Name: "speed"}, {Column: 7, Name: "admin-status"},
 			{Column: 8, Name: "oper-status"}, {Column: 10, Name: "in-octets", Rate: true}, {Column: 14, Name: "in-errors"},
 			{Column: 16, Name: "out-octets", Rate: true}}
@@ -342,8 +342,8 @@ func BenchmarkRawBulkWalkSnmpd(b *testing.B) {
 func BenchmarkPollerWalkSnmpd(b *testing.B) {
 	addr := startSnmpd(b)
 	var values atomic.Int64
-	p, err := NewPoller(snmpCollect(config.SNMPTarget{Name: "d", Address: addr, Community: "testcomm", MaxRepetitions: 25,
-		OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1", Walk: true}}}), func(us []model.Update) { values.Add(int64(len(us))) }, slog.New(slog.DiscardHandler))
+	p, err := NewPoller(snmpCollect(Target{Name: "d", Address: addr, Community: "testcomm", MaxRepetitions: 25,
+		OIDs: []OID{{OID: "1.3.6.1.2.1", Walk: true}}}), func(us []model.Update) { values.Add(int64(len(us))) }, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -388,22 +388,22 @@ func TestDevicesBehindOneAddress(t *testing.T) {
 	}
 	sim := simPeer(t, devs)
 	snmpd := startSnmpd(t)
-	simV3 := config.SNMPv3{Username: simUser, SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, simAuthPass),
+	simV3 := V3{Username: simUser, SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, simAuthPass),
 		PrivProtocol: "AES", PrivPasswordFile: secret(t, simPrivPass)}
-	name := []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}
+	name := []OID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}
 	want := map[string]string{}
-	var targets []config.SNMPTarget
+	var targets []Target
 	for i := 1; i <= n; i++ {
 		dev := fmt.Sprintf("dev%03d", i)
-		targets = append(targets, config.SNMPTarget{Name: "v2c-" + dev, Address: sim.addr, Community: dev, OIDs: name})
+		targets = append(targets, Target{Name: "v2c-" + dev, Address: sim.addr, Community: dev, OIDs: name})
 		v3 := simV3
 		v3.ContextName = dev
-		targets = append(targets, config.SNMPTarget{Name: "v3-" + dev, Address: sim.addr, Version: "3", V3: v3, OIDs: name})
+		targets = append(targets, Target{Name: "v3-" + dev, Address: sim.addr, Version: "3", V3: v3, OIDs: name})
 		want["v2c-"+dev], want["v3-"+dev] = fmt.Sprintf("sim-%03d", i), fmt.Sprintf("sim-%03d", i)
 	}
 	targets = append(targets,
-		config.SNMPTarget{Name: "snmpd-v2c", Address: snmpd, Community: "testcomm", OIDs: name},
-		config.SNMPTarget{Name: "snmpd-v3", Address: snmpd, Version: "3", OIDs: name, V3: config.SNMPv3{Username: "testv3user", SecurityLevel: "authPriv",
+		Target{Name: "snmpd-v2c", Address: snmpd, Community: "testcomm", OIDs: name},
+		Target{Name: "snmpd-v3", Address: snmpd, Version: "3", OIDs: name, V3: V3{Username: "testv3user", SecurityLevel: "authPriv",
 			AuthProtocol: "SHA", AuthPasswordFile: secret(t, "authpass123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "privpass123")}})
 	want["snmpd-v2c"], want["snmpd-v3"] = "snmp-peer-1", "snmp-peer-1"
 	rec := &recorder{}

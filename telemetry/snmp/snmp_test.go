@@ -19,7 +19,7 @@ import (
 	"github.com/gosnmp/gosnmp"
 	"go.uber.org/goleak"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -48,8 +48,8 @@ func secret(t testing.TB, s string) string {
 	return f
 }
 
-func snmpCollect(targets ...config.SNMPTarget) config.SNMPCollect {
-	return config.Telemetry{SNMP: config.SNMPCollect{Targets: targets}}.WithDefaults().SNMP
+func snmpCollect(targets ...Target) Config {
+	return Config{Targets: targets}.WithDefaults()
 }
 
 // hexOf renders a value as snmpbulkwalk -Ox does.
@@ -78,18 +78,18 @@ func splitHex(h string) []string {
 func TestPollerMatchesSnmpbulkwalk(t *testing.T) {
 	addr := startSnmpd(t)
 	roots := []string{"1.3.6.1.2.1.1", "1.3.6.1.2.1.2", "1.3.6.1.2.1.4.20"}
-	var oids []config.SNMPOID
+	var oids []OID
 	for _, r := range roots {
-		oids = append(oids, config.SNMPOID{OID: r, Walk: true})
+		oids = append(oids, OID{OID: r, Walk: true})
 	}
-	v3 := config.SNMPv3{Username: "testv3user", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "authpass123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "privpass123")}
+	v3 := V3{Username: "testv3user", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "authpass123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "privpass123")}
 	for _, tc := range []struct {
 		name string
-		cfg  config.SNMPTarget
+		cfg  Target
 		cli  []string
 	}{
-		{"v2c", config.SNMPTarget{Name: "d1", Address: addr, Version: "2c", Community: "testcomm", OIDs: oids}, []string{"-v2c", "-c", "testcomm"}},
-		{"v3authPriv", config.SNMPTarget{Name: "d1", Address: addr, Version: "3", V3: v3, OIDs: oids}, []string{"-v3", "-l", "authPriv", "-u", "testv3user", "-a", "SHA", "-A", "authpass123", "-x", "AES", "-X", "privpass123"}},
+		{"v2c", Target{Name: "d1", Address: addr, Version: "2c", Community: "testcomm", OIDs: oids}, []string{"-v2c", "-c", "testcomm"}},
+		{"v3authPriv", Target{Name: "d1", Address: addr, Version: "3", V3: v3, OIDs: oids}, []string{"-v3", "-l", "authPriv", "-u", "testv3user", "-a", "SHA", "-A", "authpass123", "-x", "AES", "-X", "privpass123"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &recorder{}
@@ -149,10 +149,10 @@ func TestPollerMatchesSnmpbulkwalk(t *testing.T) {
 // Tables become path-keyed values; counters get rates across polls.
 func TestTableRowsAndRates(t *testing.T) {
 	addr := startSnmpd(t)
-	cfg := config.SNMPTarget{Name: "sw1", Address: addr, Community: "testcomm", Tables: []config.SNMPTable{{
+	cfg := Target{Name: "sw1", Address: addr, Community: "testcomm", Tables: []Table{{
 		OID: "1.3.6.1.2.1.2.2.1", Name: "/interfaces/interface", IndexKey: "name", IndexFrom: 2,
-		Columns: []config.SNMPColumn{{Column: 4, Name: "mtu"}, {Column: 10, Name: "in-octets", Rate: true}},
-	}}, OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}, {OID: "1.3.6.1.2.1.1.3.0", Name: "/system/uptime"}}}
+		Columns: []Column{{Column: 4, Name: "mtu"}, {Column: 10, Name: "in-octets", Rate: true}},
+	}}, OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}, {OID: "1.3.6.1.2.1.1.3.0", Name: "/system/uptime"}}}
 	rec := &recorder{}
 	p, err := NewPoller(snmpCollect(cfg), rec.sink, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -199,8 +199,8 @@ func keys(m map[string]model.Value) []string {
 // poll ends within its deadline.
 func TestWrongCommunity(t *testing.T) {
 	addr := startSnmpd(t)
-	cfg := config.SNMPTarget{Name: "d1", Address: addr, Community: "wrong", Timeout: config.Duration(200 * time.Millisecond), Retries: 1,
-		OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0"}}}
+	cfg := Target{Name: "d1", Address: addr, Community: "wrong", Timeout: confval.Duration(200 * time.Millisecond), Retries: 1,
+		OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0"}}}
 	p, err := NewPoller(snmpCollect(cfg), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -237,9 +237,9 @@ func TestCounterDelta(t *testing.T) {
 func TestTrapsFromSnmptrap(t *testing.T) {
 	need(t, "snmptrap")
 	rec := &recorder{}
-	tcfg := config.SNMPTraps{Communities: []string{"trapcomm"}, Target: "traps",
-		Names: []config.SNMPOID{{OID: "1.3.6.1.6.3.1.1.5.3", Name: "/events/link-down"}},
-		Users: []config.SNMPv3{{Username: "trapuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "trapauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "trappriv123")}},
+	tcfg := Traps{Communities: []string{"trapcomm"}, Target: "traps",
+		Names: []TrapName{{OID: "1.3.6.1.6.3.1.1.5.3", Name: "/events/link-down"}},
+		Users: []V3{{Username: "trapuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "trapauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "trappriv123")}},
 	}
 	r, err := NewTrapReceiver(tcfg, "", rec.sink, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -322,8 +322,8 @@ func FuzzConvert(f *testing.F) {
 // The whole poll has a deadline even when timeout × retries is longer.
 func TestPollDeadline(t *testing.T) {
 	addr := startSnmpd(t)
-	cfg := config.SNMPTarget{Name: "d1", Address: addr, Community: "wrong", Timeout: config.Duration(time.Second), Retries: 5,
-		PollTimeout: config.Duration(300 * time.Millisecond), OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0"}}}
+	cfg := Target{Name: "d1", Address: addr, Community: "wrong", Timeout: confval.Duration(time.Second), Retries: 5,
+		PollTimeout: confval.Duration(300 * time.Millisecond), OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0"}}}
 	p, err := NewPoller(snmpCollect(cfg), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -344,8 +344,8 @@ func TestPollDeadline(t *testing.T) {
 func TestV3InformFromSnmpinform(t *testing.T) {
 	need(t, "snmpinform")
 	rec := &recorder{}
-	tcfg := config.SNMPTraps{Target: "traps", EngineID: "0x80001f8805aabbccdd0011",
-		Users: []config.SNMPv3{{Username: "informuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "informauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "informpriv123")}},
+	tcfg := Traps{Target: "traps", EngineID: "0x80001f8805aabbccdd0011",
+		Users: []V3{{Username: "informuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "informauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "informpriv123")}},
 	}
 	r, err := NewTrapReceiver(tcfg, "", rec.sink, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -391,8 +391,8 @@ func TestBinaryOctetStringsPolledAndTrapped(t *testing.T) {
 	raw := []byte{0xde, 0xad, 0xbe, 0xef, 0x00}
 	sim := simPeer(t, map[string]string{"dev001": "1.3.6.1.4.1.99999.2.1.0|4x|deadbeef00\n"})
 	prec := &recorder{}
-	p, err := NewPoller(snmpCollect(config.SNMPTarget{Name: "d1", Address: sim.addr, Community: "dev001",
-		OIDs: []config.SNMPOID{{OID: "1.3.6.1.4.1.99999.2.1.0"}}}), prec.sink, slog.New(slog.DiscardHandler))
+	p, err := NewPoller(snmpCollect(Target{Name: "d1", Address: sim.addr, Community: "dev001",
+		OIDs: []OID{{OID: "1.3.6.1.4.1.99999.2.1.0"}}}), prec.sink, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +405,7 @@ func TestBinaryOctetStringsPolledAndTrapped(t *testing.T) {
 	}
 
 	trec := &recorder{}
-	r, err := NewTrapReceiver(config.SNMPTraps{Communities: []string{"trapcomm"}, Target: "traps"}, "", trec.sink, slog.New(slog.DiscardHandler))
+	r, err := NewTrapReceiver(Traps{Communities: []string{"trapcomm"}, Target: "traps"}, "", trec.sink, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -33,7 +32,7 @@ const snmpTrapOID = ".1.3.6.1.6.3.1.1.4.1.0"
 // with engine boots and time 0, so the receiver runs its own UDP loop (one
 // goroutine) around gosnmp's UnmarshalTrap and MarshalMsg: see engine.go.
 type TrapReceiver struct {
-	cfg       config.SNMPTraps
+	cfg       Traps
 	bootsFile string
 	sink      Sink
 	log       *slog.Logger
@@ -132,7 +131,7 @@ func v3RejectReason(err error) string {
 // NewTrapReceiver builds the receiver (reading v3 password files); Listen
 // starts it. bootsFile keeps the local engine's boot counter across starts
 // (Listen increments it); "" keeps it in memory (starting at 1).
-func NewTrapReceiver(cfg config.SNMPTraps, bootsFile string, sink Sink, log *slog.Logger) (*TrapReceiver, error) {
+func NewTrapReceiver(cfg Traps, bootsFile string, sink Sink, log *slog.Logger) (*TrapReceiver, error) {
 	r := &TrapReceiver{cfg: cfg, bootsFile: bootsFile, sink: sink, log: log, names: map[string]string{}, comm: map[string]bool{},
 		users: map[string]gosnmp.SnmpV3MsgFlags{}, remote: map[string]remoteEngine{},
 		rejected: map[string]*atomic.Uint64{}, warned: map[string]*rejectLog{}}
@@ -166,10 +165,10 @@ func NewTrapReceiver(cfg config.SNMPTraps, bootsFile string, sink Sink, log *slo
 		if err != nil || h == "" {
 			h = "outpost"
 		}
-		eid = config.SNMPEngineID(h)
+		eid = EngineIDFor(h)
 	}
 	var err error
-	if r.eid, err = config.ParseEngineID(eid); err != nil {
+	if r.eid, err = ParseEngineID(eid); err != nil {
 		return nil, fmt.Errorf("trap receiver: %w", err)
 	}
 	if len(cfg.Users) > 0 {

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -40,10 +39,10 @@ func shrinkRec(rows int, scalar bool) string {
 func TestVanishedObjectsDeleted(t *testing.T) {
 	sim := simPeer(t, map[string]string{"dev001": shrinkRec(4, true)})
 	rec := &recorder{}
-	cfg := config.SNMPTarget{Name: "d1", Address: sim.addr, Community: "dev001",
-		OIDs: []config.SNMPOID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}, {OID: "1.3.6.1.4.1.99999.3.0", Name: "/system/extra"}},
-		Tables: []config.SNMPTable{{OID: "1.3.6.1.2.1.2.2.1", Name: "/interfaces/interface", IndexKey: "name", IndexFrom: 2,
-			Columns: []config.SNMPColumn{{Column: 10, Name: "in-octets", Rate: true}}}}}
+	cfg := Target{Name: "d1", Address: sim.addr, Community: "dev001",
+		OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}, {OID: "1.3.6.1.4.1.99999.3.0", Name: "/system/extra"}},
+		Tables: []Table{{OID: "1.3.6.1.2.1.2.2.1", Name: "/interfaces/interface", IndexKey: "name", IndexFrom: 2,
+			Columns: []Column{{Column: 10, Name: "in-octets", Rate: true}}}}}
 	p, err := NewPoller(snmpCollect(cfg), rec.sink, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -26,8 +26,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
-	"github.com/outpost-edge/outpost/coordinator/store"
+	"github.com/outpost-edge/outpost/internal/store"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -37,7 +36,7 @@ var ErrClosed = errors.New("telemetry store closed")
 // Options configure a DB.
 type Options struct {
 	Dir string
-	Cfg config.TelemetryStore // defaults applied by the caller
+	Cfg Config // defaults applied by the caller
 	Log *slog.Logger
 	Reg prometheus.Registerer // may be nil
 	// MaxPending is the number of buffered points past which Append writes
@@ -63,7 +62,7 @@ type series struct {
 type DB struct {
 	db   *badger.DB
 	log  *slog.Logger
-	cfg  config.TelemetryStore
+	cfg  Config
 	ttl  time.Duration
 	maxP int
 
@@ -99,7 +98,7 @@ func Open(o Options) (*DB, error) {
 	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create telemetry store dir: %w", err)
 	}
-	st := config.Storage{
+	st := store.Config{
 		MemtableSize:     o.Cfg.MemtableSize,
 		NumMemtables:     2,
 		BlockCacheSize:   o.Cfg.BlockCacheSize,

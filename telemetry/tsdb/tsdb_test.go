@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -17,7 +17,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func open(t testing.TB, dir string) *DB {
 	t.Helper()
-	cfg := config.Telemetry{}.WithDefaults().Store
+	cfg := Config{}.WithDefaults()
 	d, err := Open(Options{Dir: dir, Cfg: cfg})
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +286,7 @@ func (d *DB) seriesCount() int {
 // starts over.
 func TestRetentionExpiresLatestAndPrunesIndex(t *testing.T) {
 	dir := t.TempDir()
-	cfg := config.Telemetry{Store: config.TelemetryStore{Retention: config.Duration(time.Second), FlushInterval: config.Duration(50 * time.Millisecond)}}.WithDefaults().Store
+	cfg := Config{Retention: confval.Duration(time.Second), FlushInterval: confval.Duration(50 * time.Millisecond)}.WithDefaults()
 	openShort := func() *DB {
 		d, err := Open(Options{Dir: dir, Cfg: cfg})
 		if err != nil {

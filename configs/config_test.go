@@ -1,4 +1,4 @@
-package config
+package configs
 
 import (
 	"errors"
@@ -7,19 +7,21 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/coordinator/tasks"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 // The documented example must show every default as it is.
 func TestExampleMatchesDefaults(t *testing.T) {
-	c, err := Parse(configs.Default, "configs/outpost.yaml")
+	c, err := Parse(Default, "configs/outpost.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Defaults()
 	want.Source = c.Source
-	want.resolve("")
+	want.resolve(".")
 	got := *c
 	if len(got.Tasks) != 1 || got.Tasks[0].Name != "echo" || len(got.Routes) != 1 {
 		t.Fatalf("example should declare the demo echo task and route, got %+v %+v", got.Tasks, got.Routes)
@@ -30,8 +32,8 @@ func TestExampleMatchesDefaults(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("configs/outpost.yaml differs from Defaults():\n got %+v\nwant %+v", got, want)
 	}
-	if got := c.Tasks[0]; !reflect.DeepEqual(got.Limits, TaskDefaults.Limits) || got.ABI != TaskDefaults.ABI {
-		t.Errorf("example task limits %+v differ from TaskDefaults %+v", got, TaskDefaults)
+	if got := c.Tasks[0]; !reflect.DeepEqual(got.Limits, tasks.Defaults.Limits) || got.ABI != tasks.Defaults.ABI {
+		t.Errorf("example task limits %+v differ from tasks.Defaults %+v", got, tasks.Defaults)
 	}
 }
 
@@ -124,6 +126,18 @@ scheduler:
 			name: "syntax error",
 			yaml: "admin:\n  listen: [\n",
 			want: []string{"x.yaml:2: did not find expected node content"},
+		},
+		{
+			// yaml.v3 puts a syntax error at the start of the enclosing
+			// block (line 1 here); the problem is on line 4.
+			name: "indentation error inside a list",
+			yaml: "tasks:\n  - name: a\n    module: builtin:echo\n   abi: auto\n",
+			want: []string{"x.yaml:4: did not find expected '-' indicator"},
+		},
+		{
+			name: "indentation error inside a mapping",
+			yaml: "log:\n  level: info\nadmin:\n   listen: 127.0.0.1:7700\n  foo: 1\n",
+			want: []string{"x.yaml:5: did not find expected key"},
 		},
 		{
 			name: "not a mapping",
@@ -235,21 +249,154 @@ func TestRelativeModulePaths(t *testing.T) {
 	if got := c.Tasks[0].Module; got != filepath.Join(dir, "m.wasm") {
 		t.Errorf("module path %q not resolved against the config's directory", got)
 	}
-	if c.Tasks[0].Limits != TaskDefaults.Limits {
+	if c.Tasks[0].Limits != tasks.Defaults.Limits {
 		t.Errorf("task defaults not applied: %+v", c.Tasks[0].Limits)
 	}
 }
 
-func TestByteSize(t *testing.T) {
-	for in, want := range map[string]ByteSize{"512": 512, "64KiB": 64 << 10, "16MiB": 16 << 20, "1GB": 1e9, "2 GiB": 2 << 30} {
-		got, err := ParseByteSize(in)
-		if err != nil || got != want {
-			t.Errorf("ParseByteSize(%q) = %v, %v; want %v", in, got, err, want)
+// The effective config printed by YAML parses back to the same config, and
+// shows the defaults a file left out.
+func TestEffectiveYAML(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := `log: {level: debug}
+cloud: {url: "http://127.0.0.1:8480", queues: [{name: bulk}]}
+telemetry:
+  snmp:
+    targets: [{name: sw1, address: 10.0.0.1, community: public, oids: [{oid: 1.3.6.1.2.1.1.3.0}]}]
+    traps: {listen: "127.0.0.1:9162", communities: [public]}
+  gnmi_server: {listen: "127.0.0.1:9339", username: ops, password_file: pw}
+`
+	c, err := Parse([]byte(src), filepath.Join(dir, "outpost.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"level: debug", "listen: 127.0.0.1:7700", "memtable_size: 4MiB", "poll_wait: 25s",
+		"weight: 1", "max_repetitions: 10", "name: echo", "password_file: " + pw, "engine_id: 80001f8805"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("effective config lacks %q:\n%s", want, out)
 		}
 	}
-	for _, in := range []string{"", "MiB", "-1", "1.5MiB", "99999999999999999999GiB"} {
-		if _, err := ParseByteSize(in); err == nil {
-			t.Errorf("ParseByteSize(%q) accepted", in)
+	back, err := Parse(out, filepath.Join(t.TempDir(), "shown.yaml"))
+	if err != nil {
+		t.Fatalf("effective config does not parse: %v\n%s", err, out)
+	}
+	back.Source, c.Source = "", ""
+	nilEmpty(reflect.ValueOf(back).Elem())
+	nilEmpty(reflect.ValueOf(c).Elem())
+	if !reflect.DeepEqual(back, c) {
+		t.Errorf("effective config parses to a different config:\n got %+v\nwant %+v", back, c)
+	}
+}
+
+func TestManifest(t *testing.T) {
+	t.Run("defaults", func(t *testing.T) {
+		m, err := ParseManifest([]byte("limits: {timeout: 2s}\npermissions: {kv_quota: 1KiB}\n"), "m.yaml")
+		if err != nil {
+			t.Fatal(err)
 		}
+		want := tasks.Defaults.Limits
+		want.Timeout = confval.Duration(2 * time.Second)
+		if m.ABI != "auto" || m.Limits != want || m.Permissions.KVQuota != 1<<10 {
+			t.Errorf("manifest %+v", m)
+		}
+	})
+	t.Run("json", func(t *testing.T) {
+		m, err := ParseManifest([]byte(`{"abi": "command", "fresh_instance": true}`), "m.json")
+		if err != nil || m.ABI != "command" || !m.FreshInstance {
+			t.Errorf("manifest %+v, %v", m, err)
+		}
+	})
+	t.Run("empty", func(t *testing.T) {
+		if m, err := ParseManifest(nil, "m.yaml"); err != nil || m.Limits != tasks.Defaults.Limits {
+			t.Errorf("manifest %+v, %v", m, err)
+		}
+	})
+	t.Run("problems", func(t *testing.T) {
+		_, err := ParseManifest([]byte(`abi: reactor
+limits:
+  timout: 5s
+  memory: lots
+permissions:
+  publish: ["a/#/b"]
+libraries: [{module: lib.wasm}]
+files: [{path: data, source: d.txt}]
+`), "m.yaml")
+		var ps Problems
+		if !errors.As(err, &ps) {
+			t.Fatalf("want Problems, got %v", err)
+		}
+		want := []string{
+			`m.yaml:3: limits.timout: unknown key "timout"`,
+			`m.yaml:4: limits.memory: "lots" is not a size`,
+			`m.yaml:6: permissions.publish[0]: "a/#/b": '#' must be the last segment`,
+			`m.yaml:7: libraries[0].name: must name the import module`,
+			`m.yaml:8: files[0].path: must be an absolute guest path`,
+		}
+		if len(ps) != len(want) {
+			t.Fatalf("want %d problems, got %d:\n%v", len(want), len(ps), err)
+		}
+		for i, w := range want {
+			if !strings.HasPrefix(ps[i].String(), w) {
+				t.Errorf("problem %d:\n got %s\nwant %s…", i, ps[i], w)
+			}
+		}
+		if strings.Contains(err.Error(), "not found in type") {
+			t.Errorf("Go type names in %v", err)
+		}
+	})
+}
+
+// A file without tasks and routes keeps the built-in echo task and route;
+// a file with either key replaces both, with a warning naming what goes.
+func TestBuiltinTasksAndRoutes(t *testing.T) {
+	tests := []struct {
+		name          string
+		yaml          string
+		tasks, routes int
+		warning       string // "" for none
+	}{
+		{name: "neither key", yaml: "log: {level: debug}\n", tasks: 1, routes: 1},
+		{name: "empty file", yaml: "", tasks: 1, routes: 1},
+		{
+			name: "own tasks", yaml: "log: {level: debug}\ntasks: [{name: a, module: builtin:echo}]\n", tasks: 1,
+			warning: "x.yaml:2: warning: tasks: this file's tasks and routes replace the built-in ones, so task echo and route devices/+/in → echo no longer run",
+		},
+		{
+			name: "only routes", yaml: "tasks:\n  - {name: echo, module: builtin:echo}\nroutes: []\n", tasks: 1,
+			warning: "x.yaml:1: warning: tasks: this file's tasks and routes replace the built-in ones, so route devices/+/in → echo no longer run",
+		},
+		{
+			name: "empty lists", yaml: "\nroutes: []\n", tasks: 0,
+			warning: "x.yaml:2: warning: routes: this file's tasks and routes replace the built-in ones, so task echo and route devices/+/in → echo no longer run",
+		},
+		{
+			name: "built-ins listed", yaml: "tasks: [{name: echo, module: builtin:echo}, {name: b, module: builtin:echo}]\nroutes: [{topic: devices/+/in, task: echo, reply: 'devices/{1}/out'}]\n",
+			tasks: 2, routes: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.yaml), "x.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Tasks) != tt.tasks || len(c.Routes) != tt.routes {
+				t.Errorf("%d tasks, %d routes; want %d, %d", len(c.Tasks), len(c.Routes), tt.tasks, tt.routes)
+			}
+			switch {
+			case tt.warning == "" && len(c.Warnings) > 0:
+				t.Errorf("unexpected warnings: %v", c.Warnings)
+			case tt.warning != "" && (len(c.Warnings) != 1 || !strings.HasPrefix(c.Warnings[0].String(), tt.warning)):
+				t.Errorf("warnings %v\nwant %s…", c.Warnings, tt.warning)
+			}
+		})
 	}
 }

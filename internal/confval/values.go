@@ -1,4 +1,4 @@
-package config
+package confval
 
 import (
 	"fmt"
@@ -36,6 +36,13 @@ func typeErr(n *yaml.Node, msg string) error {
 
 // MarshalYAML implements yaml.Marshaler.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// SetDefault sets d to v when d is zero.
+func (d *Duration) SetDefault(v time.Duration) {
+	if *d == 0 {
+		*d = Duration(v)
+	}
+}
 
 // ByteSize is a size in bytes written in YAML as an integer or with a unit
 // (KB, MB, GB are powers of 1000; KiB, MiB, GiB powers of 1024).
@@ -95,3 +102,29 @@ func (b ByteSize) String() string {
 
 // MarshalYAML implements yaml.Marshaler.
 func (b ByteSize) MarshalYAML() (any, error) { return b.String(), nil }
+
+// TLS holds client TLS material (a server CA, and a client certificate for
+// mutual TLS), as the MQTT client and the cloud link take it.
+type TLS struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Resolve makes the TLS files absolute against dir.
+func (t *TLS) Resolve(dir string) {
+	Rel(dir, &t.CAFile)
+	Rel(dir, &t.CertFile)
+	Rel(dir, &t.KeyFile)
+}
+
+// Validate checks that the files exist and that cert and key go together.
+func (t TLS) Validate(c *Checker) {
+	c.File("ca_file", t.CAFile, false)
+	c.File("cert_file", t.CertFile, false)
+	c.SecretFile("key_file", t.KeyFile, false)
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		c.Errorf("", "cert_file and key_file go together")
+	}
+}

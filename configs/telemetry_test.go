@@ -1,4 +1,4 @@
-package telemetry
+package configs
 
 import (
 	"os"
@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outpost-edge/outpost/coordinator/config"
+	"github.com/outpost-edge/outpost/telemetry/snmp"
 )
 
 // The telemetry section decodes strictly, gets its defaults and is validated
-// with every problem reported at its key path (config.Parse is the daemon's loader).
+// with every problem reported at its key path (Parse is the daemon's loader).
 func TestConfigTelemetrySection(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "pw"), []byte("x\n"), 0o600)
@@ -49,7 +49,7 @@ telemetry:
   mqtt: [{paths: [/interfaces/...], qos: 1}]
   triggers: [{task: alarm, path: "/interfaces/interface/state/oper-status", condition: "== DOWN"}]
 `
-	c, err := config.Parse([]byte(good), filepath.Join(dir, "outpost.yaml"))
+	c, err := Parse([]byte(good), filepath.Join(dir, "outpost.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ telemetry:
 	if s := tc.SNMP.Targets[0]; s.Version != "2c" || s.Timeout.Std() != 2*time.Second || s.MaxRepetitions != 10 || s.PollTimeout != s.Interval {
 		t.Errorf("snmp defaults %+v", s)
 	}
-	if want := config.SNMPEngineID(c.Node.ID); tc.SNMP.Traps.EngineID != want || len(want) != 26 {
+	if want := snmp.EngineIDFor(c.Node.ID); tc.SNMP.Traps.EngineID != want || len(want) != 26 {
 		t.Errorf("trap engine id %q, want %q derived from node.id", tc.SNMP.Traps.EngineID, want)
 	}
 	if tc.MQTT[0].Topic != "telemetry/{target}{path}" {
@@ -76,7 +76,7 @@ telemetry:
 	// A target polled hourly stretches the default to three intervals; an
 	// explicit expire_after below two intervals is refused.
 	hourly := strings.Replace(good, "        community: public\n", "        community: public\n        interval: 1h\n", 1)
-	c, err = config.Parse([]byte(hourly), filepath.Join(dir, "outpost.yaml"))
+	c, err = Parse([]byte(hourly), filepath.Join(dir, "outpost.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ telemetry:
 		t.Errorf("expire_after with an hourly poll: %v, want 3h", got)
 	}
 	short := strings.Replace(hourly, `gnmi_server: {listen: "127.0.0.1:9339"}`, `gnmi_server: {listen: "127.0.0.1:9339", expire_after: 90m}`, 1)
-	if _, err := config.Parse([]byte(short), filepath.Join(dir, "outpost.yaml")); err == nil || !strings.Contains(err.Error(), "telemetry.gnmi_server.expire_after: 1h30m0s: must be 0 (derived) or at least 1s and twice the longest collection interval (1h0m0s)") {
+	if _, err := Parse([]byte(short), filepath.Join(dir, "outpost.yaml")); err == nil || !strings.Contains(err.Error(), "telemetry.gnmi_server.expire_after: 1h30m0s: must be 0 (derived) or at least 1s and twice the longest collection interval (1h0m0s)") {
 		t.Errorf("expire_after shorter than two intervals: %v", err)
 	}
 
@@ -104,7 +104,7 @@ telemetry:
   triggers: [{task: nothing, path: /x, condition: "about 3"}]
   bogus: 1
 `
-	_, err = config.Parse([]byte(bad), filepath.Join(dir, "bad.yaml"))
+	_, err = Parse([]byte(bad), filepath.Join(dir, "bad.yaml"))
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
@@ -118,7 +118,7 @@ telemetry:
 		}
 	}
 	bad = strings.Replace(bad, "  bogus: 1\n", "", 1)
-	_, err = config.Parse([]byte(bad), filepath.Join(dir, "bad.yaml"))
+	_, err = Parse([]byte(bad), filepath.Join(dir, "bad.yaml"))
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
@@ -162,13 +162,13 @@ telemetry:
       - {name: d, address: 127.0.0.1:26100, version: "3", v3: {username: u, auth_protocol: SHA, auth_password_file: pw, priv_protocol: AES, priv_password_file: pw, context_name: dev002}, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
       - {name: e, address: 127.0.0.1:26100, version: "3", v3: {username: w, auth_protocol: SHA, auth_password_file: pw, priv_protocol: AES, priv_password_file: pw, context_name: dev002}, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
 `
-	if _, err := config.Parse([]byte(cfg), filepath.Join(dir, "outpost.yaml")); err != nil {
+	if _, err := Parse([]byte(cfg), filepath.Join(dir, "outpost.yaml")); err != nil {
 		t.Fatalf("targets sharing an address with other identities refused: %v", err)
 	}
 	dup := cfg + `      - {name: f, address: 127.0.0.1:26100, community: dev002, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
       - {name: g, address: 127.0.0.1:26100, version: "3", v3: {username: u, auth_protocol: SHA, auth_password_file: pw, priv_protocol: AES, priv_password_file: pw, context_name: dev001}, oids: [{oid: 1.3.6.1.2.1.1.5.0}]}
 `
-	_, err := config.Parse([]byte(dup), filepath.Join(dir, "outpost.yaml"))
+	_, err := Parse([]byte(dup), filepath.Join(dir, "outpost.yaml"))
 	for _, want := range []string{
 		`telemetry.snmp.targets[5].address: 127.0.0.1:26100 with community "dev002" is already collected by telemetry.snmp.targets[1]`,
 		`telemetry.snmp.targets[6].address: 127.0.0.1:26100 as v3 user "u" in context "dev001" is already collected by telemetry.snmp.targets[2]`,

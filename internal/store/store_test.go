@@ -12,8 +12,6 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
-
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 func TestMain(m *testing.M) {
@@ -28,7 +26,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func open(t *testing.T, dir string) *DB {
 	t.Helper()
-	db, err := Open(dir, config.Defaults().Storage, quiet)
+	db, err := Open(dir, Defaults(), quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +96,14 @@ func TestLockedByAnotherProcess(t *testing.T) {
 	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "held\n" {
 		t.Fatalf("holder did not open the store: %q %v", buf, err)
 	}
-	_, err = Open(dir, config.Defaults().Storage, quiet)
+	_, err = Open(dir, Defaults(), quiet)
 	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("want ErrLocked naming %s, got %v", dir, err)
 	}
 }
 
 func holdForever(dir string) {
-	if _, err := Open(dir, config.Defaults().Storage, quiet); err != nil {
+	if _, err := Open(dir, Defaults(), quiet); err != nil {
 		os.Stdout.WriteString("fail " + err.Error() + "\n")
 		os.Exit(1)
 	}

@@ -1,15 +1,13 @@
-package config
+package configs
 
 import (
 	"testing"
-
-	"github.com/outpost-edge/outpost/configs"
 )
 
 // FuzzParse checks that no input makes Parse panic and that every failure
 // is reported as Problems.
 func FuzzParse(f *testing.F) {
-	f.Add(configs.Default)
+	f.Add(Default)
 	f.Add([]byte("tasks: [{name: a, module: builtin:echo}]\nroutes: [{topic: 'a/+', task: a, reply: 'b/{1}'}]\n"))
 	f.Add([]byte("admin: {listen: x}\nmqtt: {url: 'tcp://h'}\n"))
 	f.Add([]byte("[1, 2"))

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-
-	"github.com/outpost-edge/outpost/coordinator/config"
 )
 
 // ErrNotFound is returned by Get for a missing key.
@@ -29,7 +27,7 @@ var ErrLocked = errors.New("in use by another process")
 // Options returns badger options for a DB at dir, sized from cfg.
 // badger's defaults (64 MiB memtables, 256 MiB block cache, 1 GiB value-log
 // files) suit servers, not edge hosts; see "Choices" in docs/architecture.md.
-func Options(dir string, cfg config.Storage, log *slog.Logger) badger.Options {
+func Options(dir string, cfg Config, log *slog.Logger) badger.Options {
 	memtable := int64(cfg.MemtableSize)
 	return badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
@@ -58,7 +56,7 @@ type DB struct {
 
 // Open opens (creating if needed) the badger DB at dir. A directory locked
 // by another process is reported as ErrLocked, naming the directory.
-func Open(dir string, cfg config.Storage, log *slog.Logger) (*DB, error) {
+func Open(dir string, cfg Config, log *slog.Logger) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create store dir: %w", err)
 	}

@@ -1,0 +1,38 @@
+package tasks
+
+import (
+	"github.com/outpost-edge/outpost/internal/confval"
+)
+
+// Manifest describes a deployed task's settings: the keys of a config task
+// besides name and module (the file `outpost task deploy --manifest` sends).
+type Manifest struct {
+	ABI         string      `yaml:"abi" json:"abi"`
+	Limits      Limits      `yaml:"limits" json:"limits"`
+	Permissions Permissions `yaml:"permissions" json:"permissions"`
+	// FreshInstance: a new instance per call (config key fresh_instance).
+	FreshInstance bool `yaml:"fresh_instance" json:"fresh_instance,omitempty"`
+	// Module, when no module is uploaded: an uploaded part's reference, a
+	// stored blob ("sha256:HEX") or a pinned URL ("https://…#sha256=HEX").
+	Module string `yaml:"module" json:"module,omitempty"`
+	// Libraries and Files are Task's; a library module or a file source is
+	// a reference like Module.
+	Libraries []Library `yaml:"libraries" json:"libraries,omitempty"`
+	Files     []File    `yaml:"files" json:"files,omitempty"`
+}
+
+// ApplyDefaults fills the zero ABI and limits.
+func (m *Manifest) ApplyDefaults() {
+	if m.ABI == "" {
+		m.ABI = Defaults.ABI
+	}
+	m.Limits.ApplyDefaults()
+}
+
+// Validate reports every problem of a manifest with its defaults applied.
+// Its module, library and file references name uploads, blobs or URLs, not
+// local files: the daemon resolves them.
+func (m Manifest) Validate(c *confval.Checker) {
+	validateSettings(c, m.ABI, m.Limits, m.Permissions)
+	validateDeps(c, m.Libraries, m.Files, false)
+}

@@ -1,0 +1,233 @@
+// Package tasks declares a task's settings as a config file's tasks list and
+// a deploy manifest write them: the module, its libraries and files, the
+// ABI, limits and host API permissions, with their defaults and validation.
+// The coordinator turns them into runtime specs.
+package tasks
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outpost-edge/outpost/devices/topic"
+	"github.com/outpost-edge/outpost/internal/confval"
+)
+
+// Task declares a wasm task (one entry of the config key tasks).
+type Task struct {
+	Name   string `yaml:"name"`
+	Module string `yaml:"module"` // path (relative to the config file) or builtin:NAME
+	ABI    string `yaml:"abi"`    // auto, reactor or command
+	Limits Limits `yaml:"limits"`
+	// Permissions grant the task host API access (docs/abi.md); none by default.
+	Permissions Permissions `yaml:"permissions"`
+	// FreshInstance gives every call of a reactor a new instance (no state
+	// kept between calls); commands always run fresh.
+	FreshInstance bool `yaml:"fresh_instance"`
+	// Libraries are modules the task imports by module name; Files are
+	// host files mounted read-only for the task (docs/abi.md "Dependencies").
+	Libraries []Library `yaml:"libraries"`
+	Files     []File    `yaml:"files"`
+}
+
+// Library is a library of a task: the import module name and its .wasm.
+type Library struct {
+	Name   string `yaml:"name" json:"name"`
+	Module string `yaml:"module" json:"module"`
+}
+
+// File is a host file (source) mounted read-only at a guest path.
+type File struct {
+	Path   string `yaml:"path" json:"path"`
+	Source string `yaml:"source" json:"source"`
+}
+
+// Permissions say what a task may do through the host API.
+type Permissions struct {
+	Publish []string         `yaml:"publish"`  // MQTT topic filters the task may publish to
+	Call    []string         `yaml:"call"`     // tasks it may call; "*" for any
+	KVQuota confval.ByteSize `yaml:"kv_quota"` // bytes of keys+values in its kv namespace; 0: no kv
+	// Telemetry lets the task read collected telemetry (telemetry_latest,
+	// telemetry_query); false: those return denied.
+	Telemetry bool `yaml:"telemetry"`
+}
+
+// Limits bound one task.
+type Limits struct {
+	Memory      confval.ByteSize `yaml:"memory"`
+	Timeout     confval.Duration `yaml:"timeout"`
+	Concurrency int              `yaml:"concurrency"`
+	MaxInput    confval.ByteSize `yaml:"max_input"`  // largest call input; larger calls are refused
+	MaxOutput   confval.ByteSize `yaml:"max_output"` // largest call output; larger fails the call
+	// LogRate and LogBurst bound the task's lines in the daemon's log: a
+	// burst of LogBurst, then LogRate lines a second; more are dropped
+	// (counted, and one line says how many).
+	LogRate  int `yaml:"log_rate"`
+	LogBurst int `yaml:"log_burst"`
+}
+
+// MaxCallBytes bounds limits.max_input and limits.max_output: what one
+// call carries is held in memory whole (and an output is journaled and
+// uploaded whole), and the admin API reads at most this much of a call.
+const MaxCallBytes confval.ByteSize = 32 << 20
+
+// DefaultConcurrency is a task's default limits.concurrency: half the
+// smallest default worker count (max(4, 2 × CPUs)), so that a task that
+// loops leaves workers for the others.
+const DefaultConcurrency = 2
+
+// Defaults are applied to every task's zero-valued fields.
+var Defaults = Task{
+	ABI: "auto",
+	Limits: Limits{Memory: 16 << 20, Timeout: confval.Duration(5 * time.Second), Concurrency: DefaultConcurrency, MaxInput: 1 << 20, MaxOutput: 4 << 20,
+		LogRate: 100, LogBurst: 1000},
+}
+
+// ApplyDefaults fills the zero limits with Defaults'.
+func (l *Limits) ApplyDefaults() {
+	if l.Memory == 0 {
+		l.Memory = Defaults.Limits.Memory
+	}
+	if l.Timeout == 0 {
+		l.Timeout = Defaults.Limits.Timeout
+	}
+	if l.Concurrency == 0 {
+		l.Concurrency = Defaults.Limits.Concurrency
+	}
+	if l.MaxInput == 0 {
+		l.MaxInput = Defaults.Limits.MaxInput
+	}
+	if l.MaxOutput == 0 {
+		l.MaxOutput = Defaults.Limits.MaxOutput
+	}
+	if l.LogRate == 0 {
+		l.LogRate = Defaults.Limits.LogRate
+	}
+	if l.LogBurst == 0 {
+		l.LogBurst = Defaults.Limits.LogBurst
+	}
+}
+
+// ApplyDefaults fills the task's zero ABI and limits.
+func (t *Task) ApplyDefaults() {
+	if t.ABI == "" {
+		t.ABI = Defaults.ABI
+	}
+	t.Limits.ApplyDefaults()
+}
+
+// Resolve makes the module, library and file names absolute against dir,
+// the config file's directory.
+func (t *Task) Resolve(dir string) {
+	confval.Rel(dir, &t.Module)
+	for j := range t.Libraries {
+		confval.Rel(dir, &t.Libraries[j].Module)
+	}
+	for j := range t.Files {
+		confval.Rel(dir, &t.Files[j].Source)
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// ValidName reports whether s is a task name: lower case letters, digits,
+// '_', '.', '-', at most 63.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// Validate reports every problem of the tasks, listed under c (the tasks
+// key). Module, library and file names must name readable files.
+func Validate(c *confval.Checker, ts []Task) {
+	names := map[string]bool{}
+	for i, t := range ts {
+		tc := c.Index("", i)
+		switch {
+		case t.Name == "":
+			tc.Errorf("name", "must not be empty")
+		case !ValidName(t.Name):
+			tc.Errorf("name", "%q is not a task name (lower case letters, digits, '_', '.', '-'; at most 63)", t.Name)
+		case names[t.Name]:
+			tc.Errorf("name", "duplicate task %q", t.Name)
+		}
+		names[t.Name] = true
+		if t.Module == "" {
+			tc.Errorf("module", "must name a .wasm file or builtin:NAME")
+		} else if !strings.HasPrefix(t.Module, "builtin:") {
+			tc.File("module", t.Module, false)
+		}
+		validateDeps(tc, t.Libraries, t.Files, true)
+		validateSettings(tc, t.ABI, t.Limits, t.Permissions)
+	}
+}
+
+// validateDeps checks libraries and files; local says their modules and
+// sources are local file names that must exist (a config file's), not the
+// references of a manifest, which the daemon resolves.
+func validateDeps(c *confval.Checker, libs []Library, files []File, local bool) {
+	ref := ", sha256:HEX or a pinned URL"
+	if local {
+		ref = ""
+	}
+	for j, l := range libs {
+		lc := c.Index("libraries", j)
+		if l.Name == "" {
+			lc.Errorf("name", "must name the import module")
+		}
+		if l.Module == "" {
+			lc.Errorf("module", "must name a .wasm file%s", ref)
+		} else if local {
+			lc.File("module", l.Module, false)
+		}
+	}
+	for j, f := range files {
+		fc := c.Index("files", j)
+		if !strings.HasPrefix(f.Path, "/") {
+			fc.Errorf("path", "must be an absolute guest path")
+		}
+		if f.Source == "" {
+			fc.Errorf("source", "must name a host file%s", ref)
+		} else if local {
+			fc.File("source", f.Source, false)
+		}
+	}
+}
+
+// validateSettings checks what a config task and a manifest share.
+func validateSettings(c *confval.Checker, abi string, l Limits, p Permissions) {
+	switch abi {
+	case "auto", "reactor", "command":
+	default:
+		c.Errorf("abi", "%q is not an ABI (auto, reactor, command)", abi)
+	}
+	if l.Memory < 64<<10 || l.Memory > 4<<30 {
+		c.Errorf("limits.memory", "must be between 64KiB (one wasm page) and 4GiB")
+	}
+	if l.Timeout <= 0 {
+		c.Errorf("limits.timeout", "must be positive")
+	}
+	if l.Concurrency < 1 {
+		c.Errorf("limits.concurrency", "must be at least 1")
+	}
+	if l.MaxInput > MaxCallBytes {
+		c.Errorf("limits.max_input", "must be at most %s (a call's input is held in memory whole)", MaxCallBytes)
+	}
+	if l.MaxOutput > MaxCallBytes {
+		c.Errorf("limits.max_output", "must be at most %s (a call's output is held in memory, journaled and uploaded whole)", MaxCallBytes)
+	}
+	if l.LogRate < 1 {
+		c.Errorf("limits.log_rate", "must be at least 1 (lines a second)")
+	}
+	if l.LogBurst < 1 {
+		c.Errorf("limits.log_burst", "must be at least 1 (lines)")
+	}
+	for j, f := range p.Publish {
+		if err := topic.CheckFilter(f); err != nil {
+			c.Errorf("permissions.publish["+strconv.Itoa(j)+"]", "%v", err)
+		}
+	}
+	for j, n := range p.Call {
+		if n != "*" && !ValidName(n) {
+			c.Errorf("permissions.call["+strconv.Itoa(j)+"]", "%q is not a task name or *", n)
+		}
+	}
+}
