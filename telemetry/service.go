@@ -120,6 +120,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 		if s.server, err = gnmiserver.New(srv, s.log.With("part", "gnmi-server")); err != nil {
 			return err
 		}
+		s.server.SetHistory(s.db) // the history extension replays the store
 		if err = s.server.Start(); err != nil {
 			return err
 		}

@@ -85,8 +85,8 @@ func TestExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := st.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
-			Prefix: &gpb.Path{Target: target}, Mode: gpb.SubscriptionList_STREAM,
-			Subscription: []*gpb.Subscription{{Path: &gpb.Path{}, Mode: mode, SampleInterval: uint64(100 * time.Millisecond)}}}}}); err != nil {
+			Prefix: &gpb.Path{Target: target}, Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
+			Subscription: []*gpb.Subscription{{Path: &gpb.Path{}, Mode: mode, SampleInterval: uint64(MinSampleInterval)}}}}}); err != nil {
 			t.Fatal(err)
 		}
 		recvUntil(t, st, "sync", (*gpb.SubscribeResponse).GetSyncResponse)
@@ -160,7 +160,9 @@ func TestGnmiCLISeesExpiry(t *testing.T) {
 		t.Fatalf("gnmi_cli: %v\n%s", err, out)
 	}
 	o := string(out)
-	if !strings.Contains(o, "in-octets, 1234") || !strings.Contains(o, "in-octets, <nil>") { // a delete shows as <nil>
+	// gnmi_cli asks for the default encoding, JSON, and shows a json_val as
+	// {Deprecated TypedValue_JsonVal 1234}; a delete shows as <nil>.
+	if !strings.Contains(o, "in-octets, {Deprecated TypedValue_JsonVal 1234}") || !strings.Contains(o, "in-octets, <nil>") {
 		t.Fatalf("gnmi_cli output lacks the value or its delete:\n%s", o)
 	}
 }

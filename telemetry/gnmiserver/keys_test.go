@@ -121,7 +121,7 @@ func TestPathWithoutKeysMatchesEveryEntry(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := st.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
-			Prefix: &gpb.Path{Target: "sw1"}, Mode: gpb.SubscriptionList_STREAM, UpdatesOnly: true,
+			Prefix: &gpb.Path{Target: "sw1"}, Mode: gpb.SubscriptionList_STREAM, UpdatesOnly: true, Encoding: gpb.Encoding_PROTO,
 			Subscription: []*gpb.Subscription{{Path: counters, Mode: gpb.SubscriptionMode_ON_CHANGE}}}}}); err != nil {
 			t.Fatal(err)
 		}

@@ -1,11 +1,14 @@
 // Package gnmiserver owns Outpost's gNMI server: the collected data (every
-// target, as the hub hands it over) is kept in an openconfig/gnmi cache;
-// Subscribe in POLL and ONCE modes is served by openconfig's subscribe
-// package, STREAM by this package (SAMPLE with sample_interval,
-// suppress_redundant and heartbeat_interval; ON_CHANGE; TARGET_DEFINED per
-// leaf: see stream.go), plus Get from the same cache, so gnmic, Telegraf or
-// gnmi_cli can subscribe to Outpost itself. TLS and username/password are optional;
-// config validation refuses a listener beyond loopback without both.
+// target, as the hub hands it over) is kept in an openconfig/gnmi cache
+// and served by Get and by Subscribe in ONCE and POLL (snapshot.go) and
+// STREAM modes (SAMPLE with sample_interval, suppress_redundant and
+// heartbeat_interval; ON_CHANGE; TARGET_DEFINED per leaf: see stream.go);
+// with the history extension, Subscribe replays the telemetry store
+// instead (history.go). What requests may ask for and what is refused,
+// following the gNMI specification, is in request.go. So gnmic, Telegraf
+// or gnmi_cli can subscribe to Outpost itself. TLS and username/password
+// are optional; config validation refuses a listener beyond loopback
+// without both.
 package gnmiserver
 
 import (
@@ -33,7 +36,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/model"
@@ -42,15 +44,15 @@ import (
 // Server serves collected telemetry over gNMI.
 type Server struct {
 	gpb.UnimplementedGNMIServer
-	cfg   Config
-	log   *slog.Logger
-	epoch time.Time // start of the monotonic arrival times in seen
-	cache *cache.Cache
-	sub   *subscribe.Server // ONCE and POLL
-	match *match.Match      // STREAM subscriptions waiting for changes
-	user  string
-	pass  string
-	tls   *tls.Config
+	cfg     Config
+	log     *slog.Logger
+	epoch   time.Time // start of the monotonic arrival times in seen
+	cache   *cache.Cache
+	match   *match.Match // STREAM subscriptions waiting for changes
+	user    string
+	pass    string
+	history History // the telemetry store, for the history extension; nil: refused
+	tls     *tls.Config
 
 	mu      sync.RWMutex
 	targets map[string]bool
@@ -66,11 +68,7 @@ type Server struct {
 // New builds the server (reading the password and TLS files); Start listens.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	c := cache.New(nil)
-	sub, err := subscribe.NewServer(c)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{cfg: cfg, log: log, epoch: time.Now(), cache: c, sub: sub, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{}}
+	s := &Server{cfg: cfg, log: log, epoch: time.Now(), cache: c, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{}}
 	c.SetClient(func(l *ctree.Leaf) {
 		if n, ok := l.Value().(*gpb.Notification); ok {
 			subscribe.UpdateNotification(s.match, l, n, path.ToStrings(n.GetPrefix(), true))
@@ -220,9 +218,9 @@ func (s *Server) authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo
 	return h(ctx, req)
 }
 
-// Subscribe serves STREAM (stream.go), POLL and ONCE from the cache. A
-// prefix without a target means every target ("*"), as for Get; list
-// elements without keys match every entry (keys.go).
+// Subscribe serves one subscription list: ONCE and POLL (snapshot.go),
+// STREAM (stream.go), and the history extension (history.go). Options
+// common to Get and Subscribe are checked in request.go.
 func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
 	req, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
@@ -233,46 +231,67 @@ func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
 	}
 	list := req.GetSubscribe()
 	if list == nil {
-		return status.Error(codes.InvalidArgument, "the first request must be a subscription list")
+		return status.Error(codes.InvalidArgument, "the first request must be a subscription list (poll and aliases need a subscription)")
 	}
-	list = proto.Clone(list).(*gpb.SubscriptionList)
-	for _, sub := range list.GetSubscription() {
-		_, sub.Path = s.withKeys(list.GetPrefix(), sub.GetPath())
+	target := list.GetPrefix().GetTarget()
+	o, err := parseOptions(target, list.GetEncoding(), list.GetUseModels(), req.GetExtension(), true)
+	if err != nil {
+		return err
 	}
-	list.Prefix, _ = s.withKeys(list.GetPrefix(), nil)
-	if list.Prefix.Target == "" {
-		list.Prefix.Target = "*"
+	if m := list.GetQos().GetMarking(); m != 0 {
+		return status.Errorf(codes.Unimplemented, "qos marking %d is not supported: responses use the default marking (0)", m)
 	}
-	req = &gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: list}}
-	if list.GetMode() == gpb.SubscriptionList_STREAM {
-		return s.serveStream(stream, list)
+	if len(list.GetSubscription()) == 0 {
+		return status.Error(codes.InvalidArgument, "no subscriptions")
 	}
-	return s.sub.Subscribe(&replayStream{GNMI_SubscribeServer: stream, first: req})
+	if target == "" {
+		target = "*" // every target; answers carry none (see view)
+	}
+	if target != "*" && !s.cache.HasTarget(target) && o.history == nil {
+		return status.Errorf(codes.NotFound, "no such target: %q", target)
+	}
+	sels := make([]selection, len(list.GetSubscription()))
+	for i, sub := range list.GetSubscription() {
+		if sels[i], err = s.selectPath(list.GetPrefix(), sub.GetPath(), o.depth); err != nil {
+			return err
+		}
+	}
+	if o.history != nil {
+		return s.serveHistory(stream, list, sels, o, target)
+	}
+	switch list.GetMode() {
+	case gpb.SubscriptionList_STREAM:
+		return s.serveStream(stream, list, sels, o.view, target)
+	case gpb.SubscriptionList_ONCE, gpb.SubscriptionList_POLL:
+		return s.serveSnapshots(stream, list, sels, o.view, target)
+	}
+	return status.Errorf(codes.InvalidArgument, "subscription list mode %v not supported", list.GetMode())
 }
 
-// replayStream hands the already read first request to the subscribe package.
-type replayStream struct {
-	gpb.GNMI_SubscribeServer
-	first *gpb.SubscribeRequest
-}
-
-func (r *replayStream) Recv() (*gpb.SubscribeRequest, error) {
-	if f := r.first; f != nil {
-		r.first = nil
-		return f, nil
-	}
-	return r.GNMI_SubscribeServer.Recv()
-}
-
-// Capabilities reports the encodings served.
+// Capabilities reports the encodings served; no schema models are known.
 func (s *Server) Capabilities(context.Context, *gpb.CapabilityRequest) (*gpb.CapabilityResponse, error) {
-	return &gpb.CapabilityResponse{SupportedEncodings: []gpb.Encoding{gpb.Encoding_JSON_IETF, gpb.Encoding_PROTO}, GNMIVersion: "0.10.0"}, nil
+	return &gpb.CapabilityResponse{SupportedEncodings: supportedEncodings, GNMIVersion: "0.10.0"}, nil
 }
 
-// Get answers from the cache: one notification per leaf; list elements
-// without keys match every entry (keys.go).
+// Get answers from the cache: one notification per leaf. Every leaf
+// Outpost serves is read-only (there is no Set), so it is STATE (and
+// OPERATIONAL) data, and CONFIG selects none of it: a path that has data
+// gets one notification without updates, a path without data NotFound as
+// for every type.
 func (s *Server) Get(_ context.Context, req *gpb.GetRequest) (*gpb.GetResponse, error) {
 	target := req.GetPrefix().GetTarget()
+	o, err := parseOptions(target, req.GetEncoding(), req.GetUseModels(), req.GetExtension(), false)
+	if err != nil {
+		return nil, err
+	}
+	config := false
+	switch req.GetType() {
+	case gpb.GetRequest_ALL, gpb.GetRequest_STATE, gpb.GetRequest_OPERATIONAL:
+	case gpb.GetRequest_CONFIG:
+		config = true
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "unknown data type %v", req.GetType())
+	}
 	if target == "" {
 		target = "*" // every target
 	}
@@ -284,32 +303,33 @@ func (s *Server) Get(_ context.Context, req *gpb.GetRequest) (*gpb.GetResponse, 
 	if len(paths) == 0 {
 		paths = []*gpb.Path{{}}
 	}
+	found := false
 	for _, p := range paths {
-		full, err := path.CompletePath(s.withKeys(req.GetPrefix(), p))
+		sel, err := s.selectPath(req.GetPrefix(), p, o.depth)
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
+			return nil, err
 		}
-		err = s.cache.Query(target, full, func(_ []string, l *ctree.Leaf, v any) error {
-			if n, ok := v.(*gpb.Notification); ok && !isMeta(n) {
-				resp.Notification = append(resp.Notification, proto.Clone(n).(*gpb.Notification))
-			}
-			return nil
-		})
+		xs, err := s.leaves(target, sel)
 		if err != nil {
-			return nil, status.Errorf(codes.Internal, "query: %v", err)
+			return nil, err
+		}
+		found = found || len(xs) > 0
+		if config {
+			if len(xs) > 0 {
+				n := &gpb.Notification{Timestamp: time.Now().UnixNano()}
+				if o.target != "" {
+					n.Prefix = &gpb.Path{Target: o.target}
+				}
+				resp.Notification = append(resp.Notification, n)
+			}
+			continue
+		}
+		for _, x := range xs {
+			resp.Notification = append(resp.Notification, o.out(x.n))
 		}
 	}
-	if len(resp.Notification) == 0 {
+	if !found {
 		return nil, status.Error(codes.NotFound, "no data at the requested paths")
 	}
 	return resp, nil
-}
-
-func isMeta(n *gpb.Notification) bool {
-	for _, u := range n.GetUpdate() {
-		if e := u.GetPath().GetElem(); len(e) > 0 && e[0].GetName() == "meta" {
-			return true
-		}
-	}
-	return false
 }

@@ -102,6 +102,9 @@ func TestGnmiCLIOnce(t *testing.T) {
 			t.Errorf("gnmi_cli output lacks %q:\n%s", want, o)
 		}
 	}
+	if strings.Contains(o, "meta") { // the cache's /meta/connected and /meta/sync are not served
+		t.Errorf("gnmi_cli output has /meta leaves:\n%s", o)
+	}
 }
 
 func dial(t *testing.T, addr string) gpb.GNMIClient {
@@ -127,7 +130,7 @@ func TestStreamPollAndGet(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := &gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
-		Prefix: &gpb.Path{Target: "sw1"}, Mode: gpb.SubscriptionList_STREAM,
+		Prefix: &gpb.Path{Target: "sw1"}, Mode: gpb.SubscriptionList_STREAM, Encoding: gpb.Encoding_PROTO,
 		Subscription: []*gpb.Subscription{{Path: &gpb.Path{Elem: []*gpb.PathElem{{Name: "interfaces"}}}}},
 	}}}
 	if err := st.Send(req); err != nil {
@@ -182,7 +185,7 @@ func TestStreamPollAndGet(t *testing.T) {
 		}
 	}
 
-	g, err := c.Get(ctx, &gpb.GetRequest{Prefix: &gpb.Path{Target: "sw1"}, Path: []*gpb.Path{{Elem: []*gpb.PathElem{{Name: "system"}}}}})
+	g, err := c.Get(ctx, &gpb.GetRequest{Prefix: &gpb.Path{Target: "sw1"}, Path: []*gpb.Path{{Elem: []*gpb.PathElem{{Name: "system"}}}}, Encoding: gpb.Encoding_PROTO})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,4 +259,48 @@ func BenchmarkUpdate(b *testing.B) {
 		s.Update(us)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "updates/s")
+}
+
+// gnmi_cli (a client this project did not write) asks for capabilities and
+// for Get in each encoding: the advertised ones are answered in their own
+// value fields, BYTES is refused with Unimplemented.
+func TestGnmiCLICapabilitiesAndGetEncodings(t *testing.T) {
+	cli := gnmiCLI(t)
+	s := start(t, Config{})
+	s.Update(sample(time.Now().UnixNano()))
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(cli, append([]string{"-address", s.Addr(), "-insecure", "-timeout", "10s"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("-capabilities")
+	if err != nil {
+		t.Fatalf("gnmi_cli -capabilities: %v\n%s", err, out)
+	}
+	for _, want := range []string{"JSON", "JSON_IETF", "PROTO"} {
+		if !strings.Contains(out, "supported_encodings: "+want+"\n") {
+			t.Errorf("capabilities lack %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "BYTES") || strings.Contains(out, "ASCII") {
+		t.Errorf("capabilities list an encoding that is refused:\n%s", out)
+	}
+	const req = `prefix: <target: "sw1"> path: <elem: <name: "interfaces">> encoding: `
+	for enc, want := range map[string][]string{
+		"JSON":      {`json_val: "1234"`, `json_val: "\"UP\""`},
+		"JSON_IETF": {`json_ietf_val: "\"1234\""`, `json_ietf_val: "\"UP\""`},
+		"PROTO":     {`uint_val: 1234`, `string_val: "UP"`},
+	} {
+		out, err := run("-get", "-proto", req+enc)
+		if err != nil {
+			t.Fatalf("gnmi_cli -get %s: %v\n%s", enc, err, out)
+		}
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("get %s lacks %s:\n%s", enc, w, out)
+			}
+		}
+	}
+	if out, err := run("-get", "-proto", req+"BYTES"); err == nil || !strings.Contains(out, "Unimplemented") {
+		t.Errorf("get BYTES: %v, want Unimplemented:\n%s", err, out)
+	}
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/openconfig/gnmi/coalesce"
 	"github.com/openconfig/gnmi/ctree"
-	"github.com/openconfig/gnmi/path"
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,10 +17,11 @@ import (
 // STREAM subscriptions are served here rather than by the openconfig
 // subscribe package, which forwards every change whatever the mode:
 //
-//   - SAMPLE sends the matching leaves every sample_interval (0: the
-//     server's DefaultSampleInterval); with suppress_redundant a leaf whose
-//     value did not change since it was last sent is left out, unless
-//     heartbeat_interval has passed since then.
+//   - SAMPLE sends the matching leaves every sample_interval (0: the lowest
+//     interval served, MinSampleInterval, as the gNMI specification asks);
+//     with suppress_redundant a leaf whose value did not change since it
+//     was last sent is left out, unless heartbeat_interval has passed since
+//     then.
 //   - ON_CHANGE sends a leaf when its value changes (changes queued faster
 //     than the client reads are coalesced to the latest value); with
 //     heartbeat_interval a leaf not sent for that long is sent again.
@@ -35,16 +35,17 @@ import (
 // notification with its path in delete, and a removed target as a delete
 // of "*" under it.
 
-// DefaultSampleInterval is the interval of a SAMPLE (or TARGET_DEFINED)
-// subscription that asks for 0.
-const DefaultSampleInterval = time.Second
-
-// MinSampleInterval is the shortest sample or heartbeat interval served;
-// shorter non-zero intervals are refused with InvalidArgument.
-const MinSampleInterval = 100 * time.Millisecond
+// MinSampleInterval is the lowest sample and heartbeat interval served,
+// and so (as the gNMI specification asks) the interval of a SAMPLE
+// subscription that asks for 0; TARGET_DEFINED samples at it too when
+// asked for 0. Shorter non-zero intervals are refused with
+// InvalidArgument. The served data changes at the collection intervals
+// (seconds to minutes), and clients such as gnmic send 0 unless told
+// otherwise: sampling faster would cost the edge host CPU for repeats.
+const MinSampleInterval = time.Second
 
 type streamSub struct {
-	query     []string // path without target, for cache queries
+	sel       selection
 	mode      gpb.SubscriptionMode
 	sample    time.Duration
 	heartbeat time.Duration
@@ -61,6 +62,7 @@ type sentLeaf struct {
 type streamer struct {
 	srv    *Server
 	stream gpb.GNMI_SubscribeServer
+	view   view
 	target string
 	subs   []*streamSub
 	queue  *coalesce.Queue
@@ -94,18 +96,14 @@ func (c *changeClient) Update(v any) {
 	_, _ = c.q.Insert(changeKey{c.sub, l}) // closed queue: the stream is ending
 }
 
-func newStreamSub(prefix *gpb.Path, s *gpb.Subscription) (*streamSub, error) {
-	full, err := path.CompletePath(prefix, s.GetPath())
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
-	}
-	ss := &streamSub{query: full, mode: s.GetMode(), suppress: s.GetSuppressRedundant(),
+func newStreamSub(sel selection, s *gpb.Subscription) (*streamSub, error) {
+	ss := &streamSub{sel: sel, mode: s.GetMode(), suppress: s.GetSuppressRedundant(),
 		sample: time.Duration(s.GetSampleInterval()), heartbeat: time.Duration(s.GetHeartbeatInterval()),
 		sent: map[*ctree.Leaf]sentLeaf{}}
 	switch ss.mode {
 	case gpb.SubscriptionMode_SAMPLE, gpb.SubscriptionMode_TARGET_DEFINED:
 		if ss.sample == 0 {
-			ss.sample = DefaultSampleInterval
+			ss.sample = MinSampleInterval
 		}
 	case gpb.SubscriptionMode_ON_CHANGE:
 	default:
@@ -138,39 +136,18 @@ func sameValue(a, b *gpb.Notification) bool {
 	return len(ua) == 1 && len(ub) == 1 && proto.Equal(ua[0].GetVal(), ub[0].GetVal())
 }
 
-type leafNote struct {
-	l *ctree.Leaf
-	n *gpb.Notification
-}
-
-// leaves returns the data leaves matching ss now (collected first so no
-// cache lock is held while sending).
-func (st *streamer) leaves(ss *streamSub) ([]leafNote, error) {
-	var out []leafNote
-	if st.target != "*" && !st.srv.cache.HasTarget(st.target) {
-		return nil, nil // expired: the stream waits for the target to send again
-	}
-	err := st.srv.cache.Query(st.target, ss.query, func(_ []string, l *ctree.Leaf, v any) error {
-		if n, ok := v.(*gpb.Notification); ok && !isMeta(n) {
-			out = append(out, leafNote{l, n})
-		}
-		return nil
-	})
-	return out, err
-}
-
 // send sends one leaf's notification; st.mu is held.
 func (st *streamer) send(ss *streamSub, x leafNote, now time.Time) error {
 	ss.sent[x.l] = sentLeaf{x.n, now}
-	return st.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: x.n}})
+	return st.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: st.view.out(x.n)}})
 }
 
 // initial sends every matching leaf of every subscription.
 func (st *streamer) initial() error {
 	for _, ss := range st.subs {
-		xs, err := st.leaves(ss)
+		xs, err := st.srv.leaves(st.target, ss.sel)
 		if err != nil {
-			return status.Errorf(codes.Internal, "query: %v", err)
+			return err
 		}
 		now := time.Now()
 		st.mu.Lock()
@@ -187,9 +164,9 @@ func (st *streamer) initial() error {
 
 // tick sends what one sample (sample true) or heartbeat round owes.
 func (st *streamer) tick(ss *streamSub, sample bool) error {
-	xs, err := st.leaves(ss)
+	xs, err := st.srv.leaves(st.target, ss.sel)
 	if err != nil {
-		return status.Errorf(codes.Internal, "query: %v", err)
+		return err
 	}
 	now := time.Now()
 	st.mu.Lock()
@@ -224,7 +201,7 @@ func (st *streamer) tick(ss *streamSub, sample bool) error {
 // subscription, and a deleted one of any subscription.
 func (st *streamer) change(k changeKey) error {
 	n, ok := k.leaf.Value().(*gpb.Notification)
-	if !ok || isMeta(n) {
+	if !ok || !k.sub.sel.keep(n) {
 		return nil
 	}
 	if len(n.GetDelete()) > 0 {
@@ -254,32 +231,25 @@ func (st *streamer) deleted(ss *streamSub, n *gpb.Notification) error {
 			}
 		}
 	}
-	return st.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: n}})
+	return st.stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: st.view.out(n)}})
 }
 
 // serveStream serves a STREAM subscription list until the client goes away.
-func (s *Server) serveStream(stream gpb.GNMI_SubscribeServer, list *gpb.SubscriptionList) error {
-	target := list.GetPrefix().GetTarget()
-	if !s.cache.HasTarget(target) {
-		return status.Errorf(codes.NotFound, "no such target: %q", target)
-	}
-	st := &streamer{srv: s, stream: stream, target: target, queue: coalesce.NewQueue()}
+func (s *Server) serveStream(stream gpb.GNMI_SubscribeServer, list *gpb.SubscriptionList, sels []selection, v view, target string) error {
+	st := &streamer{srv: s, stream: stream, view: v, target: target, queue: coalesce.NewQueue()}
 	defer st.queue.Close()
-	for _, sub := range list.GetSubscription() {
-		ss, err := newStreamSub(list.GetPrefix(), sub)
+	for i, sub := range list.GetSubscription() {
+		ss, err := newStreamSub(sels[i], sub)
 		if err != nil {
 			return err
 		}
 		st.subs = append(st.subs, ss)
 	}
-	if len(st.subs) == 0 {
-		return status.Error(codes.InvalidArgument, "no subscriptions")
-	}
 	// Register for changes (and, for SAMPLE, deletes) before the initial
 	// dump so none is missed in between; change() skips what the dump
 	// already sent.
 	for _, ss := range st.subs {
-		remove := s.match.AddQuery(append([]string{target}, ss.query...), &changeClient{ss, st.queue})
+		remove := s.match.AddQuery(append([]string{target}, ss.sel.query...), &changeClient{ss, st.queue})
 		defer remove()
 	}
 	if !list.GetUpdatesOnly() {
@@ -296,7 +266,17 @@ func (s *Server) serveStream(stream gpb.GNMI_SubscribeServer, list *gpb.Subscrip
 
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	errc := make(chan error, 2*len(st.subs)+1)
+	errc := make(chan error, 2*len(st.subs)+2)
+	// A STREAM takes no request after its subscription list (gNMI
+	// specification 3.5.1.1): another list or a poll ends it with
+	// InvalidArgument; the client closing its side does not. The reader is
+	// not waited for: its Recv returns once this RPC has returned.
+	go func() {
+		if _, err := stream.Recv(); err == nil {
+			errc <- status.Error(codes.InvalidArgument, "a STREAM subscription takes no request after its subscription list")
+			cancel()
+		}
+	}()
 	var wg sync.WaitGroup
 	run := func(f func() error) {
 		wg.Add(1)

@@ -122,7 +122,7 @@ func keyed(p string) string {
 	return "/" + strings.Join(gpath.ToStrings(elems(p), false), "/")
 }
 
-// Values change every 50 ms for 3.2 s. SAMPLE at 1 s gets about one update a
+// Values change every 50 ms for 5.2 s. SAMPLE at 1 s gets about one update a
 // second per path (the initial one, then one per interval), ON_CHANGE gets
 // every change, TARGET_DEFINED samples the counters and sends the state on
 // change, suppress_redundant keeps an unchanged leaf to its heartbeat. Our
@@ -138,7 +138,7 @@ func TestStreamModes(t *testing.T) {
 	go feed(s, stop, &feeding)
 	time.Sleep(100 * time.Millisecond) // every leaf in the cache
 
-	const window = 3200 * time.Millisecond
+	const window = 5200 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), window)
 	defer cancel()
 	c := dial(t, s.Addr())
@@ -148,10 +148,10 @@ func TestStreamModes(t *testing.T) {
 	onChange := stream(t, ctx, c, &wg, &gpb.Subscription{Path: elems("/interfaces"), Mode: gpb.SubscriptionMode_ON_CHANGE})
 	targetDef := stream(t, ctx, c, &wg, &gpb.Subscription{Path: elems("/interfaces"), Mode: gpb.SubscriptionMode_TARGET_DEFINED, SampleInterval: uint64(time.Second)})
 	suppressHB := stream(t, ctx, c, &wg, &gpb.Subscription{Path: elems("/system"), Mode: gpb.SubscriptionMode_SAMPLE,
-		SampleInterval: uint64(200 * time.Millisecond), SuppressRedundant: true, HeartbeatInterval: uint64(time.Second)})
+		SampleInterval: uint64(time.Second), SuppressRedundant: true, HeartbeatInterval: uint64(2 * time.Second)})
 	suppress := stream(t, ctx, c, &wg, &gpb.Subscription{Path: elems("/system"), Mode: gpb.SubscriptionMode_SAMPLE,
-		SampleInterval: uint64(200 * time.Millisecond), SuppressRedundant: true})
-	plain := stream(t, ctx, c, &wg, &gpb.Subscription{Path: elems("/system"), Mode: gpb.SubscriptionMode_SAMPLE, SampleInterval: uint64(200 * time.Millisecond)})
+		SampleInterval: uint64(time.Second), SuppressRedundant: true})
+	plain := stream(t, ctx, c, &wg, &gpb.Subscription{Path: elems("/system"), Mode: gpb.SubscriptionMode_SAMPLE, SampleInterval: uint64(time.Second)})
 
 	// Outpost's own gNMI client, prefix without a target (every target).
 	own := &counter{n: map[string]int{}}
@@ -195,12 +195,12 @@ func TestStreamModes(t *testing.T) {
 	}
 	t.Logf("sample %v; on_change %v; target_defined %v; suppress+heartbeat %v; suppress %v; plain %v; outpost client %v",
 		sample.n, onChange.n, targetDef.n, suppressHB.n, suppress.n, plain.n, own.n)
-	// The values changed about 64 times in the window; a 1 s sample sends
-	// the initial value and one per second: 4.
+	// The values changed about 104 times in the window; a 1 s sample sends
+	// the initial value and one per second: 6.
 	oneASecond := func(t *testing.T, what string, n int) {
 		t.Helper()
-		if n < 3 || n > 5 {
-			t.Errorf("%s: %d updates in %v, want about 4 (one a second)", what, n, window)
+		if n < 4 || n > 7 {
+			t.Errorf("%s: %d updates in %v, want about 6 (one a second)", what, n, window)
 		}
 	}
 	t.Run("sample", func(t *testing.T) {
@@ -208,27 +208,28 @@ func TestStreamModes(t *testing.T) {
 		oneASecond(t, "eth1 in-octets", sample.get(keyed(pathOctets1)))
 	})
 	t.Run("on_change", func(t *testing.T) {
-		if n := onChange.get(keyed(pathOctets0)); n < 30 {
-			t.Errorf("in-octets: %d updates, want every change (about 64)", n)
+		if n := onChange.get(keyed(pathOctets0)); n < 50 {
+			t.Errorf("in-octets: %d updates, want every change (about 104)", n)
 		}
-		if n := onChange.get(keyed(pathOper)); n < 30 {
-			t.Errorf("oper-status: %d updates, want every change (about 64)", n)
+		if n := onChange.get(keyed(pathOper)); n < 50 {
+			t.Errorf("oper-status: %d updates, want every change (about 104)", n)
 		}
 	})
 	t.Run("target_defined", func(t *testing.T) {
 		oneASecond(t, "in-octets (sampled)", targetDef.get(keyed(pathOctets0)))
-		if n := targetDef.get(keyed(pathOper)); n < 30 {
-			t.Errorf("oper-status: %d updates, want every change (about 64)", n)
+		if n := targetDef.get(keyed(pathOper)); n < 50 {
+			t.Errorf("oper-status: %d updates, want every change (about 104)", n)
 		}
 	})
 	t.Run("suppress_redundant", func(t *testing.T) {
-		if n := plain.get(keyed(pathHost)); n < 12 {
-			t.Errorf("unchanged hostname sampled every 200ms: %d updates, want about 16", n)
-		}
+		oneASecond(t, "unchanged hostname sampled every second", plain.get(keyed(pathHost)))
 		if n := suppress.get(keyed(pathHost)); n != 1 {
 			t.Errorf("unchanged hostname with suppress_redundant: %d updates, want 1", n)
 		}
-		oneASecond(t, "unchanged hostname with suppress_redundant and a 1s heartbeat", suppressHB.get(keyed(pathHost)))
+		// The initial value, then one per 2 s heartbeat: 3.
+		if n := suppressHB.get(keyed(pathHost)); n < 2 || n > 4 {
+			t.Errorf("unchanged hostname with suppress_redundant and a 2 s heartbeat: %d updates, want about 3", n)
+		}
 	})
 	t.Run("outpost client", func(t *testing.T) {
 		oneASecond(t, "eth0 in-octets", own.get(pathOctets0))

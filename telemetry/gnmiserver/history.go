@@ -1,0 +1,167 @@
+package gnmiserver
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
+	"github.com/outpost-edge/outpost/telemetry/model"
+	"github.com/outpost-edge/outpost/telemetry/tsdb"
+)
+
+// The history extension (openconfig gnmi-history.md) replays what the
+// telemetry store kept (telemetry/tsdb, with its retention) instead of
+// the live cache:
+//
+//   - snapshot_time T, mode ONCE: every selected leaf as it was at T (its
+//     last value at or before T, looked for back to T - expire_after: an
+//     older one would have expired from the live tree too), then the sync
+//     response, then the RPC ends.
+//   - range [start, end), mode STREAM: unless updates_only, the tree as it
+//     was just before start (as for a snapshot); the sync response; then
+//     every stored update with start <= time < end, in time order (at most
+//     100,000 points per series), and the RPC ends.
+//
+// Refused: snapshot with another mode than ONCE, range with another mode
+// than STREAM, start after end (InvalidArgument); a snapshot time, start
+// or end still in the future (Unimplemented: the server does not wait for
+// it, so an open-ended range is not served: end at the present and follow
+// with a live STREAM); a server without the store (Unimplemented).
+
+// History is the collected data kept over time: the telemetry store.
+type History interface {
+	Query(ctx context.Context, q tsdb.Query) ([]tsdb.Series, error)
+}
+
+var _ History = (*tsdb.DB)(nil)
+
+// SetHistory gives the server the store the history extension reads; it
+// must be called before Start.
+func (s *Server) SetHistory(h History) { s.history = h }
+
+// serveHistory serves a subscription list with the history extension.
+func (s *Server) serveHistory(stream gpb.GNMI_SubscribeServer, list *gpb.SubscriptionList, sels []selection, o options, target string) error {
+	if s.history == nil {
+		return status.Error(codes.Unimplemented, "history is not available: this server has no telemetry store")
+	}
+	now := time.Now().UnixNano()
+	mode := list.GetMode()
+	var before, from, to int64 // snapshot at before (inclusive), updates in [from, to)
+	if r := o.history.GetRange(); r != nil {
+		switch {
+		case mode != gpb.SubscriptionList_STREAM:
+			return status.Errorf(codes.InvalidArgument, "a history range needs mode STREAM, not %v", mode)
+		case r.GetStart() > r.GetEnd():
+			return status.Errorf(codes.InvalidArgument, "history range start %d is after its end %d", r.GetStart(), r.GetEnd())
+		case r.GetEnd() > now:
+			return status.Errorf(codes.Unimplemented, "history range end %s is in the future: ranges must have ended (follow with a live STREAM)", time.Unix(0, r.GetEnd()).UTC().Format(time.RFC3339Nano))
+		}
+		before, from, to = r.GetStart()-1, r.GetStart(), r.GetEnd()
+	} else {
+		t := o.history.GetSnapshotTime()
+		switch {
+		case mode != gpb.SubscriptionList_ONCE:
+			return status.Errorf(codes.InvalidArgument, "a history snapshot needs mode ONCE, not %v", mode)
+		case t > now:
+			return status.Errorf(codes.Unimplemented, "history snapshot time %s is in the future", time.Unix(0, t).UTC().Format(time.RFC3339Nano))
+		}
+		before, from, to = t, 0, 0
+	}
+	ctx := stream.Context()
+	send := func(n *gpb.Notification) error {
+		return stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_Update{Update: o.out(n)}})
+	}
+	if !list.GetUpdatesOnly() {
+		since := time.Time{}
+		if e := s.cfg.ExpireAfter.Std(); e > 0 {
+			since = time.Unix(0, before).Add(-e)
+		}
+		for _, sel := range sels {
+			ns, err := s.stored(ctx, target, sel, since, time.Unix(0, before))
+			if err != nil {
+				return err
+			}
+			for _, n := range latest(ns) {
+				if err := send(n); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_SyncResponse{SyncResponse: true}}); err != nil {
+		return err
+	}
+	if to <= from {
+		return nil
+	}
+	var all []*gpb.Notification
+	for _, sel := range sels {
+		ns, err := s.stored(ctx, target, sel, time.Unix(0, from), time.Unix(0, to-1))
+		if err != nil {
+			return err
+		}
+		all = append(all, ns...)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].GetTimestamp() < all[j].GetTimestamp() })
+	for _, n := range all {
+		if err := send(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stored returns one notification per stored point that sel selects on
+// target ("*": every target) in [since, until] (a zero since: the oldest
+// stored), in the shape the live cache holds (prefix target, one update).
+func (s *Server) stored(ctx context.Context, target string, sel selection, since, until time.Time) ([]*gpb.Notification, error) {
+	// A gNMI path selects its whole subtree: the pattern ends with "...".
+	pat, err := model.ParsePattern(append(sel.path[:len(sel.path):len(sel.path)], model.Elem{Name: "..."}).String())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
+	}
+	if target == "*" {
+		target = "" // every target
+	}
+	series, err := s.history.Query(ctx, tsdb.Query{Target: target, Path: pat, Since: since, Until: until})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "history query: %v", err)
+	}
+	var out []*gpb.Notification
+	for _, se := range series {
+		p, err := model.ParsePath(se.Path)
+		if err != nil {
+			continue // the store keeps parsed paths only
+		}
+		gp, prefix := p.ToGNMI(), &gpb.Path{Target: se.Target} // shared by the series' notifications (see latest)
+		for _, pt := range se.Points {
+			tv := tgnmi.TypedValue(pt.Value)
+			if tv == nil {
+				continue
+			}
+			n := &gpb.Notification{Timestamp: pt.Time.UnixNano(), Prefix: prefix, Update: []*gpb.Update{{Path: gp, Val: tv}}}
+			if sel.keep(n) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out, nil
+}
+
+// latest keeps the last notification of each series: stored returns each
+// series' points in time order, series after series, sharing one path.
+func latest(ns []*gpb.Notification) []*gpb.Notification {
+	var out []*gpb.Notification
+	for i, n := range ns {
+		if i+1 < len(ns) && ns[i+1].GetUpdate()[0].GetPath() == n.GetUpdate()[0].GetPath() {
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
+}
