@@ -1,0 +1,149 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"github.com/openconfig/gnmi/proto/gnmi_ext"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
+	"github.com/outpost-edge/outpost/telemetry/model"
+)
+
+// Local is this instance's store, where replicas are kept.
+type Local interface {
+	// Newest returns the time of target's newest stored point (zero: none).
+	Newest(target string) time.Time
+	// Replicate stores updates copied from a target's holder (the store and
+	// the gNMI server's cache, not MQTT or triggers: those run on the
+	// holder).
+	Replicate(us []model.Update)
+}
+
+// settle is how far behind the present a replica asks: a point stamped
+// earlier may still be on its way into the holder's store.
+const settle = time.Second
+
+// follow copies one target from its holder.
+type follow struct {
+	task
+	holder Holder
+
+	mu     sync.Mutex
+	synced time.Time // everything stamped before this is copied
+	points uint64
+	err    string
+}
+
+func (n *Node) startFollow(target string, h Holder) *follow {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &follow{task: task{cancel: cancel, done: make(chan struct{})}, holder: h}
+	go func() { defer close(f.done); n.replicate(ctx, target, f) }()
+	return f
+}
+
+// replicate asks the holder, every replica interval, for what it stored
+// from the end of the last answer (first: after the newest point of the
+// local replica, so a reconnect or restart resumes without a gap the
+// holder still has) to the present less settle, over the gNMI history
+// extension, and stores it. A batch is stored only while its epoch is the
+// target's current one: once a newer holder appears, the stale one's
+// answers are refused.
+func (n *Node) replicate(ctx context.Context, target string, f *follow) {
+	conn, err := grpc.NewClient(f.holder.GNMI, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+	if err != nil {
+		f.setErr(err)
+		return
+	}
+	defer conn.Close()
+	gc := gpb.NewGNMIClient(conn)
+	from := n.local.Newest(target).UnixNano() + 1
+	t := time.NewTicker(n.cfg.ReplicaInterval.Std())
+	defer t.Stop()
+	for {
+		end := time.Now().Add(-settle).UnixNano()
+		if end > from {
+			us, err := fetchRange(ctx, gc, target, from, end)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				f.setErr(err)
+				n.mReplicaErrors.Inc()
+			case !n.current(target, f.holder.Epoch):
+				n.mRefused.Add(float64(len(us)))
+				n.log.Warn("cluster: replica batch from a stale epoch refused", "target", target, "epoch", f.holder.Epoch, "points", len(us))
+				return
+			default:
+				n.local.Replicate(us)
+				n.mReplicated.Add(float64(len(us)))
+				from = end
+				f.mu.Lock()
+				f.synced, f.err = time.Unix(0, end), ""
+				f.points += uint64(len(us))
+				f.mu.Unlock()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (f *follow) setErr(err error) {
+	f.mu.Lock()
+	f.err = err.Error()
+	f.mu.Unlock()
+}
+
+// current reports whether epoch is target's holder epoch as last seen.
+func (n *Node) current(target string, epoch int64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.holders[target].Epoch == epoch
+}
+
+// fetchRange reads target's stored updates in [from, to) from a gNMI
+// server with the history extension.
+func fetchRange(ctx context.Context, gc gpb.GNMIClient, target string, from, to int64) ([]model.Update, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	st, err := gc.Subscribe(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to holder: %w", err)
+	}
+	req := &gpb.SubscribeRequest{
+		Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
+			Prefix: &gpb.Path{Target: target}, Mode: gpb.SubscriptionList_STREAM, UpdatesOnly: true,
+			Encoding: gpb.Encoding_PROTO, Subscription: []*gpb.Subscription{{Path: &gpb.Path{}}},
+		}},
+		Extension: []*gnmi_ext.Extension{{Ext: &gnmi_ext.Extension_History{History: &gnmi_ext.History{
+			Request: &gnmi_ext.History_Range{Range: &gnmi_ext.TimeRange{Start: from, End: to}}}}}},
+	}
+	if err := st.Send(req); err != nil {
+		return nil, fmt.Errorf("subscribe to holder: %w", err)
+	}
+	var us []model.Update
+	for {
+		r, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return us, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("replicate from holder: %w", err)
+		}
+		if n := r.GetUpdate(); n != nil {
+			us = tgnmi.Updates(us, target, n)
+		}
+	}
+}
