@@ -303,6 +303,12 @@ func (n *Node) hold(ctx context.Context, target string) {
 		err := e.Campaign(cctx, string(b))
 		if err != nil {
 			cancel()
+			// A campaign cancelled while its put was in flight may have left
+			// its key behind (Campaign returns without resigning then); it
+			// would block every later candidate while this lease lives.
+			dctx, c := context.WithTimeout(context.Background(), n.cfg.LeaseTTL.Std()/2)
+			_, _ = n.cli.Delete(dctx, fmt.Sprintf("%s%x", n.lockPrefix(target), sess.Lease()))
+			c()
 			if ctx.Err() == nil {
 				sleep(ctx, 200*time.Millisecond)
 			}
