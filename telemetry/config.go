@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
@@ -28,6 +29,7 @@ type Config struct {
 	GNMIServer gnmiserver.Config `yaml:"gnmi_server"`
 	MQTT       []PublishRule     `yaml:"mqtt"`
 	Triggers   []TriggerRule     `yaml:"triggers"`
+	Cluster    cluster.Config    `yaml:"cluster"`
 }
 
 // PublishRule sends matching updates to MQTT.
@@ -57,6 +59,7 @@ func (t Config) WithDefaults() Config {
 	t.Store = t.Store.WithDefaults()
 	t.GNMI = t.GNMI.WithDefaults()
 	t.SNMP = t.SNMP.WithDefaults()
+	t.Cluster = t.Cluster.WithDefaults(t.GNMIServer.Listen)
 	t.MQTT = append([]PublishRule(nil), t.MQTT...)
 	for i := range t.MQTT {
 		if t.MQTT[i].Topic == "" {
@@ -73,6 +76,9 @@ func (t *Config) Resolve(dir, nodeID string) {
 	t.GNMI.Resolve(dir)
 	t.SNMP.Resolve(dir, nodeID)
 	t.GNMIServer.Resolve(dir)
+	if t.Cluster.Name == "" {
+		t.Cluster.Name = nodeID
+	}
 }
 
 // GNMIServerExpiry is the gNMI server's expire_after for these targets (see
@@ -142,6 +148,8 @@ func (t Config) Validate(c *confval.Checker, hasTask func(string) bool) {
 		s.Validate(tc)
 	}
 	t.GNMIServer.Validate(c.At("gnmi_server"), t.collectionInterval())
+	g := t.GNMIServer
+	t.Cluster.Validate(c.At("cluster"), g.Listen, g.TLS.CertFile != "" || g.Username != "")
 
 	for i, m := range t.MQTT {
 		mc := c.Index("mqtt", i)

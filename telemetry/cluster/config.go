@@ -41,12 +41,10 @@ const (
 // Enabled reports whether the cluster is configured.
 func (c Config) Enabled() bool { return len(c.Etcd) > 0 }
 
-// WithDefaults fills zero values; name and advertise come from the node id
-// and the gNMI server's listen address.
-func (c Config) WithDefaults(nodeID, gnmiListen string) Config {
-	if c.Name == "" {
-		c.Name = nodeID
-	}
+// WithDefaults fills zero values; advertise comes from the gNMI server's
+// listen address (the name from the node id, set by the telemetry config's
+// Resolve).
+func (c Config) WithDefaults(gnmiListen string) Config {
 	if c.Advertise == "" {
 		c.Advertise = gnmiListen
 	}
@@ -80,6 +78,11 @@ func (c Config) Validate(ch *confval.Checker, gnmiListen string, gnmiSecured boo
 	}
 	if gnmiSecured {
 		ch.Errorf("etcd", "a cluster replicates over plaintext gNMI: telemetry.gnmi_server must not use tls or a password")
+	}
+	if c.Name == "" {
+		ch.Errorf("name", "must name this instance (default: the node id)")
+	} else if strings.Contains(c.Name, "/") {
+		ch.Errorf("name", "%q: must not contain '/'", c.Name)
 	}
 	if c.Advertise != "" {
 		ch.HostPort("advertise", c.Advertise)

@@ -76,7 +76,7 @@ const testTTL = 2 * time.Second
 
 func startNode(t *testing.T, etcd *etcdtest.Server, name string, targets []string, c *collectors) *Node {
 	t.Helper()
-	cfg := Config{Etcd: []string{etcd.Endpoint()}, Name: name, LeaseTTL: confval.Duration(testTTL)}.WithDefaults(name, "")
+	cfg := Config{Etcd: []string{etcd.Endpoint()}, Name: name, LeaseTTL: confval.Duration(testTTL)}.WithDefaults("")
 	n := New(Options{Cfg: cfg, Targets: targets, Collector: memberCollector{c, name}, Local: nopLocal{},
 		Log: slog.New(slog.NewTextHandler(t.Output(), nil)).With("node", name)})
 	if err := n.Start(context.Background()); err != nil {
