@@ -4,19 +4,16 @@ import (
 	"context"
 	"fmt"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
-	fake "github.com/openconfig/gnmi/testing/fake/gnmi"
-	fpb "github.com/openconfig/gnmi/testing/fake/proto"
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/peer"
 
 	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/etcdtest"
+	"github.com/outpost-edge/outpost/internal/gnmitest"
 	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
@@ -24,81 +21,7 @@ import (
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
 
-// countedAgent is the openconfig fake gNMI agent behind an interceptor that
-// records each Subscribe stream with the client's address: the collectors
-// as the target sees them.
-type countedAgent struct {
-	addr string
-
-	mu      sync.Mutex
-	streams map[string][2]time.Time // client address → first stream start, last stream end (zero: open)
-	open    map[string]int
-}
-
-func startCountedAgent(t *testing.T) *countedAgent {
-	t.Helper()
-	ca := &countedAgent{streams: map[string][2]time.Time{}, open: map[string]int{}}
-	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		p, _ := peer.FromContext(ss.Context())
-		from := p.Addr.String()
-		ca.mu.Lock()
-		iv := ca.streams[from]
-		if iv[0].IsZero() {
-			iv[0] = time.Now()
-		}
-		ca.streams[from] = iv
-		ca.open[from]++
-		ca.mu.Unlock()
-		err := h(srv, ss)
-		ca.mu.Lock()
-		ca.open[from]--
-		iv = ca.streams[from]
-		iv[1] = time.Now()
-		ca.streams[from] = iv
-		ca.mu.Unlock()
-		return err
-	}))
-	// Timestamp 0: the collector stamps each value when it arrives, so every
-	// stream brings new points.
-	var resp []*gpb.SubscribeResponse
-	for _, r := range notifications(2, 2) {
-		r.GetUpdate().Timestamp = 0
-		resp = append(resp, r)
-	}
-	a, err := fake.NewFromServer(srv, &fpb.Config{Target: "dev1", ClientType: fpb.Config_GRPC_GNMI,
-		Generator: &fpb.Config_Fixed{Fixed: &fpb.FixedGenerator{Responses: resp}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); srv.Stop() })
-	ca.addr = a.Address()
-	return ca
-}
-
-// overlaps reports collectors (client connections) whose streams
-// overlapped in time: two instances collecting the target at once.
-func (ca *countedAgent) overlaps() []string {
-	ca.mu.Lock()
-	defer ca.mu.Unlock()
-	var out []string
-	for a, x := range ca.streams {
-		for b, y := range ca.streams {
-			xEnd, yEnd := x[1], y[1]
-			if ca.open[a] > 0 || xEnd.IsZero() {
-				xEnd = time.Now()
-			}
-			if ca.open[b] > 0 || yEnd.IsZero() {
-				yEnd = time.Now()
-			}
-			if a < b && x[0].Before(yEnd) && y[0].Before(xEnd) {
-				out = append(out, fmt.Sprintf("%s and %s", a, b))
-			}
-		}
-	}
-	return out
-}
-
-func clusteredConfig(etcd, name string, agents map[string]*countedAgent) Config {
+func clusteredConfig(etcd, name string, agents map[string]*gnmitest.Agent) Config {
 	cfg := Config{
 		GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:0"},
 		Store:      tsdb.Config{FlushInterval: confval.Duration(50 * time.Millisecond)},
@@ -106,7 +29,7 @@ func clusteredConfig(etcd, name string, agents map[string]*countedAgent) Config 
 			ReplicaInterval: confval.Duration(200 * time.Millisecond)},
 	}
 	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
-		cfg.GNMI.Targets = append(cfg.GNMI.Targets, gnmi.Target{Name: n, Address: agents[n].addr,
+		cfg.GNMI.Targets = append(cfg.GNMI.Targets, gnmi.Target{Name: n, Address: agents[n].Addr,
 			BackoffMin: confval.Duration(100 * time.Millisecond), BackoffMax: confval.Duration(200 * time.Millisecond),
 			Subscriptions: []gnmi.Subscription{{Paths: []string{"/interfaces"}}}})
 	}
@@ -144,9 +67,9 @@ func roles(t *testing.T, svcs map[string]*Service, within time.Duration) map[str
 
 func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 	etcd := etcdtest.Start(t)
-	agents := map[string]*countedAgent{}
+	agents := map[string]*gnmitest.Agent{}
 	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
-		agents[n] = startCountedAgent(t)
+		agents[n] = gnmitest.StartAgent(t)
 	}
 	svcs := map[string]*Service{}
 	for _, name := range []string{"a", "b", "c"} {
@@ -223,9 +146,8 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 		}
 	})
 	for n, a := range agents {
-		if o := a.overlaps(); len(o) > 0 {
+		if o := a.Overlaps(); len(o) > 0 {
 			t.Errorf("%s collected twice at once: %v", n, o)
 		}
 	}
 }
-
