@@ -69,7 +69,7 @@ func (c *collectors) snapshot() (map[string]string, []string) {
 
 type nopLocal struct{}
 
-func (nopLocal) Newest(string) time.Time   { return time.Time{} }
+func (nopLocal) Newest(string) time.Time  { return time.Time{} }
 func (nopLocal) Replicate([]model.Update) {}
 
 const testTTL = 2 * time.Second
