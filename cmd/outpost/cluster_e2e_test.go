@@ -3,8 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,11 +53,11 @@ func settledHolders(t *testing.T, ds map[string]*daemon, targets int, within tim
 	return holders
 }
 
-// Three outpost processes, one etcd, four fake gNMI devices: each device is
-// collected by exactly one process (counted at the device), a kill -9 of a
-// holder moves its devices within the lease TTL plus 2 s, and the new holder
-// serves the history the killed one collected.
-func TestClusterKillHolder(t *testing.T) {
+// startCluster starts a real etcd, four counted fake gNMI devices and one
+// outpost process per name; etcdFor may put something between a process
+// and etcd.
+func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(name, endpoint string) string) (map[string]*daemon, map[string]*gnmitest.Agent) {
+	t.Helper()
 	etcd := etcdtest.Start(t)
 	agents := map[string]*gnmitest.Agent{}
 	var targets strings.Builder
@@ -62,9 +65,8 @@ func TestClusterKillHolder(t *testing.T) {
 		agents[n] = gnmitest.StartAgent(t)
 		fmt.Fprintf(&targets, "      - {name: %s, address: %q, backoff_min: 100ms, backoff_max: 200ms, subscriptions: [{paths: [/interfaces]}]}\n", n, agents[n].Addr)
 	}
-	const ttl = 2 * time.Second
 	ds := map[string]*daemon{}
-	for _, name := range []string{"a", "b", "c"} {
+	for _, name := range names {
 		ds[name] = startDaemon(t, fmt.Sprintf(`
 node: {id: %s}
 admin: {listen: "{{admin}}"}
@@ -75,8 +77,40 @@ telemetry:
   cluster: {etcd: [%q], lease_ttl: %s, replica_interval: 200ms}
   gnmi:
     targets:
-%s`, name, mqtttest.FreeAddr(t), etcd.Endpoint(), ttl, targets.String()))
+%s`, name, mqtttest.FreeAddr(t), etcdFor(name, etcd.Endpoint()), ttl, targets.String()))
 	}
+	return ds, agents
+}
+
+// checkCollectors fails the test if a device saw two collectors at once, or
+// none for longer than ttl + 2 s after since.
+func checkCollectors(t *testing.T, agents map[string]*gnmitest.Agent, since time.Time, ttl time.Duration) {
+	t.Helper()
+	for n, a := range agents {
+		if o := a.Overlaps(); len(o) > 0 {
+			t.Errorf("%s collected by two instances at once: %v", n, o)
+		}
+		cs := a.Collectors()
+		for i := 1; i < len(cs); i++ {
+			gap := cs[i][0].Sub(cs[i-1][1])
+			if !cs[i-1][1].After(since.Add(-time.Second)) {
+				continue // a move while placement settled
+			}
+			t.Logf("%s: %s without a collector", n, gap)
+			if gap > ttl+2*time.Second {
+				t.Errorf("%s: no collector for %s (lease TTL %s)", n, gap, ttl)
+			}
+		}
+	}
+}
+
+// Three outpost processes, one etcd, four fake gNMI devices: each device is
+// collected by exactly one process (counted at the device), a kill -9 of a
+// holder moves its devices within the lease TTL plus 2 s, and the new holder
+// serves the history the killed one collected.
+func TestClusterKillHolder(t *testing.T) {
+	const ttl = 2 * time.Second
+	ds, agents := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e })
 	holders := settledHolders(t, ds, 4, 40*time.Second)
 	victim := holders["sw1"]
 	time.Sleep(2 * time.Second) // the replicas copy what the victim collected
@@ -85,23 +119,7 @@ telemetry:
 	delete(ds, victim)
 	after := settledHolders(t, ds, 4, 30*time.Second)
 	t.Logf("sw1: %s killed, %s holds it after %s", victim, after["sw1"], time.Since(killed))
-
-	for n, a := range agents {
-		if o := a.Overlaps(); len(o) > 0 {
-			t.Errorf("%s collected by two instances at once: %v", n, o)
-		}
-		cs := a.Collectors()
-		for i := 1; i < len(cs); i++ {
-			gap := cs[i][0].Sub(cs[i-1][1])
-			if !cs[i-1][1].After(killed.Add(-time.Second)) {
-				continue // a move while placement settled
-			}
-			t.Logf("%s: %s without a collector after the kill", n, gap)
-			if gap > ttl+2*time.Second {
-				t.Errorf("%s: no collector for %s after the kill (lease TTL %s)", n, gap, ttl)
-			}
-		}
-	}
+	checkCollectors(t, agents, killed, ttl)
 	var q struct {
 		Series []struct{ Points []json.RawMessage }
 	}
@@ -112,5 +130,96 @@ telemetry:
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil || len(q.Series) != 4 || len(q.Series[0].Points) < 2 {
 		t.Fatalf("history of sw1 at its new holder: %v %+v", err, q)
+	}
+}
+
+// An instance cut off from etcd (its connection to etcd goes through a proxy
+// the test closes) stops collecting before its lease can expire; another
+// takes its devices; no device sees two collectors at once.
+func TestClusterHolderCutOffFromEtcd(t *testing.T) {
+	const ttl = 2 * time.Second
+	proxies := map[string]*cutProxy{}
+	ds, agents := startCluster(t, ttl, []string{"a", "b", "c"}, func(name, e string) string {
+		proxies[name] = startCutProxy(t, strings.TrimPrefix(e, "http://"))
+		return "http://" + proxies[name].addr
+	})
+	holders := settledHolders(t, ds, 4, 40*time.Second)
+	victim := holders["sw1"]
+	cut := time.Now()
+	proxies[victim].cut()
+	waitUntil(t, 10*time.Second, "the cut-off holder stops collecting", func() bool {
+		for _, ts := range ds[victim].clusterStatus().Targets {
+			if ts.Role == cluster.RoleHolder {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("%s stopped collecting %s after the cut", victim, time.Since(cut))
+	if d := time.Since(cut); d > ttl {
+		t.Errorf("%s still collected %s after it was cut off (lease TTL %s)", victim, d, ttl)
+	}
+	others := map[string]*daemon{}
+	for n, d := range ds {
+		if n != victim {
+			others[n] = d
+		}
+	}
+	after := settledHolders(t, others, 4, 30*time.Second)
+	t.Logf("sw1: %s cut off, %s holds it after %s", victim, after["sw1"], time.Since(cut))
+	checkCollectors(t, agents, cut, ttl)
+}
+
+// cutProxy forwards TCP connections to an address until cut.
+type cutProxy struct {
+	addr string
+	l    net.Listener
+
+	mu    sync.Mutex
+	conns []net.Conn
+	done  bool
+}
+
+func startCutProxy(t *testing.T, to string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: l.Addr().String(), l: l}
+	t.Cleanup(p.cut)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			if p.done {
+				c.Close()
+				u.Close()
+			}
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+// cut closes the listener and every forwarded connection.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done = true
+	p.l.Close()
+	for _, c := range p.conns {
+		c.Close()
 	}
 }
