@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -222,4 +223,47 @@ func (p *cutProxy) cut() {
 	for _, c := range p.conns {
 		c.Close()
 	}
+}
+
+// `outpost cluster drain` moves a daemon's devices to the other one;
+// `undrain` takes its share back; `status` shows both.
+func TestClusterDrainCLI(t *testing.T) {
+	const ttl = 2 * time.Second
+	ds, agents := startCluster(t, ttl, []string{"a", "b"}, func(_, e string) string { return e })
+	settledHolders(t, ds, 4, 40*time.Second)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(binPath, append(args, "--admin", ds["a"].adminAddr())...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("outpost %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	drained := time.Now()
+	if out := cli("cluster", "drain"); !strings.Contains(out, "drained: true") {
+		t.Fatalf("drain answered:\n%s", out)
+	}
+	holds := func(name string, n int) func() bool {
+		return func() bool {
+			held := 0
+			for _, ts := range ds[name].clusterStatus().Targets {
+				if ts.Role == cluster.RoleHolder {
+					held++
+				}
+			}
+			return held == n
+		}
+	}
+	waitUntil(t, 20*time.Second, "b holds every device", holds("b", 4))
+	waitUntil(t, 20*time.Second, "a holds none", holds("a", 0))
+	out := cli("cluster", "status")
+	for _, want := range []string{"instance a (member: true, drained: true)", "sw1", "replica"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	cli("cluster", "undrain")
+	settledHolders(t, ds, 4, 20*time.Second)
+	waitUntil(t, 20*time.Second, "a holds a share again", func() bool { return !holds("a", 0)() })
+	checkCollectors(t, agents, drained, ttl)
 }

@@ -36,6 +36,7 @@ func init() {
 			{Name: "task", Summary: "deploy, list, inspect, remove or roll back tasks", Run: cmdTask},
 			{Name: "health", Summary: "show the running daemon's health", Run: cmdHealth},
 			{Name: "telemetry", Summary: "read collected telemetry: targets, latest, query", Run: cmdTelemetry},
+			{Name: "cluster", Summary: "show the telemetry cluster, drain or undrain this instance", Run: cmdCluster},
 			{Name: "calls", Summary: "list or show journaled calls", Run: cmdCalls},
 			{Name: "version", Summary: "print the version", Run: cmdVersion},
 		},
