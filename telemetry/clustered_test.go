@@ -3,7 +3,10 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,16 +21,19 @@ import (
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
+	"github.com/outpost-edge/outpost/telemetry/snmp"
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
 
-func clusteredConfig(etcd, name string, agents map[string]*gnmitest.Agent) Config {
+func clusteredConfig(etcd, name string, agents map[string]*gnmitest.Agent, snmpAgent string) Config {
 	cfg := Config{
 		GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:0"},
 		Store:      tsdb.Config{FlushInterval: confval.Duration(50 * time.Millisecond)},
 		Cluster: cluster.Config{Etcd: []string{etcd}, Name: name, LeaseTTL: confval.Duration(2 * time.Second),
 			ReplicaInterval: confval.Duration(200 * time.Millisecond)},
 	}
+	cfg.SNMP.Targets = []snmp.Target{{Name: "sn1", Address: snmpAgent, Community: "testcomm", Interval: confval.Duration(time.Second),
+		OIDs: []snmp.OID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}}}
 	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
 		cfg.GNMI.Targets = append(cfg.GNMI.Targets, gnmi.Target{Name: n, Address: agents[n].Addr,
 			BackoffMin: confval.Duration(100 * time.Millisecond), BackoffMax: confval.Duration(200 * time.Millisecond),
@@ -55,7 +61,7 @@ func roles(t *testing.T, svcs map[string]*Service, within time.Duration) map[str
 				}
 			}
 		}
-		if bad == "" && len(holder) == 4 {
+		if bad == "" && len(holder) == 5 {
 			return holder
 		}
 		if time.Now().After(deadline) {
@@ -71,9 +77,10 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
 		agents[n] = gnmitest.StartAgent(t)
 	}
+	snmpAgent := snmpd(t)
 	svcs := map[string]*Service{}
 	for _, name := range []string{"a", "b", "c"} {
-		s := New(clusteredConfig(etcd.Endpoint(), name, agents), t.TempDir(), nil, nil, Sinks{})
+		s := New(clusteredConfig(etcd.Endpoint(), name, agents, snmpAgent), t.TempDir(), nil, nil, Sinks{})
 		if err := s.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +111,8 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 		}
 	})
 	t.Run("gnmi get at a replica", func(t *testing.T) {
-		for tg, h := range holder {
+		for _, tg := range []string{"sw1"} {
+			h := holder[tg]
 			for name, s := range svcs {
 				if name == h {
 					continue
@@ -124,14 +132,29 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 					t.Errorf("get %s at replica %s: %v %v", tg, name, err, us)
 				}
 			}
-			break
+		}
+	})
+	t.Run("snmp device polled by one instance", func(t *testing.T) {
+		// snmpd counts the packets it receives (snmpInPkts): one collector
+		// polling once a second adds about one a second, two would add two.
+		in := func() int {
+			out, err := exec.Command("env", "MIBS=", "snmpget", "-v2c", "-c", "testcomm", "-Oqv", snmpAgent, "1.3.6.1.2.1.11.1.0").Output()
+			if err != nil {
+				t.Fatalf("snmpget: %v", err)
+			}
+			n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+			return n
+		}
+		before, t0 := in(), time.Now()
+		time.Sleep(5 * time.Second)
+		polls := float64(in()-before-1) / time.Since(t0).Seconds() // less our own first request
+		t.Logf("snmpd received %.2f requests a second", polls)
+		if polls > 1.5 {
+			t.Errorf("snmpd polled %.2f times a second at a 1s interval: more than one collector", polls)
 		}
 	})
 	t.Run("holder leaves", func(t *testing.T) {
-		var tg, h string
-		for tg, h = range holder {
-			break
-		}
+		tg, h := "sw1", holder["sw1"]
 		left := time.Now()
 		if err := svcs[h].Stop(context.Background()); err != nil {
 			t.Fatal(err)
