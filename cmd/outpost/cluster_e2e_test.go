@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -114,6 +115,12 @@ func TestClusterKillHolder(t *testing.T) {
 	ds, agents := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e })
 	holders := settledHolders(t, ds, 4, 40*time.Second)
 	victim := holders["sw1"]
+	for name, d := range ds {
+		if name != victim {
+			readReplicaWithGnmiCLI(t, d, "sw1")
+			break
+		}
+	}
 	time.Sleep(2 * time.Second) // the replicas copy what the victim collected
 	killed := time.Now()
 	ds[victim].kill9()
@@ -266,4 +273,31 @@ func TestClusterDrainCLI(t *testing.T) {
 	settledHolders(t, ds, 4, 20*time.Second)
 	waitUntil(t, 20*time.Second, "a holds a share again", func() bool { return !holds("a", 0)() })
 	checkCollectors(t, agents, drained, ttl)
+}
+
+// readReplicaWithGnmiCLI reads target from d's gNMI server, which only
+// replicates it, with the openconfig gnmi_cli (ONCE).
+func readReplicaWithGnmiCLI(t *testing.T, d *daemon, target string) {
+	t.Helper()
+	cli, err := exec.LookPath("gnmi_cli")
+	if err != nil {
+		gopath, _ := exec.Command("go", "env", "GOPATH").Output()
+		cli = filepath.Join(strings.TrimSpace(string(gopath)), "bin", "gnmi_cli")
+	}
+	st := d.clusterStatus()
+	var addr string
+	for _, m := range st.Members {
+		if m.Name == st.Name {
+			addr = m.GNMI
+		}
+	}
+	out, err := exec.Command(cli, "-address", addr, "-insecure", "-client_types", "gnmi", "-target", target, "-query", "/interfaces",
+		"-query_type", "once", "-display_type", "single", "-timeout", "10s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("gnmi_cli (go install github.com/openconfig/gnmi/cmd/gnmi_cli@v0.14.1): %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "counters") || !strings.Contains(string(out), "eth1") {
+		t.Errorf("gnmi_cli read no counters of %s from replica %s:\n%s", target, st.Name, out)
+	}
+	t.Logf("gnmi_cli at replica %s:\n%s", st.Name, out)
 }
