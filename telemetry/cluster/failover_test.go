@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/outpost-edge/outpost/internal/confval"
@@ -76,8 +78,13 @@ const testTTL = 2 * time.Second
 
 func startNode(t *testing.T, etcd *etcdtest.Server, name string, targets []string, c *collectors) *Node {
 	t.Helper()
+	return startNodeReg(t, etcd, name, targets, c, nil)
+}
+
+func startNodeReg(t *testing.T, etcd *etcdtest.Server, name string, targets []string, c *collectors, reg prometheus.Registerer) *Node {
+	t.Helper()
 	cfg := Config{Etcd: []string{etcd.Endpoint()}, Name: name, LeaseTTL: confval.Duration(testTTL)}.WithDefaults("")
-	n := New(Options{Cfg: cfg, Targets: targets, Collector: memberCollector{c, name}, Local: nopLocal{},
+	n := New(Options{Cfg: cfg, Targets: targets, Collector: memberCollector{c, name}, Local: nopLocal{}, Reg: reg,
 		Log: slog.New(slog.NewTextHandler(t.Output(), nil)).With("node", name)})
 	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -128,10 +135,18 @@ func TestClusterPlacesFailsOverAndRebalances(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	targets := targetNames(30)
 	c := newCollectors()
-	a := startNode(t, etcd, "a", targets, c)
+	reg := prometheus.NewRegistry()
+	a := startNodeReg(t, etcd, "a", targets, c, reg)
 	startNode(t, etcd, "b", targets, c)
 	startNode(t, etcd, "c", targets, c)
 	waitPlaced(t, c, targets, []string{"a", "b", "c"}, 20*time.Second)
+	onA := len(Assign(targets, []Member{{Name: "a", Capacity: 1}, {Name: "b", Capacity: 1}, {Name: "c", Capacity: 1}})["a"])
+	if got := testutil.ToFloat64(a.mCollecting); got != float64(onA) {
+		t.Errorf("outpost_cluster_targets_collecting %v, a collects %d", got, onA)
+	}
+	if n, err := testutil.GatherAndCount(reg, "outpost_cluster_leases_total", "outpost_cluster_lease_renewals_failed_total", "outpost_cluster_targets_collecting"); err != nil || n != 3 {
+		t.Errorf("cluster metrics: %d %v", n, err)
+	}
 	for _, name := range []string{"a", "b", "c"} {
 		if n := len(Assign(targets, []Member{{Name: "a", Capacity: 1}, {Name: "b", Capacity: 1}, {Name: "c", Capacity: 1}})[name]); n == 0 {
 			t.Fatalf("%s holds no target", name)
@@ -147,6 +162,9 @@ func TestClusterPlacesFailsOverAndRebalances(t *testing.T) {
 		crash(a)
 		waitPlaced(t, c, targets, []string{"b", "c"}, testTTL+10*time.Second)
 		noViolations(t, c)
+		if testutil.ToFloat64(a.mRenewFail) == 0 || testutil.ToFloat64(a.mCollecting) != 0 {
+			t.Errorf("after the cut: %v renewals failed, %v targets collecting", testutil.ToFloat64(a.mRenewFail), testutil.ToFloat64(a.mCollecting))
+		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for tg, gap := range c.gaps {
