@@ -126,6 +126,11 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			return err
 		}
 		s.server.SetHistory(s.db) // the history extension replays the store
+		if s.cfg.Cluster.Enabled() {
+			s.node = cluster.New(cluster.Options{Cfg: s.cfg.Cluster, Targets: s.cfg.targetNames(), Collector: s, Local: s,
+				Log: s.log.With("part", "cluster"), Reg: reg})
+			s.server.SetEpochs(s.node.Epoch) // replicas check whom they copy from
+		}
 		if err = s.server.Start(); err != nil {
 			return err
 		}
@@ -162,14 +167,11 @@ func (s *Service) Start(ctx context.Context) (err error) {
 		if s.server == nil {
 			return errors.New("a telemetry cluster needs the gnmi server (telemetry.gnmi_server.listen)")
 		}
-		cc := s.cfg.Cluster
-		if cc.Advertise == "" || cc.Advertise == s.cfg.GNMIServer.Listen {
-			cc.Advertise = s.server.Addr() // the bound port when listening on port 0
+		advertise := "" // the configured one
+		if cc := s.cfg.Cluster; cc.Advertise == "" || cc.Advertise == s.cfg.GNMIServer.Listen {
+			advertise = s.server.Addr() // the bound port when listening on port 0
 		}
-		s.node = cluster.New(cluster.Options{Cfg: cc, Targets: s.cfg.targetNames(), Collector: s, Local: s,
-			Log: s.log.With("part", "cluster"), Reg: reg})
-		if err = s.node.Start(runCtx); err != nil {
-			s.node = nil
+		if err = s.node.Start(runCtx, advertise); err != nil {
 			return err
 		}
 	}

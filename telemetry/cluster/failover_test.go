@@ -17,7 +17,9 @@ import (
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"))
+}
 
 // collectors records who collects what, as a target would see it: two
 // collectors of one target at once is a violation.
@@ -86,7 +88,7 @@ func startNodeReg(t *testing.T, etcd *etcdtest.Server, name string, targets []st
 	cfg := Config{Etcd: []string{etcd.Endpoint()}, Name: name, LeaseTTL: confval.Duration(testTTL)}.WithDefaults("")
 	n := New(Options{Cfg: cfg, Targets: targets, Collector: memberCollector{c, name}, Local: nopLocal{}, Reg: reg,
 		Log: slog.New(slog.NewTextHandler(t.Output(), nil)).With("node", name)})
-	if err := n.Start(context.Background()); err != nil {
+	if err := n.Start(context.Background(), ""); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(n.Stop)

@@ -36,7 +36,7 @@ func newMetrics(n *Node, reg prometheus.Registerer, log *slog.Logger) metrics {
 		mRenewFail:     prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_cluster_lease_renewals_failed_total", Help: "Lease renewals not confirmed in time (collection stops at each)."}),
 		mCollecting:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "outpost_cluster_targets_collecting", Help: "Targets this instance holds the lock of and collects now."}),
 		mReplicated:    prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_cluster_replicated_points_total", Help: "Points copied from holders into this instance's replicas."}),
-		mRefused:       prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_cluster_replica_refused_points_total", Help: "Replicated points refused because their epoch was no longer the target's."}),
+		mRefused:       prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_cluster_replica_refused_total", Help: "Answers from a holder refused: not under the epoch followed, or that epoch was replaced."}),
 		mReplicaErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_cluster_replica_errors_total", Help: "Failed reads from a holder."}),
 	}
 	if reg != nil {

@@ -97,8 +97,12 @@ func New(o Options) *Node {
 
 // Start connects to etcd and starts membership, placement, holding and
 // replication in the background; it fails only when the client cannot be
-// built (etcd being down is waited out).
-func (n *Node) Start(ctx context.Context) error {
+// built (etcd being down is waited out). advertise, when not empty,
+// replaces the configured gNMI address (the server's bound one).
+func (n *Node) Start(ctx context.Context, advertise string) error {
+	if advertise != "" {
+		n.cfg.Advertise = advertise
+	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: n.cfg.Etcd, DialTimeout: n.cfg.LeaseTTL.Std(),
 		DialKeepAliveTime: n.cfg.LeaseTTL.Std(), DialKeepAliveTimeout: n.cfg.LeaseTTL.Std() / 2,
 		Logger: zap.NewNop()})
@@ -367,6 +371,14 @@ func (n *Node) setEpoch(target string, epoch int64) {
 	} else {
 		n.epochs[target] = epoch
 	}
+}
+
+// Epoch is the epoch under which this instance collects target now (0:
+// it does not).
+func (n *Node) Epoch(target string) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.epochs[target]
 }
 
 // Holder returns the holder of target as last seen in etcd.

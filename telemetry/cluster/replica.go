@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
+	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -53,9 +55,10 @@ func (n *Node) startFollow(target string, h Holder) *follow {
 // from the end of the last answer (first: after the newest point of the
 // local replica, so a reconnect or restart resumes without a gap the
 // holder still has) to the present less settle, over the gNMI history
-// extension, and stores it. A batch is stored only while its epoch is the
-// target's current one: once a newer holder appears, the stale one's
-// answers are refused.
+// extension, and stores it. Every answer carries the epoch under which the
+// answering instance holds the target; it is stored only when that is the
+// epoch followed and still the target's current one in etcd: an instance
+// that lost the target, or a holder replaced by a newer one, is refused.
 func (n *Node) replicate(ctx context.Context, target string, f *follow) {
 	conn, err := grpc.NewClient(f.holder.GNMI, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
@@ -71,15 +74,18 @@ func (n *Node) replicate(ctx context.Context, target string, f *follow) {
 	for {
 		end := time.Now().Add(-settle).UnixNano()
 		if end > from {
-			us, err := fetchRange(ctx, gc, target, from, end)
+			us, err := fetchRange(ctx, gc, target, f.holder.Epoch, from, end)
 			switch {
 			case ctx.Err() != nil:
 				return
+			case errors.Is(err, errNotHolder):
+				n.mRefused.Inc()
+				f.setErr(err)
 			case err != nil:
 				f.setErr(err)
 				n.mReplicaErrors.Inc()
 			case !n.current(target, f.holder.Epoch):
-				n.mRefused.Add(float64(len(us)))
+				n.mRefused.Inc()
 				n.log.Warn("cluster: replica batch from a stale epoch refused", "target", target, "epoch", f.holder.Epoch, "points", len(us))
 				return
 			default:
@@ -113,9 +119,14 @@ func (n *Node) current(target string, epoch int64) bool {
 	return n.holders[target].Epoch == epoch
 }
 
+// errNotHolder is a holder's answer under another epoch than the one
+// followed: it no longer holds the target (or not yet again).
+var errNotHolder = errors.New("the instance answered under another epoch: it does not hold the target now")
+
 // fetchRange reads target's stored updates in [from, to) from a gNMI
-// server with the history extension.
-func fetchRange(ctx context.Context, gc gpb.GNMIClient, target string, from, to int64) ([]model.Update, error) {
+// server with the history extension; the answer must carry epoch (see
+// gnmiserver.EpochHeader).
+func fetchRange(ctx context.Context, gc gpb.GNMIClient, target string, epoch, from, to int64) ([]model.Update, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	st, err := gc.Subscribe(ctx)
@@ -132,6 +143,13 @@ func fetchRange(ctx context.Context, gc gpb.GNMIClient, target string, from, to 
 	}
 	if err := st.Send(req); err != nil {
 		return nil, fmt.Errorf("subscribe to holder: %w", err)
+	}
+	md, err := st.Header()
+	if err != nil {
+		return nil, fmt.Errorf("replicate from holder: %w", err)
+	}
+	if got := md.Get(gnmiserver.EpochHeader); len(got) != 1 || got[0] != strconv.FormatInt(epoch, 10) {
+		return nil, fmt.Errorf("%w (epoch %v, want %d)", errNotHolder, got, epoch)
 	}
 	var us []model.Update
 	for {

@@ -51,7 +51,8 @@ type Server struct {
 	match   *match.Match // STREAM subscriptions waiting for changes
 	user    string
 	pass    string
-	history History // the telemetry store, for the history extension; nil: refused
+	history History                   // the telemetry store, for the history extension; nil: refused
+	epochs  func(target string) int64 // see SetEpochs; nil: no epoch header
 	tls     *tls.Config
 
 	mu      sync.RWMutex
