@@ -134,6 +134,22 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 			}
 		}
 	})
+	t.Run("admin answer says replica", func(t *testing.T) {
+		for name, s := range svcs {
+			var lat struct {
+				Points     []map[string]any
+				ServedFrom map[string]cluster.TargetState `json:"served_from"`
+			}
+			want := cluster.RoleReplica
+			if name == holder["sw1"] {
+				want = cluster.RoleHolder
+			}
+			if code := getJSON(t, s.Handler(), "/v1/telemetry/latest?target=sw1", &lat); code != 200 || len(lat.Points) != 4 ||
+				lat.ServedFrom["sw1"].Role != want || lat.ServedFrom["sw1"].Holder != holder["sw1"] {
+				t.Errorf("latest sw1 at %s: %d %+v", name, code, lat)
+			}
+		}
+	})
 	t.Run("snmp device polled by one instance", func(t *testing.T) {
 		// snmpd counts the packets it receives (snmpInPkts): one collector
 		// polling once a second adds about one a second, two would add two.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -17,6 +18,9 @@ import (
 //	GET /v1/telemetry/latest?target=GLOB&path=PATTERN         latest value per series
 //	GET /v1/telemetry/query?target=&path=&since=&until=&bucket=&limit=
 //	GET /v1/telemetry/cluster, POST .../cluster/drain, .../cluster/undrain (see clusterRoutes)
+//
+// On a clustered instance, latest and query answers add "served_from" (see
+// withServedFrom).
 //
 // since and until are durations back from now (1h) or RFC 3339 times;
 // bucket (a duration) downsamples to min/max/avg/count/last per bucket.
@@ -36,7 +40,7 @@ func (s *Service) Handler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"points": pts})
+		writeJSON(w, http.StatusOK, s.withServedFrom(q.Get("target"), map[string]any{"points": pts}))
 	})
 	mux.HandleFunc("GET /v1/telemetry/query", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -58,7 +62,7 @@ func (s *Service) Handler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"since": req.Since.UTC(), "until": req.Until.UTC(), "series": res})
+		writeJSON(w, http.StatusOK, s.withServedFrom(req.Target, map[string]any{"since": req.Since.UTC(), "until": req.Until.UTC(), "series": res}))
 	})
 	s.clusterRoutes(mux)
 	return mux
@@ -154,3 +158,21 @@ func (s *Service) clusterRoutes(mux *http.ServeMux) {
 }
 
 var errNotClustered = errors.New("this instance is not in a telemetry cluster (telemetry.cluster.etcd is empty)")
+
+// withServedFrom adds, on a clustered instance, "served_from": for each
+// target the glob matches, whether this instance collects it (holder) or
+// answers from its replica (with the replica's lag), and who holds it.
+func (s *Service) withServedFrom(glob string, answer map[string]any) map[string]any {
+	n := s.Cluster()
+	if n == nil {
+		return answer
+	}
+	from := map[string]cluster.TargetState{}
+	for _, ts := range n.Status().Targets {
+		if model.Glob(glob, ts.Target) {
+			from[ts.Target] = ts
+		}
+	}
+	answer["served_from"] = from
+	return answer
+}

@@ -129,7 +129,8 @@ func TestClusterKillHolder(t *testing.T) {
 	t.Logf("sw1: %s killed, %s holds it after %s", victim, after["sw1"], time.Since(killed))
 	checkCollectors(t, agents, killed, ttl)
 	var q struct {
-		Series []struct{ Points []json.RawMessage }
+		Series     []struct{ Points []json.RawMessage }
+		ServedFrom map[string]cluster.TargetState `json:"served_from"`
 	}
 	resp, err := http.Get(fmt.Sprintf("http://%s/v1/telemetry/query?target=sw1&path=/...&until=%s&since=1h", ds[after["sw1"]].adminAddr(), killed.Add(-time.Second).UTC().Format(time.RFC3339Nano)))
 	if err != nil {
@@ -138,6 +139,9 @@ func TestClusterKillHolder(t *testing.T) {
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil || len(q.Series) != 4 || len(q.Series[0].Points) < 2 {
 		t.Fatalf("history of sw1 at its new holder: %v %+v", err, q)
+	}
+	if sf := q.ServedFrom["sw1"]; sf.Role != cluster.RoleHolder || sf.Holder != after["sw1"] || len(q.ServedFrom) != 1 {
+		t.Errorf("served_from: %+v", q.ServedFrom)
 	}
 }
 
