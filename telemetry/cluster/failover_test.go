@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -155,9 +156,21 @@ func TestClusterPlacesFailsOverAndRebalances(t *testing.T) {
 		}
 	}
 	st := a.Status()
-	if !st.Member || len(st.Members) != 3 {
+	if !st.Member || len(st.Members) != 3 || len(st.OtherTargets) != 0 {
 		t.Fatalf("status: %+v", st)
 	}
+	t.Run("a member with other targets", func(t *testing.T) {
+		// Drained from the start, so that it takes nothing from the others.
+		cfg := Config{Etcd: []string{etcd.Endpoint()}, Name: "odd", LeaseTTL: confval.Duration(testTTL)}.WithDefaults("")
+		odd := New(Options{Cfg: cfg, Targets: targets[:29], Collector: memberCollector{newCollectors(), "odd"}, Local: nopLocal{}})
+		odd.drained = true
+		if err := odd.Start(context.Background(), ""); err != nil {
+			t.Fatal(err)
+		}
+		defer odd.Stop()
+		waitUntil(t, 10*time.Second, func() bool { return slices.Equal(a.Status().OtherTargets, []string{"odd"}) })
+	})
+	waitUntil(t, 10*time.Second, func() bool { return len(a.Status().Members) == 3 })
 
 	outer := t
 	t.Run("holder cut off", func(t *testing.T) {
@@ -217,4 +230,15 @@ func TestClusterSurvivesEtcdRestart(t *testing.T) {
 	etcd.Restart()
 	waitPlaced(t, c, targets, []string{"a", "b"}, 30*time.Second)
 	noViolations(t, c)
+}
+
+func waitUntil(t *testing.T, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %s", within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -63,6 +63,7 @@ type Node struct {
 	log     *slog.Logger
 	cli     *clientv3.Client
 	fence   *fence
+	digest  string // of targets
 
 	mu        sync.Mutex
 	drained   bool
@@ -90,7 +91,7 @@ func New(o Options) *Node {
 	}
 	n := &Node{cfg: o.Cfg, targets: slices.Clone(o.Targets), coll: o.Collector, local: o.Local, log: log, fence: newFence(),
 		members: map[string]Member{}, holders: map[string]Holder{}, holding: map[string]*task{},
-		following: map[string]*follow{}, epochs: map[string]int64{}}
+		following: map[string]*follow{}, epochs: map[string]int64{}, digest: targetsDigest(o.Targets)}
 	n.metrics = newMetrics(n, o.Reg, log)
 	return n
 }
@@ -168,7 +169,7 @@ func (n *Node) lockPrefix(target string) string { return n.cfg.Prefix + "/locks/
 func (n *Node) self() Member {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return Member{Name: n.cfg.Name, GNMI: n.cfg.Advertise, Capacity: n.cfg.Capacity, Drained: n.drained}
+	return Member{Name: n.cfg.Name, GNMI: n.cfg.Advertise, Capacity: n.cfg.Capacity, Drained: n.drained, Targets: n.digest}
 }
 
 // register writes this member under lease.
@@ -206,6 +207,11 @@ func (n *Node) membersChanged(kvs map[string]*mvccpb.KeyValue) {
 	n.members = ms
 	n.reconcileLocked()
 	n.mu.Unlock()
+	for _, m := range ms {
+		if m.Targets != n.digest {
+			n.log.Warn("cluster: a member has other targets configured: targets placed on members that lack them are not collected", "member", m.Name)
+		}
+	}
 }
 
 func (n *Node) locksChanged(kvs map[string]*mvccpb.KeyValue) {

@@ -3,7 +3,9 @@ package cluster
 import (
 	"hash/fnv"
 	"math"
+	"slices"
 	"sort"
+	"strconv"
 )
 
 // Member is an instance registered in the cluster.
@@ -12,6 +14,21 @@ type Member struct {
 	GNMI     string `json:"gnmi"`     // gNMI address others reach it at
 	Capacity int    `json:"capacity"` // placement weight
 	Drained  bool   `json:"drained"`  // takes no targets
+	// Targets digests the member's configured target names: placement
+	// assumes every member has the same targets.
+	Targets string `json:"targets"`
+}
+
+// targetsDigest digests a list of target names, in any order.
+func targetsDigest(targets []string) string {
+	ts := slices.Clone(targets)
+	slices.Sort(ts)
+	h := fnv.New64a()
+	for _, t := range ts {
+		h.Write([]byte(t))
+		h.Write([]byte{0})
+	}
+	return strconv.FormatUint(h.Sum64(), 16)
 }
 
 // Place returns the member a target belongs on: weighted rendezvous

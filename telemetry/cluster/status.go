@@ -29,6 +29,9 @@ type Status struct {
 	Drained bool          `json:"drained"`
 	Members []Member      `json:"members"`
 	Targets []TargetState `json:"targets"`
+	// OtherTargets lists the members configured with other targets than
+	// this one: placement needs the same targets everywhere.
+	OtherTargets []string `json:"other_targets,omitempty"`
 }
 
 // Status returns the members and each target's holder, epoch and replica lag.
@@ -39,7 +42,11 @@ func (n *Node) Status() Status {
 	st := Status{Name: n.cfg.Name, Member: lease != 0, Drained: n.drained, Members: []Member{}, Targets: []TargetState{}}
 	for _, m := range n.members {
 		st.Members = append(st.Members, m)
+		if m.Targets != n.digest {
+			st.OtherTargets = append(st.OtherTargets, m.Name)
+		}
 	}
+	sort.Strings(st.OtherTargets)
 	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i].Name < st.Members[j].Name })
 	for _, t := range n.targets {
 		ts := TargetState{Target: t, Role: RoleNone}
