@@ -54,7 +54,7 @@ func (f *fence) valid(lease clientv3.LeaseID) bool {
 
 // runLease keeps a lease and its session until ctx ends: it grants one,
 // registers the member under it, renews it, and on loss starts over with a
-// new lease. onLease runs after each grant (with the session) to register.
+// new lease.
 func (n *Node) runLease(ctx context.Context) {
 	ttl := n.cfg.LeaseTTL.Std()
 	every := ttl / 4
@@ -92,17 +92,12 @@ func (n *Node) runLease(ctx context.Context) {
 }
 
 // keep renews the lease until it is lost (or ctx ends), holding the fence
-// valid while renewals are confirmed.
+// valid while renewals are confirmed. The fence is first set by a renewal
+// confirmed here, not by the grant: registering may have taken a while.
 func (n *Node) keep(ctx context.Context, sess *concurrency.Session, id clientv3.LeaseID, sent time.Time, ttl, every time.Duration) {
-	n.fence.set(id, sess)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
 		at := time.Now()
 		kctx, cancel := context.WithTimeout(ctx, every)
 		r, err := n.cli.KeepAliveOnce(kctx, id)
@@ -111,17 +106,22 @@ func (n *Node) keep(ctx context.Context, sess *concurrency.Session, id clientv3.
 		case err == nil && r.TTL > 0:
 			sent = at
 			n.fence.set(id, sess)
-			continue
 		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 			return
+		default:
+			// Not confirmed: stop collecting now; keep trying while the
+			// lease may still be alive.
+			n.fence.set(0, sess)
+			n.mRenewFail.Inc()
+			n.log.Warn("cluster: lease renewal not confirmed: collection stopped", "err", err)
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) || time.Since(sent) >= ttl {
+				return
+			}
 		}
-		// Not confirmed: stop collecting now; keep trying while the lease
-		// may still be alive.
-		n.fence.set(0, sess)
-		n.mRenewFail.Inc()
-		n.log.Warn("cluster: lease renewal not confirmed: collection stopped", "err", err)
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) || time.Since(sent) >= ttl {
+		select {
+		case <-ctx.Done():
 			return
+		case <-t.C:
 		}
 	}
 }
