@@ -147,9 +147,9 @@ func (n *Node) Stop() {
 	for _, t := range ts {
 		<-t.done
 	}
-	if lease, _, _ := n.fence.state(); lease != 0 && n.cli != nil {
+	if _, sess, _ := n.fence.state(); sess != nil && n.cli != nil {
 		ctx, c := context.WithTimeout(context.Background(), time.Second)
-		_, _ = n.cli.Revoke(ctx, lease) // the others take over now rather than after the TTL
+		_, _ = n.cli.Revoke(ctx, sess.Lease()) // the others take over now rather than after the TTL
 		c()
 	}
 	if cancel != nil {
