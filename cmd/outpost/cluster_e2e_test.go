@@ -58,7 +58,7 @@ func settledHolders(t *testing.T, ds map[string]*daemon, targets int, within tim
 // startCluster starts a real etcd, four counted fake gNMI devices and one
 // outpost process per name; etcdFor may put something between a process
 // and etcd.
-func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(name, endpoint string) string) (map[string]*daemon, map[string]*gnmitest.Agent) {
+func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(name, endpoint string) string) (map[string]*daemon, map[string]*gnmitest.Agent, *etcdtest.Server) {
 	t.Helper()
 	etcd := etcdtest.Start(t)
 	agents := map[string]*gnmitest.Agent{}
@@ -81,7 +81,7 @@ telemetry:
     targets:
 %s`, name, mqtttest.FreeAddr(t), etcdFor(name, etcd.Endpoint()), ttl, targets.String()))
 	}
-	return ds, agents
+	return ds, agents, etcd
 }
 
 // checkCollectors fails the test if a device saw two collectors at once, or
@@ -112,7 +112,7 @@ func checkCollectors(t *testing.T, agents map[string]*gnmitest.Agent, since time
 // serves the history the killed one collected.
 func TestClusterKillHolder(t *testing.T) {
 	const ttl = 2 * time.Second
-	ds, agents := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e })
+	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e })
 	holders := settledHolders(t, ds, 4, 40*time.Second)
 	victim := holders["sw1"]
 	for name, d := range ds {
@@ -151,7 +151,7 @@ func TestClusterKillHolder(t *testing.T) {
 func TestClusterHolderCutOffFromEtcd(t *testing.T) {
 	const ttl = 2 * time.Second
 	proxies := map[string]*cutProxy{}
-	ds, agents := startCluster(t, ttl, []string{"a", "b", "c"}, func(name, e string) string {
+	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(name, e string) string {
 		proxies[name] = startCutProxy(t, strings.TrimPrefix(e, "http://"))
 		return "http://" + proxies[name].addr
 	})
@@ -240,7 +240,7 @@ func (p *cutProxy) cut() {
 // `undrain` takes its share back; `status` shows both.
 func TestClusterDrainCLI(t *testing.T) {
 	const ttl = 2 * time.Second
-	ds, agents := startCluster(t, ttl, []string{"a", "b"}, func(_, e string) string { return e })
+	ds, agents, _ := startCluster(t, ttl, []string{"a", "b"}, func(_, e string) string { return e })
 	settledHolders(t, ds, 4, 40*time.Second)
 	cli := func(args ...string) string {
 		t.Helper()
@@ -304,4 +304,37 @@ func readReplicaWithGnmiCLI(t *testing.T, d *daemon, target string) {
 		t.Errorf("gnmi_cli read no counters of %s from replica %s:\n%s", target, st.Name, out)
 	}
 	t.Logf("gnmi_cli at replica %s:\n%s", st.Name, out)
+}
+
+// While etcd is down no renewal is confirmed: every daemon stops collecting
+// before its lease could expire. After etcd restarts every device is
+// collected again, never by two daemons at once.
+func TestClusterEtcdRestart(t *testing.T) {
+	const ttl = 2 * time.Second
+	ds, agents, etcd := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e })
+	settledHolders(t, ds, 4, 40*time.Second)
+	down := time.Now()
+	etcd.Kill()
+	waitUntil(t, 10*time.Second, "every daemon stops collecting", func() bool {
+		for _, d := range ds {
+			for _, ts := range d.clusterStatus().Targets {
+				if ts.Role == cluster.RoleHolder {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if d := time.Since(down); d > ttl {
+		t.Errorf("still collecting %s after etcd went down (lease TTL %s)", d, ttl)
+	}
+	etcd.Restart()
+	restarted := time.Now()
+	settledHolders(t, ds, 4, 40*time.Second)
+	t.Logf("every device collected again %s after etcd restarted", time.Since(restarted))
+	for n, a := range agents {
+		if o := a.Overlaps(); len(o) > 0 {
+			t.Errorf("%s collected by two instances at once: %v", n, o)
+		}
+	}
 }
