@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,8 +24,8 @@ import (
 // real etcd with 300 gNMI targets (on three fake agents, each stream
 // bringing four values, a new stream every second or so), and reports the
 // replica lag (p50, p99 over every replica sampled each 500 ms), the points
-// per second replicas ingest beside what holders collect, the heap of the
-// three, and how long after one instance leaves every target is held
+// per second replicas ingest beside what holders collect, the CPU and heap
+// of the three, and how long after one instance leaves every target is held
 // (leave-held-s) and held and copied again (leave-settled-s) (the failover gap after a kill is measured by the e2e
 // TestClusterKillHolder). One iteration is the whole run: use -benchtime 1x.
 func BenchmarkCluster300(b *testing.B) {
@@ -111,6 +112,7 @@ func benchCluster(b *testing.B, targets int) {
 	c0, r0, t0 := collected(), replicated(), time.Now()
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
+	cpu0 := cpuTime()
 	for time.Since(t0) < 10*time.Second {
 		for _, s := range svcs {
 			for _, ts := range s.Cluster().Status().Targets {
@@ -122,6 +124,7 @@ func benchCluster(b *testing.B, targets int) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	secs := time.Since(t0).Seconds()
+	b.ReportMetric((cpuTime()-cpu0).Seconds()/secs, "cpu-cores(3-instances)")
 	runtime.ReadMemStats(&ms1)
 	slices.Sort(lags)
 	b.ReportMetric(lags[len(lags)/2], "lag-p50-s")
@@ -137,4 +140,13 @@ func benchCluster(b *testing.B, targets int) {
 	delete(svcs, "c")
 	b.ReportMetric(settle(time.Minute).Seconds(), "leave-held-s")
 	b.ReportMetric(time.Since(leaves).Seconds(), "leave-settled-s")
+}
+
+// cpuTime is the CPU time (user and system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
