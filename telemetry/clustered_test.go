@@ -13,6 +13,7 @@ import (
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/etcdtest"
@@ -121,8 +122,12 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				var md metadata.MD
 				r, err := gpb.NewGNMIClient(conn).Get(context.Background(), &gpb.GetRequest{Prefix: &gpb.Path{Target: tg},
-					Path: []*gpb.Path{{Elem: []*gpb.PathElem{{Name: "interfaces"}}}}, Encoding: gpb.Encoding_JSON_IETF})
+					Path: []*gpb.Path{{Elem: []*gpb.PathElem{{Name: "interfaces"}}}}, Encoding: gpb.Encoding_JSON_IETF}, grpc.Header(&md))
+				if from := md.Get(gnmiserver.ServedFromHeader); len(from) != 1 || from[0] != cluster.RoleReplica {
+					t.Errorf("get %s at replica %s served from %v", tg, name, from)
+				}
 				conn.Close()
 				var us []model.Update
 				for _, n := range r.GetNotification() {

@@ -9,7 +9,7 @@
 // extension, into their own store, so a Get, Subscribe or query for the
 // target at any instance is served from its replica.
 //
-// Lock order: Node.mu, then fence.mu.
+// Lock order: Node.mu, then follow.mu; fence.mu is taken alone.
 package cluster
 
 import (

@@ -165,3 +165,27 @@ func fetchRange(ctx context.Context, gc gpb.GNMIClient, target string, epoch, fr
 		}
 	}
 }
+
+// Divert says where a gNMI Get for target is answered (see
+// gnmiserver.Divert): here when this instance collects it or its replica
+// copied everything up to 3 replica intervals plus the settle time ago,
+// otherwise at the holder.
+func (n *Node) Divert(target string) (proxyTo, servedFrom string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.epochs[target] != 0 {
+		return "", RoleHolder
+	}
+	if f := n.following[target]; f != nil {
+		f.mu.Lock()
+		synced := f.synced
+		f.mu.Unlock()
+		if !synced.IsZero() && time.Since(synced) <= 3*n.cfg.ReplicaInterval.Std()+settle {
+			return "", RoleReplica
+		}
+	}
+	if h, ok := n.holders[target]; ok && h.Member != n.cfg.Name && h.GNMI != "" {
+		return h.GNMI, "proxy " + h.Member
+	}
+	return "", RoleReplica
+}

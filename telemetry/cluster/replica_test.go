@@ -70,3 +70,26 @@ func TestFetchRangeChecksTheHoldersEpoch(t *testing.T) {
 		})
 	}
 }
+
+// A Get is answered here by the holder, or by a fresh replica; a stale
+// replica passes it to the holder.
+func TestDivert(t *testing.T) {
+	cfg := Config{Etcd: []string{"http://127.0.0.1:1"}, Name: "b"}.WithDefaults("")
+	n := New(Options{Cfg: cfg, Targets: []string{"sw1", "sw2", "sw3"}})
+	n.holders = map[string]Holder{"sw1": {Member: "b", Epoch: 4}, "sw2": {Member: "a", GNMI: "10.0.0.1:9339", Epoch: 5},
+		"sw3": {Member: "a", GNMI: "10.0.0.1:9339", Epoch: 6}}
+	n.epochs["sw1"] = 4
+	n.following["sw2"] = &follow{holder: n.holders["sw2"], synced: time.Now().Add(-time.Second)}
+	n.following["sw3"] = &follow{holder: n.holders["sw3"], synced: time.Now().Add(-time.Minute)}
+	cases := []struct{ target, to, from string }{
+		{"sw1", "", RoleHolder},
+		{"sw2", "", RoleReplica},
+		{"sw3", "10.0.0.1:9339", "proxy a"},
+		{"sw4", "", RoleReplica}, // no holder known: whatever is here
+	}
+	for _, c := range cases {
+		if to, from := n.Divert(c.target); to != c.to || from != c.from {
+			t.Errorf("%s: (%q, %q), want (%q, %q)", c.target, to, from, c.to, c.from)
+		}
+	}
+}
