@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
@@ -29,6 +30,7 @@ type Config struct {
 	GNMIServer gnmiserver.Config `yaml:"gnmi_server"`
 	MQTT       []PublishRule     `yaml:"mqtt"`
 	Triggers   []TriggerRule     `yaml:"triggers"`
+	Cluster    cluster.Config    `yaml:"cluster"`
 }
 
 // PublishRule sends matching updates to MQTT.
@@ -58,6 +60,7 @@ func (t Config) WithDefaults() Config {
 	t.Store = t.Store.WithDefaults()
 	t.GNMI = t.GNMI.WithDefaults()
 	t.SNMP = t.SNMP.WithDefaults()
+	t.Cluster = t.Cluster.WithDefaults(t.GNMIServer.Listen)
 	t.MQTT = append([]PublishRule(nil), t.MQTT...)
 	for i := range t.MQTT {
 		if t.MQTT[i].Topic == "" {
@@ -74,6 +77,9 @@ func (t *Config) Resolve(dir, nodeID string) {
 	t.GNMI.Resolve(dir)
 	t.SNMP.Resolve(dir, nodeID)
 	t.GNMIServer.Resolve(dir)
+	if t.Cluster.Name == "" {
+		t.Cluster.Name = nodeID
+	}
 }
 
 // GNMIServerExpiry is the gNMI server's expire_after for these targets (see
@@ -150,6 +156,8 @@ func (t Config) Validate(c *confval.Checker, hasTask func(string) bool) {
 		s.Validate(tc)
 	}
 	t.GNMIServer.Validate(c.At("gnmi_server"), t.collectionInterval())
+	g := t.GNMIServer
+	t.Cluster.Validate(c.At("cluster"), g.Listen, g.TLS.CertFile != "" || g.Username != "")
 
 	for i, m := range t.MQTT {
 		mc := c.Index("mqtt", i)

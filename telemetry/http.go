@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -16,6 +17,10 @@ import (
 //	GET /v1/telemetry/targets                               status of every target
 //	GET /v1/telemetry/latest?target=GLOB&path=PATTERN         latest value per series
 //	GET /v1/telemetry/query?target=&path=&since=&until=&bucket=&limit=
+//	GET /v1/telemetry/cluster, POST .../cluster/drain, .../cluster/undrain (see clusterRoutes)
+//
+// On a clustered instance, latest and query answers add "served_from" (see
+// withServedFrom).
 //
 // since and until are durations back from now (1h) or RFC 3339 times;
 // bucket (a duration) downsamples to min/max/avg/count/last per bucket.
@@ -35,7 +40,7 @@ func (s *Service) Handler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"points": pts})
+		writeJSON(w, http.StatusOK, s.withServedFrom(q.Get("target"), map[string]any{"points": pts}))
 	})
 	mux.HandleFunc("GET /v1/telemetry/query", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -57,8 +62,9 @@ func (s *Service) Handler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"since": req.Since.UTC(), "until": req.Until.UTC(), "series": res})
+		writeJSON(w, http.StatusOK, s.withServedFrom(req.Target, map[string]any{"since": req.Since.UTC(), "until": req.Until.UTC(), "series": res}))
 	})
+	s.clusterRoutes(mux)
 	return mux
 }
 
@@ -117,4 +123,56 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// clusterRoutes serves the cluster view under /v1/telemetry/cluster:
+//
+//	GET  /v1/telemetry/cluster          members, and each target's holder, epoch, role here and replica lag
+//	POST /v1/telemetry/cluster/drain    move this instance's targets to the others
+//	POST /v1/telemetry/cluster/undrain  take targets again
+//
+// It answers 503 when this instance is not clustered.
+func (s *Service) clusterRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/telemetry/cluster", func(w http.ResponseWriter, r *http.Request) {
+		n := s.Cluster()
+		if n == nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": errNotClustered.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, n.Status())
+	})
+	for path, drained := range map[string]bool{"drain": true, "undrain": false} {
+		mux.HandleFunc("POST /v1/telemetry/cluster/"+path, func(w http.ResponseWriter, r *http.Request) {
+			n := s.Cluster()
+			if n == nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": errNotClustered.Error()})
+				return
+			}
+			if err := n.SetDrained(r.Context(), drained); err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+				return
+			}
+			writeJSON(w, http.StatusOK, n.Status())
+		})
+	}
+}
+
+var errNotClustered = errors.New("this instance is not in a telemetry cluster (telemetry.cluster.etcd is empty)")
+
+// withServedFrom adds, on a clustered instance, "served_from": for each
+// target the glob matches, whether this instance collects it (holder) or
+// answers from its replica (with the replica's lag), and who holds it.
+func (s *Service) withServedFrom(glob string, answer map[string]any) map[string]any {
+	n := s.Cluster()
+	if n == nil {
+		return answer
+	}
+	from := map[string]cluster.TargetState{}
+	for _, ts := range n.Status().Targets {
+		if model.Glob(glob, ts.Target) {
+			from[ts.Target] = ts
+		}
+	}
+	answer["served_from"] = from
+	return answer
 }

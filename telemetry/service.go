@@ -5,7 +5,7 @@
 // was collected. Subpackages: model (the update model and paths), tsdb,
 // snmp, gnmi (client) and gnmiserver.
 //
-// Lock order: Service.mu, then hub.mu.
+// Lock order: Service.mu, then hub.mu; Service.placedMu is taken alone.
 package telemetry
 
 import (
@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
@@ -66,9 +67,13 @@ type Service struct {
 	traps   *snmp.TrapReceiver
 	trapErr <-chan error
 	client  *gnmi.Client
+	node    *cluster.Node // nil: not clustered
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	started bool
+
+	placedMu sync.Mutex
+	placed   map[string]placed // clustered: targets collected here
 }
 
 // New returns the service; it has no side effects. cfg gets its defaults here.
@@ -76,7 +81,7 @@ func New(cfg Config, dataDir string, log *slog.Logger, reg prometheus.Registerer
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg.WithDefaults(), dataDir: dataDir, log: log, reg: reg, sinks: sinks}
+	return &Service{cfg: cfg.WithDefaults(), dataDir: dataDir, log: log, reg: reg, sinks: sinks, placed: map[string]placed{}}
 }
 
 // Enabled reports whether anything is configured to collect or serve.
@@ -121,6 +126,12 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			return err
 		}
 		s.server.SetHistory(s.db) // the history extension replays the store
+		if s.cfg.Cluster.Enabled() {
+			s.node = cluster.New(cluster.Options{Cfg: s.cfg.Cluster, Targets: s.cfg.targetNames(), Collector: s, Local: s,
+				Log: s.log.With("part", "cluster"), Reg: reg})
+			s.server.SetEpochs(s.node.Epoch)  // replicas check whom they copy from
+			s.server.SetDivert(s.node.Divert) // a Get for a target a stale replica has goes to the holder
+		}
 		if err = s.server.Start(); err != nil {
 			return err
 		}
@@ -153,14 +164,26 @@ func (s *Service) Start(ctx context.Context) (err error) {
 			}
 		}
 	}
-	if len(s.cfg.SNMP.Targets) > 0 {
+	if s.cfg.Cluster.Enabled() {
+		if s.server == nil {
+			return errors.New("a telemetry cluster needs the gnmi server (telemetry.gnmi_server.listen)")
+		}
+		advertise := "" // the configured one
+		if cc := s.cfg.Cluster; cc.Advertise == "" || cc.Advertise == s.cfg.GNMIServer.Listen {
+			advertise = s.server.Addr() // the bound port when listening on port 0
+		}
+		if err = s.node.Start(runCtx, advertise); err != nil {
+			return err
+		}
+	}
+	if len(s.cfg.SNMP.Targets) > 0 && s.node == nil {
 		if s.poller, err = snmp.NewPoller(s.cfg.SNMP, s.hub.publish, s.log.With("part", "snmp")); err != nil {
 			return err
 		}
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.poller.Run(runCtx) }()
 	}
-	if len(s.cfg.GNMI.Targets) > 0 {
+	if len(s.cfg.GNMI.Targets) > 0 && s.node == nil {
 		if s.client, err = gnmi.New(s.cfg.GNMI, s.hub.publish, s.log.With("part", "gnmi")); err != nil {
 			return err
 		}
@@ -173,7 +196,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 		}
 	}
 	s.log.Info("telemetry started", "gnmi_targets", len(s.cfg.GNMI.Targets), "snmp_targets", len(s.cfg.SNMP.Targets),
-		"traps", s.cfg.SNMP.Traps.Listen, "gnmi_server", s.GNMIAddrLocked())
+		"traps", s.cfg.SNMP.Traps.Listen, "gnmi_server", s.GNMIAddrLocked(), "cluster", s.cfg.Cluster.Etcd)
 	return nil
 }
 
@@ -187,6 +210,10 @@ func (s *Service) Stop(ctx context.Context) error {
 }
 
 func (s *Service) stopLocked(ctx context.Context) error {
+	if s.node != nil {
+		s.node.Stop() // stops the collectors of the targets held here
+		s.node = nil
+	}
 	if s.cancel != nil {
 		s.cancel()
 	}
@@ -310,7 +337,7 @@ func (s *Service) Status() []model.TargetStatus {
 	s.mu.Lock()
 	c, p := s.client, s.poller
 	s.mu.Unlock()
-	var out []model.TargetStatus
+	out := s.placedStatus()
 	if c != nil {
 		out = append(out, c.Status()...)
 	}
@@ -382,8 +409,15 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 // returned and also handed to the hub like collected ones.
 func (s *Service) Get(ctx context.Context, target string, paths []string) ([]Update, error) {
 	s.mu.Lock()
-	c, h := s.client, s.hub
+	c, h, node := s.client, s.hub, s.node
 	s.mu.Unlock()
+	if pc := s.placedClient(target); pc != nil {
+		c = pc
+	}
+	if c == nil && node != nil {
+		h, _ := node.Holder(target)
+		return nil, fmt.Errorf("target %q is collected by %q, not here: read it there or from the replica here", target, h.Member)
+	}
 	if c == nil {
 		return nil, fmt.Errorf("no gnmi targets: %w", ErrDisabled)
 	}

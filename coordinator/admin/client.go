@@ -228,8 +228,18 @@ func (c *Client) Get(ctx context.Context, path string, v any) error {
 	return c.getJSON(ctx, path, v, http.StatusOK)
 }
 
+// Post sends an empty POST to path and decodes the JSON answer into v, as
+// Get does.
+func (c *Client) Post(ctx context.Context, path string, v any) error {
+	return c.requestJSON(ctx, http.MethodPost, path, v, http.StatusOK)
+}
+
 func (c *Client) getJSON(ctx context.Context, path string, v any, okCodes ...int) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	return c.requestJSON(ctx, http.MethodGet, path, v, okCodes...)
+}
+
+func (c *Client) requestJSON(ctx context.Context, method, path string, v any, okCodes ...int) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
 	if err != nil {
 		return err
 	}
@@ -240,7 +250,7 @@ func (c *Client) getJSON(ctx context.Context, path string, v any, okCodes ...int
 	for _, ok := range okCodes {
 		if code == ok {
 			if err := json.Unmarshal(body, v); err != nil {
-				return fmt.Errorf("GET %s: bad answer: %w", path, err)
+				return fmt.Errorf("%s %s: bad answer: %w", method, path, err)
 			}
 			return nil
 		}
@@ -251,7 +261,7 @@ func (c *Client) getJSON(ctx context.Context, path string, v any, okCodes ...int
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
 		return fmt.Errorf("%s (HTTP %d)", e.Error, code)
 	}
-	return fmt.Errorf("GET %s: %d: %s", path, code, bytes.TrimSpace(body))
+	return fmt.Errorf("%s %s: %d: %s", method, path, code, bytes.TrimSpace(body))
 }
 
 func (c *Client) do(req *http.Request) ([]byte, int, error) {

@@ -3,10 +3,12 @@ package gnmiserver
 import (
 	"context"
 	"sort"
+	"strconv"
 	"time"
 
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
@@ -44,6 +46,17 @@ var _ History = (*tsdb.DB)(nil)
 // must be called before Start.
 func (s *Server) SetHistory(h History) { s.history = h }
 
+// EpochHeader is the response header in which a history answer for one
+// target carries the epoch under which this server's instance collects the
+// target ("0": it does not), when SetEpochs was called.
+const EpochHeader = "outpost-epoch"
+
+// SetEpochs gives the server the epoch of each target collected here (a
+// telemetry cluster's lock epoch), sent with every history answer for one
+// target so that a replica refuses answers from an instance that no longer
+// holds the target; it must be called before Start.
+func (s *Server) SetEpochs(f func(target string) int64) { s.epochs = f }
+
 // serveHistory serves a subscription list with the history extension.
 func (s *Server) serveHistory(stream gpb.GNMI_SubscribeServer, list *gpb.SubscriptionList, sels []selection, o options, target string) error {
 	if s.history == nil {
@@ -71,6 +84,11 @@ func (s *Server) serveHistory(stream gpb.GNMI_SubscribeServer, list *gpb.Subscri
 			return status.Errorf(codes.Unimplemented, "history snapshot time %s is in the future", time.Unix(0, t).UTC().Format(time.RFC3339Nano))
 		}
 		before, from, to = t, 0, 0
+	}
+	if s.epochs != nil && target != "*" {
+		if err := stream.SendHeader(metadata.Pairs(EpochHeader, strconv.FormatInt(s.epochs(target), 10))); err != nil {
+			return err
+		}
 	}
 	ctx := stream.Context()
 	send := func(n *gpb.Notification) error {

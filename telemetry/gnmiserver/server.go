@@ -51,7 +51,9 @@ type Server struct {
 	match   *match.Match // STREAM subscriptions waiting for changes
 	user    string
 	pass    string
-	history History // the telemetry store, for the history extension; nil: refused
+	history History                   // the telemetry store, for the history extension; nil: refused
+	epochs  func(target string) int64 // see SetEpochs; nil: no epoch header
+	divert  Divert                    // see SetDivert; nil: every Get is answered here
 	tls     *tls.Config
 
 	mu      sync.RWMutex
@@ -287,8 +289,11 @@ func (s *Server) Capabilities(context.Context, *gpb.CapabilityRequest) (*gpb.Cap
 // OPERATIONAL) data, and CONFIG selects none of it: a path that has data
 // gets one notification without updates, a path without data NotFound as
 // for every type.
-func (s *Server) Get(_ context.Context, req *gpb.GetRequest) (*gpb.GetResponse, error) {
+func (s *Server) Get(ctx context.Context, req *gpb.GetRequest) (*gpb.GetResponse, error) {
 	target := req.GetPrefix().GetTarget()
+	if resp, ok, err := s.diverted(ctx, target, req); ok || err != nil {
+		return resp, err
+	}
 	o, err := parseOptions(target, req.GetEncoding(), req.GetUseModels(), req.GetExtension(), false)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,333 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/etcdtest"
+	"github.com/outpost-edge/outpost/internal/gnmitest"
+	"github.com/outpost-edge/outpost/telemetry/cluster"
+)
+
+func (d *daemon) clusterStatus() cluster.Status {
+	d.t.Helper()
+	var st cluster.Status
+	resp := d.get("/v1/telemetry/cluster")
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		d.t.Fatal(err)
+	}
+	return st
+}
+
+// settledHolders waits until each target is collected by one daemon and
+// copied by every other with data, and returns target → holder name.
+func settledHolders(t *testing.T, ds map[string]*daemon, targets int, within time.Duration) map[string]string {
+	t.Helper()
+	var holders map[string]string
+	waitUntil(t, within, "holders and replicas settled", func() bool {
+		holders = map[string]string{}
+		for name, d := range ds {
+			for _, ts := range d.clusterStatus().Targets {
+				switch {
+				case ts.Role == cluster.RoleHolder && holders[ts.Target] == "":
+					holders[ts.Target] = name
+				case ts.Role != cluster.RoleReplica || ts.Points == 0:
+					return false
+				}
+			}
+		}
+		return len(holders) == targets
+	})
+	return holders
+}
+
+// startCluster starts a real etcd, four counted fake gNMI devices and one
+// outpost process per name; etcdFor may put something between a process
+// and etcd.
+func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(name, endpoint string) string) (map[string]*daemon, map[string]*gnmitest.Agent, *etcdtest.Server) {
+	t.Helper()
+	etcd := etcdtest.Start(t)
+	agents := map[string]*gnmitest.Agent{}
+	var targets strings.Builder
+	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
+		agents[n] = gnmitest.StartAgent(t)
+		fmt.Fprintf(&targets, "      - {name: %s, address: %q, backoff_min: 100ms, backoff_max: 200ms, subscriptions: [{paths: [/interfaces]}]}\n", n, agents[n].Addr)
+	}
+	ds := map[string]*daemon{}
+	for _, name := range names {
+		ds[name] = startDaemon(t, fmt.Sprintf(`
+node: {id: %s}
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+telemetry:
+  store: {flush_interval: 50ms}
+  gnmi_server: {listen: %q}
+  cluster: {etcd: [%q], lease_ttl: %s, replica_interval: 200ms}
+  gnmi:
+    targets:
+%s`, name, mqtttest.FreeAddr(t), etcdFor(name, etcd.Endpoint()), ttl, targets.String()))
+	}
+	return ds, agents, etcd
+}
+
+// checkCollectors fails the test if a device saw two collectors at once, or
+// none for longer than ttl + 2 s after since.
+func checkCollectors(t *testing.T, agents map[string]*gnmitest.Agent, since time.Time, ttl time.Duration) {
+	t.Helper()
+	for n, a := range agents {
+		if o := a.Overlaps(); len(o) > 0 {
+			t.Errorf("%s collected by two instances at once: %v", n, o)
+		}
+		cs := a.Collectors()
+		for i := 1; i < len(cs); i++ {
+			gap := cs[i][0].Sub(cs[i-1][1])
+			if !cs[i-1][1].After(since.Add(-time.Second)) {
+				continue // a move while placement settled
+			}
+			t.Logf("%s: %s without a collector", n, gap)
+			if gap > ttl+2*time.Second {
+				t.Errorf("%s: no collector for %s (lease TTL %s)", n, gap, ttl)
+			}
+		}
+	}
+}
+
+// Three outpost processes, one etcd, four fake gNMI devices: each device is
+// collected by exactly one process (counted at the device), a kill -9 of a
+// holder moves its devices within the lease TTL plus 2 s, and the new holder
+// serves the history the killed one collected.
+func TestClusterKillHolder(t *testing.T) {
+	const ttl = 2 * time.Second
+	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e })
+	holders := settledHolders(t, ds, 4, 40*time.Second)
+	victim := holders["sw1"]
+	for name, d := range ds {
+		if name != victim {
+			readReplicaWithGnmiCLI(t, d, "sw1")
+			break
+		}
+	}
+	time.Sleep(2 * time.Second) // the replicas copy what the victim collected
+	killed := time.Now()
+	ds[victim].kill9()
+	delete(ds, victim)
+	after := settledHolders(t, ds, 4, 30*time.Second)
+	t.Logf("sw1: %s killed, %s holds it after %s", victim, after["sw1"], time.Since(killed))
+	checkCollectors(t, agents, killed, ttl)
+	var q struct {
+		Series     []struct{ Points []json.RawMessage }
+		ServedFrom map[string]cluster.TargetState `json:"served_from"`
+	}
+	resp := ds[after["sw1"]].get("/v1/telemetry/query?target=sw1&path=/...&since=1h&until=" + killed.Add(-time.Second).UTC().Format(time.RFC3339Nano))
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil || len(q.Series) != 4 || len(q.Series[0].Points) < 2 {
+		t.Fatalf("history of sw1 at its new holder: %v %+v", err, q)
+	}
+	if sf := q.ServedFrom["sw1"]; sf.Role != cluster.RoleHolder || sf.Holder != after["sw1"] || len(q.ServedFrom) != 1 {
+		t.Errorf("served_from: %+v", q.ServedFrom)
+	}
+}
+
+// An instance cut off from etcd (its connection to etcd goes through a proxy
+// the test closes) stops collecting before its lease can expire; another
+// takes its devices; no device sees two collectors at once.
+func TestClusterHolderCutOffFromEtcd(t *testing.T) {
+	const ttl = 2 * time.Second
+	proxies := map[string]*cutProxy{}
+	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(name, e string) string {
+		proxies[name] = startCutProxy(t, strings.TrimPrefix(e, "http://"))
+		return "http://" + proxies[name].addr
+	})
+	holders := settledHolders(t, ds, 4, 40*time.Second)
+	victim := holders["sw1"]
+	cut := time.Now()
+	proxies[victim].cut()
+	waitUntil(t, 10*time.Second, "the cut-off holder stops collecting", func() bool {
+		for _, ts := range ds[victim].clusterStatus().Targets {
+			if ts.Role == cluster.RoleHolder {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("%s stopped collecting %s after the cut", victim, time.Since(cut))
+	if d := time.Since(cut); d > ttl {
+		t.Errorf("%s still collected %s after it was cut off (lease TTL %s)", victim, d, ttl)
+	}
+	others := map[string]*daemon{}
+	for n, d := range ds {
+		if n != victim {
+			others[n] = d
+		}
+	}
+	after := settledHolders(t, others, 4, 30*time.Second)
+	t.Logf("sw1: %s cut off, %s holds it after %s", victim, after["sw1"], time.Since(cut))
+	checkCollectors(t, agents, cut, ttl)
+}
+
+// cutProxy forwards TCP connections to an address until cut.
+type cutProxy struct {
+	addr string
+	l    net.Listener
+
+	mu    sync.Mutex
+	conns []net.Conn
+	done  bool
+}
+
+func startCutProxy(t *testing.T, to string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: l.Addr().String(), l: l}
+	t.Cleanup(p.cut)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			if p.done {
+				c.Close()
+				u.Close()
+			}
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+// cut closes the listener and every forwarded connection.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done = true
+	p.l.Close()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+// `outpost cluster drain` moves a daemon's devices to the other one;
+// `undrain` takes its share back; `status` shows both.
+func TestClusterDrainCLI(t *testing.T) {
+	const ttl = 2 * time.Second
+	ds, agents, _ := startCluster(t, ttl, []string{"a", "b"}, func(_, e string) string { return e })
+	settledHolders(t, ds, 4, 40*time.Second)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(binPath, append(args, "--config", ds["a"].cfg)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("outpost %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	drained := time.Now()
+	if out := cli("cluster", "drain"); !strings.Contains(out, "drained: true") {
+		t.Fatalf("drain answered:\n%s", out)
+	}
+	holds := func(name string, n int) func() bool {
+		return func() bool {
+			held := 0
+			for _, ts := range ds[name].clusterStatus().Targets {
+				if ts.Role == cluster.RoleHolder {
+					held++
+				}
+			}
+			return held == n
+		}
+	}
+	waitUntil(t, 20*time.Second, "b holds every device", holds("b", 4))
+	waitUntil(t, 20*time.Second, "a holds none", holds("a", 0))
+	out := cli("cluster", "status")
+	for _, want := range []string{"instance a (member: true, drained: true)", "sw1", "replica"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	cli("cluster", "undrain")
+	settledHolders(t, ds, 4, 20*time.Second)
+	waitUntil(t, 20*time.Second, "a holds a share again", func() bool { return !holds("a", 0)() })
+	checkCollectors(t, agents, drained, ttl)
+}
+
+// readReplicaWithGnmiCLI reads target from d's gNMI server, which only
+// replicates it, with the openconfig gnmi_cli (ONCE).
+func readReplicaWithGnmiCLI(t *testing.T, d *daemon, target string) {
+	t.Helper()
+	cli, err := exec.LookPath("gnmi_cli")
+	if err != nil {
+		gopath, _ := exec.Command("go", "env", "GOPATH").Output()
+		cli = filepath.Join(strings.TrimSpace(string(gopath)), "bin", "gnmi_cli")
+	}
+	st := d.clusterStatus()
+	var addr string
+	for _, m := range st.Members {
+		if m.Name == st.Name {
+			addr = m.GNMI
+		}
+	}
+	out, err := exec.Command(cli, "-address", addr, "-insecure", "-client_types", "gnmi", "-target", target, "-query", "/interfaces",
+		"-query_type", "once", "-display_type", "single", "-timeout", "10s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("gnmi_cli (go install github.com/openconfig/gnmi/cmd/gnmi_cli@v0.14.1): %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "counters") || !strings.Contains(string(out), "eth1") {
+		t.Errorf("gnmi_cli read no counters of %s from replica %s:\n%s", target, st.Name, out)
+	}
+	t.Logf("gnmi_cli at replica %s:\n%s", st.Name, out)
+}
+
+// While etcd is down no renewal is confirmed: every daemon stops collecting
+// before its lease could expire. After etcd restarts every device is
+// collected again, never by two daemons at once.
+func TestClusterEtcdRestart(t *testing.T) {
+	const ttl = 2 * time.Second
+	ds, agents, etcd := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e })
+	settledHolders(t, ds, 4, 40*time.Second)
+	down := time.Now()
+	etcd.Kill()
+	waitUntil(t, 10*time.Second, "every daemon stops collecting", func() bool {
+		for _, d := range ds {
+			for _, ts := range d.clusterStatus().Targets {
+				if ts.Role == cluster.RoleHolder {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if d := time.Since(down); d > ttl {
+		t.Errorf("still collecting %s after etcd went down (lease TTL %s)", d, ttl)
+	}
+	etcd.Restart()
+	restarted := time.Now()
+	settledHolders(t, ds, 4, 40*time.Second)
+	t.Logf("every device collected again %s after etcd restarted", time.Since(restarted))
+	for n, a := range agents {
+		if o := a.Overlaps(); len(o) > 0 {
+			t.Errorf("%s collected by two instances at once: %v", n, o)
+		}
+	}
+}

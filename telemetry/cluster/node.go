@@ -1,0 +1,399 @@
+// Package cluster spreads telemetry collection over instances that share
+// an etcd. Each instance registers as a member under its lease (with its
+// gNMI address and capacity); every target is placed on one member by
+// weighted rendezvous hashing; the member it is placed on takes the
+// target's lock (an etcd election under the same lease, its value naming
+// the holder, its creation revision the epoch) and collects only while its
+// lease renewals are confirmed (see fence). The other members follow the
+// holder: they copy what it stored, over its gNMI server's history
+// extension, into their own store, so a Get, Subscribe or query for the
+// target at any instance is served from its replica.
+//
+// Lock order: Node.mu, then follow.mu; fence.mu is taken alone.
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+)
+
+// Collector starts and stops this instance's collection of one target.
+type Collector interface {
+	// Collect starts collecting target under epoch; stop ends it and
+	// returns once nothing more is collected.
+	Collect(target string, epoch int64) (stop func())
+}
+
+// Holder is the instance that holds a target's lock.
+type Holder struct {
+	Member string `json:"member"`
+	GNMI   string `json:"gnmi"`
+	Epoch  int64  `json:"epoch"`
+}
+
+// Options are what a Node is built from.
+type Options struct {
+	Cfg       Config // with defaults applied (Config.WithDefaults)
+	Targets   []string
+	Collector Collector
+	Local     Local // the store replicas are written to
+	Log       *slog.Logger
+	Reg       prometheus.Registerer // nil: no metrics
+}
+
+// Node is this instance's part in the cluster.
+type Node struct {
+	cfg     Config
+	targets []string
+	coll    Collector
+	local   Local
+	log     *slog.Logger
+	cli     *clientv3.Client
+	fence   *fence
+	digest  string // of targets
+
+	mu        sync.Mutex
+	drained   bool
+	members   map[string]Member // by name, from etcd
+	holders   map[string]Holder // by target, from etcd
+	holding   map[string]*task  // targets placed here, each trying to hold or holding
+	following map[string]*follow
+	epochs    map[string]int64 // target → epoch collected now
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+
+	metrics
+}
+
+type task struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns the node; it has no side effects.
+func New(o Options) *Node {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: o.Cfg, targets: slices.Clone(o.Targets), coll: o.Collector, local: o.Local, log: log, fence: newFence(),
+		members: map[string]Member{}, holders: map[string]Holder{}, holding: map[string]*task{},
+		following: map[string]*follow{}, epochs: map[string]int64{}, digest: targetsDigest(o.Targets)}
+	n.metrics = newMetrics(n, o.Reg, log)
+	return n
+}
+
+// Start connects to etcd and starts membership, placement, holding and
+// replication in the background; it fails only when the client cannot be
+// built (etcd being down is waited out). advertise, when not empty,
+// replaces the configured gNMI address (the server's bound one).
+func (n *Node) Start(ctx context.Context, advertise string) error {
+	if advertise != "" {
+		n.cfg.Advertise = advertise
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: n.cfg.Etcd, DialTimeout: n.cfg.LeaseTTL.Std(),
+		DialKeepAliveTime: n.cfg.LeaseTTL.Std(), DialKeepAliveTimeout: n.cfg.LeaseTTL.Std() / 2,
+		Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("etcd client: %w", err)
+	}
+	n.cli = cli
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.mu.Lock()
+	n.cancel = cancel
+	n.mu.Unlock()
+	for _, f := range []func(context.Context){
+		n.runLease,
+		func(ctx context.Context) { n.watchPrefix(ctx, n.cfg.Prefix+"/members/", n.membersChanged) },
+		func(ctx context.Context) { n.watchPrefix(ctx, n.cfg.Prefix+"/locks/", n.locksChanged) },
+	} {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); f(runCtx) }()
+	}
+	return nil
+}
+
+// Stop stops collecting and following, resigns the locks, revokes the lease
+// and closes the client. It is safe after a failed Start and twice.
+func (n *Node) Stop() {
+	n.mu.Lock()
+	ts := make([]*task, 0, len(n.holding)+len(n.following))
+	for t, h := range n.holding {
+		h.cancel()
+		ts = append(ts, h)
+		delete(n.holding, t)
+	}
+	for t, f := range n.following {
+		f.cancel()
+		ts = append(ts, &f.task)
+		delete(n.following, t)
+	}
+	cancel := n.cancel
+	n.cancel = nil
+	n.mu.Unlock()
+	for _, t := range ts {
+		<-t.done
+	}
+	if _, sess, _ := n.fence.state(); sess != nil && n.cli != nil {
+		ctx, c := context.WithTimeout(context.Background(), time.Second)
+		_, _ = n.cli.Revoke(ctx, sess.Lease()) // the others take over now rather than after the TTL
+		c()
+	}
+	if cancel != nil {
+		cancel()
+	}
+	n.wg.Wait()
+	if n.cli != nil {
+		n.cli.Close()
+		n.cli = nil
+	}
+}
+
+func (n *Node) memberKey() string { return n.cfg.Prefix + "/members/" + n.cfg.Name }
+
+func (n *Node) lockPrefix(target string) string { return n.cfg.Prefix + "/locks/" + target + "/" }
+
+func (n *Node) self() Member {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return Member{Name: n.cfg.Name, GNMI: n.cfg.Advertise, Capacity: n.cfg.Capacity, Drained: n.drained, Targets: n.digest}
+}
+
+// register writes this member under lease.
+func (n *Node) register(ctx context.Context, lease clientv3.LeaseID) error {
+	b, _ := json.Marshal(n.self())
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.LeaseTTL.Std()/2)
+	defer cancel()
+	_, err := n.cli.Put(ctx, n.memberKey(), string(b), clientv3.WithLease(lease))
+	return err
+}
+
+// SetDrained drains this instance (its targets move to the others) or
+// takes it back.
+func (n *Node) SetDrained(ctx context.Context, drained bool) error {
+	n.mu.Lock()
+	n.drained = drained
+	n.mu.Unlock()
+	lease, _, _ := n.fence.state()
+	if lease == 0 {
+		return errors.New("not a member now (no confirmed lease); the drain applies when it registers")
+	}
+	return n.register(ctx, lease)
+}
+
+func (n *Node) membersChanged(kvs map[string]*mvccpb.KeyValue) {
+	ms := map[string]Member{}
+	for _, kv := range kvs {
+		var m Member
+		if err := json.Unmarshal(kv.Value, &m); err != nil || m.Name == "" {
+			continue
+		}
+		ms[m.Name] = m
+	}
+	n.mu.Lock()
+	n.members = ms
+	n.reconcileLocked()
+	n.mu.Unlock()
+	for _, m := range ms {
+		if m.Targets != n.digest {
+			n.log.Warn("cluster: a member has other targets configured: targets placed on members that lack them are not collected", "member", m.Name)
+		}
+	}
+}
+
+func (n *Node) locksChanged(kvs map[string]*mvccpb.KeyValue) {
+	first := map[string]*mvccpb.KeyValue{} // target → its lowest-revision key: the holder
+	for k, kv := range kvs {
+		target, _, ok := strings.Cut(strings.TrimPrefix(k, n.cfg.Prefix+"/locks/"), "/")
+		if !ok {
+			continue
+		}
+		if f := first[target]; f == nil || kv.CreateRevision < f.CreateRevision {
+			first[target] = kv
+		}
+	}
+	hs := map[string]Holder{}
+	for t, kv := range first {
+		var m Member
+		if json.Unmarshal(kv.Value, &m) == nil {
+			hs[t] = Holder{Member: m.Name, GNMI: m.GNMI, Epoch: kv.CreateRevision}
+		}
+	}
+	n.mu.Lock()
+	n.holders = hs
+	n.reconcileLocked()
+	n.mu.Unlock()
+}
+
+// reconcileLocked starts holding the targets placed here, stops holding the
+// others, and follows each target another member holds.
+func (n *Node) reconcileLocked() {
+	if n.cancel == nil {
+		return // stopped
+	}
+	ms := make([]Member, 0, len(n.members))
+	for _, m := range n.members {
+		ms = append(ms, m)
+	}
+	_, registered := n.members[n.cfg.Name]
+	want := map[string]bool{}
+	for _, t := range n.targets {
+		if p, ok := Place(t, ms); ok && p == n.cfg.Name && registered {
+			want[t] = true
+		}
+	}
+	for t, h := range n.holding {
+		if !want[t] {
+			h.cancel()
+			delete(n.holding, t)
+		}
+	}
+	for t := range want {
+		if n.holding[t] == nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			h := &task{cancel: cancel, done: make(chan struct{})}
+			n.holding[t] = h
+			go func() { defer close(h.done); n.hold(ctx, t) }()
+		}
+	}
+	for _, t := range n.targets {
+		h, ok := n.holders[t]
+		f := n.following[t]
+		if ok && h.Member != n.cfg.Name && h.GNMI != "" {
+			if f != nil && f.holder == h {
+				continue
+			}
+			if f != nil {
+				f.cancel()
+			}
+			n.following[t] = n.startFollow(t, h)
+		} else if f != nil {
+			f.cancel()
+			delete(n.following, t)
+		}
+	}
+}
+
+// hold campaigns for target's lock while it is placed here (ctx), and
+// collects while the lock is held under a confirmed lease.
+func (n *Node) hold(ctx context.Context, target string) {
+	for ctx.Err() == nil {
+		lease, sess, changed := n.fence.state()
+		if lease == 0 || sess == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			}
+			continue
+		}
+		e := concurrency.NewElection(sess, strings.TrimSuffix(n.lockPrefix(target), "/"))
+		cctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-sess.Done():
+				cancel()
+			case <-cctx.Done():
+			}
+		}()
+		b, _ := json.Marshal(n.self())
+		err := e.Campaign(cctx, string(b))
+		if err != nil {
+			cancel()
+			// A campaign cancelled while its put was in flight may have left
+			// its key behind (Campaign returns without resigning then); it
+			// would block every later candidate while this lease lives.
+			dctx, c := context.WithTimeout(context.Background(), n.cfg.LeaseTTL.Std()/2)
+			_, _ = n.cli.Delete(dctx, fmt.Sprintf("%s%x", n.lockPrefix(target), sess.Lease()))
+			c()
+			if ctx.Err() == nil {
+				sleep(ctx, 200*time.Millisecond)
+			}
+			continue
+		}
+		n.serve(cctx, lease, target, e.Rev())
+		cancel()
+		if ctx.Err() != nil {
+			rctx, c := context.WithTimeout(context.Background(), n.cfg.LeaseTTL.Std()/2)
+			if err := e.Resign(rctx); err != nil {
+				n.log.Warn("cluster: resign", "target", target, "err", err)
+			}
+			c()
+		}
+	}
+}
+
+// serve collects target under epoch while the fence holds lease valid,
+// until ctx ends (placed elsewhere, stopped, or the session ended).
+func (n *Node) serve(ctx context.Context, lease clientv3.LeaseID, target string, epoch int64) {
+	for ctx.Err() == nil {
+		l, _, changed := n.fence.state()
+		if l != lease {
+			select {
+			case <-ctx.Done():
+			case <-changed:
+			}
+			continue
+		}
+		n.log.Info("cluster: collecting", "target", target, "epoch", epoch)
+		stop := n.coll.Collect(target, epoch)
+		n.setEpoch(target, epoch)
+		n.mCollecting.Inc()
+		for n.fence.valid(lease) && ctx.Err() == nil {
+			_, _, changed = n.fence.state()
+			if !n.fence.valid(lease) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-changed:
+			}
+		}
+		stop()
+		n.mCollecting.Dec()
+		n.setEpoch(target, 0)
+		n.log.Info("cluster: collection stopped", "target", target, "epoch", epoch)
+	}
+}
+
+func (n *Node) setEpoch(target string, epoch int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if epoch == 0 {
+		delete(n.epochs, target)
+	} else {
+		n.epochs[target] = epoch
+	}
+}
+
+// Epoch is the epoch under which this instance collects target now (0:
+// it does not).
+func (n *Node) Epoch(target string) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.epochs[target]
+}
+
+// Holder returns the holder of target as last seen in etcd.
+func (n *Node) Holder(target string) (Holder, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h, ok := n.holders[target]
+	return h, ok
+}
+
+// Name is this instance's name in the cluster.
+func (n *Node) Name() string { return n.cfg.Name }

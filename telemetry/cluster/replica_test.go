@@ -1,0 +1,95 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
+	"github.com/outpost-edge/outpost/telemetry/model"
+	"github.com/outpost-edge/outpost/telemetry/tsdb"
+)
+
+// oneSeries is a store holding one point of sw1.
+type oneSeries struct{ at time.Time }
+
+func (o oneSeries) Query(context.Context, tsdb.Query) ([]tsdb.Series, error) {
+	u := model.Update{Target: "sw1", Path: "/system/name", Time: o.at.UnixNano(), Value: model.String("sw1")}
+	return []tsdb.Series{{Target: u.Target, Path: u.Path, Points: []model.Point{u.Point()}}}, nil
+}
+
+// A replica takes an answer only from the instance that holds the target
+// under the epoch it follows.
+func TestFetchRangeChecksTheHoldersEpoch(t *testing.T) {
+	at := time.Now().Add(-time.Minute)
+	srv, err := gnmiserver.New(gnmiserver.Config{Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetHistory(oneSeries{at})
+	srv.SetEpochs(func(target string) int64 {
+		if target == "sw1" {
+			return 7
+		}
+		return 0
+	})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.Background())
+	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	gc := gpb.NewGNMIClient(conn)
+	from, to := at.Add(-time.Second).UnixNano(), time.Now().UnixNano()
+	cases := []struct {
+		name   string
+		target string
+		epoch  int64
+		points int
+		err    error
+	}{
+		{"the holder's epoch", "sw1", 7, 1, nil},
+		{"an older epoch", "sw1", 5, 0, errNotHolder},
+		{"not held there", "sw2", 7, 0, errNotHolder},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			us, err := fetchRange(context.Background(), gc, c.target, c.epoch, from, to)
+			if !errors.Is(err, c.err) || len(us) != c.points {
+				t.Fatalf("got %v %v, want %d points, error %v", us, err, c.points, c.err)
+			}
+		})
+	}
+}
+
+// A Get is answered here by the holder, or by a fresh replica; a stale
+// replica passes it to the holder.
+func TestDivert(t *testing.T) {
+	cfg := Config{Etcd: []string{"http://127.0.0.1:1"}, Name: "b"}.WithDefaults("")
+	n := New(Options{Cfg: cfg, Targets: []string{"sw1", "sw2", "sw3"}})
+	n.holders = map[string]Holder{"sw1": {Member: "b", Epoch: 4}, "sw2": {Member: "a", GNMI: "10.0.0.1:9339", Epoch: 5},
+		"sw3": {Member: "a", GNMI: "10.0.0.1:9339", Epoch: 6}}
+	n.epochs["sw1"] = 4
+	n.following["sw2"] = &follow{holder: n.holders["sw2"], synced: time.Now().Add(-time.Second)}
+	n.following["sw3"] = &follow{holder: n.holders["sw3"], synced: time.Now().Add(-time.Minute)}
+	cases := []struct{ target, to, from string }{
+		{"sw1", "", RoleHolder},
+		{"sw2", "", RoleReplica},
+		{"sw3", "10.0.0.1:9339", "proxy a"},
+		{"sw4", "", RoleReplica}, // no holder known: whatever is here
+	}
+	for _, c := range cases {
+		if to, from := n.Divert(c.target); to != c.to || from != c.from {
+			t.Errorf("%s: (%q, %q), want (%q, %q)", c.target, to, from, c.to, c.from)
+		}
+	}
+}

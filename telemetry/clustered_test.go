@@ -1,0 +1,197 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/etcdtest"
+	"github.com/outpost-edge/outpost/internal/gnmitest"
+	"github.com/outpost-edge/outpost/telemetry/cluster"
+	"github.com/outpost-edge/outpost/telemetry/gnmi"
+	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
+	"github.com/outpost-edge/outpost/telemetry/model"
+	"github.com/outpost-edge/outpost/telemetry/snmp"
+	"github.com/outpost-edge/outpost/telemetry/tsdb"
+)
+
+func clusteredConfig(etcd, name string, agents map[string]*gnmitest.Agent, snmpAgent string) Config {
+	cfg := Config{
+		GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:0"},
+		Store:      tsdb.Config{FlushInterval: confval.Duration(50 * time.Millisecond)},
+		Cluster: cluster.Config{Etcd: []string{etcd}, Name: name, LeaseTTL: confval.Duration(2 * time.Second),
+			ReplicaInterval: confval.Duration(200 * time.Millisecond)},
+	}
+	cfg.SNMP.Targets = []snmp.Target{{Name: "sn1", Address: snmpAgent, Community: "testcomm", Interval: confval.Duration(time.Second),
+		OIDs: []snmp.OID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}}}
+	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
+		cfg.GNMI.Targets = append(cfg.GNMI.Targets, gnmi.Target{Name: n, Address: agents[n].Addr,
+			BackoffMin: confval.Duration(100 * time.Millisecond), BackoffMax: confval.Duration(200 * time.Millisecond),
+			Subscriptions: []gnmi.Subscription{{Paths: []string{"/interfaces"}}}})
+	}
+	return cfg
+}
+
+// roles waits until every target has one holder and a replica on every
+// other running instance with data copied, and returns target → holder.
+func roles(t *testing.T, svcs map[string]*Service, within time.Duration) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		holder, bad := map[string]string{}, ""
+		for name, s := range svcs {
+			for _, ts := range s.Cluster().Status().Targets {
+				switch {
+				case ts.Role == cluster.RoleHolder && holder[ts.Target] != "":
+					bad = fmt.Sprintf("%s held by %s and %s", ts.Target, holder[ts.Target], name)
+				case ts.Role == cluster.RoleHolder:
+					holder[ts.Target] = name
+				case ts.Role != cluster.RoleReplica || ts.Points == 0:
+					bad = fmt.Sprintf("%s at %s: %+v", ts.Target, name, ts)
+				}
+			}
+		}
+		if bad == "" && len(holder) == 5 {
+			return holder
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("roles not settled after %s: %s (holders %v)", within, bad, holder)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	agents := map[string]*gnmitest.Agent{}
+	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
+		agents[n] = gnmitest.StartAgent(t)
+	}
+	snmpAgent := snmpd(t)
+	svcs := map[string]*Service{}
+	for _, name := range []string{"a", "b", "c"} {
+		s := New(clusteredConfig(etcd.Endpoint(), name, agents, snmpAgent), t.TempDir(), nil, nil, Sinks{})
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Stop(context.Background()) })
+		svcs[name] = s
+	}
+	holder := roles(t, svcs, 30*time.Second)
+	// Points collected before placement settled (an instance that started
+	// first takes every target for a moment) stay where they were
+	// collected and with the replicas that copied them in time.
+	settled := time.Now()
+
+	t.Run("replica equals holder", func(t *testing.T) {
+		until := settled.Add(time.Second)
+		time.Sleep(time.Until(until) + 2*time.Second) // past the replica's settle time and interval
+		for tg, h := range holder {
+			q := QueryRequest{Target: tg, Path: "/...", Since: settled, Until: until}
+			want, err := svcs[h].Query(context.Background(), q)
+			if err != nil || len(want) == 0 {
+				t.Fatalf("holder %s of %s in [%s, %s] at %s: %v %v %+v", h, tg, settled, until, time.Now(), err, want, svcs[h].Status())
+			}
+			for name, s := range svcs {
+				got, err := s.Query(context.Background(), q)
+				if err != nil || !reflect.DeepEqual(got, want) {
+					t.Errorf("%s's replica of %s differs from holder %s: %v\n got %v\nwant %v", name, tg, h, err, got, want)
+				}
+			}
+		}
+	})
+	t.Run("gnmi get at a replica", func(t *testing.T) {
+		for _, tg := range []string{"sw1"} {
+			h := holder[tg]
+			for name, s := range svcs {
+				if name == h {
+					continue
+				}
+				conn, err := grpc.NewClient(s.GNMIAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var md metadata.MD
+				r, err := gpb.NewGNMIClient(conn).Get(context.Background(), &gpb.GetRequest{Prefix: &gpb.Path{Target: tg},
+					Path: []*gpb.Path{{Elem: []*gpb.PathElem{{Name: "interfaces"}}}}, Encoding: gpb.Encoding_JSON_IETF}, grpc.Header(&md))
+				if from := md.Get(gnmiserver.ServedFromHeader); len(from) != 1 || from[0] != cluster.RoleReplica {
+					t.Errorf("get %s at replica %s served from %v", tg, name, from)
+				}
+				conn.Close()
+				var us []model.Update
+				for _, n := range r.GetNotification() {
+					us = gnmi.Updates(us, tg, n)
+				}
+				if err != nil || len(us) != 4 {
+					t.Errorf("get %s at replica %s: %v %v", tg, name, err, us)
+				}
+			}
+		}
+	})
+	t.Run("admin answer says replica", func(t *testing.T) {
+		for name, s := range svcs {
+			var lat struct {
+				Points     []map[string]any
+				ServedFrom map[string]cluster.TargetState `json:"served_from"`
+			}
+			want := cluster.RoleReplica
+			if name == holder["sw1"] {
+				want = cluster.RoleHolder
+			}
+			if code := getJSON(t, s.Handler(), "/v1/telemetry/latest?target=sw1", &lat); code != 200 || len(lat.Points) != 4 ||
+				lat.ServedFrom["sw1"].Role != want || lat.ServedFrom["sw1"].Holder != holder["sw1"] {
+				t.Errorf("latest sw1 at %s: %d %+v", name, code, lat)
+			}
+		}
+	})
+	t.Run("snmp device polled by one instance", func(t *testing.T) {
+		// snmpd counts the packets it receives (snmpInPkts): one collector
+		// polling once a second adds about one a second, two would add two.
+		in := func() int {
+			out, err := exec.Command("env", "MIBS=", "snmpget", "-v2c", "-c", "testcomm", "-Oqv", snmpAgent, "1.3.6.1.2.1.11.1.0").Output()
+			if err != nil {
+				t.Fatalf("snmpget: %v", err)
+			}
+			n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+			return n
+		}
+		before, t0 := in(), time.Now()
+		time.Sleep(5 * time.Second)
+		polls := float64(in()-before-1) / time.Since(t0).Seconds() // less our own first request
+		t.Logf("snmpd received %.2f requests a second", polls)
+		if polls > 1.5 {
+			t.Errorf("snmpd polled %.2f times a second at a 1s interval: more than one collector", polls)
+		}
+	})
+	t.Run("holder leaves", func(t *testing.T) {
+		tg, h := "sw1", holder["sw1"]
+		left := time.Now()
+		if err := svcs[h].Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		delete(svcs, h)
+		newHolder := roles(t, svcs, 15*time.Second)
+		t.Logf("%s moved from %s to %s in %s", tg, h, newHolder[tg], time.Since(left))
+		// The new holder kept what the old one collected.
+		got, err := svcs[newHolder[tg]].Query(context.Background(), QueryRequest{Target: tg, Path: "/...", Since: time.Unix(0, 1), Until: left.Add(-2 * time.Second)})
+		if err != nil || len(got) != 4 || len(got[0].Points) == 0 {
+			t.Fatalf("history of %s at its new holder: %v %v", tg, err, got)
+		}
+	})
+	for n, a := range agents {
+		if o := a.Overlaps(); len(o) > 0 {
+			t.Errorf("%s collected twice at once: %v", n, o)
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/outpost-edge/outpost/telemetry/cluster"
+	"github.com/outpost-edge/outpost/telemetry/gnmi"
+	"github.com/outpost-edge/outpost/telemetry/model"
+	"github.com/outpost-edge/outpost/telemetry/snmp"
+)
+
+// In a cluster, each target is collected by the instance that holds its
+// lock: the node calls Collect when this instance takes a target and the
+// returned stop when it must let go. Each held target has its own gNMI
+// client or SNMP poller; what other instances hold arrives as replicas
+// (Replicate), stored and served but neither published to MQTT nor
+// triggering tasks, which run on the holder.
+//
+// The node's calls (Collect, its stop, Newest, Replicate) read s.hub, s.db
+// and s.server without Service.mu: they are set before the node starts and
+// cleared after it stopped, and Stop holds Service.mu while it waits for
+// the node.
+
+var (
+	_ cluster.Collector = (*Service)(nil)
+	_ cluster.Local     = (*Service)(nil)
+)
+
+// placed is a target collected here under an epoch.
+type placed struct {
+	epoch  int64
+	client *gnmi.Client
+	poller *snmp.Poller
+}
+
+func (p placed) status() []model.TargetStatus {
+	if p.client != nil {
+		return p.client.Status()
+	}
+	return p.poller.Status()
+}
+
+// Collect starts collecting one configured target; stop returns once its
+// collector has stopped.
+func (s *Service) Collect(target string, epoch int64) (stop func()) {
+	h := s.hub
+	p := placed{epoch: epoch}
+	var run func(context.Context)
+	var err error
+	log := s.log.With("target", target, "epoch", epoch)
+	if g, ok := s.gnmiTarget(target); ok {
+		c := s.cfg.GNMI
+		c.Targets = []gnmi.Target{g}
+		if p.client, err = gnmi.New(c, h.publish, log.With("part", "gnmi")); err == nil {
+			run = p.client.Run
+		}
+	} else if t, ok := s.snmpTarget(target); ok {
+		c := s.cfg.SNMP
+		c.Targets = []snmp.Target{t}
+		if p.poller, err = snmp.NewPoller(c, h.publish, log.With("part", "snmp")); err == nil {
+			run = p.poller.Run
+		}
+	} else {
+		err = fmt.Errorf("no target %q configured", target)
+	}
+	if err != nil {
+		s.log.Error("telemetry: cannot collect a placed target", "target", target, "err", err)
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	s.placedMu.Lock()
+	s.placed[target] = p
+	s.placedMu.Unlock()
+	go func() { defer close(done); run(ctx) }()
+	return func() {
+		cancel()
+		<-done
+		s.placedMu.Lock()
+		delete(s.placed, target)
+		s.placedMu.Unlock()
+	}
+}
+
+func (s *Service) gnmiTarget(name string) (gnmi.Target, bool) {
+	for _, t := range s.cfg.GNMI.Targets {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return gnmi.Target{}, false
+}
+
+func (s *Service) snmpTarget(name string) (snmp.Target, bool) {
+	for _, t := range s.cfg.SNMP.Targets {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return snmp.Target{}, false
+}
+
+// targetNames lists every configured target, gNMI then SNMP.
+func (c Config) targetNames() []string {
+	var out []string
+	for _, t := range c.GNMI.Targets {
+		out = append(out, t.Name)
+	}
+	for _, t := range c.SNMP.Targets {
+		out = append(out, t.Name)
+	}
+	return out
+}
+
+// placedStatus is the state of the targets collected here.
+func (s *Service) placedStatus() []model.TargetStatus {
+	s.placedMu.Lock()
+	defer s.placedMu.Unlock()
+	var out []model.TargetStatus
+	for _, p := range s.placed {
+		out = append(out, p.status()...)
+	}
+	return out
+}
+
+// placedClient is the gNMI client of target when it is collected here.
+func (s *Service) placedClient(target string) *gnmi.Client {
+	s.placedMu.Lock()
+	defer s.placedMu.Unlock()
+	return s.placed[target].client
+}
+
+// Newest is the time of target's newest stored point (zero: none).
+func (s *Service) Newest(target string) time.Time {
+	var newest int64
+	for _, u := range s.db.Latest(target, model.MustPattern("/...")) {
+		newest = max(newest, u.Time)
+	}
+	if newest == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, newest)
+}
+
+// Replicate stores what a target's holder collected: into the store and
+// the gNMI server's cache.
+func (s *Service) Replicate(us []model.Update) {
+	if err := s.db.Append(us); err != nil {
+		s.log.Warn("telemetry replica append", "err", err)
+	}
+	s.server.Update(us)
+}
+
+// Cluster returns the cluster node, nil when this instance is not clustered
+// or not started.
+func (s *Service) Cluster() *cluster.Node {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.node
+}
