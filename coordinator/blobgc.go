@@ -9,6 +9,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/internal/cas"
+	"github.com/outpost-edge/outpost/internal/format"
 )
 
 // Blob GC. A blob (<data_dir>/blobs/sha256/<digest>.wasm: a module, a
@@ -37,6 +38,10 @@ const uploadPrefix = ".upload-"
 type blobHolds struct {
 	n map[string]int // digest -> holds; guarded by Coordinator.blobMu
 }
+
+// blobFormat is the blob directory's format: files named
+// <sha256>.wasm (docs/architecture.md, "Format versions").
+var blobFormat = format.New("blob store", 1)
 
 // blobDir is the blob directory, absolute when it can be.
 func (c *Coordinator) blobDir() string {

@@ -142,6 +142,10 @@ func (c *Coordinator) openStore(context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := blobFormat.OpenDir(c.blobDir(), c.log.With("part", "blobs")); err != nil {
+		_ = db.Close()
+		return err
+	}
 	c.db = db
 	return nil
 }
