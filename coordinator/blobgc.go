@@ -158,6 +158,10 @@ func (c *Coordinator) collectBlobs(why string, sweep bool) {
 	keep := c.referencedBlobs()
 	c.blobMu.Lock()
 	defer c.blobMu.Unlock()
+	if c.backups > 0 {
+		c.log.Info("blob gc: skipped while a backup is written", "after", why)
+		return
+	}
 	var objects, bytes int64
 	for _, e := range ents {
 		name := e.Name()

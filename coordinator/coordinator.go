@@ -58,10 +58,12 @@ type Coordinator struct {
 
 	// Lock order: reloadMu, then blobMu.
 	reloadMu sync.Mutex // one reload at a time
-	// blobMu guards the blob directory's holds and deletions (blobgc.go).
-	blobMu sync.Mutex
-	holds  blobHolds
-	ready  chan struct{}
+	// blobMu guards the blob directory's holds and deletions (blobgc.go)
+	// and backups, the backups being written (GC waits for them).
+	blobMu  sync.Mutex
+	holds   blobHolds
+	backups int
+	ready   chan struct{}
 }
 
 // New builds a coordinator for a validated configs. It has no side effects:
@@ -97,6 +99,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	c.tele = c.newTelemetry() // telemetry.go
 	c.admin.Handle("/v1/telemetry/", c.tele.Handler())
 	admin.MountRegistry(c.admin, c) // deploy/rm/rollback/inspect (registry.go)
+	admin.MountBackup(c.admin, c)   // backup.go
 
 	g := &c.group
 	g.log = log

@@ -37,6 +37,8 @@ func init() {
 			{Name: "health", Summary: "show the running daemon's health", Run: cmdHealth},
 			{Name: "telemetry", Summary: "read collected telemetry: targets, latest, query", Run: cmdTelemetry},
 			{Name: "calls", Summary: "list or show journaled calls", Run: cmdCalls},
+			{Name: "backup", Summary: "write a backup of the running daemon to FILE", Run: cmdBackup},
+			{Name: "restore", Summary: "restore a backup FILE into an empty data dir", Run: cmdRestore},
 			{Name: "version", Summary: "print the version", Run: cmdVersion},
 		},
 	}

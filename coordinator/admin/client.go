@@ -244,12 +244,9 @@ func (c *Client) getJSON(ctx context.Context, path string, v any, okCodes ...int
 }
 
 func (c *Client) do(req *http.Request) ([]byte, int, error) {
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("cannot reach the outpost daemon at %s (is `outpost run` running? set --admin): %w", c.base, err)
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -260,6 +257,18 @@ func (c *Client) do(req *http.Request) ([]byte, int, error) {
 		return nil, resp.StatusCode, c.unauthorized(req)
 	}
 	return body, resp.StatusCode, nil
+}
+
+// send sends req with the token; the caller closes the body.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the outpost daemon at %s (is `outpost run` running? set --admin): %w", c.base, err)
+	}
+	return resp, nil
 }
 
 // unauthorized says why the daemon refused req and what to do about it.

@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -292,6 +293,16 @@ func (d *DB) Append(us []model.Update) error {
 		return d.Flush()
 	}
 	return nil
+}
+
+// Backup flushes the buffered points and writes a badger backup stream of
+// the store, read at one timestamp, to w.
+func (d *DB) Backup(w io.Writer) error {
+	if err := d.Flush(); err != nil {
+		return err
+	}
+	_, err := d.db.Backup(w, 0)
+	return err
 }
 
 // Flush writes the buffered points in one batch.

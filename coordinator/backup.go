@@ -1,0 +1,50 @@
+package coordinator
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/outpost-edge/outpost/coordinator/admin"
+	"github.com/outpost-edge/outpost/coordinator/backup"
+)
+
+var _ admin.Backuper = (*Coordinator)(nil)
+
+// Backup writes the node's backup (package backup) to w while it runs:
+// the state store at one read timestamp (tasks, kv, results and the call
+// journal together), the telemetry store when asked, the blobs and the
+// data dir's top-level files. Blob GC waits until the backup is written,
+// so every blob the snapshot's tasks name is in it.
+func (c *Coordinator) Backup(w io.Writer, telemetry bool) error {
+	cfg := c.cfg.Load()
+	src := backup.Source{
+		Manifest: backup.Manifest{Node: cfg.Node.ID, Version: c.version, Created: time.Now().UTC()},
+		State: func(w io.Writer) error {
+			_, err := c.db.Badger().Backup(w, 0)
+			return err
+		},
+		DataDir: cfg.DataDir,
+	}
+	if telemetry {
+		if !c.tele.Enabled() {
+			return fmt.Errorf("%w: telemetry is not enabled on this node", admin.ErrConflict)
+		}
+		src.Telemetry = c.tele.Backup
+	}
+	c.blobMu.Lock()
+	c.backups++
+	c.blobMu.Unlock()
+	defer func() {
+		c.blobMu.Lock()
+		c.backups--
+		c.blobMu.Unlock()
+	}()
+	start := time.Now()
+	err := backup.Write(w, src, func(p backup.Phase) { c.log.Info("backup", "phase", p.Name, "items", p.Items, "bytes", p.Bytes) })
+	if err != nil {
+		return err
+	}
+	c.log.Info("backup written", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
