@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/configs"
@@ -22,9 +23,11 @@ func fileArg(args []string) (string, []string) {
 	return "", args
 }
 
-// progressTo prints one line per finished phase.
-func progressTo(w io.Writer, verb string) func(backup.Phase) {
-	return func(p backup.Phase) { fmt.Fprintf(w, "%s: %s\n", verb, p) }
+// printer shows progress on errOut: one line per phase, and a live byte
+// count when errOut is a terminal.
+func printer(errOut io.Writer, verb string) *backup.Printer {
+	f, ok := errOut.(*os.File)
+	return backup.NewPrinter(errOut, verb, ok && backup.IsTerminal(f), 200*time.Millisecond)
 }
 
 func cmdBackup(ctx context.Context, args []string, _ io.Reader, out, errOut io.Writer) int {
@@ -45,7 +48,9 @@ func cmdBackup(ctx context.Context, args []string, _ io.Reader, out, errOut io.W
 		fmt.Fprintf(errOut, "outpost backup: %v\n", err)
 		return 1
 	}
-	m, err := c.Backup(ctx, f, *tele, progressTo(errOut, "backup"))
+	p := printer(errOut, "backup")
+	m, err := c.Backup(ctx, io.MultiWriter(f, p), *tele, p.Phase)
+	p.Stop()
 	if err == nil {
 		err = f.Sync()
 	}
@@ -92,7 +97,9 @@ func cmdRestore(_ context.Context, args []string, _ io.Reader, out, errOut io.Wr
 	}
 	defer f.Close()
 	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	m, err := backup.Restore(f, cfg.DataDir, cfg.Storage, log, progressTo(errOut, "restore"))
+	p := printer(errOut, "restore")
+	m, err := backup.Restore(io.TeeReader(f, p), cfg.DataDir, cfg.Storage, log, p.Phase)
+	p.Stop()
 	if err != nil {
 		fmt.Fprintf(errOut, "outpost restore: %v\n", err)
 		return 1
