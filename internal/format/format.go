@@ -18,12 +18,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/outpost-edge/outpost/internal/buildinfo"
 )
 
 // ErrNewer is returned when a store was written by a newer binary.
@@ -57,18 +58,10 @@ func New(name string, current int) *Store {
 // Current needs one before a store at that version can be opened.
 func (f *Store) Register(s Step) { f.steps[s.From] = s }
 
-// Binary is the version of the running binary, as messages name it.
-func Binary() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
-}
-
 // refuse is the error for a store written by a newer binary.
 func (f *Store) refuse(found int) error {
 	return fmt.Errorf("%s has format version %d, this binary (outpost %s) reads up to version %d: %w; run the newer outpost again or restore a backup taken with this version",
-		f.Name, found, Binary(), f.Current, ErrNewer)
+		f.Name, found, buildinfo.Version(), f.Current, ErrNewer)
 }
 
 // plan checks found against the current version and returns the steps to

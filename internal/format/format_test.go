@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/outpost-edge/outpost/internal/buildinfo"
 )
 
 var (
@@ -159,7 +161,7 @@ func TestBadgerMigration(t *testing.T) {
 		defer db.Close()
 		put(t, db, string(verKey), "3")
 		err := v2(nil).OpenBadger(db, verKey, nil, quiet)
-		if !errors.Is(err, ErrNewer) || !strings.Contains(err.Error(), "format version 3") || !strings.Contains(err.Error(), "up to version 2") || !strings.Contains(err.Error(), "outpost "+Binary()) {
+		if !errors.Is(err, ErrNewer) || !strings.Contains(err.Error(), "format version 3") || !strings.Contains(err.Error(), "up to version 2") || !strings.Contains(err.Error(), "outpost "+buildinfo.Version()) {
 			t.Fatalf("err %v", err)
 		}
 	})
