@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
@@ -33,11 +34,17 @@ func (c *Coordinator) Backup(w io.Writer, telemetry bool) error {
 		src.Telemetry = c.tele.Backup
 	}
 	c.blobMu.Lock()
+	if c.noBackups {
+		c.blobMu.Unlock()
+		return fmt.Errorf("%w: the daemon is stopping", admin.ErrConflict)
+	}
 	c.backups++
 	c.blobMu.Unlock()
 	defer func() {
 		c.blobMu.Lock()
-		c.backups--
+		if c.backups--; c.backups == 0 {
+			c.backupsIdle.Broadcast()
+		}
 		c.blobMu.Unlock()
 	}()
 	start := time.Now()
@@ -47,4 +54,19 @@ func (c *Coordinator) Backup(w io.Writer, telemetry bool) error {
 	}
 	c.log.Info("backup written", "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// stopAdmin stops the admin API, then waits for the backups still being
+// written: once the API has closed their connections their writes fail
+// and they end, before the telemetry store and the state store close
+// under them. No backup starts after.
+func (c *Coordinator) stopAdmin(ctx context.Context) error {
+	err := c.admin.Stop(ctx)
+	c.blobMu.Lock()
+	c.noBackups = true
+	for c.backups > 0 {
+		c.backupsIdle.Wait()
+	}
+	c.blobMu.Unlock()
+	return err
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/backup"
 )
@@ -34,6 +36,12 @@ func MountBackup(s *Server, b Backuper) {
 			registryError(w, fmt.Errorf("%w: telemetry=%q: want true or false", ErrInvalid, r.URL.Query().Get("telemetry")))
 			return
 		}
+		rc := http.NewResponseController(w)
+		if !s.streams.add(rc) {
+			registryError(w, fmt.Errorf("%w: the daemon is stopping", ErrConflict))
+			return
+		}
+		defer s.streams.remove(rc)
 		sw := &startedWriter{w: w}
 		err = b.Backup(sw, tele)
 		if err == nil {
@@ -46,6 +54,45 @@ func MountBackup(s *Server, b Backuper) {
 		s.log.Error("backup failed while streaming", "err", err)
 		panic(http.ErrAbortHandler) // cut the stream: the client must not take it as complete
 	})
+}
+
+// streams are the responses in flight that may last long (backups). Stop
+// cuts them first, setting their write deadline to now, so that a client
+// reading slowly holds neither the stop nor the stores behind it.
+type streams struct {
+	mu      sync.Mutex
+	cutting bool
+	rcs     map[*http.ResponseController]bool
+}
+
+// add registers rc; false once Stop has begun.
+func (s *streams) add(rc *http.ResponseController) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cutting {
+		return false
+	}
+	if s.rcs == nil {
+		s.rcs = map[*http.ResponseController]bool{}
+	}
+	s.rcs[rc] = true
+	return true
+}
+
+func (s *streams) remove(rc *http.ResponseController) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.rcs, rc)
+}
+
+// cut fails the pending and future writes of every stream.
+func (s *streams) cut() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cutting = true
+	for rc := range s.rcs {
+		_ = rc.SetWriteDeadline(time.Now())
+	}
 }
 
 // startedWriter sends the tar content type with the first byte.
