@@ -31,8 +31,8 @@ var ErrLocked = errors.New("in use by another process")
 // own records version them under their own key (the call journal).
 var storeFormat = format.New("state store", 1)
 
-// FormatKey holds the state store's format version.
-var FormatKey = []byte("format/store")
+// formatKey holds the state store's format version.
+var formatKey = []byte("format/store")
 
 // Options returns badger options for a DB at dir, sized from cfg.
 // badger's defaults (64 MiB memtables, 256 MiB block cache, 1 GiB value-log
@@ -77,7 +77,7 @@ func Open(dir string, cfg Config, log *slog.Logger) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	if err := storeFormat.OpenBadger(db, FormatKey, nil, log); err != nil {
+	if err := storeFormat.OpenBadger(db, formatKey, nil, log); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
