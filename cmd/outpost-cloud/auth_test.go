@@ -39,8 +39,11 @@ func serve(t *testing.T, args ...string) (string, *syncBuf) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, logs syncBuf
 	done := make(chan int, 1)
+	// The data dir is made before the cleanup below is registered, so it
+	// is removed after the server has closed its store, not under it.
+	dir := filepath.Join(t.TempDir(), "cloud")
 	go func() {
-		done <- run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "cloud")}, args...), nil, &out, &logs)
+		done <- run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0", "--data", dir}, args...), nil, &out, &logs)
 	}()
 	t.Cleanup(func() {
 		cancel()
