@@ -9,6 +9,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/internal/cas"
+	"github.com/outpost-edge/outpost/internal/format"
 )
 
 // Blob GC. A blob (<data_dir>/blobs/sha256/<digest>.wasm: a module, a
@@ -38,6 +39,10 @@ const uploadPrefix = ".upload-"
 type blobHolds struct {
 	n map[string]int // digest -> holds; guarded by Coordinator.blobMu
 }
+
+// blobFormat is the blob directory's format: files named
+// <sha256>.wasm (docs/architecture.md, "Format versions").
+var blobFormat = format.New("blob store", 1)
 
 // blobDir is the blob directory, absolute when it can be.
 func (c *Coordinator) blobDir() string {
@@ -164,6 +169,10 @@ func (c *Coordinator) collectBlobs(why string, sweep bool) {
 	keep := c.referencedBlobs()
 	c.blobMu.Lock()
 	defer c.blobMu.Unlock()
+	if c.backups > 0 {
+		c.log.Info("blob gc: skipped while a backup is written", "after", why)
+		return
+	}
 	var objects, bytes int64
 	for _, e := range ents {
 		name := e.Name()

@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/format"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
@@ -102,7 +103,7 @@ tasks: [{name: cfgtask, module: ` + filepath.Join(blobs, digestOf(cfgMod)+".wasm
 		t.Fatal(err)
 	}
 	c := startCoordinator(t, cfg)
-	onlyConfigBlob := []string{"README", digestOf(cfgMod) + ".wasm"}
+	onlyConfigBlob := []string{"README", format.FileName, digestOf(cfgMod) + ".wasm"}
 	sort.Strings(onlyConfigBlob)
 	if got, want := blobFiles(t, blobs), onlyConfigBlob; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("after the start sweep: %v, want %v", got, want)

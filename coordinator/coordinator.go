@@ -58,16 +58,23 @@ type Coordinator struct {
 
 	// Lock order: reloadMu, then blobMu.
 	reloadMu sync.Mutex // one reload at a time
-	// blobMu guards the blob directory's holds and deletions (blobgc.go).
-	blobMu sync.Mutex
-	holds  blobHolds
-	ready  chan struct{}
+	// blobMu guards the blob directory's holds and deletions (blobgc.go),
+	// backups, the backups being written (GC waits for them, and so does
+	// the stop before telemetry and the store close: backupsIdle), and
+	// noBackups, set once the stop has begun.
+	blobMu      sync.Mutex
+	holds       blobHolds
+	backups     int
+	backupsIdle *sync.Cond
+	noBackups   bool
+	ready       chan struct{}
 }
 
 // New builds a coordinator for a validated configs. It has no side effects:
 // nothing listens or opens files until Run.
 func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	c := &Coordinator{log: log, version: version, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
+	c.backupsIdle = sync.NewCond(&c.blobMu)
 	c.cfg.Store(cfg)
 	c.routes.Store(routes.New(cfg.Routes))
 	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -97,6 +104,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	c.tele = c.newTelemetry() // telemetry.go
 	c.admin.Handle("/v1/telemetry/", c.tele.Handler())
 	admin.MountRegistry(c.admin, c) // deploy/rm/rollback/inspect (registry.go)
+	admin.MountBackup(c.admin, c)   // backup.go
 
 	g := &c.group
 	g.log = log
@@ -116,7 +124,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	g.add("cloud-poll", func(context.Context) error { return nil }, c.cloud.stopPolling)
 	g.add("cloud-outbox", func(context.Context) error { return nil }, c.cloud.stop)
 	g.add("telemetry", c.tele.Start, c.tele.Stop)
-	g.add("admin", c.admin.Start, c.admin.Stop)
+	g.add("admin", c.admin.Start, c.stopAdmin) // backup.go
 	// The stop order: drain calls first (their replies still need the MQTT
 	// client; the admin API keeps answering health and sync calls while
 	// they finish), then stop taking requests, then telemetry (its hub
@@ -140,6 +148,10 @@ func (c *Coordinator) AdminAddr() string { return c.admin.Addr() }
 func (c *Coordinator) openStore(context.Context) error {
 	db, err := store.Open(filepath.Join(c.cfg.Load().DataDir, "state"), c.cfg.Load().Storage, c.log.With("part", "store"))
 	if err != nil {
+		return err
+	}
+	if err := blobFormat.OpenDir(c.blobDir(), c.log.With("part", "blobs")); err != nil {
+		_ = db.Close()
 		return err
 	}
 	c.db = db

@@ -68,7 +68,7 @@ else
 	command -v go >/dev/null || { echo "install.sh: go not found; install Go or pass --binary PATH" >&2; exit 1; }
 	version=$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo dev)
 	src="$tmp/outpost"
-	run env -C "$root" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$src" ./cmd/outpost
+	run env -C "$root" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/outpost-edge/outpost/internal/buildinfo.version=$version" -o "$src" ./cmd/outpost
 fi
 run install -D -m 0755 -o root -g root "$src" "$bin_dst"
 

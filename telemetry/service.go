@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -273,6 +274,16 @@ func (s *Service) store() (*tsdb.DB, error) {
 		return nil, ErrDisabled
 	}
 	return s.db, nil
+}
+
+// Backup writes a backup stream of the telemetry store to w
+// (tsdb.DB.Backup); ErrDisabled when telemetry is not running.
+func (s *Service) Backup(w io.Writer) error {
+	db, err := s.store()
+	if err != nil {
+		return err
+	}
+	return db.Backup(w)
 }
 
 // Publish hands updates from another source (tests, a future source) to the hub.

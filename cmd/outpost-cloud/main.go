@@ -33,9 +33,6 @@ import (
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
-
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
@@ -59,7 +56,7 @@ default http://127.0.0.1:8480; --token-file or $OUTPOST_CLOUD_TOKEN_FILE
 when it requires a token).`,
 	}
 	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd())
-	cli.AddVersion(root, cli.BuildVersion(version))
+	cli.AddVersion(root, cli.BuildVersion())
 	return root
 }
 

@@ -80,7 +80,7 @@ func newRunCmd() *cobra.Command {
 			if path == "" {
 				reload = nil
 			}
-			c := coordinator.New(cfg, log, cli.BuildVersion(version).String())
+			c := coordinator.New(cfg, log, cli.BuildVersion().String())
 			if err := c.Run(cmd.Context(), reload); err != nil {
 				log.Error("outpost failed", "err", err)
 				return cli.ErrSilent

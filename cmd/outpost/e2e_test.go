@@ -85,7 +85,13 @@ func wasm(t *testing.T, name string) string {
 // it reports healthy.
 func startDaemon(t *testing.T, cfg string) *daemon {
 	t.Helper()
-	dir := t.TempDir()
+	return startDaemonIn(t, t.TempDir(), cfg)
+}
+
+// startDaemonIn is startDaemon with the config and data dir (dir/data,
+// which may be filled already) in dir.
+func startDaemonIn(t *testing.T, dir, cfg string) *daemon {
+	t.Helper()
 	adminAddr, brokerAddr := mqtttest.FreeAddr(t), mqtttest.FreeAddr(t)
 	cfg = strings.NewReplacer("{{admin}}", adminAddr, "{{broker}}", brokerAddr).Replace(cfg)
 	cfg = "data_dir: " + filepath.Join(dir, "data") + "\n" + cfg

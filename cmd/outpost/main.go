@@ -15,9 +15,6 @@ import (
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
-
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
@@ -40,7 +37,7 @@ through its admin API (--admin ADDR, $OUTPOST_ADMIN, or admin.listen of
 --config FILE; default 127.0.0.1:7700).`,
 	}
 	root.AddGroup(&cobra.Group{ID: "daemon", Title: "Daemon:"}, &cobra.Group{ID: "client", Title: "Speak to a running daemon:"})
-	for _, c := range []*cobra.Command{newRunCmd(), newCheckCmd(), newConfigCmd()} {
+	for _, c := range []*cobra.Command{newRunCmd(), newCheckCmd(), newConfigCmd(), newBackupCmd(), newRestoreCmd()} {
 		c.GroupID = "daemon"
 		root.AddCommand(c)
 	}
@@ -48,6 +45,6 @@ through its admin API (--admin ADDR, $OUTPOST_ADMIN, or admin.listen of
 		c.GroupID = "client"
 		root.AddCommand(c)
 	}
-	cli.AddVersion(root, cli.BuildVersion(version))
+	cli.AddVersion(root, cli.BuildVersion())
 	return root
 }

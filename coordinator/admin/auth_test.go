@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,7 +35,13 @@ var protected = []struct{ method, path string }{
 	{http.MethodGet, "/v1/calls"},
 	{http.MethodGet, "/v1/calls/x"},
 	{http.MethodGet, "/v1/telemetry/targets"},
+	{http.MethodGet, "/v1/backup"},
 }
+
+// backupFunc is a Backuper.
+type backupFunc func(w io.Writer, telemetry bool) error
+
+func (f backupFunc) Backup(w io.Writer, telemetry bool) error { return f(w, telemetry) }
 
 // Without the token, or with another, every protected route answers 401
 // with a challenge and an error document, counts the failure, and never
@@ -49,6 +56,7 @@ func TestProtectedRoutesRefused(t *testing.T) {
 	s.Handle("/v1/calls/", http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached++ }))
 	s.Handle("/v1/telemetry/", http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached++ }))
 	MountRegistry(s, &memRegistry{blobs: map[string]string{}})
+	MountBackup(s, backupFunc(func(io.Writer, bool) error { reached++; return nil }))
 	c := run(t, s)
 	for _, tc := range []struct{ name, header, reason, challenge string }{
 		{"no token", "", reasonMissing, `Bearer realm="outpost"`},
@@ -92,8 +100,8 @@ func TestProtectedRoutesRefused(t *testing.T) {
 			t.Errorf("%s %s with the token: %d %s", p.method, p.path, code, body)
 		}
 	}
-	if reached != 3 {
-		t.Errorf("mounted handlers reached %d times with the token, want 3", reached)
+	if reached != 4 {
+		t.Errorf("mounted handlers reached %d times with the token, want 4", reached)
 	}
 }
 

@@ -135,6 +135,7 @@ type Server struct {
 	tokenSum     [sha256.Size]byte // of the token, set by Start
 	authFailures *prometheus.CounterVec
 	refusedLog   logLimiter
+	streams      streams // long responses Stop cuts (backup.go)
 }
 
 // NewServer returns a server for node, exposing gatherer at /metrics and
@@ -206,6 +207,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	if s.ln == nil {
 		return nil
 	}
+	s.streams.cut()
 	err := s.srv.Shutdown(ctx)
 	if err != nil {
 		_ = s.srv.Close()

@@ -16,6 +16,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outpost-edge/outpost/internal/format"
 	"github.com/outpost-edge/outpost/internal/store"
 )
 
@@ -161,6 +162,11 @@ type Journal struct {
 	pendingCount int
 }
 
+// journalFormat is the format of the journal's records (Record and the
+// keys above), versioned apart from the state store under
+// "<prefix>format" (docs/architecture.md, "Format versions").
+var journalFormat = format.New("call journal", 1)
+
 // clockEvery bounds how long the journal clock goes unsaved while nothing
 // is written (it is saved with every group commit besides).
 const clockEvery = time.Minute
@@ -207,6 +213,9 @@ func OpenJournal(db *store.DB, opts JournalOptions, log *slog.Logger, reg promet
 		cbWake: make(chan struct{}, 1), cbDone: make(chan struct{}),
 		recs: map[string]*Record{}, keys: map[string]string{},
 		prefixRecord: []byte(prefix + "r/"), prefixKey: []byte(prefix + "k/"), clockKey: []byte(prefix + "clock"),
+	}
+	if err := journalFormat.OpenBadger(db.Badger(), []byte(prefix+"format"), []byte(prefix), log); err != nil {
+		return nil, err
 	}
 	if j.clockBase, err = j.loadClock(); err != nil {
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/outpost-edge/outpost/internal/format"
 	"github.com/outpost-edge/outpost/internal/store"
 )
 
@@ -435,4 +436,24 @@ func journalChild(dir string) {
 		}()
 	}
 	select {}
+}
+
+// TestJournalFormat: the journal records its own format version (1) and
+// refuses a newer one, naming both.
+func TestJournalFormat(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir)
+	defer db.Close()
+	j := openJournal(t, db, JournalOptions{}, nil, nil)
+	j.Close()
+	if v, err := db.Bucket("calls").Get([]byte("format")); err != nil || string(v) != "1" {
+		t.Fatalf("version %q, %v", v, err)
+	}
+	if err := db.Bucket("calls").Put([]byte("format"), []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenJournal(db, JournalOptions{}, nil, nil)
+	if !errors.Is(err, format.ErrNewer) || !strings.Contains(err.Error(), "call journal has format version 2") {
+		t.Fatalf("err %v", err)
+	}
 }

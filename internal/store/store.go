@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/outpost-edge/outpost/internal/format"
 )
 
 // ErrNotFound is returned by Get for a missing key.
@@ -23,6 +25,14 @@ var ErrNotFound = errors.New("not found")
 
 // ErrLocked is returned by Open when another process holds the directory.
 var ErrLocked = errors.New("in use by another process")
+
+// storeFormat is the state store's format (docs/architecture.md, "Format
+// versions"): the layout of the buckets' keys. Subsystems that keep their
+// own records version them under their own key (the call journal).
+var storeFormat = format.New("state store", 1)
+
+// formatKey holds the state store's format version.
+var formatKey = []byte("format/store")
 
 // Options returns badger options for a DB at dir, sized from cfg.
 // badger's defaults (64 MiB memtables, 256 MiB block cache, 1 GiB value-log
@@ -65,6 +75,10 @@ func Open(dir string, cfg Config, log *slog.Logger) (*DB, error) {
 		if strings.Contains(err.Error(), "Another process is using this Badger database") {
 			return nil, fmt.Errorf("open store %s: %w (is another outpost running with the same data_dir?)", dir, ErrLocked)
 		}
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	if err := storeFormat.OpenBadger(db, formatKey, nil, log); err != nil {
+		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	s := &DB{db: db, log: log, gcEvery: cfg.GCInterval.Std(), stopGC: make(chan struct{})}

@@ -18,6 +18,7 @@ import (
 //
 //	'l' sid(4)                      → latest point           TTL = retention
 //	'm' "sid"                       → next series id
+//	"format"                        → format version (internal/format)
 //
 // hour is Unix time in hours, so one hour of every series can be dropped
 // with one DropPrefix when the store is over its size limit.
@@ -27,6 +28,8 @@ const (
 	pfxLatest = 'l'
 	pfxMeta   = 'm'
 )
+
+var formatKey = []byte("format")
 
 const nsPerHour = int64(3600e9)
 

@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -26,6 +27,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/outpost-edge/outpost/internal/format"
 	"github.com/outpost-edge/outpost/internal/store"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
@@ -93,6 +95,10 @@ type pend struct {
 	point
 }
 
+// tsdbFormat is the telemetry store's format: the key layout and chunk
+// encoding of encoding.go (docs/architecture.md, "Format versions").
+var tsdbFormat = format.New("telemetry store", 1)
+
 // Open opens (creating) the store and loads its series index.
 func Open(o Options) (*DB, error) {
 	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
@@ -126,6 +132,10 @@ func Open(o Options) (*DB, error) {
 		if strings.Contains(err.Error(), "Another process is using this Badger database") {
 			return nil, fmt.Errorf("open telemetry store %s: %w (is another outpost running with the same data_dir?)", o.Dir, store.ErrLocked)
 		}
+		return nil, fmt.Errorf("open telemetry store %s: %w", o.Dir, err)
+	}
+	if err := tsdbFormat.OpenBadger(bdb, formatKey, nil, log); err != nil {
+		bdb.Close()
 		return nil, fmt.Errorf("open telemetry store %s: %w", o.Dir, err)
 	}
 	ttl := o.Cfg.Retention.Std()
@@ -281,6 +291,16 @@ func (d *DB) Append(us []model.Update) error {
 		return d.Flush()
 	}
 	return nil
+}
+
+// Backup flushes the buffered points and writes a badger backup stream of
+// the store, read at one timestamp, to w.
+func (d *DB) Backup(w io.Writer) error {
+	if err := d.Flush(); err != nil {
+		return err
+	}
+	_, err := d.db.Backup(w, 0)
+	return err
 }
 
 // Flush writes the buffered points in one batch.

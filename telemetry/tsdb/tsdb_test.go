@@ -2,14 +2,18 @@ package tsdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"go.uber.org/goleak"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/format"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -365,4 +369,18 @@ func mustPattern(t *testing.T, s string) model.Pattern {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestFormat: the store records format version 1 and refuses a newer one.
+func TestFormat(t *testing.T) {
+	dir := t.TempDir()
+	d := open(t, dir)
+	if err := d.db.Update(func(txn *badger.Txn) error { return txn.Set(formatKey, []byte("9")) }); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	_, err := Open(Options{Dir: dir, Cfg: Config{}.WithDefaults()})
+	if !errors.Is(err, format.ErrNewer) || !strings.Contains(err.Error(), "telemetry store has format version 9") {
+		t.Fatalf("err %v", err)
+	}
 }

@@ -6,25 +6,26 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/outpost-edge/outpost/internal/buildinfo"
 )
 
-// Version describes a build: its version (set with -ldflags "-X
-// main.version=…", else the module version, else "dev-" and the commit),
+// Version describes a build: its version (buildinfo.Version: set with
+// -ldflags "-X github.com/outpost-edge/outpost/internal/buildinfo.version=…",
+// else the module version, else "dev-" and the commit),
 // the commit, the Go version and the wazero version it was built with.
 type Version struct {
 	Version, Commit, Go, Wazero string
 	Modified                    bool
 }
 
-// BuildVersion reads the build information of the running binary; set is
-// the version given at link time ("" if none).
-func BuildVersion(set string) Version {
-	v := Version{Version: set}
+// BuildVersion reads the build information of the running binary: the
+// version as buildinfo.Version gives it (the daemon reports the same in
+// health and in format refusals), the commit, Go and wazero.
+func BuildVersion() Version {
+	v := Version{Version: buildinfo.Version()}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		if v.Version == "" {
-			v.Version = "dev"
-		}
 		return v
 	}
 	v.Go = bi.GoVersion
@@ -40,18 +41,6 @@ func BuildVersion(set string) Version {
 		if d.Path == "github.com/tetratelabs/wazero" {
 			v.Wazero = d.Version
 		}
-	}
-	switch {
-	case v.Version != "":
-	case bi.Main.Version != "" && bi.Main.Version != "(devel)":
-		v.Version = bi.Main.Version
-	case v.Commit != "":
-		v.Version = "dev-" + v.Commit[:min(12, len(v.Commit))]
-		if v.Modified {
-			v.Version += "-dirty"
-		}
-	default:
-		v.Version = "dev"
 	}
 	return v
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -44,8 +45,8 @@ type objects struct {
 	fetches map[string]int // by digest
 }
 
-func openObjects(dir string, max int64) (*objects, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+func openObjects(dir string, max int64, log *slog.Logger) (*objects, error) {
+	if err := objectsFormat.OpenDir(dir, log); err != nil {
 		return nil, fmt.Errorf("open object store: %w", err)
 	}
 	return &objects{dir: dir, max: max, fetches: map[string]int{}}, nil

@@ -25,6 +25,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
+	"github.com/outpost-edge/outpost/internal/format"
 )
 
 // Options configure a Server.
@@ -119,6 +120,14 @@ type Server struct {
 	changed   chan struct{} // closed and replaced when any call changes state
 }
 
+// stateFormat is the format of the control plane's state (calls under
+// "call/"), objectsFormat that of its object directory
+// (docs/architecture.md, "Format versions").
+var (
+	stateFormat   = format.New("outpost-cloud state", 1)
+	objectsFormat = format.New("outpost-cloud objects", 1)
+)
+
 // Open loads the state at opts.Dir.
 func Open(opts Options) (*Server, error) {
 	if opts.Lease <= 0 {
@@ -136,7 +145,7 @@ func Open(opts Options) (*Server, error) {
 	if opts.MaxObject <= 0 {
 		opts.MaxObject = DefaultMaxObject
 	}
-	objs, err := openObjects(opts.ObjectDir, opts.MaxObject)
+	objs, err := openObjects(opts.ObjectDir, opts.MaxObject, opts.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +161,10 @@ func Open(opts Options) (*Server, error) {
 		WithBaseTableSize(4 << 20).WithValueThreshold(1 << 20).WithNumCompactors(2)
 	db, err := badger.Open(bo)
 	if err != nil {
+		return nil, fmt.Errorf("open server state %s: %w", opts.Dir, err)
+	}
+	if err := stateFormat.OpenBadger(db, []byte("format/server"), nil, opts.Log); err != nil {
+		_ = db.Close()
 		return nil, fmt.Errorf("open server state %s: %w", opts.Dir, err)
 	}
 	s := &Server{opts: opts, log: opts.Log, db: db, objs: objs, operator: operator, calls: map[string]*Call{}, nodes: map[string]*node{}, changed: make(chan struct{})}
