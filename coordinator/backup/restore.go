@@ -16,6 +16,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/outpost-edge/outpost/internal/store"
+	"github.com/outpost-edge/outpost/internal/syncfile"
 )
 
 // phaseOf names the phase an entry belongs to.
@@ -252,17 +253,5 @@ func restoreFile(dir, name string, h *tar.Header, r io.Reader) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, fs.FileMode(h.Mode).Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return syncfile.WriteNew(filepath.Join(dir, name), fs.FileMode(h.Mode).Perm(), r)
 }
