@@ -10,6 +10,7 @@ import (
 
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/etcdtest"
 )
 
 var metricRowRE = regexp.MustCompile("^\\| *(`outpost_[^|]*)\\|")
@@ -37,10 +38,11 @@ func documentedMetrics(t *testing.T) map[string]bool {
 }
 
 // Every metric docs/operations.md lists is registered by a daemon with
-// every part on (embedded broker, telemetry with a trap listener and the
-// gNMI server, the cloud link), and every outpost_ metric the daemon
-// exports is documented.
+// every part on (embedded broker, telemetry with a trap listener, the
+// gNMI server and a cluster on a real etcd, the cloud link), and every
+// outpost_ metric the daemon exports is documented.
 func TestMetricsDocumented(t *testing.T) {
+	etcd := etcdtest.Start(t)
 	yaml := "data_dir: " + t.TempDir() + `
 admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
 mqtt: {broker: {listen: "` + mqtttest.FreeAddr(t) + `"}}
@@ -48,6 +50,7 @@ cloud: {url: "http://` + mqtttest.FreeAddr(t) + `"}
 telemetry:
   snmp: {traps: {listen: "` + mqtttest.FreeAddr(t) + `", communities: [public]}}
   gnmi_server: {listen: "` + mqtttest.FreeAddr(t) + `"}
+  cluster: {etcd: ["` + etcd.Endpoint() + `"]}
 `
 	cfg, err := configs.Parse([]byte(yaml), "metrics.yaml")
 	if err != nil {
