@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/outpost-edge/outpost/internal/format"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
@@ -28,7 +29,8 @@ func writeFile(t *testing.T, path, content string) string {
 	return path
 }
 
-// blobCount counts the stored blobs of d.
+// blobCount counts the stored blobs of d (not upload temp files, nor the
+// store's format file).
 func (d *daemon) blobCount() int {
 	d.t.Helper()
 	ents, err := os.ReadDir(filepath.Join(d.dir, "data", "blobs", "sha256"))
@@ -37,7 +39,7 @@ func (d *daemon) blobCount() int {
 	}
 	n := 0
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".") {
+		if !strings.HasPrefix(e.Name(), ".") && e.Name() != format.FileName {
 			n++
 		}
 	}
