@@ -89,7 +89,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	c.devices = devices.NewRegistry(log.With("part", "devices"))
 	if !cfg.MQTT.External() {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
-		c.broker.SetRegistry(c.devices) // device logins and access rules (devices.go)
+		c.broker.SetRegistry(c.devices)              // device logins and access rules (devices.go)
 		c.broker.SetDurablePublish(c.journalPublish) // QoS 1 routes: journaled before the PUBACK (intake.go)
 	}
 	c.admin = admin.NewServer(admin.Options{
@@ -99,7 +99,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	}, c, c.reg, c.reg, log.With("part", "admin"))
 	c.tele = c.newTelemetry() // telemetry.go
 	c.admin.Handle("/v1/telemetry/", c.tele.Handler())
-	admin.MountRegistry(c.admin, c) // deploy/rm/rollback/inspect (registry.go)
+	admin.MountRegistry(c.admin, c)             // deploy/rm/rollback/inspect (registry.go)
 	admin.MountDevices(c.admin, deviceAdmin{c}) // device add/ls/disable/rm (devices.go)
 
 	g := &c.group

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,15 +55,17 @@ func (b *Broker) Kick(id string) {
 
 // clientAccess is what one connected client may do.
 type clientAccess struct {
-	device string // registered device id; "" for a user or anonymous client
-	all    bool   // a configured user: every topic
-	grants grants
+	device    string // registered device id; "" for a user or anonymous client
+	all       bool   // a configured user: every topic
+	anonymous bool   // never reaches a registered device's namespace
+	grants    grants
 }
 
 // accessHook authenticates clients and enforces the access rules, default
 // deny: configured users may use every topic; a registered device its own
 // namespace, its shadow topics and its groups' rules; an anonymous client
-// (loopback only, when allowed) the anonymous rules. The daemon's inline
+// (loopback only, when allowed) the anonymous rules, outside the
+// registered devices' namespaces. The daemon's inline
 // client is not subject to them.
 type accessHook struct {
 	mqtt.HookBase
@@ -126,6 +129,7 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		if !h.anonymous || !loopbackRemote(cl.Net.Remote) {
 			return false
 		}
+		a.anonymous = true
 		a.grants.expand(h.anonRules, cl.ID)
 	case isUser:
 		if subtle.ConstantTimeCompare(pk.Connect.Password, want) != 1 {
@@ -185,6 +189,7 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	case a == nil:
 	case a.all:
 		return true
+	case a.anonymous && h.reserved(topic):
 	case write && a.grants.allowPublish(topic), !write && a.grants.allowSubscribe(topic):
 		return true
 	}
@@ -204,6 +209,23 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 		h.b.log.Warn("access rules refused a client", "client", cl.ID, "device", label, "action", what, "topic", topic, "denied_total", n)
 	}
 	return false
+}
+
+// reserved reports whether topic is in a registered device's namespace
+// (devices/{id}/...), which anonymous clients never reach whatever their
+// rules: they neither publish there nor receive from there. A subscription
+// with a wildcard at the device level is accepted, and the messages of
+// registered devices are then held back one by one as they are delivered.
+func (h *accessHook) reserved(topic string) bool {
+	if h.devices == nil {
+		return false
+	}
+	rest, ok := strings.CutPrefix(shareless(topic), "devices/")
+	if !ok {
+		return false
+	}
+	id, _, _ := strings.Cut(rest, "/")
+	return h.devices.Known(id)
 }
 
 // loopbackRemote reports whether a client's remote address is a loopback

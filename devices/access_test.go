@@ -145,6 +145,31 @@ func TestBrokerDeviceAccess(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 
+	t.Run("anonymous outside registered namespaces", func(t *testing.T) {
+		gotAnon := make(chan string, 10)
+		anon, err := pahoClient(t, b.Addr(), "", "", func(_ paho.Client, m paho.Message) { gotAnon <- m.Topic() })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := subscribeCode(t, anon, "devices/#"); code != 0 {
+			t.Fatalf("anonymous devices/#: SUBACK %#x", code)
+		}
+		anon.Publish("devices/d2/out", 0, false, "anonymous forged").WaitTimeout(5 * time.Second)
+		anon.Publish("devices/nobody/out", 0, false, "free").WaitTimeout(5 * time.Second)
+		d2.Publish("devices/d2/out", 0, false, "real again").WaitTimeout(5 * time.Second)
+		if m := <-got2; m != "devices/d2/out real again" {
+			t.Errorf("d2 got %q", m)
+		}
+		if m := <-gotAnon; m != "devices/nobody/out" {
+			t.Errorf("anonymous got %q", m)
+		}
+		select {
+		case m := <-gotAnon:
+			t.Errorf("anonymous got %q", m)
+		case <-time.After(300 * time.Millisecond):
+		}
+	})
+
 	t.Run("disabled device refused and disconnected", func(t *testing.T) {
 		if _, err := reg.SetDisabled("d2", true); err != nil {
 			t.Fatal(err)

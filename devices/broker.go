@@ -1,8 +1,8 @@
 package devices
 
 import (
-		"context"
-			"fmt"
+	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"strings"
@@ -29,8 +29,8 @@ type Broker struct {
 	stopped bool
 	coll    *brokerCollector
 	durable DurablePublish
-	devices *Registry     // device logins (SetRegistry); nil: none
-	access  *accessHook   // set by Start
+	devices *Registry          // device logins (SetRegistry); nil: none
+	access  *accessHook        // set by Start
 	stopCtx context.Context    // canceled at Stop: ends a DurablePublish waiting
 	cancel  context.CancelFunc // cancels stopCtx
 

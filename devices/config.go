@@ -53,7 +53,8 @@ type BrokerConfig struct {
 	// Users that may connect with a password (read from PasswordFile).
 	Users []BrokerUser `yaml:"users"`
 	// Anonymous are the access rules of anonymous clients ({id}: the
-	// client id). The default grants devices/# (the loopback walkthrough).
+	// client id). The default grants every topic but those starting with
+	// $; a registered device's namespace is never theirs.
 	Anonymous []Rule `yaml:"anonymous"`
 	// Groups name the rules that devices in a group get besides their own
 	// namespace ({id}: the device id).
@@ -78,7 +79,8 @@ func MQTTDefaults() MQTTConfig {
 		Broker: BrokerConfig{
 			Listen:                 "127.0.0.1:1883",
 			AllowAnonymous:         true,
-			Anonymous:              []Rule{{Publish: []string{"devices/#"}, Subscribe: []string{"devices/#"}}},
+			Anonymous:              []Rule{{Publish: []string{"#"}, Subscribe: []string{"#"}}},
+			Groups:                 map[string][]Rule{},
 			MaxClientWritesPending: 1024,
 			MaxInflight:            65535,
 			MaxMessageSize:         256 << 10,
