@@ -29,24 +29,18 @@ func (d deviceAdmin) Device(id string) (devices.Device, error) {
 
 func (d deviceAdmin) SetDeviceDisabled(id string, disabled bool) (devices.Device, error) {
 	dev, err := d.c.devices.SetDisabled(id, disabled)
-	if err == nil && disabled {
-		d.kick(id)
+	if err == nil && disabled && d.c.broker != nil {
+		d.c.broker.Kick(id)
 	}
 	return dev, adminError(err)
 }
 
 func (d deviceAdmin) RemoveDevice(id string) error {
 	err := d.c.devices.Remove(id)
-	if err == nil {
-		d.kick(id)
+	if err == nil && d.c.broker != nil {
+		d.c.broker.Forget(id)
 	}
 	return adminError(err)
-}
-
-func (d deviceAdmin) kick(id string) {
-	if d.c.broker != nil {
-		d.c.broker.Kick(id)
-	}
 }
 
 // adminError wraps a registry error in the admin API's error kind.

@@ -28,9 +28,14 @@ func (b *Broker) SetRegistry(r *Registry) {
 	b.devices = r
 }
 
-// Kick disconnects the clients logged in as device id (it was disabled or
-// removed) and forgets its denial counter.
-func (b *Broker) Kick(id string) {
+// Kick disconnects the clients logged in as device id (it was disabled).
+func (b *Broker) Kick(id string) { b.kick(id, false) }
+
+// Forget disconnects the clients logged in as device id (it was removed)
+// and drops its denial counter.
+func (b *Broker) Forget(id string) { b.kick(id, true) }
+
+func (b *Broker) kick(id string, forget bool) {
 	srv := b.server()
 	b.mu.Lock()
 	h := b.access
@@ -38,7 +43,9 @@ func (b *Broker) Kick(id string) {
 	if srv == nil || h == nil {
 		return
 	}
-	h.denied.DeleteLabelValues(id)
+	if forget {
+		h.denied.DeleteLabelValues(id)
+	}
 	h.clients.Range(func(k, v any) bool {
 		if a := v.(*clientAccess); a.device == id {
 			if cl := k.(weak.Pointer[mqtt.Client]).Value(); cl != nil {

@@ -3,7 +3,9 @@ package devices
 import (
 	"context"
 	"net"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,6 +146,15 @@ func TestBrokerDeviceAccess(t *testing.T) {
 		t.Errorf("d1 got %q", m)
 	case <-time.After(300 * time.Millisecond):
 	}
+
+	t.Run("MQTT 5 publish refused with a reason code", func(t *testing.T) {
+		host, port, _ := net.SplitHostPort(b.Addr())
+		out, _ := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-V", "mqttv5", "-u", "d1", "-P", s1,
+			"-q", "1", "-t", "devices/d2/in", "-m", "forged").CombinedOutput()
+		if !strings.Contains(strings.ToLower(string(out)), "not authorized") {
+			t.Errorf("mosquitto_pub -V mqttv5: %s", out)
+		}
+	})
 
 	t.Run("anonymous outside registered namespaces", func(t *testing.T) {
 		gotAnon := make(chan string, 10)
