@@ -156,6 +156,11 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	default:
 		return false
 	}
+	// A will is published by the broker when the client goes away, past
+	// OnACLCheck: its topic must be one the client may publish to.
+	if pk.Connect.WillFlag && !h.allowed(cl, a, pk.Connect.WillTopic, true) {
+		return false
+	}
 	key := weak.Make(cl)
 	h.clients.Store(key, a)
 	runtime.AddCleanup(cl, func(k weak.Pointer[mqtt.Client]) { h.clients.Delete(k) }, key)
@@ -191,7 +196,13 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	if cl.Net.Inline {
 		return true
 	}
-	a := h.access(cl)
+	return h.allowed(cl, h.access(cl), topic, write)
+}
+
+// allowed decides one publish (write) or subscription for a client whose
+// access is a (nil: unknown); a refusal is counted and logged at a bounded
+// rate.
+func (h *accessHook) allowed(cl *mqtt.Client, a *clientAccess, topic string, write bool) bool {
 	switch {
 	case a == nil:
 	case a.all:

@@ -156,6 +156,20 @@ func TestBrokerDeviceAccess(t *testing.T) {
 		}
 	})
 
+	t.Run("a will on another device's topic refused", func(t *testing.T) {
+		o := paho.NewClientOptions().AddBroker("tcp://"+b.Addr()).SetClientID("d1-will").SetUsername("d1").SetPassword(s1).
+			SetAutoReconnect(false).SetWill("devices/d2/out", "forged will", 0, false)
+		if tok := paho.NewClient(o).Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() == nil {
+			t.Fatal("d1 connected with a will on devices/d2/out")
+		}
+		o.SetWill("devices/d1/status", "gone", 0, false).SetClientID("d1-own-will")
+		c := paho.NewClient(o)
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("d1 with a will on its own topic: %v", tok.Error())
+		}
+		c.Disconnect(100)
+	})
+
 	t.Run("anonymous outside registered namespaces", func(t *testing.T) {
 		gotAnon := make(chan string, 10)
 		anon, err := pahoClient(t, b.Addr(), "", "", func(_ paho.Client, m paho.Message) { gotAnon <- m.Topic() })
