@@ -49,6 +49,7 @@ type Coordinator struct {
 	deployed atomic.Pointer[map[string]*deployment]
 	sched    *calls.Scheduler
 	broker   *devices.Broker // nil with an external broker
+	devices  *devices.Registry
 	client   bus
 	admin    *admin.Server
 	tele     *telemetry.Service // telemetry.go
@@ -92,8 +93,10 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	})
 	c.sched = calls.NewScheduler(newObjectExecutor(c), calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
 		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std(), MaxParked: cfg.Scheduler.MaxParked}, log.With("part", "calls"), c.reg) // queues: cloud.go
+	c.devices = devices.NewRegistry(log.With("part", "devices"))
 	if !cfg.MQTT.External() {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
+		c.broker.SetRegistry(c.devices)              // device logins and access rules (devices.go)
 		c.broker.SetDurablePublish(c.journalPublish) // QoS 1 routes: journaled before the PUBACK (intake.go)
 	}
 	c.admin = admin.NewServer(admin.Options{
@@ -103,12 +106,14 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	}, c, c.reg, c.reg, log.With("part", "admin"))
 	c.tele = c.newTelemetry() // telemetry.go
 	c.admin.Handle("/v1/telemetry/", c.tele.Handler())
-	admin.MountRegistry(c.admin, c) // deploy/rm/rollback/inspect (registry.go)
-	admin.MountBackup(c.admin, c)   // backup.go
+	admin.MountRegistry(c.admin, c)             // deploy/rm/rollback/inspect (registry.go)
+	admin.MountBackup(c.admin, c)               // backup.go
+	admin.MountDevices(c.admin, deviceAdmin{c}) // device add/ls/disable/rm (devices.go)
 
 	g := &c.group
 	g.log = log
 	g.add("store", c.openStore, func(context.Context) error { return c.db.Close() })
+	g.add("devices", func(ctx context.Context) error { return c.devices.Open(ctx, c.db.Bucket("devices")) }, c.devices.Close)
 	g.add("runtime", c.startRuntime, c.engine.Close)
 	g.add("scheduler", func(context.Context) error { return nil }, c.drain)
 	if c.broker != nil {
@@ -129,10 +134,11 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	// client; the admin API keeps answering health and sync calls while
 	// they finish), then stop taking requests, then telemetry (its hub
 	// publishes through the MQTT client), then the MQTT client and the
-	// broker, and the runtime and the store last.
+	// broker, and the runtime, the device registry (it writes last seen
+	// back) and the store last.
 	// Cloud: stop polling before the drain, flush the outbox after it while
 	// the link is up, close the journal after the last writer (cloud.go).
-	g.stopOrder = []string{"cloud-poll", "scheduler", "cloud-outbox", "admin", "telemetry", "mqtt", "broker", "journal", "runtime", "store"}
+	g.stopOrder = []string{"cloud-poll", "scheduler", "cloud-outbox", "admin", "telemetry", "mqtt", "broker", "journal", "runtime", "devices", "store"}
 	return c
 }
 

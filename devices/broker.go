@@ -1,10 +1,7 @@
 package devices
 
 import (
-	"bytes"
 	"context"
-	"crypto/subtle"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -32,6 +29,8 @@ type Broker struct {
 	stopped bool
 	coll    *brokerCollector
 	durable DurablePublish
+	devices *Registry          // device logins (SetRegistry); nil: none
+	access  *accessHook        // set by Start
 	stopCtx context.Context    // canceled at Stop: ends a DurablePublish waiting
 	cancel  context.CancelFunc // cancels stopCtx
 
@@ -62,7 +61,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.started = true
 
-	auth, err := newAuthHook(b.cfg)
+	auth, err := newAccessHook(b)
 	if err != nil {
 		return err
 	}
@@ -448,53 +447,6 @@ func (h *dropHook) warn(msg string, cl *mqtt.Client, pk packets.Packet) {
 	h.b.log.Warn(msg, "client", cl.ID, "topic", pk.TopicName, "dropped_pending_writes_total", h.b.droppedPending.Load())
 }
 
-// authHook authenticates clients: password users from the config, anonymous
-// clients only when allowed. Every authenticated client may publish and
-// subscribe to any topic (device ACLs come later).
-type authHook struct {
-	mqtt.HookBase
-	anonymous bool
-	users     map[string][]byte
-}
-
-func newAuthHook(cfg BrokerConfig) (*authHook, error) {
-	h := &authHook{anonymous: cfg.AllowAnonymous, users: make(map[string][]byte, len(cfg.Users))}
-	for _, u := range cfg.Users {
-		if u.Username == "" {
-			return nil, errors.New("broker user with an empty username")
-		}
-		pw, err := readSecret(u.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker user %q: %w", u.Username, err)
-		}
-		if len(pw) == 0 {
-			return nil, fmt.Errorf("broker user %q: empty password file %s", u.Username, u.PasswordFile)
-		}
-		h.users[u.Username] = pw
-	}
-	return h, nil
-}
-
-func (h *authHook) ID() string { return "outpost-auth" }
-
-func (h *authHook) Provides(x byte) bool {
-	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, x) >= 0
-}
-
-// OnConnectAuthenticate accepts a configured user with the right password,
-// and a client that names no configured user only when anonymous access is
-// allowed. A configured user with a wrong password is always refused.
-func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	want, ok := h.users[string(pk.Connect.Username)]
-	if !ok || len(pk.Connect.Username) == 0 {
-		return h.anonymous
-	}
-	return subtle.ConstantTimeCompare(pk.Connect.Password, want) == 1
-}
-
-// OnACLCheck allows everything to an authenticated client.
-func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool { return true }
-
 // brokerCollector exports mochi's Info counters and the drop counters.
 type brokerCollector struct {
 	srv            *mqtt.Server
@@ -555,6 +507,5 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 var _ prometheus.Collector = (*brokerCollector)(nil)
-var _ mqtt.Hook = (*authHook)(nil)
 var _ mqtt.Hook = (*dropHook)(nil)
 var _ mqtt.Hook = (*durableHook)(nil)

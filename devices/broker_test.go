@@ -207,7 +207,9 @@ func TestBrokerDropsCounted(t *testing.T) {
 // retained every second (their figures are in /metrics), so none for a
 // subscriber either.
 func TestBrokerIdleNoSysTopics(t *testing.T) {
-	b := startBroker(t, brokerConfig(), nil)
+	cfg := brokerConfig()
+	cfg.Anonymous = []Rule{{Subscribe: []string{"$SYS/#"}}}
+	b := startBroker(t, cfg, nil)
 	sub := mqtttest.Sub(t, "tcp://"+b.Addr(), "$SYS/#", 0)
 	time.Sleep(time.Second) // past the first second, when mochi republished them
 	var before, after goruntime.MemStats

@@ -2,8 +2,10 @@ package devices
 
 import (
 	"net/url"
+	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/devices/topic"
 	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/loopback"
 )
@@ -50,6 +52,13 @@ type BrokerConfig struct {
 	AllowAnonymous bool   `yaml:"allow_anonymous"`
 	// Users that may connect with a password (read from PasswordFile).
 	Users []BrokerUser `yaml:"users"`
+	// Anonymous are the access rules of anonymous clients ({id}: the
+	// client id). The default grants every topic but those starting with
+	// $; a registered device's namespace is never theirs.
+	Anonymous []Rule `yaml:"anonymous"`
+	// Groups name the rules that devices in a group get besides their own
+	// namespace ({id}: the device id).
+	Groups map[string][]Rule `yaml:"groups"`
 	// MaxClientWritesPending bounds a client's queued outbound packets; past it the broker drops (counted).
 	MaxClientWritesPending int `yaml:"max_client_writes_pending"`
 	// MaxInflight bounds unacknowledged QoS 1/2 messages per client; past it the broker drops (counted).
@@ -70,7 +79,9 @@ func MQTTDefaults() MQTTConfig {
 		Broker: BrokerConfig{
 			Listen:                 "127.0.0.1:1883",
 			AllowAnonymous:         true,
-			MaxClientWritesPending: 65536,
+			Anonymous:              []Rule{{Publish: []string{"#"}, Subscribe: []string{"#"}}},
+			Groups:                 map[string][]Rule{},
+			MaxClientWritesPending: 1024,
 			MaxInflight:            65535,
 			MaxMessageSize:         256 << 10,
 		},
@@ -152,6 +163,25 @@ func (b BrokerConfig) Validate(c *confval.Checker) {
 		}
 		seen[u.Username] = true
 		uc.SecretFile("password_file", u.PasswordFile, true)
+	}
+	checkRules := func(c *confval.Checker, key string, rules []Rule) {
+		for i, r := range rules {
+			rc := c.Index(key, i)
+			for key, fs := range map[string][]string{"publish": r.Publish, "subscribe": r.Subscribe} {
+				for j, f := range fs {
+					if err := topic.CheckFilter(strings.ReplaceAll(f, "{id}", "id")); err != nil {
+						rc.Index(key, j).Errorf("", "%v", err)
+					}
+				}
+			}
+		}
+	}
+	checkRules(c, "anonymous", b.Anonymous)
+	for name, rules := range b.Groups {
+		if !ValidDeviceID(name) {
+			c.At("groups").Errorf(name, "a group name is letters, digits, '.', '_' and '-'")
+		}
+		checkRules(c.At("groups"), name, rules)
 	}
 	if b.MaxClientWritesPending < 1 {
 		c.Errorf("max_client_writes_pending", "must be at least 1")

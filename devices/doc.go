@@ -1,6 +1,8 @@
 // Package devices owns the MQTT side of the edge: the embedded broker, the
-// daemon's client of whichever broker is in use, and (in later issues) the
-// device registry, credentials, ACLs, shadows and presence.
+// daemon's client of whichever broker is in use, the device registry (ids
+// and bcrypt secrets in the state store) and the broker's access rules
+// (default deny: a device's own namespace, its groups' grants). Shadows and
+// presence are not built yet.
 //
 // The embedded broker is mochi-mqtt (MQTT 3.1.1 and 5 on one TCP listener).
 // The daemon's client of an external broker is paho (MQTT 3.1.1, Client);

@@ -12,4 +12,10 @@ var (
 	ErrTooLarge = errors.New("message too large for the broker")
 	// ErrStopped is returned by Start after Stop.
 	ErrStopped = errors.New("stopped")
+	// ErrUnknownDevice: no device has that id.
+	ErrUnknownDevice = errors.New("no such device")
+	// ErrDeviceExists: Add of a registered id.
+	ErrDeviceExists = errors.New("device already registered")
+	// ErrInvalidDevice: a device id that cannot be used.
+	ErrInvalidDevice = errors.New("invalid device")
 )

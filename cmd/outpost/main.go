@@ -41,7 +41,7 @@ through its admin API (--admin ADDR, $OUTPOST_ADMIN, or admin.listen of
 		c.GroupID = "daemon"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newCallCmd(), newTasksCmd(), newTaskCmd(), newCallsCmd(), newHealthCmd(), newTelemetryCmd(), newClusterCmd()} {
+	for _, c := range []*cobra.Command{newCallCmd(), newTasksCmd(), newTaskCmd(), newCallsCmd(), newDeviceCmd(), newHealthCmd(), newTelemetryCmd(), newClusterCmd()} {
 		c.GroupID = "client"
 		root.AddCommand(c)
 	}

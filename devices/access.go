@@ -1,0 +1,260 @@
+package devices
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"weak"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// SetRegistry makes the broker authenticate devices against r (username =
+// device id, password = its secret) and record when they connect; call it
+// before Start. Without a registry only configured users and anonymous
+// clients can connect.
+func (b *Broker) SetRegistry(r *Registry) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.devices = r
+}
+
+// Kick disconnects the clients logged in as device id (it was disabled).
+func (b *Broker) Kick(id string) { b.kick(id, false) }
+
+// Forget disconnects the clients logged in as device id (it was removed)
+// and drops its denial counter.
+func (b *Broker) Forget(id string) { b.kick(id, true) }
+
+func (b *Broker) kick(id string, forget bool) {
+	srv := b.server()
+	b.mu.Lock()
+	h := b.access
+	b.mu.Unlock()
+	if srv == nil || h == nil {
+		return
+	}
+	if forget {
+		h.denied.DeleteLabelValues(id)
+	}
+	h.clients.Range(func(k, v any) bool {
+		if a := v.(*clientAccess); a.device == id {
+			if cl := k.(weak.Pointer[mqtt.Client]).Value(); cl != nil {
+				if cl.Properties.ProtocolVersion == 5 {
+					_ = srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+				} else {
+					cl.Stop(packets.ErrNotAuthorized)
+				}
+			}
+		}
+		return true
+	})
+}
+
+// clientAccess is what one connected client may do.
+type clientAccess struct {
+	device    string // registered device id; "" for a user or anonymous client
+	all       bool   // a configured user: every topic
+	anonymous bool   // never reaches a registered device's namespace
+	grants    grants
+}
+
+// accessHook authenticates clients and enforces the access rules, default
+// deny: configured users may use every topic; a registered device its own
+// namespace, its shadow topics and its groups' rules; an anonymous client
+// (loopback only, when allowed) the anonymous rules, outside the
+// registered devices' namespaces. The daemon's inline
+// client is not subject to them.
+type accessHook struct {
+	mqtt.HookBase
+	b         *Broker
+	anonymous bool
+	users     map[string][]byte
+	anonRules []Rule
+	groups    map[string][]Rule
+	devices   *Registry // nil: no device logins
+
+	// clients maps a weak.Pointer[mqtt.Client] to its *clientAccess; an
+	// entry goes at OnDisconnect, or when the client is collected (a
+	// client that never got its CONNACK has no OnDisconnect).
+	clients  sync.Map
+	denied   *prometheus.CounterVec
+	deniedN  atomic.Uint64
+	lastWarn atomic.Int64 // unix nanos of the last denial warning
+}
+
+var deniedVec = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "outpost_devices_acl_denied_total",
+	Help: "Publishes and subscriptions the embedded broker refused by its access rules, by device (a registered device id, else unknown).",
+}, []string{"device"})
+
+func newAccessHook(b *Broker) (*accessHook, error) {
+	h := &accessHook{b: b, anonymous: b.cfg.AllowAnonymous, users: make(map[string][]byte, len(b.cfg.Users)),
+		anonRules: b.cfg.Anonymous, groups: b.cfg.Groups, devices: b.devices}
+	for _, u := range b.cfg.Users {
+		if u.Username == "" {
+			return nil, errors.New("broker user with an empty username")
+		}
+		pw, err := readSecret(u.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker user %q: %w", u.Username, err)
+		}
+		if len(pw) == 0 {
+			return nil, fmt.Errorf("broker user %q: empty password file %s", u.Username, u.PasswordFile)
+		}
+		h.users[u.Username] = pw
+	}
+	h.denied = register(b.reg, b.log, deniedVec)
+	b.access = h
+	return h, nil
+}
+
+func (h *accessHook) ID() string { return "outpost-access" }
+
+func (h *accessHook) Provides(x byte) bool {
+	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnSessionEstablished}, x) >= 0
+}
+
+// OnConnectAuthenticate accepts a configured user with its password, a
+// registered enabled device with its secret (username = device id), and a
+// client without a username only when anonymous clients are allowed and it
+// connects over loopback. Anything else is refused.
+func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username)
+	a := &clientAccess{}
+	switch want, isUser := h.users[user]; {
+	case user == "":
+		if !h.anonymous || !loopbackRemote(cl.Net.Remote) {
+			return false
+		}
+		a.anonymous = true
+		a.grants.expand(h.anonRules, cl.ID)
+	case isUser:
+		if subtle.ConstantTimeCompare(pk.Connect.Password, want) != 1 {
+			return false
+		}
+		a.all = true
+	case h.devices != nil:
+		groups, ok := h.devices.Authenticate(user, pk.Connect.Password)
+		if !ok {
+			return false
+		}
+		a.device = user
+		a.grants.expand(ownRules, user)
+		for _, g := range groups {
+			a.grants.expand(h.groups[g], user)
+		}
+	default:
+		return false
+	}
+	// A will is published by the broker when the client goes away, past
+	// OnACLCheck: its topic must be one the client may publish to.
+	if pk.Connect.WillFlag && !h.allowed(cl, a, pk.Connect.WillTopic, true) {
+		return false
+	}
+	key := weak.Make(cl)
+	h.clients.Store(key, a)
+	runtime.AddCleanup(cl, func(k weak.Pointer[mqtt.Client]) { h.clients.Delete(k) }, key)
+	return true
+}
+
+// OnSessionEstablished records when and from where a device connected.
+func (h *accessHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if a := h.access(cl); a != nil && a.device != "" {
+		h.devices.Seen(a.device, cl.Net.Remote, time.Now())
+	}
+}
+
+// OnDisconnect records when a device left and forgets the client.
+func (h *accessHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if a := h.access(cl); a != nil && a.device != "" {
+		h.devices.Seen(a.device, cl.Net.Remote, time.Now())
+	}
+	h.clients.Delete(weak.Make(cl))
+}
+
+func (h *accessHook) access(cl *mqtt.Client) *clientAccess {
+	if v, ok := h.clients.Load(weak.Make(cl)); ok {
+		return v.(*clientAccess)
+	}
+	return nil
+}
+
+// OnACLCheck decides a publish (write), a subscription or a delivery to a
+// subscriber (topic is then a topic name). A refusal is counted and
+// logged at a bounded rate.
+func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	return h.allowed(cl, h.access(cl), topic, write)
+}
+
+// allowed decides one publish (write) or subscription for a client whose
+// access is a (nil: unknown); a refusal is counted and logged at a bounded
+// rate.
+func (h *accessHook) allowed(cl *mqtt.Client, a *clientAccess, topic string, write bool) bool {
+	switch {
+	case a == nil:
+	case a.all:
+		return true
+	case a.anonymous && h.reserved(topic):
+	case write && a.grants.allowPublish(topic), !write && a.grants.allowSubscribe(topic):
+		return true
+	}
+	label := "unknown"
+	if a != nil && a.device != "" {
+		label = a.device
+	}
+	h.denied.WithLabelValues(label).Inc()
+	n := h.deniedN.Add(1)
+	now := time.Now().UnixNano()
+	last := h.lastWarn.Load()
+	if now-last >= int64(10*time.Second) && h.lastWarn.CompareAndSwap(last, now) {
+		what := "subscribe or receive"
+		if write {
+			what = "publish"
+		}
+		h.b.log.Warn("access rules refused a client", "client", cl.ID, "device", label, "action", what, "topic", topic, "denied_total", n)
+	}
+	return false
+}
+
+// reserved reports whether topic is in a registered device's namespace
+// (devices/{id}/...), which anonymous clients never reach whatever their
+// rules: they neither publish there nor receive from there. A subscription
+// with a wildcard at the device level is accepted, and the messages of
+// registered devices are then held back one by one as they are delivered.
+func (h *accessHook) reserved(topic string) bool {
+	if h.devices == nil {
+		return false
+	}
+	rest, ok := strings.CutPrefix(shareless(topic), "devices/")
+	if !ok {
+		return false
+	}
+	id, _, _ := strings.Cut(rest, "/")
+	return h.devices.Known(id)
+}
+
+// loopbackRemote reports whether a client's remote address is a loopback
+// address.
+func loopbackRemote(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+var _ mqtt.Hook = (*accessHook)(nil)
