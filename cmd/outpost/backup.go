@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,12 +13,15 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/backup"
 )
 
-// printer shows progress on errOut: one line per phase, and a live byte
-// count when errOut is a terminal.
-func printer(errOut io.Writer, verb string) *backup.Printer {
-	f, ok := errOut.(*os.File)
-	return backup.NewPrinter(errOut, verb, ok && backup.IsTerminal(f), 200*time.Millisecond)
+// printer shows the progress of a backup or restore on errOut.
+type printer struct{ *cli.StreamProgress }
+
+func newPrinter(errOut io.Writer, verb string) printer {
+	return printer{cli.NewStreamProgress(errOut, verb)}
 }
+
+// phase prints a finished phase of the backup package.
+func (p printer) phase(ph backup.Phase) { p.Phase(ph.Name, ph.Items, ph.Bytes) }
 
 func newBackupCmd() *cobra.Command {
 	var tele bool
@@ -40,8 +42,8 @@ func newBackupCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		p := printer(cmd.ErrOrStderr(), "backup")
-		m, err := c.Backup(cmd.Context(), io.MultiWriter(f, p), tele, p.Phase)
+		p := newPrinter(cmd.ErrOrStderr(), "backup")
+		m, err := c.Backup(cmd.Context(), io.MultiWriter(f, p), tele, p.phase)
 		p.Stop()
 		if err == nil {
 			err = f.Sync()
@@ -90,8 +92,8 @@ func newRestoreCmd() *cobra.Command {
 		defer f.Close()
 		errOut := cmd.ErrOrStderr()
 		log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		p := printer(errOut, "restore")
-		m, err := backup.Restore(io.TeeReader(f, p), cfg.DataDir, cfg.Storage, log, p.Phase)
+		p := newPrinter(errOut, "restore")
+		m, err := backup.Restore(io.TeeReader(f, p), cfg.DataDir, cfg.Storage, log, p.phase)
 		p.Stop()
 		if err != nil {
 			return err

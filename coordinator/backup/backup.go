@@ -75,20 +75,6 @@ type Phase struct {
 	Bytes int64
 }
 
-func (p Phase) String() string {
-	return fmt.Sprintf("%s: %d items, %s", p.Name, p.Items, humanBytes(p.Bytes))
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
 // Source is what a backup reads from a running node.
 type Source struct {
 	Manifest Manifest

@@ -3,13 +3,13 @@ package backup
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/outpost-edge/outpost/internal/store"
 )
@@ -61,7 +61,7 @@ func TestRoundTrip(t *testing.T) {
 	b := write(t, dir, db)
 	var phases []string
 	var saved bytes.Buffer
-	m, err := Copy(&saved, bytes.NewReader(b), func(p Phase) { phases = append(phases, p.String()) })
+	m, err := Copy(&saved, bytes.NewReader(b), func(p Phase) { phases = append(phases, fmt.Sprintf("%s: %d items", p.Name, p.Items)) })
 	if err != nil || m.Node != "n1" || !bytes.Equal(saved.Bytes(), b) {
 		t.Fatalf("copy: %v %+v, %d of %d bytes", err, m, saved.Len(), len(b))
 	}
@@ -116,25 +116,5 @@ func TestRestoreRefusesNonEmpty(t *testing.T) {
 	}
 	if _, err := Restore(strings.NewReader("not a tar at all, just some text long enough for a header......"), t.TempDir(), store.Defaults(), slog.New(slog.DiscardHandler), func(Phase) {}); err == nil {
 		t.Fatal("garbage restored")
-	}
-}
-
-func TestPrinter(t *testing.T) {
-	var out bytes.Buffer // written under the printer's lock, read after Stop
-	p := NewPrinter(&out, "backup", false, time.Millisecond)
-	_, _ = p.Write(make([]byte, 2048))
-	p.Phase(Phase{Name: "blobs", Items: 2, Bytes: 2048})
-	p.Stop()
-	if got := out.String(); got != "backup: blobs: 2 items, 2.0 KiB\n" {
-		t.Fatalf("not live: %q", got)
-	}
-	out.Reset()
-	p = NewPrinter(&out, "restore", true, time.Millisecond)
-	_, _ = p.Write(make([]byte, 3<<20))
-	time.Sleep(20 * time.Millisecond)
-	p.Phase(Phase{Name: "state store", Items: 1, Bytes: 3 << 20})
-	p.Stop()
-	if got := out.String(); !strings.Contains(got, "\rrestore: 3.0 MiB\033[K") || !strings.Contains(got, "\r\033[Krestore: state store: 1 items, 3.0 MiB\n") {
-		t.Fatalf("live: %q", got)
 	}
 }

@@ -138,3 +138,15 @@ func TestProgressOffTerminal(t *testing.T) {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}
 }
+
+// A stream off a terminal prints one line per phase and nothing else.
+func TestStreamProgressOffTerminal(t *testing.T) {
+	var b bytes.Buffer
+	p := NewStreamProgress(&b, "backup")
+	_, _ = p.Write(make([]byte, 2048))
+	p.Phase("blobs", 2, 2048)
+	p.Stop()
+	if got := b.String(); got != "backup: blobs: 2 items, 2.0 KiB\n" {
+		t.Fatalf("%q", got)
+	}
+}

@@ -64,3 +64,52 @@ func (p *Progress) Phase(name string) {
 
 // Elapsed is the time since the upload started.
 func (p *Progress) Elapsed() time.Duration { return time.Since(p.start) }
+
+// StreamProgress shows a stream of unknown size going by (a backup or a
+// restore) and the phases it finishes: on a terminal a byte count redrawn
+// in place, elsewhere only one line per phase. Write counts the bytes (tee
+// the stream through it).
+type StreamProgress struct {
+	w    io.Writer
+	verb string
+	bar  *progressbar.ProgressBar // nil off a terminal
+}
+
+// NewStreamProgress starts showing a stream on w, its lines begun by verb.
+func NewStreamProgress(w io.Writer, verb string) *StreamProgress {
+	p := &StreamProgress{w: w, verb: verb}
+	if IsTerminal(w) {
+		p.bar = progressbar.NewOptions64(-1,
+			progressbar.OptionSetWriter(w),
+			progressbar.OptionSetDescription(verb),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionUseIECUnits(true),
+			progressbar.OptionThrottle(200*time.Millisecond),
+		)
+	}
+	return p
+}
+
+// Write counts b toward the bytes shown.
+func (p *StreamProgress) Write(b []byte) (int, error) {
+	if p.bar != nil {
+		_ = p.bar.Add(len(b))
+	}
+	return len(b), nil
+}
+
+// Phase prints a finished phase on its own line: its name, how many items
+// and bytes it moved.
+func (p *StreamProgress) Phase(name string, items int, bytes int64) {
+	if p.bar != nil {
+		_ = p.bar.Clear()
+	}
+	fmt.Fprintf(p.w, "%s: %s: %d items, %s\n", p.verb, name, items, Size(bytes))
+}
+
+// Stop ends the line redrawn in place.
+func (p *StreamProgress) Stop() {
+	if p.bar != nil {
+		_ = p.bar.Clear()
+	}
+}
