@@ -152,7 +152,10 @@ func TestManySimulatedDevices(t *testing.T) {
 			}
 		}
 		if ok == n {
-			if d := time.Since(start); d > 5*time.Second {
+			// A loose bound (snmpsim is one Python process on a shared
+			// host): all 40 within three of the silent device's 6 s
+			// budgets, not one device after another behind it.
+			if d := time.Since(start); d > 18*time.Second {
 				t.Errorf("polling %d devices took %v with one silent device", n, d)
 			}
 			break
