@@ -16,6 +16,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-edge/outpost/internal/ratelog"
 )
 
 // SetRegistry makes the broker authenticate devices against r (username =
@@ -86,11 +88,14 @@ type accessHook struct {
 	// clients maps a weak.Pointer[mqtt.Client] to its *clientAccess; an
 	// entry goes at OnDisconnect, or when the client is collected (a
 	// client that never got its CONNACK has no OnDisconnect).
-	clients  sync.Map
-	denied   *prometheus.CounterVec
-	deniedN  atomic.Uint64
-	lastWarn atomic.Int64 // unix nanos of the last denial warning
+	clients sync.Map
+	denied  *prometheus.CounterVec
+	deniedN atomic.Uint64
+	warn    ratelog.Limiter // denial warnings
 }
+
+// denyWarnEvery bounds the warnings of refused topics: one a period.
+const denyWarnEvery = 10 * time.Second
 
 var deniedVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "outpost_devices_acl_denied_total",
@@ -99,7 +104,7 @@ var deniedVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 func newAccessHook(b *Broker) (*accessHook, error) {
 	h := &accessHook{b: b, anonymous: b.cfg.AllowAnonymous, users: make(map[string][]byte, len(b.cfg.Users)),
-		anonRules: b.cfg.Anonymous, groups: b.cfg.Groups, devices: b.devices}
+		anonRules: b.cfg.Anonymous, groups: b.cfg.Groups, devices: b.devices, warn: ratelog.Limiter{Every: denyWarnEvery}}
 	for _, u := range b.cfg.Users {
 		if u.Username == "" {
 			return nil, errors.New("broker user with an empty username")
@@ -217,9 +222,7 @@ func (h *accessHook) allowed(cl *mqtt.Client, a *clientAccess, topic string, wri
 	}
 	h.denied.WithLabelValues(label).Inc()
 	n := h.deniedN.Add(1)
-	now := time.Now().UnixNano()
-	last := h.lastWarn.Load()
-	if now-last >= int64(10*time.Second) && h.lastWarn.CompareAndSwap(last, now) {
+	if _, ok := h.warn.Allow(time.Now()); ok {
 		what := "subscribe or receive"
 		if write {
 			what = "publish"

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/loopback"
@@ -48,7 +47,7 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 			return
 		}
 		s.authFailures.WithLabelValues(reason).Inc()
-		if n, ok := s.refusedLog.allow(time.Now()); ok {
+		if n, ok := s.refusedLog.Allow(time.Now()); ok {
 			s.log.Warn("admin API request refused", "peer", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "reason", reason, "not_logged_before", n)
 		}
 		challenge := `Bearer realm="outpost"`
@@ -65,27 +64,6 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 // logEvery is the least time between two log lines of refused requests:
 // whoever floods the API with bad tokens does not flood the log.
 const logEvery = 10 * time.Second
-
-// logLimiter lets one event through per logEvery and counts the rest.
-type logLimiter struct {
-	mu      sync.Mutex
-	last    time.Time
-	dropped int
-}
-
-// allow reports whether to log now and how many events were not logged
-// since the last line.
-func (l *logLimiter) allow(now time.Time) (int, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() && now.Sub(l.last) < logEvery {
-		l.dropped++
-		return 0, false
-	}
-	n := l.dropped
-	l.last, l.dropped = now, 0
-	return n, true
-}
 
 // checkToken returns "" for the daemon's token, else why it is refused.
 // The comparison takes the same time whatever the token.

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -102,23 +101,6 @@ func TestProtectedRoutesRefused(t *testing.T) {
 	}
 	if reached != 4 {
 		t.Errorf("mounted handlers reached %d times with the token, want 4", reached)
-	}
-}
-
-// Refusals are logged at most once per logEvery, with the number left out.
-func TestRefusedLogLimiter(t *testing.T) {
-	var l logLimiter
-	t0 := time.Now()
-	if n, ok := l.allow(t0); !ok || n != 0 {
-		t.Fatalf("first: %d %t", n, ok)
-	}
-	for i := range 5 {
-		if _, ok := l.allow(t0.Add(time.Duration(i) * time.Second)); ok {
-			t.Fatalf("logged again after %ds", i)
-		}
-	}
-	if n, ok := l.allow(t0.Add(logEvery)); !ok || n != 5 {
-		t.Fatalf("after %s: %d %t, want 5 true", logEvery, n, ok)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/internal/loopback"
+	"github.com/outpost-edge/outpost/internal/ratelog"
 )
 
 // MaxInput bounds the body of a call request, whatever the task's
@@ -134,14 +135,14 @@ type Server struct {
 
 	tokenSum     [sha256.Size]byte // of the token, set by Start
 	authFailures *prometheus.CounterVec
-	refusedLog   logLimiter
+	refusedLog   *ratelog.Limiter
 	streams      streams // long responses Stop cuts (backup.go)
 }
 
 // NewServer returns a server for node, exposing gatherer at /metrics and
 // registering its own metrics with reg.
 func NewServer(opts Options, node Node, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) *Server {
-	s := &Server{opts: opts, node: node, log: log, mux: http.NewServeMux()}
+	s := &Server{opts: opts, node: node, log: log, mux: http.NewServeMux(), refusedLog: &ratelog.Limiter{Every: logEvery}}
 	s.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "outpost_admin_auth_failures_total",
 		Help: "Admin API requests refused for a missing (reason=missing) or wrong (reason=invalid) bearer token.",

@@ -5,10 +5,10 @@ import (
 	"math"
 	"math/big"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/gosnmp/gosnmp"
 
+	"github.com/outpost-edge/outpost/internal/printable"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -38,7 +38,7 @@ func Convert(pdu gosnmp.SnmpPDU) (model.Value, bool) {
 				break
 			}
 		}
-		if printable(b) {
+		if printable.Bytes(b) {
 			return model.String(string(b)), true
 		}
 		return model.Bytes(b), true
@@ -128,20 +128,6 @@ func toUint64(v any) (uint64, bool) {
 		}
 	}
 	return 0, false
-}
-
-// printable reports whether b is UTF-8 text without control characters
-// other than tab, CR and LF (what snmpwalk prints as STRING rather than Hex-STRING).
-func printable(b []byte) bool {
-	if !utf8.Valid(b) {
-		return false
-	}
-	for _, r := range string(b) {
-		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // OIDPath is the default path of a numeric OID: /snmp/1.3.6.1.2.1.1.3.0.

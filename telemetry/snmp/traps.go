@@ -13,6 +13,7 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
+	"github.com/outpost-edge/outpost/internal/ratelog"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -48,8 +49,8 @@ type TrapReceiver struct {
 	Received        atomic.Uint64
 	NotInTimeWindow atomic.Uint64 // authenticated v3 messages outside the time window
 
-	rejected map[string]*atomic.Uint64 // reason → messages dropped; keys fixed at construction
-	warned   map[string]*rejectLog     // reason → last warning, serve's goroutine only
+	rejected map[string]*atomic.Uint64   // reason → messages dropped; keys fixed at construction
+	warned   map[string]*ratelog.Limiter // reason → its warnings
 }
 
 // Reasons a trap or inform is dropped: the values of the reason label of
@@ -72,11 +73,6 @@ var RejectReasons = []string{RejectUnknownCommunity, RejectUnknownUser, RejectWr
 // per period, telling how many more were dropped since the last one.
 const rejectWarnEvery = time.Minute
 
-type rejectLog struct {
-	last       time.Time
-	suppressed uint64
-}
-
 // Rejected returns how many messages were dropped for reason.
 func (r *TrapReceiver) Rejected(reason string) uint64 {
 	if c := r.rejected[reason]; c != nil {
@@ -89,9 +85,8 @@ func (r *TrapReceiver) Rejected(reason string) uint64 {
 // rejectWarnEvery. It runs in serve's goroutine.
 func (r *TrapReceiver) reject(reason string, from *net.UDPAddr, user string, err error, now time.Time) {
 	defer r.rejected[reason].Add(1) // after the warning: tests wait for the count
-	w := r.warned[reason]
-	if !w.last.IsZero() && now.Sub(w.last) < rejectWarnEvery {
-		w.suppressed++
+	suppressed, ok := r.warned[reason].Allow(now)
+	if !ok {
 		return
 	}
 	attrs := []any{"reason", reason, "from", from}
@@ -101,11 +96,10 @@ func (r *TrapReceiver) reject(reason string, from *net.UDPAddr, user string, err
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
-	if w.suppressed > 0 {
-		attrs = append(attrs, "more_dropped_since_last_warning", w.suppressed)
+	if suppressed > 0 {
+		attrs = append(attrs, "more_dropped_since_last_warning", suppressed)
 	}
 	r.log.Warn("snmp trap or inform dropped", attrs...)
-	w.last, w.suppressed = now, 0
 }
 
 // v3RejectReason names why gosnmp refused a v3 message. gosnmp's errors
@@ -134,12 +128,12 @@ func v3RejectReason(err error) string {
 func NewTrapReceiver(cfg Traps, bootsFile string, sink Sink, log *slog.Logger) (*TrapReceiver, error) {
 	r := &TrapReceiver{cfg: cfg, bootsFile: bootsFile, sink: sink, log: log, names: map[string]string{}, comm: map[string]bool{},
 		users: map[string]gosnmp.SnmpV3MsgFlags{}, remote: map[string]remoteEngine{},
-		rejected: map[string]*atomic.Uint64{}, warned: map[string]*rejectLog{}}
+		rejected: map[string]*atomic.Uint64{}, warned: map[string]*ratelog.Limiter{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	for _, reason := range RejectReasons {
-		r.rejected[reason], r.warned[reason] = new(atomic.Uint64), new(rejectLog)
+		r.rejected[reason], r.warned[reason] = new(atomic.Uint64), &ratelog.Limiter{Every: rejectWarnEvery}
 	}
 	for _, c := range cfg.Communities {
 		r.comm[c] = true

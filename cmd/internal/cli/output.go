@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io"
 	"time"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
+
+	"github.com/outpost-edge/outpost/internal/printable"
 )
 
 // Output is the -o flag of a command that prints data: table (for people,
@@ -115,24 +116,10 @@ func blockStyle(n *yaml.Node) {
 // Bytes prints a call's input or output for people: the text itself when
 // it is UTF-8 text, else base64 with a note.
 func Bytes(b []byte) string {
-	if IsText(b) {
+	if printable.Bytes(b) {
 		return string(b)
 	}
 	return fmt.Sprintf("(%d bytes, not text; base64) %s", len(b), base64.StdEncoding.EncodeToString(b))
-}
-
-// IsText reports whether b is UTF-8 without control characters other than
-// tab, newline and carriage return.
-func IsText(b []byte) bool {
-	if !utf8.Valid(b) {
-		return false
-	}
-	for _, r := range string(b) {
-		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // Size formats a byte count with one unit system everywhere: B, KiB, MiB,
