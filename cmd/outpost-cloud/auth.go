@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,13 +53,9 @@ func (a *api) authorize(req *http.Request) error {
 	if a.tokenFile == "" {
 		return nil
 	}
-	b, err := secretfile.Read(a.tokenFile)
+	tok, err := secretfile.ReadToken(a.tokenFile)
 	if err != nil {
 		return fmt.Errorf("read operator token (--token-file): %w", err)
-	}
-	tok := bytes.TrimSpace(b)
-	if len(tok) == 0 {
-		return fmt.Errorf("read operator token (--token-file): %s is empty", a.tokenFile)
 	}
 	req.Header.Set("Authorization", "Bearer "+string(tok))
 	return nil

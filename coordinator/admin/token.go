@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -20,7 +19,7 @@ const TokenFileName = "admin.token"
 const TokenEnv = "OUTPOST_TOKEN"
 
 // ErrNoToken: a token file holds nothing.
-var ErrNoToken = errors.New("holds no token")
+var ErrNoToken = secretfile.ErrEmpty
 
 // DataDirTokenFile is the token file of a data dir.
 func DataDirTokenFile(dataDir string) string { return filepath.Join(dataDir, TokenFileName) }
@@ -65,13 +64,9 @@ func EnsureToken(path string) ([]byte, error) {
 // ReadToken reads a token file (surrounding white space dropped), refusing
 // one that group or others may read.
 func ReadToken(path string) ([]byte, error) {
-	b, err := secretfile.Read(path)
+	tok, err := secretfile.ReadToken(path)
 	if err != nil {
 		return nil, fmt.Errorf("admin token: %w", err)
-	}
-	tok := bytes.TrimSpace(b)
-	if len(tok) == 0 {
-		return nil, fmt.Errorf("admin token: %s %w", path, ErrNoToken)
 	}
 	return tok, nil
 }

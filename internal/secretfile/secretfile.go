@@ -5,6 +5,7 @@
 package secretfile
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,6 +16,9 @@ import (
 
 // ErrExposed: a secret file's mode lets its group or other users at it.
 var ErrExposed = errors.New("is readable by group or others")
+
+// ErrEmpty: a token file holds nothing but white space.
+var ErrEmpty = errors.New("holds no token")
 
 // exposed is the mode bits a secret file must not have.
 const exposed fs.FileMode = 0o077
@@ -52,6 +56,20 @@ func Read(path string) ([]byte, error) {
 		return nil, err
 	}
 	return io.ReadAll(f)
+}
+
+// ReadToken reads a bearer token: the content of the secret file path
+// without surrounding white space, refused when empty.
+func ReadToken(path string) ([]byte, error) {
+	b, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	tok := bytes.TrimSpace(b)
+	if len(tok) == 0 {
+		return nil, fmt.Errorf("%s %w", path, ErrEmpty)
+	}
+	return tok, nil
 }
 
 // LoadX509KeyPair is tls.LoadX509KeyPair that first refuses a private key

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,7 +13,7 @@ import (
 )
 
 // ErrNoOperatorToken: the operator token file is empty.
-var ErrNoOperatorToken = errors.New("operator token file is empty")
+var ErrNoOperatorToken = secretfile.ErrEmpty
 
 // operatorToken is the operator API's bearer token, read from a file. The
 // file is stat'ed on each request and read again only when its size or
@@ -41,13 +39,9 @@ func (o *operatorToken) load() ([]byte, error) {
 	if o.token != nil && fi.Size() == o.size && fi.ModTime().Equal(o.mod) {
 		return o.token, nil
 	}
-	b, err := secretfile.Read(o.path)
+	tok, err := secretfile.ReadToken(o.path)
 	if err != nil {
 		return nil, fmt.Errorf("operator token: %w", err)
-	}
-	tok := bytes.TrimSpace(b)
-	if len(tok) == 0 {
-		return nil, fmt.Errorf("%s: %w", o.path, ErrNoOperatorToken)
 	}
 	o.token, o.size, o.mod = tok, fi.Size(), fi.ModTime()
 	return tok, nil
