@@ -9,35 +9,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/syncbuf"
 )
-
-// syncBuf is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // serve runs `outpost-cloud serve` in process on a free loopback port and
 // returns its URL and its log; it stops with the test.
-func serve(t *testing.T, args ...string) (string, *syncBuf) {
+func serve(t *testing.T, args ...string) (string, *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, logs syncBuf
+	var out, logs syncbuf.Buffer
 	done := make(chan int, 1)
 	// The data dir is made before the server's cleanup is registered, so
 	// that it is removed after the server has stopped (cleanups run last

@@ -15,6 +15,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/syncbuf"
 	"github.com/outpost-edge/outpost/internal/testpki"
 )
 
@@ -266,7 +267,7 @@ func TestAdminAPIBeyondLoopback(t *testing.T) {
 	if out, code := runCLI(t, "check", "--config", cfg); code != 0 {
 		t.Fatalf("check with tls: exit %d\n%s", code, out)
 	}
-	d := &daemon{t: t, dir: dir, cfg: cfg, addr: listen, opts: admin.ClientOptions{Addr: "https://" + listen, CAFile: ca.CAFile}, logs: &syncBuffer{}}
+	d := &daemon{t: t, dir: dir, cfg: cfg, addr: listen, opts: admin.ClientOptions{Addr: "https://" + listen, CAFile: ca.CAFile}, logs: &syncbuf.Buffer{}}
 	d.start()
 	tokFile := filepath.Join(dir, "data", admin.TokenFileName)
 	tok, err := admin.ReadToken(tokFile)

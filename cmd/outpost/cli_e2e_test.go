@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
+	"github.com/outpost-edge/outpost/internal/syncbuf"
 )
 
 // Help at every level: -h, --help and `help` print the command's help
@@ -158,7 +159,7 @@ func TestPIDFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binPath, "run", "--config", cfg, "--pid-file", pidFile)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

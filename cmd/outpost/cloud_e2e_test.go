@@ -28,6 +28,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
+	"github.com/outpost-edge/outpost/internal/syncbuf"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
@@ -58,7 +59,7 @@ type cloudProc struct {
 	cmd    *exec.Cmd
 	url    string // the server itself (operator API)
 	proxy  string // what the daemon dials
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	fault  atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
 	exited chan struct{}
 }
@@ -66,7 +67,7 @@ type cloudProc struct {
 func startCloudProc(t *testing.T) *cloudProc {
 	t.Helper()
 	bin := buildCloud(t)
-	c := &cloudProc{t: t, logs: &syncBuffer{}, exited: make(chan struct{})}
+	c := &cloudProc{t: t, logs: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	c.cmd = exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "cloud"), "--lease", "4s", "--live-window", "1s")
 	stdout, _ := c.cmd.StdoutPipe()
 	c.cmd.Stderr = c.logs

@@ -4,7 +4,6 @@ package main
 // clients and broker, random loopback ports.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/syncbuf"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
@@ -52,26 +52,9 @@ type daemon struct {
 	opts   admin.ClientOptions // how to reach it; the token is found as the CLI finds it (--config)
 	admin  *admin.Client       // with the token, once started
 	mqtt   string              // broker URL devices use
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	exited chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // wasm compiles a test fixture from runtime/testdata with wat2wasm.
@@ -99,7 +82,7 @@ func startDaemonIn(t *testing.T, dir, cfg string) *daemon {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, dir: dir, cfg: path, addr: adminAddr, opts: admin.ClientOptions{Addr: adminAddr}, mqtt: "tcp://" + brokerAddr, logs: &syncBuffer{}, exited: make(chan struct{})}
+	d := &daemon{t: t, dir: dir, cfg: path, addr: adminAddr, opts: admin.ClientOptions{Addr: adminAddr}, mqtt: "tcp://" + brokerAddr, logs: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	d.start()
 	return d
 }

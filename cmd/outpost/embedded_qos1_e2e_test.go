@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/syncbuf"
 )
 
 // TestMQTTQoS1KillMidBurst with the embedded broker, which dies with the
@@ -55,7 +56,7 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out", qos: 1}]
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pubOut syncBuffer
+	var pubOut syncbuf.Buffer
 	pub.Stdout, pub.Stderr = &pubOut, &pubOut
 	if err := pub.Start(); err != nil {
 		t.Fatal(err)

@@ -63,6 +63,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/internal/syncbuf"
 )
 
 // readmeBlock is one fenced block of the README with the directive before it.
@@ -165,7 +166,7 @@ type walkthrough struct {
 	admin, broker, cloud string // free loopback addresses
 	host                 string
 	daemon, cloudProc    *exec.Cmd
-	daemonLog, cloudLog  *syncBuffer
+	daemonLog, cloudLog  *syncbuf.Buffer
 	daemonCfg            string // the README's config file the daemon runs, "" for the built-in one
 }
 
@@ -402,7 +403,7 @@ func (w *walkthrough) startDaemon(args []string) {
 	if w.daemonCfg == "" {
 		run = append(run, "--data-dir", filepath.Join(w.dir, "data"))
 	}
-	w.daemonLog = &syncBuffer{}
+	w.daemonLog = &syncbuf.Buffer{}
 	w.daemon = exec.Command(binPath, run...)
 	w.daemon.Dir = w.dir
 	w.daemon.Stdout, w.daemon.Stderr = w.daemonLog, w.daemonLog
@@ -441,7 +442,7 @@ func (w *walkthrough) stopDaemon() {
 func (w *walkthrough) startCloud(args []string) {
 	t := w.t
 	t.Helper()
-	w.cloudLog = &syncBuffer{}
+	w.cloudLog = &syncbuf.Buffer{}
 	w.cloudProc = exec.Command(buildCloud(t), append(args, "--listen", w.cloud)...)
 	w.cloudProc.Dir = w.dir
 	w.cloudProc.Stdout, w.cloudProc.Stderr = w.cloudLog, w.cloudLog

@@ -1,43 +1,25 @@
 package snmp
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/gosnmp/gosnmp"
+
+	"github.com/outpost-edge/outpost/internal/syncbuf"
 )
-
-// syncBuffer is a log sink safe for the receiver's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Every trap or inform the receiver drops is counted under its reason, as
 // sent by net-snmp's snmptrap and snmpinform, and warned about at most once
 // per reason and minute.
 func TestTrapRejectReasons(t *testing.T) {
 	need(t, "snmptrap")
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	rec := &recorder{}
 	tcfg := Traps{Communities: []string{"trapcomm"}, Target: "traps",
 		Users: []V3{{Username: "trapuser", SecurityLevel: "authPriv", AuthProtocol: "SHA", AuthPasswordFile: secret(t, "trapauth123"), PrivProtocol: "AES", PrivPasswordFile: secret(t, "trappriv123")}},

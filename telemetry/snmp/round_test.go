@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/syncbuf"
 )
 
 // Each target reports how long its last round took; a target whose rounds
@@ -16,7 +17,7 @@ import (
 // once, while a prompt target on the same agent is not.
 func TestRoundDurationAndOverruns(t *testing.T) {
 	addr := startSnmpd(t)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	iv := confval.Duration(time.Second)
 	cfg := snmpCollect(
 		Target{Name: "prompt", Address: addr, Community: "testcomm", Interval: iv, OIDs: []OID{{OID: "1.3.6.1.2.1.1.5.0"}}},
