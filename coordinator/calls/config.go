@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"cmp"
 	goruntime "runtime"
 	"time"
 
@@ -34,12 +35,8 @@ func SchedulerDefaults() SchedulerConfig {
 // Resolve fills the values derived from the host: workers from the CPUs,
 // max_parked from the workers.
 func (s *SchedulerConfig) Resolve() {
-	if s.Workers == 0 {
-		s.Workers = max(4, 2*goruntime.NumCPU())
-	}
-	if s.MaxParked == 0 {
-		s.MaxParked = max(16*s.Workers, 64)
-	}
+	s.Workers = cmp.Or(s.Workers, max(4, 2*goruntime.NumCPU()))
+	s.MaxParked = cmp.Or(s.MaxParked, max(16*s.Workers, 64))
 }
 
 // Validate reports settings out of range.

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"cmp"
 	"net/url"
 	"regexp"
 	"time"
@@ -55,19 +56,11 @@ func (cl *CloudConfig) ApplyDefaults() {
 	cl.BackoffMax.SetDefault(5 * time.Minute)
 	cl.DedupeRetention.SetDefault(24 * time.Hour)
 	cl.AgingAfter.SetDefault(time.Second)
-	if cl.BatchSize == 0 {
-		cl.BatchSize = 256
-	}
-	if cl.MaxInflight == 0 {
-		cl.MaxInflight = 256
-	}
-	if cl.OutboxMaxBytes == 0 {
-		cl.OutboxMaxBytes = 64 << 20
-	}
+	cl.BatchSize = cmp.Or(cl.BatchSize, 256)
+	cl.MaxInflight = cmp.Or(cl.MaxInflight, 256)
+	cl.OutboxMaxBytes = cmp.Or(cl.OutboxMaxBytes, 64<<20)
 	for i := range cl.Queues {
-		if cl.Queues[i].Weight == 0 {
-			cl.Queues[i].Weight = 1
-		}
+		cl.Queues[i].Weight = cmp.Or(cl.Queues[i].Weight, 1)
 	}
 }
 

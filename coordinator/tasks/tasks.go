@@ -5,6 +5,7 @@
 package tasks
 
 import (
+	"cmp"
 	"regexp"
 	"strconv"
 	"strings"
@@ -86,27 +87,13 @@ var Defaults = Task{
 
 // ApplyDefaults fills the zero limits with Defaults'.
 func (l *Limits) ApplyDefaults() {
-	if l.Memory == 0 {
-		l.Memory = Defaults.Limits.Memory
-	}
-	if l.Timeout == 0 {
-		l.Timeout = Defaults.Limits.Timeout
-	}
-	if l.Concurrency == 0 {
-		l.Concurrency = Defaults.Limits.Concurrency
-	}
-	if l.MaxInput == 0 {
-		l.MaxInput = Defaults.Limits.MaxInput
-	}
-	if l.MaxOutput == 0 {
-		l.MaxOutput = Defaults.Limits.MaxOutput
-	}
-	if l.LogRate == 0 {
-		l.LogRate = Defaults.Limits.LogRate
-	}
-	if l.LogBurst == 0 {
-		l.LogBurst = Defaults.Limits.LogBurst
-	}
+	l.Memory = cmp.Or(l.Memory, Defaults.Limits.Memory)
+	l.Timeout = cmp.Or(l.Timeout, Defaults.Limits.Timeout)
+	l.Concurrency = cmp.Or(l.Concurrency, Defaults.Limits.Concurrency)
+	l.MaxInput = cmp.Or(l.MaxInput, Defaults.Limits.MaxInput)
+	l.MaxOutput = cmp.Or(l.MaxOutput, Defaults.Limits.MaxOutput)
+	l.LogRate = cmp.Or(l.LogRate, Defaults.Limits.LogRate)
+	l.LogBurst = cmp.Or(l.LogBurst, Defaults.Limits.LogBurst)
 }
 
 // ApplyDefaults fills the task's zero ABI and limits.

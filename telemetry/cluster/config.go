@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"strings"
 	"time"
 
@@ -48,9 +49,7 @@ func (c Config) WithDefaults(gnmiListen string) Config {
 	if c.Advertise == "" {
 		c.Advertise = gnmiListen
 	}
-	if c.Capacity == 0 {
-		c.Capacity = DefaultCapacity
-	}
+	c.Capacity = cmp.Or(c.Capacity, DefaultCapacity)
 	c.LeaseTTL.SetDefault(DefaultLeaseTTL)
 	c.ReplicaInterval.SetDefault(DefaultReplicaInterval)
 	if c.Prefix == "" {

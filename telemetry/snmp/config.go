@@ -1,6 +1,7 @@
 package snmp
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -120,9 +121,7 @@ func ParseEngineID(s string) ([]byte, error) {
 // WithDefaults returns c with every zero value replaced by its default; c's
 // lists are not modified.
 func (c Config) WithDefaults() Config {
-	if c.MaxConcurrent == 0 {
-		c.MaxConcurrent = 32
-	}
+	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, 32)
 	c.Targets = append([]Target(nil), c.Targets...)
 	for i := range c.Targets {
 		s := &c.Targets[i]
@@ -131,15 +130,9 @@ func (c Config) WithDefaults() Config {
 		}
 		s.Timeout.SetDefault(2 * time.Second)
 		s.Interval.SetDefault(time.Minute)
-		if s.PollTimeout == 0 {
-			s.PollTimeout = s.Interval
-		}
-		if s.Retries == 0 {
-			s.Retries = 1
-		}
-		if s.MaxRepetitions == 0 {
-			s.MaxRepetitions = 10
-		}
+		s.PollTimeout = cmp.Or(s.PollTimeout, s.Interval)
+		s.Retries = cmp.Or(s.Retries, 1)
+		s.MaxRepetitions = cmp.Or(s.MaxRepetitions, 10)
 		if s.Version == "3" && s.V3.SecurityLevel == "" {
 			s.V3.SecurityLevel = "authPriv"
 		}

@@ -1,6 +1,7 @@
 package tsdb
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/outpost-edge/outpost/internal/confval"
@@ -24,15 +25,9 @@ type Config struct {
 func (s Config) WithDefaults() Config {
 	s.Retention.SetDefault(7 * 24 * time.Hour)
 	s.FlushInterval.SetDefault(time.Second)
-	if s.MaxSize == 0 {
-		s.MaxSize = 1 << 30
-	}
-	if s.MemtableSize == 0 {
-		s.MemtableSize = 4 << 20
-	}
-	if s.BlockCacheSize == 0 {
-		s.BlockCacheSize = 8 << 20
-	}
+	s.MaxSize = cmp.Or(s.MaxSize, 1<<30)
+	s.MemtableSize = cmp.Or(s.MemtableSize, 4<<20)
+	s.BlockCacheSize = cmp.Or(s.BlockCacheSize, 8<<20)
 	return s
 }
 
