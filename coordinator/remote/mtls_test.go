@@ -195,11 +195,23 @@ func TestLinkMTLSClientCertWrongNode(t *testing.T) {
 	install(t, dir, crt, key)
 	_, mark := front.peers.since(0)
 	front.hs.CloseClientConnections()
-	cl.enqueue(echoCalls("edge-1", []string{"mw-b"}, "at_most_once")...)
 	deadline := time.Now().Add(10 * time.Second)
 	for e.c.State() != remote.StateTLSError || sample(t, e.reg, "outpost_cloud_polls_total", "result", "tls_error") < 2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("state %q after a rotation to another node's certificate:\n%s", e.c.State(), logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Enqueued once the link is refusing the certificate: a long poll the
+	// server held before the connections closed may still be finishing its
+	// lease on the server side, and an at_most_once call it took would be
+	// lost by design, not by the rotation.
+	// One more refused attempt with the call waiting proves the link tried.
+	cl.enqueue(echoCalls("edge-1", []string{"mw-b"}, "at_most_once")...)
+	refused := sample(t, e.reg, "outpost_cloud_polls_total", "result", "tls_error")
+	for sample(t, e.reg, "outpost_cloud_polls_total", "result", "tls_error") <= refused {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatalf("no further attempt after %v refused ones", refused)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
