@@ -82,3 +82,40 @@ func TestDurableDrainDeadlineCut(t *testing.T) {
 		t.Errorf("runs: idem %d (want 2), amo %d (want 1), queued %d (want 1)", got["idem"].Runs, got["amo"].Runs, got["queued"].Runs)
 	}
 }
+
+// A call journaled while the drain begins (on disk, so its sender was
+// told it is accepted) is not rejected: it stays RECEIVED, nothing is
+// reported, and the next start runs it.
+func TestDurableAcceptedAsDrainBegins(t *testing.T) {
+	dir := t.TempDir()
+	db := openDB(t, dir)
+	j := openJournal(t, db, JournalOptions{}, nil, prometheus.NewRegistry())
+	f := newFake(map[string]int{"t": 1}, func(ctx context.Context, c *Call) Result { return Result{Status: StatusOK} })
+	s := NewScheduler(f, Options{Workers: 1, QueueSize: 10}, nil, nil)
+	reported := make(chan *Record, 10)
+	d := NewDurable(j, s, nil, func(r *Record) { reported <- r })
+	if err := s.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Accept([]*Call{cloudCall("late", AtMostOnce)}); err != nil {
+		t.Fatalf("a call journaled as the drain began: %v", err)
+	}
+	if len(reported) != 0 {
+		t.Fatalf("a result reported for a call the drain kept from starting: %+v", <-reported)
+	}
+	if r, err := j.Get("late"); err != nil || r == nil || r.State != Received || r.Result != nil {
+		t.Fatalf("late after the drain: %+v %v, want received without a result", r, err)
+	}
+	_ = j.Close()
+	_ = db.Close()
+
+	r := newRig(t, dir, func(ctx context.Context, c *Call) Result {
+		return Result{Status: StatusOK, Output: c.Input}
+	})
+	if err := r.d.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rec := r.wait(t, 1)[0]; rec.ID != "late" || rec.Result.Status != StatusOK || rec.Runs != 1 {
+		t.Errorf("after the restart: %+v, want late ok, run once", rec)
+	}
+}

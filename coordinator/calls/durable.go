@@ -78,7 +78,9 @@ func (j *Journal) newRecord(c *Call) *Record {
 // Accept journals calls (one group commit for all) and queues the new
 // ones. When it returns without error every call is on disk and may be
 // acknowledged. A call the scheduler refuses finishes at once with
-// StatusRejected (journaled, reported like any result).
+// StatusRejected (journaled, reported like any result), except when it is
+// refused because the scheduler drains: then it stays RECEIVED and runs at
+// the next start.
 func (d *Durable) Accept(cs []*Call) ([]Outcome, error) {
 	a, err := d.prepare(cs)
 	if err != nil {
@@ -265,8 +267,14 @@ func (d *Durable) queue(c *Call, r *Record) {
 	}
 	if err := d.s.Submit(c); err != nil {
 		st := StatusRejected
-		if errors.Is(err, ErrUnknownTask) {
+		switch {
+		case errors.Is(err, ErrUnknownTask):
 			st = StatusUnknown
+		case errors.Is(err, ErrDraining):
+			// Journaled as the drain began: accepted, so it runs at the
+			// next start like a call the drain cut before it started.
+			c.cutByShutdown = true
+			st = StatusCanceled
 		}
 		c.Result = Result{Status: st, Error: err.Error()}
 		c.State = Finished
