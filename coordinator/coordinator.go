@@ -314,8 +314,9 @@ func (c *Coordinator) reloadFrom(ctx context.Context, load func() (*configs.Conf
 	c.m.reloads.WithLabelValues("ok").Inc()
 }
 
-// Reload swaps in the tasks and routes of a validated configs. Every module
-// is compiled and checked first: if any fails, nothing changes. Calls in
+// Reload swaps in the tasks and routes of a validated configs and reloads
+// the admin API's token and TLS files. Every module is compiled and
+// checked first: if any fails, nothing changes. Calls in
 // flight finish on the tasks they started with.
 func (c *Coordinator) Reload(ctx context.Context, cfg *configs.Config) error {
 	c.reloadMu.Lock()
@@ -326,6 +327,11 @@ func (c *Coordinator) Reload(ctx context.Context, cfg *configs.Config) error {
 	set, err := c.engine.Load(ctx, specs)
 	if err != nil {
 		return fmt.Errorf("load tasks: %w", err)
+	}
+	// The admin token and TLS files are read again (to rotate them); the
+	// last step that can fail, so a refused reload changes nothing.
+	if err := c.admin.ReloadCredentials(); err != nil {
+		return err
 	}
 	old := c.cfg.Load()
 	c.engine.Activate(set)

@@ -420,9 +420,20 @@ routes: [{topic: "a/+", task: echo, reply: "a-out/{1}"}]
 	if err := os.WriteFile(d.cfg, []byte(next), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The operator rotates the admin token in the same reload.
+	oldToken := d.token()
+	if err := os.WriteFile(filepath.Join(d.dir, "data", admin.TokenFileName), []byte("rotated-by-the-operator\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	_ = d.cmd.Process.Signal(syscall.SIGHUP)
 	// The reload says it started, and what it compiles, before the work.
-	d.waitLog(`(?s)msg="reload started".*msg="compiling task modules" tasks=2.*msg="task set activated".*msg="config reloaded"`, 10*time.Second)
+	d.waitLog(`(?s)msg="reload started".*msg="compiling task modules" tasks=2.*msg="admin credentials reloaded".*msg="task set activated".*msg="config reloaded"`, 10*time.Second)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+d.addr+"/v1/tasks", nil)
+	req.Header.Set("Authorization", "Bearer "+oldToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the old admin token after the rotation: %v %v", resp, err)
+	}
+	d.admin = d.dial() // the CLI reads the token file on each run
 	if out, err := d.call("echo2", "new"); err != nil || out != "new" {
 		t.Fatalf("new task after reload: %q %v", out, err)
 	}

@@ -73,10 +73,51 @@ func (s *Server) checkToken(header string) string {
 		return reasonMissing
 	}
 	got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	if subtle.ConstantTimeCompare(got[:], s.tokenSum[:]) != 1 {
+	want := s.creds.Load().tokenSum
+	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 		return reasonInvalid
 	}
 	return ""
+}
+
+// credentials are what the server checks requests and serves TLS with:
+// read at start and again by ReloadCredentials.
+type credentials struct {
+	tokenSum [sha256.Size]byte // of the token
+	tls      *tls.Config       // nil: plain HTTP on loopback
+}
+
+// loadCredentials reads the token (creating it first if the options say
+// so and it is missing) and the TLS material.
+func (o Options) loadCredentials() (*credentials, error) {
+	read := ReadToken
+	if o.CreateToken {
+		read = EnsureToken
+	}
+	tok, err := read(o.TokenFile)
+	if err != nil {
+		return nil, err
+	}
+	tcfg, err := o.serverTLS()
+	if err != nil {
+		return nil, err
+	}
+	return &credentials{tokenSum: sha256.Sum256(tok), tls: tcfg}, nil
+}
+
+// ReloadCredentials reads the token file and the TLS files again and
+// swaps them in for the requests and handshakes that follow; on an error
+// the running ones stay. The files' names are restart-only settings (the
+// admin section), their contents are reloaded. When the daemon creates its
+// own token, a deleted token file is created again with a new token.
+func (s *Server) ReloadCredentials() error {
+	creds, err := s.opts.loadCredentials()
+	if err != nil {
+		return fmt.Errorf("admin API: %w", err)
+	}
+	s.creds.Store(creds)
+	s.log.Info("admin credentials reloaded", "token_file", s.opts.TokenFile, "tls", creds.tls != nil)
+	return nil
 }
 
 // serverTLS loads the server's certificate and, for mTLS, the CA that

@@ -3,6 +3,7 @@ package admin
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -297,5 +298,102 @@ func TestServerTLS(t *testing.T) {
 	s.opts.TLSCertFile, s.opts.TLSKeyFile = cert, key
 	if err := s.Start(context.Background()); !errors.Is(err, secretfile.ErrExposed) || !strings.Contains(err.Error(), "chmod 600 "+key) {
 		t.Fatalf("exposed key: %v", err)
+	}
+}
+
+// ReloadCredentials (SIGHUP) rotates the token and the TLS certificate
+// without a restart: the old token is refused at once, the next handshake
+// shows the new certificate, a deleted generated token comes back as a
+// new one, and unreadable files are refused with the running ones kept.
+func TestReloadCredentials(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.New(t, dir, "admin")
+	certA, keyA := ca.Server(t, "server-a", net.IPv4(127, 0, 0, 1))
+	certB, keyB := ca.Server(t, "server-b", net.IPv4(127, 0, 0, 1))
+	cert, key := filepath.Join(dir, "live.pem"), filepath.Join(dir, "live-key.pem")
+	install := func(c, k string) {
+		t.Helper()
+		for from, to := range map[string]string{c: cert, k: key} {
+			b, err := os.ReadFile(from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(to, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(certA, keyA)
+	s := newServer(t, &node{}, prometheus.NewRegistry())
+	s.opts.TLSCertFile, s.opts.TLSKeyFile = cert, key
+	run(t, s)
+	base := "https://" + s.Addr()
+	dial := func() *Client {
+		t.Helper()
+		c, err := Dial(ClientOptions{Addr: base, CAFile: ca.CAFile, DaemonTokenFile: s.opts.TokenFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	servedName := func() string {
+		t.Helper()
+		pool, err := certPool(ca.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := tls.Dial("tcp", s.Addr(), &tls.Config{RootCAs: pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	old := dial()
+	if _, err := old.Tasks(context.Background()); err != nil || servedName() != "server-a" {
+		t.Fatalf("before the reload: %v, certificate %s", err, servedName())
+	}
+
+	if err := os.WriteFile(s.opts.TokenFile, []byte("rotated-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	install(certB, keyB)
+	if err := s.ReloadCredentials(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Tasks(context.Background()); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("old token after the rotation: %v", err)
+	}
+	if _, err := dial().Tasks(context.Background()); err != nil {
+		t.Errorf("new token after the rotation: %v", err)
+	}
+	if n := servedName(); n != "server-b" {
+		t.Errorf("certificate after the reload: %s, want server-b", n)
+	}
+
+	// Delete the generated token and reload: a new one is written.
+	if err := os.Remove(s.opts.TokenFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReloadCredentials(); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := ReadToken(s.opts.TokenFile); err != nil || string(tok) == "rotated-token" {
+		t.Fatalf("token after deleting the file: %q %v", tok, err)
+	}
+	current := dial()
+	if _, err := current.Tasks(context.Background()); err != nil {
+		t.Errorf("the regenerated token: %v", err)
+	}
+
+	// A broken key: refused, the running credentials stay.
+	if err := os.WriteFile(key, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReloadCredentials(); err == nil || !strings.Contains(err.Error(), "admin tls") {
+		t.Fatalf("reload with a broken key: %v", err)
+	}
+	if _, err := current.Tasks(context.Background()); err != nil || servedName() != "server-b" {
+		t.Errorf("after a refused reload: %v, certificate %s", err, servedName())
 	}
 }

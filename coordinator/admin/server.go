@@ -9,7 +9,6 @@ package admin
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -133,7 +133,7 @@ type Server struct {
 	ln     net.Listener
 	served chan error
 
-	tokenSum     [sha256.Size]byte // of the token, set by Start
+	creds        atomic.Pointer[credentials] // set by Start, swapped by ReloadCredentials
 	authFailures *prometheus.CounterVec
 	refusedLog   *ratelog.Limiter
 	streams      streams // long responses Stop cuts (backup.go)
@@ -166,19 +166,12 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // listens and serves in the background. It refuses to serve without TLS on
 // an address beyond loopback.
 func (s *Server) Start(ctx context.Context) error {
-	read := ReadToken
-	if s.opts.CreateToken {
-		read = EnsureToken
-	}
-	tok, err := read(s.opts.TokenFile)
+	creds, err := s.opts.loadCredentials()
 	if err != nil {
 		return fmt.Errorf("admin API: %w", err)
 	}
-	s.tokenSum = sha256.Sum256(tok)
-	tcfg, err := s.opts.serverTLS()
-	if err != nil {
-		return fmt.Errorf("admin API: %w", err)
-	}
+	s.creds.Store(creds)
+	tcfg := creds.tls
 	if tcfg == nil && !loopback.HostPort(s.opts.Listen) {
 		return fmt.Errorf("admin API: listen on %s: %w", s.opts.Listen, ErrPlainBeyondLoopback)
 	}
@@ -191,7 +184,11 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("admin API: listen on %s: %w", ln.Addr(), ErrPlainBeyondLoopback)
 	}
 	if tcfg != nil {
-		ln = tls.NewListener(ln, tcfg)
+		// Each handshake takes the credentials of the moment, so a reload
+		// applies to the next connection.
+		ln = tls.NewListener(ln, &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.creds.Load().tls, nil
+		}})
 	}
 	s.ln = ln
 	s.served = make(chan error, 1)
