@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -35,7 +36,7 @@ type resultUploads struct {
 
 var resultPath = regexp.MustCompile(`/calls/([^/]+)/attempts/\d+/result$`)
 
-func (u *resultUploads) watch(c *cloudProc) {
+func (u *resultUploads) watch(t *testing.T, c *cloudProc) {
 	u.n = map[string]int{}
 	c.setFault(func(_ http.ResponseWriter, r *http.Request) bool {
 		var ids []string
@@ -45,8 +46,17 @@ func (u *resultUploads) watch(c *cloudProc) {
 		if strings.HasSuffix(r.URL.Path, "results:batch") {
 			b, _ := io.ReadAll(r.Body)
 			r.Body = io.NopCloser(bytes.NewReader(b))
+			if r.Header.Get("Content-Encoding") == "gzip" { // a batch over 1 KiB
+				zr, err := gzip.NewReader(bytes.NewReader(b))
+				if err != nil {
+					t.Errorf("a gzip results batch: %v", err)
+				}
+				b, _ = io.ReadAll(zr)
+			}
 			var req remote.BatchRequest
-			_ = json.Unmarshal(b, &req)
+			if err := json.Unmarshal(b, &req); err != nil {
+				t.Errorf("a results batch the watcher cannot read: %v", err)
+			}
 			for _, res := range req.Results {
 				ids = append(ids, res.CallID)
 			}
@@ -292,7 +302,7 @@ func TestBackupRestore(t *testing.T) {
 	}
 	var up resultUploads
 	var cfg []byte
-	up.watch(c)
+	up.watch(t, c)
 	cfg, err = os.ReadFile(d.cfg)
 	if err != nil {
 		t.Fatal(err)

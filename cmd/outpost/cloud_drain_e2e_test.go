@@ -20,13 +20,13 @@ import (
 // records exactly one result for each.
 func TestCloudDrainDeadlineCut(t *testing.T) {
 	c := startCloudProc(t)
-	// Two workers: "idem" and "amo" run (8 s each, well past the 1 s drain
-	// deadline, so a loaded host cannot blur a cut with a finish), "queued"
-	// waits behind them.
+	// Two workers: "idem" and "amo" run (4.5 s each, past the 1 s drain
+	// deadline), "queued" waits behind them. The log lines and attempts
+	// below show the cut; a wall-clock bound would only measure the host.
 	d := cloudDaemon(t, c, "scheduler: {workers: 2, drain_timeout: 1s}\n")
 	c.enqueue(
-		server.Call{ID: "idem", Node: "edge-1", Task: "spin", Input: []byte("16 idem"), Effect: "idempotent", Key: "key-idem"},
-		server.Call{ID: "amo", Node: "edge-1", Task: "spin", Input: []byte("16 amo"), Effect: "at_most_once"},
+		server.Call{ID: "idem", Node: "edge-1", Task: "spin", Input: []byte("9 idem"), Effect: "idempotent", Key: "key-idem"},
+		server.Call{ID: "amo", Node: "edge-1", Task: "spin", Input: []byte("9 amo"), Effect: "at_most_once"},
 	)
 	d.waitState("idem", calls.Started, 10*time.Second)
 	d.waitState("amo", calls.Started, 10*time.Second)
@@ -35,12 +35,8 @@ func TestCloudDrainDeadlineCut(t *testing.T) {
 		t.Fatalf("queued call %s, want it received and waiting for a worker", r.State)
 	}
 
-	start := time.Now()
 	if code := d.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("exit %d after a drain cut short", code)
-	}
-	if took := time.Since(start); took > 6*time.Second {
-		t.Errorf("stop took %v: the 8 s calls were not cut at the 1 s drain deadline", took)
 	}
 	logs := d.logs.String()
 	if !strings.Contains(logs, "drain incomplete") {
@@ -63,7 +59,7 @@ func TestCloudDrainDeadlineCut(t *testing.T) {
 	idem := c.waitDone("idem", 30*time.Second)
 	amo := c.waitDone("amo", 30*time.Second)
 	queued := c.waitDone("queued", 30*time.Second)
-	if idem.Result.Status != "ok" || string(idem.Result.Output) != "16 idem" || idem.Result.Attempt != 2 {
+	if idem.Result.Status != "ok" || string(idem.Result.Output) != "9 idem" || idem.Result.Attempt != 2 {
 		t.Errorf("idempotent call: %+v (want ok from attempt 2)", idem.Result)
 	}
 	if amo.Result.Status != "interrupted" || amo.Result.Attempt != 1 {

@@ -107,10 +107,13 @@ func (d *daemon) start() {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		d.admin = d.dial() // the token file appears at the first start
+		d.admin = d.dial()
 		h, err := d.admin.Health(ctx)
 		cancel()
 		if err == nil && h.Status == "ok" {
+			// Dialed again: the token file appears at the first start before
+			// the API answers, perhaps after the dial above.
+			d.admin = d.dial()
 			return
 		}
 		select {

@@ -309,10 +309,12 @@ func (w *walkthrough) runTranscript(b readmeBlock) {
 }
 
 // containsLines checks that each line of block b appears in what out
-// returns (waiting for a log to catch up).
+// returns (waiting for a log to catch up: a reload compiling a Go-built
+// module takes tens of seconds on a loaded 2-core host, and the blocks
+// after it need the reloaded tasks).
 func (w *walkthrough) containsLines(b readmeBlock, out func() string) {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(120 * time.Second)
 	for {
 		got := out()
 		have := map[string]bool{}
