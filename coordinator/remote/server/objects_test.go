@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
 )
@@ -111,9 +110,15 @@ func TestObjects(t *testing.T) {
 	if !items[0].Created || items[1].Error == "" || !strings.Contains(items[1].Error, "no such object") || items[2].Error == "" {
 		t.Fatalf("enqueue items %+v", items)
 	}
-	s.mu.Lock()
-	wcs, _ := s.takeLocked(s.node("n1"), 10, time.Now())
-	s.mu.Unlock()
+	tk, _, err := s.st.beginPoll(t.Context(), "n1", &remote.PollRequest{BootID: "b", Capacity: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wcs, err := s.st.take(t.Context(), tk)
+	s.st.endPoll(tk, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(wcs) != 1 || wcs[0].Digest != digest {
 		t.Fatalf("polled calls %+v, want call a with its digest", wcs)
 	}
