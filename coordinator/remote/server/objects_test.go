@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -18,13 +17,10 @@ import (
 // their fetch counts, served to nodes with the poll's authentication,
 // refused over the size cap; enqueue checks that a call's digest exists,
 // and the digest reaches the node in the polled call.
-func TestObjects(t *testing.T) {
-	s, err := Open(Options{Dir: t.TempDir(), MaxObject: 1 << 10, Tokens: map[string]string{"tok1": "n1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { ts.Close(); _ = s.Close() })
+func TestObjects(t *testing.T) { forEngines(t, testObjects) }
+
+func testObjects(t *testing.T, e *engine) {
+	s, ts := e.serve(Options{MaxObject: 1 << 10, Tokens: map[string]string{"tok1": "n1"}})
 	hs := ts.URL
 	body := []byte("\x00asm fake module bytes")
 	sum := sha256.Sum256(body)
