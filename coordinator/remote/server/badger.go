@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -240,11 +241,15 @@ func (s *badgerStore) beginPoll(_ context.Context, id string, req *remote.PollRe
 			heap.Push(&n.pending, c)
 		}
 	}
+	resp.Cancel = n.cancels
+	n.cancels = nil
 	for _, cid := range req.Renew {
 		c := n.held[cid]
 		if c == nil {
 			if c := s.calls[cid]; c != nil && c.State == "cancelled" {
-				resp.Cancel = append(resp.Cancel, cid)
+				if !slices.Contains(resp.Cancel, cid) { // listed once
+					resp.Cancel = append(resp.Cancel, cid)
+				}
 			} else if c == nil || c.State != "done" {
 				resp.Lost = append(resp.Lost, cid)
 			}
@@ -252,8 +257,6 @@ func (s *badgerStore) beginPoll(_ context.Context, id string, req *remote.PollRe
 		}
 		c.leaseUntil = now.Add(s.leaseOf(c))
 	}
-	resp.Cancel = append(resp.Cancel, n.cancels...)
-	n.cancels = nil
 	s.mu.Unlock()
 	if err := s.persist(dirty...); err != nil {
 		s.log.Error("persist", "err", err)
