@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -70,8 +72,65 @@ func TestReplicasShareNodes(t *testing.T) {
 	}
 }
 
-// Simulated nodes poll and report through both replicas at random, each
-// request to either one: every call is delivered once and recorded once.
+// simNode is a lightweight node: it long-polls the servers in turn,
+// reports every call it gets in one results:batch (output: the call id)
+// through the next server, and acknowledges, until stop returns true. A
+// result that is not 201 fails tb; got sees each delivered call, reported
+// the number of results each batch recorded.
+func simNode(tb testing.TB, hss []*httptest.Server, node string, capacity int, stop func() bool, got func(remote.WireCall), reported func(int)) {
+	var ack uint64
+	hc := &http.Client{Timeout: 30 * time.Second}
+	for i := 0; !stop(); i++ {
+		var resp remote.PollResponse
+		code := call(hc, "POST", hss[i%len(hss)].URL+"/edge/v1/nodes/"+node+"/poll",
+			remote.PollRequest{BootID: "boot-" + node, AckThrough: ack, Capacity: capacity, WaitMS: 500}, &resp)
+		if code != http.StatusOK && code != http.StatusNoContent {
+			tb.Errorf("node %s poll: %d", node, code)
+			return
+		}
+		if len(resp.Calls) == 0 {
+			continue
+		}
+		var batch remote.BatchRequest
+		for _, c := range resp.Calls {
+			ack = max(ack, c.Seq)
+			got(c)
+			batch.Results = append(batch.Results, result(c.ID, "ok", c.ID))
+		}
+		var br remote.BatchResponse
+		if code := call(hc, "POST", hss[(i+1)%len(hss)].URL+"/edge/v1/nodes/"+node+"/results:batch", batch, &br); code != http.StatusOK {
+			tb.Errorf("node %s results: %d", node, code)
+			return
+		}
+		for _, it := range br.Items {
+			if it.Status != http.StatusCreated {
+				tb.Errorf("result of %s: %d", it.CallID, it.Status)
+			}
+		}
+		reported(len(br.Items))
+	}
+}
+
+// call sends a JSON request of the edge API and decodes a 200 answer.
+func call(hc *http.Client, method, url string, body, out any) int {
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(method, url, bytes.NewReader(b))
+	req.Header.Set(remote.HeaderProtocol, remote.Protocol)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return 0
+		}
+	}
+	return resp.StatusCode
+}
+
+// Simulated nodes poll and report through both replicas in turn: every
+// call is delivered once and recorded once.
 func TestReplicasExactlyOnce(t *testing.T) {
 	const nodes, perNode = 20, 25
 	ss, hss := replicas(t, 2, Options{Lease: 30 * time.Second})
@@ -83,26 +142,11 @@ func TestReplicasExactlyOnce(t *testing.T) {
 	}
 	// Enqueued while the nodes poll, half through each replica.
 	var reported atomic.Int64
+	stop := func() bool { return reported.Load() >= int64(len(all)) }
 	var wg sync.WaitGroup
 	for n := range nodes {
 		wg.Go(func() {
-			node := fmt.Sprint("n", n)
-			var ack uint64
-			for i := 0; reported.Load() < int64(len(all)); i++ {
-				hs := hss[i%2]
-				code, got := pollCode(t, hs, node, remote.PollRequest{BootID: "boot-" + node, AckThrough: ack, Capacity: 4, WaitMS: 500})
-				if code != http.StatusOK && code != http.StatusNoContent {
-					t.Errorf("node %s poll: %d", node, code)
-					return
-				}
-				for _, c := range got.Calls {
-					ack = max(ack, c.Seq)
-					if code := put(t, hss[(i+1)%2], node, result(c.ID, "ok", c.ID)); code != http.StatusCreated {
-						t.Errorf("result of %s: %d", c.ID, code)
-					}
-					reported.Add(1)
-				}
-			}
+			simNode(t, hss, fmt.Sprint("n", n), 4, stop, func(remote.WireCall) {}, func(n int) { reported.Add(int64(n)) })
 		})
 	}
 	for i := 0; i < len(all); i += 50 {
