@@ -118,6 +118,11 @@ GOOS=linux GOARCH=arm GOARM=7 go build -o /dev/null ./cmd/...
 step "go test -race"
 go test -race -timeout 12m "$@" ./...
 
+# The cloud-link suite again, against the control plane on PostgreSQL (the
+# run above used badger): the two engines must behave the same.
+step "go test -race coordinator/remote on PostgreSQL"
+go test -race -timeout 12m "$@" ./coordinator/remote/ -args -cloud-store=postgres
+
 # The Extism comparison is its own module (Extism stays out of go.mod);
 # its benchmark runs in scripts/bench.sh, its checks here.
 step "runtime/extismbench (nested module): vet and test"
