@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -26,7 +27,8 @@ type badgerStore struct {
 	lease      time.Duration // default lease
 	liveWindow time.Duration
 
-	// Lock order: persistMu before mu.
+	// Lock order: jobMu, then persistMu, then mu.
+	jobMu     sync.Mutex
 	persistMu sync.Mutex
 	mu        sync.Mutex
 	calls     map[string]*Call
@@ -454,3 +456,87 @@ func (h *pendingHeap) Pop() any {
 }
 
 var _ heap.Interface = (*pendingHeap)(nil)
+
+func (s *badgerStore) createJob(_ context.Context, j Job) (bool, error) {
+	s.jobMu.Lock()
+	defer s.jobMu.Unlock()
+	key := []byte("job/" + j.ID)
+	created := false
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if _, err := txn.Get(key); err == nil {
+			return nil
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		b, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		created = true
+		return txn.Set(key, b)
+	})
+	if err != nil {
+		return false, fmt.Errorf("store job: %w", err)
+	}
+	s.changedJob()
+	return created, nil
+}
+
+func (s *badgerStore) getJob(_ context.Context, id string) (Job, error) {
+	var j Job
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte("job/" + id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return errNoJob
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error { return json.Unmarshal(v, &j) })
+	})
+	return j, err
+}
+
+func (s *badgerStore) listJobs(context.Context) ([]Job, error) {
+	out := []Job{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte("job/")})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var j Job
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &j) }); err != nil {
+				return fmt.Errorf("decode %s: %w", it.Item().Key(), err)
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *badgerStore) updateJob(ctx context.Context, id string, f func(*Job) bool) (bool, error) {
+	// jobMu serializes read-modify-write of jobs; badger's own conflict
+	// detection would otherwise fail one of two writers.
+	s.jobMu.Lock()
+	defer s.jobMu.Unlock()
+	j, err := s.getJob(ctx, id)
+	if err != nil || !f(&j) {
+		return false, err
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return false, err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte("job/"+id), b) }); err != nil {
+		return false, fmt.Errorf("store job: %w", err)
+	}
+	s.changedJob()
+	return true, nil
+}
+
+// changedJob wakes those who follow jobs (their event streams).
+func (s *badgerStore) changedJob() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notifyLocked(nil)
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -775,4 +776,69 @@ func (s *pgStore) nodes(ctx context.Context) ([]NodeInfo, error) {
 		return nil, fmt.Errorf("postgres store: nodes: %w", err)
 	}
 	return out, nil
+}
+
+func (s *pgStore) createJob(ctx context.Context, j Job) (bool, error) {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return false, err
+	}
+	tag, err := s.pool.Exec(ctx, `WITH ins AS (INSERT INTO jobs (id, body) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id)
+		SELECT pg_notify('outpost_changed', '') FROM ins`, j.ID, b)
+	if err != nil {
+		return false, fmt.Errorf("postgres store: create job: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+func (s *pgStore) getJob(ctx context.Context, id string) (Job, error) {
+	var j Job
+	err := s.pool.QueryRow(ctx, `SELECT body FROM jobs WHERE id = $1`, id).Scan(&j)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return j, errNoJob
+	}
+	if err != nil {
+		return j, fmt.Errorf("postgres store: job: %w", err)
+	}
+	return j, nil
+}
+
+func (s *pgStore) listJobs(ctx context.Context) ([]Job, error) {
+	rows, err := s.pool.Query(ctx, `SELECT body FROM jobs ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: jobs: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[Job])
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: jobs: %w", err)
+	}
+	return out, nil
+}
+
+func (s *pgStore) updateJob(ctx context.Context, id string, f func(*Job) bool) (bool, error) {
+	wrote := false
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var j Job
+		err := tx.QueryRow(ctx, `SELECT body FROM jobs WHERE id = $1 FOR UPDATE`, id).Scan(&j)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errNoJob
+		}
+		if err != nil || !f(&j) {
+			return err
+		}
+		b, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE jobs SET body = $2 WHERE id = $1`, id, b); err != nil {
+			return err
+		}
+		wrote = true
+		_, err = tx.Exec(ctx, `SELECT pg_notify('outpost_changed', '')`)
+		return err
+	})
+	if err != nil && !errors.Is(err, errNoJob) {
+		return false, fmt.Errorf("postgres store: update job: %w", err)
+	}
+	return wrote, err
 }

@@ -76,6 +76,11 @@ var migrations = []string{
 	);
 	CREATE INDEX node_polls_node ON node_polls (node);
 	CREATE INDEX node_polls_replica ON node_polls (replica);`,
+	// 2: data-set jobs.
+	`CREATE TABLE jobs (
+		id text PRIMARY KEY,
+		body jsonb NOT NULL
+	);`,
 }
 
 // schemaLock is the advisory lock key replicas take while migrating.

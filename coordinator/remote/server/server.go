@@ -26,6 +26,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/internal/format"
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // Options configure a Server.
@@ -55,6 +56,9 @@ type Options struct {
 	// MaxObject bounds one (DefaultMaxObject).
 	ObjectDir string
 	MaxObject int64
+	// WebhookSecretFile holds the secret that signs data-set jobs'
+	// completion webhooks (jobs.go); empty: unsigned.
+	WebhookSecretFile string
 }
 
 // Call is a call as the server stores and shows it.
@@ -104,6 +108,7 @@ type Server struct {
 	st       store
 	objs     *objects
 	operator *operatorToken // nil: operator API open
+	jobs     *jobs
 }
 
 // stateFormat is the format of the control plane's badger state (calls
@@ -137,6 +142,12 @@ func Open(opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	var secret []byte
+	if opts.WebhookSecretFile != "" {
+		if secret, err = secretfile.ReadToken(opts.WebhookSecretFile); err != nil {
+			return nil, fmt.Errorf("webhook secret: %w", err)
+		}
+	}
 	var st store
 	if IsPostgres(opts.Store) {
 		st, err = openPostgres(context.Background(), opts)
@@ -146,7 +157,11 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{opts: opts, log: opts.Log, st: st, objs: objs, operator: operator}, nil
+	s := &Server{opts: opts, log: opts.Log, st: st, objs: objs, operator: operator}
+	s.jobs = newJobs(s, secret)
+	s.jobs.wg.Add(1)
+	go s.jobs.loop()
+	return s, nil
 }
 
 // IsPostgres reports whether store names a PostgreSQL database
@@ -155,8 +170,11 @@ func IsPostgres(store string) bool {
 	return strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://")
 }
 
-// Close closes the state store.
-func (s *Server) Close() error { return s.st.close() }
+// Close stops the job runners and closes the state store.
+func (s *Server) Close() error {
+	s.jobs.close()
+	return s.st.close()
+}
 
 // Handler returns the HTTP API: /edge/v1 for nodes, /api/v1 for operators
 // (behind the operator token when Options.OperatorTokenFile is set).
@@ -172,6 +190,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/calls/{id}", s.handleGet)
 	mux.HandleFunc("DELETE /api/v1/calls/{id}", s.handleCancel)
 	mux.HandleFunc("GET /api/v1/nodes", s.handleNodes)
+	s.jobRoutes(mux)
 	s.objectRoutes(mux)
 	return s.operatorAuth(mux)
 }

@@ -45,6 +45,13 @@ type store interface {
 	cancel(ctx context.Context, id string) error
 	// nodes lists the nodes that polled or have calls.
 	nodes(ctx context.Context) ([]NodeInfo, error)
+	// createJob stores a new job (false: the id exists); getJob (errNoJob)
+	// and listJobs read jobs; updateJob changes one with f under a lock
+	// (a row lock on PostgreSQL) and stores it when f returns true.
+	createJob(ctx context.Context, j Job) (bool, error)
+	getJob(ctx context.Context, id string) (Job, error)
+	listJobs(ctx context.Context) ([]Job, error)
+	updateJob(ctx context.Context, id string, f func(*Job) bool) (bool, error)
 	// nodeWake is closed when node's queue may have changed (enqueue,
 	// cancel); changed when any call may have changed state. Take the
 	// channel before looking at the state it guards.
