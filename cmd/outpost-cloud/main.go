@@ -1,7 +1,7 @@
 // Command outpost-cloud is the reference control plane of the cloud link
 // (docs/cloud-link.md) and its CLI: `serve` runs the server (state in
-// badger); `enqueue`, `results`, `nodes`, `cancel`, `batch` and `object` speak to a
-// running server's operator API.
+// badger, or in PostgreSQL shared by replicas); `enqueue`, `results`, `nodes`, `cancel`, `batch` and `object` speak to a
+// running server's operator API; `job` runs data-set jobs on the server.
 package main
 
 import (
@@ -55,15 +55,15 @@ running one through its operator API (--server URL or $OUTPOST_CLOUD,
 default http://127.0.0.1:8480; --token-file or $OUTPOST_CLOUD_TOKEN_FILE
 when it requires a token).`,
 	}
-	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd())
+	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd(), newJobCmd())
 	cli.AddVersion(root, cli.BuildVersion())
 	return root
 }
 
 func newServeCmd() *cobra.Command {
 	var (
-		listen, dir, tokens, opToken, tlsCert, tlsKey, storeFile string
-		lease, live, replicaTimeout                              time.Duration
+		listen, dir, tokens, opToken, tlsCert, tlsKey, storeFile, hookSecret string
+		lease, live, replicaTimeout                                          time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -76,7 +76,8 @@ replicas share: start each replica with the same file, behind one address
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			log := slog.New(slog.NewTextHandler(errOut, nil)).With("part", "cloud")
-			opts := server.Options{Dir: dir, Lease: lease, LiveWindow: live, Log: log, OperatorTokenFile: opToken, ReplicaTimeout: replicaTimeout}
+			opts := server.Options{Dir: dir, Lease: lease, LiveWindow: live, Log: log, OperatorTokenFile: opToken, ReplicaTimeout: replicaTimeout,
+				WebhookSecretFile: hookSecret}
 			if storeFile != "" {
 				url, err := readStoreFile(storeFile)
 				if err != nil {
@@ -136,6 +137,7 @@ replicas share: start each replica with the same file, behind one address
 	f.StringVar(&listen, "listen", "127.0.0.1:8480", "address to listen on (port 0: a free port, printed)")
 	f.StringVar(&dir, "data", "./cloud-data", "state directory (badger; with --store-file only code objects)")
 	f.StringVar(&storeFile, "store-file", "", "file holding a postgres:// connection URL (mode 600): keep the queues in PostgreSQL, shared by replicas")
+	f.StringVar(&hookSecret, "webhook-secret-file", "", "file holding the secret that signs job completion webhooks (Outpost-Signature: sha256=HMAC)")
 	f.DurationVar(&replicaTimeout, "replica-timeout", 5*time.Second, "with --store-file: a replica silent this long no longer holds its nodes' polls")
 	f.StringVar(&tokens, "tokens", "", "file of `NODE TOKEN` lines; empty: no authentication (loopback only)")
 	f.StringVar(&opToken, "operator-token-file", "", "file holding the operator API's bearer token (re-read when it changes); required beyond loopback")
