@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +53,10 @@ type pgStore struct {
 
 var _ store = (*pgStore)(nil)
 
+// defaultPoolConns is each replica's pool size unless the URL's
+// pool_max_conns says otherwise.
+const defaultPoolConns = 16
+
 // pgTimeout bounds statements that run outside a request (ending a poll,
 // the heartbeat).
 const pgTimeout = 10 * time.Second
@@ -60,6 +65,11 @@ func openPostgres(ctx context.Context, opts Options) (*pgStore, error) {
 	cfg, err := pgxpool.ParseConfig(opts.Store)
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: %w", err)
+	}
+	if !strings.Contains(opts.Store, "pool_max_conns") {
+		// pgx's default (the larger of 4 and the CPU count) queues a fleet's
+		// polls behind a few connections.
+		cfg.MaxConns = defaultPoolConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -333,21 +343,18 @@ func (s *pgStore) beginPoll(ctx context.Context, node string, req *remote.PollRe
 	t := &pollTicket{node: node, req: req}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		resp = remote.PollResponse{}
-		if _, err := tx.Exec(ctx, `INSERT INTO nodes (id) VALUES ($1) ON CONFLICT (id) DO NOTHING`, node); err != nil {
-			return err
-		}
+		// One round trip: the node's row, locked, and its live polls.
 		var boot string
 		var nextSeq int64
 		var recent bool
-		err := tx.QueryRow(ctx, `SELECT boot, next_seq, coalesce(last_end > now() - $2 * interval '1 millisecond', false) FROM nodes WHERE id = $1 FOR UPDATE`,
-			node, ms(s.liveWindow)).Scan(&boot, &nextSeq, &recent)
-		if err != nil {
-			return err
-		}
 		var inflight int
-		err = tx.QueryRow(ctx, `SELECT count(*) FROM node_polls p JOIN replicas r ON r.id = p.replica
-			WHERE p.node = $1 AND r.seen > now() - $2 * interval '1 millisecond'`, node, ms(s.timeout)).Scan(&inflight)
-		if err != nil {
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO nodes (id) VALUES ($1) ON CONFLICT (id) DO NOTHING`, node)
+		b.Queue(`SELECT boot, next_seq, coalesce(last_end > now() - $2 * interval '1 millisecond', false) FROM nodes WHERE id = $1 FOR UPDATE`,
+			node, ms(s.liveWindow)).QueryRow(func(r pgx.Row) error { return r.Scan(&boot, &nextSeq, &recent) })
+		b.Queue(`SELECT count(*) FROM node_polls p JOIN replicas r ON r.id = p.replica
+			WHERE p.node = $1 AND r.seen > now() - $2 * interval '1 millisecond'`, node, ms(s.timeout)).QueryRow(func(r pgx.Row) error { return r.Scan(&inflight) })
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
 		if boot != "" && boot != req.BootID && (inflight > 0 || recent) {
@@ -356,85 +363,67 @@ func (s *pgStore) beginPoll(ctx context.Context, node string, req *remote.PollRe
 		if req.AckThrough > uint64(nextSeq) {
 			return &pollRefusal{code: http.StatusGone, msg: fmt.Sprintf("ack_through %d is past the last seq %d: the session is gone, reconcile", req.AckThrough, nextSeq)}
 		}
-		if _, err := tx.Exec(ctx, `UPDATE nodes SET boot = $2, last_seen = now() WHERE id = $1`, node, req.BootID); err != nil {
-			return err
-		}
-		if err := tx.QueryRow(ctx, `INSERT INTO node_polls (node, replica) VALUES ($1, $2) RETURNING id`, node, s.replica).Scan(&t.id); err != nil {
-			return err
-		}
+		// One round trip for the rest.
+		b = &pgx.Batch{}
+		b.Queue(`UPDATE nodes SET boot = $2, last_seen = now() WHERE id = $1`, node, req.BootID)
+		b.Queue(`INSERT INTO node_polls (node, replica) VALUES ($1, $2) RETURNING id`, node, s.replica).QueryRow(func(r pgx.Row) error { return r.Scan(&t.id) })
 		// Leases that ran out first: a renewal arriving after its lease
 		// expired does not revive it; the call goes out again as a new attempt.
-		rows, err := tx.Query(ctx, `UPDATE calls SET state = 'pending', acked = false, attempt = attempt + 1
-			WHERE node = $1 AND state = 'leased' AND acked AND lease_until < now() RETURNING id, attempt`, node)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var id string
-			var attempt int
-			if err := rows.Scan(&id, &attempt); err != nil {
-				return err
+		b.Queue(`UPDATE calls SET state = 'pending', acked = false, attempt = attempt + 1
+			WHERE node = $1 AND state = 'leased' AND acked AND lease_until < now() RETURNING id, attempt`, node).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var id string
+				var attempt int
+				if err := rows.Scan(&id, &attempt); err != nil {
+					return err
+				}
+				s.log.Info("lease expired: redelivering", "node", node, "call", id, "attempt", attempt)
 			}
-			s.log.Info("lease expired: redelivering", "node", node, "call", id, "attempt", attempt)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
+			return rows.Err()
+		})
 		// Acks, and deliveries the node never acknowledged (a lost
 		// response): those are handed out again.
-		if _, err := tx.Exec(ctx, `UPDATE calls SET acked = (seq <= $2), state = CASE WHEN seq <= $2 THEN 'leased' ELSE 'pending' END
-			WHERE node = $1 AND state = 'leased' AND NOT acked`, node, int64(req.AckThrough)); err != nil {
+		b.Queue(`UPDATE calls SET acked = (seq <= $2), state = CASE WHEN seq <= $2 THEN 'leased' ELSE 'pending' END
+			WHERE node = $1 AND state = 'leased' AND NOT acked`, node, int64(req.AckThrough))
+		b.Queue(`UPDATE calls SET cancel_pending = false WHERE node = $1 AND cancel_pending RETURNING id`, node).Query(func(rows pgx.Rows) error {
+			var err error
+			resp.Cancel, err = pgx.CollectRows(rows, pgx.RowTo[string])
 			return err
-		}
-		rows, err = tx.Query(ctx, `UPDATE calls SET cancel_pending = false WHERE node = $1 AND cancel_pending RETURNING id`, node)
-		if err != nil {
-			return err
-		}
-		resp.Cancel, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		if len(req.Renew) == 0 {
-			return nil
-		}
-		rows, err = tx.Query(ctx, fmt.Sprintf(`UPDATE calls SET lease_until = now() + `+leaseSQL+`
-			WHERE node = $1 AND state = 'leased' AND id = ANY($2) RETURNING id`, "$3"), node, req.Renew, s.lease.Milliseconds())
-		if err != nil {
-			return err
-		}
-		renewed, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		var missing []string
-		for _, id := range req.Renew {
-			if !slices.Contains(renewed, id) && !slices.Contains(resp.Cancel, id) {
-				missing = append(missing, id)
-			}
-		}
-		if len(missing) == 0 {
-			return nil
-		}
+		})
+		renewed := map[string]bool{}
 		states := map[string]string{}
-		rows, err = tx.Query(ctx, `SELECT id, state FROM calls WHERE id = ANY($1)`, missing)
-		if err != nil {
+		if len(req.Renew) > 0 {
+			b.Queue(fmt.Sprintf(`UPDATE calls SET lease_until = now() + `+leaseSQL+`
+				WHERE node = $1 AND state = 'leased' AND id = ANY($2) RETURNING id`, "$3"), node, req.Renew, s.lease.Milliseconds()).Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					var id string
+					if err := rows.Scan(&id); err != nil {
+						return err
+					}
+					renewed[id] = true
+				}
+				return rows.Err()
+			})
+			b.Queue(`SELECT id, state FROM calls WHERE id = ANY($1)`, req.Renew).Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					var id, st string
+					if err := rows.Scan(&id, &st); err != nil {
+						return err
+					}
+					states[id] = st
+				}
+				return rows.Err()
+			})
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		for rows.Next() {
-			var id, st string
-			if err := rows.Scan(&id, &st); err != nil {
-				return err
-			}
-			states[id] = st
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, id := range missing {
-			switch states[id] {
-			case "cancelled":
+		for _, id := range req.Renew {
+			switch {
+			case renewed[id] || slices.Contains(resp.Cancel, id):
+			case states[id] == "cancelled":
 				resp.Cancel = append(resp.Cancel, id)
-			case "done":
+			case states[id] == "done":
 			default:
 				resp.Lost = append(resp.Lost, id)
 			}
@@ -451,107 +440,94 @@ func (s *pgStore) beginPoll(ctx context.Context, node string, req *remote.PollRe
 }
 
 func (s *pgStore) take(ctx context.Context, t *pollTicket) ([]remote.WireCall, error) {
+	if t.req.Capacity <= 0 {
+		return nil, nil
+	}
+	// Most wakes of a parked poll find nothing for it: look without a
+	// transaction or a lock first.
+	var pending bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM calls WHERE node = $1 AND state = 'pending')`, t.node).Scan(&pending); err != nil {
+		return nil, fmt.Errorf("postgres store: take calls: %w", err)
+	}
+	if !pending {
+		return nil, nil
+	}
 	var out []remote.WireCall
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		out = nil
 		var nextSeq int64
-		if err := tx.QueryRow(ctx, `SELECT next_seq FROM nodes WHERE id = $1 FOR UPDATE`, t.node).Scan(&nextSeq); err != nil {
-			return err
+		type row struct {
+			pgRow
+			late             bool
+			startBy, leaseMS int64
 		}
-		var unacked int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM calls WHERE node = $1 AND state = 'leased' AND NOT acked`, t.node).Scan(&unacked); err != nil {
-			return err
-		}
-		capacity := t.req.Capacity - unacked
-		var takeIDs, expired []string
-		var seqs []int64
-		size := 0
-	fill:
-		for len(out) < capacity {
-			rows, err := tx.Query(ctx, `SELECT `+callColumns+`, input, coalesce(start_by < now(), false),
-					coalesce(ceil(extract(epoch FROM start_by - now()) * 1000)::bigint, 0), `+fmt.Sprintf(leaseMSSQL, "$3")+`
-				FROM calls WHERE node = $1 AND state = 'pending'
-				ORDER BY (queue = 'control') DESC, priority DESC, ord LIMIT $2 FOR UPDATE SKIP LOCKED`, t.node, capacity-len(out), s.lease.Milliseconds())
-			if err != nil {
-				return err
-			}
-			type row struct {
-				pgRow
-				late             bool
-				startBy, leaseMS int64
-			}
-			var got []row
+		var got []row
+		// One round trip: the node's row (it orders seqs), and up to the
+		// free capacity of pending calls, skipping rows others hold.
+		b := &pgx.Batch{}
+		b.Queue(`SELECT next_seq FROM nodes WHERE id = $1 FOR UPDATE`, t.node).QueryRow(func(r pgx.Row) error { return r.Scan(&nextSeq) })
+		b.Queue(`SELECT `+callColumns+`, input, coalesce(start_by < now(), false),
+				coalesce(ceil(extract(epoch FROM start_by - now()) * 1000)::bigint, 0), `+fmt.Sprintf(leaseMSSQL, "$3")+`
+			FROM calls WHERE node = $1 AND state = 'pending'
+			ORDER BY (queue = 'control') DESC, priority DESC, ord
+			LIMIT greatest($2 - (SELECT count(*) FROM calls WHERE node = $1 AND state = 'leased' AND NOT acked), 0)
+			FOR UPDATE SKIP LOCKED`, t.node, t.req.Capacity, s.lease.Milliseconds()).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var r row
 				if err := rows.Scan(append(r.targets(), &r.c.Input, &r.late, &r.startBy, &r.leaseMS)...); err != nil {
-					rows.Close()
 					return err
 				}
 				got = append(got, r)
 			}
-			if err := rows.Err(); err != nil {
-				return err
-			}
-			anyExpired := false
-			for _, r := range got {
-				if r.late {
-					expired = append(expired, r.c.ID)
-					anyExpired = true
-					continue
-				}
-				if len(out) > 0 && size+wireSize(&r.c) > pollCallBudget {
-					break fill // the next poll takes it
-				}
-				nextSeq++
-				var startBy int64
-				if r.c.TTLMS > 0 {
-					startBy = max(r.startBy, 1)
-				}
-				out = append(out, wireCall(&r.c, uint64(nextSeq), time.Duration(r.leaseMS)*time.Millisecond, startBy))
-				takeIDs, seqs = append(takeIDs, r.c.ID), append(seqs, nextSeq)
-				size += wireSize(&r.c)
-			}
-			if !anyExpired || len(got) < capacity-len(out) {
-				break
-			}
-			// Expire what was found before looking further.
-			if err := s.expire(ctx, tx, expired); err != nil {
-				return err
-			}
-			expired = nil
-		}
-		if err := s.expire(ctx, tx, expired); err != nil {
+			return rows.Err()
+		})
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		if len(takeIDs) == 0 {
+		var takeIDs, expired []string
+		var seqs []int64
+		size := 0
+		for _, r := range got {
+			if r.late {
+				expired = append(expired, r.c.ID)
+				continue
+			}
+			if len(out) > 0 && size+wireSize(&r.c) > pollCallBudget {
+				break // the next poll takes it
+			}
+			nextSeq++
+			var startBy int64
+			if r.c.TTLMS > 0 {
+				startBy = max(r.startBy, 1)
+			}
+			out = append(out, wireCall(&r.c, uint64(nextSeq), time.Duration(r.leaseMS)*time.Millisecond, startBy))
+			takeIDs, seqs = append(takeIDs, r.c.ID), append(seqs, nextSeq)
+			size += wireSize(&r.c)
+		}
+		// One round trip for the changes. Expired calls do not count
+		// against the capacity: the next poll takes calls in their place.
+		b = &pgx.Batch{}
+		if len(expired) > 0 {
+			r := expiredResult(&Call{})
+			b.Queue(`UPDATE calls SET state = 'expired', r_attempt = attempt, r_status = $2, r_error = $3, r_hash = $4, result_at = now()
+				WHERE id = ANY($1)`, expired, r.Status, r.Error, r.Hash)
+			b.Queue(`SELECT pg_notify('outpost_changed', ''), pg_notify('outpost_node', $1)`, t.node)
+		}
+		if len(takeIDs) > 0 {
+			b.Queue(fmt.Sprintf(`UPDATE calls c SET state = 'leased', acked = false, seq = u.seq, deliveries = c.deliveries + 1,
+				lease_until = now() + `+leaseSQL+` FROM unnest($1::text[], $2::bigint[]) AS u(id, seq) WHERE c.id = u.id`, "$3"),
+				takeIDs, seqs, s.lease.Milliseconds())
+			b.Queue(`UPDATE nodes SET next_seq = $2 WHERE id = $1`, t.node, nextSeq)
+		}
+		if b.Len() == 0 {
 			return nil
 		}
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`UPDATE calls c SET state = 'leased', acked = false, seq = u.seq, deliveries = c.deliveries + 1,
-				lease_until = now() + `+leaseSQL+` FROM unnest($1::text[], $2::bigint[]) AS u(id, seq) WHERE c.id = u.id`, "$3"),
-			takeIDs, seqs, s.lease.Milliseconds()); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `UPDATE nodes SET next_seq = $2 WHERE id = $1`, t.node, nextSeq)
-		return err
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: take calls: %w", err)
 	}
 	return out, nil
-}
-
-// expire ends calls whose start-by ttl passed while queued.
-func (s *pgStore) expire(ctx context.Context, tx pgx.Tx, ids []string) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	r := expiredResult(&Call{})
-	_, err := tx.Exec(ctx, `UPDATE calls SET state = 'expired', r_attempt = attempt, r_status = $2, r_error = $3, r_hash = $4, result_at = now()
-		WHERE id = ANY($1)`, ids, r.Status, r.Error, r.Hash)
-	if err == nil {
-		_, err = tx.Exec(ctx, `SELECT pg_notify('outpost_changed', '')`)
-	}
-	return err
 }
 
 func (s *pgStore) endPoll(t *pollTicket, gone bool) {
