@@ -160,7 +160,7 @@ func testJobs(t *testing.T, e *engine) {
 	}
 	hs.Close()
 	_ = s.Close()
-	s, hs = e.serve(opts)
+	_, hs = e.serve(opts)
 	var reported atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
