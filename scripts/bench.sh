@@ -19,6 +19,7 @@
 #   extism    no-op call throughput on 2 cores vs Extism's Go SDK (nested
 #             module runtime/extismbench, its own go.mod)
 #   durable   journal, journaled calls, the cloud link
+#   cloud     outpost-cloud on PostgreSQL (one and two replicas) vs badger
 #   telemetry gNMI, SNMP, the telemetry store
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,7 +28,7 @@ quick=0
 if [ "${1:-}" = "-quick" ]; then quick=1; fi
 count=${COUNT:-$([ $quick = 1 ] && echo 1 || echo 3)}
 benchtime=${BENCHTIME:-$([ $quick = 1 ] && echo 50ms || echo 200ms)}
-suites=${SUITES:-"daemon mqtt runtime deploy extism durable telemetry"}
+suites=${SUITES:-"daemon mqtt runtime deploy extism durable cloud telemetry"}
 export PATH="$PATH:/usr/sbin"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -84,6 +85,9 @@ if has durable; then
   bench coordinator/remote 'BenchmarkEnqueueToStart' "$(n 200)"
   bench coordinator/remote 'BenchmarkLinkThroughput' "$(n 5000)"
   bench coordinator/remote 'BenchmarkOutboxFlush' "$(n 18000)"
+fi
+if has cloud; then
+  bench coordinator/remote/server 'BenchmarkCloudStore' "$(n 5000)"
 fi
 if has telemetry; then
   bench telemetry 'BenchmarkGNMITo|BenchmarkGNMIRawStream|BenchmarkPipelineTo' "$(n 200000)"

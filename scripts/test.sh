@@ -49,6 +49,8 @@ declare -A peer_files=(
   # Rust example tasks: Debian's rustc with the wasm32 standard library
   ['/usr/bin/rustc']=rustc
   ['/usr/lib/rustlib/wasm32-unknown-unknown/lib/libstd-*.rlib']=libstd-rust-dev-wasm32
+  # outpost-cloud on PostgreSQL: initdb and postgres for internal/pgtest
+  ['/usr/lib/postgresql/*/bin/initdb']=postgresql
 )
 missing=()
 for bin in "${!peers[@]}"; do
@@ -76,7 +78,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -q --no-install-recommends $pkgs ||
     { $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends $pkgs; }
   # The packages start system services we do not want holding ports.
-  for svc in mosquitto snmpd etcd; do
+  for svc in mosquitto snmpd etcd postgresql; do
     $sudo systemctl stop "$svc" >/dev/null 2>&1 || $sudo service "$svc" stop >/dev/null 2>&1 || true
   done
 fi
@@ -115,6 +117,11 @@ GOOS=linux GOARCH=arm GOARM=7 go build -o /dev/null ./cmd/...
 # --- tests ------------------------------------------------------------------
 step "go test -race"
 go test -race -timeout 12m "$@" ./...
+
+# The cloud-link suite again, against the control plane on PostgreSQL (the
+# run above used badger): the two engines must behave the same.
+step "go test -race coordinator/remote on PostgreSQL"
+go test -race -timeout 12m "$@" ./coordinator/remote/ -args -cloud-store=postgres
 
 # The Extism comparison is its own module (Extism stays out of go.mod);
 # its benchmark runs in scripts/bench.sh, its checks here.

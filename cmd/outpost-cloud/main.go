@@ -1,7 +1,7 @@
 // Command outpost-cloud is the reference control plane of the cloud link
 // (docs/cloud-link.md) and its CLI: `serve` runs the server (state in
-// badger); `enqueue`, `results`, `nodes`, `cancel`, `batch` and `object` speak to a
-// running server's operator API.
+// badger, or in PostgreSQL shared by replicas); `enqueue`, `results`, `nodes`, `cancel`, `batch` and `object` speak to a
+// running server's operator API; `job` runs data-set jobs on the server.
 package main
 
 import (
@@ -55,24 +55,36 @@ running one through its operator API (--server URL or $OUTPOST_CLOUD,
 default http://127.0.0.1:8480; --token-file or $OUTPOST_CLOUD_TOKEN_FILE
 when it requires a token).`,
 	}
-	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd())
+	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd(), newJobCmd())
 	cli.AddVersion(root, cli.BuildVersion())
 	return root
 }
 
 func newServeCmd() *cobra.Command {
 	var (
-		listen, dir, tokens, opToken, tlsCert, tlsKey string
-		lease, live                                   time.Duration
+		listen, dir, tokens, opToken, tlsCert, tlsKey, storeFile, hookSecret string
+		lease, live, replicaTimeout                                          time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the control plane (state in badger under --data)",
-		Args:  cli.NoArgs,
+		Short: "Run the control plane (state in badger under --data, or in PostgreSQL)",
+		Long: `Run the control plane. Its queues live in badger under --data (one
+process), or with --store-file in a PostgreSQL database that any number of
+replicas share: start each replica with the same file, behind one address
+(a load balancer or DNS) that the nodes dial.`,
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			log := slog.New(slog.NewTextHandler(errOut, nil)).With("part", "cloud")
-			opts := server.Options{Dir: dir, Lease: lease, LiveWindow: live, Log: log, OperatorTokenFile: opToken}
+			opts := server.Options{Dir: dir, Lease: lease, LiveWindow: live, Log: log, OperatorTokenFile: opToken, ReplicaTimeout: replicaTimeout,
+				WebhookSecretFile: hookSecret}
+			if storeFile != "" {
+				url, err := readStoreFile(storeFile)
+				if err != nil {
+					return &cli.UsageError{Err: err}
+				}
+				opts.Store = url
+			}
 			if tokens != "" {
 				m, err := readTokens(tokens)
 				if err != nil {
@@ -123,7 +135,10 @@ func newServeCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:8480", "address to listen on (port 0: a free port, printed)")
-	f.StringVar(&dir, "data", "./cloud-data", "state directory (badger)")
+	f.StringVar(&dir, "data", "./cloud-data", "state directory (badger; with --store-file only code objects)")
+	f.StringVar(&storeFile, "store-file", "", "file holding a postgres:// connection URL (mode 600): keep the queues in PostgreSQL, shared by replicas")
+	f.StringVar(&hookSecret, "webhook-secret-file", "", "file holding the secret that signs job completion webhooks (Outpost-Signature: sha256=HMAC)")
+	f.DurationVar(&replicaTimeout, "replica-timeout", 5*time.Second, "with --store-file: a replica silent this long no longer holds its nodes' polls")
 	f.StringVar(&tokens, "tokens", "", "file of `NODE TOKEN` lines; empty: no authentication (loopback only)")
 	f.StringVar(&opToken, "operator-token-file", "", "file holding the operator API's bearer token (re-read when it changes); required beyond loopback")
 	f.DurationVar(&lease, "lease", 30*time.Second, "default lease of a delivered call")
@@ -152,6 +167,20 @@ func readTokens(path string) (map[string]string, error) {
 		m[f[1]] = f[0]
 	}
 	return m, nil
+}
+
+// readStoreFile reads the PostgreSQL connection URL from a secret file (it
+// may carry a password, so it is never a flag's value, which ps shows).
+func readStoreFile(path string) (string, error) {
+	b, err := secretfile.ReadToken(path)
+	if err != nil {
+		return "", fmt.Errorf("--store-file: %w", err)
+	}
+	url := string(b)
+	if !server.IsPostgres(url) {
+		return "", fmt.Errorf("--store-file %s: want a postgres:// or postgresql:// URL", path)
+	}
+	return url, nil
 }
 
 // api is a client of the operator API.

@@ -66,9 +66,16 @@ type cloudProc struct {
 
 func startCloudProc(t *testing.T) *cloudProc {
 	t.Helper()
+	return startCloudProcArgs(t, "--data", filepath.Join(t.TempDir(), "cloud"))
+}
+
+// startCloudProcArgs starts outpost-cloud serve with args besides the
+// listen address, the lease (4s) and the live window (1s).
+func startCloudProcArgs(t *testing.T, args ...string) *cloudProc {
+	t.Helper()
 	bin := buildCloud(t)
 	c := &cloudProc{t: t, logs: &syncbuf.Buffer{}, exited: make(chan struct{})}
-	c.cmd = exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "cloud"), "--lease", "4s", "--live-window", "1s")
+	c.cmd = exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--lease", "4s", "--live-window", "1s"}, args...)...)
 	stdout, _ := c.cmd.StdoutPipe()
 	c.cmd.Stderr = c.logs
 	if err := c.cmd.Start(); err != nil {
@@ -201,6 +208,12 @@ func (d *daemon) kill9() {
 // sections the base config does not have) are appended.
 func cloudDaemon(t *testing.T, c *cloudProc, extra ...string) *daemon {
 	t.Helper()
+	return cloudDaemonAt(t, c.proxy, extra...)
+}
+
+// cloudDaemonAt is cloudDaemon against the control plane at url.
+func cloudDaemonAt(t *testing.T, url string, extra ...string) *daemon {
+	t.Helper()
 	return startDaemon(t, fmt.Sprintf(`
 node: {id: edge-1}
 admin: {listen: "{{admin}}"}
@@ -213,7 +226,7 @@ cloud:
   poll_wait: 500ms
   backoff_base: 50ms
   backoff_max: 500ms
-`, spinWasm(t), c.proxy)+strings.Join(extra, "\n"))
+`, spinWasm(t), url)+strings.Join(extra, "\n"))
 }
 
 func spinWasm(t *testing.T) string {

@@ -3,6 +3,7 @@ package remote_test
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -23,11 +24,26 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
+	"github.com/outpost-edge/outpost/internal/pgtest"
 	"github.com/outpost-edge/outpost/internal/store"
 )
 
+// cloudStore selects the engine of the test control plane: the link suite
+// runs on badger by default and on PostgreSQL with -cloud-store postgres
+// (scripts/test.sh runs it both ways).
+var cloudStore = flag.String("cloud-store", "badger", "engine of the test control plane: badger or postgres")
+
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"))
+	flag.Parse()
+	code := m.Run()
+	pgtest.StopShared()
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon")); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -60,6 +76,13 @@ func startCloud(t testing.TB, opts server.Options) *cloud {
 		opts.LiveWindow = 300 * time.Millisecond
 	}
 	opts.Dir, opts.Log = c.dir, quiet
+	switch *cloudStore {
+	case "postgres":
+		opts.Store = pgtest.Shared(t).NewDatabase()
+	case "badger":
+	default:
+		t.Fatalf("-cloud-store %q: want badger or postgres", *cloudStore)
+	}
 	c.opts = opts
 	c.open()
 	c.proxy = httptest.NewServer(http.HandlerFunc(c.serveProxy))

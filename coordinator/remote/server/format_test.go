@@ -28,7 +28,7 @@ func TestFormat(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte("format/server"), []byte("2")) }); err != nil {
+		if err := s.st.(*badgerStore).db.Update(func(txn *badger.Txn) error { return txn.Set([]byte("format/server"), []byte("2")) }); err != nil {
 			t.Fatal(err)
 		}
 		s.Close()

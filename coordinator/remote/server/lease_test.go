@@ -39,14 +39,11 @@ func poll(t *testing.T, hs *httptest.Server, node string, req remote.PollRequest
 // off for longer than the lease) does not revive the lease: the call is
 // lost to the node and delivered again as the next attempt. A renewal in
 // time keeps it.
-func TestLeaseRenewedTooLate(t *testing.T) {
+func TestLeaseRenewedTooLate(t *testing.T) { forEngines(t, testLeaseRenewedTooLate) }
+
+func testLeaseRenewedTooLate(t *testing.T, e *engine) {
 	const lease = time.Second
-	s, err := Open(Options{Dir: t.TempDir(), Lease: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { hs.Close(); _ = s.Close() })
+	s, hs := e.serve(Options{Lease: lease})
 	if _, err := s.Enqueue([]Call{{ID: "c", Node: "n", Task: "t"}}); err != nil {
 		t.Fatal(err)
 	}

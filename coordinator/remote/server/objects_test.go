@@ -7,10 +7,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
 )
@@ -19,13 +17,10 @@ import (
 // their fetch counts, served to nodes with the poll's authentication,
 // refused over the size cap; enqueue checks that a call's digest exists,
 // and the digest reaches the node in the polled call.
-func TestObjects(t *testing.T) {
-	s, err := Open(Options{Dir: t.TempDir(), MaxObject: 1 << 10, Tokens: map[string]string{"tok1": "n1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { ts.Close(); _ = s.Close() })
+func TestObjects(t *testing.T) { forEngines(t, testObjects) }
+
+func testObjects(t *testing.T, e *engine) {
+	s, ts := e.serve(Options{MaxObject: 1 << 10, Tokens: map[string]string{"tok1": "n1"}})
 	hs := ts.URL
 	body := []byte("\x00asm fake module bytes")
 	sum := sha256.Sum256(body)
@@ -111,9 +106,15 @@ func TestObjects(t *testing.T) {
 	if !items[0].Created || items[1].Error == "" || !strings.Contains(items[1].Error, "no such object") || items[2].Error == "" {
 		t.Fatalf("enqueue items %+v", items)
 	}
-	s.mu.Lock()
-	wcs, _ := s.takeLocked(s.node("n1"), 10, time.Now())
-	s.mu.Unlock()
+	tk, _, err := s.st.beginPoll(t.Context(), "n1", &remote.PollRequest{BootID: "b", Capacity: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wcs, err := s.st.take(t.Context(), tk)
+	s.st.endPoll(tk, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(wcs) != 1 || wcs[0].Digest != digest {
 		t.Fatalf("polled calls %+v, want call a with its digest", wcs)
 	}

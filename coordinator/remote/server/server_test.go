@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"container/heap"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -11,17 +10,6 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
 )
-
-func open(t *testing.T) (*Server, *httptest.Server) {
-	t.Helper()
-	s, err := Open(Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { hs.Close(); _ = s.Close() })
-	return s, hs
-}
 
 func put(t *testing.T, hs *httptest.Server, node string, r remote.Result) int {
 	t.Helper()
@@ -42,8 +30,12 @@ func result(id, status, out string) remote.Result {
 
 // First result wins; a replay with the same hash is 200, another hash 409;
 // unknown calls 404, a bad hash 400, a cancelled call 410.
-func TestResults(t *testing.T) {
-	s, hs := open(t)
+func TestResults(t *testing.T) { forEngines(t, testResults) }
+
+func testResults(t *testing.T, e *engine) {
+	s := e.open(Options{})
+	hs := httptest.NewServer(s.Handler())
+	defer hs.Close()
 	if _, err := s.Enqueue([]Call{{ID: "a", Node: "n1", Task: "t"}, {ID: "b", Node: "n1", Task: "t"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -80,10 +72,7 @@ func TestResults(t *testing.T) {
 	}
 	// State survives a restart.
 	_ = s.Close()
-	s2, err := Open(Options{Dir: s.opts.Dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2 := e.open(Options{})
 	defer s2.Close()
 	if c, _ := s2.Get("a"); c.State != "done" || string(c.Result.Output) != "first" {
 		t.Errorf("after restart %+v", c)
@@ -93,8 +82,10 @@ func TestResults(t *testing.T) {
 	}
 }
 
-func TestEnqueueValidation(t *testing.T) {
-	s, _ := open(t)
+func TestEnqueueValidation(t *testing.T) { forEngines(t, testEnqueueValidation) }
+
+func testEnqueueValidation(t *testing.T, e *engine) {
+	s, _ := e.serve(Options{})
 	items, err := s.Enqueue([]Call{{ID: "", Node: "n", Task: "t"}, {ID: "a/b", Node: "n", Task: "t"}, {ID: "x", Task: "t"}, {ID: "y", Node: "n", Task: "t", Effect: "twice"}, {ID: "ok", Node: "n", Task: "t"}, {ID: "ok", Node: "n", Task: "t"}})
 	if err != nil {
 		t.Fatal(err)
@@ -109,25 +100,13 @@ func TestEnqueueValidation(t *testing.T) {
 	}
 }
 
-func TestPendingOrder(t *testing.T) {
-	h := &pendingHeap{}
-	for _, c := range []*Call{{ID: "low", Order: 1}, {ID: "high", Priority: 5, Order: 2}, {ID: "ctrl", Queue: "control", Order: 3}, {ID: "low2", Order: 4}} {
-		heap.Push(h, c)
-	}
-	var got []string
-	for h.Len() > 0 {
-		got = append(got, heap.Pop(h).(*Call).ID)
-	}
-	if s := strings.Join(got, " "); s != "ctrl high low low2" {
-		t.Errorf("order %q, want control first, then priority, then enqueue order", s)
-	}
-}
-
 // A call input over remote.MaxInput is refused at enqueue; a poll response
 // carries calls up to its byte budget, the rest go in later polls, each
 // response under remote.MaxResponseBody.
-func TestPollBodyBudget(t *testing.T) {
-	s, hs := open(t)
+func TestPollBodyBudget(t *testing.T) { forEngines(t, testPollBodyBudget) }
+
+func testPollBodyBudget(t *testing.T, e *engine) {
+	s, hs := e.serve(Options{})
 	in := bytes.Repeat([]byte{'x'}, remote.MaxInput)
 	items, err := s.Enqueue([]Call{{ID: "too-big", Node: "n", Task: "t", Input: append(in, 'x')}})
 	if err != nil || items[0].Error == "" || !strings.Contains(items[0].Error, "at most") {

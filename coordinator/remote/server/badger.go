@@ -1,0 +1,542 @@
+package server
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/outpost-edge/outpost/coordinator/remote"
+)
+
+// badgerStore is the embedded engine: one process holds every call in
+// memory and writes each change through to badger (synced) before it is
+// answered. Leases are measured on the process's monotonic clock and reset
+// to a full lease when it restarts.
+type badgerStore struct {
+	db         *badger.DB
+	log        *slog.Logger
+	lease      time.Duration // default lease
+	liveWindow time.Duration
+
+	// Lock order: jobMu, then persistMu, then mu.
+	jobMu     sync.Mutex
+	persistMu sync.Mutex
+	mu        sync.Mutex
+	calls     map[string]*Call
+	byNode    map[string]*node
+	order     uint64
+	changedCh chan struct{} // closed and replaced when any call changes state
+}
+
+type node struct {
+	id       string
+	pending  pendingHeap
+	held     map[string]*Call // delivered or leased
+	nextSeq  uint64
+	boot     string
+	inflight int
+	lastEnd  time.Time
+	lastSeen time.Time
+	wake     chan struct{}
+	cancels  []string
+}
+
+var _ store = (*badgerStore)(nil)
+
+// openBadger loads the state at dir.
+func openBadger(dir string, opts Options) (*badgerStore, error) {
+	bo := badger.DefaultOptions(dir).WithLogger(nil).WithSyncWrites(true).
+		WithMemTableSize(8 << 20).WithNumMemtables(2).WithBlockCacheSize(16 << 20).WithValueLogFileSize(64 << 20).
+		WithBaseTableSize(4 << 20).WithValueThreshold(1 << 20).WithNumCompactors(2)
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open server state %s: %w", dir, err)
+	}
+	if err := stateFormat.OpenBadger(db, []byte("format/server"), nil, opts.Log); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open server state %s: %w", dir, err)
+	}
+	s := &badgerStore{db: db, log: opts.Log, lease: opts.Lease, liveWindow: opts.LiveWindow,
+		calls: map[string]*Call{}, byNode: map[string]*node{}, changedCh: make(chan struct{})}
+	now := time.Now()
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte("call/")})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			c := new(Call)
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, c) }); err != nil {
+				return fmt.Errorf("decode %s: %w", it.Item().Key(), err)
+			}
+			s.calls[c.ID] = c
+			s.order = max(s.order, c.Order)
+			n := s.node(c.Node)
+			if c.TTLMS > 0 && !c.Final() {
+				c.startBy = now.Add(time.Duration(c.TTLMS) * time.Millisecond)
+			}
+			switch c.State {
+			case "pending":
+				heap.Push(&n.pending, c)
+			case "leased":
+				c.acked, c.leaseUntil = true, now.Add(s.leaseOf(c))
+				n.held[c.ID] = c
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("load server state: %w", err)
+	}
+	return s, nil
+}
+
+func (s *badgerStore) close() error { return s.db.Close() }
+
+func (s *badgerStore) leaseOf(c *Call) time.Duration {
+	if c.LeaseMS > 0 {
+		return time.Duration(c.LeaseMS) * time.Millisecond
+	}
+	return s.lease
+}
+
+func (s *badgerStore) node(id string) *node {
+	n := s.byNode[id]
+	if n == nil {
+		n = &node{id: id, held: map[string]*Call{}, wake: make(chan struct{})}
+		s.byNode[id] = n
+	}
+	return n
+}
+
+func (s *badgerStore) notifyLocked(n *node) {
+	close(s.changedCh)
+	s.changedCh = make(chan struct{})
+	if n != nil {
+		close(n.wake)
+		n.wake = make(chan struct{})
+	}
+}
+
+func (s *badgerStore) nodeWake(id string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.node(id).wake
+}
+
+func (s *badgerStore) changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changedCh
+}
+
+func (s *badgerStore) persist(cs ...*Call) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	// persistMu orders writers so that the last write of a call carries its
+	// latest state; mu is held only to take the snapshots.
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	s.mu.Lock()
+	vals := make([][]byte, len(cs))
+	for i, c := range cs {
+		b, err := json.Marshal(c)
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		vals[i] = b
+	}
+	s.mu.Unlock()
+	for i, c := range cs {
+		if err := wb.Set([]byte("call/"+c.ID), vals[i]); err != nil {
+			return err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("persist calls: %w", err)
+	}
+	return s.db.Sync()
+}
+
+func (s *badgerStore) enqueue(_ context.Context, in []Call) ([]EnqueueItem, error) {
+	items := make([]EnqueueItem, len(in))
+	var dirty []*Call
+	s.mu.Lock()
+	now := time.Now()
+	touched := map[*node]bool{}
+	for i := range in {
+		c := in[i]
+		if old := s.calls[c.ID]; old != nil {
+			items[i] = EnqueueItem{ID: c.ID, State: old.State}
+			continue
+		}
+		s.order++
+		nc := newCall(c, s.order)
+		if nc.TTLMS > 0 {
+			nc.startBy = now.Add(time.Duration(nc.TTLMS) * time.Millisecond)
+		}
+		s.calls[nc.ID] = nc
+		n := s.node(nc.Node)
+		heap.Push(&n.pending, nc)
+		touched[n] = true
+		dirty = append(dirty, nc)
+		items[i] = EnqueueItem{ID: nc.ID, Created: true, State: "pending"}
+	}
+	for n := range touched {
+		s.notifyLocked(n)
+	}
+	s.mu.Unlock()
+	return items, s.persist(dirty...)
+}
+
+func (s *badgerStore) beginPoll(_ context.Context, id string, req *remote.PollRequest) (*pollTicket, remote.PollResponse, error) {
+	var resp remote.PollResponse
+	s.mu.Lock()
+	n := s.node(id)
+	now := time.Now()
+	if n.boot != "" && n.boot != req.BootID && (n.inflight > 0 || now.Sub(n.lastEnd) < s.liveWindow) {
+		s.mu.Unlock()
+		return nil, resp, &pollRefusal{code: http.StatusConflict, msg: "another poller (boot " + n.boot + ") serves node " + n.id, retryAfter: int(s.liveWindow/time.Second) + 1}
+	}
+	if req.AckThrough > n.nextSeq {
+		s.mu.Unlock()
+		return nil, resp, &pollRefusal{code: http.StatusGone, msg: fmt.Sprintf("ack_through %d is past the last seq %d: the session is gone, reconcile", req.AckThrough, n.nextSeq)}
+	}
+	n.boot, n.lastSeen = req.BootID, now
+	n.inflight++
+	var dirty []*Call
+	// Leases that ran out first: a renewal arriving after its lease expired
+	// (a node paused or cut off longer than the lease) does not revive it;
+	// the node hears the call is lost and gets it again as a new attempt.
+	for cid, c := range n.held {
+		if c.acked && now.After(c.leaseUntil) {
+			delete(n.held, cid)
+			c.State, c.acked = "pending", false
+			c.Attempt++
+			heap.Push(&n.pending, c)
+			dirty = append(dirty, c)
+			s.log.Info("lease expired: redelivering", "node", n.id, "call", cid, "attempt", c.Attempt)
+		}
+	}
+	// Acks, lost deliveries, renewals.
+	for _, c := range n.held {
+		switch {
+		case c.seq <= req.AckThrough:
+			c.acked = true
+		case !c.acked:
+			// Delivered in an earlier response the node never acknowledged:
+			// the response was lost. Hand it out again.
+			delete(n.held, c.ID)
+			c.State = "pending"
+			heap.Push(&n.pending, c)
+		}
+	}
+	resp.Cancel = n.cancels
+	n.cancels = nil
+	for _, cid := range req.Renew {
+		c := n.held[cid]
+		if c == nil {
+			if c := s.calls[cid]; c != nil && c.State == "cancelled" {
+				if !slices.Contains(resp.Cancel, cid) { // listed once
+					resp.Cancel = append(resp.Cancel, cid)
+				}
+			} else if c == nil || c.State != "done" {
+				resp.Lost = append(resp.Lost, cid)
+			}
+			continue
+		}
+		c.leaseUntil = now.Add(s.leaseOf(c))
+	}
+	s.mu.Unlock()
+	if err := s.persist(dirty...); err != nil {
+		s.log.Error("persist", "err", err)
+	}
+	return &pollTicket{node: id, req: req, n: n}, resp, nil
+}
+
+func (s *badgerStore) take(_ context.Context, t *pollTicket) ([]remote.WireCall, error) {
+	s.mu.Lock()
+	n, now := t.n, time.Now()
+	capacity := t.req.Capacity
+	for _, c := range n.held {
+		if !c.acked {
+			capacity--
+		}
+	}
+	var out []remote.WireCall
+	var taken []*Call
+	size := 0
+	for len(out) < capacity && n.pending.Len() > 0 {
+		if len(out) > 0 && size+wireSize(n.pending[0]) > pollCallBudget {
+			break // the next poll takes it
+		}
+		c := heap.Pop(&n.pending).(*Call)
+		if c.State != "pending" {
+			continue // cancelled while queued
+		}
+		if !c.startBy.IsZero() && now.After(c.startBy) {
+			c.State, c.Result, c.ResultAt = "expired", expiredResult(c), time.Now()
+			s.notifyLocked(nil)
+			taken = append(taken, c)
+			continue
+		}
+		n.nextSeq++
+		c.seq, c.acked, c.leaseUntil = n.nextSeq, false, now.Add(s.leaseOf(c))
+		c.State = "leased"
+		c.Deliveries++
+		n.held[c.ID] = c
+		var startBy int64
+		if !c.startBy.IsZero() {
+			startBy = max(c.startBy.Sub(now).Milliseconds(), 1)
+		}
+		out = append(out, wireCall(c, c.seq, s.leaseOf(c), startBy))
+		taken = append(taken, c)
+		size += wireSize(c)
+	}
+	s.mu.Unlock()
+	return out, s.persist(taken...)
+}
+
+func (s *badgerStore) endPoll(t *pollTicket, gone bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := t.n
+	n.inflight--
+	n.lastEnd = time.Now()
+	if gone && n.inflight == 0 {
+		n.lastEnd = time.Time{}
+	}
+}
+
+func (s *badgerStore) putResults(_ context.Context, nodeID string, rs []remote.Result) ([]int, error) {
+	codes := make([]int, len(rs))
+	var dirty []*Call
+	s.mu.Lock()
+	for i, res := range rs {
+		code, c := s.putResultLocked(nodeID, res)
+		codes[i] = code
+		if c != nil {
+			dirty = append(dirty, c)
+		}
+	}
+	s.mu.Unlock()
+	return codes, s.persist(dirty...)
+}
+
+// putResultLocked applies one result and returns its HTTP status and the
+// call to persist.
+func (s *badgerStore) putResultLocked(nodeID string, res remote.Result) (int, *Call) {
+	c := s.calls[res.CallID]
+	if c == nil || c.Node != nodeID {
+		return http.StatusNotFound, nil
+	}
+	if c.Result != nil && c.State == "done" {
+		if c.Result.Hash == res.Hash {
+			c.Replays++
+			return http.StatusOK, c
+		}
+		c.Conflicts++
+		s.log.Warn("result conflict: a different result for a call that has one (first wins)", "node", nodeID, "call", c.ID, "attempt", res.Attempt)
+		return http.StatusConflict, c
+	}
+	if c.State == "cancelled" || c.State == "expired" {
+		return http.StatusGone, nil
+	}
+	if n := s.byNode[nodeID]; n != nil {
+		delete(n.held, c.ID)
+	}
+	r := res
+	c.Result, c.ResultAt, c.State = &r, time.Now(), "done"
+	s.notifyLocked(nil)
+	return http.StatusCreated, c
+}
+
+func (s *badgerStore) nodeCalls(_ context.Context, nodeID string, want map[string]bool) ([]remote.CallState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []remote.CallState
+	for _, c := range s.calls {
+		if c.Node == nodeID && (len(want) == 0 || want[c.State]) {
+			out = append(out, remote.CallState{ID: c.ID, State: c.State, Attempt: c.Attempt})
+		}
+	}
+	return out, nil
+}
+
+func (s *badgerStore) get(_ context.Context, ids []string) ([]Call, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Call, 0, len(ids))
+	for _, id := range ids {
+		if c := s.calls[id]; c != nil {
+			out = append(out, snapshot(c))
+		}
+	}
+	return out, nil
+}
+
+func (s *badgerStore) list(_ context.Context, nodeID, state string) ([]Call, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []Call{}
+	for _, c := range s.calls {
+		if (nodeID == "" || c.Node == nodeID) && (state == "" || c.State == state) {
+			out = append(out, snapshot(c))
+		}
+	}
+	return out, nil
+}
+
+func (s *badgerStore) cancel(_ context.Context, id string) error {
+	s.mu.Lock()
+	c := s.calls[id]
+	if c == nil {
+		s.mu.Unlock()
+		return errNoCall
+	}
+	if c.Final() {
+		s.mu.Unlock()
+		return fmt.Errorf("call is already %s: %w", c.State, errFinal)
+	}
+	n := s.node(c.Node)
+	if _, held := n.held[c.ID]; held {
+		delete(n.held, c.ID)
+		n.cancels = append(n.cancels, c.ID)
+	}
+	c.State = "cancelled"
+	s.notifyLocked(n)
+	s.mu.Unlock()
+	return s.persist(c)
+}
+
+func (s *badgerStore) nodes(context.Context) ([]NodeInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []NodeInfo{}
+	for _, n := range s.byNode {
+		out = append(out, NodeInfo{ID: n.id, Boot: n.boot, LastSeen: n.lastSeen, Polling: n.inflight > 0, Pending: n.pending.Len(), Held: len(n.held)})
+	}
+	return out, nil
+}
+
+// pendingHeap orders a node's pending calls: control queue, priority, order.
+type pendingHeap []*Call
+
+func (h pendingHeap) Len() int { return len(h) }
+func (h pendingHeap) Less(i, j int) bool {
+	a, b := h[i], h[j]
+	if (a.Queue == "control") != (b.Queue == "control") {
+		return a.Queue == "control"
+	}
+	if a.Priority != b.Priority {
+		return a.Priority > b.Priority
+	}
+	return a.Order < b.Order
+}
+func (h pendingHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i]; h[i].index = i; h[j].index = j }
+func (h *pendingHeap) Push(x any)   { c := x.(*Call); c.index = len(*h); *h = append(*h, c) }
+func (h *pendingHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return c
+}
+
+var _ heap.Interface = (*pendingHeap)(nil)
+
+func (s *badgerStore) createJob(_ context.Context, j Job) (bool, error) {
+	s.jobMu.Lock()
+	defer s.jobMu.Unlock()
+	key := []byte("job/" + j.ID)
+	created := false
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if _, err := txn.Get(key); err == nil {
+			return nil
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		b, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		created = true
+		return txn.Set(key, b)
+	})
+	if err != nil {
+		return false, fmt.Errorf("store job: %w", err)
+	}
+	s.changedJob()
+	return created, nil
+}
+
+func (s *badgerStore) getJob(_ context.Context, id string) (Job, error) {
+	var j Job
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte("job/" + id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return errNoJob
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error { return json.Unmarshal(v, &j) })
+	})
+	return j, err
+}
+
+func (s *badgerStore) listJobs(context.Context) ([]Job, error) {
+	out := []Job{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte("job/")})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var j Job
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &j) }); err != nil {
+				return fmt.Errorf("decode %s: %w", it.Item().Key(), err)
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *badgerStore) updateJob(ctx context.Context, id string, f func(*Job) bool) (bool, error) {
+	// jobMu serializes read-modify-write of jobs; badger's own conflict
+	// detection would otherwise fail one of two writers.
+	s.jobMu.Lock()
+	defer s.jobMu.Unlock()
+	j, err := s.getJob(ctx, id)
+	if err != nil || !f(&j) {
+		return false, err
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return false, err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte("job/"+id), b) }); err != nil {
+		return false, fmt.Errorf("store job: %w", err)
+	}
+	s.changedJob()
+	return true, nil
+}
+
+// changedJob wakes those who follow jobs (their event streams).
+func (s *badgerStore) changedJob() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notifyLocked(nil)
+}
