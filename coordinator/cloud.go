@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"net/url"
 	"strconv"
 	"sync"
@@ -91,6 +92,11 @@ func (p *cloudPart) start(ctx context.Context) error {
 			}
 		}
 	})
+	snaps, err := calls.OpenSnapshots(filepath.Join(cfg.DataDir, "snapshots", "sha256"))
+	if err != nil {
+		return err
+	}
+	p.durable.UseSnapshots(snaps)
 	if link != nil {
 		link.SetNode(remote.NewNode(p.durable))
 	}
