@@ -2,7 +2,7 @@
  * workflow: a fan-out/fan-in task that suspends between its steps
  * (docs/abi.md "Suspending a call").
  *
- * Input "N" (or "N F"): the sum of k*k for k = 1..N, each square computed by
+ * Input "N" (or "N F" or "N F D"): the sum of k*k for k = 1..N, each square computed by
  * a call of the task "square" (this same module deployed under that name),
  * BATCH calls per step. After submitting a step's calls the run suspends,
  * keeping its progress (struct progress) as its state; outpost_resume gets
@@ -11,8 +11,9 @@
  * not journaled, such as a synchronous admin call) awaits each handle
  * instead, holding its instance.
  *
- * Input "sq K" or "sq K F": the square K*K; it fails when K equals F (so a
- * workflow "N F" shows a dependency that fails).
+ * Input "sq K", "sq K F" or "sq K F D": the square K*K, after D
+ * milliseconds of busy work (0 by default); it fails when K equals F (F 0:
+ * never; a workflow "N F" shows a dependency that fails).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@ OUTPOST_EXPORT("outpost_alloc") void *outpost_alloc(uint32_t size) {
 
 /* progress is the state kept while suspended. */
 struct progress {
-	uint32_t n, fail, next, steps;
+	uint32_t n, fail, delay, next, steps;
 	uint64_t sum;
 };
 
@@ -80,7 +81,7 @@ static uint64_t step(struct progress *p) {
 		uint32_t count = 0;
 		for (; count < BATCH && p->next <= p->n; count++, p->next++) {
 			char in[48];
-			int n = snprintf(in, sizeof in, "sq %u %u", p->next, p->fail);
+			int n = snprintf(in, sizeof in, "sq %u %u %u", p->next, p->fail, p->delay);
 			int32_t h = outpost_call_async(square, sizeof square - 1, in, (uint32_t)n);
 			if (h < 0) return fail_held("call_async square");
 			handles[count] = h;
@@ -112,8 +113,10 @@ OUTPOST_EXPORT("outpost_handle") uint64_t outpost_handle(uint8_t *in, uint32_t l
 	}
 	memcpy(text, in, len);
 	text[len] = 0;
-	unsigned k = 0, f = 0;
-	if (sscanf(text, "sq %u %u", &k, &f) >= 1) {
+	unsigned k = 0, f = 0, d = 0;
+	if (sscanf(text, "sq %u %u %u", &k, &f, &d) >= 1) {
+		for (int64_t until = outpost_now() + (int64_t)d * 1000000; outpost_now() < until;) {
+		}
 		if (k == f) {
 			char msg[64];
 			snprintf(msg, sizeof msg, "square of %u refused", k);
@@ -125,7 +128,7 @@ OUTPOST_EXPORT("outpost_handle") uint64_t outpost_handle(uint8_t *in, uint32_t l
 		return output(s);
 	}
 	struct progress p = {.next = 1};
-	if (sscanf(text, "%u %u", &p.n, &p.fail) < 1) {
+	if (sscanf(text, "%u %u %u", &p.n, &p.fail, &p.delay) < 1) {
 		outpost_fail_str("want \"N\", \"N F\", \"sq K\" or \"sq K F\"");
 		return 0;
 	}
