@@ -259,6 +259,22 @@ func (d *Durable) findLocked(c *Call) (*Record, string, error) {
 
 // queue hands a journaled call to the scheduler.
 func (d *Durable) queue(c *Call, r *Record) {
+	d.wrapDone(c)
+	if err := d.s.Submit(c); err != nil {
+		st := StatusRejected
+		if errors.Is(err, ErrUnknownTask) {
+			st = StatusUnknown
+		}
+		c.Result = Result{Status: st, Error: err.Error()}
+		c.State = Finished
+		c.Done(c)
+	}
+}
+
+// wrapDone makes c journaled by d: its Done journals how it ended
+// (finished, suspended, or left for recovery by a drain) before the
+// source's Done runs.
+func (d *Durable) wrapDone(c *Call) {
 	c.durable = d
 	prev := c.Done
 	c.Done = func(c *Call) {
@@ -280,15 +296,6 @@ func (d *Durable) queue(c *Call, r *Record) {
 		if prev != nil {
 			prev(c)
 		}
-	}
-	if err := d.s.Submit(c); err != nil {
-		st := StatusRejected
-		if errors.Is(err, ErrUnknownTask) {
-			st = StatusUnknown
-		}
-		c.Result = Result{Status: st, Error: err.Error()}
-		c.State = Finished
-		c.Done(c)
 	}
 }
 

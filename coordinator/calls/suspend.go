@@ -61,14 +61,8 @@ func (d *Durable) Depend(parent, c *Call) error {
 	if err != nil {
 		return fmt.Errorf("journal call of %s: %w", c.Task, err)
 	}
-	c.durable = d
 	prev := c.Done
-	c.Done = func(c *Call) {
-		d.finish(c)
-		if prev != nil {
-			prev(c)
-		}
-	}
+	d.wrapDone(c)
 	if err := d.s.Submit(c); err != nil {
 		st := StatusRejected
 		switch {
@@ -77,7 +71,7 @@ func (d *Durable) Depend(parent, c *Call) error {
 		case errors.Is(err, ErrTooLate):
 			st = StatusTooLate
 		}
-		c.Result, c.State = Result{Status: st, Error: err.Error()}, Finished
+		c.Result, c.State, c.Done = Result{Status: st, Error: err.Error()}, Finished, prev
 		d.finish(c)
 		return err
 	}
@@ -109,6 +103,7 @@ func (d *Durable) suspend(c *Call, done func(*Call)) {
 	r.State, r.Snapshot, r.Waits, r.Suspended = Suspended, digest, cont.Waits, d.j.opts.Wall()
 	d.j.mu.Unlock()
 	s := d.registerLocked(r, done)
+	ready := s != nil && s.missing == 0 // else the last dependency to finish resumes it
 	d.j.mu.Lock()
 	e, err := d.j.recordKV(r)
 	d.j.mu.Unlock()
@@ -123,7 +118,7 @@ func (d *Durable) suspend(c *Call, done func(*Call)) {
 		d.dropSnapshot(old)
 	}
 	d.j.m.suspends.Inc()
-	if s != nil && s.missing == 0 {
+	if ready {
 		d.resume(s)
 	}
 }
