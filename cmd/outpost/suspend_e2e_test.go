@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -64,6 +65,10 @@ routes: [{topic: "wf/in", task: workflow, reply: "wf/out", qos: 1}]
 	r := workflow()
 	if len(r.Waits) != 50 || r.Snapshot == "" {
 		t.Fatalf("suspended workflow waits for %d calls, snapshot %q", len(r.Waits), r.Snapshot)
+	}
+	table, err := exec.Command(binPath, "calls", "ls", "--config", d.cfg).Output()
+	if err != nil || !regexp.MustCompile(`suspended .* \d+ of 50 calls \(square\) since \d{4}-`).Match(table) {
+		t.Errorf("calls ls does not show what the workflow waits on (%v):\n%s", err, table)
 	}
 	d.kill9()
 	for i := range 3 {

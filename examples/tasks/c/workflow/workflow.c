@@ -115,6 +115,8 @@ OUTPOST_EXPORT("outpost_handle") uint64_t outpost_handle(uint8_t *in, uint32_t l
 	text[len] = 0;
 	unsigned k = 0, f = 0, d = 0;
 	if (sscanf(text, "sq %u %u %u", &k, &f, &d) >= 1) {
+		/* Busy: the daemon's WASI has no sleep (a sleeping guest could not be
+		 * stopped at its deadline). */
 		for (int64_t until = outpost_now() + (int64_t)d * 1000000; outpost_now() < until;) {
 		}
 		if (k == f) {
