@@ -845,9 +845,9 @@ type journalMetrics struct {
 	outboxRecords, outboxBytes       prometheus.Gauge
 	duplicates, recovered            *prometheus.CounterVec
 	// Suspended calls (suspend.go).
-	suspended          prometheus.Gauge
-	suspends, resumes  prometheus.Counter
-	resumeWait         prometheus.Histogram
+	suspended         prometheus.Gauge
+	suspends, resumes prometheus.Counter
+	resumeWait        prometheus.Histogram
 }
 
 func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
