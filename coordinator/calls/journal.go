@@ -174,7 +174,17 @@ type Journal struct {
 // journalFormat is the format of the journal's records (Record and the
 // keys above), versioned apart from the state store under
 // "<prefix>format" (docs/architecture.md, "Format versions").
-var journalFormat = format.New("call journal", 1)
+//
+// Version 2 added the suspended state and the fields of suspended calls
+// and of their dependencies (Parent, Snapshot, Waits, Suspended): a
+// version 1 record is a version 2 record, so the step rewrites nothing,
+// and a binary that reads only version 1 refuses a journal that may hold
+// suspended calls.
+var journalFormat = func() *format.Store {
+	f := format.New("call journal", 2)
+	f.Register(format.Step{From: 1, What: "suspended calls", Txn: func(*badger.Txn) error { return nil }})
+	return f
+}()
 
 // clockEvery bounds how long the journal clock goes unsaved while nothing
 // is written (it is saved with every group commit besides).
