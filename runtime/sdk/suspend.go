@@ -41,8 +41,8 @@ func (h Pending) Await(timeout time.Duration) ([]byte, error) {
 // Result is the outcome of one call a suspended run waited for.
 type Result struct {
 	Pending Pending
-	Output []byte
-	Err    error // nil, or a *HostError as Await would return
+	Output  []byte
+	Err     error // nil, or a *HostError as Await would return
 }
 
 var resume func(state []byte, results []Result) ([]byte, error)
