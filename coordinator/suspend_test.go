@@ -94,3 +94,42 @@ func TestWorkflowDependencyFails(t *testing.T) {
 		t.Fatalf("workflow: %+v", r.Result)
 	}
 }
+
+// The Go SDK's fanout example (examples/tasks/go/fanout) suspends on its
+// calls of upper when journaled, and awaits them in a synchronous call:
+// the same output both ways.
+func TestGoSDKSuspends(t *testing.T) {
+	mod, err := filepath.Abs("../examples/tasks/build/go-fanout.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exampleModule(t, "go-fanout")
+	upper, err := filepath.Abs("../examples/tasks/build/upper.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := configs.Parse([]byte("data_dir: "+t.TempDir()+`
+admin: {listen: "`+mqtttest.FreeAddr(t)+`"}
+mqtt: {broker: {listen: "`+mqtttest.FreeAddr(t)+`"}}
+tasks:
+  - {name: fanout, module: `+mod+`, permissions: {call: [upper]}}
+  - {name: upper, module: `+upper+`}
+`), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	call := calls.New("fanout", []byte("hello big world"), calls.Source{})
+	call.Effect = calls.Idempotent
+	if err := c.CallAsync(call); err != nil {
+		t.Fatal(err)
+	}
+	r := waitFinished(t, c, call.ID, 30*time.Second)
+	if !r.Result.OK() || string(r.Result.Output) != "HELLO BIG WORLD" || r.Runs != 2 {
+		t.Fatalf("journaled fanout: %d runs, %+v", r.Runs, r.Result)
+	}
+	res, err := c.Call(context.Background(), calls.New("fanout", []byte("a b"), calls.Source{Kind: "test"}))
+	if err != nil || string(res.Output) != "A B" {
+		t.Fatalf("synchronous fanout: %+v, %v", res, err)
+	}
+}

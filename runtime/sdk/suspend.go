@@ -35,7 +35,11 @@ func CallAsyncBy(task string, input []byte, needBy time.Time) (Pending, error) {
 // caller's deadline) and returns its output or error. The instance stays
 // in memory while it waits: a task that can should Suspend instead.
 func (h Pending) Await(timeout time.Duration) ([]byte, error) {
-	return data(hostAwait(int32(h), int32(timeout.Milliseconds())))
+	n := hostAwait(int32(h), int32(timeout.Milliseconds()))
+	if n < 0 {
+		return nil, codeErr(n)
+	}
+	return held(), nil // await takes no buffer: the output is held
 }
 
 // Result is the outcome of one call a suspended run waited for.
