@@ -15,8 +15,8 @@ import (
 )
 
 // Snapshots keeps the state of suspended calls as content-addressed files
-// (<dir>/<sha256 hex>), written with internal/cas: staged, synced, renamed
-// to their digest, so a crash never leaves half a snapshot under a digest.
+// (<dir>/<sha256 hex>), written with internal/cas: staged, then renamed to
+// their digest, so a crash never leaves half a snapshot under a digest.
 // A snapshot names its call and task (so two calls that keep the same
 // bytes never share one file, and deleting one's snapshot cannot take the
 // other's) and carries its format version:
@@ -93,15 +93,19 @@ func decodeSnapshot(b []byte) (id, task string, state []byte, err error) {
 	return string(idb), string(taskb), state, nil
 }
 
-// Put stores the state of call id of task and returns its digest ("sha256:HEX").
-// The file is on disk when Put returns.
+// Put stores the state of call id of task and returns its digest
+// ("sha256:HEX"). The file is complete under its name when Put returns
+// (a crash of the process keeps it) but not fsynced, as the journal
+// record naming it is not waited for: after a power failure either may be
+// missing, and a call whose snapshot is missing runs again from its start
+// (Durable.queueResume).
 func (s *Snapshots) Put(id, task string, state []byte) (string, error) {
 	st, err := cas.Stage(s.dir, ".stage-", bytes.NewReader(encodeSnapshot(id, task, state)))
 	if err != nil {
 		return "", fmt.Errorf("save snapshot of %s: %w", id, err)
 	}
 	defer st.Discard()
-	if err := st.Sync(); err != nil {
+	if err := st.Close(); err != nil {
 		return "", fmt.Errorf("save snapshot of %s: %w", id, err)
 	}
 	if err := st.Rename(filepath.Join(s.dir, st.Digest)); err != nil {

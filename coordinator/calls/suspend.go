@@ -109,7 +109,10 @@ func (d *Durable) suspend(c *Call, done func(*Call)) {
 	d.j.mu.Unlock()
 	d.mu.Unlock()
 	if err == nil {
-		err = d.j.commit(true, e)
+		// Not waited for, as STARTED of an idempotent call: a crash before
+		// it lands runs the call again from its start (at-most-once:
+		// interrupted).
+		err = d.j.commit(false, e)
 	}
 	if err != nil {
 		d.log.Error("journal suspension failed", "call", c.ID, "err", err)
@@ -247,6 +250,16 @@ func (d *Durable) queueResume(c *Call, r *Record) {
 	digest, waits := r.Snapshot, append([]Wait(nil), r.Waits...)
 	d.j.mu.Unlock()
 	state, err := d.snaps.Get(digest, c.ID)
+	if err != nil && c.Effect == Idempotent && c.Input != nil {
+		// Lost with a power failure (it is not fsynced): run the call
+		// again from its start, as if it had not suspended.
+		d.log.Warn("snapshot of a suspended call unreadable: running it again from its start", "call", c.ID, "task", c.Task, "err", err)
+		d.j.mu.Lock()
+		r.Snapshot, r.Waits = "", nil
+		d.j.mu.Unlock()
+		d.queue(c, r)
+		return
+	}
 	if err != nil {
 		d.log.Error("suspended call cannot resume", "call", c.ID, "task", c.Task, "err", err)
 		c.durable = d

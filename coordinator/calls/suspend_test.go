@@ -232,3 +232,30 @@ func TestSlackOrder(t *testing.T) {
 		t.Errorf("deferred call started %dth of %v: want after the first queued call and well before the last", pos, f.started)
 	}
 }
+
+// A suspended call whose snapshot is gone (a power failure: snapshots are
+// not fsynced) runs again from its start when it would resume.
+func TestSuspendedSnapshotLost(t *testing.T) {
+	dir := t.TempDir()
+	r := snapshotRig(t, dir, suspender(1, sleepy(time.Hour)))
+	if _, err := r.d.Accept([]*Call{cloudCall("w1", Idempotent)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r.j, "w1", Suspended)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = r.s.Drain(ctx)
+	r.close()
+	if err := os.RemoveAll(filepath.Join(dir, "snapshots")); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := snapshotRig(t, dir, suspender(1, sleepy(time.Millisecond)))
+	if err := r2.d.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec := r2.wait(t, 1)[0]
+	if rec.ID != "w1" || rec.Result.Status != StatusOK || string(rec.Result.Output) != "kept|ok:a" || rec.Runs != 3 {
+		t.Fatalf("record: %d runs, %+v", rec.Runs, rec.Result)
+	}
+}
