@@ -27,7 +27,7 @@ quick=0
 if [ "${1:-}" = "-quick" ]; then quick=1; fi
 count=${COUNT:-$([ $quick = 1 ] && echo 1 || echo 3)}
 benchtime=${BENCHTIME:-$([ $quick = 1 ] && echo 50ms || echo 200ms)}
-suites=${SUITES:-"daemon mqtt runtime deploy extism durable telemetry"}
+suites=${SUITES:-"daemon mqtt runtime deploy extism durable await telemetry"}
 export PATH="$PATH:/usr/sbin"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -84,6 +84,10 @@ if has durable; then
   bench coordinator/remote 'BenchmarkEnqueueToStart' "$(n 200)"
   bench coordinator/remote 'BenchmarkLinkThroughput' "$(n 5000)"
   bench coordinator/remote 'BenchmarkOutboxFlush' "$(n 18000)"
+fi
+if has await; then
+  bench coordinator 'BenchmarkWaitingCalls' 1x
+  bench coordinator/calls 'BenchmarkNeedByMisses' "$(n 20)"
 fi
 if has telemetry; then
   bench telemetry 'BenchmarkGNMITo|BenchmarkGNMIRawStream|BenchmarkPipelineTo' "$(n 200000)"
