@@ -19,6 +19,7 @@
 #   extism    no-op call throughput on 2 cores vs Extism's Go SDK (nested
 #             module runtime/extismbench, its own go.mod)
 #   durable   journal, journaled calls, the cloud link
+#   await     10,000 calls waiting: suspended vs parked; need-by misses, slack vs first-come
 #   telemetry gNMI, SNMP, the telemetry store
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
