@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -91,6 +92,11 @@ func (p *cloudPart) start(ctx context.Context) error {
 			}
 		}
 	})
+	snaps, err := calls.OpenSnapshots(filepath.Join(cfg.DataDir, "snapshots", "sha256"))
+	if err != nil {
+		return err
+	}
+	p.durable.UseSnapshots(snaps)
 	if link != nil {
 		link.SetNode(remote.NewNode(p.durable))
 	}

@@ -72,7 +72,7 @@ func newObjectExecutor(c *Coordinator) *objectExecutor {
 // Execute resolves a call's digest, then runs it.
 func (x *objectExecutor) Execute(ctx context.Context, call *calls.Call) calls.Result {
 	res := x.execute(ctx, call)
-	if !res.OK() {
+	if !res.OK() && res.Status != calls.StatusSuspended {
 		// Every executed call of every source passes here: one warning per
 		// failed call, with its kind (the status of its error document).
 		x.c.log.Warn("call failed", "task", call.Task, "call", call.ID, "source", call.Source.String(), "kind", res.Status, "err", res.Error)

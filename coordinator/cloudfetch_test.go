@@ -135,7 +135,7 @@ func (oc *objectCloud) run(cs ...server.Call) map[string]calls.Result {
 	return out
 }
 
-func exampleModule(t *testing.T, name string) []byte {
+func exampleModule(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile("../examples/tasks/build/" + name + ".wasm")
 	if err != nil {

@@ -50,16 +50,23 @@ func (h host) Call(ctx context.Context, caller, task string, input []byte) ([]by
 	return callOutput(task, res, err)
 }
 
-// CallAsync submits task to the scheduler with the caller's deadline; the
-// Pending waits for it with the caller's worker slot given back.
-func (h host) CallAsync(ctx context.Context, caller, task string, input []byte) (outpostrt.Pending, error) {
+// CallAsync submits task to the scheduler, needed by needBy (its deadline
+// too): the scheduler defers it while the node is busy and starts it in
+// time (calls.Call.NeedBy). The call of a journaled caller is journaled as
+// its dependency, so the caller may suspend until it finishes. The Pending
+// waits for it with the caller's worker slot given back.
+func (h host) CallAsync(ctx context.Context, caller, task string, input []byte, needBy time.Time) (outpostrt.Pending, error) {
 	call := h.newCall(ctx, caller, task, input)
-	if dl, ok := ctx.Deadline(); ok {
-		call.Deadline = dl
-	}
+	call.NeedBy, call.Deadline = needBy, needBy
 	p := &pendingCall{sched: h.c.sched, call: call, task: task, done: make(chan struct{})}
 	call.Done = func(*calls.Call) { close(p.done) }
-	if err := h.c.sched.Submit(call); err != nil {
+	var err error
+	if parent := h.c.sched.JournaledCaller(ctx); parent != nil {
+		err = parent.Depend(call)
+	} else {
+		err = h.c.sched.Submit(call)
+	}
+	if err != nil {
 		_, err = callOutput(task, calls.Result{}, err)
 		return nil, err
 	}
@@ -79,6 +86,8 @@ func callOutput(task string, res calls.Result, err error) ([]byte, error) {
 	switch {
 	case errors.Is(err, calls.ErrUnknownTask):
 		return nil, fmt.Errorf("%w %q", outpostrt.ErrUnknownTask, task)
+	case errors.Is(err, calls.ErrTooLate):
+		return nil, fmt.Errorf("%w: %w", outpostrt.ErrTooLate, err)
 	case err != nil:
 		return nil, err
 	case res.Status == calls.StatusUnknown:

@@ -21,6 +21,7 @@ const (
 	exportAlloc       = "outpost_alloc"
 	exportInputBuffer = "outpost_input_buffer"
 	exportHandle      = "outpost_handle"
+	exportResume      = "outpost_resume"
 	exportInit        = "_initialize"
 	exportStart       = "_start"
 	exportMemory      = "memory"
@@ -51,6 +52,9 @@ type code struct {
 	// inputBuffer: the reactor exports outpost_input_buffer, used instead of
 	// outpost_alloc (docs/abi.md "Reactor").
 	inputBuffer bool
+	// hasResume: the reactor exports outpost_resume, so its calls may
+	// suspend (docs/abi.md "Suspending a call").
+	hasResume bool
 	// wasi and host: the runtime has WASI and the outpost host module (the
 	// module or a library imports them). Without WASI an instance needs no
 	// stdio; without the host module no host function looks it up.
@@ -262,6 +266,7 @@ func (c *code) validate(requested string, bin []byte) error {
 			checkExport(exportHandle, sigHandle, true),
 			checkExport(exportAlloc, sigAlloc, true),
 			checkExport(exportInputBuffer, sigInputBuffer, false),
+			checkExport(exportResume, sigHandle, false),
 			checkExport(exportInit, sigVoid, false),
 		); err != nil {
 			return err
@@ -271,6 +276,7 @@ func (c *code) validate(requested string, bin []byte) error {
 		}
 		_, c.hasInit = exports[exportInit]
 		_, c.inputBuffer = exports[exportInputBuffer]
+		_, c.hasResume = exports[exportResume]
 	case ABICommand:
 		if err := checkExport(exportStart, sigVoid, true); err != nil {
 			return err

@@ -473,6 +473,19 @@ func (e *Engine) releaseLocked(s *Set) []*task {
 // are *CallError values; an unknown task gives an error wrapping
 // ErrUnknownTask.
 func (e *Engine) Call(ctx context.Context, task string, input []byte) ([]byte, error) {
+	return e.run(ctx, task, input, false)
+}
+
+// Resume runs the next step of a call that suspended (a *Suspended error of
+// Call or Resume): the reactor's outpost_resume with the resume document
+// (EncodeResume: the state the guest kept and the results it waited for),
+// on any instance of the task. It returns as Call does, and may suspend
+// again.
+func (e *Engine) Resume(ctx context.Context, task string, doc []byte) ([]byte, error) {
+	return e.run(ctx, task, doc, true)
+}
+
+func (e *Engine) run(ctx context.Context, task string, input []byte, resume bool) ([]byte, error) {
 	e.inflight.Add(1)
 	defer e.inflight.Add(-1)
 	if e.closing.Load() {
@@ -488,7 +501,7 @@ func (e *Engine) Call(ctx context.Context, task string, input []byte) ([]byte, e
 		if !t.enter() {
 			continue
 		}
-		out, err := t.call(ctx, input)
+		out, err := t.call(ctx, input, resume)
 		t.exit()
 		return out, err
 	}

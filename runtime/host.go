@@ -26,9 +26,11 @@ type Host interface {
 	// that ran and failed is any other error (its text reaches the guest).
 	Call(ctx context.Context, caller, task string, input []byte) ([]byte, error)
 	// CallAsync submits a call of task on behalf of caller without waiting
-	// for it (outpost.call_async). An error (unknown task: wrapping
-	// ErrUnknownTask) means nothing was submitted.
-	CallAsync(ctx context.Context, caller, task string, input []byte) (Pending, error)
+	// for it (outpost.call_async, call_async_by); the caller needs its
+	// result by needBy (zero: no time given). An error (unknown task:
+	// wrapping ErrUnknownTask; a needBy the task cannot meet: ErrTooLate)
+	// means nothing was submitted.
+	CallAsync(ctx context.Context, caller, task string, input []byte, needBy time.Time) (Pending, error)
 	// KV is the key-value namespace of task.
 	KV(task string) KV
 	// Telemetry reads the daemon's collected telemetry; nil when the
@@ -104,6 +106,9 @@ var (
 	// ErrUnavailable: the service behind a host function is off (telemetry
 	// not enabled).
 	ErrUnavailable = errors.New("unavailable")
+	// ErrTooLate: a call_async cannot finish by the time its caller needs
+	// it (the task's measured run time is longer than what is left).
+	ErrTooLate = errors.New("need-by time cannot be met")
 )
 
 // Permissions say what a task may do through the host API. The zero value
@@ -244,11 +249,13 @@ const (
 	codeQuota       = -5
 	codeFailed      = -6
 	codeUnavailable = -7
+	codeTooLate     = -8
 )
 
 var codeNames = map[int32]string{
 	codeOK: "ok", codeDenied: "denied", codeNotFound: "not_found", codeInvalid: "invalid",
 	codeTooLarge: "too_large", codeQuota: "quota", codeFailed: "failed", codeUnavailable: "unavailable",
+	codeTooLate: "too_late",
 }
 
 // deadlineOf returns ctx's deadline as Unix nanoseconds, 0 for none.

@@ -48,15 +48,15 @@ func (h *memHost) Call(ctx context.Context, _, task string, input []byte) ([]byt
 	return h.e.Call(ctx, task, input)
 }
 
-// CallAsync runs the call on a goroutine of its own, under ctx's deadline
-// but not its cancellation; Cancel cancels it and is counted in cancels.
-func (h *memHost) CallAsync(ctx context.Context, _, task string, input []byte) (Pending, error) {
+// CallAsync runs the call on a goroutine of its own, until needBy but not
+// under ctx's cancellation; Cancel cancels it and is counted in cancels.
+func (h *memHost) CallAsync(ctx context.Context, _, task string, input []byte, needBy time.Time) (Pending, error) {
 	if _, ok := h.e.Limits(task); !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownTask, task)
 	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	if dl, ok := ctx.Deadline(); ok {
-		cctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), dl)
+	if !needBy.IsZero() {
+		cctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), needBy)
 	}
 	p := &memPending{h: h, cancel: cancel, done: make(chan struct{})}
 	go func() {

@@ -57,6 +57,10 @@ var hostDefs = []hostDef{
 		[]string{"task_ptr", "task_len", "in_ptr", "in_len"}, []api.ValueType{i32}},
 	{"await", func(c *code) api.GoModuleFunc { return c.hostAwait }, []api.ValueType{i32, i32},
 		[]string{"handle", "timeout_ms"}, []api.ValueType{i32}},
+	{"call_async_by", func(c *code) api.GoModuleFunc { return c.hostCallAsyncBy }, []api.ValueType{i32, i32, i32, i32, i64},
+		[]string{"task_ptr", "task_len", "in_ptr", "in_len", "need_by"}, []api.ValueType{i32}},
+	{"suspend", func(c *code) api.GoModuleFunc { return c.hostSuspend }, []api.ValueType{i32, i32, i32, i32},
+		[]string{"state_ptr", "state_len", "handles_ptr", "handles_count"}, []api.ValueType{i32}},
 }
 
 // Indexes into hostDefs, for metrics.
@@ -77,12 +81,14 @@ const (
 	hfTelemetryQuery
 	hfCallAsync
 	hfAwait
+	hfCallAsyncBy
+	hfSuspend
 )
 
 // hostNames are the names of hostDefs by index (kept apart from hostDefs to
 // avoid an initialization cycle).
 var hostNames = [...]string{"fail", "log", "publish", "kv_get", "kv_put", "kv_delete", "kv_list", "call", "result", "meta", "deadline", "now",
-	"telemetry_latest", "telemetry_query", "call_async", "await"}
+	"telemetry_latest", "telemetry_query", "call_async", "await", "call_async_by", "suspend"}
 
 // instantiateHostModule adds module "outpost" to c's runtime.
 func (c *code) instantiateHostModule(ctx context.Context) error {
@@ -100,12 +106,12 @@ func (c *code) instantiateHostModule(ctx context.Context) error {
 // hostCounters counts host function calls by function and return code
 // (outpost_runtime_host_calls_total); resolved once so a host call costs an
 // atomic add.
-type hostCounters [][8]prometheus.Counter
+type hostCounters [][9]prometheus.Counter
 
 func newHostCounters(vec *prometheus.CounterVec) hostCounters {
 	hc := make(hostCounters, len(hostDefs))
 	for i, d := range hostDefs {
-		for code := int32(0); code < 8; code++ {
+		for code := int32(0); code < 9; code++ {
 			hc[i][code] = vec.WithLabelValues(d.name, codeNames[-code])
 		}
 	}
@@ -175,7 +181,7 @@ func (h hcall) fail(code int32, msg string) int32 {
 }
 
 func (h hcall) done(code int32) {
-	if hc := h.c.e.hostCalls; hc != nil && code <= 0 && code > -8 {
+	if hc := h.c.e.hostCalls; hc != nil && code <= 0 && code > -9 {
 		hc[h.fn][-code].Inc()
 	}
 }
@@ -211,6 +217,8 @@ func hostErrCode(err error) int32 {
 		return codeTooLarge
 	case errors.Is(err, ErrUnavailable):
 		return codeUnavailable
+	case errors.Is(err, ErrTooLate):
+		return codeTooLate
 	}
 	return codeFailed
 }
@@ -459,33 +467,98 @@ func (hs *handles) cancelAll() {
 }
 
 // hostCallAsync implements outpost.call_async(task_ptr, task_len, in_ptr,
-// in_len) -> handle or code.
+// in_len) -> handle or code: needed by the caller's deadline.
 func (c *code) hostCallAsync(ctx context.Context, mod api.Module, stack []uint64) {
 	h := c.begin(hfCallAsync, mod)
+	stack[0] = api.EncodeI32(h.callAsync(ctx, stack, time.Time{}))
+}
+
+// hostCallAsyncBy implements outpost.call_async_by(task_ptr, task_len,
+// in_ptr, in_len, need_by) -> handle or code: need_by is when the caller
+// needs the result, Unix nanoseconds (0: the caller's deadline).
+func (c *code) hostCallAsyncBy(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfCallAsyncBy, mod)
+	var needBy time.Time
+	if ns := int64(stack[4]); ns > 0 {
+		needBy = time.Unix(0, ns)
+	}
+	stack[0] = api.EncodeI32(h.callAsync(ctx, stack, needBy))
+}
+
+// callAsync submits the call of call_async and call_async_by and returns
+// its handle or a failure code.
+func (h hcall) callAsync(ctx context.Context, stack []uint64, needBy time.Time) int32 {
+	op := hostNames[h.fn]
 	name := h.read("task name", api.DecodeU32(stack[0]), api.DecodeU32(stack[1]))
 	ip, il := api.DecodeU32(stack[2]), api.DecodeU32(stack[3])
 	h.check("input", ip, il)
 	task := string(name)
+	if code := h.checkCall(op, task); code != codeOK {
+		return code
+	}
+	hs := &h.inst.async
+	if len(hs.pending) >= maxPending || hs.last == math.MaxInt32 {
+		return h.fail(codeQuota, fmt.Sprintf("%s %s: %d handles are not awaited yet, the most a call may hold", op, task, len(hs.pending)))
+	}
+	if needBy.IsZero() {
+		needBy, _ = ctx.Deadline()
+	}
+	p, err := h.host().CallAsync(ctx, h.taskName(), task, h.copyIn("input", ip, il), needBy)
+	if err != nil {
+		return h.fail(hostErrCode(err), fmt.Sprintf("%s %s: %v", op, task, err))
+	}
+	if hs.pending == nil {
+		hs.pending = make(map[int32]pendingCall, maxPending)
+	}
+	hs.last++
+	hs.pending[hs.last] = pendingCall{task: task, p: p}
+	h.inst.held = nil
+	h.done(codeOK)
+	return hs.last
+}
+
+// hostSuspend implements outpost.suspend(state_ptr, state_len,
+// handles_ptr, handles_count) -> code: the run ends suspended once the
+// guest returns, keeping the state and waiting for the handles, which
+// are then spent in this run.
+func (c *code) hostSuspend(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfSuspend, mod)
+	sp, sl := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	hp, hn := api.DecodeU32(stack[2]), api.DecodeU32(stack[3])
+	h.check("state", sp, sl)
+	raw := h.read("handles", hp, uint32(min(uint64(hn)*4, math.MaxUint32)))
 	stack[0] = api.EncodeI32(func() int32 {
-		if code := h.checkCall("call_async", task); code != codeOK {
-			return code
-		}
 		hs := &h.inst.async
-		if len(hs.pending) >= maxPending || hs.last == math.MaxInt32 {
-			return h.fail(codeQuota, fmt.Sprintf("call_async %s: %d handles are not awaited yet, the most a call may hold", task, len(hs.pending)))
+		switch {
+		case h.inst.suspend != nil:
+			return h.fail(codeInvalid, "suspend: this run is already suspended")
+		case h.inst.resume == nil:
+			return h.fail(codeInvalid, "suspend: the module does not export "+exportResume)
+		case !suspendable(ctx):
+			return h.fail(codeUnavailable, "suspend: this call cannot be suspended (only journaled calls can); use await")
+		case hn == 0 || hn > maxPending:
+			return h.fail(codeInvalid, fmt.Sprintf("suspend: %d handles; give 1 to %d", hn, maxPending))
+		case sl > maxSuspendState:
+			return h.fail(codeTooLarge, fmt.Sprintf("suspend: state of %d bytes exceeds %d bytes", sl, maxSuspendState))
 		}
-		p, err := h.host().CallAsync(ctx, h.taskName(), task, h.copyIn("input", ip, il))
-		if err != nil {
-			return h.fail(hostErrCode(err), fmt.Sprintf("call_async %s: %v", task, err))
+		s := &Suspended{Task: h.taskName(), State: h.copyIn("state", sp, sl)}
+		seen := make(map[int32]bool, hn)
+		for i := range hn {
+			hd := int32(binary.LittleEndian.Uint32(raw[4*i:]))
+			pc, ok := hs.pending[hd]
+			if !ok || seen[hd] {
+				return h.fail(codeInvalid, fmt.Sprintf("suspend: handle %d is not a call_async handle of this run waiting to be awaited (or is given twice)", hd))
+			}
+			seen[hd] = true
+			s.Waits = append(s.Waits, Awaited{Handle: hd, Task: pc.task, Pending: pc.p})
 		}
-		if hs.pending == nil {
-			hs.pending = make(map[int32]pendingCall, maxPending)
+		for _, w := range s.Waits {
+			delete(hs.pending, w.Handle)
 		}
-		hs.last++
-		hs.pending[hs.last] = pendingCall{task: task, p: p}
+		h.inst.suspend = s
 		h.inst.held = nil
 		h.done(codeOK)
-		return hs.last
+		return codeOK
 	}())
 }
 

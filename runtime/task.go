@@ -56,6 +56,7 @@ type instance struct {
 	mem    api.Memory
 	alloc  api.Function
 	handle api.Function
+	resume api.Function // outpost_resume; nil when not exported
 	// inbuf is outpost_input_buffer (nil: the module uses outpost_alloc);
 	// [bufPtr, bufPtr+bufCap) is the input buffer it last gave, valid once
 	// hasBuf is set.
@@ -71,8 +72,9 @@ type instance struct {
 	failed  bool
 	failMsg string
 	hostErr error
-	held    []byte  // the value outpost.result returns
-	async   handles // outpost.call_async handles of the current call
+	held    []byte     // the value outpost.result returns
+	async   handles    // outpost.call_async handles of the current call
+	suspend *Suspended // set by outpost.suspend in the current call
 }
 
 func newTask(e *Engine, c *code, n normalized) *task {
@@ -269,6 +271,9 @@ func (t *task) newInstance(ctx context.Context) (*instance, *CallError) {
 	inst.mem = mod.ExportedMemory(exportMemory)
 	inst.alloc = mod.ExportedFunction(exportAlloc)
 	inst.handle = mod.ExportedFunction(exportHandle)
+	if t.code.hasResume {
+		inst.resume = mod.ExportedFunction(exportResume)
+	}
 	if t.code.inputBuffer {
 		inst.inbuf = mod.ExportedFunction(exportInputBuffer)
 	}
@@ -356,8 +361,10 @@ func (t *task) put(inst *instance) {
 	t.closeInstance(inst)
 }
 
-// call runs one call; the task has been entered.
-func (t *task) call(ctx context.Context, input []byte) (out []byte, err error) {
+// call runs one call; the task has been entered. With resume set the input
+// is a resume document and the reactor's outpost_resume runs instead of
+// outpost_handle. A call whose guest suspended returns a *Suspended error.
+func (t *task) call(ctx context.Context, input []byte, resume bool) (out []byte, err error) {
 	t.calls.Inc()
 	if uint64(len(input)) > t.limits.MaxInput {
 		t.e.metrics.sizeExceeded.WithLabelValues(t.name, "input").Inc()
@@ -386,14 +393,23 @@ func (t *task) call(ctx context.Context, input []byte) (out []byte, err error) {
 		ctx, cancel = context.WithTimeoutCause(ctx, t.limits.Timeout, errTaskTimeout)
 		defer cancel()
 	}
-	var ce *CallError
-	if t.code.abi == ABICommand {
+	var (
+		ce   *CallError
+		susp *Suspended
+	)
+	switch {
+	case resume && !t.code.hasResume:
+		ce = &CallError{Task: t.name, Kind: KindInvalidOutput, Msg: "resume of a call: the module does not export " + exportResume}
+	case t.code.abi == ABICommand:
 		out, ce = t.callCommand(ctx, input)
-	} else {
-		out, ce = t.callReactor(ctx, input)
+	default:
+		out, susp, ce = t.callReactor(ctx, input, resume)
 	}
 	if ce != nil {
 		return nil, t.fail(ce)
+	}
+	if susp != nil {
+		return nil, susp
 	}
 	return out, nil
 }
@@ -404,10 +420,10 @@ func (t *task) fail(ce *CallError) error {
 	return ce
 }
 
-func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *CallError) {
+func (t *task) callReactor(ctx context.Context, input []byte, resume bool) (out []byte, susp *Suspended, ce *CallError) {
 	inst, ce := t.get(ctx)
 	if ce != nil {
-		return nil, ce
+		return nil, nil, ce
 	}
 	healthy := false
 	defer func() {
@@ -423,45 +439,62 @@ func (t *task) callReactor(ctx context.Context, input []byte) (out []byte, ce *C
 			t.closeInstance(inst)
 		}
 	}()
-	inst.failed, inst.failMsg, inst.hostErr, inst.held = false, "", nil, nil
+	inst.failed, inst.failMsg, inst.hostErr, inst.held, inst.suspend = false, "", nil, nil, nil
+	defer func() {
+		if inst.suspend != nil && susp == nil {
+			inst.suspend.cancel() // the call failed after suspending: nobody resumes it
+		}
+		inst.suspend = nil
+	}()
 	ptr, ce := inst.inputPtr(ctx, len(input))
 	if ce != nil {
-		return nil, ce
+		return nil, nil, ce
 	}
 	if !inst.mem.Write(ptr, input) {
-		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
+		return nil, nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
 			Msg: fmt.Sprintf("%s(%d) returned %#x, outside linear memory (%d bytes)", exportAlloc, len(input), ptr, inst.mem.Size())}
+	}
+	entry, entryName := inst.handle, exportHandle
+	if resume {
+		entry, entryName = inst.resume, exportResume
 	}
 	s := inst.stack
 	s[0], s[1] = uint64(ptr), uint64(len(input))
-	if err := inst.handle.CallWithStack(ctx, s); err != nil {
-		return nil, t.classify(ctx, inst, err, exportHandle)
+	if err := entry.CallWithStack(ctx, s); err != nil {
+		return nil, nil, t.classify(ctx, inst, err, entryName)
 	}
 	if inst.failed {
 		if ctx.Err() != nil {
 			// What failed the guest is its deadline (a host call it made
 			// ended with it): the call timed out.
-			return nil, t.classify(ctx, nil, ctx.Err(), exportHandle)
+			return nil, nil, t.classify(ctx, nil, ctx.Err(), entryName)
 		}
-		return nil, &CallError{Task: t.name, Kind: KindFailed, Msg: inst.failMsg}
+		return nil, nil, &CallError{Task: t.name, Kind: KindFailed, Msg: inst.failMsg}
+	}
+	// An instance whose memory grew past maxPooledMemory is not kept warm:
+	// its touched pages would stay resident while it idles.
+	healthy = uint64(inst.mem.Size()) <= maxPooledMemory
+	if inst.suspend != nil {
+		// The run ended suspended: its output is ignored, and the instance
+		// goes back to the pool (nothing of it is kept for the resume).
+		return nil, inst.suspend, nil
 	}
 	optr, olen := uint32(s[0]>>32), uint32(s[0])
 	if uint64(olen) > t.limits.MaxOutput {
+		healthy = false
 		t.e.metrics.sizeExceeded.WithLabelValues(t.name, "output").Inc()
-		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
+		return nil, nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
 			Msg: fmt.Sprintf("output of %d bytes exceeds limits.max_output of %d bytes", olen, t.limits.MaxOutput)}
 	}
 	b, ok := inst.mem.Read(optr, olen)
 	if !ok {
-		return nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
-			Msg: fmt.Sprintf("%s returned output at %#x length %d, outside linear memory (%d bytes)", exportHandle, optr, olen, inst.mem.Size())}
+		healthy = false
+		return nil, nil, &CallError{Task: t.name, Kind: KindInvalidOutput,
+			Msg: fmt.Sprintf("%s returned output at %#x length %d, outside linear memory (%d bytes)", entryName, optr, olen, inst.mem.Size())}
 	}
 	out = make([]byte, len(b))
 	copy(out, b)
-	// An instance whose memory grew past maxPooledMemory is not kept warm:
-	// its touched pages would stay resident while it idles.
-	healthy = uint64(inst.mem.Size()) <= maxPooledMemory
-	return out, nil
+	return out, nil, nil
 }
 
 // inputPtr is where the host writes an input of size bytes: the buffer

@@ -20,6 +20,7 @@
 #             module runtime/extismbench, its own go.mod)
 #   durable   journal, journaled calls, the cloud link
 #   cloud     outpost-cloud on PostgreSQL (one and two replicas) vs badger
+#   await     10,000 calls waiting: suspended vs parked; need-by misses, slack vs first-come
 #   telemetry gNMI, SNMP, the telemetry store
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -28,7 +29,7 @@ quick=0
 if [ "${1:-}" = "-quick" ]; then quick=1; fi
 count=${COUNT:-$([ $quick = 1 ] && echo 1 || echo 3)}
 benchtime=${BENCHTIME:-$([ $quick = 1 ] && echo 50ms || echo 200ms)}
-suites=${SUITES:-"daemon mqtt runtime deploy extism durable cloud telemetry"}
+suites=${SUITES:-"daemon mqtt runtime deploy extism durable cloud await telemetry"}
 export PATH="$PATH:/usr/sbin"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -88,6 +89,10 @@ if has durable; then
 fi
 if has cloud; then
   bench coordinator/remote/server 'BenchmarkCloudStore' "$(n 5000)"
+fi
+if has await; then
+  bench coordinator 'BenchmarkWaitingCalls' 1x
+  bench coordinator/calls 'BenchmarkNeedByMisses' "$(n 20)"
 fi
 if has telemetry; then
   bench telemetry 'BenchmarkGNMITo|BenchmarkGNMIRawStream|BenchmarkPipelineTo' "$(n 200000)"

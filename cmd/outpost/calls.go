@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -45,13 +46,23 @@ func newCallsListCmd(af *adminFlags) *cobra.Command {
 		sort.SliceStable(recs, func(i, j int) bool { return recs[i].Received.Before(recs[j].Received) })
 		return out.Print(cmd.OutOrStdout(), recs, func(w io.Writer) {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTASK\tSOURCE\tSTATE\tATTEMPT\tRUNS\tEFFECT\tSTATUS\tRECEIVED")
+			// The WAITING ON column is there when a call is suspended.
+			suspended := slices.ContainsFunc(recs, func(r calls.Record) bool { return r.State == calls.Suspended })
+			header := "ID\tTASK\tSOURCE\tSTATE\tATTEMPT\tRUNS\tEFFECT\tSTATUS\tRECEIVED"
+			if suspended {
+				header += "\tWAITING ON"
+			}
+			fmt.Fprintln(tw, header)
 			for _, r := range recs {
 				st := ""
 				if r.Result != nil {
 					st = string(r.Result.Status)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, r.Task, r.Source.Kind, r.State, r.Attempt, r.Runs, r.Effect, st, out.Time(r.Received))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s", r.ID, r.Task, r.Source.Kind, r.State, r.Attempt, r.Runs, r.Effect, st, out.Time(r.Received))
+				if suspended {
+					fmt.Fprintf(tw, "\t%s", waitingOn(out, &r))
+				}
+				fmt.Fprintln(tw)
 			}
 			_ = tw.Flush()
 		})
@@ -121,6 +132,16 @@ func printRecord(w io.Writer, o *cli.Output, r *calls.Record) {
 			fmt.Fprintf(tw, "%s:\t%s\n", t.name, o.Time(t.at))
 		}
 	}
+	if r.State == calls.Suspended {
+		fmt.Fprintf(tw, "waiting on:\t%s\n", waitingOn(o, r))
+		for _, w := range r.Waits {
+			st := "running"
+			if w.Result != nil {
+				st = string(w.Result.Status)
+			}
+			fmt.Fprintf(tw, "  handle %d:\t%s %s %s\n", w.Handle, w.ID, w.Task, st)
+		}
+	}
 	if r.Input != nil {
 		fmt.Fprintf(tw, "input:\t%s\n", oneLine(cli.Bytes(r.Input)))
 	}
@@ -137,6 +158,26 @@ func printRecord(w io.Writer, o *cli.Output, r *calls.Record) {
 			fmt.Fprintln(w)
 		}
 	}
+}
+
+// waitingOn says what a suspended call waits for and since when, for
+// example "3 of 50 calls (square) since 2026-12-03T15:04:05Z"; "" for a
+// call that is not suspended.
+func waitingOn(o *cli.Output, r *calls.Record) string {
+	if r.State != calls.Suspended {
+		return ""
+	}
+	left := 0
+	var tasks []string
+	for _, w := range r.Waits {
+		if w.Result == nil {
+			left++
+		}
+		if !slices.Contains(tasks, w.Task) {
+			tasks = append(tasks, w.Task)
+		}
+	}
+	return fmt.Sprintf("%d of %d calls (%s) since %s", left, len(r.Waits), strings.Join(tasks, ", "), o.Time(r.Suspended))
 }
 
 // oneLine keeps a table cell on one line.

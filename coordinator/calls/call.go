@@ -23,6 +23,11 @@ type State uint8
 const (
 	Received State = iota
 	Started
+	// Suspended: the call's last run ended with outpost.suspend; it holds
+	// no instance, worker or goroutine, only its journal record and
+	// snapshot, until the calls it waits for have finished (journaled
+	// calls only).
+	Suspended
 	Finished
 	Reported // the result reached whoever expects it (journaled calls only)
 )
@@ -33,6 +38,8 @@ func (s State) String() string {
 		return "received"
 	case Started:
 		return "started"
+	case Suspended:
+		return "suspended"
 	case Finished:
 		return "finished"
 	case Reported:
@@ -71,6 +78,13 @@ const (
 	// StatusTaskConflict: the call named its task's code by digest and the
 	// task is loaded with another module; the local task is not replaced.
 	StatusTaskConflict Status = "task_conflict"
+	// StatusSuspended: the run ended with outpost.suspend (Call.Suspension
+	// says what it waits for); the call is not finished. Only the run's
+	// metrics see it.
+	StatusSuspended Status = "suspended"
+	// StatusTooLate: refused at once because it cannot finish by its
+	// NeedBy time from the measured run times of its task.
+	StatusTooLate Status = "too_late"
 )
 
 // Effect says whether a call may run again after a crash.
@@ -122,6 +136,20 @@ type Call struct {
 	// the journal so a recovered call can still answer: the reply topic of
 	// an MQTT route.
 	ReplyTo string
+	// NeedBy is when whoever waits for the call needs its result (the
+	// caller of a call_async): the scheduler defers such a call while the
+	// node is busy and starts it by NeedBy minus the task's measured run
+	// time (docs/architecture.md, "Deadline-aware scheduling"). Zero: run
+	// in queue order.
+	NeedBy time.Time
+	// Parent is the id of the journaled call whose call_async made this
+	// one (its dependency); "" for others.
+	Parent string
+	// Suspension is set by the Executor when the run ended suspended
+	// (StatusSuspended): the state the guest keeps and the calls it waits
+	// for. Resume, when set, makes the run the next step of a suspended
+	// call: the state it kept and the results of what it waited for.
+	Suspension, Resume *Continuation
 	// Digest ("sha256:HEX"), when set, names the module the call's task
 	// must run: a task that is not loaded is fetched by it before the call
 	// runs (cloud calls, docs/cloud-link.md "Code objects"), and a loaded
@@ -156,6 +184,23 @@ type Call struct {
 	// call sits in a scheduler queue (admitted, no task slot yet).
 	waitingOn, waitedBy *Call
 	inQueue             bool
+	latest              time.Time // a deferred call's latest start (slack.go)
+}
+
+// Continuation is what links the runs of a suspended call: the state its
+// guest kept and the calls it waits for (with their results, once they
+// have finished).
+type Continuation struct {
+	State []byte
+	Waits []Wait
+}
+
+// Wait is one call a suspended call waits for.
+type Wait struct {
+	Handle int32   `json:"handle"` // the guest's handle of the call in the run that suspended
+	ID     string  `json:"id"`
+	Task   string  `json:"task"`
+	Result *Result `json:"result,omitempty"` // set once it has finished
 }
 
 // Result is the outcome of a finished call.

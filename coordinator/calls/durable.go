@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -41,6 +42,13 @@ type Durable struct {
 	// onFinish is called with every finished record (and replays); set
 	// before Recover and Accept.
 	onFinish func(*Record)
+	snaps    *Snapshots // the state of suspended calls; nil: none suspend
+
+	// mu guards the suspended calls (suspend.go): parents by id, and
+	// waiting, the caller waiting for each unfinished dependency.
+	mu      sync.Mutex
+	parents map[string]*suspension
+	waiting map[string]string
 }
 
 // NewDurable joins a journal and a scheduler. onFinish receives every
@@ -52,7 +60,7 @@ func NewDurable(j *Journal, s *Scheduler, log *slog.Logger, onFinish func(*Recor
 	if onFinish == nil {
 		onFinish = func(*Record) {}
 	}
-	return &Durable{j: j, s: s, log: log, onFinish: onFinish}
+	return &Durable{j: j, s: s, log: log, onFinish: onFinish, parents: map[string]*suspension{}, waiting: map[string]string{}}
 }
 
 // Journal returns the journal.
@@ -253,18 +261,7 @@ func (d *Durable) findLocked(c *Call) (*Record, string, error) {
 
 // queue hands a journaled call to the scheduler.
 func (d *Durable) queue(c *Call, r *Record) {
-	c.durable = d
-	prev := c.Done
-	c.Done = func(c *Call) {
-		if c.cutByShutdown {
-			d.leaveForRecovery(c)
-		} else {
-			d.finish(c)
-		}
-		if prev != nil {
-			prev(c)
-		}
-	}
+	d.wrapDone(c)
 	if err := d.s.Submit(c); err != nil {
 		st := StatusRejected
 		switch {
@@ -279,6 +276,34 @@ func (d *Durable) queue(c *Call, r *Record) {
 		c.Result = Result{Status: st, Error: err.Error()}
 		c.State = Finished
 		c.Done(c)
+	}
+}
+
+// wrapDone makes c journaled by d: its Done journals how it ended
+// (finished, suspended, or left for recovery by a drain) before the
+// source's Done runs.
+func (d *Durable) wrapDone(c *Call) {
+	c.durable = d
+	prev := c.Done
+	c.Done = func(c *Call) {
+		if cont := c.Suspension; cont != nil {
+			if c.Result.Status == StatusSuspended {
+				d.suspend(c, prev)
+				return
+			}
+			c.Suspension = nil // canceled or cut while it ran: nobody resumes it
+			for _, w := range cont.Waits {
+				d.s.Cancel(w.ID)
+			}
+		}
+		if c.cutByShutdown {
+			d.leaveForRecovery(c)
+		} else {
+			d.finish(c)
+		}
+		if prev != nil {
+			prev(c)
+		}
 	}
 }
 
@@ -317,7 +342,9 @@ func (d *Durable) finish(c *Call) {
 		return
 	}
 	res := c.Result
+	snapshot := r.Snapshot
 	r.State, r.Result, r.Finished, r.Input = Finished, &res, d.j.opts.Wall(), nil
+	r.Snapshot, r.Waits = "", nil
 	e, err := d.j.recordKV(r)
 	d.j.mu.Unlock()
 	if err == nil {
@@ -329,11 +356,24 @@ func (d *Durable) finish(c *Call) {
 	if err != nil {
 		d.log.Error("journal finish failed", "call", c.ID, "err", err)
 	}
+	if snapshot != "" {
+		d.dropSnapshot(snapshot)
+	}
 	d.j.mu.Lock()
 	d.j.addOutboxLocked(r)
 	cp := *r
 	d.j.mu.Unlock()
-	d.onFinish(&cp)
+	d.handOn(&cp)
+}
+
+// handOn passes a finished record to whoever expects it: the suspended
+// call it is a dependency of, or onFinish.
+func (d *Durable) handOn(r *Record) {
+	if r.Parent != "" {
+		d.depFinished(r)
+		return
+	}
+	d.onFinish(r)
 }
 
 // leaveForRecovery handles a call cut short by the scheduler's own
@@ -358,16 +398,17 @@ func (d *Durable) leaveForRecovery(c *Call) {
 // interrupted; FINISHED ones go back to the outbox. Call it once, after
 // the scheduler's tasks are loaded and before new calls are accepted.
 func (d *Durable) Recover(ctx context.Context) error {
-	open, err := d.j.recover(ctx)
+	all, err := d.j.recover(ctx)
 	if err != nil {
 		return err
 	}
+	open := d.recoverSuspended(ctx, all)
 	for _, r := range open {
 		switch r.State {
 		case Finished:
 			d.j.m.recovered.WithLabelValues("outbox").Inc()
 			cp := *r
-			d.onFinish(&cp)
+			d.handOn(&cp)
 			continue
 		case Started:
 			if r.Effect != Idempotent {
@@ -387,8 +428,8 @@ func (d *Durable) Recover(ctx context.Context) error {
 		}
 		d.queue(r.call(), r)
 	}
-	if len(open) > 0 {
-		d.log.Info("journal recovered", "calls", len(open))
+	if len(all) > 0 {
+		d.log.Info("journal recovered", "calls", len(all), "suspended", d.SuspendedCount())
 	}
 	return nil
 }
@@ -399,7 +440,7 @@ func (r *Record) call() *Call {
 		ID: r.ID, Task: r.Task, Input: r.Input, Source: r.Source, Queue: r.Queue, Priority: r.Priority,
 		IdempotencyKey: r.Key, Attempt: r.Attempt, Effect: r.Effect, Received: time.Now(),
 		MaxRun: time.Duration(r.MaxRunMS) * time.Millisecond, ReplyTo: r.ReplyTo,
-		Digest: r.Digest,
+		Digest: r.Digest, Parent: r.Parent,
 	}
 	if r.StartByMS != 0 {
 		c.StartBy = c.Received.Add(time.Duration(r.StartByMS) * time.Millisecond)
@@ -410,8 +451,16 @@ func (r *Record) call() *Call {
 // Scheduler returns the scheduler.
 func (d *Durable) Scheduler() *Scheduler { return d.s }
 
-// Cancel cancels a queued or running journaled call.
-func (d *Durable) Cancel(id string) bool { return d.s.Cancel(id) }
+// Cancel cancels a queued, running or suspended journaled call (a
+// suspended one finishes canceled at once, and so do the calls it waits for).
+func (d *Durable) Cancel(id string) bool { return d.cancelSuspended(id) || d.s.Cancel(id) }
+
+// SuspendedCount is the number of suspended calls.
+func (d *Durable) SuspendedCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.parents)
+}
 
 // Unfinished lists the ids of journaled calls of a source kind that are
 // not finished (the leases a cloud node holds).

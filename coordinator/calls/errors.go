@@ -14,4 +14,7 @@ var (
 	// task calling itself, directly or through others, with every slot of
 	// the awaited call's task held by the waiting chain).
 	ErrCallCycle = errors.New("call cycle would deadlock")
+	// ErrTooLate: a call with a NeedBy time cannot finish by it, from the
+	// recent run times of its task; refused at once.
+	ErrTooLate = errors.New("need-by time cannot be met")
 )

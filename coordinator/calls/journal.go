@@ -41,6 +41,15 @@ type Record struct {
 	ReplyTo string `json:"reply_to,omitempty"`
 	// Digest is the call's Digest: the module a recovered call fetches.
 	Digest string `json:"digest,omitempty"`
+	// Parent is the call whose call_async made this one (Call.Parent).
+	Parent string `json:"parent,omitempty"`
+	// Snapshot ("sha256:HEX" in the snapshot store) is the state a
+	// suspended call kept and Waits the calls it waits for, with their
+	// results once finished; both stay while its resume step runs, so a
+	// crash runs that step again, and go when it finishes.
+	Snapshot  string    `json:"snapshot,omitempty"`
+	Waits     []Wait    `json:"waits,omitempty"`
+	Suspended time.Time `json:"suspended,omitzero"` // when it last suspended (wall clock, for people)
 	// StartByMS and MaxRunMS are relative: measured from receipt on the
 	// node's monotonic clock, and from the restart after a crash.
 	StartByMS int64 `json:"start_by_ms,omitempty"`
@@ -165,7 +174,17 @@ type Journal struct {
 // journalFormat is the format of the journal's records (Record and the
 // keys above), versioned apart from the state store under
 // "<prefix>format" (docs/architecture.md, "Format versions").
-var journalFormat = format.New("call journal", 1)
+//
+// Version 2 added the suspended state and the fields of suspended calls
+// and of their dependencies (Parent, Snapshot, Waits, Suspended): a
+// version 1 record is a version 2 record, so the step rewrites nothing,
+// and a binary that reads only version 1 refuses a journal that may hold
+// suspended calls.
+var journalFormat = func() *format.Store {
+	f := format.New("call journal", 2)
+	f.Register(format.Step{From: 1, What: "suspended calls", Txn: func(*badger.Txn) error { return nil }})
+	return f
+}()
 
 // clockEvery bounds how long the journal clock goes unsaved while nothing
 // is written (it is saved with every group commit besides).
@@ -835,6 +854,10 @@ type journalMetrics struct {
 	batch, latency                   prometheus.Histogram
 	outboxRecords, outboxBytes       prometheus.Gauge
 	duplicates, recovered            *prometheus.CounterVec
+	// Suspended calls (suspend.go).
+	suspended         prometheus.Gauge
+	suspends, resumes prometheus.Counter
+	resumeWait        prometheus.Histogram
 }
 
 func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
@@ -853,10 +876,16 @@ func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_journal_duplicates_total",
 			Help: "Calls not run because they were already journaled, by what matched (id, key) and what happened (running, replayed)."}, []string{"match", "action"}),
 		recovered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_journal_recovered_total",
-			Help: "Unfinished calls found at start, by action (queued, rerun, interrupted, outbox)."}, []string{"action"}),
+			Help: "Unfinished calls found at start, by action (queued, rerun, interrupted, outbox, resume, orphan)."}, []string{"action"}),
+		suspended: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outpost_calls_suspended", Help: "Journaled calls suspended, waiting for the calls they made."}),
+		suspends:  prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_calls_suspends_total", Help: "Runs of journaled calls that ended suspended."}),
+		resumes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_calls_resumes_total", Help: "Suspended calls queued to resume once what they waited for finished."}),
+		resumeWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outpost_calls_suspended_seconds", Help: "Time from a call's suspension to its resume being queued.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.writes, m.syncs, m.errors, m.compacted, m.corrupt, m.batch, m.latency, m.outboxRecords, m.outboxBytes, m.duplicates, m.recovered)
+		reg.MustRegister(m.writes, m.syncs, m.errors, m.compacted, m.corrupt, m.batch, m.latency, m.outboxRecords, m.outboxBytes, m.duplicates, m.recovered,
+			m.suspended, m.suspends, m.resumes, m.resumeWait)
 	}
 	return m
 }

@@ -438,22 +438,29 @@ func journalChild(dir string) {
 	select {}
 }
 
-// TestJournalFormat: the journal records its own format version (1) and
-// refuses a newer one, naming both.
+// TestJournalFormat: the journal records its own format version (2),
+// migrates a version 1 journal, and refuses a newer one, naming both.
 func TestJournalFormat(t *testing.T) {
 	dir := t.TempDir()
 	db := openDB(t, dir)
 	defer db.Close()
 	j := openJournal(t, db, JournalOptions{}, nil, nil)
 	j.Close()
-	if v, err := db.Bucket("calls").Get([]byte("format")); err != nil || string(v) != "1" {
+	if v, err := db.Bucket("calls").Get([]byte("format")); err != nil || string(v) != "2" {
 		t.Fatalf("version %q, %v", v, err)
 	}
-	if err := db.Bucket("calls").Put([]byte("format"), []byte("2")); err != nil {
+	if err := db.Bucket("calls").Put([]byte("format"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	openJournal(t, db, JournalOptions{}, nil, nil).Close()
+	if v, err := db.Bucket("calls").Get([]byte("format")); err != nil || string(v) != "2" {
+		t.Fatalf("version after migrating from 1: %q, %v", v, err)
+	}
+	if err := db.Bucket("calls").Put([]byte("format"), []byte("3")); err != nil {
 		t.Fatal(err)
 	}
 	_, err := OpenJournal(db, JournalOptions{}, nil, nil)
-	if !errors.Is(err, format.ErrNewer) || !strings.Contains(err.Error(), "call journal has format version 2") {
+	if !errors.Is(err, format.ErrNewer) || !strings.Contains(err.Error(), "call journal has format version 3") {
 		t.Fatalf("err %v", err)
 	}
 }

@@ -22,6 +22,12 @@ type metrics struct {
 	parkRefused prometheus.Counter
 	// cycles counts waits refused by Scheduler.Wait (ErrCallCycle).
 	cycles prometheus.Counter
+	// Deadline-aware scheduling (slack.go): calls deferred now, deferred
+	// calls started before their latest start (idle workers), and calls
+	// with a NeedBy that finished after it.
+	deferred     prometheus.Gauge
+	early        prometheus.Counter
+	needByMissed prometheus.Counter
 
 	mu    sync.Mutex
 	tasks map[string]*taskMetrics
@@ -52,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		queued:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "outpost_calls_queued", Help: "Calls waiting to run."}),
 		running: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outpost_calls_running", Help: "Workers running calls."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "outpost_calls_refused_total", Help: "Calls refused before queueing, by reason (queue_full, draining, unknown_task).",
+			Name: "outpost_calls_refused_total", Help: "Calls refused before queueing, by reason (queue_full, draining, unknown_task, too_late).",
 		}, []string{"reason"}),
 		depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "outpost_calls_queue_depth", Help: "Calls waiting, by scheduler queue.",
@@ -70,10 +76,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "outpost_calls_cycle_refused_total",
 			Help: "Calls between tasks refused at once because the wait would deadlock: every slot of the called task is held by the calling chain.",
 		}),
+		deferred: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outpost_calls_deferred", Help: "Calls with a need-by time waiting for a worker, ordered by their latest start.",
+		}),
+		early: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_calls_deferred_early_total", Help: "Deferred calls started before their latest start because nothing else was queued.",
+		}),
+		needByMissed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outpost_calls_need_by_missed_total", Help: "Calls with a need-by time that finished after it.",
+		}),
 		tasks: map[string]*taskMetrics{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.duration, m.queued, m.running, m.refused, m.depth, m.aged, m.parked, m.parkRefused, m.cycles)
+		reg.MustRegister(m.calls, m.duration, m.queued, m.running, m.refused, m.depth, m.aged, m.parked, m.parkRefused, m.cycles,
+			m.deferred, m.early, m.needByMissed)
 	}
 	return m
 }

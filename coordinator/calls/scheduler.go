@@ -101,6 +101,8 @@ type Scheduler struct {
 	// resumers wait, in order, for a worker slot to resume after Blocking;
 	// a freed slot goes to them before any queued call.
 	resumers fifo[chan struct{}]
+	// deferred holds the calls with a NeedBy time, by latest start (slack.go).
+	deferred []*Call
 	// pendingDone counts calls taken off a queue by a cancel whose Done has
 	// not run yet; Drain waits for them too.
 	pendingDone int
@@ -125,6 +127,7 @@ type taskState struct {
 	running int
 	queues  []*taskQueue
 	m       *taskMetrics
+	runs    runTimes // recent run times, for deadline-aware scheduling
 }
 
 type taskQueue struct {
@@ -181,7 +184,11 @@ func (s *Scheduler) Submit(c *Call) error {
 	if err != nil {
 		return err
 	}
-	s.pushLocked(tq, c)
+	if c.NeedBy.IsZero() {
+		s.pushLocked(tq, c)
+	} else {
+		s.deferLocked(c)
+	}
 	s.dispatchLocked()
 	return nil
 }
@@ -283,6 +290,9 @@ func (s *Scheduler) admitLocked(c *Call) (_ *taskQueue, limit int, _ error) {
 		ts = &taskState{name: c.Task, m: s.m.task(c.Task)}
 		s.tasks[c.Task] = ts
 	}
+	if err := s.tooLateLocked(c, ts, time.Now()); err != nil {
+		return nil, 0, err
+	}
 	var tq *taskQueue
 	for _, q := range ts.queues {
 		if q.class == cl {
@@ -342,15 +352,26 @@ func (s *Scheduler) dispatchLocked() {
 	}
 }
 
-// nextLocked takes the next call to run: the control queue first, then a
-// call that waited past AgingAfter, then the weighted queues in smooth
-// weighted round robin; inside a queue the ready task holding the fewest
-// slots, round robin among equals.
+// nextLocked takes the next call to run: a deferred call whose latest
+// start has come, the control queue, then a call that waited past
+// AgingAfter, then the weighted queues in smooth weighted round robin
+// (inside a queue the ready task holding the fewest slots, round robin
+// among equals); with nothing queued, the next deferred call.
 func (s *Scheduler) nextLocked() *Call {
+	var now time.Time
+	if len(s.deferred) > 0 {
+		now = time.Now()
+		if c := s.takeDeferredLocked(now, false); c != nil {
+			return c
+		}
+	}
 	for {
 		cl := s.pickClassLocked()
 		if cl == nil {
-			return nil
+			if len(s.deferred) == 0 {
+				return nil
+			}
+			return s.takeDeferredLocked(now, true)
 		}
 		tq, _ := cl.ready.popMin(taskRunning)
 		tq.inReady = false
@@ -546,6 +567,9 @@ func (s *Scheduler) run(c *Call) bool {
 // or after a drain ran out of time, is canceled.
 func (s *Scheduler) endLocked(c *Call, ran bool) {
 	s.endRunLocked(c)
+	if ran {
+		c.q.task.runs.add(time.Since(c.Started))
+	}
 	switch {
 	case !ran || c.Result.OK():
 	case c.canceled:
@@ -560,6 +584,9 @@ func (s *Scheduler) record(c *Call) {
 	c.Finished = time.Now()
 	c.State = Finished
 	c.q.task.m.observe(c.Result.Status, c.Finished.Sub(c.Started))
+	if !c.NeedBy.IsZero() && c.Finished.After(c.NeedBy) {
+		s.m.needByMissed.Inc()
+	}
 }
 
 // finishUnstarted ends a call that never got a worker slot.
@@ -640,6 +667,12 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 			}
 		}
 	}
+	for _, c := range s.deferred {
+		c.inQueue = false
+		dropped = append(dropped, c)
+	}
+	s.deferred = nil
+	s.m.deferred.Set(0)
 	s.queued = 0
 	s.m.queued.Set(0)
 	running := s.running + s.parked

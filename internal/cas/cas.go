@@ -58,7 +58,16 @@ func (s *Staged) Sync() error {
 	return nil
 }
 
-// Rename moves the synced content to path, committing it.
+// Close closes the file without syncing it, for content a power failure
+// may take (a crash of the process does not): commit it with Rename.
+func (s *Staged) Close() error {
+	if err := s.f.Close(); err != nil {
+		return &WriteError{err}
+	}
+	return nil
+}
+
+// Rename moves the synced (or closed) content to path, committing it.
 func (s *Staged) Rename(path string) error {
 	if err := os.Rename(s.f.Name(), path); err != nil {
 		return &WriteError{err}

@@ -40,3 +40,15 @@ func hostDeadline() int64
 
 //go:wasmimport outpost now
 func hostNow() int64
+
+//go:wasmimport outpost call_async
+func hostCallAsync(task *byte, taskLen uint32, in *byte, inLen uint32) int32
+
+//go:wasmimport outpost call_async_by
+func hostCallAsyncBy(task *byte, taskLen uint32, in *byte, inLen uint32, needBy int64) int32
+
+//go:wasmimport outpost await
+func hostAwait(handle int32, timeoutMS int32) int32
+
+//go:wasmimport outpost suspend
+func hostSuspend(state *byte, stateLen uint32, handles *int32, count uint32) int32

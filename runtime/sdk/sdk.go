@@ -47,8 +47,12 @@ func outpostHandle(ptr unsafe.Pointer, size uint32) uint64 {
 		fail("no handler: call sdk.Handle from init")
 		return 0
 	}
-	input := unsafe.Slice((*byte)(ptr), size)
-	res, err := handler(input)
+	return finish(handler(unsafe.Slice((*byte)(ptr), size)))
+}
+
+// finish ends a run of outpost_handle or outpost_resume with a handler's
+// result.
+func finish(res []byte, err error) uint64 {
 	if err != nil {
 		fail(err.Error())
 		return 0
@@ -87,6 +91,8 @@ var (
 	ErrQuota       = errors.New("kv quota exceeded")
 	ErrFailed      = errors.New("failed")
 	ErrUnavailable = errors.New("unavailable")
+	// ErrTooLate: CallAsyncBy's need-by time cannot be met.
+	ErrTooLate = errors.New("need-by time cannot be met")
 )
 
 // HostError is a negative return code of a host function with the host's
@@ -115,6 +121,8 @@ func (e *HostError) Is(target error) bool {
 		return target == ErrFailed
 	case -7:
 		return target == ErrUnavailable
+	case -8:
+		return target == ErrTooLate
 	}
 	return false
 }

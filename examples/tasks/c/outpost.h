@@ -32,6 +32,7 @@
 #define OUTPOST_QUOTA (-5)       /* a kv put would exceed the kv quota */
 #define OUTPOST_FAILED (-6)      /* the operation failed */
 #define OUTPOST_UNAVAILABLE (-7) /* the host has no such service */
+#define OUTPOST_TOO_LATE (-8)    /* call_async_by: the need-by time cannot be met */
 
 #define OUTPOST_DEBUG 0
 #define OUTPOST_INFO 1
@@ -64,6 +65,23 @@ OUTPOST_IMPORT("kv_list") int32_t outpost_kv_list(const void *prefix, uint32_t p
 /* Calls another task (needs permissions.call) and waits for its output. */
 OUTPOST_IMPORT("call") int32_t outpost_call(const void *task, uint32_t task_len, const void *in, uint32_t in_len,
                                             void *buf, uint32_t cap);
+/* Submits a call of another task without waiting: a handle (> 0) for
+ * outpost_await or outpost_suspend, or a negative code. call_async_by says
+ * when the result is needed (Unix ns; 0: the call's deadline); the host
+ * schedules the call to finish by then or refuses it (OUTPOST_TOO_LATE). */
+OUTPOST_IMPORT("call_async") int32_t outpost_call_async(const void *task, uint32_t task_len, const void *in, uint32_t in_len);
+OUTPOST_IMPORT("call_async_by") int32_t outpost_call_async_by(const void *task, uint32_t task_len, const void *in,
+                                                              uint32_t in_len, int64_t need_by);
+/* Waits for a handle (the instance stays parked): the output's length (held
+ * for outpost_result) or a negative code. */
+OUTPOST_IMPORT("await") int32_t outpost_await(int32_t handle, int32_t timeout_ms);
+/* Ends the run suspended once outpost_handle (or outpost_resume) returns:
+ * the host keeps state (bytes) and calls outpost_resume with it and the
+ * results of the handles when they have all finished, on any instance,
+ * possibly after a restart. 0, or OUTPOST_UNAVAILABLE when the call cannot
+ * suspend (not journaled: use outpost_await), OUTPOST_INVALID. */
+OUTPOST_IMPORT("suspend") int32_t outpost_suspend(const void *state, uint32_t state_len, const int32_t *handles,
+                                                  uint32_t count);
 /* Copies the held value (data or an error message) to buf; its full length. */
 OUTPOST_IMPORT("result") int32_t outpost_result(void *buf, uint32_t cap);
 /* Metadata of the call being served: OUTPOST_META_*. */
@@ -77,6 +95,11 @@ OUTPOST_IMPORT("now") int64_t outpost_now(void);
  * OUTPOST_OUTPUT(ptr, len), which must stay valid until the next call. */
 OUTPOST_EXPORT("outpost_alloc") void *outpost_alloc(uint32_t size);
 OUTPOST_EXPORT("outpost_handle") uint64_t outpost_handle(uint8_t *in, uint32_t len);
+
+/* A task that suspends also defines outpost_resume: its input is the resume
+ * document (read it with outpost_resume_next), its output as for
+ * outpost_handle. */
+OUTPOST_EXPORT("outpost_resume") uint64_t outpost_resume(uint8_t *in, uint32_t len);
 
 #define OUTPOST_OUTPUT(ptr, len) (((uint64_t)(uintptr_t)(ptr) << 32) | (uint32_t)(len))
 
@@ -92,6 +115,45 @@ static inline char *outpost_held_str(char *buf, uint32_t cap) {
 	if ((uint32_t)n > cap - 1) n = (int32_t)(cap - 1);
 	buf[n] = 0;
 	return buf;
+}
+
+/* Reading a resume document: u32 state length, the state, u32 count, then
+ * per result i32 handle, i32 code, u32 length, the bytes (little-endian). */
+typedef struct {
+	int32_t handle, code; /* code: 0, data is the output; < 0, data is the message */
+	const uint8_t *data;
+	uint32_t len;
+} outpost_resumed;
+
+static inline uint32_t outpost_u32le(const uint8_t *p) {
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Points *state at the kept state and returns the number of results, which
+ * follow at *cursor; -1 if the document is malformed. */
+static inline int32_t outpost_resume_open(const uint8_t *doc, uint32_t len, const uint8_t **state,
+                                          uint32_t *state_len, const uint8_t **cursor, const uint8_t **end) {
+	if (len < 4) return -1;
+	uint32_t sl = outpost_u32le(doc);
+	if (sl > len - 8) return -1;
+	*state = doc + 4;
+	*state_len = sl;
+	*cursor = doc + 8 + sl;
+	*end = doc + len;
+	return (int32_t)outpost_u32le(doc + 4 + sl);
+}
+
+/* Reads the next result at *cursor; 0, or -1 if the document is malformed. */
+static inline int32_t outpost_resume_next(const uint8_t **cursor, const uint8_t *end, outpost_resumed *r) {
+	const uint8_t *p = *cursor;
+	if (end - p < 12) return -1;
+	r->handle = (int32_t)outpost_u32le(p);
+	r->code = (int32_t)outpost_u32le(p + 4);
+	r->len = outpost_u32le(p + 8);
+	if ((uint32_t)(end - p - 12) < r->len) return -1;
+	r->data = p + 12;
+	*cursor = p + 12 + r->len;
+	return 0;
 }
 
 #endif

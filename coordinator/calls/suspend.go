@@ -1,0 +1,413 @@
+package calls
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// A journaled call can suspend (docs/architecture.md, "Suspended calls"):
+// its run ends with the state its guest keeps and the calls it waits for
+// (its dependencies, journaled too, with Parent set). Durable.suspend
+// saves the state as a snapshot and writes the record SUSPENDED, synced;
+// the call then holds no worker, instance or goroutine. When the last
+// dependency's FINISHED is written, the call is queued again as a resume
+// run with the state and the results. After a crash, Recover registers
+// the suspended calls again and runs (or re-runs) their dependencies.
+//
+// Lock order: Durable.mu, then Journal.mu; neither is held across a commit
+// or a Submit.
+
+// suspension is a suspended call in memory: how many of its dependencies
+// have not finished, and the Done its source gave (nil after a restart).
+type suspension struct {
+	id      string
+	missing int
+	done    func(*Call)
+	since   time.Time
+}
+
+// UseSnapshots gives d the store for the state of suspended calls. Without
+// one, no call can suspend. Set it before Recover.
+func (d *Durable) UseSnapshots(s *Snapshots) { d.snaps = s }
+
+// Suspendable says whether c, running, may end its run suspended: it is
+// journaled and its Durable keeps snapshots.
+func (c *Call) Suspendable() bool { return c.durable != nil && c.durable.snaps != nil }
+
+// Depend journals c as a dependency of parent, a running journaled call
+// (its call_async), and queues it. The record is written without waiting
+// (the parent's SUSPENDED write, synced, comes after it); the dependency
+// shares the parent's effect: an idempotent one runs again after a crash,
+// an at-most-once one finishes interrupted. A call the scheduler refuses
+// is not run: its record is finished and the error returned.
+func (d *Durable) Depend(parent, c *Call) error {
+	c.Parent, c.Effect, c.IdempotencyKey = parent.ID, parent.Effect, c.ID
+	if c.Effect == "" {
+		c.Effect = AtMostOnce
+	}
+	d.j.mu.Lock()
+	r := d.j.newRecord(c)
+	r.Parent = c.Parent
+	e, err := d.j.recordKV(r)
+	if err == nil {
+		d.j.recs[r.ID] = r
+	}
+	d.j.mu.Unlock()
+	if err == nil {
+		err = d.j.commit(false, e)
+	}
+	if err != nil {
+		return fmt.Errorf("journal call of %s: %w", c.Task, err)
+	}
+	prev := c.Done
+	d.wrapDone(c)
+	if err := d.s.Submit(c); err != nil {
+		st := StatusRejected
+		switch {
+		case errors.Is(err, ErrUnknownTask):
+			st = StatusUnknown
+		case errors.Is(err, ErrTooLate):
+			st = StatusTooLate
+		}
+		c.Result, c.State, c.Done = Result{Status: st, Error: err.Error()}, Finished, prev
+		d.finish(c)
+		return err
+	}
+	return nil
+}
+
+// suspend handles a run of c that ended suspended: the state goes to a
+// snapshot, the record to SUSPENDED (synced) with what it waits for, and
+// the call is resumed at once if all of it has already finished.
+func (d *Durable) suspend(c *Call, done func(*Call)) {
+	cont := c.Suspension
+	c.Suspension = nil
+	digest, err := d.snaps.Put(c.ID, c.Task, cont.State)
+	if err != nil {
+		d.log.Error("call could not suspend", "call", c.ID, "task", c.Task, "err", err)
+		d.failSuspended(c, done, cont, "suspend: "+err.Error())
+		return
+	}
+	d.mu.Lock()
+	d.j.mu.Lock()
+	r := d.j.recs[c.ID]
+	if r == nil {
+		d.j.mu.Unlock()
+		d.mu.Unlock()
+		d.log.Error("suspended call is not in the journal", "call", c.ID)
+		return
+	}
+	old := r.Snapshot
+	r.State, r.Snapshot, r.Waits, r.Suspended = Suspended, digest, cont.Waits, d.j.opts.Wall()
+	d.j.mu.Unlock()
+	s := d.registerLocked(r, done)
+	ready := s != nil && s.missing == 0 // else the last dependency to finish resumes it
+	d.j.mu.Lock()
+	e, err := d.j.recordKV(r)
+	d.j.mu.Unlock()
+	d.mu.Unlock()
+	if err == nil {
+		// Not waited for, as STARTED of an idempotent call: a crash before
+		// it lands runs the call again from its start (at-most-once:
+		// interrupted).
+		err = d.j.commit(false, e)
+	}
+	if err != nil {
+		d.log.Error("journal suspension failed", "call", c.ID, "err", err)
+	}
+	if old != "" && old != digest {
+		d.dropSnapshot(old)
+	}
+	d.j.m.suspends.Inc()
+	if ready {
+		d.resume(s)
+	}
+}
+
+// failSuspended finishes c, whose suspension could not be kept, as failed
+// and cancels what it waited for.
+func (d *Durable) failSuspended(c *Call, done func(*Call), cont *Continuation, msg string) {
+	for _, w := range cont.Waits {
+		d.s.Cancel(w.ID)
+	}
+	c.Result, c.State = Result{Status: StatusFailed, Error: msg}, Finished
+	d.finish(c)
+	if done != nil {
+		done(c)
+	}
+}
+
+// registerLocked records r, suspended, in memory: the results of the
+// dependencies that have already finished are copied into it, the others
+// are waited for. It returns the suspension (nil if r was registered
+// already). d.mu is held.
+func (d *Durable) registerLocked(r *Record, done func(*Call)) *suspension {
+	if d.parents[r.ID] != nil {
+		return nil
+	}
+	s := &suspension{id: r.ID, done: done, since: time.Now()}
+	for i := range r.Waits {
+		w := &r.Waits[i]
+		if w.Result != nil {
+			continue
+		}
+		dep, err := d.j.Get(w.ID)
+		switch {
+		case err != nil || dep == nil:
+			w.Result = &Result{Status: StatusFailed, Error: fmt.Sprintf("the call %s this call waited for is not in the journal", w.ID)}
+		case dep.State >= Finished && dep.Result != nil:
+			res := *dep.Result
+			w.Result = &res
+		default:
+			d.waiting[w.ID] = r.ID
+			s.missing++
+		}
+	}
+	d.parents[r.ID] = s
+	d.j.m.suspended.Set(float64(len(d.parents)))
+	return s
+}
+
+// depFinished hands the result of a finished dependency to the suspended
+// call that waits for it (resuming it if it was the last) and marks the
+// dependency reported: its result lives on in the caller's record, or
+// reached a caller that awaited it in memory.
+func (d *Durable) depFinished(r *Record) {
+	d.mu.Lock()
+	var (
+		resume *suspension
+		kvs    []kv
+	)
+	if pid, ok := d.waiting[r.ID]; ok {
+		delete(d.waiting, r.ID)
+		s := d.parents[pid]
+		d.j.mu.Lock()
+		if p := d.j.recs[pid]; p != nil && s != nil {
+			for i := range p.Waits {
+				if p.Waits[i].ID == r.ID {
+					res := *r.Result
+					p.Waits[i].Result = &res
+				}
+			}
+			if e, err := d.j.recordKV(p); err == nil {
+				kvs = append(kvs, e)
+			}
+			if s.missing--; s.missing == 0 {
+				resume = s
+			}
+		}
+		d.j.mu.Unlock()
+	}
+	d.mu.Unlock()
+	if len(kvs) > 0 {
+		// Before the dependency's REPORTED, in the same ordered queue: a
+		// crash never loses a result both ways.
+		if err := d.j.commit(false, kvs...); err != nil {
+			d.log.Error("journal result of a dependency failed", "call", r.ID, "parent", r.Parent, "err", err)
+		}
+	}
+	if err := d.j.MarkReported(r.ID); err != nil {
+		d.log.Warn("journal: mark dependency reported", "call", r.ID, "err", err)
+	}
+	if resume != nil {
+		d.resume(resume)
+	}
+}
+
+// resume queues the next run of the suspended call s: its state from the
+// snapshot and the results of what it waited for.
+func (d *Durable) resume(s *suspension) {
+	d.mu.Lock()
+	if d.parents[s.id] != s {
+		d.mu.Unlock()
+		return // canceled meanwhile
+	}
+	delete(d.parents, s.id)
+	d.j.m.suspended.Set(float64(len(d.parents)))
+	d.j.mu.Lock()
+	r := d.j.recs[s.id]
+	var c *Call
+	if r != nil {
+		c = r.call()
+	}
+	d.j.mu.Unlock()
+	d.mu.Unlock()
+	if c == nil {
+		return
+	}
+	d.j.m.resumes.Inc()
+	d.j.m.resumeWait.Observe(time.Since(s.since).Seconds())
+	c.Done = s.done
+	d.queueResume(c, r)
+}
+
+// queueResume loads the snapshot of r into c.Resume and queues c; a
+// snapshot that cannot be read fails the call.
+func (d *Durable) queueResume(c *Call, r *Record) {
+	d.j.mu.Lock()
+	digest, waits := r.Snapshot, append([]Wait(nil), r.Waits...)
+	d.j.mu.Unlock()
+	state, err := d.snaps.Get(digest, c.ID)
+	if err != nil && c.Effect == Idempotent && c.Input != nil {
+		// Lost with a power failure (it is not fsynced): run the call
+		// again from its start, as if it had not suspended.
+		d.log.Warn("snapshot of a suspended call unreadable: running it again from its start", "call", c.ID, "task", c.Task, "err", err)
+		d.j.mu.Lock()
+		r.Snapshot, r.Waits = "", nil
+		d.j.mu.Unlock()
+		d.queue(c, r)
+		return
+	}
+	if err != nil {
+		d.log.Error("suspended call cannot resume", "call", c.ID, "task", c.Task, "err", err)
+		c.durable = d
+		c.Result, c.State = Result{Status: StatusFailed, Error: "resume: " + err.Error()}, Finished
+		d.finish(c)
+		if c.Done != nil {
+			c.Done(c)
+		}
+		return
+	}
+	c.Resume = &Continuation{State: state, Waits: waits}
+	d.queue(c, r)
+}
+
+// cancelSuspended finishes the suspended call id as canceled and cancels
+// the calls it waits for; false if id is not suspended here.
+func (d *Durable) cancelSuspended(id string) bool {
+	d.mu.Lock()
+	s := d.parents[id]
+	if s == nil {
+		d.mu.Unlock()
+		return false
+	}
+	delete(d.parents, id)
+	d.j.m.suspended.Set(float64(len(d.parents)))
+	var deps []string
+	for dep, pid := range d.waiting {
+		if pid == id {
+			deps = append(deps, dep)
+			delete(d.waiting, dep)
+		}
+	}
+	d.j.mu.Lock()
+	r := d.j.recs[id]
+	var c *Call
+	if r != nil {
+		c = r.call()
+	}
+	d.j.mu.Unlock()
+	d.mu.Unlock()
+	for _, dep := range deps {
+		d.s.Cancel(dep)
+	}
+	if c == nil {
+		return true
+	}
+	c.durable = d
+	c.Result, c.State = Result{Status: StatusCanceled, Error: "canceled while suspended"}, Finished
+	d.finish(c)
+	if s.done != nil {
+		s.done(c)
+	}
+	return true
+}
+
+// dropSnapshot deletes a snapshot no record names any more, once that is
+// on disk: a crash before leaves it to the sweep at the next start.
+func (d *Durable) dropSnapshot(digest string) {
+	d.j.commitAsync(func(err error) {
+		if err != nil {
+			return
+		}
+		if err := d.snaps.remove(digest); err != nil {
+			d.log.Warn("snapshot not deleted (swept at the next start)", "snapshot", digest, "err", err)
+		}
+	})
+}
+
+// recoverSuspended sorts the open records of a restart: suspended calls are
+// registered again (they wait for their dependencies, or resume at once),
+// a call that was running a resume step runs it again (idempotent) or is
+// interrupted, and a dependency whose caller no longer waits for it (the
+// caller runs again from its start, or finished) is finished as canceled
+// without running. It returns the records left to the usual recovery and
+// sweeps the snapshots no open record names.
+func (d *Durable) recoverSuspended(ctx context.Context, open []*Record) []*Record {
+	byID := make(map[string]*Record, len(open))
+	for _, r := range open {
+		byID[r.ID] = r
+	}
+	keep := map[string]bool{}
+	var rest, resumeNow []*Record
+	var ready []*suspension
+	d.mu.Lock()
+	for _, r := range open {
+		if r.Snapshot != "" && r.State < Finished {
+			keep[r.Snapshot] = true
+		}
+		if r.State == Suspended {
+			if s := d.registerLocked(r, nil); s != nil && s.missing == 0 {
+				ready = append(ready, s)
+			}
+		}
+	}
+	d.mu.Unlock()
+	for _, r := range open {
+		switch {
+		case r.State == Suspended:
+		case r.State == Started && r.Snapshot != "" && r.Effect == Idempotent:
+			d.j.m.recovered.WithLabelValues("resume").Inc()
+			r.Attempt++
+			resumeNow = append(resumeNow, r)
+		case r.Parent != "" && r.State < Finished && !d.waitedFor(byID[r.Parent], r.ID):
+			d.j.m.recovered.WithLabelValues("orphan").Inc()
+			c := r.call()
+			c.durable = d
+			c.Result, c.State = Result{Status: StatusCanceled, Error: "canceled: the call that made it no longer waits for it (it ran again or finished after a restart)"}, Finished
+			d.finish(c)
+		default:
+			rest = append(rest, r)
+		}
+	}
+	for _, r := range resumeNow {
+		d.queueResume(r.call(), r)
+	}
+	for _, s := range ready {
+		d.resume(s)
+	}
+	if d.snaps != nil && ctx.Err() == nil {
+		if n, err := d.snaps.sweep(keep); err != nil {
+			d.log.Warn("snapshot sweep failed", "err", err)
+		} else if n > 0 {
+			d.log.Info("snapshots of finished calls deleted", "files", n)
+		}
+	}
+	return rest
+}
+
+// waitedFor says whether parent, recovered, is suspended waiting for id.
+func (d *Durable) waitedFor(parent *Record, id string) bool {
+	if parent == nil || parent.State != Suspended {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.waiting[id] == parent.ID
+}
+
+// JournaledCaller returns the journaled call of s running with ctx (the
+// caller of a host function), nil for any other context.
+func (s *Scheduler) JournaledCaller(ctx context.Context) *Call {
+	sl, _ := ctx.Value(slotKey{}).(*slot)
+	if sl == nil || sl.s != s || sl.c.durable == nil {
+		return nil
+	}
+	return sl.c
+}
+
+// Depend journals dep as a dependency of c, a running journaled call, and
+// queues it (Durable.Depend).
+func (c *Call) Depend(dep *Call) error { return c.durable.Depend(c, dep) }

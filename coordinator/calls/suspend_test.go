@@ -1,0 +1,261 @@
+package calls
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// suspender is the run function of a rig whose task "t" fans out to n calls
+// of "u" and suspends on them, and on resume outputs its state and the
+// outputs it waited for; "u" runs u.
+func suspender(n int, u func(ctx context.Context, c *Call) Result) func(ctx context.Context, c *Call) Result {
+	return func(ctx context.Context, c *Call) Result {
+		if c.Task == "u" {
+			return u(ctx, c)
+		}
+		if c.Resume != nil {
+			out := string(c.Resume.State)
+			for _, w := range c.Resume.Waits {
+				out += "|" + string(w.Result.Status) + ":" + string(w.Result.Output)
+			}
+			return Result{Status: StatusOK, Output: []byte(out)}
+		}
+		cont := &Continuation{State: []byte("kept")}
+		for i := range n {
+			dep := New("u", []byte{byte('a' + i)}, Source{Kind: "task", Ref: c.ID})
+			if err := c.Depend(dep); err != nil {
+				return Result{Status: StatusFailed, Error: err.Error()}
+			}
+			cont.Waits = append(cont.Waits, Wait{Handle: int32(i + 1), ID: dep.ID, Task: "u"})
+		}
+		c.Suspension = cont
+		return Result{Status: StatusSuspended}
+	}
+}
+
+func snapshotRig(t *testing.T, dir string, run func(ctx context.Context, c *Call) Result) *rig {
+	t.Helper()
+	r := newRig(t, dir, run)
+	snaps, err := OpenSnapshots(filepath.Join(dir, "snapshots"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.d.UseSnapshots(snaps)
+	return r
+}
+
+func snapshotFiles(t *testing.T, dir string) int {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dir, "snapshots"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// A call suspends on two dependencies and resumes with their results once
+// both are done; its snapshot is deleted when it finishes.
+func TestSuspendResume(t *testing.T) {
+	dir := t.TempDir()
+	r := snapshotRig(t, dir, suspender(2, sleepy(20*time.Millisecond)))
+	if _, err := r.d.Accept([]*Call{cloudCall("w1", Idempotent)}); err != nil {
+		t.Fatal(err)
+	}
+	rec := r.wait(t, 1)[0]
+	if rec.Result.Status != StatusOK || string(rec.Result.Output) != "kept|ok:a|ok:b" {
+		t.Fatalf("result %+v", rec.Result)
+	}
+	if rec.Runs != 2 || rec.Snapshot != "" || rec.Waits != nil {
+		t.Errorf("record: runs %d, snapshot %q, waits %v", rec.Runs, rec.Snapshot, rec.Waits)
+	}
+	if n := r.d.SuspendedCount(); n != 0 {
+		t.Errorf("%d suspended", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for snapshotFiles(t, dir) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d snapshot files left", snapshotFiles(t, dir))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A suspended call that is canceled finishes canceled at once, and the
+// calls it waits for are canceled too.
+func TestSuspendedCanceled(t *testing.T) {
+	r := snapshotRig(t, t.TempDir(), suspender(2, sleepy(time.Hour)))
+	if _, err := r.d.Accept([]*Call{cloudCall("w1", Idempotent)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r.j, "w1", Suspended)
+	if !r.d.Cancel("w1") {
+		t.Fatal("Cancel: not found")
+	}
+	rec := r.wait(t, 1)[0]
+	if rec.ID != "w1" || rec.Result.Status != StatusCanceled || !strings.Contains(rec.Result.Error, "suspended") {
+		t.Fatalf("record %+v", rec)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st := r.s.Stats(); st.Running+st.Queued > 0; st = r.s.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("dependencies still running: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitState waits until the record of id is in state st.
+func waitState(t *testing.T, j *Journal, id string, st State) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec, err := j.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec != nil && rec.State == st {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("call %s never %s: %+v", id, st, rec)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A stop that cuts the dependencies of a suspended call leaves it
+// suspended in the journal; the next start runs the dependencies again and
+// resumes it. A dependency whose caller no longer waits for it is not run.
+func TestSuspendedRecover(t *testing.T) {
+	dir := t.TempDir()
+	r := snapshotRig(t, dir, suspender(2, sleepy(time.Hour)))
+	if _, err := r.d.Accept([]*Call{cloudCall("w1", Idempotent)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r.j, "w1", Suspended)
+	orphan := New("u", nil, Source{Kind: "task", Ref: "gone"})
+	if err := r.d.Depend(&Call{ID: "gone", Effect: Idempotent}, orphan); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = r.s.Drain(ctx) // cut: left for recovery as after a crash
+	r.close()
+
+	r2 := snapshotRig(t, dir, suspender(2, sleepy(time.Millisecond)))
+	if err := r2.d.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec := r2.wait(t, 1)[0]
+	if rec.ID != "w1" || rec.Result.Status != StatusOK || string(rec.Result.Output) != "kept|ok:a|ok:b" {
+		t.Fatalf("record %+v", rec)
+	}
+	o, err := r2.j.Get(orphan.ID)
+	if err != nil || o == nil || o.Result == nil || o.Result.Status != StatusCanceled || o.Runs != 1 {
+		t.Fatalf("orphan dependency: %+v, %v", o, err)
+	}
+}
+
+// A call with a need-by time nearer than its task's recent run times is
+// refused at once; one with room is deferred and runs in time.
+func TestNeedByTooLate(t *testing.T) {
+	f := newFake(map[string]int{"u": 1}, sleepy(30*time.Millisecond))
+	s := NewScheduler(f, Options{Workers: 2, QueueSize: 100}, nil, nil)
+	defer func() { _ = s.Drain(context.Background()) }()
+	if r, err := s.Do(context.Background(), New("u", nil, Source{})); err != nil || !r.OK() {
+		t.Fatal(r, err)
+	}
+	late := New("u", nil, Source{})
+	late.NeedBy = time.Now().Add(5 * time.Millisecond)
+	if err := s.Submit(late); !errors.Is(err, ErrTooLate) || !strings.Contains(err.Error(), "recent runs took up to") {
+		t.Fatalf("Submit: %v, want ErrTooLate", err)
+	}
+	ok := New("u", nil, Source{})
+	ok.NeedBy = time.Now().Add(time.Second)
+	done := make(chan struct{})
+	ok.Done = func(*Call) { close(done) }
+	if err := s.Submit(ok); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if !ok.Result.OK() || ok.Finished.After(ok.NeedBy) {
+		t.Errorf("deferred call %+v finished %s after its need-by", ok.Result, ok.Finished.Sub(ok.NeedBy))
+	}
+}
+
+// With one worker busy, a deferred call waits behind the queued calls
+// until its latest start comes, then runs before the rest of them.
+func TestSlackOrder(t *testing.T) {
+	f := newFake(map[string]int{"q": 8, "d": 8}, sleepy(20*time.Millisecond))
+	s := NewScheduler(f, Options{Workers: 1, QueueSize: 100}, nil, nil)
+	defer func() { _ = s.Drain(context.Background()) }()
+	// Measured run times of d: 20 ms.
+	if _, err := s.Do(context.Background(), New("d", nil, Source{})); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.started = nil
+	f.mu.Unlock()
+	var wg = make(chan struct{}, 20)
+	submit := func(task string, needBy time.Duration) {
+		c := New(task, nil, Source{})
+		if needBy > 0 {
+			c.NeedBy = time.Now().Add(needBy)
+		}
+		c.Done = func(*Call) { wg <- struct{}{} }
+		if err := s.Submit(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 10 {
+		submit("q", 0) // 200 ms of queued work
+	}
+	// Latest start 100 - 30 - 10 = 60 ms from now: after about 3 q runs.
+	submit("d", 100*time.Millisecond)
+	for range 11 {
+		<-wg
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	pos := -1
+	for i, task := range f.started {
+		if task == "d" {
+			pos = i
+		}
+	}
+	if pos < 1 || pos > 6 {
+		t.Errorf("deferred call started %dth of %v: want after the first queued call and well before the last", pos, f.started)
+	}
+}
+
+// A suspended call whose snapshot is gone (a power failure: snapshots are
+// not fsynced) runs again from its start when it would resume.
+func TestSuspendedSnapshotLost(t *testing.T) {
+	dir := t.TempDir()
+	r := snapshotRig(t, dir, suspender(1, sleepy(time.Hour)))
+	if _, err := r.d.Accept([]*Call{cloudCall("w1", Idempotent)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r.j, "w1", Suspended)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = r.s.Drain(ctx)
+	r.close()
+	if err := os.RemoveAll(filepath.Join(dir, "snapshots")); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := snapshotRig(t, dir, suspender(1, sleepy(time.Millisecond)))
+	if err := r2.d.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec := r2.wait(t, 1)[0]
+	if rec.ID != "w1" || rec.Result.Status != StatusOK || string(rec.Result.Output) != "kept|ok:a" || rec.Runs != 3 {
+		t.Fatalf("record: %d runs, %+v", rec.Runs, rec.Result)
+	}
+}
