@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/binary"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
 // workflowConfig runs examples/tasks/c/workflow as "workflow" (it may call
@@ -95,41 +97,30 @@ func TestWorkflowDependencyFails(t *testing.T) {
 	}
 }
 
-// The Go SDK's fanout example (examples/tasks/go/fanout) suspends on its
-// calls of upper when journaled, and awaits them in a synchronous call:
-// the same output both ways.
-func TestGoSDKSuspends(t *testing.T) {
-	mod, err := filepath.Abs("../examples/tasks/build/go-fanout.wasm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	exampleModule(t, "go-fanout")
-	upper, err := filepath.Abs("../examples/tasks/build/upper.wasm")
-	if err != nil {
-		t.Fatal(err)
-	}
+// A call_async_by needed sooner than its task's recent runs take is refused
+// at once with too_late, through the host API.
+func TestNeedByRefusedThroughHost(t *testing.T) {
 	cfg, err := configs.Parse([]byte("data_dir: "+t.TempDir()+`
 admin: {listen: "`+mqtttest.FreeAddr(t)+`"}
 mqtt: {broker: {listen: "`+mqtttest.FreeAddr(t)+`"}}
 tasks:
-  - {name: fanout, module: `+mod+`, permissions: {call: [upper]}}
-  - {name: upper, module: `+upper+`}
+  - {name: caller, module: `+wasmtest.WAT(t, "testdata/needby.wat", "")+`, permissions: {call: [slow]}}
+  - {name: slow, module: `+wasmtest.WAT(t, "../runtime/testdata/sleep.wat", "")+`}
 `), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := startCoordinator(t, cfg)
-	call := calls.New("fanout", []byte("hello big world"), calls.Source{})
-	call.Effect = calls.Idempotent
-	if err := c.CallAsync(call); err != nil {
-		t.Fatal(err)
+	if r, err := c.Call(context.Background(), calls.New("slow", nil, calls.Source{Kind: "test"})); err != nil || !r.OK() {
+		t.Fatalf("slow: %+v, %v", r, err) // its run time (30 ms) is now known
 	}
-	r := waitFinished(t, c, call.ID, 30*time.Second)
-	if !r.Result.OK() || string(r.Result.Output) != "HELLO BIG WORLD" || r.Runs != 2 {
-		t.Fatalf("journaled fanout: %d runs, %+v", r.Runs, r.Result)
+	start := time.Now()
+	r, err := c.Call(context.Background(), calls.New("caller", []byte("slow"), calls.Source{Kind: "test"}))
+	if err != nil || !r.OK() || len(r.Output) < 4 {
+		t.Fatalf("caller: %+v, %v", r, err)
 	}
-	res, err := c.Call(context.Background(), calls.New("fanout", []byte("a b"), calls.Source{Kind: "test"}))
-	if err != nil || string(res.Output) != "A B" {
-		t.Fatalf("synchronous fanout: %+v, %v", res, err)
+	code, msg := int32(binary.LittleEndian.Uint32(r.Output)), string(r.Output[4:])
+	if code != -8 || !strings.Contains(msg, "need-by time cannot be met: slow is needed in") || time.Since(start) > 5*time.Second {
+		t.Fatalf("call_async_by: code %d %q after %s, want too_late at once", code, msg, time.Since(start))
 	}
 }

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -112,6 +113,34 @@ func TestExamples(t *testing.T) {
 		}
 		if _, err := he.Call(ctx, "visits", nil); err == nil || !strings.Contains(err.Error(), "input: a name, please") {
 			t.Fatalf("empty input: %v", err)
+		}
+	})
+	t.Run("fanout-sdk", func(t *testing.T) {
+		he := newHostEngine(t, newMemHost(), nil,
+			Spec{Name: "fanout", Module: mod("go-fanout"), Permissions: Permissions{Call: []string{"upper"}}},
+			Spec{Name: "upper", Module: mod("upper"), Concurrency: 4})
+		// A call that cannot suspend: the SDK awaits the handles itself.
+		if out, err := he.Call(ctx, "fanout", []byte("hello big world")); err != nil || string(out) != "HELLO BIG WORLD" {
+			t.Fatalf("awaited: %q, %v", out, err)
+		}
+		// A call that can: the run suspends on three calls of upper, and
+		// outpost_resume joins their outputs.
+		_, err := he.Call(context.WithValue(ctx, SuspendableKey{}, true), "fanout", []byte("hello big world"))
+		var s *Suspended
+		if !errors.As(err, &s) || len(s.Waits) != 3 || string(s.State) != `{"words":3}` {
+			t.Fatalf("suspended: %v", err)
+		}
+		var res []ResumeResult
+		for _, w := range s.Waits {
+			out, err := w.Pending.Await(ctx)
+			res = append(res, ResultOf(w.Handle, out, err))
+		}
+		if out, err := he.Resume(ctx, "fanout", EncodeResume(s.State, res)); err != nil || string(out) != "HELLO BIG WORLD" {
+			t.Fatalf("resumed: %q, %v", out, err)
+		}
+		res[1] = ResultOf(res[1].Handle, nil, errors.New("failed: upper broke"))
+		if _, err := he.Resume(ctx, "fanout", EncodeResume(s.State, res)); err == nil || !strings.Contains(err.Error(), "upper of word 2: failed: upper broke") {
+			t.Fatalf("resumed with a failed call: %v", err)
 		}
 	})
 	t.Run("greet", func(t *testing.T) {

@@ -315,17 +315,22 @@ func (d *Durable) cancelSuspended(id string) bool {
 	return true
 }
 
-// dropSnapshot deletes a snapshot no record names any more, once that is
-// on disk: a crash before leaves it to the sweep at the next start.
+// dropSnapshot deletes a snapshot no record names any more, once the
+// write that stops naming it has been applied, not synced (a power failure
+// that takes that write, or a write that failed, leaves a record naming a
+// deleted snapshot: that call runs again from its start, as when the
+// snapshot itself is lost). It runs on the journal's completion goroutine,
+// off the committer.
 func (d *Durable) dropSnapshot(digest string) {
-	d.j.commitAsync(func(err error) {
-		if err != nil {
-			return
-		}
+	remove := func() {
 		if err := d.snaps.remove(digest); err != nil {
 			d.log.Warn("snapshot not deleted (swept at the next start)", "snapshot", digest, "err", err)
 		}
-	})
+	}
+	select {
+	case d.j.reqs <- &commitReq{after: func() { d.j.complete(remove) }}:
+	case <-d.j.done:
+	}
 }
 
 // recoverSuspended sorts the open records of a restart: suspended calls are
