@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -127,7 +126,7 @@ func BenchmarkBackup(b *testing.B) {
 			f, done := syncedFile(b, filepath.Join(b.TempDir(), fmt.Sprintf("%d.backup", i)))
 			err := Write(f, Source{
 				Manifest: Manifest{Node: "bench", Version: "bench"},
-				State:    func(w io.Writer) error { _, err := db.Badger().Backup(w, 0); return err },
+				State:    db.Snapshot,
 				DataDir:  dir,
 			}, func(Phase) {})
 			if err != nil {
