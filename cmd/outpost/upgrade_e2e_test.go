@@ -26,20 +26,33 @@ import (
 	"github.com/outpost-edge/outpost/internal/store"
 )
 
-// previousRelease is the build the upgrade test starts from, taken from
-// this repository's own history (a clone of main holds it; a shallow
-// clone does not, and the test says so). There is no release tag yet: it
-// is the merge of the device registry into main, the first commit where
-// every store the current binary keeps exists (state store with the call
-// journal, deployed tasks, kv and the device registry; blobs; telemetry)
-// and carries a format version, so that the old binary can also be asked
-// to refuse a newer one. Move it to each release tag as releases are cut.
-const previousRelease = "8360c241ec7f31d6c602a0bf92af8724b1fd8bd2"
+// release is a build of an earlier commit of main the upgrade test starts
+// from, taken from this repository's own history (a clone of main holds
+// it; a shallow clone does not, and the test says so). There is no release
+// tag yet; the newest entry moves to each release tag as releases are cut.
+type release struct {
+	name, commit string
+	// versioned: the build has format versions (and internal/buildinfo,
+	// which came with them), so it stamps its stores and refuses a newer
+	// format; devices: it has the device registry.
+	versioned, devices bool
+}
+
+var previousReleases = []release{
+	// The last commit before format versions: its stores carry no version
+	// record, and the current binary stamps them at the first start.
+	{name: "before-format-versions", commit: "33bcb371be819ed5e9c57e6f38a0591a907845c8"},
+	// The merge of the device registry: the first commit where every store
+	// the current binary keeps exists and carries a format version, so the
+	// old binary can also be asked to refuse a newer one.
+	{name: "previous", commit: "8360c241ec7f31d6c602a0bf92af8724b1fd8bd2", versioned: true, devices: true},
+}
 
 // buildRelease builds cmd/outpost as it was at commit (git archive into a
-// temporary directory, the shared Go build and module caches), stamped
-// with version; a commit missing from the clone fails the test, naming
-// the fix.
+// temporary directory; -trimpath, so that the shared Go build cache serves
+// it again; the module cache), stamped with version where the commit has
+// internal/buildinfo; a commit missing from the clone fails the test,
+// naming the fix.
 func buildRelease(t *testing.T, commit, version string) string {
 	t.Helper()
 	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
@@ -61,7 +74,7 @@ func buildRelease(t *testing.T, commit, version string) string {
 		t.Fatalf("unpack %s: %v %s", commit, err, out)
 	}
 	bin := filepath.Join(t.TempDir(), "outpost-"+commit[:12])
-	build := exec.Command("go", "build", "-ldflags", "-X github.com/outpost-edge/outpost/internal/buildinfo.version="+version, "-o", bin, "./cmd/outpost")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-X github.com/outpost-edge/outpost/internal/buildinfo.version="+version, "-o", bin, "./cmd/outpost")
 	build.Dir = src
 	build.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
 	start := time.Now()
@@ -72,22 +85,29 @@ func buildRelease(t *testing.T, commit, version string) string {
 	return bin
 }
 
-// TestUpgradeFromPreviousRelease: the previous release fills a data dir
+// TestUpgradeFromPreviousRelease: a previous release fills a data dir
 // (deployed tasks with versions, kv, a registered device, telemetry,
 // journaled cloud calls in every state) and is killed with kill -9; the
 // current binary started on the same dir and config reads everything
 // back: the same task versions (rollback works), kv counts on, the device
 // logs in with its secret, the same telemetry points, and every journaled
 // call finishes and is reported once (none reported before is reported
-// again). Then the old binary on the upgraded dir: it starts if no format
-// moved (a rollback by reinstalling) or refuses; and a state store of a
-// newer format than its own is refused, naming both versions.
+// again); stores without a format version are stamped. Then the old binary
+// on the upgraded dir: it starts if no format moved (a rollback by
+// reinstalling) or refuses; and one with format versions refuses a state
+// store of a newer format than its own, naming both versions.
 func TestUpgradeFromPreviousRelease(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the previous release (about 20 s with a warm build cache) and runs it: not in -short")
+		t.Skip("builds previous releases (about 20 s each with a warm build cache) and runs them: not in -short")
 	}
-	oldVersion := "dev-" + previousRelease[:12]
-	old := buildRelease(t, previousRelease, oldVersion)
+	for _, r := range previousReleases {
+		t.Run(r.name, func(t *testing.T) { testUpgrade(t, r) })
+	}
+}
+
+func testUpgrade(t *testing.T, r release) {
+	oldVersion := "dev-" + r.commit[:12]
+	old := buildRelease(t, r.commit, oldVersion)
 
 	c := startCloudProc(t)
 	agent := gnmitest.StartAgent(t)
@@ -111,7 +131,7 @@ telemetry:
 `, spin, c.proxy, mqtttest.FreeAddr(t), agent.Addr))
 	d.bin = old
 	d.start()
-	if out, _, code := d.cli("version"); code != 0 || !strings.HasPrefix(out, "outpost "+oldVersion+"\n") {
+	if out, _, code := d.cli("version"); code != 0 || (r.versioned && !strings.HasPrefix(out, "outpost "+oldVersion+"\n")) {
 		t.Fatalf("the previous release's version: exit %d %q", code, out)
 	}
 
@@ -132,12 +152,15 @@ telemetry:
 		}
 	}
 	// A registered device.
-	out, errOut, code := d.cli("device", "add", "d1", "-o", "json")
-	var added admin.AddedDevice
-	if code != 0 || json.Unmarshal([]byte(out), &added) != nil || len(added.Secret) < 20 {
-		t.Fatalf("device add with the previous release: exit %d %q %s", code, out, errOut)
+	var secret string
+	if r.devices {
+		out, errOut, code := d.cli("device", "add", "d1", "-o", "json")
+		var added admin.AddedDevice
+		if code != 0 || json.Unmarshal([]byte(out), &added) != nil || len(added.Secret) < 20 {
+			t.Fatalf("device add with the previous release: exit %d %q %s", code, out, errOut)
+		}
+		secret = added.Secret
 	}
-	secret := added.Secret
 	// Telemetry: the points stored up to a moment, as the current CLI
 	// reads them from the previous release.
 	waitUntil(t, 20*time.Second, "telemetry points stored", func() bool {
@@ -197,6 +220,9 @@ telemetry:
 	}
 	t.Logf("journal at the kill: %v", before)
 	d.kill9()
+	if _, err := os.Stat(filepath.Join(d.dir, "data", "blobs", "sha256", "FORMAT")); r.versioned != (err == nil) {
+		t.Fatalf("the previous release's blob store: FORMAT file %v (release with format versions: %v)", err, r.versioned)
+	}
 
 	// The current binary on the same dir and config.
 	var up resultUploads
@@ -243,14 +269,20 @@ telemetry:
 	if got, err := d.call("counter", "k0"); err != nil || got != "4" {
 		t.Errorf("counter after the upgrade: %q %v (its kv should have come back)", got, err)
 	}
-	as := strings.Replace(d.mqtt, "tcp://", "tcp://d1:"+secret+"@", 1)
-	sub := mqtttest.Sub(t, as, "devices/d1/out", 1)
-	mqtttest.Pub(t, as, "devices/d1/in", "registered", 1)
-	if got := sub.Wait(1, 10*time.Second); got[0] != "devices/d1/out registered" {
-		t.Errorf("device d1 after the upgrade: %q", got)
+	if r.devices {
+		as := strings.Replace(d.mqtt, "tcp://", "tcp://d1:"+secret+"@", 1)
+		sub := mqtttest.Sub(t, as, "devices/d1/out", 1)
+		mqtttest.Pub(t, as, "devices/d1/in", "registered", 1)
+		if got := sub.Wait(1, 10*time.Second); got[0] != "devices/d1/out registered" {
+			t.Errorf("device d1 after the upgrade: %q", got)
+		}
+		if err := mqtttest.PubErr(t, strings.Replace(d.mqtt, "tcp://", "tcp://d1:wrong@", 1), "devices/d1/in", "x", 1); err == nil {
+			t.Error("d1 logged in with a wrong secret after the upgrade")
+		}
 	}
-	if err := mqtttest.PubErr(t, strings.Replace(d.mqtt, "tcp://", "tcp://d1:wrong@", 1), "devices/d1/in", "x", 1); err == nil {
-		t.Error("d1 logged in with a wrong secret after the upgrade")
+	blobFormat := filepath.Join(d.dir, "data", "blobs", "sha256", "FORMAT")
+	if _, err := os.Stat(blobFormat); err != nil {
+		t.Errorf("the blob store has no format version after the upgrade: %v", err)
 	}
 	migrated := strings.Contains(d.logs.String(), `msg="migrated format"`)
 	if code := d.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
@@ -259,12 +291,16 @@ telemetry:
 
 	// The previous release on the upgraded dir.
 	d.bin = old
-	if migrated {
+	switch {
+	case migrated && r.versioned:
 		_, errOut, code := runCmd(t, exec.Command(old, "run", "--config", d.cfg))
 		if code == 0 || !strings.Contains(errOut, "format newer than this binary understands") {
 			t.Fatalf("the previous release on a migrated dir: exit %d\n%s", code, errOut)
 		}
-	} else {
+	case migrated:
+		// A build from before format versions cannot tell a migrated store:
+		// rolling back to it needs the backup taken before the upgrade.
+	default:
 		d.start() // no format moved: reinstalling the old binary rolls back
 		if got, err := d.call("counter", "k0"); err != nil || got != "5" {
 			t.Errorf("counter on the previous release after a rollback: %q %v", got, err)
@@ -272,6 +308,9 @@ telemetry:
 		if code := d.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
 			t.Fatalf("stop the previous release: exit %d", code)
 		}
+	}
+	if !r.versioned {
+		return // no format versions: nothing to refuse
 	}
 	// A state store one format version past this one: the previous release
 	// refuses it, naming both versions and its own version.
