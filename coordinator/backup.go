@@ -21,11 +21,8 @@ func (c *Coordinator) Backup(w io.Writer, telemetry bool) error {
 	cfg := c.cfg.Load()
 	src := backup.Source{
 		Manifest: backup.Manifest{Node: cfg.Node.ID, Version: c.version, Created: time.Now().UTC()},
-		State: func(w io.Writer) error {
-			_, err := c.db.Badger().Backup(w, 0)
-			return err
-		},
-		DataDir: cfg.DataDir,
+		State:    c.db.Snapshot,
+		DataDir:  cfg.DataDir,
 	}
 	if telemetry {
 		if !c.tele.Enabled() {

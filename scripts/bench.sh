@@ -22,6 +22,7 @@
 #   cloud     outpost-cloud on PostgreSQL (one and two replicas) vs badger
 #   await     10,000 calls waiting: suspended vs parked; need-by misses, slack vs first-come
 #   telemetry gNMI, SNMP, the telemetry store
+#   backup    an online backup of 100k journaled calls vs tar while stopped
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -29,7 +30,7 @@ quick=0
 if [ "${1:-}" = "-quick" ]; then quick=1; fi
 count=${COUNT:-$([ $quick = 1 ] && echo 1 || echo 3)}
 benchtime=${BENCHTIME:-$([ $quick = 1 ] && echo 50ms || echo 200ms)}
-suites=${SUITES:-"daemon mqtt runtime deploy extism durable cloud await telemetry"}
+suites=${SUITES:-"daemon mqtt runtime deploy extism durable cloud await telemetry backup"}
 export PATH="$PATH:/usr/sbin"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -98,6 +99,9 @@ if has telemetry; then
   bench telemetry 'BenchmarkGNMITo|BenchmarkGNMIRawStream|BenchmarkPipelineTo' "$(n 200000)"
   bench telemetry/snmp 'BenchmarkPollSimulatedDevices|BenchmarkRawBulkWalkSnmpd|BenchmarkPollerWalkSnmpd' 1x
   bench telemetry/tsdb 'Benchmark' "$benchtime"
+fi
+if has backup; then
+  bench coordinator/backup 'BenchmarkBackup' "$(n 5)"
 fi
 if [ -n "${RESULTS:-}" ]; then cp "$out/all.txt" "$RESULTS"; fi
 

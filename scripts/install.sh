@@ -67,8 +67,10 @@ if [ -n "$binary" ]; then
 else
 	command -v go >/dev/null || { echo "install.sh: go not found; install Go or pass --binary PATH" >&2; exit 1; }
 	version=$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo dev)
+	commit=$(git -C "$root" rev-parse HEAD 2>/dev/null || true)
+	bi=github.com/outpost-edge/outpost/internal/buildinfo
 	src="$tmp/outpost"
-	run env -C "$root" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/outpost-edge/outpost/internal/buildinfo.version=$version" -o "$src" ./cmd/outpost
+	run env -C "$root" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X $bi.version=$version -X $bi.commit=$commit -X $bi.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" -o "$src" ./cmd/outpost
 fi
 run install -D -m 0755 -o root -g root "$src" "$bin_dst"
 

@@ -267,7 +267,7 @@ func TestAdminAPIBeyondLoopback(t *testing.T) {
 	if out, code := runCLI(t, "check", "--config", cfg); code != 0 {
 		t.Fatalf("check with tls: exit %d\n%s", code, out)
 	}
-	d := &daemon{t: t, dir: dir, cfg: cfg, addr: listen, opts: admin.ClientOptions{Addr: "https://" + listen, CAFile: ca.CAFile}, logs: &syncbuf.Buffer{}}
+	d := &daemon{t: t, bin: binPath, dir: dir, cfg: cfg, addr: listen, opts: admin.ClientOptions{Addr: "https://" + listen, CAFile: ca.CAFile}, logs: &syncbuf.Buffer{}}
 	d.start()
 	tokFile := filepath.Join(dir, "data", admin.TokenFileName)
 	tok, err := admin.ReadToken(tokFile)

@@ -45,6 +45,7 @@ func TestMain(m *testing.M) {
 // daemon is a running outpost process.
 type daemon struct {
 	t      *testing.T
+	bin    string // the outpost binary it runs, and whose CLI cli runs
 	cmd    *exec.Cmd
 	dir    string
 	cfg    string
@@ -75,6 +76,15 @@ func startDaemon(t *testing.T, cfg string) *daemon {
 // which may be filled already) in dir.
 func startDaemonIn(t *testing.T, dir, cfg string) *daemon {
 	t.Helper()
+	d := newDaemon(t, dir, cfg)
+	d.start()
+	return d
+}
+
+// newDaemon writes the config of startDaemonIn and returns the daemon
+// without starting it.
+func newDaemon(t *testing.T, dir, cfg string) *daemon {
+	t.Helper()
 	adminAddr, brokerAddr := mqtttest.FreeAddr(t), mqtttest.FreeAddr(t)
 	cfg = strings.NewReplacer("{{admin}}", adminAddr, "{{broker}}", brokerAddr).Replace(cfg)
 	cfg = "data_dir: " + filepath.Join(dir, "data") + "\n" + cfg
@@ -82,15 +92,13 @@ func startDaemonIn(t *testing.T, dir, cfg string) *daemon {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, dir: dir, cfg: path, addr: adminAddr, opts: admin.ClientOptions{Addr: adminAddr}, mqtt: "tcp://" + brokerAddr, logs: &syncbuf.Buffer{}, exited: make(chan struct{})}
-	d.start()
-	return d
+	return &daemon{t: t, bin: binPath, dir: dir, cfg: path, addr: adminAddr, opts: admin.ClientOptions{Addr: adminAddr}, mqtt: "tcp://" + brokerAddr, logs: &syncbuf.Buffer{}, exited: make(chan struct{})}
 }
 
 func (d *daemon) start() {
 	t := d.t
 	t.Helper()
-	d.cmd = exec.Command(binPath, "run", "--config", d.cfg)
+	d.cmd = exec.Command(d.bin, "run", "--config", d.cfg)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -23,11 +23,17 @@ func exampleWasm(t *testing.T, name string) string {
 	return wasmtest.WAT(t, filepath.Join("..", "..", "examples", "tasks", "wat", name+".wat"), "")
 }
 
-// cli runs the outpost binary's CLI against d and returns stdout, stderr
+// cli runs the CLI of d's binary against d and returns stdout, stderr
 // and the exit code.
 func (d *daemon) cli(args ...string) (string, string, int) {
 	d.t.Helper()
-	cmd := exec.Command(binPath, args...)
+	return d.cliOf(d.bin, args...)
+}
+
+// cliOf is cli with the CLI of another outpost binary.
+func (d *daemon) cliOf(bin string, args ...string) (string, string, int) {
+	d.t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "OUTPOST_ADMIN="+d.addr)
 	cmd.Dir = d.dir // the CLI finds the token in ./data, as the daemon's user in its directory does
 	return runCmd(d.t, cmd)

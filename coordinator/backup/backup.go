@@ -78,7 +78,7 @@ type Phase struct {
 // Source is what a backup reads from a running node.
 type Source struct {
 	Manifest Manifest
-	// State writes the state store's badger backup stream (DB.Backup).
+	// State writes the state store in badger's backup format (store.Snapshot).
 	State func(w io.Writer) error
 	// Telemetry writes the telemetry store's; nil leaves it out.
 	Telemetry func(w io.Writer) error

@@ -46,7 +46,7 @@ func write(t *testing.T, dir string, db *store.DB) []byte {
 	var buf bytes.Buffer
 	err := Write(&buf, Source{
 		Manifest: Manifest{Node: "n1", Version: "test"},
-		State:    func(w io.Writer) error { _, err := db.Badger().Backup(w, 0); return err },
+		State:    db.Snapshot,
 		DataDir:  dir,
 	}, func(Phase) {})
 	if err != nil {

@@ -293,14 +293,13 @@ func (d *DB) Append(us []model.Update) error {
 	return nil
 }
 
-// Backup flushes the buffered points and writes a badger backup stream of
-// the store, read at one timestamp, to w.
+// Backup flushes the buffered points and writes a snapshot of the store,
+// read at one timestamp, to w in badger's backup format (store.Snapshot).
 func (d *DB) Backup(w io.Writer) error {
 	if err := d.Flush(); err != nil {
 		return err
 	}
-	_, err := d.db.Backup(w, 0)
-	return err
+	return store.Snapshot(d.db, w)
 }
 
 // Flush writes the buffered points in one batch.

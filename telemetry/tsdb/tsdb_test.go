@@ -1,9 +1,11 @@
 package tsdb
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strings"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/format"
+	"github.com/outpost-edge/outpost/internal/store"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -112,12 +115,34 @@ func TestAppendLatestQueryReopen(t *testing.T) {
 		}
 	}
 	t.Run("open", func(t *testing.T) { check(t, d) })
+	var backup bytes.Buffer
+	if err := d.Backup(&backup); err != nil {
+		t.Fatal(err)
+	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
 	d = open(t, dir)
-	defer d.Close()
 	t.Run("reopened", func(t *testing.T) { check(t, d) })
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A backup loaded into an empty badger DB, as a restore does, opens
+	// as the same store: points, series, latest values.
+	restored := t.TempDir()
+	bdb, err := badger.Open(store.Options(restored, store.Defaults(), slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Load(&backup, 16); err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d = open(t, restored)
+	defer d.Close()
+	t.Run("restored", func(t *testing.T) { check(t, d) })
 }
 
 // The same timestamps written twice (an agent resending after a reconnect)
