@@ -44,6 +44,11 @@ func (c *Coordinator) Backup(w io.Writer, telemetry bool) error {
 		}
 		c.blobMu.Unlock()
 	}()
+	// Snapshots of suspended calls stay until the backup has copied them,
+	// so each one its journal names is in it.
+	if snaps := c.cloud.snaps; snaps != nil {
+		defer snaps.Hold()()
+	}
 	start := time.Now()
 	err := backup.Write(w, src, func(p backup.Phase) { c.log.Info("backup", "phase", p.Name, "items", p.Items, "bytes", p.Bytes) })
 	if err != nil {

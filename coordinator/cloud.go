@@ -31,6 +31,7 @@ type cloudPart struct {
 	durable *calls.Durable
 	link    *remote.Client
 	replies *mqttReplier
+	snaps   *calls.Snapshots // states of suspended calls; set at start
 
 	// mu guards ready and pending: QoS 1 messages that arrived before the
 	// journal was open (the MQTT client starts first). They are journaled,
@@ -97,6 +98,7 @@ func (p *cloudPart) start(ctx context.Context) error {
 		return err
 	}
 	p.durable.UseSnapshots(snaps)
+	p.snaps = snaps
 	if link != nil {
 		link.SetNode(remote.NewNode(p.durable))
 	}

@@ -1,7 +1,8 @@
 // Package backup writes and restores a node's backup: one tar stream
 // holding a consistent snapshot of the state store (deployed tasks, kv,
 // results and the call journal, read at one badger timestamp), optionally
-// the telemetry store, the blobs the tasks run, and the identity files at
+// the telemetry store, the blobs the tasks run, the snapshots of suspended
+// calls, and the identity files at
 // the top of the data dir (the admin token, cloud credentials kept
 // there). The daemon writes it while it runs (GET /v1/backup on the admin
 // API); Copy checks a stream while saving it; Restore fills an empty data
@@ -13,6 +14,7 @@
 //	state/000001 …           the state store's badger backup stream, in chunks
 //	telemetry/000001 …       the telemetry store's, with the telemetry option
 //	blobs/<name>             the blob directory's files (FORMAT, <sha256>.wasm)
+//	snapshots/<name>         the states of suspended calls (<sha256>)
 //	files/<name>             top-level files of the data dir
 //	complete                 written last: a stream without it was cut short
 //
@@ -41,6 +43,7 @@ const (
 	statePrefix  = "state/"
 	telePrefix   = "telemetry/"
 	blobPrefix   = "blobs/"
+	snapPrefix   = "snapshots/"
 	filePrefix   = "files/"
 )
 
@@ -49,6 +52,7 @@ const (
 	StateDir     = "state"
 	TelemetryDir = "telemetry"
 	BlobDir      = "blobs/sha256"
+	SnapshotDir  = "snapshots/sha256"
 )
 
 // chunkSize bounds a chunk of a badger stream: the memory a backup holds.
@@ -125,6 +129,11 @@ func Write(w io.Writer, src Source, progress func(Phase)) error {
 		return fmt.Errorf("back up the blobs: %w", err)
 	}
 	p.Name = "blobs"
+	progress(p)
+	if p, err = writeFiles(tw, filepath.Join(src.DataDir, SnapshotDir), snapPrefix, func(string) bool { return true }); err != nil {
+		return fmt.Errorf("back up the snapshots of suspended calls: %w", err)
+	}
+	p.Name = "snapshots"
 	progress(p)
 	if p, err = writeFiles(tw, src.DataDir, filePrefix, func(string) bool { return true }); err != nil {
 		return fmt.Errorf("back up the data dir's files: %w", err)

@@ -30,10 +30,12 @@ func node(t *testing.T, n int) (string, *store.DB) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(dir, BlobDir), 0o750); err != nil {
-		t.Fatal(err)
+	for _, sub := range []string{BlobDir, SnapshotDir} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
+			t.Fatal(err)
+		}
 	}
-	for name, body := range map[string]string{BlobDir + "/ab.wasm": "module", BlobDir + "/.upload-1": "partial", "admin.token": "secret"} {
+	for name, body := range map[string]string{BlobDir + "/ab.wasm": "module", BlobDir + "/.upload-1": "partial", SnapshotDir + "/cd": "state", "admin.token": "secret"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +67,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || m.Node != "n1" || !bytes.Equal(saved.Bytes(), b) {
 		t.Fatalf("copy: %v %+v, %d of %d bytes", err, m, saved.Len(), len(b))
 	}
-	if len(phases) != 4 || !strings.HasPrefix(phases[1], "state store: 2 items") || !strings.HasPrefix(phases[2], "blobs: 1 items") {
+	if len(phases) != 5 || !strings.HasPrefix(phases[1], "state store: 2 items") || !strings.HasPrefix(phases[2], "blobs: 1 items") || !strings.HasPrefix(phases[3], "snapshots: 1 items") {
 		t.Fatalf("phases %q", phases)
 	}
 	to := filepath.Join(t.TempDir(), "data")
@@ -74,6 +76,9 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(to, BlobDir, "ab.wasm")); string(got) != "module" {
 		t.Fatalf("blob %q", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(to, SnapshotDir, "cd")); string(got) != "state" {
+		t.Fatalf("snapshot of a suspended call %q", got)
 	}
 	if _, err := os.Stat(filepath.Join(to, BlobDir, ".upload-1")); err == nil {
 		t.Fatal("an upload in progress was backed up")

@@ -30,6 +30,8 @@ func phaseOf(name string) string {
 		return "telemetry store"
 	case strings.HasPrefix(name, blobPrefix):
 		return "blobs"
+	case strings.HasPrefix(name, snapPrefix):
+		return "snapshots"
 	case strings.HasPrefix(name, filePrefix):
 		return "files"
 	}
@@ -198,6 +200,8 @@ func (rs *restorer) entry(h *tar.Header, r io.Reader) error {
 		return nil
 	case "blobs":
 		return restoreFile(filepath.Join(rs.dir, BlobDir), strings.TrimPrefix(h.Name, blobPrefix), h, r)
+	case "snapshots":
+		return restoreFile(filepath.Join(rs.dir, SnapshotDir), strings.TrimPrefix(h.Name, snapPrefix), h, r)
 	case "files":
 		return restoreFile(rs.dir, strings.TrimPrefix(h.Name, filePrefix), h, r)
 	}

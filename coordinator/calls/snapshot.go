@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/outpost-edge/outpost/internal/cas"
 )
@@ -25,7 +26,13 @@ import (
 //
 // Integers are big-endian. A journal record of a suspended call names its
 // snapshot by digest (Record.Snapshot).
-type Snapshots struct{ dir string }
+type Snapshots struct {
+	dir string
+
+	mu    sync.Mutex
+	holds int      // backups copying the directory
+	held  []string // digests whose deletion waits for the holds to end
+}
 
 const (
 	snapshotMagic   = "outpost-snapshot\n"
@@ -138,8 +145,45 @@ func (s *Snapshots) Get(digest, id string) ([]byte, error) {
 	return state, nil
 }
 
-// remove deletes the snapshot of digest; a missing one is not an error.
+// Hold keeps snapshots from being deleted until release is called: a
+// backup holds them from before it reads the journal until it has copied
+// the directory, so every snapshot its journal names is in it. Deletions
+// asked meanwhile happen at the last release.
+func (s *Snapshots) Hold() (release func()) {
+	s.mu.Lock()
+	s.holds++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.holds--
+			var due []string
+			if s.holds == 0 {
+				due, s.held = s.held, nil
+			}
+			s.mu.Unlock()
+			for _, d := range due {
+				_ = s.delete(d) // a failure leaves it to the sweep at the next start
+			}
+		})
+	}
+}
+
+// remove deletes the snapshot of digest, or once the holds end; a missing
+// one is not an error.
 func (s *Snapshots) remove(digest string) error {
+	s.mu.Lock()
+	if s.holds > 0 {
+		s.held = append(s.held, digest)
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	return s.delete(digest)
+}
+
+func (s *Snapshots) delete(digest string) error {
 	hexd, _ := strings.CutPrefix(digest, "sha256:")
 	if hexd == "" || strings.ContainsAny(hexd, `/\.`) {
 		return nil

@@ -259,3 +259,29 @@ func TestSuspendedSnapshotLost(t *testing.T) {
 		t.Fatalf("record: %d runs, %+v", rec.Runs, rec.Result)
 	}
 }
+
+// A backup's hold keeps snapshots whose calls resumed meanwhile until it
+// has copied them; they go at the last release.
+func TestSnapshotsHeldForBackup(t *testing.T) {
+	s, err := OpenSnapshots(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Put("c1", "t", []byte("state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := s.Hold(), s.Hold()
+	if err := s.remove(d); err != nil {
+		t.Fatal(err)
+	}
+	first()
+	first() // a release counts once
+	if got, err := s.Get(d, "c1"); err != nil || string(got) != "state" {
+		t.Fatalf("snapshot deleted under a backup's hold: %q %v", got, err)
+	}
+	second()
+	if _, err := s.Get(d, "c1"); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("snapshot after the last release: %v, want deleted", err)
+	}
+}
