@@ -33,8 +33,17 @@ func TestCloudJobEndToEnd(t *testing.T) {
 	_ = os.WriteFile(secret, []byte("s3cret"), 0o600)
 	src := filepath.Join(dir, "items")
 	_ = os.Mkdir(src, 0o755)
+	// The spin task echoes its input after 500 ms times its first digit:
+	// eight items take a second each, so the job is still running when
+	// outpost-cloud is killed.
+	item := func(i int) string {
+		if i%37 == 5 {
+			return fmt.Sprintf("2 slow item %d", i)
+		}
+		return fmt.Sprintf("0 item %d", i)
+	}
 	for i := range 300 {
-		_ = os.WriteFile(filepath.Join(src, fmt.Sprintf("item-%03d.json", i)), []byte(fmt.Sprintf(`{"i":%d}`, i)), 0o644)
+		_ = os.WriteFile(filepath.Join(src, fmt.Sprintf("item-%03d", i)), []byte(item(i)), 0o644)
 	}
 	var mu sync.Mutex
 	var notices []string
@@ -48,7 +57,7 @@ func TestCloudJobEndToEnd(t *testing.T) {
 	args := []string{"--store-file", storeFile, "--webhook-secret-file", secret, "--data", filepath.Join(dir, "cloud")}
 	c := startCloudProcArgs(t, args...)
 	d := cloudDaemonAt(t, c.url)
-	out, err := exec.Command(buildCloud(t), "job", "create", "--server", c.url, "--id", "set1", "--task", "echo",
+	out, err := exec.Command(buildCloud(t), "job", "create", "--server", c.url, "--id", "set1", "--task", "spin",
 		"--nodes", "edge-1", "--source", "dir:"+src, "--webhook", hook.URL).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "set1" {
 		t.Fatalf("job create: %v %s", err, out)
@@ -84,7 +93,7 @@ func TestCloudJobEndToEnd(t *testing.T) {
 		byItem[string(call.Result.Output)] = call.ID
 	}
 	for i := range 300 {
-		id := byItem[fmt.Sprintf(`{"i":%d}`, i)]
+		id := byItem[item(i)]
 		if id == "" {
 			t.Fatalf("no call ran item %d", i)
 		}
@@ -110,9 +119,9 @@ func TestCloudJobEndToEnd(t *testing.T) {
 	mu.Unlock()
 	// The source grows: a second job runs only the new items.
 	for i := 300; i < 320; i++ {
-		_ = os.WriteFile(filepath.Join(src, fmt.Sprintf("item-%03d.json", i)), []byte(fmt.Sprintf(`{"i":%d}`, i)), 0o644)
+		_ = os.WriteFile(filepath.Join(src, fmt.Sprintf("item-%03d", i)), []byte(fmt.Sprintf("0 new item %d", i)), 0o644)
 	}
-	out, err = exec.Command(buildCloud(t), "job", "create", "--wait", "--server", c.url, "--id", "set2", "--task", "echo",
+	out, err = exec.Command(buildCloud(t), "job", "create", "--wait", "--server", c.url, "--id", "set2", "--task", "spin",
 		"--nodes", "edge-1", "--source", "dir:"+src).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "job set2: done, 320/320 done, 0 failed, 300 already cached") {
 		t.Fatalf("second job: %v\n%s", err, out)
