@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ func TestHelpNeverActs(t *testing.T) {
 	for _, args := range [][]string{
 		{"help"}, {"-h"}, {"cancel", "help"}, {"serve", "help"}, {"object", "help"}, {"object", "-h"}, {"object", "put", "help"},
 		{"enqueue", "help"}, {"batch", "--help"}, {"results", "help"}, {"nodes", "help"}, {"version", "help"},
+		{"job", "help"}, {"job", "create", "help"}, {"job", "wait", "help"}, {"job", "status", "-h"}, {"job", "ls", "help"},
 	} {
 		if args[0] == "cancel" || args[0] == "enqueue" || args[0] == "results" || args[0] == "nodes" || len(args) > 2 {
 			args = append(args, "--server", url)
@@ -65,5 +68,41 @@ func TestEnqueueUnknownNode(t *testing.T) {
 	// -o json on a listing.
 	if code, out, _ := runCLI("results", "--server", url, "-o", "json"); code != 0 || !strings.Contains(out, `"node": "edeg-1"`) {
 		t.Errorf("results -o json: exit %d\n%s", code, out)
+	}
+}
+
+// serve --store-file wants a secret file (mode 600) holding a postgres://
+// URL: anything else stops serve with exit 2 before it opens a store.
+func TestServeStoreFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name, file, want string
+	}{
+		{"readable by others", write("open.url", "postgres://u:pw@127.0.0.1:1/db", 0o644), "readable by group or others"},
+		{"not a postgres URL", write("mysql.url", "mysql://u:pw@127.0.0.1/db", 0o600), "want a postgres:// or postgresql:// URL"},
+		{"empty", write("empty.url", "\n", 0o600), "empty"},
+		{"missing", filepath.Join(dir, "none.url"), "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, errOut := runCLI("serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "cloud"), "--store-file", tt.file)
+			if code != 2 || !strings.Contains(errOut, "--store-file") || !strings.Contains(errOut, tt.want) || strings.Contains(errOut, "pw@") {
+				t.Errorf("exit %d, stderr %q; want 2 and %q, without the password", code, errOut, tt.want)
+			}
+		})
+	}
+	// A database that does not answer: exit 1, the error names user and
+	// database, never the password.
+	code, _, errOut := runCLI("serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "cloud"),
+		"--store-file", write("down.url", "postgres://u:secretpw@127.0.0.1:1/db", 0o600))
+	if code != 1 || !strings.Contains(errOut, "failed to connect to `user=u database=db`") || strings.Contains(errOut, "secretpw") {
+		t.Errorf("database down: exit %d, stderr %q", code, errOut)
 	}
 }

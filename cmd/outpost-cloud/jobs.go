@@ -24,7 +24,7 @@ func newJobCmd() *cobra.Command {
 		Use:   "job",
 		Short: "Run a task over a data set on the server (create, status, wait, ls)",
 		Long: `Data-set jobs: the server reads a source (a directory or a JSONL file on the
-server, or a JSONL file at a URL) in pages, runs the task once per item on
+server, a PostgreSQL table paged by key, or a JSONL file at a URL) in pages, runs the task once per item on
 the given nodes, skips items that already have a call (in process or with a
 result), survives its own restart, and sends a signed webhook when every
 item has a result.`,
@@ -48,7 +48,7 @@ func newJobCreateCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&spec.Task, "task", "", "task name (required)")
 	f.StringVar(&nodes, "nodes", "", "comma-separated node ids the items are spread over (required)")
-	f.StringVar(&spec.Source, "source", "", "dir:PATH or jsonl:PATH on the server, or an http(s):// URL of a JSONL file (required)")
+	f.StringVar(&spec.Source, "source", "", "dir:PATH or jsonl:PATH on the server, pgtable:URLFILE:TABLE:KEY, or an http(s):// URL of a JSONL file (required)")
 	f.StringVar(&spec.ID, "id", "", "job id (default: a new one)")
 	f.StringVar(&spec.Effect, "effect", "idempotent", "idempotent or at_most_once")
 	f.StringVar(&spec.Digest, "digest", "", "sha256:HEX of an object (object put) the task runs")

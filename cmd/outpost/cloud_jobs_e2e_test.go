@@ -21,8 +21,8 @@ import (
 
 // A data-set job end to end on PostgreSQL: the real outpost-cloud reads a
 // directory of 300 items and a real outpost node runs them; outpost-cloud
-// is killed with -9 mid-job and started again on the same database and
-// port; every item runs once (journal runs 1) and has one result, the
+// is killed with -9 twice mid-job, each time started again on the same
+// database and port; every item runs once (journal runs 1) and has one result, the
 // signed webhook notice arrives once, `job wait` ends with the job done;
 // a second job after 20 files were added runs only those.
 func TestCloudJobEndToEnd(t *testing.T) {
@@ -33,8 +33,17 @@ func TestCloudJobEndToEnd(t *testing.T) {
 	_ = os.WriteFile(secret, []byte("s3cret"), 0o600)
 	src := filepath.Join(dir, "items")
 	_ = os.Mkdir(src, 0o755)
+	// The spin task echoes its input after 500 ms times its first digit:
+	// thirty items take a second each, so the job is still running when
+	// outpost-cloud is killed.
+	item := func(i int) string {
+		if i%10 == 5 {
+			return fmt.Sprintf("2 slow item %d", i)
+		}
+		return fmt.Sprintf("0 item %d", i)
+	}
 	for i := range 300 {
-		_ = os.WriteFile(filepath.Join(src, fmt.Sprintf("item-%03d.json", i)), []byte(fmt.Sprintf(`{"i":%d}`, i)), 0o644)
+		_ = os.WriteFile(filepath.Join(src, fmt.Sprintf("item-%03d", i)), []byte(item(i)), 0o644)
 	}
 	var mu sync.Mutex
 	var notices []string
@@ -48,30 +57,34 @@ func TestCloudJobEndToEnd(t *testing.T) {
 	args := []string{"--store-file", storeFile, "--webhook-secret-file", secret, "--data", filepath.Join(dir, "cloud")}
 	c := startCloudProcArgs(t, args...)
 	d := cloudDaemonAt(t, c.url)
-	out, err := exec.Command(buildCloud(t), "job", "create", "--server", c.url, "--id", "set1", "--task", "echo",
+	out, err := exec.Command(buildCloud(t), "job", "create", "--server", c.url, "--id", "set1", "--task", "spin",
 		"--nodes", "edge-1", "--source", "dir:"+src, "--webhook", hook.URL).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "set1" {
 		t.Fatalf("job create: %v %s", err, out)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var j server.Job
-		c.api("GET", "/api/v1/jobs/set1", nil, &j)
-		if j.Done >= 30 {
-			if j.Done == 300 {
-				t.Fatal("the job was done before outpost-cloud could be killed mid-job")
+	// Killed with -9 twice mid-job, each time started again on the same
+	// database and port.
+	for _, at := range []int{30, 150} {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var j server.Job
+			c.api("GET", "/api/v1/jobs/set1", nil, &j)
+			if j.Done >= at {
+				if j.Done == 300 {
+					t.Fatal("the job was done before outpost-cloud could be killed mid-job")
+				}
+				t.Logf("killing outpost-cloud at %d of 300 done", j.Done)
+				break
 			}
-			t.Logf("killing outpost-cloud at %d of 300 done", j.Done)
-			break
+			if time.Now().After(deadline) {
+				t.Fatalf("job %+v", j)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %+v", j)
-		}
-		time.Sleep(20 * time.Millisecond)
+		_ = c.cmd.Process.Signal(syscall.SIGKILL)
+		<-c.exited
+		c = startCloudProcArgs(t, append(args, "--listen", strings.TrimPrefix(c.url, "http://"))...)
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGKILL)
-	<-c.exited
-	c = startCloudProcArgs(t, append(args, "--listen", strings.TrimPrefix(c.url, "http://"))...)
 	out, err = exec.Command(buildCloud(t), "job", "wait", "set1", "--server", c.url).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "job set1: done, 300/300 done, 0 failed") {
 		t.Fatalf("job wait: %v\n%s", err, out)
@@ -84,7 +97,7 @@ func TestCloudJobEndToEnd(t *testing.T) {
 		byItem[string(call.Result.Output)] = call.ID
 	}
 	for i := range 300 {
-		id := byItem[fmt.Sprintf(`{"i":%d}`, i)]
+		id := byItem[item(i)]
 		if id == "" {
 			t.Fatalf("no call ran item %d", i)
 		}
@@ -92,7 +105,7 @@ func TestCloudJobEndToEnd(t *testing.T) {
 			t.Fatalf("item %d ran %d times", i, r.Runs)
 		}
 	}
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		mu.Lock()
 		n := len(notices)
@@ -110,9 +123,9 @@ func TestCloudJobEndToEnd(t *testing.T) {
 	mu.Unlock()
 	// The source grows: a second job runs only the new items.
 	for i := 300; i < 320; i++ {
-		_ = os.WriteFile(filepath.Join(src, fmt.Sprintf("item-%03d.json", i)), []byte(fmt.Sprintf(`{"i":%d}`, i)), 0o644)
+		_ = os.WriteFile(filepath.Join(src, fmt.Sprintf("item-%03d", i)), []byte(fmt.Sprintf("0 new item %d", i)), 0o644)
 	}
-	out, err = exec.Command(buildCloud(t), "job", "create", "--wait", "--server", c.url, "--id", "set2", "--task", "echo",
+	out, err = exec.Command(buildCloud(t), "job", "create", "--wait", "--server", c.url, "--id", "set2", "--task", "spin",
 		"--nodes", "edge-1", "--source", "dir:"+src).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "job set2: done, 320/320 done, 0 failed, 300 already cached") {
 		t.Fatalf("second job: %v\n%s", err, out)

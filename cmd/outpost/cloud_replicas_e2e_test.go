@@ -64,22 +64,30 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusBadGateway)
 }
 
-// Two outpost-cloud replicas on one PostgreSQL database behind a round-robin
-// balancer, and a real outpost node. Mid-load one replica is killed with
-// -9 (polls parked on it, results in flight to it): every call, half
-// at-most-once, is recorded once with its own output, none conflicts, and
-// the node ran each exactly once (journal runs 1).
+// Two and three outpost-cloud replicas on one PostgreSQL database behind a
+// round-robin balancer, and a real outpost node. Mid-load one replica is
+// killed with -9 (polls parked on it, results in flight to it): every
+// call, half at-most-once, is recorded once with its own output, none
+// conflicts, and the node ran each exactly once (journal runs 1).
 func TestCloudReplicasKill9(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprint(n, "_replicas"), func(t *testing.T) { testCloudReplicasKill9(t, n) })
+	}
+}
+
+func testCloudReplicasKill9(t *testing.T, replicas int) {
 	pg := pgtest.Start(t)
 	storeFile := filepath.Join(t.TempDir(), "store.url")
 	if err := os.WriteFile(storeFile, []byte(pg.NewDatabase()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var reps []*cloudProc
-	for range 2 {
+	var urls []string
+	for range replicas {
 		reps = append(reps, startCloudProcArgs(t, "--store-file", storeFile, "--data", filepath.Join(t.TempDir(), "cloud"), "--replica-timeout", "2s"))
+		urls = append(urls, reps[len(reps)-1].url)
 	}
-	lb := newBalancer(t, reps[0].url, reps[1].url)
+	lb := newBalancer(t, urls...)
 	d := cloudDaemonAt(t, lb.url)
 	const total = 300
 	var all []server.Call

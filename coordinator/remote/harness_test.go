@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
@@ -109,12 +110,27 @@ func (c *cloud) open() {
 
 func (c *cloud) url() string { return *c.backend.Load() }
 
-// restart replaces the server process state: a new server on the same
-// directory (the proxy address stays).
-func (c *cloud) restart() {
+// restartLosingSessions restarts the server so that it has lost the
+// nodes' sessions (their delivery seqs): a new server on the same state
+// (the proxy address stays). Badger keeps sessions in memory, so a restart
+// loses them; PostgreSQL keeps them in the nodes table, which is emptied
+// first, as a database restored from an older backup would be.
+func (c *cloud) restartLosingSessions() {
 	c.hs.CloseClientConnections()
 	c.hs.Close()
 	_ = c.srv.Close()
+	if c.opts.Store != "" {
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, c.opts.Store)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		_, err = conn.Exec(ctx, `DELETE FROM nodes`)
+		_ = conn.Close(ctx)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+	}
 	c.open()
 }
 

@@ -358,7 +358,7 @@ func TestLinkGoneAndReconcile(t *testing.T) {
 		}
 		return false
 	})
-	cl.restart()
+	cl.restartLosingSessions()
 	after := ids("after", 3)
 	cl.enqueue(echoCalls("edge-1", after, "idempotent")...)
 	cl.waitFinal(after, 10*time.Second)

@@ -2,14 +2,18 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/jackc/pgx/v5"
 
+	"github.com/outpost-edge/outpost/internal/buildinfo"
 	"github.com/outpost-edge/outpost/internal/format"
+	"github.com/outpost-edge/outpost/internal/pgtest"
 )
 
 // TestFormat: the state and the object directory record format version 1;
@@ -52,4 +56,33 @@ func TestFormat(t *testing.T) {
 			t.Fatalf("err %v", err)
 		}
 	})
+}
+
+// TestSchemaVersion: a PostgreSQL store gets the schema at the current
+// version, a second open migrates nothing, and a database whose version is
+// newer than the binary knows is refused, naming both versions.
+func TestSchemaVersion(t *testing.T) {
+	e := &engine{t: t, name: "postgres", dir: t.TempDir(), store: pgtest.Shared(t).NewDatabase()}
+	e.open(Options{}).Close()
+	e.open(Options{}).Close()
+	version := func() int {
+		conn, err := pgx.Connect(t.Context(), e.store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(t.Context())
+		var v int
+		if err := conn.QueryRow(t.Context(), `SELECT version FROM schema_version`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := version(); v != len(migrations) {
+		t.Fatalf("schema version %d, want %d", v, len(migrations))
+	}
+	sqlExec(t, e.store, `UPDATE schema_version SET version = 99`)
+	_, err := Open(Options{Dir: e.dir, Store: e.store})
+	if !errors.Is(err, format.ErrNewer) || !strings.Contains(err.Error(), fmt.Sprintf("schema has version 99, this binary (outpost %s) knows up to version %d", buildinfo.Version(), len(migrations))) {
+		t.Fatalf("err %v", err)
+	}
 }

@@ -21,7 +21,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/xid"
+
+	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
 // Data-set jobs (docs/control-plane.md, "Data-set jobs"): a job runs one
@@ -48,7 +51,8 @@ type JobSpec struct {
 	// Source: "dir:PATH" (each regular file under PATH on the server is an
 	// item, its key the relative path), "jsonl:PATH" or a JSONL file at an
 	// http(s):// URL (each non-empty line is an item, its key the line
-	// number).
+	// number), or "pgtable:URLFILE:TABLE:KEY" (each row of a PostgreSQL
+	// table, paged by its key column; readTable).
 	Source string `json:"source"`
 	// Webhook, when set, receives the completion notice: a POST of the
 	// job's status, signed with Options.WebhookSecretFile's secret.
@@ -129,6 +133,13 @@ func readSource(ctx context.Context, src string, page func([]item) error) error 
 		if err != nil {
 			return err
 		}
+	case strings.HasPrefix(src, "pgtable:"):
+		if err := readTable(ctx, strings.TrimPrefix(src, "pgtable:"), add); err != nil {
+			if errors.Is(err, errPage) {
+				return err
+			}
+			return fmt.Errorf("%w %s: %w", errSource, src, err)
+		}
 	case strings.HasPrefix(src, "jsonl:"), strings.HasPrefix(src, "http://"), strings.HasPrefix(src, "https://"):
 		rc, err := openJSONL(ctx, src)
 		if err != nil {
@@ -153,12 +164,72 @@ func readSource(ctx context.Context, src string, page func([]item) error) error 
 			return fmt.Errorf("%w %s: %w", errSource, src, err)
 		}
 	default:
-		return fmt.Errorf("%w %q: want dir:PATH, jsonl:PATH or an http(s):// URL of a JSONL file", errSource, src)
+		return fmt.Errorf("%w %q: want dir:PATH, jsonl:PATH, pgtable:URLFILE:TABLE:KEY or an http(s):// URL of a JSONL file", errSource, src)
 	}
 	if len(items) > 0 {
 		return page(items)
 	}
 	return nil
+}
+
+// readTable reads a PostgreSQL table paged by its key column: spec is
+// URLFILE:TABLE:KEY, URLFILE a secret file on the server holding the
+// database's postgres:// URL. Each row is an item, its key the key
+// column's value as text, its data the row as JSON; pages of jobPage rows
+// are read in key order after the last key seen (no offset scans, and rows
+// added behind the cursor while it reads are picked up).
+func readTable(ctx context.Context, spec string, add func(item) error) error {
+	parts := strings.Split(spec, ":")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return errors.New("want pgtable:URLFILE:TABLE:KEY")
+	}
+	url, err := secretfile.ReadToken(parts[0])
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, string(url))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	table, key := pgx.Identifier(strings.Split(parts[1], ".")).Sanitize(), pgx.Identifier{parts[2]}.Sanitize()
+	first := true
+	var last any
+	for {
+		where, args := "", []any{}
+		if !first {
+			where, args = fmt.Sprintf(`WHERE t.%s > $1`, key), []any{last}
+		}
+		q := fmt.Sprintf(`SELECT t.%[2]s, t.%[2]s::text, row_to_json(t)::text FROM %[1]s t %[3]s ORDER BY t.%[2]s LIMIT %[4]d`, table, key, where, jobPage)
+		rows, err := conn.Query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		n := 0
+		var page []item
+		for rows.Next() {
+			var k string
+			var data []byte
+			if err := rows.Scan(&last, &k, &data); err != nil {
+				rows.Close()
+				return err
+			}
+			page = append(page, item{key: k, data: data})
+			n++
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, it := range page {
+			if err := add(it); err != nil {
+				return err
+			}
+		}
+		if n < jobPage {
+			return nil
+		}
+		first = false
+	}
 }
 
 func openJSONL(ctx context.Context, src string) (io.ReadCloser, error) {

@@ -18,8 +18,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/outpost-edge/outpost/coordinator/remote"
+	"github.com/outpost-edge/outpost/internal/pgtest"
 )
+
+// sqlExec runs statements on the database at url.
+func sqlExec(t *testing.T, url, sql string) {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	if _, err := conn.Exec(t.Context(), sql); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // webhook records the job notices it receives and checks their signature.
 type webhook struct {
@@ -113,11 +129,12 @@ func createJob(t *testing.T, hs *httptest.Server, spec JobSpec) int {
 	return resp.StatusCode
 }
 
-// Data-set jobs on each engine: a directory source and a JSONL source over
-// two nodes; the server restarted mid-job resumes it; every item gets one
-// result, the webhook notice (failing twice first) arrives once, signed,
-// and the event stream ends with done; a second job over the grown source
-// runs only the new and the changed items.
+// Data-set jobs on each engine: a directory source over two nodes; the
+// server restarted mid-job resumes it; every item gets one result, the
+// webhook notice (failing twice first) arrives once, signed, and the event
+// stream ends with done; a second job over the grown source runs only the
+// new and the changed items. The same for a PostgreSQL table paged by key;
+// a JSONL file at a URL; a source that cannot be read fails its job.
 func TestJobs(t *testing.T) { forEngines(t, testJobs) }
 
 func testJobs(t *testing.T, e *engine) {
@@ -217,6 +234,28 @@ func testJobs(t *testing.T, e *engine) {
 	}
 	if j, _ := waitJob(t, hs, "url"); j.Items != 3 || j.Done != 3 {
 		t.Fatalf("jsonl job %+v", j)
+	}
+	// A PostgreSQL table paged by key (three pages); a second job after rows
+	// were added and one changed runs only those.
+	tableURL := pgtest.Shared(t).NewDatabase()
+	sqlExec(t, tableURL, `CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 1100) g`)
+	urlFile := filepath.Join(t.TempDir(), "items.url")
+	if err := os.WriteFile(urlFile, []byte(tableURL), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := createJob(t, hs, JobSpec{ID: "table1", Task: "t", Nodes: []string{"a", "b"}, Source: "pgtable:" + urlFile + ":items:id"}); code != http.StatusCreated {
+		t.Fatalf("create: %d", code)
+	}
+	if j, _ := waitJob(t, hs, "table1"); j.State != "done" || j.Items != 1100 || j.Done != 1100 {
+		t.Fatalf("table job %+v", j)
+	}
+	sqlExec(t, tableURL, `INSERT INTO items SELECT g, 'v' || g FROM generate_series(1101, 1105) g; UPDATE items SET v = 'changed' WHERE id = 7`)
+	before := reported.Load()
+	if code := createJob(t, hs, JobSpec{ID: "table2", Task: "t", Nodes: []string{"a", "b"}, Source: "pgtable:" + urlFile + ":items:id"}); code != http.StatusCreated {
+		t.Fatalf("create: %d", code)
+	}
+	if j, _ := waitJob(t, hs, "table2"); j.Items != 1105 || j.Cached != 1099 || reported.Load()-before != 6 {
+		t.Fatalf("second table job %+v, %d new results", j, reported.Load()-before)
 	}
 	if j, _ := waitJob(t, hs, "bad"); j.State != "failed" || !strings.Contains(j.Error, `source "ftp://x": want dir:PATH`) {
 		t.Errorf("job with a bad source %+v", j)

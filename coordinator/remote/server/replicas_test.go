@@ -162,3 +162,54 @@ func TestReplicasExactlyOnce(t *testing.T) {
 		}
 	}
 }
+
+// The database restarts under a replica: while it is down polls are 503
+// (the node backs off) and enqueues fail; once it is back the pool and the
+// notice connection reconnect, and a parked poll is woken by an enqueue.
+func TestPostgresRestart(t *testing.T) {
+	pg := pgtest.Start(t)
+	e := &engine{t: t, name: "postgres", dir: t.TempDir(), store: pg.NewDatabase()}
+	s, hs := e.serve(Options{})
+	if _, err := s.Enqueue([]Call{{ID: "before", Node: "n", Task: "t"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, got := pollCode(t, hs, "n", remote.PollRequest{BootID: "b", Capacity: 1}); len(got.Calls) != 1 {
+		t.Fatalf("poll %+v", got)
+	}
+	pg.Kill()
+	if code, _ := pollCode(t, hs, "n", remote.PollRequest{BootID: "b", AckThrough: 1}); code != http.StatusServiceUnavailable {
+		t.Fatalf("poll with the database down: %d, want 503", code)
+	}
+	if _, err := s.Enqueue([]Call{{ID: "lost", Node: "n", Task: "t"}}); err == nil {
+		t.Fatal("enqueue with the database down succeeded")
+	}
+	pg.Restart()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, _ := pollCode(t, hs, "n", remote.PollRequest{BootID: "b", AckThrough: 1})
+		if code == http.StatusNoContent {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("poll after the database came back: %d", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	done := make(chan remote.PollResponse, 1)
+	go func() {
+		_, got := pollCode(t, hs, "n", remote.PollRequest{BootID: "b", AckThrough: 1, Capacity: 1, WaitMS: 30_000})
+		done <- got
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !s.polling(t, "n"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the poll never parked")
+		}
+	}
+	start := time.Now()
+	if _, err := s.Enqueue([]Call{{ID: "after", Node: "n", Task: "t"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-done; len(got.Calls) != 1 || got.Calls[0].ID != "after" || time.Since(start) > 20*time.Second {
+		t.Fatalf("parked poll after the restart: %+v after %v", got, time.Since(start))
+	}
+}
