@@ -41,6 +41,7 @@ declare -A peers=(
   [wasm-ld-14]=lld-14
   [curl]=curl         # the README walkthrough (cmd/outpost/readme_e2e_test.go)
   [script]=bsdutils   # a terminal for the progress bar test
+  [bwrap]=bubblewrap  # the process execution environment (runtime/sandbox)
 )
 # file (a glob) -> Debian package, for packages without a binary
 declare -A peer_files=(
