@@ -86,7 +86,7 @@ func (x *objectExecutor) execute(ctx context.Context, call *calls.Call) calls.Re
 			return res
 		}
 	}
-	return x.executor.Execute(ctx, call)
+	return x.c.envs.run(ctx, x.executor, call)
 }
 
 // resolve makes task run the module digest ("sha256:HEX"), fetching and

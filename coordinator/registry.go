@@ -49,6 +49,7 @@ type version struct {
 	Manifest  tasks.Manifest `json:"manifest"`
 	Libraries []libVersion   `json:"libraries,omitempty"` // Manifest.Libraries' blobs, in order
 	Files     []fileBlob     `json:"files,omitempty"`     // Manifest.Files' blobs, in order
+	Artifacts []artifactBlob `json:"artifacts,omitempty"` // Manifest.Artifacts' blobs, in order
 	Deployed  time.Time      `json:"deployed"`
 	// From is "cloud" for a version deployed by a cloud call's code
 	// object (cloudfetch.go); "" for the admin API.
@@ -65,6 +66,16 @@ type libVersion struct {
 type fileBlob struct {
 	Path   string `json:"path"`
 	Digest string `json:"digest"`
+}
+
+// artifactBlob is an artifact of a version: its environment, platform
+// and blob (an executable: mode 0750).
+type artifactBlob struct {
+	Env    string `json:"env"`
+	OS     string `json:"os"`
+	Arch   string `json:"arch"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
 }
 
 func (d *deployment) current() version { return d.Versions[len(d.Versions)-1] }
@@ -324,24 +335,33 @@ func (c *Coordinator) allSpecs(configured []tasks.Task, deps map[string]*deploym
 			continue
 		}
 		v := deps[n].current()
-		t := tasks.Task{
-			Name: n, Module: c.blobPath(v.Digest), ABI: v.Manifest.ABI,
-			Limits: v.Manifest.Limits, Permissions: v.Manifest.Permissions,
-			FreshInstance: v.Manifest.FreshInstance,
-		}
-		for _, l := range v.Libraries {
-			t.Libraries = append(t.Libraries, tasks.Library{Name: l.Name, Module: c.blobPath(l.Digest)})
-		}
-		for _, f := range v.Files {
-			t.Files = append(t.Files, tasks.File{Path: f.Path, Source: c.blobPath(f.Digest)})
-		}
-		spec := taskSpecs([]tasks.Task{t})[0]
+		spec := taskSpecs([]tasks.Task{c.deployedTask(n, v)})[0]
 		for i, l := range v.Libraries {
 			spec.Libraries[i].Digest = l.Digest
 		}
 		specs = append(specs, spec)
 	}
 	return specs
+}
+
+// deployedTask is version v of the deployed task name as a config task
+// whose files are its blobs.
+func (c *Coordinator) deployedTask(name string, v version) tasks.Task {
+	t := tasks.Task{
+		Name: name, Module: c.blobPath(v.Digest), ABI: v.Manifest.ABI,
+		Limits: v.Manifest.Limits, Permissions: v.Manifest.Permissions,
+		FreshInstance: v.Manifest.FreshInstance, Placement: v.Manifest.Placement,
+	}
+	for _, l := range v.Libraries {
+		t.Libraries = append(t.Libraries, tasks.Library{Name: l.Name, Module: c.blobPath(l.Digest)})
+	}
+	for _, f := range v.Files {
+		t.Files = append(t.Files, tasks.File{Path: f.Path, Source: c.blobPath(f.Digest)})
+	}
+	for _, a := range v.Artifacts {
+		t.Artifacts = append(t.Artifacts, tasks.Artifact{Env: a.Env, OS: a.OS, Arch: a.Arch, Executable: c.blobPath(a.Digest)})
+	}
+	return t
 }
 
 // swap loads the task set with deps as the registry, persists the changed
@@ -448,6 +468,20 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 		}
 		v.Files = append(v.Files, fileBlob{Path: f.Path, Digest: d})
 	}
+	for i, a := range m.Artifacts {
+		d, err := c.resolveRef(ctx, fmt.Sprintf("artifacts[%d] (%s %s/%s)", i, a.Env, a.OS, a.Arch), a.Executable, up.Objects, &held)
+		if err != nil {
+			return admin.TaskDetail{}, err
+		}
+		st, err := os.Stat(c.blobPath(d))
+		if err == nil {
+			err = os.Chmod(c.blobPath(d), 0o750) // an executable; the same bytes as any other blob
+		}
+		if err != nil {
+			return admin.TaskDetail{}, fmt.Errorf("%w: artifacts[%d]: %v", admin.ErrInternal, i, err)
+		}
+		v.Artifacts = append(v.Artifacts, artifactBlob{Env: a.Env, OS: a.OS, Arch: a.Arch, Digest: d, Size: st.Size()})
+	}
 	up.ReportPhase(admin.PhaseCompiling)
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
@@ -527,11 +561,15 @@ func (c *Coordinator) Inspect(name string) (admin.TaskDetail, bool) {
 		if t.Name == name {
 			det.Task, found = adminTask(t), true
 			det.FreshInstance, det.MaxInput, det.MaxOutput = t.FreshInstance, t.Limits.MaxInput, t.Limits.MaxOutput
+			if tt, ok := c.envs.task(name); ok {
+				det.Artifacts, det.Placement = artifacts(tt, t), tt.Placement
+				det.Permissions.Network = tt.Permissions.Network
+			}
 		}
 	}
 	if st, ok := c.engine.Inspect(name); ok {
 		p := st.Permissions
-		det.Permissions = admin.TaskPermissions{Publish: p.Publish, Call: p.Call, KVQuota: p.KVQuota, Telemetry: p.Telemetry}
+		det.Permissions = admin.TaskPermissions{Publish: p.Publish, Call: p.Call, KVQuota: p.KVQuota, Telemetry: p.Telemetry, Network: det.Permissions.Network}
 		det.Pool = admin.TaskPool{Warm: st.Warm, InUse: st.InUse}
 	}
 	if d := c.deployments()[name]; d != nil {
@@ -549,6 +587,9 @@ func (c *Coordinator) Inspect(name string) (admin.TaskDetail, bool) {
 			}
 			for _, f := range v.Files {
 				tv.Files = append(tv.Files, admin.BlobRef{Name: f.Path, Digest: f.Digest})
+			}
+			for _, a := range v.Artifacts {
+				tv.Artifacts = append(tv.Artifacts, admin.Artifact{Env: a.Env, OS: a.OS, Arch: a.Arch, Digest: a.Digest, Size: a.Size, Location: c.blobPath(a.Digest)})
 			}
 		}
 	}

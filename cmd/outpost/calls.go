@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -45,13 +46,13 @@ func newCallsListCmd(af *adminFlags) *cobra.Command {
 		sort.SliceStable(recs, func(i, j int) bool { return recs[i].Received.Before(recs[j].Received) })
 		return out.Print(cmd.OutOrStdout(), recs, func(w io.Writer) {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tTASK\tSOURCE\tSTATE\tATTEMPT\tRUNS\tEFFECT\tSTATUS\tRECEIVED")
+			fmt.Fprintln(tw, "ID\tTASK\tSOURCE\tSTATE\tATTEMPT\tRUNS\tEFFECT\tSTATUS\tENV\tRECEIVED")
 			for _, r := range recs {
-				st := ""
+				st, env := "", ""
 				if r.Result != nil {
-					st = string(r.Result.Status)
+					st, env = string(r.Result.Status), r.Result.Env
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.ID, r.Task, r.Source.Kind, r.State, r.Attempt, r.Runs, r.Effect, st, out.Time(r.Received))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", r.ID, r.Task, r.Source.Kind, r.State, r.Attempt, r.Runs, r.Effect, st, env, out.Time(r.Received))
 			}
 			_ = tw.Flush()
 		})
@@ -126,6 +127,9 @@ func printRecord(w io.Writer, o *cli.Output, r *calls.Record) {
 	}
 	if r.Result != nil {
 		fmt.Fprintf(tw, "status:\t%s\n", r.Result.Status)
+		if r.Result.Rule != "" {
+			fmt.Fprintf(tw, "ran in:\t%s (placement rule %s)\n", cmp.Or(r.Result.Env, "none"), r.Result.Rule)
+		}
 		if r.Result.Error != "" {
 			fmt.Fprintf(tw, "error:\t%s\n", r.Result.Error)
 		}

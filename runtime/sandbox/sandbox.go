@@ -2,7 +2,8 @@
 // environment) inside bubblewrap: an empty root with only the executable
 // and the task's files mounted read-only, its own PID, IPC, UTS, user and
 // network namespaces (no network unless granted), the task's memory limit
-// as RLIMIT_DATA and its timeout as a kill. The call's input is the
+// as a memory cgroup of its own (RLIMIT_DATA where there is none) and its
+// timeout as a kill. The call's input is the
 // process's standard input and its output is what it writes to standard
 // output; a non-zero exit fails the call with the end of standard error.
 package sandbox
@@ -28,6 +29,10 @@ import (
 type Runner struct {
 	Bwrap   string
 	Prlimit string
+	// CgroupRoot is the memory cgroup hierarchy runs get a cgroup in:
+	// "" finds it (cgroup v1's memory controller, or v2), "none" uses
+	// RLIMIT_DATA instead.
+	CgroupRoot string
 }
 
 // Spec is one run: the executable, the files it sees, its limits.
@@ -50,19 +55,41 @@ type Spec struct {
 // stderrTail is how much of standard error a failed call's error keeps.
 const stderrTail = 512
 
-// Check reports whether the sandbox can run: bwrap and prlimit are found
-// and bwrap can create its namespaces here.
-func (r Runner) Check(ctx context.Context) error {
+// Check reports whether the sandbox can run (bwrap and prlimit are found
+// and bwrap can create its namespaces here) and how memory is limited:
+// "cgroup v1", "cgroup v2" or "rlimit".
+func (r Runner) Check(ctx context.Context) (string, error) {
 	bw, pl, err := r.programs()
 	if err != nil {
-		return err
+		return "", err
 	}
 	out, err := exec.CommandContext(ctx, pl, "--nofile=64", "--", bw, "--unshare-all", "--die-with-parent",
 		"--ro-bind", "/", "/", "true").CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("bwrap cannot create a sandbox here: %v: %s", err, bytes.TrimSpace(out))
+		return "", fmt.Errorf("bwrap cannot create a sandbox here: %v: %s", err, bytes.TrimSpace(out))
 	}
-	return nil
+	cg, err := r.cgroup(64 << 20)
+	if cg == nil || err != nil {
+		return "rlimit", nil
+	}
+	cg.remove()
+	if cg.v2 {
+		return "cgroup v2", nil
+	}
+	return "cgroup v1", nil
+}
+
+// cgroup makes a run's memory cgroup; nil, nil when memory cgroups are
+// off or not found.
+func (r Runner) cgroup(limit uint64) (*memCgroup, error) {
+	if r.CgroupRoot == "none" {
+		return nil, nil
+	}
+	root, v2 := findCgroupRoot(r.CgroupRoot)
+	if root == "" {
+		return nil, nil
+	}
+	return newMemCgroup(root, v2, limit)
 }
 
 func (r Runner) programs() (bwrap, prlimit string, err error) {
@@ -75,19 +102,24 @@ func (r Runner) programs() (bwrap, prlimit string, err error) {
 	return bwrap, prlimit, nil
 }
 
-// Args returns the command line that runs s: prlimit setting the limits,
-// then bwrap building the sandbox, then the executable.
-func (r Runner) Args(s Spec) ([]string, error) {
+// args returns the command line that runs s: prlimit setting the limits
+// (with the memory limit as RLIMIT_DATA when rlimitData), then bwrap
+// building the sandbox, then the executable.
+func (r Runner) args(s Spec, rlimitData bool) ([]string, error) {
 	bw, pl, err := r.programs()
 	if err != nil {
 		return nil, err
 	}
 	exe := "/task/" + path.Base(s.Executable)
-	args := []string{pl, "--data=" + strconv.FormatUint(s.Memory, 10), "--nofile=64", "--core=0", "--",
+	args := []string{pl, "--nofile=64", "--core=0"}
+	if rlimitData {
+		args = append(args, "--data="+strconv.FormatUint(s.Memory, 10))
+	}
+	args = append(args, "--",
 		bw, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
 		"--setenv", "PATH", "/task", "--setenv", "OUTPOST_TASK", s.Task,
 		"--tmpfs", "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-		"--ro-bind", s.Executable, exe}
+		"--ro-bind", s.Executable, exe)
 	if s.Network {
 		args = append(args, "--share-net", "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf")
 	}
@@ -99,13 +131,28 @@ func (r Runner) Args(s Spec) ([]string, error) {
 
 // Run runs s with input on standard input and returns its standard
 // output. Failures are *outpostrt.CallError: KindTimeout past the timeout,
-// KindTooLarge for output over MaxOutput (reported as invalid output),
-// KindMemory when the process ran out of memory under its limit (it said
-// so on standard error), KindFailed for any other non-zero exit.
+// KindInvalidOutput for output over MaxOutput, KindMemory when the process
+// went over its memory limit (its cgroup saw an OOM kill; under RLIMIT_DATA,
+// it said so on standard error), KindFailed for any other non-zero exit.
 func (r Runner) Run(ctx context.Context, s Spec, input []byte) ([]byte, error) {
-	args, err := r.Args(s)
+	unavailable := func(err error) error {
+		return &outpostrt.CallError{Task: s.Task, Kind: outpostrt.KindFailed, Msg: "process environment unavailable: " + err.Error(), Err: err}
+	}
+	cg, err := r.cgroup(s.Memory)
 	if err != nil {
-		return nil, &outpostrt.CallError{Task: s.Task, Kind: outpostrt.KindFailed, Msg: "process environment unavailable: " + err.Error(), Err: err}
+		return nil, unavailable(fmt.Errorf("memory cgroup: %w", err))
+	}
+	if cg != nil {
+		defer cg.remove()
+	}
+	args, err := r.args(s, cg == nil)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if cg != nil {
+		// The shell joins the cgroup, then becomes the sandbox: nothing
+		// of the task runs outside it.
+		args = append([]string{"/bin/sh", "-c", `echo $$ > "$0" && exec "$@"`, cg.procs()}, args...)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
@@ -128,9 +175,11 @@ func (r Runner) Run(ctx context.Context, s Spec, input []byte) ([]byte, error) {
 		return nil, fail(outpostrt.KindFailed, "canceled")
 	case stdout.over:
 		return nil, fail(outpostrt.KindInvalidOutput, fmt.Sprintf("output larger than max_output %d bytes", s.MaxOutput))
+	case err != nil && cg != nil && cg.oomKilled():
+		return nil, fail(outpostrt.KindMemory, fmt.Sprintf("process killed: over its memory limit of %d bytes", s.Memory))
 	case err != nil:
 		if line, ok := outOfMemory(stderr.buf.String()); ok {
-			return nil, fail(outpostrt.KindMemory, fmt.Sprintf("process out of memory under its limit of %d bytes: %s", s.Memory, line))
+			return nil, fail(outpostrt.KindMemory, fmt.Sprintf("process out of memory under its memory limit of %d bytes: %s", s.Memory, line))
 		}
 		return nil, fail(outpostrt.KindFailed, fmt.Sprintf("process %v: %s", err, stderr.tail()))
 	}

@@ -27,11 +27,18 @@ func buildProbe(t *testing.T) string {
 }
 
 func TestSandbox(t *testing.T) {
-	var r Runner
-	if err := r.Check(context.Background()); err != nil {
-		t.Fatalf("the sandbox is a required peer (Debian bubblewrap): %v", err)
-	}
 	exe := buildProbe(t)
+	for _, root := range []string{"", "none"} {
+		r := Runner{CgroupRoot: root}
+		mode, err := r.Check(context.Background())
+		if err != nil {
+			t.Fatalf("the sandbox is a required peer (Debian bubblewrap): %v", err)
+		}
+		t.Run(mode, func(t *testing.T) { testSandbox(t, r, mode, exe) })
+	}
+}
+
+func testSandbox(t *testing.T, r Runner, mode, exe string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +76,7 @@ func TestSandbox(t *testing.T) {
 		{name: "file outside its dir", input: "read " + secret, kind: outpostrt.KindFailed, msg: "no such file"},
 		{name: "no network", input: "dial " + ln.Addr().String(), kind: outpostrt.KindFailed, msg: "connection refused"},
 		{name: "network granted", spec: func(s Spec) Spec { s.Network = true; return s }, input: "dial " + ln.Addr().String(), want: "connected"},
-		{name: "memory over the limit", input: "alloc", kind: outpostrt.KindMemory, msg: "out of memory"},
+		{name: "memory over the limit", input: "alloc", kind: outpostrt.KindMemory, msg: "memory limit"},
 		{name: "memory granted", spec: func(s Spec) Spec { s.Memory = 1 << 30; return s }, input: "alloc", want: "268435456"},
 		{name: "timeout", spec: func(s Spec) Spec { s.Timeout = 300 * time.Millisecond; return s }, input: "sleep", kind: outpostrt.KindTimeout},
 		{name: "output over max_output", input: "flood", kind: outpostrt.KindInvalidOutput},
@@ -88,6 +95,11 @@ func TestSandbox(t *testing.T) {
 				return
 			}
 			ce, ok := errors.AsType[*outpostrt.CallError](err)
+			if ok && mode == "rlimit" && tc.kind == outpostrt.KindMemory && ce.Kind == outpostrt.KindFailed {
+				// Under RLIMIT_DATA the allocation fails, but the Go
+				// runtime sometimes dies of it without saying so.
+				return
+			}
 			if !ok || ce.Kind != tc.kind || !strings.Contains(ce.Msg, tc.msg) {
 				t.Fatalf("Run = %q, %v; want a %s error saying %q", out, err, tc.kind, tc.msg)
 			}
@@ -100,7 +112,7 @@ func TestSandbox(t *testing.T) {
 
 func TestSandboxMissingBwrap(t *testing.T) {
 	r := Runner{Bwrap: filepath.Join(t.TempDir(), "no-bwrap")}
-	if err := r.Check(context.Background()); err == nil || !strings.Contains(err.Error(), "no bubblewrap") {
+	if _, err := r.Check(context.Background()); err == nil || !strings.Contains(err.Error(), "no bubblewrap") {
 		t.Fatalf("Check = %v, want no bubblewrap", err)
 	}
 	_, err := r.Run(context.Background(), Spec{Task: "x", Executable: "/bin/true", Timeout: time.Second}, nil)
