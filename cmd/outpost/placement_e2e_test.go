@@ -90,7 +90,7 @@ func TestPlacementEnvironments(t *testing.T) {
 	out := deployProbe(t, d, "probe", probe, "3s", "")
 	deployProbe(t, d, "devprobe", probe, "3s", "permissions: {publish: [\"dev/+\"]}\n")
 	deployProbe(t, d, "native", probe, "3s", "placement:\n  - {name: always-native, run: [process]}\n")
-	if !regexp.MustCompile(`(?m)^  process\s+linux/` + goruntime.GOARCH + `\s+[0-9a-f]{12}\s+\S+ \S+\s+\S+/blobs/sha256/[0-9a-f]{64}\.wasm$`).MatchString(out) ||
+	if !regexp.MustCompile(`(?m)^  process\s+linux/`+goruntime.GOARCH+`\s+[0-9a-f]{12}\s+\S+ \S+\s+\S+/blobs/sha256/[0-9a-f]{64}\.wasm$`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^  local\s+wasm\s+[0-9a-f]{12}`).MatchString(out) {
 		t.Errorf("deploy does not list both artifacts:\n%s", out)
 	}

@@ -58,6 +58,10 @@ type Config struct {
 	MaxInflight    int   // cloud calls held at once (capacity ceiling)
 	OutboxMaxBytes int64 // over it the node advertises capacity 0
 	Queues         []string
+	// QueueWeights and AgingAfter are the node's scheduler queues, sent
+	// in every poll so the server hands calls out in the same order.
+	QueueWeights map[string]int
+	AgingAfter   time.Duration
 	// ReadTimeout bounds one whole request, response body included (a
 	// slow-drip answer ends there); 0: PollWait + 10s.
 	ReadTimeout time.Duration
@@ -384,7 +388,8 @@ func (c *Client) pollLoop() {
 			}
 		}
 		c.mu.Unlock()
-		req := PollRequest{BootID: c.boot, AckThrough: ackThrough, Renew: renew, Capacity: c.capacity(), Queues: c.cfg.Queues, WaitMS: wait.Milliseconds()}
+		req := PollRequest{BootID: c.boot, AckThrough: ackThrough, Renew: renew, Capacity: c.capacity(), Queues: c.cfg.Queues,
+			QueueWeights: c.cfg.QueueWeights, AgingMS: c.cfg.AgingAfter.Milliseconds(), WaitMS: wait.Milliseconds()}
 		start := time.Now()
 		r, err := c.do(ctx, http.MethodPost, c.endpoint("poll"), req)
 		c.m.pollSeconds.Observe(time.Since(start).Seconds())

@@ -82,7 +82,7 @@ type Call struct {
 	acked      bool      // the node acknowledged the delivery
 	leaseUntil time.Time // monotonic
 	startBy    time.Time // monotonic; zero: none
-	index      int       // in the node's pending heap
+	index      int       // in its queue's pending heap
 }
 
 // Final reports whether the call will not change any more.
@@ -91,8 +91,10 @@ func (c *Call) Final() bool {
 }
 
 type node struct {
-	id       string
-	pending  pendingHeap
+	id      string
+	pending queueSet
+	// queues is what the node's last poll advertised of its queues.
+	queues   advertised
 	held     map[string]*Call // delivered or leased
 	nextSeq  uint64
 	boot     string
@@ -185,7 +187,7 @@ func Open(opts Options) (*Server, error) {
 			}
 			switch c.State {
 			case "pending":
-				heap.Push(&n.pending, c)
+				n.pending.push(c)
 			case "leased":
 				c.acked, c.leaseUntil = true, now.Add(s.lease(c))
 				n.held[c.ID] = c
@@ -377,6 +379,7 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.boot, n.lastSeen = req.BootID, time.Now()
+	n.queues = advertised{weights: req.QueueWeights, aging: time.Duration(req.AgingMS) * time.Millisecond}
 	n.inflight++
 	var resp remote.PollResponse
 	var dirty []*Call
@@ -394,7 +397,7 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
 			// the response was lost. Hand it out again.
 			delete(n.held, c.ID)
 			c.State = "pending"
-			heap.Push(&n.pending, c)
+			n.pending.push(c)
 		}
 	}
 	for _, id := range req.Renew {
@@ -478,7 +481,7 @@ func (s *Server) expireLocked(n *node, now time.Time) []*Call {
 			delete(n.held, id)
 			c.State, c.acked = "pending", false
 			c.Attempt++
-			heap.Push(&n.pending, c)
+			n.pending.push(c)
 			dirty = append(dirty, c)
 			s.log.Info("lease expired: redelivering", "node", n.id, "call", id, "attempt", c.Attempt)
 		}
@@ -503,10 +506,11 @@ func (s *Server) takeLocked(n *node, capacity int, now time.Time) ([]remote.Wire
 	var taken []*Call
 	size := 0
 	for len(out) < capacity && n.pending.Len() > 0 {
-		if len(out) > 0 && size+wireSize(n.pending[0]) > pollCallBudget {
+		q := n.pending.next(n.queues, now)
+		if len(out) > 0 && size+wireSize(q.calls[0]) > pollCallBudget {
 			break // the next poll takes it
 		}
-		c := heap.Pop(&n.pending).(*Call)
+		c := n.pending.take(q, n.queues, now)
 		if c.State != "pending" {
 			continue // cancelled while queued
 		}
@@ -706,7 +710,7 @@ func (s *Server) Enqueue(in []Call) ([]EnqueueItem, error) {
 		}
 		s.calls[nc.ID] = nc
 		n := s.node(nc.Node)
-		heap.Push(&n.pending, nc)
+		n.pending.push(nc)
 		touched[n] = true
 		dirty = append(dirty, nc)
 		items[i] = EnqueueItem{ID: nc.ID, Created: true, State: "pending"}
@@ -872,12 +876,14 @@ func (s *Server) WaitFinal(ctx context.Context, ids ...string) error {
 	}
 }
 
-// pendingHeap orders a node's pending calls: control queue, priority, order.
+// pendingHeap orders a queue's pending calls: priority, order.
 type pendingHeap []*Call
 
-func (h pendingHeap) Len() int { return len(h) }
-func (h pendingHeap) Less(i, j int) bool {
-	a, b := h[i], h[j]
+func (h pendingHeap) Len() int           { return len(h) }
+func (h pendingHeap) Less(i, j int) bool { return before(h[i], h[j]) }
+
+// before orders pending calls: control queue, priority, order.
+func before(a, b *Call) bool {
 	if (a.Queue == "control") != (b.Queue == "control") {
 		return a.Queue == "control"
 	}
