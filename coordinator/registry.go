@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -54,7 +55,13 @@ type version struct {
 	// From is "cloud" for a version deployed by a cloud call's code
 	// object (cloudfetch.go); "" for the admin API.
 	From string `json:"from,omitempty"`
+	// Root is the hex digest of the manifest object a cloud call named
+	// (provision.go); "" when the call named the module itself.
+	Root string `json:"root,omitempty"`
 }
+
+// root is the digest a cloud call names this version by.
+func (v version) root() string { return cmp.Or(v.Root, v.Digest) }
 
 // libVersion is a library of a version: its import name and blob.
 type libVersion struct {
@@ -416,12 +423,13 @@ func copyDeps(m map[string]*deployment) map[string]*deployment {
 // it uses are held against blob GC until the version is recorded (or the
 // deploy failed).
 func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) (admin.TaskDetail, error) {
-	return c.deploy(ctx, name, up, "")
+	return c.deploy(ctx, name, up, "", "")
 }
 
 // deploy is Deploy for a version from the admin API ("") or a cloud
-// call's code object (fromCloud: it only adds a task that is not there).
-func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from string) (_ admin.TaskDetail, err error) {
+// call's code object (fromCloud: it only adds a task that is not there;
+// root is the manifest object's digest when the call named one).
+func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from, root string) (_ admin.TaskDetail, err error) {
 	held := uploadBlobs(up)
 	defer func() {
 		if err != nil {
@@ -440,7 +448,7 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 	if perr != nil {
 		return admin.TaskDetail{}, fmt.Errorf("%w: %v", admin.ErrInvalid, perr)
 	}
-	v := version{Manifest: m, Deployed: time.Now().UTC(), From: from}
+	v := version{Manifest: m, Deployed: time.Now().UTC(), From: from, Root: root}
 	switch {
 	case up.Module != "" && up.Size > 0:
 		v.Digest, v.Size = up.Module, int(up.Size)
@@ -487,7 +495,7 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 	defer c.reloadMu.Unlock()
 	deps := copyDeps(c.deployments())
 	if old := deps[name]; old != nil && from == fromCloud {
-		return c.cloudDeployed(name, old.current().Digest, v.Digest)
+		return c.cloudDeployed(name, old.current().root(), v.root())
 	}
 	d := &deployment{Name: name}
 	if old := deps[name]; old != nil {

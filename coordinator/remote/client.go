@@ -92,6 +92,8 @@ type Client struct {
 	hc   *http.Client
 	m    *metrics
 	boot string
+	// stats is the link's measured rate and round trip (provision.go).
+	stats linkStats
 
 	token   atomic.Pointer[string]
 	state   atomic.Pointer[string]
