@@ -225,3 +225,31 @@ func sandboxed(probe string) int {
 	}
 	return n
 }
+
+// outpost check type-checks placement rules and names the file, line and
+// key of each problem.
+func TestPlacementCheck(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte(`placement:
+  rules:
+    - name: large
+      when: call.input_sise > 1024
+      run: [process]
+    - name: sized
+      when: call.input_size
+      run: [cloud]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLI(t, "check", "--config", bad)
+	for _, want := range []string{
+		bad + `:4: placement.rules[0].when: ERROR: <input>:1:5: undefined field 'input_sise'`,
+		bad + `:7: placement.rules[1].when: is of type int, want bool`,
+		bad + `:8: placement.rules[1].run[0]: "cloud" is not an environment (local, process)`,
+		"3 problems",
+	} {
+		if code != 1 || !strings.Contains(out, want) {
+			t.Errorf("check: exit %d, output lacks %q:\n%s", code, want, out)
+		}
+	}
+}
