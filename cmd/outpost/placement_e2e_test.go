@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -193,6 +194,7 @@ func TestPlacementKillWhileProcessRuns(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	killed := d.cmd.Process.Pid
 	_ = d.cmd.Process.Signal(syscall.SIGKILL)
 	<-d.exited
 	for deadline := time.Now().Add(10 * time.Second); sandboxed(probe) > 0; time.Sleep(50 * time.Millisecond) {
@@ -201,6 +203,10 @@ func TestPlacementKillWhileProcessRuns(t *testing.T) {
 		}
 	}
 	d.start()
+	// The killed run's memory cgroup is removed by the restart.
+	if left, _ := filepath.Glob(fmt.Sprintf("/sys/fs/cgroup/memory/outpost-sandbox/run-%d-*", killed)); len(left) > 0 {
+		t.Errorf("cgroups of the killed daemon left: %v", left)
+	}
 	show, code := runCLI(t, "calls", "show", id, "--wait", "--timeout", "20s", "--config", d.cfg, "-o", "json")
 	if !strings.Contains(show, `"status": "interrupted"`) || !strings.Contains(show, `"runs": 1`) {
 		t.Errorf("calls show after the kill: exit %d\n%s", code, show)

@@ -85,6 +85,19 @@ func newMemCgroup(root string, v2 bool, limit uint64) (*memCgroup, error) {
 	return cg, nil
 }
 
+// sweepCgroups removes the run cgroups under root left by daemons that
+// died (killed during a run): those whose pid is gone. The kernel refuses
+// to remove one that still has processes.
+func sweepCgroups(root string) {
+	dirs, _ := filepath.Glob(filepath.Join(root, cgroupParent, "run-*"))
+	for _, d := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), "run-"), "-")
+		if _, err := os.Stat(filepath.Join("/proc", pid)); errors.Is(err, os.ErrNotExist) {
+			_ = os.Remove(d)
+		}
+	}
+}
+
 func (cg *memCgroup) write(file, v string) error {
 	return os.WriteFile(filepath.Join(cg.dir, file), []byte(v), 0)
 }

@@ -57,7 +57,8 @@ const stderrTail = 512
 
 // Check reports whether the sandbox can run (bwrap and prlimit are found
 // and bwrap can create its namespaces here) and how memory is limited:
-// "cgroup v1", "cgroup v2" or "rlimit".
+// "cgroup v1", "cgroup v2" or "rlimit". It removes the run cgroups of
+// daemons that died.
 func (r Runner) Check(ctx context.Context) (string, error) {
 	bw, pl, err := r.programs()
 	if err != nil {
@@ -67,6 +68,9 @@ func (r Runner) Check(ctx context.Context) (string, error) {
 		"--ro-bind", "/", "/", "true").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("bwrap cannot create a sandbox here: %v: %s", err, bytes.TrimSpace(out))
+	}
+	if root, _ := findCgroupRoot(r.CgroupRoot); root != "" && r.CgroupRoot != "none" {
+		sweepCgroups(root)
 	}
 	cg, err := r.cgroup(64 << 20)
 	if cg == nil || err != nil {

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -118,5 +119,31 @@ func TestSandboxMissingBwrap(t *testing.T) {
 	_, err := r.Run(context.Background(), Spec{Task: "x", Executable: "/bin/true", Timeout: time.Second}, nil)
 	if ce, ok := errors.AsType[*outpostrt.CallError](err); !ok || !strings.Contains(ce.Msg, "process environment unavailable") {
 		t.Fatalf("Run = %v", err)
+	}
+}
+
+// The run cgroup of a daemon killed during a run is removed by the next
+// Check; a live process's is kept.
+func TestSandboxSweepsCgroups(t *testing.T) {
+	root, _ := findCgroupRoot("")
+	if root == "" {
+		t.Fatal("no memory cgroup hierarchy here")
+	}
+	dead := filepath.Join(root, cgroupParent, "run-2147483646-1") // above pid_max: never a live pid
+	live := filepath.Join(root, cgroupParent, fmt.Sprintf("run-%d-999999", os.Getpid()))
+	for _, d := range []string{dead, live} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer os.Remove(live)
+	if _, err := (Runner{}).Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dead daemon's cgroup is still there: %v", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the live daemon's cgroup was removed: %v", err)
 	}
 }
