@@ -11,7 +11,8 @@ import (
 // Priorities end to end: the daemon advertises its queues (weights and
 // aging) in its polls and outpost-cloud hands calls out in that order, so
 // with a flood enqueued first in the highest queue, the lower queues'
-// calls finish while the flood is still being worked off.
+// calls finish while the flood is still being worked off. Each result
+// tells the control plane where the call ran.
 func TestCloudQueuesUnderFlood(t *testing.T) {
 	c := startCloudProc(t)
 	cloudDaemon(t, c, `  max_inflight: 4
@@ -32,7 +33,7 @@ func TestCloudQueuesUnderFlood(t *testing.T) {
 	var lastRest time.Time
 	for _, r := range rest {
 		got := c.waitDone(r.ID, 60*time.Second)
-		if got.State != "done" || got.Result.Status != "ok" {
+		if got.State != "done" || got.Result.Status != "ok" || got.Result.Env != "local" || got.Result.Rule != "default" {
 			t.Fatalf("%s: %+v", r.ID, got)
 		}
 		if got.ResultAt.After(lastRest) {

@@ -675,6 +675,7 @@ func toResult(r *calls.Record) Result {
 	res := Result{CallID: r.ID, Attempt: r.Attempt}
 	if r.Result != nil {
 		res.Status, res.Output, res.Error = string(r.Result.Status), r.Result.Output, r.Result.Error
+		res.Env, res.Rule = r.Result.Env, r.Result.Rule
 	}
 	res.Hash = ResultHash(res.Status, res.Output, res.Error)
 	return res

@@ -71,6 +71,10 @@ type Result struct {
 	Output  []byte `json:"output,omitempty"`
 	Error   string `json:"error,omitempty"`
 	Hash    string `json:"hash"`
+	// Env and Rule say where the call ran and which placement rule chose
+	// it (docs/placement.md); not part of the hash.
+	Env  string `json:"env,omitempty"`
+	Rule string `json:"rule,omitempty"`
 }
 
 // ResultHash is the hash a Result carries: hex sha256 of status, output
