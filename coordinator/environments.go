@@ -35,8 +35,9 @@ type environments struct {
 	sandbox sandbox.Runner
 	// processOK says whether the sandbox works here (checked at start).
 	processOK atomic.Bool
-	running   atomic.Int64 // sandboxed processes running
-	maxProc   int64
+	// slots holds one token per sandboxed process running, at most
+	// placement.process.max_running.
+	slots     chan struct{}
 	decisions *prometheus.CounterVec
 	evalLog   ratelog.Limiter // rules that fail to evaluate
 }
@@ -44,7 +45,7 @@ type environments struct {
 func newEnvironments(c *Coordinator) *environments {
 	cfg := c.cfg.Load().Placement
 	e := &environments{
-		c: c, sandbox: sandbox.Runner{Bwrap: cfg.Process.Bwrap}, maxProc: int64(cfg.Process.MaxRunning),
+		c: c, sandbox: sandbox.Runner{Bwrap: cfg.Process.Bwrap}, slots: make(chan struct{}, cfg.Process.MaxRunning),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_placement_calls_total",
 			Help: "Calls placed, by the environment that ran them (none: no environment could) and the rule that chose it (default: no rule matched).",
@@ -98,7 +99,7 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 	if _, ok := executable(t); ok {
 		artifacts = append(artifacts, placement.Process)
 	}
-	running := e.running.Load()
+	running, capacity := int64(len(e.slots)), int64(cap(e.slots))
 	return placement.Input{
 		Call: placement.Call{Task: c.Task, InputSize: int64(len(c.Input)), Source: c.Source.Kind, Queue: c.Queue,
 			Priority: int64(c.Priority), HasDeadline: !c.Deadline.IsZero() || !c.StartBy.IsZero() || c.MaxRun > 0,
@@ -108,8 +109,8 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 		Node: placement.Node{QueueDepth: int64(st.Queued), Running: int64(st.Running), Workers: int64(st.Workers), Draining: st.Draining},
 		Envs: map[string]placement.Env{
 			placement.Local: {Healthy: true, Running: int64(st.Running), Capacity: int64(st.Workers), Load: float64(st.Running) / float64(max(st.Workers, 1))},
-			placement.Process: {Healthy: e.processOK.Load() && running < e.maxProc, Running: running, Capacity: e.maxProc,
-				Load: float64(running) / float64(e.maxProc)},
+			placement.Process: {Healthy: e.processOK.Load() && running < capacity, Running: running, Capacity: capacity,
+				Load: float64(running) / float64(capacity)},
 		},
 	}
 }
@@ -149,8 +150,16 @@ func (e *environments) runProcess(ctx context.Context, c *calls.Call, t tasks.Ta
 		return calls.Result{Status: calls.StatusTooLarge, Error: fmt.Sprintf("input of %d bytes is over the task's max_input of %d", len(c.Input), t.Limits.MaxInput)}
 	}
 	exe, _ := executable(t) // the decision saw it
-	e.running.Add(1)
-	defer e.running.Add(-1)
+	select {                // a slot freed since the decision may be taken by another call: wait for one
+	case e.slots <- struct{}{}:
+		defer func() { <-e.slots }()
+	case <-ctx.Done():
+		st := calls.StatusCanceled
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			st = calls.StatusTimeout
+		}
+		return calls.Result{Status: st, Error: "no free process slot (placement.process.max_running) before the call ended"}
+	}
 	spec := sandbox.Spec{Task: t.Name, Executable: exe, Network: t.Permissions.Network, Memory: uint64(t.Limits.Memory),
 		Timeout: t.Limits.Timeout.Std(), MaxOutput: uint64(t.Limits.MaxOutput)}
 	if c.MaxRun > 0 {

@@ -173,11 +173,14 @@ func TestPlacementFallback(t *testing.T) {
 
 // A call running in the sandbox when the daemon is killed: its process dies
 // with the daemon, and after the restart the journal reports it once (an
-// at-most-once call that was running is interrupted, not run again).
+// at-most-once call that was running is interrupted, not run again). While
+// it runs, the sandbox is full (max_running 1): a rule's fallback runs
+// another call locally.
 func TestPlacementKillWhileProcessRuns(t *testing.T) {
 	probe := buildProbe(t)
-	d := startDaemon(t, placementConfig)
+	d := startDaemon(t, placementConfig+"  process: {max_running: 1}\n")
 	deployProbe(t, d, "native", probe, "60s", "placement:\n  - {name: always-native, run: [process]}\n")
+	deployProbe(t, d, "probe", probe, "3s", "")
 	id, code := runCLI(t, "call", "native", "--async", "--config", d.cfg, "--data", "sleep")
 	id = strings.TrimSpace(id)
 	if code != 0 {
@@ -193,6 +196,9 @@ func TestPlacementKillWhileProcessRuns(t *testing.T) {
 			t.Fatalf("call not started in the sandbox: %v %v", rec, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if m, code := callJSON(t, d, "probe", strings.Repeat("z", 2000)); code != 0 || m["env"] != "local" || m["rule"] != "large-input" {
+		t.Errorf("large input while the sandbox is full: exit %d %v; want local by large-input", code, m)
 	}
 	killed := d.cmd.Process.Pid
 	_ = d.cmd.Process.Signal(syscall.SIGKILL)
