@@ -128,8 +128,10 @@ func (e *environments) run(ctx context.Context, x executor, c *calls.Call) calls
 		e.decisions.WithLabelValues("none", d.Rule).Inc()
 		return calls.Result{Status: calls.StatusRejected, Error: err.Error(), Rule: d.Rule}
 	}
-	if n, ok := e.evalLog.Allow(time.Now()); err != nil && ok {
-		e.c.log.Warn("placement rule failed to evaluate; skipped", "task", c.Task, "err", err, "not_logged", n)
+	if err != nil { // a rule failed to evaluate and did not match
+		if n, ok := e.evalLog.Allow(time.Now()); ok {
+			e.c.log.Warn("placement rule failed to evaluate; skipped", "task", c.Task, "err", err, "not_logged", n)
+		}
 	}
 	e.decisions.WithLabelValues(d.Env, d.Rule).Inc()
 	var res calls.Result
