@@ -42,6 +42,9 @@ type environments struct {
 	evalLog   ratelog.Limiter // rules that fail to evaluate
 }
 
+// waitRetry is how often a call whose rule says wait is placed again.
+const waitRetry = 50 * time.Millisecond
+
 func newEnvironments(c *Coordinator) *environments {
 	cfg := c.cfg.Load().Placement
 	e := &environments{
@@ -123,7 +126,15 @@ func (e *environments) run(ctx context.Context, x executor, c *calls.Call) calls
 		res.Env, res.Rule = placement.Local, placement.DefaultRule
 		return res
 	}
-	d, err := e.rules.Decide(append(slices.Clone(t.Placement), e.c.cfg.Load().Placement.Rules...), e.input(c, t))
+	rules := append(slices.Clone(t.Placement), e.c.cfg.Load().Placement.Rules...)
+	d, err := e.rules.Decide(rules, e.input(c, t))
+	for d.Env == "" && d.Wait && ctx.Err() == nil { // the rule says wait: decide again shortly
+		select {
+		case <-ctx.Done():
+		case <-time.After(waitRetry):
+			d, err = e.rules.Decide(rules, e.input(c, t))
+		}
+	}
 	if d.Env == "" {
 		e.decisions.WithLabelValues("none", d.Rule).Inc()
 		return calls.Result{Status: calls.StatusRejected, Error: err.Error(), Rule: d.Rule}

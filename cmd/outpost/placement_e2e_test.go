@@ -265,3 +265,28 @@ func TestPlacementCheck(t *testing.T) {
 		}
 	}
 }
+
+// A rule that says wait holds a call until one of its environments can
+// take it: here the sandbox's one slot, held by a call that times out.
+func TestPlacementWait(t *testing.T) {
+	probe := buildProbe(t)
+	d := startDaemon(t, placementConfig+"  process: {max_running: 1}\n")
+	deployProbe(t, d, "native", probe, "2s", "placement:\n  - {name: native-or-wait, run: [process], wait: true}\n")
+	id, code := runCLI(t, "call", "native", "--async", "--config", d.cfg, "--data", "sleep")
+	if code != 0 {
+		t.Fatalf("call --async: exit %d %s", code, id)
+	}
+	for deadline := time.Now().Add(20 * time.Second); sandboxed(probe) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first call never ran in the sandbox")
+		}
+	}
+	m, code := callJSON(t, d, "native", "after")
+	if code != 0 || m["env"] != "process" || m["rule"] != "native-or-wait" {
+		t.Errorf("the waiting call: exit %d %v; want it run in process once the slot is free", code, m)
+	}
+	show, _ := runCLI(t, "calls", "show", strings.TrimSpace(id), "--wait", "--timeout", "20s", "--config", d.cfg)
+	if !regexp.MustCompile(`(?m)^status: +timeout$`).MatchString(show) {
+		t.Errorf("the first call:\n%s", show)
+	}
+}

@@ -45,6 +45,9 @@ type Rule struct {
 	When string `yaml:"when" json:"when,omitempty"`
 	// Run lists environments in order of preference.
 	Run []string `yaml:"run" json:"run"`
+	// Wait: when none of Run can take the call, it waits until one can
+	// (or its deadline passes) instead of being refused.
+	Wait bool `yaml:"wait" json:"wait,omitempty"`
 }
 
 // Call is what a rule sees of the call (CEL variable call).
@@ -95,10 +98,12 @@ type Input struct {
 	Envs map[string]Env
 }
 
-// Decision is where a call runs and which rule chose it.
+// Decision is where a call runs and which rule chose it. With no Env,
+// Wait says the rule wants the call to wait for one of its environments.
 type Decision struct {
 	Env  string
 	Rule string
+	Wait bool
 }
 
 // ErrNoEnvironment: the rule that matched names no environment that can run
@@ -199,7 +204,7 @@ func pick(rule Rule, in Input) (Decision, error) {
 			return Decision{Env: name, Rule: rule.Name}, nil
 		}
 	}
-	return Decision{Rule: rule.Name}, fmt.Errorf("%w: rule %s: %s", ErrNoEnvironment, rule.Name, strings.Join(why, "; "))
+	return Decision{Rule: rule.Name, Wait: rule.Wait}, fmt.Errorf("%w: rule %s: %s", ErrNoEnvironment, rule.Name, strings.Join(why, "; "))
 }
 
 // Validate reports every problem of rules under c: names, environments and

@@ -22,6 +22,7 @@ func TestDecide(t *testing.T) {
 		{Name: "devices-stay", When: "task.devices", Run: []string{Local}},
 		{Name: "large", When: "call.input_size > 1024", Run: []string{Process, Local}},
 		{Name: "overflow", When: "node.queue_depth >= node.workers && envs['process'].load < 1.0", Run: []string{Process}},
+		{Name: "native-or-wait", When: "call.input_size == 11", Run: []string{Process}, Wait: true},
 	}
 	both := []string{Local, Process}
 	for _, tc := range []struct {
@@ -30,13 +31,14 @@ func TestDecide(t *testing.T) {
 		want Decision
 		err  string
 	}{
-		{"no rule matches: local", input(10, 0, true, both...), Decision{Local, DefaultRule}, ""},
-		{"large input: process", input(4096, 0, true, both...), Decision{Process, "large"}, ""},
-		{"large input, process down: its fallback", input(4096, 0, false, both...), Decision{Local, "large"}, ""},
-		{"large input, no executable: its fallback", input(4096, 0, true, Local), Decision{Local, "large"}, ""},
-		{"overflow", input(10, 9, true, both...), Decision{Process, "overflow"}, ""},
+		{"no rule matches: local", input(10, 0, true, both...), Decision{Env: Local, Rule: DefaultRule}, ""},
+		{"large input: process", input(4096, 0, true, both...), Decision{Env: Process, Rule: "large"}, ""},
+		{"large input, process down: its fallback", input(4096, 0, false, both...), Decision{Env: Local, Rule: "large"}, ""},
+		{"large input, no executable: its fallback", input(4096, 0, true, Local), Decision{Env: Local, Rule: "large"}, ""},
+		{"overflow", input(10, 9, true, both...), Decision{Env: Process, Rule: "overflow"}, ""},
 		{"overflow, process down: no fallback", input(10, 9, false, both...), Decision{Rule: "overflow"}, "process: unhealthy"},
-		{"a device task stays", func() Input { in := input(4096, 9, true, both...); in.Task.Devices = true; return in }(), Decision{Local, "devices-stay"}, ""},
+		{"a rule that waits", input(11, 0, false, both...), Decision{Rule: "native-or-wait", Wait: true}, "process: unhealthy"},
+		{"a device task stays", func() Input { in := input(4096, 9, true, both...); in.Task.Devices = true; return in }(), Decision{Env: Local, Rule: "devices-stay"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var r Rules
@@ -55,7 +57,7 @@ func TestDecideEvalError(t *testing.T) {
 	var r Rules
 	// A key missing from envs fails at evaluation: the rule is skipped.
 	got, err := r.Decide([]Rule{{Name: "bad", When: "envs['peer'].healthy", Run: []string{Process}}}, input(1, 0, true, Local, Process))
-	if got != (Decision{Local, DefaultRule}) || err == nil || !strings.Contains(err.Error(), "rule bad") {
+	if got != (Decision{Env: Local, Rule: DefaultRule}) || err == nil || !strings.Contains(err.Error(), "rule bad") {
 		t.Fatalf("Decide = %+v, %v", got, err)
 	}
 }
