@@ -121,6 +121,7 @@ func (r Runner) args(s Spec, rlimitData bool) ([]string, error) {
 	}
 	args = append(args, "--",
 		bw, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
+		"--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
 		"--setenv", "PATH", "/task", "--setenv", "OUTPOST_TASK", s.Task,
 		"--tmpfs", "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
 		"--ro-bind", s.Executable, exe)

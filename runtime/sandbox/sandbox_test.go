@@ -69,10 +69,12 @@ func testSandbox(t *testing.T, r Runner, mode, exe string) {
 		spec  func(Spec) Spec
 		input string
 		want  string         // output, when it succeeds
+		has   []string       // lines the output has, when want is empty
 		kind  outpostrt.Kind // failure kind otherwise
 		msg   string         // in the failure's message
 	}{
 		{name: "echo", input: "hello", want: "echo:hello"},
+		{name: "no privileges", input: "read /proc/self/status", has: []string{"Uid:\t65534\t65534\t65534\t65534", "CapEff:\t0000000000000000", "NoNewPrivs:\t1"}},
 		{name: "mounted file", input: "read /data/data.txt", want: "contents of data.txt"},
 		{name: "file outside its dir", input: "read " + secret, kind: outpostrt.KindFailed, msg: "no such file"},
 		{name: "no network", input: "dial " + ln.Addr().String(), kind: outpostrt.KindFailed, msg: "connection refused"},
@@ -90,8 +92,13 @@ func testSandbox(t *testing.T, r Runner, mode, exe string) {
 			start := time.Now()
 			out, err := r.Run(context.Background(), s, []byte(tc.input))
 			if tc.kind == "" {
-				if err != nil || string(out) != tc.want {
+				if err != nil || tc.want != "" && string(out) != tc.want {
 					t.Fatalf("Run = %q, %v; want %q", out, err, tc.want)
+				}
+				for _, line := range tc.has {
+					if !strings.Contains(string(out), line+"\n") {
+						t.Errorf("output lacks %q:\n%s", line, out)
+					}
 				}
 				return
 			}
