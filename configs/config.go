@@ -3,6 +3,7 @@ package configs
 import (
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/coordinator/placement"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/coordinator/routes"
 	"github.com/outpost-edge/outpost/coordinator/tasks"
@@ -27,6 +28,7 @@ type Config struct {
 	Routes    []routes.Rule         `yaml:"routes"`
 	Telemetry telemetry.Config      `yaml:"telemetry"`
 	Cloud     remote.CloudConfig    `yaml:"cloud"`
+	Placement placement.Config      `yaml:"placement"`
 
 	// Source is the file the config was read from.
 	Source string `yaml:"-"`
@@ -69,5 +71,6 @@ func Defaults() Config {
 		Telemetry: telemetry.Config{}.WithDefaults(),
 	}
 	c.Cloud.ApplyDefaults()
+	c.Placement.ApplyDefaults()
 	return c
 }

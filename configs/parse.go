@@ -50,6 +50,7 @@ func (c *Config) applyDefaults() {
 	}
 	c.Telemetry = c.Telemetry.WithDefaults()
 	c.Cloud.ApplyDefaults()
+	c.Placement.ApplyDefaults()
 }
 
 // resolve fills values derived from the host and makes file names relative
@@ -100,6 +101,7 @@ func (c *Config) validate(ch *confval.Checker) {
 	routes.Validate(ch.At("routes"), c.Routes, c.hasTask)
 	c.Telemetry.Validate(ch.At("telemetry"), c.hasTask)
 	c.Cloud.Validate(ch.At("cloud"))
+	c.Placement.Validate(ch.At("placement"))
 }
 
 func (c *Config) hasTask(name string) bool {

@@ -131,6 +131,9 @@ func (c *Coordinator) referencedBlobs() map[string]bool {
 			for _, f := range v.Files {
 				keep[f.Digest] = true
 			}
+			for _, a := range v.Artifacts {
+				keep[a.Digest] = true
+			}
 		}
 	}
 	dir := c.blobDir()
@@ -149,6 +152,9 @@ func (c *Coordinator) referencedBlobs() map[string]bool {
 		}
 		for _, f := range t.Files {
 			inBlobDir(f.Source)
+		}
+		for _, a := range t.Artifacts {
+			inBlobDir(a.Executable)
 		}
 	}
 	return keep

@@ -72,6 +72,7 @@ func (p *cloudPart) start(ctx context.Context) error {
 			URL: cfg.Cloud.URL, NodeID: cfg.Node.ID, TokenFile: cfg.Cloud.TokenFile, TLS: tlsCfg,
 			PollWait: cfg.Cloud.PollWait.Std(), BackoffBase: cfg.Cloud.BackoffBase.Std(), BackoffMax: cfg.Cloud.BackoffMax.Std(),
 			BatchSize: cfg.Cloud.BatchSize, MaxInflight: cfg.Cloud.MaxInflight, OutboxMaxBytes: int64(cfg.Cloud.OutboxMaxBytes),
+			Queues: queueNames(cfg.Cloud), QueueWeights: queueWeights(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std(),
 		}, nil, c.log.With("part", "cloud"), c.reg)
 	}
 	link := p.link
@@ -374,6 +375,25 @@ func writeCallsJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v) // a client gone mid-answer is not the daemon's problem
+}
+
+// queueNames lists the node's queues in priority order: control, default,
+// then the configured ones.
+func queueNames(cl remote.CloudConfig) []string {
+	out := []string{"control", "default"}
+	for _, q := range cl.Queues {
+		out = append(out, q.Name)
+	}
+	return out
+}
+
+// queueWeights are the weighted queues' weights, default included.
+func queueWeights(cl remote.CloudConfig) map[string]int {
+	out := map[string]int{"default": 1}
+	for _, q := range cl.Queues {
+		out[q.Name] = q.Weight
+	}
+	return out
 }
 
 func cloudQueues(cl remote.CloudConfig) []calls.QueueSpec {

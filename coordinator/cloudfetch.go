@@ -86,7 +86,7 @@ func (x *objectExecutor) execute(ctx context.Context, call *calls.Call) calls.Re
 			return res
 		}
 	}
-	return x.executor.Execute(ctx, call)
+	return x.c.envs.run(ctx, x.executor, call)
 }
 
 // resolve makes task run the module digest ("sha256:HEX"), fetching and
@@ -106,12 +106,23 @@ func (x *objectExecutor) resolve(ctx context.Context, task, digest string) (call
 	if err := x.fetch(ctx, want); err != nil {
 		return failed(err)
 	}
+	if m, ok := x.manifestObject(want); ok {
+		defer x.c.releaseBlobs(want)
+		if err := x.provision(ctx, task, want, m); err != nil {
+			var tc *taskConflictError
+			if errors.As(err, &tc) {
+				return taskConflict(task, tc.have, want), false
+			}
+			return failed(err)
+		}
+		return calls.Result{}, true
+	}
 	st, err := os.Stat(x.c.blobPath(want))
 	if err != nil {
 		x.c.releaseBlobs(want)
 		return failed(fmt.Errorf("fetched object gone from the blob store: %w", err))
 	}
-	if _, err := x.c.deploy(ctx, task, admin.Upload{Module: want, Size: st.Size()}, fromCloud); err != nil {
+	if _, err := x.c.deploy(ctx, task, admin.Upload{Module: want, Size: st.Size()}, fromCloud, ""); err != nil {
 		var tc *taskConflictError
 		if errors.As(err, &tc) {
 			return taskConflict(task, tc.have, want), false
@@ -121,10 +132,14 @@ func (x *objectExecutor) resolve(ctx context.Context, task, digest string) (call
 	return calls.Result{}, true
 }
 
-// moduleDigest is the hex module digest of a loaded task.
+// moduleDigest is the hex digest a cloud call names a loaded task by: the
+// manifest object it was provisioned from, else its module's.
 func (x *objectExecutor) moduleDigest(task string) (string, bool) {
 	if _, ok := x.Concurrency(task); !ok {
 		return "", false
+	}
+	if d := x.c.deployments()[task]; d != nil {
+		return d.current().root(), true
 	}
 	for _, t := range x.e.Tasks() {
 		if t.Name == task {
@@ -136,14 +151,14 @@ func (x *objectExecutor) moduleDigest(task string) (string, bool) {
 
 func taskConflict(task, have, want string) calls.Result {
 	return calls.Result{Status: calls.StatusTaskConflict, Error: fmt.Sprintf(
-		"task %q is deployed with module sha256:%s but the call names sha256:%s: the local task is not replaced (remove it, or call it without a digest)", task, have, want)}
+		"task %q is deployed from sha256:%s but the call names sha256:%s: the local task is not replaced (remove it, or call it without a digest)", task, have, want)}
 }
 
 // taskConflictError: a cloud deploy found the task deployed meanwhile.
 type taskConflictError struct{ name, have string }
 
 func (e *taskConflictError) Error() string {
-	return fmt.Sprintf("task %q is deployed with module sha256:%s", e.name, e.have)
+	return fmt.Sprintf("task %q is deployed from sha256:%s", e.name, e.have)
 }
 
 // cloudDeployed answers a cloud deploy of a task that is deployed already

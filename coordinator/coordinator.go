@@ -55,6 +55,7 @@ type Coordinator struct {
 	tele     *telemetry.Service // telemetry.go
 	cloud    *cloudPart         // call journal and cloud link (cloud.go)
 	kv       kvSpaces           // sizes of the tasks' kv namespaces (kv.go)
+	envs     *environments      // where calls run (environments.go)
 	group    group
 
 	// Lock order: reloadMu, then blobMu.
@@ -91,6 +92,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 		// A task's publish is held to the broker's limit.
 		MaxPublish: cfg.MQTT.MessageLimit(),
 	})
+	c.envs = newEnvironments(c)
 	c.sched = calls.NewScheduler(newObjectExecutor(c), calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
 		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std(), MaxParked: cfg.Scheduler.MaxParked}, log.With("part", "calls"), c.reg) // queues: cloud.go
 	c.devices = devices.NewRegistry(log.With("part", "devices"))
@@ -168,6 +170,7 @@ func (c *Coordinator) startRuntime(ctx context.Context) error {
 	if err := c.engine.Start(ctx); err != nil {
 		return err
 	}
+	c.envs.start(ctx)
 	// Config tasks and deployed tasks (registry.go) form one set. A
 	// deployed task that no longer loads must not keep the daemon down:
 	// fall back to the config's tasks and say why.

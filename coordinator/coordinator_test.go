@@ -44,7 +44,13 @@ routes: [{topic: "bench/in", task: echo, reply: "bench/out"}]
 // startCoordinator runs a coordinator in process until the test ends.
 func startCoordinator(tb testing.TB, cfg *configs.Config) *Coordinator {
 	tb.Helper()
-	c := New(cfg, quiet, "test")
+	return startCoordinatorLog(tb, cfg, quiet)
+}
+
+// startCoordinatorLog is startCoordinator logging to log.
+func startCoordinatorLog(tb testing.TB, cfg *configs.Config, log *slog.Logger) *Coordinator {
+	tb.Helper()
+	c := New(cfg, log, "test")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, nil) }()

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,11 +50,18 @@ type version struct {
 	Manifest  tasks.Manifest `json:"manifest"`
 	Libraries []libVersion   `json:"libraries,omitempty"` // Manifest.Libraries' blobs, in order
 	Files     []fileBlob     `json:"files,omitempty"`     // Manifest.Files' blobs, in order
+	Artifacts []artifactBlob `json:"artifacts,omitempty"` // Manifest.Artifacts' blobs, in order
 	Deployed  time.Time      `json:"deployed"`
 	// From is "cloud" for a version deployed by a cloud call's code
 	// object (cloudfetch.go); "" for the admin API.
 	From string `json:"from,omitempty"`
+	// Root is the hex digest of the manifest object a cloud call named
+	// (provision.go); "" when the call named the module itself.
+	Root string `json:"root,omitempty"`
 }
+
+// root is the digest a cloud call names this version by.
+func (v version) root() string { return cmp.Or(v.Root, v.Digest) }
 
 // libVersion is a library of a version: its import name and blob.
 type libVersion struct {
@@ -65,6 +73,16 @@ type libVersion struct {
 type fileBlob struct {
 	Path   string `json:"path"`
 	Digest string `json:"digest"`
+}
+
+// artifactBlob is an artifact of a version: its environment, platform
+// and blob (an executable: mode 0750).
+type artifactBlob struct {
+	Env    string `json:"env"`
+	OS     string `json:"os"`
+	Arch   string `json:"arch"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
 }
 
 func (d *deployment) current() version { return d.Versions[len(d.Versions)-1] }
@@ -324,24 +342,33 @@ func (c *Coordinator) allSpecs(configured []tasks.Task, deps map[string]*deploym
 			continue
 		}
 		v := deps[n].current()
-		t := tasks.Task{
-			Name: n, Module: c.blobPath(v.Digest), ABI: v.Manifest.ABI,
-			Limits: v.Manifest.Limits, Permissions: v.Manifest.Permissions,
-			FreshInstance: v.Manifest.FreshInstance,
-		}
-		for _, l := range v.Libraries {
-			t.Libraries = append(t.Libraries, tasks.Library{Name: l.Name, Module: c.blobPath(l.Digest)})
-		}
-		for _, f := range v.Files {
-			t.Files = append(t.Files, tasks.File{Path: f.Path, Source: c.blobPath(f.Digest)})
-		}
-		spec := taskSpecs([]tasks.Task{t})[0]
+		spec := taskSpecs([]tasks.Task{c.deployedTask(n, v)})[0]
 		for i, l := range v.Libraries {
 			spec.Libraries[i].Digest = l.Digest
 		}
 		specs = append(specs, spec)
 	}
 	return specs
+}
+
+// deployedTask is version v of the deployed task name as a config task
+// whose files are its blobs.
+func (c *Coordinator) deployedTask(name string, v version) tasks.Task {
+	t := tasks.Task{
+		Name: name, Module: c.blobPath(v.Digest), ABI: v.Manifest.ABI,
+		Limits: v.Manifest.Limits, Permissions: v.Manifest.Permissions,
+		FreshInstance: v.Manifest.FreshInstance, Placement: v.Manifest.Placement,
+	}
+	for _, l := range v.Libraries {
+		t.Libraries = append(t.Libraries, tasks.Library{Name: l.Name, Module: c.blobPath(l.Digest)})
+	}
+	for _, f := range v.Files {
+		t.Files = append(t.Files, tasks.File{Path: f.Path, Source: c.blobPath(f.Digest)})
+	}
+	for _, a := range v.Artifacts {
+		t.Artifacts = append(t.Artifacts, tasks.Artifact{Env: a.Env, OS: a.OS, Arch: a.Arch, Executable: c.blobPath(a.Digest)})
+	}
+	return t
 }
 
 // swap loads the task set with deps as the registry, persists the changed
@@ -396,12 +423,13 @@ func copyDeps(m map[string]*deployment) map[string]*deployment {
 // it uses are held against blob GC until the version is recorded (or the
 // deploy failed).
 func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) (admin.TaskDetail, error) {
-	return c.deploy(ctx, name, up, "")
+	return c.deploy(ctx, name, up, "", "")
 }
 
 // deploy is Deploy for a version from the admin API ("") or a cloud
-// call's code object (fromCloud: it only adds a task that is not there).
-func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from string) (_ admin.TaskDetail, err error) {
+// call's code object (fromCloud: it only adds a task that is not there;
+// root is the manifest object's digest when the call named one).
+func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from, root string) (_ admin.TaskDetail, err error) {
 	held := uploadBlobs(up)
 	defer func() {
 		if err != nil {
@@ -420,7 +448,7 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 	if perr != nil {
 		return admin.TaskDetail{}, fmt.Errorf("%w: %v", admin.ErrInvalid, perr)
 	}
-	v := version{Manifest: m, Deployed: time.Now().UTC(), From: from}
+	v := version{Manifest: m, Deployed: time.Now().UTC(), From: from, Root: root}
 	switch {
 	case up.Module != "" && up.Size > 0:
 		v.Digest, v.Size = up.Module, int(up.Size)
@@ -448,12 +476,26 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 		}
 		v.Files = append(v.Files, fileBlob{Path: f.Path, Digest: d})
 	}
+	for i, a := range m.Artifacts {
+		d, err := c.resolveRef(ctx, fmt.Sprintf("artifacts[%d] (%s %s/%s)", i, a.Env, a.OS, a.Arch), a.Executable, up.Objects, &held)
+		if err != nil {
+			return admin.TaskDetail{}, err
+		}
+		st, err := os.Stat(c.blobPath(d))
+		if err == nil {
+			err = os.Chmod(c.blobPath(d), 0o750) // an executable; the same bytes as any other blob
+		}
+		if err != nil {
+			return admin.TaskDetail{}, fmt.Errorf("%w: artifacts[%d]: %v", admin.ErrInternal, i, err)
+		}
+		v.Artifacts = append(v.Artifacts, artifactBlob{Env: a.Env, OS: a.OS, Arch: a.Arch, Digest: d, Size: st.Size()})
+	}
 	up.ReportPhase(admin.PhaseCompiling)
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	deps := copyDeps(c.deployments())
 	if old := deps[name]; old != nil && from == fromCloud {
-		return c.cloudDeployed(name, old.current().Digest, v.Digest)
+		return c.cloudDeployed(name, old.current().root(), v.root())
 	}
 	d := &deployment{Name: name}
 	if old := deps[name]; old != nil {
@@ -527,11 +569,15 @@ func (c *Coordinator) Inspect(name string) (admin.TaskDetail, bool) {
 		if t.Name == name {
 			det.Task, found = adminTask(t), true
 			det.FreshInstance, det.MaxInput, det.MaxOutput = t.FreshInstance, t.Limits.MaxInput, t.Limits.MaxOutput
+			if tt, ok := c.envs.task(name); ok {
+				det.Artifacts, det.Placement = artifacts(tt, t), tt.Placement
+				det.Permissions.Network = tt.Permissions.Network
+			}
 		}
 	}
 	if st, ok := c.engine.Inspect(name); ok {
 		p := st.Permissions
-		det.Permissions = admin.TaskPermissions{Publish: p.Publish, Call: p.Call, KVQuota: p.KVQuota, Telemetry: p.Telemetry}
+		det.Permissions = admin.TaskPermissions{Publish: p.Publish, Call: p.Call, KVQuota: p.KVQuota, Telemetry: p.Telemetry, Network: det.Permissions.Network}
 		det.Pool = admin.TaskPool{Warm: st.Warm, InUse: st.InUse}
 	}
 	if d := c.deployments()[name]; d != nil {
@@ -549,6 +595,9 @@ func (c *Coordinator) Inspect(name string) (admin.TaskDetail, bool) {
 			}
 			for _, f := range v.Files {
 				tv.Files = append(tv.Files, admin.BlobRef{Name: f.Path, Digest: f.Digest})
+			}
+			for _, a := range v.Artifacts {
+				tv.Artifacts = append(tv.Artifacts, admin.Artifact{Env: a.Env, OS: a.OS, Arch: a.Arch, Digest: a.Digest, Size: a.Size, Location: c.blobPath(a.Digest)})
 			}
 		}
 	}

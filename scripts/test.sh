@@ -42,6 +42,7 @@ declare -A peers=(
   [curl]=curl         # the README walkthrough (cmd/outpost/readme_e2e_test.go)
   [script]=bsdutils   # a terminal for the progress bar test
   [systemd-analyze]=systemd # the .deb's unit (scripts/deb); dpkg, unshare and nsenter are essential
+  [bwrap]=bubblewrap  # the process execution environment (runtime/sandbox)
 )
 # file (a glob) -> Debian package, for packages without a binary
 declare -A peer_files=(

@@ -21,6 +21,9 @@ type callResult struct {
 	Task   string       `json:"task"`
 	Status calls.Status `json:"status"`
 	Output []byte       `json:"output"`
+	CallID string       `json:"call_id,omitempty"`
+	Env    string       `json:"env,omitempty"`  // the execution environment it ran in
+	Rule   string       `json:"rule,omitempty"` // the placement rule that chose it
 }
 
 func newCallCmd() *cobra.Command {
@@ -68,11 +71,12 @@ the result with 'outpost calls show ID --wait'.`,
 			}
 			return out.Print(w, admin.AsyncAccepted{CallID: id, Task: task, State: calls.Received.String()}, func(w io.Writer) { fmt.Fprintln(w, id) })
 		}
-		output, err := c.Call(cmd.Context(), task, input, timeout)
+		ans, err := c.Call(cmd.Context(), task, input, timeout)
 		if err != nil {
 			return callFailed(cmd, out, err)
 		}
-		return out.Print(w, callResult{Task: task, Status: calls.StatusOK, Output: output}, func(w io.Writer) {
+		output := ans.Output
+		return out.Print(w, callResult{Task: task, Status: calls.StatusOK, Output: output, CallID: ans.CallID, Env: ans.Env, Rule: ans.Rule}, func(w io.Writer) {
 			_, _ = w.Write(output)
 			if len(output) > 0 && output[len(output)-1] != '\n' {
 				fmt.Fprintln(w)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -48,17 +49,17 @@ func newCallsListCmd(af *adminFlags) *cobra.Command {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			// The WAITING ON column is there when a call is suspended.
 			suspended := slices.ContainsFunc(recs, func(r calls.Record) bool { return r.State == calls.Suspended })
-			header := "ID\tTASK\tSOURCE\tSTATE\tATTEMPT\tRUNS\tEFFECT\tSTATUS\tRECEIVED"
+			header := "ID\tTASK\tSOURCE\tSTATE\tATTEMPT\tRUNS\tEFFECT\tSTATUS\tENV\tRECEIVED"
 			if suspended {
 				header += "\tWAITING ON"
 			}
 			fmt.Fprintln(tw, header)
 			for _, r := range recs {
-				st := ""
+				st, env := "", ""
 				if r.Result != nil {
-					st = string(r.Result.Status)
+					st, env = string(r.Result.Status), r.Result.Env
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s", r.ID, r.Task, r.Source.Kind, r.State, r.Attempt, r.Runs, r.Effect, st, out.Time(r.Received))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s", r.ID, r.Task, r.Source.Kind, r.State, r.Attempt, r.Runs, r.Effect, st, env, out.Time(r.Received))
 				if suspended {
 					fmt.Fprintf(tw, "\t%s", waitingOn(out, &r))
 				}
@@ -147,6 +148,9 @@ func printRecord(w io.Writer, o *cli.Output, r *calls.Record) {
 	}
 	if r.Result != nil {
 		fmt.Fprintf(tw, "status:\t%s\n", r.Result.Status)
+		if r.Result.Rule != "" {
+			fmt.Fprintf(tw, "ran in:\t%s (placement rule %s)\n", cmp.Or(r.Result.Env, "none"), r.Result.Rule)
+		}
 		if r.Result.Error != "" {
 			fmt.Fprintf(tw, "error:\t%s\n", r.Result.Error)
 		}

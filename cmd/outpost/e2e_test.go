@@ -203,7 +203,7 @@ func (d *daemon) call(task, input string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	out, err := d.admin.Call(ctx, task, []byte(input), 0)
-	return string(out), err
+	return string(out.Output), err
 }
 
 func (d *daemon) waitLog(re string, timeout time.Duration) {

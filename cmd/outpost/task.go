@@ -39,7 +39,8 @@ func newDeployCmd(af *adminFlags) *cobra.Command {
 
 MODULE is a .wasm file; it may be left out when the manifest's module key
 names it. The manifest (--manifest FILE, YAML) takes the keys of a config task
-besides name and module: abi, limits, permissions, module, libraries, files.
+besides name and module: abi, limits, permissions, module, libraries, files,
+artifacts (native executables for the process environment), placement.
 Local files it names are uploaded with the module. The daemon compiles the
 task and warms its instances before it answers; calls in flight finish on
 the old version. Progress goes to standard error: a bar on a terminal, one
@@ -49,7 +50,7 @@ line per phase elsewhere.`,
 		Args: cli.RangeArgs(1, 2),
 	}
 	out := cli.AddOutput(cmd)
-	cmd.Flags().StringVar(&manifest, "manifest", "", "a YAML manifest (abi, limits, permissions, module, libraries, files)")
+	cmd.Flags().StringVar(&manifest, "manifest", "", "a YAML manifest (abi, limits, permissions, module, libraries, files, artifacts, placement)")
 	cmd.ValidArgsFunction = func(cmd *cobra.Command, args []string, s string) ([]string, cobra.ShellCompDirective) {
 		if len(args) == 0 {
 			return af.completeTasks(cmd, args, s)
@@ -228,7 +229,7 @@ func newRollbackCmd(af *adminFlags) *cobra.Command {
 
 // localRefs lists the distinct references of a manifest to local files
 // (not a pinned URL, not "sha256:HEX"): the library modules, the file
-// sources and, with withModule, the module. The daemon decodes the manifest
+// sources, the artifacts' executables and, with withModule, the module. The daemon decodes the manifest
 // strictly; here only these keys are read.
 func localRefs(manifest []byte, withModule bool) ([]string, error) {
 	var m struct {
@@ -239,6 +240,9 @@ func localRefs(manifest []byte, withModule bool) ([]string, error) {
 		Files []struct {
 			Source string `yaml:"source"`
 		} `yaml:"files"`
+		Artifacts []struct {
+			Executable string `yaml:"executable"`
+		} `yaml:"artifacts"`
 	}
 	if err := yaml.Unmarshal(manifest, &m); err != nil {
 		return nil, err
@@ -261,6 +265,9 @@ func localRefs(manifest []byte, withModule bool) ([]string, error) {
 	for _, f := range m.Files {
 		add(f.Source)
 	}
+	for _, a := range m.Artifacts {
+		add(a.Executable)
+	}
 	return refs, nil
 }
 
@@ -276,14 +283,34 @@ func printDetail(out io.Writer, o *cli.Output, d admin.TaskDetail) {
 	if p.KVQuota > 0 {
 		kv = confval.ByteSize(p.KVQuota).String()
 	}
-	fmt.Fprintf(tw, "publish:\t%s\ncall:\t%s\nkv quota:\t%s\ntelemetry:\t%s\n",
-		listOrNone(p.Publish), listOrNone(p.Call), kv, yesNo(p.Telemetry))
+	fmt.Fprintf(tw, "publish:\t%s\ncall:\t%s\nkv quota:\t%s\ntelemetry:\t%s\nnetwork:\t%s\n",
+		listOrNone(p.Publish), listOrNone(p.Call), kv, yesNo(p.Telemetry), yesNo(p.Network))
 	if d.FreshInstance {
 		fmt.Fprintf(tw, "pool:\ta fresh instance per call, %d in use\n", d.Pool.InUse)
 	} else {
 		fmt.Fprintf(tw, "pool:\t%d warm, %d in use\n", d.Pool.Warm, d.Pool.InUse)
 	}
 	_ = tw.Flush()
+	if len(d.Artifacts) > 0 {
+		fmt.Fprintln(out, "artifacts:")
+		tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ENV\tPLATFORM\tDIGEST\tSIZE\tLOCATION")
+		for _, a := range d.Artifacts {
+			platform := "wasm"
+			if a.OS != "" {
+				platform = a.OS + "/" + a.Arch
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%.12s\t%s\t%s\n", a.Env, platform, a.Digest, cli.Size(a.Size), a.Location)
+		}
+		_ = tw.Flush()
+	}
+	for _, r := range d.Placement {
+		when := r.When
+		if when == "" {
+			when = "always"
+		}
+		fmt.Fprintf(out, "placement rule %s: %s -> %s\n", r.Name, when, strings.Join(r.Run, ", "))
+	}
 	if len(d.Versions) == 0 {
 		return
 	}

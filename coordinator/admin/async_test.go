@@ -78,7 +78,7 @@ func TestAsyncCallNotSupported(t *testing.T) {
 	if !errors.As(err, &ce) || ce.HTTPStatus != http.StatusNotImplemented {
 		t.Fatalf("got %v, want 501", err)
 	}
-	if out, err := c.Call(context.Background(), "echo", []byte("x"), 0); err != nil || string(out) != "x" {
+	if out, err := c.Call(context.Background(), "echo", []byte("x"), 0); err != nil || string(out.Output) != "x" {
 		t.Fatalf("sync call: %q %v", out, err)
 	}
 }

@@ -133,31 +133,38 @@ func (e *CallError) Error() string {
 
 // Call runs task with input and returns its output. timeout 0 leaves the
 // task's own limit in charge.
-func (c *Client) Call(ctx context.Context, task string, input []byte, timeout time.Duration) ([]byte, error) {
+func (c *Client) Call(ctx context.Context, task string, input []byte, timeout time.Duration) (Answer, error) {
 	u := c.base + "/v1/tasks/" + url.PathEscape(task) + "/call"
 	if timeout > 0 {
 		u += "?timeout=" + url.QueryEscape(timeout.String())
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(input))
 	if err != nil {
-		return nil, err
+		return Answer{}, err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
-	body, code, err := c.do(req)
+	body, h, code, err := c.doHeader(req)
 	if err != nil {
-		return nil, err
+		return Answer{}, err
 	}
 	if code == http.StatusOK {
-		return body, nil
+		return Answer{Output: body, CallID: h.Get(HeaderCallID), Env: h.Get(HeaderEnv), Rule: h.Get(HeaderRule)}, nil
 	}
 	e := &CallError{HTTPStatus: code}
 	if json.Unmarshal(body, &e.Doc) != nil || e.Doc.Error.Code == "" {
-		return nil, fmt.Errorf("call %s: unexpected answer %d: %s", task, code, bytes.TrimSpace(body))
+		return Answer{}, fmt.Errorf("call %s: unexpected answer %d: %s", task, code, bytes.TrimSpace(body))
 	}
 	if e.Doc.Task == "" {
 		e.Doc.Task = task
 	}
-	return nil, e
+	return Answer{}, e
+}
+
+// Answer is a synchronous call's output, its id, and where it ran: the
+// execution environment and the placement rule that chose it.
+type Answer struct {
+	Output            []byte
+	CallID, Env, Rule string
 }
 
 // CallAsync journals a call of task with input on the daemon and returns
@@ -265,16 +272,22 @@ func (c *Client) requestJSON(ctx context.Context, method, path string, v any, ok
 }
 
 func (c *Client) do(req *http.Request) ([]byte, int, error) {
+	body, _, code, err := c.doHeader(req)
+	return body, code, err
+}
+
+// doHeader is do that also returns the answer's header.
+func (c *Client) doHeader(req *http.Request) ([]byte, http.Header, int, error) {
 	resp, err := c.send(req)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read answer from %s: %w", c.base, err)
+		return nil, nil, 0, fmt.Errorf("read answer from %s: %w", c.base, err)
 	}
-	return body, resp.StatusCode, nil
+	return body, resp.Header, resp.StatusCode, nil
 }
 
 // unauthorized says why the daemon refused req and what to do about it.

@@ -276,8 +276,12 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, calls.ErrorDoc{Task: task, CallID: c.ID, Error: calls.ErrorBody{Code: status, Message: err.Error()}})
 		return
 	}
-	w.Header().Set("X-Outpost-Call-Id", c.ID)
+	w.Header().Set(HeaderCallID, c.ID)
 	w.Header().Set("X-Outpost-Duration", strconv.FormatFloat(c.Finished.Sub(c.Started).Seconds(), 'f', 6, 64))
+	if res.Env != "" {
+		w.Header().Set(HeaderEnv, res.Env)
+		w.Header().Set(HeaderRule, res.Rule)
+	}
 	if res.OK() {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.WriteHeader(http.StatusOK)
@@ -286,6 +290,14 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	}
 	writeError(w, statusCode(res.Status), c.ErrorDoc())
 }
+
+// Headers of a synchronous call's answer: its id, the execution
+// environment it ran in and the placement rule that chose it.
+const (
+	HeaderCallID = "X-Outpost-Call-Id"
+	HeaderEnv    = "X-Outpost-Environment"
+	HeaderRule   = "X-Outpost-Placement-Rule"
+)
 
 // readInput reads the body of a call of task, at most the task's
 // max_input (InputLimiter) and MaxInput, into one buffer sized by the
@@ -343,7 +355,7 @@ func (s *Server) callAsync(w http.ResponseWriter, c *calls.Call, timeout bool) {
 		writeError(w, code, calls.ErrorDoc{Task: c.Task, CallID: c.ID, Error: calls.ErrorBody{Code: status, Message: err.Error()}})
 		return
 	}
-	w.Header().Set("X-Outpost-Call-Id", c.ID)
+	w.Header().Set(HeaderCallID, c.ID)
 	w.Header().Set("Location", "/v1/calls/"+c.ID)
 	writeJSON(w, http.StatusAccepted, AsyncAccepted{CallID: c.ID, Task: c.Task, State: calls.Received.String()})
 }

@@ -93,7 +93,7 @@ func TestCalls(t *testing.T) {
 	c := start(t, &node{})
 	ctx := context.Background()
 	out, err := c.Call(ctx, "echo", []byte(`{"x":1}`), 0)
-	if err != nil || string(out) != `{"x":1}` {
+	if err != nil || string(out.Output) != `{"x":1}` {
 		t.Fatalf("echo: %q %v", out, err)
 	}
 	tests := []struct {

@@ -14,6 +14,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/outpost-edge/outpost/coordinator/placement"
 )
 
 // MaxModule bounds a deploy upload: the module, its manifest and the
@@ -99,8 +101,13 @@ type TaskDetail struct {
 	// Permissions are the host API grants the task runs with.
 	Permissions TaskPermissions `json:"permissions"`
 	// Pool is the task's instance pool now.
-	Pool     TaskPool      `json:"pool"`
-	Versions []TaskVersion `json:"versions,omitempty"`
+	Pool TaskPool `json:"pool"`
+	// Artifacts are the task's code per execution environment: its wasm
+	// module (local) and its native executables (process).
+	Artifacts []Artifact `json:"artifacts"`
+	// Placement are the task's own placement rules.
+	Placement []placement.Rule `json:"placement,omitempty"`
+	Versions  []TaskVersion    `json:"versions,omitempty"`
 }
 
 // TaskPermissions are a task's host API grants (config key permissions).
@@ -109,6 +116,7 @@ type TaskPermissions struct {
 	Call      []string `json:"call"`      // tasks it may call; "*": any
 	KVQuota   uint64   `json:"kv_quota"`  // bytes of kv; 0: no kv access
 	Telemetry bool     `json:"telemetry"` // may read collected telemetry
+	Network   bool     `json:"network"`   // its native executable may use the network
 }
 
 // TaskPool is a task's instance pool: idle warm instances, and calls
@@ -133,8 +141,22 @@ type TaskVersion struct {
 	KVQuota     uint64    `json:"kv_quota,omitempty"`
 	Libraries   []BlobRef `json:"libraries,omitempty"` // Name: the import module name
 	Files       []BlobRef `json:"files,omitempty"`     // Name: the guest path
+	// Artifacts are the version's native executables (process
+	// environment); its wasm module is Digest.
+	Artifacts []Artifact `json:"artifacts,omitempty"`
 	// From is "cloud" for a version a cloud call's code object deployed.
 	From string `json:"from,omitempty"`
+}
+
+// Artifact is a task's code for one execution environment: where it is,
+// its sha256 (hex) and size.
+type Artifact struct {
+	Env      string `json:"env"`
+	OS       string `json:"os,omitempty"`
+	Arch     string `json:"arch,omitempty"`
+	Digest   string `json:"digest"`
+	Size     int64  `json:"size"`
+	Location string `json:"location"`
 }
 
 // BlobRef names a stored blob of a task version.

@@ -212,6 +212,11 @@ type Result struct {
 	Status Status `json:"status"`
 	Output []byte `json:"output,omitempty"` // the task's output when Status is StatusOK
 	Error  string `json:"error,omitempty"`  // what went wrong otherwise
+	// Env is the execution environment the call ran in and Rule the
+	// placement rule that chose it ("" for a call that never reached
+	// placement: refused, expired, canceled while queued).
+	Env  string `json:"env,omitempty"`
+	Rule string `json:"rule,omitempty"`
 }
 
 // New returns a call with a fresh id, received now.

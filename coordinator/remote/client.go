@@ -58,6 +58,10 @@ type Config struct {
 	MaxInflight    int   // cloud calls held at once (capacity ceiling)
 	OutboxMaxBytes int64 // over it the node advertises capacity 0
 	Queues         []string
+	// QueueWeights and AgingAfter are the node's scheduler queues, sent
+	// in every poll so the server hands calls out in the same order.
+	QueueWeights map[string]int
+	AgingAfter   time.Duration
 	// ReadTimeout bounds one whole request, response body included (a
 	// slow-drip answer ends there); 0: PollWait + 10s.
 	ReadTimeout time.Duration
@@ -88,6 +92,8 @@ type Client struct {
 	hc   *http.Client
 	m    *metrics
 	boot string
+	// stats is the link's measured rate and round trip (provision.go).
+	stats linkStats
 
 	token   atomic.Pointer[string]
 	state   atomic.Pointer[string]
@@ -384,7 +390,8 @@ func (c *Client) pollLoop() {
 			}
 		}
 		c.mu.Unlock()
-		req := PollRequest{BootID: c.boot, AckThrough: ackThrough, Renew: renew, Capacity: c.capacity(), Queues: c.cfg.Queues, WaitMS: wait.Milliseconds()}
+		req := PollRequest{BootID: c.boot, AckThrough: ackThrough, Renew: renew, Capacity: c.capacity(), Queues: c.cfg.Queues,
+			QueueWeights: c.cfg.QueueWeights, AgingMS: c.cfg.AgingAfter.Milliseconds(), WaitMS: wait.Milliseconds()}
 		start := time.Now()
 		r, err := c.do(ctx, http.MethodPost, c.endpoint("poll"), req)
 		c.m.pollSeconds.Observe(time.Since(start).Seconds())
@@ -668,6 +675,7 @@ func toResult(r *calls.Record) Result {
 	res := Result{CallID: r.ID, Attempt: r.Attempt}
 	if r.Result != nil {
 		res.Status, res.Output, res.Error = string(r.Result.Status), r.Result.Output, r.Result.Error
+		res.Env, res.Rule = r.Result.Env, r.Result.Rule
 	}
 	res.Hash = ResultHash(res.Status, res.Output, res.Error)
 	return res

@@ -44,13 +44,9 @@ func (c *Client) OpenObject(ctx context.Context, digest string) (io.ReadCloser, 
 	if !ValidDigest(digest) {
 		return nil, 0, fmt.Errorf("fetch object %q: not a sha256:HEX digest", digest)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.endpoint("objects", digest), nil)
+	req, err := c.objectRequest(ctx, http.MethodGet, c.endpoint("objects", digest), nil)
 	if err != nil {
 		return nil, 0, fmt.Errorf("fetch object %s: %w", digest, err)
-	}
-	req.Header.Set(HeaderProtocol, Protocol)
-	if t := c.token.Load(); t != nil {
-		req.Header.Set("Authorization", "Bearer "+*t)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -25,7 +25,13 @@ type PollRequest struct {
 	Renew      []string `json:"renew,omitempty"`
 	Capacity   int      `json:"capacity"`
 	Queues     []string `json:"queues,omitempty"`
-	WaitMS     int64    `json:"wait_ms"`
+	// QueueWeights and AgingMS advertise how the node orders its queues:
+	// control first, then the weighted queues (a queue not listed weighs
+	// 1) by smooth weighted round robin, a queue not served for AgingMS
+	// going next. The server hands calls out in that order.
+	QueueWeights map[string]int `json:"queue_weights,omitempty"`
+	AgingMS      int64          `json:"aging_ms,omitempty"`
+	WaitMS       int64          `json:"wait_ms"`
 }
 
 // PollResponse is the 200 body of a poll.
@@ -65,6 +71,10 @@ type Result struct {
 	Output  []byte `json:"output,omitempty"`
 	Error   string `json:"error,omitempty"`
 	Hash    string `json:"hash"`
+	// Env and Rule say where the call ran and which placement rule chose
+	// it (docs/placement.md); not part of the hash.
+	Env  string `json:"env,omitempty"`
+	Rule string `json:"rule,omitempty"`
 }
 
 // ResultHash is the hash a Result carries: hex sha256 of status, output

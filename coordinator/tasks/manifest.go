@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"github.com/outpost-edge/outpost/coordinator/placement"
 	"github.com/outpost-edge/outpost/internal/confval"
 )
 
@@ -19,6 +20,10 @@ type Manifest struct {
 	// a reference like Module.
 	Libraries []Library `yaml:"libraries" json:"libraries,omitempty"`
 	Files     []File    `yaml:"files" json:"files,omitempty"`
+	// Artifacts and Placement are Task's; an artifact's executable is a
+	// reference like Module.
+	Artifacts []Artifact       `yaml:"artifacts" json:"artifacts,omitempty"`
+	Placement []placement.Rule `yaml:"placement" json:"placement,omitempty"`
 }
 
 // ApplyDefaults fills the zero ABI and limits.
@@ -27,6 +32,7 @@ func (m *Manifest) ApplyDefaults() {
 		m.ABI = Defaults.ABI
 	}
 	m.Limits.ApplyDefaults()
+	applyArtifactDefaults(m.Artifacts)
 }
 
 // Validate reports every problem of a manifest with its defaults applied.
@@ -35,4 +41,6 @@ func (m *Manifest) ApplyDefaults() {
 func (m Manifest) Validate(c *confval.Checker) {
 	validateSettings(c, m.ABI, m.Limits, m.Permissions)
 	validateDeps(c, m.Libraries, m.Files, false)
+	validateArtifacts(c, m.Artifacts, false)
+	placement.Validate(c.At("placement"), m.Placement)
 }

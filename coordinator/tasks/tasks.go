@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/coordinator/placement"
 	"github.com/outpost-edge/outpost/devices/topic"
 	"github.com/outpost-edge/outpost/internal/confval"
 )
@@ -30,6 +31,30 @@ type Task struct {
 	// host files mounted read-only for the task (docs/abi.md "Dependencies").
 	Libraries []Library `yaml:"libraries"`
 	Files     []File    `yaml:"files"`
+	// Artifacts are the task's code for other execution environments
+	// (native executables for the process environment); Placement are
+	// its own placement rules, evaluated before the node's
+	// (docs/placement.md).
+	Artifacts []Artifact       `yaml:"artifacts"`
+	Placement []placement.Rule `yaml:"placement"`
+}
+
+// Artifact is a task's code for an execution environment other than its
+// wasm module: a native executable for one OS and architecture, run by
+// the process environment in a sandbox.
+type Artifact struct {
+	Env        string `yaml:"env" json:"env"`               // process (the default)
+	OS         string `yaml:"os" json:"os"`                 // linux (the default)
+	Arch       string `yaml:"arch" json:"arch"`             // a GOARCH: amd64, arm64, arm
+	Executable string `yaml:"executable" json:"executable"` // a file, or a reference in a manifest
+}
+
+// applyArtifactDefaults fills the artifacts' zero environment and OS.
+func applyArtifactDefaults(as []Artifact) {
+	for i := range as {
+		as[i].Env = cmp.Or(as[i].Env, placement.Process)
+		as[i].OS = cmp.Or(as[i].OS, "linux")
+	}
 }
 
 // Library is a library of a task: the import module name and its .wasm.
@@ -52,6 +77,9 @@ type Permissions struct {
 	// Telemetry lets the task read collected telemetry (telemetry_latest,
 	// telemetry_query); false: those return denied.
 	Telemetry bool `yaml:"telemetry"`
+	// Network lets the task's native executable (process environment)
+	// use the host's network; false: it has none.
+	Network bool `yaml:"network"`
 }
 
 // Limits bound one task.
@@ -102,6 +130,7 @@ func (t *Task) ApplyDefaults() {
 		t.ABI = Defaults.ABI
 	}
 	t.Limits.ApplyDefaults()
+	applyArtifactDefaults(t.Artifacts)
 }
 
 // Resolve makes the module, library and file names absolute against dir,
@@ -113,6 +142,9 @@ func (t *Task) Resolve(dir string) {
 	}
 	for j := range t.Files {
 		confval.Rel(dir, &t.Files[j].Source)
+	}
+	for j := range t.Artifacts {
+		confval.Rel(dir, &t.Artifacts[j].Executable)
 	}
 }
 
@@ -143,6 +175,8 @@ func Validate(c *confval.Checker, ts []Task) {
 			tc.File("module", t.Module, false)
 		}
 		validateDeps(tc, t.Libraries, t.Files, true)
+		validateArtifacts(tc, t.Artifacts, true)
+		placement.Validate(tc.At("placement"), t.Placement)
 		validateSettings(tc, t.ABI, t.Limits, t.Permissions)
 	}
 }
@@ -178,6 +212,39 @@ func validateDeps(c *confval.Checker, libs []Library, files []File, local bool) 
 		}
 	}
 }
+
+// validateArtifacts checks artifacts: one per environment, OS and
+// architecture; local as validateDeps'.
+func validateArtifacts(c *confval.Checker, as []Artifact, local bool) {
+	seen := map[Artifact]bool{}
+	for j, a := range as {
+		ac := c.Index("artifacts", j)
+		if a.Env != placement.Process {
+			ac.Errorf("env", "%q is not an environment with artifacts (process; the wasm module is the local environment's)", a.Env)
+		}
+		if !archRE.MatchString(a.OS) {
+			ac.Errorf("os", "%q is not an OS name (a GOOS such as linux)", a.OS)
+		}
+		if !archRE.MatchString(a.Arch) {
+			ac.Errorf("arch", "%q is not an architecture (a GOARCH such as amd64, arm64, arm)", a.Arch)
+		}
+		key := Artifact{Env: a.Env, OS: a.OS, Arch: a.Arch}
+		if seen[key] {
+			ac.Errorf("", "a second %s artifact for %s/%s", a.Env, a.OS, a.Arch)
+		}
+		seen[key] = true
+		switch {
+		case a.Executable == "" && local:
+			ac.Errorf("executable", "must name an executable file")
+		case a.Executable == "":
+			ac.Errorf("executable", "must name an executable file, sha256:HEX or a pinned URL")
+		case local:
+			ac.File("executable", a.Executable, false)
+		}
+	}
+}
+
+var archRE = regexp.MustCompile(`^[a-z][a-z0-9]{1,15}$`)
 
 // validateSettings checks what a config task and a manifest share.
 func validateSettings(c *confval.Checker, abi string, l Limits, p Permissions) {

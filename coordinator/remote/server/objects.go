@@ -42,14 +42,15 @@ type objects struct {
 	max int64
 
 	mu      sync.Mutex
-	fetches map[string]int // by digest
+	fetches map[string]int             // by digest
+	roots   map[string]map[string]bool // by digest: the roots provisioned with it (provision.go)
 }
 
 func openObjects(dir string, max int64, log *slog.Logger) (*objects, error) {
 	if err := objectsFormat.OpenDir(dir, log); err != nil {
 		return nil, fmt.Errorf("open object store: %w", err)
 	}
-	return &objects{dir: dir, max: max, fetches: map[string]int{}}, nil
+	return &objects{dir: dir, max: max, fetches: map[string]int{}, roots: map[string]map[string]bool{}}, nil
 }
 
 func (o *objects) path(digest string) string {
@@ -117,6 +118,8 @@ func (s *Server) objectRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/objects", s.handleObjectPut)
 	mux.HandleFunc("GET /api/v1/objects", s.handleObjectList)
 	mux.HandleFunc("GET /edge/v1/nodes/{node}/objects/{digest}", s.edge(s.handleObjectGet))
+	mux.HandleFunc("POST /edge/v1/nodes/{node}/provision", s.edge(s.handleProvision))
+	mux.HandleFunc("GET /edge/v1/nodes/{node}/package", s.edge(s.handlePackage))
 }
 
 // PutObject stores an object (tests and tools; operators POST it).

@@ -1,0 +1,237 @@
+// Package placement decides in which execution environment a call runs.
+// An ordered list of rules, the task's own first and then the node's
+// (config key placement.rules), is evaluated for every call; a rule is a
+// CEL expression over the call, the task, the node and the environments,
+// and the first rule that matches gives an ordered list of environments:
+// the first one that is healthy and has the task's artifact runs the call,
+// the others are its fallbacks. docs/placement.md describes the language.
+package placement
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/ext"
+
+	"github.com/outpost-edge/outpost/internal/confval"
+)
+
+// The execution environments.
+const (
+	// Local runs the task's wasm module in this daemon's runtime.
+	Local = "local"
+	// Process runs the task's native executable for this OS and
+	// architecture in a bubblewrap sandbox (runtime/sandbox).
+	Process = "process"
+)
+
+// Envs lists the environments, in the order they are shown.
+var Envs = []string{Local, Process}
+
+// DefaultRule is the name a decision records when no rule matched: the
+// call runs locally.
+const DefaultRule = "default"
+
+// Rule is one placement rule.
+type Rule struct {
+	// Name names the rule in calls' records and in the metric's rule label.
+	Name string `yaml:"name" json:"name"`
+	// When is a CEL expression of type bool; empty matches every call.
+	When string `yaml:"when" json:"when,omitempty"`
+	// Run lists environments in order of preference.
+	Run []string `yaml:"run" json:"run"`
+	// Wait: when none of Run can take the call, it waits until one can
+	// (or its deadline passes) instead of being refused.
+	Wait bool `yaml:"wait" json:"wait,omitempty"`
+}
+
+// Call is what a rule sees of the call (CEL variable call).
+type Call struct {
+	Task        string `cel:"task"`
+	InputSize   int64  `cel:"input_size"`
+	Source      string `cel:"source"` // the source kind: mqtt, admin, cloud, task, telemetry
+	Queue       string `cel:"queue"`
+	Priority    int64  `cel:"priority"`
+	HasDeadline bool   `cel:"has_deadline"`
+	Attempt     int64  `cel:"attempt"`
+}
+
+// Task is what a rule sees of the task (CEL variable task).
+type Task struct {
+	Name string `cel:"name"`
+	// Devices: the task may publish to the node's MQTT devices (its
+	// permissions.publish is not empty), so it should stay on this node.
+	Devices bool     `cel:"devices"`
+	Publish []string `cel:"publish"`
+	Network bool     `cel:"network"`
+	// Artifacts lists the environments the task has an artifact for.
+	Artifacts []string `cel:"artifacts"`
+}
+
+// Node is what a rule sees of this node (CEL variable node).
+type Node struct {
+	QueueDepth int64 `cel:"queue_depth"` // calls waiting in the scheduler
+	Running    int64 `cel:"running"`     // calls running
+	Workers    int64 `cel:"workers"`     // scheduler.workers
+	Draining   bool  `cel:"draining"`
+}
+
+// Env is what a rule sees of one environment (CEL variable envs, a map by
+// environment name).
+type Env struct {
+	Healthy  bool    `cel:"healthy"`
+	Running  int64   `cel:"running"`
+	Capacity int64   `cel:"capacity"`
+	Load     float64 `cel:"load"` // running / capacity
+}
+
+// Input is everything a decision sees.
+type Input struct {
+	Call Call
+	Task Task
+	Node Node
+	Envs map[string]Env
+}
+
+// Decision is where a call runs and which rule chose it. With no Env,
+// Wait says the rule wants the call to wait for one of its environments.
+type Decision struct {
+	Env  string
+	Rule string
+	Wait bool
+}
+
+// ErrNoEnvironment: the rule that matched names no environment that can run
+// the call now.
+var ErrNoEnvironment = errors.New("no environment can run the call")
+
+// env is the CEL environment of every rule.
+var env = sync.OnceValues(func() (*cel.Env, error) {
+	return cel.NewEnv(
+		ext.NativeTypes(reflect.TypeFor[Call](), reflect.TypeFor[Task](), reflect.TypeFor[Node](), reflect.TypeFor[Env](),
+			ext.ParseStructTags(true)),
+		cel.Variable("call", cel.ObjectType("placement.Call")),
+		cel.Variable("task", cel.ObjectType("placement.Task")),
+		cel.Variable("node", cel.ObjectType("placement.Node")),
+		cel.Variable("envs", cel.MapType(cel.StringType, cel.ObjectType("placement.Env"))),
+	)
+})
+
+// compile type-checks expr as a rule's condition.
+func compile(expr string) (cel.Program, error) {
+	e, err := env()
+	if err != nil {
+		return nil, fmt.Errorf("placement language: %w", err)
+	}
+	ast, iss := e.Compile(expr)
+	if iss.Err() != nil {
+		return nil, errors.New(strings.ReplaceAll(iss.Err().Error(), "\n", " "))
+	}
+	if ast.OutputType() != cel.BoolType {
+		return nil, fmt.Errorf("is of type %s, want bool", ast.OutputType())
+	}
+	return e.Program(ast)
+}
+
+// Rules evaluates rules, compiling each expression once.
+type Rules struct {
+	mu    sync.Mutex
+	progs map[string]cel.Program
+}
+
+func (r *Rules) program(expr string) (cel.Program, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.progs[expr]; ok {
+		return p, nil
+	}
+	p, err := compile(expr)
+	if err != nil {
+		return nil, err
+	}
+	if r.progs == nil {
+		r.progs = map[string]cel.Program{}
+	}
+	r.progs[expr] = p
+	return p, nil
+}
+
+// Decide evaluates rules in order and returns the first environment of the
+// first matching rule that is healthy and that the task has an artifact
+// for. No matching rule: local. A rule that fails to evaluate is skipped
+// (its error is returned with the decision, for the log).
+func (r *Rules) Decide(rules []Rule, in Input) (Decision, error) {
+	vars := map[string]any{"call": in.Call, "task": in.Task, "node": in.Node, "envs": in.Envs}
+	var evalErrs []error
+	for _, rule := range rules {
+		if rule.When != "" {
+			p, err := r.program(rule.When)
+			if err != nil {
+				evalErrs = append(evalErrs, fmt.Errorf("rule %s: %w", rule.Name, err))
+				continue
+			}
+			out, _, err := p.Eval(vars)
+			if err != nil {
+				evalErrs = append(evalErrs, fmt.Errorf("rule %s: %w", rule.Name, err))
+				continue
+			}
+			if match, _ := out.Value().(bool); !match {
+				continue
+			}
+		}
+		d, err := pick(rule, in)
+		return d, errors.Join(append(evalErrs, err)...)
+	}
+	d, err := pick(Rule{Name: DefaultRule, Run: []string{Local}}, in)
+	return d, errors.Join(append(evalErrs, err)...)
+}
+
+// pick returns the first environment of rule that can run the call.
+func pick(rule Rule, in Input) (Decision, error) {
+	var why []string
+	for _, name := range rule.Run {
+		switch e := in.Envs[name]; {
+		case !slices.Contains(in.Task.Artifacts, name):
+			why = append(why, name+": the task has no artifact for it")
+		case !e.Healthy:
+			why = append(why, name+": unhealthy")
+		default:
+			return Decision{Env: name, Rule: rule.Name}, nil
+		}
+	}
+	return Decision{Rule: rule.Name, Wait: rule.Wait}, fmt.Errorf("%w: rule %s: %s", ErrNoEnvironment, rule.Name, strings.Join(why, "; "))
+}
+
+// Validate reports every problem of rules under c: names, environments and
+// expressions that do not type-check as bool.
+func Validate(c *confval.Checker, rules []Rule) {
+	names := map[string]bool{}
+	for i, r := range rules {
+		rc := c.Index("", i)
+		switch {
+		case r.Name == "":
+			rc.Errorf("name", "must name the rule (calls record it)")
+		case names[r.Name]:
+			rc.Errorf("name", "duplicate rule %q", r.Name)
+		}
+		names[r.Name] = true
+		if r.When != "" {
+			if _, err := compile(r.When); err != nil {
+				rc.Errorf("when", "%v", err)
+			}
+		}
+		if len(r.Run) == 0 {
+			rc.Errorf("run", "must list at least one environment (%s)", strings.Join(Envs, ", "))
+		}
+		for j, e := range r.Run {
+			if !slices.Contains(Envs, e) {
+				rc.Errorf(fmt.Sprintf("run[%d]", j), "%q is not an environment (%s)", e, strings.Join(Envs, ", "))
+			}
+		}
+	}
+}
