@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -335,7 +337,8 @@ const maxCallsLimit = 100000
 // a repeated one or a bad value is an error naming it.
 func parseCallsQuery(v url.Values) (callsQuery, error) {
 	var q callsQuery
-	for k, vals := range v {
+	for _, k := range slices.Sorted(maps.Keys(v)) { // the same error for the same query
+		vals := v[k]
 		if len(vals) != 1 {
 			return q, fmt.Errorf("query parameter %q given %d times", k, len(vals))
 		}
