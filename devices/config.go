@@ -64,6 +64,10 @@ type BrokerConfig struct {
 	// MaxInflight bounds unacknowledged QoS 1/2 messages per client; past it the broker drops (counted).
 	MaxInflight    int              `yaml:"max_inflight"`
 	MaxMessageSize confval.ByteSize `yaml:"max_message_size"`
+	// TLS is a second listener, MQTT over TLS, with device certificates.
+	TLS BrokerTLS `yaml:"tls"`
+	// Limits hold each registered device to a message rate and size.
+	Limits DeviceLimits `yaml:"limits"`
 }
 
 // BrokerUser is one password credential of the embedded broker.
@@ -84,6 +88,8 @@ func MQTTDefaults() MQTTConfig {
 			MaxClientWritesPending: 1024,
 			MaxInflight:            65535,
 			MaxMessageSize:         256 << 10,
+			TLS:                    BrokerTLS{Identity: IdentityCN},
+			Limits:                 DeviceLimits{MessagesPerSecond: 100, Burst: 200, MaxMessageSize: 128 << 10},
 		},
 		KeepAlive:      confval.Duration(15 * time.Second),
 		ConnectTimeout: confval.Duration(10 * time.Second),
@@ -108,6 +114,7 @@ func (m *MQTTConfig) Resolve(dir, nodeID string) {
 	for i := range m.Broker.Users {
 		confval.Rel(dir, &m.Broker.Users[i].PasswordFile)
 	}
+	m.Broker.TLS.Resolve(dir)
 }
 
 // Validate reports every problem of the mqtt settings.
@@ -192,4 +199,6 @@ func (b BrokerConfig) Validate(c *confval.Checker) {
 	if b.MaxMessageSize < 1<<10 || b.MaxMessageSize > 256<<20 {
 		c.Errorf("max_message_size", "must be between 1KiB and 256MiB")
 	}
+	b.TLS.Validate(c.At("tls"))
+	b.Limits.Validate(c.At("limits"), b.MaxMessageSize)
 }
