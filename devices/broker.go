@@ -82,6 +82,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if b.cfg.MaxMessageSize > 0 {
 		caps.MaximumPacketSize = uint32(min(uint64(b.cfg.MaxMessageSize), math.MaxUint32))
 	}
+	caps.MaximumSessionExpiryInterval = uint32(min(time.Duration(b.cfg.SessionExpiry)/time.Second, math.MaxUint32))
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		// No $SYS topics (their figures are in /metrics): republished and
@@ -91,7 +92,8 @@ func (b *Broker) Start(ctx context.Context) error {
 		Logger:                 slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
 		// The daemon's own client (InlineClient) publishes and subscribes
 		// in process, without a TCP hop or packet encoding.
-		InlineClient: true,
+		InlineClient:            true,
+		ClientNetReadBufferSize: clientReadBuffer,
 	})
 	b.srv = srv
 	if err := srv.AddHook(auth, nil); err != nil {
@@ -145,11 +147,20 @@ func (b *Broker) Start(ctx context.Context) error {
 			b.coll = coll
 		}
 	}
-	b.log.Info("broker started", "address", b.addr, "tls_address", b.tlsAddr,
-		"allow_anonymous", b.cfg.AllowAnonymous, "users", len(b.cfg.Users),
-		"max_client_writes_pending", caps.MaximumClientWritesPending, "max_inflight", caps.MaximumInflight)
+	attrs := []any{"address", b.addr}
+	if b.tlsAddr != "" {
+		attrs = append(attrs, "tls_address", b.tlsAddr)
+	}
+	b.log.Info("broker started", append(attrs, "allow_anonymous", b.cfg.AllowAnonymous, "users", len(b.cfg.Users),
+		"max_client_writes_pending", caps.MaximumClientWritesPending, "max_inflight", caps.MaximumInflight)...)
 	return nil
 }
+
+// clientReadBuffer is the size of the buffer each client's connection is
+// read through (mochi's default is 2 KiB). Larger packets are read into
+// their own buffer, past it; idle devices hold it all the time, so it is
+// sized for the small packets of devices.
+const clientReadBuffer = 512
 
 // server returns the running mochi server: nil before Start, or after Stop.
 func (b *Broker) server() *mqtt.Server {

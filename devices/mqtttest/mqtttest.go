@@ -150,6 +150,16 @@ func (m *Mosquitto) URL() string { return fmt.Sprintf("tcp://127.0.0.1:%d", m.po
 // Addr returns 127.0.0.1:PORT.
 func (m *Mosquitto) Addr() string { return fmt.Sprintf("127.0.0.1:%d", m.port) }
 
+// PID returns the broker's process id while it runs (0 when stopped).
+func (m *Mosquitto) PID() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 // Log returns the broker's log so far.
 func (m *Mosquitto) Log() string {
 	b, _ := os.ReadFile(m.logPath)
