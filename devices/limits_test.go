@@ -108,3 +108,42 @@ func TestBrokerDeviceLimits(t *testing.T) {
 		}
 	})
 }
+
+// A journaled QoS 1 message is injected again once it is safe (the
+// durable publish): that takes no second token from its device.
+func TestBrokerDeviceLimitsJournaled(t *testing.T) {
+	reg, _ := openRegistry(t)
+	_, s1, err := reg.Add("d1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := brokerConfig()
+	cfg.Limits = DeviceLimits{MessagesPerSecond: 0.001, Burst: 2, MaxMessageSize: 64}
+	b := NewBroker(cfg, testLogger(t), nil)
+	b.SetRegistry(reg)
+	b.SetDurablePublish(func(_ context.Context, _ string, _ []byte, _ byte, done func(error)) (bool, error) {
+		go done(nil)
+		return true, nil
+	})
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Stop(context.Background()) })
+	rec := newRecorder()
+	startInlineClient(t, b, clientConfig("outpost"), rec.handle, nil, Subscription{Filter: "devices/+/in", QoS: 1})
+	d1, err := pahoClient(t, b.Addr(), "d1", s1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"one", "two", "three"} {
+		if tok := d1.Publish("devices/d1/in", 1, false, m); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", m, tok.Error())
+		}
+	}
+	for _, want := range []string{"one", "two"} {
+		if m := rec.next(t, 5*time.Second); string(m.Payload) != want {
+			t.Fatalf("got %q, want %q", m.Payload, want)
+		}
+	}
+	rec.none(t, 300*time.Millisecond) // "three" is over the burst
+}
