@@ -331,23 +331,37 @@ func (c *Coordinator) Reload(ctx context.Context, cfg *configs.Config) error {
 	if err != nil {
 		return fmt.Errorf("load tasks: %w", err)
 	}
+	old := c.cfg.Load()
+	// The broker's access rules, device limits and TLS certificates.
+	applyBroker, brokerRestart := func() {}, []string(nil)
+	if c.broker != nil && !cfg.MQTT.External() {
+		if applyBroker, brokerRestart, err = c.broker.PrepareReload(cfg.MQTT.Broker); err != nil {
+			return err
+		}
+	}
 	// The admin token and TLS files are read again (to rotate them); the
 	// last step that can fail, so a refused reload changes nothing.
 	if err := c.admin.ReloadCredentials(); err != nil {
 		return err
 	}
-	old := c.cfg.Load()
 	c.engine.Activate(set)
+	applyBroker()
 	table := routes.New(cfg.Routes)
 	c.routes.Store(table)
 	c.client.SetSubscriptions(subscriptions(table))
-	for _, key := range restartOnly(old, cfg) {
+	for _, key := range append(restartOnly(old, cfg), brokerRestart...) {
 		c.log.Warn("config change needs a restart to take effect", "key", key)
 	}
 	// The running config keeps every setting a reload cannot apply, so what
 	// it says is what runs.
 	next := *old
 	next.Tasks, next.Routes, next.Source = cfg.Tasks, cfg.Routes, cfg.Source
+	if c.broker != nil && !cfg.MQTT.External() {
+		b := &next.MQTT.Broker
+		b.Anonymous, b.Groups, b.Limits = cfg.MQTT.Broker.Anonymous, cfg.MQTT.Broker.Groups, cfg.MQTT.Broker.Limits
+		b.TLS.CertFile, b.TLS.KeyFile, b.TLS.ClientCAFile = cfg.MQTT.Broker.TLS.CertFile, cfg.MQTT.Broker.TLS.KeyFile, cfg.MQTT.Broker.TLS.ClientCAFile
+		b.TLS.RequireClientCert = cfg.MQTT.Broker.TLS.RequireClientCert
+	}
 	c.cfg.Store(&next)
 	c.log.Info("config reloaded", "tasks", len(c.engine.Tasks()), "routes", len(cfg.Routes))
 	return nil
@@ -367,7 +381,12 @@ func restartOnly(a, b *configs.Config) []string {
 	check("admin", a.Admin != b.Admin)
 	check("storage", a.Storage != b.Storage)
 	check("scheduler", a.Scheduler != b.Scheduler)
-	check("mqtt", fmt.Sprint(a.MQTT) != fmt.Sprint(b.MQTT))
+	// The embedded broker's settings are the broker's to judge (PrepareReload).
+	am, bm := a.MQTT, b.MQTT
+	if !am.External() && !bm.External() {
+		am.Broker, bm.Broker = devices.BrokerConfig{}, devices.BrokerConfig{}
+	}
+	check("mqtt", fmt.Sprint(am) != fmt.Sprint(bm))
 	check("telemetry", fmt.Sprint(a.Telemetry) != fmt.Sprint(b.Telemetry))
 	check("cloud", fmt.Sprint(a.Cloud) != fmt.Sprint(b.Cloud))
 	return keys

@@ -3,6 +3,7 @@ package devices
 import (
 	"bytes"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -47,6 +48,7 @@ func (b *Broker) kick(id string, forget bool) {
 	}
 	if forget {
 		h.denied.DeleteLabelValues(id)
+		b.limits.forget(id)
 	}
 	h.clients.Range(func(k, v any) bool {
 		if a := v.(*clientAccess); a.device == id {
@@ -62,12 +64,36 @@ func (b *Broker) kick(id string, forget bool) {
 	})
 }
 
-// clientAccess is what one connected client may do.
+// clientAccess is what one connected client may do. Its grants are
+// swapped when a reload changes the rules.
 type clientAccess struct {
 	device    string // registered device id; "" for a user or anonymous client
 	all       bool   // a configured user: every topic
 	anonymous bool   // never reaches a registered device's namespace
-	grants    grants
+	clientID  string // {id} of an anonymous client's rules
+	grants    atomic.Pointer[grants]
+	limit     *limiter // a device's rate and size limits; nil for others
+}
+
+// rules are the access rules a reload may change.
+type rules struct {
+	anonymous []Rule
+	groups    map[string][]Rule
+}
+
+// grantsOf compiles what a (a device or an anonymous client) may use under
+// r; groups are the device's.
+func (r *rules) grantsOf(a *clientAccess, groups []string) *grants {
+	g := &grants{}
+	if a.anonymous {
+		g.expand(r.anonymous, a.clientID)
+		return g
+	}
+	g.expand(ownRules, a.device)
+	for _, name := range groups {
+		g.expand(r.groups[name], a.device)
+	}
+	return g
 }
 
 // accessHook authenticates clients and enforces the access rules, default
@@ -81,9 +107,9 @@ type accessHook struct {
 	b         *Broker
 	anonymous bool
 	users     map[string][]byte
-	anonRules []Rule
-	groups    map[string][]Rule
+	rules     atomic.Pointer[rules]
 	devices   *Registry // nil: no device logins
+	identity  string    // where a client certificate names its device (BrokerTLS.Identity)
 
 	// clients maps a weak.Pointer[mqtt.Client] to its *clientAccess; an
 	// entry goes at OnDisconnect, or when the client is collected (a
@@ -104,7 +130,8 @@ var deniedVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 func newAccessHook(b *Broker) (*accessHook, error) {
 	h := &accessHook{b: b, anonymous: b.cfg.AllowAnonymous, users: make(map[string][]byte, len(b.cfg.Users)),
-		anonRules: b.cfg.Anonymous, groups: b.cfg.Groups, devices: b.devices, warn: ratelog.Limiter{Every: denyWarnEvery}}
+		devices: b.devices, identity: b.cfg.TLS.Identity, warn: ratelog.Limiter{Every: denyWarnEvery}}
+	h.rules.Store(&rules{anonymous: b.cfg.Anonymous, groups: b.cfg.Groups})
 	for _, u := range b.cfg.Users {
 		if u.Username == "" {
 			return nil, errors.New("broker user with an empty username")
@@ -129,37 +156,48 @@ func (h *accessHook) Provides(x byte) bool {
 	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnSessionEstablished}, x) >= 0
 }
 
-// OnConnectAuthenticate accepts a configured user with its password, a
-// registered enabled device with its secret (username = device id), and a
-// client without a username only when anonymous clients are allowed and it
-// connects over loopback. Anything else is refused.
+// OnConnectAuthenticate accepts a registered enabled device by the client
+// certificate it presented on the TLS listener (see certLogin), a
+// configured user with its password, a registered enabled device with its
+// secret (username = device id), and a client without a username only
+// when anonymous clients are allowed and it connects over loopback.
+// Anything else is refused.
 func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
 	a := &clientAccess{}
+	var groups []string
+	certID, hasCert := h.certDevice(cl)
 	switch want, isUser := h.users[user]; {
+	case hasCert:
+		var ok bool
+		if groups, ok = h.certLogin(certID, user, pk.Connect.Password); !ok {
+			return false
+		}
+		a.device = certID
 	case user == "":
 		if !h.anonymous || !loopbackRemote(cl.Net.Remote) {
 			return false
 		}
-		a.anonymous = true
-		a.grants.expand(h.anonRules, cl.ID)
+		a.anonymous, a.clientID = true, cl.ID
 	case isUser:
 		if subtle.ConstantTimeCompare(pk.Connect.Password, want) != 1 {
 			return false
 		}
 		a.all = true
 	case h.devices != nil:
-		groups, ok := h.devices.Authenticate(user, pk.Connect.Password)
-		if !ok {
+		var ok bool
+		if groups, ok = h.devices.Authenticate(user, pk.Connect.Password); !ok {
 			return false
 		}
 		a.device = user
-		a.grants.expand(ownRules, user)
-		for _, g := range groups {
-			a.grants.expand(h.groups[g], user)
-		}
 	default:
 		return false
+	}
+	if !a.all {
+		a.grants.Store(h.rules.Load().grantsOf(a, groups))
+	}
+	if a.device != "" {
+		a.limit = h.b.limits.forDevice(a.device)
 	}
 	// A will is published by the broker when the client goes away, past
 	// OnACLCheck: its topic must be one the client may publish to.
@@ -213,7 +251,7 @@ func (h *accessHook) allowed(cl *mqtt.Client, a *clientAccess, topic string, wri
 	case a.all:
 		return true
 	case a.anonymous && h.reserved(topic):
-	case write && a.grants.allowPublish(topic), !write && a.grants.allowSubscribe(topic):
+	case write && a.grants.Load().allowPublish(topic), !write && a.grants.Load().allowSubscribe(topic):
 		return true
 	}
 	label := "unknown"
@@ -247,6 +285,55 @@ func (h *accessHook) reserved(topic string) bool {
 	}
 	id, _, _ := strings.Cut(rest, "/")
 	return h.devices.Known(id)
+}
+
+// certDevice returns the device id named by the client certificate cl
+// presented on the TLS listener ("" when the certificate names no valid
+// device id), and whether it presented one. The handshake verified the
+// certificate against mqtt.broker.tls.client_ca_file.
+func (h *accessHook) certDevice(cl *mqtt.Client) (string, bool) {
+	tc, ok := cl.Net.Conn.(*tls.Conn)
+	if !ok {
+		return "", false
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return "", false
+	}
+	return certIdentity(certs[0], h.identity), true
+}
+
+// certLogin logs in the device id a client certificate names: it must be
+// registered and enabled; a username, if given, must be that id; and a
+// password, if given, must be the device's secret (the certificate then
+// goes with the secret instead of replacing it).
+func (h *accessHook) certLogin(id, user string, password []byte) ([]string, bool) {
+	if id == "" || h.devices == nil || (user != "" && user != id) {
+		return nil, false
+	}
+	if len(password) > 0 {
+		return h.devices.Authenticate(id, password)
+	}
+	return h.devices.Enabled(id)
+}
+
+// reload swaps in new rules and gives every connected client its grants
+// under them at once: a grant removed no longer lets a message through,
+// not even one for a subscription made before.
+func (h *accessHook) reload(r *rules) {
+	h.rules.Store(r)
+	h.clients.Range(func(_, v any) bool {
+		a := v.(*clientAccess)
+		switch {
+		case a.all:
+		case a.anonymous:
+			a.grants.Store(r.grantsOf(a, nil))
+		default:
+			groups, _ := h.devices.Enabled(a.device) // disabled or removed: it was kicked
+			a.grants.Store(r.grantsOf(a, groups))
+		}
+		return true
+	})
 }
 
 // loopbackRemote reports whether a client's remote address is a loopback

@@ -29,8 +29,11 @@ type Broker struct {
 	stopped bool
 	coll    *brokerCollector
 	durable DurablePublish
-	devices *Registry          // device logins (SetRegistry); nil: none
-	access  *accessHook        // set by Start
+	devices *Registry   // device logins (SetRegistry); nil: none
+	access  *accessHook // set by Start
+	limits  *limits     // set by Start
+	tlsAddr string      // the TLS listener's address; "" without one
+	tlsCur  atomic.Pointer[tlsMaterial]
 	stopCtx context.Context    // canceled at Stop: ends a DurablePublish waiting
 	cancel  context.CancelFunc // cancels stopCtx
 
@@ -48,8 +51,9 @@ func NewBroker(cfg BrokerConfig, log *slog.Logger, reg prometheus.Registerer) *B
 	return &Broker{cfg: cfg, log: log.With("component", "broker"), reg: reg}
 }
 
-// Start reads the user password files, listens on cfg.Listen (port 0 picks a
-// free port, see Addr) and serves clients in the background.
+// Start reads the user password files and the TLS material, listens on
+// cfg.Listen (port 0 picks a free port, see Addr) and on cfg.TLS.Listen
+// (TLSAddr) and serves clients in the background.
 func (b *Broker) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -61,6 +65,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.started = true
 
+	b.limits = newLimits(b.cfg.Limits, b.reg, b.log)
 	auth, err := newAccessHook(b)
 	if err != nil {
 		return err
@@ -77,6 +82,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if b.cfg.MaxMessageSize > 0 {
 		caps.MaximumPacketSize = uint32(min(uint64(b.cfg.MaxMessageSize), math.MaxUint32))
 	}
+	caps.MaximumSessionExpiryInterval = uint32(min(time.Duration(b.cfg.SessionExpiry)/time.Second, math.MaxUint32))
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		// No $SYS topics (their figures are in /metrics): republished and
@@ -86,7 +92,8 @@ func (b *Broker) Start(ctx context.Context) error {
 		Logger:                 slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
 		// The daemon's own client (InlineClient) publishes and subscribes
 		// in process, without a TCP hop or packet encoding.
-		InlineClient: true,
+		InlineClient:            true,
+		ClientNetReadBufferSize: clientReadBuffer,
 	})
 	b.srv = srv
 	if err := srv.AddHook(auth, nil); err != nil {
@@ -96,16 +103,36 @@ func (b *Broker) Start(ctx context.Context) error {
 		return fmt.Errorf("add drop hook: %w", err)
 	}
 	b.stopCtx, b.cancel = context.WithCancel(context.Background())
+	var durable *durableHook
 	if b.durable != nil {
-		if err := srv.AddHook(&durableHook{b: b, srv: srv, f: b.durable, ctx: b.stopCtx}, nil); err != nil {
+		durable = &durableHook{b: b, srv: srv, f: b.durable, ctx: b.stopCtx}
+	}
+	// Limits come before the durable hook: a refused message is not journaled.
+	if err := srv.AddHook(&limitsHook{b: b, durable: durable}, nil); err != nil {
+		return fmt.Errorf("add limits hook: %w", err)
+	}
+	if durable != nil {
+		if err := srv.AddHook(durable, nil); err != nil {
 			return fmt.Errorf("add durable publish hook: %w", err)
 		}
 	}
-	tcp := newTCPListener("tcp", b.cfg.Listen, b.log)
+	tcp := newTCPListener("tcp", b.cfg.Listen, nil, b.log)
 	if err := srv.AddListener(tcp); err != nil {
 		return fmt.Errorf("listen on %s: %w", b.cfg.Listen, err)
 	}
 	b.addr = tcp.Address()
+	if b.cfg.TLS.Enabled() {
+		m, err := loadTLS(b.cfg.TLS)
+		if err != nil {
+			return err
+		}
+		b.tlsCur.Store(m)
+		ln := newTCPListener("tls", b.cfg.TLS.Listen, serverTLSConfig(&b.tlsCur), b.log)
+		if err := srv.AddListener(ln); err != nil {
+			return fmt.Errorf("listen with tls on %s: %w", b.cfg.TLS.Listen, err)
+		}
+		b.tlsAddr = ln.Address()
+	}
 	if err := srv.Serve(); err != nil {
 		return fmt.Errorf("serve on %s: %w", b.addr, err)
 	}
@@ -120,11 +147,20 @@ func (b *Broker) Start(ctx context.Context) error {
 			b.coll = coll
 		}
 	}
-	b.log.Info("broker started", "address", b.addr,
-		"allow_anonymous", b.cfg.AllowAnonymous, "users", len(b.cfg.Users),
-		"max_client_writes_pending", caps.MaximumClientWritesPending, "max_inflight", caps.MaximumInflight)
+	attrs := []any{"address", b.addr}
+	if b.tlsAddr != "" {
+		attrs = append(attrs, "tls_address", b.tlsAddr)
+	}
+	b.log.Info("broker started", append(attrs, "allow_anonymous", b.cfg.AllowAnonymous, "users", len(b.cfg.Users),
+		"max_client_writes_pending", caps.MaximumClientWritesPending, "max_inflight", caps.MaximumInflight)...)
 	return nil
 }
+
+// clientReadBuffer is the size of the buffer each client's connection is
+// read through (mochi's default is 2 KiB). Larger packets are read into
+// their own buffer, past it; idle devices hold it all the time, so it is
+// sized for the small packets of devices.
+const clientReadBuffer = 512
 
 // server returns the running mochi server: nil before Start, or after Stop.
 func (b *Broker) server() *mqtt.Server {
@@ -141,6 +177,14 @@ func (b *Broker) Addr() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.addr
+}
+
+// TLSAddr returns the address of the TLS listener after Start ("" before,
+// or without one).
+func (b *Broker) TLSAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tlsAddr
 }
 
 // Stop disconnects every client and closes the listener. It waits for the
@@ -275,6 +319,13 @@ func (h *durableHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	if q, ok := h.queues.LoadAndDelete(cl); ok {
 		q.(*ackQueue).kill()
 	}
+}
+
+// reinjecting reports whether the queue of cl injects its message id
+// again now: it was admitted when the client sent it.
+func (h *durableHook) reinjecting(cl *mqtt.Client, id uint16) bool {
+	q, ok := h.queues.Load(cl)
+	return ok && q.(*ackQueue).passing.Load() == int32(id)
 }
 
 func (h *durableHook) queue(cl *mqtt.Client) *ackQueue {

@@ -5,12 +5,15 @@ import (
 	"net"
 	goruntime "runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 func TestBrokerMosquittoClients(t *testing.T) {
@@ -226,4 +229,29 @@ func TestBrokerIdleNoSysTopics(t *testing.T) {
 		}
 	default:
 	}
+}
+
+// The session of a client that asked to keep it (clean session false) is
+// freed session_expiry after it disconnects, not kept forever.
+func TestBrokerSessionExpiry(t *testing.T) {
+	cfg := brokerConfig()
+	cfg.SessionExpiry = confval.Duration(time.Second)
+	b := startBroker(t, cfg, nil)
+	o := paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("persistent").SetCleanSession(false).SetAutoReconnect(false)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	if tok := c.Subscribe("kept/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	c.Disconnect(100)
+	waitFor(t, "the client disconnected", 5*time.Second, func() bool { return atomic.LoadInt64(&b.server().Info.ClientsConnected) == 0 })
+	if _, ok := b.server().Clients.Get("persistent"); !ok {
+		t.Fatal("the session was dropped at disconnect")
+	}
+	waitFor(t, "the session freed", 10*time.Second, func() bool {
+		_, ok := b.server().Clients.Get("persistent")
+		return !ok
+	})
 }

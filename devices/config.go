@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"math"
 	"net/url"
 	"strings"
 	"time"
@@ -64,6 +65,15 @@ type BrokerConfig struct {
 	// MaxInflight bounds unacknowledged QoS 1/2 messages per client; past it the broker drops (counted).
 	MaxInflight    int              `yaml:"max_inflight"`
 	MaxMessageSize confval.ByteSize `yaml:"max_message_size"`
+	// SessionExpiry is how long the session of a client that asked to keep
+	// it (MQTT 3.1.1 clean session false; MQTT 5 session expiry, at most
+	// this) is kept after it disconnects: its subscriptions and the QoS 1/2
+	// messages queued for it. Then the session and its memory are freed.
+	SessionExpiry confval.Duration `yaml:"session_expiry"`
+	// TLS is a second listener, MQTT over TLS, with device certificates.
+	TLS BrokerTLS `yaml:"tls"`
+	// Limits hold each registered device to a message rate and size.
+	Limits DeviceLimits `yaml:"limits"`
 }
 
 // BrokerUser is one password credential of the embedded broker.
@@ -81,9 +91,12 @@ func MQTTDefaults() MQTTConfig {
 			AllowAnonymous:         true,
 			Anonymous:              []Rule{{Publish: []string{"#"}, Subscribe: []string{"#"}}},
 			Groups:                 map[string][]Rule{},
-			MaxClientWritesPending: 1024,
+			MaxClientWritesPending: 64,
 			MaxInflight:            65535,
 			MaxMessageSize:         256 << 10,
+			SessionExpiry:          confval.Duration(time.Hour),
+			TLS:                    BrokerTLS{Identity: IdentityCN},
+			Limits:                 DeviceLimits{MessagesPerSecond: 100, Burst: 200, MaxMessageSize: 128 << 10},
 		},
 		KeepAlive:      confval.Duration(15 * time.Second),
 		ConnectTimeout: confval.Duration(10 * time.Second),
@@ -108,6 +121,7 @@ func (m *MQTTConfig) Resolve(dir, nodeID string) {
 	for i := range m.Broker.Users {
 		confval.Rel(dir, &m.Broker.Users[i].PasswordFile)
 	}
+	m.Broker.TLS.Resolve(dir)
 }
 
 // Validate reports every problem of the mqtt settings.
@@ -192,4 +206,9 @@ func (b BrokerConfig) Validate(c *confval.Checker) {
 	if b.MaxMessageSize < 1<<10 || b.MaxMessageSize > 256<<20 {
 		c.Errorf("max_message_size", "must be between 1KiB and 256MiB")
 	}
+	if b.SessionExpiry < 0 || b.SessionExpiry > confval.Duration(math.MaxUint32*time.Second) {
+		c.Errorf("session_expiry", "must be between 0s and %v", time.Duration(math.MaxUint32*time.Second))
+	}
+	b.TLS.Validate(c.At("tls"))
+	b.Limits.Validate(c.At("limits"), b.MaxMessageSize)
 }

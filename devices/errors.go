@@ -10,6 +10,8 @@ var (
 	// ErrTooLarge is returned by Publish for a message larger than the
 	// broker's limit (MQTTConfig.MessageLimit); nothing is sent.
 	ErrTooLarge = errors.New("message too large for the broker")
+	// ErrNotRunning is returned by a reload of a broker not started or stopped.
+	ErrNotRunning = errors.New("not running")
 	// ErrStopped is returned by Start after Stop.
 	ErrStopped = errors.New("stopped")
 	// ErrUnknownDevice: no device has that id.

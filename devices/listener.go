@@ -1,37 +1,51 @@
 package devices
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/outpost-edge/outpost/internal/ratelog"
 )
 
-// tcpListener is the broker's TCP listener. Unlike mochi's own it owns the
-// goroutine of every connection: Close closes every connection (also those
-// that never sent CONNECT) and waits for their goroutines, so the broker
-// stops without leftovers; and an ordinary disconnect is logged at debug
-// level, not as a warning.
+// tcpListener is the broker's TCP listener, plain or TLS. Unlike mochi's
+// own it owns the goroutine of every connection: Close closes every
+// connection (also those that never sent CONNECT) and waits for their
+// goroutines, so the broker stops without leftovers; and an ordinary
+// disconnect is logged at debug level, not as a warning.
 type tcpListener struct {
 	id, address string
 	log         *slog.Logger
+	tls         *tls.Config // nil: plain TCP
 
 	mu     sync.Mutex // guards ln, conns, closed
 	ln     net.Listener
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup // Serve and the connection goroutines
+
+	handshakes ratelog.Limiter // failed handshake warnings
 }
 
 var _ listeners.Listener = (*tcpListener)(nil)
 
-func newTCPListener(id, address string, log *slog.Logger) *tcpListener {
-	return &tcpListener{id: id, address: address, log: log, conns: map[net.Conn]struct{}{}}
+// newTCPListener returns a listener on address; with tcfg, a TLS one.
+func newTCPListener(id, address string, tcfg *tls.Config, log *slog.Logger) *tcpListener {
+	return &tcpListener{id: id, address: address, tls: tcfg, log: log, conns: map[net.Conn]struct{}{},
+		handshakes: ratelog.Limiter{Every: denyWarnEvery}}
 }
+
+// handshakeTimeout bounds a TLS handshake: a client that connects and
+// stays silent holds no goroutine longer.
+const handshakeTimeout = 10 * time.Second
 
 func (l *tcpListener) ID() string       { return l.id }
 func (l *tcpListener) Protocol() string { return "tcp" }
@@ -85,7 +99,10 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		l.mu.Unlock()
 		go func() {
 			defer l.wg.Done()
-			err := establish(l.id, conn)
+			var err error
+			if conn, err = l.handshake(conn); err == nil {
+				err = establish(l.id, conn)
+			}
 			l.mu.Lock()
 			delete(l.conns, conn)
 			l.mu.Unlock()
@@ -95,6 +112,28 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// handshake runs the TLS handshake of a connection to a TLS listener, so
+// that the client's certificate is verified before its CONNECT is read.
+func (l *tcpListener) handshake(conn net.Conn) (net.Conn, error) {
+	if l.tls == nil {
+		return conn, nil
+	}
+	tc := tls.Server(conn, l.tls)
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return conn, &handshakeError{err}
+	}
+	return tc, nil
+}
+
+// handshakeError is a failed TLS handshake: an unknown CA, an expired
+// certificate, no certificate where one is required, or not TLS at all.
+type handshakeError struct{ err error }
+
+func (e *handshakeError) Error() string { return "tls handshake: " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
 // logEnd logs why a connection ended: refusals and protocol errors as
 // warnings, ordinary disconnects at debug level.
 func (l *tcpListener) logEnd(conn net.Conn, err error) {
@@ -102,7 +141,12 @@ func (l *tcpListener) logEnd(conn net.Conn, err error) {
 		return
 	}
 	var code packets.Code
+	var hs *handshakeError
 	switch {
+	case errors.As(err, &hs):
+		if n, ok := l.handshakes.Allow(time.Now()); ok {
+			l.log.Warn("broker refused a TLS connection", "remote", conn.RemoteAddr().String(), "reason", err, "unlogged", n)
+		}
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, packets.ErrServerShuttingDown),
 		errors.Is(err, packets.CodeDisconnect), errors.Is(err, packets.ErrSessionTakenOver):
 		l.log.Debug("broker client disconnected", "remote", conn.RemoteAddr().String(), "reason", err)

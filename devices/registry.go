@@ -298,6 +298,19 @@ func (r *Registry) Authenticate(id string, secret []byte) ([]string, bool) {
 	return nil, false // removed or disabled meanwhile
 }
 
+// Enabled returns the groups of device id when it is registered and
+// enabled: a device that proved its identity otherwise (a client
+// certificate) logs in without its secret.
+func (r *Registry) Enabled(id string) ([]string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.devices[id]
+	if !ok || e.rec.Disabled {
+		return nil, false
+	}
+	return e.rec.Groups, true
+}
+
 // Seen records a connection of device id from address; it is written back
 // within flushEvery.
 func (r *Registry) Seen(id, address string, at time.Time) {

@@ -13,7 +13,8 @@
 #
 # Suites:
 #   daemon    warm calls through the engine and the scheduler, one MQTT device
-#   mqtt      50 MQTT devices against Mosquitto doing the same echo
+#   mqtt      50 MQTT devices against Mosquitto doing the same echo;
+#             RSS per idle client against Mosquitto
 #   runtime   host functions, commands, fresh instances
 #   deploy    deploy to first call, cold and with a warm disk cache
 #   extism    no-op call throughput on 2 cores vs Extism's Go SDK (nested
@@ -71,6 +72,10 @@ if has daemon; then
 fi
 if has mqtt; then
   bench coordinator 'BenchmarkMQTTFleet' "$(n 20000)"
+  # 2,000 idle clients, Mosquitto then the embedded broker, TCP then TLS
+  # (Mosquitto's 6,000 TLS handshakes take about 5 minutes a run here); the
+  # daemon's systemd unit sets the same GODEBUG.
+  GODEBUG=adaptivestackstart=0 bench devices 'BenchmarkIdleClientMemory' 1x
 fi
 if has runtime; then
   bench runtime 'BenchmarkHostCall|BenchmarkCommand|BenchmarkFreshInstance' "$benchtime"

@@ -150,6 +150,16 @@ func (m *Mosquitto) URL() string { return fmt.Sprintf("tcp://127.0.0.1:%d", m.po
 // Addr returns 127.0.0.1:PORT.
 func (m *Mosquitto) Addr() string { return fmt.Sprintf("127.0.0.1:%d", m.port) }
 
+// PID returns the broker's process id while it runs (0 when stopped).
+func (m *Mosquitto) PID() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 // Log returns the broker's log so far.
 func (m *Mosquitto) Log() string {
 	b, _ := os.ReadFile(m.logPath)
@@ -214,14 +224,27 @@ func (m *Mosquitto) Stop() {
 }
 
 // clientArgs returns -h -p (and -u -P from the URL's user info) for the
-// mosquitto clients.
+// mosquitto clients. Query parameters add TLS files and the protocol
+// version: cafile, cert and key (--cafile, --cert, --key) and id (-i);
+// version=5 speaks MQTT 5 (default 3.1.1), as in
+// mqtts://d1@127.0.0.1:8883?cafile=ca.pem&cert=d1.pem&key=d1-key.pem&version=5.
 func clientArgs(t testing.TB, rawURL string) []string {
 	t.Helper()
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Hostname() == "" || u.Port() == "" {
 		t.Fatalf("mqtttest: bad broker url %q", rawURL)
 	}
-	args := []string{"-h", u.Hostname(), "-p", u.Port(), "-V", "mqttv311"}
+	q := u.Query()
+	version := "mqttv311"
+	if q.Get("version") == "5" {
+		version = "mqttv5"
+	}
+	args := []string{"-h", u.Hostname(), "-p", u.Port(), "-V", version}
+	for _, f := range []struct{ key, flag string }{{"cafile", "--cafile"}, {"cert", "--cert"}, {"key", "--key"}, {"id", "-i"}} {
+		if v := q.Get(f.key); v != "" {
+			args = append(args, f.flag, v)
+		}
+	}
 	if u.User != nil {
 		args = append(args, "-u", u.User.Username())
 		if p, ok := u.User.Password(); ok {

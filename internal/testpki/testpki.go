@@ -52,10 +52,26 @@ func (ca *CA) Server(t testing.TB, name string, ips ...net.IP) (certFile, keyFil
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 }
 
-// Client issues a client certificate with common name name.
-func (ca *CA) Client(t testing.TB, name string) (certFile, keyFile string) {
+// Client issues a client certificate with common name name; edits change
+// it before it is signed (SANs, validity: one that sets NotAfter keeps its
+// NotBefore and NotAfter).
+func (ca *CA) Client(t testing.TB, name string, edits ...func(*x509.Certificate)) (certFile, keyFile string) {
 	t.Helper()
-	return ca.issue(t, name, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	tmpl := &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	for _, e := range edits {
+		e(tmpl)
+	}
+	return ca.issue(t, name, tmpl)
+}
+
+// Expired makes a certificate that expired an hour ago.
+func Expired(c *x509.Certificate) {
+	c.NotBefore, c.NotAfter = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
+}
+
+// DNSNames gives a certificate these DNS-name SANs.
+func DNSNames(names ...string) func(*x509.Certificate) {
+	return func(c *x509.Certificate) { c.DNSNames = names }
 }
 
 func (ca *CA) issue(t testing.TB, name string, tmpl *x509.Certificate) (certFile, keyFile string) {
@@ -81,7 +97,9 @@ func sign(t testing.TB, tmpl, parent *x509.Certificate, parentKey *ecdsa.Private
 		t.Fatal(err)
 	}
 	tmpl.SerialNumber = big.NewInt(serial.Add(1))
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	}
 	if parent == nil {
 		parent, parentKey = tmpl, key
 	}
