@@ -174,6 +174,45 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 			t.Errorf("snmpd polled %.2f times a second at a 1s interval: more than one collector", polls)
 		}
 	})
+	t.Run("drained holder hands over without losing a point", func(t *testing.T) {
+		tg, h := "sw2", holder["sw2"]
+		drained := time.Now()
+		if err := svcs[h].Cluster().SetDrained(context.Background(), true); err != nil {
+			t.Fatal(err)
+		}
+		moved := roles(t, svcs, 15*time.Second)
+		t.Logf("%s moved from %s to %s in %s", tg, h, moved[tg], time.Since(drained))
+		time.Sleep(2 * time.Second) // the new holder collects; every replica follows it
+		q := QueryRequest{Target: tg, Path: "/...", Since: settled, Until: time.Now().Add(-time.Second)}
+		want, err := svcs[moved[tg]].Query(context.Background(), q)
+		if err != nil || len(want) != 4 {
+			t.Fatalf("%s at its new holder %s: %v %v", tg, moved[tg], err, want)
+		}
+		for name, s := range svcs {
+			got, err := s.Query(context.Background(), q)
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("%s's copy of %s differs from its new holder %s's: %v\n got %v\nwant %v", name, tg, moved[tg], err, got, want)
+			}
+		}
+		// The longest time without a point across the move, as the new
+		// holder stored it.
+		var gap time.Duration
+		for _, se := range want {
+			for i := 1; i < len(se.Points); i++ {
+				if se.Points[i].Time.After(drained.Add(-time.Second)) {
+					gap = max(gap, se.Points[i].Time.Sub(se.Points[i-1].Time))
+				}
+			}
+		}
+		t.Logf("%s: at most %s between two points across the move", tg, gap)
+		if gap > 2*time.Second {
+			t.Errorf("%s: %s without a point across a planned move", tg, gap)
+		}
+		if err := svcs[h].Cluster().SetDrained(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		holder = roles(t, svcs, 15*time.Second)
+	})
 	t.Run("holder leaves", func(t *testing.T) {
 		tg, h := "sw1", holder["sw1"]
 		left := time.Now()

@@ -3,7 +3,6 @@ package telemetry
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
@@ -81,6 +80,7 @@ func (s *Service) Collect(target string, epoch int64) (stop func()) {
 		s.placedMu.Lock()
 		delete(s.placed, target)
 		s.placedMu.Unlock()
+		s.server.Released(target) // the replicas' streams end after the last points
 	}
 }
 
@@ -132,16 +132,13 @@ func (s *Service) placedClient(target string) *gnmi.Client {
 	return s.placed[target].client
 }
 
-// Newest is the time of target's newest stored point (zero: none).
-func (s *Service) Newest(target string) time.Time {
-	var newest int64
+// Newest is the newest stored timestamp of each of target's series.
+func (s *Service) Newest(target string) map[string]int64 {
+	out := map[string]int64{}
 	for _, u := range s.db.Latest(target, model.MustPattern("/...")) {
-		newest = max(newest, u.Time)
+		out[u.Path] = max(out[u.Path], u.Time)
 	}
-	if newest == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, newest)
+	return out
 }
 
 // Replicate stores what a target's holder collected: into the store and

@@ -74,7 +74,7 @@ func (c *collectors) snapshot() (map[string]string, []string) {
 
 type nopLocal struct{}
 
-func (nopLocal) Newest(string) time.Time  { return time.Time{} }
+func (nopLocal) Newest(string) map[string]int64 { return nil }
 func (nopLocal) Replicate([]model.Update) {}
 
 const testTTL = 2 * time.Second

@@ -28,6 +28,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // Collector starts and stops this instance's collection of one target.
@@ -57,6 +59,7 @@ type Options struct {
 // Node is this instance's part in the cluster.
 type Node struct {
 	cfg     Config
+	conns   *conns
 	targets []string
 	coll    Collector
 	local   Local
@@ -71,7 +74,9 @@ type Node struct {
 	holders   map[string]Holder // by target, from etcd
 	holding   map[string]*task  // targets placed here, each trying to hold or holding
 	following map[string]*follow
-	epochs    map[string]int64 // target → epoch collected now
+	retiring  map[*follow]struct{}      // follows of a former holder finishing their stream
+	writers   map[string]*replicaWriter // by target, shared by its follows
+	epochs    map[string]int64          // target → epoch collected now
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 
@@ -91,7 +96,10 @@ func New(o Options) *Node {
 	}
 	n := &Node{cfg: o.Cfg, targets: slices.Clone(o.Targets), coll: o.Collector, local: o.Local, log: log, fence: newFence(),
 		members: map[string]Member{}, holders: map[string]Holder{}, holding: map[string]*task{},
-		following: map[string]*follow{}, epochs: map[string]int64{}, digest: targetsDigest(o.Targets)}
+		following: map[string]*follow{}, retiring: map[*follow]struct{}{}, writers: map[string]*replicaWriter{},
+		epochs: map[string]int64{}, digest: targetsDigest(o.Targets),
+		conns: &conns{m: map[string]*sharedConn{}, opts: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256 << 20))}}}
 	n.metrics = newMetrics(n, o.Reg, log)
 	return n
 }
@@ -140,6 +148,10 @@ func (n *Node) Stop() {
 		f.cancel()
 		ts = append(ts, &f.task)
 		delete(n.following, t)
+	}
+	for f := range n.retiring {
+		f.cancel()
+		ts = append(ts, &f.task)
 	}
 	cancel := n.cancel
 	n.cancel = nil
@@ -277,11 +289,11 @@ func (n *Node) reconcileLocked() {
 				continue
 			}
 			if f != nil {
-				f.cancel()
+				n.retireLocked(f)
 			}
 			n.following[t] = n.startFollow(t, h)
 		} else if f != nil {
-			f.cancel()
+			n.retireLocked(f)
 			delete(n.following, t)
 		}
 	}
@@ -362,9 +374,9 @@ func (n *Node) serve(ctx context.Context, lease clientv3.LeaseID, target string,
 			case <-changed:
 			}
 		}
+		n.setEpoch(target, 0) // no new replica streams: those open end after the last points
 		stop()
 		n.mCollecting.Dec()
-		n.setEpoch(target, 0)
 		n.log.Info("cluster: collection stopped", "target", target, "epoch", epoch)
 	}
 }

@@ -17,7 +17,8 @@ type TargetState struct {
 	HolderGNMI string  `json:"holder_gnmi,omitempty"`
 	Epoch      int64   `json:"epoch,omitempty"`
 	PlacedOn   string  `json:"placed_on,omitempty"`
-	LagSeconds float64 `json:"replica_lag_seconds,omitempty"` // -1: nothing copied yet
+	LagSeconds float64 `json:"replica_lag_seconds,omitempty"` // see follow.lag
+	Live       bool    `json:"replica_live,omitempty"`        // the replica's stream from the holder is live
 	Points     uint64  `json:"replicated_points,omitempty"`
 	Error      string  `json:"replica_error,omitempty"`
 }
@@ -59,9 +60,7 @@ func (n *Node) Status() Status {
 			ts.Role, ts.Epoch = RoleHolder, n.epochs[t]
 		case f != nil:
 			ts.Role = RoleReplica
-			f.mu.Lock()
-			ts.LagSeconds, ts.Points, ts.Error = secondsSince(f.synced), f.points, f.err
-			f.mu.Unlock()
+			ts.LagSeconds, ts.Live, ts.Points, ts.Error = f.lag()
 		}
 		st.Targets = append(st.Targets, ts)
 	}

@@ -56,6 +56,9 @@ type Server struct {
 	divert  Divert                    // see SetDivert; nil: every Get is answered here
 	tls     *tls.Config
 
+	tailMu sync.Mutex
+	tails  map[string]map[*tail]struct{} // target ("*": every one) → its followers (follow.go)
+
 	mu      sync.RWMutex
 	targets map[string]bool
 	lists   map[string][]string            // list element (see keys.go) → its key names
@@ -70,7 +73,8 @@ type Server struct {
 // New builds the server (reading the password and TLS files); Start listens.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	c := cache.New(nil)
-	s := &Server{cfg: cfg, log: log, epoch: time.Now(), cache: c, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{}}
+	s := &Server{cfg: cfg, log: log, epoch: time.Now(), cache: c, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{},
+		tails: map[string]map[*tail]struct{}{}}
 	c.SetClient(func(l *ctree.Leaf) {
 		if n, ok := l.Value().(*gpb.Notification); ok {
 			subscribe.UpdateNotification(s.match, l, n, path.ToStrings(n.GetPrefix(), true))
@@ -129,6 +133,7 @@ func (s *Server) Update(us []model.Update) {
 	for _, n := range ns {
 		_ = s.cache.GnmiUpdate(n) // older timestamps than the cached value are refused: fine
 	}
+	s.feedTails(us)
 }
 
 // Start listens on cfg.Listen and serves in a goroutine Stop waits for.
