@@ -181,6 +181,13 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 		moved := roles(t, svcs, 15*time.Second)
+		for moved[tg] == h {
+			if time.Since(drained) > 15*time.Second {
+				t.Fatalf("%s still held by drained %s", tg, h)
+			}
+			time.Sleep(50 * time.Millisecond)
+			moved = roles(t, svcs, 15*time.Second)
+		}
 		t.Logf("%s moved from %s to %s in %s", tg, h, moved[tg], time.Since(drained))
 		time.Sleep(2 * time.Second) // the new holder collects; every replica follows it
 		q := QueryRequest{Target: tg, Path: "/...", Since: settled, Until: time.Now().Add(-time.Second)}

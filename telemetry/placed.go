@@ -3,11 +3,13 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/model"
 	"github.com/outpost-edge/outpost/telemetry/snmp"
+	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
 
 // In a cluster, each target is collected by the instance that holds its
@@ -139,6 +141,18 @@ func (s *Service) Newest(target string) map[string]int64 {
 		out[u.Path] = max(out[u.Path], u.Time)
 	}
 	return out
+}
+
+// Has reports whether the store has a point of target's series path
+// stamped ts.
+func (s *Service) Has(target, path string, ts int64) bool {
+	pat, err := model.ParsePattern(path)
+	if err != nil {
+		return false
+	}
+	at := time.Unix(0, ts)
+	ss, err := s.db.Query(context.Background(), tsdb.Query{Target: target, Path: pat, Since: at, Until: at, Limit: 1})
+	return err == nil && len(ss) > 0
 }
 
 // Replicate stores what a target's holder collected: into the store and

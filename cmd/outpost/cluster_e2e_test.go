@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +20,8 @@ import (
 	"github.com/outpost-edge/outpost/internal/etcdtest"
 	"github.com/outpost-edge/outpost/internal/gnmitest"
 	"github.com/outpost-edge/outpost/telemetry/cluster"
+	"github.com/outpost-edge/outpost/telemetry/model"
+	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
 
 func (d *daemon) clusterStatus() cluster.Status {
@@ -119,16 +125,17 @@ func TestClusterKillHolder(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second) // the replicas copy what the victim collected
 	killed := time.Now()
+	victimDir := ds[victim].dir
 	ds[victim].kill9()
 	delete(ds, victim)
 	after := settledHolders(t, ds, 4, 30*time.Second)
 	t.Logf("sw1: %s killed, %s holds it after %s", victim, after["sw1"], time.Since(killed))
 	checkCollectors(t, agents, killed, ttl)
 	var q struct {
-		Series     []struct{ Points []json.RawMessage }
+		Series     []storedSeries
 		ServedFrom map[string]cluster.TargetState `json:"served_from"`
 	}
-	resp := ds[after["sw1"]].get("/v1/telemetry/query?target=sw1&path=/...&since=1h&until=" + killed.Add(-time.Second).UTC().Format(time.RFC3339Nano))
+	resp := ds[after["sw1"]].get("/v1/telemetry/query?target=sw1&path=/...&since=1h&until=" + killed.UTC().Format(time.RFC3339Nano))
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(&q); err != nil || len(q.Series) != 4 || len(q.Series[0].Points) < 2 {
 		t.Fatalf("history of sw1 at its new holder: %v %+v", err, q)
@@ -136,6 +143,53 @@ func TestClusterKillHolder(t *testing.T) {
 	if sf := q.ServedFrom["sw1"]; sf.Role != cluster.RoleHolder || sf.Holder != after["sw1"] || len(q.ServedFrom) != 1 {
 		t.Errorf("served_from: %+v", q.ServedFrom)
 	}
+	// What the killed holder stored and the new one lacks: the points
+	// collected while their stream to the replicas was in flight.
+	lost, stored, oldest := lostPoints(t, filepath.Join(victimDir, "data", "telemetry"), "sw1", q.Series)
+	t.Logf("sw1: %d of the %d points the killed holder stored are not at the new holder", lost, stored)
+	if lost > 0 && killed.Sub(oldest) > time.Second {
+		t.Errorf("sw1: the new holder lacks a point stamped %s before the holder was killed", killed.Sub(oldest))
+	}
+}
+
+// storedSeries is a series of an admin query's answer, without values.
+type storedSeries struct {
+	Path   string
+	Points []struct{ Time time.Time }
+}
+
+// lostPoints opens the telemetry store in dir (of a killed daemon) and
+// counts the points of target it has (stored) and of those the ones not
+// in have (lost), with the oldest of them.
+func lostPoints(t *testing.T, dir, target string, have []storedSeries) (lost, stored int, oldest time.Time) {
+	t.Helper()
+	db, err := tsdb.Open(tsdb.Options{Dir: dir, Cfg: tsdb.Config{}.WithDefaults(), Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ss, err := db.Query(context.Background(), tsdb.Query{Target: target, Path: model.MustPattern("/...")})
+	if err != nil || len(ss) == 0 {
+		t.Fatalf("the killed holder's store: %v %v", err, ss)
+	}
+	seen := map[string]bool{}
+	for _, se := range have {
+		for _, p := range se.Points {
+			seen[se.Path+" "+strconv.FormatInt(p.Time.UnixNano(), 10)] = true
+		}
+	}
+	for _, se := range ss {
+		stored += len(se.Points)
+		for _, p := range se.Points {
+			if !seen[se.Path+" "+strconv.FormatInt(p.Time.UnixNano(), 10)] {
+				lost++
+				if oldest.IsZero() || p.Time.Before(oldest) {
+					oldest = p.Time
+				}
+			}
+		}
+	}
+	return lost, stored, oldest
 }
 
 // An instance cut off from etcd (its connection to etcd goes through a proxy
@@ -260,6 +314,24 @@ func TestClusterDrainCLI(t *testing.T) {
 	}
 	waitUntil(t, 20*time.Second, "b holds every device", holds("b", 4))
 	waitUntil(t, 20*time.Second, "a holds none", holds("a", 0))
+	// A planned move loses no point: a (drained) and b keep the same
+	// history of every device across it.
+	time.Sleep(time.Second)
+	window := "&since=" + drained.Add(-5*time.Second).UTC().Format(time.RFC3339Nano) + "&until=" + time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)
+	for _, tg := range []string{"sw1", "sw2", "sw3", "sw4"} {
+		var got [2]struct{ Series []storedSeries }
+		for i, name := range []string{"a", "b"} {
+			resp := ds[name].get("/v1/telemetry/query?target=" + tg + "&path=/..." + window)
+			err := json.NewDecoder(resp.Body).Decode(&got[i])
+			resp.Body.Close()
+			if err != nil || len(got[i].Series) != 4 {
+				t.Fatalf("%s at %s: %v %+v", tg, name, err, got[i])
+			}
+		}
+		if !reflect.DeepEqual(got[0], got[1]) {
+			t.Errorf("%s: a and b differ across the drain:\n a %+v\n b %+v", tg, got[0], got[1])
+		}
+	}
 	out := cli("cluster", "status")
 	for _, want := range []string{"instance a (member: true, drained: true)", "sw1", "replica"} {
 		if !strings.Contains(out, want) {

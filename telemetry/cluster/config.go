@@ -26,8 +26,8 @@ type Config struct {
 	LeaseTTL confval.Duration `yaml:"lease_ttl"`
 	// Prefix is the etcd key prefix of this cluster.
 	Prefix string `yaml:"prefix"`
-	// ReplicaInterval is how often a replica asks the holder for what it
-	// stored since the last answer.
+	// ReplicaInterval is how long a replica waits before it opens a new
+	// stream to the holder after one ended.
 	ReplicaInterval confval.Duration `yaml:"replica_interval"`
 }
 

@@ -336,8 +336,11 @@ func (n *Node) hold(ctx context.Context, target string) {
 			}
 			continue
 		}
+		caught := make(chan struct{})
+		go func() { defer close(caught); n.catchUp(cctx, target) }()
 		n.serve(cctx, lease, target, e.Rev())
 		cancel()
+		<-caught
 		if ctx.Err() != nil {
 			rctx, c := context.WithTimeout(context.Background(), n.cfg.LeaseTTL.Std()/2)
 			if err := e.Resign(rctx); err != nil {

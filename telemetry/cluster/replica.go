@@ -23,6 +23,9 @@ type Local interface {
 	// Newest returns the newest stored timestamp of each of target's
 	// series, by path.
 	Newest(target string) map[string]int64
+	// Has reports whether the store has a point of target's series path
+	// stamped ts.
+	Has(target, path string, ts int64) bool
 	// Replicate stores updates copied from a target's holder (the store and
 	// the gNMI server's cache, not MQTT or triggers: those run on the
 	// holder).
@@ -91,7 +94,7 @@ func (n *Node) replicate(ctx context.Context, target string, f *follow, w *repli
 	gc := gpb.NewGNMIClient(conn)
 	for !f.isRetired() {
 		from := w.resumeFrom()
-		err := followStream(ctx, gc, target, f.holder.Epoch, from, func(us []model.Update, live bool) {
+		err := readStream(ctx, gc, target, f.holder.Epoch, from, math.MaxInt64, func(us []model.Update, live bool) {
 			kept := w.write(us)
 			n.mReplicated.Add(float64(kept))
 			now := time.Now()
@@ -158,12 +161,13 @@ func (f *follow) setErr(err error) {
 // followed: it no longer holds the target (or not yet again).
 var errNotHolder = errors.New("the instance answered under another epoch: it does not hold the target now")
 
-// followStream follows target at a gNMI server with the history extension
-// from from (a range without an end): got receives its stored points,
-// then (live true, after the sync response) its live ones. The stream's
-// header must carry epoch (see gnmiserver.EpochHeader): that server
-// collects target under it, and ends the stream (nil here) when it stops.
-func followStream(ctx context.Context, gc gpb.GNMIClient, target string, epoch, from int64, got func(us []model.Update, live bool)) error {
+// readStream reads target's points in [from, to) from a gNMI server with
+// the history extension: got receives the stored ones, then, when to is
+// still ahead (a range followed), after the sync response (live true) the
+// live ones. When epoch is not 0 the stream's header must carry it (see
+// gnmiserver.EpochHeader): that server collects target under it, and ends
+// the stream (nil here) when it stops.
+func readStream(ctx context.Context, gc gpb.GNMIClient, target string, epoch, from, to int64, got func(us []model.Update, live bool)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, err := gc.Subscribe(ctx)
@@ -176,7 +180,7 @@ func followStream(ctx context.Context, gc gpb.GNMIClient, target string, epoch, 
 			Encoding: gpb.Encoding_PROTO, Subscription: []*gpb.Subscription{{Path: &gpb.Path{}}},
 		}},
 		Extension: []*gnmi_ext.Extension{{Ext: &gnmi_ext.Extension_History{History: &gnmi_ext.History{
-			Request: &gnmi_ext.History_Range{Range: &gnmi_ext.TimeRange{Start: from, End: math.MaxInt64}}}}}},
+			Request: &gnmi_ext.History_Range{Range: &gnmi_ext.TimeRange{Start: from, End: to}}}}}},
 	}
 	if err := st.Send(req); err != nil {
 		return fmt.Errorf("subscribe to holder: %w", err)
@@ -185,7 +189,7 @@ func followStream(ctx context.Context, gc gpb.GNMIClient, target string, epoch, 
 	if err != nil {
 		return fmt.Errorf("replicate from holder: %w", err)
 	}
-	if e := md.Get(gnmiserver.EpochHeader); len(e) != 1 || e[0] != strconv.FormatInt(epoch, 10) {
+	if e := md.Get(gnmiserver.EpochHeader); epoch != 0 && (len(e) != 1 || e[0] != strconv.FormatInt(epoch, 10)) {
 		return fmt.Errorf("%w (epoch %v, want %d)", errNotHolder, e, epoch)
 	}
 	live := false
@@ -211,7 +215,9 @@ func followStream(ctx context.Context, gc gpb.GNMIClient, target string, epoch, 
 }
 
 // replicaWriter stores one target's copied points, each once: the streams
-// of an old and a new holder, and a resumed stream, overlap.
+// of an old and a new holder, a resumed stream and a new holder's catch-up
+// overlap. A point newer than its series' newest is new; an older one is
+// looked up in the store.
 type replicaWriter struct {
 	local Local
 	refs  int // follows using it (under Node.mu)
@@ -226,8 +232,9 @@ type replicaWriter struct {
 func (n *Node) writerLocked(target string) *replicaWriter {
 	w := n.writers[target]
 	if w == nil {
-		w = &replicaWriter{local: n.local, last: n.local.Newest(target)}
-		for _, ts := range w.last {
+		w = &replicaWriter{local: n.local, last: map[string]int64{}}
+		for path, ts := range n.local.Newest(target) {
+			w.last[path] = ts
 			w.newest = max(w.newest, ts)
 		}
 		n.writers[target] = w
@@ -263,9 +270,12 @@ func (w *replicaWriter) write(us []model.Update) int {
 	kept := make([]model.Update, 0, len(us))
 	for _, u := range us {
 		if last, ok := w.last[u.Path]; ok && u.Time <= last {
-			continue
+			if u.Time == last || w.local.Has(u.Target, u.Path, u.Time) {
+				continue
+			}
+		} else {
+			w.last[u.Path] = u.Time
 		}
-		w.last[u.Path] = u.Time
 		w.newest = max(w.newest, u.Time)
 		kept = append(kept, u)
 	}
@@ -297,4 +307,53 @@ func (n *Node) Divert(target string) (proxyTo, servedFrom string) {
 		return h.GNMI, "proxy " + h.Member
 	}
 	return "", RoleReplica
+}
+
+// catchUp copies into the local store what any other member has of target
+// from the last catchUpWindow and this instance lacks: run by a new
+// holder, it gets what its predecessor collected that it had not
+// received (a holder it never followed, one that joined and took the
+// target at once, or the last points of one that died). Every point in a
+// member's store was collected under a lock (see fence), so any member
+// may be asked; what is copied reaches this holder's replicas through
+// their streams.
+func (n *Node) catchUp(ctx context.Context, target string) {
+	n.mu.Lock()
+	var addrs []string
+	for _, m := range n.members {
+		if m.Name != n.cfg.Name && m.GNMI != "" {
+			addrs = append(addrs, m.GNMI)
+		}
+	}
+	w := n.writerLocked(target)
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		n.releaseWriterLocked(target)
+		n.mu.Unlock()
+	}()
+	now := time.Now()
+	from := now.Add(-2*n.cfg.LeaseTTL.Std() - settle).UnixNano()
+	var wg sync.WaitGroup
+	for _, addr := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := n.conns.get(addr)
+			if err != nil {
+				return
+			}
+			defer n.conns.put(addr)
+			rctx, cancel := context.WithTimeout(ctx, n.cfg.LeaseTTL.Std())
+			defer cancel()
+			err = readStream(rctx, gpb.NewGNMIClient(conn), target, 0, from, now.UnixNano(), func(us []model.Update, _ bool) {
+				kept := w.write(us)
+				n.mCaughtUp.Add(float64(kept))
+			})
+			if err != nil && ctx.Err() == nil {
+				n.log.Info("cluster: catch-up read", "target", target, "member", addr, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ func TestFollowStreamChecksTheHoldersEpoch(t *testing.T) {
 		{"not held there", "sw2", 7},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := followStream(context.Background(), gc, c.target, c.epoch, from, func([]model.Update, bool) { t.Error("got points") })
+			err := readStream(context.Background(), gc, c.target, c.epoch, from, math.MaxInt64, func([]model.Update, bool) { t.Error("got points") })
 			if !errors.Is(err, errNotHolder) {
 				t.Fatalf("got %v, want %v", err, errNotHolder)
 			}
@@ -73,7 +74,7 @@ func TestFollowStreamChecksTheHoldersEpoch(t *testing.T) {
 			live  bool
 		}
 		var gots []got
-		err := followStream(context.Background(), gc, "sw1", 7, from, func(us []model.Update, live bool) {
+		err := readStream(context.Background(), gc, "sw1", 7, from, math.MaxInt64, func(us []model.Update, live bool) {
 			for _, u := range us {
 				gots = append(gots, got{u.Value.String(), live})
 			}
