@@ -4,22 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	gpb "github.com/openconfig/gnmi/proto/gnmi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/etcdtest"
 	"github.com/outpost-edge/outpost/internal/gnmitest"
+	"github.com/outpost-edge/outpost/internal/tcpproxy"
 	"github.com/outpost-edge/outpost/telemetry/cluster"
+	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
@@ -59,8 +62,10 @@ func settledHolders(t *testing.T, ds map[string]*daemon, targets int, within tim
 
 // startCluster starts a real etcd, four counted fake gNMI devices and one
 // outpost process per name; etcdFor may put something between a process
-// and etcd.
-func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(name, endpoint string) string) (map[string]*daemon, map[string]*gnmitest.Agent, *etcdtest.Server) {
+// and etcd; keys, when not nil, gives the other cluster keys (", key:
+// value", default a replica_interval of 200ms) from the name and the gNMI
+// server's address.
+func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(name, endpoint string) string, keys func(name, gnmi string) string) (map[string]*daemon, map[string]*gnmitest.Agent, *etcdtest.Server) {
 	t.Helper()
 	etcd := etcdtest.Start(t)
 	agents := map[string]*gnmitest.Agent{}
@@ -71,6 +76,10 @@ func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(
 	}
 	ds := map[string]*daemon{}
 	for _, name := range names {
+		gnmi, extra := mqtttest.FreeAddr(t), ", replica_interval: 200ms"
+		if keys != nil {
+			extra = keys(name, gnmi)
+		}
 		ds[name] = startDaemon(t, fmt.Sprintf(`
 node: {id: %s}
 admin: {listen: "{{admin}}"}
@@ -78,10 +87,10 @@ mqtt: {broker: {listen: "{{broker}}"}}
 telemetry:
   store: {flush_interval: 50ms}
   gnmi_server: {listen: %q}
-  cluster: {etcd: [%q], lease_ttl: %s, replica_interval: 200ms}
+  cluster: {etcd: [%q], lease_ttl: %s%s}
   gnmi:
     targets:
-%s`, name, mqtttest.FreeAddr(t), etcdFor(name, etcd.Endpoint()), ttl, targets.String()))
+%s`, name, gnmi, etcdFor(name, etcd.Endpoint()), ttl, extra, targets.String()))
 	}
 	return ds, agents, etcd
 }
@@ -114,7 +123,7 @@ func checkCollectors(t *testing.T, agents map[string]*gnmitest.Agent, since time
 // serves the history the killed one collected.
 func TestClusterKillHolder(t *testing.T) {
 	const ttl = 2 * time.Second
-	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e })
+	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e }, nil)
 	holders := settledHolders(t, ds, 4, 40*time.Second)
 	victim := holders["sw1"]
 	for name, d := range ds {
@@ -197,15 +206,15 @@ func lostPoints(t *testing.T, dir, target string, have []storedSeries) (lost, st
 // takes its devices; no device sees two collectors at once.
 func TestClusterHolderCutOffFromEtcd(t *testing.T) {
 	const ttl = 2 * time.Second
-	proxies := map[string]*cutProxy{}
+	proxies := map[string]*tcpproxy.Proxy{}
 	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(name, e string) string {
-		proxies[name] = startCutProxy(t, strings.TrimPrefix(e, "http://"))
-		return "http://" + proxies[name].addr
-	})
+		proxies[name] = tcpproxy.Start(t, func() string { return strings.TrimPrefix(e, "http://") })
+		return "http://" + proxies[name].Addr
+	}, nil)
 	holders := settledHolders(t, ds, 4, 40*time.Second)
 	victim := holders["sw1"]
 	cut := time.Now()
-	proxies[victim].cut()
+	proxies[victim].Cut()
 	waitUntil(t, 10*time.Second, "the cut-off holder stops collecting", func() bool {
 		for _, ts := range ds[victim].clusterStatus().Targets {
 			if ts.Role == cluster.RoleHolder {
@@ -229,65 +238,11 @@ func TestClusterHolderCutOffFromEtcd(t *testing.T) {
 	checkCollectors(t, agents, cut, ttl)
 }
 
-// cutProxy forwards TCP connections to an address until cut.
-type cutProxy struct {
-	addr string
-	l    net.Listener
-
-	mu    sync.Mutex
-	conns []net.Conn
-	done  bool
-}
-
-func startCutProxy(t *testing.T, to string) *cutProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{addr: l.Addr().String(), l: l}
-	t.Cleanup(p.cut)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", to)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			if p.done {
-				c.Close()
-				u.Close()
-			}
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
-		}
-	}()
-	return p
-}
-
-// cut closes the listener and every forwarded connection.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.done = true
-	p.l.Close()
-	for _, c := range p.conns {
-		c.Close()
-	}
-}
-
 // `outpost cluster drain` moves a daemon's devices to the other one;
 // `undrain` takes its share back; `status` shows both.
 func TestClusterDrainCLI(t *testing.T) {
 	const ttl = 2 * time.Second
-	ds, agents, _ := startCluster(t, ttl, []string{"a", "b"}, func(_, e string) string { return e })
+	ds, agents, _ := startCluster(t, ttl, []string{"a", "b"}, func(_, e string) string { return e }, nil)
 	settledHolders(t, ds, 4, 40*time.Second)
 	cli := func(args ...string) string {
 		t.Helper()
@@ -376,7 +331,7 @@ func readReplicaWithGnmiCLI(t *testing.T, d *daemon, target string) {
 // collected again, never by two daemons at once.
 func TestClusterEtcdRestart(t *testing.T) {
 	const ttl = 2 * time.Second
-	ds, agents, etcd := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e })
+	ds, agents, etcd := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e }, nil)
 	settledHolders(t, ds, 4, 40*time.Second)
 	down := time.Now()
 	etcd.Kill()
@@ -401,5 +356,91 @@ func TestClusterEtcdRestart(t *testing.T) {
 		if o := a.Overlaps(); len(o) > 0 {
 			t.Errorf("%s collected by two instances at once: %v", n, o)
 		}
+	}
+}
+
+// A replica whose stream from the holder broke (its holder's advertised
+// address goes through a proxy that drops its connections; the replica
+// waits replica_interval before it opens a new stream) passes an admin
+// query and a gNMI Subscribe for the target to the holder, and says so;
+// a query over a glob is answered from the replica.
+func TestClusterStaleReplicaProxies(t *testing.T) {
+	const ttl = 2 * time.Second
+	proxies := map[string]*tcpproxy.Proxy{}
+	listen := map[string]string{}
+	ds, _, _ := startCluster(t, ttl, []string{"a", "b"}, func(_, e string) string { return e }, func(name, gnmi string) string {
+		proxies[name], listen[name] = tcpproxy.Start(t, func() string { return gnmi }), gnmi
+		return fmt.Sprintf(", replica_interval: 1m, advertise: %q", proxies[name].Addr)
+	})
+	holders := settledHolders(t, ds, 4, 40*time.Second)
+	holder, replica := holders["sw1"], "a"
+	if holder == "a" {
+		replica = "b"
+	}
+	dropped := time.Now()
+	proxies[holder].Drop()
+	waitUntil(t, 20*time.Second, "the replica of sw1 is stale", func() bool {
+		for _, ts := range ds[replica].clusterStatus().Targets {
+			if ts.Target == "sw1" {
+				return ts.Role == cluster.RoleReplica && !ts.Live
+			}
+		}
+		return false
+	})
+	time.Sleep(time.Second) // the holder collects more than the replica has
+	var q struct {
+		Series     []storedSeries
+		ServedFrom map[string]cluster.TargetState `json:"served_from"`
+	}
+	resp := ds[replica].get("/v1/telemetry/query?target=sw1&path=/...&since=1m")
+	err := json.NewDecoder(resp.Body).Decode(&q)
+	resp.Body.Close()
+	if err != nil || len(q.Series) != 4 {
+		t.Fatalf("query at the stale replica: %v %+v", err, q)
+	}
+	if sf := q.ServedFrom["sw1"]; sf.Role != cluster.RoleProxy || sf.Holder != holder {
+		t.Errorf("served_from at the stale replica: %+v", sf)
+	}
+	if last := q.Series[0].Points[len(q.Series[0].Points)-1].Time; !last.After(dropped) {
+		t.Errorf("the proxied answer ends at %s, before the replica went stale (%s): not the holder's", last, dropped)
+	}
+	resp = ds[replica].get("/v1/telemetry/query?target=sw*&path=/...&since=1m")
+	err = json.NewDecoder(resp.Body).Decode(&q)
+	resp.Body.Close()
+	if sf := q.ServedFrom["sw1"]; err != nil || sf.Role != cluster.RoleReplica {
+		t.Errorf("a glob query at the replica: %v %+v", err, sf)
+	}
+
+	conn, err := grpc.NewClient(listen[replica], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := gpb.NewGNMIClient(conn).Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&gpb.SubscribeRequest{Request: &gpb.SubscribeRequest_Subscribe{Subscribe: &gpb.SubscriptionList{
+		Prefix: &gpb.Path{Target: "sw1"}, Mode: gpb.SubscriptionList_ONCE, Subscription: []*gpb.Subscription{{Path: &gpb.Path{}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	md, err := st.Header()
+	if got := md.Get(gnmiserver.ServedFromHeader); err != nil || len(got) != 1 || got[0] != "proxy "+holder {
+		t.Errorf("subscribe at the stale replica: %s %v %v", gnmiserver.ServedFromHeader, got, err)
+	}
+	newer := 0
+	for {
+		r, err := st.Recv()
+		if err != nil || r.GetSyncResponse() {
+			break
+		}
+		if time.Unix(0, r.GetUpdate().GetTimestamp()).After(dropped) {
+			newer++
+		}
+	}
+	if newer == 0 {
+		t.Errorf("the subscription at the stale replica got no value collected after it went stale")
 	}
 }

@@ -47,3 +47,6 @@ func (cs *conns) put(addr string) {
 		}
 	}
 }
+
+// DialOptions are how this instance connects to the others' gNMI servers.
+func (n *Node) DialOptions() []grpc.DialOption { return n.conns.opts }

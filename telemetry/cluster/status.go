@@ -7,6 +7,9 @@ const (
 	RoleHolder  = "holder"  // collects it
 	RoleReplica = "replica" // copies it from the holder
 	RoleNone    = "none"    // no holder known
+	// RoleProxy marks an answer the holder gave because the replica here
+	// was stale (never in Status).
+	RoleProxy = "proxy"
 )
 
 // TargetState is one target as this instance sees it.
