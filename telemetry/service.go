@@ -131,7 +131,7 @@ func (s *Service) Start(ctx context.Context) (err error) {
 		if s.cfg.Cluster.Enabled() {
 			s.node = cluster.New(cluster.Options{Cfg: s.cfg.Cluster, Targets: s.cfg.targetNames(), Collector: s, Local: s,
 				Log: s.log.With("part", "cluster"), Reg: reg})
-			s.server.SetEpochs(s.node.Epoch)  // replicas check whom they copy from
+			s.server.SetEpochs(s.node.Epoch)                           // replicas check whom they copy from
 			s.server.SetDivert(s.node.Divert, s.node.DialOptions()...) // a Get or Subscribe for a target a stale replica has goes to the holder
 		}
 		if err = s.server.Start(); err != nil {
