@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"reflect"
 	"strconv"
@@ -26,13 +27,15 @@ import (
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
 
-func clusteredConfig(etcd, name string, agents map[string]*gnmitest.Agent, snmpAgent string) Config {
+func clusteredConfig(etcd, name string, agents map[string]*gnmitest.Agent, snmpAgent, trapAddr string) Config {
 	cfg := Config{
+		Triggers: []TriggerRule{{Task: "on-trap", Target: "traps", Path: "/snmp/traps/..."}},
 		GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:0"},
 		Store:      tsdb.Config{FlushInterval: confval.Duration(50 * time.Millisecond)},
 		Cluster: cluster.Config{Etcd: []string{etcd}, Name: name, LeaseTTL: confval.Duration(2 * time.Second),
 			ReplicaInterval: confval.Duration(200 * time.Millisecond)},
 	}
+	cfg.SNMP.Traps = snmp.Traps{Listen: trapAddr, Communities: []string{"public"}}
 	cfg.SNMP.Targets = []snmp.Target{{Name: "sn1", Address: snmpAgent, Community: "testcomm", Interval: confval.Duration(time.Second),
 		OIDs: []snmp.OID{{OID: "1.3.6.1.2.1.1.5.0", Name: "/system/name"}}}}
 	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
@@ -57,12 +60,12 @@ func roles(t *testing.T, svcs map[string]*Service, within time.Duration) map[str
 					bad = fmt.Sprintf("%s held by %s and %s", ts.Target, holder[ts.Target], name)
 				case ts.Role == cluster.RoleHolder:
 					holder[ts.Target] = name
-				case ts.Role != cluster.RoleReplica || ts.Points == 0:
+				case ts.Role != cluster.RoleReplica || !ts.Live:
 					bad = fmt.Sprintf("%s at %s: %+v", ts.Target, name, ts)
 				}
 			}
 		}
-		if bad == "" && len(holder) == 5 {
+		if bad == "" && len(holder) == 6 { // 4 gNMI, 1 SNMP, traps
 			return holder
 		}
 		if time.Now().After(deadline) {
@@ -79,9 +82,10 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 		agents[n] = gnmitest.StartAgent(t)
 	}
 	snmpAgent := snmpd(t)
-	svcs := map[string]*Service{}
+	svcs, trapAddrs, triggered := map[string]*Service{}, map[string]string{}, map[string]*trigRec{}
 	for _, name := range []string{"a", "b", "c"} {
-		s := New(clusteredConfig(etcd.Endpoint(), name, agents, snmpAgent), t.TempDir(), nil, nil, Sinks{})
+		trapAddrs[name], triggered[name] = fmt.Sprintf("127.0.0.1:%d", freeUDP(t)), &trigRec{}
+		s := New(clusteredConfig(etcd.Endpoint(), name, agents, snmpAgent, trapAddrs[name]), t.TempDir(), nil, nil, Sinks{Trigger: triggered[name]})
 		if err := s.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -95,9 +99,12 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 	settled := time.Now()
 
 	t.Run("replica equals holder", func(t *testing.T) {
-		until := settled.Add(time.Second)
+		until := settled.Add(3 * time.Second) // an SNMP poll every second
 		time.Sleep(time.Until(until) + 2*time.Second) // past the replica's settle time and interval
 		for tg, h := range holder {
+			if tg == "traps" {
+				continue // no trap yet: see below
+			}
 			q := QueryRequest{Target: tg, Path: "/...", Since: settled, Until: until}
 			want, err := svcs[h].Query(context.Background(), q)
 			if err != nil || len(want) == 0 {
@@ -152,6 +159,47 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 			if code := getJSON(t, s.Handler(), "/v1/telemetry/latest?target=sw1", &lat); code != 200 || len(lat.Points) != 4 ||
 				lat.ServedFrom["sw1"].Role != want || lat.ServedFrom["sw1"].Holder != holder["sw1"] {
 				t.Errorf("latest sw1 at %s: %d %+v", name, code, lat)
+			}
+		}
+	})
+	t.Run("a trap sent to every instance is recorded and triggers once", func(t *testing.T) {
+		// A device sends its traps to every instance: only the holder of
+		// the traps target listens.
+		for _, addr := range trapAddrs {
+			cmd := exec.Command("snmptrap", "-v2c", "-c", "public", addr, "", "1.3.6.1.6.3.1.1.5.4", "1.3.6.1.2.1.2.2.1.1.1", "i", "1")
+			cmd.Env = append(os.Environ(), "MIBS=")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("snmptrap: %v %s", err, out)
+			}
+		}
+		h := holder["traps"]
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			n := 0
+			for _, s := range svcs {
+				if res, err := s.Query(context.Background(), QueryRequest{Target: "traps", Path: "/...", Since: settled}); err == nil && len(res) == 1 {
+					n += len(res[0].Points)
+				}
+			}
+			if n == len(svcs) { // one event, at the holder and each replica
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d trap events recorded across %d instances, want one each", n, len(svcs))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(time.Second) // a second receiver would have recorded by now
+		for name, s := range svcs {
+			res, err := s.Query(context.Background(), QueryRequest{Target: "traps", Path: "/...", Since: settled})
+			if err != nil || len(res) != 1 || len(res[0].Points) != 1 {
+				t.Errorf("trap events at %s: %v %+v", name, err, res)
+			}
+			triggered[name].mu.Lock()
+			calls := len(triggered[name].calls)
+			triggered[name].mu.Unlock()
+			if want := map[bool]int{true: 1, false: 0}[name == h]; calls != want {
+				t.Errorf("%s (holder of traps: %s) ran the trigger %d times, want %d", name, h, calls, want)
 			}
 		}
 	})

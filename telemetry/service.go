@@ -149,9 +149,11 @@ func (s *Service) Start(ctx context.Context) (err error) {
 		if s.traps, err = snmp.NewTrapReceiver(s.cfg.SNMP.Traps, filepath.Join(s.dataDir, "telemetry", "snmp_engine_boots"), s.hub.publish, s.log.With("part", "snmp-traps")); err != nil {
 			return err
 		}
-		if s.trapErr, err = s.traps.Listen(s.cfg.SNMP.Traps.Listen); err != nil {
-			s.traps = nil
-			return err
+		if !s.cfg.Cluster.Enabled() { // clustered: on the holder of the traps target (Collect)
+			if s.trapErr, err = s.traps.Listen(s.cfg.SNMP.Traps.Listen); err != nil {
+				s.traps = nil
+				return err
+			}
 		}
 		if reg != nil {
 			tr := s.traps
@@ -227,9 +229,11 @@ func (s *Service) stopLocked(ctx context.Context) error {
 		s.log.Warn("telemetry: collectors still stopping at the deadline")
 	}
 	if s.traps != nil {
-		s.traps.Close()
-		<-s.trapErr
-		s.traps = nil
+		if s.trapErr != nil {
+			s.traps.Close()
+			<-s.trapErr
+		}
+		s.traps, s.trapErr = nil, nil
 	}
 	if s.server != nil {
 		s.server.Stop(ctx)

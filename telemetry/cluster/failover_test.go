@@ -204,6 +204,18 @@ func TestClusterPlacesFailsOverAndRebalances(t *testing.T) {
 		}
 		waitPlaced(t, c, targets, []string{"b", "c", "d"}, 20*time.Second)
 		noViolations(t, c)
+		// The drain outlives a restart: the instance comes back drained
+		// and takes nothing until it is undrained.
+		e.Stop()
+		e = startNode(outer, etcd, "e", targets, c)
+		waitUntil(t, 10*time.Second, func() bool { st := e.Status(); return st.Member && st.Drained })
+		time.Sleep(time.Second)
+		waitPlaced(t, c, targets, []string{"b", "c", "d"}, 20*time.Second)
+		if err := e.SetDrained(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		waitPlaced(t, c, targets, []string{"b", "c", "d", "e"}, 20*time.Second)
+		noViolations(t, c)
 	})
 }
 

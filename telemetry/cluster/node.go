@@ -70,6 +70,7 @@ type Node struct {
 
 	mu        sync.Mutex
 	drained   bool
+	drainRead bool // the drained flag was read from etcd (at the first registration)
 	members   map[string]Member // by name, from etcd
 	holders   map[string]Holder // by target, from etcd
 	holding   map[string]*task  // targets placed here, each trying to hold or holding
@@ -176,6 +177,10 @@ func (n *Node) Stop() {
 
 func (n *Node) memberKey() string { return n.cfg.Prefix + "/members/" + n.cfg.Name }
 
+// drainKey exists, under no lease, while this instance is drained: the
+// drain outlives a restart.
+func (n *Node) drainKey() string { return n.cfg.Prefix + "/drained/" + n.cfg.Name }
+
 func (n *Node) lockPrefix(target string) string { return n.cfg.Prefix + "/locks/" + target + "/" }
 
 func (n *Node) self() Member {
@@ -184,20 +189,46 @@ func (n *Node) self() Member {
 	return Member{Name: n.cfg.Name, GNMI: n.cfg.Advertise, Capacity: n.cfg.Capacity, Drained: n.drained, Targets: n.digest}
 }
 
-// register writes this member under lease.
+// register writes this member under lease; the first time, it reads
+// whether this instance was drained before it (re)started.
 func (n *Node) register(ctx context.Context, lease clientv3.LeaseID) error {
-	b, _ := json.Marshal(n.self())
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.LeaseTTL.Std()/2)
 	defer cancel()
+	n.mu.Lock()
+	read := n.drainRead
+	n.mu.Unlock()
+	if !read {
+		r, err := n.cli.Get(ctx, n.drainKey())
+		if err != nil {
+			return fmt.Errorf("read the drained flag: %w", err)
+		}
+		n.mu.Lock()
+		n.drained = n.drained || len(r.Kvs) > 0
+		n.drainRead = true
+		n.mu.Unlock()
+	}
+	b, _ := json.Marshal(n.self())
 	_, err := n.cli.Put(ctx, n.memberKey(), string(b), clientv3.WithLease(lease))
 	return err
 }
 
 // SetDrained drains this instance (its targets move to the others) or
-// takes it back.
+// takes it back; the flag is kept in etcd, so a restarted instance stays
+// drained.
 func (n *Node) SetDrained(ctx context.Context, drained bool) error {
+	pctx, cancel := context.WithTimeout(ctx, n.cfg.LeaseTTL.Std())
+	defer cancel()
+	var err error
+	if drained {
+		_, err = n.cli.Put(pctx, n.drainKey(), time.Now().UTC().Format(time.RFC3339))
+	} else {
+		_, err = n.cli.Delete(pctx, n.drainKey())
+	}
+	if err != nil {
+		return fmt.Errorf("keep the drained flag in etcd: %w", err)
+	}
 	n.mu.Lock()
-	n.drained = drained
+	n.drained, n.drainRead = drained, true
 	n.mu.Unlock()
 	lease, _, _ := n.fence.state()
 	if lease == 0 {
