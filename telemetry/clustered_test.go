@@ -29,7 +29,7 @@ import (
 
 func clusteredConfig(etcd, name string, agents map[string]*gnmitest.Agent, snmpAgent, trapAddr string) Config {
 	cfg := Config{
-		Triggers: []TriggerRule{{Task: "on-trap", Target: "traps", Path: "/snmp/traps/..."}},
+		Triggers:   []TriggerRule{{Task: "on-trap", Target: "traps", Path: "/snmp/traps/..."}},
 		GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:0"},
 		Store:      tsdb.Config{FlushInterval: confval.Duration(50 * time.Millisecond)},
 		Cluster: cluster.Config{Etcd: []string{etcd}, Name: name, LeaseTTL: confval.Duration(2 * time.Second),
@@ -99,7 +99,7 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 	settled := time.Now()
 
 	t.Run("replica equals holder", func(t *testing.T) {
-		until := settled.Add(3 * time.Second) // an SNMP poll every second
+		until := settled.Add(3 * time.Second)         // an SNMP poll every second
 		time.Sleep(time.Until(until) + 2*time.Second) // past the replica's settle time and interval
 		for tg, h := range holder {
 			if tg == "traps" {

@@ -70,7 +70,7 @@ type Node struct {
 
 	mu        sync.Mutex
 	drained   bool
-	drainRead bool // the drained flag was read from etcd (at the first registration)
+	drainRead bool              // the drained flag was read from etcd (at the first registration)
 	members   map[string]Member // by name, from etcd
 	holders   map[string]Holder // by target, from etcd
 	holding   map[string]*task  // targets placed here, each trying to hold or holding
