@@ -129,8 +129,12 @@ func (s *Service) Start(ctx context.Context) (err error) {
 		}
 		s.server.SetHistory(s.db) // the history extension replays the store
 		if s.cfg.Cluster.Enabled() {
+			dial, err := gnmi.DialOptions(s.cfg.peerTarget())
+			if err != nil {
+				return fmt.Errorf("telemetry cluster: %w", err)
+			}
 			s.node = cluster.New(cluster.Options{Cfg: s.cfg.Cluster, Targets: s.cfg.targetNames(), Collector: s, Local: s,
-				Log: s.log.With("part", "cluster"), Reg: reg})
+				Log: s.log.With("part", "cluster"), Reg: reg, Dial: dial})
 			s.server.SetEpochs(s.node.Epoch)                           // replicas check whom they copy from
 			s.server.SetDivert(s.node.Divert, s.node.DialOptions()...) // a Get or Subscribe for a target a stale replica has goes to the holder
 		}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"net"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -21,6 +23,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/etcdtest"
 	"github.com/outpost-edge/outpost/internal/gnmitest"
 	"github.com/outpost-edge/outpost/internal/tcpproxy"
+	"github.com/outpost-edge/outpost/internal/testpki"
 	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
@@ -63,9 +66,9 @@ func settledHolders(t *testing.T, ds map[string]*daemon, targets int, within tim
 // startCluster starts a real etcd, four counted fake gNMI devices and one
 // outpost process per name; etcdFor may put something between a process
 // and etcd; keys, when not nil, gives the other cluster keys (", key:
-// value", default a replica_interval of 200ms) from the name and the gNMI
-// server's address.
-func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(name, endpoint string) string, keys func(name, gnmi string) string) (map[string]*daemon, map[string]*gnmitest.Agent, *etcdtest.Server) {
+// value", default a replica_interval of 200ms) and the gNMI server's (the
+// same way) from the name and the gNMI server's address.
+func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(name, endpoint string) string, keys func(name, gnmi string) (cluster, server string)) (map[string]*daemon, map[string]*gnmitest.Agent, *etcdtest.Server) {
 	t.Helper()
 	etcd := etcdtest.Start(t)
 	agents := map[string]*gnmitest.Agent{}
@@ -76,9 +79,9 @@ func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(
 	}
 	ds := map[string]*daemon{}
 	for _, name := range names {
-		gnmi, extra := mqtttest.FreeAddr(t), ", replica_interval: 200ms"
+		gnmi, extra, server := mqtttest.FreeAddr(t), ", replica_interval: 200ms", ""
 		if keys != nil {
-			extra = keys(name, gnmi)
+			extra, server = keys(name, gnmi)
 		}
 		ds[name] = startDaemon(t, fmt.Sprintf(`
 node: {id: %s}
@@ -86,11 +89,11 @@ admin: {listen: "{{admin}}"}
 mqtt: {broker: {listen: "{{broker}}"}}
 telemetry:
   store: {flush_interval: 50ms}
-  gnmi_server: {listen: %q}
+  gnmi_server: {listen: %q%s}
   cluster: {etcd: [%q], lease_ttl: %s%s}
   gnmi:
     targets:
-%s`, name, gnmi, etcdFor(name, etcd.Endpoint()), ttl, extra, targets.String()))
+%s`, name, gnmi, server, etcdFor(name, etcd.Endpoint()), ttl, extra, targets.String()))
 	}
 	return ds, agents, etcd
 }
@@ -368,9 +371,9 @@ func TestClusterStaleReplicaProxies(t *testing.T) {
 	const ttl = 2 * time.Second
 	proxies := map[string]*tcpproxy.Proxy{}
 	listen := map[string]string{}
-	ds, _, _ := startCluster(t, ttl, []string{"a", "b"}, func(_, e string) string { return e }, func(name, gnmi string) string {
+	ds, _, _ := startCluster(t, ttl, []string{"a", "b"}, func(_, e string) string { return e }, func(name, gnmi string) (string, string) {
 		proxies[name], listen[name] = tcpproxy.Start(t, func() string { return gnmi }), gnmi
-		return fmt.Sprintf(", replica_interval: 1m, advertise: %q", proxies[name].Addr)
+		return fmt.Sprintf(", replica_interval: 1m, advertise: %q", proxies[name].Addr), ""
 	})
 	holders := settledHolders(t, ds, 4, 40*time.Second)
 	holder, replica := holders["sw1"], "a"
@@ -442,5 +445,48 @@ func TestClusterStaleReplicaProxies(t *testing.T) {
 	}
 	if newer == 0 {
 		t.Errorf("the subscription at the stale replica got no value collected after it went stale")
+	}
+}
+
+// Instances whose gNMI servers use TLS and a password replicate over TLS,
+// checking each other's certificates against cluster.ca_file, with the
+// password the cluster shares; a replica then serves what it copied.
+func TestClusterOverTLS(t *testing.T) {
+	const ttl = 2 * time.Second
+	dir := t.TempDir()
+	ca := testpki.New(t, dir, "cluster")
+	pass := filepath.Join(dir, "gnmi.pass")
+	if err := os.WriteFile(pass, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ds, _, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e }, func(name, _ string) (string, string) {
+		cert, key := ca.Server(t, name, net.IPv4(127, 0, 0, 1))
+		return fmt.Sprintf(", replica_interval: 200ms, ca_file: %q", ca.CAFile),
+			fmt.Sprintf(", tls: {cert_file: %q, key_file: %q}, username: peer, password_file: %q", cert, key, pass)
+	})
+	holders := settledHolders(t, ds, 4, 40*time.Second)
+	for name, d := range ds {
+		st := d.clusterStatus()
+		for _, m := range st.Members {
+			if m.Name != name {
+				continue
+			}
+			// The servers take TLS only: the replicas read them over TLS.
+			conn, err := grpc.NewClient(m.GNMI, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if _, err := gpb.NewGNMIClient(conn).Capabilities(ctx, &gpb.CapabilityRequest{}); err == nil {
+				t.Errorf("%s's gNMI server answered in plaintext", name)
+			}
+			cancel()
+			conn.Close()
+		}
+		for _, ts := range st.Targets {
+			if ts.Role == cluster.RoleReplica && (!ts.Live || ts.Points == 0 || ts.Error != "") {
+				t.Errorf("%s's replica of %s (holder %s): %+v", name, ts.Target, holders[ts.Target], ts)
+			}
+		}
 	}
 }

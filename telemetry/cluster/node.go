@@ -54,6 +54,7 @@ type Options struct {
 	Local     Local // the store replicas are written to
 	Log       *slog.Logger
 	Reg       prometheus.Registerer // nil: no metrics
+	Dial      []grpc.DialOption     // how to reach the others' gNMI servers; nil: plaintext
 }
 
 // Node is this instance's part in the cluster.
@@ -99,8 +100,10 @@ func New(o Options) *Node {
 		members: map[string]Member{}, holders: map[string]Holder{}, holding: map[string]*task{},
 		following: map[string]*follow{}, retiring: map[*follow]struct{}{}, writers: map[string]*replicaWriter{},
 		epochs: map[string]int64{}, digest: targetsDigest(o.Targets),
-		conns: &conns{m: map[string]*sharedConn{}, opts: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256 << 20))}}}
+		conns: &conns{m: map[string]*sharedConn{}, opts: o.Dial}}
+	if len(n.conns.opts) == 0 {
+		n.conns.opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
 	n.metrics = newMetrics(n, o.Reg, log)
 	return n
 }
