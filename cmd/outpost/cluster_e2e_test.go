@@ -43,7 +43,7 @@ func (d *daemon) clusterStatus() cluster.Status {
 
 // settledHolders waits until each target is collected by one daemon and
 // copied by every other with data, and returns target → holder name.
-func settledHolders(t *testing.T, ds map[string]*daemon, targets int, within time.Duration) map[string]string {
+func settledHolders(t testing.TB, ds map[string]*daemon, targets int, within time.Duration) map[string]string {
 	t.Helper()
 	var holders map[string]string
 	waitUntil(t, within, "holders and replicas settled", func() bool {
@@ -75,7 +75,7 @@ func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(
 	var targets strings.Builder
 	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
 		agents[n] = gnmitest.StartAgent(t)
-		fmt.Fprintf(&targets, "      - {name: %s, address: %q, backoff_min: 100ms, backoff_max: 200ms, subscriptions: [{paths: [/interfaces]}]}\n", n, agents[n].Addr)
+		targets.WriteString(targetYAML(n, agents[n].Addr, "100ms", "200ms"))
 	}
 	ds := map[string]*daemon{}
 	for _, name := range names {
@@ -83,19 +83,33 @@ func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(
 		if keys != nil {
 			extra, server = keys(name, gnmi)
 		}
-		ds[name] = startDaemon(t, fmt.Sprintf(`
+		ds[name] = startDaemon(t, daemonYAML(name, gnmi, server, fmt.Sprintf("{etcd: [%q], lease_ttl: %s%s}", etcdFor(name, etcd.Endpoint()), ttl, extra), targets.String()))
+	}
+	return ds, agents, etcd
+}
+
+// targetYAML is one gNMI target of a daemon's config, a line of the list.
+func targetYAML(name, addr, backoffMin, backoffMax string) string {
+	return fmt.Sprintf("      - {name: %s, address: %q, backoff_min: %s, backoff_max: %s, subscriptions: [{paths: [/interfaces]}]}\n", name, addr, backoffMin, backoffMax)
+}
+
+// daemonYAML is the config of a telemetry daemon: its gNMI server (listen
+// and more keys), the cluster section (a flow map; "" for none) and its
+// targets (lines from targetYAML).
+func daemonYAML(name, gnmiListen, serverKeys, cluster, targets string) string {
+	if cluster != "" {
+		cluster = "\n  cluster: " + cluster
+	}
+	return fmt.Sprintf(`
 node: {id: %s}
 admin: {listen: "{{admin}}"}
 mqtt: {broker: {listen: "{{broker}}"}}
 telemetry:
   store: {flush_interval: 50ms}
-  gnmi_server: {listen: %q%s}
-  cluster: {etcd: [%q], lease_ttl: %s%s}
+  gnmi_server: {listen: %q%s}%s
   gnmi:
     targets:
-%s`, name, gnmi, server, etcdFor(name, etcd.Endpoint()), ttl, extra, targets.String()))
-	}
-	return ds, agents, etcd
+%s`, name, gnmiListen, serverKeys, cluster, targets)
 }
 
 // checkCollectors fails the test if a device saw two collectors at once, or
