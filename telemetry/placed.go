@@ -20,7 +20,7 @@ import (
 // instances hold arrives as replicas (Replicate), stored and served but
 // neither published to MQTT nor triggering tasks, which run on the holder.
 //
-// The node's calls (Collect, its stop, Newest, Has, Replicate) read s.hub,
+// The node's calls (Collect, its stop, Newest, Times, Replicate) read s.hub,
 // s.db, s.server and s.traps without Service.mu: they are set before the node starts and
 // cleared after it stopped, and Stop holds Service.mu while it waits for
 // the node.
@@ -178,16 +178,24 @@ func (s *Service) Newest(target string) map[string]int64 {
 	return out
 }
 
-// Has reports whether the store has a point of target's series path
-// stamped ts.
-func (s *Service) Has(target, path string, ts int64) bool {
+// Times returns the timestamps of the points of target's series path
+// stored in [from, to].
+func (s *Service) Times(target, path string, from, to int64) map[int64]bool {
+	out := map[int64]bool{}
 	pat, err := model.ParsePattern(path)
 	if err != nil {
-		return false
+		return out
 	}
-	at := time.Unix(0, ts)
-	ss, err := s.db.Query(context.Background(), tsdb.Query{Target: target, Path: pat, Since: at, Until: at, Limit: 1})
-	return err == nil && len(ss) > 0
+	ss, err := s.db.Query(context.Background(), tsdb.Query{Target: target, Path: pat, Since: time.Unix(0, from), Until: time.Unix(0, to)})
+	if err != nil {
+		return out
+	}
+	for _, se := range ss {
+		for _, p := range se.Points {
+			out[p.Time.UnixNano()] = true
+		}
+	}
+	return out
 }
 
 // Replicate stores what a target's holder collected: into the store and

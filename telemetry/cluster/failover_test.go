@@ -74,9 +74,9 @@ func (c *collectors) snapshot() (map[string]string, []string) {
 
 type nopLocal struct{}
 
-func (nopLocal) Newest(string) map[string]int64 { return nil }
-func (nopLocal) Has(string, string, int64) bool { return false }
-func (nopLocal) Replicate([]model.Update)       {}
+func (nopLocal) Newest(string) map[string]int64                    { return nil }
+func (nopLocal) Times(string, string, int64, int64) map[int64]bool { return nil }
+func (nopLocal) Replicate([]model.Update)                          {}
 
 const testTTL = 2 * time.Second
 

@@ -23,9 +23,9 @@ type Local interface {
 	// Newest returns the newest stored timestamp of each of target's
 	// series, by path.
 	Newest(target string) map[string]int64
-	// Has reports whether the store has a point of target's series path
-	// stamped ts.
-	Has(target, path string, ts int64) bool
+	// Times returns the timestamps of the points of target's series path
+	// stored in [from, to].
+	Times(target, path string, from, to int64) map[int64]bool
 	// Replicate stores updates copied from a target's holder (the store and
 	// the gNMI server's cache, not MQTT or triggers: those run on the
 	// holder).
@@ -262,22 +262,39 @@ func (w *replicaWriter) resumeFrom() int64 {
 	return w.newest - int64(settle)
 }
 
-// write stores the points of us newer than their series' newest and
+// write stores the points of us (of one target) that the store lacks and
 // returns how many.
 func (w *replicaWriter) write(us []model.Update) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	kept := make([]model.Update, 0, len(us))
+	older := map[string][]model.Update{} // by path: not newer than the series' newest
 	for _, u := range us {
 		if last, ok := w.last[u.Path]; ok && u.Time <= last {
-			if u.Time == last || w.local.Has(u.Target, u.Path, u.Time) {
-				continue
+			if u.Time != last {
+				older[u.Path] = append(older[u.Path], u)
 			}
-		} else {
-			w.last[u.Path] = u.Time
+			continue
 		}
+		w.last[u.Path] = u.Time
 		w.newest = max(w.newest, u.Time)
 		kept = append(kept, u)
+	}
+	for path, ps := range older { // one store read per series
+		lo, hi := ps[0].Time, ps[0].Time
+		for _, p := range ps {
+			lo, hi = min(lo, p.Time), max(hi, p.Time)
+		}
+		have := w.local.Times(ps[0].Target, path, lo, hi)
+		if have == nil {
+			have = map[int64]bool{}
+		}
+		for _, p := range ps {
+			if !have[p.Time] {
+				have[p.Time] = true
+				kept = append(kept, p)
+			}
+		}
 	}
 	if len(kept) > 0 {
 		w.local.Replicate(kept)
