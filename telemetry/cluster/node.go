@@ -398,8 +398,8 @@ func (n *Node) serve(ctx context.Context, lease clientv3.LeaseID, target string,
 			continue
 		}
 		n.log.Info("cluster: collecting", "target", target, "epoch", epoch)
+		n.setEpoch(target, epoch) // replicas may follow from now: their streams get what is collected
 		stop := n.coll.Collect(target, epoch)
-		n.setEpoch(target, epoch)
 		n.mCollecting.Inc()
 		for n.fence.valid(lease) && ctx.Err() == nil {
 			_, _, changed = n.fence.state()

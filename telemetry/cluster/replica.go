@@ -93,6 +93,7 @@ func (n *Node) replicate(ctx context.Context, target string, f *follow, w *repli
 	defer n.conns.put(f.holder.GNMI)
 	gc := gpb.NewGNMIClient(conn)
 	for !f.isRetired() {
+		retry := n.cfg.ReplicaInterval.Std()
 		from := w.resumeFrom()
 		err := readStream(ctx, gc, target, f.holder.Epoch, from, math.MaxInt64, func(us []model.Update, live bool) {
 			kept := w.write(us)
@@ -121,14 +122,17 @@ func (n *Node) replicate(ctx context.Context, target string, f *follow, w *repli
 			return
 		case err == nil: // the holder stopped collecting: it resumes or is replaced
 		case errors.Is(err, errNotHolder):
+			// etcd names it the holder but it does not collect (yet, or
+			// again after a renewal it could not confirm): ask again soon.
 			n.mRefused.Inc()
 			f.setErr(err)
+			retry = min(retry, refusedRetry)
 		default:
 			n.mReplicaErrors.Inc()
 			f.setErr(err)
 		}
 		if !f.isRetired() {
-			sleep(ctx, n.cfg.ReplicaInterval.Std())
+			sleep(ctx, retry)
 		}
 	}
 }
@@ -156,6 +160,9 @@ func (f *follow) setErr(err error) {
 	f.err = err.Error()
 	f.mu.Unlock()
 }
+
+// refusedRetry is how soon a replica asks again a holder that refused it.
+const refusedRetry = 200 * time.Millisecond
 
 // errNotHolder is a holder's answer under another epoch than the one
 // followed: it no longer holds the target (or not yet again).
