@@ -5,9 +5,10 @@
 // target's lock (an etcd election under the same lease, its value naming
 // the holder, its creation revision the epoch) and collects only while its
 // lease renewals are confirmed (see fence). The other members follow the
-// holder: they copy what it stored, over its gNMI server's history
-// extension, into their own store, so a Get, Subscribe or query for the
-// target at any instance is served from its replica.
+// holder: one gNMI stream per target (its gNMI server's history extension,
+// stored points then live ones) into their own store, so a Get, Subscribe
+// or query for the target at any instance is served from its replica, or
+// passed to the holder while that replica is stale (Divert).
 //
 // Lock order: Node.mu, then follow.mu; fence.mu is taken alone.
 package cluster
