@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,6 +305,12 @@ func TestClusterDrainCLI(t *testing.T) {
 			t.Errorf("%s: a and b differ across the drain:\n a %+v\n b %+v", tg, got[0], got[1])
 		}
 	}
+	// The drain is kept in etcd: a restarted a comes back drained.
+	ds["a"].stop(syscall.SIGTERM, 30*time.Second)
+	ds["a"].start()
+	waitUntil(t, 20*time.Second, "a is a member again", func() bool { return ds["a"].clusterStatus().Member })
+	time.Sleep(time.Second) // it would have taken its share by now
+	waitUntil(t, 20*time.Second, "b still holds every device", holds("b", 4))
 	out := cli("cluster", "status")
 	for _, want := range []string{"instance a (member: true, drained: true)", "sw1", "replica"} {
 		if !strings.Contains(out, want) {
