@@ -1,13 +1,14 @@
 // Package tcpproxy forwards TCP connections on loopback for tests that
 // need to break a link between two real processes: Drop closes the
-// connections open now (the next ones go through), Cut closes everything.
+// connections open now (the next ones go through), Cut closes everything,
+// Stall holds every byte for a while (a peer that does not answer).
 package tcpproxy
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy forwards each connection to its Addr to the address To returns.
@@ -17,9 +18,10 @@ type Proxy struct {
 	to func() string
 	l  net.Listener
 
-	mu    sync.Mutex
-	conns []net.Conn
-	done  bool
+	mu      sync.Mutex
+	conns   []net.Conn
+	done    bool
+	stalled time.Time // bytes wait until then
 }
 
 // Start listens on a random loopback port and forwards to the address to
@@ -55,9 +57,39 @@ func (p *Proxy) accept() {
 		}
 		p.conns = append(p.conns, c, u)
 		p.mu.Unlock()
-		go func() { _, _ = io.Copy(u, c); u.Close() }()
-		go func() { _, _ = io.Copy(c, u); c.Close() }()
+		go p.pipe(u, c)
+		go p.pipe(c, u)
 	}
+}
+
+// pipe copies src to dst, holding each read while stalled, then closes
+// dst.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			until := p.stalled
+			p.mu.Unlock()
+			time.Sleep(time.Until(until))
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Stall holds every byte that arrives in the next d, both ways, until d
+// has passed; the connections stay open.
+func (p *Proxy) Stall(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stalled = time.Now().Add(d)
 }
 
 // Drop closes every connection forwarded so far; new ones are forwarded.
