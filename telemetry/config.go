@@ -80,6 +80,15 @@ func (t *Config) Resolve(dir, nodeID string) {
 	if t.Cluster.Name == "" {
 		t.Cluster.Name = nodeID
 	}
+	confval.Rel(dir, &t.Cluster.CAFile)
+}
+
+// peerTarget is how this instance reaches the others' gNMI servers: as its
+// own server is reached (TLS, checked against cluster.ca_file, and the
+// username and password, which the instances of a cluster share).
+func (t Config) peerTarget() gnmi.Target {
+	g := t.GNMIServer
+	return gnmi.Target{TLS: gnmi.TLS{Enabled: g.TLS.CertFile != "", CAFile: t.Cluster.CAFile}, Username: g.Username, PasswordFile: g.PasswordFile}
 }
 
 // GNMIServerExpiry is the gNMI server's expire_after for these targets (see
@@ -157,7 +166,7 @@ func (t Config) Validate(c *confval.Checker, hasTask func(string) bool) {
 	}
 	t.GNMIServer.Validate(c.At("gnmi_server"), t.collectionInterval())
 	g := t.GNMIServer
-	t.Cluster.Validate(c.At("cluster"), g.Listen, g.TLS.CertFile != "" || g.Username != "")
+	t.Cluster.Validate(c.At("cluster"), g.Listen, g.TLS.CertFile != "")
 
 	for i, m := range t.MQTT {
 		mc := c.Index("mqtt", i)

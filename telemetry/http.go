@@ -35,12 +35,12 @@ func (s *Service) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/telemetry/latest", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		pts, err := s.Latest(q.Get("target"), q.Get("path"))
+		pts, proxiedTo, err := s.latest(q.Get("target"), q.Get("path"))
 		if err != nil {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, s.withServedFrom(q.Get("target"), map[string]any{"points": pts}))
+		writeJSON(w, http.StatusOK, s.withServedFrom(q.Get("target"), proxiedTo, map[string]any{"points": pts}))
 	})
 	mux.HandleFunc("GET /v1/telemetry/query", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -57,12 +57,12 @@ func (s *Service) Handler() http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		res, err := s.Query(r.Context(), req)
+		res, proxiedTo, err := s.query(r.Context(), req)
 		if err != nil {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, s.withServedFrom(req.Target, map[string]any{"since": req.Since.UTC(), "until": req.Until.UTC(), "series": res}))
+		writeJSON(w, http.StatusOK, s.withServedFrom(req.Target, proxiedTo, map[string]any{"since": req.Since.UTC(), "until": req.Until.UTC(), "series": res}))
 	})
 	s.clusterRoutes(mux)
 	return mux
@@ -160,9 +160,11 @@ func (s *Service) clusterRoutes(mux *http.ServeMux) {
 var errNotClustered = errors.New("this instance is not in a telemetry cluster (telemetry.cluster.etcd is empty)")
 
 // withServedFrom adds, on a clustered instance, "served_from": for each
-// target the glob matches, whether this instance collects it (holder) or
-// answers from its replica (with the replica's lag), and who holds it.
-func (s *Service) withServedFrom(glob string, answer map[string]any) map[string]any {
+// target the glob matches, whether this instance collects it (holder),
+// answers from its replica (with the replica's lag), or passed the read to
+// the holder (proxy, proxiedTo: the replica here was stale), and who holds
+// it.
+func (s *Service) withServedFrom(glob, proxiedTo string, answer map[string]any) map[string]any {
 	n := s.Cluster()
 	if n == nil {
 		return answer
@@ -170,6 +172,9 @@ func (s *Service) withServedFrom(glob string, answer map[string]any) map[string]
 	from := map[string]cluster.TargetState{}
 	for _, ts := range n.Status().Targets {
 		if model.Glob(glob, ts.Target) {
+			if proxiedTo != "" {
+				ts.Role, ts.Holder = cluster.RoleProxy, proxiedTo
+			}
 			from[ts.Target] = ts
 		}
 	}

@@ -9,17 +9,19 @@ import (
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/model"
 	"github.com/outpost-edge/outpost/telemetry/snmp"
+	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
 
 // In a cluster, each target is collected by the instance that holds its
 // lock: the node calls Collect when this instance takes a target and the
 // returned stop when it must let go. Each held target has its own gNMI
-// client or SNMP poller; what other instances hold arrives as replicas
-// (Replicate), stored and served but neither published to MQTT nor
-// triggering tasks, which run on the holder.
+// client or SNMP poller; the trap receiver is the collector of the target
+// traps are recorded under, so it listens on one instance only. What other
+// instances hold arrives as replicas (Replicate), stored and served but
+// neither published to MQTT nor triggering tasks, which run on the holder.
 //
-// The node's calls (Collect, its stop, Newest, Replicate) read s.hub, s.db
-// and s.server without Service.mu: they are set before the node starts and
+// The node's calls (Collect, its stop, Newest, Times, Replicate) read s.hub,
+// s.db, s.server and s.traps without Service.mu: they are set before the node starts and
 // cleared after it stopped, and Stop holds Service.mu while it waits for
 // the node.
 
@@ -36,10 +38,13 @@ type placed struct {
 }
 
 func (p placed) status() []model.TargetStatus {
-	if p.client != nil {
+	switch {
+	case p.client != nil:
 		return p.client.Status()
+	case p.poller != nil:
+		return p.poller.Status()
 	}
-	return p.poller.Status()
+	return nil // the trap receiver
 }
 
 // Collect starts collecting one configured target; stop returns once its
@@ -62,6 +67,8 @@ func (s *Service) Collect(target string, epoch int64) (stop func()) {
 		if p.poller, err = snmp.NewPoller(c, h.publish, log.With("part", "snmp")); err == nil {
 			run = p.poller.Run
 		}
+	} else if target == s.cfg.SNMP.Traps.Target && s.traps != nil {
+		return s.receiveTraps(target, p)
 	} else {
 		err = fmt.Errorf("no target %q configured", target)
 	}
@@ -71,17 +78,43 @@ func (s *Service) Collect(target string, epoch int64) (stop func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	s.placedMu.Lock()
-	s.placed[target] = p
-	s.placedMu.Unlock()
+	s.place(target, p)
 	go func() { defer close(done); run(ctx) }()
 	return func() {
 		cancel()
 		<-done
-		s.placedMu.Lock()
-		delete(s.placed, target)
-		s.placedMu.Unlock()
+		s.unplace(target)
 	}
+}
+
+// receiveTraps listens for traps while this instance holds their target.
+func (s *Service) receiveTraps(target string, p placed) (stop func()) {
+	errc, err := s.traps.Listen(s.cfg.SNMP.Traps.Listen)
+	if err != nil {
+		s.log.Error("telemetry: cannot receive traps", "err", err)
+		return func() {}
+	}
+	s.place(target, p)
+	return func() {
+		s.traps.Close()
+		<-errc
+		s.unplace(target)
+	}
+}
+
+func (s *Service) place(target string, p placed) {
+	s.placedMu.Lock()
+	defer s.placedMu.Unlock()
+	s.placed[target] = p
+}
+
+// unplace forgets a target whose collector stopped; the replicas' streams
+// of it end after its last points.
+func (s *Service) unplace(target string) {
+	s.placedMu.Lock()
+	delete(s.placed, target)
+	s.placedMu.Unlock()
+	s.server.Released(target)
 }
 
 func (s *Service) gnmiTarget(name string) (gnmi.Target, bool) {
@@ -102,7 +135,8 @@ func (s *Service) snmpTarget(name string) (snmp.Target, bool) {
 	return snmp.Target{}, false
 }
 
-// targetNames lists every configured target, gNMI then SNMP.
+// targetNames lists every configured target, gNMI then SNMP, then the
+// one traps are recorded under when the receiver is on.
 func (c Config) targetNames() []string {
 	var out []string
 	for _, t := range c.GNMI.Targets {
@@ -110,6 +144,9 @@ func (c Config) targetNames() []string {
 	}
 	for _, t := range c.SNMP.Targets {
 		out = append(out, t.Name)
+	}
+	if c.SNMP.Traps.Listen != "" {
+		out = append(out, c.SNMP.Traps.Target)
 	}
 	return out
 }
@@ -132,16 +169,33 @@ func (s *Service) placedClient(target string) *gnmi.Client {
 	return s.placed[target].client
 }
 
-// Newest is the time of target's newest stored point (zero: none).
-func (s *Service) Newest(target string) time.Time {
-	var newest int64
+// Newest is the newest stored timestamp of each of target's series.
+func (s *Service) Newest(target string) map[string]int64 {
+	out := map[string]int64{}
 	for _, u := range s.db.Latest(target, model.MustPattern("/...")) {
-		newest = max(newest, u.Time)
+		out[u.Path] = max(out[u.Path], u.Time)
 	}
-	if newest == 0 {
-		return time.Time{}
+	return out
+}
+
+// Times returns the timestamps of the points of target's series path
+// stored in [from, to].
+func (s *Service) Times(target, path string, from, to int64) map[int64]bool {
+	out := map[int64]bool{}
+	pat, err := model.ParsePattern(path)
+	if err != nil {
+		return out
 	}
-	return time.Unix(0, newest)
+	ss, err := s.db.Query(context.Background(), tsdb.Query{Target: target, Path: pat, Since: time.Unix(0, from), Until: time.Unix(0, to)})
+	if err != nil {
+		return out
+	}
+	for _, se := range ss {
+		for _, p := range se.Points {
+			out[p.Time.UnixNano()] = true
+		}
+	}
+	return out
 }
 
 // Replicate stores what a target's holder collected: into the store and

@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -128,10 +129,14 @@ func (s *Service) Start(ctx context.Context) (err error) {
 		}
 		s.server.SetHistory(s.db) // the history extension replays the store
 		if s.cfg.Cluster.Enabled() {
+			dial, err := gnmi.DialOptions(s.cfg.peerTarget())
+			if err != nil {
+				return fmt.Errorf("telemetry cluster: %w", err)
+			}
 			s.node = cluster.New(cluster.Options{Cfg: s.cfg.Cluster, Targets: s.cfg.targetNames(), Collector: s, Local: s,
-				Log: s.log.With("part", "cluster"), Reg: reg})
-			s.server.SetEpochs(s.node.Epoch)  // replicas check whom they copy from
-			s.server.SetDivert(s.node.Divert) // a Get for a target a stale replica has goes to the holder
+				Log: s.log.With("part", "cluster"), Reg: reg, Dial: dial})
+			s.server.SetEpochs(s.node.Epoch)                           // replicas check whom they copy from
+			s.server.SetDivert(s.node.Divert, s.node.DialOptions()...) // a Get or Subscribe for a target a stale replica has goes to the holder
 		}
 		if err = s.server.Start(); err != nil {
 			return err
@@ -148,9 +153,11 @@ func (s *Service) Start(ctx context.Context) (err error) {
 		if s.traps, err = snmp.NewTrapReceiver(s.cfg.SNMP.Traps, filepath.Join(s.dataDir, "telemetry", "snmp_engine_boots"), s.hub.publish, s.log.With("part", "snmp-traps")); err != nil {
 			return err
 		}
-		if s.trapErr, err = s.traps.Listen(s.cfg.SNMP.Traps.Listen); err != nil {
-			s.traps = nil
-			return err
+		if !s.cfg.Cluster.Enabled() { // clustered: on the holder of the traps target (Collect)
+			if s.trapErr, err = s.traps.Listen(s.cfg.SNMP.Traps.Listen); err != nil {
+				s.traps = nil
+				return err
+			}
 		}
 		if reg != nil {
 			tr := s.traps
@@ -226,9 +233,11 @@ func (s *Service) stopLocked(ctx context.Context) error {
 		s.log.Warn("telemetry: collectors still stopping at the deadline")
 	}
 	if s.traps != nil {
-		s.traps.Close()
-		<-s.trapErr
-		s.traps = nil
+		if s.trapErr != nil {
+			s.traps.Close()
+			<-s.trapErr
+		}
+		s.traps, s.trapErr = nil, nil
 	}
 	if s.server != nil {
 		s.server.Stop(ctx)
@@ -299,21 +308,60 @@ func (s *Service) Publish(us []Update) error {
 }
 
 // Latest returns the latest value of each series matching a target glob ("" all) and path pattern.
+// In a cluster, one target (not a glob) whose replica here is stale is read at its holder.
 func (s *Service) Latest(target, path string) ([]model.Point, error) {
+	pts, _, err := s.latest(target, path)
+	return pts, err
+}
+
+// latest is Latest, with the member that answered when it was passed on.
+func (s *Service) latest(target, path string) (pts []model.Point, proxiedTo string, err error) {
 	db, err := s.store()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	pat, err := model.ParsePattern(path)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	us := db.Latest(target, pat)
+	var us []model.Update
+	if node, addr, member := s.proxyFor(target); addr != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		all, err := node.RemoteLatest(ctx, addr, target)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, u := range all {
+			if pat.MatchString(u.Path) {
+				us = append(us, u)
+			}
+		}
+		proxiedTo = member
+	} else {
+		us = db.Latest(target, pat)
+	}
 	out := make([]model.Point, len(us))
 	for i, u := range us {
 		out[i] = u.Point()
 	}
-	return out, nil
+	return out, proxiedTo, nil
+}
+
+// proxyFor returns, when a read of target here goes to its holder (one
+// target, not a glob, whose replica here is stale), the holder's gNMI
+// address and name; addr is "" otherwise.
+func (s *Service) proxyFor(target string) (node *cluster.Node, addr, member string) {
+	node = s.Cluster()
+	if node == nil || target == "" || strings.ContainsAny(target, "*?") {
+		return nil, "", ""
+	}
+	addr, _ = node.Divert(target)
+	if addr == "" {
+		return nil, "", ""
+	}
+	h, _ := node.Holder(target)
+	return node, addr, h.Member
 }
 
 // QueryRequest selects points; see tsdb.Query.
@@ -327,20 +375,40 @@ type QueryRequest struct {
 }
 
 // Query returns points (or buckets when Bucket > 0) per series; it stops
-// with an error wrapping ctx's cause when ctx ends.
+// with an error wrapping ctx's cause when ctx ends. In a cluster, one
+// target (not a glob) whose replica here is stale is read at its holder.
 func (s *Service) Query(ctx context.Context, q QueryRequest) ([]tsdb.Series, error) {
+	res, _, err := s.query(ctx, q)
+	return res, err
+}
+
+// query is Query, with the member that answered when it was passed on.
+func (s *Service) query(ctx context.Context, q QueryRequest) (res []tsdb.Series, proxiedTo string, err error) {
 	db, err := s.store()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	pat, err := model.ParsePattern(q.Path)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if q.Bucket < 0 {
-		return nil, fmt.Errorf("bucket must not be negative")
+		return nil, "", fmt.Errorf("bucket must not be negative")
 	}
-	return db.Query(ctx, tsdb.Query{Target: q.Target, Path: pat, Since: q.Since, Until: q.Until, Bucket: q.Bucket, Limit: q.Limit})
+	tq := tsdb.Query{Target: q.Target, Path: pat, Since: q.Since, Until: q.Until, Bucket: q.Bucket, Limit: q.Limit}
+	if node, addr, member := s.proxyFor(q.Target); addr != "" {
+		until := time.Now()
+		if !q.Until.IsZero() && q.Until.Before(until) {
+			until = q.Until // a range ending later would be followed
+		}
+		us, err := node.RemoteRange(ctx, addr, q.Target, q.Since.UnixNano(), until.UnixNano())
+		if err != nil {
+			return nil, "", err
+		}
+		return tq.Answer(us), member, nil
+	}
+	res, err = db.Query(ctx, tq)
+	return res, "", err
 }
 
 // Status returns every target's state, gNMI first then SNMP.

@@ -136,7 +136,7 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out", qos: 1}]
 	}
 }
 
-func waitUntil(t *testing.T, timeout time.Duration, what string, f func() bool) {
+func waitUntil(t testing.TB, timeout time.Duration, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !f() {

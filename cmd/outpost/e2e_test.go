@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 
 // daemon is a running outpost process.
 type daemon struct {
-	t      *testing.T
+	t      testing.TB
 	bin    string // the outpost binary it runs, and whose CLI cli runs
 	cmd    *exec.Cmd
 	dir    string
@@ -67,14 +67,14 @@ func wasm(t *testing.T, name string) string {
 // startDaemon writes cfg (with {{admin}} and {{broker}} replaced by free
 // loopback addresses, and data_dir set) and runs `outpost run` on it until
 // it reports healthy.
-func startDaemon(t *testing.T, cfg string) *daemon {
+func startDaemon(t testing.TB, cfg string) *daemon {
 	t.Helper()
 	return startDaemonIn(t, t.TempDir(), cfg)
 }
 
 // startDaemonIn is startDaemon with the config and data dir (dir/data,
 // which may be filled already) in dir.
-func startDaemonIn(t *testing.T, dir, cfg string) *daemon {
+func startDaemonIn(t testing.TB, dir, cfg string) *daemon {
 	t.Helper()
 	d := newDaemon(t, dir, cfg)
 	d.start()
@@ -83,7 +83,7 @@ func startDaemonIn(t *testing.T, dir, cfg string) *daemon {
 
 // newDaemon writes the config of startDaemonIn and returns the daemon
 // without starting it.
-func newDaemon(t *testing.T, dir, cfg string) *daemon {
+func newDaemon(t testing.TB, dir, cfg string) *daemon {
 	t.Helper()
 	adminAddr, brokerAddr := mqtttest.FreeAddr(t), mqtttest.FreeAddr(t)
 	cfg = strings.NewReplacer("{{admin}}", adminAddr, "{{broker}}", brokerAddr).Replace(cfg)

@@ -26,9 +26,13 @@ type Config struct {
 	LeaseTTL confval.Duration `yaml:"lease_ttl"`
 	// Prefix is the etcd key prefix of this cluster.
 	Prefix string `yaml:"prefix"`
-	// ReplicaInterval is how often a replica asks the holder for what it
-	// stored since the last answer.
+	// ReplicaInterval is how long a replica waits before it opens a new
+	// stream to the holder after one ended.
 	ReplicaInterval confval.Duration `yaml:"replica_interval"`
+	// CAFile is the CA (PEM) the other instances' gNMI server certificates
+	// are checked against when the gNMI server uses TLS (the instances
+	// replicate and divert over TLS then); empty: the system's roots.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Defaults of Config.
@@ -62,8 +66,8 @@ func (c Config) WithDefaults(gnmiListen string) Config {
 
 // Validate reports the problems of a cluster that is on. gnmiListen is the
 // gNMI server's listen address (the cluster replicates through it);
-// gnmiSecured says whether that server uses TLS or a password.
-func (c Config) Validate(ch *confval.Checker, gnmiListen string, gnmiSecured bool) {
+// gnmiTLS says whether that server uses TLS.
+func (c Config) Validate(ch *confval.Checker, gnmiListen string, gnmiTLS bool) {
 	if !c.Enabled() {
 		return
 	}
@@ -75,9 +79,10 @@ func (c Config) Validate(ch *confval.Checker, gnmiListen string, gnmiSecured boo
 	if gnmiListen == "" {
 		ch.Errorf("etcd", "a cluster needs telemetry.gnmi_server.listen: instances replicate and divert through it")
 	}
-	if gnmiSecured {
-		ch.Errorf("etcd", "a cluster replicates over plaintext gNMI: telemetry.gnmi_server must not use tls or a password")
+	if c.CAFile != "" && !gnmiTLS {
+		ch.Errorf("ca_file", "instances connect over TLS only when telemetry.gnmi_server.tls is set")
 	}
+	ch.File("ca_file", c.CAFile, false)
 	if c.Name == "" {
 		ch.Errorf("name", "must name this instance (default: the node id)")
 	} else if strings.Contains(c.Name, "/") {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	cases := []struct {
 		name, yaml string
 		listen     string
-		secured    bool
+		tls        bool
 		want       []string // problems, each a substring of one line
 		check      func(t *testing.T, c Config)
 	}{
@@ -36,8 +37,9 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		{name: "bad", yaml: "etcd: [127.0.0.1:2379]\nname: a/b\nadvertise: nohost\ncapacity: -1\nlease_ttl: 1500ms\nreplica_interval: 10ms\n",
 			want: []string{`etcd[0]: "127.0.0.1:2379": an etcd client URL`, "etcd: a cluster needs telemetry.gnmi_server.listen", `name: "a/b"`,
 				"advertise:", "capacity: must not be negative", "lease_ttl: 1.5s: must be whole seconds", "replica_interval: 10ms"}},
-		{name: "secured gnmi server", yaml: "etcd: [http://127.0.0.1:2379]\nname: a\n", listen: "127.0.0.1:9339", secured: true,
-			want: []string{"replicates over plaintext gNMI"}},
+		{name: "gnmi server with tls", yaml: "etcd: [http://127.0.0.1:2379]\nname: a\nca_file: " + os.DevNull + "\n", listen: "127.0.0.1:9339", tls: true},
+		{name: "a ca_file without tls", yaml: "etcd: [http://127.0.0.1:2379]\nname: a\nca_file: /nonexistent/ca.pem\n", listen: "127.0.0.1:9339",
+			want: []string{"ca_file: instances connect over TLS only when telemetry.gnmi_server.tls is set", "ca_file"}},
 		{name: "no name", yaml: "etcd: [http://127.0.0.1:2379]\n", listen: "127.0.0.1:9339", want: []string{"name: must name this instance"}},
 	}
 	for _, tc := range cases {
@@ -47,7 +49,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 			if !d.Decode(&c) {
 				t.Fatal(d.Err())
 			}
-			c.Validate(d.Checker(), tc.listen, tc.secured)
+			c.Validate(d.Checker(), tc.listen, tc.tls)
 			c = c.WithDefaults(tc.listen)
 			err := d.Err()
 			if len(tc.want) == 0 && err != nil {

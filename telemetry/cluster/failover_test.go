@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/etcdtest"
+	"github.com/outpost-edge/outpost/internal/tcpproxy"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -74,8 +76,9 @@ func (c *collectors) snapshot() (map[string]string, []string) {
 
 type nopLocal struct{}
 
-func (nopLocal) Newest(string) time.Time  { return time.Time{} }
-func (nopLocal) Replicate([]model.Update) {}
+func (nopLocal) Newest(string) map[string]int64                    { return nil }
+func (nopLocal) Times(string, string, int64, int64) map[int64]bool { return nil }
+func (nopLocal) Replicate([]model.Update)                          {}
 
 const testTTL = 2 * time.Second
 
@@ -203,6 +206,18 @@ func TestClusterPlacesFailsOverAndRebalances(t *testing.T) {
 		}
 		waitPlaced(t, c, targets, []string{"b", "c", "d"}, 20*time.Second)
 		noViolations(t, c)
+		// The drain outlives a restart: the instance comes back drained
+		// and takes nothing until it is undrained.
+		e.Stop()
+		e = startNode(outer, etcd, "e", targets, c)
+		waitUntil(t, 10*time.Second, func() bool { st := e.Status(); return st.Member && st.Drained })
+		time.Sleep(time.Second)
+		waitPlaced(t, c, targets, []string{"b", "c", "d"}, 20*time.Second)
+		if err := e.SetDrained(context.Background(), false); err != nil {
+			t.Fatal(err)
+		}
+		waitPlaced(t, c, targets, []string{"b", "c", "d", "e"}, 20*time.Second)
+		noViolations(t, c)
 	})
 }
 
@@ -230,6 +245,35 @@ func TestClusterSurvivesEtcdRestart(t *testing.T) {
 	etcd.Restart()
 	waitPlaced(t, c, targets, []string{"a", "b"}, 30*time.Second)
 	noViolations(t, c)
+}
+
+// A slow lease renewal (etcd silent for a third of the TTL, with the
+// instance's next renewals due) does not stop collection: the instance
+// stops only when no renewal sent in the last half TTL was confirmed.
+func TestClusterRidesOutASlowRenewal(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	p := tcpproxy.Start(t, func() string { return strings.TrimPrefix(etcd.Endpoint(), "http://") })
+	const ttl = 10 * time.Second
+	targets := targetNames(3)
+	c := newCollectors()
+	cfg := Config{Etcd: []string{"http://" + p.Addr}, Name: "a", LeaseTTL: confval.Duration(ttl)}.WithDefaults("")
+	n := New(Options{Cfg: cfg, Targets: targets, Collector: memberCollector{c, "a"}, Local: nopLocal{},
+		Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err := n.Start(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	waitPlaced(t, c, targets, []string{"a"}, 20*time.Second)
+	// Renewals go every TTL/8 (1.25 s): at least two fall in the stall.
+	// Each is given until TTL/2 after the last confirmed one was sent.
+	p.Stall(3300 * time.Millisecond)
+	time.Sleep(5 * time.Second)
+	c.mu.Lock()
+	stopped := len(c.stoppedAt)
+	c.mu.Unlock()
+	if stopped != 0 || testutil.ToFloat64(n.mCollecting) != 3 {
+		t.Fatalf("%d targets stopped during a stall of a third of the TTL; %v collecting", stopped, testutil.ToFloat64(n.mCollecting))
+	}
 }
 
 func waitUntil(t *testing.T, within time.Duration, cond func() bool) {

@@ -12,12 +12,14 @@ import (
 )
 
 // fence says whether this instance may collect: only while its lease is
-// confirmed alive. A renewal is sent every TTL/4 and must be confirmed
-// within TTL/4; the first renewal that is not confirmed revokes the right
-// to collect at once. The lease outlives its last confirmed renewal by the
-// TTL counted from when that renewal was sent (etcd extends it when the
-// renewal arrives, later), so collection stops at least TTL/2 before
-// another instance can take the lease's locks.
+// confirmed alive. A renewal is sent every TTL/8; the right to collect
+// lasts until TTL/2 after the sending of the last renewal confirmed, and
+// a renewal is given until then to be confirmed (a slow one on a loaded
+// host does not stop collection; none confirmed for TTL/2 does). The lease
+// outlives its last confirmed renewal by the TTL counted from when that
+// renewal was sent (etcd extends it when the renewal arrives, later), so
+// collection stops at least TTL/2 before another instance can take the
+// lease's locks.
 type fence struct {
 	mu      sync.Mutex
 	lease   clientv3.LeaseID // the confirmed lease, 0 when none
@@ -57,10 +59,10 @@ func (f *fence) valid(lease clientv3.LeaseID) bool {
 // new lease.
 func (n *Node) runLease(ctx context.Context) {
 	ttl := n.cfg.LeaseTTL.Std()
-	every := ttl / 4
+	every := ttl / 8
 	for ctx.Err() == nil {
 		sent := time.Now()
-		gctx, cancel := context.WithTimeout(ctx, every)
+		gctx, cancel := context.WithTimeout(ctx, ttl/4)
 		g, err := n.cli.Grant(gctx, int64(ttl/time.Second))
 		cancel()
 		if err != nil {
@@ -92,14 +94,19 @@ func (n *Node) runLease(ctx context.Context) {
 }
 
 // keep renews the lease until it is lost (or ctx ends), holding the fence
-// valid while renewals are confirmed. The fence is first set by a renewal
-// confirmed here, not by the grant: registering may have taken a while.
+// valid while a renewal sent in the last TTL/2 was confirmed. The fence is
+// first set by a renewal confirmed here, not by the grant: registering may
+// have taken a while. sent is when the grant was sent.
 func (n *Node) keep(ctx context.Context, sess *concurrency.Session, id clientv3.LeaseID, sent time.Time, ttl, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		at := time.Now()
-		kctx, cancel := context.WithTimeout(ctx, every)
+		deadline := sent.Add(ttl / 2) // when the fence must be down, unless confirmed
+		if !deadline.After(at) {
+			deadline = at.Add(every) // it is down: each try may bring it back up
+		}
+		kctx, cancel := context.WithDeadline(ctx, deadline)
 		r, err := n.cli.KeepAliveOnce(kctx, id)
 		cancel()
 		switch {
@@ -109,12 +116,15 @@ func (n *Node) keep(ctx context.Context, sess *concurrency.Session, id clientv3.
 		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 			return
 		default:
-			// Not confirmed: stop collecting now; keep trying while the
-			// lease may still be alive.
-			n.fence.set(0, sess)
 			n.mRenewFail.Inc()
-			n.log.Warn("cluster: lease renewal not confirmed: collection stopped", "err", err)
+			if time.Since(sent) >= ttl/2 {
+				// Nothing confirmed for TTL/2: stop collecting now; keep
+				// trying while the lease may still be alive.
+				n.fence.set(0, sess)
+				n.log.Warn("cluster: lease renewal not confirmed: collection stopped", "err", err)
+			}
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) || time.Since(sent) >= ttl {
+				n.fence.set(0, sess)
 				return
 			}
 		}

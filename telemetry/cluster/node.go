@@ -5,9 +5,10 @@
 // target's lock (an etcd election under the same lease, its value naming
 // the holder, its creation revision the epoch) and collects only while its
 // lease renewals are confirmed (see fence). The other members follow the
-// holder: they copy what it stored, over its gNMI server's history
-// extension, into their own store, so a Get, Subscribe or query for the
-// target at any instance is served from its replica.
+// holder: one gNMI stream per target (its gNMI server's history extension,
+// stored points then live ones) into their own store, so a Get, Subscribe
+// or query for the target at any instance is served from its replica, or
+// passed to the holder while that replica is stale (Divert).
 //
 // Lock order: Node.mu, then follow.mu; fence.mu is taken alone.
 package cluster
@@ -28,6 +29,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // Collector starts and stops this instance's collection of one target.
@@ -52,11 +55,13 @@ type Options struct {
 	Local     Local // the store replicas are written to
 	Log       *slog.Logger
 	Reg       prometheus.Registerer // nil: no metrics
+	Dial      []grpc.DialOption     // how to reach the others' gNMI servers; nil: plaintext
 }
 
 // Node is this instance's part in the cluster.
 type Node struct {
 	cfg     Config
+	conns   *conns
 	targets []string
 	coll    Collector
 	local   Local
@@ -67,11 +72,14 @@ type Node struct {
 
 	mu        sync.Mutex
 	drained   bool
+	drainRead bool              // the drained flag was read from etcd (at the first registration)
 	members   map[string]Member // by name, from etcd
 	holders   map[string]Holder // by target, from etcd
 	holding   map[string]*task  // targets placed here, each trying to hold or holding
 	following map[string]*follow
-	epochs    map[string]int64 // target → epoch collected now
+	retiring  map[*follow]struct{}      // follows of a former holder finishing their stream
+	writers   map[string]*replicaWriter // by target, shared by its follows
+	epochs    map[string]int64          // target → epoch collected now
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 
@@ -91,7 +99,12 @@ func New(o Options) *Node {
 	}
 	n := &Node{cfg: o.Cfg, targets: slices.Clone(o.Targets), coll: o.Collector, local: o.Local, log: log, fence: newFence(),
 		members: map[string]Member{}, holders: map[string]Holder{}, holding: map[string]*task{},
-		following: map[string]*follow{}, epochs: map[string]int64{}, digest: targetsDigest(o.Targets)}
+		following: map[string]*follow{}, retiring: map[*follow]struct{}{}, writers: map[string]*replicaWriter{},
+		epochs: map[string]int64{}, digest: targetsDigest(o.Targets),
+		conns: &conns{m: map[string]*sharedConn{}, opts: o.Dial}}
+	if len(n.conns.opts) == 0 {
+		n.conns.opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
 	n.metrics = newMetrics(n, o.Reg, log)
 	return n
 }
@@ -141,6 +154,10 @@ func (n *Node) Stop() {
 		ts = append(ts, &f.task)
 		delete(n.following, t)
 	}
+	for f := range n.retiring {
+		f.cancel()
+		ts = append(ts, &f.task)
+	}
 	cancel := n.cancel
 	n.cancel = nil
 	n.mu.Unlock()
@@ -164,6 +181,10 @@ func (n *Node) Stop() {
 
 func (n *Node) memberKey() string { return n.cfg.Prefix + "/members/" + n.cfg.Name }
 
+// drainKey exists, under no lease, while this instance is drained: the
+// drain outlives a restart.
+func (n *Node) drainKey() string { return n.cfg.Prefix + "/drained/" + n.cfg.Name }
+
 func (n *Node) lockPrefix(target string) string { return n.cfg.Prefix + "/locks/" + target + "/" }
 
 func (n *Node) self() Member {
@@ -172,20 +193,46 @@ func (n *Node) self() Member {
 	return Member{Name: n.cfg.Name, GNMI: n.cfg.Advertise, Capacity: n.cfg.Capacity, Drained: n.drained, Targets: n.digest}
 }
 
-// register writes this member under lease.
+// register writes this member under lease; the first time, it reads
+// whether this instance was drained before it (re)started.
 func (n *Node) register(ctx context.Context, lease clientv3.LeaseID) error {
-	b, _ := json.Marshal(n.self())
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.LeaseTTL.Std()/2)
 	defer cancel()
+	n.mu.Lock()
+	read := n.drainRead
+	n.mu.Unlock()
+	if !read {
+		r, err := n.cli.Get(ctx, n.drainKey())
+		if err != nil {
+			return fmt.Errorf("read the drained flag: %w", err)
+		}
+		n.mu.Lock()
+		n.drained = n.drained || len(r.Kvs) > 0
+		n.drainRead = true
+		n.mu.Unlock()
+	}
+	b, _ := json.Marshal(n.self())
 	_, err := n.cli.Put(ctx, n.memberKey(), string(b), clientv3.WithLease(lease))
 	return err
 }
 
 // SetDrained drains this instance (its targets move to the others) or
-// takes it back.
+// takes it back; the flag is kept in etcd, so a restarted instance stays
+// drained.
 func (n *Node) SetDrained(ctx context.Context, drained bool) error {
+	pctx, cancel := context.WithTimeout(ctx, n.cfg.LeaseTTL.Std())
+	defer cancel()
+	var err error
+	if drained {
+		_, err = n.cli.Put(pctx, n.drainKey(), time.Now().UTC().Format(time.RFC3339))
+	} else {
+		_, err = n.cli.Delete(pctx, n.drainKey())
+	}
+	if err != nil {
+		return fmt.Errorf("keep the drained flag in etcd: %w", err)
+	}
 	n.mu.Lock()
-	n.drained = drained
+	n.drained, n.drainRead = drained, true
 	n.mu.Unlock()
 	lease, _, _ := n.fence.state()
 	if lease == 0 {
@@ -277,11 +324,11 @@ func (n *Node) reconcileLocked() {
 				continue
 			}
 			if f != nil {
-				f.cancel()
+				n.retireLocked(f)
 			}
 			n.following[t] = n.startFollow(t, h)
 		} else if f != nil {
-			f.cancel()
+			n.retireLocked(f)
 			delete(n.following, t)
 		}
 	}
@@ -324,8 +371,11 @@ func (n *Node) hold(ctx context.Context, target string) {
 			}
 			continue
 		}
+		caught := make(chan struct{})
+		go func() { defer close(caught); n.catchUp(cctx, target) }()
 		n.serve(cctx, lease, target, e.Rev())
 		cancel()
+		<-caught
 		if ctx.Err() != nil {
 			rctx, c := context.WithTimeout(context.Background(), n.cfg.LeaseTTL.Std()/2)
 			if err := e.Resign(rctx); err != nil {
@@ -349,8 +399,8 @@ func (n *Node) serve(ctx context.Context, lease clientv3.LeaseID, target string,
 			continue
 		}
 		n.log.Info("cluster: collecting", "target", target, "epoch", epoch)
+		n.setEpoch(target, epoch) // replicas may follow from now: their streams get what is collected
 		stop := n.coll.Collect(target, epoch)
-		n.setEpoch(target, epoch)
 		n.mCollecting.Inc()
 		for n.fence.valid(lease) && ctx.Err() == nil {
 			_, _, changed = n.fence.state()
@@ -362,9 +412,9 @@ func (n *Node) serve(ctx context.Context, lease clientv3.LeaseID, target string,
 			case <-changed:
 			}
 		}
+		n.setEpoch(target, 0) // no new replica streams: those open end after the last points
 		stop()
 		n.mCollecting.Dec()
-		n.setEpoch(target, 0)
 		n.log.Info("cluster: collection stopped", "target", target, "epoch", epoch)
 	}
 }

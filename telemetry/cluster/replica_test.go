@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -24,9 +26,10 @@ func (o oneSeries) Query(context.Context, tsdb.Query) ([]tsdb.Series, error) {
 	return []tsdb.Series{{Target: u.Target, Path: u.Path, Points: []model.Point{u.Point()}}}, nil
 }
 
-// A replica takes an answer only from the instance that holds the target
-// under the epoch it follows.
-func TestFetchRangeChecksTheHoldersEpoch(t *testing.T) {
+// A replica follows a target only at the instance that collects it under
+// the epoch it follows: the stored points, then the live ones, until that
+// instance lets go of the target.
+func TestFollowStreamChecksTheHoldersEpoch(t *testing.T) {
 	at := time.Now().Add(-time.Minute)
 	srv, err := gnmiserver.New(gnmiserver.Config{Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -49,38 +52,53 @@ func TestFetchRangeChecksTheHoldersEpoch(t *testing.T) {
 	}
 	defer conn.Close()
 	gc := gpb.NewGNMIClient(conn)
-	from, to := at.Add(-time.Second).UnixNano(), time.Now().UnixNano()
-	cases := []struct {
+	from := at.Add(-time.Second).UnixNano()
+	for _, c := range []struct {
 		name   string
 		target string
 		epoch  int64
-		points int
-		err    error
 	}{
-		{"the holder's epoch", "sw1", 7, 1, nil},
-		{"an older epoch", "sw1", 5, 0, errNotHolder},
-		{"not held there", "sw2", 7, 0, errNotHolder},
-	}
-	for _, c := range cases {
+		{"an older epoch", "sw1", 5},
+		{"not held there", "sw2", 7},
+	} {
 		t.Run(c.name, func(t *testing.T) {
-			us, err := fetchRange(context.Background(), gc, c.target, c.epoch, from, to)
-			if !errors.Is(err, c.err) || len(us) != c.points {
-				t.Fatalf("got %v %v, want %d points, error %v", us, err, c.points, c.err)
+			err := readStream(context.Background(), gc, c.target, c.epoch, from, math.MaxInt64, func([]model.Update, bool) { t.Error("got points") })
+			if !errors.Is(err, errNotHolder) {
+				t.Fatalf("got %v, want %v", err, errNotHolder)
 			}
 		})
 	}
+	t.Run("the holder's epoch", func(t *testing.T) {
+		type got struct {
+			value string
+			live  bool
+		}
+		var gots []got
+		err := readStream(context.Background(), gc, "sw1", 7, from, math.MaxInt64, func(us []model.Update, live bool) {
+			for _, u := range us {
+				gots = append(gots, got{u.Value.String(), live})
+			}
+			if live && len(gots) == 1 { // at the sync: the stored point came; now a live one, then the release
+				srv.Update([]model.Update{{Target: "sw1", Path: "/system/name", Time: time.Now().UnixNano(), Value: model.String("live")}})
+				srv.Released("sw1")
+			}
+		})
+		if want := []got{{"sw1", false}, {"live", true}}; err != nil || !slices.Equal(gots, want) {
+			t.Fatalf("got %v %v, want %v and the end of the stream", gots, err, want)
+		}
+	})
 }
 
-// A Get is answered here by the holder, or by a fresh replica; a stale
-// replica passes it to the holder.
+// A Get is answered here by the holder, or by a replica whose stream is
+// live; a replica that lost its stream passes it to the holder.
 func TestDivert(t *testing.T) {
 	cfg := Config{Etcd: []string{"http://127.0.0.1:1"}, Name: "b"}.WithDefaults("")
 	n := New(Options{Cfg: cfg, Targets: []string{"sw1", "sw2", "sw3"}})
 	n.holders = map[string]Holder{"sw1": {Member: "b", Epoch: 4}, "sw2": {Member: "a", GNMI: "10.0.0.1:9339", Epoch: 5},
 		"sw3": {Member: "a", GNMI: "10.0.0.1:9339", Epoch: 6}}
 	n.epochs["sw1"] = 4
-	n.following["sw2"] = &follow{holder: n.holders["sw2"], synced: time.Now().Add(-time.Second)}
-	n.following["sw3"] = &follow{holder: n.holders["sw3"], synced: time.Now().Add(-time.Minute)}
+	n.following["sw2"] = &follow{holder: n.holders["sw2"], live: true}
+	n.following["sw3"] = &follow{holder: n.holders["sw3"], down: time.Now().Add(-time.Second)}
 	cases := []struct{ target, to, from string }{
 		{"sw1", "", RoleHolder},
 		{"sw2", "", RoleReplica},

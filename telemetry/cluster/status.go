@@ -7,6 +7,9 @@ const (
 	RoleHolder  = "holder"  // collects it
 	RoleReplica = "replica" // copies it from the holder
 	RoleNone    = "none"    // no holder known
+	// RoleProxy marks an answer the holder gave because the replica here
+	// was stale (never in Status).
+	RoleProxy = "proxy"
 )
 
 // TargetState is one target as this instance sees it.
@@ -17,7 +20,8 @@ type TargetState struct {
 	HolderGNMI string  `json:"holder_gnmi,omitempty"`
 	Epoch      int64   `json:"epoch,omitempty"`
 	PlacedOn   string  `json:"placed_on,omitempty"`
-	LagSeconds float64 `json:"replica_lag_seconds,omitempty"` // -1: nothing copied yet
+	LagSeconds float64 `json:"replica_lag_seconds,omitempty"` // see follow.lag
+	Live       bool    `json:"replica_live,omitempty"`        // the replica's stream from the holder is live
 	Points     uint64  `json:"replicated_points,omitempty"`
 	Error      string  `json:"replica_error,omitempty"`
 }
@@ -59,9 +63,7 @@ func (n *Node) Status() Status {
 			ts.Role, ts.Epoch = RoleHolder, n.epochs[t]
 		case f != nil:
 			ts.Role = RoleReplica
-			f.mu.Lock()
-			ts.LagSeconds, ts.Points, ts.Error = secondsSince(f.synced), f.points, f.err
-			f.mu.Unlock()
+			ts.LagSeconds, ts.Live, ts.Points, ts.Error = f.lag()
 		}
 		st.Targets = append(st.Targets, ts)
 	}

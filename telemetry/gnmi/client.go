@@ -71,7 +71,7 @@ func New(cfg Config, sink Sink, log *slog.Logger) (*Client, error) {
 			c.close()
 			return nil, fmt.Errorf("gnmi target %q configured twice", tc.Name)
 		}
-		opts, err := dialOptions(tc)
+		opts, err := DialOptions(tc)
 		if err != nil {
 			c.close()
 			return nil, fmt.Errorf("gnmi target %s: %w", tc.Name, err)
@@ -99,7 +99,9 @@ func (p passCreds) GetRequestMetadata(context.Context, ...string) (map[string]st
 }
 func (p passCreds) RequireTransportSecurity() bool { return p.secure }
 
-func dialOptions(tc Target) ([]grpc.DialOption, error) {
+// DialOptions are how a gNMI client reaches tc: TLS when tc.TLS says so
+// (else plaintext), its username and password as per-RPC credentials.
+func DialOptions(tc Target) ([]grpc.DialOption, error) {
 	opts := []grpc.DialOption{
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),

@@ -27,13 +27,14 @@ import (
 //   - range [start, end), mode STREAM: unless updates_only, the tree as it
 //     was just before start (as for a snapshot); the sync response; then
 //     every stored update with start <= time < end, in time order (at most
-//     100,000 points per series), and the RPC ends.
+//     100,000 points per series), and the RPC ends. An end still in the
+//     future is followed (follow.go): the sync response comes after the
+//     stored updates, then the live ones as they arrive, until the end
+//     passes.
 //
 // Refused: snapshot with another mode than ONCE, range with another mode
-// than STREAM, start after end (InvalidArgument); a snapshot time, start
-// or end still in the future (Unimplemented: the server does not wait for
-// it, so an open-ended range is not served: end at the present and follow
-// with a live STREAM); a server without the store (Unimplemented).
+// than STREAM, start after end (InvalidArgument); a snapshot time still in
+// the future (Unimplemented); a server without the store (Unimplemented).
 
 // History is the collected data kept over time: the telemetry store.
 type History interface {
@@ -71,8 +72,6 @@ func (s *Server) serveHistory(stream gpb.GNMI_SubscribeServer, list *gpb.Subscri
 			return status.Errorf(codes.InvalidArgument, "a history range needs mode STREAM, not %v", mode)
 		case r.GetStart() > r.GetEnd():
 			return status.Errorf(codes.InvalidArgument, "history range start %d is after its end %d", r.GetStart(), r.GetEnd())
-		case r.GetEnd() > now:
-			return status.Errorf(codes.Unimplemented, "history range end %s is in the future: ranges must have ended (follow with a live STREAM)", time.Unix(0, r.GetEnd()).UTC().Format(time.RFC3339Nano))
 		}
 		before, from, to = r.GetStart()-1, r.GetStart(), r.GetEnd()
 	} else {
@@ -84,6 +83,15 @@ func (s *Server) serveHistory(stream gpb.GNMI_SubscribeServer, list *gpb.Subscri
 			return status.Errorf(codes.Unimplemented, "history snapshot time %s is in the future", time.Unix(0, t).UTC().Format(time.RFC3339Nano))
 		}
 		before, from, to = t, 0, 0
+	}
+	var live *tail
+	if to > now {
+		// Registered before the epoch is read and the store is queried: an
+		// update is either stored by then or queued here (the hub stores
+		// before it updates the server), and a release after this point
+		// ends the stream.
+		live = s.addTail(target)
+		defer s.dropTail(live)
 	}
 	if s.epochs != nil && target != "*" {
 		if err := stream.SendHeader(metadata.Pairs(EpochHeader, strconv.FormatInt(s.epochs(target), 10))); err != nil {
@@ -111,37 +119,72 @@ func (s *Server) serveHistory(stream gpb.GNMI_SubscribeServer, list *gpb.Subscri
 			}
 		}
 	}
-	if err := stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_SyncResponse{SyncResponse: true}}); err != nil {
-		return err
+	syncResponse := func() error {
+		return stream.Send(&gpb.SubscribeResponse{Response: &gpb.SubscribeResponse_SyncResponse{SyncResponse: true}})
+	}
+	if live == nil {
+		if err := syncResponse(); err != nil {
+			return err
+		}
 	}
 	if to <= from {
 		return nil
 	}
 	var all []*gpb.Notification
 	for _, sel := range sels {
-		ns, err := s.stored(ctx, target, sel, time.Unix(0, from), time.Unix(0, to-1))
+		ns, err := s.stored(ctx, target, sel, time.Unix(0, from), time.Unix(0, min(to, now+1)-1))
 		if err != nil {
 			return err
 		}
 		all = append(all, ns...)
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].GetTimestamp() < all[j].GetTimestamp() })
+	var sent map[seriesKey]int64 // the newest stored update sent per series, when followed
+	if live != nil {
+		sent = map[seriesKey]int64{}
+	}
 	for _, n := range all {
 		if err := send(n); err != nil {
 			return err
 		}
+		if sent != nil {
+			k := seriesKey{n.GetPrefix().GetTarget(), model.FromGNMI(nil, n.GetUpdate()[0].GetPath()).String()}
+			sent[k] = max(sent[k], n.GetTimestamp())
+		}
 	}
-	return nil
+	if live == nil {
+		return nil
+	}
+	if err := syncResponse(); err != nil { // the stored part was sent: live from here
+		return err
+	}
+	pats := make([]model.Pattern, len(sels))
+	for i, sel := range sels {
+		var err error
+		if pats[i], err = selPattern(sel); err != nil {
+			return err
+		}
+	}
+	return s.followLive(ctx, live, send, sels, pats, sent, from, to)
+}
+
+// selPattern is the store pattern of sel: a gNMI path selects its whole
+// subtree, so the pattern ends with "...".
+func selPattern(sel selection) (model.Pattern, error) {
+	pat, err := model.ParsePattern(append(sel.path[:len(sel.path):len(sel.path)], model.Elem{Name: "..."}).String())
+	if err != nil {
+		return model.Pattern{}, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
+	}
+	return pat, nil
 }
 
 // stored returns one notification per stored point that sel selects on
 // target ("*": every target) in [since, until] (a zero since: the oldest
 // stored), in the shape the live cache holds (prefix target, one update).
 func (s *Server) stored(ctx context.Context, target string, sel selection, since, until time.Time) ([]*gpb.Notification, error) {
-	// A gNMI path selects its whole subtree: the pattern ends with "...".
-	pat, err := model.ParsePattern(append(sel.path[:len(sel.path):len(sel.path)], model.Elem{Name: "..."}).String())
+	pat, err := selPattern(sel)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "bad path: %v", err)
+		return nil, err
 	}
 	if target == "*" {
 		target = "" // every target

@@ -44,17 +44,21 @@ import (
 // Server serves collected telemetry over gNMI.
 type Server struct {
 	gpb.UnimplementedGNMIServer
-	cfg     Config
-	log     *slog.Logger
-	epoch   time.Time // start of the monotonic arrival times in seen
-	cache   *cache.Cache
-	match   *match.Match // STREAM subscriptions waiting for changes
-	user    string
-	pass    string
-	history History                   // the telemetry store, for the history extension; nil: refused
-	epochs  func(target string) int64 // see SetEpochs; nil: no epoch header
-	divert  Divert                    // see SetDivert; nil: every Get is answered here
-	tls     *tls.Config
+	cfg      Config
+	log      *slog.Logger
+	epoch    time.Time // start of the monotonic arrival times in seen
+	cache    *cache.Cache
+	match    *match.Match // STREAM subscriptions waiting for changes
+	user     string
+	pass     string
+	history  History                   // the telemetry store, for the history extension; nil: refused
+	epochs   func(target string) int64 // see SetEpochs; nil: no epoch header
+	divert   Divert                    // see SetDivert; nil: every request is answered here
+	peerOpts []grpc.DialOption         // how divert reaches other instances
+	tls      *tls.Config
+
+	tailMu sync.Mutex
+	tails  map[string]map[*tail]struct{} // target ("*": every one) → its followers (follow.go)
 
 	mu      sync.RWMutex
 	targets map[string]bool
@@ -70,7 +74,8 @@ type Server struct {
 // New builds the server (reading the password and TLS files); Start listens.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	c := cache.New(nil)
-	s := &Server{cfg: cfg, log: log, epoch: time.Now(), cache: c, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{}}
+	s := &Server{cfg: cfg, log: log, epoch: time.Now(), cache: c, match: match.New(), targets: map[string]bool{}, lists: map[string][]string{}, seen: map[string]map[string]seenPath{},
+		tails: map[string]map[*tail]struct{}{}}
 	c.SetClient(func(l *ctree.Leaf) {
 		if n, ok := l.Value().(*gpb.Notification); ok {
 			subscribe.UpdateNotification(s.match, l, n, path.ToStrings(n.GetPrefix(), true))
@@ -129,6 +134,7 @@ func (s *Server) Update(us []model.Update) {
 	for _, n := range ns {
 		_ = s.cache.GnmiUpdate(n) // older timestamps than the cached value are refused: fine
 	}
+	s.feedTails(us)
 }
 
 // Start listens on cfg.Listen and serves in a goroutine Stop waits for.
@@ -257,6 +263,15 @@ func (s *Server) Subscribe(stream gpb.GNMI_SubscribeServer) error {
 	}
 	if target == "" {
 		target = "*" // every target; answers carry none (see view)
+	}
+	if o.history == nil {
+		to, err := s.route(stream.Context(), target, stream.SetHeader)
+		if err != nil {
+			return err
+		}
+		if to != "" {
+			return s.relaySubscribe(stream, req, to)
+		}
 	}
 	if target != "*" && !s.cache.HasTarget(target) && o.history == nil {
 		return status.Errorf(codes.NotFound, "no such target: %q", target)

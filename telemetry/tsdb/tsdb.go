@@ -594,11 +594,8 @@ func (d *DB) Query(ctx context.Context, q Query) ([]Series, error) {
 	if err := d.Flush(); err != nil {
 		return nil, err
 	}
-	until := q.Until
-	if until.IsZero() {
-		until = time.Now()
-	}
-	from, to := q.Since.UnixNano(), until.UnixNano()
+	to, limit := q.bounds()
+	from := q.Since.UnixNano()
 	oldest, stored := d.oldestHour()
 	if !stored {
 		return nil, nil
@@ -607,37 +604,15 @@ func (d *DB) Query(ctx context.Context, q Query) ([]Series, error) {
 		from = int64(oldest) * nsPerHour
 	}
 	firstHour := max(hourOf(from), oldest) // never walk hours before the oldest stored one
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 100_000
-	}
 	ss := d.selectSeries(q.Target, q.Path)
 	out := make([]Series, 0, len(ss))
 	err := d.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
 		defer it.Close()
 		for _, s := range ss {
-			res := Series{Target: s.target, Path: s.path}
-			var cur *Bucket
-			n := 0
-			visit := func(p point) bool {
-				if p.ts < from || p.ts > to {
-					return true
-				}
-				if q.Bucket > 0 {
-					start := p.ts - (p.ts-from)%int64(q.Bucket)
-					if cur == nil || cur.Start.UnixNano() != start {
-						res.Buckets = append(res.Buckets, Bucket{Start: time.Unix(0, start).UTC()})
-						cur = &res.Buckets[len(res.Buckets)-1]
-					}
-					cur.add(p.v)
-					return true
-				}
-				res.Points = append(res.Points, model.Update{Target: s.target, Path: s.path, Time: p.ts, Value: p.v}.Point())
-				n++
-				return n < limit
-			}
-			for h := firstHour; h <= hourOf(to) && (q.Bucket > 0 || n < limit); h++ {
+			b := &builder{res: Series{Target: s.target, Path: s.path}, from: from, to: to, bucket: q.Bucket, limit: limit}
+			visit := b.add
+			for h := firstHour; h <= hourOf(to) && b.more(); h++ {
 				if err := ctx.Err(); err != nil {
 					return fmt.Errorf("telemetry query stopped after %d of %d series: %w", len(out), len(ss), context.Cause(ctx))
 				}
@@ -658,22 +633,106 @@ func (d *DB) Query(ctx context.Context, q Query) ([]Series, error) {
 					if derr != nil {
 						d.log.Warn("telemetry store: skipping corrupt chunk", "target", s.target, "path", s.path, "err", derr)
 					}
-					if q.Bucket == 0 && n >= limit {
+					if !b.more() {
 						break
 					}
 				}
 			}
-			for i := range res.Buckets {
-				res.Buckets[i].finish()
-			}
-			if len(res.Points) > 0 || len(res.Buckets) > 0 {
-				sort.SliceStable(res.Points, func(i, j int) bool { return res.Points[i].Time.Before(res.Points[j].Time) })
+			if res, ok := b.done(); ok {
 				out = append(out, res)
 			}
 		}
 		return nil
 	})
 	return out, err
+}
+
+// bounds are q's end (ns) and points per series, defaults applied.
+func (q Query) bounds() (to int64, limit int) {
+	until := q.Until
+	if until.IsZero() {
+		until = time.Now()
+	}
+	limit = q.Limit
+	if limit <= 0 {
+		limit = 100_000
+	}
+	return until.UnixNano(), limit
+}
+
+// builder makes one series of a query's answer from its points.
+type builder struct {
+	res      Series
+	from, to int64
+	bucket   time.Duration
+	limit    int
+	cur      *Bucket
+	n        int
+}
+
+// add takes a point (of any time) and reports whether more are wanted.
+func (b *builder) add(p point) bool {
+	if p.ts < b.from || p.ts > b.to {
+		return true
+	}
+	if b.bucket > 0 {
+		start := p.ts - (p.ts-b.from)%int64(b.bucket)
+		if b.cur == nil || b.cur.Start.UnixNano() != start {
+			b.res.Buckets = append(b.res.Buckets, Bucket{Start: time.Unix(0, start).UTC()})
+			b.cur = &b.res.Buckets[len(b.res.Buckets)-1]
+		}
+		b.cur.add(p.v)
+		return true
+	}
+	b.res.Points = append(b.res.Points, model.Update{Target: b.res.Target, Path: b.res.Path, Time: p.ts, Value: p.v}.Point())
+	b.n++
+	return b.n < b.limit
+}
+
+func (b *builder) more() bool { return b.bucket > 0 || b.n < b.limit }
+
+// done finishes the series; ok is false when it has nothing.
+func (b *builder) done() (Series, bool) {
+	for i := range b.res.Buckets {
+		b.res.Buckets[i].finish()
+	}
+	sort.SliceStable(b.res.Points, func(i, j int) bool { return b.res.Points[i].Time.Before(b.res.Points[j].Time) })
+	return b.res, len(b.res.Points) > 0 || len(b.res.Buckets) > 0
+}
+
+// Answer applies q (target, path, time range, buckets, limit) to updates
+// read elsewhere, in time order, as Query does to the stored ones: one
+// series per target and path, ordered by target and path.
+func (q Query) Answer(us []model.Update) []Series {
+	to, limit := q.bounds()
+	bs := map[seriesKey]*builder{}
+	for _, u := range us {
+		if !model.Glob(q.Target, u.Target) || !q.Path.MatchString(u.Path) {
+			continue
+		}
+		k := seriesKey{u.Target, u.Path}
+		b := bs[k]
+		if b == nil {
+			b = &builder{res: Series{Target: u.Target, Path: u.Path}, from: q.Since.UnixNano(), to: to, bucket: q.Bucket, limit: limit}
+			bs[k] = b
+		}
+		if b.more() {
+			b.add(point{u.Time, u.Value})
+		}
+	}
+	out := make([]Series, 0, len(bs))
+	for _, b := range bs {
+		if res, ok := b.done(); ok {
+			out = append(out, res)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Target != out[j].Target {
+			return out[i].Target < out[j].Target
+		}
+		return out[i].Path < out[j].Path
+	})
+	return out
 }
 
 func (b *Bucket) add(v model.Value) {

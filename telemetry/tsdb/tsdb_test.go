@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -407,5 +408,36 @@ func TestFormat(t *testing.T) {
 	_, err := Open(Options{Dir: dir, Cfg: Config{}.WithDefaults()})
 	if !errors.Is(err, format.ErrNewer) || !strings.Contains(err.Error(), "telemetry store has format version 9") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// Answer gives updates read elsewhere the shape Query gives stored ones.
+func TestAnswerEqualsQuery(t *testing.T) {
+	d := open(t, t.TempDir())
+	defer d.Close()
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	var us []model.Update
+	for i := range 50 {
+		at := t0.Add(time.Duration(i) * 7 * time.Second).UnixNano()
+		us = append(us,
+			model.Update{Target: "sw1", Path: "/a", Time: at, Value: model.Uint(uint64(i))},
+			model.Update{Target: "sw1", Path: "/b", Time: at, Value: model.String("x")},
+			model.Update{Target: "sw2", Path: "/a", Time: at, Value: model.Uint(uint64(i))})
+	}
+	if err := d.Append(us); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []Query{
+		{Target: "sw1", Path: model.MustPattern("/..."), Since: t0.Add(time.Minute), Until: t0.Add(4 * time.Minute)},
+		{Target: "sw*", Path: model.MustPattern("/a"), Since: t0, Until: t0.Add(time.Hour), Limit: 5},
+		{Target: "", Path: model.MustPattern("/..."), Since: t0, Until: t0.Add(time.Hour), Bucket: time.Minute},
+	} {
+		want, err := d.Query(context.Background(), q)
+		if err != nil || len(want) == 0 {
+			t.Fatalf("%+v: %v %v", q, err, want)
+		}
+		if got := q.Answer(us); !reflect.DeepEqual(got, want) {
+			t.Errorf("%+v:\n got %+v\nwant %+v", q, got, want)
+		}
 	}
 }
