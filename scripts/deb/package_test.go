@@ -309,8 +309,8 @@ func (d *nsDaemon) call(t *testing.T, task, in, want string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	out, err := d.admin.Call(ctx, task, []byte(in), 0)
-	if err != nil || string(out) != want {
-		t.Errorf("call %s: %q %v, want %q", task, out, err, want)
+	if err != nil || string(out.Output) != want {
+		t.Errorf("call %s: %q %v, want %q", task, out.Output, err, want)
 	}
 }
 
