@@ -116,6 +116,9 @@ func (m *MQTTConfig) Resolve(dir, nodeID string) {
 	if !m.External() && m.MaxMessageSize == MQTTDefaults().MaxMessageSize {
 		m.MaxMessageSize = m.Broker.MaxMessageSize // the client's limit is the embedded broker's
 	}
+	if l := &m.Broker.Limits; l.MaxMessageSize == MQTTDefaults().Broker.Limits.MaxMessageSize {
+		l.MaxMessageSize = min(l.MaxMessageSize, m.Broker.MaxMessageSize) // a device's default fits the broker
+	}
 	confval.Rel(dir, &m.PasswordFile)
 	m.TLS.Resolve(dir)
 	for i := range m.Broker.Users {
