@@ -637,8 +637,8 @@ func (s *pgStore) putResults(ctx context.Context, node string, rs []remote.Resul
 				h := res.Hash
 				r.state, r.hash = "done", &h
 				stored = true
-				b.Queue(`UPDATE calls SET state = 'done', r_attempt = $2, r_status = $3, r_output = $4, r_error = $5, r_hash = $6, result_at = now(), cancel_pending = false
-					WHERE id = $1`, res.CallID, res.Attempt, res.Status, res.Output, res.Error, res.Hash)
+				b.Queue(`UPDATE calls SET state = 'done', r_attempt = $2, r_status = $3, r_output = $4, r_error = $5, r_hash = $6, r_env = $7, r_rule = $8, result_at = now(),
+					cancel_pending = false WHERE id = $1`, res.CallID, res.Attempt, res.Status, res.Output, res.Error, res.Hash, res.Env, res.Rule)
 			}
 		}
 		if stored {
@@ -677,7 +677,7 @@ func (s *pgStore) nodeCalls(ctx context.Context, node string, want map[string]bo
 
 // callColumns are the columns Call.scanTargets reads.
 const callColumns = `id, node, task, queue, priority, effect, idem_key, ttl_ms, lease_ms, max_run_ms, digest, state, attempt, deliveries, ord, enqueued,
-	r_attempt, r_status, r_output, r_error, r_hash, result_at, replays, conflicts`
+	r_attempt, r_status, r_output, r_error, r_hash, r_env, r_rule, result_at, replays, conflicts`
 
 // pgRow is a call as scanned from callColumns.
 type pgRow struct {
@@ -685,6 +685,7 @@ type pgRow struct {
 	rAttempt             *int
 	rStatus, rErr, rHash *string
 	rOutput              []byte
+	rEnv, rRule          string
 	rAt                  *time.Time
 }
 
@@ -692,14 +693,14 @@ func (r *pgRow) targets() []any {
 	c := &r.c
 	return []any{&c.ID, &c.Node, &c.Task, &c.Queue, &c.Priority, &c.Effect, &c.Key, &c.TTLMS, &c.LeaseMS, &c.MaxRunMS, &c.Digest,
 		&c.State, &c.Attempt, &c.Deliveries, &c.Order, &c.Enqueued,
-		&r.rAttempt, &r.rStatus, &r.rOutput, &r.rErr, &r.rHash, &r.rAt, &c.Replays, &c.Conflicts}
+		&r.rAttempt, &r.rStatus, &r.rOutput, &r.rErr, &r.rHash, &r.rEnv, &r.rRule, &r.rAt, &c.Replays, &c.Conflicts}
 }
 
 // call is the scanned call with its result.
 func (r *pgRow) call() Call {
 	c := r.c
 	if r.rHash != nil {
-		c.Result = &remote.Result{CallID: c.ID, Attempt: *r.rAttempt, Status: *r.rStatus, Output: r.rOutput, Error: *r.rErr, Hash: *r.rHash}
+		c.Result = &remote.Result{CallID: c.ID, Attempt: *r.rAttempt, Status: *r.rStatus, Output: r.rOutput, Error: *r.rErr, Hash: *r.rHash, Env: r.rEnv, Rule: r.rRule}
 	}
 	if r.rAt != nil {
 		c.ResultAt = *r.rAt

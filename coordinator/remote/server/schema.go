@@ -83,7 +83,8 @@ var migrations = []string{
 	);`,
 	// 3: the poll order the node advertises: each queue's round-robin
 	// credit and last-served time per node, and pending calls indexed by
-	// queue ('' is 'default') for the heads of each queue.
+	// queue ('' is 'default') for the heads of each queue; where a call ran
+	// (a result's env and rule).
 	`CREATE TABLE node_queues (
 		node text NOT NULL,
 		queue text NOT NULL,
@@ -92,7 +93,8 @@ var migrations = []string{
 		PRIMARY KEY (node, queue)
 	);
 	DROP INDEX calls_pending;
-	CREATE INDEX calls_pending_queue ON calls (node, (coalesce(nullif(queue, ''), 'default')), priority DESC, ord) WHERE state = 'pending';`,
+	CREATE INDEX calls_pending_queue ON calls (node, (coalesce(nullif(queue, ''), 'default')), priority DESC, ord) WHERE state = 'pending';
+	ALTER TABLE calls ADD COLUMN r_env text NOT NULL DEFAULT '', ADD COLUMN r_rule text NOT NULL DEFAULT '';`,
 }
 
 // schemaLock is the advisory lock key replicas take while migrating.
