@@ -83,8 +83,9 @@ var migrations = []string{
 	);`,
 	// 3: the poll order the node advertises: each queue's round-robin
 	// credit and last-served time per node, and pending calls indexed by
-	// queue ('' is 'default') for the heads of each queue; where a call ran
-	// (a result's env and rule).
+	// queue ('' is 'default') for the heads of each queue (calls_pending,
+	// which replicas of version 2 still use while they are replaced, can go
+	// a release later); where a call ran (a result's env and rule).
 	`CREATE TABLE node_queues (
 		node text NOT NULL,
 		queue text NOT NULL,
@@ -92,7 +93,6 @@ var migrations = []string{
 		served timestamptz NOT NULL,
 		PRIMARY KEY (node, queue)
 	);
-	DROP INDEX calls_pending;
 	CREATE INDEX calls_pending_queue ON calls (node, (coalesce(nullif(queue, ''), 'default')), priority DESC, ord) WHERE state = 'pending';
 	ALTER TABLE calls ADD COLUMN r_env text NOT NULL DEFAULT '', ADD COLUMN r_rule text NOT NULL DEFAULT '';`,
 }
