@@ -1,7 +1,6 @@
 package server
 
 import (
-	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,7 +38,7 @@ type badgerStore struct {
 
 type node struct {
 	id       string
-	pending  pendingHeap
+	pending  queueSet
 	held     map[string]*Call // delivered or leased
 	nextSeq  uint64
 	boot     string
@@ -84,7 +83,7 @@ func openBadger(dir string, opts Options) (*badgerStore, error) {
 			}
 			switch c.State {
 			case "pending":
-				heap.Push(&n.pending, c)
+				n.pending.push(c)
 			case "leased":
 				c.acked, c.leaseUntil = true, now.Add(s.leaseOf(c))
 				n.held[c.ID] = c
@@ -189,7 +188,7 @@ func (s *badgerStore) enqueue(_ context.Context, in []Call) ([]EnqueueItem, erro
 		}
 		s.calls[nc.ID] = nc
 		n := s.node(nc.Node)
-		heap.Push(&n.pending, nc)
+		n.pending.push(nc)
 		touched[n] = true
 		dirty = append(dirty, nc)
 		items[i] = EnqueueItem{ID: nc.ID, Created: true, State: "pending"}
@@ -225,7 +224,7 @@ func (s *badgerStore) beginPoll(_ context.Context, id string, req *remote.PollRe
 			delete(n.held, cid)
 			c.State, c.acked = "pending", false
 			c.Attempt++
-			heap.Push(&n.pending, c)
+			n.pending.push(c)
 			dirty = append(dirty, c)
 			s.log.Info("lease expired: redelivering", "node", n.id, "call", cid, "attempt", c.Attempt)
 		}
@@ -240,7 +239,7 @@ func (s *badgerStore) beginPoll(_ context.Context, id string, req *remote.PollRe
 			// the response was lost. Hand it out again.
 			delete(n.held, c.ID)
 			c.State = "pending"
-			heap.Push(&n.pending, c)
+			n.pending.push(c)
 		}
 	}
 	resp.Cancel = n.cancels
@@ -278,19 +277,19 @@ func (s *badgerStore) take(_ context.Context, t *pollTicket) ([]remote.WireCall,
 	var out []remote.WireCall
 	var taken []*Call
 	size := 0
-	for len(out) < capacity && n.pending.Len() > 0 {
-		if len(out) > 0 && size+wireSize(n.pending[0]) > pollCallBudget {
-			break // the next poll takes it
-		}
-		c := heap.Pop(&n.pending).(*Call)
-		if c.State != "pending" {
-			continue // cancelled while queued
-		}
-		if !c.startBy.IsZero() && now.After(c.startBy) {
+	n.pending.drain(advertisedBy(t.req), now, func(c *Call) verdict {
+		switch {
+		case len(out) >= capacity:
+			return stop
+		case c.State != "pending":
+			return drop // cancelled while queued
+		case !c.startBy.IsZero() && now.After(c.startBy):
 			c.State, c.Result, c.ResultAt = "expired", expiredResult(c), time.Now()
 			s.notifyLocked(nil)
 			taken = append(taken, c)
-			continue
+			return drop
+		case len(out) > 0 && size+wireSize(c) > pollCallBudget:
+			return stop // the next poll takes it
 		}
 		n.nextSeq++
 		c.seq, c.acked, c.leaseUntil = n.nextSeq, false, now.Add(s.leaseOf(c))
@@ -304,7 +303,8 @@ func (s *badgerStore) take(_ context.Context, t *pollTicket) ([]remote.WireCall,
 		out = append(out, wireCall(c, c.seq, s.leaseOf(c), startBy))
 		taken = append(taken, c)
 		size += wireSize(c)
-	}
+		return deliver
+	})
 	s.mu.Unlock()
 	return out, s.persist(taken...)
 }
@@ -430,32 +430,6 @@ func (s *badgerStore) nodes(context.Context) ([]NodeInfo, error) {
 	}
 	return out, nil
 }
-
-// pendingHeap orders a node's pending calls: control queue, priority, order.
-type pendingHeap []*Call
-
-func (h pendingHeap) Len() int { return len(h) }
-func (h pendingHeap) Less(i, j int) bool {
-	a, b := h[i], h[j]
-	if (a.Queue == "control") != (b.Queue == "control") {
-		return a.Queue == "control"
-	}
-	if a.Priority != b.Priority {
-		return a.Priority > b.Priority
-	}
-	return a.Order < b.Order
-}
-func (h pendingHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i]; h[i].index = i; h[j].index = j }
-func (h *pendingHeap) Push(x any)   { c := x.(*Call); c.index = len(*h); *h = append(*h, c) }
-func (h *pendingHeap) Pop() any {
-	old := *h
-	c := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	return c
-}
-
-var _ heap.Interface = (*pendingHeap)(nil)
 
 func (s *badgerStore) createJob(_ context.Context, j Job) (bool, error) {
 	s.jobMu.Lock()

@@ -256,6 +256,9 @@ func (s *pgStore) tx(ctx context.Context, f func(pgx.Tx) error) error {
 	}
 }
 
+// queueSQL is a call's queue as the poll order names it (queueName).
+const queueSQL = `coalesce(nullif(queue, ''), 'default')`
+
 // leaseMSSQL is a call's lease in milliseconds (%s: the default's
 // parameter), leaseSQL the same as an interval.
 const (
@@ -453,31 +456,59 @@ func (s *pgStore) take(ctx context.Context, t *pollTicket) ([]remote.WireCall, e
 		return nil, nil
 	}
 	var out []remote.WireCall
+	a := advertisedBy(t.req)
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		out = nil
 		var nextSeq int64
+		var unacked int
+		var now time.Time
 		type row struct {
 			pgRow
 			late             bool
 			startBy, leaseMS int64
 		}
-		var got []row
-		// One round trip: the node's row (it orders seqs), and up to the
-		// free capacity of pending calls, skipping rows others hold.
+		var set queueSet
+		rowOf := map[*Call]*row{}
+		// One round trip: the node's row (it orders seqs and guards the
+		// queues' credits), the credits, and the heads of each queue up to
+		// the capacity, skipping rows others hold. The queues are found by
+		// a skip scan of calls_pending_queue.
 		b := &pgx.Batch{}
-		b.Queue(`SELECT next_seq FROM nodes WHERE id = $1 FOR UPDATE`, t.node).QueryRow(func(r pgx.Row) error { return r.Scan(&nextSeq) })
-		b.Queue(`SELECT `+callColumns+`, input, coalesce(start_by < now(), false),
-				coalesce(ceil(extract(epoch FROM start_by - now()) * 1000)::bigint, 0), `+fmt.Sprintf(leaseMSSQL, "$3")+`
-			FROM calls WHERE node = $1 AND state = 'pending'
-			ORDER BY (queue = 'control') DESC, priority DESC, ord
-			LIMIT greatest($2 - (SELECT count(*) FROM calls WHERE node = $1 AND state = 'leased' AND NOT acked), 0)
-			FOR UPDATE SKIP LOCKED`, t.node, t.req.Capacity, s.lease.Milliseconds()).Query(func(rows pgx.Rows) error {
+		b.Queue(`SELECT next_seq, now(), (SELECT count(*) FROM calls WHERE node = $1 AND state = 'leased' AND NOT acked)
+			FROM nodes WHERE id = $1 FOR UPDATE`, t.node).QueryRow(func(r pgx.Row) error { return r.Scan(&nextSeq, &now, &unacked) })
+		b.Queue(`WITH RECURSIVE qs(q) AS (
+				(SELECT `+queueSQL+` FROM calls WHERE node = $1 AND state = 'pending' ORDER BY 1 LIMIT 1)
+				UNION ALL
+				SELECT (SELECT `+queueSQL+` FROM calls WHERE node = $1 AND state = 'pending' AND `+queueSQL+` > qs.q ORDER BY 1 LIMIT 1)
+				FROM qs WHERE qs.q IS NOT NULL)
+			SELECT c.* FROM qs CROSS JOIN LATERAL (
+				SELECT `+callColumns+`, input, coalesce(start_by < now(), false) AS late,
+					coalesce(ceil(extract(epoch FROM start_by - now()) * 1000)::bigint, 0) AS start_by_ms, `+fmt.Sprintf(leaseMSSQL, "$3")+` AS lease_of
+				FROM calls WHERE node = $1 AND state = 'pending' AND `+queueSQL+` = qs.q
+				ORDER BY priority DESC, ord LIMIT $2
+				FOR UPDATE SKIP LOCKED) c
+			WHERE qs.q IS NOT NULL`, t.node, t.req.Capacity, s.lease.Milliseconds()).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
-				var r row
+				r := new(row)
 				if err := rows.Scan(append(r.targets(), &r.c.Input, &r.late, &r.startBy, &r.leaseMS)...); err != nil {
 					return err
 				}
-				got = append(got, r)
+				set.push(&r.c) // in order: each queue's slice is a heap
+				rowOf[&r.c] = r
+			}
+			return rows.Err()
+		})
+		b.Queue(`SELECT queue, cur, served FROM node_queues WHERE node = $1`, t.node).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var name string
+				var cur int64
+				var served time.Time
+				if err := rows.Scan(&name, &cur, &served); err != nil {
+					return err
+				}
+				if q := set.queues[name]; q != nil {
+					q.cur, q.served = cur, served
+				}
 			}
 			return rows.Err()
 		})
@@ -487,23 +518,27 @@ func (s *pgStore) take(ctx context.Context, t *pollTicket) ([]remote.WireCall, e
 		var takeIDs, expired []string
 		var seqs []int64
 		size := 0
-		for _, r := range got {
-			if r.late {
-				expired = append(expired, r.c.ID)
-				continue
-			}
-			if len(out) > 0 && size+wireSize(&r.c) > pollCallBudget {
-				break // the next poll takes it
+		set.drain(a, now, func(c *Call) verdict {
+			r := rowOf[c]
+			switch {
+			case len(out) >= t.req.Capacity-unacked:
+				return stop
+			case r.late:
+				expired = append(expired, c.ID)
+				return drop
+			case len(out) > 0 && size+wireSize(c) > pollCallBudget:
+				return stop // the next poll takes it
 			}
 			nextSeq++
 			var startBy int64
-			if r.c.TTLMS > 0 {
+			if c.TTLMS > 0 {
 				startBy = max(r.startBy, 1)
 			}
-			out = append(out, wireCall(&r.c, uint64(nextSeq), time.Duration(r.leaseMS)*time.Millisecond, startBy))
-			takeIDs, seqs = append(takeIDs, r.c.ID), append(seqs, nextSeq)
-			size += wireSize(&r.c)
-		}
+			out = append(out, wireCall(c, uint64(nextSeq), time.Duration(r.leaseMS)*time.Millisecond, startBy))
+			takeIDs, seqs = append(takeIDs, c.ID), append(seqs, nextSeq)
+			size += wireSize(c)
+			return deliver
+		})
 		// One round trip for the changes. Expired calls do not count
 		// against the capacity: the next poll takes calls in their place.
 		b = &pgx.Batch{}
@@ -518,6 +553,15 @@ func (s *pgStore) take(ctx context.Context, t *pollTicket) ([]remote.WireCall, e
 				lease_until = now() + `+leaseSQL+` FROM unnest($1::text[], $2::bigint[]) AS u(id, seq) WHERE c.id = u.id`, "$3"),
 				takeIDs, seqs, s.lease.Milliseconds())
 			b.Queue(`UPDATE nodes SET next_seq = $2 WHERE id = $1`, t.node, nextSeq)
+			var names []string
+			var curs []int64
+			var served []time.Time
+			for _, q := range set.queues {
+				names, curs, served = append(names, q.name), append(curs, q.cur), append(served, q.served)
+			}
+			b.Queue(`INSERT INTO node_queues (node, queue, cur, served)
+				SELECT $1, u.q, u.cur, u.served FROM unnest($2::text[], $3::bigint[], $4::timestamptz[]) AS u(q, cur, served)
+				ON CONFLICT (node, queue) DO UPDATE SET cur = excluded.cur, served = excluded.served`, t.node, names, curs, served)
 		}
 		if b.Len() == 0 {
 			return nil
@@ -593,8 +637,8 @@ func (s *pgStore) putResults(ctx context.Context, node string, rs []remote.Resul
 				h := res.Hash
 				r.state, r.hash = "done", &h
 				stored = true
-				b.Queue(`UPDATE calls SET state = 'done', r_attempt = $2, r_status = $3, r_output = $4, r_error = $5, r_hash = $6, result_at = now(), cancel_pending = false
-					WHERE id = $1`, res.CallID, res.Attempt, res.Status, res.Output, res.Error, res.Hash)
+				b.Queue(`UPDATE calls SET state = 'done', r_attempt = $2, r_status = $3, r_output = $4, r_error = $5, r_hash = $6, r_env = $7, r_rule = $8, result_at = now(),
+					cancel_pending = false WHERE id = $1`, res.CallID, res.Attempt, res.Status, res.Output, res.Error, res.Hash, res.Env, res.Rule)
 			}
 		}
 		if stored {
@@ -633,7 +677,7 @@ func (s *pgStore) nodeCalls(ctx context.Context, node string, want map[string]bo
 
 // callColumns are the columns Call.scanTargets reads.
 const callColumns = `id, node, task, queue, priority, effect, idem_key, ttl_ms, lease_ms, max_run_ms, digest, state, attempt, deliveries, ord, enqueued,
-	r_attempt, r_status, r_output, r_error, r_hash, result_at, replays, conflicts`
+	r_attempt, r_status, r_output, r_error, r_hash, r_env, r_rule, result_at, replays, conflicts`
 
 // pgRow is a call as scanned from callColumns.
 type pgRow struct {
@@ -641,6 +685,7 @@ type pgRow struct {
 	rAttempt             *int
 	rStatus, rErr, rHash *string
 	rOutput              []byte
+	rEnv, rRule          string
 	rAt                  *time.Time
 }
 
@@ -648,14 +693,14 @@ func (r *pgRow) targets() []any {
 	c := &r.c
 	return []any{&c.ID, &c.Node, &c.Task, &c.Queue, &c.Priority, &c.Effect, &c.Key, &c.TTLMS, &c.LeaseMS, &c.MaxRunMS, &c.Digest,
 		&c.State, &c.Attempt, &c.Deliveries, &c.Order, &c.Enqueued,
-		&r.rAttempt, &r.rStatus, &r.rOutput, &r.rErr, &r.rHash, &r.rAt, &c.Replays, &c.Conflicts}
+		&r.rAttempt, &r.rStatus, &r.rOutput, &r.rErr, &r.rHash, &r.rEnv, &r.rRule, &r.rAt, &c.Replays, &c.Conflicts}
 }
 
 // call is the scanned call with its result.
 func (r *pgRow) call() Call {
 	c := r.c
 	if r.rHash != nil {
-		c.Result = &remote.Result{CallID: c.ID, Attempt: *r.rAttempt, Status: *r.rStatus, Output: r.rOutput, Error: *r.rErr, Hash: *r.rHash}
+		c.Result = &remote.Result{CallID: c.ID, Attempt: *r.rAttempt, Status: *r.rStatus, Output: r.rOutput, Error: *r.rErr, Hash: *r.rHash, Env: r.rEnv, Rule: r.rRule}
 	}
 	if r.rAt != nil {
 		c.ResultAt = *r.rAt

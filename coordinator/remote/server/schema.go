@@ -81,6 +81,20 @@ var migrations = []string{
 		id text PRIMARY KEY,
 		body jsonb NOT NULL
 	);`,
+	// 3: the poll order the node advertises: each queue's round-robin
+	// credit and last-served time per node, and pending calls indexed by
+	// queue ('' is 'default') for the heads of each queue (calls_pending,
+	// which replicas of version 2 still use while they are replaced, can go
+	// a release later); where a call ran (a result's env and rule).
+	`CREATE TABLE node_queues (
+		node text NOT NULL,
+		queue text NOT NULL,
+		cur bigint NOT NULL DEFAULT 0,
+		served timestamptz NOT NULL,
+		PRIMARY KEY (node, queue)
+	);
+	CREATE INDEX calls_pending_queue ON calls (node, (coalesce(nullif(queue, ''), 'default')), priority DESC, ord) WHERE state = 'pending';
+	ALTER TABLE calls ADD COLUMN r_env text NOT NULL DEFAULT '', ADD COLUMN r_rule text NOT NULL DEFAULT '';`,
 }
 
 // schemaLock is the advisory lock key replicas take while migrating.

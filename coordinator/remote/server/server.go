@@ -93,7 +93,7 @@ type Call struct {
 	acked      bool      // the node acknowledged the delivery
 	leaseUntil time.Time // monotonic
 	startBy    time.Time // monotonic; zero: none
-	index      int       // in the node's pending heap
+	index      int       // in its queue's pending heap
 }
 
 // Final reports whether the call will not change any more.

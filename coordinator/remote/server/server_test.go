@@ -54,6 +54,7 @@ func testResults(t *testing.T, e *engine) {
 		{"replay", "n1", result("a", "ok", "first"), 200},
 		{"different output", "n1", result("a", "ok", "second"), 409},
 	}
+	tests[3].r.Env, tests[3].r.Rule = "process", "large-input" // where it ran, outside the hash
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := put(t, hs, tt.node, tt.r); got != tt.want {
@@ -74,7 +75,7 @@ func testResults(t *testing.T, e *engine) {
 	_ = s.Close()
 	s2 := e.open(Options{})
 	defer s2.Close()
-	if c, _ := s2.Get("a"); c.State != "done" || string(c.Result.Output) != "first" {
+	if c, _ := s2.Get("a"); c.State != "done" || string(c.Result.Output) != "first" || c.Result.Env != "process" || c.Result.Rule != "large-input" {
 		t.Errorf("after restart %+v", c)
 	}
 	if c, _ := s2.Get("b"); c.State != "cancelled" {

@@ -25,8 +25,10 @@ type store interface {
 	// lost leases to report. endPoll must follow a ticket.
 	beginPoll(ctx context.Context, node string, req *remote.PollRequest) (*pollTicket, remote.PollResponse, error)
 	// take hands out pending calls up to the node's free capacity and the
-	// poll's byte budget, control queue first, then priority, then enqueue
-	// order, and expires those past their start-by ttl.
+	// poll's byte budget in the order the poll advertises (queues.go:
+	// control queue first, then the weighted queues by smooth weighted
+	// round robin with aging; inside a queue priority, then enqueue order),
+	// and expires those past their start-by ttl.
 	take(ctx context.Context, t *pollTicket) ([]remote.WireCall, error)
 	// endPoll ends a poll; gone means the poller's connection dropped, so
 	// it stops being live at once.
