@@ -5,7 +5,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -487,25 +486,14 @@ func batch(cmd *cobra.Command, srv *apiFlags, path, nodeID, task, effect, digest
 	defer f.Close()
 	var items []server.Call
 	seen := map[string]bool{} // in-process cache: the same item twice is one call
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for line := 1; sc.Scan(); line++ {
-		b := bytes.TrimSpace(sc.Bytes())
-		if len(b) == 0 {
-			continue
+	if err := server.ReadJSONLines(f, func(_ int, b []byte) error {
+		if id := itemID(nodeID, task, digest, b); !seen[id] {
+			seen[id] = true
+			items = append(items, server.Call{ID: id, Node: nodeID, Task: task, Input: b, Effect: effect, Digest: digest})
 		}
-		if !json.Valid(b) {
-			return fmt.Errorf("%s:%d: not a JSON value", path, line)
-		}
-		id := itemID(nodeID, task, digest, b)
-		if seen[id] {
-			continue
-		}
-		seen[id] = true
-		items = append(items, server.Call{ID: id, Node: nodeID, Task: task, Input: append([]byte(nil), b...), Effect: effect, Digest: digest})
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("%s%w", path, err)
 	}
 	if timeout > 0 {
 		var cancel context.CancelFunc

@@ -263,11 +263,8 @@ func (d *Durable) findLocked(c *Call) (*Record, string, error) {
 func (d *Durable) queue(c *Call, r *Record) {
 	d.wrapDone(c)
 	if err := d.s.Submit(c); err != nil {
-		st := StatusRejected
-		switch {
-		case errors.Is(err, ErrUnknownTask):
-			st = StatusUnknown
-		case errors.Is(err, ErrDraining):
+		st := refusal(err)
+		if errors.Is(err, ErrDraining) {
 			// Journaled as the drain began: accepted, so it runs at the
 			// next start like a call the drain cut before it started.
 			c.cutByShutdown = true
@@ -277,6 +274,17 @@ func (d *Durable) queue(c *Call, r *Record) {
 		c.State = Finished
 		c.Done(c)
 	}
+}
+
+// refusal is the status of a call the scheduler refused with err.
+func refusal(err error) Status {
+	switch {
+	case errors.Is(err, ErrUnknownTask):
+		return StatusUnknown
+	case errors.Is(err, ErrTooLate):
+		return StatusTooLate
+	}
+	return StatusRejected
 }
 
 // wrapDone makes c journaled by d: its Done journals how it ended

@@ -2,7 +2,6 @@ package calls
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -64,14 +63,7 @@ func (d *Durable) Depend(parent, c *Call) error {
 	prev := c.Done
 	d.wrapDone(c)
 	if err := d.s.Submit(c); err != nil {
-		st := StatusRejected
-		switch {
-		case errors.Is(err, ErrUnknownTask):
-			st = StatusUnknown
-		case errors.Is(err, ErrTooLate):
-			st = StatusTooLate
-		}
-		c.Result, c.State, c.Done = Result{Status: st, Error: err.Error()}, Finished, prev
+		c.Result, c.State, c.Done = Result{Status: refusal(err), Error: err.Error()}, Finished, prev
 		d.finish(c)
 		return err
 	}

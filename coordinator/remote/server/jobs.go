@@ -146,22 +146,15 @@ func readSource(ctx context.Context, src string, page func([]item) error) error 
 			return fmt.Errorf("%w %s: %w", errSource, src, err)
 		}
 		defer rc.Close()
-		sc := bufio.NewScanner(rc)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		for line := 1; sc.Scan(); line++ {
-			b := bytes.TrimSpace(sc.Bytes())
-			if len(b) == 0 {
-				continue
+		var addErr error
+		if err := ReadJSONLines(rc, func(line int, b []byte) error {
+			addErr = add(item{key: fmt.Sprint(line), data: b})
+			return addErr
+		}); err != nil {
+			if addErr != nil {
+				return addErr
 			}
-			if !json.Valid(b) {
-				return fmt.Errorf("%w %s:%d: not a JSON value", errSource, src, line)
-			}
-			if err := add(item{key: fmt.Sprint(line), data: bytes.Clone(b)}); err != nil {
-				return err
-			}
-		}
-		if err := sc.Err(); err != nil {
-			return fmt.Errorf("%w %s: %w", errSource, src, err)
+			return fmt.Errorf("%w %s%w", errSource, src, err)
 		}
 	default:
 		return fmt.Errorf("%w %q: want dir:PATH, jsonl:PATH, pgtable:URLFILE:TABLE:KEY or an http(s):// URL of a JSONL file", errSource, src)
@@ -606,4 +599,29 @@ func (js *jobs) withRate(j Job) Job {
 		}
 	}
 	return j
+}
+
+// ReadJSONLines calls f with each non-blank line of r (a JSONL data set:
+// one JSON value a line, up to 16 MiB), numbered from 1 and trimmed. A
+// line that is not JSON is an error ":LINE: not a JSON value", to follow
+// the source's name; f's error ends the read and is returned as it is.
+func ReadJSONLines(r io.Reader, f func(line int, value []byte) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for line := 1; sc.Scan(); line++ {
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		if !json.Valid(b) {
+			return fmt.Errorf(":%d: not a JSON value", line)
+		}
+		if err := f(line, bytes.Clone(b)); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf(": %w", err)
+	}
+	return nil
 }
