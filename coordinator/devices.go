@@ -57,3 +57,8 @@ func adminError(err error) error {
 	}
 	return fmt.Errorf("%w: %w", admin.ErrInternal, err)
 }
+
+// ExportMosquitto exports the registry under the configured groups' rules.
+func (d deviceAdmin) ExportMosquitto() devices.MosquittoFiles {
+	return d.c.devices.ExportMosquitto(d.c.cfg.Load().MQTT.Broker.Groups)
+}

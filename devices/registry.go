@@ -43,6 +43,10 @@ func (d Device) State() string {
 type record struct {
 	Device
 	Hash []byte `json:"hash"` // bcrypt of the secret
+	// Mosquitto is the secret's hash in Mosquitto's password file format
+	// (mosquitto.go), for export-mosquitto; "" for a device registered
+	// before it was kept.
+	Mosquitto string `json:"mosquitto,omitempty"`
 }
 
 // entry is a device held in memory. verified is the sha256 of the secret
@@ -170,7 +174,7 @@ func (r *Registry) put(rec record) error {
 }
 
 // Add registers a device with groups and returns its generated secret,
-// which is not kept (only its bcrypt hash is).
+// which is not kept (only its bcrypt hash and its Mosquitto hash are).
 func (r *Registry) Add(id string, groups []string) (Device, string, error) {
 	if !ValidDeviceID(id) {
 		return Device{}, "", fmt.Errorf("%w: device id %q: letters, digits, '.', '_' and '-', at most 128, starting with a letter or digit", ErrInvalidDevice, id)
@@ -182,6 +186,10 @@ func (r *Registry) Add(id string, groups []string) (Device, string, error) {
 	if err != nil {
 		return Device{}, "", fmt.Errorf("hash device secret: %w", err)
 	}
+	mosq, err := newMosquittoHash(secret)
+	if err != nil {
+		return Device{}, "", err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.open {
@@ -190,7 +198,7 @@ func (r *Registry) Add(id string, groups []string) (Device, string, error) {
 	if _, ok := r.devices[id]; ok {
 		return Device{}, "", fmt.Errorf("%w: device %q", ErrDeviceExists, id)
 	}
-	rec := record{Device: Device{ID: id, Groups: slices.Clone(groups), Created: time.Now().UTC()}, Hash: hash}
+	rec := record{Device: Device{ID: id, Groups: slices.Clone(groups), Created: time.Now().UTC()}, Hash: hash, Mosquitto: mosq}
 	if rec.Groups == nil {
 		rec.Groups = []string{}
 	}

@@ -3,24 +3,27 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/devices"
+	"github.com/outpost-edge/outpost/internal/syncfile"
 )
 
 func newDeviceCmd() *cobra.Command {
 	cmd := cli.Group(&cobra.Command{
 		Use:   "device",
-		Short: "Register, list, show, disable, enable or remove devices (MQTT logins of the embedded broker)",
+		Short: "Register, list, show, disable, enable, remove or export devices (MQTT logins of the embedded broker)",
 	})
 	af := addAdminFlags(cmd, true)
 	cmd.AddCommand(newDeviceAddCmd(af), newDeviceListCmd(af), newDeviceShowCmd(af),
 		newDeviceStateCmd(af, "disable", "Disable a device: it is disconnected and refused until enabled", true),
 		newDeviceStateCmd(af, "enable", "Enable a disabled device", false),
-		newDeviceRemoveCmd(af))
+		newDeviceRemoveCmd(af), newDeviceExportMosquittoCmd(af))
 	return cmd
 }
 
@@ -111,6 +114,63 @@ func newDeviceRemoveCmd(af *adminFlags) *cobra.Command {
 		return nil
 	}
 	return cmd
+}
+
+func newDeviceExportMosquittoCmd(af *adminFlags) *cobra.Command {
+	var pwFile, aclFile string
+	cmd := &cobra.Command{
+		Use:   "export-mosquitto --password-file FILE --acl-file FILE",
+		Short: "Write a Mosquitto 2 password file and ACL file enforcing the devices' logins and access rules",
+		Args:  cli.NoArgs,
+	}
+	cmd.Flags().StringVar(&pwFile, "password-file", "", "the Mosquitto password_file to write (mode 0600, replaced whole)")
+	cmd.Flags().StringVar(&aclFile, "acl-file", "", "the Mosquitto acl_file to write (mode 0644, replaced whole)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if pwFile == "" || aclFile == "" {
+			return cli.Usagef("give both --password-file FILE and --acl-file FILE")
+		}
+		c, err := af.client()
+		if err != nil {
+			return configError(cmd, err)
+		}
+		f, err := c.ExportMosquitto(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if err := replaceFile(pwFile, 0o600, f.PasswordFile); err != nil {
+			return err
+		}
+		if err := replaceFile(aclFile, 0o644, f.ACLFile); err != nil {
+			return err
+		}
+		e := cmd.ErrOrStderr()
+		fmt.Fprintf(e, "wrote %d devices to %s and %s\n", len(f.Devices), pwFile, aclFile)
+		if len(f.Disabled) > 0 {
+			fmt.Fprintf(e, "left out %d disabled devices: %s\n", len(f.Disabled), strings.Join(f.Disabled, ", "))
+		}
+		if len(f.NoHash) > 0 {
+			fmt.Fprintf(e, "left out %d devices registered before Outpost kept a Mosquitto hash of their secret (remove and add them again for a new secret): %s\n",
+				len(f.NoHash), strings.Join(f.NoHash, ", "))
+		}
+		return nil
+	}
+	return cmd
+}
+
+// replaceFile writes content to a new file beside path and renames it
+// over path, so a broker reading path sees the old file or the new one.
+func replaceFile(path string, mode os.FileMode, content string) error {
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp) // left by an interrupted export
+	if err := syncfile.WriteNew(tmp, mode, strings.NewReader(content)); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 func printDevices(w io.Writer, o *cli.Output, ds []devices.Device) {

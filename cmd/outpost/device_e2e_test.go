@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -14,6 +16,21 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 )
+
+// addDevice registers a device with the CLI (args: its id and flags) and
+// returns its secret.
+func addDevice(t *testing.T, d *daemon, args ...string) string {
+	t.Helper()
+	out, code := runCLI(t, append([]string{"device", "add", "--config", d.cfg, "-o", "json"}, args...)...)
+	if code != 0 {
+		t.Fatalf("device add %v: exit %d:\n%s", args, code, out)
+	}
+	var a admin.AddedDevice
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &a); err != nil || len(a.Secret) < 20 {
+		t.Fatalf("device add %v: %v:\n%s", args, err, out)
+	}
+	return a.Secret
+}
 
 // Devices registered with the CLI log in to the embedded broker with their
 // secrets and reach only their own namespace; what d1 forges for d2 is
@@ -30,18 +47,7 @@ mqtt:
 tasks: [{name: echo, module: builtin:echo}]
 routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out"}]
 `)
-	add := func(args ...string) string {
-		out, code := runCLI(t, append([]string{"device", "add", "--config", d.cfg, "-o", "json"}, args...)...)
-		if code != 0 {
-			t.Fatalf("device add %v: exit %d:\n%s", args, code, out)
-		}
-		var a admin.AddedDevice
-		if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &a); err != nil || len(a.Secret) < 20 {
-			t.Fatalf("device add %v: %v:\n%s", args, err, out)
-		}
-		return a.Secret
-	}
-	s1, s2 := add("d1", "--group", "sensors"), add("d2")
+	s1, s2 := addDevice(t, d, "d1", "--group", "sensors"), addDevice(t, d, "d2")
 	if out, code := runCLI(t, "device", "add", "d1", "--config", d.cfg); code != 1 || !strings.Contains(out, "already registered") {
 		t.Errorf("second add of d1: exit %d:\n%s", code, out)
 	}
@@ -118,4 +124,62 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out"}]
 	d.stop(syscall.SIGTERM, 20*time.Second)
 	d.start()
 	mqtttest.Pub(t, as("d1", s1), "devices/d1/in", "after restart", 1)
+}
+
+// export-mosquitto writes files a real Mosquitto enforces: a device logs
+// in with its secret and uses its namespace and its group's grants; a
+// wrong secret and a disabled device are refused; a device's forgery on
+// another's topic is not delivered.
+func TestDeviceExportMosquitto(t *testing.T) {
+	d := startDaemon(t, `
+admin: {listen: "{{admin}}"}
+mqtt:
+  broker:
+    listen: "{{broker}}"
+    groups:
+      sensors: [{publish: ["telemetry/{id}/#"], subscribe: ["telemetry/#"]}]
+`)
+	s1, s2, s3 := addDevice(t, d, "d1", "--group", "sensors"), addDevice(t, d, "d2"), addDevice(t, d, "d3")
+	if out, code := runCLI(t, "device", "disable", "d3", "--config", d.cfg); code != 0 {
+		t.Fatalf("device disable: exit %d:\n%s", code, out)
+	}
+	if out, code := runCLI(t, "device", "export-mosquitto", "--config", d.cfg, "--acl-file", "acl"); code != 2 || !strings.Contains(out, "give both --password-file FILE and --acl-file FILE") {
+		t.Errorf("export without --password-file: exit %d:\n%s", code, out)
+	}
+	dir := t.TempDir()
+	pw, acl := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
+	out, code := runCLI(t, "device", "export-mosquitto", "--config", d.cfg, "--password-file", pw, "--acl-file", acl)
+	if code != 0 || !strings.Contains(out, "wrote 2 devices to "+pw+" and "+acl) || !strings.Contains(out, "left out 1 disabled devices: d3") {
+		t.Fatalf("export-mosquitto: exit %d:\n%s", code, out)
+	}
+	if fi, err := os.Stat(pw); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("password file: %v %v", fi, err)
+	}
+	m := mqtttest.NewMosquitto(t, mqtttest.WithConfig("allow_anonymous false", "password_file "+pw, "acl_file "+acl))
+	m.Start()
+	as := func(id, secret string) string { return "tcp://" + id + ":" + secret + "@" + m.Addr() }
+	if err := mqtttest.PubErr(t, as("d1", s2), "devices/d1/in", "x", 0); err == nil {
+		t.Error("d1 with d2's secret logged in")
+	}
+	if err := mqtttest.PubErr(t, as("d3", s3), "devices/d3/in", "x", 0); err == nil {
+		t.Error("disabled d3 logged in")
+	}
+	sub1 := mqtttest.Sub(t, as("d1", s1), "devices/#", 0)
+	sub2 := mqtttest.Sub(t, as("d2", s2), "devices/d2/#", 0)
+	mqtttest.Pub(t, as("d1", s1), "devices/d2/in", "forged", 1)
+	mqtttest.Pub(t, as("d2", s2), "devices/d2/out", "real", 1)
+	mqtttest.Pub(t, as("d1", s1), "devices/d1/out", "mine", 1)
+	if got := sub2.Wait(1, 10*time.Second); len(got) != 1 || got[0] != "devices/d2/out real" {
+		t.Errorf("d2 got %q", got)
+	}
+	if got := sub1.Wait(1, 10*time.Second); len(got) != 1 || got[0] != "devices/d1/out mine" {
+		t.Errorf("d1 got %q", got)
+	}
+	// The sensors group's grants are d1's, not d2's.
+	tele := mqtttest.Sub(t, as("d1", s1), "telemetry/#", 0)
+	mqtttest.Pub(t, as("d2", s2), "telemetry/d2/t", "forged", 1)
+	mqtttest.Pub(t, as("d1", s1), "telemetry/d1/t", "21", 1)
+	if got := tele.Wait(1, 10*time.Second); len(got) != 1 || got[0] != "telemetry/d1/t 21" {
+		t.Errorf("d1 got %q on telemetry/#", got)
+	}
 }

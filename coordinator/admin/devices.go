@@ -13,14 +13,18 @@ import (
 )
 
 // DeviceRegistry manages the registered devices (GET/POST /v1/devices,
-// GET/DELETE /v1/devices/{id}, POST /v1/devices/{id}/disable|enable).
-// Errors wrap ErrInvalid, ErrConflict or ErrNotFound.
+// GET/DELETE /v1/devices/{id}, POST /v1/devices/{id}/disable|enable, GET
+// /v1/device-export/mosquitto). Errors wrap ErrInvalid, ErrConflict or
+// ErrNotFound.
 type DeviceRegistry interface {
 	AddDevice(id string, groups []string) (devices.Device, string, error)
 	Devices() []devices.Device
 	Device(id string) (devices.Device, error)
 	SetDeviceDisabled(id string, disabled bool) (devices.Device, error)
 	RemoveDevice(id string) error
+	// ExportMosquitto returns the enabled devices and their access rules
+	// as Mosquitto password and ACL files.
+	ExportMosquitto() devices.MosquittoFiles
 }
 
 // NewDevice is the body of POST /v1/devices.
@@ -62,6 +66,9 @@ func MountDevices(s *Server, r DeviceRegistry) {
 	})
 	s.mux.HandleFunc("POST /v1/devices/{id}/enable", func(w http.ResponseWriter, req *http.Request) {
 		answerDevice(w)(r.SetDeviceDisabled(req.PathValue("id"), false))
+	})
+	s.mux.HandleFunc("GET /v1/device-export/mosquitto", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, r.ExportMosquitto())
 	})
 	s.mux.HandleFunc("DELETE /v1/devices/{id}", func(w http.ResponseWriter, req *http.Request) {
 		if err := r.RemoveDevice(req.PathValue("id")); err != nil {
@@ -118,6 +125,13 @@ func (c *Client) SetDeviceDisabled(ctx context.Context, id string, disabled bool
 // RemoveDevice forgets a device and disconnects it.
 func (c *Client) RemoveDevice(ctx context.Context, id string) error {
 	return c.deviceDo(ctx, http.MethodDelete, "/v1/devices/"+url.PathEscape(id), nil, nil)
+}
+
+// ExportMosquitto returns Mosquitto password and ACL files enforcing the
+// devices' identities and access rules.
+func (c *Client) ExportMosquitto(ctx context.Context) (devices.MosquittoFiles, error) {
+	var f devices.MosquittoFiles
+	return f, c.deviceDo(ctx, http.MethodGet, "/v1/device-export/mosquitto", nil, &f)
 }
 
 func (c *Client) deviceDo(ctx context.Context, method, path string, body []byte, v any) error {
