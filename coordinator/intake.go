@@ -13,6 +13,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/routes"
 	"github.com/outpost-edge/outpost/devices"
+	"github.com/outpost-edge/outpost/devices/shadow"
 )
 
 // onMessage turns an MQTT message into one call per matching route. It
@@ -31,6 +32,9 @@ import (
 // journaled them before it acknowledged the message to the device
 // (journalPublish), so they are skipped, and only the other routes run.
 func (c *Coordinator) onMessage(m devices.Message) {
+	if c.serveShadow(m) {
+		return
+	}
 	var durable []*calls.Call
 	for _, match := range c.routes.Load().Match(m.Topic) {
 		if m.QoS >= 1 && match.QoS >= 1 && m.Ack != nil {
@@ -81,6 +85,9 @@ func durableCall(match routes.Match, topic string, payload []byte) *calls.Call {
 // among them, which runs the message's other routes and skips these
 // (onMessage).
 func (c *Coordinator) journalPublish(ctx context.Context, topic string, payload []byte, qos byte, done func(error)) (bool, error) {
+	if c.shadows.Request(topic, payload, done) {
+		return true, nil // a shadow request: acknowledged once answered (shadows.go)
+	}
 	var durable []*calls.Call
 	for _, match := range c.routes.Load().Match(topic) {
 		if qos >= 1 && match.QoS >= 1 {
@@ -139,6 +146,9 @@ func (c *Coordinator) publishResult(topic string, qos byte, id, task string, src
 
 func subscriptions(t *routes.Table) []devices.Subscription {
 	var subs []devices.Subscription
+	for _, f := range shadow.RequestFilters() {
+		subs = append(subs, devices.Subscription{Filter: f, QoS: 1}) // shadows.go
+	}
 	for f, q := range t.Subscriptions() {
 		subs = append(subs, devices.Subscription{Filter: f, QoS: q})
 	}

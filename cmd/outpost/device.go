@@ -14,13 +14,13 @@ import (
 func newDeviceCmd() *cobra.Command {
 	cmd := cli.Group(&cobra.Command{
 		Use:   "device",
-		Short: "Register, list, show, disable, enable or remove devices (MQTT logins of the embedded broker)",
+		Short: "Register, list, show, disable, enable or remove devices (MQTT logins of the embedded broker); their shadows",
 	})
 	af := addAdminFlags(cmd, true)
 	cmd.AddCommand(newDeviceAddCmd(af), newDeviceListCmd(af), newDeviceShowCmd(af),
 		newDeviceStateCmd(af, "disable", "Disable a device: it is disconnected and refused until enabled", true),
 		newDeviceStateCmd(af, "enable", "Enable a disabled device", false),
-		newDeviceRemoveCmd(af))
+		newDeviceRemoveCmd(af), newDeviceShadowCmd(af))
 	return cmd
 }
 
