@@ -35,35 +35,25 @@ var ErrShadowsNotReady = errors.New("shadow service not running")
 //
 // A request is applied in memory at once, in arrival order; its record is
 // written and synced with those of the requests around it (one fsync a
-// batch: group commit), and only then are its replies published and its
+// batch: store.Committer), and only then are its replies published and its
 // done called (a QoS 1 request is acknowledged to the device then). A
-// batch that cannot be written is answered with 500, its shadows read
-// back from the store, and its requests refused (not acknowledged).
+// change that cannot be written or synced is answered with 500 on
+// .../rejected and its request refused (not acknowledged); its shadow is
+// read back from the store, which may hold it (refused means not known to
+// be on disk).
 //
-// Lock order: mu only.
+// Lock order: mu, then the committer's.
 type Shadows struct {
 	log      *slog.Logger
 	requests *prometheus.CounterVec
 
-	mu      sync.Mutex // guards the fields below
-	open    bool
-	bucket  store.Bucket
-	sync    func() error
-	pub     Publisher
-	docs    map[shadow.Ref]shadow.Doc
-	queue   []*shadowWrite
-	wake    chan struct{}
-	stopped chan struct{}
-}
-
-// shadowWrite is one applied request waiting for its batch's fsync.
-type shadowWrite struct {
-	ref     shadow.Ref
-	op      shadow.Op
-	token   string      // the request's clientToken
-	doc     *shadow.Doc // the record to write; nil: nothing (a read or a refusal)
-	replies []reply
-	done    func(error)
+	mu     sync.Mutex // guards the fields below
+	open   bool
+	bucket store.Bucket
+	sync   func() error
+	pub    Publisher
+	docs   map[shadow.Ref]shadow.Doc
+	commit *store.Committer
 }
 
 type reply struct {
@@ -107,8 +97,8 @@ func (s *Shadows) Open(ctx context.Context, bucket store.Bucket, sync func() err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.bucket, s.sync, s.pub, s.docs, s.open = bucket, sync, pub, docs, true
-	s.wake, s.stopped = make(chan struct{}, 1), make(chan struct{})
-	go s.commitLoop(s.wake, s.stopped)
+	s.commit = store.NewCommitter(sync)
+	s.commit.Start()
 	s.log.Info("shadows loaded", "shadows", len(docs))
 	return nil
 }
@@ -122,9 +112,10 @@ func (s *Shadows) Close(ctx context.Context) error {
 		return nil
 	}
 	s.open = false
-	close(s.wake)
-	stopped := s.stopped
+	commit := s.commit
 	s.mu.Unlock()
+	stopped := make(chan struct{})
+	go func() { commit.Close(); close(stopped) }()
 	select {
 	case <-stopped:
 		return nil
@@ -163,129 +154,80 @@ func (s *Shadows) apply(ref shadow.Ref, op shadow.Op, payload []byte, publish bo
 		answer(nil, nil, fmt.Errorf("shadow %s: %w", ref, ErrShadowsNotReady))
 		return
 	}
-	w := &shadowWrite{ref: ref, op: op, token: req.ClientToken}
-	var accepted []byte
+	var (
+		accepted, next []byte // next: the record to write (nil: none)
+		replies        []reply
+	)
 	if rerr == nil {
 		cur := s.docs[ref]
+		var doc shadow.Doc
 		switch op {
 		case shadow.OpGet:
 			accepted, rerr = cur.Get(ref, req.ClientToken, now)
 		case shadow.OpDelete:
-			var next shadow.Doc
-			next, accepted, rerr = cur.Delete(ref, req, now)
-			if rerr == nil {
-				s.docs[ref], w.doc = next, &next
-			}
+			doc, accepted, rerr = cur.Delete(ref, req, now)
 		case shadow.OpUpdate:
-			var next shadow.Doc
 			var r shadow.Replies
-			next, r, rerr = cur.Update(req, now)
-			if rerr == nil {
-				s.docs[ref], w.doc = next, &next
-				accepted = r.Accepted
-				if r.Delta != nil {
-					w.replies = append(w.replies, reply{ref.Topic(op, "delta"), r.Delta})
-				}
-				w.replies = append(w.replies, reply{ref.Topic(op, "documents"), r.Documents})
+			doc, r, rerr = cur.Update(req, now)
+			accepted = r.Accepted
+			if r.Delta != nil {
+				replies = append(replies, reply{ref.Topic(op, "delta"), r.Delta})
 			}
+			replies = append(replies, reply{ref.Topic(op, "documents"), r.Documents})
+		}
+		if rerr == nil && op != shadow.OpGet {
+			s.docs[ref] = doc
+			next, _ = json.Marshal(doc) // maps of JSON values: cannot fail
 		}
 	}
 	result := "accepted"
 	if rerr != nil {
 		result = strconv.Itoa(rerr.Code)
+		replies = nil
 		if publish {
-			w.replies = []reply{{ref.Topic(op, "rejected"), shadow.Rejected(rerr, req.ClientToken, now)}}
+			replies = []reply{{ref.Topic(op, "rejected"), shadow.Rejected(rerr, req.ClientToken, now)}}
 		}
 	} else if publish || op != shadow.OpGet {
-		w.replies = append([]reply{{ref.Topic(op, "accepted"), accepted}}, w.replies...)
+		replies = append([]reply{{ref.Topic(op, "accepted"), accepted}}, replies...)
 	}
 	s.requests.WithLabelValues(string(op), result).Inc()
-	w.done = func(err error) { answer(accepted, rerr, err) }
-	s.queue = append(s.queue, w)
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	var write func() error
+	if next != nil {
+		bucket := s.bucket
+		write = func() error { return bucket.Put(shadowKey(ref), next) }
 	}
-}
-
-// commitLoop writes what is queued, one fsync a batch, then publishes its
-// replies and calls its dones, in order. It ends when wake is closed and
-// the queue is empty.
-func (s *Shadows) commitLoop(wake chan struct{}, stopped chan struct{}) {
-	defer close(stopped)
-	for {
-		_, ok := <-wake
-		for {
-			s.mu.Lock()
-			batch := s.queue
-			s.queue = nil
-			bucket, sync, pub := s.bucket, s.sync, s.pub
-			s.mu.Unlock()
-			if len(batch) == 0 {
-				break
-			}
-			err := s.write(bucket, sync, batch)
-			if err != nil {
-				s.log.Error("shadow updates not written: refused", "requests", len(batch), "err", err)
-				s.reload(bucket, batch)
-			}
-			for _, w := range batch {
-				if err == nil {
-					s.publish(pub, w.replies)
-				} else if w.doc != nil {
-					s.publish(pub, []reply{{w.ref.Topic(w.op, "rejected"), shadow.Rejected(&shadow.Error{Code: 500, Message: "Internal service failure"}, w.token, time.Now().Unix())}})
-				}
-				w.done(err)
-			}
+	pub := s.pub
+	err := s.commit.Submit(write, func(err error) {
+		if err == nil {
+			s.publish(pub, replies)
+		} else if next != nil {
+			s.log.Error("shadow change not written: refused", "shadow", ref.String(), "err", err)
+			s.reload(ref)
+			s.publish(pub, []reply{{ref.Topic(op, "rejected"), shadow.Rejected(&shadow.Error{Code: 500, Message: "Internal service failure"}, req.ClientToken, time.Now().Unix())}})
 		}
-		if !ok {
-			return
-		}
+		answer(accepted, rerr, err)
+	})
+	if err != nil {
+		answer(nil, nil, fmt.Errorf("shadow %s: %w", ref, ErrShadowsNotReady))
 	}
 }
 
 func shadowKey(ref shadow.Ref) []byte { return []byte(ref.Thing + "/" + ref.Name) }
 
-func (s *Shadows) write(bucket store.Bucket, sync func() error, batch []*shadowWrite) error {
-	n := 0
-	for _, w := range batch {
-		if w.doc == nil {
-			continue
-		}
-		v, err := json.Marshal(*w.doc)
-		if err != nil {
-			return fmt.Errorf("encode shadow %s: %w", w.ref, err)
-		}
-		if err := bucket.Put(shadowKey(w.ref), v); err != nil {
-			return fmt.Errorf("write shadow %s: %w", w.ref, err)
-		}
-		n++
-	}
-	if n == 0 {
-		return nil
-	}
-	return sync()
-}
-
-// reload puts back in memory what the store holds for the shadows of a
-// batch that failed.
-func (s *Shadows) reload(bucket store.Bucket, batch []*shadowWrite) {
+// reload puts back in memory what the store holds for a shadow whose
+// change was not written.
+func (s *Shadows) reload(ref shadow.Ref) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, w := range batch {
-		if w.doc == nil {
-			continue
-		}
-		var d shadow.Doc
-		v, err := bucket.Get(shadowKey(w.ref))
-		if err == nil {
-			err = json.Unmarshal(v, &d)
-		}
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			s.log.Error("shadow not read back after a failed write", "shadow", w.ref.String(), "err", err)
-		}
-		s.docs[w.ref] = d
+	var d shadow.Doc
+	v, err := s.bucket.Get(shadowKey(ref))
+	if err == nil {
+		err = json.Unmarshal(v, &d)
 	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Error("shadow not read back after a failed write", "shadow", ref.String(), "err", err)
+	}
+	s.docs[ref] = d
 }
 
 func (s *Shadows) publish(pub Publisher, replies []reply) {
