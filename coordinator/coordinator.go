@@ -27,6 +27,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/routes"
 	"github.com/outpost-edge/outpost/devices"
+	"github.com/outpost-edge/outpost/internal/ratelog"
 	"github.com/outpost-edge/outpost/internal/store"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 	"github.com/outpost-edge/outpost/telemetry"
@@ -132,7 +133,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	// runtime's tasks and the scheduler, and the calls it runs again may
 	// publish through the MQTT client, so it starts after both; the stop
 	// order is explained in cloud.go.
-	c.cloud = &cloudPart{c: c}
+	c.cloud = &cloudPart{c: c, refusals: ratelog.Limiter{Every: refusalWarnEvery}}
 	g.add("journal", c.cloud.start, c.cloud.closeJournal)
 	g.add("cloud-poll", func(context.Context) error { return nil }, c.cloud.stopPolling)
 	g.add("cloud-outbox", func(context.Context) error { return nil }, c.cloud.stop)

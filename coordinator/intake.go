@@ -35,8 +35,12 @@ func (c *Coordinator) onMessage(m devices.Message) {
 	if c.serveShadow(m) {
 		return
 	}
+	ms := c.routes.Load().Match(m.Topic)
 	var durable []*calls.Call
-	for _, match := range c.routes.Load().Match(m.Topic) {
+	for _, match := range ms {
+		if match.Cloud {
+			continue // cloudroute.go
+		}
 		if m.QoS >= 1 && match.QoS >= 1 && m.Ack != nil {
 			if c.broker != nil {
 				continue // journaled by the embedded broker (journalPublish)
@@ -54,13 +58,29 @@ func (c *Coordinator) onMessage(m devices.Message) {
 			c.dropped(m.Topic, match.Task, dropReason(err))
 		}
 	}
-	if len(durable) == 0 {
-		if m.Ack != nil {
+	accept := func() {
+		switch {
+		case len(durable) > 0:
+			c.cloud.acceptMQTT(m, durable)
+		case m.Ack != nil:
 			m.Ack()
 		}
-		return
 	}
-	c.cloud.acceptMQTT(m, durable)
+	switch cloud, held := toCloud(ms, m.QoS); {
+	case cloud && held && m.Ack != nil && c.broker != nil:
+		// Spooled by the embedded broker before its PUBACK (journalPublish).
+	case cloud && held && m.Ack != nil:
+		// Acknowledged once in the spool and, for task routes, journaled.
+		c.spoolMessage(m.Topic, m.Payload, m.QoS, func(err error) {
+			if err == nil {
+				accept()
+			}
+		})
+		return
+	case cloud:
+		c.spoolMessage(m.Topic, m.Payload, m.QoS, nil)
+	}
+	accept()
 }
 
 // durableCall is the call of a QoS 1 message on a qos 1 route: journaled,
@@ -88,16 +108,34 @@ func (c *Coordinator) journalPublish(ctx context.Context, topic string, payload 
 	if c.shadows.Request(topic, payload, done) {
 		return true, nil // a shadow request: acknowledged once answered (shadows.go)
 	}
+	ms := c.routes.Load().Match(topic)
 	var durable []*calls.Call
-	for _, match := range c.routes.Load().Match(topic) {
-		if qos >= 1 && match.QoS >= 1 {
+	for _, match := range ms {
+		if !match.Cloud && qos >= 1 && match.QoS >= 1 {
 			durable = append(durable, durableCall(match, topic, bytes.Clone(payload)))
 		}
 	}
-	if len(durable) == 0 {
-		return false, nil
+	if _, held := toCloud(ms, qos); !held {
+		if len(durable) == 0 {
+			return false, nil
+		}
+		return true, c.cloud.acceptPublish(ctx, topic, durable, done)
 	}
-	return true, c.cloud.acceptPublish(ctx, topic, durable, done)
+	// The cloud spool first: a full spool refuses the message before any
+	// call of it is journaled (the device sends it again).
+	if _, err := c.cloud.waitOpen(ctx); err != nil {
+		return true, err
+	}
+	c.spoolMessage(topic, payload, qos, func(err error) {
+		if err != nil || len(durable) == 0 {
+			done(err)
+			return
+		}
+		if err := c.cloud.acceptPublish(ctx, topic, durable, done); err != nil {
+			done(err)
+		}
+	})
+	return true, nil
 }
 
 // mqttSource is the source kind of calls made by MQTT routes.

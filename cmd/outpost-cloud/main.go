@@ -1,7 +1,7 @@
 // Command outpost-cloud is the reference control plane of the cloud link
 // (docs/cloud-link.md) and its CLI: `serve` runs the server (state in
-// badger); `enqueue`, `results`, `nodes`, `cancel`, `batch` and `object` speak to a
-// running server's operator API.
+// badger); `enqueue`, `results`, `nodes`, `cancel`, `batch`, `object` and
+// `messages` speak to a running server's operator API.
 package main
 
 import (
@@ -55,7 +55,7 @@ running one through its operator API (--server URL or $OUTPOST_CLOUD,
 default http://127.0.0.1:8480; --token-file or $OUTPOST_CLOUD_TOKEN_FILE
 when it requires a token).`,
 	}
-	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd())
+	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd(), newMessagesCmd())
 	cli.AddVersion(root, cli.BuildVersion())
 	return root
 }

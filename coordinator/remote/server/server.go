@@ -111,6 +111,9 @@ type Server struct {
 	objs     *objects
 	operator *operatorToken // nil: operator API open
 
+	// msgMu orders the writers of device messages (messages.go).
+	msgMu sync.Mutex
+
 	// Lock order: persistMu before mu.
 	persistMu sync.Mutex
 	mu        sync.Mutex
@@ -275,6 +278,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/calls/{id}", s.handleCancel)
 	mux.HandleFunc("GET /api/v1/nodes", s.handleNodes)
 	s.objectRoutes(mux)
+	s.messageRoutes(mux) // messages.go
 	return s.operatorAuth(mux)
 }
 
