@@ -63,7 +63,9 @@ func (s *Server) messageRoutes(mux *http.ServeMux) {
 
 func msgPrefix(node string) []byte { return []byte("msg/" + node + "/") }
 
-func msgKey(node string, seq uint64) []byte { return binary.BigEndian.AppendUint64(msgPrefix(node), seq) }
+func msgKey(node string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(msgPrefix(node), seq)
+}
 
 func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	var req remote.MessagesRequest
