@@ -13,6 +13,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/devices"
+	"github.com/outpost-edge/outpost/internal/ratelog"
 )
 
 // cloudPart owns the call journal and the cloud link. The journal runs
@@ -30,6 +31,9 @@ type cloudPart struct {
 	durable *calls.Durable
 	link    *remote.Client
 	replies *mqttReplier
+	spool   *remote.Spool // device messages for the cloud (cloudroute.go); nil without cloud.url
+	// refusals bounds the warnings of messages the spool refuses.
+	refusals ratelog.Limiter
 
 	// mu guards ready and pending: QoS 1 messages that arrived before the
 	// journal was open (the MQTT client starts first). They are journaled,
@@ -71,6 +75,13 @@ func (p *cloudPart) start(ctx context.Context) error {
 			PollWait: cfg.Cloud.PollWait.Std(), BackoffBase: cfg.Cloud.BackoffBase.Std(), BackoffMax: cfg.Cloud.BackoffMax.Std(),
 			BatchSize: cfg.Cloud.BatchSize, MaxInflight: cfg.Cloud.MaxInflight, OutboxMaxBytes: int64(cfg.Cloud.OutboxMaxBytes),
 		}, nil, c.log.With("part", "cloud"), c.reg)
+	}
+	if p.link != nil {
+		p.spool = remote.NewSpool(int64(cfg.Cloud.MessagesMaxBytes), c.log, c.reg)
+		if err := p.spool.Open(ctx, c.db.Bucket("cloudmsgs"), c.db.Sync); err != nil {
+			return err
+		}
+		p.link.SetSpool(p.spool)
 	}
 	link := p.link
 	p.replies = newMQTTReplier(c, p.journal, c.log.With("part", "mqtt-replies"))
@@ -274,6 +285,9 @@ func (c *Coordinator) CallAsync(call *calls.Call) error {
 const adminSource = "admin"
 
 func (p *cloudPart) closeJournal(context.Context) error {
+	if p.spool != nil {
+		p.spool.Close()
+	}
 	if p.journal == nil {
 		return nil
 	}

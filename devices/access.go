@@ -68,6 +68,7 @@ type clientAccess struct {
 	all       bool   // a configured user: every topic
 	anonymous bool   // never reaches a registered device's namespace
 	grants    grants
+	session   string // a device's session id once established (presence.go)
 }
 
 // accessHook authenticates clients and enforces the access rules, default
@@ -84,6 +85,7 @@ type accessHook struct {
 	anonRules []Rule
 	groups    map[string][]Rule
 	devices   *Registry // nil: no device logins
+	presence  *presence // a device's connections and disconnections (presence.go)
 
 	// clients maps a weak.Pointer[mqtt.Client] to its *clientAccess; an
 	// entry goes at OnDisconnect, or when the client is collected (a
@@ -119,6 +121,7 @@ func newAccessHook(b *Broker) (*accessHook, error) {
 		h.users[u.Username] = pw
 	}
 	h.denied = register(b.reg, b.log, deniedVec)
+	h.presence = newPresence(b)
 	b.access = h
 	return h, nil
 }
@@ -172,17 +175,19 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	return true
 }
 
-// OnSessionEstablished records when and from where a device connected.
+// OnSessionEstablished records when and from where a device connected,
+// and publishes its presence.
 func (h *accessHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if a := h.access(cl); a != nil && a.device != "" {
-		h.devices.Seen(a.device, cl.Net.Remote, time.Now())
+		h.presence.connect(cl, a)
 	}
 }
 
-// OnDisconnect records when a device left and forgets the client.
-func (h *accessHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+// OnDisconnect records when and why a device left, publishes its
+// presence, and forgets the client.
+func (h *accessHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	if a := h.access(cl); a != nil && a.device != "" {
-		h.devices.Seen(a.device, cl.Net.Remote, time.Now())
+		h.presence.disconnect(cl, a, err)
 	}
 	h.clients.Delete(weak.Make(cl))
 }
