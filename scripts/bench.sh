@@ -88,6 +88,7 @@ if has durable; then
 fi
 if has cloud; then
   bench coordinator/remote/server 'BenchmarkCloudStore' "$(n 5000)"
+  bench coordinator/remote/server 'BenchmarkDeviceMessages' "$(n 20000)"
 fi
 if has telemetry; then
   bench telemetry 'BenchmarkGNMITo|BenchmarkGNMIRawStream|BenchmarkPipelineTo' "$(n 200000)"

@@ -19,7 +19,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/pgtest"
 )
 
-func postMessages(t *testing.T, url, node string, msgs ...remote.Message) (int, remote.MessagesResponse) {
+func postMessages(t testing.TB, url, node string, msgs ...remote.Message) (int, remote.MessagesResponse) {
 	t.Helper()
 	b, _ := json.Marshal(remote.MessagesRequest{Messages: msgs})
 	req, _ := http.NewRequest("POST", url+"/edge/v1/nodes/"+node+"/messages:batch", bytes.NewReader(b))
