@@ -134,8 +134,17 @@ func TestCloudRouteDelivery(t *testing.T) {
 	if left := c.messages(); len(left) != 0 {
 		t.Errorf("%d messages left after --consume", len(left))
 	}
-	if got := d.metric("outpost_cloud_messages_spooled"); got != 0 {
-		t.Errorf("spool after delivery: %v", got)
+	// The node removes a batch once it hears the server stored it: after
+	// a lost answer, only once its retry is answered.
+	deadline := time.Now().Add(20 * time.Second)
+	for d.metric("outpost_cloud_messages_spooled") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("spool after delivery: %v messages", d.metric("outpost_cloud_messages_spooled"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := c.messages(); len(got) != 0 {
+		t.Errorf("the retries after lost answers stored %d messages again", len(got))
 	}
 }
 
