@@ -197,3 +197,30 @@ func (c *cloudProc) reverse() *httputil.ReverseProxy {
 	u, _ := url.Parse(c.url)
 	return httputil.NewSingleHostReverseProxy(u)
 }
+
+// Through an external Mosquitto the daemon's client acknowledges a QoS 1
+// message of a cloud route (and journals the calls of its task routes)
+// only once it is in the spool: the message and the task's reply both
+// arrive.
+func TestCloudRouteExternalBroker(t *testing.T) {
+	c := startCloudProc(t)
+	url := mqtttest.StartMosquitto(t)
+	startDaemon(t, fmt.Sprintf(`
+node: {id: edge-1}
+admin: {listen: "{{admin}}"}
+mqtt: {url: %q}
+cloud: {url: %q, poll_wait: 500ms, backoff_base: 50ms, backoff_max: 500ms}
+tasks: [{name: echo, module: builtin:echo}]
+routes:
+  - {topic: "devices/+/up", cloud: true, qos: 1}
+  - {topic: "devices/+/up", task: echo, reply: "devices/{1}/echo", qos: 1}
+`, url, c.proxy))
+	sub := mqtttest.Sub(t, url, "devices/+/echo", 0)
+	for _, p := range payloads(0, 5) {
+		mqtttest.Pub(t, url, "devices/d9/up", p, 1)
+	}
+	c.waitMessages(payloads(0, 5), 20*time.Second)
+	if got := sub.Wait(5, 20*time.Second); len(got) != 5 || got[0] != "devices/d9/echo m-000" {
+		t.Errorf("echo replies %q", got)
+	}
+}
