@@ -50,7 +50,6 @@ type Shadows struct {
 	mu     sync.Mutex // guards the fields below
 	open   bool
 	bucket store.Bucket
-	sync   func() error
 	pub    Publisher
 	docs   map[shadow.Ref]shadow.Doc
 	commit *store.Committer
@@ -96,7 +95,7 @@ func (s *Shadows) Open(ctx context.Context, bucket store.Bucket, sync func() err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.bucket, s.sync, s.pub, s.docs, s.open = bucket, sync, pub, docs, true
+	s.bucket, s.pub, s.docs, s.open = bucket, pub, docs, true
 	s.commit = store.NewCommitter(sync)
 	s.commit.Start()
 	s.log.Info("shadows loaded", "shadows", len(docs))
@@ -304,21 +303,33 @@ func (s *Shadows) Change(ctx context.Context, ref shadow.Ref, op shadow.Op, payl
 }
 
 // Forget deletes every shadow of thing (its device was removed), version
-// history included.
+// history included, in order with the changes queued before it.
 func (s *Shadows) Forget(thing string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.open {
+		s.mu.Unlock()
 		return fmt.Errorf("forget shadows of %q: %w", thing, ErrShadowsNotReady)
 	}
+	var refs []shadow.Ref
 	for ref := range s.docs {
-		if ref.Thing != thing {
-			continue
+		if ref.Thing == thing {
+			refs = append(refs, ref)
+			delete(s.docs, ref)
 		}
-		if err := s.bucket.Delete(shadowKey(ref)); err != nil {
-			return fmt.Errorf("forget shadow %s: %w", ref, err)
-		}
-		delete(s.docs, ref)
 	}
-	return s.sync()
+	bucket := s.bucket
+	done := make(chan error, 1)
+	err := s.commit.Submit(func() error {
+		for _, ref := range refs {
+			if err := bucket.Delete(shadowKey(ref)); err != nil {
+				return fmt.Errorf("forget shadow %s: %w", ref, err)
+			}
+		}
+		return nil
+	}, func(err error) { done <- err })
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return <-done
 }
