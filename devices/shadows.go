@@ -77,9 +77,9 @@ func NewShadows(log *slog.Logger, reg prometheus.Registerer) *Shadows {
 	return &Shadows{log: log, requests: register(reg, log, shadowRequestsVec), docs: map[shadow.Ref]shadow.Doc{}}
 }
 
-// Open reads the shadows of bucket, and starts answering requests through
-// pub; sync makes the bucket's writes durable (the state store's Sync).
-func (s *Shadows) Open(ctx context.Context, bucket store.Bucket, sync func() error, pub Publisher) error {
+// Open reads the shadows of bucket (of db), and starts answering requests
+// through pub; sync makes the writes durable (db.Sync).
+func (s *Shadows) Open(ctx context.Context, db *store.DB, bucket store.Bucket, sync func() error, pub Publisher) error {
 	docs := map[shadow.Ref]shadow.Doc{}
 	err := bucket.Scan(ctx, nil, func(k, v []byte) error {
 		thing, name, _ := strings.Cut(string(k), "/")
@@ -96,7 +96,7 @@ func (s *Shadows) Open(ctx context.Context, bucket store.Bucket, sync func() err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.bucket, s.pub, s.docs, s.open = bucket, pub, docs, true
-	s.commit = store.NewCommitter(sync)
+	s.commit = store.NewCommitter(db, sync)
 	s.commit.Start()
 	s.log.Info("shadows loaded", "shadows", len(docs))
 	return nil
@@ -190,10 +190,10 @@ func (s *Shadows) apply(ref shadow.Ref, op shadow.Op, payload []byte, publish bo
 		replies = append([]reply{{ref.Topic(op, "accepted"), accepted}}, replies...)
 	}
 	s.requests.WithLabelValues(string(op), result).Inc()
-	var write func() error
+	var write func(*store.Batch) error
 	if next != nil {
 		bucket := s.bucket
-		write = func() error { return bucket.Put(shadowKey(ref), next) }
+		write = func(b *store.Batch) error { return b.Put(bucket, shadowKey(ref), next) }
 	}
 	pub := s.pub
 	err := s.commit.Submit(write, func(err error) {
@@ -319,9 +319,9 @@ func (s *Shadows) Forget(thing string) error {
 	}
 	bucket := s.bucket
 	done := make(chan error, 1)
-	err := s.commit.Submit(func() error {
+	err := s.commit.Submit(func(b *store.Batch) error {
 		for _, ref := range refs {
-			if err := bucket.Delete(shadowKey(ref)); err != nil {
+			if err := b.Delete(bucket, shadowKey(ref)); err != nil {
 				return fmt.Errorf("forget shadow %s: %w", ref, err)
 			}
 		}

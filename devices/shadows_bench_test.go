@@ -23,7 +23,7 @@ func BenchmarkShadowUpdates(b *testing.B) {
 	}
 	defer db.Close()
 	s := NewShadows(nil, nil)
-	if err := s.Open(context.Background(), db.Bucket("shadows"), db.Sync, discard{}); err != nil {
+	if err := s.Open(context.Background(), db, db.Bucket("shadows"), db.Sync, discard{}); err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close(context.Background())
