@@ -78,10 +78,10 @@ func (p *cloudPart) start(ctx context.Context) error {
 	}
 	if p.link != nil {
 		p.spool = remote.NewSpool(int64(cfg.Cloud.MessagesMaxBytes), c.log, c.reg)
-		if err := p.spool.Open(ctx, c.db.Bucket("cloudmsgs"), c.db.Sync); err != nil {
+		p.link.SetSpool(p.spool)
+		if err := p.spool.Open(ctx, c.db, c.db.Bucket("cloudmsgs"), c.db.Sync); err != nil {
 			return err
 		}
-		p.link.SetSpool(p.spool)
 	}
 	link := p.link
 	p.replies = newMQTTReplier(c, p.journal, c.log.With("part", "mqtt-replies"))

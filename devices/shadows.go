@@ -50,7 +50,6 @@ type Shadows struct {
 	mu     sync.Mutex // guards the fields below
 	open   bool
 	bucket store.Bucket
-	sync   func() error
 	pub    Publisher
 	docs   map[shadow.Ref]shadow.Doc
 	commit *store.Committer
@@ -78,9 +77,9 @@ func NewShadows(log *slog.Logger, reg prometheus.Registerer) *Shadows {
 	return &Shadows{log: log, requests: register(reg, log, shadowRequestsVec), docs: map[shadow.Ref]shadow.Doc{}}
 }
 
-// Open reads the shadows of bucket, and starts answering requests through
-// pub; sync makes the bucket's writes durable (the state store's Sync).
-func (s *Shadows) Open(ctx context.Context, bucket store.Bucket, sync func() error, pub Publisher) error {
+// Open reads the shadows of bucket (of db), and starts answering requests
+// through pub; sync makes the writes durable (db.Sync).
+func (s *Shadows) Open(ctx context.Context, db *store.DB, bucket store.Bucket, sync func() error, pub Publisher) error {
 	docs := map[shadow.Ref]shadow.Doc{}
 	err := bucket.Scan(ctx, nil, func(k, v []byte) error {
 		thing, name, _ := strings.Cut(string(k), "/")
@@ -96,8 +95,8 @@ func (s *Shadows) Open(ctx context.Context, bucket store.Bucket, sync func() err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.bucket, s.sync, s.pub, s.docs, s.open = bucket, sync, pub, docs, true
-	s.commit = store.NewCommitter(sync)
+	s.bucket, s.pub, s.docs, s.open = bucket, pub, docs, true
+	s.commit = store.NewCommitter(db, sync)
 	s.commit.Start()
 	s.log.Info("shadows loaded", "shadows", len(docs))
 	return nil
@@ -191,10 +190,10 @@ func (s *Shadows) apply(ref shadow.Ref, op shadow.Op, payload []byte, publish bo
 		replies = append([]reply{{ref.Topic(op, "accepted"), accepted}}, replies...)
 	}
 	s.requests.WithLabelValues(string(op), result).Inc()
-	var write func() error
+	var write func(*store.Batch) error
 	if next != nil {
 		bucket := s.bucket
-		write = func() error { return bucket.Put(shadowKey(ref), next) }
+		write = func(b *store.Batch) error { return b.Put(bucket, shadowKey(ref), next) }
 	}
 	pub := s.pub
 	err := s.commit.Submit(write, func(err error) {
@@ -304,21 +303,33 @@ func (s *Shadows) Change(ctx context.Context, ref shadow.Ref, op shadow.Op, payl
 }
 
 // Forget deletes every shadow of thing (its device was removed), version
-// history included.
+// history included, in order with the changes queued before it.
 func (s *Shadows) Forget(thing string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.open {
+		s.mu.Unlock()
 		return fmt.Errorf("forget shadows of %q: %w", thing, ErrShadowsNotReady)
 	}
+	var refs []shadow.Ref
 	for ref := range s.docs {
-		if ref.Thing != thing {
-			continue
+		if ref.Thing == thing {
+			refs = append(refs, ref)
+			delete(s.docs, ref)
 		}
-		if err := s.bucket.Delete(shadowKey(ref)); err != nil {
-			return fmt.Errorf("forget shadow %s: %w", ref, err)
-		}
-		delete(s.docs, ref)
 	}
-	return s.sync()
+	bucket := s.bucket
+	done := make(chan error, 1)
+	err := s.commit.Submit(func(b *store.Batch) error {
+		for _, ref := range refs {
+			if err := b.Delete(bucket, shadowKey(ref)); err != nil {
+				return fmt.Errorf("forget shadow %s: %w", ref, err)
+			}
+		}
+		return nil
+	}, func(err error) { done <- err })
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return <-done
 }

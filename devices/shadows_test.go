@@ -51,7 +51,7 @@ func TestShadowsWriteFailure(t *testing.T) {
 	}
 	pub := &published{}
 	s := NewShadows(testLogger(t), nil)
-	if err := s.Open(context.Background(), db.Bucket("shadows"), sync, pub); err != nil {
+	if err := s.Open(context.Background(), db, db.Bucket("shadows"), sync, pub); err != nil {
 		t.Fatal(err)
 	}
 	request := func(payload string) error {
@@ -90,7 +90,7 @@ func TestShadowsWriteFailure(t *testing.T) {
 		t.Error("a shadow topic was not recognized after close")
 	}
 	s2 := NewShadows(testLogger(t), nil)
-	if err := s2.Open(context.Background(), db.Bucket("shadows"), db.Sync, pub); err != nil {
+	if err := s2.Open(context.Background(), db, db.Bucket("shadows"), db.Sync, pub); err != nil {
 		t.Fatal(err)
 	}
 	defer s2.Close(context.Background())

@@ -202,3 +202,22 @@ func runMosquittoSub(d *daemon, id, secret, filter string) (string, error) {
 	out, err := exec.Command("mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-u", id, "-P", secret, "-t", filter, "-C", "1", "-W", "5").CombinedOutput()
 	return string(out), err
 }
+
+// With an external Mosquitto the daemon subscribes to the shadow request
+// topics and answers through its own client: a device on Mosquitto gets
+// the same replies, and the operator's update reaches it as a delta.
+func TestDeviceShadowsExternalBroker(t *testing.T) {
+	url := mqtttest.StartMosquitto(t)
+	d := startDaemon(t, `
+admin: {listen: "{{admin}}"}
+mqtt: {url: "`+url+`"}
+`)
+	sub := mqtttest.Sub(t, url, "$aws/things/lamp/shadow/#", 0)
+	mqtttest.Pub(t, url, "$aws/things/lamp/shadow/update", `{"state":{"reported":{"on":false}},"clientToken":"ext"}`, 1)
+	expectFields(t, "accepted", nextOn(t, sub, "$aws/things/lamp/shadow/update/accepted"),
+		map[string]string{"version": "1", "clientToken": `"ext"`, "state": `{"reported":{"on":false}}`})
+	if out, code := runCLI(t, "device", "shadow", "update", "lamp", "--desired", `{"on":true}`, "--config", d.cfg); code != 0 {
+		t.Fatalf("shadow update: exit %d:\n%s", code, out)
+	}
+	expectFields(t, "delta", nextOn(t, sub, "$aws/things/lamp/shadow/update/delta"), map[string]string{"version": "2", "state": `{"on":true}`})
+}

@@ -96,9 +96,9 @@ func NewSpool(maxBytes int64, log *slog.Logger, reg prometheus.Registerer) *Spoo
 	return &Spool{log: log.With("part", "cloud-messages"), max: maxBytes, m: m, notify: func() {}}
 }
 
-// Open reads the spool's totals from bucket and starts taking messages;
-// sync makes the bucket's writes durable.
-func (s *Spool) Open(ctx context.Context, bucket store.Bucket, sync func() error) error {
+// Open reads the spool's totals from bucket (of db) and starts taking
+// messages; sync makes the writes durable (db.Sync).
+func (s *Spool) Open(ctx context.Context, db *store.DB, bucket store.Bucket, sync func() error) error {
 	var next uint64
 	count, bytes := 0, int64(0)
 	err := bucket.Scan(ctx, nil, func(k, v []byte) error {
@@ -120,7 +120,7 @@ func (s *Spool) Open(ctx context.Context, bucket store.Bucket, sync func() error
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.bucket, s.next, s.count, s.bytes, s.open = bucket, next, count, bytes, true
-	s.commit = store.NewCommitter(sync)
+	s.commit = store.NewCommitter(db, sync)
 	s.commit.Start()
 	s.gauges()
 	if count > 0 {
@@ -174,13 +174,13 @@ func (s *Spool) Append(msgs []Message, done func(error)) error {
 	s.bytes += size
 	s.gauges()
 	bucket := s.bucket
-	write := func() error {
+	write := func(b *store.Batch) error {
 		for i, m := range msgs {
 			v, err := json.Marshal(m)
 			if err != nil {
 				return err
 			}
-			if err := bucket.Put(spoolKey(first+uint64(i)), v); err != nil {
+			if err := b.Put(bucket, spoolKey(first+uint64(i)), v); err != nil {
 				return err
 			}
 		}

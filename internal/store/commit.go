@@ -3,19 +3,23 @@ package store
 import (
 	"errors"
 	"sync"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // ErrCommitterClosed: a write submitted after Close.
 var ErrCommitterClosed = errors.New("store committer closed")
 
 // Committer writes in batches with one Sync each (group commit): each
-// submitted write runs on the committer's goroutine in submission order;
-// after a batch's writes, one Sync; then each done is called in order with
-// nil, or with the batch's first error (the batch is then not known to be
-// on disk, and its writes may or may not be there).
+// submitted write runs on the committer's goroutine in submission order,
+// adding to one badger write batch; the batch is written, then synced
+// once; then each done is called in order with nil, or with the batch's
+// first error (the batch is then not known to be on disk, and its writes
+// may or may not be there).
 //
 // Lock order: mu only.
 type Committer struct {
+	db   *DB
 	sync func() error
 
 	mu      sync.Mutex // guards the fields below
@@ -27,14 +31,23 @@ type Committer struct {
 }
 
 type commitItem struct {
-	write func() error // nil: nothing to write (only ordered behind the writes before it)
+	write func(*Batch) error // nil: nothing to write (only ordered behind the writes before it)
 	done  func(error)
 }
 
-// NewCommitter returns a committer syncing with sync (the state store's
-// Sync); Start runs it.
-func NewCommitter(sync func() error) *Committer {
-	return &Committer{sync: sync, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+// Batch collects the writes of one commit.
+type Batch struct{ wb *badger.WriteBatch }
+
+// Put stores v at k of bucket b.
+func (w *Batch) Put(b Bucket, k, v []byte) error { return w.wb.Set(b.key(k), v) }
+
+// Delete removes k of bucket b.
+func (w *Batch) Delete(b Bucket, k []byte) error { return w.wb.Delete(b.key(k)) }
+
+// NewCommitter returns a committer writing to db and making each batch
+// durable with sync (db.Sync; a test may fail it); Start runs it.
+func NewCommitter(db *DB, sync func() error) *Committer {
+	return &Committer{db: db, sync: sync, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 }
 
 // Start runs the committer's goroutine.
@@ -50,7 +63,7 @@ func (c *Committer) Start() {
 // Submit queues a write (nil: none) and its done, which is called from the
 // committer's goroutine. After Close it returns ErrCommitterClosed and
 // done is never called.
-func (c *Committer) Submit(write func() error, done func(error)) error {
+func (c *Committer) Submit(write func(*Batch) error, done func(error)) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -104,16 +117,22 @@ func (c *Committer) commit() {
 			return
 		}
 		var err error
+		wb := &Batch{wb: c.db.db.NewWriteBatch()}
 		wrote := false
 		for _, it := range batch {
 			if it.write == nil || err != nil {
 				continue
 			}
 			wrote = true
-			err = it.write()
+			err = it.write(wb)
 		}
-		if err == nil && wrote {
-			err = c.sync()
+		switch {
+		case err != nil || !wrote:
+			wb.wb.Cancel()
+		default:
+			if err = wb.wb.Flush(); err == nil {
+				err = c.sync()
+			}
 		}
 		for _, it := range batch {
 			it.done(err)
