@@ -52,6 +52,9 @@ func testDeviceMessages(t *testing.T, e *engine) {
 	if code, r := postMessages(t, hs.URL, "n1", m("b", 1), m("c", 1)); code != 200 || r.Stored != 1 || r.Duplicates != 1 {
 		t.Fatalf("repeat: %d %+v", code, r)
 	}
+	if code, r := postMessages(t, hs.URL, "n2"); code != 200 || r.Stored != 0 || r.Duplicates != 0 {
+		t.Fatalf("empty batch: %d %+v", code, r)
+	}
 	if code, r := postMessages(t, hs.URL, "n2", m("a", 1)); code != 200 || r.Stored != 1 {
 		t.Fatalf("another node, same id: %d %+v", code, r)
 	}
@@ -69,7 +72,7 @@ func testDeviceMessages(t *testing.T, e *engine) {
 	if after, _ := s.Messages("n1", 41, 100); len(after) != 2 || after[0].Seq != 42 {
 		t.Errorf("after 41: %+v", after)
 	}
-	if all, _ := s.Messages("", 0, 1000); len(all) != 44 || all[43].Node != "n2" {
+	if all, _ := s.Messages("", 0, 1000); len(all) != 44 || all[43].Node != "n2" || all[43].Seq != 1 {
 		t.Errorf("every node: %d", len(all))
 	}
 	if n, err := s.Consume("n1", 3); err != nil || n != 3 {
