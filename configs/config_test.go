@@ -173,6 +173,31 @@ routes:
 			},
 		},
 		{
+			name: "routes to the cloud",
+			yaml: `tasks: [{name: t, module: builtin:echo}]
+routes:
+  - {topic: "a/+", cloud: true}
+  - {topic: "b/+", cloud: true, task: t}
+  - {topic: "c/+"}
+`,
+			want: []string{
+				"x.yaml:3: routes[0].cloud: the cloud target needs the cloud link (cloud.url)",
+				"x.yaml:4: routes[1].cloud: a route has one target: task \"t\" or the cloud (write two routes for both)",
+				"x.yaml:5: routes[2].task: must name a task (or cloud: true)",
+			},
+		},
+		{
+			name: "a cloud route has no reply",
+			yaml: `cloud: {url: "http://127.0.0.1:8480", messages_max_bytes: 10}
+routes:
+  - {topic: "a/+", cloud: true, reply: "r/{1}"}
+`,
+			want: []string{
+				"x.yaml:1: cloud.messages_max_bytes: must be at least 1KiB",
+				"x.yaml:3: routes[0].reply: a route to the cloud has no reply",
+			},
+		},
+		{
 			name: "anonymous beyond loopback",
 			yaml: "mqtt:\n  broker:\n    listen: 0.0.0.0:1883\n",
 			want: []string{"x.yaml:3: mqtt.broker.listen: anonymous clients are only allowed on a loopback listener"},

@@ -98,7 +98,7 @@ func (c *Config) validate(ch *confval.Checker) {
 	c.MQTT.Validate(ch.At("mqtt"))
 	c.Scheduler.Validate(ch.At("scheduler"))
 	tasks.Validate(ch.At("tasks"), c.Tasks)
-	routes.Validate(ch.At("routes"), c.Routes, c.hasTask)
+	routes.Validate(ch.At("routes"), c.Routes, c.hasTask, c.Cloud.Enabled())
 	c.Telemetry.Validate(ch.At("telemetry"), c.hasTask)
 	c.Cloud.Validate(ch.At("cloud"))
 	c.Placement.Validate(ch.At("placement"))

@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/devices"
+	"github.com/outpost-edge/outpost/internal/ratelog"
 )
 
 // cloudPart owns the call journal and the cloud link. The journal runs
@@ -34,6 +35,9 @@ type cloudPart struct {
 	link    *remote.Client
 	replies *mqttReplier
 	snaps   *calls.Snapshots // states of suspended calls; set at start
+	spool   *remote.Spool // device messages for the cloud (cloudroute.go); nil without cloud.url
+	// refusals bounds the warnings of messages the spool refuses.
+	refusals ratelog.Limiter
 
 	// mu guards ready and pending: QoS 1 messages that arrived before the
 	// journal was open (the MQTT client starts first). They are journaled,
@@ -76,6 +80,13 @@ func (p *cloudPart) start(ctx context.Context) error {
 			BatchSize: cfg.Cloud.BatchSize, MaxInflight: cfg.Cloud.MaxInflight, OutboxMaxBytes: int64(cfg.Cloud.OutboxMaxBytes),
 			Queues: queueNames(cfg.Cloud), QueueWeights: queueWeights(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std(),
 		}, nil, c.log.With("part", "cloud"), c.reg)
+	}
+	if p.link != nil {
+		p.spool = remote.NewSpool(int64(cfg.Cloud.MessagesMaxBytes), c.log, c.reg)
+		p.link.SetSpool(p.spool)
+		if err := p.spool.Open(ctx, c.db, c.db.Bucket("cloudmsgs"), c.db.Sync); err != nil {
+			return err
+		}
 	}
 	link := p.link
 	p.replies = newMQTTReplier(c, p.journal, c.log.With("part", "mqtt-replies"))
@@ -285,6 +296,9 @@ func (c *Coordinator) CallAsync(call *calls.Call) error {
 const adminSource = "admin"
 
 func (p *cloudPart) closeJournal(context.Context) error {
+	if p.spool != nil {
+		p.spool.Close()
+	}
 	if p.journal == nil {
 		return nil
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/routes"
 	"github.com/outpost-edge/outpost/devices"
+	"github.com/outpost-edge/outpost/internal/ratelog"
 	"github.com/outpost-edge/outpost/internal/store"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
 	"github.com/outpost-edge/outpost/telemetry"
@@ -50,6 +51,7 @@ type Coordinator struct {
 	sched    *calls.Scheduler
 	broker   *devices.Broker // nil with an external broker
 	devices  *devices.Registry
+	shadows  *devices.Shadows // shadows.go
 	client   bus
 	admin    *admin.Server
 	tele     *telemetry.Service // telemetry.go
@@ -96,6 +98,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	c.sched = calls.NewScheduler(newObjectExecutor(c), calls.Options{Workers: cfg.Scheduler.Workers, QueueSize: cfg.Scheduler.QueueSize,
 		Queues: cloudQueues(cfg.Cloud), AgingAfter: cfg.Cloud.AgingAfter.Std(), MaxParked: cfg.Scheduler.MaxParked}, log.With("part", "calls"), c.reg) // queues: cloud.go
 	c.devices = devices.NewRegistry(log.With("part", "devices"))
+	c.shadows = devices.NewShadows(log.With("part", "shadows"), c.reg)
 	if !cfg.MQTT.External() {
 		c.broker = devices.NewBroker(cfg.MQTT.Broker, log.With("part", "broker"), c.reg)
 		c.broker.SetRegistry(c.devices)              // device logins and access rules (devices.go)
@@ -111,6 +114,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	admin.MountRegistry(c.admin, c)             // deploy/rm/rollback/inspect (registry.go)
 	admin.MountBackup(c.admin, c)               // backup.go
 	admin.MountDevices(c.admin, deviceAdmin{c}) // device add/ls/disable/rm (devices.go)
+	admin.MountShadows(c.admin, shadowAdmin{c}) // device shadows (shadows.go)
 
 	g := &c.group
 	g.log = log
@@ -122,11 +126,16 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 		g.add("broker", c.broker.Start, c.broker.Stop)
 	}
 	g.add("mqtt", c.startClient, func(ctx context.Context) error { return c.client.Stop(ctx) })
+	// Shadows answer through the MQTT client: they open after it and
+	// close before it (what is queued is answered first).
+	g.add("shadows", func(ctx context.Context) error {
+		return c.shadows.Open(ctx, c.db, c.db.Bucket("shadows"), c.db.Sync, c.client)
+	}, c.shadows.Close)
 	// Cloud link and call journal (cloud.go): journal recovery needs the
 	// runtime's tasks and the scheduler, and the calls it runs again may
 	// publish through the MQTT client, so it starts after both; the stop
 	// order is explained in cloud.go.
-	c.cloud = &cloudPart{c: c}
+	c.cloud = &cloudPart{c: c, refusals: ratelog.Limiter{Every: refusalWarnEvery}}
 	g.add("journal", c.cloud.start, c.cloud.closeJournal)
 	g.add("cloud-poll", func(context.Context) error { return nil }, c.cloud.stopPolling)
 	g.add("cloud-outbox", func(context.Context) error { return nil }, c.cloud.stop)
@@ -140,7 +149,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	// back) and the store last.
 	// Cloud: stop polling before the drain, flush the outbox after it while
 	// the link is up, close the journal after the last writer (cloud.go).
-	g.stopOrder = []string{"cloud-poll", "scheduler", "cloud-outbox", "admin", "telemetry", "mqtt", "broker", "journal", "runtime", "devices", "store"}
+	g.stopOrder = []string{"cloud-poll", "scheduler", "cloud-outbox", "admin", "telemetry", "shadows", "mqtt", "broker", "journal", "runtime", "devices", "store"}
 	return c
 }
 

@@ -40,6 +40,11 @@ func (d deviceAdmin) RemoveDevice(id string) error {
 	if err == nil && d.c.broker != nil {
 		d.c.broker.Forget(id)
 	}
+	if err == nil {
+		if ferr := d.c.shadows.Forget(id); ferr != nil {
+			d.c.log.Warn("shadows of a removed device not deleted", "device", id, "err", ferr)
+		}
+	}
 	return adminError(err)
 }
 

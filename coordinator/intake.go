@@ -13,6 +13,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/routes"
 	"github.com/outpost-edge/outpost/devices"
+	"github.com/outpost-edge/outpost/devices/shadow"
 )
 
 // onMessage turns an MQTT message into one call per matching route. It
@@ -31,8 +32,15 @@ import (
 // journaled them before it acknowledged the message to the device
 // (journalPublish), so they are skipped, and only the other routes run.
 func (c *Coordinator) onMessage(m devices.Message) {
+	if c.serveShadow(m) {
+		return
+	}
+	ms := c.routes.Load().Match(m.Topic)
 	var durable []*calls.Call
-	for _, match := range c.routes.Load().Match(m.Topic) {
+	for _, match := range ms {
+		if match.Cloud {
+			continue // cloudroute.go
+		}
 		if m.QoS >= 1 && match.QoS >= 1 && m.Ack != nil {
 			if c.broker != nil {
 				continue // journaled by the embedded broker (journalPublish)
@@ -50,13 +58,29 @@ func (c *Coordinator) onMessage(m devices.Message) {
 			c.dropped(m.Topic, match.Task, dropReason(err))
 		}
 	}
-	if len(durable) == 0 {
-		if m.Ack != nil {
+	accept := func() {
+		switch {
+		case len(durable) > 0:
+			c.cloud.acceptMQTT(m, durable)
+		case m.Ack != nil:
 			m.Ack()
 		}
-		return
 	}
-	c.cloud.acceptMQTT(m, durable)
+	switch cloud, held := toCloud(ms, m.QoS); {
+	case cloud && held && m.Ack != nil && c.broker != nil:
+		// Spooled by the embedded broker before its PUBACK (journalPublish).
+	case cloud && held && m.Ack != nil:
+		// Acknowledged once in the spool and, for task routes, journaled.
+		c.spoolMessage(m.Topic, m.Payload, m.QoS, func(err error) {
+			if err == nil {
+				accept()
+			}
+		})
+		return
+	case cloud:
+		c.spoolMessage(m.Topic, m.Payload, m.QoS, nil)
+	}
+	accept()
 }
 
 // durableCall is the call of a QoS 1 message on a qos 1 route: journaled,
@@ -81,16 +105,37 @@ func durableCall(match routes.Match, topic string, payload []byte) *calls.Call {
 // among them, which runs the message's other routes and skips these
 // (onMessage).
 func (c *Coordinator) journalPublish(ctx context.Context, topic string, payload []byte, qos byte, done func(error)) (bool, error) {
+	if c.shadows.Request(topic, payload, done) {
+		return true, nil // a shadow request: acknowledged once answered (shadows.go)
+	}
+	ms := c.routes.Load().Match(topic)
 	var durable []*calls.Call
-	for _, match := range c.routes.Load().Match(topic) {
-		if qos >= 1 && match.QoS >= 1 {
+	for _, match := range ms {
+		if !match.Cloud && qos >= 1 && match.QoS >= 1 {
 			durable = append(durable, durableCall(match, topic, bytes.Clone(payload)))
 		}
 	}
-	if len(durable) == 0 {
-		return false, nil
+	if _, held := toCloud(ms, qos); !held {
+		if len(durable) == 0 {
+			return false, nil
+		}
+		return true, c.cloud.acceptPublish(ctx, topic, durable, done)
 	}
-	return true, c.cloud.acceptPublish(ctx, topic, durable, done)
+	// The cloud spool first: a full spool refuses the message before any
+	// call of it is journaled (the device sends it again).
+	if _, err := c.cloud.waitOpen(ctx); err != nil {
+		return true, err
+	}
+	c.spoolMessage(topic, payload, qos, func(err error) {
+		if err != nil || len(durable) == 0 {
+			done(err)
+			return
+		}
+		if err := c.cloud.acceptPublish(ctx, topic, durable, done); err != nil {
+			done(err)
+		}
+	})
+	return true, nil
 }
 
 // mqttSource is the source kind of calls made by MQTT routes.
@@ -139,6 +184,9 @@ func (c *Coordinator) publishResult(topic string, qos byte, id, task string, src
 
 func subscriptions(t *routes.Table) []devices.Subscription {
 	var subs []devices.Subscription
+	for _, f := range shadow.RequestFilters() {
+		subs = append(subs, devices.Subscription{Filter: f, QoS: 1}) // shadows.go
+	}
 	for f, q := range t.Subscriptions() {
 		subs = append(subs, devices.Subscription{Filter: f, QoS: q})
 	}

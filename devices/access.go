@@ -73,6 +73,7 @@ type clientAccess struct {
 	clientID  string // {id} of an anonymous client's rules
 	grants    atomic.Pointer[grants]
 	limit     *limiter // a device's rate and size limits; nil for others
+	session   string   // a device's session id once established (presence.go)
 }
 
 // rules are the access rules a reload may change.
@@ -110,6 +111,7 @@ type accessHook struct {
 	rules     atomic.Pointer[rules]
 	devices   *Registry // nil: no device logins
 	identity  string    // where a client certificate names its device (BrokerTLS.Identity)
+	presence  *presence // a device's connections and disconnections (presence.go)
 
 	// clients maps a weak.Pointer[mqtt.Client] to its *clientAccess; an
 	// entry goes at OnDisconnect, or when the client is collected (a
@@ -146,6 +148,7 @@ func newAccessHook(b *Broker) (*accessHook, error) {
 		h.users[u.Username] = pw
 	}
 	h.denied = register(b.reg, b.log, deniedVec)
+	h.presence = newPresence(b)
 	b.access = h
 	return h, nil
 }
@@ -210,17 +213,19 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	return true
 }
 
-// OnSessionEstablished records when and from where a device connected.
+// OnSessionEstablished records when and from where a device connected,
+// and publishes its presence.
 func (h *accessHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if a := h.access(cl); a != nil && a.device != "" {
-		h.devices.Seen(a.device, cl.Net.Remote, time.Now())
+		h.presence.connect(cl, a)
 	}
 }
 
-// OnDisconnect records when a device left and forgets the client.
-func (h *accessHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+// OnDisconnect records when and why a device left, publishes its
+// presence, and forgets the client.
+func (h *accessHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	if a := h.access(cl); a != nil && a.device != "" {
-		h.devices.Seen(a.device, cl.Net.Remote, time.Now())
+		h.presence.disconnect(cl, a, err)
 	}
 	h.clients.Delete(weak.Make(cl))
 }

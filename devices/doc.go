@@ -1,8 +1,10 @@
 // Package devices owns the MQTT side of the edge: the embedded broker, the
 // daemon's client of whichever broker is in use, the device registry (ids
-// and bcrypt secrets in the state store) and the broker's access rules
-// (default deny: a device's own namespace, its groups' grants). Shadows and
-// presence are not built yet.
+// and bcrypt secrets in the state store), the broker's access rules
+// (default deny: a device's own namespace, its groups' grants), presence
+// events (AWS IoT lifecycle events, presence.go) and the local shadow
+// service (AWS IoT device shadows, shadows.go; the documents in
+// devices/shadow).
 //
 // The embedded broker is mochi-mqtt (MQTT 3.1.1 and 5 on one TCP listener).
 // The daemon's client of an external broker is paho (MQTT 3.1.1, Client);

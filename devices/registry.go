@@ -28,6 +28,11 @@ type Device struct {
 	Created  time.Time `json:"created"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Address  string    `json:"address,omitempty"` // remote address of the last connection
+	// Connected: at least one connection now (not kept across restarts).
+	Connected bool `json:"connected"`
+	// DisconnectReason is why the last connection ended (presence.go):
+	// clean, will, timeout or kicked.
+	DisconnectReason string `json:"disconnect_reason,omitempty"`
 }
 
 // State is "enabled" or "disabled".
@@ -55,7 +60,9 @@ type record struct {
 type entry struct {
 	rec      record
 	verified [sha256.Size]byte
-	ok       bool // verified is set
+	ok       bool  // verified is set
+	conns    int   // connections now
+	events   int64 // presence events so far (their versionNumber)
 }
 
 // Registry holds the registered devices: kept in the state store, read
@@ -71,6 +78,7 @@ type Registry struct {
 	open    bool
 	devices map[string]*entry
 	dirty   map[string]bool // last seen changed, not yet written
+	online  int             // devices with conns > 0
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -97,6 +105,7 @@ func (r *Registry) Open(ctx context.Context, bucket store.Bucket) error {
 		if err := json.Unmarshal(v, &rec); err != nil {
 			return fmt.Errorf("device %q: %w", k, err)
 		}
+		rec.Connected = false // connections did not outlive the process
 		devs[rec.ID] = &entry{rec: rec}
 		return nil
 	})
@@ -262,6 +271,9 @@ func (r *Registry) Remove(id string) error {
 	if err := r.bucket.Delete([]byte(id)); err != nil {
 		return fmt.Errorf("remove device %q: %w", id, err)
 	}
+	if r.devices[id].conns > 0 {
+		r.online--
+	}
 	delete(r.devices, id)
 	delete(r.dirty, id)
 	r.log.Info("device removed", "device", id)
@@ -319,13 +331,50 @@ func (r *Registry) Enabled(id string) ([]string, bool) {
 	return e.rec.Groups, true
 }
 
-// Seen records a connection of device id from address; it is written back
-// within flushEvery.
-func (r *Registry) Seen(id, address string, at time.Time) {
+// Connected records a connection of device id from address; it is
+// written back within flushEvery. It returns the number of the device's
+// presence event (0 for an unknown device).
+func (r *Registry) Connected(id, address string, at time.Time) (event int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.devices[id]; ok {
-		e.rec.LastSeen, e.rec.Address = at.UTC(), address
-		r.dirty[id] = true
+	e, ok := r.devices[id]
+	if !ok {
+		return 0
 	}
+	e.rec.LastSeen, e.rec.Address, e.rec.Connected = at.UTC(), address, true
+	r.dirty[id] = true
+	e.conns++
+	e.events++
+	if e.conns == 1 {
+		r.online++
+	}
+	return e.events
+}
+
+// Disconnected records the end of a connection of device id, and why. It
+// returns the number of the device's presence event (0 for an unknown
+// device).
+func (r *Registry) Disconnected(id, address, reason string, at time.Time) (event int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.devices[id]
+	if !ok || e.conns == 0 {
+		return 0
+	}
+	e.conns--
+	e.events++
+	e.rec.LastSeen, e.rec.Address, e.rec.DisconnectReason = at.UTC(), address, reason
+	e.rec.Connected = e.conns > 0
+	r.dirty[id] = true
+	if e.conns == 0 {
+		r.online--
+	}
+	return e.events
+}
+
+// Online is the number of devices connected now.
+func (r *Registry) Online() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.online
 }

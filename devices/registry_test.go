@@ -50,7 +50,9 @@ func TestRegistryPersists(t *testing.T) {
 		t.Fatal("wrong secret accepted")
 	}
 	seen := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	r.Seen("d1", "127.0.0.1:5000", seen)
+	if n := r.Connected("d1", "127.0.0.1:5000", seen); n != 1 || r.Online() != 1 {
+		t.Errorf("connected: event %d, online %d", n, r.Online())
+	}
 	if err := r.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +72,13 @@ func TestRegistryPersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !d.LastSeen.Equal(seen) || d.Address != "127.0.0.1:5000" || len(d.Groups) != 1 {
-		t.Errorf("after reopen: %+v", d)
+	if !d.LastSeen.Equal(seen) || d.Address != "127.0.0.1:5000" || len(d.Groups) != 1 || d.Connected || r2.Online() != 0 {
+		t.Errorf("after reopen (a connection does not outlive the process): %+v, online %d", d, r2.Online())
+	}
+	r2.Connected("d1", "127.0.0.1:5001", seen)
+	r2.Connected("d1", "127.0.0.1:5002", seen)
+	if n := r2.Disconnected("d1", "127.0.0.1:5001", ReasonClean, seen); n != 3 || r2.Online() != 1 {
+		t.Errorf("one of two connections ended: event %d, online %d", n, r2.Online())
 	}
 	if groups, ok := r2.Authenticate("d1", []byte(secret)); !ok || groups[0] != "g" {
 		t.Errorf("after reopen: authenticate %v %v", groups, ok)
@@ -79,8 +86,8 @@ func TestRegistryPersists(t *testing.T) {
 	if err := r2.Remove("d1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := r2.Authenticate("d1", []byte(secret)); ok || r2.Known("d1") {
-		t.Error("a removed device authenticated")
+	if _, ok := r2.Authenticate("d1", []byte(secret)); ok || r2.Known("d1") || r2.Online() != 0 {
+		t.Errorf("a removed device authenticated, or is still counted online (%d)", r2.Online())
 	}
 	if err := r2.Remove("d1"); !errors.Is(err, ErrUnknownDevice) {
 		t.Errorf("second remove: %v", err)

@@ -95,6 +95,7 @@ if has durable; then
 fi
 if has cloud; then
   bench coordinator/remote/server 'BenchmarkCloudStore' "$(n 5000)"
+  bench coordinator/remote/server 'BenchmarkDeviceMessages' "$(n 20000)"
 fi
 if has await; then
   bench coordinator 'BenchmarkWaitingCalls' 1x

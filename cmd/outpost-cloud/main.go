@@ -1,7 +1,8 @@
 // Command outpost-cloud is the reference control plane of the cloud link
 // (docs/cloud-link.md) and its CLI: `serve` runs the server (state in
-// badger, or in PostgreSQL shared by replicas); `enqueue`, `results`, `nodes`, `cancel`, `batch` and `object` speak to a
-// running server's operator API; `job` runs data-set jobs on the server.
+// badger, or in PostgreSQL shared by replicas); `enqueue`, `results`,
+// `nodes`, `cancel`, `batch`, `object` and `messages` speak to a running
+// server's operator API; `job` runs data-set jobs on the server.
 package main
 
 import (
@@ -54,7 +55,7 @@ running one through its operator API (--server URL or $OUTPOST_CLOUD,
 default http://127.0.0.1:8480; --token-file or $OUTPOST_CLOUD_TOKEN_FILE
 when it requires a token).`,
 	}
-	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd(), newJobCmd())
+	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd(), newJobCmd(), newMessagesCmd())
 	cli.AddVersion(root, cli.BuildVersion())
 	return root
 }

@@ -17,13 +17,13 @@ import (
 func newDeviceCmd() *cobra.Command {
 	cmd := cli.Group(&cobra.Command{
 		Use:   "device",
-		Short: "Register, list, show, disable, enable, remove or export devices (MQTT logins of the embedded broker)",
+		Short: "Register, list, show, disable, enable, remove or export devices (MQTT logins of the embedded broker); their shadows",
 	})
 	af := addAdminFlags(cmd, true)
 	cmd.AddCommand(newDeviceAddCmd(af), newDeviceListCmd(af), newDeviceShowCmd(af),
 		newDeviceStateCmd(af, "disable", "Disable a device: it is disconnected and refused until enabled", true),
 		newDeviceStateCmd(af, "enable", "Enable a disabled device", false),
-		newDeviceRemoveCmd(af), newDeviceExportMosquittoCmd(af))
+		newDeviceRemoveCmd(af), newDeviceExportMosquittoCmd(af), newDeviceShadowCmd(af))
 	return cmd
 }
 
@@ -175,11 +175,23 @@ func replaceFile(path string, mode os.FileMode, content string) error {
 
 func printDevices(w io.Writer, o *cli.Output, ds []devices.Device) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tGROUPS\tLAST SEEN\tADDRESS")
+	fmt.Fprintln(tw, "ID\tSTATE\tPRESENCE\tGROUPS\tLAST SEEN\tADDRESS")
 	for _, d := range ds {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ID, d.State(), listOrNone(d.Groups), o.Time(d.LastSeen), dash(d.Address))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.State(), presence(d), listOrNone(d.Groups), o.Time(d.LastSeen), dash(d.Address))
 	}
 	_ = tw.Flush()
+}
+
+// presence is "connected", "disconnected (REASON)", or "-" for a device
+// not seen since the daemon started.
+func presence(d devices.Device) string {
+	switch {
+	case d.Connected:
+		return "connected"
+	case d.DisconnectReason != "":
+		return "disconnected (" + d.DisconnectReason + ")"
+	}
+	return "-"
 }
 
 func dash(s string) string {

@@ -92,7 +92,7 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out"}]
 		t.Error("d1 logged in with d2's secret")
 	}
 	out, code := runCLI(t, "device", "ls", "--config", d.cfg)
-	if code != 0 || !regexp.MustCompile(`(?m)^d1\s+enabled\s+sensors\s+\S+\s+127\.0\.0\.1:\d+$`).MatchString(out) || !regexp.MustCompile(`(?m)^d2\s+enabled\s+none\s`).MatchString(out) {
+	if code != 0 || !regexp.MustCompile(`(?m)^d1\s+enabled\s+connected\s+sensors\s+\S+\s+127\.0\.0\.1:\d+$`).MatchString(out) || !regexp.MustCompile(`(?m)^d2\s+enabled\s+connected\s+none\s`).MatchString(out) {
 		t.Errorf("device ls: exit %d:\n%s", code, out)
 	}
 	if out, code := runCLI(t, "device", "disable", "d2", "--config", d.cfg); code != 0 || !strings.Contains(out, "d2 disabled") {

@@ -102,6 +102,9 @@ type Client struct {
 	stopped sync.WaitGroup
 	once    sync.Once
 
+	spool   *Spool        // device messages for the cloud (SetSpool); nil: none
+	msgWake chan struct{} // a message was spooled
+
 	mu     sync.Mutex
 	leases map[string]time.Duration // held calls → lease length
 }
@@ -141,7 +144,7 @@ func New(cfg Config, node Node, log *slog.Logger, reg prometheus.Registerer) *Cl
 		cfg: cfg, node: node, log: log, m: newMetrics(reg),
 		hc:     &http.Client{Transport: tr, Timeout: cfg.ReadTimeout},
 		boot:   xid.New().String(),
-		notify: make(chan struct{}, 1), stop: make(chan struct{}),
+		notify: make(chan struct{}, 1), stop: make(chan struct{}), msgWake: make(chan struct{}, 1),
 		leases: map[string]time.Duration{},
 	}
 	c.setState(StateConnecting)
@@ -160,6 +163,10 @@ func (c *Client) Start(context.Context) error {
 	c.stopped.Add(2)
 	go c.pollLoop()
 	go c.uploadLoop()
+	if c.spool != nil {
+		c.stopped.Add(1)
+		go c.messageLoop()
+	}
 	c.log.Info("cloud link started", "url", c.cfg.URL, "node", c.cfg.NodeID, "boot", c.boot)
 	return nil
 }
@@ -622,38 +629,52 @@ func (c *Client) reconcile(ctx context.Context) error {
 	return nil
 }
 
+// uploadLoop uploads finished results from the outbox.
 func (c *Client) uploadLoop() {
+	c.drain("cloud result upload failed", "cloud results left in the outbox at stop: sent after restart", c.notify,
+		func(b *backoff) (int, time.Duration, error) {
+			recs, count, bytes := c.node.Outbox(SourceKind, c.cfg.BatchSize)
+			recs = batchBySize(recs, recordSize)
+			c.m.outboxResults.Set(float64(count))
+			c.m.outboxBytes.Set(float64(bytes))
+			if len(recs) == 0 {
+				return 0, 0, nil
+			}
+			wait, err := c.upload(recs, b)
+			return len(recs), wait, err
+		})
+}
+
+// drain runs send, which uploads one batch and says how many items it
+// sent (0: nothing to send), until it has nothing to send; then it waits
+// for wake. A failure is logged (failed) and retried after the wait send
+// returns. After StopPolling it goes on until nothing is left or a
+// failure (stopped is logged): the daemon's stop deadline bounds it.
+func (c *Client) drain(failed, stopped string, wake <-chan struct{}, send func(*backoff) (int, time.Duration, error)) {
 	defer c.stopped.Done()
 	b := &backoff{base: c.cfg.BackoffBase, max: c.cfg.BackoffMax}
-	// After StopPolling, uploads go on until the outbox is empty or a
-	// failure: the daemon's stop deadline bounds it.
 	stopping := false
 	for {
-		recs, count, bytes := c.node.Outbox(SourceKind, c.cfg.BatchSize)
-		recs = batchBySize(recs, recordSize)
-		c.m.outboxResults.Set(float64(count))
-		c.m.outboxBytes.Set(float64(bytes))
-		if len(recs) == 0 {
+		n, wait, err := send(b)
+		switch {
+		case err == nil && n > 0:
+			b.reset()
+			continue
+		case err == nil:
 			if stopping {
 				return
 			}
 			select {
-			case <-c.notify:
+			case <-wake:
 			case <-c.stop:
 				stopping = true
 			}
 			continue
-		}
-		wait, err := c.upload(recs, b)
-		if err == nil {
-			b.reset()
-			continue
-		}
-		if stopping {
-			c.log.Warn("cloud results left in the outbox at stop: sent after restart", "results", count, "err", err)
+		case stopping:
+			c.log.Warn(stopped, "items", n, "err", err)
 			return
 		}
-		c.log.Warn("cloud result upload failed", "results", len(recs), "err", err, "retry_in", wait)
+		c.log.Warn(failed, "items", n, "err", err, "retry_in", wait)
 		select {
 		case <-time.After(wait):
 		case <-c.stop:

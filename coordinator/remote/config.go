@@ -31,6 +31,9 @@ type CloudConfig struct {
 	MaxInflight int `yaml:"max_inflight"`
 	// OutboxMaxBytes caps results waiting for upload; over it the node takes no new calls.
 	OutboxMaxBytes confval.ByteSize `yaml:"outbox_max_bytes"`
+	// MessagesMaxBytes caps the spool of device messages routed to the
+	// cloud; a message that does not fit is refused (not acknowledged).
+	MessagesMaxBytes confval.ByteSize `yaml:"messages_max_bytes"`
 	// DedupeRetention keeps reported calls (dedupe and results cache) at least this long.
 	DedupeRetention confval.Duration `yaml:"dedupe_retention"`
 	// Queues are the scheduler's weighted queues besides control (strict) and default (weight 1).
@@ -59,6 +62,7 @@ func (cl *CloudConfig) ApplyDefaults() {
 	cl.BatchSize = cmp.Or(cl.BatchSize, 256)
 	cl.MaxInflight = cmp.Or(cl.MaxInflight, 256)
 	cl.OutboxMaxBytes = cmp.Or(cl.OutboxMaxBytes, 64<<20)
+	cl.MessagesMaxBytes = cmp.Or(cl.MessagesMaxBytes, 32<<20)
 	for i := range cl.Queues {
 		cl.Queues[i].Weight = cmp.Or(cl.Queues[i].Weight, 1)
 	}
@@ -109,6 +113,9 @@ func (cl CloudConfig) Validate(c *confval.Checker) {
 	}
 	if cl.OutboxMaxBytes < 1<<10 {
 		c.Errorf("outbox_max_bytes", "must be at least 1KiB")
+	}
+	if cl.MessagesMaxBytes < 1<<10 {
+		c.Errorf("messages_max_bytes", "must be at least 1KiB")
 	}
 	if cl.DedupeRetention < confval.Duration(24*time.Hour) {
 		c.Errorf("dedupe_retention", "must be at least 24h: nodes go offline for hours and redeliveries must still be recognised")

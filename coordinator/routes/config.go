@@ -11,10 +11,14 @@ import (
 )
 
 // Rule is one entry of the config key routes: messages matching an MQTT
-// topic filter go to a task.
+// topic filter go to a task, or up to the cloud (the control plane of the
+// cloud link), one target a rule.
 type Rule struct {
 	Topic string `yaml:"topic"` // MQTT filter, + and # wildcards
 	Task  string `yaml:"task"`
+	// Cloud sends the messages to the control plane: kept in the node's
+	// on-disk message spool first, uploaded over the cloud link.
+	Cloud bool `yaml:"cloud"`
 	// Reply is the topic the result goes to; {1}, {2}… stand for the wildcard
 	// segments of the source topic, {topic} for the whole topic. Empty: no reply.
 	Reply string `yaml:"reply"`
@@ -22,16 +26,25 @@ type Rule struct {
 }
 
 // Validate reports every problem of the rules, listed under c (the routes
-// key); hasTask says whether a task of that name is configured.
-func Validate(c *confval.Checker, rules []Rule, hasTask func(string) bool) {
+// key); hasTask says whether a task of that name is configured, cloud
+// whether the cloud link is (cloud.url).
+func Validate(c *confval.Checker, rules []Rule, hasTask func(string) bool, cloud bool) {
 	for i, r := range rules {
 		rc := c.Index("", i)
 		if err := topic.CheckFilter(r.Topic); err != nil {
 			rc.Errorf("topic", "%v", err)
 		}
-		if r.Task == "" {
-			rc.Errorf("task", "must name a task")
-		} else if !hasTask(r.Task) {
+		switch {
+		case r.Cloud && r.Task != "":
+			rc.Errorf("cloud", "a route has one target: task %q or the cloud (write two routes for both)", r.Task)
+		case r.Cloud && !cloud:
+			rc.Errorf("cloud", "the cloud target needs the cloud link (cloud.url)")
+		case r.Cloud && r.Reply != "":
+			rc.Errorf("reply", "a route to the cloud has no reply")
+		case r.Cloud:
+		case r.Task == "":
+			rc.Errorf("task", "must name a task (or cloud: true)")
+		case !hasTask(r.Task):
 			rc.Errorf("task", "no task named %q", r.Task)
 		}
 		if r.QoS > 1 {

@@ -1,5 +1,5 @@
 // Package routes owns the routing table: which MQTT topic filters feed which
-// task, and where each result is published. A Table is immutable; a reload
+// task, and where each result is published, or go up to the cloud. A Table is immutable; a reload
 // builds a new one and swaps it in.
 package routes
 
@@ -10,10 +10,11 @@ import (
 	"github.com/outpost-edge/outpost/devices/topic"
 )
 
-// Route is one compiled entry of the table.
+// Route is one compiled entry of the table: to a task, or to the cloud.
 type Route struct {
 	Filter string
-	Task   string
+	Task   string // "" for the cloud
+	Cloud  bool
 	QoS    byte
 	Reply  Template
 
@@ -29,7 +30,7 @@ type Table struct {
 func New(rs []Rule) *Table {
 	t := &Table{routes: make([]Route, len(rs))}
 	for i, r := range rs {
-		t.routes[i] = Route{Filter: r.Topic, Task: r.Task, QoS: r.QoS, Reply: ParseTemplate(r.Reply), filter: topic.Compile(r.Topic)}
+		t.routes[i] = Route{Filter: r.Topic, Task: r.Task, Cloud: r.Cloud, QoS: r.QoS, Reply: ParseTemplate(r.Reply), filter: topic.Compile(r.Topic)}
 	}
 	return t
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,7 +27,9 @@ type badgerStore struct {
 	lease      time.Duration // default lease
 	liveWindow time.Duration
 
-	// Lock order: jobMu, then persistMu, then mu.
+	// Lock order: jobMu, then persistMu, then mu. msgMu (device
+	// messages) is taken alone.
+	msgMu     sync.Mutex
 	jobMu     sync.Mutex
 	persistMu sync.Mutex
 	mu        sync.Mutex
@@ -513,4 +516,134 @@ func (s *badgerStore) changedJob() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.notifyLocked(nil)
+}
+
+// Device messages: keys msg/{node}/{seq} (seq big-endian, so a node's
+// messages iterate in order), msgid/{node}/{id} (empty, with the TTL
+// messageIDTTL) and msgseq/{node} (the last seq given). msgMu orders
+// their writers, so no transaction conflicts on msgseq.
+
+// messageChunk bounds the bytes of messages written in one badger
+// transaction (a batch is written in several).
+const messageChunk = 512 << 10
+
+func msgPrefix(node string) []byte { return []byte("msg/" + node + "/") }
+
+func msgKey(node string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(msgPrefix(node), seq)
+}
+
+func (s *badgerStore) storeMessages(_ context.Context, node string, msgs []remote.Message) (remote.MessagesResponse, error) {
+	s.msgMu.Lock()
+	defer s.msgMu.Unlock()
+	var resp remote.MessagesResponse
+	seen := map[string]bool{}
+	for len(msgs) > 0 {
+		n, size := 0, 0
+		for n < len(msgs) && (n == 0 || size+len(msgs[n].Payload) <= messageChunk) {
+			size += len(msgs[n].Payload)
+			n++
+		}
+		var chunk remote.MessagesResponse
+		err := s.db.Update(func(txn *badger.Txn) error {
+			chunk = remote.MessagesResponse{}
+			seqKey := []byte("msgseq/" + node)
+			var seq uint64
+			if item, err := txn.Get(seqKey); err == nil {
+				if err := item.Value(func(v []byte) error { seq = binary.BigEndian.Uint64(v); return nil }); err != nil {
+					return err
+				}
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+			now := time.Now().UTC()
+			for _, m := range msgs[:n] {
+				idKey := []byte("msgid/" + node + "/" + m.ID)
+				if _, err := txn.Get(idKey); err == nil || seen[m.ID] {
+					chunk.Duplicates++
+					continue
+				} else if !errors.Is(err, badger.ErrKeyNotFound) {
+					return err
+				}
+				seen[m.ID] = true
+				seq++
+				v, err := json.Marshal(StoredMessage{Seq: seq, Node: node, ID: m.ID, Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Time: m.Time, Received: now})
+				if err != nil {
+					return err
+				}
+				if err := txn.Set(msgKey(node, seq), v); err != nil {
+					return err
+				}
+				if err := txn.SetEntry(badger.NewEntry(idKey, nil).WithTTL(messageIDTTL)); err != nil {
+					return err
+				}
+				chunk.Stored++
+			}
+			return txn.Set(seqKey, binary.BigEndian.AppendUint64(nil, seq))
+		})
+		if err != nil {
+			return remote.MessagesResponse{}, fmt.Errorf("store messages of %s: %w", node, err)
+		}
+		resp.Stored += chunk.Stored
+		resp.Duplicates += chunk.Duplicates
+		msgs = msgs[n:]
+	}
+	return resp, nil // the DB syncs every write (SyncWrites)
+}
+
+func (s *badgerStore) messages(_ context.Context, node string, after uint64, limit int) ([]StoredMessage, error) {
+	prefix := []byte("msg/")
+	start := prefix
+	if node != "" {
+		prefix, start = msgPrefix(node), msgKey(node, after+1)
+	}
+	out := []StoredMessage{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: prefix})
+		defer it.Close()
+		for it.Seek(start); it.Valid() && len(out) < limit; it.Next() {
+			var m StoredMessage
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &m) }); err != nil {
+				return fmt.Errorf("decode %q: %w", it.Item().Key(), err)
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *badgerStore) consumeMessages(_ context.Context, node string, through uint64) (int, error) {
+	s.msgMu.Lock()
+	defer s.msgMu.Unlock()
+	total := 0
+	for {
+		n := 0
+		err := s.db.Update(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: msgPrefix(node)})
+			var keys [][]byte
+			for it.Rewind(); it.Valid() && len(keys) < 1000; it.Next() {
+				k := it.Item().KeyCopy(nil)
+				if binary.BigEndian.Uint64(k[len(k)-8:]) > through {
+					break
+				}
+				keys = append(keys, k)
+			}
+			it.Close()
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			n = len(keys)
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("consume messages of %s: %w", node, err)
+		}
+		total += n
+		if n < 1000 {
+			return total, nil
+		}
+	}
 }

@@ -95,3 +95,55 @@ func benchCalls(b *testing.B, ss []*Server, hss []*httptest.Server) {
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
 }
+
+// BenchmarkDeviceMessages: b.N device messages (200-byte payloads) posted
+// to messages:batch in batches of 100 by 8 nodes at once, on the same
+// engines as BenchmarkCloudStore (postgres_2_replicas: each node
+// alternating between two replicas). Reported: messages/s stored.
+func BenchmarkDeviceMessages(b *testing.B) {
+	for _, c := range []struct {
+		name     string
+		pg       bool
+		replicas int
+	}{{"badger", false, 1}, {"postgres", true, 1}, {"postgres_2_replicas", true, 2}} {
+		b.Run(c.name, func(b *testing.B) {
+			o := Options{Dir: b.TempDir()}
+			if c.pg {
+				o.Store = pgtest.Shared(b).NewDatabase()
+			}
+			var urls []string
+			for range c.replicas {
+				s, err := Open(o)
+				if err != nil {
+					b.Fatal(err)
+				}
+				hs := httptest.NewServer(s.Handler())
+				b.Cleanup(func() { hs.Close(); _ = s.Close() })
+				urls = append(urls, hs.URL)
+			}
+			const nodes, batch = 8, 100
+			payload := make([]byte, 200)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for n := range nodes {
+				wg.Go(func() {
+					for i, k := n*batch, 0; i < b.N; i, k = i+nodes*batch, k+1 {
+						var msgs []remote.Message
+						for j := i; j < min(i+batch, b.N); j++ {
+							msgs = append(msgs, remote.Message{ID: fmt.Sprint("m", j), Topic: "devices/d/up", Payload: payload, QoS: 1})
+						}
+						if code, r := postMessages(b, urls[k%len(urls)], fmt.Sprint("bench-", n), msgs...); code != 200 || r.Stored != len(msgs) {
+							b.Errorf("batch at %d: %d %+v", i, code, r)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "messages/s")
+		})
+	}
+}

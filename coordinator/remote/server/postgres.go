@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -135,6 +136,7 @@ func (s *pgStore) beat(ctx context.Context) {
 	defer s.done.Done()
 	t := time.NewTicker(s.timeout / 5)
 	defer t.Stop()
+	var swept time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -146,8 +148,21 @@ func (s *pgStore) beat(ctx context.Context) {
 			s.log.Warn("postgres store: heartbeat failed", "err", err)
 		}
 		cancel()
+		if time.Since(swept) >= messageSweepEvery {
+			swept = time.Now()
+			sctx, cancel := context.WithTimeout(ctx, pgTimeout)
+			if _, err := s.sweepMessageIDs(sctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("postgres store: forgetting expired message ids failed", "err", err)
+			}
+			cancel()
+		}
 	}
 }
+
+// messageSweepEvery is how often a replica deletes the message ids whose
+// memory expired (message_ids); until then an expired row only waits to be
+// replaced.
+const messageSweepEvery = 10 * time.Minute
 
 // listen holds the LISTEN connection and turns notices into closed wake
 // channels. After a reconnect every waiter is woken: notices sent while
@@ -863,3 +878,122 @@ func (s *pgStore) updateJob(ctx context.Context, id string, f func(*Job) bool) (
 	}
 	return wrote, err
 }
+
+// Device messages: the rows of messages, numbered per node by the
+// counter message_seqs.last_seq, which a batch reads and advances under the
+// row's lock (INSERT ... ON CONFLICT DO UPDATE locks it until commit), so
+// concurrent batches of a node on any replicas take consecutive seqs. The
+// primary key of message_ids (node, id) drops repeats; a row whose expires
+// passed counts as forgotten and is taken over by the next message with
+// its id, and the replicas delete such rows now and then
+// (sweepMessageIDs).
+func (s *pgStore) storeMessages(ctx context.Context, node string, msgs []remote.Message) (remote.MessagesResponse, error) {
+	// Repeats within the batch are dropped first: one INSERT ... ON
+	// CONFLICT DO UPDATE may not meet a key twice.
+	seen := make(map[string]bool, len(msgs))
+	var ids []string
+	var firsts []remote.Message
+	for _, m := range msgs {
+		if !seen[m.ID] {
+			seen[m.ID] = true
+			ids, firsts = append(ids, m.ID), append(firsts, m)
+		}
+	}
+	stored := 0
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var last int64
+		err := tx.QueryRow(ctx, `INSERT INTO message_seqs (node, last_seq) VALUES ($1, 0)
+			ON CONFLICT (node) DO UPDATE SET last_seq = message_seqs.last_seq RETURNING last_seq`, node).Scan(&last)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `INSERT INTO message_ids (node, id, expires)
+			SELECT $1, id, now() + $3 * interval '1 millisecond' FROM unnest($2::text[]) AS id
+			ON CONFLICT (node, id) DO UPDATE SET expires = EXCLUDED.expires WHERE message_ids.expires <= now()
+			RETURNING id`, node, ids, ms(messageIDTTL))
+		if err != nil {
+			return err
+		}
+		fresh, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		isFresh := make(map[string]bool, len(fresh))
+		for _, id := range fresh {
+			isFresh[id] = true
+		}
+		var out [][]any
+		for _, m := range firsts {
+			if isFresh[m.ID] {
+				last++
+				payload := m.Payload
+				if payload == nil {
+					payload = []byte{} // NOT NULL
+				}
+				out = append(out, []any{node, last, m.ID, m.Topic, payload, int16(m.QoS), m.Time})
+			}
+		}
+		stored = len(out)
+		if stored == 0 {
+			return nil
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"messages"}, []string{"node", "seq", "id", "topic", "payload", "qos", "sent"}, pgx.CopyFromRows(out)); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE message_seqs SET last_seq = $2 WHERE node = $1`, node, last)
+		return err
+	})
+	if err != nil {
+		return remote.MessagesResponse{}, fmt.Errorf("postgres store: store messages of %s: %w", node, err)
+	}
+	return remote.MessagesResponse{Stored: stored, Duplicates: len(msgs) - stored}, nil
+}
+
+func (s *pgStore) messages(ctx context.Context, node string, after uint64, limit int) ([]StoredMessage, error) {
+	const cols = `SELECT seq, node, id, topic, payload, qos, sent, received FROM messages`
+	var rows pgx.Rows
+	var err error
+	if node == "" {
+		rows, err = s.pool.Query(ctx, cols+` ORDER BY node, seq LIMIT $1`, limit)
+	} else {
+		rows, err = s.pool.Query(ctx, cols+` WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3`, node, clampSeq(after), limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: messages: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (StoredMessage, error) {
+		var m StoredMessage
+		var seq int64
+		var qos int16
+		err := r.Scan(&seq, &m.Node, &m.ID, &m.Topic, &m.Payload, &qos, &m.Time, &m.Received)
+		m.Seq, m.QoS, m.Time, m.Received = uint64(seq), byte(qos), m.Time.UTC(), m.Received.UTC()
+		return m, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: messages: %w", err)
+	}
+	if out == nil {
+		out = []StoredMessage{}
+	}
+	return out, nil
+}
+
+func (s *pgStore) consumeMessages(ctx context.Context, node string, through uint64) (int, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM messages WHERE node = $1 AND seq <= $2`, node, clampSeq(through))
+	if err != nil {
+		return 0, fmt.Errorf("postgres store: consume messages of %s: %w", node, err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// sweepMessageIDs deletes the remembered message ids that expired.
+func (s *pgStore) sweepMessageIDs(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM message_ids WHERE expires <= now()`)
+	if err != nil {
+		return 0, fmt.Errorf("postgres store: sweep message ids: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// clampSeq is seq as a bigint: seqs beyond it are never given.
+func clampSeq(seq uint64) int64 { return int64(min(seq, math.MaxInt64)) }

@@ -95,6 +95,30 @@ var migrations = []string{
 	);
 	CREATE INDEX calls_pending_queue ON calls (node, (coalesce(nullif(queue, ''), 'default')), priority DESC, ord) WHERE state = 'pending';
 	ALTER TABLE calls ADD COLUMN r_env text NOT NULL DEFAULT '', ADD COLUMN r_rule text NOT NULL DEFAULT '';`,
+	// 4: device messages, the last seq given per node, and the ids
+	// remembered to drop repeats (byte order on node: listed by node).
+	`CREATE TABLE message_seqs (
+		node text COLLATE "C" PRIMARY KEY,
+		last_seq bigint NOT NULL
+	);
+	CREATE TABLE messages (
+		node text COLLATE "C" NOT NULL,
+		seq bigint NOT NULL,
+		id text NOT NULL,
+		topic text NOT NULL,
+		payload bytea NOT NULL,
+		qos smallint NOT NULL,
+		sent timestamptz NOT NULL,
+		received timestamptz NOT NULL DEFAULT now(),
+		PRIMARY KEY (node, seq)
+	);
+	CREATE TABLE message_ids (
+		node text COLLATE "C" NOT NULL,
+		id text NOT NULL,
+		expires timestamptz NOT NULL,
+		PRIMARY KEY (node, id)
+	);
+	CREATE INDEX message_ids_expires ON message_ids (expires);`,
 }
 
 // schemaLock is the advisory lock key replicas take while migrating.

@@ -192,6 +192,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/nodes", s.handleNodes)
 	s.jobRoutes(mux)
 	s.objectRoutes(mux)
+	s.messageRoutes(mux) // messages.go
 	return s.operatorAuth(mux)
 }
 

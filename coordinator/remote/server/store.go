@@ -54,6 +54,19 @@ type store interface {
 	getJob(ctx context.Context, id string) (Job, error)
 	listJobs(ctx context.Context) ([]Job, error)
 	updateJob(ctx context.Context, id string, f func(*Job) bool) (bool, error)
+	// storeMessages stores a node's device messages in the order given,
+	// numbered on from the node's last seq (the first is 1), and drops
+	// (counts as duplicates) those whose id the node sent in the last
+	// messageIDTTL, consumed or not, or earlier in msgs; it returns once
+	// they are durable. Concurrent batches of one node are numbered one
+	// after the other, without gaps, on every replica.
+	storeMessages(ctx context.Context, node string, msgs []remote.Message) (remote.MessagesResponse, error)
+	// messages lists node's stored messages after seq after ("": every
+	// node's, by node then seq), at most limit.
+	messages(ctx context.Context, node string, after uint64, limit int) ([]StoredMessage, error)
+	// consumeMessages deletes node's messages up to seq through and
+	// returns how many; their ids are still remembered.
+	consumeMessages(ctx context.Context, node string, through uint64) (int, error)
 	// nodeWake is closed when node's queue may have changed (enqueue,
 	// cancel); changed when any call may have changed state. Take the
 	// channel before looking at the state it guards.
