@@ -35,7 +35,7 @@ type cloudPart struct {
 	link    *remote.Client
 	replies *mqttReplier
 	snaps   *calls.Snapshots // states of suspended calls; set at start
-	spool   *remote.Spool // device messages for the cloud (cloudroute.go); nil without cloud.url
+	spool   *remote.Spool    // device messages for the cloud (cloudroute.go); nil without cloud.url
 	// refusals bounds the warnings of messages the spool refuses.
 	refusals ratelog.Limiter
 
