@@ -109,6 +109,7 @@ type TaskPermissions struct {
 	Call      []string `json:"call"`      // tasks it may call; "*": any
 	KVQuota   uint64   `json:"kv_quota"`  // bytes of kv; 0: no kv access
 	Telemetry bool     `json:"telemetry"` // may read collected telemetry
+	Shadows   []string `json:"shadows"`   // device id patterns whose shadows it may read and change
 }
 
 // TaskPool is a task's instance pool: idle warm instances, and calls

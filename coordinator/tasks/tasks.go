@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-edge/outpost/devices/shadow"
 	"github.com/outpost-edge/outpost/devices/topic"
 	"github.com/outpost-edge/outpost/internal/confval"
 )
@@ -52,6 +53,10 @@ type Permissions struct {
 	// Telemetry lets the task read collected telemetry (telemetry_latest,
 	// telemetry_query); false: those return denied.
 	Telemetry bool `yaml:"telemetry"`
+	// Shadows lists the device ids whose shadows the task may read and
+	// change (shadow_get, shadow_update, shadow_delete): exact ids or globs
+	// (* and ?, "*" every device); none: those return denied.
+	Shadows []string `yaml:"shadows"`
 }
 
 // Limits bound one task.
@@ -215,6 +220,11 @@ func validateSettings(c *confval.Checker, abi string, l Limits, p Permissions) {
 	for j, n := range p.Call {
 		if n != "*" && !ValidName(n) {
 			c.Errorf("permissions.call["+strconv.Itoa(j)+"]", "%q is not a task name or *", n)
+		}
+	}
+	for j, pat := range p.Shadows {
+		if err := shadow.CheckThingPattern(pat); err != nil {
+			c.Errorf("permissions.shadows["+strconv.Itoa(j)+"]", "%v", err)
 		}
 	}
 }
