@@ -1,0 +1,129 @@
+package coordinator
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/devices/shadow"
+)
+
+// Ops of the hostops fixture for the shadow functions.
+const (
+	opShadowGet    = 14
+	opShadowUpdate = 15
+	opShadowDelete = 16
+)
+
+// TestHostShadows: a wasm task granted permissions.shadows updates a
+// device's desired state through outpost.shadow_update; the device,
+// subscribed with mosquitto_sub, gets the delta on its update/delta topic,
+// and the change is the shadow service's (versions, persistence). Version
+// conflicts, missing shadows and tasks without the grant are refused with
+// their codes and, for rejections, the AWS error document.
+func TestHostShadows(t *testing.T) {
+	mod := hostopsWasm(t)
+	broker := mqtttest.FreeAddr(t)
+	yaml := "data_dir: " + t.TempDir() + `
+admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
+mqtt: {broker: {listen: "` + broker + `"}}
+tasks:
+  - name: ctl
+    module: ` + mod + `
+    permissions: {shadows: ["lamp-*"]}
+  - name: mute
+    module: ` + mod + `
+    permissions: {publish: ["#"]}
+`
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	_, secret, err := deviceAdmin{c}.AddDevice("lamp-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := mqtttest.Sub(t, "tcp://lamp-1:"+secret+"@"+broker, "$aws/things/lamp-1/shadow/update/delta", 1)
+
+	decode := func(what string, n int64, held string) map[string]any {
+		t.Helper()
+		var m map[string]any
+		// The buffer of a warm instance keeps what longer values left
+		// after the first n bytes.
+		if n <= 0 || n > int64(len(held)) || json.Unmarshal([]byte(held[:n]), &m) != nil {
+			t.Fatalf("%s = %d %q, want the length of a JSON document", what, n, held)
+		}
+		return m
+	}
+	field := func(m map[string]any, path string) string {
+		var v any = m
+		for _, k := range strings.Split(path, ".") {
+			v = v.(map[string]any)[k]
+		}
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+
+	n, held := runHeld(t, c, "ctl", opShadowUpdate, "lamp-1", "", `{"state":{"desired":{"on":true,"level":7}},"clientToken":"t1"}`)
+	acc := decode("shadow_update", n, held)
+	if field(acc, "version") != "1" || field(acc, "clientToken") != `"t1"` || field(acc, "state.desired.level") != "7" {
+		t.Fatalf("update/accepted %s", held)
+	}
+	lines := sub.Wait(1, 15*time.Second)
+	var delta map[string]any
+	if _, payload, _ := strings.Cut(lines[0], " "); json.Unmarshal([]byte(payload), &delta) != nil {
+		t.Fatalf("delta %q", lines[0])
+	}
+	if field(delta, "state") != `{"level":7,"on":true}` || field(delta, "version") != "1" {
+		t.Fatalf("delta %v", delta)
+	}
+
+	n, held = runHeld(t, c, "ctl", opShadowGet, "lamp-1", "")
+	doc := decode("shadow_get", n, held)
+	if field(doc, "state.delta") != `{"level":7,"on":true}` || field(doc, "version") != "1" {
+		t.Fatalf("get/accepted %s", held)
+	}
+	if d, err := c.shadows.Get(shadow.Ref{Thing: "lamp-1"}); err != nil || d.Version != 1 {
+		t.Fatalf("the shadow service holds %+v, %v", d, err)
+	}
+
+	for _, tc := range []struct {
+		name, task string
+		op         uint32
+		parts      []string
+		code       int64
+		held       string
+	}{
+		{"version conflict", "ctl", opShadowUpdate, []string{"lamp-1", "", `{"state":{"reported":{"on":true}},"version":9,"clientToken":"t2"}`},
+			-8, `"code":409,"message":"Version conflict"`},
+		{"conflict echoes the token", "ctl", opShadowUpdate, []string{"lamp-1", "", `{"state":{"reported":{"on":true}},"version":9,"clientToken":"t2"}`},
+			-8, `"clientToken":"t2"`},
+		{"bad request", "ctl", opShadowUpdate, []string{"lamp-1", "", `{"desired":{}}`}, -3, `"code":400`},
+		{"no shadow", "ctl", opShadowGet, []string{"lamp-2", "conf"}, -2, `"code":404,"message":"No shadow exists with name: 'lamp-2~conf'"`},
+		{"bad shadow name", "ctl", opShadowGet, []string{"lamp-1", "a b"}, -3, `"code":400`},
+		{"not granted", "mute", opShadowGet, []string{"lamp-1", ""}, -1, `shadow_get: shadows of "lamp-1" denied`},
+		{"outside the pattern", "ctl", opShadowUpdate, []string{"pump-1", "", `{"state":{"desired":{"on":true}}}`}, -1, "denied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, held := runHeld(t, c, tc.task, tc.op, tc.parts...)
+			if n != tc.code || !strings.Contains(held, tc.held) {
+				t.Fatalf("= %d %q, want %d with %q", n, held, tc.code, tc.held)
+			}
+		})
+	}
+	if d, err := c.shadows.Get(shadow.Ref{Thing: "pump-1"}); err == nil {
+		t.Fatalf("a denied update made a shadow: %+v", d)
+	}
+
+	n, held = runHeld(t, c, "ctl", opShadowDelete, "lamp-1", "", `{"version":1}`)
+	if del := decode("shadow_delete", n, held); field(del, "version") != "1" {
+		t.Fatalf("delete/accepted %s", held)
+	}
+	if n, held := runHeld(t, c, "ctl", opShadowGet, "lamp-1", ""); n != -2 || !strings.Contains(held, `"code":404`) {
+		t.Fatalf("get after delete = %d %q", n, held)
+	}
+}
