@@ -40,3 +40,12 @@ func hostDeadline() int64
 
 //go:wasmimport outpost now
 func hostNow() int64
+
+//go:wasmimport outpost shadow_get
+func hostShadowGet(thing *byte, thingLen uint32, name *byte, nameLen uint32) int32
+
+//go:wasmimport outpost shadow_update
+func hostShadowUpdate(thing *byte, thingLen uint32, name *byte, nameLen uint32, req *byte, reqLen uint32) int32
+
+//go:wasmimport outpost shadow_delete
+func hostShadowDelete(thing *byte, thingLen uint32, name *byte, nameLen uint32, req *byte, reqLen uint32) int32
