@@ -1,12 +1,18 @@
 package coordinator
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/devices/shadow"
 )
@@ -125,5 +131,63 @@ tasks:
 	}
 	if n, held := runHeld(t, c, "ctl", opShadowGet, "lamp-1", ""); n != -2 || !strings.Contains(held, `"code":404`) {
 		t.Fatalf("get after delete = %d %q", n, held)
+	}
+}
+
+// TestShadowsGoSDK runs the Go SDK example thermostat
+// (examples/tasks/go/thermostat, built here) against the shadow service:
+// it sets a device's desired setpoint with ShadowGet and ShadowUpdate, the
+// device gets the delta, a second call with the same setpoint changes
+// nothing, and a device outside its permissions.shadows is denied.
+func TestShadowsGoSDK(t *testing.T) {
+	mod := filepath.Join(t.TempDir(), "thermostat.wasm")
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-o", mod, "../examples/tasks/go/thermostat")
+	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the thermostat example: %v\n%s", err, out)
+	}
+	broker := mqtttest.FreeAddr(t)
+	yaml := "data_dir: " + t.TempDir() + `
+admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
+mqtt: {broker: {listen: "` + broker + `"}}
+tasks:
+  - name: thermostat
+    module: ` + mod + `
+    permissions: {shadows: ["room-?"]}
+`
+	cfg, err := configs.Parse([]byte(yaml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	_, secret, err := deviceAdmin{c}.AddDevice("room-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := mqtttest.Sub(t, "tcp://room-1:"+secret+"@"+broker, "$aws/things/room-1/shadow/update/delta", 1)
+	call := func(in string) (string, error) {
+		r, err := c.Call(context.Background(), calls.New("thermostat", []byte(in), calls.Source{Kind: "test", Ref: "t"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.OK() {
+			return "", errors.New(r.Error)
+		}
+		return string(r.Output), nil
+	}
+	if out, err := call(`{"device":"room-1","setpoint":21.5}`); err != nil || out != `{"device":"room-1","version":1,"changed":true}` {
+		t.Fatalf("first setpoint = %s, %v", out, err)
+	}
+	if _, payload, _ := strings.Cut(sub.Wait(1, 15*time.Second)[0], " "); !strings.Contains(payload, `"state":{"setpoint":21.5}`) {
+		t.Fatalf("delta %s", payload)
+	}
+	if out, err := call(`{"device":"room-1","setpoint":21.5}`); err != nil || out != `{"device":"room-1","version":1,"changed":false}` {
+		t.Fatalf("same setpoint = %s, %v", out, err)
+	}
+	if out, err := call(`{"device":"room-1","setpoint":19}`); err != nil || out != `{"device":"room-1","version":2,"changed":true}` {
+		t.Fatalf("new setpoint = %s, %v", out, err)
+	}
+	if out, err := call(`{"device":"hall-1","setpoint":19}`); err == nil || !strings.Contains(err.Error(), `read shadow: shadow_get: shadows of "hall-1" denied`) {
+		t.Fatalf("a device outside the grant = %s, %v", out, err)
 	}
 }
