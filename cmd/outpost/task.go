@@ -276,8 +276,8 @@ func printDetail(out io.Writer, o *cli.Output, d admin.TaskDetail) {
 	if p.KVQuota > 0 {
 		kv = confval.ByteSize(p.KVQuota).String()
 	}
-	fmt.Fprintf(tw, "publish:\t%s\ncall:\t%s\nkv quota:\t%s\ntelemetry:\t%s\n",
-		listOrNone(p.Publish), listOrNone(p.Call), kv, yesNo(p.Telemetry))
+	fmt.Fprintf(tw, "publish:\t%s\ncall:\t%s\nkv quota:\t%s\ntelemetry:\t%s\nshadows:\t%s\n",
+		listOrNone(p.Publish), listOrNone(p.Call), kv, yesNo(p.Telemetry), listOrNone(p.Shadows))
 	if d.FreshInstance {
 		fmt.Fprintf(tw, "pool:\ta fresh instance per call, %d in use\n", d.Pool.InUse)
 	} else {
