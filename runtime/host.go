@@ -13,7 +13,8 @@ import (
 // Host is what the host functions of ABI v1 (module "outpost", see
 // docs/abi.md) reach the rest of the daemon through. The coordinator
 // implements it (publish through its MQTT client, call through the
-// scheduler, kv in the state store, telemetry from its telemetry service). Permissions are checked by the runtime
+// scheduler, kv in the state store, telemetry from its telemetry service,
+// shadows through its shadow service). Permissions are checked by the runtime
 // before a Host method is called; the Host only does the work.
 //
 // Methods are called from the goroutine running a guest call, with that
