@@ -323,13 +323,13 @@ telemetry:
 
 func TestManifest(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
-		m, err := ParseManifest([]byte("limits: {timeout: 2s}\npermissions: {kv_quota: 1KiB}\n"), "m.yaml")
+		m, err := ParseManifest([]byte("limits: {timeout: 2s}\npermissions: {kv_quota: 1KiB, shadows: [lamp-*]}\n"), "m.yaml")
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := tasks.Defaults.Limits
 		want.Timeout = confval.Duration(2 * time.Second)
-		if m.ABI != "auto" || m.Limits != want || m.Permissions.KVQuota != 1<<10 {
+		if m.ABI != "auto" || m.Limits != want || m.Permissions.KVQuota != 1<<10 || len(m.Permissions.Shadows) != 1 || m.Permissions.Shadows[0] != "lamp-*" {
 			t.Errorf("manifest %+v", m)
 		}
 	})
@@ -351,6 +351,7 @@ limits:
   memory: lots
 permissions:
   publish: ["a/#/b"]
+  shadows: ["lamp-*", "a/b"]
 libraries: [{module: lib.wasm}]
 files: [{path: data, source: d.txt}]
 `), "m.yaml")
@@ -362,8 +363,9 @@ files: [{path: data, source: d.txt}]
 			`m.yaml:3: limits.timout: unknown key "timout"`,
 			`m.yaml:4: limits.memory: "lots" is not a size`,
 			`m.yaml:6: permissions.publish[0]: "a/#/b": '#' must be the last segment`,
-			`m.yaml:7: libraries[0].name: must name the import module`,
-			`m.yaml:8: files[0].path: must be an absolute guest path`,
+			`m.yaml:7: permissions.shadows[1]: "a/b" is not a device id pattern (non-empty, no /)`,
+			`m.yaml:8: libraries[0].name: must name the import module`,
+			`m.yaml:9: files[0].path: must be an absolute guest path`,
 		}
 		if len(ps) != len(want) {
 			t.Fatalf("want %d problems, got %d:\n%v", len(want), len(ps), err)

@@ -17,8 +17,9 @@ import (
 
 // host serves the runtime's host functions (ABI v1): publish through the
 // daemon's MQTT client, call through the scheduler, kv in the state store,
-// telemetry from the telemetry service. The runtime has already checked the
-// task's permissions.
+// telemetry from the telemetry service, device shadows through the shadow
+// service (shadows.go). The runtime has already checked the task's
+// permissions.
 type host struct{ c *Coordinator }
 
 var _ outpostrt.Host = host{}

@@ -132,6 +132,19 @@ tasks:
 	}
 }
 
+// runHeld calls op+100 of hostops on task: the function, then
+// outpost.result into a 480-byte buffer; it returns the code or length and
+// the held value.
+func runHeld(t *testing.T, c *Coordinator, task string, op uint32, parts ...string) (int64, string) {
+	t.Helper()
+	r, err := c.Call(context.Background(), calls.New(task, opInput(op+100, parts, nil, 480), calls.Source{Kind: "test", Ref: "t"}))
+	if err != nil || !r.OK() {
+		t.Fatalf("call: %+v %v", r, err)
+	}
+	n := int64(binary.LittleEndian.Uint64(r.Output))
+	return n, strings.TrimRight(string(r.Output[8:]), "\x00")
+}
+
 // TestHostTelemetry: a task reads what the daemon's telemetry service
 // collected through outpost.telemetry_latest and telemetry_query.
 func TestHostTelemetry(t *testing.T) {
@@ -161,16 +174,9 @@ tasks:
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// run calls op+100 of hostops: the function, then outpost.result into
-	// a 480-byte buffer; it returns the code or length and the held value.
 	run := func(task string, op uint32, parts ...string) (int64, string) {
 		t.Helper()
-		r, err := c.Call(context.Background(), calls.New(task, opInput(op+100, parts, nil, 480), calls.Source{Kind: "test", Ref: "t"}))
-		if err != nil || !r.OK() {
-			t.Fatalf("call: %+v %v", r, err)
-		}
-		n := int64(binary.LittleEndian.Uint64(r.Output))
-		return n, strings.TrimRight(string(r.Output[8:]), "\x00")
+		return runHeld(t, c, task, op, parts...)
 	}
 
 	// point is model.Point as a guest decodes it.

@@ -310,7 +310,7 @@ func taskSpecs(ts []tasks.Task) []outpostrt.Spec {
 			MaxInput: uint64(t.Limits.MaxInput), MaxOutput: uint64(t.Limits.MaxOutput),
 			LogRate: t.Limits.LogRate, LogBurst: t.Limits.LogBurst,
 			Permissions: outpostrt.Permissions{Publish: t.Permissions.Publish, Call: t.Permissions.Call, KVQuota: uint64(t.Permissions.KVQuota),
-				Telemetry: t.Permissions.Telemetry},
+				Telemetry: t.Permissions.Telemetry, Shadows: t.Permissions.Shadows},
 			FreshInstance: t.FreshInstance,
 		}
 		for _, l := range t.Libraries {
@@ -577,7 +577,7 @@ func (c *Coordinator) Inspect(name string) (admin.TaskDetail, bool) {
 	}
 	if st, ok := c.engine.Inspect(name); ok {
 		p := st.Permissions
-		det.Permissions = admin.TaskPermissions{Publish: p.Publish, Call: p.Call, KVQuota: p.KVQuota, Telemetry: p.Telemetry, Network: det.Permissions.Network}
+		det.Permissions = admin.TaskPermissions{Publish: p.Publish, Call: p.Call, KVQuota: p.KVQuota, Telemetry: p.Telemetry, Network: det.Permissions.Network, Shadows: p.Shadows}
 		det.Pool = admin.TaskPool{Warm: st.Warm, InUse: st.InUse}
 	}
 	if d := c.deployments()[name]; d != nil {

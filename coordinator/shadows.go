@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/devices"
 	"github.com/outpost-edge/outpost/devices/shadow"
+	outpostrt "github.com/outpost-edge/outpost/runtime"
 )
 
 // shadowAdmin serves device shadows on the admin API (the same service,
@@ -66,4 +68,45 @@ func (c *Coordinator) serveShadow(m devices.Message) bool {
 		}
 	})
 	return true
+}
+
+// Shadows serves the shadow host functions through the shadow service, as
+// the admin API's changes are: an accepted update or delete is published
+// on the shadow's MQTT topics (delta and documents included) once it is on
+// disk; a get or a rejection is answered to the task only.
+func (h host) Shadows() outpostrt.Shadows { return hostShadows{h.c.shadows} }
+
+type hostShadows struct{ s *devices.Shadows }
+
+var _ outpostrt.Shadows = hostShadows{}
+
+func (t hostShadows) Get(ctx context.Context, thing, name string) ([]byte, error) {
+	return t.change(ctx, thing, name, shadow.OpGet, nil)
+}
+
+func (t hostShadows) Update(ctx context.Context, thing, name string, req []byte) ([]byte, error) {
+	return t.change(ctx, thing, name, shadow.OpUpdate, req)
+}
+
+func (t hostShadows) Delete(ctx context.Context, thing, name string, req []byte) ([]byte, error) {
+	return t.change(ctx, thing, name, shadow.OpDelete, req)
+}
+
+// change runs one request and turns a rejection into a
+// *runtime.ShadowError carrying the document a device would get on
+// .../rejected (the request's clientToken echoed).
+func (t hostShadows) change(ctx context.Context, thing, name string, op shadow.Op, req []byte) ([]byte, error) {
+	b, err := t.s.Change(ctx, shadow.Ref{Thing: thing, Name: name}, op, req)
+	var se *shadow.Error
+	switch {
+	case errors.As(err, &se):
+		var r struct {
+			ClientToken string `json:"clientToken"`
+		}
+		_ = json.Unmarshal(req, &r) // a request that is not JSON has no token to echo
+		return nil, &outpostrt.ShadowError{Code: se.Code, Document: shadow.Rejected(se, r.ClientToken, time.Now().Unix())}
+	case errors.Is(err, devices.ErrShadowsNotReady):
+		return nil, fmt.Errorf("%w: %w", outpostrt.ErrUnavailable, err)
+	}
+	return b, err
 }

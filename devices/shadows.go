@@ -275,10 +275,11 @@ func (s *Shadows) Get(ref shadow.Ref) (shadow.Document, error) {
 	return d.Document(), nil
 }
 
-// Change runs an update or a delete request (the AWS request document)
-// for the admin API, as a device's request would: its replies go to MQTT,
-// and it returns the accepted payload once it is on disk. A refusal is a
-// *shadow.Error.
+// Change runs a get, update or delete request (the AWS request document)
+// for the admin API and the tasks' host functions, as a device's request
+// would: the replies of an accepted update or delete go to MQTT, and it
+// returns the accepted payload once it is on disk (a get: once the changes
+// queued before it are). A refusal is a *shadow.Error.
 func (s *Shadows) Change(ctx context.Context, ref shadow.Ref, op shadow.Op, payload []byte) ([]byte, error) {
 	if !shadow.ValidRef(ref) {
 		return nil, &shadow.Error{Code: 400, Message: fmt.Sprintf("invalid shadow %q: a device id, and a name of 1 to 64 of [a-zA-Z0-9:_-]", ref.String())}

@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/outpost-edge/outpost/devices/shadow"
 	"github.com/outpost-edge/outpost/devices/topic"
 )
 
 // Host is what the host functions of ABI v1 (module "outpost", see
 // docs/abi.md) reach the rest of the daemon through. The coordinator
 // implements it (publish through its MQTT client, call through the
-// scheduler, kv in the state store, telemetry from its telemetry service). Permissions are checked by the runtime
+// scheduler, kv in the state store, telemetry from its telemetry service,
+// shadows through its shadow service). Permissions are checked by the runtime
 // before a Host method is called; the Host only does the work.
 //
 // Methods are called from the goroutine running a guest call, with that
@@ -36,6 +38,53 @@ type Host interface {
 	// Telemetry reads the daemon's collected telemetry; nil when the
 	// daemon has none (the guest gets unavailable).
 	Telemetry() Telemetry
+	// Shadows reads and changes device shadows; nil when the daemon has
+	// no shadow service (the guest gets unavailable).
+	Shadows() Shadows
+}
+
+// Shadows answers outpost.shadow_get, shadow_update and shadow_delete
+// through the daemon's shadow service, as a device's request on the AWS
+// shadow topics would be answered (versions, delta and documents
+// published to MQTT, persistence). name is "" for the classic shadow. A
+// request the service rejects is a *ShadowError; an error wrapping
+// ErrUnavailable means the service is not running; any other error is
+// failed.
+type Shadows interface {
+	// Get returns the shadow's document, the payload of get/accepted.
+	Get(ctx context.Context, thing, name string) ([]byte, error)
+	// Update applies an update request (the AWS request document) and
+	// returns the payload of update/accepted once it is on disk.
+	Update(ctx context.Context, thing, name string, request []byte) ([]byte, error)
+	// Delete applies a delete request (empty, or {"version":..,
+	// "clientToken":..}) and returns the payload of delete/accepted.
+	Delete(ctx context.Context, thing, name string, request []byte) ([]byte, error)
+}
+
+// ShadowError is a shadow request the shadow service rejected: Code is the
+// AWS error code (400, 404, 409, 413, 500), Document the error document
+// sent on .../rejected ({"code":..,"message":..,"timestamp":..}), held for
+// the guest.
+type ShadowError struct {
+	Code     int
+	Document []byte
+}
+
+func (e *ShadowError) Error() string { return fmt.Sprintf("shadow request rejected: %s", e.Document) }
+
+// code maps an AWS shadow error code to a return code.
+func (e *ShadowError) code() int32 {
+	switch e.Code {
+	case 400:
+		return codeInvalid
+	case 404:
+		return codeNotFound
+	case 409:
+		return codeConflict
+	case 413:
+		return codeTooLarge
+	}
+	return codeFailed
 }
 
 // Pending is a call submitted by Host.CallAsync (an outpost.call_async
@@ -125,11 +174,16 @@ type Permissions struct {
 	// Telemetry allows reading the daemon's collected telemetry
 	// (telemetry_latest, telemetry_query).
 	Telemetry bool
+	// Shadows lists the device ids (thing names) whose shadows the task
+	// may read and change (shadow_get, shadow_update, shadow_delete): an
+	// exact id, or a glob with * (any run of characters) and ? (one
+	// character), as path.Match; "*" allows every device.
+	Shadows []string
 }
 
 func (p Permissions) equal(o Permissions) bool {
 	return fmt.Sprint(p.Publish) == fmt.Sprint(o.Publish) && fmt.Sprint(p.Call) == fmt.Sprint(o.Call) &&
-		p.KVQuota == o.KVQuota && p.Telemetry == o.Telemetry
+		p.KVQuota == o.KVQuota && p.Telemetry == o.Telemetry && fmt.Sprint(p.Shadows) == fmt.Sprint(o.Shadows)
 }
 
 // check reports every invalid entry of p.
@@ -145,6 +199,11 @@ func (p Permissions) check() error {
 			errs = append(errs, errors.New("permissions.call: empty task name"))
 		}
 	}
+	for _, pat := range p.Shadows {
+		if err := shadow.CheckThingPattern(pat); err != nil {
+			errs = append(errs, fmt.Errorf("permissions.shadows: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -155,10 +214,11 @@ type perms struct {
 	call      map[string]bool
 	kvQuota   uint64
 	telemetry bool
+	shadows   []string
 }
 
 func compilePerms(p Permissions) perms {
-	c := perms{kvQuota: p.KVQuota, telemetry: p.Telemetry, call: make(map[string]bool, len(p.Call))}
+	c := perms{kvQuota: p.KVQuota, telemetry: p.Telemetry, shadows: p.Shadows, call: make(map[string]bool, len(p.Call))}
 	for _, f := range p.Publish {
 		c.publish = append(c.publish, topic.Compile(f))
 	}
@@ -181,6 +241,16 @@ func (p *perms) mayPublish(t string) bool {
 }
 
 func (p *perms) mayCall(task string) bool { return p.callAny || p.call[task] }
+
+// mayShadow reports whether a permissions.shadows pattern matches thing.
+func (p *perms) mayShadow(thing string) bool {
+	for _, pat := range p.shadows {
+		if shadow.MatchThing(pat, thing) {
+			return true
+		}
+	}
+	return false
+}
 
 // CallMeta is what a guest can learn about the call it serves (outpost.meta,
 // outpost.deadline). The caller of Engine.Call attaches it to the context
@@ -237,6 +307,9 @@ const (
 	maxTelemetryRequest = 64 << 10
 	// maxTelemetryAnswer bounds the JSON answer of a telemetry function.
 	maxTelemetryAnswer = 4 << 20
+	// maxShadowName bounds a thing or shadow name given to a shadow
+	// function (device ids and shadow names are shorter).
+	maxShadowName = 256
 )
 
 // ABI v1 return codes of the host functions (docs/abi.md "Return codes").
@@ -250,13 +323,18 @@ const (
 	codeFailed      = -6
 	codeUnavailable = -7
 	codeTooLate     = -8
+	codeConflict    = -9
 )
 
 var codeNames = map[int32]string{
 	codeOK: "ok", codeDenied: "denied", codeNotFound: "not_found", codeInvalid: "invalid",
 	codeTooLarge: "too_large", codeQuota: "quota", codeFailed: "failed", codeUnavailable: "unavailable",
 	codeTooLate: "too_late",
+	codeConflict: "conflict",
 }
+
+// numCodes is the number of return codes, ok included.
+const numCodes = 10
 
 // deadlineOf returns ctx's deadline as Unix nanoseconds, 0 for none.
 func deadlineOf(ctx context.Context) int64 {

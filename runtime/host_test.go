@@ -25,6 +25,7 @@ type memHost struct {
 	kv   map[string]map[string][]byte
 	e    *Engine
 	tele Telemetry
+	shad Shadows
 	// cancels counts Pending.Cancel calls.
 	cancels int
 }
@@ -98,6 +99,8 @@ func (p *memPending) Cancel() {
 func (h *memHost) KV(task string) KV { return memKV{h, task} }
 
 func (h *memHost) Telemetry() Telemetry { return h.tele }
+
+func (h *memHost) Shadows() Shadows { return h.shad }
 
 // fakeTelemetry answers with JSON built from its arguments; some targets
 // make it fail: "off" (ErrUnavailable), "bad" (ErrInvalid), "broken" (any
@@ -260,6 +263,9 @@ const (
 	opNow
 	opTelemetryLatest
 	opTelemetryQuery
+	opShadowGet
+	opShadowUpdate
+	opShadowDelete
 )
 
 // hostOp calls the fixture's op with args (at most 6); extra is how many
@@ -555,6 +561,10 @@ func TestHostBadPointers(t *testing.T) {
 		{"telemetry_latest target", opTelemetryLatest, []uint32{badPtr, 1, opsData, 1}, "outpost.telemetry_latest: target"},
 		{"telemetry_latest path", opTelemetryLatest, []uint32{opsData, 1, 65536, 1}, "outpost.telemetry_latest: path"},
 		{"telemetry_query request", opTelemetryQuery, []uint32{65000, 1000}, "outpost.telemetry_query: request"},
+		{"shadow_get thing", opShadowGet, []uint32{badPtr, 2, opsData, 0}, "outpost.shadow_get: thing"},
+		{"shadow_get name", opShadowGet, []uint32{opsData, 2, 65536, 1}, "outpost.shadow_get: name"},
+		{"shadow_update request", opShadowUpdate, []uint32{opsData, 2, opsData, 0, 65000, 1000}, "outpost.shadow_update: request"},
+		{"shadow_delete request", opShadowDelete, []uint32{opsData, 2, opsData, 0, badPtr, 1}, "outpost.shadow_delete: request"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := hostOp(context.Background(), e, "ops", tc.op, tc.args, 0, []byte("echo"))
@@ -701,12 +711,135 @@ func TestHostTelemetryUnavailable(t *testing.T) {
 	}
 }
 
+// fakeShadows answers from its arguments: thing "off" is unavailable,
+// "broken" fails, "gone" is a 404, "old" a 409 with its error document.
+type fakeShadows struct {
+	mu    sync.Mutex
+	calls []string // op thing/name request
+}
+
+func (f *fakeShadows) answer(op, thing, name string, req []byte) ([]byte, error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, fmt.Sprintf("%s %s/%s %s", op, thing, name, req))
+	f.mu.Unlock()
+	switch thing {
+	case "off":
+		return nil, fmt.Errorf("%w: shadow service not running", ErrUnavailable)
+	case "broken":
+		return nil, errors.New("sync failed")
+	case "gone":
+		return nil, &ShadowError{Code: 404, Document: []byte(`{"code":404,"message":"No shadow exists with name: 'gone'"}`)}
+	case "old":
+		return nil, &ShadowError{Code: 409, Document: []byte(`{"code":409,"message":"Version conflict","clientToken":"t1"}`)}
+	}
+	return []byte(fmt.Sprintf(`{"%s":"%s/%s","request":%q}`, op, thing, name, req)), nil
+}
+
+func (f *fakeShadows) Get(_ context.Context, thing, name string) ([]byte, error) {
+	return f.answer("get", thing, name, nil)
+}
+
+func (f *fakeShadows) Update(_ context.Context, thing, name string, req []byte) ([]byte, error) {
+	return f.answer("update", thing, name, req)
+}
+
+func (f *fakeShadows) Delete(_ context.Context, thing, name string, req []byte) ([]byte, error) {
+	return f.answer("delete", thing, name, req)
+}
+
+// TestHostShadows: the shadow functions check names, sizes and
+// permissions.shadows before the Host sees the request, hold the accepted
+// document, and hold the AWS error document of a rejection with its code.
+func TestHostShadows(t *testing.T) {
+	host := newMemHost()
+	shad := &fakeShadows{}
+	host.shad = shad
+	e := newHostEngine(t, host, nil,
+		Spec{Name: "ops", Module: fixture(t, "hostops"), Concurrency: 1, Permissions: Permissions{Shadows: []string{"sensor-*", "gone", "old", "off", "broken"}}},
+		Spec{Name: "mute", Module: fixture(t, "hostops"), Concurrency: 1, Permissions: Permissions{Telemetry: true}})
+	for _, tc := range []struct {
+		name, task   string
+		op           uint32
+		thing, sname string
+		req          string
+		want         int64
+		held         string
+	}{
+		{"get", "ops", opShadowGet, "sensor-1", "", "", 0, `{"get":"sensor-1/","request":""}`},
+		{"get named", "ops", opShadowGet, "sensor-1", "conf", "", 0, `{"get":"sensor-1/conf","request":""}`},
+		{"update", "ops", opShadowUpdate, "sensor-2", "", `{"state":{"desired":{"on":true}}}`, 0,
+			`{"update":"sensor-2/","request":"{\"state\":{\"desired\":{\"on\":true}}}"}`},
+		{"delete", "ops", opShadowDelete, "sensor-2", "", "", 0, `{"delete":"sensor-2/","request":""}`},
+		{"denied: pattern", "ops", opShadowGet, "pump-1", "", "", codeDenied, `shadow_get: shadows of "pump-1" denied: no permissions.shadows pattern matches`},
+		{"denied: no grant", "mute", opShadowUpdate, "sensor-1", "", `{}`, codeDenied, `shadow_update: shadows of "sensor-1" denied`},
+		{"empty thing", "ops", opShadowGet, "", "", "", codeInvalid, "shadow_get: thing name of 0 bytes (1 to 256)"},
+		{"long thing", "ops", opShadowGet, strings.Repeat("t", maxShadowName+1), "", "", codeInvalid, "thing name of 257 bytes"},
+		{"long name", "ops", opShadowDelete, "sensor-1", strings.Repeat("n", maxShadowName+1), "", codeInvalid, "shadow name of 257 bytes exceeds 256"},
+		{"not found", "ops", opShadowGet, "gone", "", "", codeNotFound, `{"code":404,"message":"No shadow exists with name: 'gone'"}`},
+		{"conflict", "ops", opShadowUpdate, "old", "", `{"version":1}`, codeConflict, `{"code":409,"message":"Version conflict","clientToken":"t1"}`},
+		{"unavailable", "ops", opShadowGet, "off", "", "", codeUnavailable, "shadow_get: unavailable: shadow service not running"},
+		{"failed", "ops", opShadowUpdate, "broken", "", `{}`, codeFailed, "shadow_update: sync failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parts := []string{tc.thing, tc.sname}
+			if tc.op != opShadowGet {
+				parts = append(parts, tc.req)
+			}
+			args, d := data(parts...)
+			r, _ := mustOp(t, e, tc.task, tc.op, args, 0, d)
+			if tc.want == 0 {
+				tc.want = int64(len(tc.held))
+			}
+			if r != tc.want {
+				t.Fatalf("returned %d, want %d", r, tc.want)
+			}
+			if got := held(t, e, tc.task, tc.op, args, d); !strings.Contains(got, tc.held) {
+				t.Fatalf("held value %q, want it to contain %q", got, tc.held)
+			}
+		})
+	}
+	// Refused calls never reached the Host: get, get named, update,
+	// delete, not found, conflict, unavailable, failed, each twice.
+	shad.mu.Lock()
+	n := len(shad.calls)
+	shad.mu.Unlock()
+	if n != 16 {
+		t.Fatalf("the host served %d shadow requests, want 16: %q", n, shad.calls)
+	}
+	hc := e.metrics.hostCalls
+	for _, m := range []struct {
+		fn, code string
+		want     float64
+	}{{"shadow_get", "ok", 4}, {"shadow_get", "denied", 2}, {"shadow_update", "conflict", 2}, {"shadow_delete", "invalid", 2}} {
+		if got := testutil.ToFloat64(hc.WithLabelValues(m.fn, m.code)); got != m.want {
+			t.Errorf("host_calls_total{function=%q,code=%q} = %v, want %v", m.fn, m.code, got, m.want)
+		}
+	}
+	t.Run("no shadow service", func(t *testing.T) {
+		e := newHostEngine(t, newMemHost(), nil, Spec{Name: "ops", Module: fixture(t, "hostops"), Concurrency: 1, Permissions: Permissions{Shadows: []string{"*"}}})
+		args, d := data("d1", "")
+		if r, _ := mustOp(t, e, "ops", opShadowGet, args, 0, d); r != codeUnavailable {
+			t.Fatalf("shadow_get = %d, want unavailable", r)
+		}
+		if got := held(t, e, "ops", opShadowGet, args, d); got != "shadow_get: no shadow service in this engine" {
+			t.Fatalf("held = %q", got)
+		}
+	})
+}
+
 func TestPermissionsRefusedAtLoad(t *testing.T) {
 	e := newEngine(t)
 	_, err := e.Load(context.Background(), []Spec{{Name: "x", Module: "builtin:echo",
 		Permissions: Permissions{Publish: []string{"a/#/b"}}}})
 	if err == nil || !strings.Contains(err.Error(), `task "x": permissions.publish`) {
 		t.Fatalf("err = %v", err)
+	}
+	for _, pat := range []string{"", "a/b", "[x"} {
+		_, err = e.Load(context.Background(), []Spec{{Name: "x", Module: "builtin:echo",
+			Permissions: Permissions{Shadows: []string{pat}}}})
+		if err == nil || !strings.Contains(err.Error(), `task "x": permissions.shadows`) {
+			t.Fatalf("shadows %q: err = %v", pat, err)
+		}
 	}
 }
 

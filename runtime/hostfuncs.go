@@ -61,6 +61,12 @@ var hostDefs = []hostDef{
 		[]string{"task_ptr", "task_len", "in_ptr", "in_len", "need_by"}, []api.ValueType{i32}},
 	{"suspend", func(c *code) api.GoModuleFunc { return c.hostSuspend }, []api.ValueType{i32, i32, i32, i32},
 		[]string{"state_ptr", "state_len", "handles_ptr", "handles_count"}, []api.ValueType{i32}},
+	{"shadow_get", func(c *code) api.GoModuleFunc { return c.hostShadowGet }, []api.ValueType{i32, i32, i32, i32},
+		[]string{"thing_ptr", "thing_len", "name_ptr", "name_len"}, []api.ValueType{i32}},
+	{"shadow_update", func(c *code) api.GoModuleFunc { return c.hostShadowUpdate }, []api.ValueType{i32, i32, i32, i32, i32, i32},
+		[]string{"thing_ptr", "thing_len", "name_ptr", "name_len", "req_ptr", "req_len"}, []api.ValueType{i32}},
+	{"shadow_delete", func(c *code) api.GoModuleFunc { return c.hostShadowDelete }, []api.ValueType{i32, i32, i32, i32, i32, i32},
+		[]string{"thing_ptr", "thing_len", "name_ptr", "name_len", "req_ptr", "req_len"}, []api.ValueType{i32}},
 }
 
 // Indexes into hostDefs, for metrics.
@@ -83,12 +89,15 @@ const (
 	hfAwait
 	hfCallAsyncBy
 	hfSuspend
+	hfShadowGet
+	hfShadowUpdate
+	hfShadowDelete
 )
 
 // hostNames are the names of hostDefs by index (kept apart from hostDefs to
 // avoid an initialization cycle).
 var hostNames = [...]string{"fail", "log", "publish", "kv_get", "kv_put", "kv_delete", "kv_list", "call", "result", "meta", "deadline", "now",
-	"telemetry_latest", "telemetry_query", "call_async", "await", "call_async_by", "suspend"}
+	"telemetry_latest", "telemetry_query", "call_async", "await", "call_async_by", "suspend", "shadow_get", "shadow_update", "shadow_delete"}
 
 // instantiateHostModule adds module "outpost" to c's runtime.
 func (c *code) instantiateHostModule(ctx context.Context) error {
@@ -106,12 +115,12 @@ func (c *code) instantiateHostModule(ctx context.Context) error {
 // hostCounters counts host function calls by function and return code
 // (outpost_runtime_host_calls_total); resolved once so a host call costs an
 // atomic add.
-type hostCounters [][9]prometheus.Counter
+type hostCounters [][numCodes]prometheus.Counter
 
 func newHostCounters(vec *prometheus.CounterVec) hostCounters {
 	hc := make(hostCounters, len(hostDefs))
 	for i, d := range hostDefs {
-		for code := int32(0); code < 9; code++ {
+		for code := int32(0); code < numCodes; code++ {
 			hc[i][code] = vec.WithLabelValues(d.name, codeNames[-code])
 		}
 	}
@@ -181,7 +190,7 @@ func (h hcall) fail(code int32, msg string) int32 {
 }
 
 func (h hcall) done(code int32) {
-	if hc := h.c.e.hostCalls; hc != nil && code <= 0 && code > -9 {
+	if hc := h.c.e.hostCalls; hc != nil && code <= 0 && code > -numCodes {
 		hc[h.fn][-code].Inc()
 	}
 }
@@ -687,6 +696,78 @@ func decodeTelemetryQuery(b []byte) (TelemetryQuery, error) {
 		return TelemetryQuery{}, errors.New("request: data after the JSON object")
 	}
 	return q, nil
+}
+
+// shadowCall runs one shadow function: it reads the thing and shadow
+// names and the request (none for shadow_get), checks them and the task's
+// permissions.shadows, and holds the answer of do (the accepted document)
+// or the rejection (the AWS error document).
+func (h hcall) shadowCall(op string, stack []uint64, withRequest bool, do func(s Shadows, thing, name string, req []byte) ([]byte, error)) int32 {
+	thing := string(h.read("thing", api.DecodeU32(stack[0]), api.DecodeU32(stack[1])))
+	name := string(h.read("name", api.DecodeU32(stack[2]), api.DecodeU32(stack[3])))
+	var rp, rl uint32
+	if withRequest {
+		rp, rl = api.DecodeU32(stack[4]), api.DecodeU32(stack[5])
+		h.check("request", rp, rl)
+	}
+	switch {
+	case thing == "" || len(thing) > maxShadowName:
+		return h.fail(codeInvalid, fmt.Sprintf("%s: thing name of %d bytes (1 to %d)", op, len(thing), maxShadowName))
+	case len(name) > maxShadowName:
+		return h.fail(codeInvalid, fmt.Sprintf("%s: shadow name of %d bytes exceeds %d", op, len(name), maxShadowName))
+	case !h.inst.task.perms.mayShadow(thing):
+		return h.fail(codeDenied, fmt.Sprintf("%s: shadows of %q denied: no permissions.shadows pattern matches", op, thing))
+	}
+	var s Shadows
+	if h.host() != nil {
+		s = h.host().Shadows()
+	}
+	if s == nil {
+		return h.fail(codeUnavailable, op+": no shadow service in this engine")
+	}
+	var req []byte
+	if withRequest {
+		req = h.copyIn("request", rp, rl)
+	}
+	answer, err := do(s, thing, name, req)
+	var se *ShadowError
+	switch {
+	case errors.As(err, &se):
+		h.inst.held = se.Document
+		h.done(se.code())
+		return se.code()
+	case err != nil:
+		return h.fail(hostErrCode(err), op+": "+err.Error())
+	}
+	return h.give(answer, 0, 0)
+}
+
+// hostShadowGet implements outpost.shadow_get(thing_ptr, thing_len,
+// name_ptr, name_len) -> len or code; the document is held for
+// outpost.result.
+func (c *code) hostShadowGet(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfShadowGet, mod)
+	stack[0] = api.EncodeI32(h.shadowCall("shadow_get", stack, false, func(s Shadows, thing, name string, _ []byte) ([]byte, error) {
+		return s.Get(ctx, thing, name)
+	}))
+}
+
+// hostShadowUpdate implements outpost.shadow_update(thing_ptr, thing_len,
+// name_ptr, name_len, req_ptr, req_len) -> len or code.
+func (c *code) hostShadowUpdate(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfShadowUpdate, mod)
+	stack[0] = api.EncodeI32(h.shadowCall("shadow_update", stack, true, func(s Shadows, thing, name string, req []byte) ([]byte, error) {
+		return s.Update(ctx, thing, name, req)
+	}))
+}
+
+// hostShadowDelete implements outpost.shadow_delete(thing_ptr, thing_len,
+// name_ptr, name_len, req_ptr, req_len) -> len or code.
+func (c *code) hostShadowDelete(ctx context.Context, mod api.Module, stack []uint64) {
+	h := c.begin(hfShadowDelete, mod)
+	stack[0] = api.EncodeI32(h.shadowCall("shadow_delete", stack, true, func(s Shadows, thing, name string, req []byte) ([]byte, error) {
+		return s.Delete(ctx, thing, name, req)
+	}))
 }
 
 // hostResult implements outpost.result(buf_ptr, buf_cap) -> len.

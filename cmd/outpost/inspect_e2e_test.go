@@ -26,7 +26,7 @@ tasks: [{name: cfgecho, module: builtin:echo, fresh_instance: true}]
 `)
 	manifest := filepath.Join(t.TempDir(), "manifest.yaml")
 	if err := os.WriteFile(manifest, []byte(`limits: {concurrency: 3, max_input: 2KiB, max_output: 8KiB}
-permissions: {publish: ["out/#", "alerts/+"], call: [cfgecho], kv_quota: 1KiB, telemetry: true}
+permissions: {publish: ["out/#", "alerts/+"], call: [cfgecho], kv_quota: 1KiB, telemetry: true, shadows: ["lamp-*", d1]}
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ permissions: {publish: ["out/#", "alerts/+"], call: [cfgecho], kv_quota: 1KiB, t
 	for _, want := range []string{
 		"max input:       2KiB", "max output:      8KiB", "fresh instance:  no",
 		"publish:         out/#, alerts/+", "call:            cfgecho", "kv quota:        1KiB", "telemetry:       yes",
-		"pool:            1 warm, 0 in use",
+		"shadows:         lamp-*, d1", "pool:            1 warm, 0 in use",
 	} {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("inspect svc: no line %q in\n%s", want, out)
@@ -61,7 +61,7 @@ permissions: {publish: ["out/#", "alerts/+"], call: [cfgecho], kv_quota: 1KiB, t
 	p := det.Permissions
 	if det.MaxInput != 2048 || det.MaxOutput != 8192 || det.FreshInstance || det.Concurrency != 3 ||
 		!slices.Equal(p.Publish, []string{"out/#", "alerts/+"}) || !slices.Equal(p.Call, []string{"cfgecho"}) ||
-		p.KVQuota != 1024 || !p.Telemetry || det.Pool != (admin.TaskPool{Warm: 1}) {
+		p.KVQuota != 1024 || !p.Telemetry || !slices.Equal(p.Shadows, []string{"lamp-*", "d1"}) || det.Pool != (admin.TaskPool{Warm: 1}) {
 		t.Errorf("inspect --json svc: %+v", det)
 	}
 	for _, key := range []string{`"fresh_instance": false`, `"max_input": 2048`, `"kv_quota": 1024`, `"telemetry": true`, `"warm": 1`, `"in_use": 0`} {
@@ -74,7 +74,7 @@ permissions: {publish: ["out/#", "alerts/+"], call: [cfgecho], kv_quota: 1KiB, t
 	out, _, code = d.cli("task", "inspect", "cfgecho")
 	for _, want := range []string{
 		"max input:       1MiB", "max output:      4MiB", "fresh instance:  yes", "publish:         none", "call:            none",
-		"kv quota:        none (no kv access)", "telemetry:       no", "pool:            a fresh instance per call, 0 in use",
+		"kv quota:        none (no kv access)", "telemetry:       no", "shadows:         none", "pool:            a fresh instance per call, 0 in use",
 	} {
 		if code != 0 || !strings.Contains(out, want+"\n") {
 			t.Errorf("inspect cfgecho: no line %q in\n%s", want, out)

@@ -283,8 +283,8 @@ func printDetail(out io.Writer, o *cli.Output, d admin.TaskDetail) {
 	if p.KVQuota > 0 {
 		kv = confval.ByteSize(p.KVQuota).String()
 	}
-	fmt.Fprintf(tw, "publish:\t%s\ncall:\t%s\nkv quota:\t%s\ntelemetry:\t%s\nnetwork:\t%s\n",
-		listOrNone(p.Publish), listOrNone(p.Call), kv, yesNo(p.Telemetry), yesNo(p.Network))
+	fmt.Fprintf(tw, "publish:\t%s\ncall:\t%s\nkv quota:\t%s\ntelemetry:\t%s\nnetwork:\t%s\nshadows:\t%s\n",
+		listOrNone(p.Publish), listOrNone(p.Call), kv, yesNo(p.Telemetry), yesNo(p.Network), listOrNone(p.Shadows))
 	if d.FreshInstance {
 		fmt.Fprintf(tw, "pool:\ta fresh instance per call, %d in use\n", d.Pool.InUse)
 	} else {

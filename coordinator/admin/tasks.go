@@ -117,6 +117,7 @@ type TaskPermissions struct {
 	KVQuota   uint64   `json:"kv_quota"`  // bytes of kv; 0: no kv access
 	Telemetry bool     `json:"telemetry"` // may read collected telemetry
 	Network   bool     `json:"network"`   // its native executable may use the network
+	Shadows   []string `json:"shadows"`   // device id patterns whose shadows it may read and change
 }
 
 // TaskPool is a task's instance pool: idle warm instances, and calls

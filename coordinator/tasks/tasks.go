@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/placement"
+	"github.com/outpost-edge/outpost/devices/shadow"
 	"github.com/outpost-edge/outpost/devices/topic"
 	"github.com/outpost-edge/outpost/internal/confval"
 )
@@ -80,6 +81,10 @@ type Permissions struct {
 	// Network lets the task's native executable (process environment)
 	// use the host's network; false: it has none.
 	Network bool `yaml:"network"`
+	// Shadows lists the device ids whose shadows the task may read and
+	// change (shadow_get, shadow_update, shadow_delete): exact ids or globs
+	// (* and ?, "*" every device); none: those return denied.
+	Shadows []string `yaml:"shadows"`
 }
 
 // Limits bound one task.
@@ -282,6 +287,11 @@ func validateSettings(c *confval.Checker, abi string, l Limits, p Permissions) {
 	for j, n := range p.Call {
 		if n != "*" && !ValidName(n) {
 			c.Errorf("permissions.call["+strconv.Itoa(j)+"]", "%q is not a task name or *", n)
+		}
+	}
+	for j, pat := range p.Shadows {
+		if err := shadow.CheckThingPattern(pat); err != nil {
+			c.Errorf("permissions.shadows["+strconv.Itoa(j)+"]", "%v", err)
 		}
 	}
 }

@@ -52,3 +52,11 @@ func hostAwait(handle int32, timeoutMS int32) int32
 
 //go:wasmimport outpost suspend
 func hostSuspend(state *byte, stateLen uint32, handles *int32, count uint32) int32
+//go:wasmimport outpost shadow_get
+func hostShadowGet(thing *byte, thingLen uint32, name *byte, nameLen uint32) int32
+
+//go:wasmimport outpost shadow_update
+func hostShadowUpdate(thing *byte, thingLen uint32, name *byte, nameLen uint32, req *byte, reqLen uint32) int32
+
+//go:wasmimport outpost shadow_delete
+func hostShadowDelete(thing *byte, thingLen uint32, name *byte, nameLen uint32, req *byte, reqLen uint32) int32

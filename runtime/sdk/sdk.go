@@ -93,6 +93,8 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrTooLate: CallAsyncBy's need-by time cannot be met.
 	ErrTooLate = errors.New("need-by time cannot be met")
+	// ErrConflict: a shadow update or delete named a version the shadow is not at.
+	ErrConflict = errors.New("conflict")
 )
 
 // HostError is a negative return code of a host function with the host's
@@ -123,6 +125,8 @@ func (e *HostError) Is(target error) bool {
 		return target == ErrUnavailable
 	case -8:
 		return target == ErrTooLate
+	case -9:
+		return target == ErrConflict
 	}
 	return false
 }
@@ -205,6 +209,40 @@ func KVList(prefix []byte) ([][]byte, error) {
 // risk of deep chains.
 func Call(task string, input []byte) ([]byte, error) {
 	return data(hostCall(strPtr(task), uint32(len(task)), bytesPtr(input), uint32(len(input)), &scratch[0], uint32(len(scratch))))
+}
+
+// ShadowGet returns the document of a device's shadow (name "" for the
+// classic shadow), as get/accepted: state with desired, reported and
+// delta, metadata, version. The task needs a permissions.shadows pattern
+// matching thing. A rejection (ErrNotFound for no shadow, ErrInvalid) is
+// a *HostError whose Msg is the AWS error document.
+func ShadowGet(thing, name string) ([]byte, error) {
+	return heldAnswer(hostShadowGet(strPtr(thing), uint32(len(thing)), strPtr(name), uint32(len(name))))
+}
+
+// ShadowUpdate applies an AWS shadow update request
+// ({"state":{"desired":{...}},"version":N,"clientToken":"..."}) to a
+// device's shadow and returns the document of update/accepted; the device
+// gets the delta on its update/delta topic. A request naming an old
+// version is ErrConflict.
+func ShadowUpdate(thing, name string, request []byte) ([]byte, error) {
+	return heldAnswer(hostShadowUpdate(strPtr(thing), uint32(len(thing)), strPtr(name), uint32(len(name)), bytesPtr(request), uint32(len(request))))
+}
+
+// ShadowDelete deletes a device's shadow; request is empty or
+// {"version":N,"clientToken":"..."}. It returns the document of
+// delete/accepted.
+func ShadowDelete(thing, name string, request []byte) ([]byte, error) {
+	return heldAnswer(hostShadowDelete(strPtr(thing), uint32(len(thing)), strPtr(name), uint32(len(name)), bytesPtr(request), uint32(len(request))))
+}
+
+// heldAnswer finishes a host call whose answer is held, never copied to a
+// buffer: n is its length or a negative code.
+func heldAnswer(n int32) ([]byte, error) {
+	if n < 0 {
+		return nil, codeErr(n)
+	}
+	return held(), nil
 }
 
 // CallMeta describes the call being served.

@@ -33,6 +33,7 @@
 #define OUTPOST_FAILED (-6)      /* the operation failed */
 #define OUTPOST_UNAVAILABLE (-7) /* the host has no such service */
 #define OUTPOST_TOO_LATE (-8)    /* call_async_by: the need-by time cannot be met */
+#define OUTPOST_CONFLICT (-9)    /* a shadow request naming an old version */
 
 #define OUTPOST_DEBUG 0
 #define OUTPOST_INFO 1
@@ -89,6 +90,15 @@ OUTPOST_IMPORT("meta") int32_t outpost_meta(int32_t field, void *buf, uint32_t c
 /* Nanoseconds since the Unix epoch: the call's deadline (0: none), now. */
 OUTPOST_IMPORT("deadline") int64_t outpost_deadline(void);
 OUTPOST_IMPORT("now") int64_t outpost_now(void);
+/* Device shadows (needs a permissions.shadows pattern matching thing; name
+ * empty for the classic shadow): the length of the held document (read it
+ * with outpost_result), or a code with the AWS error document held. */
+OUTPOST_IMPORT("shadow_get") int32_t outpost_shadow_get(const void *thing, uint32_t thing_len, const void *name,
+                                                        uint32_t name_len);
+OUTPOST_IMPORT("shadow_update") int32_t outpost_shadow_update(const void *thing, uint32_t thing_len, const void *name,
+                                                              uint32_t name_len, const void *req, uint32_t req_len);
+OUTPOST_IMPORT("shadow_delete") int32_t outpost_shadow_delete(const void *thing, uint32_t thing_len, const void *name,
+                                                              uint32_t name_len, const void *req, uint32_t req_len);
 
 /* The exports a reactor task defines. outpost_alloc returns at least size
  * writable bytes (valid until the next outpost_alloc); outpost_handle returns
