@@ -329,7 +329,7 @@ const (
 var codeNames = map[int32]string{
 	codeOK: "ok", codeDenied: "denied", codeNotFound: "not_found", codeInvalid: "invalid",
 	codeTooLarge: "too_large", codeQuota: "quota", codeFailed: "failed", codeUnavailable: "unavailable",
-	codeTooLate: "too_late",
+	codeTooLate:  "too_late",
 	codeConflict: "conflict",
 }
 

@@ -52,6 +52,7 @@ func hostAwait(handle int32, timeoutMS int32) int32
 
 //go:wasmimport outpost suspend
 func hostSuspend(state *byte, stateLen uint32, handles *int32, count uint32) int32
+
 //go:wasmimport outpost shadow_get
 func hostShadowGet(thing *byte, thingLen uint32, name *byte, nameLen uint32) int32
 
