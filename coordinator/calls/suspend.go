@@ -99,13 +99,15 @@ func (d *Durable) suspend(c *Call, done func(*Call)) {
 	d.j.mu.Lock()
 	e, err := d.j.recordKV(r)
 	d.j.mu.Unlock()
-	d.mu.Unlock()
 	if err == nil {
 		// Not waited for, as STARTED of an idempotent call: a crash before
 		// it lands runs the call again from its start (at-most-once:
-		// interrupted).
+		// interrupted). Queued before d.mu is released: a dependency that
+		// finishes now resumes the call only after, so this write never
+		// lands after those of the resumed run.
 		err = d.j.commit(false, e)
 	}
+	d.mu.Unlock()
 	if err != nil {
 		d.log.Error("journal suspension failed", "call", c.ID, "err", err)
 	}
@@ -192,14 +194,16 @@ func (d *Durable) depFinished(r *Record) {
 		}
 		d.j.mu.Unlock()
 	}
-	d.mu.Unlock()
 	if len(kvs) > 0 {
 		// Before the dependency's REPORTED, in the same ordered queue: a
-		// crash never loses a result both ways.
+		// crash never loses a result both ways. Queued under d.mu, so the
+		// caller's records land in the order they were made (another
+		// dependency's, or the resumed run's, never before this one).
 		if err := d.j.commit(false, kvs...); err != nil {
 			d.log.Error("journal result of a dependency failed", "call", r.ID, "parent", r.Parent, "err", err)
 		}
 	}
+	d.mu.Unlock()
 	if err := d.j.MarkReported(r.ID); err != nil {
 		d.log.Warn("journal: mark dependency reported", "call", r.ID, "err", err)
 	}

@@ -3,11 +3,14 @@ package calls
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // suspender is the run function of a rig whose task "t" fans out to n calls
@@ -283,5 +286,43 @@ func TestSnapshotsHeldForBackup(t *testing.T) {
 	second()
 	if _, err := s.Get(d, "c1"); !errors.Is(err, ErrSnapshot) {
 		t.Fatalf("snapshot after the last release: %v, want deleted", err)
+	}
+}
+
+// Dependencies that finish while their caller is still suspending: the
+// caller's records reach the disk in the order they were made, so after
+// the results are out no caller is left SUSPENDED (or waiting on a result
+// an earlier write lacked) on disk. Before, the SUSPENDED write could be
+// queued after the resumed run's, and a restart would have run the caller
+// again.
+func TestSuspendWritesInOrder(t *testing.T) {
+	dir := t.TempDir()
+	r := snapshotRig(t, dir, suspender(3, func(context.Context, *Call) Result { return Result{Status: StatusOK, Output: []byte("x")} }))
+	const n = 200
+	var cs []*Call
+	for i := range n {
+		cs = append(cs, cloudCall(fmt.Sprintf("p%03d", i), Idempotent))
+	}
+	if _, err := r.d.Accept(cs); err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range r.wait(t, n) {
+		if rec.Result.Status != StatusOK || string(rec.Result.Output) != "kept|ok:x|ok:x|ok:x" {
+			t.Fatalf("%s: %+v", rec.ID, rec.Result)
+		}
+	}
+	if err := r.j.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r.close()
+	db := openDB(t, dir)
+	defer db.Close()
+	j := openJournal(t, db, JournalOptions{}, nil, prometheus.NewRegistry())
+	defer j.Close()
+	for _, c := range cs {
+		rec, err := j.Get(c.ID)
+		if err != nil || rec == nil || rec.State < Finished || rec.Result == nil {
+			t.Errorf("%s on disk: %+v %v, want finished", c.ID, rec, err)
+		}
 	}
 }
