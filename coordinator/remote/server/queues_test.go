@@ -113,8 +113,8 @@ func testQueuesAging(t *testing.T, e *engine) {
 	s, hss := queueServers(e)
 	const aging = 100 * time.Millisecond
 	flood(t, s, "n", "high", 5000)
+	enqueued := time.Now() // before the server stamps the low calls: what it measures from is later
 	flood(t, s, "n", "low", 5)
-	enqueued := time.Now()
 	p := &poller{t: t, hss: hss, node: "n", req: remote.PollRequest{QueueWeights: map[string]int{"high": 1000, "low": 1}, AgingMS: aging.Milliseconds()}}
 	high := 0
 	for {
