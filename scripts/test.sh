@@ -125,8 +125,15 @@ go test -race -timeout 18m "$@" ./...
 # -race: the server's PostgreSQL code ran under it above (its own tests),
 # and a thousand raced nodes on PostgreSQL outlast the fleet test's minute
 # on two shared cores.
-step "go test coordinator/remote on PostgreSQL"
-go test -timeout 12m "$@" ./coordinator/remote/ -args -cloud-store=postgres
+# A slow suite: -short leaves it out (the server's own tests ran on both
+# engines above).
+case " $* " in
+*" -short "*) echo "(-short: the cloud-link suite on PostgreSQL is left out)" ;;
+*)
+  step "go test coordinator/remote on PostgreSQL"
+  go test -timeout 12m "$@" ./coordinator/remote/ -args -cloud-store=postgres
+  ;;
+esac
 
 # The Extism comparison is its own module (Extism stays out of go.mod);
 # its benchmark runs in scripts/bench.sh, its checks here.
