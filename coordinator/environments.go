@@ -121,12 +121,21 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 // run places call c and runs it there; local runs it through x.
 func (e *environments) run(ctx context.Context, x executor, c *calls.Call) calls.Result {
 	t, ok := e.task(c.Task)
-	if !ok { // not loaded: the runtime says so
+	var rules []placement.Rule
+	if ok {
+		rules = append(slices.Clone(t.Placement), e.c.cfg.Load().Placement.Rules...)
+	}
+	if len(rules) == 0 {
+		// A task not loaded (the runtime says so), or no rules: local, as
+		// Decide answers without rules, without building its input on
+		// every call of a node that has none.
+		if ok {
+			e.decisions.WithLabelValues(placement.Local, placement.DefaultRule).Inc()
+		}
 		res := x.Execute(ctx, c)
 		res.Env, res.Rule = placement.Local, placement.DefaultRule
 		return res
 	}
-	rules := append(slices.Clone(t.Placement), e.c.cfg.Load().Placement.Rules...)
 	d, err := e.rules.Decide(rules, e.input(c, t))
 	for d.Env == "" && d.Wait && ctx.Err() == nil { // the rule says wait: decide again shortly
 		select {
