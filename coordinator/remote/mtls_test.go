@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -219,8 +220,10 @@ func TestLinkMTLSClientCertWrongNode(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, want) || !strings.Contains(l, `is for node \"edge-2\", not this node \"edge-1\"`) {
 		t.Errorf("log does not say the certificate is for another node:\n%s", l)
 	}
-	if seen, _ := front.peers.since(mark); len(seen) != 0 {
-		t.Errorf("%d requests reached the server after the wrong rotation: %v (serial of the wrong certificate %s)", len(seen), seen, wrong.SerialNumber)
+	// A request already on an old connection (the right certificate) may
+	// still land after the mark; none may come with the wrong one.
+	if seen, _ := front.peers.since(mark); slices.Contains(seen, wrong.SerialNumber.String()) {
+		t.Errorf("a request reached the server with the wrong certificate: %v (its serial %s)", seen, wrong.SerialNumber)
 	}
 	if c, _ := cl.srv.Get("mw-b"); c.Deliveries != 0 {
 		t.Errorf("call delivered while the certificate was wrong: %+v", c)
