@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -174,7 +175,14 @@ func (up *upload) close() {
 }
 
 func newInspectCmd(af *adminFlags) *cobra.Command {
-	cmd := &cobra.Command{Use: "inspect NAME", Short: "Show a task and its kept versions", Args: cli.ExactArgs(1, "")}
+	return taskDetailCmd(af, "inspect NAME", "Show a task and its kept versions", (*admin.Client).Inspect, nil)
+}
+
+// taskDetailCmd is a command that takes a task name, asks the admin API with
+// do and prints the task's detail; announce, when set, first says on stderr
+// what changed.
+func taskDetailCmd(af *adminFlags, use, short string, do func(*admin.Client, context.Context, string) (admin.TaskDetail, error), announce func(io.Writer, admin.TaskDetail)) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: cli.ExactArgs(1, "")}
 	out := cli.AddOutput(cmd)
 	cmd.ValidArgsFunction = af.completeTasks
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -182,9 +190,12 @@ func newInspectCmd(af *adminFlags) *cobra.Command {
 		if err != nil {
 			return configError(cmd, err)
 		}
-		d, err := c.Inspect(cmd.Context(), args[0])
+		d, err := do(c, cmd.Context(), args[0])
 		if err != nil {
 			return err
+		}
+		if announce != nil {
+			announce(cmd.ErrOrStderr(), d)
 		}
 		return out.Print(cmd.OutOrStdout(), d, func(w io.Writer) { printDetail(w, out, d) })
 	}
@@ -209,22 +220,10 @@ func newRemoveCmd(af *adminFlags) *cobra.Command {
 }
 
 func newRollbackCmd(af *adminFlags) *cobra.Command {
-	cmd := &cobra.Command{Use: "rollback NAME", Short: "Run the previous version of a deployed task again (the newer one is dropped)", Args: cli.ExactArgs(1, "")}
-	out := cli.AddOutput(cmd)
-	cmd.ValidArgsFunction = af.completeTasks
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		c, err := af.client()
-		if err != nil {
-			return configError(cmd, err)
-		}
-		d, err := c.Rollback(cmd.Context(), args[0])
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "%s rolled back to version %d (%.12s)\n", d.Name, len(d.Versions), d.Digest)
-		return out.Print(cmd.OutOrStdout(), d, func(w io.Writer) { printDetail(w, out, d) })
-	}
-	return cmd
+	return taskDetailCmd(af, "rollback NAME", "Run the previous version of a deployed task again (the newer one is dropped)", (*admin.Client).Rollback,
+		func(w io.Writer, d admin.TaskDetail) {
+			fmt.Fprintf(w, "%s rolled back to version %d (%.12s)\n", d.Name, len(d.Versions), d.Digest)
+		})
 }
 
 // localRefs lists the distinct references of a manifest to local files
