@@ -2,8 +2,12 @@ package placement
 
 import (
 	"cmp"
+	"net/url"
+	"strings"
+	"time"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/loopback"
 )
 
 // Config is the node's placement settings (config key placement).
@@ -11,6 +15,7 @@ type Config struct {
 	// Rules apply to every task, after the task's own rules.
 	Rules   []Rule        `yaml:"rules"`
 	Process ProcessConfig `yaml:"process"`
+	Peers   PeersConfig   `yaml:"peers"`
 }
 
 // ProcessConfig configures the process environment.
@@ -22,13 +27,49 @@ type ProcessConfig struct {
 	MaxRunning int `yaml:"max_running"`
 }
 
+// PeersConfig configures the peer environment: other Outpost instances
+// that run calls for this one, reached at their admin API with their
+// admin token (docs/placement.md "The peer environment").
+type PeersConfig struct {
+	// List names peers one by one.
+	List []PeerConfig `yaml:"list"`
+	// Refresh is how often each peer's health and capacity are read.
+	Refresh confval.Duration `yaml:"refresh"`
+}
+
+// PeerConfig is one peer.
+type PeerConfig struct {
+	// Name names it in rules (peer:NAME) and logs.
+	Name string `yaml:"name"`
+	// URL is its admin API: https://host:port, or http:// on loopback.
+	URL string `yaml:"url"`
+	// TokenFile holds the peer's admin token (a file only the daemon's
+	// user may read); CAFile is the CA its HTTPS certificate is checked
+	// against (default: the system roots).
+	TokenFile string `yaml:"token_file"`
+	CAFile    string `yaml:"ca_file"`
+}
+
 // DefaultMaxRunning is placement.process.max_running's default.
 const DefaultMaxRunning = 4
+
+// DefaultPeerRefresh is placement.peers.refresh's default.
+const DefaultPeerRefresh = 2 * time.Second
 
 // ApplyDefaults fills the zero settings.
 func (c *Config) ApplyDefaults() {
 	c.Process.Bwrap = cmp.Or(c.Process.Bwrap, "bwrap")
 	c.Process.MaxRunning = cmp.Or(c.Process.MaxRunning, DefaultMaxRunning)
+	c.Peers.Refresh = cmp.Or(c.Peers.Refresh, confval.Duration(DefaultPeerRefresh))
+}
+
+// Resolve makes the peers' file names absolute against dir, the config
+// file's directory.
+func (c *Config) Resolve(dir string) {
+	for i := range c.Peers.List {
+		confval.Rel(dir, &c.Peers.List[i].TokenFile)
+		confval.Rel(dir, &c.Peers.List[i].CAFile)
+	}
 }
 
 // Validate reports every problem of the placement settings.
@@ -36,5 +77,29 @@ func (c Config) Validate(ch *confval.Checker) {
 	Validate(ch.At("rules"), c.Rules)
 	if c.Process.MaxRunning < 1 {
 		ch.Errorf("process.max_running", "must be at least 1")
+	}
+	pc := ch.At("peers")
+	if c.Peers.Refresh.Std() < 100*time.Millisecond {
+		pc.Errorf("refresh", "must be at least 100ms")
+	}
+	names := map[string]bool{}
+	for i, p := range c.Peers.List {
+		ic := pc.Index("list", i)
+		switch {
+		case p.Name == "" || strings.ContainsAny(p.Name, ": "):
+			ic.Errorf("name", "must name the peer (no ':' or spaces; rules name it peer:NAME)")
+		case names[p.Name]:
+			ic.Errorf("name", "duplicate peer %q", p.Name)
+		}
+		names[p.Name] = true
+		u, err := url.Parse(p.URL)
+		switch {
+		case err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http":
+			ic.Errorf("url", "%q is not an http(s)://host:port URL of the peer's admin API", p.URL)
+		case u.Scheme == "http" && !loopback.Host(u.Hostname()):
+			ic.Errorf("url", "%q: beyond loopback the peer's admin API is reached over https (its token travels with every request)", p.URL)
+		}
+		ic.SecretFile("token_file", p.TokenFile, true)
+		ic.File("ca_file", p.CAFile, false)
 	}
 }

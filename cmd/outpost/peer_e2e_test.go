@@ -1,0 +1,142 @@
+package main
+
+// End-to-end tests of the peer environment: two real outpost processes,
+// one placing calls on the other.
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/coordinator/admin"
+	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/devices/mqtttest"
+)
+
+// startPeer runs a daemon with no tasks whose admin API listens on addr,
+// which stays the same across its restarts.
+func startPeer(t *testing.T, addr string) *daemon {
+	t.Helper()
+	d := newDaemon(t, t.TempDir(), fmt.Sprintf("node: {id: peer-b}\nadmin: {listen: %q}\nmqtt: {broker: {listen: \"{{broker}}\"}}\n", addr))
+	d.addr, d.opts = addr, admin.ClientOptions{Addr: addr}
+	d.start()
+	return d
+}
+
+// peerCaller runs a daemon with the task spin (testdata/spin.wat) and a
+// rule that sends every call to peer b, or runs it locally while b is
+// down; a qos 1 route makes idempotent calls of it.
+func peerCaller(t *testing.T, b *daemon, extra string) *daemon {
+	t.Helper()
+	a := startDaemon(t, fmt.Sprintf(`
+node: {id: edge-a}
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+tasks: [{name: spin, module: %q, limits: {timeout: 30s}}]
+routes: [{topic: "jobs/in", task: spin, reply: "jobs/out", qos: 1}]
+placement:
+  peers:
+    refresh: 200ms
+    list: [{name: b, url: "http://%s", token_file: %q}]
+  rules:
+    - name: to-peer
+      run: [peer, local]
+%s`, spinWasm(t), b.addr, filepath.Join(b.dir, "data", admin.TokenFileName), extra))
+	waitPeerUp(t, a, true)
+	return a
+}
+
+// waitPeerUp waits until a sees peer b up (or down).
+func waitPeerUp(t *testing.T, a *daemon, up bool) {
+	t.Helper()
+	want := 0.0
+	if up {
+		want = 1
+	}
+	waitUntil(t, 20*time.Second, fmt.Sprintf("peer b up=%v", up), func() bool {
+		return a.metric(`outpost_placement_peer_up{peer="b"}`) == want
+	})
+}
+
+// waitPeerRunning waits until b runs a call.
+func waitPeerRunning(t *testing.T, b *daemon) {
+	t.Helper()
+	waitUntil(t, 20*time.Second, "a call running on the peer", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := b.admin.PeerStatus(ctx)
+		return err == nil && st.Running > 0
+	})
+}
+
+// A rule sends calls to the peer, which gets the task from the caller
+// (content-addressed) on the first call only; the caller records where each
+// ran and by which rule. The peer killed with -9 while it runs an
+// at-most-once call: the call is reported interrupted, not run again; while
+// it is down, calls run locally by the rule's fallback. Restarted, it runs
+// calls again; killed while it runs an idempotent call (a qos 1 route's),
+// that call runs again locally and answers.
+func TestPeerEnvironment(t *testing.T) {
+	b := startPeer(t, mqtttest.FreeAddr(t))
+	a := peerCaller(t, b, "")
+
+	for i := range 2 {
+		m, code := callJSON(t, a, "spin", fmt.Sprintf("0 hello %d", i))
+		if code != 0 || m["env"] != "peer:b" || m["rule"] != "to-peer" || m["output"] != base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "0 hello %d", i)) {
+			t.Fatalf("call %d: exit %d %v; want the output from peer:b by to-peer", i, code, m)
+		}
+	}
+	if n := strings.Count(a.logs.String(), "task sent to a peer"); n != 1 {
+		t.Errorf("the task was sent %d times, want once (the peer keeps it)", n)
+	}
+	if out, code := runCLI(t, "task", "ls", "--config", b.cfg); code != 0 || !strings.Contains(out, "spin") {
+		t.Errorf("the peer's tasks: exit %d\n%s", code, out)
+	}
+	if got := a.metric(`outpost_placement_calls_total{env="peer:b",rule="to-peer"}`); got != 2 {
+		t.Errorf("calls placed on peer:b: %v, want 2", got)
+	}
+
+	// At most once: interrupted when the peer dies under it.
+	id, code := runCLI(t, "call", "spin", "--async", "--config", a.cfg, "--data", "8 at-most-once")
+	id = strings.TrimSpace(id)
+	if code != 0 {
+		t.Fatalf("call --async: exit %d %s", code, id)
+	}
+	waitPeerRunning(t, b)
+	b.kill9()
+	show, code := runCLI(t, "calls", "show", id, "--wait", "--timeout", "20s", "--config", a.cfg)
+	if code == 0 || !strings.Contains(show, "interrupted") || !strings.Contains(show, "peer b stopped answering") ||
+		!regexp.MustCompile(`(?m)^ran in: +peer:b \(placement rule to-peer\)$`).MatchString(show) {
+		t.Errorf("calls show of the interrupted call: exit %d\n%s", code, show)
+	}
+	waitPeerUp(t, a, false)
+	if m, code := callJSON(t, a, "spin", "0 alone"); code != 0 || m["env"] != "local" || m["rule"] != "to-peer" {
+		t.Errorf("call with the peer down: exit %d %v; want local by the rule's fallback", code, m)
+	}
+
+	// Idempotent: run again elsewhere when the peer dies under it.
+	b.start()
+	waitPeerUp(t, a, true)
+	replies := mqtttest.Sub(t, a.mqtt, "jobs/out", 1)
+	mqtttest.Pub(t, a.mqtt, "jobs/in", "8 idempotent", 1)
+	waitPeerRunning(t, b)
+	b.kill9()
+	if got := replies.Wait(1, 30*time.Second); len(got) != 1 || !strings.HasSuffix(got[0], "8 idempotent") {
+		t.Fatalf("reply of the idempotent call: %q", got)
+	}
+	var mq []calls.Record
+	for _, r := range a.mqttCallsReported(10 * time.Second) {
+		if r.Source.Kind == "mqtt" {
+			mq = append(mq, r)
+		}
+	}
+	if len(mq) != 1 || mq[0].Result == nil || mq[0].Result.Status != calls.StatusOK || mq[0].Result.Env != "local" || mq[0].Result.Rule != "to-peer" {
+		t.Errorf("journal of the idempotent call: %+v", mq)
+	}
+	a.waitLog(`peer lost while it ran a call: placing the idempotent call again`, 5*time.Second)
+}
