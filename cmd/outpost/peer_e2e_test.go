@@ -18,11 +18,11 @@ import (
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 )
 
-// startPeer runs a daemon with no tasks whose admin API listens on addr,
-// which stays the same across its restarts.
-func startPeer(t *testing.T, addr string) *daemon {
+// startPeer runs a daemon whose admin API listens on addr, which stays the
+// same across its restarts, with extra lines of config.
+func startPeer(t *testing.T, addr, extra string) *daemon {
 	t.Helper()
-	d := newDaemon(t, t.TempDir(), fmt.Sprintf("node: {id: peer-b}\nadmin: {listen: %q}\nmqtt: {broker: {listen: \"{{broker}}\"}}\n", addr))
+	d := newDaemon(t, t.TempDir(), fmt.Sprintf("node: {id: peer-b}\nadmin: {listen: %q}\nmqtt: {broker: {listen: \"{{broker}}\"}}\n%s", addr, extra))
 	d.addr, d.opts = addr, admin.ClientOptions{Addr: addr}
 	d.start()
 	return d
@@ -82,7 +82,7 @@ func waitPeerRunning(t *testing.T, b *daemon) {
 // calls again; killed while it runs an idempotent call (a qos 1 route's),
 // that call runs again locally and answers.
 func TestPeerEnvironment(t *testing.T) {
-	b := startPeer(t, mqtttest.FreeAddr(t))
+	b := startPeer(t, mqtttest.FreeAddr(t), "")
 	a := peerCaller(t, b, "")
 
 	for i := range 2 {
@@ -139,4 +139,67 @@ func TestPeerEnvironment(t *testing.T) {
 		t.Errorf("journal of the idempotent call: %+v", mq)
 	}
 	a.waitLog(`peer lost while it ran a call: placing the idempotent call again`, 5*time.Second)
+}
+
+// A suspended call resumes on another node: the example workflow
+// (examples/tasks/c/workflow) fans out to 50 squares here and suspends;
+// when the last one has finished, a rule on call.resume sends its next
+// step (the snapshot's state and the 50 results) to the peer, which runs
+// outpost_resume there (and, not journaled there, awaits its second
+// step's squares instead of suspending again) and returns the outcome to
+// this node's journal: one result, the sum of the squares.
+func TestResumeOnPeer(t *testing.T) {
+	mod, err := filepath.Abs("../../examples/tasks/build/c-workflow.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startPeer(t, mqtttest.FreeAddr(t), "tasks: [{name: square, module: "+mod+"}]\n")
+	a := startDaemon(t, fmt.Sprintf(`
+node: {id: edge-a}
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+tasks:
+  - {name: workflow, module: %[1]s, permissions: {call: [square]}}
+  - {name: square, module: %[1]s}
+routes: [{topic: "wf/in", task: workflow, reply: "wf/out", qos: 1}]
+placement:
+  peers:
+    refresh: 200ms
+    list: [{name: b, url: "http://%[2]s", token_file: %[3]q}]
+  rules:
+    - name: resume-on-peer
+      when: call.resume
+      run: [peer, local]
+`, mod, b.addr, filepath.Join(b.dir, "data", admin.TokenFileName)))
+	waitPeerUp(t, a, true)
+	mqtttest.Pub(t, a.mqtt, "wf/in", "100 0 5", 1)
+	var wf calls.Record
+	waitUntil(t, 60*time.Second, "the workflow reported", func() bool {
+		for _, r := range a.journal() {
+			if r.Task == "workflow" && r.State == calls.Reported {
+				wf = r
+				return true
+			}
+		}
+		return false
+	})
+	if wf.Result == nil || !wf.Result.OK() || string(wf.Result.Output) != "sum=338350 steps=2" ||
+		wf.Result.Env != "peer:b" || wf.Result.Rule != "resume-on-peer" || wf.Runs != 2 {
+		t.Fatalf("workflow: %d runs, result %+v; want sum=338350 steps=2 from peer:b by resume-on-peer", wf.Runs, wf.Result)
+	}
+	deps := 0
+	for _, r := range a.journal() {
+		if r.Parent == wf.ID {
+			deps++
+			if r.Result == nil || r.Result.Env != "local" {
+				t.Errorf("dependency %s: %+v, want run here", r.ID, r.Result)
+			}
+		}
+	}
+	if deps != 50 {
+		t.Errorf("%d dependencies journaled here, want the first step's 50", deps)
+	}
+	if n := b.metric(`outpost_calls_total{status="ok",task="square"}`); n != 50 {
+		t.Errorf("the peer ran %v squares, want the second step's 50", n)
+	}
 }

@@ -74,6 +74,9 @@ type Call struct {
 	Priority    int64  `cel:"priority"`
 	HasDeadline bool   `cel:"has_deadline"`
 	Attempt     int64  `cel:"attempt"`
+	// Resume: the run is the next step of a suspended call (its state
+	// and the results it waited for travel with it).
+	Resume bool `cel:"resume"`
 }
 
 // Task is what a rule sees of the task (CEL variable task).
