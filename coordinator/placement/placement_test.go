@@ -58,7 +58,7 @@ func TestDecide(t *testing.T) {
 func TestDecideEvalError(t *testing.T) {
 	var r Rules
 	// A key missing from envs fails at evaluation: the rule is skipped.
-	got, err := r.Decide([]Rule{{Name: "bad", When: "envs['peer'].healthy", Run: []string{Process}}}, input(1, 0, true, Local, Process))
+	got, err := r.Decide([]Rule{{Name: "bad", When: "envs['peer:nowhere'].healthy", Run: []string{Process}}}, input(1, 0, true, Local, Process))
 	if got != (Decision{Env: Local, Rule: DefaultRule}) || err == nil || !strings.Contains(err.Error(), "rule bad") {
 		t.Fatalf("Decide = %+v, %v", got, err)
 	}
