@@ -149,7 +149,7 @@ func (e *environments) run(ctx context.Context, x executor, c *calls.Call) calls
 	// A peer that did not take the call, or lost an idempotent one, is
 	// down until its next refresh: the call is placed again, at most once
 	// per peer.
-	for range len(e.peers.list) + 1 {
+	for range len(e.peers.all()) + 1 {
 		d, err := e.rules.Decide(rules, e.input(c, t))
 		for d.Env == "" && d.Wait && ctx.Err() == nil { // the rule says wait: decide again shortly
 			select {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/placement"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/coordinator/tasks"
+	"github.com/outpost-edge/outpost/internal/ratelog"
 )
 
 // The peer environment (docs/placement.md, "The peer environment"): other
@@ -48,13 +50,17 @@ const peerSource = "peer"
 // fromPeer marks a task version deployed for a peer's call.
 const fromPeer = "peer"
 
-// peers is this node's view of its peers.
+// peers is this node's view of its peers: the configured ones, and the
+// telemetry cluster's members that advertise an admin URL
+// (placement.peers.cluster), found again at every refresh.
 type peers struct {
-	c    *Coordinator
-	list []*peer
-	up   *prometheus.GaugeVec
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	c       *Coordinator
+	static  []*peer
+	list    atomic.Pointer[[]*peer] // static, then the cluster's
+	up      *prometheus.GaugeVec
+	stop    context.CancelFunc
+	done    chan struct{}
+	dialLog ratelog.Limiter // cluster members that cannot be dialed
 
 	mu   sync.Mutex
 	pkgs map[string]*peerPackage // by task, for its module of the moment
@@ -62,9 +68,9 @@ type peers struct {
 
 // peer is one other instance.
 type peer struct {
-	name   string
-	client *admin.Client
-	state  atomic.Pointer[peerState] // nil until its first refresh
+	name, url string
+	client    *admin.Client
+	state     atomic.Pointer[peerState] // nil until its first refresh
 }
 
 // peerState is what the last refresh (or a failed call) found.
@@ -83,7 +89,7 @@ type peerPackage struct {
 }
 
 func newPeers(c *Coordinator) *peers {
-	p := &peers{c: c, pkgs: map[string]*peerPackage{},
+	p := &peers{c: c, pkgs: map[string]*peerPackage{}, dialLog: ratelog.Limiter{Every: time.Minute},
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "outpost_placement_peer_up",
 			Help: "Whether a peer answered its last status read and takes calls (1) or not (0), by peer.",
@@ -92,8 +98,8 @@ func newPeers(c *Coordinator) *peers {
 	return p
 }
 
-// start dials the configured peers and refreshes each one's state every
-// placement.peers.refresh until stop.
+// start dials the configured peers and, every placement.peers.refresh
+// until close, finds the cluster's and reads each one's state.
 func (p *peers) start(context.Context) error {
 	cfg := p.c.cfg.Load().Placement.Peers
 	for _, pc := range cfg.List {
@@ -101,35 +107,100 @@ func (p *peers) start(context.Context) error {
 		if err != nil {
 			return fmt.Errorf("peer %s: %w", pc.Name, err)
 		}
-		p.list = append(p.list, &peer{name: pc.Name, client: cl})
+		p.static = append(p.static, &peer{name: pc.Name, url: pc.URL, client: cl})
 		p.up.WithLabelValues(pc.Name).Set(0)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.stop = cancel
-	every := cfg.Refresh.Std()
-	for _, pr := range p.list {
-		p.wg.Go(func() {
-			t := time.NewTicker(every)
-			defer t.Stop()
-			for {
-				p.refresh(ctx, pr, every)
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-		})
+	list := slices.Clone(p.static)
+	p.list.Store(&list)
+	if len(p.static) == 0 && !cfg.Cluster.Enabled() {
+		return nil
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stop, p.done = cancel, make(chan struct{})
+	go func() {
+		defer close(p.done)
+		every := cfg.Refresh.Std()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			p.discover()
+			var wg sync.WaitGroup
+			for _, pr := range p.all() {
+				wg.Go(func() { p.refresh(ctx, pr, every) })
+			}
+			wg.Wait()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	return nil
 }
 
 func (p *peers) close(context.Context) error {
 	if p.stop != nil {
 		p.stop()
+		<-p.done
 	}
-	p.wg.Wait()
 	return nil
+}
+
+// all lists the peers of the moment.
+func (p *peers) all() []*peer {
+	if l := p.list.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// discover makes the list the configured peers and the telemetry
+// cluster's other members that advertise an admin URL, keeping the state
+// of those already known.
+func (p *peers) discover() {
+	cfg := p.c.cfg.Load().Placement.Peers.Cluster
+	node := p.c.tele.Cluster()
+	if !cfg.Enabled() || node == nil {
+		return
+	}
+	st := node.Status()
+	known := map[string]*peer{}
+	for _, pr := range p.all() {
+		known[pr.name] = pr
+	}
+	next := slices.Clone(p.static)
+	taken := map[string]bool{}
+	for _, pr := range p.static {
+		taken[pr.name] = true
+	}
+	for _, m := range st.Members {
+		if m.Name == st.Name || m.Admin == "" || taken[m.Name] {
+			continue
+		}
+		taken[m.Name] = true
+		if pr := known[m.Name]; pr != nil && pr.url == m.Admin {
+			next = append(next, pr)
+			continue
+		}
+		cl, err := admin.Dial(admin.ClientOptions{Addr: m.Admin, TokenFile: cfg.TokenFile, CAFile: cfg.CAFile})
+		if err != nil {
+			if n, ok := p.dialLog.Allow(time.Now()); ok {
+				p.c.log.Warn("cluster member not usable as a peer", "peer", m.Name, "url", m.Admin, "err", err, "not_logged", n)
+			}
+			continue
+		}
+		p.c.log.Info("peer found in the cluster", "peer", m.Name, "url", m.Admin)
+		next = append(next, &peer{name: m.Name, url: m.Admin, client: cl})
+		p.up.WithLabelValues(m.Name).Set(0)
+	}
+	for name := range known {
+		if !taken[name] {
+			p.c.log.Info("peer left the cluster", "peer", name)
+			p.up.DeleteLabelValues(name)
+		}
+	}
+	p.list.Store(&next)
 }
 
 // refresh reads pr's status, within timeout.
@@ -180,7 +251,7 @@ func (pr *peer) env() placement.Env {
 // addEnvs adds each peer's entry (peer:NAME) and the best one's (peer) to m.
 func (p *peers) addEnvs(m map[string]placement.Env) {
 	var best placement.Env
-	for _, pr := range p.list {
+	for _, pr := range p.all() {
 		e := pr.env()
 		m[placement.PeerPrefix+pr.name] = e
 		if e.Healthy && (!best.Healthy || better(e, best)) {
@@ -206,7 +277,7 @@ func (p *peers) pick(env string) *peer {
 		found *peer
 		best  placement.Env
 	)
-	for _, pr := range p.list {
+	for _, pr := range p.all() {
 		e := pr.env()
 		switch {
 		case !e.Healthy:
@@ -222,7 +293,7 @@ func (p *peers) pick(env string) *peer {
 // sendable says whether t's code can be sent to a peer: a module file (a
 // builtin module is the peer's own to have).
 func (p *peers) sendable(t tasks.Task) bool {
-	return len(p.list) > 0 && !strings.HasPrefix(t.Module, "builtin:")
+	return len(p.all()) > 0 && !strings.HasPrefix(t.Module, "builtin:")
 }
 
 // run runs c of task t on the peer of environment env and returns the

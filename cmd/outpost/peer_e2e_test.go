@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/etcdtest"
 )
 
 // startPeer runs a daemon whose admin API listens on addr, which stays the
@@ -202,4 +204,42 @@ placement:
 	if n := b.metric(`outpost_calls_total{status="ok",task="square"}`); n != 50 {
 		t.Errorf("the peer ran %v squares, want the second step's 50", n)
 	}
+}
+
+// The telemetry cluster's members that advertise their admin URL are
+// peers of each other, reached with the admin token they share: a member
+// places a call on the other it found in etcd; once that one is killed,
+// its calls run locally, and it leaves the peers when its lease expires.
+func TestPeersFromCluster(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	token := filepath.Join(t.TempDir(), "cluster.token")
+	if err := os.WriteFile(token, []byte("shared-cluster-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	member := func(name, extra string) *daemon {
+		return startDaemon(t, fmt.Sprintf(`
+node: {id: %s}
+admin: {listen: "{{admin}}", token_file: %q}
+mqtt: {broker: {listen: "{{broker}}"}}
+telemetry:
+  gnmi_server: {listen: %q}
+  cluster: {etcd: [%q], lease_ttl: 2s, advertise_admin: "http://{{admin}}"}
+placement:
+  peers: {refresh: 200ms, cluster: {token_file: %q}}
+%s`, name, token, mqtttest.FreeAddr(t), etcd.Endpoint(), token, extra))
+	}
+	b := member("b", "")
+	a := member("a", fmt.Sprintf(`  rules: [{name: to-peer, run: [peer, local]}]
+tasks: [{name: spin, module: %q}]
+`, spinWasm(t)))
+	waitPeerUp(t, a, true)
+	a.waitLog(`msg="peer found in the cluster" peer=b url=http://`+regexp.QuoteMeta(b.addr), 5*time.Second)
+	if m, code := callJSON(t, a, "spin", "0 clustered"); code != 0 || m["env"] != "peer:b" || m["rule"] != "to-peer" {
+		t.Fatalf("call: exit %d %v; want it run on peer:b by to-peer", code, m)
+	}
+	b.kill9()
+	if m, code := callJSON(t, a, "spin", "0 alone"); code != 0 || m["env"] != "local" {
+		t.Errorf("call with b killed: exit %d %v; want it run locally", code, m)
+	}
+	a.waitLog(`msg="peer left the cluster" peer=b`, 20*time.Second)
 }

@@ -33,6 +33,11 @@ type ProcessConfig struct {
 type PeersConfig struct {
 	// List names peers one by one.
 	List []PeerConfig `yaml:"list"`
+	// Cluster, with a token file, makes the telemetry cluster's members
+	// that advertise an admin URL (telemetry.cluster.advertise_admin)
+	// peers too, all reached with that token (the cluster's members share
+	// one admin token: admin.token_file).
+	Cluster PeerCluster `yaml:"cluster"`
 	// Refresh is how often each peer's health and capacity are read.
 	Refresh confval.Duration `yaml:"refresh"`
 }
@@ -49,6 +54,15 @@ type PeerConfig struct {
 	TokenFile string `yaml:"token_file"`
 	CAFile    string `yaml:"ca_file"`
 }
+
+// PeerCluster is how the telemetry cluster's members are reached as peers.
+type PeerCluster struct {
+	TokenFile string `yaml:"token_file"`
+	CAFile    string `yaml:"ca_file"`
+}
+
+// Enabled says whether the cluster's members are peers.
+func (c PeerCluster) Enabled() bool { return c.TokenFile != "" }
 
 // DefaultMaxRunning is placement.process.max_running's default.
 const DefaultMaxRunning = 4
@@ -70,6 +84,8 @@ func (c *Config) Resolve(dir string) {
 		confval.Rel(dir, &c.Peers.List[i].TokenFile)
 		confval.Rel(dir, &c.Peers.List[i].CAFile)
 	}
+	confval.Rel(dir, &c.Peers.Cluster.TokenFile)
+	confval.Rel(dir, &c.Peers.Cluster.CAFile)
 }
 
 // Validate reports every problem of the placement settings.
@@ -102,4 +118,6 @@ func (c Config) Validate(ch *confval.Checker) {
 		ic.SecretFile("token_file", p.TokenFile, true)
 		ic.File("ca_file", p.CAFile, false)
 	}
+	pc.At("cluster").SecretFile("token_file", c.Peers.Cluster.TokenFile, false)
+	pc.At("cluster").File("ca_file", c.Peers.Cluster.CAFile, false)
 }
