@@ -495,8 +495,15 @@ func (c *Coordinator) PeerCall(ctx context.Context, pc admin.PeerCall) (calls.Re
 	if r := pc.Resume; r != nil {
 		call.Resume = &calls.Continuation{State: r.State, Waits: r.Waits}
 	}
+	// The caller gone (killed, its call canceled or past its deadline,
+	// the connection cut): the call is canceled here too.
+	stop := context.AfterFunc(ctx, func() { c.sched.Cancel(call.ID) })
+	defer stop()
 	res, err := c.sched.Do(ctx, call)
-	if err != nil {
+	switch {
+	case ctx.Err() != nil:
+		return ctxResult(ctx, "by the calling node"), nil, nil
+	case err != nil:
 		// Not run (queue full, draining, unknown task): the caller places
 		// the call again.
 		return calls.Result{}, nil, fmt.Errorf("%w: not run here: %v", admin.ErrInternal, err)
