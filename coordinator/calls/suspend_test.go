@@ -353,7 +353,7 @@ func waitIdle(t *testing.T, r *rig) {
 func TestSuspendedDeadline(t *testing.T) {
 	dir := t.TempDir()
 	r := snapshotRig(t, dir, suspender(2, sleepy(time.Hour)))
-	if _, err := r.d.Accept([]*Call{deadlineCall("w1", 300*time.Millisecond)}); err != nil {
+	if _, err := r.d.Accept([]*Call{deadlineCall("w1", time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, r.j, "w1", Suspended)
@@ -389,7 +389,7 @@ func TestSuspendedDeadline(t *testing.T) {
 func TestSuspendedDeadlineRecovered(t *testing.T) {
 	dir := t.TempDir()
 	r := snapshotRig(t, dir, suspender(1, sleepy(time.Hour)))
-	if _, err := r.d.Accept([]*Call{deadlineCall("w1", time.Second)}); err != nil {
+	if _, err := r.d.Accept([]*Call{deadlineCall("w1", 3*time.Second)}); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, r.j, "w1", Suspended)
