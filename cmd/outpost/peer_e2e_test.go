@@ -243,3 +243,30 @@ tasks: [{name: spin, module: %q}]
 	}
 	a.waitLog(`msg="peer left the cluster" peer=b`, 20*time.Second)
 }
+
+// The caller killed with -9 while its call runs on the peer: the peer's
+// run is canceled with the connection (it does not run on), and after the
+// restart the caller's journal reports the at-most-once call once,
+// interrupted, without sending it again.
+func TestPeerCallerKilled(t *testing.T) {
+	b := startPeer(t, mqtttest.FreeAddr(t), "")
+	a := peerCaller(t, b, "")
+	id, code := runCLI(t, "call", "spin", "--async", "--config", a.cfg, "--data", "9 caller-killed")
+	id = strings.TrimSpace(id)
+	if code != 0 {
+		t.Fatalf("call --async: exit %d %s", code, id)
+	}
+	waitPeerRunning(t, b)
+	a.kill9()
+	waitUntil(t, 20*time.Second, "the peer's run canceled", func() bool {
+		return b.metric(`outpost_calls_total{status="canceled",task="spin"}`) == 1
+	})
+	a.start()
+	show, code := runCLI(t, "calls", "show", id, "--wait", "--timeout", "20s", "--config", a.cfg)
+	if code == 0 || !strings.Contains(show, "interrupted") {
+		t.Errorf("calls show after the restart: exit %d\n%s", code, show)
+	}
+	if ok := b.metric(`outpost_calls_total{status="ok",task="spin"}`); ok != 0 {
+		t.Errorf("the peer ran the call to its end %v times, want 0", ok)
+	}
+}
