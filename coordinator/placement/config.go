@@ -2,6 +2,7 @@ package placement
 
 import (
 	"cmp"
+	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -120,4 +121,14 @@ func (c Config) Validate(ch *confval.Checker) {
 	}
 	pc.At("cluster").SecretFile("token_file", c.Peers.Cluster.TokenFile, false)
 	pc.At("cluster").File("ca_file", c.Peers.Cluster.CAFile, false)
+	if c.Peers.Cluster.Enabled() {
+		return // peers are found in the cluster too: any name may come
+	}
+	for i, r := range c.Rules {
+		for j, e := range r.Run {
+			if name, ok := strings.CutPrefix(e, PeerPrefix); ok && name != "" && !names[name] {
+				ch.Index("rules", i).Errorf(fmt.Sprintf("run[%d]", j), "%q: no peer %q in placement.peers.list (and no placement.peers.cluster)", e, name)
+			}
+		}
+	}
 }

@@ -114,7 +114,7 @@ func TestValidatePeers(t *testing.T) {
     - {name: "c:d", url: "ftp://x", token_file: `+token+`}
     - {name: e, url: "https://10.0.0.3:7700"}
 rules:
-  - {name: r, run: ["peer:b", "peer:", peer]}
+  - {name: r, run: ["peer:b", "peer:", peer, "peer:z"]}
 `), "test.yaml")
 	var c Config
 	if !doc.Decode(&c) {
@@ -132,6 +132,7 @@ rules:
 		`peers.list[2].url: "ftp://x" is not an http(s)://host:port URL`,
 		`peers.list[3].token_file: must name a file`,
 		`rules[0].run[1]: "peer:" is not an environment`,
+		`rules[0].run[3]: "peer:z": no peer "z" in placement.peers.list`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("problems lack %q:\n%s", want, got)
