@@ -101,7 +101,7 @@ func newPeers(c *Coordinator) *peers {
 func (p *peers) start(context.Context) error {
 	cfg := p.c.cfg.Load().Placement.Peers
 	for _, pc := range cfg.List {
-		cl, err := admin.Dial(admin.ClientOptions{Addr: pc.URL, TokenFile: pc.TokenFile, CAFile: pc.CAFile})
+		cl, err := admin.Dial(admin.ClientOptions{Addr: pc.URL, TokenFile: pc.TokenFile, CAFile: pc.CAFile, CertFile: pc.CertFile, KeyFile: pc.KeyFile})
 		if err != nil {
 			return fmt.Errorf("peer %s: %w", pc.Name, err)
 		}
@@ -181,7 +181,7 @@ func (p *peers) discover() {
 			next = append(next, pr)
 			continue
 		}
-		cl, err := admin.Dial(admin.ClientOptions{Addr: m.Admin, TokenFile: cfg.TokenFile, CAFile: cfg.CAFile})
+		cl, err := admin.Dial(admin.ClientOptions{Addr: m.Admin, TokenFile: cfg.TokenFile, CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile})
 		if err != nil {
 			if n, ok := p.dialLog.Allow(time.Now()); ok {
 				p.c.log.Warn("cluster member not usable as a peer", "peer", m.Name, "url", m.Admin, "err", err, "not_logged", n)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +19,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/etcdtest"
+	"github.com/outpost-edge/outpost/internal/testpki"
 )
 
 // startPeer runs a daemon whose admin API listens on addr, which stays the
@@ -32,8 +34,15 @@ func startPeer(t *testing.T, addr, extra string) *daemon {
 
 // peerCaller runs a daemon with the task spin (testdata/spin.wat) and a
 // rule that sends every call to peer b, or runs it locally while b is
-// down; a qos 1 route makes idempotent calls of it.
-func peerCaller(t *testing.T, b *daemon, extra string) *daemon {
+// down; a qos 1 route makes idempotent calls of it. b is reached over
+// plain HTTP on loopback.
+func peerCaller(t *testing.T, b *daemon) *daemon {
+	t.Helper()
+	return peerCallerOf(t, fmt.Sprintf(`{name: b, url: "http://%s", token_file: %q}`, b.addr, filepath.Join(b.dir, "data", admin.TokenFileName)))
+}
+
+// peerCallerOf is peerCaller with peer b's entry in placement.peers.list.
+func peerCallerOf(t *testing.T, entry string) *daemon {
 	t.Helper()
 	a := startDaemon(t, fmt.Sprintf(`
 node: {id: edge-a}
@@ -44,11 +53,11 @@ routes: [{topic: "jobs/in", task: spin, reply: "jobs/out", qos: 1}]
 placement:
   peers:
     refresh: 200ms
-    list: [{name: b, url: "http://%s", token_file: %q}]
+    list: [%s]
   rules:
     - name: to-peer
       run: [peer, local]
-%s`, spinWasm(t), b.addr, filepath.Join(b.dir, "data", admin.TokenFileName), extra))
+`, spinWasm(t), entry))
 	waitPeerUp(t, a, true)
 	return a
 }
@@ -85,7 +94,7 @@ func waitPeerRunning(t *testing.T, b *daemon) {
 // that call runs again locally and answers.
 func TestPeerEnvironment(t *testing.T) {
 	b := startPeer(t, mqtttest.FreeAddr(t), "")
-	a := peerCaller(t, b, "")
+	a := peerCaller(t, b)
 
 	for i := range 2 {
 		m, code := callJSON(t, a, "spin", fmt.Sprintf("0 hello %d", i))
@@ -250,7 +259,7 @@ tasks: [{name: spin, module: %q}]
 // interrupted, without sending it again.
 func TestPeerCallerKilled(t *testing.T) {
 	b := startPeer(t, mqtttest.FreeAddr(t), "")
-	a := peerCaller(t, b, "")
+	a := peerCaller(t, b)
 	id, code := runCLI(t, "call", "spin", "--async", "--config", a.cfg, "--data", "9 caller-killed")
 	id = strings.TrimSpace(id)
 	if code != 0 {
@@ -268,5 +277,25 @@ func TestPeerCallerKilled(t *testing.T) {
 	}
 	if ok := b.metric(`outpost_calls_total{status="ok",task="spin"}`); ok != 0 {
 		t.Errorf("the peer ran the call to its end %v times, want 0", ok)
+	}
+}
+
+// A peer whose admin API asks for client certificates signed by the
+// cluster's CA: the caller gives its certificate with the peer's token
+// (both checks apply) and checks the peer's against the CA.
+func TestPeerOverMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.New(t, dir, "cluster")
+	srvCert, srvKey := ca.Server(t, "b", net.ParseIP("127.0.0.1"))
+	cliCert, cliKey := ca.Client(t, "a")
+	addr := mqtttest.FreeAddr(t)
+	b := newDaemon(t, t.TempDir(), fmt.Sprintf("node: {id: peer-b}\nadmin: {listen: %q, tls: {cert_file: %s, key_file: %s, client_ca_file: %s}}\nmqtt: {broker: {listen: \"{{broker}}\"}}\n",
+		addr, srvCert, srvKey, ca.CAFile))
+	b.addr, b.opts = addr, admin.ClientOptions{Addr: "https://" + addr, CAFile: ca.CAFile, CertFile: cliCert, KeyFile: cliKey}
+	b.start()
+	a := peerCallerOf(t, fmt.Sprintf(`{name: b, url: "https://%s", token_file: %q, ca_file: %q, cert_file: %q, key_file: %q}`,
+		addr, filepath.Join(b.dir, "data", admin.TokenFileName), ca.CAFile, cliCert, cliKey))
+	if m, code := callJSON(t, a, "spin", "0 over mtls"); code != 0 || m["env"] != "peer:b" || m["rule"] != "to-peer" {
+		t.Fatalf("call: exit %d %v; want it run on peer:b by to-peer", code, m)
 	}
 }

@@ -51,15 +51,21 @@ type PeerConfig struct {
 	URL string `yaml:"url"`
 	// TokenFile holds the peer's admin token (a file only the daemon's
 	// user may read); CAFile is the CA its HTTPS certificate is checked
-	// against (default: the system roots).
+	// against (default: the system roots); CertFile and KeyFile are a
+	// client certificate for a peer that asks for one
+	// (admin.tls.client_ca_file).
 	TokenFile string `yaml:"token_file"`
 	CAFile    string `yaml:"ca_file"`
+	CertFile  string `yaml:"cert_file"`
+	KeyFile   string `yaml:"key_file"`
 }
 
 // PeerCluster is how the telemetry cluster's members are reached as peers.
 type PeerCluster struct {
 	TokenFile string `yaml:"token_file"`
 	CAFile    string `yaml:"ca_file"`
+	CertFile  string `yaml:"cert_file"`
+	KeyFile   string `yaml:"key_file"`
 }
 
 // Enabled says whether the cluster's members are peers.
@@ -82,11 +88,15 @@ func (c *Config) ApplyDefaults() {
 // file's directory.
 func (c *Config) Resolve(dir string) {
 	for i := range c.Peers.List {
-		confval.Rel(dir, &c.Peers.List[i].TokenFile)
-		confval.Rel(dir, &c.Peers.List[i].CAFile)
+		p := &c.Peers.List[i]
+		for _, f := range []*string{&p.TokenFile, &p.CAFile, &p.CertFile, &p.KeyFile} {
+			confval.Rel(dir, f)
+		}
 	}
-	confval.Rel(dir, &c.Peers.Cluster.TokenFile)
-	confval.Rel(dir, &c.Peers.Cluster.CAFile)
+	pc := &c.Peers.Cluster
+	for _, f := range []*string{&pc.TokenFile, &pc.CAFile, &pc.CertFile, &pc.KeyFile} {
+		confval.Rel(dir, f)
+	}
 }
 
 // Validate reports every problem of the placement settings.
@@ -117,10 +127,11 @@ func (c Config) Validate(ch *confval.Checker) {
 			ic.Errorf("url", "%q: beyond loopback the peer's admin API is reached over https (its token travels with every request)", p.URL)
 		}
 		ic.SecretFile("token_file", p.TokenFile, true)
-		ic.File("ca_file", p.CAFile, false)
+		checkTLSFiles(ic, p.CAFile, p.CertFile, p.KeyFile)
 	}
-	pc.At("cluster").SecretFile("token_file", c.Peers.Cluster.TokenFile, false)
-	pc.At("cluster").File("ca_file", c.Peers.Cluster.CAFile, false)
+	cc := pc.At("cluster")
+	cc.SecretFile("token_file", c.Peers.Cluster.TokenFile, false)
+	checkTLSFiles(cc, c.Peers.Cluster.CAFile, c.Peers.Cluster.CertFile, c.Peers.Cluster.KeyFile)
 	if c.Peers.Cluster.Enabled() {
 		return // peers are found in the cluster too: any name may come
 	}
@@ -131,4 +142,15 @@ func (c Config) Validate(ch *confval.Checker) {
 			}
 		}
 	}
+}
+
+// checkTLSFiles checks a peer's CA file and client certificate, which
+// come as a pair.
+func checkTLSFiles(ch *confval.Checker, ca, cert, key string) {
+	ch.File("ca_file", ca, false)
+	if (cert == "") != (key == "") {
+		ch.Errorf("cert_file", "cert_file and key_file come together")
+	}
+	ch.File("cert_file", cert, false)
+	ch.SecretFile("key_file", key, false)
 }
