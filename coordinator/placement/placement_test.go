@@ -113,6 +113,7 @@ func TestValidatePeers(t *testing.T) {
     - {name: b, url: "http://10.0.0.2:7700", token_file: `+exposed+`}
     - {name: "c:d", url: "ftp://x", token_file: `+token+`}
     - {name: e, url: "https://10.0.0.3:7700"}
+    - {name: f, url: "https://10.0.0.4:7700", token_file: `+token+`, cert_file: `+token+`}
 rules:
   - {name: r, run: ["peer:b", "peer:", peer, "peer:z"]}
 `), "test.yaml")
@@ -131,6 +132,7 @@ rules:
 		`peers.list[2].name: must name the peer`,
 		`peers.list[2].url: "ftp://x" is not an http(s)://host:port URL`,
 		`peers.list[3].token_file: must name a file`,
+		`peers.list[4].cert_file: cert_file and key_file come together`,
 		`rules[0].run[1]: "peer:" is not an environment`,
 		`rules[0].run[3]: "peer:z": no peer "z" in placement.peers.list`,
 	} {
