@@ -71,6 +71,7 @@ func (c *Config) resolve(dir string) {
 	}
 	c.Telemetry.Resolve(dir, c.Node.ID)
 	c.Cloud.Resolve(dir)
+	c.Placement.Resolve(dir)
 }
 
 // validate records every problem of c: the daemon's own keys here, each

@@ -115,6 +115,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	admin.MountBackup(c.admin, c)               // backup.go
 	admin.MountDevices(c.admin, deviceAdmin{c}) // device add/ls/disable/rm (devices.go)
 	admin.MountShadows(c.admin, shadowAdmin{c}) // device shadows (shadows.go)
+	admin.MountPeer(c.admin, c)                 // calls of other nodes (peers.go)
 
 	g := &c.group
 	g.log = log
@@ -141,6 +142,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	g.add("cloud-outbox", func(context.Context) error { return nil }, c.cloud.stop)
 	g.add("telemetry", c.tele.Start, c.tele.Stop)
 	g.add("admin", c.admin.Start, c.stopAdmin) // backup.go
+	g.add("peers", c.envs.peers.start, c.envs.peers.close)
 	// The stop order: drain calls first (their replies still need the MQTT
 	// client; the admin API keeps answering health and sync calls while
 	// they finish), then stop taking requests, then telemetry (its hub
@@ -149,7 +151,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	// back) and the store last.
 	// Cloud: stop polling before the drain, flush the outbox after it while
 	// the link is up, close the journal after the last writer (cloud.go).
-	g.stopOrder = []string{"cloud-poll", "scheduler", "cloud-outbox", "admin", "telemetry", "shadows", "mqtt", "broker", "journal", "runtime", "devices", "store"}
+	g.stopOrder = []string{"cloud-poll", "scheduler", "cloud-outbox", "admin", "telemetry", "shadows", "mqtt", "broker", "journal", "peers", "runtime", "devices", "store"}
 	return c
 }
 

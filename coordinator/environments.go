@@ -38,6 +38,7 @@ type environments struct {
 	// slots holds one token per sandboxed process running, at most
 	// placement.process.max_running.
 	slots     chan struct{}
+	peers     *peers // the peer environment (peers.go)
 	decisions *prometheus.CounterVec
 	evalLog   ratelog.Limiter // rules that fail to evaluate
 }
@@ -54,6 +55,7 @@ func newEnvironments(c *Coordinator) *environments {
 			Help: "Calls placed, by the environment that ran them (none: no environment could) and the rule that chose it (default: no rule matched).",
 		}, []string{"env", "rule"}),
 		evalLog: ratelog.Limiter{Every: time.Minute},
+		peers:   newPeers(c),
 	}
 	c.reg.MustRegister(e.decisions)
 	return e
@@ -102,27 +104,35 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 	if _, ok := executable(t); ok {
 		artifacts = append(artifacts, placement.Process)
 	}
+	if e.peers.sendable(t) {
+		artifacts = append(artifacts, placement.Peer)
+	}
 	running, capacity := int64(len(e.slots)), int64(cap(e.slots))
-	return placement.Input{
+	in := placement.Input{
 		Call: placement.Call{Task: c.Task, InputSize: int64(len(c.Input)), Source: c.Source.Kind, Queue: c.Queue,
 			Priority: int64(c.Priority), HasDeadline: !c.Deadline.IsZero() || !c.StartBy.IsZero() || c.MaxRun > 0,
-			Attempt: int64(c.Attempt)},
+			Attempt: int64(c.Attempt), Resume: c.Resume != nil},
 		Task: placement.Task{Name: t.Name, Devices: len(t.Permissions.Publish) > 0, Publish: t.Permissions.Publish,
 			Network: t.Permissions.Network, Artifacts: artifacts},
 		Node: placement.Node{QueueDepth: int64(st.Queued), Running: int64(st.Running), Workers: int64(st.Workers), Draining: st.Draining},
 		Envs: map[string]placement.Env{
-			placement.Local: {Healthy: true, Running: int64(st.Running), Capacity: int64(st.Workers), Load: float64(st.Running) / float64(max(st.Workers, 1))},
+			placement.Local: {Healthy: true, Running: int64(st.Running), Capacity: int64(st.Workers), Load: float64(st.Running) / float64(max(st.Workers, 1)),
+				Free: int64(max(st.Workers-st.Running, 0)), Queued: int64(st.Queued)},
 			placement.Process: {Healthy: e.processOK.Load() && running < capacity, Running: running, Capacity: capacity,
-				Load: float64(running) / float64(capacity)},
+				Load: float64(running) / float64(capacity), Free: capacity - running},
 		},
 	}
+	e.peers.addEnvs(in.Envs)
+	return in
 }
 
-// run places call c and runs it there; local runs it through x.
+// run places call c and runs it there; local runs it through x. A call
+// a peer sent runs here: it is not placed again, so no call travels in
+// circles.
 func (e *environments) run(ctx context.Context, x executor, c *calls.Call) calls.Result {
 	t, ok := e.task(c.Task)
 	var rules []placement.Rule
-	if ok {
+	if ok && c.Source.Kind != peerSource {
 		rules = append(slices.Clone(t.Placement), e.c.cfg.Load().Placement.Rules...)
 	}
 	if len(rules) == 0 {
@@ -136,33 +146,45 @@ func (e *environments) run(ctx context.Context, x executor, c *calls.Call) calls
 		res.Env, res.Rule = placement.Local, placement.DefaultRule
 		return res
 	}
-	d, err := e.rules.Decide(rules, e.input(c, t))
-	for d.Env == "" && d.Wait && ctx.Err() == nil { // the rule says wait: decide again shortly
-		select {
-		case <-ctx.Done():
-		case <-time.After(waitRetry):
-			d, err = e.rules.Decide(rules, e.input(c, t))
+	// A peer that did not take the call, or lost an idempotent one, is
+	// down until its next refresh: the call is placed again, at most once
+	// per peer.
+	for range len(e.peers.all()) + 1 {
+		d, err := e.rules.Decide(rules, e.input(c, t))
+		for d.Env == "" && d.Wait && ctx.Err() == nil { // the rule says wait: decide again shortly
+			select {
+			case <-ctx.Done():
+			case <-time.After(waitRetry):
+				d, err = e.rules.Decide(rules, e.input(c, t))
+			}
 		}
-	}
-	if d.Env == "" {
-		e.decisions.WithLabelValues("none", d.Rule).Inc()
-		return calls.Result{Status: calls.StatusRejected, Error: err.Error(), Rule: d.Rule}
-	}
-	if err != nil { // a rule failed to evaluate and did not match
-		if n, ok := e.evalLog.Allow(time.Now()); ok {
-			e.c.log.Warn("placement rule failed to evaluate; skipped", "task", c.Task, "err", err, "not_logged", n)
+		if d.Env == "" {
+			e.decisions.WithLabelValues("none", d.Rule).Inc()
+			return calls.Result{Status: calls.StatusRejected, Error: err.Error(), Rule: d.Rule}
 		}
+		if err != nil { // a rule failed to evaluate and did not match
+			if n, ok := e.evalLog.Allow(time.Now()); ok {
+				e.c.log.Warn("placement rule failed to evaluate; skipped", "task", c.Task, "err", err, "not_logged", n)
+			}
+		}
+		var res calls.Result
+		env := d.Env
+		switch placement.Kind(d.Env) {
+		case placement.Process:
+			res = e.runProcess(ctx, c, t)
+		case placement.Peer:
+			var done bool
+			if res, env, done = e.peers.run(ctx, c, t, d.Env); !done {
+				continue
+			}
+		default:
+			res = x.Execute(ctx, c)
+		}
+		e.decisions.WithLabelValues(env, d.Rule).Inc()
+		res.Env, res.Rule = env, d.Rule
+		return res
 	}
-	e.decisions.WithLabelValues(d.Env, d.Rule).Inc()
-	var res calls.Result
-	switch d.Env {
-	case placement.Process:
-		res = e.runProcess(ctx, c, t)
-	default:
-		res = x.Execute(ctx, c)
-	}
-	res.Env, res.Rule = d.Env, d.Rule
-	return res
+	return calls.Result{Status: calls.StatusRejected, Error: "no peer took the call, and the rules placed it on a peer each time"}
 }
 
 // runProcess runs c as t's native executable in the sandbox, under the

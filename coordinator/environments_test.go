@@ -22,7 +22,7 @@ tasks:
   - {name: fine, module: builtin:echo}
   - name: broken
     module: builtin:echo
-    placement: [{name: no-such-env, when: "envs['peer'].healthy", run: [process]}]
+    placement: [{name: no-such-env, when: "envs['peer:nowhere'].healthy", run: [process]}]
 `), "test.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -53,7 +53,8 @@ type version struct {
 	Artifacts []artifactBlob `json:"artifacts,omitempty"` // Manifest.Artifacts' blobs, in order
 	Deployed  time.Time      `json:"deployed"`
 	// From is "cloud" for a version deployed by a cloud call's code
-	// object (cloudfetch.go); "" for the admin API.
+	// object (cloudfetch.go), "peer" for one a peer's call brought
+	// (peers.go); "" for the admin API.
 	From string `json:"from,omitempty"`
 	// Root is the hex digest of the manifest object a cloud call named
 	// (provision.go); "" when the call named the module itself.
@@ -427,8 +428,9 @@ func (c *Coordinator) Deploy(ctx context.Context, name string, up admin.Upload) 
 }
 
 // deploy is Deploy for a version from the admin API ("") or a cloud
-// call's code object (fromCloud: it only adds a task that is not there;
-// root is the manifest object's digest when the call named one).
+// call's code object (fromCloud) or a peer's call (fromPeer): those only
+// add a task that is not there; root is the manifest object's digest when
+// a cloud call named one.
 func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, from, root string) (_ admin.TaskDetail, err error) {
 	held := uploadBlobs(up)
 	defer func() {
@@ -494,7 +496,7 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	deps := copyDeps(c.deployments())
-	if old := deps[name]; old != nil && from == fromCloud {
+	if old := deps[name]; old != nil && from != "" {
 		return c.cloudDeployed(name, old.current().root(), v.root())
 	}
 	d := &deployment{Name: name}

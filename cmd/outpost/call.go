@@ -49,9 +49,8 @@ the result with 'outpost calls show ID --wait'.`,
 	af := addAdminFlags(cmd, false)
 	out := cli.AddOutput(cmd)
 	cmd.Flags().StringVar(&data, "data", "", cli.DataHelp)
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "deadline for the call (default: the task's timeout)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "deadline for the call (default: the task's timeout); with --async, of the whole call, suspended steps included")
 	cmd.Flags().BoolVar(&async, "async", false, "journal the call and print its id once it is on disk")
-	cmd.MarkFlagsMutuallyExclusive("timeout", "async")
 	cmd.ValidArgsFunction = af.completeTasks
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		task := args[0]
@@ -65,7 +64,7 @@ the result with 'outpost calls show ID --wait'.`,
 		}
 		w := cmd.OutOrStdout()
 		if async {
-			id, err := c.CallAsync(cmd.Context(), task, input)
+			id, err := c.CallAsync(cmd.Context(), task, input, timeout)
 			if err != nil {
 				return callFailed(cmd, out, err)
 			}

@@ -59,7 +59,6 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"task", "frob"}, `unknown command "frob" for "outpost task"`},
 		{[]string{"calls", "shw"}, "did you mean show?"},
 		{[]string{"tasks", "-o", "xml"}, `-o "xml": want table, json or yaml`},
-		{[]string{"call", "echo", "--async", "--timeout", "1s"}, "none of the others can be"},
 	} {
 		out, code := runCLI(t, c.args...)
 		if code != 2 || !strings.Contains(out, c.want) || !strings.Contains(out, "--help' for usage") {

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,4 +101,54 @@ routes: [{topic: "wf/in", task: workflow, reply: "wf/out", qos: 1}]
 		t.Errorf("%d dependencies, %d reported; want at least 100, all reported", deps, finished)
 	}
 	t.Logf("workflow: %d runs, attempt %d; %d dependency calls (100 needed; re-runs after kills make the rest)", r.Runs, r.Attempt, deps)
+}
+
+// An asynchronous call's --timeout is the deadline of the whole call: the
+// example workflow, suspended on squares that take longer, ends timed out
+// at it without resuming, and the squares it waited for are canceled.
+func TestSuspendedWorkflowTimeout(t *testing.T) {
+	mod, err := filepath.Abs("../../examples/tasks/build/c-workflow.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, `
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+tasks:
+  - {name: workflow, module: `+mod+`, permissions: {call: [square]}}
+  - {name: square, module: `+mod+`, limits: {concurrency: 1}}
+`)
+	// 50 squares of 200 ms, one at a time: 10 s for the first step.
+	id, code := runCLI(t, "call", "workflow", "--async", "--timeout", "1s", "--config", d.cfg, "--data", "100 0 200")
+	id = strings.TrimSpace(id)
+	if code != 0 {
+		t.Fatalf("call --async --timeout: exit %d %s", code, id)
+	}
+	show, code := runCLI(t, "calls", "show", id, "--wait", "--timeout", "20s", "--config", d.cfg)
+	if code == 0 || !strings.Contains(show, "timeout") || !strings.Contains(show, "deadline passed while suspended") {
+		t.Fatalf("calls show: exit %d\n%s", code, show)
+	}
+	waitUntil(t, 20*time.Second, "every square finished", func() bool {
+		for _, r := range d.journal() {
+			if r.Parent == id && r.State < calls.Finished {
+				return false
+			}
+		}
+		return true
+	})
+	ok, canceled := 0, 0
+	for _, r := range d.journal() {
+		if r.Parent != id {
+			continue
+		}
+		switch r.Result.Status {
+		case calls.StatusOK:
+			ok++
+		case calls.StatusCanceled:
+			canceled++
+		}
+	}
+	if ok+canceled != 50 || canceled < 40 {
+		t.Errorf("squares: %d ok, %d canceled; want 50, most of them canceled", ok, canceled)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
 )
@@ -37,7 +38,7 @@ func (n *asyncNode) CallAsync(c *calls.Call) error {
 func TestAsyncCall(t *testing.T) {
 	n := &asyncNode{}
 	c := start(t, n)
-	id, err := c.CallAsync(context.Background(), "echo", []byte("in"))
+	id, err := c.CallAsync(context.Background(), "echo", []byte("in"), 0)
 	if err != nil || len(id) != 20 {
 		t.Fatalf("CallAsync: %q %v", id, err)
 	}
@@ -54,15 +55,25 @@ func TestAsyncCall(t *testing.T) {
 		{"journal failed", "full-disk", http.StatusInternalServerError, calls.StatusRejected},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := c.CallAsync(context.Background(), tc.task, nil)
+			_, err := c.CallAsync(context.Background(), tc.task, nil, 0)
 			var ce *CallError
 			if !errors.As(err, &ce) || ce.HTTPStatus != tc.http || ce.Doc.Error.Code != tc.code {
 				t.Fatalf("got %v, want HTTP %d %s", err, tc.http, tc.code)
 			}
 		})
 	}
+	t.Run("timeout is the whole call's deadline", func(t *testing.T) {
+		before := time.Now()
+		if _, err := c.CallAsync(context.Background(), "echo", nil, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		got := n.took[len(n.took)-1].Deadline
+		if got.Before(before.Add(time.Minute)) || got.After(time.Now().Add(time.Minute)) {
+			t.Fatalf("deadline %v, want a minute from the request", got)
+		}
+	})
 	t.Run("bad requests", func(t *testing.T) {
-		for _, q := range []string{"async=maybe", "async=true&timeout=1s"} {
+		for _, q := range []string{"async=maybe", "async=true&timeout=-1s"} {
 			if code, b := send(t, c, http.MethodPost, "/v1/tasks/echo/call?"+q); code != http.StatusBadRequest {
 				t.Errorf("%s: %d %s", q, code, b)
 			}
@@ -73,7 +84,7 @@ func TestAsyncCall(t *testing.T) {
 // A node without asynchronous calls says so; the sync path is unchanged.
 func TestAsyncCallNotSupported(t *testing.T) {
 	c := start(t, &node{})
-	_, err := c.CallAsync(context.Background(), "echo", nil)
+	_, err := c.CallAsync(context.Background(), "echo", nil, 0)
 	var ce *CallError
 	if !errors.As(err, &ce) || ce.HTTPStatus != http.StatusNotImplemented {
 		t.Fatalf("got %v, want 501", err)

@@ -168,9 +168,13 @@ type Answer struct {
 }
 
 // CallAsync journals a call of task with input on the daemon and returns
-// its id once it is on disk; the result is read with GetCall.
-func (c *Client) CallAsync(ctx context.Context, task string, input []byte) (string, error) {
+// its id once it is on disk; the result is read with GetCall. A timeout
+// (0: none) is the deadline of the whole call, suspended steps included.
+func (c *Client) CallAsync(ctx context.Context, task string, input []byte, timeout time.Duration) (string, error) {
 	u := c.base + "/v1/tasks/" + url.PathEscape(task) + "/call?async=true"
+	if timeout > 0 {
+		u += "&timeout=" + url.QueryEscape(timeout.String())
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(input))
 	if err != nil {
 		return "", err

@@ -235,8 +235,10 @@ func (s *Server) tasks(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	task := r.PathValue("name")
 	ctx := r.Context()
+	var timeout time.Duration
 	if t := r.URL.Query().Get("timeout"); t != "" {
 		d, err := time.ParseDuration(t)
+		timeout = d
 		if err != nil || d <= 0 {
 			writeError(w, http.StatusBadRequest, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: "bad_request", Message: fmt.Sprintf("timeout %q is not a positive duration", t)}})
 			return
@@ -259,7 +261,12 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 	}
 	c := calls.New(task, input, calls.Source{Kind: "admin", Ref: r.RemoteAddr})
 	if async {
-		s.callAsync(w, c, r.URL.Query().Get("timeout") != "")
+		if timeout > 0 {
+			// The whole call's deadline, journaled: queueing, every run
+			// and every suspended step of it.
+			c.Deadline = time.Now().Add(timeout)
+		}
+		s.callAsync(w, c)
 		return
 	}
 	res, err := s.node.Call(ctx, c)
@@ -331,14 +338,10 @@ func (s *Server) readInput(w http.ResponseWriter, r *http.Request, task string) 
 }
 
 // callAsync journals c and answers 202 with its id once it is on disk.
-func (s *Server) callAsync(w http.ResponseWriter, c *calls.Call, timeout bool) {
+func (s *Server) callAsync(w http.ResponseWriter, c *calls.Call) {
 	an, ok := s.node.(AsyncNode)
 	if !ok {
 		writeError(w, http.StatusNotImplemented, calls.ErrorDoc{Task: c.Task, Error: calls.ErrorBody{Code: "bad_request", Message: "this daemon takes no asynchronous calls"}})
-		return
-	}
-	if timeout {
-		writeError(w, http.StatusBadRequest, calls.ErrorDoc{Task: c.Task, Error: calls.ErrorBody{Code: "bad_request", Message: "timeout does not apply to an asynchronous call (the task's own timeout does)"}})
 		return
 	}
 	if err := an.CallAsync(c); err != nil {

@@ -145,7 +145,8 @@ type TaskVersion struct {
 	// Artifacts are the version's native executables (process
 	// environment); its wasm module is Digest.
 	Artifacts []Artifact `json:"artifacts,omitempty"`
-	// From is "cloud" for a version a cloud call's code object deployed.
+	// From is "cloud" for a version a cloud call's code object deployed,
+	// "peer" for one a peer's call brought.
 	From string `json:"from,omitempty"`
 }
 

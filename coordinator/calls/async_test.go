@@ -46,7 +46,7 @@ func TestAcceptAsync(t *testing.T) {
 			t.Errorf("record %+v", rec)
 		}
 	}
-	if rec, _ := r.j.Get("a"); rec.ReplyTo != "devices/x/out" || rec.call().ReplyTo != "devices/x/out" {
+	if rec, _ := r.j.Get("a"); rec.ReplyTo != "devices/x/out" || rec.call(r.j.Clock()).ReplyTo != "devices/x/out" {
 		t.Errorf("reply topic lost: %+v", rec)
 	}
 }

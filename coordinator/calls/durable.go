@@ -80,6 +80,9 @@ func (j *Journal) newRecord(c *Call) *Record {
 		}
 	}
 	r.MaxRunMS = c.MaxRun.Milliseconds()
+	if !c.Deadline.IsZero() {
+		r.DeadlineClock = r.ReceivedClock + max(time.Until(c.Deadline), 0)
+	}
 	return r
 }
 
@@ -422,7 +425,7 @@ func (d *Durable) Recover(ctx context.Context) error {
 			if r.Effect != Idempotent {
 				d.j.m.recovered.WithLabelValues("interrupted").Inc()
 				d.log.Warn("at-most-once call interrupted by a restart: not run again", "call", r.ID, "task", r.Task, "attempt", r.Attempt)
-				c := r.call()
+				c := r.call(d.j.Clock())
 				c.durable = d
 				c.Result = Result{Status: StatusInterrupted, Error: "the process stopped while the call ran; at-most-once calls are not run again"}
 				c.State = Finished
@@ -434,7 +437,7 @@ func (d *Durable) Recover(ctx context.Context) error {
 		default:
 			d.j.m.recovered.WithLabelValues("queued").Inc()
 		}
-		d.queue(r.call(), r)
+		d.queue(r.call(d.j.Clock()), r)
 	}
 	if len(all) > 0 {
 		d.log.Info("journal recovered", "calls", len(all), "suspended", d.SuspendedCount())
@@ -442,8 +445,9 @@ func (d *Durable) Recover(ctx context.Context) error {
 	return nil
 }
 
-// call rebuilds a runnable call from a record.
-func (r *Record) call() *Call {
+// call rebuilds a runnable call from a record; its deadline is measured
+// from clock, the journal clock now.
+func (r *Record) call(clock time.Duration) *Call {
 	c := &Call{
 		ID: r.ID, Task: r.Task, Input: r.Input, Source: r.Source, Queue: r.Queue, Priority: r.Priority,
 		IdempotencyKey: r.Key, Attempt: r.Attempt, Effect: r.Effect, Received: time.Now(),
@@ -452,6 +456,9 @@ func (r *Record) call() *Call {
 	}
 	if r.StartByMS != 0 {
 		c.StartBy = c.Received.Add(time.Duration(r.StartByMS) * time.Millisecond)
+	}
+	if r.DeadlineClock != 0 {
+		c.Deadline = c.Received.Add(r.DeadlineClock - clock)
 	}
 	return c
 }

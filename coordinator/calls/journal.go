@@ -54,6 +54,11 @@ type Record struct {
 	// node's monotonic clock, and from the restart after a crash.
 	StartByMS int64 `json:"start_by_ms,omitempty"`
 	MaxRunMS  int64 `json:"max_run_ms,omitempty"`
+	// DeadlineClock is the call's Deadline on the journal clock
+	// (Journal.Clock): it bounds the whole call, suspended steps included,
+	// across restarts; time while the daemon is down does not count, as
+	// nothing is timed by the wall clock. Zero: no deadline.
+	DeadlineClock time.Duration `json:"deadline_clock_ns,omitempty"`
 	// Wall-clock times (JournalOptions.Wall), for people only: nothing
 	// is timed by them.
 	Received time.Time `json:"received"`
@@ -857,6 +862,7 @@ type journalMetrics struct {
 	// Suspended calls (suspend.go).
 	suspended         prometheus.Gauge
 	suspends, resumes prometheus.Counter
+	suspendedEnded    *prometheus.CounterVec
 	resumeWait        prometheus.Histogram
 }
 
@@ -880,12 +886,14 @@ func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
 		suspended: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outpost_calls_suspended", Help: "Journaled calls suspended, waiting for the calls they made."}),
 		suspends:  prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_calls_suspends_total", Help: "Runs of journaled calls that ended suspended."}),
 		resumes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_calls_resumes_total", Help: "Suspended calls queued to resume once what they waited for finished."}),
+		suspendedEnded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_calls_suspended_ended_total",
+			Help: "Suspended calls finished without resuming, by status (timeout: their deadline passed; canceled)."}, []string{"status"}),
 		resumeWait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outpost_calls_suspended_seconds", Help: "Time from a call's suspension to its resume being queued.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.writes, m.syncs, m.errors, m.compacted, m.corrupt, m.batch, m.latency, m.outboxRecords, m.outboxBytes, m.duplicates, m.recovered,
-			m.suspended, m.suspends, m.resumes, m.resumeWait)
+			m.suspended, m.suspends, m.resumes, m.resumeWait, m.suspendedEnded)
 	}
 	return m
 }

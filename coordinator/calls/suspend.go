@@ -25,6 +25,9 @@ type suspension struct {
 	missing int
 	done    func(*Call)
 	since   time.Time
+	// timer ends the call as timed out at its deadline (nil: none); a
+	// runtime timer, not a goroutine.
+	timer *time.Timer
 }
 
 // UseSnapshots gives d the store for the state of suspended calls. Without
@@ -159,9 +162,21 @@ func (d *Durable) registerLocked(r *Record, done func(*Call)) *suspension {
 			s.missing++
 		}
 	}
+	if r.DeadlineClock != 0 {
+		s.timer = time.AfterFunc(r.DeadlineClock-d.j.Clock(), func() {
+			if d.endSuspended(r.ID, s, Result{Status: StatusTimeout, Error: "deadline passed while suspended"}) {
+				d.j.m.suspendedEnded.WithLabelValues(string(StatusTimeout)).Inc()
+			}
+		})
+	}
 	d.parents[r.ID] = s
 	d.j.m.suspended.Set(float64(len(d.parents)))
 	return s
+}
+
+// deadlinePassed says whether r has a deadline and it has passed.
+func (d *Durable) deadlinePassed(r *Record) bool {
+	return r.DeadlineClock != 0 && r.DeadlineClock <= d.j.Clock()
 }
 
 // depFinished hands the result of a finished dependency to the suspended
@@ -222,11 +237,14 @@ func (d *Durable) resume(s *suspension) {
 	}
 	delete(d.parents, s.id)
 	d.j.m.suspended.Set(float64(len(d.parents)))
+	if s.timer != nil {
+		s.timer.Stop()
+	}
 	d.j.mu.Lock()
 	r := d.j.recs[s.id]
 	var c *Call
 	if r != nil {
-		c = r.call()
+		c = r.call(d.j.Clock())
 	}
 	d.j.mu.Unlock()
 	d.mu.Unlock()
@@ -273,14 +291,30 @@ func (d *Durable) queueResume(c *Call, r *Record) {
 // cancelSuspended finishes the suspended call id as canceled and cancels
 // the calls it waits for; false if id is not suspended here.
 func (d *Durable) cancelSuspended(id string) bool {
+	if !d.endSuspended(id, nil, Result{Status: StatusCanceled, Error: "canceled while suspended"}) {
+		return false
+	}
+	d.j.m.suspendedEnded.WithLabelValues(string(StatusCanceled)).Inc()
+	return true
+}
+
+// endSuspended finishes the suspended call id with res without resuming
+// it (canceled, or its deadline passed) and cancels the calls it waits
+// for (queued, running or suspended themselves); its snapshot goes with
+// its FINISHED record. want, when set, is the suspension to end: false if
+// id is no longer suspended as want (it resumed, or suspended again).
+func (d *Durable) endSuspended(id string, want *suspension, res Result) bool {
 	d.mu.Lock()
 	s := d.parents[id]
-	if s == nil {
+	if s == nil || want != nil && s != want {
 		d.mu.Unlock()
 		return false
 	}
 	delete(d.parents, id)
 	d.j.m.suspended.Set(float64(len(d.parents)))
+	if s.timer != nil {
+		s.timer.Stop()
+	}
 	var deps []string
 	for dep, pid := range d.waiting {
 		if pid == id {
@@ -292,18 +326,18 @@ func (d *Durable) cancelSuspended(id string) bool {
 	r := d.j.recs[id]
 	var c *Call
 	if r != nil {
-		c = r.call()
+		c = r.call(d.j.Clock())
 	}
 	d.j.mu.Unlock()
 	d.mu.Unlock()
 	for _, dep := range deps {
-		d.s.Cancel(dep)
+		d.Cancel(dep)
 	}
 	if c == nil {
 		return true
 	}
 	c.durable = d
-	c.Result, c.State = Result{Status: StatusCanceled, Error: "canceled while suspended"}, Finished
+	c.Result, c.State = res, Finished
 	d.finish(c)
 	if s.done != nil {
 		s.done(c)
@@ -342,14 +376,20 @@ func (d *Durable) recoverSuspended(ctx context.Context, open []*Record) []*Recor
 		byID[r.ID] = r
 	}
 	keep := map[string]bool{}
-	var rest, resumeNow []*Record
+	var rest, resumeNow, expired []*Record
 	var ready []*suspension
 	d.mu.Lock()
 	for _, r := range open {
 		if r.Snapshot != "" && r.State < Finished {
 			keep[r.Snapshot] = true
 		}
-		if r.State == Suspended {
+		switch {
+		case r.State != Suspended:
+		case d.deadlinePassed(r):
+			// Not registered: its dependencies, which no caller waits
+			// for now, finish canceled below without running.
+			expired = append(expired, r)
+		default:
 			if s := d.registerLocked(r, nil); s != nil && s.missing == 0 {
 				ready = append(ready, s)
 			}
@@ -365,7 +405,7 @@ func (d *Durable) recoverSuspended(ctx context.Context, open []*Record) []*Recor
 			resumeNow = append(resumeNow, r)
 		case r.Parent != "" && r.State < Finished && !d.waitedFor(byID[r.Parent], r.ID):
 			d.j.m.recovered.WithLabelValues("orphan").Inc()
-			c := r.call()
+			c := r.call(d.j.Clock())
 			c.durable = d
 			c.Result, c.State = Result{Status: StatusCanceled, Error: "canceled: the call that made it no longer waits for it (it ran again or finished after a restart)"}, Finished
 			d.finish(c)
@@ -373,8 +413,15 @@ func (d *Durable) recoverSuspended(ctx context.Context, open []*Record) []*Recor
 			rest = append(rest, r)
 		}
 	}
+	for _, r := range expired { // after the loop above, which saw them suspended
+		d.j.m.suspendedEnded.WithLabelValues(string(StatusTimeout)).Inc()
+		c := r.call(d.j.Clock())
+		c.durable = d
+		c.Result, c.State = Result{Status: StatusTimeout, Error: "deadline passed while suspended"}, Finished
+		d.finish(c)
+	}
 	for _, r := range resumeNow {
-		d.queueResume(r.call(), r)
+		d.queueResume(r.call(d.j.Clock()), r)
 	}
 	for _, s := range ready {
 		d.resume(s)

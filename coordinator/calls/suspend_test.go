@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -324,5 +325,129 @@ func TestSuspendWritesInOrder(t *testing.T) {
 		if err != nil || rec == nil || rec.State < Finished || rec.Result == nil {
 			t.Errorf("%s on disk: %+v %v, want finished", c.ID, rec, err)
 		}
+	}
+}
+
+// deadlineCall is a cloud call of "t" whose whole call must end within d.
+func deadlineCall(id string, d time.Duration) *Call {
+	c := cloudCall(id, Idempotent)
+	c.Deadline = time.Now().Add(d)
+	return c
+}
+
+// waitIdle waits until nothing runs or waits in the scheduler of r.
+func waitIdle(t *testing.T, r *rig) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for st := r.s.Stats(); st.Running+st.Queued > 0; st = r.s.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("calls still running: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A suspended call whose deadline passes finishes timed out: the calls it
+// waits for are canceled and its snapshot is deleted. Before, it stayed
+// suspended until its dependencies ended, whenever that was.
+func TestSuspendedDeadline(t *testing.T) {
+	dir := t.TempDir()
+	r := snapshotRig(t, dir, suspender(2, sleepy(time.Hour)))
+	if _, err := r.d.Accept([]*Call{deadlineCall("w1", time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r.j, "w1", Suspended)
+	susp, err := r.j.Get("w1")
+	if err != nil || len(susp.Waits) != 2 {
+		t.Fatalf("suspended record %+v %v", susp, err)
+	}
+	rec := r.wait(t, 1)[0]
+	if rec.ID != "w1" || rec.Result.Status != StatusTimeout || !strings.Contains(rec.Result.Error, "suspended") {
+		t.Fatalf("record %+v", rec)
+	}
+	waitIdle(t, r)
+	for _, w := range susp.Waits {
+		dep, err := r.j.Get(w.ID)
+		if err != nil || dep == nil || dep.Result == nil || dep.Result.Status != StatusCanceled {
+			t.Errorf("dependency %s: %+v %v, want canceled", w.ID, dep, err)
+		}
+	}
+	if n := r.d.SuspendedCount(); n != 0 {
+		t.Errorf("%d suspended", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for snapshotFiles(t, dir) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d snapshot files left", snapshotFiles(t, dir))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The deadline of a suspended call is journaled: after a restart it still
+// ends the call, measured on the journal clock (time down does not count).
+func TestSuspendedDeadlineRecovered(t *testing.T) {
+	dir := t.TempDir()
+	r := snapshotRig(t, dir, suspender(1, sleepy(time.Hour)))
+	if _, err := r.d.Accept([]*Call{deadlineCall("w1", 3*time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r.j, "w1", Suspended)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = r.s.Drain(ctx) // cut: left for recovery as after a crash
+	r.close()
+
+	r2 := snapshotRig(t, dir, suspender(1, sleepy(time.Hour)))
+	if err := r2.d.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := r2.d.SuspendedCount(); n != 1 {
+		t.Fatalf("%d suspended after the restart, want 1", n)
+	}
+	rec := r2.wait(t, 1)[0]
+	if rec.ID != "w1" || rec.Result.Status != StatusTimeout {
+		t.Fatalf("record %+v", rec)
+	}
+	waitIdle(t, r2)
+}
+
+// A suspended call whose deadline passed before the restart found it ends
+// timed out at once, and its dependencies are finished canceled without
+// running again.
+func TestSuspendedDeadlinePassedAtRecovery(t *testing.T) {
+	dir := t.TempDir()
+	r := snapshotRig(t, dir, suspender(2, sleepy(time.Hour)))
+	if _, err := r.d.Accept([]*Call{deadlineCall("w1", time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r.j, "w1", Suspended)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = r.s.Drain(ctx)
+	r.close()
+
+	mono := &fakeMono{}
+	mono.add(time.Hour) // the journal clock an hour on: the node ran that long since
+	var depRuns atomic.Int32
+	r2 := newRigOpts(t, dir, JournalOptions{mono: mono.now}, suspender(2, func(context.Context, *Call) Result {
+		depRuns.Add(1)
+		return Result{Status: StatusOK}
+	}))
+	snaps, err := OpenSnapshots(filepath.Join(dir, "snapshots"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.d.UseSnapshots(snaps)
+	if err := r2.d.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec := r2.wait(t, 1)[0]
+	if rec.ID != "w1" || rec.Result.Status != StatusTimeout {
+		t.Fatalf("record %+v", rec)
+	}
+	waitIdle(t, r2)
+	if n := depRuns.Load(); n != 0 {
+		t.Errorf("dependencies ran %d times after the restart", n)
 	}
 }

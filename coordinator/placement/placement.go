@@ -28,10 +28,25 @@ const (
 	// Process runs the task's native executable for this OS and
 	// architecture in a bubblewrap sandbox (runtime/sandbox).
 	Process = "process"
+	// Peer runs the task on another Outpost instance (the peer with the
+	// most free workers); "peer:NAME" names one peer.
+	Peer = "peer"
 )
 
 // Envs lists the environments, in the order they are shown.
-var Envs = []string{Local, Process}
+var Envs = []string{Local, Process, Peer}
+
+// PeerPrefix starts the name of one peer's environment: "peer:NAME".
+const PeerPrefix = Peer + ":"
+
+// Kind is the environment kind of an environment name: "peer" for
+// "peer:NAME", else the name.
+func Kind(name string) string {
+	if strings.HasPrefix(name, PeerPrefix) {
+		return Peer
+	}
+	return name
+}
 
 // DefaultRule is the name a decision records when no rule matched: the
 // call runs locally.
@@ -59,6 +74,9 @@ type Call struct {
 	Priority    int64  `cel:"priority"`
 	HasDeadline bool   `cel:"has_deadline"`
 	Attempt     int64  `cel:"attempt"`
+	// Resume: the run is the next step of a suspended call (its state
+	// and the results it waited for travel with it).
+	Resume bool `cel:"resume"`
 }
 
 // Task is what a rule sees of the task (CEL variable task).
@@ -88,6 +106,10 @@ type Env struct {
 	Running  int64   `cel:"running"`
 	Capacity int64   `cel:"capacity"`
 	Load     float64 `cel:"load"` // running / capacity
+	// Free is capacity - running; Queued the calls waiting there (a
+	// peer's scheduler queue; 0 for the others).
+	Free   int64 `cel:"free"`
+	Queued int64 `cel:"queued"`
 }
 
 // Input is everything a decision sees.
@@ -196,7 +218,7 @@ func pick(rule Rule, in Input) (Decision, error) {
 	var why []string
 	for _, name := range rule.Run {
 		switch e := in.Envs[name]; {
-		case !slices.Contains(in.Task.Artifacts, name):
+		case !slices.Contains(in.Task.Artifacts, Kind(name)):
 			why = append(why, name+": the task has no artifact for it")
 		case !e.Healthy:
 			why = append(why, name+": unhealthy")
@@ -229,8 +251,8 @@ func Validate(c *confval.Checker, rules []Rule) {
 			rc.Errorf("run", "must list at least one environment (%s)", strings.Join(Envs, ", "))
 		}
 		for j, e := range r.Run {
-			if !slices.Contains(Envs, e) {
-				rc.Errorf(fmt.Sprintf("run[%d]", j), "%q is not an environment (%s)", e, strings.Join(Envs, ", "))
+			if !slices.Contains(Envs, e) && (Kind(e) != Peer || e == PeerPrefix) {
+				rc.Errorf(fmt.Sprintf("run[%d]", j), "%q is not an environment (%s, %sNAME)", e, strings.Join(Envs, ", "), PeerPrefix)
 			}
 		}
 	}

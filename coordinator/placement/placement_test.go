@@ -2,6 +2,8 @@ package placement
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -56,7 +58,7 @@ func TestDecide(t *testing.T) {
 func TestDecideEvalError(t *testing.T) {
 	var r Rules
 	// A key missing from envs fails at evaluation: the rule is skipped.
-	got, err := r.Decide([]Rule{{Name: "bad", When: "envs['peer'].healthy", Run: []string{Process}}}, input(1, 0, true, Local, Process))
+	got, err := r.Decide([]Rule{{Name: "bad", When: "envs['peer:nowhere'].healthy", Run: []string{Process}}}, input(1, 0, true, Local, Process))
 	if got != (Decision{Env: Local, Rule: DefaultRule}) || err == nil || !strings.Contains(err.Error(), "rule bad") {
 		t.Fatalf("Decide = %+v, %v", got, err)
 	}
@@ -84,12 +86,88 @@ func TestValidate(t *testing.T) {
 		`test.yaml:3: rules[0].when: ERROR: <input>:1:5: undefined field 'input_sise'`,
 		`test.yaml:5: rules[1].name: duplicate rule "a"`,
 		`rules[1].when: is of type int, want bool`,
-		`rules[1].run[0]: "moon" is not an environment (local, process)`,
+		`rules[1].run[0]: "moon" is not an environment (local, process, peer, peer:NAME)`,
 		`rules[2].name: must name the rule`,
 		`rules[2].run: must list at least one environment`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("problems lack %q:\n%s", want, got)
 		}
+	}
+}
+
+func TestValidatePeers(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exposed := filepath.Join(dir, "exposed")
+	if err := os.WriteFile(exposed, []byte("secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	doc := confval.NewDoc([]byte(`peers:
+  refresh: 10ms
+  list:
+    - {name: b, url: "http://127.0.0.1:7700", token_file: `+token+`}
+    - {name: b, url: "http://10.0.0.2:7700", token_file: `+exposed+`}
+    - {name: "c:d", url: "ftp://x", token_file: `+token+`}
+    - {name: e, url: "https://10.0.0.3:7700"}
+    - {name: f, url: "https://10.0.0.4:7700", token_file: `+token+`, cert_file: `+token+`}
+rules:
+  - {name: r, run: ["peer:b", "peer:", peer, "peer:z"]}
+`), "test.yaml")
+	var c Config
+	if !doc.Decode(&c) {
+		t.Fatal(doc.Err())
+	}
+	c.ApplyDefaults()
+	c.Validate(doc.Checker())
+	got := doc.Err().Error()
+	for _, want := range []string{
+		`peers.refresh: must be at least 100ms`,
+		`test.yaml:5: peers.list[1].name: duplicate peer "b"`,
+		`peers.list[1].url: "http://10.0.0.2:7700": beyond loopback the peer's admin API is reached over https`,
+		`peers.list[1].token_file:`,
+		`peers.list[2].name: must name the peer`,
+		`peers.list[2].url: "ftp://x" is not an http(s)://host:port URL`,
+		`peers.list[3].token_file: must name a file`,
+		`peers.list[4].cert_file: cert_file and key_file come together`,
+		`rules[0].run[1]: "peer:" is not an environment`,
+		`rules[0].run[3]: "peer:z": no peer "z" in placement.peers.list`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	for _, bad := range []string{"peers.list[0]", "rules[0].run[0]", "rules[0].run[2]"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("a good setting is refused (%s):\n%s", bad, got)
+		}
+	}
+}
+
+// A peer's environment, peer:NAME, needs the task's artifact for the peer
+// kind (its wasm module, sendable) and the peer healthy.
+func TestDecidePeer(t *testing.T) {
+	rules := []Rule{{Name: "to-b", Run: []string{"peer:b", Local}}}
+	for _, tc := range []struct {
+		name      string
+		healthy   bool
+		artifacts []string
+		want      string
+	}{
+		{"healthy peer", true, []string{Local, Peer}, "peer:b"},
+		{"peer down: fallback", false, []string{Local, Peer}, Local},
+		{"nothing to send: fallback", true, []string{Local}, Local},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := input(1, 0, true, tc.artifacts...)
+			in.Envs["peer:b"] = Env{Healthy: tc.healthy, Capacity: 4, Free: 4}
+			var r Rules
+			if d, err := r.Decide(rules, in); d.Env != tc.want || d.Rule != "to-b" || err != nil {
+				t.Fatalf("Decide = %+v, %v; want %s by to-b", d, err, tc.want)
+			}
+		})
 	}
 }

@@ -18,6 +18,10 @@ type Config struct {
 	// Advertise is the gNMI address the other instances reach this one at;
 	// default telemetry.gnmi_server.listen.
 	Advertise string `yaml:"advertise"`
+	// AdvertiseAdmin is the URL of this instance's admin API that the
+	// other instances reach it at as a peer (the peer environment,
+	// placement.peers.cluster); empty: it is not offered as a peer.
+	AdvertiseAdmin string `yaml:"advertise_admin"`
 	// Capacity weighs this instance in placement: an instance of capacity
 	// 200 gets about twice the targets of one of capacity 100.
 	Capacity int `yaml:"capacity"`
@@ -90,6 +94,9 @@ func (c Config) Validate(ch *confval.Checker, gnmiListen string, gnmiTLS bool) {
 	}
 	if c.Advertise != "" {
 		ch.HostPort("advertise", c.Advertise)
+	}
+	if a := c.AdvertiseAdmin; a != "" && !strings.HasPrefix(a, "http://") && !strings.HasPrefix(a, "https://") {
+		ch.Errorf("advertise_admin", "%q: the admin API's URL starts with http:// or https://", a)
 	}
 	if c.Capacity < 0 {
 		ch.Errorf("capacity", "must not be negative")

@@ -190,7 +190,7 @@ func (n *Node) lockPrefix(target string) string { return n.cfg.Prefix + "/locks/
 func (n *Node) self() Member {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return Member{Name: n.cfg.Name, GNMI: n.cfg.Advertise, Capacity: n.cfg.Capacity, Drained: n.drained, Targets: n.digest}
+	return Member{Name: n.cfg.Name, GNMI: n.cfg.Advertise, Admin: n.cfg.AdvertiseAdmin, Capacity: n.cfg.Capacity, Drained: n.drained, Targets: n.digest}
 }
 
 // register writes this member under lease; the first time, it reads

@@ -10,8 +10,10 @@ import (
 
 // Member is an instance registered in the cluster.
 type Member struct {
-	Name     string `json:"name"`
-	GNMI     string `json:"gnmi"`     // gNMI address others reach it at
+	Name string `json:"name"`
+	GNMI string `json:"gnmi"` // gNMI address others reach it at
+	// Admin is its admin API's URL for peers (Config.AdvertiseAdmin).
+	Admin    string `json:"admin,omitempty"`
 	Capacity int    `json:"capacity"` // placement weight
 	Drained  bool   `json:"drained"`  // takes no targets
 	// Targets digests the member's configured target names: placement
