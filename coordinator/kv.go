@@ -5,10 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -21,14 +20,6 @@ import (
 var (
 	errKVStore = errors.New("state store failure (see the daemon log)")
 	errKVBusy  = errors.New("the key is being written by concurrent calls; retry")
-)
-
-// kvRetries bounds the attempts of one kv write that conflicts with
-// concurrent writes of the same key; kvBackoff is the first pause between
-// them (doubled each time, with jitter).
-const (
-	kvRetries = 12
-	kvBackoff = 200 * time.Microsecond
 )
 
 // kvSpaces keeps the size of each task's kv namespace in memory, so that
@@ -64,6 +55,18 @@ type kvSpace struct {
 	mu     sync.Mutex
 	loaded bool
 	size   uint64
+	// keys serializes the read-modify-write of each key (by a stripe of
+	// its hash): writers of one key in this process wait for each other
+	// instead of failing each other's commits, which under load could
+	// run out of retries.
+	keys [16]sync.Mutex
+}
+
+var kvSeed = maphash.MakeSeed()
+
+// keyLock is the lock of key's stripe.
+func (s *kvSpace) keyLock(key []byte) *sync.Mutex {
+	return &s.keys[maphash.Bytes(kvSeed, key)%uint64(len(s.keys))]
 }
 
 // storeKV is one task's kv namespace in the state store: bucket "kv", key
@@ -172,27 +175,18 @@ func (s storeKV) release(n uint64) {
 
 // write runs one read-modify-write of key: fn returns the change of the
 // namespace's size (the entry's new size minus its old one, read in txn).
-// A conflict with a concurrent write of the same key is retried with
-// backoff; the conflict never reaches the guest unless retries run out.
-func (s storeKV) write(ctx context.Context, key []byte, fn func(txn *badger.Txn, old uint64) (int64, error), quota uint64) error {
-	pause := kvBackoff
-	for attempt := 0; ; attempt++ {
-		err := s.writeOnce(key, fn, quota)
-		if !errors.Is(err, badger.ErrConflict) {
-			return err
-		}
-		if attempt == kvRetries-1 {
-			return errKVBusy
-		}
-		t := time.NewTimer(pause/2 + rand.N(pause))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		pause = min(2*pause, 50*time.Millisecond)
+// Writes of one key are serialized, so badger's conflict check (by key
+// fingerprints) fails a commit only on a fingerprint collision: the guest
+// is then told to retry.
+func (s storeKV) write(key []byte, fn func(txn *badger.Txn, old uint64) (int64, error), quota uint64) error {
+	l := s.space.keyLock(key)
+	l.Lock()
+	defer l.Unlock()
+	err := s.writeOnce(key, fn, quota)
+	if errors.Is(err, badger.ErrConflict) {
+		return errKVBusy
 	}
+	return err
 }
 
 func (s storeKV) writeOnce(key []byte, fn func(txn *badger.Txn, old uint64) (int64, error), quota uint64) error {
@@ -226,15 +220,15 @@ func (s storeKV) writeOnce(key []byte, fn func(txn *badger.Txn, old uint64) (int
 	return nil
 }
 
-func (s storeKV) Put(ctx context.Context, key, value []byte, quota uint64) error {
-	err := s.write(ctx, key, func(txn *badger.Txn, old uint64) (int64, error) {
+func (s storeKV) Put(_ context.Context, key, value []byte, quota uint64) error {
+	err := s.write(key, func(txn *badger.Txn, old uint64) (int64, error) {
 		return int64(len(key)+len(value)) - int64(old), txn.Set(s.key(key), value)
 	}, quota)
 	return s.storeErr("put", err)
 }
 
-func (s storeKV) Delete(ctx context.Context, key []byte) error {
-	err := s.write(ctx, key, func(txn *badger.Txn, old uint64) (int64, error) {
+func (s storeKV) Delete(_ context.Context, key []byte) error {
+	err := s.write(key, func(txn *badger.Txn, old uint64) (int64, error) {
 		if old == 0 {
 			return 0, nil
 		}
