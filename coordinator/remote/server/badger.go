@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +39,13 @@ type badgerStore struct {
 	byNode    map[string]*node
 	order     uint64
 	changedCh chan struct{} // closed and replaced when any call changes state
+	jobLeases map[string]jobLease
+}
+
+// jobLease is who drives a job until when (badger: in memory, one process).
+type jobLease struct {
+	holder string
+	until  time.Time
 }
 
 type node struct {
@@ -50,6 +59,7 @@ type node struct {
 	lastSeen time.Time
 	wake     chan struct{}
 	cancels  []string
+	labels   map[string]string
 }
 
 var _ store = (*badgerStore)(nil)
@@ -68,11 +78,11 @@ func openBadger(dir string, opts Options) (*badgerStore, error) {
 		return nil, fmt.Errorf("open server state %s: %w", dir, err)
 	}
 	s := &badgerStore{db: db, log: opts.Log, lease: opts.Lease, liveWindow: opts.LiveWindow,
-		calls: map[string]*Call{}, byNode: map[string]*node{}, changedCh: make(chan struct{})}
+		calls: map[string]*Call{}, byNode: map[string]*node{}, changedCh: make(chan struct{}), jobLeases: map[string]jobLease{}}
 	now := time.Now()
 	err = db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte("call/")})
-		defer it.Close()
+		defer func() { it.Close() }()
 		for it.Rewind(); it.Valid(); it.Next() {
 			c := new(Call)
 			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, c) }); err != nil {
@@ -90,6 +100,14 @@ func openBadger(dir string, opts Options) (*badgerStore, error) {
 			case "leased":
 				c.acked, c.leaseUntil = true, now.Add(s.leaseOf(c))
 				n.held[c.ID] = c
+			}
+		}
+		it.Close()
+		it = txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte(labelsPrefix)})
+		for it.Rewind(); it.Valid(); it.Next() {
+			n := s.node(strings.TrimPrefix(string(it.Item().Key()), labelsPrefix))
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &n.labels) }); err != nil {
+				return fmt.Errorf("decode %s: %w", it.Item().Key(), err)
 			}
 		}
 		return nil
@@ -390,6 +408,18 @@ func (s *badgerStore) get(_ context.Context, ids []string) ([]Call, error) {
 	return out, nil
 }
 
+func (s *badgerStore) inputs(_ context.Context, ids []string) (map[string][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string][]byte, len(ids))
+	for _, id := range ids {
+		if c := s.calls[id]; c != nil {
+			out[id] = c.Input
+		}
+	}
+	return out, nil
+}
+
 func (s *badgerStore) list(_ context.Context, nodeID, state string) ([]Call, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -428,10 +458,61 @@ func (s *badgerStore) nodes(context.Context) ([]NodeInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []NodeInfo{}
+	now := time.Now()
 	for _, n := range s.byNode {
-		out = append(out, NodeInfo{ID: n.id, Boot: n.boot, LastSeen: n.lastSeen, Polling: n.inflight > 0, Pending: n.pending.Len(), Held: len(n.held)})
+		out = append(out, NodeInfo{ID: n.id, Boot: n.boot, LastSeen: n.lastSeen, Polling: n.inflight > 0, Pending: n.pending.Len(), Held: len(n.held),
+			Labels: maps.Clone(n.labels), Online: n.inflight > 0 || !n.lastSeen.IsZero() && now.Sub(n.lastSeen) < onlineWindow})
 	}
+	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// labelsPrefix keys a node's labels (JSON) in badger.
+const labelsPrefix = "labels/"
+
+func (s *badgerStore) setLabels(_ context.Context, id string, set map[string]string, remove []string) (map[string]string, error) {
+	// persistMu orders the writes of one node's labels as it does calls'.
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
+	s.mu.Lock()
+	n := s.node(id)
+	labels := maps.Clone(n.labels)
+	s.mu.Unlock()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, set)
+	for _, k := range remove {
+		delete(labels, k)
+	}
+	b, err := json.Marshal(labels)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(labelsPrefix+id), b) }); err != nil {
+		return nil, fmt.Errorf("store labels of %s: %w", id, err)
+	}
+	s.mu.Lock()
+	n.labels = labels
+	s.mu.Unlock()
+	return maps.Clone(labels), nil
+}
+
+func (s *badgerStore) leaseJob(_ context.Context, job, holder string, ttl time.Duration, release bool) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, now := s.jobLeases[job], time.Now()
+	switch {
+	case release:
+		if l.holder == holder {
+			delete(s.jobLeases, job)
+		}
+		return false, nil
+	case l.holder != "" && l.holder != holder && now.Before(l.until):
+		return false, nil
+	}
+	s.jobLeases[job] = jobLease{holder: holder, until: now.Add(ttl)}
+	return true, nil
 }
 
 func (s *badgerStore) createJob(_ context.Context, j Job) (bool, error) {
