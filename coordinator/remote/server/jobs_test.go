@@ -261,3 +261,31 @@ func testJobs(t *testing.T, e *engine) {
 		t.Errorf("job with a bad source %+v", j)
 	}
 }
+
+// writeLines writes n JSONL items {"i":N} to path.
+func writeLines(t testing.TB, path string, n int) {
+	t.Helper()
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "{\"i\":%d}\n", i)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitListed waits until the job has read its whole source.
+func (s *Server) waitListed(t *testing.T, id string) (Job, error) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		j, err := s.st.getJob(t.Context(), id)
+		if err == nil && j.Listed {
+			return j, nil
+		}
+		if time.Now().After(deadline) {
+			return j, fmt.Errorf("job %s never read its source: %+v %v", id, j, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -40,7 +40,7 @@ const maxLabelValue = 253
 // errSelector marks a selector or label that does not parse.
 var errSelector = errors.New("bad label selector")
 
-// CheckLabel says what is wrong with a label ("": nothing).
+// CheckLabel says what is wrong with a label (nil: nothing).
 func CheckLabel(k, v string) error {
 	if !labelKey.MatchString(k) {
 		return fmt.Errorf("label key %q: want 1 to 128 letters, digits, '.', '_', '-' or '/', starting and ending with a letter or digit", k)
@@ -111,7 +111,10 @@ func parseRequirement(p string) (requirement, error) {
 			if err := CheckLabel(k, v); err != nil {
 				return requirement{}, err
 			}
-			return requirement{key: k, op: strings.TrimPrefix(op, "="), values: []string{v}}, nil
+			if op == "==" {
+				op = "="
+			}
+			return requirement{key: k, op: op, values: []string{v}}, nil
 		}
 	}
 	r := requirement{key: p, op: "exists"}
