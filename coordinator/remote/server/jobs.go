@@ -370,13 +370,14 @@ type jobs struct {
 	wg   sync.WaitGroup
 
 	mu      sync.Mutex
-	running map[string]bool
+	running map[string]bool // a driver was started
+	driving map[string]bool // and holds the job's lease
 }
 
 func newJobs(s *Server, secret []byte) *jobs {
 	ctx, stop := context.WithCancel(context.Background())
 	return &jobs{s: s, secret: secret, hc: &http.Client{Timeout: 30 * time.Second}, holder: s.id, lease: s.opts.JobLease,
-		ctx: ctx, stop: stop, running: map[string]bool{}}
+		ctx: ctx, stop: stop, running: map[string]bool{}, driving: map[string]bool{}}
 }
 
 // createJob checks and stores a job, and starts it.
@@ -497,6 +498,7 @@ func (js *jobs) drive(id string) {
 	if !held {
 		return
 	}
+	js.setDriving(id, true)
 	ctx, cancel := context.WithCancel(js.ctx)
 	defer cancel()
 	renewed := make(chan struct{})
@@ -530,10 +532,21 @@ func (js *jobs) drive(id string) {
 	js.run(ctx, id)
 	cancel()
 	<-renewed
+	js.setDriving(id, false)
 	rctx, rcancel := context.WithTimeout(context.Background(), pgTimeout)
 	defer rcancel()
 	if _, err := js.s.st.leaseJob(rctx, id, js.holder, 0, true); err != nil {
 		log.Warn("job: release lease", "err", err)
+	}
+}
+
+func (js *jobs) setDriving(id string, on bool) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	if on {
+		js.driving[id] = true
+	} else {
+		delete(js.driving, id)
 	}
 }
 

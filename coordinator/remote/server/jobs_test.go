@@ -82,7 +82,13 @@ func (wh *webhook) notices() []Job {
 // how many progress events came before.
 func waitJob(t *testing.T, hs *httptest.Server, id string) (Job, int) {
 	t.Helper()
-	resp, err := http.Get(hs.URL + "/api/v1/jobs/" + id + "/events")
+	return waitJobAt(t, hs.URL, id)
+}
+
+// waitJobAt is waitJob on the server at base.
+func waitJobAt(t *testing.T, base, id string) (Job, int) {
+	t.Helper()
+	resp, err := http.Get(base + "/api/v1/jobs/" + id + "/events")
 	if err != nil {
 		t.Fatal(err)
 	}
