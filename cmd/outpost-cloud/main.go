@@ -240,9 +240,9 @@ func (a *api) do(ctx context.Context, method, path string, body, out any) error 
 func newEnqueueCmd() *cobra.Command {
 	var (
 		nodeID, selector, task, data, id, effect, queue, digest string
-		prio                                          int
-		ttl, timeout                                  time.Duration
-		wait                                          bool
+		prio                                                    int
+		ttl, timeout                                            time.Duration
+		wait                                                    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "enqueue --node NODE --task TASK [--data INPUT] [--wait]",
