@@ -55,7 +55,7 @@ func TestSelector(t *testing.T) {
 }
 
 // getJSON decodes the answer of a GET, failing on another code than want.
-func getJSON(t *testing.T, u string, want int, out any) {
+func getJSON(t testing.TB, u string, want int, out any) {
 	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {
@@ -73,7 +73,7 @@ func getJSON(t *testing.T, u string, want int, out any) {
 	}
 }
 
-func postJSON(t *testing.T, u string, body any, out any) int {
+func postJSON(t testing.TB, u string, body any, out any) int {
 	t.Helper()
 	b, _ := json.Marshal(body)
 	resp, err := http.Post(u, "application/json", strings.NewReader(string(b)))
