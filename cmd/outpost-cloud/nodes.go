@@ -40,6 +40,9 @@ func newNodeListCmd(use string) *cobra.Command {
   outpost-cloud node ls -l 'region=eu,tier in (gold,silver)' --group-by site`,
 		Args: cli.NoArgs,
 	}
+	if use == "nodes" {
+		cmd.Short = "List the nodes (as node ls)"
+	}
 	srv := addServer(cmd)
 	out := cli.AddOutput(cmd)
 	cmd.Flags().StringVarP(&selector, "selector", "l", "", "only the nodes whose labels match")

@@ -9,14 +9,15 @@ import (
 )
 
 // A data set of 100,000 items (a JSONL file) on each engine, the server a
-// process of its own killed with -9 once a third of the items have
-// results and started again on the same state: the job resumes, and every
+// process of its own killed with -9 once a third of the items ran on the
+// nodes and started again on the same state: the job resumes, and every
 // item runs once on the 20 simulated nodes (their journals drop calls
-// delivered again) and has one result. Not under -short (about a minute
-// or two per engine on two loaded cores).
+// delivered again) and has one result. About 25 s on badger and 40 s on
+// PostgreSQL on two loaded cores; not under -short, nor under -race (five
+// minutes there): scripts/test.sh runs it on its own without -race.
 func TestJob100kKill9(t *testing.T) {
-	if testing.Short() {
-		t.Skip("100,000 items: not under -short")
+	if testing.Short() || raceEnabled {
+		t.Skip("100,000 items: not under -short or -race (scripts/test.sh runs it without -race)")
 	}
 	forEngines(t, func(t *testing.T, e *engine) {
 		const items, nodes = 100_000, 20
@@ -34,14 +35,13 @@ func TestJob100kKill9(t *testing.T) {
 		if code := postJSON(t, p.url+"/api/v1/jobs", JobSpec{ID: "big", Task: "t", Nodes: nodeNames(nodes), Source: "jsonl:" + src}, &j); code != http.StatusCreated {
 			t.Fatalf("create: %d", code)
 		}
-		for deadline := time.Now().Add(5 * time.Minute); j.Done < items/3; time.Sleep(200 * time.Millisecond) {
-			getJSON(t, p.url+"/api/v1/jobs/big", http.StatusOK, &j)
+		for deadline := time.Now().Add(5 * time.Minute); r.count() < items/3; time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("job %+v", j)
+				t.Fatalf("%d items ran", r.count())
 			}
 		}
 		p.kill()
-		t.Logf("%s: killed with -9 at %d of %d items after %v", e.name, j.Done, items, time.Since(start).Round(time.Millisecond))
+		t.Logf("%s: killed with -9 once %d of %d items ran, after %v", e.name, r.count(), items, time.Since(start).Round(time.Millisecond))
 		p = startProc(t, o)
 		mu.Lock()
 		live = []string{p.url}

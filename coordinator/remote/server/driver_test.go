@@ -34,6 +34,13 @@ func (r *runs) add(c remote.WireCall) {
 	r.n[c.ID]++
 }
 
+// count is how many calls ran.
+func (r *runs) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.n)
+}
+
 // check fails t unless want calls ran, each once.
 func (r *runs) check(t testing.TB, want int) {
 	t.Helper()
