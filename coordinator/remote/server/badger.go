@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -29,17 +30,23 @@ type badgerStore struct {
 	lease      time.Duration // default lease
 	liveWindow time.Duration
 
-	// Lock order: jobMu, then persistMu, then mu. msgMu (device
-	// messages) is taken alone.
-	msgMu     sync.Mutex
-	jobMu     sync.Mutex
-	persistMu sync.Mutex
-	mu        sync.Mutex
-	calls     map[string]*Call
-	byNode    map[string]*node
-	order     uint64
-	changedCh chan struct{} // closed and replaced when any call changes state
-	jobLeases map[string]jobLease
+	// Lock order: jobMu, then labelMu, then commitMu, then mu. msgMu
+	// (device messages) is taken alone.
+	msgMu   sync.Mutex
+	jobMu   sync.Mutex
+	labelMu sync.Mutex
+	// commitMu guards the group commit of calls (persist): the queue of
+	// writes and whether a writer is committing them.
+	commitMu   sync.Mutex
+	queue      []*commitReq
+	committing bool
+	commits    atomic.Int64 // group commits written
+	mu         sync.Mutex
+	calls      map[string]*Call
+	byNode     map[string]*node
+	order      uint64
+	changedCh  chan struct{} // closed and replaced when any call changes state
+	jobLeases  map[string]jobLease
 }
 
 // jobLease is who drives a job until when (badger: in memory, one process).
@@ -162,26 +169,91 @@ func (s *badgerStore) persist(cs ...*Call) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	// persistMu orders writers so that the last write of a call carries its
-	// latest state; mu is held only to take the snapshots.
-	s.persistMu.Lock()
-	defer s.persistMu.Unlock()
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
+	// Snapshots are taken and queued under commitMu, so the queue's order
+	// is the calls' order of change and the last write of a call carries
+	// its latest state.
+	req := &commitReq{done: make(chan commitSignal, 1)}
+	s.commitMu.Lock()
 	s.mu.Lock()
-	vals := make([][]byte, len(cs))
-	for i, c := range cs {
+	for _, c := range cs {
 		b, err := json.Marshal(c)
 		if err != nil {
 			s.mu.Unlock()
+			s.commitMu.Unlock()
 			return err
 		}
-		vals[i] = b
+		req.keys, req.vals = append(req.keys, []byte("call/"+c.ID)), append(req.vals, b)
 	}
 	s.mu.Unlock()
-	for i, c := range cs {
-		if err := wb.Set([]byte("call/"+c.ID), vals[i]); err != nil {
-			return err
+	s.queue = append(s.queue, req)
+	if !s.committing {
+		s.committing = true
+		req.done <- commitSignal{lead: true}
+	}
+	s.commitMu.Unlock()
+	for {
+		sig := <-req.done
+		if !sig.lead {
+			return sig.err
+		}
+		s.commitQueued()
+	}
+}
+
+// commitReq is one persist waiting for a group commit; done says it is
+// written (err) or that its writer commits the queue next (lead).
+type commitReq struct {
+	keys, vals [][]byte
+	done       chan commitSignal
+}
+
+type commitSignal struct {
+	err  error
+	lead bool
+}
+
+// commitQueued is one round of the group commit: the writer leading it
+// writes every queued request in one write batch and one sync, answers
+// them, and hands the lead to the first request queued meanwhile (or ends
+// the commit). Concurrent writers (a fleet's polls, each leasing a call)
+// share syncs instead of waiting for one each, and none waits for more
+// than the round before its own.
+func (s *badgerStore) commitQueued() {
+	s.commitMu.Lock()
+	batch := s.queue
+	s.queue = nil
+	s.commitMu.Unlock()
+	err := s.writeBatch(batch)
+	s.commits.Add(1)
+	for _, r := range batch {
+		r.done <- commitSignal{err: err}
+	}
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if len(s.queue) == 0 {
+		s.committing = false
+		return
+	}
+	s.queue[0].done <- commitSignal{lead: true}
+}
+
+func (s *badgerStore) writeBatch(batch []*commitReq) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	// The last value of a key wins: a batch may hold a call twice.
+	last := map[string][]byte{}
+	var order []string
+	for _, r := range batch {
+		for i, k := range r.keys {
+			if _, ok := last[string(k)]; !ok {
+				order = append(order, string(k))
+			}
+			last[string(k)] = r.vals[i]
+		}
+	}
+	for _, k := range order {
+		if err := wb.Set([]byte(k), last[k]); err != nil {
+			return fmt.Errorf("persist calls: %w", err)
 		}
 	}
 	if err := wb.Flush(); err != nil {
@@ -471,9 +543,9 @@ func (s *badgerStore) nodes(context.Context) ([]NodeInfo, error) {
 const labelsPrefix = "labels/"
 
 func (s *badgerStore) setLabels(_ context.Context, id string, set map[string]string, remove []string) (map[string]string, error) {
-	// persistMu orders the writes of one node's labels as it does calls'.
-	s.persistMu.Lock()
-	defer s.persistMu.Unlock()
+	// labelMu orders the writes of labels.
+	s.labelMu.Lock()
+	defer s.labelMu.Unlock()
 	s.mu.Lock()
 	n := s.node(id)
 	labels := maps.Clone(n.labels)
