@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/xid"
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
 )
@@ -47,6 +48,7 @@ type badgerStore struct {
 	order      uint64
 	changedCh  chan struct{} // closed and replaced when any call changes state
 	jobLeases  map[string]jobLease
+	id         string // replicaID
 }
 
 // jobLease is who drives a job until when (badger: in memory, one process).
@@ -85,7 +87,7 @@ func openBadger(dir string, opts Options) (*badgerStore, error) {
 		return nil, fmt.Errorf("open server state %s: %w", dir, err)
 	}
 	s := &badgerStore{db: db, log: opts.Log, lease: opts.Lease, liveWindow: opts.LiveWindow,
-		calls: map[string]*Call{}, byNode: map[string]*node{}, changedCh: make(chan struct{}), jobLeases: map[string]jobLease{}}
+		calls: map[string]*Call{}, byNode: map[string]*node{}, changedCh: make(chan struct{}), jobLeases: map[string]jobLease{}, id: xid.New().String()}
 	now := time.Now()
 	err = db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte("call/")})
@@ -158,6 +160,8 @@ func (s *badgerStore) nodeWake(id string) <-chan struct{} {
 	defer s.mu.Unlock()
 	return s.node(id).wake
 }
+
+func (s *badgerStore) replicaID() string { return s.id }
 
 func (s *badgerStore) changed() <-chan struct{} {
 	s.mu.Lock()

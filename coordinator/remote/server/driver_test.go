@@ -130,13 +130,15 @@ func TestJobOneDriver(t *testing.T) {
 }
 
 // Two replica processes on one database; the one driving a job is killed
-// with -9 mid-job: the other takes the job over once the lease lapses and
-// finishes it; every item runs once on the nodes and has one result.
+// with -9 mid-job: the other takes the job over once the dead replica has
+// missed its heartbeats for the replica timeout (5 s), long before the
+// job's lease (a minute) would lapse, and finishes it; every item runs
+// once on the nodes and has one result.
 func TestJobDriverKill9(t *testing.T) {
 	store := pgtest.Shared(t).NewDatabase()
 	ps := []*proc{
-		startProc(t, procOptions{Dir: t.TempDir(), Store: store, LeaseMS: 5000, JobLeaseMS: 2000}),
-		startProc(t, procOptions{Dir: t.TempDir(), Store: store, LeaseMS: 5000, JobLeaseMS: 2000}),
+		startProc(t, procOptions{Dir: t.TempDir(), Store: store, LeaseMS: 5000, JobLeaseMS: 60_000}),
+		startProc(t, procOptions{Dir: t.TempDir(), Store: store, LeaseMS: 5000, JobLeaseMS: 60_000}),
 	}
 	const items = 3000
 	src := t.TempDir() + "/items.jsonl"
@@ -169,6 +171,9 @@ func TestJobDriverKill9(t *testing.T) {
 	killed := time.Now()
 	j, _ = waitJobAt(t, ps[other].url, "k")
 	t.Logf("done %v after the kill", time.Since(killed).Round(time.Millisecond))
+	if time.Since(killed) > 45*time.Second {
+		t.Errorf("the job took %v after its driver died: taken over only when its lease lapsed?", time.Since(killed))
+	}
 	if j.State != "done" || j.Done != items || j.Failed != 0 || j.Driver != ps[other].id {
 		t.Fatalf("job %+v, want done by %s", j, ps[other].id)
 	}

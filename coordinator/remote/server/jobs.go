@@ -438,10 +438,10 @@ var (
 	errNoJob     = errors.New("no such job")
 )
 
-// loop looks for unfinished jobs every half lease (jobs created on
-// another replica, or whose driver died) and starts a driver for each
-// that this server does not run yet; the driver runs only if it gets the
-// job's lease.
+// loop looks for unfinished jobs (created on another replica, or whose
+// driver died) every half lease or half ReplicaTimeout, whichever is
+// shorter, and starts a driver for each that this server does not run
+// yet; the driver runs only if it gets the job's lease.
 func (js *jobs) loop() {
 	defer js.wg.Done()
 	for {
@@ -457,7 +457,7 @@ func (js *jobs) loop() {
 		select {
 		case <-js.ctx.Done():
 			return
-		case <-time.After(js.lease / 2):
+		case <-time.After(min(js.lease, js.s.opts.ReplicaTimeout) / 2):
 		}
 	}
 }

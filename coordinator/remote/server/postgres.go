@@ -252,6 +252,8 @@ func (s *pgStore) nodeWake(node string) <-chan struct{} {
 	return ch
 }
 
+func (s *pgStore) replicaID() string { return s.replica }
+
 func (s *pgStore) changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -867,7 +869,9 @@ func (s *pgStore) leaseJob(ctx context.Context, job, holder string, ttl time.Dur
 	}
 	tag, err := s.pool.Exec(ctx, `INSERT INTO job_leases (job, holder, until) VALUES ($1, $2, now() + $3 * interval '1 millisecond')
 		ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, until = excluded.until
-		WHERE job_leases.holder = excluded.holder OR job_leases.until < now()`, job, holder, ms(ttl))
+		WHERE job_leases.holder = excluded.holder OR job_leases.until < now()
+			OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = job_leases.holder AND r.seen > now() - $4 * interval '1 millisecond')`,
+		job, holder, ms(ttl), ms(s.timeout))
 	if err != nil {
 		return false, fmt.Errorf("postgres store: lease job %s: %w", job, err)
 	}

@@ -25,8 +25,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rs/xid"
-
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/internal/format"
 	"github.com/outpost-edge/outpost/internal/secretfile"
@@ -110,7 +108,7 @@ func (c *Call) Final() bool {
 
 // Server is the control plane.
 type Server struct {
-	id       string // this server (replica) among others: job leases, the Outpost-Replica header
+	id       string // this server among the replicas (store.replicaID): job leases, the Outpost-Replica header
 	opts     Options
 	log      *slog.Logger
 	st       store
@@ -169,7 +167,7 @@ func Open(opts Options) (*Server, error) {
 		_ = st.close()
 		return nil, err
 	}
-	s := &Server{id: xid.New().String(), opts: opts, log: opts.Log, st: st, objs: objs, operator: operator}
+	s := &Server{id: st.replicaID(), opts: opts, log: opts.Log, st: st, objs: objs, operator: operator}
 	s.jobs = newJobs(s, secret)
 	s.jobs.wg.Add(1)
 	go s.jobs.loop()

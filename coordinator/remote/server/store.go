@@ -54,10 +54,12 @@ type store interface {
 	// setLabels sets and removes labels of node (added when unknown) and
 	// returns its labels after the change.
 	setLabels(ctx context.Context, node string, set map[string]string, remove []string) (map[string]string, error)
-	// leaseJob takes or renews the lease on driving job for holder until
-	// ttl from now (the database's clock on PostgreSQL) and reports whether
-	// holder has it: it does when no one held it, the lease lapsed, or
-	// holder held it already. release gives it up instead (false).
+	// leaseJob takes or renews the lease on driving job for holder (a
+	// replicaID) until ttl from now (the database's clock on PostgreSQL)
+	// and reports whether holder has it: it does when no one held it, the
+	// lease lapsed, its holder is a replica that stopped marking itself
+	// alive (PostgreSQL: ReplicaTimeout), or holder held it already.
+	// release gives it up instead (false).
 	leaseJob(ctx context.Context, job, holder string, ttl time.Duration, release bool) (bool, error)
 	// createJob stores a new job (false: the id exists); getJob (errNoJob)
 	// and listJobs read jobs; updateJob changes one with f under a lock
@@ -83,6 +85,8 @@ type store interface {
 	// cancel); changed when any call may have changed state. Take the
 	// channel before looking at the state it guards.
 	nodeWake(node string) <-chan struct{}
+	// replicaID names this process among the replicas of the store.
+	replicaID() string
 	changed() <-chan struct{}
 	close() error
 }
