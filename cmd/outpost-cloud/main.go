@@ -139,7 +139,7 @@ replicas share: start each replica with the same file, behind one address
 	f.StringVar(&storeFile, "store-file", "", "file holding a postgres:// connection URL (mode 600): keep the queues in PostgreSQL, shared by replicas")
 	f.StringVar(&hookSecret, "webhook-secret-file", "", "file holding the secret that signs job completion webhooks (Outpost-Signature: sha256=HMAC)")
 	f.DurationVar(&replicaTimeout, "replica-timeout", 5*time.Second, "with --store-file: a replica silent this long no longer holds its nodes' polls")
-	f.DurationVar(&jobLease, "job-lease", 15*time.Second, "one replica drives each data-set job, holding this lease; another takes over this long after it dies")
+	f.DurationVar(&jobLease, "job-lease", 15*time.Second, "one replica drives each data-set job, holding a lease this long (a killed replica's jobs move after --replica-timeout)")
 	f.StringVar(&tokens, "tokens", "", "file of `NODE TOKEN` lines; empty: no authentication (loopback only)")
 	f.StringVar(&opToken, "operator-token-file", "", "file holding the operator API's bearer token (re-read when it changes); required beyond loopback")
 	f.DurationVar(&lease, "lease", 30*time.Second, "default lease of a delivered call")

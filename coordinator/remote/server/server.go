@@ -58,8 +58,8 @@ type Options struct {
 	ObjectDir string
 	MaxObject int64
 	// JobLease is how long a server holds the right to drive a data-set
-	// job without renewing it (15s): another replica takes over a job
-	// whose driver died about this long after (jobs.go).
+	// job without renewing it (15s; jobs.go); on PostgreSQL a replica that
+	// stopped its heartbeats loses its jobs after ReplicaTimeout already.
 	JobLease time.Duration
 	// WebhookSecretFile holds the secret that signs data-set jobs'
 	// completion webhooks (jobs.go); empty: unsigned.
