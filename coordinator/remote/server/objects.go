@@ -77,6 +77,45 @@ func (o *objects) path(digest string) string {
 	return filepath.Join(o.dir, strings.TrimPrefix(digest, remote.DigestPrefix))
 }
 
+// importLocal puts into the database the objects of the directory it
+// lacks: those stored before the objects moved into the database (schema
+// version 5), so every replica serves them.
+func (o *objects) importLocal(ctx context.Context, log *slog.Logger) error {
+	if o.db == nil {
+		return nil
+	}
+	ents, err := os.ReadDir(o.dir)
+	if err != nil {
+		return fmt.Errorf("import objects: %w", err)
+	}
+	for _, e := range ents {
+		d := remote.DigestPrefix + e.Name()
+		if !remote.ValidDigest(d) {
+			continue // a temporary file
+		}
+		if _, ok, err := o.db.objectSize(ctx, d); err != nil || ok {
+			if err != nil {
+				return fmt.Errorf("import objects: %w", err)
+			}
+			continue
+		}
+		f, err := os.Open(o.path(d))
+		if err != nil {
+			return fmt.Errorf("import objects: %w", err)
+		}
+		fi, err := f.Stat()
+		if err == nil {
+			_, err = o.db.putObject(ctx, d, fi.Size(), f)
+		}
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("import object %s: %w", d, err)
+		}
+		log.Info("object imported into the database", "digest", d, "size", fi.Size())
+	}
+	return nil
+}
+
 // put stores r under its digest; created is false when it was stored.
 func (o *objects) put(ctx context.Context, r io.Reader) (info ObjectInfo, created bool, err error) {
 	st, err := cas.Stage(o.dir, ".put-", io.LimitReader(r, o.max+1))

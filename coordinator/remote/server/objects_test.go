@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -168,5 +169,33 @@ func TestObjectsShared(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("put again through b: %s, want 200", resp.Status)
+	}
+}
+
+// A replica's object directory from before the objects moved into the
+// database: its objects are put into the database when it opens, so
+// another replica serves them.
+func TestObjectsImported(t *testing.T) {
+	e := &engine{t: t, name: "postgres", dir: t.TempDir(), store: pgtest.Shared(t).NewDatabase()}
+	old, err := Open(Options{Dir: t.TempDir()}) // badger: files only
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := old.PutObject(strings.NewReader("an object from before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(old.ObjectPath(info.Digest))
+	_ = old.Close()
+	e.serve(Options{ObjectDir: dir})
+	b, _ := e.serve(Options{Dir: t.TempDir()})
+	f, err := b.objs.open(t.Context(), info.Digest)
+	if err != nil {
+		t.Fatalf("the object put before, through another replica: %v", err)
+	}
+	got, _ := io.ReadAll(f)
+	f.Close()
+	if string(got) != "an object from before" {
+		t.Fatalf("got %q", got)
 	}
 }

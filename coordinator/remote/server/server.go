@@ -163,6 +163,9 @@ func Open(opts Options) (*Server, error) {
 	}
 	db, _ := st.(objectDB)
 	objs, err := openObjects(opts.ObjectDir, opts.MaxObject, db, opts.Log)
+	if err == nil {
+		err = objs.importLocal(context.Background(), opts.Log)
+	}
 	if err != nil {
 		_ = st.close()
 		return nil, err
