@@ -62,6 +62,7 @@ type objects struct {
 	db  objectDB // nil: the directory only (badger)
 
 	mu      sync.Mutex
+	known   map[string]int64           // sizes of objects found in the database (never deleted)
 	fetches map[string]int             // by digest
 	roots   map[string]map[string]bool // by digest: the roots provisioned with it (provision.go)
 }
@@ -70,7 +71,7 @@ func openObjects(dir string, max int64, db objectDB, log *slog.Logger) (*objects
 	if err := objectsFormat.OpenDir(dir, log); err != nil {
 		return nil, fmt.Errorf("open object store: %w", err)
 	}
-	return &objects{dir: dir, max: max, db: db, fetches: map[string]int{}, roots: map[string]map[string]bool{}}, nil
+	return &objects{dir: dir, max: max, db: db, known: map[string]int64{}, fetches: map[string]int{}, roots: map[string]map[string]bool{}}, nil
 }
 
 func (o *objects) path(digest string) string {
@@ -173,7 +174,19 @@ func (o *objects) size(ctx context.Context, digest string) (int64, bool, error) 
 	if o.db == nil {
 		return 0, false, nil
 	}
-	return o.db.objectSize(ctx, digest)
+	o.mu.Lock()
+	size, ok := o.known[digest]
+	o.mu.Unlock()
+	if ok {
+		return size, true, nil // a call per item of a job asks again and again
+	}
+	size, ok, err := o.db.objectSize(ctx, digest)
+	if ok && err == nil {
+		o.mu.Lock()
+		o.known[digest] = size
+		o.mu.Unlock()
+	}
+	return size, ok, err
 }
 
 // open opens a stored object (errNoObject: none); on PostgreSQL one this
