@@ -20,7 +20,8 @@
 #   extism    no-op call throughput on 2 cores vs Extism's Go SDK (nested
 #             module runtime/extismbench, its own go.mod)
 #   durable   journal, journaled calls, the cloud link
-#   cloud     outpost-cloud on PostgreSQL (one and two replicas) vs badger
+#   cloud     outpost-cloud on PostgreSQL (one and two replicas) vs badger;
+#             10,000 simulated nodes, a call to each
 #   await     10,000 calls waiting: suspended vs parked; need-by misses, slack vs first-come
 #   telemetry gNMI, SNMP, the telemetry store
 #   backup    an online backup of 100k journaled calls vs tar while stopped
@@ -96,6 +97,9 @@ fi
 if has cloud; then
   bench coordinator/remote/server 'BenchmarkCloudStore' "$(n 5000)"
   bench coordinator/remote/server 'BenchmarkDeviceMessages' "$(n 20000)"
+  # 10,000 simulated nodes long-polling server processes: about 20 to 30 s
+  # a set-up, three set-ups a run.
+  bench coordinator/remote/server 'BenchmarkFleet10k' 1x
 fi
 if has await; then
   bench coordinator 'BenchmarkWaitingCalls' 1x

@@ -132,6 +132,10 @@ case " $* " in
 *)
   step "go test coordinator/remote on PostgreSQL"
   go test -timeout 12m "$@" ./coordinator/remote/ -args -cloud-store=postgres
+  # 100,000 data-set items through a kill -9 of the server, on both
+  # engines: about a minute, five under -race (which skips it).
+  step "go test coordinator/remote/server: 100,000-item data set"
+  go test -timeout 10m "$@" -run 'TestJob100kKill9' ./coordinator/remote/server/
   ;;
 esac
 

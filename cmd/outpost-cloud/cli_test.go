@@ -16,6 +16,7 @@ func TestHelpNeverActs(t *testing.T) {
 		{"help"}, {"-h"}, {"cancel", "help"}, {"serve", "help"}, {"object", "help"}, {"object", "-h"}, {"object", "put", "help"},
 		{"enqueue", "help"}, {"batch", "--help"}, {"results", "help"}, {"nodes", "help"}, {"version", "help"},
 		{"job", "help"}, {"job", "create", "help"}, {"job", "wait", "help"}, {"job", "status", "-h"}, {"job", "ls", "help"},
+		{"node", "help"}, {"node", "ls", "help"}, {"node", "label", "help"},
 	} {
 		if args[0] == "cancel" || args[0] == "enqueue" || args[0] == "results" || args[0] == "nodes" || len(args) > 2 {
 			args = append(args, "--server", url)

@@ -37,26 +37,36 @@ func newJobCreateCmd() *cobra.Command {
 	var spec server.JobSpec
 	var nodes string
 	var wait bool
+	var retry server.RetryPolicy
+	var backoff, maxBackoff time.Duration
 	cmd := &cobra.Command{
-		Use:   "create --task TASK --nodes NODE[,NODE...] --source SOURCE",
+		Use:   "create --task TASK (--nodes NODE[,NODE...] | --selector SELECTOR) --source SOURCE",
 		Short: "Create a data-set job and print its id (--wait to follow it)",
 		Example: `  outpost-cloud job create --task resize --nodes edge-1,edge-2 --source dir:/srv/images --wait
-  outpost-cloud job create --task score --nodes edge-1 --source https://data.example/items.jsonl --webhook https://hooks.example/outpost`,
+  outpost-cloud job create --task score --nodes edge-1 --source https://data.example/items.jsonl --webhook https://hooks.example/outpost
+  outpost-cloud job create --task score -l 'region=eu,tier in (gold,silver)' --source jsonl:/srv/items.jsonl --max-attempts 3`,
 		Args: cli.NoArgs,
 	}
 	srv := addServer(cmd)
 	f := cmd.Flags()
 	f.StringVar(&spec.Task, "task", "", "task name (required)")
-	f.StringVar(&nodes, "nodes", "", "comma-separated node ids the items are spread over (required)")
+	f.StringVar(&nodes, "nodes", "", "comma-separated node ids the items are spread over (this or --selector)")
+	f.StringVarP(&spec.Selector, "selector", "l", "", "label selector: the items are spread over the nodes it matches now (k=v,k!=v,k in (a,b),k notin (a,b),k,!k)")
 	f.StringVar(&spec.Source, "source", "", "dir:PATH or jsonl:PATH on the server, pgtable:URLFILE:TABLE:KEY, or an http(s):// URL of a JSONL file (required)")
 	f.StringVar(&spec.ID, "id", "", "job id (default: a new one)")
 	f.StringVar(&spec.Effect, "effect", "idempotent", "idempotent or at_most_once")
 	f.StringVar(&spec.Digest, "digest", "", "sha256:HEX of an object (object put) the task runs")
 	f.StringVar(&spec.Webhook, "webhook", "", "URL that receives the completion notice (POST, signed)")
 	f.BoolVar(&wait, "wait", false, "follow the job until it is done (as job wait)")
-	for _, name := range []string{"task", "nodes", "source"} {
+	f.IntVar(&retry.MaxAttempts, "max-attempts", 1, "runs of an item at most, the first included: a failed item with a --retry-on status runs again")
+	f.DurationVar(&backoff, "retry-backoff", 10*time.Second, "wait after a failed result before the second attempt (doubling for each later one)")
+	f.DurationVar(&maxBackoff, "retry-max-backoff", 10*time.Minute, "longest wait between attempts")
+	f.StringSliceVar(&retry.On, "retry-on", server.DefaultRetryOn, "result statuses retried (cancelled: a call an operator cancelled)")
+	for _, name := range []string{"task", "source"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
+	cmd.MarkFlagsOneRequired("nodes", "selector")
+	cmd.MarkFlagsMutuallyExclusive("nodes", "selector")
 	_ = cmd.RegisterFlagCompletionFunc("nodes", srv.completeNodes)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := checkDigest(spec.Digest); err != nil {
@@ -66,6 +76,13 @@ func newJobCreateCmd() *cobra.Command {
 			if n = strings.TrimSpace(n); n != "" {
 				spec.Nodes = append(spec.Nodes, n)
 			}
+		}
+		if _, err := server.ParseSelector(spec.Selector); err != nil {
+			return &cli.UsageError{Err: fmt.Errorf("--selector: %w", err)}
+		}
+		if retry.MaxAttempts > 1 {
+			retry.BackoffMS, retry.MaxBackoffMS = backoff.Milliseconds(), maxBackoff.Milliseconds()
+			spec.Retry = &retry
 		}
 		var j server.Job
 		if err := srv.api().do(cmd.Context(), "POST", "/api/v1/jobs", spec, &j); err != nil {
@@ -116,9 +133,9 @@ func newJobListCmd() *cobra.Command {
 		}
 		return out.Print(cmd.OutOrStdout(), resp.Jobs, func(w io.Writer) {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tTASK\tSTATE\tITEMS\tDONE\tFAILED\tCACHED\tNOTICE\tSOURCE")
+			fmt.Fprintln(tw, "JOB\tTASK\tSTATE\tITEMS\tDONE\tFAILED\tRETRIED\tGAVE UP\tCACHED\tNOTICE\tSOURCE")
 			for _, j := range resp.Jobs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", j.ID, j.Task, j.State, j.Items, j.Done, j.Failed, j.Cached, j.Notice, j.Source)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", j.ID, j.Task, j.State, j.Items, j.Done, j.Failed, j.Retried, j.GaveUp, j.Cached, j.Notice, j.Source)
 			}
 			_ = tw.Flush()
 		})
@@ -133,6 +150,9 @@ func jobLine(j server.Job) string {
 		total += "+" // the source is still being read
 	}
 	s := fmt.Sprintf("job %s: %s, %d/%s done, %d failed, %d already cached", j.ID, j.State, j.Done, total, j.Failed, j.Cached)
+	if j.Retry != nil {
+		s += fmt.Sprintf(", %d retried, %d gave up", j.Retried, j.GaveUp)
+	}
 	if j.Rate > 0 {
 		s += fmt.Sprintf(", %.1f/s", j.Rate)
 	}

@@ -55,7 +55,7 @@ running one through its operator API (--server URL or $OUTPOST_CLOUD,
 default http://127.0.0.1:8480; --token-file or $OUTPOST_CLOUD_TOKEN_FILE
 when it requires a token).`,
 	}
-	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodesCmd(), newCancelCmd(), newObjectCmd(), newJobCmd(), newMessagesCmd())
+	root.AddCommand(newServeCmd(), newEnqueueCmd(), newBatchCmd(), newResultsCmd(), newNodeListCmd("nodes"), newNodeCmd(), newCancelCmd(), newObjectCmd(), newJobCmd(), newMessagesCmd())
 	cli.AddVersion(root, cli.BuildVersion())
 	return root
 }
@@ -63,7 +63,7 @@ when it requires a token).`,
 func newServeCmd() *cobra.Command {
 	var (
 		listen, dir, tokens, opToken, tlsCert, tlsKey, storeFile, hookSecret string
-		lease, live, replicaTimeout                                          time.Duration
+		lease, live, replicaTimeout, jobLease                                time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -77,7 +77,7 @@ replicas share: start each replica with the same file, behind one address
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			log := slog.New(slog.NewTextHandler(errOut, nil)).With("part", "cloud")
 			opts := server.Options{Dir: dir, Lease: lease, LiveWindow: live, Log: log, OperatorTokenFile: opToken, ReplicaTimeout: replicaTimeout,
-				WebhookSecretFile: hookSecret}
+				WebhookSecretFile: hookSecret, JobLease: jobLease}
 			if storeFile != "" {
 				url, err := readStoreFile(storeFile)
 				if err != nil {
@@ -139,6 +139,7 @@ replicas share: start each replica with the same file, behind one address
 	f.StringVar(&storeFile, "store-file", "", "file holding a postgres:// connection URL (mode 600): keep the queues in PostgreSQL, shared by replicas")
 	f.StringVar(&hookSecret, "webhook-secret-file", "", "file holding the secret that signs job completion webhooks (Outpost-Signature: sha256=HMAC)")
 	f.DurationVar(&replicaTimeout, "replica-timeout", 5*time.Second, "with --store-file: a replica silent this long no longer holds its nodes' polls")
+	f.DurationVar(&jobLease, "job-lease", 15*time.Second, "one replica drives each data-set job, holding a lease this long (a killed replica's jobs move after --replica-timeout)")
 	f.StringVar(&tokens, "tokens", "", "file of `NODE TOKEN` lines; empty: no authentication (loopback only)")
 	f.StringVar(&opToken, "operator-token-file", "", "file holding the operator API's bearer token (re-read when it changes); required beyond loopback")
 	f.DurationVar(&lease, "lease", 30*time.Second, "default lease of a delivered call")
@@ -239,27 +240,31 @@ func (a *api) do(ctx context.Context, method, path string, body, out any) error 
 
 func newEnqueueCmd() *cobra.Command {
 	var (
-		nodeID, task, data, id, effect, queue, digest string
-		prio                                          int
-		ttl, timeout                                  time.Duration
-		wait                                          bool
+		nodeID, selector, task, data, id, effect, queue, digest string
+		prio                                                    int
+		ttl, timeout                                            time.Duration
+		wait                                                    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "enqueue --node NODE --task TASK [--data INPUT] [--wait]",
-		Short: "Queue one call for a node (--wait for its result)",
+		Short: "Queue one call for a node (--wait for its result), or for every node a label selector picks",
 		Long: `Queue one call for a node and print its id, or with --wait its output.
+With --selector instead of --node, queue one call for every node whose
+labels match (ID@NODE each; see outpost-cloud node label) and print their ids.
 
 The input is --data (a literal, @FILE or - for standard input) or, without
 --data, standard input when it is a pipe or a file. A node that has never
 polled this control plane gets a warning at once: the call waits until a
 node of that id polls.`,
 		Example: `  outpost-cloud enqueue --node edge-1 --task echo --data '{"x":1}' --wait
-  outpost-cloud enqueue --node edge-1 --task report --digest sha256:HEX < input.json`,
+  outpost-cloud enqueue --node edge-1 --task report --digest sha256:HEX < input.json
+  outpost-cloud enqueue --selector 'region=eu,tier in (gold,silver)' --task reload --data '{}'`,
 		Args: cli.NoArgs,
 	}
 	srv := addServer(cmd)
 	f := cmd.Flags()
-	f.StringVar(&nodeID, "node", "", "node id (required)")
+	f.StringVar(&nodeID, "node", "", "node id (this or --selector)")
+	f.StringVarP(&selector, "selector", "l", "", "label selector: one call for each node it matches (k=v,k!=v,k in (a,b),k notin (a,b),k,!k)")
 	f.StringVar(&task, "task", "", "task name (required)")
 	f.StringVar(&data, "data", "", cli.DataHelp)
 	f.StringVar(&id, "id", "", "call id (default: a new one); enqueueing an existing id does nothing")
@@ -270,13 +275,18 @@ node of that id polls.`,
 	f.BoolVar(&wait, "wait", false, "wait for the result and print its output")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait: give up after this")
 	f.StringVar(&digest, "digest", "", "sha256:HEX of an object (object put) the task runs: a node without the task fetches and deploys it")
-	_ = cmd.MarkFlagRequired("node")
 	_ = cmd.MarkFlagRequired("task")
+	cmd.MarkFlagsOneRequired("node", "selector")
+	cmd.MarkFlagsMutuallyExclusive("node", "selector")
+	cmd.MarkFlagsMutuallyExclusive("wait", "selector")
 	_ = cmd.RegisterFlagCompletionFunc("effect", cobra.FixedCompletions([]string{"at_most_once", "idempotent"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("node", srv.completeNodes)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := checkDigest(digest); err != nil {
 			return err
+		}
+		if _, err := server.ParseSelector(selector); err != nil {
+			return &cli.UsageError{Err: fmt.Errorf("--selector: %w", err)}
 		}
 		if effect != "idempotent" && effect != "at_most_once" {
 			return cli.Usagef("--effect %q: want idempotent or at_most_once", effect)
@@ -290,6 +300,11 @@ node of that id polls.`,
 		}
 		ctx, out, errOut := cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr()
 		a := srv.api()
+		c := server.Call{ID: id, Task: task, Input: input, Effect: effect, Queue: queue, Priority: prio, TTLMS: ttl.Milliseconds(), Digest: digest}
+		if selector != "" {
+			return enqueueSelected(ctx, a, out, selector, c)
+		}
+		c.Node = nodeID
 		seen, err := a.nodeSeen(ctx, nodeID)
 		if err != nil {
 			return err
@@ -298,7 +313,6 @@ node of that id polls.`,
 			fmt.Fprintf(errOut, "warning: node %q has not polled this control plane (see outpost-cloud nodes); the call waits until it does\n", nodeID)
 		}
 		var resp struct{ Calls []server.EnqueueItem }
-		c := server.Call{ID: id, Node: nodeID, Task: task, Input: input, Effect: effect, Queue: queue, Priority: prio, TTLMS: ttl.Milliseconds(), Digest: digest}
 		if err := a.do(ctx, "POST", "/api/v1/calls", server.EnqueueRequest{Calls: []server.Call{c}}, &resp); err != nil {
 			return err
 		}
@@ -393,27 +407,6 @@ func newResultsCmd() *cobra.Command {
 					o = string(r[:40]) + "…"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%q\n", c.ID, c.Node, c.Task, c.State, c.Attempt, c.Deliveries, st, o)
-			}
-			_ = tw.Flush()
-		})
-	}
-	return cmd
-}
-
-func newNodesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "nodes", Short: "List the nodes that polled or have calls queued", Args: cli.NoArgs}
-	srv := addServer(cmd)
-	out := cli.AddOutput(cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		nodes, err := srv.api().nodes(cmd.Context())
-		if err != nil {
-			return err
-		}
-		return out.Print(cmd.OutOrStdout(), nodes, func(w io.Writer) {
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tPOLLING\tPENDING\tHELD\tLAST SEEN\tBOOT")
-			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%s\t%s\n", n.ID, n.Polling, n.Pending, n.Held, out.Time(n.LastSeen), n.Boot)
 			}
 			_ = tw.Flush()
 		})

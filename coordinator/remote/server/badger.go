@@ -7,12 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/xid"
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
 )
@@ -27,16 +31,30 @@ type badgerStore struct {
 	lease      time.Duration // default lease
 	liveWindow time.Duration
 
-	// Lock order: jobMu, then persistMu, then mu. msgMu (device
-	// messages) is taken alone.
-	msgMu     sync.Mutex
-	jobMu     sync.Mutex
-	persistMu sync.Mutex
-	mu        sync.Mutex
-	calls     map[string]*Call
-	byNode    map[string]*node
-	order     uint64
-	changedCh chan struct{} // closed and replaced when any call changes state
+	// Lock order: jobMu, then labelMu, then commitMu, then mu. msgMu
+	// (device messages) is taken alone.
+	msgMu   sync.Mutex
+	jobMu   sync.Mutex
+	labelMu sync.Mutex
+	// commitMu guards the group commit of calls (persist): the queue of
+	// writes and whether a writer is committing them.
+	commitMu   sync.Mutex
+	queue      []*commitReq
+	committing bool
+	commits    atomic.Int64 // group commits written
+	mu         sync.Mutex
+	calls      map[string]*Call
+	byNode     map[string]*node
+	order      uint64
+	changedCh  chan struct{} // closed and replaced when any call changes state
+	jobLeases  map[string]jobLease
+	id         string // replicaID
+}
+
+// jobLease is who drives a job until when (badger: in memory, one process).
+type jobLease struct {
+	holder string
+	until  time.Time
 }
 
 type node struct {
@@ -50,6 +68,7 @@ type node struct {
 	lastSeen time.Time
 	wake     chan struct{}
 	cancels  []string
+	labels   map[string]string
 }
 
 var _ store = (*badgerStore)(nil)
@@ -68,11 +87,11 @@ func openBadger(dir string, opts Options) (*badgerStore, error) {
 		return nil, fmt.Errorf("open server state %s: %w", dir, err)
 	}
 	s := &badgerStore{db: db, log: opts.Log, lease: opts.Lease, liveWindow: opts.LiveWindow,
-		calls: map[string]*Call{}, byNode: map[string]*node{}, changedCh: make(chan struct{})}
+		calls: map[string]*Call{}, byNode: map[string]*node{}, changedCh: make(chan struct{}), jobLeases: map[string]jobLease{}, id: xid.New().String()}
 	now := time.Now()
 	err = db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte("call/")})
-		defer it.Close()
+		defer func() { it.Close() }()
 		for it.Rewind(); it.Valid(); it.Next() {
 			c := new(Call)
 			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, c) }); err != nil {
@@ -90,6 +109,14 @@ func openBadger(dir string, opts Options) (*badgerStore, error) {
 			case "leased":
 				c.acked, c.leaseUntil = true, now.Add(s.leaseOf(c))
 				n.held[c.ID] = c
+			}
+		}
+		it.Close()
+		it = txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte(labelsPrefix)})
+		for it.Rewind(); it.Valid(); it.Next() {
+			n := s.node(strings.TrimPrefix(string(it.Item().Key()), labelsPrefix))
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &n.labels) }); err != nil {
+				return fmt.Errorf("decode %s: %w", it.Item().Key(), err)
 			}
 		}
 		return nil
@@ -134,6 +161,8 @@ func (s *badgerStore) nodeWake(id string) <-chan struct{} {
 	return s.node(id).wake
 }
 
+func (s *badgerStore) replicaID() string { return s.id }
+
 func (s *badgerStore) changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -144,26 +173,91 @@ func (s *badgerStore) persist(cs ...*Call) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	// persistMu orders writers so that the last write of a call carries its
-	// latest state; mu is held only to take the snapshots.
-	s.persistMu.Lock()
-	defer s.persistMu.Unlock()
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
+	// Snapshots are taken and queued under commitMu, so the queue's order
+	// is the calls' order of change and the last write of a call carries
+	// its latest state.
+	req := &commitReq{done: make(chan commitSignal, 1)}
+	s.commitMu.Lock()
 	s.mu.Lock()
-	vals := make([][]byte, len(cs))
-	for i, c := range cs {
+	for _, c := range cs {
 		b, err := json.Marshal(c)
 		if err != nil {
 			s.mu.Unlock()
+			s.commitMu.Unlock()
 			return err
 		}
-		vals[i] = b
+		req.keys, req.vals = append(req.keys, []byte("call/"+c.ID)), append(req.vals, b)
 	}
 	s.mu.Unlock()
-	for i, c := range cs {
-		if err := wb.Set([]byte("call/"+c.ID), vals[i]); err != nil {
-			return err
+	s.queue = append(s.queue, req)
+	if !s.committing {
+		s.committing = true
+		req.done <- commitSignal{lead: true}
+	}
+	s.commitMu.Unlock()
+	for {
+		sig := <-req.done
+		if !sig.lead {
+			return sig.err
+		}
+		s.commitQueued()
+	}
+}
+
+// commitReq is one persist waiting for a group commit; done says it is
+// written (err) or that its writer commits the queue next (lead).
+type commitReq struct {
+	keys, vals [][]byte
+	done       chan commitSignal
+}
+
+type commitSignal struct {
+	err  error
+	lead bool
+}
+
+// commitQueued is one round of the group commit: the writer leading it
+// writes every queued request in one write batch and one sync, answers
+// them, and hands the lead to the first request queued meanwhile (or ends
+// the commit). Concurrent writers (a fleet's polls, each leasing a call)
+// share syncs instead of waiting for one each, and none waits for more
+// than the round before its own.
+func (s *badgerStore) commitQueued() {
+	s.commitMu.Lock()
+	batch := s.queue
+	s.queue = nil
+	s.commitMu.Unlock()
+	err := s.writeBatch(batch)
+	s.commits.Add(1)
+	for _, r := range batch {
+		r.done <- commitSignal{err: err}
+	}
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if len(s.queue) == 0 {
+		s.committing = false
+		return
+	}
+	s.queue[0].done <- commitSignal{lead: true}
+}
+
+func (s *badgerStore) writeBatch(batch []*commitReq) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	// The last value of a key wins: a batch may hold a call twice.
+	last := map[string][]byte{}
+	var order []string
+	for _, r := range batch {
+		for i, k := range r.keys {
+			if _, ok := last[string(k)]; !ok {
+				order = append(order, string(k))
+			}
+			last[string(k)] = r.vals[i]
+		}
+	}
+	for _, k := range order {
+		if err := wb.Set([]byte(k), last[k]); err != nil {
+			return fmt.Errorf("persist calls: %w", err)
 		}
 	}
 	if err := wb.Flush(); err != nil {
@@ -390,6 +484,18 @@ func (s *badgerStore) get(_ context.Context, ids []string) ([]Call, error) {
 	return out, nil
 }
 
+func (s *badgerStore) inputs(_ context.Context, ids []string) (map[string][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string][]byte, len(ids))
+	for _, id := range ids {
+		if c := s.calls[id]; c != nil {
+			out[id] = c.Input
+		}
+	}
+	return out, nil
+}
+
 func (s *badgerStore) list(_ context.Context, nodeID, state string) ([]Call, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -428,10 +534,61 @@ func (s *badgerStore) nodes(context.Context) ([]NodeInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []NodeInfo{}
+	now := time.Now()
 	for _, n := range s.byNode {
-		out = append(out, NodeInfo{ID: n.id, Boot: n.boot, LastSeen: n.lastSeen, Polling: n.inflight > 0, Pending: n.pending.Len(), Held: len(n.held)})
+		out = append(out, NodeInfo{ID: n.id, Boot: n.boot, LastSeen: n.lastSeen, Polling: n.inflight > 0, Pending: n.pending.Len(), Held: len(n.held),
+			Labels: maps.Clone(n.labels), Online: n.inflight > 0 || !n.lastSeen.IsZero() && now.Sub(n.lastSeen) < onlineWindow})
 	}
+	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// labelsPrefix keys a node's labels (JSON) in badger.
+const labelsPrefix = "labels/"
+
+func (s *badgerStore) setLabels(_ context.Context, id string, set map[string]string, remove []string) (map[string]string, error) {
+	// labelMu orders the writes of labels.
+	s.labelMu.Lock()
+	defer s.labelMu.Unlock()
+	s.mu.Lock()
+	n := s.node(id)
+	labels := maps.Clone(n.labels)
+	s.mu.Unlock()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, set)
+	for _, k := range remove {
+		delete(labels, k)
+	}
+	b, err := json.Marshal(labels)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(labelsPrefix+id), b) }); err != nil {
+		return nil, fmt.Errorf("store labels of %s: %w", id, err)
+	}
+	s.mu.Lock()
+	n.labels = labels
+	s.mu.Unlock()
+	return maps.Clone(labels), nil
+}
+
+func (s *badgerStore) leaseJob(_ context.Context, job, holder string, ttl time.Duration, release bool) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, now := s.jobLeases[job], time.Now()
+	switch {
+	case release:
+		if l.holder == holder {
+			delete(s.jobLeases, job)
+		}
+		return false, nil
+	case l.holder != "" && l.holder != holder && now.Before(l.until):
+		return false, nil
+	}
+	s.jobLeases[job] = jobLease{holder: holder, until: now.Add(ttl)}
+	return true, nil
 }
 
 func (s *badgerStore) createJob(_ context.Context, j Job) (bool, error) {

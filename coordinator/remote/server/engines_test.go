@@ -9,6 +9,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if cfg := os.Getenv(serveEnv); cfg != "" {
+		os.Exit(serveForTest(cfg)) // a server process of a test (procs_test.go)
+	}
 	code := m.Run()
 	pgtest.StopShared()
 	os.Exit(code)

@@ -36,10 +36,15 @@ import (
 // enqueue of an existing call id does nothing, so a job (or a second job
 // over a source that grew) only runs new or changed items. Jobs are stored
 // in the state store, so a restarted server (or another replica) resumes
-// them: it reads the source again and enqueues what is missing. When every
-// item has a result the job is done and a notice goes once to each
-// subscriber: a signed webhook POST (retried with backoff) and the job's
-// event stream (Server-Sent Events).
+// them: it reads the source again and enqueues what is missing. One server
+// drives a job at a time: it holds the job's lease in the store
+// (leaseJob), renews it while it runs, and another replica takes the job
+// over once a dead holder's lease lapses. An item whose result failed with
+// a status the job's retry policy names runs again, after a backoff, as a
+// new call (the item's call id and ".N" for its Nth attempt), until it
+// succeeds or runs out of attempts. When every item is settled the job is
+// done and a notice goes once to each subscriber: a signed webhook POST
+// (retried with backoff) and the job's event stream (Server-Sent Events).
 
 // JobSpec is what an operator asks for (POST /api/v1/jobs).
 type JobSpec struct {
@@ -47,7 +52,10 @@ type JobSpec struct {
 	Task   string   `json:"task"`
 	Digest string   `json:"digest,omitempty"`
 	Nodes  []string `json:"nodes"` // items are spread over these by their id
-	Effect string   `json:"effect,omitempty"`
+	// Selector, instead of Nodes, picks the nodes by label (selector.go):
+	// the nodes it matches when the job is created become Nodes.
+	Selector string `json:"selector,omitempty"`
+	Effect   string `json:"effect,omitempty"`
 	// Source: "dir:PATH" (each regular file under PATH on the server is an
 	// item, its key the relative path), "jsonl:PATH" or a JSONL file at an
 	// http(s):// URL (each non-empty line is an item, its key the line
@@ -57,6 +65,80 @@ type JobSpec struct {
 	// Webhook, when set, receives the completion notice: a POST of the
 	// job's status, signed with Options.WebhookSecretFile's secret.
 	Webhook string `json:"webhook,omitempty"`
+	// Retry runs items whose result failed again (nil: never).
+	Retry *RetryPolicy `json:"retry,omitempty"`
+}
+
+// RetryPolicy says which failed items run again, how often and when.
+type RetryPolicy struct {
+	// MaxAttempts bounds an item's runs, the first included (1: no retry).
+	MaxAttempts int `json:"max_attempts"`
+	// BackoffMS is the wait after a failed result before the second
+	// attempt; it doubles for each later one, up to MaxBackoffMS.
+	BackoffMS    int64 `json:"backoff_ms,omitempty"`
+	MaxBackoffMS int64 `json:"max_backoff_ms,omitempty"`
+	// On lists the result statuses retried (default DefaultRetryOn);
+	// "cancelled" names a call an operator cancelled.
+	On []string `json:"on,omitempty"`
+}
+
+// DefaultRetryOn are the statuses a retry policy retries unless it names
+// others: the transient ones (a task that failed, trapped or broke the ABI
+// fails again on the same input).
+var DefaultRetryOn = []string{"timeout", "rejected", "interrupted", "expired", "canceled", "fetch_failed"}
+
+// Defaults and bounds of a retry policy.
+const (
+	defaultRetryBackoff    = 10 * time.Second
+	defaultRetryMaxBackoff = 10 * time.Minute
+	maxRetryAttempts       = 100
+)
+
+// check fills in defaults and says what is wrong.
+func (p *RetryPolicy) check() error {
+	switch {
+	case p.MaxAttempts < 1 || p.MaxAttempts > maxRetryAttempts:
+		return fmt.Errorf("retry: max_attempts must be 1 to %d", maxRetryAttempts)
+	case p.BackoffMS < 0 || p.MaxBackoffMS < 0:
+		return errors.New("retry: a backoff must not be negative")
+	}
+	if p.BackoffMS == 0 {
+		p.BackoffMS = defaultRetryBackoff.Milliseconds()
+	}
+	if p.MaxBackoffMS == 0 {
+		p.MaxBackoffMS = max(defaultRetryMaxBackoff.Milliseconds(), p.BackoffMS)
+	}
+	if len(p.On) == 0 {
+		p.On = DefaultRetryOn
+	}
+	return nil
+}
+
+// retries reports whether a call that ended in state with result r runs
+// again after its attempt-th attempt.
+func (p *RetryPolicy) retries(attempt int, c *Call) bool {
+	if p == nil || attempt >= p.MaxAttempts {
+		return false
+	}
+	return slices.Contains(p.On, outcome(c))
+}
+
+// backoff is the wait before attempt (2 or more).
+func (p *RetryPolicy) backoff(attempt int) time.Duration {
+	d := time.Duration(p.BackoffMS) * time.Millisecond
+	for i := 2; i < attempt && d < time.Duration(p.MaxBackoffMS)*time.Millisecond; i++ {
+		d *= 2
+	}
+	return min(d, time.Duration(p.MaxBackoffMS)*time.Millisecond)
+}
+
+// outcome is a final call's result status, or its state without one
+// ("cancelled").
+func outcome(c *Call) string {
+	if c.Result != nil {
+		return c.Result.Status
+	}
+	return c.State
 }
 
 // Job is a job and its progress.
@@ -68,16 +150,23 @@ type Job struct {
 	Finished time.Time `json:"finished,omitzero"`
 	Items    int       `json:"items"`  // read from the source so far
 	Cached   int       `json:"cached"` // had a call already when enqueued (in process or done)
-	Done     int       `json:"done"`   // items with a result
-	Failed   int       `json:"failed"` // of those, results other than ok
-	Listed   bool      `json:"listed"` // the whole source has been read
+	Done     int       `json:"done"`   // items settled: ok, or failed for good
+	Failed   int       `json:"failed"` // of those, the ones whose last result is not ok
+	// Retried counts the retries enqueued (an item's second and later
+	// attempts); GaveUp the items that failed with a status the policy
+	// retries and ran out of attempts (they count in Failed too).
+	Retried int  `json:"retried"`
+	GaveUp  int  `json:"gave_up"`
+	Listed  bool `json:"listed"` // the whole source has been read
+	// Driver is the server (replica) that drives the job, by its id.
+	Driver string `json:"driver,omitempty"`
 	// Notice is the webhook's delivery state: "" (none due), "pending",
 	// "sending" (claimed by a replica until NoticeClaim), "delivered", or
 	// "failed: reason" after the last retry.
 	Notice      string    `json:"notice,omitempty"`
 	NoticeClaim time.Time `json:"notice_claim,omitzero"`
-	// Rate is results per second since the job started in this process;
-	// ETA the time left at that rate (GET /api/v1/jobs/{id} only).
+	// Rate is items settled per second since the driver took the job;
+	// ETA the time left at that rate.
 	Rate float64       `json:"rate,omitempty"`
 	ETA  time.Duration `json:"eta_ns,omitempty"`
 }
@@ -259,43 +348,72 @@ func itemNode(spec *JobSpec, callID string) string {
 	return spec.Nodes[int(uint32(b[0])<<24|uint32(b[1])<<16|uint32(b[2])<<8|uint32(b[3]))%len(spec.Nodes)]
 }
 
+// attemptID is the call id of an item's attempt-th run: its call id, and
+// ".N" from the second on.
+func attemptID(base string, attempt int) string {
+	if attempt <= 1 {
+		return base
+	}
+	return fmt.Sprintf("%s.%d", base, attempt)
+}
+
 // jobs runs the jobs of a Server.
 type jobs struct {
 	s      *Server
 	secret []byte // webhook signing secret; nil: unsigned
 	hc     *http.Client
+	holder string        // this server's id in job leases
+	lease  time.Duration // Options.JobLease
 
 	ctx  context.Context // ends at stop
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
 	mu      sync.Mutex
-	running map[string]bool
-	first   map[string]progress // the first count this process made, for the rate
-}
-
-type progress struct {
-	at   time.Time
-	done int
+	running map[string]bool // a driver was started
+	driving map[string]bool // and holds the job's lease
 }
 
 func newJobs(s *Server, secret []byte) *jobs {
 	ctx, stop := context.WithCancel(context.Background())
-	return &jobs{s: s, secret: secret, hc: &http.Client{Timeout: 30 * time.Second}, ctx: ctx, stop: stop,
-		running: map[string]bool{}, first: map[string]progress{}}
+	return &jobs{s: s, secret: secret, hc: &http.Client{Timeout: 30 * time.Second}, holder: s.id, lease: s.opts.JobLease,
+		ctx: ctx, stop: stop, running: map[string]bool{}, driving: map[string]bool{}}
 }
 
 // createJob checks and stores a job, and starts it.
 func (s *Server) createJob(ctx context.Context, spec JobSpec) (Job, error) {
 	switch {
-	case spec.Task == "" || len(spec.Nodes) == 0 || spec.Source == "":
-		return Job{}, errors.New("task, nodes and source are required")
+	case spec.Task == "" || len(spec.Nodes) == 0 && spec.Selector == "" || spec.Source == "":
+		return Job{}, errors.New("task, nodes (or a selector) and source are required")
+	case len(spec.Nodes) > 0 && spec.Selector != "":
+		return Job{}, errors.New("nodes and selector exclude each other")
 	case spec.Effect != "" && spec.Effect != "idempotent" && spec.Effect != "at_most_once":
 		return Job{}, errors.New("effect must be idempotent or at_most_once")
-	case spec.Digest != "" && !s.objs.has(spec.Digest):
+	case spec.Digest != "" && !s.objs.has(ctx, spec.Digest):
 		return Job{}, fmt.Errorf("digest %q: no such object", spec.Digest)
 	case spec.Webhook != "" && !strings.HasPrefix(spec.Webhook, "http://") && !strings.HasPrefix(spec.Webhook, "https://"):
 		return Job{}, errors.New("webhook must be an http(s):// URL")
+	}
+	if spec.Retry != nil {
+		if err := spec.Retry.check(); err != nil {
+			return Job{}, err
+		}
+	}
+	if spec.Selector != "" {
+		sel, err := ParseSelector(spec.Selector)
+		if err != nil {
+			return Job{}, err
+		}
+		nodes, err := s.selectNodes(ctx, sel)
+		if err != nil {
+			return Job{}, err
+		}
+		for _, n := range nodes {
+			spec.Nodes = append(spec.Nodes, n.ID)
+		}
+		if len(spec.Nodes) == 0 {
+			return Job{}, fmt.Errorf("selector %q matches no node (see outpost-cloud node ls)", spec.Selector)
+		}
 	}
 	if spec.ID == "" {
 		spec.ID = xid.New().String()
@@ -320,13 +438,10 @@ var (
 	errNoJob     = errors.New("no such job")
 )
 
-// jobScan is how often a server looks for jobs it does not run: jobs
-// created on another replica, or left by one that died.
-const jobScan = 10 * time.Second
-
-// loop runs every job that is not finished, now and every jobScan, until
-// stop. Every replica drives every such job: enqueues and counts are
-// idempotent, and the notice is claimed by one.
+// loop looks for unfinished jobs (created on another replica, or whose
+// driver died) every half lease or half ReplicaTimeout, whichever is
+// shorter, and starts a driver for each that this server does not run
+// yet; the driver runs only if it gets the job's lease.
 func (js *jobs) loop() {
 	defer js.wg.Done()
 	for {
@@ -342,7 +457,7 @@ func (js *jobs) loop() {
 		select {
 		case <-js.ctx.Done():
 			return
-		case <-time.After(jobScan):
+		case <-time.After(min(js.lease, js.s.opts.ReplicaTimeout) / 2):
 		}
 	}
 }
@@ -357,22 +472,87 @@ func (js *jobs) start(id string) {
 	js.wg.Add(1)
 	go func() {
 		defer js.wg.Done()
-		js.run(js.ctx, id)
+		js.drive(id)
 		js.mu.Lock()
 		delete(js.running, id)
 		js.mu.Unlock()
 	}()
 }
 
-// close stops the runners and waits for them.
+// close stops the drivers, which give up their leases, and waits for them.
 func (js *jobs) close() {
 	js.stop()
 	js.wg.Wait()
 }
 
+// drive runs the job while this server holds its lease: taken first (or
+// nothing happens), renewed every third of it; the run stops when a
+// renewal fails or finds the lease taken (another replica drives the job
+// now), and the lease is given up when the run ends.
+func (js *jobs) drive(id string) {
+	log := js.s.log.With("job", id)
+	held, err := js.s.st.leaseJob(js.ctx, id, js.holder, js.lease, false)
+	if err != nil && js.ctx.Err() == nil {
+		log.Warn("job: lease", "err", err)
+	}
+	if !held {
+		return
+	}
+	js.setDriving(id, true)
+	ctx, cancel := context.WithCancel(js.ctx)
+	defer cancel()
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		last := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(js.lease / 3):
+			}
+			held, err := js.s.st.leaseJob(ctx, id, js.holder, js.lease, false)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err == nil && held:
+				last = time.Now()
+				continue
+			case err == nil:
+				log.Warn("job: lease taken by another server: stopping")
+				cancel()
+				return
+			case time.Since(last) > js.lease:
+				log.Warn("job: lease not renewed: stopping", "err", err)
+				cancel()
+				return
+			}
+		}
+	}()
+	js.run(ctx, id)
+	cancel()
+	<-renewed
+	js.setDriving(id, false)
+	rctx, rcancel := context.WithTimeout(context.Background(), pgTimeout)
+	defer rcancel()
+	if _, err := js.s.st.leaseJob(rctx, id, js.holder, 0, true); err != nil {
+		log.Warn("job: release lease", "err", err)
+	}
+}
+
+func (js *jobs) setDriving(id string, on bool) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	if on {
+		js.driving[id] = true
+	} else {
+		delete(js.driving, id)
+	}
+}
+
 // run drives one job: enqueue the source's items (again after a restart:
-// nothing runs twice), then count results until every item has one, then
-// deliver the notice.
+// nothing runs twice), then count results and retry failures until every
+// item is settled, then deliver the notice.
 func (js *jobs) run(ctx context.Context, id string) {
 	log := js.s.log.With("job", id)
 	for backoff := time.Second; ctx.Err() == nil; backoff = min(2*backoff, time.Minute) {
@@ -396,9 +576,29 @@ func (js *jobs) runOnce(ctx context.Context, id string) error {
 	if j.State != "running" {
 		return js.notify(ctx, j)
 	}
+	if err := js.update(ctx, id, func(j *Job) { j.Driver = js.holder }); err != nil {
+		return err
+	}
+	ids, err := js.enqueueSource(ctx, j)
+	if errors.Is(err, errSource) {
+		js.s.log.Warn("job failed", "job", id, "err", err)
+		return js.finish(ctx, id, func(j *Job) { j.State, j.Error = "failed", err.Error() })
+	}
+	if err != nil {
+		return err
+	}
+	if err := js.update(ctx, id, func(j *Job) { j.Items, j.Listed = len(ids), true }); err != nil {
+		return err
+	}
+	return js.settle(ctx, &j, ids)
+}
+
+// enqueueSource reads the job's source and enqueues a call for each item
+// that has none; it returns the items' call ids, sorted, each once.
+func (js *jobs) enqueueSource(ctx context.Context, j Job) ([]string, error) {
 	var ids []string
 	cached, items := 0, 0
-	err = readSource(ctx, j.Source, func(page []item) error {
+	err := readSource(ctx, j.Source, func(page []item) error {
 		cs := make([]Call, len(page))
 		for i, it := range page {
 			cid := itemCallID(&j.JobSpec, it)
@@ -418,93 +618,114 @@ func (js *jobs) runOnce(ctx context.Context, id string) error {
 			}
 		}
 		items += len(page)
-		return js.update(ctx, id, func(j *Job) { j.Items, j.Cached = max(j.Items, items), max(j.Cached, cached) })
+		return js.update(ctx, j.ID, func(j *Job) { j.Items, j.Cached = max(j.Items, items), max(j.Cached, cached) })
 	})
-	if errors.Is(err, errSource) {
-		js.s.log.Warn("job failed", "job", id, "err", err)
-		err = js.update(ctx, id, func(j *Job) {
-			j.State, j.Error, j.Finished = "failed", err.Error(), time.Now()
-			if j.Webhook != "" {
-				j.Notice = "pending"
-			}
-		})
-		if err != nil {
-			return err
-		}
-		if j, err = js.s.st.getJob(ctx, id); err != nil {
-			return err
-		}
-		return js.notify(ctx, j)
-	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	slices.Sort(ids)
-	ids = slices.Compact(ids) // the same item twice in a source is one call
-	if err := js.update(ctx, id, func(j *Job) { j.Items, j.Listed = len(ids), true }); err != nil {
-		return err
+	return slices.Compact(ids), nil // the same item twice in a source is one call
+}
+
+// settle follows the items' calls until each is settled: its last
+// attempt ok, or failed with a status the policy does not retry, or with
+// no attempt left. A failed item due a retry gets its next attempt once
+// its backoff (from the failed result) has passed. Each pass asks only
+// about the items not settled; the counts are made again on every pass,
+// so a driver that takes a job over counts the same.
+func (js *jobs) settle(ctx context.Context, j *Job, ids []string) error {
+	attempt := make([]int, len(ids)) // the latest attempt enqueued, by item
+	for i := range attempt {
+		attempt[i] = 1
 	}
-	// Count results until all are in; each pass asks only about the calls
-	// that had none.
-	left := ids
-	done, failed := 0, 0
+	left := make([]int, len(ids)) // items not settled, by index
+	for i := range left {
+		left[i] = i
+	}
+	done, failed, gaveUp := 0, 0, 0
+	start, startDone := time.Now(), -1
 	for {
 		ch := js.s.st.changed()
-		var still []string
-		for i := 0; i < len(left); i += jobPage {
-			cs, err := js.s.st.get(ctx, left[i:min(i+jobPage, len(left))])
+		now := time.Now()
+		var still []int
+		var due []int // items whose next attempt is due now
+		wake := now.Add(5 * time.Second)
+		for p := 0; p < len(left); p += jobPage {
+			page := left[p:min(p+jobPage, len(left))]
+			q := make([]string, len(page))
+			for k, i := range page {
+				q[k] = attemptID(ids[i], attempt[i])
+			}
+			cs, err := js.s.st.get(ctx, q)
 			if err != nil {
 				return err
 			}
-			final := map[string]bool{}
-			for _, c := range cs {
-				if c.Final() {
-					final[c.ID] = true
+			byID := make(map[string]*Call, len(cs))
+			for k := range cs {
+				byID[cs[k].ID] = &cs[k]
+			}
+			for k, i := range page {
+				c := byID[q[k]]
+				switch {
+				case c == nil || !c.Final():
+					still = append(still, i)
+				case outcome(c) == "ok":
 					done++
-					if c.Result == nil || c.Result.Status != "ok" {
-						failed++
+				case j.Retry.retries(attempt[i], c):
+					still = append(still, i)
+					if at := c.ResultAt.Add(j.Retry.backoff(attempt[i] + 1)); at.After(now) {
+						wake = minTime(wake, at)
+					} else {
+						due = append(due, i)
+					}
+				default:
+					done++
+					failed++
+					if j.Retry != nil && slices.Contains(j.Retry.On, outcome(c)) {
+						gaveUp++
 					}
 				}
 			}
-			for _, id := range left[i:min(i+jobPage, len(left))] {
-				if !final[id] {
-					still = append(still, id)
-				}
-			}
+		}
+		if err := js.retry(ctx, j, ids, attempt, due); err != nil {
+			return err
 		}
 		left = still
-		js.mu.Lock()
-		if _, ok := js.first[id]; !ok {
-			js.first[id] = progress{at: time.Now(), done: done}
+		retried := 0
+		for _, a := range attempt {
+			retried += a - 1
 		}
-		js.mu.Unlock()
+		if startDone < 0 {
+			startDone = done
+		}
 		finished := len(left) == 0
-		err := js.update(ctx, id, func(j *Job) {
-			j.Done, j.Failed = done, failed
-			if finished && j.State != "done" {
-				j.State, j.Finished = "done", time.Now()
-				if j.Webhook != "" {
-					j.Notice = "pending"
-				}
+		rate := 0.0
+		if el := time.Since(start).Seconds(); el > 0 && done > startDone {
+			rate = float64(done-startDone) / el
+		}
+		err := js.update(ctx, j.ID, func(j *Job) {
+			j.Done, j.Failed, j.Retried, j.GaveUp, j.Rate, j.ETA = done, failed, retried, gaveUp, rate, 0
+			if rate > 0 {
+				j.ETA = time.Duration(float64(len(ids)-done) / rate * float64(time.Second))
 			}
 		})
 		if err != nil {
 			return err
 		}
 		if finished {
-			j, err := js.s.st.getJob(ctx, id)
-			if err != nil {
-				return err
-			}
-			js.s.log.Info("job done", "job", id, "items", j.Items, "failed", j.Failed)
-			return js.notify(ctx, j)
+			js.s.log.Info("job done", "job", j.ID, "items", len(ids), "failed", failed, "retried", retried)
+			return js.finish(ctx, j.ID, func(j *Job) { j.State, j.Rate, j.ETA = "done", 0, 0 })
 		}
-		// Wait for results, at most a few seconds (a missed wake costs that).
+		if len(due) > 0 {
+			continue // look at the new attempts at once
+		}
+		// Wait for results, or the next retry due, at most a few seconds
+		// (a missed wake costs that).
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ch:
-		case <-time.After(5 * time.Second):
+		case <-time.After(time.Until(wake)):
 		}
 		select { // gather a burst of results into one pass
 		case <-ctx.Done():
@@ -512,6 +733,65 @@ func (js *jobs) runOnce(ctx context.Context, id string) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// retry enqueues the next attempt of the items at due (indexes into ids),
+// with the input of their last attempt, on the node the new call id picks;
+// an attempt that exists (enqueued before a restart) is not added again.
+func (js *jobs) retry(ctx context.Context, j *Job, ids []string, attempt []int, due []int) error {
+	for p := 0; p < len(due); p += jobPage {
+		page := due[p:min(p+jobPage, len(due))]
+		prev := make([]string, len(page))
+		for k, i := range page {
+			prev[k] = attemptID(ids[i], attempt[i])
+		}
+		in, err := js.s.st.inputs(ctx, prev)
+		if err != nil {
+			return err
+		}
+		cs := make([]Call, len(page))
+		for k, i := range page {
+			cid := attemptID(ids[i], attempt[i]+1)
+			cs[k] = Call{ID: cid, Node: itemNode(&j.JobSpec, cid), Task: j.Task, Digest: j.Digest, Effect: j.Effect, Input: in[prev[k]]}
+		}
+		got, err := js.s.enqueue(ctx, cs)
+		if err != nil {
+			return err
+		}
+		for k, it := range got {
+			if it.Error != "" {
+				return fmt.Errorf("retry of item %s: %s", it.ID, it.Error)
+			}
+			attempt[page[k]]++
+		}
+	}
+	return nil
+}
+
+// finish ends a job with f (state, error) and delivers its notice.
+func (js *jobs) finish(ctx context.Context, id string, f func(*Job)) error {
+	err := js.update(ctx, id, func(j *Job) {
+		f(j)
+		j.Finished = time.Now()
+		if j.Webhook != "" {
+			j.Notice = "pending"
+		}
+	})
+	if err != nil {
+		return err
+	}
+	j, err := js.s.st.getJob(ctx, id)
+	if err != nil {
+		return err
+	}
+	return js.notify(ctx, j)
 }
 
 // noticeClaim is how long a replica holds the right to send a notice.
@@ -585,20 +865,6 @@ func (js *jobs) post(ctx context.Context, url, id, sig string, body []byte) erro
 func (js *jobs) update(ctx context.Context, id string, f func(*Job)) error {
 	_, err := js.s.st.updateJob(ctx, id, func(j *Job) bool { f(j); return true })
 	return err
-}
-
-// withRate adds the rate and estimated time left seen by this process.
-func (js *jobs) withRate(j Job) Job {
-	js.mu.Lock()
-	p, ok := js.first[j.ID]
-	js.mu.Unlock()
-	if el := time.Since(p.at).Seconds(); ok && j.State == "running" && el > 0 && j.Done > p.done {
-		j.Rate = float64(j.Done-p.done) / el
-		if j.Listed {
-			j.ETA = time.Duration(float64(j.Items-j.Done) / j.Rate * float64(time.Second))
-		}
-	}
-	return j
 }
 
 // ReadJSONLines calls f with each non-blank line of r (a JSONL data set:

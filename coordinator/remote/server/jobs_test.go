@@ -82,7 +82,13 @@ func (wh *webhook) notices() []Job {
 // how many progress events came before.
 func waitJob(t *testing.T, hs *httptest.Server, id string) (Job, int) {
 	t.Helper()
-	resp, err := http.Get(hs.URL + "/api/v1/jobs/" + id + "/events")
+	return waitJobAt(t, hs.URL, id)
+}
+
+// waitJobAt is waitJob on the server at base.
+func waitJobAt(t *testing.T, base, id string) (Job, int) {
+	t.Helper()
+	resp, err := http.Get(base + "/api/v1/jobs/" + id + "/events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,5 +265,33 @@ func testJobs(t *testing.T, e *engine) {
 	}
 	if j, _ := waitJob(t, hs, "bad"); j.State != "failed" || !strings.Contains(j.Error, `source "ftp://x": want dir:PATH`) {
 		t.Errorf("job with a bad source %+v", j)
+	}
+}
+
+// writeLines writes n JSONL items {"i":N} to path.
+func writeLines(t testing.TB, path string, n int) {
+	t.Helper()
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "{\"i\":%d}\n", i)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitListed waits until the job has read its whole source.
+func (s *Server) waitListed(t *testing.T, id string) (Job, error) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		j, err := s.st.getJob(t.Context(), id)
+		if err == nil && j.Listed {
+			return j, nil
+		}
+		if time.Now().After(deadline) {
+			return j, fmt.Errorf("job %s never read its source: %+v %v", id, j, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

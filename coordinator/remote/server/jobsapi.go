@@ -45,9 +45,6 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, "jobs", err)
 		return
 	}
-	for i := range all {
-		all[i] = s.jobs.withRate(all[i])
-	}
 	writeJSON(w, r, http.StatusOK, map[string]any{"jobs": all})
 }
 
@@ -59,7 +56,7 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.storeError(w, "job", err)
 	default:
-		writeJSON(w, r, http.StatusOK, s.jobs.withRate(j))
+		writeJSON(w, r, http.StatusOK, j)
 	}
 }
 
@@ -84,7 +81,7 @@ func (s *Server) handleJobEvents(w http.ResponseWriter, r *http.Request) {
 		if j.State != "running" {
 			event = "done"
 		}
-		b, _ := json.Marshal(s.jobs.withRate(j))
+		b, _ := json.Marshal(j)
 		if string(b) != string(last) || event == "done" {
 			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
 			if fl != nil {

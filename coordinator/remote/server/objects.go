@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +23,11 @@ import (
 // fetch those they lack (GET /edge/v1/nodes/{node}/objects/{digest}). An
 // object is a file named by its hex sha256 under Options.ObjectDir,
 // written to a temporary file, synced and renamed, so a crash leaves no
-// half object behind. Objects are not deleted.
+// half object behind. On PostgreSQL the database holds every object too
+// (objectDB: 1 MiB chunks, the object's row committed with its last
+// chunk), so every replica serves every object: the directory is each
+// replica's copy, filled from the database on the first use. Objects are
+// not deleted.
 
 // DefaultMaxObject bounds an object (Options.MaxObject): the node's own
 // cap on a fetched module.
@@ -36,29 +41,84 @@ type ObjectInfo struct {
 	Fetches int `json:"fetches"`
 }
 
+// objectDB keeps objects in the state store's database (PostgreSQL).
+type objectDB interface {
+	// putObject stores the object digest of size bytes read from r;
+	// created is false when it was stored already.
+	putObject(ctx context.Context, digest string, size int64, r io.Reader) (created bool, err error)
+	// objectSize is the size of a stored object (false: none).
+	objectSize(ctx context.Context, digest string) (int64, bool, error)
+	// readObject writes a stored object's bytes to w (errNoObject: none).
+	readObject(ctx context.Context, digest string, w io.Writer) error
+	listObjects(ctx context.Context) ([]ObjectInfo, error)
+}
+
+var errNoObject = errors.New("no such object")
+
 // objects is the object store of a Server.
 type objects struct {
 	dir string
 	max int64
+	db  objectDB // nil: the directory only (badger)
 
 	mu      sync.Mutex
+	known   map[string]int64           // sizes of objects found in the database (never deleted)
 	fetches map[string]int             // by digest
 	roots   map[string]map[string]bool // by digest: the roots provisioned with it (provision.go)
 }
 
-func openObjects(dir string, max int64, log *slog.Logger) (*objects, error) {
+func openObjects(dir string, max int64, db objectDB, log *slog.Logger) (*objects, error) {
 	if err := objectsFormat.OpenDir(dir, log); err != nil {
 		return nil, fmt.Errorf("open object store: %w", err)
 	}
-	return &objects{dir: dir, max: max, fetches: map[string]int{}, roots: map[string]map[string]bool{}}, nil
+	return &objects{dir: dir, max: max, db: db, known: map[string]int64{}, fetches: map[string]int{}, roots: map[string]map[string]bool{}}, nil
 }
 
 func (o *objects) path(digest string) string {
 	return filepath.Join(o.dir, strings.TrimPrefix(digest, remote.DigestPrefix))
 }
 
+// importLocal puts into the database the objects of the directory it
+// lacks: those stored before the objects moved into the database (schema
+// version 5), so every replica serves them.
+func (o *objects) importLocal(ctx context.Context, log *slog.Logger) error {
+	if o.db == nil {
+		return nil
+	}
+	ents, err := os.ReadDir(o.dir)
+	if err != nil {
+		return fmt.Errorf("import objects: %w", err)
+	}
+	for _, e := range ents {
+		d := remote.DigestPrefix + e.Name()
+		if !remote.ValidDigest(d) {
+			continue // a temporary file
+		}
+		if _, ok, err := o.db.objectSize(ctx, d); err != nil || ok {
+			if err != nil {
+				return fmt.Errorf("import objects: %w", err)
+			}
+			continue
+		}
+		f, err := os.Open(o.path(d))
+		if err != nil {
+			return fmt.Errorf("import objects: %w", err)
+		}
+		fi, err := f.Stat()
+		if err == nil {
+			_, err = o.db.putObject(ctx, d, fi.Size(), f)
+		}
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("import object %s: %w", d, err)
+		}
+		log.Info("object imported into the database", "digest", d, "size", fi.Size())
+	}
+	return nil
+}
+
 // put stores r under its digest; created is false when it was stored.
-func (o *objects) put(r io.Reader) (info ObjectInfo, created bool, err error) {
+func (o *objects) put(ctx context.Context, r io.Reader) (info ObjectInfo, created bool, err error) {
 	st, err := cas.Stage(o.dir, ".put-", io.LimitReader(r, o.max+1))
 	if err != nil {
 		return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
@@ -69,45 +129,128 @@ func (o *objects) put(r io.Reader) (info ObjectInfo, created bool, err error) {
 	}
 	info = ObjectInfo{Digest: remote.DigestPrefix + st.Digest, Size: st.Size}
 	if _, err := os.Stat(o.path(info.Digest)); err == nil {
-		return info, false, nil
+		created = false
+	} else {
+		if err := st.Sync(); err != nil {
+			return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
+		}
+		if err := st.Rename(o.path(info.Digest)); err != nil {
+			return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
+		}
+		created = true
 	}
-	if err := st.Sync(); err != nil {
+	if o.db == nil {
+		return info, created, nil
+	}
+	// The database is the store every replica reads; the file is this
+	// replica's copy.
+	f, err := os.Open(o.path(info.Digest))
+	if err != nil {
 		return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
 	}
-	if err := st.Rename(o.path(info.Digest)); err != nil {
+	defer f.Close()
+	if created, err = o.db.putObject(ctx, info.Digest, info.Size, f); err != nil {
 		return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
 	}
-	return info, true, nil
+	return info, created, nil
 }
 
 var errTooLarge = errors.New("object too large")
 
-func (o *objects) has(digest string) bool {
-	if !remote.ValidDigest(digest) {
-		return false
-	}
-	_, err := os.Stat(o.path(digest))
-	return err == nil
+// has reports whether digest is stored.
+func (o *objects) has(ctx context.Context, digest string) bool {
+	_, ok, err := o.size(ctx, digest)
+	return ok && err == nil
 }
 
-func (o *objects) list() ([]ObjectInfo, error) {
-	ents, err := os.ReadDir(o.dir)
-	if err != nil {
-		return nil, fmt.Errorf("list objects: %w", err)
+// size is a stored object's size (false: none).
+func (o *objects) size(ctx context.Context, digest string) (int64, bool, error) {
+	if !remote.ValidDigest(digest) {
+		return 0, false, nil
 	}
-	out := []ObjectInfo{}
+	if fi, err := os.Stat(o.path(digest)); err == nil {
+		return fi.Size(), true, nil
+	}
+	if o.db == nil {
+		return 0, false, nil
+	}
+	o.mu.Lock()
+	size, ok := o.known[digest]
+	o.mu.Unlock()
+	if ok {
+		return size, true, nil // a call per item of a job asks again and again
+	}
+	size, ok, err := o.db.objectSize(ctx, digest)
+	if ok && err == nil {
+		o.mu.Lock()
+		o.known[digest] = size
+		o.mu.Unlock()
+	}
+	return size, ok, err
+}
+
+// open opens a stored object (errNoObject: none); on PostgreSQL one this
+// replica has no copy of is copied from the database first, and checked.
+func (o *objects) open(ctx context.Context, digest string) (*os.File, error) {
+	if !remote.ValidDigest(digest) {
+		return nil, errNoObject
+	}
+	f, err := os.Open(o.path(digest))
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return f, err
+	}
+	if o.db == nil {
+		return nil, errNoObject
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(o.db.readObject(ctx, digest, pw)) }()
+	st, err := cas.Stage(o.dir, ".copy-", pr)
+	pr.CloseWithError(io.ErrClosedPipe) // stops the reader if staging failed
+	if err != nil {
+		return nil, fmt.Errorf("copy object %s from the database: %w", digest, err)
+	}
+	defer st.Discard()
+	if remote.DigestPrefix+st.Digest != digest {
+		return nil, fmt.Errorf("copy object %s from the database: its bytes hash to %s", digest, st.Digest)
+	}
+	if err := st.Sync(); err != nil {
+		return nil, err
+	}
+	if err := st.Rename(o.path(digest)); err != nil {
+		return nil, err
+	}
+	return os.Open(o.path(digest))
+}
+
+func (o *objects) list(ctx context.Context) ([]ObjectInfo, error) {
+	var out []ObjectInfo
+	if o.db != nil {
+		var err error
+		if out, err = o.db.listObjects(ctx); err != nil {
+			return nil, fmt.Errorf("list objects: %w", err)
+		}
+	} else {
+		ents, err := os.ReadDir(o.dir)
+		if err != nil {
+			return nil, fmt.Errorf("list objects: %w", err)
+		}
+		out = []ObjectInfo{}
+		for _, e := range ents {
+			d := remote.DigestPrefix + e.Name()
+			if !remote.ValidDigest(d) {
+				continue // a temporary file
+			}
+			fi, err := e.Info()
+			if err != nil {
+				continue // removed meanwhile
+			}
+			out = append(out, ObjectInfo{Digest: d, Size: fi.Size()})
+		}
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, e := range ents {
-		d := remote.DigestPrefix + e.Name()
-		if !remote.ValidDigest(d) {
-			continue // a temporary file
-		}
-		fi, err := e.Info()
-		if err != nil {
-			continue // removed meanwhile
-		}
-		out = append(out, ObjectInfo{Digest: d, Size: fi.Size(), Fetches: o.fetches[d]})
+	for i := range out {
+		out[i].Fetches = o.fetches[out[i].Digest]
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Digest < out[j].Digest })
 	return out, nil
@@ -124,7 +267,7 @@ func (s *Server) objectRoutes(mux *http.ServeMux) {
 
 // PutObject stores an object (tests and tools; operators POST it).
 func (s *Server) PutObject(r io.Reader) (ObjectInfo, error) {
-	info, _, err := s.objs.put(r)
+	info, _, err := s.objs.put(context.Background(), r)
 	return info, err
 }
 
@@ -141,7 +284,7 @@ func (s *Server) ObjectFetches(digest string) int {
 // handleObjectPut stores the raw request body; 201 with its ObjectInfo,
 // 200 when it was stored already, 413 over Options.MaxObject.
 func (s *Server) handleObjectPut(w http.ResponseWriter, r *http.Request) {
-	info, created, err := s.objs.put(r.Body)
+	info, created, err := s.objs.put(r.Context(), r.Body)
 	switch {
 	case errors.Is(err, errTooLarge):
 		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
@@ -159,7 +302,7 @@ func (s *Server) handleObjectPut(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleObjectList(w http.ResponseWriter, r *http.Request) {
-	list, err := s.objs.list()
+	list, err := s.objs.list(r.Context())
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -175,8 +318,8 @@ func (s *Server) handleObjectGet(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, fmt.Sprintf("object %q: want sha256:HEX (64 lower-case hex digits)", d))
 		return
 	}
-	f, err := os.Open(s.objs.path(d))
-	if errors.Is(err, os.ErrNotExist) {
+	f, err := s.objs.open(r.Context(), d)
+	if errors.Is(err, errNoObject) {
 		httpError(w, http.StatusNotFound, "no object "+d)
 		return
 	}

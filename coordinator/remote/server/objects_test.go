@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
+	"github.com/outpost-edge/outpost/internal/pgtest"
 )
 
 // Objects: put by content (201, then 200 for the same bytes), listed with
@@ -117,5 +120,82 @@ func testObjects(t *testing.T, e *engine) {
 	}
 	if len(wcs) != 1 || wcs[0].Digest != digest {
 		t.Fatalf("polled calls %+v, want call a with its digest", wcs)
+	}
+}
+
+// On PostgreSQL objects live in the database: an object put through one
+// replica (its own object directory) is listed, accepted in calls and
+// served to nodes by another with a directory of its own, which keeps a
+// checked copy; an object of several chunks comes back whole.
+func TestObjectsShared(t *testing.T) {
+	e := &engine{t: t, name: "postgres", dir: t.TempDir(), store: pgtest.Shared(t).NewDatabase()}
+	a, _ := e.serve(Options{})
+	b, hsb := e.serve(Options{Dir: t.TempDir()})
+	body := bytes.Repeat([]byte("0123456789abcdef"), objectChunk/16*2+100) // two chunks and a bit
+	info, err := a.PutObject(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(b.ObjectPath(info.Digest)); !os.IsNotExist(err) {
+		t.Fatalf("replica b has a file before any use: %v", err)
+	}
+	var list struct{ Objects []ObjectInfo }
+	getJSON(t, hsb.URL+"/api/v1/objects", http.StatusOK, &list)
+	if len(list.Objects) != 1 || list.Objects[0] != info {
+		t.Fatalf("objects on b: %+v, want %+v", list.Objects, info)
+	}
+	if items, err := b.Enqueue([]Call{{ID: "c", Node: "n", Task: "t", Digest: info.Digest}}); err != nil || items[0].Error != "" {
+		t.Fatalf("enqueue naming the object on b: %+v %v", items, err)
+	}
+	req, _ := http.NewRequest("GET", hsb.URL+"/edge/v1/nodes/n/objects/"+info.Digest, nil)
+	req.Header.Set(remote.HeaderProtocol, remote.Protocol)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
+		t.Fatalf("fetch through b: %s, %d bytes", resp.Status, len(got))
+	}
+	if copied, err := os.ReadFile(b.ObjectPath(info.Digest)); err != nil || !bytes.Equal(copied, body) {
+		t.Fatalf("b's copy: %d bytes, %v", len(copied), err)
+	}
+	// The same bytes through b again: stored already.
+	resp, err = http.Post(hsb.URL+"/api/v1/objects", "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("put again through b: %s, want 200", resp.Status)
+	}
+}
+
+// A replica's object directory from before the objects moved into the
+// database: its objects are put into the database when it opens, so
+// another replica serves them.
+func TestObjectsImported(t *testing.T) {
+	e := &engine{t: t, name: "postgres", dir: t.TempDir(), store: pgtest.Shared(t).NewDatabase()}
+	old, err := Open(Options{Dir: t.TempDir()}) // badger: files only
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := old.PutObject(strings.NewReader("an object from before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(old.ObjectPath(info.Digest))
+	_ = old.Close()
+	e.serve(Options{ObjectDir: dir})
+	b, _ := e.serve(Options{Dir: t.TempDir()})
+	f, err := b.objs.open(t.Context(), info.Digest)
+	if err != nil {
+		t.Fatalf("the object put before, through another replica: %v", err)
+	}
+	got, _ := io.ReadAll(f)
+	f.Close()
+	if string(got) != "an object from before" {
+		t.Fatalf("got %q", got)
 	}
 }

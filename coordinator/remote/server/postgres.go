@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math"
@@ -250,6 +251,8 @@ func (s *pgStore) nodeWake(node string) <-chan struct{} {
 	}
 	return ch
 }
+
+func (s *pgStore) replicaID() string { return s.replica }
 
 func (s *pgStore) changed() <-chan struct{} {
 	s.mu.Lock()
@@ -756,6 +759,27 @@ func (s *pgStore) get(ctx context.Context, ids []string) ([]Call, error) {
 	return cs, nil
 }
 
+func (s *pgStore) inputs(ctx context.Context, ids []string) (map[string][]byte, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, input FROM calls WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: inputs: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string][]byte, len(ids))
+	for rows.Next() {
+		var id string
+		var in []byte
+		if err := rows.Scan(&id, &in); err != nil {
+			return nil, fmt.Errorf("postgres store: inputs: %w", err)
+		}
+		out[id] = in
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres store: inputs: %w", err)
+	}
+	return out, nil
+}
+
 func (s *pgStore) list(ctx context.Context, node, state string) ([]Call, error) {
 	cs, err := s.queryCalls(ctx, `($1 = '' OR node = $1) AND ($2 = '' OR state = $2)`, node, state)
 	if cs == nil && err == nil {
@@ -791,27 +815,67 @@ func (s *pgStore) cancel(ctx context.Context, id string) error {
 }
 
 func (s *pgStore) nodes(ctx context.Context) ([]NodeInfo, error) {
-	rows, err := s.pool.Query(ctx, `SELECT n.id, n.boot, n.last_seen,
-			EXISTS (SELECT 1 FROM node_polls p JOIN replicas r ON r.id = p.replica WHERE p.node = n.id AND r.seen > now() - $1 * interval '1 millisecond'),
-			(SELECT count(*) FROM calls c WHERE c.node = n.id AND c.state = 'pending'),
-			(SELECT count(*) FROM calls c WHERE c.node = n.id AND c.state = 'leased')
-		FROM nodes n ORDER BY n.id`, ms(s.timeout))
+	rows, err := s.pool.Query(ctx, `SELECT n.id, n.boot, n.last_seen, n.labels, live.node IS NOT NULL,
+			coalesce(n.last_seen > now() - $2 * interval '1 millisecond', false), coalesce(c.pending, 0), coalesce(c.held, 0)
+		FROM nodes n
+		LEFT JOIN (SELECT DISTINCT p.node FROM node_polls p JOIN replicas r ON r.id = p.replica
+			WHERE r.seen > now() - $1 * interval '1 millisecond') live ON live.node = n.id
+		LEFT JOIN (SELECT node, count(*) FILTER (WHERE state = 'pending') AS pending, count(*) FILTER (WHERE state = 'leased') AS held
+			FROM calls WHERE state IN ('pending', 'leased') GROUP BY node) c ON c.node = n.id
+		ORDER BY n.id`, ms(s.timeout), ms(onlineWindow))
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: nodes: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (NodeInfo, error) {
 		var n NodeInfo
 		var seen *time.Time
-		err := r.Scan(&n.ID, &n.Boot, &seen, &n.Polling, &n.Pending, &n.Held)
+		var recent bool
+		err := r.Scan(&n.ID, &n.Boot, &seen, &n.Labels, &n.Polling, &recent, &n.Pending, &n.Held)
 		if seen != nil {
 			n.LastSeen = *seen
 		}
+		n.Online = n.Polling || recent
 		return n, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: nodes: %w", err)
 	}
 	return out, nil
+}
+
+func (s *pgStore) setLabels(ctx context.Context, node string, set map[string]string, remove []string) (map[string]string, error) {
+	if set == nil {
+		set = map[string]string{}
+	}
+	if remove == nil {
+		remove = []string{} // NULL would make the labels NULL
+	}
+	var labels map[string]string
+	err := s.pool.QueryRow(ctx, `INSERT INTO nodes (id, labels) VALUES ($1, $2::jsonb - $3::text[])
+		ON CONFLICT (id) DO UPDATE SET labels = (nodes.labels || $2::jsonb) - $3::text[]
+		RETURNING labels`, node, set, remove).Scan(&labels)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: label node %s: %w", node, err)
+	}
+	return labels, nil
+}
+
+func (s *pgStore) leaseJob(ctx context.Context, job, holder string, ttl time.Duration, release bool) (bool, error) {
+	if release {
+		if _, err := s.pool.Exec(ctx, `DELETE FROM job_leases WHERE job = $1 AND holder = $2`, job, holder); err != nil {
+			return false, fmt.Errorf("postgres store: release job %s: %w", job, err)
+		}
+		return false, nil
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO job_leases (job, holder, until) VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+		ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, until = excluded.until
+		WHERE job_leases.holder = excluded.holder OR job_leases.until < now()
+			OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = job_leases.holder AND r.seen > now() - $4 * interval '1 millisecond')`,
+		job, holder, ms(ttl), ms(s.timeout))
+	if err != nil {
+		return false, fmt.Errorf("postgres store: lease job %s: %w", job, err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 func (s *pgStore) createJob(ctx context.Context, j Job) (bool, error) {
@@ -997,3 +1061,92 @@ func (s *pgStore) sweepMessageIDs(ctx context.Context) (int64, error) {
 
 // clampSeq is seq as a bigint: seqs beyond it are never given.
 func clampSeq(seq uint64) int64 { return int64(min(seq, math.MaxInt64)) }
+
+// Code objects in the database (objects.go): object_chunks holds an
+// object's bytes in objectChunk pieces, and its objects row, inserted in
+// the same transaction after the last chunk, says it is whole.
+var _ objectDB = (*pgStore)(nil)
+
+// objectChunk is the size of one row of object_chunks.
+const objectChunk = 1 << 20
+
+func (s *pgStore) putObject(ctx context.Context, digest string, size int64, r io.Reader) (bool, error) {
+	created := false
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The object's row first: a second writer of the same object waits
+		// on it and then finds it stored.
+		tag, err := tx.Exec(ctx, `INSERT INTO objects (digest, size) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING`, digest, size)
+		if err != nil || tag.RowsAffected() == 0 {
+			return err
+		}
+		buf := make([]byte, objectChunk)
+		for n := 0; ; n++ {
+			k, err := io.ReadFull(r, buf)
+			if k > 0 {
+				if _, err := tx.Exec(ctx, `INSERT INTO object_chunks (digest, n, data) VALUES ($1, $2, $3)`, digest, n, buf[:k]); err != nil {
+					return err
+				}
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+		created = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("postgres store: put object %s: %w", digest, err)
+	}
+	return created, nil
+}
+
+func (s *pgStore) objectSize(ctx context.Context, digest string) (int64, bool, error) {
+	var size int64
+	err := s.pool.QueryRow(ctx, `SELECT size FROM objects WHERE digest = $1`, digest).Scan(&size)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("postgres store: object %s: %w", digest, err)
+	}
+	return size, true, nil
+}
+
+func (s *pgStore) readObject(ctx context.Context, digest string, w io.Writer) error {
+	if _, ok, err := s.objectSize(ctx, digest); err != nil || !ok {
+		return cmp.Or(err, errNoObject)
+	}
+	// One chunk at a time, so a large object is never whole in memory.
+	for n := 0; ; n++ {
+		var data []byte
+		err := s.pool.QueryRow(ctx, `SELECT data FROM object_chunks WHERE digest = $1 AND n = $2`, digest, n).Scan(&data)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("postgres store: read object %s: %w", digest, err)
+		}
+		if _, err := w.Write(data); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *pgStore) listObjects(ctx context.Context) ([]ObjectInfo, error) {
+	rows, err := s.pool.Query(ctx, `SELECT digest, size FROM objects ORDER BY digest`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: objects: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ObjectInfo, error) {
+		var o ObjectInfo
+		err := r.Scan(&o.Digest, &o.Size)
+		return o, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: objects: %w", err)
+	}
+	return out, nil
+}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -49,17 +48,20 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request) {
 		have[d] = true
 	}
 	objs := make([]remote.PackedObject, 0, len(req.Objects))
-	s.objs.mu.Lock()
 	for _, d := range req.Objects {
-		fi, err := os.Stat(s.objs.path(d))
-		if !remote.ValidDigest(d) || err != nil {
-			s.objs.mu.Unlock()
+		size, ok, err := s.objs.size(r.Context(), d)
+		if err != nil {
+			s.storeError(w, "provision", err)
+			return
+		}
+		if !ok {
 			httpError(w, http.StatusNotFound, "no object "+d)
 			return
 		}
-		objs = append(objs, remote.PackedObject{Digest: d, Size: fi.Size(), Shared: s.objs.sharedLocked(d, req.Root)})
+		s.objs.mu.Lock()
+		objs = append(objs, remote.PackedObject{Digest: d, Size: size, Shared: s.objs.sharedLocked(d, req.Root)})
+		s.objs.mu.Unlock()
 	}
-	s.objs.mu.Unlock()
 	link := remote.DefaultLink
 	if req.RateBPS > 0 {
 		link = remote.Link{BytesPerSec: req.RateBPS, RTT: time.Duration(req.RTTMS * float64(time.Millisecond))}
@@ -76,13 +78,17 @@ func (s *Server) handlePackage(w http.ResponseWriter, r *http.Request) {
 	ds := strings.Split(r.URL.Query().Get("objects"), ",")
 	p := remote.Package{}
 	for _, d := range ds {
-		fi, err := os.Stat(s.objs.path(d))
-		if !remote.ValidDigest(d) || err != nil || len(p.Objects) >= maxProvisionObjects {
+		size, ok, err := s.objs.size(r.Context(), d)
+		if err != nil {
+			s.storeError(w, "package", err)
+			return
+		}
+		if !ok || len(p.Objects) >= maxProvisionObjects {
 			httpError(w, http.StatusNotFound, "no object "+d)
 			return
 		}
-		p.Objects = append(p.Objects, remote.PackedObject{Digest: d, Size: fi.Size()})
-		p.Bytes += fi.Size()
+		p.Objects = append(p.Objects, remote.PackedObject{Digest: d, Size: size})
+		p.Bytes += size
 	}
 	s.objs.mu.Lock()
 	for _, o := range p.Objects {
@@ -91,7 +97,7 @@ func (s *Server) handlePackage(w http.ResponseWriter, r *http.Request) {
 	s.objs.mu.Unlock()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.WriteHeader(http.StatusOK)
-	err := remote.WritePackage(w, p, func(d string) (io.ReadCloser, error) { return os.Open(s.objs.path(d)) })
+	err := remote.WritePackage(w, p, func(d string) (io.ReadCloser, error) { return s.objs.open(r.Context(), d) })
 	if err != nil {
 		s.log.Warn("package cut", "node", r.PathValue("node"), "err", err) // the node fetches it again
 	}

@@ -119,6 +119,26 @@ var migrations = []string{
 		PRIMARY KEY (node, id)
 	);
 	CREATE INDEX message_ids_expires ON message_ids (expires);`,
+	// 5: node labels; one driver per data-set job (a lease on the
+	// database's clock); code objects in the database, in chunks, an
+	// object's row written with its last chunk.
+	`ALTER TABLE nodes ADD COLUMN labels jsonb NOT NULL DEFAULT '{}';
+	CREATE TABLE job_leases (
+		job text PRIMARY KEY,
+		holder text NOT NULL,
+		until timestamptz NOT NULL
+	);
+	CREATE TABLE objects (
+		digest text PRIMARY KEY,
+		size bigint NOT NULL,
+		stored timestamptz NOT NULL DEFAULT now()
+	);
+	CREATE TABLE object_chunks (
+		digest text NOT NULL,
+		n int NOT NULL,
+		data bytea NOT NULL,
+		PRIMARY KEY (digest, n)
+	);`,
 }
 
 // schemaLock is the advisory lock key replicas take while migrating.

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +57,10 @@ type Options struct {
 	// MaxObject bounds one (DefaultMaxObject).
 	ObjectDir string
 	MaxObject int64
+	// JobLease is how long a server holds the right to drive a data-set
+	// job without renewing it (15s; jobs.go); on PostgreSQL a replica that
+	// stopped its heartbeats loses its jobs after ReplicaTimeout already.
+	JobLease time.Duration
 	// WebhookSecretFile holds the secret that signs data-set jobs'
 	// completion webhooks (jobs.go); empty: unsigned.
 	WebhookSecretFile string
@@ -103,6 +108,7 @@ func (c *Call) Final() bool {
 
 // Server is the control plane.
 type Server struct {
+	id       string // this server among the replicas (store.replicaID): job leases, the Outpost-Replica header
 	opts     Options
 	log      *slog.Logger
 	st       store
@@ -126,15 +132,13 @@ func Open(opts Options) (*Server, error) {
 	opts.Lease = cmp.Or(opts.Lease, 30*time.Second)
 	opts.LiveWindow = cmp.Or(opts.LiveWindow, 5*time.Second)
 	opts.ReplicaTimeout = cmp.Or(opts.ReplicaTimeout, 5*time.Second)
+	opts.JobLease = cmp.Or(opts.JobLease, 15*time.Second)
 	opts.MaxObject = cmp.Or(opts.MaxObject, DefaultMaxObject)
 	opts.ObjectDir = cmp.Or(opts.ObjectDir, filepath.Join(opts.Dir, "objects"))
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	objs, err := openObjects(opts.ObjectDir, opts.MaxObject, opts.Log)
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	var operator *operatorToken
 	if opts.OperatorTokenFile != "" {
 		operator = &operatorToken{path: opts.OperatorTokenFile}
@@ -157,7 +161,16 @@ func Open(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, log: opts.Log, st: st, objs: objs, operator: operator}
+	db, _ := st.(objectDB)
+	objs, err := openObjects(opts.ObjectDir, opts.MaxObject, db, opts.Log)
+	if err == nil {
+		err = objs.importLocal(context.Background(), opts.Log)
+	}
+	if err != nil {
+		_ = st.close()
+		return nil, err
+	}
+	s := &Server{id: st.replicaID(), opts: opts, log: opts.Log, st: st, objs: objs, operator: operator}
 	s.jobs = newJobs(s, secret)
 	s.jobs.wg.Add(1)
 	go s.jobs.loop()
@@ -189,12 +202,20 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/calls", s.handleList)
 	mux.HandleFunc("GET /api/v1/calls/{id}", s.handleGet)
 	mux.HandleFunc("DELETE /api/v1/calls/{id}", s.handleCancel)
-	mux.HandleFunc("GET /api/v1/nodes", s.handleNodes)
 	s.jobRoutes(mux)
+	s.nodeRoutes(mux) // nodes.go
 	s.objectRoutes(mux)
 	s.messageRoutes(mux) // messages.go
-	return s.operatorAuth(mux)
+	auth := s.operatorAuth(mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Outpost-Replica", s.id)
+		auth.ServeHTTP(w, r)
+	})
 }
+
+// ID is the server's id among replicas: the Outpost-Replica header of its
+// answers, and a job's driver.
+func (s *Server) ID() string { return s.id }
 
 // edge checks the protocol version and the node's credentials: its bearer
 // token, and the node named by a verified client certificate (mTLS).
@@ -394,9 +415,12 @@ func (s *Server) handleNodeCalls(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, r, http.StatusOK, remote.CallList{Calls: cs})
 }
 
-// EnqueueRequest is the body of POST /api/v1/calls.
+// EnqueueRequest is the body of POST /api/v1/calls. With Selector, each
+// call is a template without a node: it is enqueued once for every node
+// the label selector matches, with the id ID@NODE (nodes.go).
 type EnqueueRequest struct {
-	Calls []Call `json:"calls"`
+	Calls    []Call `json:"calls"`
+	Selector string `json:"selector,omitempty"`
 }
 
 // EnqueueItem says what happened to one enqueued call.
@@ -413,7 +437,22 @@ func (s *Server) handleEnqueue(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	items, err := s.Enqueue(req.Calls)
+	if req.Selector != "" {
+		sel, err := ParseSelector(req.Selector)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if slices.ContainsFunc(req.Calls, func(c Call) bool { return c.Node != "" }) {
+			httpError(w, http.StatusBadRequest, "a call enqueued by selector names no node")
+			return
+		}
+		if req.Calls, err = s.fanOut(r.Context(), sel, req.Calls); err != nil {
+			s.storeError(w, "enqueue", err)
+			return
+		}
+	}
+	items, err := s.enqueue(r.Context(), req.Calls)
 	if err != nil {
 		httpError(w, http.StatusServiceUnavailable, err.Error())
 		return
@@ -431,7 +470,7 @@ func (s *Server) enqueue(ctx context.Context, in []Call) ([]EnqueueItem, error) 
 	var ok []Call
 	var at []int
 	for i, c := range in {
-		if msg := s.checkCall(&c); msg != "" {
+		if msg := s.checkCall(ctx, &c); msg != "" {
 			items[i] = EnqueueItem{ID: c.ID, Error: msg}
 			continue
 		}
@@ -451,7 +490,7 @@ func (s *Server) enqueue(ctx context.Context, in []Call) ([]EnqueueItem, error) 
 }
 
 // checkCall says what is wrong with a call to enqueue ("": nothing).
-func (s *Server) checkCall(c *Call) string {
+func (s *Server) checkCall(ctx context.Context, c *Call) string {
 	switch {
 	case c.ID == "" || strings.ContainsAny(c.ID, "/\x00") || len(c.ID) > 256:
 		return "id must be 1 to 256 characters without '/'"
@@ -461,7 +500,7 @@ func (s *Server) checkCall(c *Call) string {
 		return fmt.Sprintf("input of %d bytes: the cloud link carries at most %d", len(c.Input), remote.MaxInput)
 	case c.Effect != "" && c.Effect != "idempotent" && c.Effect != "at_most_once":
 		return "effect must be idempotent or at_most_once"
-	case c.Digest != "" && !s.objs.has(c.Digest):
+	case c.Digest != "" && !s.objs.has(ctx, c.Digest):
 		return fmt.Sprintf("digest %q: no such object (want sha256:HEX of an object put with outpost-cloud object put)", c.Digest)
 	}
 	return ""
@@ -550,25 +589,6 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}
-}
-
-// NodeInfo describes one node for operators.
-type NodeInfo struct {
-	ID       string    `json:"id"`
-	Boot     string    `json:"boot_id"`
-	LastSeen time.Time `json:"last_seen,omitzero"`
-	Polling  bool      `json:"polling"`
-	Pending  int       `json:"pending"`
-	Held     int       `json:"held"`
-}
-
-func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
-	out, err := s.st.nodes(r.Context())
-	if err != nil {
-		s.storeError(w, "nodes", err)
-		return
-	}
-	writeJSON(w, r, http.StatusOK, map[string]any{"nodes": out})
 }
 
 // Get returns a snapshot of a call (tests and tools).

@@ -41,12 +41,26 @@ type store interface {
 	nodeCalls(ctx context.Context, node string, want map[string]bool) ([]remote.CallState, error)
 	// get returns the calls of ids that exist, without their inputs.
 	get(ctx context.Context, ids []string) ([]Call, error)
+	// inputs returns the inputs of the calls of ids that exist.
+	inputs(ctx context.Context, ids []string) (map[string][]byte, error)
 	// list returns calls by node and state ("" matches any), without inputs.
 	list(ctx context.Context, node, state string) ([]Call, error)
 	// cancel cancels a call that is not final (errNoCall, errFinal).
 	cancel(ctx context.Context, id string) error
-	// nodes lists the nodes that polled or have calls.
+	// nodes lists the nodes that polled, have calls or have labels, by id,
+	// with their labels and pending and held counts; Online is set for a
+	// node polling now or whose last poll began under onlineWindow ago.
 	nodes(ctx context.Context) ([]NodeInfo, error)
+	// setLabels sets and removes labels of node (added when unknown) and
+	// returns its labels after the change.
+	setLabels(ctx context.Context, node string, set map[string]string, remove []string) (map[string]string, error)
+	// leaseJob takes or renews the lease on driving job for holder (a
+	// replicaID) until ttl from now (the database's clock on PostgreSQL)
+	// and reports whether holder has it: it does when no one held it, the
+	// lease lapsed, its holder is a replica that stopped marking itself
+	// alive (PostgreSQL: ReplicaTimeout), or holder held it already.
+	// release gives it up instead (false).
+	leaseJob(ctx context.Context, job, holder string, ttl time.Duration, release bool) (bool, error)
 	// createJob stores a new job (false: the id exists); getJob (errNoJob)
 	// and listJobs read jobs; updateJob changes one with f under a lock
 	// (a row lock on PostgreSQL) and stores it when f returns true.
@@ -71,6 +85,8 @@ type store interface {
 	// cancel); changed when any call may have changed state. Take the
 	// channel before looking at the state it guards.
 	nodeWake(node string) <-chan struct{}
+	// replicaID names this process among the replicas of the store.
+	replicaID() string
 	changed() <-chan struct{}
 	close() error
 }
@@ -91,6 +107,10 @@ type pollRefusal struct {
 }
 
 func (e *pollRefusal) Error() string { return e.msg }
+
+// onlineWindow: a node whose last poll began this recently is online
+// (twice the link's default long-poll wait, with room for a retry).
+const onlineWindow = time.Minute
 
 var (
 	errNoCall = errors.New("no such call")
