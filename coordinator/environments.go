@@ -25,8 +25,9 @@ import (
 )
 
 // environments runs every executed call where the placement rules say
-// (docs/placement.md): in this daemon's wasm runtime (local) or as the
-// task's native executable in a bubblewrap sandbox (process). It sits
+// (docs/placement.md): in this daemon's wasm runtime (local), as the
+// task's native executable in a bubblewrap sandbox (process), or on the
+// control plane's worker pool (cloud, cloudenv.go). It sits
 // behind the scheduler, so the journal, dedupe, deadlines and reporting
 // are the same whichever environment runs a call.
 type environments struct {
@@ -102,6 +103,9 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 	if _, ok := executable(t); ok {
 		artifacts = append(artifacts, placement.Process)
 	}
+	if _, ok := e.cloudModule(t); ok {
+		artifacts = append(artifacts, placement.Cloud)
+	}
 	running, capacity := int64(len(e.slots)), int64(cap(e.slots))
 	return placement.Input{
 		Call: placement.Call{Task: c.Task, InputSize: int64(len(c.Input)), Source: c.Source.Kind, Queue: c.Queue,
@@ -114,6 +118,7 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 			placement.Local: {Healthy: true, Running: int64(st.Running), Capacity: int64(st.Workers), Load: float64(st.Running) / float64(max(st.Workers, 1))},
 			placement.Process: {Healthy: e.processOK.Load() && running < capacity, Running: running, Capacity: capacity,
 				Load: float64(running) / float64(capacity)},
+			placement.Cloud: e.cloudEnv(),
 		},
 	}
 }
@@ -158,6 +163,8 @@ func (e *environments) run(ctx context.Context, x executor, c *calls.Call) calls
 	switch d.Env {
 	case placement.Process:
 		res = e.runProcess(ctx, c, t)
+	case placement.Cloud:
+		res = e.runCloud(ctx, c, t)
 	default:
 		res = x.Execute(ctx, c)
 	}

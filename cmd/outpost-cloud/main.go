@@ -64,6 +64,7 @@ func newServeCmd() *cobra.Command {
 	var (
 		listen, dir, tokens, opToken, tlsCert, tlsKey, storeFile, hookSecret string
 		lease, live, replicaTimeout                                          time.Duration
+		runWorkers                                                           int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -75,9 +76,12 @@ replicas share: start each replica with the same file, behind one address
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			if runWorkers < 0 {
+				return cli.Usagef("--run-workers must not be negative")
+			}
 			log := slog.New(slog.NewTextHandler(errOut, nil)).With("part", "cloud")
 			opts := server.Options{Dir: dir, Lease: lease, LiveWindow: live, Log: log, OperatorTokenFile: opToken, ReplicaTimeout: replicaTimeout,
-				WebhookSecretFile: hookSecret}
+				WebhookSecretFile: hookSecret, RunWorkers: runWorkers}
 			if storeFile != "" {
 				url, err := readStoreFile(storeFile)
 				if err != nil {
@@ -143,6 +147,7 @@ replicas share: start each replica with the same file, behind one address
 	f.StringVar(&opToken, "operator-token-file", "", "file holding the operator API's bearer token (re-read when it changes); required beyond loopback")
 	f.DurationVar(&lease, "lease", 30*time.Second, "default lease of a delivered call")
 	f.DurationVar(&live, "live-window", 5*time.Second, "a poller that polled this recently still owns its node")
+	f.IntVar(&runWorkers, "run-workers", 0, "run nodes' calls placed in the cloud environment here, this many at once (0: none)")
 	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate")
 	f.StringVar(&tlsKey, "tls-key", "", "and this key")
 	cmd.MarkFlagsRequiredTogether("tls-cert", "tls-key")

@@ -249,7 +249,7 @@ func TestPlacementCheck(t *testing.T) {
       run: [process]
     - name: sized
       when: call.input_size
-      run: [cloud]
+      run: [moon]
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestPlacementCheck(t *testing.T) {
 	for _, want := range []string{
 		bad + `:4: placement.rules[0].when: ERROR: <input>:1:5: undefined field 'input_sise'`,
 		bad + `:7: placement.rules[1].when: is of type int, want bool`,
-		bad + `:8: placement.rules[1].run[0]: "cloud" is not an environment (local, process)`,
+		bad + `:8: placement.rules[1].run[0]: "moon" is not an environment (local, process, cloud)`,
 		"3 problems",
 	} {
 		if code != 1 || !strings.Contains(out, want) {

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"cmp"
+	"time"
 
 	"github.com/outpost-edge/outpost/internal/confval"
 )
@@ -11,7 +12,19 @@ type Config struct {
 	// Rules apply to every task, after the task's own rules.
 	Rules   []Rule        `yaml:"rules"`
 	Process ProcessConfig `yaml:"process"`
+	Cloud   CloudConfig   `yaml:"cloud"`
 }
+
+// CloudConfig configures the cloud environment.
+type CloudConfig struct {
+	// Wait is how long, beyond the task's timeout, a call placed in the
+	// cloud waits for its result (transfers, the control plane's
+	// restarts) before it ends timeout.
+	Wait confval.Duration `yaml:"wait"`
+}
+
+// DefaultCloudWait is placement.cloud.wait's default.
+const DefaultCloudWait = confval.Duration(time.Minute)
 
 // ProcessConfig configures the process environment.
 type ProcessConfig struct {
@@ -29,6 +42,7 @@ const DefaultMaxRunning = 4
 func (c *Config) ApplyDefaults() {
 	c.Process.Bwrap = cmp.Or(c.Process.Bwrap, "bwrap")
 	c.Process.MaxRunning = cmp.Or(c.Process.MaxRunning, DefaultMaxRunning)
+	c.Cloud.Wait = cmp.Or(c.Cloud.Wait, DefaultCloudWait)
 }
 
 // Validate reports every problem of the placement settings.
@@ -36,5 +50,8 @@ func (c Config) Validate(ch *confval.Checker) {
 	Validate(ch.At("rules"), c.Rules)
 	if c.Process.MaxRunning < 1 {
 		ch.Errorf("process.max_running", "must be at least 1")
+	}
+	if c.Cloud.Wait < 0 {
+		ch.Errorf("cloud.wait", "must not be negative")
 	}
 }

@@ -24,10 +24,13 @@ const (
 	// Process runs the task's native executable for this OS and
 	// architecture in a bubblewrap sandbox (runtime/sandbox).
 	Process = "process"
+	// Cloud runs the task's wasm module on the control plane's worker
+	// pool, submitted over the cloud link.
+	Cloud = "cloud"
 )
 
 // Envs lists the environments, in the order they are shown.
-var Envs = []string{Local, Process}
+var Envs = []string{Local, Process, Cloud}
 
 // DefaultRule is the name a decision records when no rule matched: the
 // call runs locally.

@@ -59,6 +59,11 @@ type Options struct {
 	// WebhookSecretFile holds the secret that signs data-set jobs'
 	// completion webhooks (jobs.go); empty: unsigned.
 	WebhookSecretFile string
+	// RunWorkers is how many calls the control plane runs itself at once
+	// for nodes whose placement chose the cloud (runs.go); 0: none.
+	RunWorkers int
+	// RunDir holds the records of those runs (default Dir/runs).
+	RunDir string
 }
 
 // Call is a call as the server stores and shows it.
@@ -109,6 +114,7 @@ type Server struct {
 	objs     *objects
 	operator *operatorToken // nil: operator API open
 	jobs     *jobs
+	runs     *cloudRuns
 }
 
 // stateFormat is the format of the control plane's badger state (calls
@@ -128,6 +134,7 @@ func Open(opts Options) (*Server, error) {
 	opts.ReplicaTimeout = cmp.Or(opts.ReplicaTimeout, 5*time.Second)
 	opts.MaxObject = cmp.Or(opts.MaxObject, DefaultMaxObject)
 	opts.ObjectDir = cmp.Or(opts.ObjectDir, filepath.Join(opts.Dir, "objects"))
+	opts.RunDir = cmp.Or(opts.RunDir, filepath.Join(opts.Dir, "runs"))
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
@@ -148,6 +155,10 @@ func Open(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("webhook secret: %w", err)
 		}
 	}
+	runs, err := openRuns(opts.RunDir, opts.RunWorkers, objs, opts.Log)
+	if err != nil {
+		return nil, err
+	}
 	var st store
 	if IsPostgres(opts.Store) {
 		st, err = openPostgres(context.Background(), opts)
@@ -155,9 +166,10 @@ func Open(opts Options) (*Server, error) {
 		st, err = openBadger(opts.Dir, opts)
 	}
 	if err != nil {
+		runs.close()
 		return nil, err
 	}
-	s := &Server{opts: opts, log: opts.Log, st: st, objs: objs, operator: operator}
+	s := &Server{opts: opts, log: opts.Log, st: st, objs: objs, operator: operator, runs: runs}
 	s.jobs = newJobs(s, secret)
 	s.jobs.wg.Add(1)
 	go s.jobs.loop()
@@ -170,9 +182,11 @@ func IsPostgres(store string) bool {
 	return strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://")
 }
 
-// Close stops the job runners and closes the state store.
+// Close stops the job runners and the cloud runs (unrecorded: a restart
+// answers them by their effect) and closes the state store.
 func (s *Server) Close() error {
 	s.jobs.close()
+	s.runs.close()
 	return s.st.close()
 }
 
@@ -184,6 +198,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /edge/v1/nodes/{node}/calls/{call}/attempts/{n}/result", s.edge(s.handleResult))
 	mux.HandleFunc("POST /edge/v1/nodes/{node}/results:batch", s.edge(s.handleBatch))
 	mux.HandleFunc("GET /edge/v1/nodes/{node}/calls", s.edge(s.handleNodeCalls))
+	mux.HandleFunc("POST /edge/v1/nodes/{node}/runs/{run}", s.edge(s.handleRun))
+	mux.HandleFunc("PUT /edge/v1/nodes/{node}/objects/{digest}", s.edge(s.handleObjectUpload))
 	mux.HandleFunc("POST /api/v1/calls", s.handleEnqueue)
 	mux.HandleFunc("POST /api/v1/calls:status", s.handleStatus)
 	mux.HandleFunc("GET /api/v1/calls", s.handleList)
@@ -268,6 +284,7 @@ func readBody(r *http.Request, v any) error {
 }
 
 func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(remote.HeaderRuns, s.runs.advert()) // the cloud environment's capacity, on every answer
 	var req remote.PollRequest
 	if err := readBody(r, &req); err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
