@@ -197,7 +197,7 @@ func (r *cloudRuns) submit(node, id string, req *remote.RunRequest) (*run, error
 // exec runs one call and records its result.
 func (r *cloudRuns) exec(name string, rec record, req *remote.RunRequest, ru *run) {
 	defer r.wg.Done()
-	out, err := r.call(req)
+	out, err := r.call(rec.Node, req)
 	if r.ctx.Err() != nil { // stopped: unrecorded, answered by effect after the restart
 		r.mu.Lock()
 		delete(r.running, name)
@@ -225,22 +225,23 @@ func (r *cloudRuns) exec(name string, rec record, req *remote.RunRequest, ru *ru
 	close(ru.done)
 }
 
-// spec is the engine task of a request: one per module, limits and
-// permissions, named by their hash.
-func spec(module string, req *remote.RunRequest) outpostrt.Spec {
-	s := outpostrt.Spec{Module: module, ABI: req.ABI, MemoryLimit: req.MemoryBytes,
+// spec is the engine task of a node's request: one per node, module,
+// limits and permissions, named by their hash, so that nodes never share
+// an instance (a reactor's memory outlives its call).
+func (r *cloudRuns) spec(node string, req *remote.RunRequest) outpostrt.Spec {
+	s := outpostrt.Spec{Module: r.objs.path(req.Digest), ABI: req.ABI, MemoryLimit: req.MemoryBytes, Concurrency: r.workers,
 		Timeout: time.Duration(req.TimeoutMS) * time.Millisecond, MaxInput: req.MaxInput, MaxOutput: req.MaxOutput,
 		Permissions: outpostrt.Permissions{Publish: req.Publish, Call: req.Call, KVQuota: req.KVQuota,
 			Telemetry: req.Telemetry, Shadows: req.Shadows}}
 	b, _ := json.Marshal(s)
-	h := sha256.Sum256(b)
+	h := sha256.Sum256(append([]byte(node+"\x00"), b...))
 	s.Name = req.Task + "@" + hex.EncodeToString(h[:8])
 	return s
 }
 
 // call loads the request's task if it is not loaded and calls it.
-func (r *cloudRuns) call(req *remote.RunRequest) ([]byte, error) {
-	s := spec(r.objs.path(req.Digest), req)
+func (r *cloudRuns) call(node string, req *remote.RunRequest) ([]byte, error) {
+	s := r.spec(node, req)
 	if err := r.load(s); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
@@ -107,5 +108,34 @@ func TestCloudRunsOff(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("submit: %d, want 503", resp.StatusCode)
+	}
+}
+
+// Two nodes running the same module never share an instance: a reactor's
+// state (here a call counter in a global) stays with its node.
+func TestCloudRunsNodesApart(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir(), RunWorkers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	f, err := os.Open(wasmtest.WAT(t, "testdata/count.wat", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, err := s.PutObject(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct{ node, want string }{{"n1", "1"}, {"n1", "2"}, {"n2", "1"}, {"n1", "3"}} {
+		ru, err := s.runs.submit(tc.node, "r."+strconv.Itoa(i), &remote.RunRequest{Task: "count", Digest: info.Digest, Effect: "idempotent"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-ru.done
+		if ru.resp.Status != "ok" || string(ru.resp.Output) != tc.want {
+			t.Errorf("call %d of %s: %+v, want %s", i, tc.node, ru.resp, tc.want)
+		}
 	}
 }
