@@ -139,11 +139,16 @@ func (c *Client) Run(ctx context.Context, run string, req RunRequest, module fun
 			if resp.State == "done" {
 				return resp, nil
 			}
-		case r.status == http.StatusNotFound && !uploaded:
+		case r.status == http.StatusNotFound:
 			var resp RunResponse
 			_ = json.Unmarshal(r.body, &resp)
 			if resp.Missing != req.Digest {
 				return RunResponse{}, fmt.Errorf("%w: %s", ErrRunRefused, trim(r.body))
+			}
+			if uploaded { // missing again (a control plane that lost its objects): not at once
+				if err := sleepCtx(ctx, b.next()); err != nil {
+					return RunResponse{}, err
+				}
 			}
 			if err := c.uploadObject(ctx, req.Digest, module); err != nil {
 				wait = b.next()
@@ -159,15 +164,24 @@ func (c *Client) Run(ctx context.Context, run string, req RunRequest, module fun
 		default:
 			return RunResponse{}, fmt.Errorf("%w: status %d: %s", ErrRunRefused, r.status, trim(r.body))
 		}
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return RunResponse{}, ctx.Err()
-			case <-t.C:
-			}
+		if err := sleepCtx(ctx, wait); err != nil {
+			return RunResponse{}, err
 		}
+	}
+}
+
+// sleepCtx waits d, or returns ctx's error when it ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
