@@ -119,8 +119,15 @@ type evalFn func(in *Input) (any, error)
 // program is a checked rule condition.
 type program struct{ eval evalFn }
 
+// maxExprLen bounds a condition's length (its tree's size, and so the
+// work of checking and evaluating it).
+const maxExprLen = 4096
+
 // compile type-checks expr as a rule's condition.
 func compile(expr string) (*program, error) {
+	if len(expr) > maxExprLen {
+		return nil, fmt.Errorf("is %d bytes long, at most %d", len(expr), maxExprLen)
+	}
 	tree, err := parse(expr)
 	if err == nil {
 		var t *typ

@@ -151,8 +151,22 @@ func unquote(s string) (string, int, error) {
 // parser reads tokens by precedence, lowest first: ?:, ||, &&, relations
 // (== != < <= > >= in), + -, * / %, unary ! -, member access and calls.
 type parser struct {
-	toks []token
-	i    int
+	toks  []token
+	i     int
+	depth int // nesting of subexpressions and unary operators
+}
+
+// maxDepth bounds the nesting of an expression, so that a hostile one
+// cannot exhaust the stack of the daemon that reads it.
+const maxDepth = 100
+
+// nest enters one level of nesting; the caller defers p.depth--.
+func (p *parser) nest() error {
+	p.depth++
+	if p.depth > maxDepth {
+		return &syntaxError{p.peek().pos, fmt.Sprintf("expression nested more than %d deep", maxDepth)}
+	}
+	return nil
 }
 
 // parse reads expr into a tree.
@@ -205,6 +219,10 @@ func (p *parser) unexpected(t token) error {
 }
 
 func (p *parser) conditional() (*node, error) {
+	defer func() { p.depth-- }()
+	if err := p.nest(); err != nil {
+		return nil, err
+	}
 	cond, err := p.binary(0)
 	if err != nil {
 		return nil, err
@@ -263,6 +281,10 @@ func contains(ops []string, op string) bool {
 }
 
 func (p *parser) unary() (*node, error) {
+	defer func() { p.depth-- }()
+	if err := p.nest(); err != nil {
+		return nil, err
+	}
 	for _, op := range []string{"!", "-"} {
 		if t, ok := p.accept(op); ok {
 			arg, err := p.unary()

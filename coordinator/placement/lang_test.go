@@ -116,8 +116,11 @@ func TestLanguageErrors(t *testing.T) {
 		{"'open", "ERROR: <input>:1:1: string literal not terminated"},
 		{"1 # 2", "ERROR: <input>:1:3: syntax error: unexpected character '#'"},
 		{"[] == []", "ERROR: <input>:1:1: an empty list has no type"},
+		{strings.Repeat("(", 200) + "true" + strings.Repeat(")", 200), "ERROR: <input>:1:51: expression nested more than 100 deep"},
+		{strings.Repeat("!", 200) + "true", "ERROR: <input>:1:100: expression nested more than 100 deep"},
+		{strings.Repeat("true && ", 1000) + "true", "is 8004 bytes long, at most 4096"},
 	} {
-		t.Run(tc.expr, func(t *testing.T) {
+		t.Run(tc.expr[:min(len(tc.expr), 40)], func(t *testing.T) {
 			_, err := compile(tc.expr)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("compile error %v, want %q", err, tc.want)
