@@ -125,8 +125,8 @@ func TestCloudEnvironmentKill9(t *testing.T) {
 	d := cloudEnvDaemon(t, c)
 	waitCloudHealthy(t, d)
 
-	c.enqueue(server.Call{ID: "idem", Node: "edge-1", Task: "spin", Input: []byte("6 idempotent"), Effect: "idempotent"},
-		server.Call{ID: "once", Node: "edge-1", Task: "spin", Input: []byte("6 at most once"), Effect: "at_most_once"})
+	c.enqueue(server.Call{ID: "idem", Node: "edge-1", Task: "spin", Input: []byte("9 idempotent"), Effect: "idempotent"},
+		server.Call{ID: "once", Node: "edge-1", Task: "spin", Input: []byte("9 at most once"), Effect: "at_most_once"})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if len(unfinishedRuns(dir)) == 2 {
@@ -146,7 +146,7 @@ func TestCloudEnvironmentKill9(t *testing.T) {
 	c2 := startCloudProcArgs(t, "--data", dir, "--run-workers", "2", "--listen", u.Host)
 
 	want := map[string]struct{ status, output string }{
-		"idem": {"ok", "6 idempotent"},
+		"idem": {"ok", "9 idempotent"},
 		"once": {"interrupted", ""},
 	}
 	for id, w := range want {
@@ -155,8 +155,8 @@ func TestCloudEnvironmentKill9(t *testing.T) {
 			t.Errorf("call %s: %+v result %+v; want %s %q in the cloud", id, got, got.Result, w.status, w.output)
 		}
 		rec := d.waitState(id, calls.Reported, 30*time.Second)
-		if rec.Runs != 1 || rec.Result == nil || string(rec.Result.Status) != w.status {
-			t.Errorf("node journal of %s: runs %d result %+v, want one run ending %s", id, rec.Runs, rec.Result, w.status)
+		if rec.Runs != 1 || rec.Result == nil || string(rec.Result.Status) != w.status || rec.Result.Env != "cloud" || rec.Result.Rule != "spin-in-cloud" {
+			t.Errorf("node journal of %s: runs %d result %+v, want one run ending %s in the cloud", id, rec.Runs, rec.Result, w.status)
 		}
 	}
 	if !strings.Contains(c2.logs.String(), "cloud run interrupted by a restart: running it again (idempotent)") ||
