@@ -65,7 +65,7 @@ type run struct {
 	resp remote.RunResponse
 }
 
-func openRuns(dir string, workers int, objs *objects, log *slog.Logger) (*cloudRuns, error) {
+func openRuns(dir string, workers int, memory uint64, objs *objects, log *slog.Logger) (*cloudRuns, error) {
 	r := &cloudRuns{dir: dir, workers: workers, log: log, objs: objs, running: map[string]*run{},
 		specs: map[string]outpostrt.Spec{}, used: map[string]time.Time{}}
 	r.ctx, r.stop = context.WithCancel(context.Background())
@@ -75,7 +75,7 @@ func openRuns(dir string, workers int, objs *objects, log *slog.Logger) (*cloudR
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("cloud runs: %w", err)
 	}
-	r.eng = outpostrt.New(outpostrt.Options{Logger: log.With("part", "cloud-runs")})
+	r.eng = outpostrt.New(outpostrt.Options{Logger: log.With("part", "cloud-runs"), MemoryBudget: memory})
 	if err := r.eng.Start(r.ctx); err != nil {
 		return nil, fmt.Errorf("cloud runs: %w", err)
 	}
@@ -197,7 +197,7 @@ func (r *cloudRuns) submit(node, id string, req *remote.RunRequest) (*run, error
 // exec runs one call and records its result.
 func (r *cloudRuns) exec(name string, rec record, req *remote.RunRequest, ru *run) {
 	defer r.wg.Done()
-	out, err := r.call(rec.Node, req)
+	out, err := r.call(req)
 	if r.ctx.Err() != nil { // stopped: unrecorded, answered by effect after the restart
 		r.mu.Lock()
 		delete(r.running, name)
@@ -207,7 +207,7 @@ func (r *cloudRuns) exec(name string, rec record, req *remote.RunRequest, ru *ru
 	res := remote.RunResponse{State: "done", Status: "ok", Output: out}
 	if err != nil {
 		res.Output, res.Status, res.Error = nil, "failed", err.Error()
-		if ce, ok := errors.AsType[*outpostrt.CallError](err); ok {
+		if ce, ok := errors.AsType[*outpostrt.CallError](err); ok { // of the call, or of the instance a load warms
 			res.Status, res.Error = string(ce.Kind), ce.Msg
 		}
 	}
@@ -225,23 +225,25 @@ func (r *cloudRuns) exec(name string, rec record, req *remote.RunRequest, ru *ru
 	close(ru.done)
 }
 
-// spec is the engine task of a node's request: one per node, module,
-// limits and permissions, named by their hash, so that nodes never share
-// an instance (a reactor's memory outlives its call).
-func (r *cloudRuns) spec(node string, req *remote.RunRequest) outpostrt.Spec {
-	s := outpostrt.Spec{Module: r.objs.path(req.Digest), ABI: req.ABI, MemoryLimit: req.MemoryBytes, Concurrency: r.workers,
+// spec is the engine task of a request: one per module, limits and
+// permissions, named by their hash. Every run gets a fresh instance,
+// closed after it: no state passes between runs (of one node or of two),
+// and the memory the runs hold is the instances running, within the
+// budget (Options.RunMemory).
+func (r *cloudRuns) spec(req *remote.RunRequest) outpostrt.Spec {
+	s := outpostrt.Spec{Module: r.objs.path(req.Digest), ABI: req.ABI, MemoryLimit: req.MemoryBytes, Concurrency: r.workers, FreshInstance: true,
 		Timeout: time.Duration(req.TimeoutMS) * time.Millisecond, MaxInput: req.MaxInput, MaxOutput: req.MaxOutput,
 		Permissions: outpostrt.Permissions{Publish: req.Publish, Call: req.Call, KVQuota: req.KVQuota,
 			Telemetry: req.Telemetry, Shadows: req.Shadows}}
 	b, _ := json.Marshal(s)
-	h := sha256.Sum256(append([]byte(node+"\x00"), b...))
+	h := sha256.Sum256(b)
 	s.Name = req.Task + "@" + hex.EncodeToString(h[:8])
 	return s
 }
 
 // call loads the request's task if it is not loaded and calls it.
-func (r *cloudRuns) call(node string, req *remote.RunRequest) ([]byte, error) {
-	s := r.spec(node, req)
+func (r *cloudRuns) call(req *remote.RunRequest) ([]byte, error) {
+	s := r.spec(req)
 	if err := r.load(s); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
@@ -111,9 +112,9 @@ func TestCloudRunsOff(t *testing.T) {
 	}
 }
 
-// Two nodes running the same module never share an instance: a reactor's
-// state (here a call counter in a global) stays with its node.
-func TestCloudRunsNodesApart(t *testing.T) {
+// No state passes between runs, of one node or of two: every run gets a
+// fresh instance (here a reactor counting its calls in a global).
+func TestCloudRunsFresh(t *testing.T) {
 	s, err := Open(Options{Dir: t.TempDir(), RunWorkers: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +129,7 @@ func TestCloudRunsNodesApart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, tc := range []struct{ node, want string }{{"n1", "1"}, {"n1", "2"}, {"n2", "1"}, {"n1", "3"}} {
+	for i, tc := range []struct{ node, want string }{{"n1", "1"}, {"n1", "1"}, {"n2", "1"}, {"n1", "1"}} {
 		ru, err := s.runs.submit(tc.node, "r."+strconv.Itoa(i), &remote.RunRequest{Task: "count", Digest: info.Digest, Effect: "idempotent"})
 		if err != nil {
 			t.Fatal(err)
@@ -137,5 +138,32 @@ func TestCloudRunsNodesApart(t *testing.T) {
 		if ru.resp.Status != "ok" || string(ru.resp.Output) != tc.want {
 			t.Errorf("call %d of %s: %+v, want %s", i, tc.node, ru.resp, tc.want)
 		}
+	}
+}
+
+// The runs' instances share one memory budget (serve --run-memory): a run
+// whose instance would pass it ends memory, as on a node.
+func TestCloudRunsMemoryBudget(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir(), RunWorkers: 1, RunMemory: 32 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	f, err := os.Open(wasmtest.WAT(t, "testdata/count.wat", "")) // one 64 KiB page
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, err := s.PutObject(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ru, err := s.runs.submit("n1", "r.1", &remote.RunRequest{Task: "count", Digest: info.Digest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ru.done
+	if ru.resp.Status != "memory" || !strings.Contains(ru.resp.Error, "memory budget") {
+		t.Errorf("run over the budget: %+v, want memory", ru.resp)
 	}
 }

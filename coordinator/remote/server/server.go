@@ -64,6 +64,9 @@ type Options struct {
 	RunWorkers int
 	// RunDir holds the records of those runs (default Dir/runs).
 	RunDir string
+	// RunMemory bounds the linear memory of those runs' instances
+	// together (runtime.Options.MemoryBudget); 0: no bound.
+	RunMemory uint64
 }
 
 // Call is a call as the server stores and shows it.
@@ -155,7 +158,7 @@ func Open(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("webhook secret: %w", err)
 		}
 	}
-	runs, err := openRuns(opts.RunDir, opts.RunWorkers, objs, opts.Log)
+	runs, err := openRuns(opts.RunDir, opts.RunWorkers, opts.RunMemory, objs, opts.Log)
 	if err != nil {
 		return nil, err
 	}
