@@ -25,8 +25,9 @@ import (
 )
 
 // environments runs every executed call where the placement rules say
-// (docs/placement.md): in this daemon's wasm runtime (local) or as the
-// task's native executable in a bubblewrap sandbox (process). It sits
+// (docs/placement.md): in this daemon's wasm runtime (local), as the
+// task's native executable in a bubblewrap sandbox (process), or on the
+// control plane's worker pool (cloud, cloudenv.go). It sits
 // behind the scheduler, so the journal, dedupe, deadlines and reporting
 // are the same whichever environment runs a call.
 type environments struct {
@@ -107,6 +108,9 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 	if e.peers.sendable(t) {
 		artifacts = append(artifacts, placement.Peer)
 	}
+	if _, ok := e.cloudModule(t); ok {
+		artifacts = append(artifacts, placement.Cloud)
+	}
 	running, capacity := int64(len(e.slots)), int64(cap(e.slots))
 	in := placement.Input{
 		Call: placement.Call{Task: c.Task, InputSize: int64(len(c.Input)), Source: c.Source.Kind, Queue: c.Queue,
@@ -120,6 +124,7 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 				Free: int64(max(st.Workers-st.Running, 0)), Queued: int64(st.Queued)},
 			placement.Process: {Healthy: e.processOK.Load() && running < capacity, Running: running, Capacity: capacity,
 				Load: float64(running) / float64(capacity), Free: capacity - running},
+			placement.Cloud: e.cloudEnv(),
 		},
 	}
 	e.peers.addEnvs(in.Envs)
@@ -172,6 +177,8 @@ func (e *environments) run(ctx context.Context, x executor, c *calls.Call) calls
 		switch placement.Kind(d.Env) {
 		case placement.Process:
 			res = e.runProcess(ctx, c, t)
+		case placement.Cloud:
+			res = e.runCloud(ctx, c, t)
 		case placement.Peer:
 			var done bool
 			if res, env, done = e.peers.run(ctx, c, t, d.Env); !done {

@@ -3,11 +3,15 @@ package coordinator
 import (
 	"context"
 	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/coordinator/remote"
+	"github.com/outpost-edge/outpost/coordinator/remote/server"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/syncbuf"
 )
@@ -37,5 +41,53 @@ tasks:
 	}
 	if !strings.Contains(logs.String(), `msg="placement rule failed to evaluate; skipped" task=broken`) || !strings.Contains(logs.String(), "rule no-such-env") {
 		t.Errorf("no warning for the rule that failed:\n%s", logs.String())
+	}
+}
+
+// The cloud environment is healthy only while the link is up and the
+// control plane advertises a free worker: against one that runs nothing
+// itself (no --run-workers) a rule's fallback runs the call here, and a
+// rule without one refuses it, naming why.
+func TestCloudEnvironmentFallback(t *testing.T) {
+	srv, err := server.Open(server.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { hs.Close(); _ = srv.Close() })
+	cfg, err := configs.Parse([]byte("data_dir: "+t.TempDir()+`
+node: {id: edge-1}
+admin: {listen: "`+mqtttest.FreeAddr(t)+`"}
+mqtt: {broker: {listen: "`+mqtttest.FreeAddr(t)+`"}}
+cloud: {url: "`+hs.URL+`", poll_wait: 200ms}
+tasks:
+  - name: fallback
+    module: builtin:echo
+    placement: [{name: cloud-first, run: [cloud, local]}]
+  - name: only-cloud
+    module: builtin:echo
+    placement: [{name: cloud-only, run: [cloud]}]
+`), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	deadline := time.Now().Add(20 * time.Second)
+	for c.cloud.link.State() != remote.StateUp {
+		if time.Now().After(deadline) {
+			t.Fatalf("cloud link %s, never up", c.cloud.link.State())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if runs, up := c.cloud.link.CloudRuns(); !up || runs != (remote.Runs{}) {
+		t.Fatalf("advertised pool %+v (link up %v), want 0/0", runs, up)
+	}
+	r, err := c.Call(context.Background(), calls.New("fallback", []byte("x"), calls.Source{Kind: "test"}))
+	if err != nil || !r.OK() || r.Env != "local" || r.Rule != "cloud-first" {
+		t.Errorf("fallback: %+v %v, want ok in local by cloud-first", r, err)
+	}
+	r, err = c.Call(context.Background(), calls.New("only-cloud", []byte("x"), calls.Source{Kind: "test"}))
+	if err != nil || r.Status != calls.StatusRejected || r.Rule != "cloud-only" || !strings.Contains(r.Error, "cloud: unhealthy") {
+		t.Errorf("only-cloud: %+v %v, want rejected: cloud unhealthy", r, err)
 	}
 }

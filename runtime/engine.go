@@ -522,19 +522,32 @@ func (e *Engine) Tasks() []TaskInfo {
 	s := e.active.Load()
 	out := make([]TaskInfo, 0, len(s.tasks))
 	for _, t := range s.tasks {
-		out = append(out, TaskInfo{
-			Name:   t.name,
-			ABI:    t.code.abi,
-			Module: t.module,
-			Digest: hex.EncodeToString(t.code.key.digest[:]),
-			Size:   t.code.size,
-			Limits: t.limits,
-
-			FreshInstance: t.fresh || t.code.abi == ABICommand,
-		})
+		out = append(out, t.info())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// Task describes one task of the active set.
+func (e *Engine) Task(name string) (TaskInfo, bool) {
+	t := e.active.Load().tasks[name]
+	if t == nil {
+		return TaskInfo{}, false
+	}
+	return t.info(), true
+}
+
+func (t *task) info() TaskInfo {
+	return TaskInfo{
+		Name:   t.name,
+		ABI:    t.code.abi,
+		Module: t.module,
+		Digest: hex.EncodeToString(t.code.key.digest[:]),
+		Size:   t.code.size,
+		Limits: t.limits,
+
+		FreshInstance: t.fresh || t.code.abi == ABICommand,
+	}
 }
 
 // reserveMemory counts n bytes of a new instance against the memory budget;

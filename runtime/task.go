@@ -179,7 +179,7 @@ func (t *task) warm(ctx context.Context) error {
 	defer cancel()
 	inst, cerr := t.newInstance(ctx)
 	if cerr != nil {
-		return fmt.Errorf("instantiate: %s: %s", cerr.Kind, cerr.Msg)
+		return &warmError{cerr}
 	}
 	if t.fresh { // _initialize works; calls make their own instances
 		t.closeInstance(inst)
@@ -190,6 +190,14 @@ func (t *task) warm(ctx context.Context) error {
 	t.mu.Unlock()
 	return nil
 }
+
+// warmError is a task's first instance failing at Load: its message names
+// the step, and it unwraps to the *CallError (whose Err may be
+// ErrMemoryBudget).
+type warmError struct{ ce *CallError }
+
+func (e *warmError) Error() string { return fmt.Sprintf("instantiate: %s: %s", e.ce.Kind, e.ce.Msg) }
+func (e *warmError) Unwrap() error { return e.ce }
 
 // instantiateCtx is ctx carrying the engine's memory allocator.
 func (t *task) instantiateCtx(ctx context.Context) context.Context {

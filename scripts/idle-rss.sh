@@ -2,10 +2,11 @@
 # Idle RSS of `outpost run` (embedded broker, echo task, one route), sampled
 # at 5 s and then every minute up to IDLE_MINUTES (default 10); the figure
 # quoted is the last one. BIN names an outpost binary to measure instead of
-# building this tree's.
+# building this tree's; RULES=1 adds two placement rules to the config.
 #
 #   ./scripts/idle-rss.sh
 #   IDLE_MINUTES=3 BIN=/tmp/outpost ./scripts/idle-rss.sh
+#   IDLE_MINUTES=0 RULES=1 ./scripts/idle-rss.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${IDLE_MINUTES:-10}
@@ -23,6 +24,14 @@ mqtt: {broker: {listen: "127.0.0.1:$(port)"}}
 tasks: [{name: echo, module: builtin:echo}]
 routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out"}]
 YAML
+if [ "${RULES:-0}" = 1 ]; then
+  cat >> "$out/outpost.yaml" <<YAML
+placement:
+  rules:
+    - {name: devices-stay, when: task.devices, run: [local]}
+    - {name: large, when: "call.input_size > 1048576 && envs['process'].load < 0.5", run: [process, local]}
+YAML
+fi
 "$bin" run --config "$out/outpost.yaml" 2>"$out/run.log" &
 pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$out"' EXIT

@@ -30,6 +30,7 @@ import (
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
@@ -64,6 +65,8 @@ func newServeCmd() *cobra.Command {
 	var (
 		listen, dir, tokens, opToken, tlsCert, tlsKey, storeFile, hookSecret string
 		lease, live, replicaTimeout, jobLease                                time.Duration
+		runWorkers                                                           int
+		runMemory                                                            string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -75,9 +78,16 @@ replicas share: start each replica with the same file, behind one address
 		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			if runWorkers < 0 {
+				return cli.Usagef("--run-workers must not be negative")
+			}
+			runBudget, err := confval.ParseByteSize(runMemory)
+			if err != nil {
+				return cli.Usagef("--run-memory: %v", err)
+			}
 			log := slog.New(slog.NewTextHandler(errOut, nil)).With("part", "cloud")
 			opts := server.Options{Dir: dir, Lease: lease, LiveWindow: live, Log: log, OperatorTokenFile: opToken, ReplicaTimeout: replicaTimeout,
-				WebhookSecretFile: hookSecret, JobLease: jobLease}
+				WebhookSecretFile: hookSecret, JobLease: jobLease, RunWorkers: runWorkers, RunMemory: uint64(runBudget)}
 			if storeFile != "" {
 				url, err := readStoreFile(storeFile)
 				if err != nil {
@@ -144,6 +154,8 @@ replicas share: start each replica with the same file, behind one address
 	f.StringVar(&opToken, "operator-token-file", "", "file holding the operator API's bearer token (re-read when it changes); required beyond loopback")
 	f.DurationVar(&lease, "lease", 30*time.Second, "default lease of a delivered call")
 	f.DurationVar(&live, "live-window", 5*time.Second, "a poller that polled this recently still owns its node")
+	f.IntVar(&runWorkers, "run-workers", 0, "run nodes' calls placed in the cloud environment here, this many at once (0: none)")
+	f.StringVar(&runMemory, "run-memory", "1GiB", "with --run-workers: the linear memory all their instances may hold together")
 	f.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate")
 	f.StringVar(&tlsKey, "tls-key", "", "and this key")
 	cmd.MarkFlagsRequiredTogether("tls-cert", "tls-key")

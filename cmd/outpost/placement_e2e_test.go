@@ -257,7 +257,7 @@ func TestPlacementCheck(t *testing.T) {
 	for _, want := range []string{
 		bad + `:4: placement.rules[0].when: ERROR: <input>:1:5: undefined field 'input_sise'`,
 		bad + `:7: placement.rules[1].when: is of type int, want bool`,
-		bad + `:8: placement.rules[1].run[0]: "moon" is not an environment (local, process, peer, peer:NAME)`,
+		bad + `:8: placement.rules[1].run[0]: "moon" is not an environment (local, process, cloud, peer, peer:NAME)`,
 		"3 problems",
 	} {
 		if code != 1 || !strings.Contains(out, want) {

@@ -17,7 +17,19 @@ type Config struct {
 	Rules   []Rule        `yaml:"rules"`
 	Process ProcessConfig `yaml:"process"`
 	Peers   PeersConfig   `yaml:"peers"`
+	Cloud   CloudConfig   `yaml:"cloud"`
 }
+
+// CloudConfig configures the cloud environment.
+type CloudConfig struct {
+	// Wait is how long, beyond the task's timeout, a call placed in the
+	// cloud waits for its result (transfers, the control plane's
+	// restarts) before it ends timeout.
+	Wait confval.Duration `yaml:"wait"`
+}
+
+// DefaultCloudWait is placement.cloud.wait's default.
+const DefaultCloudWait = confval.Duration(time.Minute)
 
 // ProcessConfig configures the process environment.
 type ProcessConfig struct {
@@ -81,6 +93,7 @@ const DefaultPeerRefresh = 2 * time.Second
 func (c *Config) ApplyDefaults() {
 	c.Process.Bwrap = cmp.Or(c.Process.Bwrap, "bwrap")
 	c.Process.MaxRunning = cmp.Or(c.Process.MaxRunning, DefaultMaxRunning)
+	c.Cloud.Wait = cmp.Or(c.Cloud.Wait, DefaultCloudWait)
 	c.Peers.Refresh = cmp.Or(c.Peers.Refresh, confval.Duration(DefaultPeerRefresh))
 }
 
@@ -104,6 +117,9 @@ func (c Config) Validate(ch *confval.Checker) {
 	Validate(ch.At("rules"), c.Rules)
 	if c.Process.MaxRunning < 1 {
 		ch.Errorf("process.max_running", "must be at least 1")
+	}
+	if c.Cloud.Wait < 0 {
+		ch.Errorf("cloud.wait", "must not be negative")
 	}
 	pc := ch.At("peers")
 	if c.Peers.Refresh.Std() < 100*time.Millisecond {

@@ -1,22 +1,18 @@
 // Package placement decides in which execution environment a call runs.
 // An ordered list of rules, the task's own first and then the node's
-// (config key placement.rules), is evaluated for every call; a rule is a
-// CEL expression over the call, the task, the node and the environments,
-// and the first rule that matches gives an ordered list of environments:
-// the first one that is healthy and has the task's artifact runs the call,
-// the others are its fallbacks. docs/placement.md describes the language.
+// (config key placement.rules), is evaluated for every call; a rule is an
+// expression in a subset of CEL (lang.go, check.go) over the call, the
+// task, the node and the environments, and the first rule that matches
+// gives an ordered list of environments: the first one that is healthy and
+// has the task's artifact runs the call, the others are its fallbacks. docs/placement.md describes the language.
 package placement
 
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
-
-	"github.com/google/cel-go/cel"
-	"github.com/google/cel-go/ext"
 
 	"github.com/outpost-edge/outpost/internal/confval"
 )
@@ -28,13 +24,16 @@ const (
 	// Process runs the task's native executable for this OS and
 	// architecture in a bubblewrap sandbox (runtime/sandbox).
 	Process = "process"
+	// Cloud runs the task's wasm module on the control plane's worker
+	// pool, submitted over the cloud link.
+	Cloud = "cloud"
 	// Peer runs the task on another Outpost instance (the peer with the
 	// most free workers); "peer:NAME" names one peer.
 	Peer = "peer"
 )
 
 // Envs lists the environments, in the order they are shown.
-var Envs = []string{Local, Process, Peer}
+var Envs = []string{Local, Process, Cloud, Peer}
 
 // PeerPrefix starts the name of one peer's environment: "peer:NAME".
 const PeerPrefix = Peer + ":"
@@ -56,7 +55,7 @@ const DefaultRule = "default"
 type Rule struct {
 	// Name names the rule in calls' records and in the metric's rule label.
 	Name string `yaml:"name" json:"name"`
-	// When is a CEL expression of type bool; empty matches every call.
+	// When is an expression of type bool; empty matches every call.
 	When string `yaml:"when" json:"when,omitempty"`
 	// Run lists environments in order of preference.
 	Run []string `yaml:"run" json:"run"`
@@ -132,41 +131,13 @@ type Decision struct {
 // the call now.
 var ErrNoEnvironment = errors.New("no environment can run the call")
 
-// env is the CEL environment of every rule.
-var env = sync.OnceValues(func() (*cel.Env, error) {
-	return cel.NewEnv(
-		ext.NativeTypes(reflect.TypeFor[Call](), reflect.TypeFor[Task](), reflect.TypeFor[Node](), reflect.TypeFor[Env](),
-			ext.ParseStructTags(true)),
-		cel.Variable("call", cel.ObjectType("placement.Call")),
-		cel.Variable("task", cel.ObjectType("placement.Task")),
-		cel.Variable("node", cel.ObjectType("placement.Node")),
-		cel.Variable("envs", cel.MapType(cel.StringType, cel.ObjectType("placement.Env"))),
-	)
-})
-
-// compile type-checks expr as a rule's condition.
-func compile(expr string) (cel.Program, error) {
-	e, err := env()
-	if err != nil {
-		return nil, fmt.Errorf("placement language: %w", err)
-	}
-	ast, iss := e.Compile(expr)
-	if iss.Err() != nil {
-		return nil, errors.New(strings.ReplaceAll(iss.Err().Error(), "\n", " "))
-	}
-	if ast.OutputType() != cel.BoolType {
-		return nil, fmt.Errorf("is of type %s, want bool", ast.OutputType())
-	}
-	return e.Program(ast)
-}
-
 // Rules evaluates rules, compiling each expression once.
 type Rules struct {
 	mu    sync.Mutex
-	progs map[string]cel.Program
+	progs map[string]*program
 }
 
-func (r *Rules) program(expr string) (cel.Program, error) {
+func (r *Rules) program(expr string) (*program, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p, ok := r.progs[expr]; ok {
@@ -177,7 +148,7 @@ func (r *Rules) program(expr string) (cel.Program, error) {
 		return nil, err
 	}
 	if r.progs == nil {
-		r.progs = map[string]cel.Program{}
+		r.progs = map[string]*program{}
 	}
 	r.progs[expr] = p
 	return p, nil
@@ -188,7 +159,6 @@ func (r *Rules) program(expr string) (cel.Program, error) {
 // for. No matching rule: local. A rule that fails to evaluate is skipped
 // (its error is returned with the decision, for the log).
 func (r *Rules) Decide(rules []Rule, in Input) (Decision, error) {
-	vars := map[string]any{"call": in.Call, "task": in.Task, "node": in.Node, "envs": in.Envs}
 	var evalErrs []error
 	for _, rule := range rules {
 		if rule.When != "" {
@@ -197,12 +167,12 @@ func (r *Rules) Decide(rules []Rule, in Input) (Decision, error) {
 				evalErrs = append(evalErrs, fmt.Errorf("rule %s: %w", rule.Name, err))
 				continue
 			}
-			out, _, err := p.Eval(vars)
+			match, err := p.matches(&in)
 			if err != nil {
 				evalErrs = append(evalErrs, fmt.Errorf("rule %s: %w", rule.Name, err))
 				continue
 			}
-			if match, _ := out.Value().(bool); !match {
+			if !match {
 				continue
 			}
 		}

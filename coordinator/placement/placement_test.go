@@ -86,7 +86,7 @@ func TestValidate(t *testing.T) {
 		`test.yaml:3: rules[0].when: ERROR: <input>:1:5: undefined field 'input_sise'`,
 		`test.yaml:5: rules[1].name: duplicate rule "a"`,
 		`rules[1].when: is of type int, want bool`,
-		`rules[1].run[0]: "moon" is not an environment (local, process, peer, peer:NAME)`,
+		`rules[1].run[0]: "moon" is not an environment (local, process, cloud, peer, peer:NAME)`,
 		`rules[2].name: must name the rule`,
 		`rules[2].run: must list at least one environment`,
 	} {

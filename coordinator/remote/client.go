@@ -94,6 +94,9 @@ type Client struct {
 	boot string
 	// stats is the link's measured rate and round trip (provision.go).
 	stats linkStats
+	// runs is the control plane's cloud-run pool its last poll answer
+	// advertised (runs.go).
+	runs runsSeen
 
 	token   atomic.Pointer[string]
 	state   atomic.Pointer[string]
@@ -441,6 +444,7 @@ func (c *Client) pollLoop() {
 			continue
 		}
 		cutOnce = false
+		c.runs.note(r.header)
 		switch r.status {
 		case http.StatusOK:
 			resp, err := ParsePollResponse(r.body)

@@ -118,7 +118,8 @@ func (o *objects) importLocal(ctx context.Context, log *slog.Logger) error {
 }
 
 // put stores r under its digest; created is false when it was stored.
-func (o *objects) put(ctx context.Context, r io.Reader) (info ObjectInfo, created bool, err error) {
+// want, when set, is the digest r must have (errMismatch).
+func (o *objects) put(ctx context.Context, r io.Reader, want string) (info ObjectInfo, created bool, err error) {
 	st, err := cas.Stage(o.dir, ".put-", io.LimitReader(r, o.max+1))
 	if err != nil {
 		return ObjectInfo{}, false, fmt.Errorf("store object: %w", err)
@@ -128,6 +129,9 @@ func (o *objects) put(ctx context.Context, r io.Reader) (info ObjectInfo, create
 		return ObjectInfo{}, false, fmt.Errorf("%w: larger than %d bytes", errTooLarge, o.max)
 	}
 	info = ObjectInfo{Digest: remote.DigestPrefix + st.Digest, Size: st.Size}
+	if want != "" && info.Digest != want {
+		return ObjectInfo{}, false, fmt.Errorf("%w: the bytes hash to %s, not %s", errMismatch, info.Digest, want)
+	}
 	if _, err := os.Stat(o.path(info.Digest)); err == nil {
 		created = false
 	} else {
@@ -155,7 +159,10 @@ func (o *objects) put(ctx context.Context, r io.Reader) (info ObjectInfo, create
 	return info, created, nil
 }
 
-var errTooLarge = errors.New("object too large")
+var (
+	errTooLarge = errors.New("object too large")
+	errMismatch = errors.New("object digest mismatch")
+)
 
 // has reports whether digest is stored.
 func (o *objects) has(ctx context.Context, digest string) bool {
@@ -267,7 +274,7 @@ func (s *Server) objectRoutes(mux *http.ServeMux) {
 
 // PutObject stores an object (tests and tools; operators POST it).
 func (s *Server) PutObject(r io.Reader) (ObjectInfo, error) {
-	info, _, err := s.objs.put(context.Background(), r)
+	info, _, err := s.objs.put(context.Background(), r, "")
 	return info, err
 }
 
@@ -284,7 +291,7 @@ func (s *Server) ObjectFetches(digest string) int {
 // handleObjectPut stores the raw request body; 201 with its ObjectInfo,
 // 200 when it was stored already, 413 over Options.MaxObject.
 func (s *Server) handleObjectPut(w http.ResponseWriter, r *http.Request) {
-	info, created, err := s.objs.put(r.Context(), r.Body)
+	info, created, err := s.objs.put(r.Context(), r.Body, "")
 	switch {
 	case errors.Is(err, errTooLarge):
 		httpError(w, http.StatusRequestEntityTooLarge, err.Error())

@@ -64,6 +64,14 @@ type Options struct {
 	// WebhookSecretFile holds the secret that signs data-set jobs'
 	// completion webhooks (jobs.go); empty: unsigned.
 	WebhookSecretFile string
+	// RunWorkers is how many calls the control plane runs itself at once
+	// for nodes whose placement chose the cloud (runs.go); 0: none.
+	RunWorkers int
+	// RunDir holds the records of those runs (default Dir/runs).
+	RunDir string
+	// RunMemory bounds the linear memory of those runs' instances
+	// together (runtime.Options.MemoryBudget); 0: no bound.
+	RunMemory uint64
 }
 
 // Call is a call as the server stores and shows it.
@@ -115,6 +123,7 @@ type Server struct {
 	objs     *objects
 	operator *operatorToken // nil: operator API open
 	jobs     *jobs
+	runs     *cloudRuns
 }
 
 // stateFormat is the format of the control plane's badger state (calls
@@ -135,6 +144,7 @@ func Open(opts Options) (*Server, error) {
 	opts.JobLease = cmp.Or(opts.JobLease, 15*time.Second)
 	opts.MaxObject = cmp.Or(opts.MaxObject, DefaultMaxObject)
 	opts.ObjectDir = cmp.Or(opts.ObjectDir, filepath.Join(opts.Dir, "objects"))
+	opts.RunDir = cmp.Or(opts.RunDir, filepath.Join(opts.Dir, "runs"))
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
@@ -166,11 +176,15 @@ func Open(opts Options) (*Server, error) {
 	if err == nil {
 		err = objs.importLocal(context.Background(), opts.Log)
 	}
+	var runs *cloudRuns
+	if err == nil {
+		runs, err = openRuns(opts.RunDir, opts.RunWorkers, opts.RunMemory, objs, opts.Log)
+	}
 	if err != nil {
 		_ = st.close()
 		return nil, err
 	}
-	s := &Server{id: st.replicaID(), opts: opts, log: opts.Log, st: st, objs: objs, operator: operator}
+	s := &Server{id: st.replicaID(), opts: opts, log: opts.Log, st: st, objs: objs, operator: operator, runs: runs}
 	s.jobs = newJobs(s, secret)
 	s.jobs.wg.Add(1)
 	go s.jobs.loop()
@@ -183,9 +197,11 @@ func IsPostgres(store string) bool {
 	return strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://")
 }
 
-// Close stops the job runners and closes the state store.
+// Close stops the job runners and the cloud runs (unrecorded: a restart
+// answers them by their effect) and closes the state store.
 func (s *Server) Close() error {
 	s.jobs.close()
+	s.runs.close()
 	return s.st.close()
 }
 
@@ -197,6 +213,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /edge/v1/nodes/{node}/calls/{call}/attempts/{n}/result", s.edge(s.handleResult))
 	mux.HandleFunc("POST /edge/v1/nodes/{node}/results:batch", s.edge(s.handleBatch))
 	mux.HandleFunc("GET /edge/v1/nodes/{node}/calls", s.edge(s.handleNodeCalls))
+	mux.HandleFunc("POST /edge/v1/nodes/{node}/runs/{run}", s.edge(s.handleRun))
+	mux.HandleFunc("PUT /edge/v1/nodes/{node}/objects/{digest}", s.edge(s.handleObjectUpload))
 	mux.HandleFunc("POST /api/v1/calls", s.handleEnqueue)
 	mux.HandleFunc("POST /api/v1/calls:status", s.handleStatus)
 	mux.HandleFunc("GET /api/v1/calls", s.handleList)
@@ -289,6 +307,7 @@ func readBody(r *http.Request, v any) error {
 }
 
 func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(remote.HeaderRuns, s.runs.advert()) // the cloud environment's capacity, on every answer
 	var req remote.PollRequest
 	if err := readBody(r, &req); err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
