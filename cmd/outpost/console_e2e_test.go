@@ -257,6 +257,48 @@ telemetry:
 		run(t, "screenshot", shot("telemetry"))
 	})
 
+	// A chart of 10,000 points is drawn at once and keeps redrawing within
+	// a frame or two as points arrive, one each frame.
+	t.Run("10,000 points", func(t *testing.T) {
+		js := `(async () => {
+  const el = document.createElement("div");
+  el.className = "chart";
+  document.querySelector("#charts").append(el);
+  const now = Date.now() / 1000, xs = [], ys = [];
+  for (let i = 0; i < 10000; i++) { xs.push(now - 600 + i * 0.06); ys.push(Math.sin(i / 50) * 100 + Math.random() * 10); }
+  const t0 = performance.now();
+  const c = lineChart(el, {target: "bench", path: "/bench"}, xs, ys);
+  const first = performance.now() - t0;
+  const frames = [];
+  let last = performance.now();
+  for (let i = 1; i <= 120; i++) {
+    c.add(now + i * 0.06, Math.random() * 100);
+    await new Promise((r) => requestAnimationFrame(r));
+    const t = performance.now();
+    frames.push(t - last);
+    last = t;
+  }
+  frames.sort((a, b) => a - b);
+  return {first, median: frames[60], p95: frames[113], points: Number(el.dataset.points)};
+})()`
+		type result struct {
+			First, Median, P95 float64
+			Points             int
+		}
+		res, err := chromedp.Run(ctx, chromedp.Evaluate[result](js, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("10,000-point chart: first draw %.1f ms, frame while streaming median %.1f ms, p95 %.1f ms", res.First, res.Median, res.P95)
+		if res.Points < 10000 {
+			t.Errorf("the chart holds %d points, want at least 10000", res.Points)
+		}
+		// Smooth is 16.7 ms a frame; the bounds are loose for a loaded host.
+		if res.First > 1000 || res.Median > 100 {
+			t.Errorf("10,000 points: first draw %.1f ms, median frame %.1f ms", res.First, res.Median)
+		}
+	})
+
 	t.Run("cluster", func(t *testing.T) {
 		run(t, "cluster", open("#cluster", `section[data-view="cluster"]`), visible(`#nav-cluster`),
 			chromedp.WaitVisible(`//section[@data-view="cluster"]//td[.="sw1"]`))
