@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/browsertest"
 	"github.com/outpost-edge/outpost/internal/etcdtest"
 	"github.com/outpost-edge/outpost/internal/snmptest"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
@@ -28,30 +28,6 @@ const screenshotsEnv = "OUTPOST_CONSOLE_SCREENSHOTS"
 // stepTimeout bounds one step of the browser test (a loose bound: the
 // machine is shared).
 const stepTimeout = 30 * time.Second
-
-// browser starts Debian's chromium headless, as root on these machines,
-// with nothing that reaches the network by itself, and returns a context
-// for its first tab.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatalf("chromium is not installed (apt-get install chromium): %v", err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1100, 760),
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelB := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelB(); cancelA() })
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
 
 // The web console in a real browser against a real daemon: snmpd feeds
 // telemetry, a device is connected with mosquitto_sub, a one-member
@@ -102,7 +78,7 @@ telemetry:
 		t.Fatal(err)
 	}
 
-	ctx := browser(t)
+	ctx := browsertest.Start(t, 1100, 760)
 	base := "http://" + d.addr + "/ui/"
 	run := func(t *testing.T, what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()

@@ -63,22 +63,27 @@ func load() (map[string]*asset, error) {
 		if err != nil {
 			return err
 		}
-		var gz bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-		_, _ = zw.Write(body)
-		_ = zw.Close()
-		sum := sha256.Sum256(body)
-		ct := mime.TypeByExtension(path.Ext(p))
-		if ct == "" {
-			ct = "application/octet-stream"
-		}
-		files[strings.TrimPrefix(p, "assets/")] = &asset{body: body, gz: gz.Bytes(), contentType: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		files[strings.TrimPrefix(p, "assets/")] = newAsset(p, body)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("console assets: %w", err)
 	}
 	return files, nil
+}
+
+// newAsset is the file name holding body, compressed once.
+func newAsset(name string, body []byte) *asset {
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression) // a valid level: no error
+	_, _ = zw.Write(body)                                    // into memory: no error
+	_ = zw.Close()
+	sum := sha256.Sum256(body)
+	ct := mime.TypeByExtension(path.Ext(name))
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	return &asset{body: body, gz: gz.Bytes(), contentType: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
 }
 
 // serveAssets answers with the embedded file of the path ("" is
