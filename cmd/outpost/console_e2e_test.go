@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -65,7 +66,7 @@ telemetry:
 `, mqtttest.FreeAddr(t), etcd.Endpoint(), agent, snmptest.Community))
 	secret := addDevice(t, d, "d1")
 	dev := deviceURL(d, "d1", secret)
-	sub := mqtttest.Sub(t, dev, "$aws/things/d1/shadow/update/delta", 1)
+	sub := mqtttest.Sub(t, dev, "$aws/things/d1/shadow/update/delta", 0) // connected until the test ends
 	mqtttest.Pub(t, dev, "devices/d1/in", `{"hello":"console","n":1}`, 1)
 
 	v1 := wasm(t, "counter")
@@ -156,6 +157,10 @@ telemetry:
 			chromedp.WaitVisible(`//div[@id="shadow-delta"]/pre[contains(., "interval")]`))
 		delta := nextOn(t, sub, "$aws/things/d1/shadow/update/delta")
 		expectFields(t, "delta from the console", delta, map[string]string{"state": `{"interval":30,"led":"on"}`})
+		// The device reports part of it: the console shows what is left.
+		mqtttest.Pub(t, dev, "$aws/things/d1/shadow/update", `{"state":{"reported":{"led":"off","interval":30}}}`, 1)
+		run(t, "reported", open("#devices", `tr[data-device="d1"]`), click(`tr[data-device="d1"] a`),
+			chromedp.WaitVisible(`//div[@id="shadow-delta"]/pre[not(contains(., "interval"))][contains(., "led")]`))
 		run(t, "screenshot", shot("device"))
 	})
 
@@ -284,9 +289,25 @@ telemetry:
 		run(t, "screenshot", shot("cluster"))
 	})
 
-	t.Run("phone width", func(t *testing.T) {
-		run(t, "overview on a phone", chromedp.EmulateViewport(390, 844), open("#devices", `tr[data-device="d1"]`), open("#overview", `section[data-view="overview"]`), shot("overview-phone"),
-			chromedp.EmulateViewport(1100, 760))
+	// At phone width, and dark by the browser's setting.
+	t.Run("phone width, dark", func(t *testing.T) {
+		dark := func(on string) chromedp.Action[chromedp.Void] {
+			return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+				_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: on}}})
+				return err
+			})
+		}
+		run(t, "overview on a phone", chromedp.EmulateViewport(390, 844), dark("dark"), open("#devices", `tr[data-device="d1"]`),
+			open("#overview", `section[data-view="overview"]`))
+		bg, err := chromedp.Run(ctx, chromedp.Evaluate[string](`getComputedStyle(document.body).backgroundColor`))
+		if err != nil || bg != "rgb(17, 20, 24)" {
+			t.Errorf("background in dark mode: %q %v", bg, err)
+		}
+		wide, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`))
+		if err != nil || wide {
+			t.Errorf("the overview scrolls sideways at phone width (%v)", err)
+		}
+		run(t, "back", shot("overview-phone-dark"), dark("light"), chromedp.EmulateViewport(1100, 760))
 	})
 
 	t.Run("refusals", func(t *testing.T) {

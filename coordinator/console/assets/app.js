@@ -305,9 +305,11 @@ async function call(id) {
   const c = await api("GET", `/v1/calls/${encodeURIComponent(id)}`);
   const text = c.result ? decodeOutput(c.result.output) : "";
   const out = h("pre", { id: "call-output" }, text);
-  const asText = () => { out.textContent = text; };
+  const pressed = (on) => { $("#output-text").setAttribute("aria-pressed", String(!on)); $("#output-json").setAttribute("aria-pressed", String(on)); };
+  const asText = () => { out.textContent = text; pressed(false); };
   const asJSON = () => {
     try { out.textContent = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { out.textContent = `not JSON: ${e.message}`; }
+    pressed(true);
   };
   return h("section", { "data-view": "call" }, h("h1", {}, `Call ${c.id}`),
     h("p", {}, h("a", { href: "#calls" }, "← all calls")),
@@ -317,7 +319,8 @@ async function call(id) {
     c.result && c.result.error ? [h("h2", {}, "Error"), h("pre", { class: "error" }, c.result.error)] : null,
     h("h2", {}, "Output"),
     h("div", { class: "row", role: "group", "aria-label": "Show output as" },
-      h("button", { type: "button", id: "output-text", onclick: asText }, "Text"), h("button", { type: "button", id: "output-json", onclick: asJSON }, "JSON")),
+      h("button", { type: "button", id: "output-text", "aria-pressed": "true", onclick: asText }, "Text"),
+      h("button", { type: "button", id: "output-json", "aria-pressed": "false", onclick: asJSON }, "JSON")),
     out);
 }
 
