@@ -76,7 +76,7 @@ func load() (map[string]*asset, error) {
 func newAsset(name string, body []byte) *asset {
 	var gz bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression) // a valid level: no error
-	_, _ = zw.Write(body)                                    // into memory: no error
+	_, _ = zw.Write(body)                                   // into memory: no error
 	_ = zw.Close()
 	sum := sha256.Sum256(body)
 	ct := mime.TypeByExtension(path.Ext(name))
