@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/browsertest"
 	"github.com/outpost-edge/outpost/internal/etcdtest"
@@ -334,6 +336,23 @@ telemetry:
 		run(t, "log out", click("#logout"), visible("#login-token"))
 		if code := fetchStatus(t, "GET", "/v1/tasks"); code != http.StatusUnauthorized {
 			t.Errorf("the page after logout: %d, want 401", code)
+		}
+		// A new token (written, then SIGHUP) ends the sessions made with the
+		// old one.
+		run(t, "log in again", chromedp.SetValue(chromedp.CSS("#login-token"), d.token()), click("#login-submit"),
+			visible(`section[data-view="tasks"]`)) // the view it was on
+		if code := fetchStatus(t, "GET", "/v1/tasks"); code != http.StatusOK {
+			t.Fatalf("after logging in again: %d", code)
+		}
+		if err := os.WriteFile(filepath.Join(d.dir, "data", admin.TokenFileName), []byte("rotated-console-token\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		d.waitLog(`msg="admin credentials reloaded"`, 10*time.Second)
+		if code := fetchStatus(t, "GET", "/v1/tasks"); code != http.StatusUnauthorized {
+			t.Errorf("the session after the token changed: %d, want 401", code)
 		}
 	})
 }
