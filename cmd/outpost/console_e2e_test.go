@@ -149,7 +149,7 @@ telemetry:
 	})
 
 	t.Run("devices", func(t *testing.T) {
-		run(t, "devices", open("#devices", `tr[data-device="d1"]`))
+		run(t, "devices by its key", chromedp.KeyEvent("2"), visible(`tr[data-device="d1"]`))
 		if row := text(t, `tr[data-device="d1"]`); !strings.Contains(row, "connected") || !strings.Contains(row, "127.0.0.1") {
 			t.Errorf("device row: %q", row)
 		}
@@ -238,6 +238,11 @@ telemetry:
 			time.Sleep(200 * time.Millisecond)
 		}
 		run(t, "screenshot", shot("telemetry"))
+		// Everything the page loaded came from the daemon.
+		outside, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`performance.getEntriesByType("resource").map((e) => e.name).filter((n) => !n.startsWith(location.origin + "/"))`))
+		if err != nil || len(outside) > 0 {
+			t.Errorf("requests to another origin: %q %v", outside, err)
+		}
 	})
 
 	// A chart of 10,000 points is drawn at once and keeps redrawing within
