@@ -129,17 +129,3 @@ func acceptsGzip(r *http.Request) bool {
 	}
 	return false
 }
-
-// Weight is the console's total size as served to a browser that takes
-// gzip: every embedded asset, compressed.
-func Weight() (int, error) {
-	files, err := load()
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, a := range files {
-		n += len(a.gz)
-	}
-	return n, nil
-}

@@ -78,7 +78,7 @@ func BenchmarkConsoleFirstRender(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	weight, err := Weight()
+	size, err := weight()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func BenchmarkConsoleFirstRender(b *testing.B) {
 	b.Run("empty-page", func(b *testing.B) { render(b, base+"/empty/", "#ready") })
 	b.Run("console-login", func(b *testing.B) {
 		render(b, base+Prefix, "#login-token")
-		b.ReportMetric(float64(weight), "gzip-bytes")
+		b.ReportMetric(float64(size), "gzip-bytes")
 	})
 	loggedIn := false // the framework calls the function again with a larger b.N
 	b.Run("console-overview", func(b *testing.B) {

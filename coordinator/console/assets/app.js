@@ -2,7 +2,7 @@
 // cookie (and the session's CSRF token on changes). Plain DOM, no framework.
 "use strict";
 
-const S = { csrf: "", timer: 0, streams: [], charts: [], prevCalls: null, series: [], range: "15m" };
+const S = { csrf: "", keepStatus: false, timer: 0, streams: [], charts: [], prevCalls: null, series: [], range: "15m" };
 const $ = (sel, root = document) => root.querySelector(sel);
 const view = $("#view");
 
