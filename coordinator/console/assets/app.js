@@ -2,7 +2,7 @@
 // cookie (and the session's CSRF token on changes). Plain DOM, no framework.
 "use strict";
 
-const S = { csrf: "", keepStatus: false, timer: 0, streams: [], charts: [], prevCalls: null, series: [], range: "15m" };
+const S = { csrf: "", keepStatus: false, timer: 0, gen: 0, streams: [], charts: [], prevCalls: null, series: [], range: "15m" };
 const $ = (sel, root = document) => root.querySelector(sel);
 const view = $("#view");
 
@@ -460,6 +460,10 @@ const views = { overview, devices, tasks, calls: callsView, telemetry, cluster }
 // Views that show counters refresh; the others wait for the operator.
 const refresh = { overview: 2000, devices: 3000, tasks: 3000 };
 
+// edited: a field of the view holds something the operator entered.
+const edited = () => [...view.querySelectorAll("input, textarea")].some((el) =>
+  el.type === "file" ? el.files.length > 0 : el.type !== "checkbox" && el.value !== el.defaultValue);
+
 async function route() {
   clearTimeout(S.timer);
   const [name, arg] = (location.hash.slice(1).split("?")[0] || "overview").split("/").map(decodeURIComponent);
@@ -470,24 +474,30 @@ async function route() {
   }
   if (!S.keepStatus) say("");
   S.keepStatus = false;
+  const gen = ++S.gen; // a load that ends after the next route is dropped
   const load = async (first) => {
     try {
       const el = await fn(arg);
+      if (gen !== S.gen) return;
       if (first) stopStreams();
-      // A refresh keeps what the operator is typing.
-      if (!first && view.contains(document.activeElement) && document.activeElement.matches("input, textarea, select")) return;
-      view.replaceChildren(el);
-      view.dataset.loaded = name;
-      if (first && name === "telemetry") drawCharts();
+      // A refresh keeps what the operator is typing or has chosen.
+      const busy = edited() || (view.contains(document.activeElement) && document.activeElement.matches("input, textarea, select"));
+      if (first || !busy) {
+        view.replaceChildren(el);
+        view.dataset.loaded = name;
+        if (first && name === "telemetry") drawCharts();
+      }
     } catch (e) {
-      if (e.status !== 401) say(e.message, true);
+      if (e.status === 401 || gen !== S.gen) return; // the login form is up, or another view
+      say(e.message, true);
     }
-    if (refresh[name] && !arg) S.timer = setTimeout(() => load(false), refresh[name]);
+    if (gen === S.gen && refresh[name] && !arg) S.timer = setTimeout(() => load(false), refresh[name]);
   };
   await load(true);
 }
 
 function showLogin(msg) {
+  S.gen++; // a view still loading does not cover the form
   clearTimeout(S.timer);
   stopStreams();
   $("#nav").hidden = $("#logout").hidden = true;
