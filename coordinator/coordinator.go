@@ -25,6 +25,7 @@ import (
 	"github.com/outpost-edge/outpost/configs"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/coordinator/console"
 	"github.com/outpost-edge/outpost/coordinator/routes"
 	"github.com/outpost-edge/outpost/devices"
 	"github.com/outpost-edge/outpost/internal/ratelog"
@@ -116,6 +117,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	admin.MountDevices(c.admin, deviceAdmin{c}) // device add/ls/disable/rm (devices.go)
 	admin.MountShadows(c.admin, shadowAdmin{c}) // device shadows (shadows.go)
 	admin.MountPeer(c.admin, c)                 // calls of other nodes (peers.go)
+	console.Mount(c.admin, c.tele)              // the web console under /ui/
 
 	g := &c.group
 	g.log = log

@@ -25,6 +25,8 @@
 #   await     10,000 calls waiting: suspended vs parked; need-by misses, slack vs first-come
 #   telemetry gNMI, SNMP, the telemetry store
 #   backup    an online backup of 100k journaled calls vs tar while stopped
+#   console   the web console in headless chromium: time to first render vs
+#             an empty static page served the same way; its compressed weight
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -32,7 +34,7 @@ quick=0
 if [ "${1:-}" = "-quick" ]; then quick=1; fi
 count=${COUNT:-$([ $quick = 1 ] && echo 1 || echo 3)}
 benchtime=${BENCHTIME:-$([ $quick = 1 ] && echo 50ms || echo 200ms)}
-suites=${SUITES:-"daemon mqtt runtime deploy extism durable cloud await telemetry backup"}
+suites=${SUITES:-"daemon mqtt runtime deploy extism durable cloud await telemetry backup console"}
 export PATH="$PATH:/usr/sbin"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -112,6 +114,9 @@ if has telemetry; then
 fi
 if has backup; then
   bench coordinator/backup 'BenchmarkBackup' "$(n 5)"
+fi
+if has console; then
+  bench coordinator/console 'BenchmarkConsoleFirstRender' "$(n 20)"
 fi
 if [ -n "${RESULTS:-}" ]; then cp "$out/all.txt" "$RESULTS"; fi
 

@@ -43,6 +43,7 @@ declare -A peers=(
   [script]=bsdutils   # a terminal for the progress bar test
   [systemd-analyze]=systemd # the .deb's unit (scripts/deb); dpkg, unshare and nsenter are essential
   [bwrap]=bubblewrap  # the process execution environment (runtime/sandbox)
+  [chromium]=chromium # the web console's browser tests (cmd/outpost/console_e2e_test.go)
 )
 # file (a glob) -> Debian package, for packages without a binary
 declare -A peer_files=(

@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/etcdtest"
 	"github.com/outpost-edge/outpost/internal/gnmitest"
+	"github.com/outpost-edge/outpost/internal/snmptest"
 	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
@@ -81,10 +82,10 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
 		agents[n] = gnmitest.StartAgent(t)
 	}
-	snmpAgent := snmpd(t)
+	snmpAgent := snmptest.Start(t)
 	svcs, trapAddrs, triggered := map[string]*Service{}, map[string]string{}, map[string]*trigRec{}
 	for _, name := range []string{"a", "b", "c"} {
-		trapAddrs[name], triggered[name] = fmt.Sprintf("127.0.0.1:%d", freeUDP(t)), &trigRec{}
+		trapAddrs[name], triggered[name] = fmt.Sprintf("127.0.0.1:%d", snmptest.FreeUDP(t)), &trigRec{}
 		s := New(clusteredConfig(etcd.Endpoint(), name, agents, snmpAgent, trapAddrs[name]), t.TempDir(), nil, nil, Sinks{Trigger: triggered[name]})
 		if err := s.Start(context.Background()); err != nil {
 			t.Fatal(err)

@@ -34,31 +34,63 @@ const (
 	reasonInvalid = "invalid" // a token that is not the daemon's
 )
 
-// authorize guards next with the admin token.
+// authorize guards next with the admin token, or a browser session
+// (session.go). Paths mounted with HandlePublic and the login need
+// neither.
 func (s *Server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if openOnLoopback[r.URL.Path] && loopback.HostPort(r.RemoteAddr) {
+		if openOnLoopback[r.URL.Path] && loopback.HostPort(r.RemoteAddr) || s.public(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		reason := s.checkToken(r.Header.Get("Authorization"))
+		var reason string
+		if _, err := r.Cookie(SessionCookie); err == nil && r.Header.Get("Authorization") == "" {
+			reason = s.checkSession(r)
+		} else {
+			reason = s.checkToken(r.Header.Get("Authorization"))
+		}
 		if reason == "" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		s.authFailures.WithLabelValues(reason).Inc()
-		if n, ok := s.refusedLog.Allow(time.Now()); ok {
-			s.log.Warn("admin API request refused", "peer", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "reason", reason, "not_logged_before", n)
-		}
-		challenge := `Bearer realm="outpost"`
-		msg := "this request needs the admin token (Authorization: Bearer TOKEN, from " + TokenFileName + " in the daemon's data dir)"
-		if reason == reasonInvalid {
-			challenge += `, error="invalid_token"`
-			msg = "the admin token is not this daemon's"
-		}
-		w.Header().Set("WWW-Authenticate", challenge)
-		writeJSON(w, http.StatusUnauthorized, errorAnswer{ErrorText{Code: "unauthorized", Message: msg}})
+		s.refuse(w, r, reason)
 	})
+}
+
+// public: r needs no credential (the login, and what HandlePublic mounted).
+func (s *Server) public(r *http.Request) bool {
+	if r.URL.Path == sessionPath && r.Method == http.MethodPost {
+		return true
+	}
+	for _, p := range s.publicPrefixes {
+		if strings.HasPrefix(r.URL.Path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse answers a request refused for reason: 401 with a challenge, or
+// 403 for a change without its CSRF token.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, reason string) {
+	s.authFailures.WithLabelValues(reason).Inc()
+	if n, ok := s.refusedLog.Allow(time.Now()); ok {
+		s.log.Warn("admin API request refused", "peer", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "reason", reason, "not_logged_before", n)
+	}
+	challenge := `Bearer realm="outpost"`
+	msg := "this request needs the admin token (Authorization: Bearer TOKEN, from " + TokenFileName + " in the daemon's data dir)"
+	switch reason {
+	case reasonInvalid:
+		challenge += `, error="invalid_token"`
+		msg = "the admin token is not this daemon's"
+	case reasonSession:
+		msg = "the session has ended (it expired, or the admin token changed): log in again"
+	case reasonCSRF:
+		writeJSON(w, http.StatusForbidden, errorAnswer{ErrorText{Code: "forbidden", Message: "a change made with a session needs its CSRF token (" + HeaderCSRF + ") and the console's own origin"}})
+		return
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	writeJSON(w, http.StatusUnauthorized, errorAnswer{ErrorText{Code: "unauthorized", Message: msg}})
 }
 
 // logEvery is the least time between two log lines of refused requests:
@@ -116,6 +148,7 @@ func (s *Server) ReloadCredentials() error {
 		return fmt.Errorf("admin API: %w", err)
 	}
 	s.creds.Store(creds)
+	s.sessions.sweep(creds.tokenSum, time.Now()) // a new token ends the old sessions
 	s.log.Info("admin credentials reloaded", "token_file", s.opts.TokenFile, "tls", creds.tls != nil)
 	return nil
 }

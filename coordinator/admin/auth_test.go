@@ -36,6 +36,8 @@ var protected = []struct{ method, path string }{
 	{http.MethodGet, "/v1/calls/x"},
 	{http.MethodGet, "/v1/telemetry/targets"},
 	{http.MethodGet, "/v1/backup"},
+	{http.MethodGet, "/v1/session"},
+	{http.MethodDelete, "/v1/session"},
 }
 
 // backupFunc is a Backuper.

@@ -36,12 +36,12 @@ func MountBackup(s *Server, b Backuper) {
 			registryError(w, fmt.Errorf("%w: telemetry=%q: want true or false", ErrInvalid, r.URL.Query().Get("telemetry")))
 			return
 		}
-		rc := http.NewResponseController(w)
-		if !s.streams.add(rc) {
+		done, ok := s.Streaming(w)
+		if !ok {
 			registryError(w, fmt.Errorf("%w: the daemon is stopping", ErrConflict))
 			return
 		}
-		defer s.streams.remove(rc)
+		defer done()
 		sw := &startedWriter{w: w}
 		err = b.Backup(sw, tele)
 		if err == nil {

@@ -137,6 +137,10 @@ type Server struct {
 	authFailures *prometheus.CounterVec
 	refusedLog   *ratelog.Limiter
 	streams      streams // long responses Stop cuts (backup.go)
+	sessions     sessionStore
+	// publicPrefixes are the paths served without a credential
+	// (HandlePublic), set before Start.
+	publicPrefixes []string
 }
 
 // NewServer returns a server for node, exposing gatherer at /metrics and
@@ -147,10 +151,15 @@ func NewServer(opts Options, node Node, reg prometheus.Registerer, gatherer prom
 		Name: "outpost_admin_auth_failures_total",
 		Help: "Admin API requests refused for a missing (reason=missing) or wrong (reason=invalid) bearer token.",
 	}, []string{"reason"})
-	for _, r := range []string{reasonMissing, reasonInvalid} {
+	for _, r := range []string{reasonMissing, reasonInvalid, reasonSession, reasonCSRF} {
 		s.authFailures.WithLabelValues(r)
 	}
-	reg.MustRegister(s.authFailures)
+	reg.MustRegister(s.authFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "outpost_admin_sessions", Help: "Browser sessions of the web console kept (logged in, not expired).",
+	}, func() float64 { return float64(s.sessions.count()) }))
+	s.mux.HandleFunc("POST "+sessionPath, s.login)
+	s.mux.HandleFunc("GET "+sessionPath, s.sessionInfo)
+	s.mux.HandleFunc("DELETE "+sessionPath, s.logout)
 	s.mux.HandleFunc("GET /v1/health", s.health)
 	s.mux.HandleFunc("GET /v1/tasks", s.tasks)
 	s.mux.HandleFunc("POST /v1/tasks/{name}/call", s.call)
@@ -161,6 +170,25 @@ func NewServer(opts Options, node Node, reg prometheus.Registerer, gatherer prom
 
 // Handle mounts another subsystem's handler (for example telemetry) on the server.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// HandlePublic mounts h on every path under prefix ("/ui/") and serves it
+// without a credential: for what holds no data, such as the console's
+// assets. Call it before Start.
+func (s *Server) HandlePublic(prefix string, h http.Handler) {
+	s.publicPrefixes = append(s.publicPrefixes, prefix)
+	s.mux.Handle("GET "+prefix, h)
+}
+
+// Streaming registers a long response (a backup, an event stream): Stop
+// fails its writes first, so that it holds neither the stop nor the stores
+// behind it. It returns false once Stop has begun; done unregisters it.
+func (s *Server) Streaming(w http.ResponseWriter) (done func(), ok bool) {
+	rc := http.NewResponseController(w)
+	if !s.streams.add(rc) {
+		return nil, false
+	}
+	return func() { s.streams.remove(rc) }, true
+}
 
 // Start reads (or first creates) the token, loads the TLS material,
 // listens and serves in the background. It refuses to serve without TLS on
