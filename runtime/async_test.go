@@ -34,6 +34,7 @@ func TestHostCallAsync(t *testing.T) {
 			Permissions: Permissions{Call: []string{"echo", "sleep", "gone"}}},
 		Spec{Name: "echo", Module: "builtin:echo", Concurrency: 100},
 		Spec{Name: "sleep", Module: fixture(t, "sleep"), Concurrency: 4})
+	raced := 0 // timeout runs retried because the callee finished first
 	for _, tc := range []struct {
 		name, target string
 		scenario     byte
@@ -50,6 +51,13 @@ func TestHostCallAsync(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, held := asyncOp(t, e, "ops", tc.scenario, tc.target)
+			// The 5 ms await starts after call_async returns: a host that
+			// descheduled the caller for the callee's 30 ms saw it done
+			// (r1 = 4, then r2 invalid). Such a run proves nothing; retry.
+			for tc.scenario == 't' && r[1] == 4 && raced < 5 {
+				raced++
+				r, held = asyncOp(t, e, "ops", tc.scenario, tc.target)
+			}
 			if [3]int32(r[:3]) != tc.want {
 				t.Fatalf("r0..r2 = %v, want %v", r[:3], tc.want)
 			}
@@ -69,7 +77,8 @@ func TestHostCallAsync(t *testing.T) {
 	for _, m := range []struct {
 		fn, code string
 		want     float64
-	}{{"call_async", "ok", 66}, {"call_async", "denied", 1}, {"call_async", "not_found", 1}, {"call_async", "invalid", 1}, {"call_async", "quota", 1}, {"await", "ok", 2}, {"await", "invalid", 2}, {"await", "unavailable", 1}} {
+	}{{"call_async", "ok", 66 + float64(raced)}, {"call_async", "denied", 1}, {"call_async", "not_found", 1}, {"call_async", "invalid", 1}, {"call_async", "quota", 1},
+		{"await", "ok", 2 + float64(raced)}, {"await", "invalid", 2 + float64(raced)}, {"await", "unavailable", 1}} {
 		if got := testutil.ToFloat64(hc.WithLabelValues(m.fn, m.code)); got != m.want {
 			t.Errorf("host_calls_total{function=%q,code=%q} = %v, want %v", m.fn, m.code, got, m.want)
 		}
