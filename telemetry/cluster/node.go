@@ -83,6 +83,8 @@ type Node struct {
 	// lockKeys is every election key by target, read by the locks watch
 	// only (no lock needed).
 	lockKeys map[string]map[string]Holder
+	starts   slots // replica streams reading stored points
+	catchUps slots
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
@@ -104,6 +106,7 @@ func New(o Options) *Node {
 		members: map[string]Member{}, holders: map[string]Holder{}, holding: map[string]*task{},
 		following: map[string]*follow{}, retiring: map[*follow]struct{}{}, writers: map[string]*replicaWriter{},
 		epochs: map[string]int64{}, digest: targetsDigest(o.Targets),
+		starts: make(slots, startSlots), catchUps: make(slots, catchUpSlots),
 		conns: &conns{m: map[string]*sharedConn{}, opts: o.Dial}}
 	if len(n.conns.opts) == 0 {
 		n.conns.opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
