@@ -323,6 +323,44 @@ func TestClusterDrainCLI(t *testing.T) {
 	checkCollectors(t, agents, drained, ttl)
 }
 
+// An instance that leaves (SIGTERM) hands its devices to the others, and
+// only those move; when it joins again it takes back the devices placed on
+// it, and only those; no device is ever collected by two at once.
+func TestClusterLeaveAndJoin(t *testing.T) {
+	const ttl = 2 * time.Second
+	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e }, nil)
+	before := settledHolders(t, ds, 4, 40*time.Second)
+	var moving []string
+	for tg, h := range before {
+		if h == "c" {
+			moving = append(moving, tg)
+		}
+	}
+	if len(moving) == 0 {
+		t.Fatalf("c holds no device, nothing would move: %v", before)
+	}
+	c := ds["c"]
+	left := time.Now()
+	c.stop(syscall.SIGTERM, 30*time.Second)
+	delete(ds, "c")
+	during := settledHolders(t, ds, 4, 30*time.Second)
+	t.Logf("c left: its %v moved in %s: %v", moving, time.Since(left), during)
+	for tg, h := range before {
+		if h != "c" && during[tg] != h {
+			t.Errorf("%s moved from %s to %s when c left", tg, h, during[tg])
+		}
+	}
+	joined := time.Now()
+	c.start()
+	ds["c"] = c
+	after := settledHolders(t, ds, 4, 30*time.Second)
+	t.Logf("c joined: settled in %s: %v", time.Since(joined), after)
+	if !reflect.DeepEqual(after, before) {
+		t.Errorf("holders after c joined again %v, before it left %v", after, before)
+	}
+	checkCollectors(t, agents, left, ttl)
+}
+
 // readReplicaWithGnmiCLI reads target from d's gNMI server, which only
 // replicates it, with the openconfig gnmi_cli (ONCE).
 func readReplicaWithGnmiCLI(t *testing.T, d *daemon, target string) {
