@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/etcdtest"
 	"github.com/outpost-edge/outpost/internal/gnmitest"
+	"github.com/outpost-edge/outpost/internal/snmptest"
 	"github.com/outpost-edge/outpost/telemetry/cluster"
 	"github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
@@ -81,10 +80,10 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 	for _, n := range []string{"sw1", "sw2", "sw3", "sw4"} {
 		agents[n] = gnmitest.StartAgent(t)
 	}
-	snmpAgent := snmpd(t)
+	snmpAgent := snmptest.Start(t)
 	svcs, trapAddrs, triggered := map[string]*Service{}, map[string]string{}, map[string]*trigRec{}
 	for _, name := range []string{"a", "b", "c"} {
-		trapAddrs[name], triggered[name] = fmt.Sprintf("127.0.0.1:%d", freeUDP(t)), &trigRec{}
+		trapAddrs[name], triggered[name] = fmt.Sprintf("127.0.0.1:%d", snmptest.FreeUDP(t)), &trigRec{}
 		s := New(clusteredConfig(etcd.Endpoint(), name, agents, snmpAgent, trapAddrs[name]), t.TempDir(), nil, nil, Sinks{Trigger: triggered[name]})
 		if err := s.Start(context.Background()); err != nil {
 			t.Fatal(err)
@@ -206,14 +205,7 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 	t.Run("snmp device polled by one instance", func(t *testing.T) {
 		// snmpd counts the packets it receives (snmpInPkts): one collector
 		// polling once a second adds about one a second, two would add two.
-		in := func() int {
-			out, err := exec.Command("env", "MIBS=", "snmpget", "-v2c", "-c", "testcomm", "-Oqv", snmpAgent, "1.3.6.1.2.1.11.1.0").Output()
-			if err != nil {
-				t.Fatalf("snmpget: %v", err)
-			}
-			n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-			return n
-		}
+		in := func() int { return snmptest.InPackets(t, snmpAgent) }
 		before, t0 := in(), time.Now()
 		time.Sleep(5 * time.Second)
 		polls := float64(in()-before-1) / time.Since(t0).Seconds() // less our own first request

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/outpost-edge/outpost/internal/snmptest"
 	"github.com/outpost-edge/outpost/telemetry/gnmiserver"
 	"github.com/outpost-edge/outpost/telemetry/model"
 	"github.com/outpost-edge/outpost/telemetry/snmp"
@@ -66,7 +67,7 @@ func TestMetricsAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{
 		GNMIServer: gnmiserver.Config{Listen: "127.0.0.1:0"},
-		SNMP:       snmp.Config{Traps: snmp.Traps{Listen: fmt.Sprintf("127.0.0.1:%d", freeUDP(t)), Communities: []string{"public"}}},
+		SNMP:       snmp.Config{Traps: snmp.Traps{Listen: fmt.Sprintf("127.0.0.1:%d", snmptest.FreeUDP(t)), Communities: []string{"public"}}},
 	}
 	publish := func(s *Service, n int) {
 		var us []Update
@@ -158,7 +159,7 @@ func labelled(t *testing.T, reg *prometheus.Registry, name, label string) map[st
 // Dropped traps are exported by reason, every reason present from the start.
 func TestTrapRejectedMetric(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	addr := fmt.Sprintf("127.0.0.1:%d", freeUDP(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", snmptest.FreeUDP(t))
 	s := New(Config{SNMP: snmp.Config{Traps: snmp.Traps{Listen: addr, Communities: []string{"public"}}}}, t.TempDir(), nil, reg, Sinks{})
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)

@@ -3,10 +3,8 @@ package telemetry
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,49 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/snmptest"
 	"github.com/outpost-edge/outpost/telemetry/snmp"
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
 
-func freeUDP(t *testing.T) int {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
-// snmpd as in peers.md, unprivileged, on a random port.
-func snmpd(t *testing.T) string {
-	if _, err := exec.LookPath("snmpd"); err != nil {
-		t.Fatalf("snmpd is not installed (apt-get install snmpd): %v", err)
-	}
-	dir, err := os.MkdirTemp("", "outpost-snmpd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o777)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	port := freeUDP(t)
-	conf := filepath.Join(dir, "snmpd.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("agentAddress udp:127.0.0.1:%d\nrocommunity testcomm 127.0.0.1\nsysName snmp-peer-1\n", port)), 0o644)
-	args := []string{"env", "MIBS=", "SNMP_PERSISTENT_DIR=" + dir, "snmpd", "-f", "-C", "-c", conf, "-I", "-smux", "-Lf", filepath.Join(dir, "log"), "-p", filepath.Join(dir, "pid")}
-	if os.Geteuid() == 0 {
-		args = append([]string{"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"}, args...)
-	}
-	cmd := exec.Command(args[0], args[1:]...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return fmt.Sprintf("127.0.0.1:%d", port)
-}
-
 // The service wires the SNMP poller and the trap receiver into the store.
 func TestServiceSNMPAndTraps(t *testing.T) {
-	agent := snmpd(t)
-	trapAddr := fmt.Sprintf("127.0.0.1:%d", freeUDP(t))
+	agent := snmptest.Start(t)
+	trapAddr := fmt.Sprintf("127.0.0.1:%d", snmptest.FreeUDP(t))
 	cfg := Config{
 		SNMP: snmp.Config{
 			Targets: []snmp.Target{{Name: "sw2", Address: agent, Community: "testcomm", Interval: confval.Duration(time.Second),
