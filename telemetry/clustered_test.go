@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -207,14 +205,7 @@ func TestClusteredCollectionReplicationAndFailover(t *testing.T) {
 	t.Run("snmp device polled by one instance", func(t *testing.T) {
 		// snmpd counts the packets it receives (snmpInPkts): one collector
 		// polling once a second adds about one a second, two would add two.
-		in := func() int {
-			out, err := exec.Command("env", "MIBS=", "snmpget", "-v2c", "-c", "testcomm", "-Oqv", snmpAgent, "1.3.6.1.2.1.11.1.0").Output()
-			if err != nil {
-				t.Fatalf("snmpget: %v", err)
-			}
-			n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-			return n
-		}
+		in := func() int { return snmptest.InPackets(t, snmpAgent) }
 		before, t0 := in(), time.Now()
 		time.Sleep(5 * time.Second)
 		polls := float64(in()-before-1) / time.Since(t0).Seconds() // less our own first request

@@ -23,6 +23,7 @@ import (
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 	"github.com/outpost-edge/outpost/internal/etcdtest"
 	"github.com/outpost-edge/outpost/internal/gnmitest"
+	"github.com/outpost-edge/outpost/internal/snmptest"
 	"github.com/outpost-edge/outpost/internal/tcpproxy"
 	"github.com/outpost-edge/outpost/internal/testpki"
 	"github.com/outpost-edge/outpost/telemetry/cluster"
@@ -68,8 +69,9 @@ func settledHolders(t testing.TB, ds map[string]*daemon, targets int, within tim
 // outpost process per name; etcdFor may put something between a process
 // and etcd; keys, when not nil, gives the other cluster keys (", key:
 // value", default a replica_interval of 200ms) and the gNMI server's (the
-// same way) from the name and the gNMI server's address.
-func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(name, endpoint string) string, keys func(name, gnmi string) (cluster, server string)) (map[string]*daemon, map[string]*gnmitest.Agent, *etcdtest.Server) {
+// same way) from the name and the gNMI server's address; more is the rest
+// of the telemetry section (after the gNMI targets).
+func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(name, endpoint string) string, keys func(name, gnmi string) (cluster, server string), more ...string) (map[string]*daemon, map[string]*gnmitest.Agent, *etcdtest.Server) {
 	t.Helper()
 	etcd := etcdtest.Start(t)
 	agents := map[string]*gnmitest.Agent{}
@@ -84,7 +86,7 @@ func startCluster(t *testing.T, ttl time.Duration, names []string, etcdFor func(
 		if keys != nil {
 			extra, server = keys(name, gnmi)
 		}
-		ds[name] = startDaemon(t, daemonYAML(name, gnmi, server, fmt.Sprintf("{etcd: [%q], lease_ttl: %s%s}", etcdFor(name, etcd.Endpoint()), ttl, extra), targets.String()))
+		ds[name] = startDaemon(t, daemonYAML(name, gnmi, server, fmt.Sprintf("{etcd: [%q], lease_ttl: %s%s}", etcdFor(name, etcd.Endpoint()), ttl, extra), targets.String()+strings.Join(more, "")))
 	}
 	return ds, agents, etcd
 }
@@ -321,6 +323,84 @@ func TestClusterDrainCLI(t *testing.T) {
 	settledHolders(t, ds, 4, 20*time.Second)
 	waitUntil(t, 20*time.Second, "a holds a share again", func() bool { return !holds("a", 0)() })
 	checkCollectors(t, agents, drained, ttl)
+}
+
+// An instance that leaves (SIGTERM) hands its devices to the others, and
+// only those move; when it joins again it takes back the devices placed on
+// it, and only those; no device is ever collected by two at once.
+func TestClusterLeaveAndJoin(t *testing.T) {
+	const ttl = 2 * time.Second
+	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e }, nil)
+	before := settledHolders(t, ds, 4, 40*time.Second)
+	var moving []string
+	for tg, h := range before {
+		if h == "c" {
+			moving = append(moving, tg)
+		}
+	}
+	if len(moving) == 0 {
+		t.Fatalf("c holds no device, nothing would move: %v", before)
+	}
+	c := ds["c"]
+	left := time.Now()
+	c.stop(syscall.SIGTERM, 30*time.Second)
+	delete(ds, "c")
+	during := settledHolders(t, ds, 4, 30*time.Second)
+	t.Logf("c left: its %v moved in %s: %v", moving, time.Since(left), during)
+	for tg, h := range before {
+		if h != "c" && during[tg] != h {
+			t.Errorf("%s moved from %s to %s when c left", tg, h, during[tg])
+		}
+	}
+	joined := time.Now()
+	c.start()
+	ds["c"] = c
+	after := settledHolders(t, ds, 4, 30*time.Second)
+	t.Logf("c joined: settled in %s: %v", time.Since(joined), after)
+	if !reflect.DeepEqual(after, before) {
+		t.Errorf("holders after c joined again %v, before it left %v", after, before)
+	}
+	checkCollectors(t, agents, left, ttl)
+}
+
+// An SNMP device (snmpd) among the gNMI ones is polled by one process, as
+// snmpd counts the requests it receives, before and after a kill -9 of
+// that process; every process keeps a copy of what it answered.
+func TestClusterSNMPDevicePolledOnce(t *testing.T) {
+	const ttl = 2 * time.Second
+	agent := snmptest.Start(t)
+	ds, _, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e }, nil, fmt.Sprintf(`  snmp:
+    targets:
+      - {name: r1, address: %q, community: testcomm, interval: 1s, oids: [{oid: 1.3.6.1.2.1.1.5.0, name: /system/name}]}
+`, agent))
+	polls := func() float64 { // requests a second snmpd receives, less ours
+		before, t0 := snmptest.InPackets(t, agent), time.Now()
+		time.Sleep(5 * time.Second)
+		p := float64(snmptest.InPackets(t, agent)-before-1) / time.Since(t0).Seconds()
+		t.Logf("snmpd received %.2f requests a second", p)
+		return p
+	}
+	holders := settledHolders(t, ds, 5, 40*time.Second)
+	if p := polls(); p > 1.5 || p < 0.5 {
+		t.Errorf("snmpd polled %.2f times a second at a 1 s interval, want one poller", p)
+	}
+	for name, d := range ds {
+		var q struct{ Series []storedSeries }
+		resp := d.get("/v1/telemetry/query?target=r1&path=/system/name&since=1m")
+		err := json.NewDecoder(resp.Body).Decode(&q)
+		resp.Body.Close()
+		if err != nil || len(q.Series) != 1 || len(q.Series[0].Points) == 0 {
+			t.Errorf("r1 at %s (holder %s): %v %+v", name, holders["r1"], err, q)
+		}
+	}
+	victim := holders["r1"]
+	ds[victim].kill9()
+	delete(ds, victim)
+	after := settledHolders(t, ds, 5, 30*time.Second)
+	t.Logf("r1: %s killed, %s polls it", victim, after["r1"])
+	if p := polls(); p > 1.5 || p < 0.5 {
+		t.Errorf("snmpd polled %.2f times a second after the failover, want one poller", p)
+	}
 }
 
 // readReplicaWithGnmiCLI reads target from d's gNMI server, which only

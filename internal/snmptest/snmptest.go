@@ -1,7 +1,8 @@
 // Package snmptest runs a real SNMP agent for tests: net-snmp's snmpd
 // (the Debian snmpd package), unprivileged, on a random loopback UDP port,
 // with the community testcomm and sysName snmp-peer-1, as docs/peers.md
-// describes it.
+// describes it; and reads how many packets it received, so a test counts
+// the pollers a device sees.
 package snmptest
 
 import (
@@ -10,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -57,4 +60,19 @@ func Start(t testing.TB) string {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// InPackets is the number of SNMP packets the agent at addr received
+// (snmpInPkts), this request included.
+func InPackets(t testing.TB, addr string) int {
+	t.Helper()
+	out, err := exec.Command("env", "MIBS=", "snmpget", "-v2c", "-c", Community, "-Oqv", addr, "1.3.6.1.2.1.11.1.0").Output()
+	if err != nil {
+		t.Fatalf("snmpget snmpInPkts: %v", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("snmpInPkts %q: %v", out, err)
+	}
+	return n
 }

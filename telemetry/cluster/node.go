@@ -80,8 +80,13 @@ type Node struct {
 	retiring  map[*follow]struct{}      // follows of a former holder finishing their stream
 	writers   map[string]*replicaWriter // by target, shared by its follows
 	epochs    map[string]int64          // target → epoch collected now
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	// lockKeys is every election key by target, read by the locks watch
+	// only (no lock needed).
+	lockKeys map[string]map[string]Holder
+	starts   slots // replica streams reading stored points
+	catchUps slots
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 
 	metrics
 }
@@ -101,6 +106,7 @@ func New(o Options) *Node {
 		members: map[string]Member{}, holders: map[string]Holder{}, holding: map[string]*task{},
 		following: map[string]*follow{}, retiring: map[*follow]struct{}{}, writers: map[string]*replicaWriter{},
 		epochs: map[string]int64{}, digest: targetsDigest(o.Targets),
+		starts: make(slots, startSlots), catchUps: make(slots, catchUpSlots),
 		conns: &conns{m: map[string]*sharedConn{}, opts: o.Dial}}
 	if len(n.conns.opts) == 0 {
 		n.conns.opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
@@ -241,7 +247,7 @@ func (n *Node) SetDrained(ctx context.Context, drained bool) error {
 	return n.register(ctx, lease)
 }
 
-func (n *Node) membersChanged(kvs map[string]*mvccpb.KeyValue) {
+func (n *Node) membersChanged(kvs map[string]*mvccpb.KeyValue, _ []string, _ bool) {
 	ms := map[string]Member{}
 	for _, kv := range kvs {
 		var m Member
@@ -261,28 +267,55 @@ func (n *Node) membersChanged(kvs map[string]*mvccpb.KeyValue) {
 	}
 }
 
-func (n *Node) locksChanged(kvs map[string]*mvccpb.KeyValue) {
-	first := map[string]*mvccpb.KeyValue{} // target → its lowest-revision key: the holder
-	for k, kv := range kvs {
+// locksChanged updates the holders of the targets whose election keys
+// changed: each key's value is read once, when it changes, so the cost of
+// a change does not grow with the number of targets (a cluster settling
+// changes every lock, and every instance sees every change).
+func (n *Node) locksChanged(kvs map[string]*mvccpb.KeyValue, keys []string, reset bool) {
+	if reset {
+		n.lockKeys = map[string]map[string]Holder{}
+	}
+	touched := map[string]bool{}
+	for _, k := range keys {
 		target, _, ok := strings.Cut(strings.TrimPrefix(k, n.cfg.Prefix+"/locks/"), "/")
 		if !ok {
 			continue
 		}
-		if f := first[target]; f == nil || kv.CreateRevision < f.CreateRevision {
-			first[target] = kv
-		}
-	}
-	hs := map[string]Holder{}
-	for t, kv := range first {
+		touched[target] = true
+		ks := n.lockKeys[target]
+		kv := kvs[k]
 		var m Member
-		if json.Unmarshal(kv.Value, &m) == nil {
-			hs[t] = Holder{Member: m.Name, GNMI: m.GNMI, Epoch: kv.CreateRevision}
+		if kv == nil || json.Unmarshal(kv.Value, &m) != nil {
+			delete(ks, k)
+			continue
 		}
+		if ks == nil {
+			ks = map[string]Holder{}
+			n.lockKeys[target] = ks
+		}
+		ks[k] = Holder{Member: m.Name, GNMI: m.GNMI, Epoch: kv.CreateRevision}
 	}
 	n.mu.Lock()
-	n.holders = hs
+	defer n.mu.Unlock()
+	if reset {
+		n.holders = map[string]Holder{}
+	}
+	for t := range touched {
+		// The holder is the key created first (the lowest revision).
+		var first Holder
+		for _, h := range n.lockKeys[t] {
+			if first.Epoch == 0 || h.Epoch < first.Epoch {
+				first = h
+			}
+		}
+		if first.Epoch == 0 {
+			delete(n.holders, t)
+			delete(n.lockKeys, t)
+		} else {
+			n.holders[t] = first
+		}
+	}
 	n.reconcileLocked()
-	n.mu.Unlock()
 }
 
 // reconcileLocked starts holding the targets placed here, stops holding the

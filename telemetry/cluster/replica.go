@@ -94,8 +94,17 @@ func (n *Node) replicate(ctx context.Context, target string, f *follow, w *repli
 	gc := gpb.NewGNMIClient(conn)
 	for !f.isRetired() {
 		retry := n.cfg.ReplicaInterval.Std()
+		// The stored part of a stream is the costly one (a store read at
+		// the holder, writes here): at most startSlots at once.
+		release, ok := n.starts.acquire(ctx)
+		if !ok {
+			return
+		}
 		from := w.resumeFrom()
 		err := readStream(ctx, gc, target, f.holder.Epoch, from, math.MaxInt64, func(us []model.Update, live bool) {
+			if live {
+				release()
+			}
 			kept := w.write(us)
 			n.mReplicated.Add(float64(kept))
 			now := time.Now()
@@ -111,6 +120,7 @@ func (n *Node) replicate(ctx context.Context, target string, f *follow, w *repli
 			}
 			f.mu.Unlock()
 		})
+		release()
 		f.mu.Lock()
 		if f.live {
 			f.down = time.Now()
@@ -159,6 +169,31 @@ func (f *follow) setErr(err error) {
 	f.mu.Lock()
 	f.err = err.Error()
 	f.mu.Unlock()
+}
+
+// startSlots bounds the replica streams of an instance reading their
+// holder's stored points at once, and catchUpSlots its catch-ups: when an
+// instance starts, or takes over a dead one's targets, hundreds of them
+// would otherwise start together, each a store read at another instance,
+// and starve the lease renewals that let it collect.
+const (
+	startSlots   = 8
+	catchUpSlots = 4
+)
+
+// slots is a counting semaphore.
+type slots chan struct{}
+
+// acquire takes a slot, waiting while all are taken (false: ctx ended);
+// release gives it back and may be called more than once.
+func (s slots) acquire(ctx context.Context) (release func(), ok bool) {
+	select {
+	case s <- struct{}{}:
+	case <-ctx.Done():
+		return nil, false
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-s }) }, true
 }
 
 // refusedRetry is how soon a replica asks again a holder that refused it.
@@ -356,6 +391,11 @@ func (n *Node) catchUp(ctx context.Context, target string) {
 		n.releaseWriterLocked(target)
 		n.mu.Unlock()
 	}()
+	release, ok := n.catchUps.acquire(ctx)
+	if !ok {
+		return
+	}
+	defer release()
 	now := time.Now()
 	from := now.Add(-2*n.cfg.LeaseTTL.Std() - settle).UnixNano()
 	var wg sync.WaitGroup

@@ -3,9 +3,11 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,5 +111,77 @@ func TestDivert(t *testing.T) {
 		if to, from := n.Divert(c.target); to != c.to || from != c.from {
 			t.Errorf("%s: (%q, %q), want (%q, %q)", c.target, to, from, c.to, c.from)
 		}
+	}
+}
+
+// slowHistory is a holder's store whose reads take a while; it counts the
+// reads in progress at once.
+type slowHistory struct {
+	mu        sync.Mutex
+	now, most int
+}
+
+func (h *slowHistory) Query(_ context.Context, q tsdb.Query) ([]tsdb.Series, error) {
+	h.mu.Lock()
+	h.now++
+	h.most = max(h.most, h.now)
+	h.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	h.mu.Lock()
+	h.now--
+	h.mu.Unlock()
+	u := model.Update{Target: q.Target, Path: "/system/name", Time: time.Now().Add(-time.Minute).UnixNano(), Value: model.String(q.Target)}
+	return []tsdb.Series{{Target: u.Target, Path: u.Path, Points: []model.Point{u.Point()}}}, nil
+}
+
+// nullLocal is a replica's store that keeps nothing.
+type nullLocal struct{}
+
+func (nullLocal) Newest(string) map[string]int64                    { return nil }
+func (nullLocal) Times(string, string, int64, int64) map[int64]bool { return nil }
+func (nullLocal) Replicate([]model.Update)                          {}
+
+// An instance that starts following many targets at once (it starts, or a
+// holder died) reads at most startSlots of their stored parts at a time;
+// every stream then goes live.
+func TestFollowsStartAFewAtATime(t *testing.T) {
+	h := &slowHistory{}
+	srv, err := gnmiserver.New(gnmiserver.Config{Listen: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetHistory(h)
+	srv.SetEpochs(func(string) int64 { return 7 })
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.Background())
+	n := New(Options{Cfg: Config{Name: "b"}.WithDefaults(""), Local: nullLocal{}})
+	var fs []*follow
+	n.mu.Lock()
+	for i := range 5 * startSlots {
+		fs = append(fs, n.startFollow(fmt.Sprintf("t%02d", i), Holder{Member: "a", GNMI: srv.Addr(), Epoch: 7}))
+	}
+	n.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, f := range fs {
+		for {
+			if _, live, _, _ := f.lag(); live {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a follow did not go live")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for _, f := range fs {
+		f.cancel()
+		<-f.done
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.most > startSlots {
+		t.Errorf("%d stored parts read at once, at most %d wanted", h.most, startSlots)
 	}
 }

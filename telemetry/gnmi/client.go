@@ -105,6 +105,12 @@ func DialOptions(tc Target) ([]grpc.DialOption, error) {
 	opts := []grpc.DialOption{
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+		// No gRPC service config from DNS: resolving a device's name would
+		// also look up a TXT record (_grpc_config.<name>) before the first
+		// RPC, and where the name server drops such queries each new
+		// connection waits out its timeout (5 s by default): a new holder's
+		// collectors started that late.
+		grpc.WithDisableServiceConfig(),
 	}
 	if tc.TLS.Enabled || tc.TLS.CAFile != "" || tc.TLS.CertFile != "" {
 		tcfg, err := ClientTLS(tc.TLS)

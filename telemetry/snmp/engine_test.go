@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/snmptest"
 )
 
 // notInTimeWindowsOID is usmStatsNotInTimeWindows.0 BER-encoded, as it
@@ -100,7 +102,7 @@ func TestV3TimeWindow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+		addr := fmt.Sprintf("127.0.0.1:%d", snmptest.FreeUDP(t))
 		done, err := r.Listen(addr)
 		if err != nil {
 			t.Fatal(err)

@@ -13,18 +13,9 @@ import (
 	"time"
 
 	"github.com/gosnmp/gosnmp"
-)
 
-// freeUDPPort returns a loopback UDP port that was free a moment ago.
-func freeUDPPort(t testing.TB) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+	"github.com/outpost-edge/outpost/internal/snmptest"
+)
 
 func need(t testing.TB, bin string) string {
 	t.Helper()
@@ -99,7 +90,7 @@ func snmpdPeer(t testing.TB) *peer {
 	t.Helper()
 	need(t, "snmpd")
 	dir := worldDir(t)
-	port := freeUDPPort(t)
+	port := snmptest.FreeUDP(t)
 	conf := filepath.Join(dir, "agent.conf") // snmpd.conf in the persistent dir is snmpd's own
 	os.WriteFile(conf, []byte(fmt.Sprintf(`agentAddress  udp:127.0.0.1:%d
 rocommunity   testcomm 127.0.0.1

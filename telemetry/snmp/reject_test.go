@@ -11,6 +11,7 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
+	"github.com/outpost-edge/outpost/internal/snmptest"
 	"github.com/outpost-edge/outpost/internal/syncbuf"
 )
 
@@ -28,7 +29,7 @@ func TestTrapRejectReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", snmptest.FreeUDP(t))
 	done, err := r.Listen(addr)
 	if err != nil {
 		t.Fatal(err)

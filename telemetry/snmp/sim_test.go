@@ -17,6 +17,7 @@ import (
 	"github.com/gosnmp/gosnmp"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/snmptest"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -95,7 +96,7 @@ func simPeer(t testing.TB, devs map[string]string) *peer {
 			first = name
 		}
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", snmptest.FreeUDP(t))
 	args := []string{"snmpsimd", "--data-dir=" + data, "--cache-dir=" + filepath.Join(dir, "cache"), "--agent-udpv4-endpoint=" + addr,
 		"--logging-method=file:" + filepath.Join(dir, "log"),
 		"--v3-user=" + simUser, "--v3-auth-key=" + simAuthPass, "--v3-auth-proto=SHA", "--v3-priv-key=" + simPrivPass, "--v3-priv-proto=AES"}

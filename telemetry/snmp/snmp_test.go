@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/snmptest"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -245,7 +246,7 @@ func TestTrapsFromSnmptrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freeUDPPort(t)
+	port := snmptest.FreeUDP(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	done, err := r.Listen(addr)
 	if err != nil {
@@ -354,7 +355,7 @@ func TestV3InformFromSnmpinform(t *testing.T) {
 	if r.EngineID() != "80001f8805aabbccdd0011" {
 		t.Errorf("engine id %s", r.EngineID())
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", snmptest.FreeUDP(t))
 	done, err := r.Listen(addr)
 	if err != nil {
 		t.Fatal(err)
@@ -409,7 +410,7 @@ func TestBinaryOctetStringsPolledAndTrapped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", snmptest.FreeUDP(t))
 	done, err := r.Listen(addr)
 	if err != nil {
 		t.Fatal(err)

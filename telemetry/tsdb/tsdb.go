@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"sort"
@@ -70,14 +71,16 @@ type DB struct {
 
 	flushMu sync.Mutex // serialises flushes
 	seq     uint32     // flush sequence, under flushMu: keeps chunk keys unique
+	flushed uint64     // under flushMu: the points appended before it are written
 
-	mu      sync.RWMutex
-	byKey   map[seriesKey]*series
-	byID    []*series // index = id
-	nextID  uint32
-	newSer  []*series // created since the last flush
-	pending []pend
-	closed  bool
+	mu       sync.RWMutex
+	byKey    map[seriesKey]*series
+	byID     []*series // index = id
+	nextID   uint32
+	newSer   []*series // created since the last flush
+	pending  []pend
+	appended uint64 // points ever appended (pending or written)
+	closed   bool
 
 	stop   chan struct{}
 	done   sync.WaitGroup
@@ -284,6 +287,7 @@ func (d *DB) Append(us []model.Update) error {
 		}
 		s.expires = max(s.expires, exp)
 		d.pending = append(d.pending, pend{s.id, point{u.Time, u.Value}})
+		d.appended++
 	}
 	full := len(d.pending) >= d.maxP
 	d.mu.Unlock()
@@ -303,14 +307,33 @@ func (d *DB) Backup(w io.Writer) error {
 }
 
 // Flush writes the buffered points in one batch.
-func (d *DB) Flush() error {
+func (d *DB) Flush() error { return d.flush(math.MaxUint64) }
+
+// flushAppended makes sure the points appended before it was called are
+// written: a reader that waited for a flush that wrote them does not
+// write again. Many readers at once (the replicas' streams, each reading
+// the store first) then cost one write, not one each behind one another.
+func (d *DB) flushAppended() error {
+	d.mu.RLock()
+	want := d.appended
+	d.mu.RUnlock()
+	return d.flush(want)
+}
+
+// flush writes the buffered points unless the first want appended ones
+// are written already.
+func (d *DB) flush(want uint64) error {
 	d.flushMu.Lock()
 	defer d.flushMu.Unlock()
+	if d.flushed >= want {
+		return nil
+	}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
 		return ErrClosed
 	}
+	upto := d.appended
 	batch, newSer := d.pending, d.newSer
 	d.pending, d.newSer = make([]pend, 0, max(1024, len(batch))), nil
 	latest := map[uint32]point{}
@@ -321,6 +344,7 @@ func (d *DB) Flush() error {
 	}
 	d.mu.Unlock()
 	if len(batch) == 0 && len(newSer) == 0 {
+		d.flushed = upto
 		return nil
 	}
 	start := time.Now()
@@ -331,6 +355,7 @@ func (d *DB) Flush() error {
 		d.mErrors.Inc()
 		return fmt.Errorf("write %d telemetry points: %w", len(batch), err)
 	}
+	d.flushed = upto
 	d.mPoints.Add(float64(len(batch)))
 	return nil
 }
@@ -591,7 +616,7 @@ type Bucket struct {
 // [Since, Until]. It stops when ctx ends (checked before each hour of each
 // series), returning an error wrapping ctx's cause.
 func (d *DB) Query(ctx context.Context, q Query) ([]Series, error) {
-	if err := d.Flush(); err != nil {
+	if err := d.flushAppended(); err != nil {
 		return nil, err
 	}
 	to, limit := q.bounds()
