@@ -293,11 +293,11 @@ func (h *accessHook) reserved(topic string) bool {
 }
 
 // certDevice returns the device id named by the client certificate cl
-// presented on the TLS listener ("" when the certificate names no valid
+// presented on the TLS or wss:// listener ("" when the certificate names no valid
 // device id), and whether it presented one. The handshake verified the
 // certificate against mqtt.broker.tls.client_ca_file.
 func (h *accessHook) certDevice(cl *mqtt.Client) (string, bool) {
-	tc, ok := cl.Net.Conn.(*tls.Conn)
+	tc, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState }) // TLS, or WebSocket over TLS
 	if !ok {
 		return "", false
 	}

@@ -72,6 +72,8 @@ type BrokerConfig struct {
 	SessionExpiry confval.Duration `yaml:"session_expiry"`
 	// TLS is a second listener, MQTT over TLS, with device certificates.
 	TLS BrokerTLS `yaml:"tls"`
+	// WebSocket is a listener for MQTT over WebSocket, plain or TLS.
+	WebSocket BrokerWebSocket `yaml:"websocket"`
 	// Limits hold each registered device to a message rate and size.
 	Limits DeviceLimits `yaml:"limits"`
 }
@@ -212,6 +214,7 @@ func (b BrokerConfig) Validate(c *confval.Checker) {
 	if b.SessionExpiry < 0 || b.SessionExpiry > confval.Duration(math.MaxUint32*time.Second) {
 		c.Errorf("session_expiry", "must be between 0s and %v", time.Duration(math.MaxUint32*time.Second))
 	}
-	b.TLS.Validate(c.At("tls"))
+	b.TLS.Validate(c.At("tls"), b.WebSocket.TLS)
+	b.WebSocket.Validate(c.At("websocket"))
 	b.Limits.Validate(c.At("limits"), b.MaxMessageSize)
 }
