@@ -74,6 +74,10 @@ type clientAccess struct {
 	grants    atomic.Pointer[grants]
 	limit     *limiter // a device's rate and size limits; nil for others
 	session   string   // a device's session id once established (presence.go)
+
+	subscribing atomic.Int32 // SUBSCRIBE packets being handled (flow.go)
+	flowMu      sync.Mutex   // orders the updates of fullSince (flow.go)
+	fullSince   atomic.Int64 // unix nanos since the client is at its in-flight window; 0: not (flow.go)
 }
 
 // rules are the access rules a reload may change.
@@ -244,7 +248,11 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	if cl.Net.Inline {
 		return true
 	}
-	return h.allowed(cl, h.access(cl), topic, write)
+	a := h.access(cl)
+	if !write && a != nil && h.b.flow.refuse(cl, a) {
+		return false // a device at its in-flight window: counted as limited, not denied
+	}
+	return h.allowed(cl, a, topic, write)
 }
 
 // allowed decides one publish (write) or subscription for a client whose

@@ -33,6 +33,7 @@ type Broker struct {
 	devices *Registry   // device logins (SetRegistry); nil: none
 	access  *accessHook // set by Start
 	limits  *limits     // set by Start
+	flow    *flow       // set by Start
 	tlsAddr string      // the TLS listener's address; "" without one
 	wsAddr  string      // the WebSocket listener's address; "" without one
 	tlsCur  atomic.Pointer[tlsMaterial]
@@ -92,13 +93,18 @@ func (b *Broker) Start(ctx context.Context) error {
 		// retained every second, they were most of what an idle daemon
 		// allocated (and every second mochi copies all retained messages).
 		SysTopicResendInterval: noSysTopics,
-		Logger:                 slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
+		Logger:                 slog.New(newLevelHandler(slog.LevelWarn, b.log.With("lib", "mochi").Handler())),
 		// The daemon's own client (InlineClient) publishes and subscribes
 		// in process, without a TCP hop or packet encoding.
 		InlineClient:            true,
 		ClientNetReadBufferSize: clientReadBuffer,
 	})
 	b.srv = srv
+	b.flow = newFlow(b, srv)
+	// Before the access hook: it forgets a client at OnDisconnect.
+	if err := srv.AddHook(&flowHook{f: b.flow}, nil); err != nil {
+		return fmt.Errorf("add flow hook: %w", err)
+	}
 	if err := srv.AddHook(auth, nil); err != nil {
 		return fmt.Errorf("add auth hook: %w", err)
 	}
