@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -310,5 +311,42 @@ func waitMessage(t *testing.T, ch chan string) string {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no message in 10s")
 		return ""
+	}
+}
+
+// A wss:// listener without a TLS listener of its own serves the
+// certificate a reload read again.
+func TestBrokerWebSocketTLSReload(t *testing.T) {
+	dir := t.TempDir()
+	oldCA, newCA := testpki.New(t, dir, "old"), testpki.New(t, dir, "new")
+	certFile, keyFile := filepath.Join(dir, "broker.pem"), filepath.Join(dir, "broker-key.pem")
+	serverCert := func(ca *testpki.CA, name string) {
+		c, k := ca.Server(t, name, net.ParseIP("127.0.0.1"))
+		for from, to := range map[string]string{c: certFile, k: keyFile} {
+			if err := os.Rename(from, to); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	serverCert(oldCA, "old-server")
+	cfg := brokerConfig()
+	cfg.WebSocket = BrokerWebSocket{Listen: "127.0.0.1:0", TLS: true}
+	cfg.TLS = BrokerTLS{CertFile: certFile, KeyFile: keyFile, Identity: IdentityCN}
+	b := startBroker(t, cfg, nil)
+	url := "wss://" + b.WSAddr() + "/mqtt"
+	if _, err := pahoConnect(t, url, "", "", nil, clientTLS(t, oldCA, "", "")); err != nil {
+		t.Fatalf("before the reload: %v", err)
+	}
+	serverCert(newCA, "new-server")
+	apply, restart, err := b.PrepareReload(cfg)
+	if err != nil || len(restart) != 0 {
+		t.Fatalf("prepare reload: %v, restart %q", err, restart)
+	}
+	apply()
+	if _, err := pahoConnect(t, url, "", "", nil, clientTLS(t, oldCA, "", "")); err == nil {
+		t.Fatal("the old certificate is still served")
+	}
+	if _, err := pahoConnect(t, url, "", "", nil, clientTLS(t, newCA, "", "")); err != nil {
+		t.Fatalf("the new certificate: %v", err)
 	}
 }
