@@ -50,7 +50,7 @@ func pahoConnect(t *testing.T, url, user, secret string, onMsg paho.MessageHandl
 		SetDefaultPublishHandler(onMsg).SetTLSConfig(tc)
 	c := paho.NewClient(o)
 	tok := c.Connect()
-	if !tok.WaitTimeout(10 * time.Second) {
+	if !tok.WaitTimeout(30 * time.Second) { // a first login pays for bcrypt: slow under -race on a loaded host
 		t.Fatal("connect timed out")
 	}
 	if err := tok.Error(); err != nil {
