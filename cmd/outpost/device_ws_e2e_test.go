@@ -27,7 +27,7 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out"}]
 	secret := addDevice(t, d, "d1")
 	addDevice(t, d, "d2")
 	got := make(chan string, 10)
-	o := paho.NewClientOptions().AddBroker("ws://"+wsAddr+"/mqtt").SetClientID("d1-ws").
+	o := paho.NewClientOptions().AddBroker("ws://" + wsAddr + "/mqtt").SetClientID("d1-ws").
 		SetUsername("d1").SetPassword(secret).SetAutoReconnect(false).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- m.Topic() + " " + string(m.Payload()) })
 	c := paho.NewClient(o)
