@@ -15,7 +15,8 @@ import (
 // Flow control: every client connected over the network has an in-flight
 // window, the QoS 1/2 messages sent to it (or queued for it) and not yet
 // acknowledged: a registered device's limits.max_inflight, for any other
-// client the smaller of max_inflight and max_client_writes_pending. A
+// client (a service subscribed to many devices, perhaps far away: its
+// messages in flight are its rate times its round trip) max_inflight. A
 // client at its window is full.
 //
 //   - A device that is full receives nothing more (the messages for it are
@@ -68,7 +69,7 @@ func (f *flow) window(a *clientAccess) int {
 	if a.device != "" {
 		return f.b.limits.cfg.Load().MaxInflight
 	}
-	return min(f.b.cfg.MaxInflight, f.b.cfg.MaxClientWritesPending)
+	return f.b.cfg.MaxInflight
 }
 
 // refuse reports whether a message for device cl must be dropped: the
