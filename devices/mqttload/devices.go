@@ -116,6 +116,7 @@ func (f *DeviceFleet) connect(ctx context.Context, id string) (*rawDevice, error
 	case <-d.accepted:
 		return d, nil
 	case <-d.done:
+		conn.Close()
 		return nil, errors.New("connection closed before its shadow was accepted")
 	case <-time.After(60 * time.Second):
 		conn.Close()
