@@ -118,8 +118,10 @@ type accessHook struct {
 	presence  *presence // a device's connections and disconnections (presence.go)
 
 	// clients maps a weak.Pointer[mqtt.Client] to its *clientAccess; an
-	// entry goes at OnDisconnect, or when the client is collected (a
-	// client that never got its CONNACK has no OnDisconnect).
+	// entry goes at OnDisconnect (when the session goes too), when the
+	// session expires, or when the client is collected (a client that
+	// never got its CONNACK has no OnDisconnect; one whose session was
+	// taken over, none at all).
 	clients sync.Map
 	denied  *prometheus.CounterVec
 	deniedN atomic.Uint64
@@ -160,7 +162,7 @@ func newAccessHook(b *Broker) (*accessHook, error) {
 func (h *accessHook) ID() string { return "outpost-access" }
 
 func (h *accessHook) Provides(x byte) bool {
-	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnSessionEstablished}, x) >= 0
+	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnSessionEstablished, mqtt.OnClientExpired}, x) >= 0
 }
 
 // OnConnectAuthenticate accepts a registered enabled device by the client
@@ -226,11 +228,23 @@ func (h *accessHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 }
 
 // OnDisconnect records when and why a device left, publishes its
-// presence, and forgets the client.
-func (h *accessHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
+// presence, and forgets the client unless the broker keeps its session
+// (expire false: MQTT 3.1.1 clean session false, an MQTT 5 session
+// expiry): the QoS 1/2 messages queued for the session while the client is
+// away are judged by its grants, and held to its in-flight window (flow.go).
+// Such a client is forgotten when its session expires, or when it is
+// collected after its next connection took the session over.
+func (h *accessHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if a := h.access(cl); a != nil && a.device != "" {
 		h.presence.disconnect(cl, a, err)
 	}
+	if expire {
+		h.clients.Delete(weak.Make(cl))
+	}
+}
+
+// OnClientExpired forgets a client whose kept session expired.
+func (h *accessHook) OnClientExpired(cl *mqtt.Client) {
 	h.clients.Delete(weak.Make(cl))
 }
 

@@ -337,3 +337,66 @@ func rawDevice(t *testing.T, addr, id, secret, filter string) net.Conn {
 	}
 	return c
 }
+
+// A device's kept session (clean session false) gets the QoS 1 messages
+// published while the device was away, at most its in-flight window: the
+// rest are refused and counted, not kept.
+func TestBrokerKeptSessionQueueBounded(t *testing.T) {
+	const window = 5
+	b, preg, secrets := flowBroker(t, window, time.Second)
+	url := "tcp://" + b.Addr()
+	got := make(chan string, 20)
+	connect := func() paho.Client {
+		t.Helper()
+		o := paho.NewClientOptions().AddBroker(url).SetClientID("d1-kept").SetUsername("d1").SetPassword(secrets["d1"]).
+			SetCleanSession(false).SetAutoReconnect(false).
+			SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) })
+		c := paho.NewClient(o)
+		if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect d1: %v", tok.Error())
+		}
+		return c
+	}
+	c := connect()
+	if tok := c.Subscribe("fleet/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	c.Disconnect(100)
+	pub, err := pahoConnect(t, url, "d2", secrets["d2"], nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited0 := metricValue(t, preg, "outpost_devices_limited_total", "device", "d1", "reason", "inflight")
+	denied0 := metricValue(t, preg, "outpost_devices_acl_denied_total")
+	for i := range window + 3 {
+		if tok := pub.Publish("fleet/cmd", 1, false, fmt.Sprint(i)); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+	}
+	limited := func() float64 {
+		return metricValue(t, preg, "outpost_devices_limited_total", "device", "d1", "reason", "inflight") - limited0
+	}
+	waitFor(t, "the refusals past the window", 10*time.Second, func() bool { return limited() >= 3 })
+	c = connect()
+	defer c.Disconnect(100)
+	var msgs []string
+	for len(msgs) < window {
+		select {
+		case m := <-got:
+			msgs = append(msgs, m)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %q of the messages queued while away, want %d", msgs, window)
+		}
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("got %q past the window", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if n := limited(); n != 3 {
+		t.Fatalf("limited{d1,inflight} grew by %v, want 3", n)
+	}
+	if n := metricValue(t, preg, "outpost_devices_acl_denied_total") - denied0; n != 0 {
+		t.Fatalf("%v deliveries to the kept session counted as denied", n)
+	}
+}
