@@ -96,6 +96,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(echoEnv); spec != "" {
 		os.Exit(serveEcho(spec))
 	}
+	if addr := os.Getenv(deviceLoadEnv); addr != "" {
+		os.Exit(serveDeviceLoad(addr, os.Stdin, os.Stdout))
+	}
 	os.Exit(m.Run())
 }
 
@@ -174,21 +177,29 @@ func outpostBinary(tb testing.TB) string {
 
 // daemonProcess is `outpost run` in a process of its own, as a user runs it.
 type daemonProcess struct {
-	url, metrics string
+	url, addr, metrics string
+	pid                int
 }
 
 // startOutpost runs the daemon with its defaults, the embedded broker and
 // the echo task routed from load/+/in to load/{1}/out at qos, until the
 // benchmark ends.
 func startOutpost(tb testing.TB, qos byte) daemonProcess {
+	return startDaemon(tb, "", fmt.Sprintf(`tasks: [{name: echo, module: builtin:echo}]
+routes: [{topic: "load/+/in", task: echo, reply: "load/{1}/out", qos: %d}]
+`, qos))
+}
+
+// startDaemon runs the daemon with broker (more keys of mqtt.broker, in
+// flow style: ", key: value") and rest (more top-level keys) until the
+// benchmark ends.
+func startDaemon(tb testing.TB, broker, rest string) daemonProcess {
 	dir := tb.TempDir()
 	adminAddr, brokerAddr := mqtttest.FreeAddr(tb), mqtttest.FreeAddr(tb)
 	yaml := fmt.Sprintf(`data_dir: %s
 admin: {listen: "%s"}
-mqtt: {broker: {listen: "%s"}}
-tasks: [{name: echo, module: builtin:echo}]
-routes: [{topic: "load/+/in", task: echo, reply: "load/{1}/out", qos: %d}]
-`, filepath.Join(dir, "data"), adminAddr, brokerAddr, qos)
+mqtt: {broker: {listen: "%s"%s}}
+`, filepath.Join(dir, "data"), adminAddr, brokerAddr, broker) + rest
 	cfg := filepath.Join(dir, "outpost.yaml")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		tb.Fatal(err)
@@ -227,7 +238,7 @@ routes: [{topic: "load/+/in", task: echo, reply: "load/{1}/out", qos: %d}]
 			tb.Fatalf("outpost not healthy after 30s (%v):\n%s", err, logs.String())
 		}
 	}
-	return daemonProcess{url: "tcp://" + brokerAddr, metrics: "http://" + adminAddr + "/metrics"}
+	return daemonProcess{url: "tcp://" + brokerAddr, addr: brokerAddr, metrics: "http://" + adminAddr + "/metrics", pid: cmd.Process.Pid}
 }
 
 // commits reads the sum and count of the journal's group commit sizes

@@ -74,6 +74,10 @@ type clientAccess struct {
 	grants    atomic.Pointer[grants]
 	limit     *limiter // a device's rate and size limits; nil for others
 	session   string   // a device's session id once established (presence.go)
+
+	subscribing atomic.Int32 // SUBSCRIBE packets being handled (flow.go)
+	flowMu      sync.Mutex   // orders the updates of fullSince (flow.go)
+	fullSince   atomic.Int64 // unix nanos since the client is at its in-flight window; 0: not (flow.go)
 }
 
 // rules are the access rules a reload may change.
@@ -114,8 +118,10 @@ type accessHook struct {
 	presence  *presence // a device's connections and disconnections (presence.go)
 
 	// clients maps a weak.Pointer[mqtt.Client] to its *clientAccess; an
-	// entry goes at OnDisconnect, or when the client is collected (a
-	// client that never got its CONNACK has no OnDisconnect).
+	// entry goes at OnDisconnect (when the session goes too), when the
+	// session expires, or when the client is collected (a client that
+	// never got its CONNACK has no OnDisconnect; one whose session was
+	// taken over, none at all).
 	clients sync.Map
 	denied  *prometheus.CounterVec
 	deniedN atomic.Uint64
@@ -156,7 +162,7 @@ func newAccessHook(b *Broker) (*accessHook, error) {
 func (h *accessHook) ID() string { return "outpost-access" }
 
 func (h *accessHook) Provides(x byte) bool {
-	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnSessionEstablished}, x) >= 0
+	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnSessionEstablished, mqtt.OnClientExpired}, x) >= 0
 }
 
 // OnConnectAuthenticate accepts a registered enabled device by the client
@@ -222,11 +228,23 @@ func (h *accessHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 }
 
 // OnDisconnect records when and why a device left, publishes its
-// presence, and forgets the client.
-func (h *accessHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
+// presence, and forgets the client unless the broker keeps its session
+// (expire false: MQTT 3.1.1 clean session false, an MQTT 5 session
+// expiry): the QoS 1/2 messages queued for the session while the client is
+// away are judged by its grants, and held to its in-flight window (flow.go).
+// Such a client is forgotten when its session expires, or when it is
+// collected after its next connection took the session over.
+func (h *accessHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if a := h.access(cl); a != nil && a.device != "" {
 		h.presence.disconnect(cl, a, err)
 	}
+	if expire {
+		h.clients.Delete(weak.Make(cl))
+	}
+}
+
+// OnClientExpired forgets a client whose kept session expired.
+func (h *accessHook) OnClientExpired(cl *mqtt.Client) {
 	h.clients.Delete(weak.Make(cl))
 }
 
@@ -244,7 +262,11 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	if cl.Net.Inline {
 		return true
 	}
-	return h.allowed(cl, h.access(cl), topic, write)
+	a := h.access(cl)
+	if !write && a != nil && h.b.flow.refuse(cl, a) {
+		return false // a device at its in-flight window: counted as limited, not denied
+	}
+	return h.allowed(cl, a, topic, write)
 }
 
 // allowed decides one publish (write) or subscription for a client whose
@@ -293,11 +315,11 @@ func (h *accessHook) reserved(topic string) bool {
 }
 
 // certDevice returns the device id named by the client certificate cl
-// presented on the TLS listener ("" when the certificate names no valid
+// presented on the TLS or wss:// listener ("" when the certificate names no valid
 // device id), and whether it presented one. The handshake verified the
 // certificate against mqtt.broker.tls.client_ca_file.
 func (h *accessHook) certDevice(cl *mqtt.Client) (string, bool) {
-	tc, ok := cl.Net.Conn.(*tls.Conn)
+	tc, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState }) // TLS, or WebSocket over TLS
 	if !ok {
 		return "", false
 	}

@@ -2,6 +2,7 @@ package devices
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -36,12 +37,20 @@ func openRegistry(t *testing.T) (*Registry, store.Bucket) {
 // returns the connection error.
 func pahoClient(t *testing.T, addr, user, secret string, onMsg paho.MessageHandler) (paho.Client, error) {
 	t.Helper()
-	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("c-" + user + "-" + t.Name()).
+	return pahoConnect(t, "tcp://"+addr, user, secret, onMsg, nil)
+}
+
+// pahoConnect connects a paho client to url (tcp://, ws://, wss://) as user
+// (password secret), over TLS with tc when set, or returns the connection
+// error.
+func pahoConnect(t *testing.T, url, user, secret string, onMsg paho.MessageHandler, tc *tls.Config) (paho.Client, error) {
+	t.Helper()
+	o := paho.NewClientOptions().AddBroker(url).SetClientID("c-" + user + "-" + t.Name()).
 		SetUsername(user).SetPassword(secret).SetAutoReconnect(false).SetConnectRetry(false).
-		SetDefaultPublishHandler(onMsg)
+		SetDefaultPublishHandler(onMsg).SetTLSConfig(tc)
 	c := paho.NewClient(o)
 	tok := c.Connect()
-	if !tok.WaitTimeout(10 * time.Second) {
+	if !tok.WaitTimeout(30 * time.Second) { // a first login pays for bcrypt: slow under -race on a loaded host
 		t.Fatal("connect timed out")
 	}
 	if err := tok.Error(); err != nil {

@@ -2,6 +2,7 @@ package devices
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math"
@@ -32,7 +33,9 @@ type Broker struct {
 	devices *Registry   // device logins (SetRegistry); nil: none
 	access  *accessHook // set by Start
 	limits  *limits     // set by Start
+	flow    *flow       // set by Start
 	tlsAddr string      // the TLS listener's address; "" without one
+	wsAddr  string      // the WebSocket listener's address; "" without one
 	tlsCur  atomic.Pointer[tlsMaterial]
 	stopCtx context.Context    // canceled at Stop: ends a DurablePublish waiting
 	cancel  context.CancelFunc // cancels stopCtx
@@ -52,8 +55,9 @@ func NewBroker(cfg BrokerConfig, log *slog.Logger, reg prometheus.Registerer) *B
 }
 
 // Start reads the user password files and the TLS material, listens on
-// cfg.Listen (port 0 picks a free port, see Addr) and on cfg.TLS.Listen
-// (TLSAddr) and serves clients in the background.
+// cfg.Listen (port 0 picks a free port, see Addr), on cfg.TLS.Listen
+// (TLSAddr) and on cfg.WebSocket.Listen (WSAddr), and serves clients in
+// the background.
 func (b *Broker) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -89,13 +93,18 @@ func (b *Broker) Start(ctx context.Context) error {
 		// retained every second, they were most of what an idle daemon
 		// allocated (and every second mochi copies all retained messages).
 		SysTopicResendInterval: noSysTopics,
-		Logger:                 slog.New(levelHandler{min: slog.LevelWarn, h: b.log.With("lib", "mochi").Handler()}),
+		Logger:                 slog.New(newLevelHandler(slog.LevelWarn, b.log.With("lib", "mochi").Handler())),
 		// The daemon's own client (InlineClient) publishes and subscribes
 		// in process, without a TCP hop or packet encoding.
 		InlineClient:            true,
 		ClientNetReadBufferSize: clientReadBuffer,
 	})
 	b.srv = srv
+	b.flow = newFlow(b, srv)
+	// Before the access hook: it forgets a client at OnDisconnect.
+	if err := srv.AddHook(&flowHook{f: b.flow}, nil); err != nil {
+		return fmt.Errorf("add flow hook: %w", err)
+	}
 	if err := srv.AddHook(auth, nil); err != nil {
 		return fmt.Errorf("add auth hook: %w", err)
 	}
@@ -121,17 +130,31 @@ func (b *Broker) Start(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", b.cfg.Listen, err)
 	}
 	b.addr = tcp.Address()
-	if b.cfg.TLS.Enabled() {
+	if b.cfg.TLS.Enabled() || b.cfg.WebSocket.TLS {
 		m, err := loadTLS(b.cfg.TLS)
 		if err != nil {
 			return err
 		}
 		b.tlsCur.Store(m)
+	}
+	if b.cfg.TLS.Enabled() {
 		ln := newTCPListener("tls", b.cfg.TLS.Listen, serverTLSConfig(&b.tlsCur), b.log)
 		if err := srv.AddListener(ln); err != nil {
 			return fmt.Errorf("listen with tls on %s: %w", b.cfg.TLS.Listen, err)
 		}
 		b.tlsAddr = ln.Address()
+	}
+	if ws := b.cfg.WebSocket; ws.Enabled() {
+		var tcfg *tls.Config
+		if ws.TLS {
+			tcfg = serverTLSConfig(&b.tlsCur)
+		}
+		ln := newTCPListener("ws", ws.Listen, tcfg, b.log)
+		ln.ws = newWSUpgrader(ws)
+		if err := srv.AddListener(ln); err != nil {
+			return fmt.Errorf("listen for websockets on %s: %w", ws.Listen, err)
+		}
+		b.wsAddr = ln.Address()
 	}
 	if err := srv.Serve(); err != nil {
 		return fmt.Errorf("serve on %s: %w", b.addr, err)
@@ -150,6 +173,9 @@ func (b *Broker) Start(ctx context.Context) error {
 	attrs := []any{"address", b.addr}
 	if b.tlsAddr != "" {
 		attrs = append(attrs, "tls_address", b.tlsAddr)
+	}
+	if b.wsAddr != "" {
+		attrs = append(attrs, "websocket_address", b.wsAddr, "websocket_tls", b.cfg.WebSocket.TLS)
 	}
 	b.log.Info("broker started", append(attrs, "allow_anonymous", b.cfg.AllowAnonymous, "users", len(b.cfg.Users),
 		"max_client_writes_pending", caps.MaximumClientWritesPending, "max_inflight", caps.MaximumInflight)...)
@@ -185,6 +211,14 @@ func (b *Broker) TLSAddr() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.tlsAddr
+}
+
+// WSAddr returns the address of the WebSocket listener after Start (""
+// before, or without one).
+func (b *Broker) WSAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.wsAddr
 }
 
 // Stop disconnects every client and closes the listener. It waits for the

@@ -188,3 +188,24 @@ func TestBrokerTLSConfigCheck(t *testing.T) {
 		})
 	}
 }
+
+// A TLS client that went away leaves nothing in its listener's table of
+// connections (the accepted connection, not the TLS one wrapping it, is
+// the key).
+func TestBrokerListenerForgetsTLSConnections(t *testing.T) {
+	pki := testpki.New(t, t.TempDir(), "devices")
+	b, _ := tlsBroker(t, pki, nil, nil)
+	for range 3 {
+		mqtttest.Pub(t, tlsURL(b.TLSAddr(), "", "", pki.CAFile, "", ""), "x", "m", 0)
+	}
+	ln, ok := b.server().Listeners.Get("tls")
+	if !ok {
+		t.Fatal("no tls listener")
+	}
+	tl := ln.(*tcpListener)
+	waitFor(t, "the TLS listener to forget its closed connections", 10*time.Second, func() bool {
+		tl.mu.Lock()
+		defer tl.mu.Unlock()
+		return len(tl.conns) == 0
+	})
+}

@@ -63,8 +63,11 @@ type BrokerConfig struct {
 	// MaxClientWritesPending bounds a client's queued outbound packets; past it the broker drops (counted).
 	MaxClientWritesPending int `yaml:"max_client_writes_pending"`
 	// MaxInflight bounds unacknowledged QoS 1/2 messages per client; past it the broker drops (counted).
-	MaxInflight    int              `yaml:"max_inflight"`
-	MaxMessageSize confval.ByteSize `yaml:"max_message_size"`
+	MaxInflight int `yaml:"max_inflight"`
+	// BackpressureWait is the longest a publisher is held for a subscriber
+	// at its in-flight window (flow.go); 0: never held.
+	BackpressureWait confval.Duration `yaml:"backpressure_wait"`
+	MaxMessageSize   confval.ByteSize `yaml:"max_message_size"`
 	// SessionExpiry is how long the session of a client that asked to keep
 	// it (MQTT 3.1.1 clean session false; MQTT 5 session expiry, at most
 	// this) is kept after it disconnects: its subscriptions and the QoS 1/2
@@ -72,6 +75,8 @@ type BrokerConfig struct {
 	SessionExpiry confval.Duration `yaml:"session_expiry"`
 	// TLS is a second listener, MQTT over TLS, with device certificates.
 	TLS BrokerTLS `yaml:"tls"`
+	// WebSocket is a listener for MQTT over WebSocket, plain or TLS.
+	WebSocket BrokerWebSocket `yaml:"websocket"`
 	// Limits hold each registered device to a message rate and size.
 	Limits DeviceLimits `yaml:"limits"`
 }
@@ -92,11 +97,12 @@ func MQTTDefaults() MQTTConfig {
 			Anonymous:              []Rule{{Publish: []string{"#"}, Subscribe: []string{"#"}}},
 			Groups:                 map[string][]Rule{},
 			MaxClientWritesPending: 64,
-			MaxInflight:            65535,
+			MaxInflight:            1024,
+			BackpressureWait:       confval.Duration(2 * time.Second),
 			MaxMessageSize:         256 << 10,
 			SessionExpiry:          confval.Duration(time.Hour),
 			TLS:                    BrokerTLS{Identity: IdentityCN},
-			Limits:                 DeviceLimits{MessagesPerSecond: 100, Burst: 200, MaxMessageSize: 128 << 10},
+			Limits:                 DeviceLimits{MessagesPerSecond: 100, Burst: 200, MaxMessageSize: 128 << 10, MaxInflight: 32},
 		},
 		KeepAlive:      confval.Duration(15 * time.Second),
 		ConnectTimeout: confval.Duration(10 * time.Second),
@@ -212,6 +218,10 @@ func (b BrokerConfig) Validate(c *confval.Checker) {
 	if b.SessionExpiry < 0 || b.SessionExpiry > confval.Duration(math.MaxUint32*time.Second) {
 		c.Errorf("session_expiry", "must be between 0s and %v", time.Duration(math.MaxUint32*time.Second))
 	}
-	b.TLS.Validate(c.At("tls"))
-	b.Limits.Validate(c.At("limits"), b.MaxMessageSize)
+	b.TLS.Validate(c.At("tls"), b.WebSocket.TLS)
+	b.WebSocket.Validate(c.At("websocket"))
+	if b.BackpressureWait < 0 || b.BackpressureWait > confval.Duration(time.Minute) {
+		c.Errorf("backpressure_wait", "must be between 0s and 1m")
+	}
+	b.Limits.Validate(c.At("limits"), b.MaxMessageSize, b.MaxInflight)
 }

@@ -27,11 +27,16 @@ type DeviceLimits struct {
 	Burst int `yaml:"burst"`
 	// MaxMessageSize is the largest payload a device may publish.
 	MaxMessageSize confval.ByteSize `yaml:"max_message_size"`
+	// MaxInflight is the most QoS 1/2 messages sent to a device and not
+	// yet acknowledged by it; past it the device receives nothing more
+	// until it acknowledges, and publishers to it are held (flow.go).
+	MaxInflight int `yaml:"max_inflight"`
 }
 
-// Validate reports every problem of the limits; packetLimit is the
-// broker's max_message_size, which a device limit must stay under.
-func (l DeviceLimits) Validate(c *confval.Checker, packetLimit confval.ByteSize) {
+// Validate reports every problem of the limits; packetLimit and
+// inflightLimit are the broker's max_message_size and max_inflight, which
+// a device's limits must stay under.
+func (l DeviceLimits) Validate(c *confval.Checker, packetLimit confval.ByteSize, inflightLimit int) {
 	if l.MessagesPerSecond <= 0 {
 		c.Errorf("messages_per_second", "must be positive")
 	}
@@ -41,18 +46,22 @@ func (l DeviceLimits) Validate(c *confval.Checker, packetLimit confval.ByteSize)
 	if l.MaxMessageSize < 1 || l.MaxMessageSize > packetLimit {
 		c.Errorf("max_message_size", "must be between 1 byte and mqtt.broker.max_message_size (%v)", packetLimit)
 	}
+	if l.MaxInflight < 1 || l.MaxInflight > inflightLimit {
+		c.Errorf("max_inflight", "must be between 1 and mqtt.broker.max_inflight (%d)", inflightLimit)
+	}
 }
 
 // Reasons a device's message is refused, the label of
 // outpost_devices_limited_total.
 const (
-	limitRate = "rate"
-	limitSize = "size"
+	limitRate     = "rate"
+	limitSize     = "size"
+	limitInflight = "inflight" // a message for the device, not from it (flow.go)
 )
 
 var limitedVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "outpost_devices_limited_total",
-	Help: "Messages of registered devices the embedded broker refused by the per-device limits, by device and reason (rate, size).",
+	Help: "Messages the embedded broker refused by the per-device limits, by device and reason (rate, size: from the device; inflight: to the device, at its in-flight limit).",
 }, []string{"device", "reason"})
 
 // limits applies the DeviceLimits, which a reload may swap.
@@ -111,7 +120,8 @@ func (d *limiter) admit(size int, now time.Time) (reason, detail string) {
 }
 
 // limitsHook refuses the messages of a device over its limits before they
-// are journaled or delivered. A refused message is never delivered. An
+// are journaled or delivered, and holds a publisher whose message goes to
+// a subscriber at its in-flight window (flow.go). A refused message is never delivered. An
 // MQTT 5 client gets the reason in its PUBACK (QoS 1) or PUBREC (QoS 2):
 // 0x97 quota exceeded for the rate, 0x83 implementation specific error
 // for the size, with a reason string. MQTT 3.1.1 has no negative
@@ -134,10 +144,12 @@ func (h *limitsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	a := h.b.access.access(cl)
 	if a == nil || a.limit == nil {
+		h.b.flow.hold(cl, pk.TopicName)
 		return pk, nil
 	}
 	reason, detail := a.limit.admit(len(pk.Payload), time.Now())
 	if reason == "" {
+		h.b.flow.hold(cl, pk.TopicName)
 		return pk, nil
 	}
 	l := a.limit.l

@@ -16,8 +16,8 @@ import (
 	"github.com/outpost-edge/outpost/internal/ratelog"
 )
 
-// tcpListener is the broker's TCP listener, plain or TLS. Unlike mochi's
-// own it owns the goroutine of every connection: Close closes every
+// tcpListener is the broker's TCP listener, plain or TLS, carrying MQTT
+// packets as they are or in WebSocket messages. Unlike mochi's own it owns the goroutine of every connection: Close closes every
 // connection (also those that never sent CONNECT) and waits for their
 // goroutines, so the broker stops without leftovers; and an ordinary
 // disconnect is logged at debug level, not as a warning.
@@ -25,6 +25,7 @@ type tcpListener struct {
 	id, address string
 	log         *slog.Logger
 	tls         *tls.Config // nil: plain TCP
+	ws          *wsUpgrader // nil: MQTT straight on the connection
 
 	mu     sync.Mutex // guards ln, conns, closed
 	ln     net.Listener
@@ -47,8 +48,16 @@ func newTCPListener(id, address string, tcfg *tls.Config, log *slog.Logger) *tcp
 // stays silent holds no goroutine longer.
 const handshakeTimeout = 10 * time.Second
 
-func (l *tcpListener) ID() string       { return l.id }
-func (l *tcpListener) Protocol() string { return "tcp" }
+func (l *tcpListener) ID() string { return l.id }
+func (l *tcpListener) Protocol() string {
+	switch {
+	case l.ws != nil && l.tls != nil:
+		return "wss"
+	case l.ws != nil:
+		return "ws"
+	}
+	return "tcp"
+}
 
 // Address returns the bound address once Init succeeded.
 func (l *tcpListener) Address() string {
@@ -99,12 +108,15 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		l.mu.Unlock()
 		go func() {
 			defer l.wg.Done()
-			var err error
-			if conn, err = l.handshake(conn); err == nil {
-				err = establish(l.id, conn)
+			c, err := l.handshake(conn)
+			if err == nil && l.ws != nil {
+				c, err = l.ws.upgrade(c)
+			}
+			if err == nil {
+				err = establish(l.id, c)
 			}
 			l.mu.Lock()
-			delete(l.conns, conn)
+			delete(l.conns, conn) // the accepted connection, under what wraps it
 			l.mu.Unlock()
 			conn.Close()
 			l.logEnd(conn, err)
@@ -122,16 +134,21 @@ func (l *tcpListener) handshake(conn net.Conn) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return conn, &handshakeError{err}
+		return conn, &handshakeError{what: "tls handshake", err: err}
 	}
 	return tc, nil
 }
 
-// handshakeError is a failed TLS handshake: an unknown CA, an expired
-// certificate, no certificate where one is required, or not TLS at all.
-type handshakeError struct{ err error }
+// handshakeError is a failed TLS handshake (an unknown CA, an expired
+// certificate, no certificate where one is required, or not TLS at all) or
+// a failed WebSocket handshake (not an HTTP request opening a WebSocket,
+// or from a web page of an origin not allowed).
+type handshakeError struct {
+	what string
+	err  error
+}
 
-func (e *handshakeError) Error() string { return "tls handshake: " + e.err.Error() }
+func (e *handshakeError) Error() string { return e.what + ": " + e.err.Error() }
 func (e *handshakeError) Unwrap() error { return e.err }
 
 // logEnd logs why a connection ended: refusals and protocol errors as
@@ -145,7 +162,7 @@ func (l *tcpListener) logEnd(conn net.Conn, err error) {
 	switch {
 	case errors.As(err, &hs):
 		if n, ok := l.handshakes.Allow(time.Now()); ok {
-			l.log.Warn("broker refused a TLS connection", "remote", conn.RemoteAddr().String(), "reason", err, "unlogged", n)
+			l.log.Warn("broker refused a connection", "listener", l.id, "remote", conn.RemoteAddr().String(), "reason", err, "unlogged", n)
 		}
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, packets.ErrServerShuttingDown),
 		errors.Is(err, packets.CodeDisconnect), errors.Is(err, packets.ErrSessionTakenOver):

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,9 +57,9 @@ func BenchmarkIdleClientMemory(b *testing.B) {
 			pid := m.PID()
 			// Every client gone: Mosquitto's open files back near what they
 			// were (with TLS it opens a few files of its own once).
-			fds := fdCount(b, pid) + 16
+			fds := mqtttest.OpenFiles(b, pid) + 16
 			for b.Loop() {
-				measureIdle(b, m.Addr(), tc.caFile, func() int64 { return rssOf(b, strconv.Itoa(pid)) }, func() bool { return fdCount(b, pid) <= fds }, nil)
+				measureIdle(b, m.Addr(), tc.caFile, func() int64 { return mqtttest.RSS(b, strconv.Itoa(pid)) }, func() bool { return mqtttest.OpenFiles(b, pid) <= fds }, nil)
 			}
 		})
 		b.Run("outpost"+tc.name, func(b *testing.B) {
@@ -88,7 +87,7 @@ func benchOutpost(b *testing.B, cfg BrokerConfig, caFile string) {
 		runtime.GC()
 		var m0 runtime.MemStats
 		runtime.ReadMemStats(&m0)
-		measureIdle(b, addr, caFile, func() int64 { return rssOf(b, "self") }, func() bool { return atomic.LoadInt64(&br.server().Info.ClientsConnected) == 0 }, func() {
+		measureIdle(b, addr, caFile, func() int64 { return mqtttest.RSS(b, "self") }, func() bool { return atomic.LoadInt64(&br.server().Info.ClientsConnected) == 0 }, func() {
 			var m1 runtime.MemStats // where the memory of the first connect goes
 			runtime.ReadMemStats(&m1)
 			b.ReportMetric(float64(m1.StackInuse-m0.StackInuse)/idleClients/1024, "stack-KB/client")
@@ -233,32 +232,4 @@ func waitGone(b *testing.B, gone func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// fdCount is the number of open files of process pid.
-func fdCount(b *testing.B, pid int) int {
-	fds, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
-	if err != nil {
-		b.Fatal(err)
-	}
-	return len(fds)
-}
-
-// rssOf is the resident set size of process pid ("self": this one).
-func rssOf(b *testing.B, pid string) int64 {
-	st, err := os.ReadFile("/proc/" + pid + "/status")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, l := range strings.Split(string(st), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	b.Fatal("no VmRSS in /proc/" + pid + "/status")
-	return 0
 }

@@ -6,7 +6,7 @@ import (
 )
 
 // PrepareReload reads what reloading the running broker to cfg needs (the
-// TLS listener's certificate, key and client CAs, read again even when
+// certificate of the TLS and wss:// listeners, key and client CAs, read again even when
 // their names did not change) and returns the function that applies it:
 // the access rules (groups, anonymous rules), the per-device limits and
 // the TLS material, without dropping a connected client. A client whose
@@ -20,7 +20,7 @@ func (b *Broker) PrepareReload(cfg BrokerConfig) (apply func(), restart []string
 		return nil, nil, fmt.Errorf("reload broker: %w", ErrNotRunning)
 	}
 	var m *tlsMaterial
-	if b.tlsAddr != "" && cfg.TLS.Enabled() {
+	if b.tlsCur.Load() != nil && (cfg.TLS.Enabled() || cfg.WebSocket.TLS) {
 		if m, err = loadTLS(cfg.TLS); err != nil {
 			return nil, nil, fmt.Errorf("reload broker: %w", err)
 		}

@@ -51,17 +51,21 @@ func (t *BrokerTLS) Resolve(dir string) {
 
 // Validate reports every problem of the TLS listener's settings; the
 // certificate, the key and the CA file are loaded as the broker will load
-// them, so that `outpost check` names a file that is wrong.
-func (t BrokerTLS) Validate(c *confval.Checker) {
-	if !t.Enabled() {
+// them, so that `outpost check` names a file that is wrong;
+// forWebSocket tells that the WebSocket listener serves wss:// with them
+// (mqtt.broker.websocket.tls), without a TLS listener of their own.
+func (t BrokerTLS) Validate(c *confval.Checker, forWebSocket bool) {
+	if !t.Enabled() && !forWebSocket {
 		for key, v := range map[string]string{"cert_file": t.CertFile, "key_file": t.KeyFile, "client_ca_file": t.ClientCAFile} {
 			if v != "" {
-				c.Errorf(key, "needs listen (the TLS listener's host:port)")
+				c.Errorf(key, "needs listen (the TLS listener's host:port) or websocket.tls")
 			}
 		}
 		return
 	}
-	c.HostPort("listen", t.Listen)
+	if t.Enabled() {
+		c.HostPort("listen", t.Listen)
+	}
 	c.File("cert_file", t.CertFile, true)
 	c.SecretFile("key_file", t.KeyFile, true)
 	c.File("client_ca_file", t.ClientCAFile, false)

@@ -15,6 +15,9 @@
 #   daemon    warm calls through the engine and the scheduler, one MQTT device
 #   mqtt      50 MQTT devices against Mosquitto doing the same echo;
 #             RSS per idle client against Mosquitto
+#   fleet     5,000 devices holding shadows, against Mosquitto doing the
+#             same round trips: RSS per device, after reconnects, shadow
+#             updates/s, route latency
 #   runtime   host functions, commands, fresh instances
 #   deploy    deploy to first call, cold and with a warm disk cache
 #   extism    no-op call throughput on 2 cores vs Extism's Go SDK (nested
@@ -34,7 +37,7 @@ quick=0
 if [ "${1:-}" = "-quick" ]; then quick=1; fi
 count=${COUNT:-$([ $quick = 1 ] && echo 1 || echo 3)}
 benchtime=${BENCHTIME:-$([ $quick = 1 ] && echo 50ms || echo 200ms)}
-suites=${SUITES:-"daemon mqtt runtime deploy extism durable cloud await telemetry backup console"}
+suites=${SUITES:-"daemon mqtt fleet runtime deploy extism durable cloud await telemetry backup console"}
 export PATH="$PATH:/usr/sbin"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -79,6 +82,18 @@ if has mqtt; then
   # (Mosquitto's 6,000 TLS handshakes take about 5 minutes a run here); the
   # daemon's systemd unit sets the same GODEBUG.
   GODEBUG=adaptivestackstart=0 bench devices 'BenchmarkIdleClientMemory' 1x
+fi
+if has fleet; then
+  # A file per device in the generator and in the broker: raise the open
+  # files limit (children such as Mosquitto inherit it; Go raises its own).
+  want=$(( ${OUTPOST_BENCH_FLEET:-5000} * 2 + 1024 ))
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want" ]; then
+    ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want" ]; then
+      echo "bench: fleet needs $want open files, ulimit -n is $(ulimit -n) (hard $(ulimit -Hn))" >&2
+    fi
+  fi
+  GODEBUG=adaptivestackstart=0 bench coordinator 'BenchmarkDeviceFleet' 1x
 fi
 if has runtime; then
   bench runtime 'BenchmarkHostCall|BenchmarkCommand|BenchmarkFreshInstance' "$benchtime"

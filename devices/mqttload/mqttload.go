@@ -210,19 +210,26 @@ func (f *Fleet) Close() {
 // handler must not block). persistent gives it a persistent session. Stop
 // it with the returned function.
 func Echo(url, prefix string, qos byte, persistent bool) (stop func(), err error) {
+	return echo(url, prefix+"/+/in", qos, persistent, func(topic string) string {
+		return strings.TrimSuffix(topic, "/in") + "/out"
+	})
+}
+
+// echo connects a paho client subscribed to filter that republishes every
+// message unchanged on reply(its topic) at qos.
+func echo(url, filter string, qos byte, persistent bool, reply func(string) string) (stop func(), err error) {
 	var cl paho.Client
 	po := paho.NewClientOptions().AddBroker(url).
-		SetClientID(fmt.Sprintf("%s-echo-%d", strings.ReplaceAll(prefix, "/", "-"), time.Now().UnixNano())).
+		SetClientID(fmt.Sprintf("echo-%d", time.Now().UnixNano())).
 		SetCleanSession(!persistent).SetAutoReconnect(false).SetWriteTimeout(10 * time.Second).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
-			dev := strings.TrimSuffix(strings.TrimPrefix(m.Topic(), prefix+"/"), "/in")
-			cl.Publish(prefix+"/"+dev+"/out", qos, false, m.Payload())
+			cl.Publish(reply(m.Topic()), qos, false, m.Payload())
 		})
 	cl = paho.NewClient(po)
 	if tok := cl.Connect(); tok.Wait() && tok.Error() != nil {
 		return nil, fmt.Errorf("connect echo: %w", tok.Error())
 	}
-	if tok := cl.Subscribe(prefix+"/+/in", qos, nil); tok.Wait() && tok.Error() != nil {
+	if tok := cl.Subscribe(filter, qos, nil); tok.Wait() && tok.Error() != nil {
 		cl.Disconnect(50)
 		return nil, fmt.Errorf("subscribe echo: %w", tok.Error())
 	}
