@@ -75,7 +75,7 @@ func newRunCmd() *cobra.Command {
 				defer os.Remove(pidFile)
 			}
 			log := newLogger(cfg.Log, errOut)
-			log.Debug("go memory limit", "bytes", coordinator.ApplyMemoryLimit(os.Getenv))
+			log.Debug("go memory limit", "bytes", coordinator.ApplyMemoryLimit(cmd.Context(), os.Getenv))
 			reload := load
 			if path == "" {
 				reload = nil
