@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -119,51 +118,30 @@ func measureFleet(b *testing.B, addr string, pid, n int) {
 
 // deviceLoad is a running load generator: this test binary run again with
 // deviceLoadEnv (serveDeviceLoad).
-type deviceLoad struct {
-	in  io.Writer
-	out *bufio.Scanner
-}
+type deviceLoad struct{ *mqtttest.Generator }
 
 func startDeviceLoad(b *testing.B, addr string, n int) *deviceLoad {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), deviceLoadEnv+"="+addr, "OUTPOST_BENCH_FLEET="+strconv.Itoa(n))
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = in.Close() // the generator exits at the end of its input
-		_ = cmd.Wait()
-	})
-	return &deviceLoad{in: in, out: bufio.NewScanner(out)}
+	return &deviceLoad{mqtttest.StartGenerator(b, []string{"-test.run=^$"}, deviceLoadEnv+"="+addr, "OUTPOST_BENCH_FLEET="+strconv.Itoa(n))}
 }
 
 // do sends the generator one command, waits for it to be done and returns
 // the figures it answered; it then lets the broker settle a second.
 func (l *deviceLoad) do(b *testing.B, command string) []float64 {
-	if _, err := io.WriteString(l.in, command+"\n"); err != nil {
+	if _, err := io.WriteString(l.In, command+"\n"); err != nil {
 		b.Fatal(err)
 	}
-	if !l.out.Scan() {
-		b.Fatalf("load generator, %s: %v", command, l.out.Err())
+	if !l.Out.Scan() {
+		b.Fatalf("load generator, %s: %v", command, l.Out.Err())
 	}
-	f := strings.Fields(l.out.Text())
+	f := strings.Fields(l.Out.Text())
 	if len(f) == 0 || f[0] != "ok" {
-		b.Fatalf("load generator, %s: %s", command, l.out.Text())
+		b.Fatalf("load generator, %s: %s", command, l.Out.Text())
 	}
 	var figures []float64
 	for _, s := range f[1:] {
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil {
-			b.Fatalf("load generator, %s: %s", command, l.out.Text())
+			b.Fatalf("load generator, %s: %s", command, l.Out.Text())
 		}
 		figures = append(figures, v)
 	}

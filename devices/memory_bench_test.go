@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -126,40 +125,19 @@ func measureIdle(b *testing.B, addr, caFile string, rss func() int64, gone func(
 
 // idleLoad is a running load generator: this test binary run again with
 // OUTPOST_IDLE_LOAD (see TestMain and runIdleLoad).
-type idleLoad struct {
-	in  io.Writer
-	out *bufio.Scanner
-}
+type idleLoad struct{ *mqtttest.Generator }
 
 func startIdleLoad(b *testing.B, addr, caFile string) *idleLoad {
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "OUTPOST_IDLE_LOAD="+addr, "OUTPOST_IDLE_CA="+caFile)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = in.Close() // the generator exits at the end of its input
-		_ = cmd.Wait()
-	})
-	return &idleLoad{in: in, out: bufio.NewScanner(out)}
+	return &idleLoad{mqtttest.StartGenerator(b, nil, "OUTPOST_IDLE_LOAD="+addr, "OUTPOST_IDLE_CA="+caFile)}
 }
 
 // do sends the generator one command and waits for it to be done.
 func (l *idleLoad) do(b *testing.B, command string) {
-	if _, err := io.WriteString(l.in, command+"\n"); err != nil {
+	if _, err := io.WriteString(l.In, command+"\n"); err != nil {
 		b.Fatal(err)
 	}
-	if !l.out.Scan() || l.out.Text() != "ok" {
-		b.Fatalf("load generator, %s: %q %v", command, l.out.Text(), l.out.Err())
+	if !l.Out.Scan() || l.Out.Text() != "ok" {
+		b.Fatalf("load generator, %s: %q %v", command, l.Out.Text(), l.Out.Err())
 	}
 	time.Sleep(time.Second) // settle
 }

@@ -1,7 +1,10 @@
 package mqtttest
 
 import (
+	"bufio"
+	"io"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,4 +40,38 @@ func OpenFiles(tb testing.TB, pid int) int {
 		tb.Fatal(err)
 	}
 	return len(fds)
+}
+
+// Generator is a load generator running in a child process: the test
+// binary itself again (os.Args[0]), told by its environment to generate
+// load; it reads commands on In, one a line, and answers each on Out.
+type Generator struct {
+	In  io.Writer
+	Out *bufio.Scanner
+}
+
+// StartGenerator starts the test binary with args and env added to this
+// process's environment; the child exits at the end of its input, when the
+// benchmark ends.
+func StartGenerator(tb testing.TB, args []string, env ...string) *Generator {
+	tb.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), env...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = in.Close()
+		_ = cmd.Wait()
+	})
+	return &Generator{In: in, Out: bufio.NewScanner(out)}
 }

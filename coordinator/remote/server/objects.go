@@ -291,10 +291,20 @@ func (s *Server) ObjectFetches(digest string) int {
 // handleObjectPut stores the raw request body; 201 with its ObjectInfo,
 // 200 when it was stored already, 413 over Options.MaxObject.
 func (s *Server) handleObjectPut(w http.ResponseWriter, r *http.Request) {
-	info, created, err := s.objs.put(r.Context(), r.Body, "")
+	s.storeObject(w, r, "")
+}
+
+// storeObject stores the raw request body as an object and answers with
+// its ObjectInfo: 201 when new, 200 when it was stored already, 413 over
+// Options.MaxObject, 400 when want is set and the body has another digest.
+func (s *Server) storeObject(w http.ResponseWriter, r *http.Request, want string) {
+	info, created, err := s.objs.put(r.Context(), r.Body, want)
 	switch {
 	case errors.Is(err, errTooLarge):
 		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	case errors.Is(err, errMismatch):
+		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	case err != nil:
 		httpError(w, http.StatusInternalServerError, err.Error())
@@ -303,7 +313,7 @@ func (s *Server) handleObjectPut(w http.ResponseWriter, r *http.Request) {
 	code := http.StatusOK
 	if created {
 		code = http.StatusCreated
-		s.log.Info("object stored", "digest", info.Digest, "size", info.Size)
+		s.log.Info("object stored", "digest", info.Digest, "size", info.Size, "node", r.PathValue("node"))
 	}
 	writeJSON(w, r, code, info)
 }

@@ -364,22 +364,5 @@ func (s *Server) handleObjectUpload(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, fmt.Sprintf("object %q: want sha256:HEX", d))
 		return
 	}
-	info, created, err := s.objs.put(r.Context(), r.Body, d)
-	switch {
-	case errors.Is(err, errTooLarge):
-		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
-		return
-	case errors.Is(err, errMismatch):
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
-	case err != nil:
-		httpError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	code := http.StatusOK
-	if created {
-		code = http.StatusCreated
-		s.log.Info("object uploaded by a node", "node", r.PathValue("node"), "digest", d, "size", info.Size)
-	}
-	writeJSON(w, r, code, info)
+	s.storeObject(w, r, d)
 }
