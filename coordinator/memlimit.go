@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"runtime"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"time"
@@ -16,8 +17,14 @@ import (
 // the next forced collection minutes later.
 const DefaultMemoryLimit = 64 << 20
 
-// memoryLimitEvery is how often the limit follows the live heap.
-const memoryLimitEvery = 2 * time.Second
+// memoryLimitEvery is how often the limit follows the live heap;
+// memoryLimitStale is how long a raised limit may rest on the live heap of
+// a collection that old before the daemon collects to measure it again:
+// garbage a burst left under a raised limit triggers no collection itself.
+const (
+	memoryLimitEvery = 2 * time.Second
+	memoryLimitStale = 10 * time.Second
+)
 
 // ApplyMemoryLimit sets the soft limit unless GOMEMLIMIT is set (the Go
 // runtime applied that one at start) and returns the limit in effect.
@@ -29,16 +36,24 @@ func ApplyMemoryLimit(ctx context.Context, getenv func(string) string) int64 {
 	if getenv("GOMEMLIMIT") != "" {
 		return debug.SetMemoryLimit(-1) // reads the limit without changing it
 	}
-	limit := adjustMemoryLimit()
+	limit, cycles := adjustMemoryLimit()
 	go func() {
 		t := time.NewTicker(memoryLimitEvery)
 		defer t.Stop()
+		since := time.Now() // of the last collection seen
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				adjustMemoryLimit()
+			}
+			now := time.Now()
+			if limit > DefaultMemoryLimit && now.Sub(since) >= memoryLimitStale {
+				runtime.GC()
+			}
+			last := cycles
+			if limit, cycles = adjustMemoryLimit(); cycles != last {
+				since = now
 			}
 		}
 	}()
@@ -50,6 +65,7 @@ func ApplyMemoryLimit(ctx context.Context, getenv func(string) string) int64 {
 // heap's part of it (what is not heap: stacks, metadata, stays as it is).
 var memSamples = []string{
 	"/gc/heap/live:bytes",
+	"/gc/cycles/total:gc-cycles",
 	"/memory/classes/total:bytes",
 	"/memory/classes/heap/objects:bytes",
 	"/memory/classes/heap/unused:bytes",
@@ -59,17 +75,18 @@ var memSamples = []string{
 
 // adjustMemoryLimit sets the limit to the larger of DefaultMemoryLimit and
 // what the live heap with GOGC's headroom (twice the live heap) plus the
-// memory outside the heap needs, and returns it.
-func adjustMemoryLimit() int64 {
+// memory outside the heap needs, and returns it with the number of
+// collections so far.
+func adjustMemoryLimit() (int64, uint64) {
 	s := make([]rtmetrics.Sample, len(memSamples))
 	for i, name := range memSamples {
 		s[i].Name = name
 	}
 	rtmetrics.Read(s)
 	v := func(i int) int64 { return int64(s[i].Value.Uint64()) }
-	live, total := v(0), v(1)
-	nonHeap := total - v(2) - v(3) - v(4) - v(5)
+	live, total := v(0), v(2)
+	nonHeap := total - v(3) - v(4) - v(5) - v(6)
 	limit := max(DefaultMemoryLimit, 2*live+nonHeap)
 	debug.SetMemoryLimit(limit)
-	return limit
+	return limit, s[1].Value.Uint64()
 }
