@@ -90,7 +90,7 @@ line per phase elsewhere.`,
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "deployed %s version %d (%.12s) in %s\n", d.Name, len(d.Versions), cmp.Or(d.Digest, processOnly), p.Elapsed().Round(time.Millisecond))
+		fmt.Fprintf(cmd.ErrOrStderr(), "deployed %s version %d (%s) in %s\n", d.Name, len(d.Versions), cmp.Or(fmt.Sprintf("%.12s", d.Digest), processOnly), p.Elapsed().Round(time.Millisecond))
 		return out.Print(cmd.OutOrStdout(), d, func(w io.Writer) { printDetail(w, out, d) })
 	}
 	return cmd
