@@ -425,7 +425,7 @@ func (c *Coordinator) Health() admin.Health {
 		Uptime:    time.Since(c.boot).Seconds(),
 		MQTT:      admin.MQTTHealth{Broker: "embedded", Addr: c.mqttAddr()},
 		Scheduler: admin.SchedulerStats{Queued: st.Queued, Running: st.Running, Workers: st.Workers, Draining: st.Draining},
-		Tasks:     len(c.engine.Tasks()),
+		Tasks:     len(c.engine.Tasks()) + len(c.processOnlyTasks()),
 	}
 	if cfg.MQTT.External() {
 		h.MQTT.Broker = "external"

@@ -134,6 +134,9 @@ tasks:
 	if ts := c.Tasks(); len(ts) != 2 || ts[1].Name != "nat" || ts[1].Module != "" {
 		t.Errorf("Tasks = %+v", ts)
 	}
+	if h := c.Health(); h.Tasks != 2 {
+		t.Errorf("health counts %d tasks, want 2", h.Tasks)
+	}
 	det, ok := c.Inspect("nat")
 	if !ok || len(det.Artifacts) != 1 || det.Artifacts[0].Env != "process" || det.Artifacts[0].Location != exe || det.MaxInput != 1<<10 {
 		t.Errorf("Inspect = %+v, %v", det, ok)
