@@ -427,3 +427,50 @@ func TestBuiltinTasksAndRoutes(t *testing.T) {
 		})
 	}
 }
+
+// A task with only native artifacts (no module) is valid: it runs in the
+// process environment. Without artifacts, or with what only a wasm module
+// uses, the problems name the task and the key.
+func TestProcessOnlyTasks(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "nat")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\ncat\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("valid", func(t *testing.T) {
+		cfg, err := Parse([]byte("tasks:\n  - name: nat\n    artifacts: [{arch: amd64, executable: "+exe+"}]\n"), "x.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Tasks[0]; got.Module != "" || len(got.Artifacts) != 1 || got.Artifacts[0] != (tasks.Artifact{Env: "process", OS: "linux", Arch: "amd64", Executable: exe}) {
+			t.Errorf("task %+v", got)
+		}
+	})
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"no module, no artifacts", "tasks:\n  - name: nat\n    limits: {timeout: 1s}\n",
+			[]string{`x.yaml:2: tasks[0].module: task "nat" needs a module (a .wasm file or builtin:NAME) or a process artifact`}},
+		{"libraries and fresh_instance without a module", "tasks:\n  - name: nat\n    fresh_instance: true\n    libraries: [{name: lib, module: " + exe + "}]\n    artifacts: [{arch: arm64, executable: " + exe + "}]\n",
+			[]string{
+				`x.yaml:3: tasks[0].fresh_instance: task "nat" has no module to instantiate`,
+				`x.yaml:4: tasks[0].libraries: task "nat" has no module to import them`,
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), "x.yaml")
+			var ps Problems
+			if !errors.As(err, &ps) {
+				t.Fatalf("want Problems, got %v", err)
+			}
+			if len(ps) != len(tc.want) {
+				t.Fatalf("want %d problems, got %d:\n%v", len(tc.want), len(ps), err)
+			}
+			for i, w := range tc.want {
+				if !strings.HasPrefix(ps[i].String(), w) {
+					t.Errorf("problem %d:\n got %s\nwant %s…", i, ps[i], w)
+				}
+			}
+		})
+	}
+}

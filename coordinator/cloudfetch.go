@@ -69,6 +69,15 @@ func newObjectExecutor(c *Coordinator) *objectExecutor {
 	return x
 }
 
+// Concurrency is the task's limits.concurrency: the runtime's, or a
+// process-only task's own.
+func (x *objectExecutor) Concurrency(task string) (int, bool) {
+	if t, ok := x.c.processOnly(task); ok {
+		return t.Limits.Concurrency, true
+	}
+	return x.executor.Concurrency(task)
+}
+
 // Execute resolves a call's digest, then runs it.
 func (x *objectExecutor) Execute(ctx context.Context, call *calls.Call) calls.Result {
 	res := x.execute(ctx, call)

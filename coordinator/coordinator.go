@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -423,7 +425,7 @@ func (c *Coordinator) Health() admin.Health {
 		Uptime:    time.Since(c.boot).Seconds(),
 		MQTT:      admin.MQTTHealth{Broker: "embedded", Addr: c.mqttAddr()},
 		Scheduler: admin.SchedulerStats{Queued: st.Queued, Running: st.Running, Workers: st.Workers, Draining: st.Draining},
-		Tasks:     len(c.engine.Tasks()),
+		Tasks:     len(c.engine.Tasks()) + len(c.processOnlyTasks()),
 	}
 	if cfg.MQTT.External() {
 		h.MQTT.Broker = "external"
@@ -451,6 +453,10 @@ func (c *Coordinator) Tasks() []admin.Task {
 	for i, t := range infos {
 		out[i] = adminTask(t)
 	}
+	for _, t := range c.processOnlyTasks() {
+		out = append(out, nativeAdminTask(t))
+	}
+	slices.SortFunc(out, func(a, b admin.Task) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -463,6 +469,9 @@ func adminTask(t outpostrt.TaskInfo) admin.Task {
 
 // MaxInput implements admin.InputLimiter: the task's limits.max_input.
 func (c *Coordinator) MaxInput(task string) (int64, bool) {
+	if t, ok := c.processOnly(task); ok {
+		return int64(t.Limits.MaxInput), true
+	}
 	l, ok := c.engine.Limits(task)
 	return int64(l.MaxInput), ok
 }

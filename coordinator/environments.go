@@ -10,6 +10,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -101,7 +102,10 @@ func executable(t tasks.Task) (string, bool) {
 // input builds what the rules see of call c of task t.
 func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 	st := e.c.sched.Stats()
-	artifacts := []string{placement.Local}
+	var artifacts []string
+	if t.Module != "" {
+		artifacts = append(artifacts, placement.Local)
+	}
 	if _, ok := executable(t); ok {
 		artifacts = append(artifacts, placement.Process)
 	}
@@ -140,10 +144,11 @@ func (e *environments) run(ctx context.Context, x executor, c *calls.Call) calls
 	if ok && c.Source.Kind != peerSource {
 		rules = append(slices.Clone(t.Placement), e.c.cfg.Load().Placement.Rules...)
 	}
-	if len(rules) == 0 {
-		// A task not loaded (the runtime says so), or no rules: local, as
-		// Decide answers without rules, without building its input on
-		// every call of a node that has none.
+	if !ok || (len(rules) == 0 && t.Module != "") {
+		// A task not loaded (the runtime says so), or no rules for a wasm
+		// task: local, as Decide answers without rules, without building
+		// its input on every call of a node that has none. A process-only
+		// task is placed by Decide: process, if it can run there.
 		if ok {
 			e.decisions.WithLabelValues(placement.Local, placement.DefaultRule).Inc()
 		}
@@ -230,9 +235,13 @@ func (e *environments) runProcess(ctx context.Context, c *calls.Call, t tasks.Ta
 }
 
 // artifacts lists t's code per environment for task inspect: its wasm
-// module (local, as the runtime loaded it) and its native executables.
+// module (local, as the runtime loaded it; none for a process-only task)
+// and its native executables.
 func artifacts(t tasks.Task, info outpostrt.TaskInfo) []admin.Artifact {
-	out := []admin.Artifact{{Env: placement.Local, Digest: info.Digest, Size: int64(info.Size), Location: info.Module}}
+	var out []admin.Artifact
+	if t.Module != "" {
+		out = append(out, admin.Artifact{Env: placement.Local, Digest: info.Digest, Size: int64(info.Size), Location: info.Module})
+	}
 	for _, a := range t.Artifacts {
 		art := admin.Artifact{Env: a.Env, OS: a.OS, Arch: a.Arch, Location: a.Executable}
 		art.Digest, art.Size, _ = fileDigest(a.Executable) // a file gone missing shows without
@@ -251,4 +260,35 @@ func fileDigest(path string) (string, int64, error) {
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+// processOnly returns the task name when it runs only as native
+// executables (no wasm module): the wasm runtime does not know it.
+func (c *Coordinator) processOnly(name string) (tasks.Task, bool) {
+	t, ok := c.envs.task(name)
+	return t, ok && t.Module == ""
+}
+
+// processOnlyTasks lists the process-only tasks: the config's, then the
+// deployed ones a config task does not shadow, by name.
+func (c *Coordinator) processOnlyTasks() []tasks.Task {
+	var out []tasks.Task
+	for _, t := range c.cfg.Load().Tasks {
+		if t.Module == "" {
+			out = append(out, t)
+		}
+	}
+	for name, d := range c.deployments() {
+		if v := d.current(); v.Digest == "" && !c.isConfigTask(name) {
+			out = append(out, c.deployedTask(name, v))
+		}
+	}
+	slices.SortFunc(out, func(a, b tasks.Task) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// nativeAdminTask describes a process-only task for the admin API: no
+// ABI, module or digest (task inspect lists its artifacts).
+func nativeAdminTask(t tasks.Task) admin.Task {
+	return admin.Task{Name: t.Name, MemoryLimit: uint64(t.Limits.Memory), Timeout: t.Limits.Timeout.Std().Seconds(), Concurrency: t.Limits.Concurrency}
 }

@@ -2,13 +2,18 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
@@ -89,5 +94,59 @@ tasks:
 	r, err = c.Call(context.Background(), calls.New("only-cloud", []byte("x"), calls.Source{Kind: "test"}))
 	if err != nil || r.Status != calls.StatusRejected || r.Rule != "cloud-only" || !strings.Contains(r.Error, "cloud: unhealthy") {
 		t.Errorf("only-cloud: %+v %v, want rejected: cloud unhealthy", r, err)
+	}
+}
+
+// A process-only task (artifacts, no module) is never loaded by the wasm
+// runtime, yet the node lists it, inspects it and places its calls in
+// process; with the sandbox down the call is refused, saying why. A
+// deploy without a module or an artifact is refused naming the task and
+// the key.
+func TestProcessOnlyTask(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "nat")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\ncat\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := configs.Parse([]byte("data_dir: "+dir+`/data
+admin: {listen: "`+mqtttest.FreeAddr(t)+`"}
+mqtt: {broker: {listen: "`+mqtttest.FreeAddr(t)+`"}}
+placement: {process: {bwrap: /nonexistent/bwrap}}
+tasks:
+  - {name: echo, module: builtin:echo}
+  - name: nat
+    limits: {max_input: 1KiB, concurrency: 3}
+    artifacts: [{arch: `+goruntime.GOARCH+`, executable: `+exe+`}]
+`), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	if _, ok := c.engine.Task("nat"); ok {
+		t.Error("the wasm runtime loaded a process-only task")
+	}
+	if n, ok := c.MaxInput("nat"); !ok || n != 1<<10 {
+		t.Errorf("MaxInput = %d, %v", n, ok)
+	}
+	if n, ok := (&objectExecutor{executor: executor{c.engine}, c: c}).Concurrency("nat"); !ok || n != 3 {
+		t.Errorf("Concurrency = %d, %v", n, ok)
+	}
+	if ts := c.Tasks(); len(ts) != 2 || ts[1].Name != "nat" || ts[1].Module != "" {
+		t.Errorf("Tasks = %+v", ts)
+	}
+	if h := c.Health(); h.Tasks != 2 {
+		t.Errorf("health counts %d tasks, want 2", h.Tasks)
+	}
+	det, ok := c.Inspect("nat")
+	if !ok || len(det.Artifacts) != 1 || det.Artifacts[0].Env != "process" || det.Artifacts[0].Location != exe || det.MaxInput != 1<<10 {
+		t.Errorf("Inspect = %+v, %v", det, ok)
+	}
+	r, err := c.Call(context.Background(), calls.New("nat", []byte("x"), calls.Source{Kind: "test"}))
+	if err != nil || r.Status != calls.StatusRejected || r.Rule != "default" || !strings.Contains(r.Error, "rule default: process: unhealthy") {
+		t.Errorf("call: %+v %v; want rejected by the default rule, process unhealthy", r, err)
+	}
+	_, err = c.Deploy(context.Background(), "nothing", admin.Upload{Manifest: []byte("limits: {timeout: 1s}\n")})
+	if !errors.Is(err, admin.ErrInvalid) || !strings.Contains(err.Error(), `module: task "nothing" needs a module`) {
+		t.Errorf("deploy without code: %v", err)
 	}
 }

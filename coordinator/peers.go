@@ -291,7 +291,7 @@ func (p *peers) pick(env string) *peer {
 // sendable says whether t's code can be sent to a peer: a module file (a
 // builtin module is the peer's own to have).
 func (p *peers) sendable(t tasks.Task) bool {
-	return len(p.all()) > 0 && !strings.HasPrefix(t.Module, "builtin:")
+	return len(p.all()) > 0 && t.Module != "" && !strings.HasPrefix(t.Module, "builtin:")
 }
 
 // run runs c of task t on the peer of environment env and returns the

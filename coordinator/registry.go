@@ -301,11 +301,15 @@ func (c *Coordinator) loadDeployments(ctx context.Context) error {
 	return nil
 }
 
-// taskSpecs turns config tasks into runtime specs.
+// taskSpecs turns config tasks into runtime specs; a process-only task
+// (no module) has none: the wasm runtime never loads it.
 func taskSpecs(ts []tasks.Task) []outpostrt.Spec {
-	specs := make([]outpostrt.Spec, len(ts))
-	for i, t := range ts {
-		specs[i] = outpostrt.Spec{
+	specs := make([]outpostrt.Spec, 0, len(ts))
+	for _, t := range ts {
+		if t.Module == "" {
+			continue
+		}
+		specs = append(specs, outpostrt.Spec{
 			Name: t.Name, Module: t.Module, ABI: t.ABI,
 			MemoryLimit: uint64(t.Limits.Memory), Timeout: t.Limits.Timeout.Std(), Concurrency: t.Limits.Concurrency,
 			MaxInput: uint64(t.Limits.MaxInput), MaxOutput: uint64(t.Limits.MaxOutput),
@@ -313,12 +317,13 @@ func taskSpecs(ts []tasks.Task) []outpostrt.Spec {
 			Permissions: outpostrt.Permissions{Publish: t.Permissions.Publish, Call: t.Permissions.Call, KVQuota: uint64(t.Permissions.KVQuota),
 				Telemetry: t.Permissions.Telemetry, Shadows: t.Permissions.Shadows},
 			FreshInstance: t.FreshInstance,
-		}
+		})
+		spec := &specs[len(specs)-1]
 		for _, l := range t.Libraries {
-			specs[i].Libraries = append(specs[i].Libraries, outpostrt.Library{Name: l.Name, Module: l.Module})
+			spec.Libraries = append(spec.Libraries, outpostrt.Library{Name: l.Name, Module: l.Module})
 		}
 		for _, f := range t.Files {
-			specs[i].Files = append(specs[i].Files, outpostrt.File{Path: f.Path, Source: f.Source})
+			spec.Files = append(spec.Files, outpostrt.File{Path: f.Path, Source: f.Source})
 		}
 	}
 	return specs
@@ -343,6 +348,9 @@ func (c *Coordinator) allSpecs(configured []tasks.Task, deps map[string]*deploym
 			continue
 		}
 		v := deps[n].current()
+		if v.Digest == "" { // process-only
+			continue
+		}
 		spec := taskSpecs([]tasks.Task{c.deployedTask(n, v)})[0]
 		for i, l := range v.Libraries {
 			spec.Libraries[i].Digest = l.Digest
@@ -353,12 +361,15 @@ func (c *Coordinator) allSpecs(configured []tasks.Task, deps map[string]*deploym
 }
 
 // deployedTask is version v of the deployed task name as a config task
-// whose files are its blobs.
+// whose files are its blobs (no module: a process-only version).
 func (c *Coordinator) deployedTask(name string, v version) tasks.Task {
 	t := tasks.Task{
-		Name: name, Module: c.blobPath(v.Digest), ABI: v.Manifest.ABI,
+		Name: name, ABI: v.Manifest.ABI,
 		Limits: v.Manifest.Limits, Permissions: v.Manifest.Permissions,
 		FreshInstance: v.Manifest.FreshInstance, Placement: v.Manifest.Placement,
+	}
+	if v.Digest != "" {
+		t.Module = c.blobPath(v.Digest)
 	}
 	for _, l := range v.Libraries {
 		t.Libraries = append(t.Libraries, tasks.Library{Name: l.Name, Module: c.blobPath(l.Digest)})
@@ -461,8 +472,10 @@ func (c *Coordinator) deploy(ctx context.Context, name string, up admin.Upload, 
 		if st, err := os.Stat(c.blobPath(v.Digest)); err == nil {
 			v.Size = int(st.Size())
 		}
-	default:
-		return admin.TaskDetail{}, fmt.Errorf("%w: no module", admin.ErrInvalid)
+	default: // process-only: its artifacts are its code
+		if err := m.CheckNative(name); err != nil {
+			return admin.TaskDetail{}, fmt.Errorf("%w: %w", admin.ErrInvalid, err)
+		}
 	}
 	for i, l := range m.Libraries {
 		d, err := c.resolveRef(ctx, fmt.Sprintf("libraries[%d] (%s)", i, l.Name), l.Module, up.Objects, &held)
@@ -576,6 +589,13 @@ func (c *Coordinator) Inspect(name string) (admin.TaskDetail, bool) {
 				det.Permissions.Network = tt.Permissions.Network
 			}
 		}
+	}
+	if t, ok := c.processOnly(name); ok {
+		det.Task, found = nativeAdminTask(t), true
+		det.MaxInput, det.MaxOutput = uint64(t.Limits.MaxInput), uint64(t.Limits.MaxOutput)
+		det.Artifacts, det.Placement = artifacts(t, outpostrt.TaskInfo{}), t.Placement
+		p := t.Permissions
+		det.Permissions = admin.TaskPermissions{Publish: p.Publish, Call: p.Call, KVQuota: uint64(p.KVQuota), Telemetry: p.Telemetry, Network: p.Network, Shadows: p.Shadows}
 	}
 	if st, ok := c.engine.Inspect(name); ok {
 		p := st.Permissions

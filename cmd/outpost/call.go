@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -125,7 +126,7 @@ func listTasks(cmd *cobra.Command, af *adminFlags) {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tABI\tMEMORY\tTIMEOUT\tCONCURRENCY\tDIGEST\tMODULE")
 			for _, t := range tasks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.12s\t%s\n", t.Name, t.ABI, confval.ByteSize(t.MemoryLimit), seconds(t.Timeout), t.Concurrency, t.Digest, t.Module)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.12s\t%s\n", t.Name, cmp.Or(t.ABI, "-"), confval.ByteSize(t.MemoryLimit), seconds(t.Timeout), t.Concurrency, cmp.Or(t.Digest, "-"), cmp.Or(t.Module, processOnly))
 			}
 			_ = tw.Flush()
 		})

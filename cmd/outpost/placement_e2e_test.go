@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -288,5 +289,64 @@ func TestPlacementWait(t *testing.T) {
 	show, _ := runCLI(t, "calls", "show", strings.TrimSpace(id), "--wait", "--timeout", "20s", "--config", d.cfg)
 	if !regexp.MustCompile(`(?m)^status: +timeout$`).MatchString(show) {
 		t.Errorf("the first call:\n%s", show)
+	}
+}
+
+// A task whose only code is a native executable (no module) runs in the
+// process environment, from the config file and deployed: with no rule
+// (or none matching) it runs there by default, a rule that places it only
+// where it has no artifact refuses the call naming the task and the
+// missing artifact, and task ls and inspect list it and its artifact.
+func TestPlacementProcessOnly(t *testing.T) {
+	probe := buildProbe(t)
+	d := startDaemon(t, `
+admin: {listen: "{{admin}}"}
+mqtt: {broker: {listen: "{{broker}}"}}
+tasks:
+  - name: cfgnative
+    limits: {memory: 64MiB, timeout: 3s}
+    artifacts: [{arch: `+goruntime.GOARCH+`, executable: `+probe+`}]
+`)
+	man := filepath.Join(t.TempDir(), "manifest.yaml")
+	if err := os.WriteFile(man, []byte("limits: {memory: 64MiB, timeout: 3s}\nartifacts:\n  - {arch: "+goruntime.GOARCH+", executable: "+probe+
+		"}\nplacement:\n  - {name: large-local, when: \"call.input_size > 100\", run: [local]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCLI(t, "task", "deploy", "depnative", "--manifest", man, "--config", d.cfg)
+	if code != 0 || !strings.Contains(out, "deployed depnative version 1 (none: process only)") ||
+		!regexp.MustCompile(`(?m)^  process\s+linux/`+goruntime.GOARCH+`\s+[0-9a-f]{12}\s`).MatchString(out) {
+		t.Fatalf("deploy: exit %d\n%s", code, out)
+	}
+	for _, task := range []string{"cfgnative", "depnative"} {
+		m, code := callJSON(t, d, task, "hi")
+		if code != 0 || m["env"] != "process" || m["rule"] != "default" || m["output"] != base64.StdEncoding.EncodeToString([]byte("echo:hi")) {
+			t.Errorf("call %s: exit %d %v; want echo:hi in process by default", task, code, m)
+		}
+	}
+	m, code := callJSON(t, d, "depnative", strings.Repeat("x", 200))
+	e, _ := m["error"].(map[string]any)
+	if msg, _ := e["message"].(string); code != 1 || e["code"] != "rejected" || !strings.Contains(msg, "rule large-local: local: task depnative has no wasm module (module)") {
+		t.Errorf("depnative placed local: exit %d %v", code, m)
+	}
+	inspect, _ := runCLI(t, "task", "inspect", "depnative", "--config", d.cfg, "-o", "json")
+	var det admin.TaskDetail
+	if err := json.Unmarshal([]byte(inspect), &det); err != nil || det.Module != "" || det.Digest != "" || len(det.Artifacts) != 1 ||
+		det.Artifacts[0].Env != "process" || len(det.Artifacts[0].Digest) != 64 || len(det.Versions) != 1 || len(det.Placement) != 1 {
+		t.Errorf("inspect: %v\n%s", err, inspect)
+	}
+	ls, code := runCLI(t, "task", "ls", "--config", d.cfg)
+	for _, task := range []string{"cfgnative", "depnative"} {
+		if code != 0 || !regexp.MustCompile(`(?m)^`+task+`\s+-\s+64MiB\s+3s\s+\d+\s+-\s+none: process only$`).MatchString(ls) {
+			t.Errorf("task ls lacks %s:\n%s", task, ls)
+		}
+	}
+	// Without a module or an artifact the CLI refuses the manifest, naming
+	// the task and the key.
+	if err := os.WriteFile(man, []byte("limits: {timeout: 3s}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "task", "deploy", "nothing", "--manifest", man, "--config", d.cfg); code == 0 ||
+		!strings.Contains(out, `module: task "nothing" needs a module (a .wasm file or builtin:NAME) or a process artifact`) {
+		t.Errorf("deploy without code: exit %d\n%s", code, out)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -39,8 +40,9 @@ func newDeployCmd(af *adminFlags) *cobra.Command {
 		Long: `Deploy a task, or a new version of it, to the running daemon.
 
 MODULE is a .wasm file; it may be left out when the manifest's module key
-names it. The manifest (--manifest FILE, YAML) takes the keys of a config task
-besides name and module: abi, limits, permissions, module, libraries, files,
+names it, or for a process-only task (its artifacts are its only code). The
+manifest (--manifest FILE, YAML) takes the keys of a config task besides
+name and module: abi, limits, permissions, module, libraries, files,
 artifacts (native executables for the process environment), placement.
 Local files it names are uploaded with the module. The daemon compiles the
 task and warms its instances before it answers; calls in flight finish on
@@ -60,10 +62,14 @@ line per phase elsewhere.`,
 	}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if len(args) == 1 && manifest == "" {
-			return cli.Usagef("no MODULE: give a .wasm file, or a --manifest whose module key names one")
+			return cli.Usagef("no MODULE: give a .wasm file, or a --manifest whose module key names one or whose artifacts are the task's only code")
 		}
 		if b, err := os.ReadFile(manifest); manifest != "" && err == nil { // a read error is openUpload's to report
-			if _, err := configs.ParseManifest(b, manifest); err != nil {
+			m, err := configs.ParseManifest(b, manifest)
+			if err == nil && len(args) == 1 {
+				err = m.CheckNative(args[0])
+			}
+			if err != nil {
 				return configError(cmd, err) // checked as the daemon will, before anything is uploaded
 			}
 		}
@@ -84,11 +90,14 @@ line per phase elsewhere.`,
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "deployed %s version %d (%.12s) in %s\n", d.Name, len(d.Versions), d.Digest, p.Elapsed().Round(time.Millisecond))
+		fmt.Fprintf(cmd.ErrOrStderr(), "deployed %s version %d (%s) in %s\n", d.Name, len(d.Versions), cmp.Or(fmt.Sprintf("%.12s", d.Digest), processOnly), p.Elapsed().Round(time.Millisecond))
 		return out.Print(cmd.OutOrStdout(), d, func(w io.Writer) { printDetail(w, out, d) })
 	}
 	return cmd
 }
+
+// processOnly stands for the module of a task without one.
+const processOnly = "none: process only"
 
 // upload is what a deploy sends: the module, the manifest, and the local
 // files the manifest names.
@@ -273,7 +282,7 @@ func localRefs(manifest []byte, withModule bool) ([]string, error) {
 func printDetail(out io.Writer, o *cli.Output, d admin.TaskDetail) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "name:\t%s\nabi:\t%s\ndigest:\t%s\nsize:\t%s\nmemory:\t%s\ntimeout:\t%s\nconcurrency:\t%d\n",
-		d.Name, d.ABI, d.Digest, cli.Size(int64(d.Size)), confval.ByteSize(d.MemoryLimit),
+		d.Name, cmp.Or(d.ABI, "-"), cmp.Or(d.Digest, processOnly), cli.Size(int64(d.Size)), confval.ByteSize(d.MemoryLimit),
 		seconds(d.Timeout), d.Concurrency)
 	fmt.Fprintf(tw, "max input:\t%s\nmax output:\t%s\nfresh instance:\t%s\n",
 		confval.ByteSize(d.MaxInput), confval.ByteSize(d.MaxOutput), yesNo(d.FreshInstance))

@@ -10,6 +10,7 @@ package placement
 import (
 	"errors"
 	"fmt"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -48,7 +49,7 @@ func Kind(name string) string {
 }
 
 // DefaultRule is the name a decision records when no rule matched: the
-// call runs locally.
+// call runs locally, or in process for a task without a wasm module.
 const DefaultRule = "default"
 
 // Rule is one placement rule.
@@ -156,7 +157,8 @@ func (r *Rules) program(expr string) (*program, error) {
 
 // Decide evaluates rules in order and returns the first environment of the
 // first matching rule that is healthy and that the task has an artifact
-// for. No matching rule: local. A rule that fails to evaluate is skipped
+// for. No matching rule: local, or process for a task that has no local
+// artifact (a process-only task). A rule that fails to evaluate is skipped
 // (its error is returned with the decision, for the log).
 func (r *Rules) Decide(rules []Rule, in Input) (Decision, error) {
 	var evalErrs []error
@@ -179,7 +181,11 @@ func (r *Rules) Decide(rules []Rule, in Input) (Decision, error) {
 		d, err := pick(rule, in)
 		return d, errors.Join(append(evalErrs, err)...)
 	}
-	d, err := pick(Rule{Name: DefaultRule, Run: []string{Local}}, in)
+	def := Local
+	if !slices.Contains(in.Task.Artifacts, Local) {
+		def = Process
+	}
+	d, err := pick(Rule{Name: DefaultRule, Run: []string{def}}, in)
 	return d, errors.Join(append(evalErrs, err)...)
 }
 
@@ -189,7 +195,7 @@ func pick(rule Rule, in Input) (Decision, error) {
 	for _, name := range rule.Run {
 		switch e := in.Envs[name]; {
 		case !slices.Contains(in.Task.Artifacts, Kind(name)):
-			why = append(why, name+": the task has no artifact for it")
+			why = append(why, fmt.Sprintf("%s: task %s has no %s", name, in.Task.Name, artifactOf(Kind(name))))
 		case !e.Healthy:
 			why = append(why, name+": unhealthy")
 		default:
@@ -197,6 +203,17 @@ func pick(rule Rule, in Input) (Decision, error) {
 		}
 	}
 	return Decision{Rule: rule.Name, Wait: rule.Wait}, fmt.Errorf("%w: rule %s: %s", ErrNoEnvironment, rule.Name, strings.Join(why, "; "))
+}
+
+// artifactOf names the artifact environment kind k runs, for errors.
+func artifactOf(k string) string {
+	switch k {
+	case Process:
+		return "native executable for " + goruntime.GOOS + "/" + goruntime.GOARCH + " (artifacts)"
+	case Cloud:
+		return "wasm module the cloud can run (module, without libraries or files, and cloud.url set)"
+	}
+	return "wasm module (module)"
 }
 
 // Validate reports every problem of rules under c: names, environments and

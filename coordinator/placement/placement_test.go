@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"testing"
 
@@ -40,6 +41,14 @@ func TestDecide(t *testing.T) {
 		{"overflow", input(10, 9, true, both...), Decision{Env: Process, Rule: "overflow"}, ""},
 		{"overflow, process down: no fallback", input(10, 9, false, both...), Decision{Rule: "overflow"}, "process: unhealthy"},
 		{"a rule that waits", input(11, 0, false, both...), Decision{Rule: "native-or-wait", Wait: true}, "process: unhealthy"},
+		{"process-only, no rule matches: process", input(10, 0, true, Process), Decision{Env: Process, Rule: DefaultRule}, ""},
+		{"process-only, process down: refused", input(10, 0, false, Process), Decision{Rule: DefaultRule}, "rule default: process: unhealthy"},
+		{"process-only, a rule for local only: refused naming the task and artifact", func() Input {
+			in := input(4096, 0, true, Process)
+			in.Task.Devices = true
+			return in
+		}(), Decision{Rule: "devices-stay"}, "rule devices-stay: local: task t has no wasm module (module)"},
+		{"wasm-only, process: refused naming the executable", input(10, 9, true, Local), Decision{Rule: "overflow"}, "process: task t has no native executable for " + goruntime.GOOS + "/" + goruntime.GOARCH},
 		{"a device task stays", func() Input { in := input(4096, 9, true, both...); in.Task.Devices = true; return in }(), Decision{Env: Local, Rule: "devices-stay"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,9 @@
 package tasks
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/outpost-edge/outpost/coordinator/placement"
 	"github.com/outpost-edge/outpost/internal/confval"
 )
@@ -43,4 +46,15 @@ func (m Manifest) Validate(c *confval.Checker) {
 	validateDeps(c, m.Libraries, m.Files, false)
 	validateArtifacts(c, m.Artifacts, false)
 	placement.Validate(c.At("placement"), m.Placement)
+}
+
+// CheckNative reports what is wrong with the manifest of task name when no
+// module is uploaded with it and its module key is empty: a process-only
+// task (docs/placement.md). Each error names the task and the key.
+func (m Manifest) CheckNative(name string) error {
+	var errs []error
+	for _, p := range nativeProblems(name, m.Module, m.Libraries, m.Artifacts, m.FreshInstance) {
+		errs = append(errs, fmt.Errorf("%s: %s", p.key, p.msg))
+	}
+	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ package tasks
 
 import (
 	"cmp"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -17,7 +18,9 @@ import (
 	"github.com/outpost-edge/outpost/internal/confval"
 )
 
-// Task declares a wasm task (one entry of the config key tasks).
+// Task declares a task (one entry of the config key tasks): a wasm
+// module, native artifacts, or both. A task without a module is
+// process-only: the wasm runtime never loads it.
 type Task struct {
 	Name   string `yaml:"name"`
 	Module string `yaml:"module"` // path (relative to the config file) or builtin:NAME
@@ -174,16 +177,41 @@ func Validate(c *confval.Checker, ts []Task) {
 			tc.Errorf("name", "duplicate task %q", t.Name)
 		}
 		names[t.Name] = true
-		if t.Module == "" {
-			tc.Errorf("module", "must name a .wasm file or builtin:NAME")
-		} else if !strings.HasPrefix(t.Module, "builtin:") {
+		if t.Module != "" && !strings.HasPrefix(t.Module, "builtin:") {
 			tc.File("module", t.Module, false)
+		}
+		for _, p := range nativeProblems(t.Name, t.Module, t.Libraries, t.Artifacts, t.FreshInstance) {
+			tc.Errorf(p.key, "%s", p.msg)
 		}
 		validateDeps(tc, t.Libraries, t.Files, true)
 		validateArtifacts(tc, t.Artifacts, true)
 		placement.Validate(tc.At("placement"), t.Placement)
 		validateSettings(tc, t.ABI, t.Limits, t.Permissions)
 	}
+}
+
+// problem is a problem of a task at one of its keys.
+type problem struct{ key, msg string }
+
+// nativeProblems lists what is wrong with a task without a wasm module
+// (module ""; none for one with a module): a process-only task runs only
+// its native executables, so it needs one, and what only a wasm module
+// uses (libraries, fresh_instance) is an error.
+func nativeProblems(name, module string, libs []Library, as []Artifact, fresh bool) []problem {
+	if module != "" {
+		return nil
+	}
+	var ps []problem
+	if len(as) == 0 {
+		ps = append(ps, problem{"module", fmt.Sprintf("task %q needs a module (a .wasm file or builtin:NAME) or a process artifact", name)})
+	}
+	if len(libs) > 0 {
+		ps = append(ps, problem{"libraries", fmt.Sprintf("task %q has no module to import them", name)})
+	}
+	if fresh {
+		ps = append(ps, problem{"fresh_instance", fmt.Sprintf("task %q has no module to instantiate (its process starts afresh for every call)", name)})
+	}
+	return ps
 }
 
 // validateDeps checks libraries and files; local says their modules and
