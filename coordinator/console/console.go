@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
 )
@@ -33,9 +34,12 @@ const Prefix = "/ui/"
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
 	"font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
-// asset is one embedded file with its gzip form, made once.
+// asset is one embedded file with its gzip form, made at its first
+// request: a compressor at the best level allocates about a megabyte, which
+// a daemon whose console is never opened should not hold in its idle RSS.
 type asset struct {
-	body, gz    []byte
+	body        []byte
+	gz          func() []byte
 	contentType string
 	etag        string
 }
@@ -72,18 +76,21 @@ func load() (map[string]*asset, error) {
 	return files, nil
 }
 
-// newAsset is the file name holding body, compressed once.
+// newAsset is the file name holding body, compressed at its first use.
 func newAsset(name string, body []byte) *asset {
-	var gz bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression) // a valid level: no error
-	_, _ = zw.Write(body)                                   // into memory: no error
-	_ = zw.Close()
+	gz := sync.OnceValue(func() []byte {
+		var gz bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression) // a valid level: no error
+		_, _ = zw.Write(body)                                   // into memory: no error
+		_ = zw.Close()
+		return gz.Bytes()
+	})
 	sum := sha256.Sum256(body)
 	ct := mime.TypeByExtension(path.Ext(name))
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
-	return &asset{body: body, gz: gz.Bytes(), contentType: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+	return &asset{body: body, gz: gz, contentType: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
 }
 
 // serveAssets answers with the embedded file of the path ("" is
@@ -114,7 +121,7 @@ func serveAssets(files map[string]*asset) http.Handler {
 		body := a.body
 		if acceptsGzip(r) {
 			h.Set("Content-Encoding", "gzip")
-			body = a.gz
+			body = a.gz()
 		}
 		h.Set("Content-Length", fmt.Sprint(len(body)))
 		_, _ = w.Write(body)

@@ -153,7 +153,7 @@ func weight() (int, error) {
 	}
 	n := 0
 	for _, a := range files {
-		n += len(a.gz)
+		n += len(a.gz())
 	}
 	return n, nil
 }
