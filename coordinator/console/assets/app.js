@@ -276,12 +276,14 @@ async function callsView(id) {
   if (id) return call(id);
   const q = new URLSearchParams(location.hash.split("?")[1] || "");
   const state = q.get("state") || "", taskF = q.get("task") || "", source = q.get("source") || "";
-  const list = (await api("GET", "/v1/calls?limit=500" + (state ? `&state=${encodeURIComponent(state)}` : ""))).calls || [];
-  const shown = list.filter((c) => (!taskF || c.task === taskF) && (!source || c.source.kind === source));
+  const sel = new URLSearchParams({ limit: "500" });
+  for (const [k, v] of [["state", state], ["task", taskF], ["source", source]]) if (v) sel.set(k, v);
+  const [resp, tasks] = await Promise.all([api("GET", "/v1/calls?" + sel), api("GET", "/v1/tasks")]);
+  const shown = resp.calls || [];
   const pick = (label, key, values, cur) => h("div", {}, h("label", { for: `calls-${key}` }, label),
     h("select", { id: `calls-${key}`, onchange: (ev) => { q.set(key, ev.target.value); if (!ev.target.value) q.delete(key); location.hash = "#calls?" + q; } },
       h("option", { value: "" }, "any"), values.map((v) => h("option", { value: v, selected: v === cur }, v))));
-  const uniq = (f) => [...new Set(list.map(f))].sort();
+  const names = [...new Set(tasks.map((t) => t.name).concat(taskF ? [taskF] : []))].sort();
   const rows = shown.map((c) => h("tr", { "data-call": c.id },
     h("td", {}, h("a", { href: `#calls/${c.id}` }, c.id)), h("td", {}, c.task), h("td", {}, c.state),
     h("td", {}, `${c.source.kind}${c.source.ref ? ":" + c.source.ref : ""}`),
@@ -289,10 +291,10 @@ async function callsView(id) {
     h("td", {}, when(c.received)),
     h("td", { class: "num" }, c.started && c.finished && !c.finished.startsWith("0001") ? dur((new Date(c.finished) - new Date(c.started)) / 1000) : "–")));
   return h("section", { "data-view": "calls" }, h("h1", {}, "Calls"),
-    h("div", { class: "row" }, pick("Task", "task", uniq((c) => c.task).concat(taskF && !list.some((c) => c.task === taskF) ? [taskF] : []), taskF),
-      pick("State", "state", ["received", "started", "finished", "reported"], state),
-      pick("Source", "source", uniq((c) => c.source.kind), source)),
-    h("p", { class: "muted" }, `${shown.length} of ${list.length} journaled calls`),
+    h("div", { class: "row" }, pick("Task", "task", names, taskF),
+      pick("State", "state", ["received", "started", "suspended", "finished", "reported"], state),
+      pick("Source", "source", ["mqtt", "admin", "cloud", "task", "telemetry", "peer"], source)),
+    h("p", { class: "muted" }, `${shown.length} journaled calls${shown.length === 500 ? " (the first 500)" : ""}`),
     table(["Call", "Task", "State", "Source", "Status", "Received", "Duration"], rows, "Calls"));
 }
 
