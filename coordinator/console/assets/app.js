@@ -162,32 +162,45 @@ async function devices(id) {
     table(["Device", "Presence", "Last seen", "Address", "Groups", "State", "Denied / limited"], rows, "Devices"));
 }
 
+// device shows one device and one of its shadows (?shadow=NAME: a named
+// one; none: the classic one) with an editor for its desired state.
 async function device(id) {
   const path = `/v1/devices/${encodeURIComponent(id)}`;
-  const [d, doc] = await Promise.all([api("GET", path), api("GET", path + "/shadow").catch((e) => (e.status === 404 ? null : Promise.reject(e)))]);
+  const name = new URLSearchParams(location.hash.split("?")[1] || "").get("shadow") || "";
+  const shadowPath = path + "/shadow" + (name ? "?" + new URLSearchParams({ name }) : "");
+  const [d, shadows, doc] = await Promise.all([api("GET", path), api("GET", path + "/shadows"),
+    api("GET", shadowPath).catch((e) => (e.status === 404 ? null : Promise.reject(e)))]);
   const st = (doc && doc.state) || {};
   const editor = h("textarea", { id: "shadow-desired", "aria-label": "Desired state (JSON)", spellcheck: "false" }, JSON.stringify(st.desired || {}, null, 2));
   const save = async (ev) => {
     ev.preventDefault();
     let desired;
     try { desired = JSON.parse(editor.value); } catch (e) { say(`desired is not JSON: ${e.message}`, true); return; }
-    await api("POST", path + "/shadow", { state: { desired } });
-    say(`Desired state of ${id} saved`);
+    await api("POST", shadowPath, { state: { desired } });
+    say(`Desired state of ${id}${name ? " shadow " + name : ""} saved`);
     S.keepStatus = true;
     route();
   };
+  const devHash = `#devices/${encodeURIComponent(id)}`;
+  const link = (n) => h("a", { href: devHash + (n ? "?" + new URLSearchParams({ shadow: n }) : ""), "data-shadow": n, "aria-current": n === name ? "page" : null }, n || "classic");
+  const names = [...new Set(["", ...(shadows || []).map((s) => s.name), name])];
+  const newName = h("input", { id: "shadow-new", "aria-label": "Named shadow", placeholder: "name", pattern: "[A-Za-z0-9:_-]{1,64}", required: true });
+  const open = (ev) => { ev.preventDefault(); location.hash = devHash + "?" + new URLSearchParams({ shadow: newName.value }); };
+  const topic = `$aws/things/${d.id}/shadow/${name ? "name/" + name + "/" : ""}update/delta`;
   return h("section", { "data-view": "device" }, h("h1", {}, `Device ${d.id}`),
     h("p", {}, h("a", { href: "#devices" }, "← all devices")),
     h("div", { class: "cards" },
       card("Presence", d.connected ? "connected" : "offline", d.connected ? "ok" : "muted"),
       card("Last seen", when(d.last_seen)), card("Address", d.address || "–"),
       card("Shadow version", doc ? doc.version : "no shadow")),
+    h("nav", { id: "shadow-list", class: "row", "aria-label": "Shadows" }, h("span", {}, "Shadows:"), names.map(link),
+      h("form", { class: "row", onsubmit: open }, newName, h("button", { id: "shadow-open", type: "submit" }, "Open named shadow"))),
     h("div", { class: "grid3" },
       h("div", {}, h("h2", {}, "Desired"), pretty(st.desired)),
       h("div", {}, h("h2", {}, "Reported"), pretty(st.reported)),
       h("div", { id: "shadow-delta" }, h("h2", {}, "Delta"), pretty(st.delta))),
-    h("form", { onsubmit: save }, h("h2", {}, h("label", { for: "shadow-desired" }, "Edit desired")),
-      h("p", { class: "muted" }, "Fields are merged into desired; null removes one. The device gets the difference on $aws/things/" + d.id + "/shadow/update/delta."),
+    h("form", { onsubmit: save }, h("h2", {}, h("label", { for: "shadow-desired" }, `Edit desired (${name ? "shadow " + name : "classic shadow"})`)),
+      h("p", { class: "muted" }, "Fields are merged into desired; null removes one. The device gets the difference on " + topic + "."),
       editor, h("div", { class: "row" }, h("button", { id: "shadow-save", class: "primary", type: "submit" }, "Save desired"))));
 }
 
