@@ -70,6 +70,7 @@ telemetry:
 	dev := deviceURL(d, "d1", secret)
 	sub := mqtttest.Sub(t, dev, "$aws/things/d1/shadow/#", 0) // connected until the test ends
 	mqtttest.Pub(t, dev, "devices/d1/in", `{"hello":"console","n":1}`, 1)
+	mqtttest.Pub(t, dev, "devices/other/in", "not d1's", 0) // refused by the access rules: a violation
 
 	v1 := wasm(t, "counter")
 	mod, err := os.ReadFile(v1)
@@ -152,6 +153,9 @@ telemetry:
 		run(t, "devices by its key", chromedp.KeyEvent("2"), visible(`tr[data-device="d1"]`))
 		if row := text(t, `tr[data-device="d1"]`); !strings.Contains(row, "connected") || !strings.Contains(row, "127.0.0.1") {
 			t.Errorf("device row: %q", row)
+		}
+		if row := text(t, `tr[data-violation="d1"]`); !strings.Contains(row, "publish") || !strings.Contains(row, "devices/other/in") || !strings.Contains(row, "acl") {
+			t.Errorf("violation row: %q", row)
 		}
 		run(t, "screenshot", shot("devices"))
 		run(t, "edit desired", click(`tr[data-device="d1"] a`), visible("#shadow-desired"),

@@ -146,7 +146,7 @@ async function overview() {
 
 async function devices(id) {
   if (id) return device(id);
-  const [list, text] = await Promise.all([api("GET", "/v1/devices"), api("GET", "/metrics")]);
+  const [list, text, violations] = await Promise.all([api("GET", "/v1/devices"), api("GET", "/metrics"), api("GET", "/v1/device-violations")]);
   const ms = parseMetrics(text);
   const rows = list.map((d) => {
     const denied = sum(metric(ms, "outpost_devices_acl_denied_total", (l) => l.device === d.id));
@@ -158,8 +158,13 @@ async function devices(id) {
       h("td", {}, d.disabled ? "disabled" : "enabled"),
       h("td", { class: "num " + (denied + limited ? "bad" : "") }, `${denied} / ${limited}`));
   });
+  const vrows = violations.map((v) => h("tr", { "data-violation": v.device || "" },
+    h("td", {}, when(v.time)), h("td", {}, v.device || `client ${v.client}`), h("td", {}, v.action),
+    h("td", {}, h("code", {}, v.topic || "–")), h("td", { class: "bad" }, v.reason)));
   return h("section", { "data-view": "devices" }, h("h1", {}, "Devices"),
-    table(["Device", "Presence", "Last seen", "Address", "Groups", "State", "Denied / limited"], rows, "Devices"));
+    table(["Device", "Presence", "Last seen", "Address", "Groups", "State", "Denied / limited"], rows, "Devices"),
+    h("h2", {}, "Recent violations"),
+    table(["Time", "Device", "Action", "Topic", "Reason"], vrows, "Recent violations"));
 }
 
 // device shows one device and one of its shadows (?shadow=NAME: a named
