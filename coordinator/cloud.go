@@ -315,13 +315,16 @@ func (p *cloudPart) listCalls(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	limit := q.limit
-	if q.filtered() {
+	if q.filtered() || q.newest {
 		limit = 0 // the state is that of the in-memory view: filter after it
 	}
 	recs, err := p.journal.List(r.Context(), limit)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
+	}
+	if q.newest {
+		slices.Reverse(recs)
 	}
 	out := make([]*calls.Record, 0, len(recs))
 	for _, rec := range recs {
@@ -338,11 +341,13 @@ func (p *cloudPart) listCalls(w http.ResponseWriter, r *http.Request) {
 }
 
 // callsQuery is what GET /v1/calls selects: at most limit records (0:
-// all) in state (nil: any), of task and from a source of kind ("": any).
+// all) in state (nil: any), of task and from a source of kind ("": any),
+// in id order, the newest first if newest.
 type callsQuery struct {
 	limit        int
 	state        *calls.State
 	task, source string
+	newest       bool
 }
 
 // filtered says whether q selects on more than the limit.
@@ -388,8 +393,13 @@ func parseCallsQuery(v url.Values) (callsQuery, error) {
 			} else {
 				q.source = val
 			}
+		case "order":
+			if val != "oldest" && val != "newest" {
+				return q, fmt.Errorf("query parameter order=%q: want oldest or newest", val)
+			}
+			q.newest = val == "newest"
 		default:
-			return q, fmt.Errorf("unknown query parameter %q (want limit, state, task, source)", k)
+			return q, fmt.Errorf("unknown query parameter %q (want limit, state, task, source, order)", k)
 		}
 	}
 	return q, nil

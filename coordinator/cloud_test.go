@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -45,6 +46,8 @@ func TestListCallsQuery(t *testing.T) {
 		{"empty task", "?task=", 400, "task"},
 		{"empty source", "?source=&task=echo", 400, "source"},
 		{"repeated task", "?task=a&task=b", 400, "task"},
+		{"newest", "?order=newest&limit=3", 200, `{"calls":[]}`},
+		{"bad order", "?order=up", 400, "order"},
 		{"negative limit", "?limit=-5&state=%FF", 400, "limit"},
 		{"limit not a number", "?limit=x", 400, "limit"},
 		{"limit too large", "?limit=100001", 400, "limit"},
@@ -126,4 +129,15 @@ func TestListCallsFilters(t *testing.T) {
 			}
 		})
 	}
+	t.Run("newest first", func(t *testing.T) {
+		resp := adminGet(t, c, "/v1/calls?order=newest&limit=1")
+		defer resp.Body.Close()
+		var out struct{ Calls []calls.Record }
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		if len(out.Calls) != 1 || out.Calls[0].ID != call.ID {
+			t.Errorf("order=newest&limit=1: %+v, want %s", out.Calls, call.ID)
+		}
+	})
 }

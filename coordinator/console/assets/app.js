@@ -294,7 +294,7 @@ async function callsView(id) {
   if (id) return call(id);
   const q = new URLSearchParams(location.hash.split("?")[1] || "");
   const state = q.get("state") || "", taskF = q.get("task") || "", source = q.get("source") || "";
-  const sel = new URLSearchParams({ limit: "500" });
+  const sel = new URLSearchParams({ limit: "500", order: "newest" });
   for (const [k, v] of [["state", state], ["task", taskF], ["source", source]]) if (v) sel.set(k, v);
   const [resp, tasks] = await Promise.all([api("GET", "/v1/calls?" + sel), api("GET", "/v1/tasks")]);
   const shown = resp.calls || [];
@@ -312,7 +312,7 @@ async function callsView(id) {
     h("div", { class: "row" }, pick("Task", "task", names, taskF),
       pick("State", "state", ["received", "started", "suspended", "finished", "reported"], state),
       pick("Source", "source", ["mqtt", "admin", "cloud", "task", "telemetry", "peer"], source)),
-    h("p", { class: "muted" }, `${shown.length} journaled calls${shown.length === 500 ? " (the first 500)" : ""}`),
+    h("p", { class: "muted" }, `${shown.length} journaled calls${shown.length === 500 ? " (the newest 500)" : ""}`),
     table(["Call", "Task", "State", "Source", "Status", "Received", "Duration"], rows, "Calls"));
 }
 
