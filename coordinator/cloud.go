@@ -315,7 +315,7 @@ func (p *cloudPart) listCalls(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	limit := q.limit
-	if q.state != nil {
+	if q.filtered() || q.newest {
 		limit = 0 // the state is that of the in-memory view: filter after it
 	}
 	recs, err := p.journal.List(r.Context(), limit)
@@ -323,9 +323,12 @@ func (p *cloudPart) listCalls(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	if q.newest {
+		slices.Reverse(recs)
+	}
 	out := make([]*calls.Record, 0, len(recs))
 	for _, rec := range recs {
-		if q.state != nil && rec.State != *q.state {
+		if !q.match(rec) {
 			continue
 		}
 		if q.limit > 0 && len(out) == q.limit {
@@ -338,10 +341,22 @@ func (p *cloudPart) listCalls(w http.ResponseWriter, r *http.Request) {
 }
 
 // callsQuery is what GET /v1/calls selects: at most limit records (0:
-// all) in state (nil: any).
+// all) in state (nil: any), of task and from a source of kind ("": any),
+// in id order, the newest first if newest.
 type callsQuery struct {
-	limit int
-	state *calls.State
+	limit        int
+	state        *calls.State
+	task, source string
+	newest       bool
+}
+
+// filtered says whether q selects on more than the limit.
+func (q callsQuery) filtered() bool { return q.state != nil || q.task != "" || q.source != "" }
+
+// match says whether rec passes q's filters.
+func (q callsQuery) match(rec *calls.Record) bool {
+	return (q.state == nil || rec.State == *q.state) && (q.task == "" || rec.Task == q.task) &&
+		(q.source == "" || rec.Source.Kind == q.source)
 }
 
 // maxCallsLimit bounds the limit of GET /v1/calls.
@@ -366,11 +381,25 @@ func parseCallsQuery(v url.Values) (callsQuery, error) {
 		case "state":
 			st := new(calls.State)
 			if err := st.UnmarshalText([]byte(val)); err != nil {
-				return q, fmt.Errorf("query parameter state: %w (want received, started, finished or reported)", err)
+				return q, fmt.Errorf("query parameter state: %w (want received, started, suspended, finished or reported)", err)
 			}
 			q.state = st
+		case "task", "source":
+			if val == "" {
+				return q, fmt.Errorf("query parameter %s is empty", k)
+			}
+			if k == "task" {
+				q.task = val
+			} else {
+				q.source = val
+			}
+		case "order":
+			if val != "oldest" && val != "newest" {
+				return q, fmt.Errorf("query parameter order=%q: want oldest or newest", val)
+			}
+			q.newest = val == "newest"
 		default:
-			return q, fmt.Errorf("unknown query parameter %q (want limit, state)", k)
+			return q, fmt.Errorf("unknown query parameter %q (want limit, state, task, source, order)", k)
 		}
 	}
 	return q, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,12 @@ func TestListCallsQuery(t *testing.T) {
 		{"none", "", 200, `{"calls":[]}`},
 		{"limit", "?limit=5", 200, `{"calls":[]}`},
 		{"state", "?state=finished&limit=0", 200, `{"calls":[]}`},
+		{"task and source", "?task=echo&source=mqtt", 200, `{"calls":[]}`},
+		{"empty task", "?task=", 400, "task"},
+		{"empty source", "?source=&task=echo", 400, "source"},
+		{"repeated task", "?task=a&task=b", 400, "task"},
+		{"newest", "?order=newest&limit=3", 200, `{"calls":[]}`},
+		{"bad order", "?order=up", 400, "order"},
 		{"negative limit", "?limit=-5&state=%FF", 400, "limit"},
 		{"limit not a number", "?limit=x", 400, "limit"},
 		{"limit too large", "?limit=100001", 400, "limit"},
@@ -63,33 +70,74 @@ func TestListCallsQuery(t *testing.T) {
 	}
 }
 
-// The state filter applies to the journal's current view of each call.
-func TestListCallsByState(t *testing.T) {
+// The state filter applies to the journal's current view of each call;
+// the task and source filters select on the server, before the limit, and
+// the admin client sends them.
+func TestListCallsFilters(t *testing.T) {
 	c := startCoordinator(t, testConfig(t))
-	call := calls.New("echo", []byte("hi"), calls.Source{})
+	call := calls.New("echo", []byte("hi"), calls.Source{}) // an admin call
 	if err := c.CallAsync(call); err != nil {
 		t.Fatal(err)
 	}
-	list := func(query string) []calls.Record {
-		resp := adminGet(t, c, "/v1/calls"+query)
+	// A cloud call of a task the node lacks, first in the journal's id
+	// order: a limit applied before the filter would miss the echo call.
+	other := calls.New("other", nil, calls.Source{Kind: "cloud"})
+	other.ID, other.Effect = "0"+other.ID[1:], calls.Idempotent
+	if _, err := c.cloud.ready.Accept([]*calls.Call{other}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.cfg.Load()
+	cl, err := admin.Dial(admin.ClientOptions{Addr: c.AdminAddr(), DaemonTokenFile: cfg.Admin.TokenPath(cfg.DataDir)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := func(q admin.CallsQuery) []string {
+		t.Helper()
+		recs, err := cl.Calls(t.Context(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := []string{}
+		for _, r := range recs {
+			ids = append(ids, r.ID)
+		}
+		return ids
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(list(admin.CallsQuery{State: "reported"})) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("call never reported: %v", list(admin.CallsQuery{}))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, tc := range []struct {
+		name string
+		q    admin.CallsQuery
+		want []string
+	}{
+		{"reported, limit 1", admin.CallsQuery{State: "reported", Limit: 1}, []string{call.ID}},
+		{"received", admin.CallsQuery{State: "received", Task: "echo"}, []string{}},
+		{"task, limit 1", admin.CallsQuery{Task: "echo", Limit: 1}, []string{call.ID}},
+		{"source, limit 1", admin.CallsQuery{Source: "admin", Limit: 1}, []string{call.ID}},
+		{"other source", admin.CallsQuery{Source: "cloud"}, []string{other.ID}},
+		{"task and other source", admin.CallsQuery{Task: "echo", Source: "mqtt"}, []string{}},
+		{"no filter", admin.CallsQuery{}, []string{other.ID, call.ID}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := list(tc.q); !slices.Equal(got, tc.want) {
+				t.Errorf("%+v: %v, want %v", tc.q, got, tc.want)
+			}
+		})
+	}
+	t.Run("newest first", func(t *testing.T) {
+		resp := adminGet(t, c, "/v1/calls?order=newest&limit=1")
 		defer resp.Body.Close()
 		var out struct{ Calls []calls.Record }
 		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 			t.Fatal(err)
 		}
-		return out.Calls
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(list("?state=reported")) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("call never reported: %+v", list(""))
+		if len(out.Calls) != 1 || out.Calls[0].ID != call.ID {
+			t.Errorf("order=newest&limit=1: %+v, want %s", out.Calls, call.ID)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if got := list("?state=reported&limit=1"); len(got) != 1 || got[0].ID != call.ID {
-		t.Errorf("reported: %+v", got)
-	}
-	if got := list("?state=received"); len(got) != 0 {
-		t.Errorf("received: %+v", got)
-	}
+	})
 }

@@ -64,6 +64,15 @@ func adminError(err error) error {
 }
 
 // ExportMosquitto exports the registry under the configured groups' rules.
+// Violations are the embedded broker's; an external broker's refusals are
+// not seen: none.
+func (d deviceAdmin) Violations() []devices.Violation {
+	if d.c.broker == nil {
+		return []devices.Violation{}
+	}
+	return d.c.broker.Violations()
+}
+
 func (d deviceAdmin) ExportMosquitto() devices.MosquittoFiles {
 	return d.c.devices.ExportMosquitto(d.c.cfg.Load().MQTT.Broker.Groups)
 }

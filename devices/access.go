@@ -263,7 +263,7 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 		return true
 	}
 	a := h.access(cl)
-	if !write && a != nil && h.b.flow.refuse(cl, a) {
+	if !write && a != nil && h.b.flow.refuse(cl, a, topic) {
 		return false // a device at its in-flight window: counted as limited, not denied
 	}
 	return h.allowed(cl, a, topic, write)
@@ -281,13 +281,19 @@ func (h *accessHook) allowed(cl *mqtt.Client, a *clientAccess, topic string, wri
 	case write && a.grants.Load().allowPublish(topic), !write && a.grants.Load().allowSubscribe(topic):
 		return true
 	}
-	label := "unknown"
+	label, device := "unknown", ""
 	if a != nil && a.device != "" {
-		label = a.device
+		label, device = a.device, a.device
 	}
 	h.denied.WithLabelValues(label).Inc()
 	n := h.deniedN.Add(1)
-	if _, ok := h.warn.Allow(time.Now()); ok {
+	action := actionSubscribe
+	if write {
+		action = actionPublish
+	}
+	now := time.Now()
+	h.b.violations.add(Violation{Time: now, Device: device, Client: cl.ID, Topic: topic, Action: action, Reason: reasonACL})
+	if _, ok := h.warn.Allow(now); ok {
 		what := "subscribe or receive"
 		if write {
 			what = "publish"

@@ -40,6 +40,8 @@ type Broker struct {
 	stopCtx context.Context    // canceled at Stop: ends a DurablePublish waiting
 	cancel  context.CancelFunc // cancels stopCtx
 
+	violations violations // the last refusals of the access rules and limits
+
 	// drop counters, fed by the hook and read by the collector
 	droppedPending atomic.Uint64
 	lastDropLog    atomic.Int64 // unix nanos of the last drop warning

@@ -72,15 +72,18 @@ func (f *flow) window(a *clientAccess) int {
 	return f.b.cfg.MaxInflight
 }
 
-// refuse reports whether a message for device cl must be dropped: the
-// device is at its window (a subscription it is making is not a message).
-func (f *flow) refuse(cl *mqtt.Client, a *clientAccess) bool {
+// refuse reports whether a message on topic for device cl must be
+// dropped: the device is at its window (a subscription it is making is
+// not a message).
+func (f *flow) refuse(cl *mqtt.Client, a *clientAccess, topic string) bool {
 	if a.device == "" || a.subscribing.Load() > 0 || cl.State.Inflight.Len() < f.window(a) {
 		return false
 	}
 	l := f.b.limits
 	l.refused.WithLabelValues(a.device, limitInflight).Inc()
-	if n, ok := l.warn.Allow(time.Now()); ok {
+	now := time.Now()
+	f.b.violations.add(Violation{Time: now, Device: a.device, Client: cl.ID, Topic: topic, Action: actionReceive, Reason: limitInflight})
+	if n, ok := l.warn.Allow(now); ok {
 		l.log.Warn("device limit refused a message", "device", a.device, "client", cl.ID, "reason", limitInflight,
 			"detail", "messages in flight to the device at its limit: not delivered", "unlogged", n)
 	}

@@ -147,14 +147,16 @@ func (h *limitsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		h.b.flow.hold(cl, pk.TopicName)
 		return pk, nil
 	}
-	reason, detail := a.limit.admit(len(pk.Payload), time.Now())
+	now := time.Now()
+	reason, detail := a.limit.admit(len(pk.Payload), now)
 	if reason == "" {
 		h.b.flow.hold(cl, pk.TopicName)
 		return pk, nil
 	}
 	l := a.limit.l
 	l.refused.WithLabelValues(a.device, reason).Inc()
-	if n, ok := l.warn.Allow(time.Now()); ok {
+	h.b.violations.add(Violation{Time: now, Device: a.device, Client: cl.ID, Topic: pk.TopicName, Action: actionPublish, Reason: reason})
+	if n, ok := l.warn.Allow(now); ok {
 		l.log.Warn("device limit refused a message", "device", a.device, "client", cl.ID, "topic", pk.TopicName,
 			"reason", reason, "detail", detail, "unlogged", n)
 	}

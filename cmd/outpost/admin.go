@@ -91,7 +91,7 @@ func (a *adminFlags) completeCalls(cmd *cobra.Command, args []string, _ string) 
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveError
 	}
-	recs, err := c.Calls(cmd.Context(), 0)
+	recs, err := c.Calls(cmd.Context(), admin.CallsQuery{})
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveError
 	}

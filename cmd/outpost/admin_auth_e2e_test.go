@@ -34,6 +34,7 @@ var protectedRoutes = []struct{ method, path string }{
 	{"GET", "/v1/telemetry/latest"},
 	{"GET", "/v1/telemetry/query"},
 	{"GET", "/v1/device-export/mosquitto"}, // the devices' password hashes
+	{"GET", "/v1/device-violations"},
 }
 
 // curl runs curl with args and returns the HTTP status it got (000 when it

@@ -29,16 +29,19 @@ func newCallsCmd() *cobra.Command {
 }
 
 func newCallsListCmd(af *adminFlags) *cobra.Command {
-	var limit int
+	var q admin.CallsQuery
 	cmd := &cobra.Command{Use: "ls", Short: "List journaled calls, oldest first", Args: cli.NoArgs}
 	out := cli.AddOutput(cmd)
-	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many calls (0: all)")
+	cmd.Flags().IntVar(&q.Limit, "limit", 0, "at most this many calls (0: all)")
+	cmd.Flags().StringVar(&q.State, "state", "", "only calls in this state (received, started, suspended, finished, reported)")
+	cmd.Flags().StringVar(&q.Task, "task", "", "only calls of this task")
+	cmd.Flags().StringVar(&q.Source, "source", "", "only calls from this kind of source (mqtt, admin, cloud, task, telemetry, peer)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, err := af.client()
 		if err != nil {
 			return configError(cmd, err)
 		}
-		recs, err := c.Calls(cmd.Context(), limit)
+		recs, err := c.Calls(cmd.Context(), q)
 		if err != nil {
 			return err
 		}

@@ -252,6 +252,19 @@ func TestCloudCallsEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "e2e-1") || !strings.Contains(string(out), "reported") {
 		t.Fatalf("calls ls: %v\n%s", err, out)
 	}
+	for _, tc := range []struct {
+		args []string
+		want bool // e2e-1 listed
+	}{
+		{[]string{"--task", "echo", "--source", "cloud", "--state", "reported"}, true},
+		{[]string{"--source", "mqtt"}, false},
+		{[]string{"--task", "other"}, false},
+	} {
+		out, err := exec.Command(binPath, append([]string{"calls", "ls", "--config", d.cfg}, tc.args...)...).CombinedOutput()
+		if err != nil || strings.Contains(string(out), "e2e-1") != tc.want {
+			t.Errorf("calls ls %v: %v, want e2e-1 listed %v:\n%s", tc.args, err, tc.want, out)
+		}
+	}
 	out, err = exec.Command(binPath, "calls", "show", "e2e-1", "--config", d.cfg, "-o", "json").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"state": "reported"`) {
 		t.Fatalf("calls show: %v\n%s", err, out)

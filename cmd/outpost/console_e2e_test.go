@@ -35,11 +35,11 @@ const stepTimeout = 30 * time.Second
 // The web console in a real browser against a real daemon: snmpd feeds
 // telemetry, a device is connected with mosquitto_sub, a one-member
 // telemetry cluster runs on a real etcd. The test logs in with the admin
-// token, renders every view with live data, edits a shadow's desired
-// state that reaches the device as a delta, deploys and rolls back a task,
-// watches a chart grow from the event stream, and checks that a request
-// without a session is refused with 401 and a change without the CSRF
-// token with 403. Each view's screenshot is saved.
+// token, renders every view with live data, edits the desired state of
+// the classic shadow and of a named one, each reaching the device as a
+// delta, deploys and rolls back a task, watches a chart grow from the
+// event stream, and checks that a request without a session is refused
+// with 401 and a change without the CSRF token with 403. Each view's screenshot is saved.
 func TestConsoleInBrowser(t *testing.T) {
 	shots := os.Getenv(screenshotsEnv)
 	if shots == "" {
@@ -68,8 +68,9 @@ telemetry:
 `, mqtttest.FreeAddr(t), etcd.Endpoint(), agent, snmptest.Community))
 	secret := addDevice(t, d, "d1")
 	dev := deviceURL(d, "d1", secret)
-	sub := mqtttest.Sub(t, dev, "$aws/things/d1/shadow/update/delta", 0) // connected until the test ends
+	sub := mqtttest.Sub(t, dev, "$aws/things/d1/shadow/#", 0) // connected until the test ends
 	mqtttest.Pub(t, dev, "devices/d1/in", `{"hello":"console","n":1}`, 1)
+	mqtttest.Pub(t, dev, "devices/other/in", "not d1's", 0) // refused by the access rules: a violation
 
 	v1 := wasm(t, "counter")
 	mod, err := os.ReadFile(v1)
@@ -153,6 +154,9 @@ telemetry:
 		if row := text(t, `tr[data-device="d1"]`); !strings.Contains(row, "connected") || !strings.Contains(row, "127.0.0.1") {
 			t.Errorf("device row: %q", row)
 		}
+		if row := text(t, `tr[data-violation="d1"]`); !strings.Contains(row, "publish") || !strings.Contains(row, "devices/other/in") || !strings.Contains(row, "acl") {
+			t.Errorf("violation row: %q", row)
+		}
 		run(t, "screenshot", shot("devices"))
 		run(t, "edit desired", click(`tr[data-device="d1"] a`), visible("#shadow-desired"),
 			chromedp.SetValue(chromedp.CSS("#shadow-desired"), `{"led": "on", "interval": 30}`), click("#shadow-save"),
@@ -164,6 +168,15 @@ telemetry:
 		run(t, "reported", open("#devices", `tr[data-device="d1"]`), click(`tr[data-device="d1"] a`),
 			chromedp.WaitVisible(`//div[@id="shadow-delta"]/pre[not(contains(., "interval"))][contains(., "led")]`))
 		run(t, "screenshot", shot("device"))
+		// A named shadow: opened by name, edited, then listed.
+		run(t, "named shadow", chromedp.SetValue(chromedp.CSS("#shadow-new"), "config"), click("#shadow-open"),
+			chromedp.WaitVisible(`//label[@for="shadow-desired"][contains(., "shadow config")]`),
+			chromedp.SetValue(chromedp.CSS("#shadow-desired"), `{"fw": "1.3"}`), click("#shadow-save"),
+			chromedp.WaitVisible(`//div[@id="shadow-delta"]/pre[contains(., "fw")]`), visible(`#shadow-list a[data-shadow="config"]`))
+		delta = nextOn(t, sub, "$aws/things/d1/shadow/name/config/update/delta")
+		expectFields(t, "named delta from the console", delta, map[string]string{"state": `{"fw":"1.3"}`})
+		run(t, "classic again", click(`#shadow-list a[data-shadow=""]`),
+			chromedp.WaitVisible(`//div[@id="shadow-delta"]/pre[not(contains(., "fw"))][contains(., "led")]`))
 	})
 
 	t.Run("tasks", func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
+	"github.com/outpost-edge/outpost/devices"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
 )
 
@@ -119,6 +120,23 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out"}]
 	resp.Body.Close()
 	if !regexp.MustCompile(`outpost_devices_acl_denied_total\{device="d1"\} [1-9]`).MatchString(string(body)) {
 		t.Errorf("denials of d1 not counted:\n%s", grepLines(string(body), "acl_denied"))
+	}
+	// Each denial is also in the recent violations, newest first.
+	resp = d.get("/v1/device-violations")
+	var vs []devices.Violation
+	err := json.NewDecoder(resp.Body).Decode(&vs)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, v := range vs {
+		seen[v.Device+" "+v.Action+" "+v.Topic+" "+v.Reason] = true
+	}
+	for _, want := range []string{"d1 subscribe devices/# acl", "d1 publish devices/d2/in acl", " publish devices/d2/in acl"} {
+		if !seen[want] {
+			t.Errorf("GET /v1/device-violations lacks %q: %+v", want, vs)
+		}
 	}
 	// The registry is in the state store: it survives a restart.
 	d.stop(syscall.SIGTERM, 20*time.Second)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -210,12 +211,26 @@ func (c *Client) GetCall(ctx context.Context, id string) (*calls.Record, error) 
 	return &r, nil
 }
 
-// Calls lists the journal's calls (GET /v1/calls), at most limit (0: all).
-func (c *Client) Calls(ctx context.Context, limit int) ([]calls.Record, error) {
+// CallsQuery selects journaled calls: at most Limit (0: all), and, where
+// set, only those in State (received, started, suspended, finished, reported), of Task
+// and from a source of kind Source (mqtt, admin, cloud, task, telemetry, peer).
+type CallsQuery struct {
+	Limit               int
+	State, Task, Source string
+}
+
+// Calls lists the journal's calls that q selects (GET /v1/calls).
+func (c *Client) Calls(ctx context.Context, q CallsQuery) ([]calls.Record, error) {
+	v := url.Values{"limit": {strconv.Itoa(q.Limit)}}
+	for k, val := range map[string]string{"state": q.State, "task": q.Task, "source": q.Source} {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
 	var resp struct {
 		Calls []calls.Record `json:"calls"`
 	}
-	if err := c.Get(ctx, fmt.Sprintf("/v1/calls?limit=%d", limit), &resp); err != nil {
+	if err := c.Get(ctx, "/v1/calls?"+v.Encode(), &resp); err != nil {
 		return nil, err
 	}
 	return resp.Calls, nil

@@ -14,7 +14,8 @@ import (
 
 // DeviceRegistry manages the registered devices (GET/POST /v1/devices,
 // GET/DELETE /v1/devices/{id}, POST /v1/devices/{id}/disable|enable, GET
-// /v1/device-export/mosquitto). Errors wrap ErrInvalid, ErrConflict or
+// /v1/device-export/mosquitto) and shows what the broker refused them (GET
+// /v1/device-violations). Errors wrap ErrInvalid, ErrConflict or
 // ErrNotFound.
 type DeviceRegistry interface {
 	AddDevice(id string, groups []string) (devices.Device, string, error)
@@ -25,6 +26,9 @@ type DeviceRegistry interface {
 	// ExportMosquitto returns the enabled devices and their access rules
 	// as Mosquitto password and ACL files.
 	ExportMosquitto() devices.MosquittoFiles
+	// Violations are the embedded broker's last refusals by the access
+	// rules and the per-device limits, newest first.
+	Violations() []devices.Violation
 }
 
 // NewDevice is the body of POST /v1/devices.
@@ -69,6 +73,9 @@ func MountDevices(s *Server, r DeviceRegistry) {
 	})
 	s.mux.HandleFunc("GET /v1/device-export/mosquitto", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, r.ExportMosquitto())
+	})
+	s.mux.HandleFunc("GET /v1/device-violations", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, r.Violations())
 	})
 	s.mux.HandleFunc("DELETE /v1/devices/{id}", func(w http.ResponseWriter, req *http.Request) {
 		if err := r.RemoveDevice(req.PathValue("id")); err != nil {

@@ -99,7 +99,7 @@ const (
 
 // Source says where a call came from.
 type Source struct {
-	Kind string `json:"kind"`          // "mqtt", "admin", "cloud", "task", "telemetry"
+	Kind string `json:"kind"`          // "mqtt", "admin", "cloud", "task", "telemetry", "peer"
 	Ref  string `json:"ref,omitempty"` // the topic, remote address, caller call id…
 }
 

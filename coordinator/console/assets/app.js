@@ -146,7 +146,7 @@ async function overview() {
 
 async function devices(id) {
   if (id) return device(id);
-  const [list, text] = await Promise.all([api("GET", "/v1/devices"), api("GET", "/metrics")]);
+  const [list, text, violations] = await Promise.all([api("GET", "/v1/devices"), api("GET", "/metrics"), api("GET", "/v1/device-violations")]);
   const ms = parseMetrics(text);
   const rows = list.map((d) => {
     const denied = sum(metric(ms, "outpost_devices_acl_denied_total", (l) => l.device === d.id));
@@ -158,36 +158,54 @@ async function devices(id) {
       h("td", {}, d.disabled ? "disabled" : "enabled"),
       h("td", { class: "num " + (denied + limited ? "bad" : "") }, `${denied} / ${limited}`));
   });
+  const vrows = violations.map((v) => h("tr", { "data-violation": v.device || "" },
+    h("td", {}, when(v.time)), h("td", {}, v.device || `client ${v.client}`), h("td", {}, v.action),
+    h("td", {}, h("code", {}, v.topic || "–")), h("td", { class: "bad" }, v.reason)));
   return h("section", { "data-view": "devices" }, h("h1", {}, "Devices"),
-    table(["Device", "Presence", "Last seen", "Address", "Groups", "State", "Denied / limited"], rows, "Devices"));
+    table(["Device", "Presence", "Last seen", "Address", "Groups", "State", "Denied / limited"], rows, "Devices"),
+    h("h2", {}, "Recent violations"),
+    table(["Time", "Device", "Action", "Topic", "Reason"], vrows, "Recent violations"));
 }
 
+// device shows one device and one of its shadows (?shadow=NAME: a named
+// one; none: the classic one) with an editor for its desired state.
 async function device(id) {
   const path = `/v1/devices/${encodeURIComponent(id)}`;
-  const [d, doc] = await Promise.all([api("GET", path), api("GET", path + "/shadow").catch((e) => (e.status === 404 ? null : Promise.reject(e)))]);
+  const name = new URLSearchParams(location.hash.split("?")[1] || "").get("shadow") || "";
+  const shadowPath = path + "/shadow" + (name ? "?" + new URLSearchParams({ name }) : "");
+  const [d, shadows, doc] = await Promise.all([api("GET", path), api("GET", path + "/shadows"),
+    api("GET", shadowPath).catch((e) => (e.status === 404 ? null : Promise.reject(e)))]);
   const st = (doc && doc.state) || {};
   const editor = h("textarea", { id: "shadow-desired", "aria-label": "Desired state (JSON)", spellcheck: "false" }, JSON.stringify(st.desired || {}, null, 2));
   const save = async (ev) => {
     ev.preventDefault();
     let desired;
     try { desired = JSON.parse(editor.value); } catch (e) { say(`desired is not JSON: ${e.message}`, true); return; }
-    await api("POST", path + "/shadow", { state: { desired } });
-    say(`Desired state of ${id} saved`);
+    await api("POST", shadowPath, { state: { desired } });
+    say(`Desired state of ${id}${name ? " shadow " + name : ""} saved`);
     S.keepStatus = true;
     route();
   };
+  const devHash = `#devices/${encodeURIComponent(id)}`;
+  const link = (n) => h("a", { href: devHash + (n ? "?" + new URLSearchParams({ shadow: n }) : ""), "data-shadow": n, "aria-current": n === name ? "page" : null }, n || "classic");
+  const names = [...new Set(["", ...(shadows || []).map((s) => s.name), name])];
+  const newName = h("input", { id: "shadow-new", "aria-label": "Named shadow", placeholder: "name", pattern: "[A-Za-z0-9:_-]{1,64}", required: true });
+  const open = (ev) => { ev.preventDefault(); location.hash = devHash + "?" + new URLSearchParams({ shadow: newName.value }); };
+  const topic = `$aws/things/${d.id}/shadow/${name ? "name/" + name + "/" : ""}update/delta`;
   return h("section", { "data-view": "device" }, h("h1", {}, `Device ${d.id}`),
     h("p", {}, h("a", { href: "#devices" }, "← all devices")),
     h("div", { class: "cards" },
       card("Presence", d.connected ? "connected" : "offline", d.connected ? "ok" : "muted"),
       card("Last seen", when(d.last_seen)), card("Address", d.address || "–"),
       card("Shadow version", doc ? doc.version : "no shadow")),
+    h("nav", { id: "shadow-list", class: "row", "aria-label": "Shadows" }, h("span", {}, "Shadows:"), names.map(link),
+      h("form", { class: "row", onsubmit: open }, newName, h("button", { id: "shadow-open", type: "submit" }, "Open named shadow"))),
     h("div", { class: "grid3" },
       h("div", {}, h("h2", {}, "Desired"), pretty(st.desired)),
       h("div", {}, h("h2", {}, "Reported"), pretty(st.reported)),
       h("div", { id: "shadow-delta" }, h("h2", {}, "Delta"), pretty(st.delta))),
-    h("form", { onsubmit: save }, h("h2", {}, h("label", { for: "shadow-desired" }, "Edit desired")),
-      h("p", { class: "muted" }, "Fields are merged into desired; null removes one. The device gets the difference on $aws/things/" + d.id + "/shadow/update/delta."),
+    h("form", { onsubmit: save }, h("h2", {}, h("label", { for: "shadow-desired" }, `Edit desired (${name ? "shadow " + name : "classic shadow"})`)),
+      h("p", { class: "muted" }, "Fields are merged into desired; null removes one. The device gets the difference on " + topic + "."),
       editor, h("div", { class: "row" }, h("button", { id: "shadow-save", class: "primary", type: "submit" }, "Save desired"))));
 }
 
@@ -276,12 +294,14 @@ async function callsView(id) {
   if (id) return call(id);
   const q = new URLSearchParams(location.hash.split("?")[1] || "");
   const state = q.get("state") || "", taskF = q.get("task") || "", source = q.get("source") || "";
-  const list = (await api("GET", "/v1/calls?limit=500" + (state ? `&state=${encodeURIComponent(state)}` : ""))).calls || [];
-  const shown = list.filter((c) => (!taskF || c.task === taskF) && (!source || c.source.kind === source));
+  const sel = new URLSearchParams({ limit: "500", order: "newest" });
+  for (const [k, v] of [["state", state], ["task", taskF], ["source", source]]) if (v) sel.set(k, v);
+  const [resp, tasks] = await Promise.all([api("GET", "/v1/calls?" + sel), api("GET", "/v1/tasks")]);
+  const shown = resp.calls || [];
   const pick = (label, key, values, cur) => h("div", {}, h("label", { for: `calls-${key}` }, label),
     h("select", { id: `calls-${key}`, onchange: (ev) => { q.set(key, ev.target.value); if (!ev.target.value) q.delete(key); location.hash = "#calls?" + q; } },
       h("option", { value: "" }, "any"), values.map((v) => h("option", { value: v, selected: v === cur }, v))));
-  const uniq = (f) => [...new Set(list.map(f))].sort();
+  const names = [...new Set(tasks.map((t) => t.name).concat(taskF ? [taskF] : []))].sort();
   const rows = shown.map((c) => h("tr", { "data-call": c.id },
     h("td", {}, h("a", { href: `#calls/${c.id}` }, c.id)), h("td", {}, c.task), h("td", {}, c.state),
     h("td", {}, `${c.source.kind}${c.source.ref ? ":" + c.source.ref : ""}`),
@@ -289,10 +309,10 @@ async function callsView(id) {
     h("td", {}, when(c.received)),
     h("td", { class: "num" }, c.started && c.finished && !c.finished.startsWith("0001") ? dur((new Date(c.finished) - new Date(c.started)) / 1000) : "–")));
   return h("section", { "data-view": "calls" }, h("h1", {}, "Calls"),
-    h("div", { class: "row" }, pick("Task", "task", uniq((c) => c.task).concat(taskF && !list.some((c) => c.task === taskF) ? [taskF] : []), taskF),
-      pick("State", "state", ["received", "started", "finished", "reported"], state),
-      pick("Source", "source", uniq((c) => c.source.kind), source)),
-    h("p", { class: "muted" }, `${shown.length} of ${list.length} journaled calls`),
+    h("div", { class: "row" }, pick("Task", "task", names, taskF),
+      pick("State", "state", ["received", "started", "suspended", "finished", "reported"], state),
+      pick("Source", "source", ["mqtt", "admin", "cloud", "task", "telemetry", "peer"], source)),
+    h("p", { class: "muted" }, `${shown.length} journaled calls${shown.length === 500 ? " (the newest 500)" : ""}`),
     table(["Call", "Task", "State", "Source", "Status", "Received", "Duration"], rows, "Calls"));
 }
 
