@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,7 +146,7 @@ tasks:
 	}
 	held := rss(b) - before
 
-	journal := journalCounts(b, c)
+	journal, cpu := journalCounts(b, c), cpuTime(b)
 	b.StartTimer()
 	start := time.Now()
 	for _, id := range blockers {
@@ -159,7 +160,7 @@ tasks:
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
-	spent := journalCounts(b, c).sub(journal)
+	spent, cpu := journalCounts(b, c).sub(journal), cpuTime(b)-cpu
 	if len(errs) > 0 {
 		b.Fatalf("%d workflows failed, first: %s", len(errs), errs[0])
 	}
@@ -170,6 +171,7 @@ tasks:
 	b.ReportMetric(held/waitingCalls, "B/call")
 	b.ReportMetric(held/1e6, "held-MB")
 	b.ReportMetric(waitingCalls/elapsed.Seconds(), "calls/s")
+	b.ReportMetric(float64(cpu.Microseconds())/waitingCalls, "cpu-us/call")
 	if suspend {
 		b.ReportMetric(spent.requests/waitingCalls, "writes/wf")
 		b.ReportMetric(spent.commits/waitingCalls, "commits/wf")
@@ -181,6 +183,17 @@ tasks:
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
 	}
+}
+
+// cpuTime is the CPU time (user and system) this process has used: on a
+// loaded host, the cost of a workflow that the rate cannot show.
+func cpuTime(tb testing.TB) time.Duration {
+	tb.Helper()
+	var u syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &u); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(u.Utime.Nano() + u.Stime.Nano())
 }
 
 // journalUse is what the journal's committer has done so far: write
