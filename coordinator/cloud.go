@@ -101,7 +101,10 @@ func (p *cloudPart) start(ctx context.Context) error {
 			replies.notify()
 		case adminSource:
 			// The result is read with GET /v1/calls/{id}: it is delivered
-			// once it is in the journal, and kept for the retention.
+			// once it is in the journal, and kept for the retention. A
+			// run's result is journaled REPORTED at once (ReadInJournal
+			// below); a replay, or a result recovered from an older
+			// version's journal, is marked here.
 			if err := journal.MarkReported(r.ID); err != nil {
 				log.Warn("journal: mark admin call reported", "call", r.ID, "err", err)
 			}
@@ -112,6 +115,7 @@ func (p *cloudPart) start(ctx context.Context) error {
 		return err
 	}
 	p.durable.UseSnapshots(snaps)
+	p.durable.ReadInJournal(adminSource)
 	p.snaps = snaps
 	if link != nil {
 		link.SetNode(remote.NewNode(p.durable))

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,6 +146,7 @@ tasks:
 	}
 	held := rss(b) - before
 
+	journal, cpu := journalCounts(b, c), cpuTime(b)
 	b.StartTimer()
 	start := time.Now()
 	for _, id := range blockers {
@@ -158,6 +160,7 @@ tasks:
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	spent, cpu := journalCounts(b, c).sub(journal), cpuTime(b)-cpu
 	if len(errs) > 0 {
 		b.Fatalf("%d workflows failed, first: %s", len(errs), errs[0])
 	}
@@ -168,11 +171,60 @@ tasks:
 	b.ReportMetric(held/waitingCalls, "B/call")
 	b.ReportMetric(held/1e6, "held-MB")
 	b.ReportMetric(waitingCalls/elapsed.Seconds(), "calls/s")
+	b.ReportMetric(float64(cpu.Microseconds())/waitingCalls, "cpu-us/call")
+	if suspend {
+		b.ReportMetric(spent.requests/waitingCalls, "writes/wf")
+		b.ReportMetric(spent.commits/waitingCalls, "commits/wf")
+		b.ReportMetric(spent.keys/waitingCalls, "keys/wf")
+		b.ReportMetric(spent.syncs/waitingCalls, "syncs/wf")
+	}
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
 	}
+}
+
+// cpuTime is the CPU time (user and system) this process has used: on a
+// loaded host, the cost of a workflow that the rate cannot show.
+func cpuTime(tb testing.TB) time.Duration {
+	tb.Helper()
+	var u syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &u); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(u.Utime.Nano() + u.Stime.Nano())
+}
+
+// journalUse is what the journal's committer has done so far: write
+// requests it took, group commits it made of them, keys it wrote and
+// fsyncs it waited for.
+type journalUse struct{ requests, commits, keys, syncs float64 }
+
+func (u journalUse) sub(v journalUse) journalUse {
+	return journalUse{u.requests - v.requests, u.commits - v.commits, u.keys - v.keys, u.syncs - v.syncs}
+}
+
+// journalCounts reads the journal's use from the daemon's metrics.
+func journalCounts(tb testing.TB, c *Coordinator) journalUse {
+	tb.Helper()
+	mfs, err := c.reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var u journalUse
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "outpost_journal_commit_batch_size":
+			h := mf.GetMetric()[0].GetHistogram()
+			u.requests, u.commits = h.GetSampleSum(), float64(h.GetSampleCount())
+		case "outpost_journal_writes_total":
+			u.keys = mf.GetMetric()[0].GetCounter().GetValue()
+		case "outpost_journal_syncs_total":
+			u.syncs = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return u
 }
 
 // resumeLatencies checks every workflow's result and returns, for each, the

@@ -43,6 +43,9 @@ type Durable struct {
 	// before Recover and Accept.
 	onFinish func(*Record)
 	snaps    *Snapshots // the state of suspended calls; nil: none suspend
+	// readInJournal holds the source kinds whose results are read from
+	// the journal (ReadInJournal).
+	readInJournal map[string]bool
 
 	// mu guards the suspended calls (suspend.go): parents by id, and
 	// waiting, the caller waiting for each unfinished dependency.
@@ -65,6 +68,17 @@ func NewDurable(j *Journal, s *Scheduler, log *slog.Logger, onFinish func(*Recor
 
 // Journal returns the journal.
 func (d *Durable) Journal() *Journal { return d.j }
+
+// ReadInJournal says that the results of calls of these source kinds are
+// read from the journal (the admin API's calls): such a call is journaled
+// REPORTED as it finishes, in the one write of its result, and never waits
+// in the outbox. onFinish still sees it. Set it before Recover and Accept.
+func (d *Durable) ReadInJournal(kinds ...string) {
+	d.readInJournal = map[string]bool{}
+	for _, k := range kinds {
+		d.readInJournal[k] = true
+	}
+}
 
 func (j *Journal) newRecord(c *Call) *Record {
 	r := &Record{
@@ -343,7 +357,9 @@ func (d *Durable) started(c *Call) error {
 	return nil
 }
 
-// finish journals FINISHED with the result, then hands the record on.
+// finish journals FINISHED with the result, then hands the record on: to
+// onFinish, or for a dependency to the suspended call that waits for it
+// (depFinished, which journals both in one write).
 func (d *Durable) finish(c *Call) {
 	d.j.mu.Lock()
 	r := d.j.recs[c.ID]
@@ -356,35 +372,51 @@ func (d *Durable) finish(c *Call) {
 	snapshot := r.Snapshot
 	r.State, r.Result, r.Finished, r.Input = Finished, &res, d.j.opts.Wall(), nil
 	r.Snapshot, r.Waits = "", nil
+	if r.Parent != "" {
+		d.j.mu.Unlock()
+		d.depFinished(r, snapshot)
+		return
+	}
+	read := d.readInJournal[r.Source.Kind]
+	if read {
+		r.State, r.Reported, r.ReportedClock = Reported, r.Finished, d.j.stamp()
+	}
 	e, err := d.j.recordKV(r)
 	d.j.mu.Unlock()
 	if err == nil {
 		// Not waited for here: whoever reports the result calls
 		// Journal.Flush first, one fsync for a whole batch of results. A
-		// crash before that recovers the call from STARTED.
-		err = d.j.commit(false, e)
+		// crash before that recovers the call from STARTED. The snapshot
+		// goes once this write, which stops naming it, is applied.
+		req := &commitReq{kvs: []kv{e}, after: d.snapshotDrop(snapshot)}
+		if read {
+			req.after = then(func() { d.j.forget(r) }, req.after)
+		}
+		err = d.j.enqueue(req)
 	}
 	if err != nil {
 		d.log.Error("journal finish failed", "call", c.ID, "err", err)
 	}
-	if snapshot != "" {
-		d.dropSnapshot(snapshot)
-	}
+	// Into the outbox once the write is queued: a reporter's Flush waits
+	// for it before the result leaves the node.
 	d.j.mu.Lock()
-	d.j.addOutboxLocked(r)
+	if !read {
+		d.j.addOutboxLocked(r)
+	}
 	cp := *r
 	d.j.mu.Unlock()
-	d.handOn(&cp)
+	d.onFinish(&cp)
 }
 
-// handOn passes a finished record to whoever expects it: the suspended
-// call it is a dependency of, or onFinish.
-func (d *Durable) handOn(r *Record) {
-	if r.Parent != "" {
-		d.depFinished(r)
-		return
+// then runs fs in order, skipping nil ones.
+func then(fs ...func()) func() {
+	return func() {
+		for _, f := range fs {
+			if f != nil {
+				f()
+			}
+		}
 	}
-	d.onFinish(r)
 }
 
 // leaveForRecovery handles a call cut short by the scheduler's own
@@ -418,8 +450,14 @@ func (d *Durable) Recover(ctx context.Context) error {
 		switch r.State {
 		case Finished:
 			d.j.m.recovered.WithLabelValues("outbox").Inc()
+			if r.Parent != "" {
+				// Written by a version that journaled a dependency's
+				// FINISHED apart from its caller's record.
+				d.depFinished(r, "")
+				continue
+			}
 			cp := *r
-			d.handOn(&cp)
+			d.onFinish(&cp)
 			continue
 		case Started:
 			if r.Effect != Idempotent {

@@ -481,15 +481,20 @@ func (j *Journal) write(batch []*commitReq) error {
 func (j *Journal) commit(durable bool, kvs ...kv) error {
 	r := &commitReq{kvs: kvs}
 	if !durable {
-		select {
-		case j.reqs <- r:
-			return nil
-		case <-j.done:
-			return errJournalClosed
-		}
+		return j.enqueue(r)
 	}
 	r.done = make(chan error, 1)
 	return j.wait(r)
+}
+
+// enqueue queues r and returns without waiting for it to be written.
+func (j *Journal) enqueue(r *commitReq) error {
+	select {
+	case j.reqs <- r:
+		return nil
+	case <-j.done:
+		return errJournalClosed
+	}
 }
 
 // wait queues r (r.done set) and waits until its writes are on disk.
@@ -732,25 +737,21 @@ func (j *Journal) MarkReported(ids ...string) error {
 	if len(kvs) == 0 {
 		return nil
 	}
-	// The records leave memory once their REPORTED state is in badger, so
-	// a lookup never reads an older state from disk.
-	r := &commitReq{kvs: kvs, after: func() {
-		j.mu.Lock()
-		for _, rec := range gone {
-			if j.recs[rec.ID] == rec && rec.State == Reported {
-				delete(j.recs, rec.ID)
-				if j.keys[rec.Key] == rec.ID {
-					delete(j.keys, rec.Key)
-				}
+	return j.enqueue(&commitReq{kvs: kvs, after: func() { j.forget(gone...) }})
+}
+
+// forget drops reported records from memory; it runs once their REPORTED
+// state is in badger, so a lookup never reads an older state from disk.
+func (j *Journal) forget(recs ...*Record) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, rec := range recs {
+		if j.recs[rec.ID] == rec && rec.State == Reported {
+			delete(j.recs, rec.ID)
+			if j.keys[rec.Key] == rec.ID {
+				delete(j.keys, rec.Key)
 			}
 		}
-		j.mu.Unlock()
-	}}
-	select {
-	case j.reqs <- r:
-		return nil
-	case <-j.done:
-		return errJournalClosed
 	}
 }
 
@@ -846,7 +847,8 @@ func (j *Journal) recover(ctx context.Context) ([]*Record, error) {
 		return ra.ReceivedClock == 0 && ra.Received.Before(rb.Received)
 	})
 	for _, r := range open {
-		if r.State == Finished {
+		// A dependency's result goes to its caller, never to a source.
+		if r.State == Finished && r.Parent == "" {
 			j.addOutboxLocked(r)
 		}
 	}

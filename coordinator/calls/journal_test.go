@@ -49,6 +49,7 @@ type rig struct {
 	s    *Scheduler
 	d    *Durable
 	f    *fakeExec
+	reg  *prometheus.Registry
 	mu   sync.Mutex
 	done map[string]*Record
 	got  chan *Record
@@ -61,8 +62,8 @@ func newRig(t testing.TB, dir string, run func(ctx context.Context, c *Call) Res
 
 func newRigOpts(t testing.TB, dir string, opts JournalOptions, run func(ctx context.Context, c *Call) Result) *rig {
 	t.Helper()
-	r := &rig{db: openDB(t, dir), done: map[string]*Record{}, got: make(chan *Record, 10000)}
-	r.j = openJournal(t, r.db, opts, nil, prometheus.NewRegistry())
+	r := &rig{db: openDB(t, dir), reg: prometheus.NewRegistry(), done: map[string]*Record{}, got: make(chan *Record, 10000)}
+	r.j = openJournal(t, r.db, opts, nil, r.reg)
 	r.f = newFake(map[string]int{"t": 4, "u": 4}, run)
 	r.s = NewScheduler(r.f, Options{Workers: 4, QueueSize: 10000}, nil, nil)
 	r.d = NewDurable(r.j, r.s, nil, func(rec *Record) {

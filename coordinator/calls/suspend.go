@@ -107,15 +107,17 @@ func (d *Durable) suspend(c *Call, done func(*Call)) {
 		// it lands runs the call again from its start (at-most-once:
 		// interrupted). Queued before d.mu is released: a dependency that
 		// finishes now resumes the call only after, so this write never
-		// lands after those of the resumed run.
-		err = d.j.commit(false, e)
+		// lands after those of the resumed run. The previous step's
+		// snapshot goes once this write, which stops naming it, is applied.
+		req := &commitReq{kvs: []kv{e}}
+		if old != digest {
+			req.after = d.snapshotDrop(old)
+		}
+		err = d.j.enqueue(req)
 	}
 	d.mu.Unlock()
 	if err != nil {
 		d.log.Error("journal suspension failed", "call", c.ID, "err", err)
-	}
-	if old != "" && old != digest {
-		d.dropSnapshot(old)
 	}
 	d.j.m.suspends.Inc()
 	if ready {
@@ -179,20 +181,24 @@ func (d *Durable) deadlinePassed(r *Record) bool {
 	return r.DeadlineClock != 0 && r.DeadlineClock <= d.j.Clock()
 }
 
-// depFinished hands the result of a finished dependency to the suspended
-// call that waits for it (resuming it if it was the last) and marks the
-// dependency reported: its result lives on in the caller's record, or
-// reached a caller that awaited it in memory.
-func (d *Durable) depFinished(r *Record) {
+// depFinished journals r, a dependency that finished (its record, held in
+// the journal's memory, already FINISHED with its result), and hands its
+// result to the suspended call that waits for it, resuming it if it was the
+// last. One write holds the caller's record with the result and the
+// dependency's record, REPORTED: its result lives on in the caller's
+// record, or reached a caller that awaited it in memory (or that finished).
+// snapshot, when set, is the dependency's own snapshot, deleted once that
+// write is applied.
+func (d *Durable) depFinished(r *Record, snapshot string) {
 	d.mu.Lock()
 	var (
 		resume *suspension
 		kvs    []kv
 	)
+	d.j.mu.Lock()
 	if pid, ok := d.waiting[r.ID]; ok {
 		delete(d.waiting, r.ID)
 		s := d.parents[pid]
-		d.j.mu.Lock()
 		if p := d.j.recs[pid]; p != nil && s != nil {
 			for i := range p.Waits {
 				if p.Waits[i].ID == r.ID {
@@ -207,20 +213,22 @@ func (d *Durable) depFinished(r *Record) {
 				resume = s
 			}
 		}
-		d.j.mu.Unlock()
 	}
-	if len(kvs) > 0 {
-		// Before the dependency's REPORTED, in the same ordered queue: a
-		// crash never loses a result both ways. Queued under d.mu, so the
-		// caller's records land in the order they were made (another
-		// dependency's, or the resumed run's, never before this one).
-		if err := d.j.commit(false, kvs...); err != nil {
-			d.log.Error("journal result of a dependency failed", "call", r.ID, "parent", r.Parent, "err", err)
-		}
+	r.State, r.Reported, r.ReportedClock = Reported, d.j.opts.Wall(), d.j.stamp()
+	e, err := d.j.recordKV(r)
+	d.j.mu.Unlock()
+	if err == nil {
+		// The caller's record first, in the same write: a crash never
+		// loses the result both ways. Not waited for, as the result of any
+		// call (a crash before it lands runs the dependency again, or
+		// finishes it interrupted). Queued under d.mu, so the caller's
+		// records land in the order they were made (another dependency's,
+		// or the resumed run's, never before this one).
+		err = d.j.enqueue(&commitReq{kvs: append(kvs, e), after: then(func() { d.j.forget(r) }, d.snapshotDrop(snapshot))})
 	}
 	d.mu.Unlock()
-	if err := d.j.MarkReported(r.ID); err != nil {
-		d.log.Warn("journal: mark dependency reported", "call", r.ID, "err", err)
+	if err != nil {
+		d.log.Error("journal result of a dependency failed", "call", r.ID, "parent", r.Parent, "err", err)
 	}
 	if resume != nil {
 		d.resume(resume)
@@ -345,22 +353,23 @@ func (d *Durable) endSuspended(id string, want *suspension, res Result) bool {
 	return true
 }
 
-// dropSnapshot deletes a snapshot no record names any more, once the
-// write that stops naming it has been applied, not synced (a power failure
-// that takes that write, or a write that failed, leaves a record naming a
-// deleted snapshot: that call runs again from its start, as when the
-// snapshot itself is lost). It runs on the journal's completion goroutine,
-// off the committer.
-func (d *Durable) dropSnapshot(digest string) {
+// snapshotDrop returns what deletes digest, a snapshot no record names
+// any more, run as the commit's after of the write that stops naming it:
+// once that write is applied, not synced (a power failure that takes that
+// write, or a write that failed, leaves a record naming a deleted
+// snapshot: that call runs again from its start, as when the snapshot
+// itself is lost). The file is removed on the journal's completion
+// goroutine, off the committer. Nil when digest is empty.
+func (d *Durable) snapshotDrop(digest string) func() {
+	if digest == "" {
+		return nil
+	}
 	remove := func() {
 		if err := d.snaps.remove(digest); err != nil {
 			d.log.Warn("snapshot not deleted (swept at the next start)", "snapshot", digest, "err", err)
 		}
 	}
-	select {
-	case d.j.reqs <- &commitReq{after: func() { d.j.complete(remove) }}:
-	case <-d.j.done:
-	}
+	return func() { d.j.complete(remove) }
 }
 
 // recoverSuspended sorts the open records of a restart: suspended calls are

@@ -451,3 +451,110 @@ func TestSuspendedDeadlinePassedAtRecovery(t *testing.T) {
 		t.Errorf("dependencies ran %d times after the restart", n)
 	}
 }
+
+// journalUse is what r's journal has taken so far: write requests queued
+// to its committer, and keys written.
+func journalUse(t *testing.T, r *rig) (requests, keys float64) {
+	t.Helper()
+	if err := r.j.Flush(); err != nil { // itself one request, without keys
+		t.Fatal(err)
+	}
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "outpost_journal_commit_batch_size":
+			requests = mf.GetMetric()[0].GetHistogram().GetSampleSum()
+		case "outpost_journal_writes_total":
+			keys = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return requests, keys
+}
+
+// Once the dependency of a suspended call finishes, the journal takes three
+// writes: the dependency's result, REPORTED, with the caller's record that
+// now holds it; the resumed run's STARTED; and the caller's FINISHED, which
+// also deletes its snapshot once applied.
+func TestResumeJournalWrites(t *testing.T) {
+	dir := t.TempDir()
+	release := make(chan struct{})
+	r := snapshotRig(t, dir, suspender(1, func(ctx context.Context, c *Call) Result {
+		select {
+		case <-release:
+			return Result{Status: StatusOK, Output: c.Input}
+		case <-ctx.Done():
+			return Result{Status: StatusTimeout, Error: ctx.Err().Error()}
+		}
+	}))
+	if _, err := r.d.Accept([]*Call{cloudCall("w1", Idempotent)}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r.j, "w1", Suspended)
+	for r.s.Stats().Running != 1 { // the dependency, its STARTED queued
+		time.Sleep(time.Millisecond)
+	}
+	w, err := r.j.Get("w1")
+	if err != nil || len(w.Waits) != 1 {
+		t.Fatalf("suspended record %+v: %v", w, err)
+	}
+	requests, keys := journalUse(t, r)
+	close(release)
+	rec := r.wait(t, 1)[0]
+	if rec.Result.Status != StatusOK || string(rec.Result.Output) != "kept|ok:a" {
+		t.Fatalf("result %+v", rec.Result)
+	}
+	requests2, keys2 := journalUse(t, r)
+	if n, k := requests2-requests-1, keys2-keys; n != 3 || k != 4 {
+		t.Errorf("resume took %v journal writes of %v keys, want 3 of 4", n, k)
+	}
+	dep, err := r.j.load(w.Waits[0].ID)
+	if err != nil || dep == nil || dep.State != Reported || dep.Result == nil || string(dep.Result.Output) != "a" {
+		t.Errorf("dependency on disk: %+v, %v", dep, err)
+	}
+	if _, n, _ := r.j.Outbox("task", 10); n != 1 { // w1's result only
+		t.Errorf("%d results in the outbox, want 1", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for snapshotFiles(t, dir) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d snapshot files left", snapshotFiles(t, dir))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A call whose source reads its result from the journal is journaled
+// REPORTED in the write of its result: one write, no outbox, and its
+// record leaves memory.
+func TestReadInJournal(t *testing.T) {
+	r := newRig(t, t.TempDir(), sleepy(0))
+	r.d.ReadInJournal("admin")
+	c := New("t", []byte("x"), Source{Kind: "admin"})
+	c.Effect = Idempotent
+	requests, keys := journalUse(t, r)
+	if _, err := r.d.Accept([]*Call{c}); err != nil {
+		t.Fatal(err)
+	}
+	if rec := r.wait(t, 1)[0]; rec.State != Reported || rec.Result.Status != StatusOK {
+		t.Fatalf("record handed on: %+v", rec)
+	}
+	requests2, keys2 := journalUse(t, r)
+	if n, k := requests2-requests-1, keys2-keys; n != 3 || k != 3 { // RECEIVED, STARTED, REPORTED
+		t.Errorf("call took %v journal writes of %v keys, want 3 of 3", n, k)
+	}
+	if _, n, _ := r.j.Outbox("admin", 10); n != 0 {
+		t.Errorf("%d results in the outbox", n)
+	}
+	r.j.mu.Lock()
+	left := r.j.recs[c.ID]
+	r.j.mu.Unlock()
+	if left != nil {
+		t.Errorf("record still in memory: %+v", left)
+	}
+	if rec, err := r.j.load(c.ID); err != nil || rec == nil || rec.State != Reported || string(rec.Result.Output) != "x" {
+		t.Errorf("record on disk: %+v, %v", rec, err)
+	}
+}
