@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/placement"
+	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/coordinator/tasks"
 	"github.com/outpost-edge/outpost/internal/ratelog"
 	outpostrt "github.com/outpost-edge/outpost/runtime"
@@ -116,13 +117,19 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 		artifacts = append(artifacts, placement.Cloud)
 	}
 	running, capacity := int64(len(e.slots)), int64(cap(e.slots))
+	memUsed, memBudget := e.c.engine.Memory()
+	cloudUp := false
+	if link := e.cloudLink(); link != nil {
+		cloudUp = link.State() == remote.StateUp
+	}
 	in := placement.Input{
 		Call: placement.Call{Task: c.Task, InputSize: int64(len(c.Input)), Source: c.Source.Kind, Queue: c.Queue,
 			Priority: int64(c.Priority), HasDeadline: !c.Deadline.IsZero() || !c.StartBy.IsZero() || c.MaxRun > 0,
 			Attempt: int64(c.Attempt), Resume: c.Resume != nil},
 		Task: placement.Task{Name: t.Name, Devices: len(t.Permissions.Publish) > 0, Publish: t.Permissions.Publish,
 			Network: t.Permissions.Network, Artifacts: artifacts},
-		Node: placement.Node{QueueDepth: int64(st.Queued), Running: int64(st.Running), Workers: int64(st.Workers), Draining: st.Draining},
+		Node: placement.Node{QueueDepth: int64(st.Queued), Running: int64(st.Running), Workers: int64(st.Workers), Draining: st.Draining,
+			MemoryUsed: int64(memUsed), MemoryBudget: int64(memBudget), CloudUp: cloudUp},
 		Envs: map[string]placement.Env{
 			placement.Local: {Healthy: true, Running: int64(st.Running), Capacity: int64(st.Workers), Load: float64(st.Running) / float64(max(st.Workers, 1)),
 				Free: int64(max(st.Workers-st.Running, 0)), Queued: int64(st.Queued)},

@@ -150,3 +150,25 @@ tasks:
 		t.Errorf("deploy without code: %v", err)
 	}
 }
+
+// Rules see the node's memory budget and use, and its cloud link state
+// (false without a link): a rule on them places the call.
+func TestPlacementSeesNodeMemoryAndLink(t *testing.T) {
+	cfg, err := configs.Parse([]byte("data_dir: "+t.TempDir()+`
+admin: {listen: "`+mqtttest.FreeAddr(t)+`"}
+mqtt: {broker: {listen: "`+mqtttest.FreeAddr(t)+`"}}
+scheduler: {memory_budget: 512MiB}
+tasks:
+  - name: budget
+    module: builtin:echo
+    placement: [{name: within-budget, when: "node.memory_budget == 536870912 && node.memory_used <= node.memory_budget && !node.cloud_up", run: [local]}]
+`), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	r, err := c.Call(context.Background(), calls.New("budget", []byte("x"), calls.Source{Kind: "test"}))
+	if err != nil || !r.OK() || r.Rule != "within-budget" {
+		t.Fatalf("%+v %v, want ok by the rule within-budget", r, err)
+	}
+}

@@ -187,6 +187,12 @@ func New(opts Options) *Engine {
 
 // Start opens the compilation cache (creating CacheDir if needed) and
 // registers the metrics.
+// Memory returns the linear memory live instances hold and the engine's
+// budget for it (Options.MemoryBudget; 0: none).
+func (e *Engine) Memory() (used, budget uint64) {
+	return e.memUsed.Load(), e.opts.MemoryBudget
+}
+
 func (e *Engine) Start(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -97,6 +97,13 @@ type Node struct {
 	Running    int64 `cel:"running"`     // calls running
 	Workers    int64 `cel:"workers"`     // scheduler.workers
 	Draining   bool  `cel:"draining"`
+	// MemoryUsed is the linear memory the wasm instances hold;
+	// MemoryBudget bounds it (runtime.memory_budget; 0: no bound).
+	MemoryUsed   int64 `cel:"memory_used"`
+	MemoryBudget int64 `cel:"memory_budget"`
+	// CloudUp says the cloud link's last poll succeeded (false without a
+	// cloud link).
+	CloudUp bool `cel:"cloud_up"`
 }
 
 // Env is what a rule sees of one environment (CEL variable envs, a map by
