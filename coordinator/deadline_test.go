@@ -48,6 +48,7 @@ func TestCallDeadlineStopsGuest(t *testing.T) {
 		wg.Add(1)
 		go func() { // at once: the scheduler's timer serves them all
 			defer wg.Done()
+			start := time.Now() // before the deadline's clock starts: the bound below is a lower one
 			cctx := ctx
 			if tt.deadline > 0 {
 				var cancel context.CancelFunc
@@ -56,7 +57,6 @@ func TestCallDeadlineStopsGuest(t *testing.T) {
 			}
 			c := calls.New("loop", nil, calls.Source{Kind: "test"})
 			c.MaxRun = tt.maxRun
-			start := time.Now()
 			r, err := s.Do(cctx, c)
 			took := time.Since(start)
 			want := min(tt.deadline, tt.maxRun)

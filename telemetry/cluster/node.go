@@ -76,6 +76,10 @@ type Node struct {
 	members   map[string]Member // by name, from etcd
 	holders   map[string]Holder // by target, from etcd
 	holding   map[string]*task  // targets placed here, each trying to hold or holding
+	// released are the holds of targets placed elsewhere since, which may
+	// still be giving their lock key up: a new hold of the target waits
+	// for its old one, whose key (named by the same lease) it would reuse.
+	released  map[string]chan struct{}
 	following map[string]*follow
 	retiring  map[*follow]struct{}      // follows of a former holder finishing their stream
 	writers   map[string]*replicaWriter // by target, shared by its follows
@@ -103,7 +107,7 @@ func New(o Options) *Node {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: o.Cfg, targets: slices.Clone(o.Targets), coll: o.Collector, local: o.Local, log: log, fence: newFence(),
-		members: map[string]Member{}, holders: map[string]Holder{}, holding: map[string]*task{},
+		members: map[string]Member{}, holders: map[string]Holder{}, holding: map[string]*task{}, released: map[string]chan struct{}{},
 		following: map[string]*follow{}, retiring: map[*follow]struct{}{}, writers: map[string]*replicaWriter{},
 		epochs: map[string]int64{}, digest: targetsDigest(o.Targets),
 		starts: make(slots, startSlots), catchUps: make(slots, catchUpSlots),
@@ -339,6 +343,7 @@ func (n *Node) reconcileLocked() {
 		if !want[t] {
 			h.cancel()
 			delete(n.holding, t)
+			n.released[t] = h.done
 		}
 	}
 	for t := range want {
@@ -346,7 +351,19 @@ func (n *Node) reconcileLocked() {
 			ctx, cancel := context.WithCancel(context.Background())
 			h := &task{cancel: cancel, done: make(chan struct{})}
 			n.holding[t] = h
-			go func() { defer close(h.done); n.hold(ctx, t) }()
+			prev := n.released[t]
+			delete(n.released, t)
+			go func() {
+				defer close(h.done)
+				if prev != nil {
+					select {
+					case <-prev:
+					case <-ctx.Done():
+						return
+					}
+				}
+				n.hold(ctx, t)
+			}()
 		}
 	}
 	for _, t := range n.targets {
@@ -396,9 +413,7 @@ func (n *Node) hold(ctx context.Context, target string) {
 			// A campaign cancelled while its put was in flight may have left
 			// its key behind (Campaign returns without resigning then); it
 			// would block every later candidate while this lease lives.
-			dctx, c := context.WithTimeout(context.Background(), n.cfg.LeaseTTL.Std()/2)
-			_, _ = n.cli.Delete(dctx, fmt.Sprintf("%s%x", n.lockPrefix(target), sess.Lease()))
-			c()
+			n.dropKey(sess, fmt.Sprintf("%s%x", n.lockPrefix(target), sess.Lease()))
 			if ctx.Err() == nil {
 				sleep(ctx, 200*time.Millisecond)
 			}
@@ -409,12 +424,29 @@ func (n *Node) hold(ctx context.Context, target string) {
 		n.serve(cctx, lease, target, e.Rev())
 		cancel()
 		<-caught
-		if ctx.Err() != nil {
-			rctx, c := context.WithTimeout(context.Background(), n.cfg.LeaseTTL.Std()/2)
-			if err := e.Resign(rctx); err != nil {
-				n.log.Warn("cluster: resign", "target", target, "err", err)
-			}
-			c()
+		if ctx.Err() != nil { // placed elsewhere or stopping: resign
+			n.dropKey(sess, e.Key())
+		}
+	}
+}
+
+// dropKey deletes this instance's lock key of a target (a resignation, or
+// what a campaign that did not win left), trying again until it is gone
+// or its lease ends with the session: a key left behind would block every
+// later candidate for the target while this instance lives.
+func (n *Node) dropKey(sess *concurrency.Session, key string) {
+	for {
+		dctx, c := context.WithTimeout(context.Background(), n.cfg.LeaseTTL.Std()/2)
+		_, err := n.cli.Delete(dctx, key)
+		c()
+		if err == nil {
+			return
+		}
+		n.log.Warn("cluster: delete a lock key left by a campaign; trying again", "key", key, "err", err)
+		select {
+		case <-sess.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
