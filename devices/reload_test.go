@@ -3,7 +3,6 @@ package devices
 import (
 	"context"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -25,15 +24,7 @@ func TestBrokerReload(t *testing.T) {
 	devCA := testpki.New(t, dir, "devices")
 	oldCA, newCA := testpki.New(t, dir, "old"), testpki.New(t, dir, "new")
 	certFile, keyFile := filepath.Join(dir, "broker.pem"), filepath.Join(dir, "broker-key.pem")
-	serverCert := func(ca *testpki.CA, name string) {
-		c, k := ca.Server(t, name, net.ParseIP("127.0.0.1"))
-		for from, to := range map[string]string{c: certFile, k: keyFile} {
-			if err := os.Rename(from, to); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	serverCert(oldCA, "old-server")
+	oldCA.ServerAt(t, "old-server", certFile, keyFile, net.ParseIP("127.0.0.1"))
 	b, _ := tlsBroker(t, devCA, reg, func(c *BrokerConfig) {
 		c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile
 		c.Groups = map[string][]Rule{"sensors": {{Subscribe: []string{"fleet/+/cmd"}}}}
@@ -88,7 +79,7 @@ func TestBrokerReload(t *testing.T) {
 		}
 	})
 
-	serverCert(newCA, "new-server")
+	newCA.ServerAt(t, "new-server", certFile, keyFile, net.ParseIP("127.0.0.1"))
 	cfg := b.cfg
 	cfg.Groups, cfg.Anonymous = map[string][]Rule{}, []Rule{}
 	cfg.MaxInflight = 10

@@ -320,15 +320,7 @@ func TestBrokerWebSocketTLSReload(t *testing.T) {
 	dir := t.TempDir()
 	oldCA, newCA := testpki.New(t, dir, "old"), testpki.New(t, dir, "new")
 	certFile, keyFile := filepath.Join(dir, "broker.pem"), filepath.Join(dir, "broker-key.pem")
-	serverCert := func(ca *testpki.CA, name string) {
-		c, k := ca.Server(t, name, net.ParseIP("127.0.0.1"))
-		for from, to := range map[string]string{c: certFile, k: keyFile} {
-			if err := os.Rename(from, to); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	serverCert(oldCA, "old-server")
+	oldCA.ServerAt(t, "old-server", certFile, keyFile, net.ParseIP("127.0.0.1"))
 	cfg := brokerConfig()
 	cfg.WebSocket = BrokerWebSocket{Listen: "127.0.0.1:0", TLS: true}
 	cfg.TLS = BrokerTLS{CertFile: certFile, KeyFile: keyFile, Identity: IdentityCN}
@@ -337,7 +329,7 @@ func TestBrokerWebSocketTLSReload(t *testing.T) {
 	if _, err := pahoConnect(t, url, "", "", nil, clientTLS(t, oldCA, "", "")); err != nil {
 		t.Fatalf("before the reload: %v", err)
 	}
-	serverCert(newCA, "new-server")
+	newCA.ServerAt(t, "new-server", certFile, keyFile, net.ParseIP("127.0.0.1"))
 	apply, restart, err := b.PrepareReload(cfg)
 	if err != nil || len(restart) != 0 {
 		t.Fatalf("prepare reload: %v, restart %q", err, restart)

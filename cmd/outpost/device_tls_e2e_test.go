@@ -28,15 +28,7 @@ func TestDeviceCertificatesAndReload(t *testing.T) {
 	devCA := testpki.New(t, dir, "devices")
 	oldCA, newCA := testpki.New(t, dir, "old"), testpki.New(t, dir, "new")
 	certFile, keyFile := filepath.Join(dir, "broker.pem"), filepath.Join(dir, "broker-key.pem")
-	serverCert := func(ca *testpki.CA, name string) {
-		c, k := ca.Server(t, name, net.ParseIP("127.0.0.1"))
-		for from, to := range map[string]string{c: certFile, k: keyFile} {
-			if err := os.Rename(from, to); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	serverCert(oldCA, "old-server")
+	oldCA.ServerAt(t, "old-server", certFile, keyFile, net.ParseIP("127.0.0.1"))
 	tlsAddr := mqtttest.FreeAddr(t)
 	cfg := `
 admin: {listen: "{{admin}}"}
@@ -78,7 +70,7 @@ routes: [{topic: "devices/+/in", task: echo, reply: "devices/{1}/out"}]
 		}
 	}
 
-	serverCert(newCA, "new-server")
+	newCA.ServerAt(t, "new-server", certFile, keyFile, net.ParseIP("127.0.0.1"))
 	running, err := os.ReadFile(d.cfg)
 	if err != nil {
 		t.Fatal(err)

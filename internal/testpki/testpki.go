@@ -52,6 +52,19 @@ func (ca *CA) Server(t testing.TB, name string, ips ...net.IP) (certFile, keyFil
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 }
 
+// ServerAt issues a server certificate for ips as Server does and moves
+// it and its key to certFile and keyFile, replacing what they held: a
+// rotation of files a server reloads.
+func (ca *CA) ServerAt(t testing.TB, name, certFile, keyFile string, ips ...net.IP) {
+	t.Helper()
+	c, k := ca.Server(t, name, ips...)
+	for from, to := range map[string]string{c: certFile, k: keyFile} {
+		if err := os.Rename(from, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Client issues a client certificate with common name name; edits change
 // it before it is signed (SANs, validity: one that sets NotAfter keeps its
 // NotBefore and NotAfter).
