@@ -54,6 +54,10 @@ func nilEmpty(v reflect.Value) {
 		for i := range v.Len() {
 			nilEmpty(v.Index(i))
 		}
+	case reflect.Map:
+		if v.Len() == 0 {
+			v.Set(reflect.Zero(v.Type()))
+		}
 	}
 }
 
@@ -472,5 +476,19 @@ func TestProcessOnlyTasks(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Task labels are checked by key and value, and named by file and line.
+func TestTaskLabels(t *testing.T) {
+	_, err := Parse([]byte("tasks:\n  - name: t\n    module: builtin:echo\n    labels: {\"bad key\": x, tier: batch, long: "+strings.Repeat("v", 254)+"}\n"), "l.yaml")
+	for _, want := range []string{`l.yaml:4: tasks[0].labels: key "bad key": want 1 to 63 letters`, `l.yaml:4: tasks[0].labels: long: value of 254 bytes, at most 253`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want it to contain %q", err, want)
+		}
+	}
+	c, err := Parse([]byte("tasks:\n  - name: t\n    module: builtin:echo\n    labels: {tier: batch, site/zone: north-1}\n"), "ok.yaml")
+	if err != nil || c.Tasks[0].Labels["site/zone"] != "north-1" {
+		t.Fatalf("valid labels: %v %+v", err, c)
 	}
 }

@@ -127,7 +127,7 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 			Priority: int64(c.Priority), HasDeadline: !c.Deadline.IsZero() || !c.StartBy.IsZero() || c.MaxRun > 0,
 			Attempt: int64(c.Attempt), Resume: c.Resume != nil},
 		Task: placement.Task{Name: t.Name, Devices: len(t.Permissions.Publish) > 0, Publish: t.Permissions.Publish,
-			Network: t.Permissions.Network, Artifacts: artifacts},
+			Network: t.Permissions.Network, Artifacts: artifacts, Labels: t.Labels},
 		Node: placement.Node{QueueDepth: int64(st.Queued), Running: int64(st.Running), Workers: int64(st.Workers), Draining: st.Draining,
 			MemoryUsed: int64(memUsed), MemoryBudget: int64(memBudget), CloudUp: cloudUp},
 		Envs: map[string]placement.Env{

@@ -151,8 +151,8 @@ tasks:
 	}
 }
 
-// Rules see the node's memory budget and use, and its cloud link state
-// (false without a link): a rule on them places the call.
+// Rules see the node's memory budget and use, its cloud link state (false
+// without a link) and the task's labels: a rule on them places the call.
 func TestPlacementSeesNodeMemoryAndLink(t *testing.T) {
 	cfg, err := configs.Parse([]byte("data_dir: "+t.TempDir()+`
 admin: {listen: "`+mqtttest.FreeAddr(t)+`"}
@@ -161,7 +161,8 @@ scheduler: {memory_budget: 512MiB}
 tasks:
   - name: budget
     module: builtin:echo
-    placement: [{name: within-budget, when: "node.memory_budget == 536870912 && node.memory_used <= node.memory_budget && !node.cloud_up", run: [local]}]
+    labels: {tier: batch}
+    placement: [{name: within-budget, when: "node.memory_budget == 536870912 && node.memory_used <= node.memory_budget && !node.cloud_up && task.labels.tier == 'batch'", run: [local]}]
 `), "test.yaml")
 	if err != nil {
 		t.Fatal(err)

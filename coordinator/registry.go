@@ -366,7 +366,7 @@ func (c *Coordinator) deployedTask(name string, v version) tasks.Task {
 	t := tasks.Task{
 		Name: name, ABI: v.Manifest.ABI,
 		Limits: v.Manifest.Limits, Permissions: v.Manifest.Permissions,
-		FreshInstance: v.Manifest.FreshInstance, Placement: v.Manifest.Placement,
+		FreshInstance: v.Manifest.FreshInstance, Placement: v.Manifest.Placement, Labels: v.Manifest.Labels,
 	}
 	if v.Digest != "" {
 		t.Module = c.blobPath(v.Digest)

@@ -12,7 +12,8 @@ import (
 func langInput() Input {
 	return Input{
 		Call: Call{Task: "resize", InputSize: 4096, Source: "cloud", Queue: "bulk", Priority: 3, HasDeadline: true, Attempt: 2},
-		Task: Task{Name: "resize", Devices: true, Publish: []string{"devices/+/out", "alerts"}, Artifacts: []string{Local, Process}},
+		Task: Task{Name: "resize", Devices: true, Publish: []string{"devices/+/out", "alerts"}, Artifacts: []string{Local, Process},
+			Labels: map[string]string{"tier": "batch", "site": "north"}},
 		Node: Node{QueueDepth: 7, Running: 3, Workers: 4, MemoryUsed: 48 << 20, MemoryBudget: 64 << 20, CloudUp: true},
 		Envs: map[string]Env{Local: {Healthy: true, Running: 3, Capacity: 4, Load: 0.75}, Process: {Capacity: 2}},
 	}
@@ -33,6 +34,8 @@ var langCases = []string{
 	"double(node.workers) / 8.0 == 0.5", "int(envs['local'].load * 4.0) == 3", "[1, 2] == [1, 2]", "1e3 > 999.0",
 	"envs['peer'].healthy || true", "false && envs['peer'].healthy",
 	"node.memory_used * 2 < node.memory_budget", "!node.cloud_up || node.memory_budget == 0",
+	"task.labels['tier'] == 'batch'", "'site' in task.labels && task.labels.site != 'south'", "size(task.labels) == 2",
+	"task.labels['tier'] > 1",
 	// Type errors in both.
 	"call.input_sise > 10", "call.input_size", "call.source > 1", "nosuch.field", "task.devices && 1", "envs[1].healthy",
 	"task.publish.startsWith('x')", "size(1)", "call == call", "frobnicate(1)", "'a' in envs['local']",

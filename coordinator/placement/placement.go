@@ -89,6 +89,8 @@ type Task struct {
 	Network bool     `cel:"network"`
 	// Artifacts lists the environments the task has an artifact for.
 	Artifacts []string `cel:"artifacts"`
+	// Labels are the task's labels (config key tasks[].labels).
+	Labels map[string]string `cel:"labels"`
 }
 
 // Node is what a rule sees of this node (CEL variable node).

@@ -27,6 +27,8 @@ type Manifest struct {
 	// reference like Module.
 	Artifacts []Artifact       `yaml:"artifacts" json:"artifacts,omitempty"`
 	Placement []placement.Rule `yaml:"placement" json:"placement,omitempty"`
+	// Labels are Task's.
+	Labels map[string]string `yaml:"labels" json:"labels,omitempty"`
 }
 
 // ApplyDefaults fills the zero ABI and limits.
@@ -46,6 +48,7 @@ func (m Manifest) Validate(c *confval.Checker) {
 	validateDeps(c, m.Libraries, m.Files, false)
 	validateArtifacts(c, m.Artifacts, false)
 	placement.Validate(c.At("placement"), m.Placement)
+	validateLabels(c, m.Labels)
 }
 
 // CheckNative reports what is wrong with the manifest of task name when no

@@ -7,7 +7,9 @@ package tasks
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +43,9 @@ type Task struct {
 	// (docs/placement.md).
 	Artifacts []Artifact       `yaml:"artifacts"`
 	Placement []placement.Rule `yaml:"placement"`
+	// Labels are the operator's names for the task (tier: batch, site:
+	// north), seen by placement rules as task.labels.
+	Labels map[string]string `yaml:"labels"`
 }
 
 // Artifact is a task's code for an execution environment other than its
@@ -187,6 +192,21 @@ func Validate(c *confval.Checker, ts []Task) {
 		validateArtifacts(tc, t.Artifacts, true)
 		placement.Validate(tc.At("placement"), t.Placement)
 		validateSettings(tc, t.ABI, t.Limits, t.Permissions)
+		validateLabels(tc, t.Labels)
+	}
+}
+
+// validateLabels checks a task's labels: a key of 1 to 63 letters, digits,
+// '-', '_', '.' or '/'; a value of at most 253 bytes.
+func validateLabels(c *confval.Checker, labels map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		ok := len(k) > 0 && len(k) <= 63 && strings.Trim(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./") == ""
+		switch {
+		case !ok:
+			c.Errorf("labels", "key %q: want 1 to 63 letters, digits, '-', '_', '.' or '/'", k)
+		case len(labels[k]) > 253:
+			c.Errorf("labels", "%s: value of %d bytes, at most 253", k, len(labels[k]))
+		}
 	}
 }
 
