@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"runtime"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"time"
@@ -19,8 +18,9 @@ const DefaultMemoryLimit = 64 << 20
 
 // memoryLimitEvery is how often the limit follows the live heap;
 // memoryLimitStale is how long a raised limit may rest on the live heap of
-// a collection that old before the daemon collects to measure it again:
-// garbage a burst left under a raised limit triggers no collection itself.
+// a collection that old before the daemon collects to measure it again
+// and gives the freed memory back: garbage a burst left under a raised
+// limit triggers no collection itself.
 const (
 	memoryLimitEvery = 2 * time.Second
 	memoryLimitStale = 10 * time.Second
@@ -49,7 +49,7 @@ func ApplyMemoryLimit(ctx context.Context, getenv func(string) string) int64 {
 			}
 			now := time.Now()
 			if limit > DefaultMemoryLimit && now.Sub(since) >= memoryLimitStale {
-				runtime.GC()
+				debug.FreeOSMemory() // a collection that also gives the garbage back now
 			}
 			last := cycles
 			if limit, cycles = adjustMemoryLimit(); cycles != last {

@@ -120,6 +120,7 @@ func TestCloudEnvironment(t *testing.T) {
 // one ends interrupted; each is reported once, neither is lost, and the
 // node ran neither itself.
 func TestCloudEnvironmentKill9(t *testing.T) {
+	skipShort(t, "two kills of outpost-cloud")
 	dir := filepath.Join(t.TempDir(), "cloud")
 	c := startCloudProcArgs(t, "--data", dir, "--run-workers", "2")
 	d := cloudEnvDaemon(t, c)

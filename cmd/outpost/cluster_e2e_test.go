@@ -142,6 +142,7 @@ func checkCollectors(t *testing.T, agents map[string]*gnmitest.Agent, since time
 // holder moves its devices within the lease TTL plus 2 s, and the new holder
 // serves the history the killed one collected.
 func TestClusterKillHolder(t *testing.T) {
+	skipShort(t, "three daemons and etcd")
 	const ttl = 2 * time.Second
 	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e }, nil)
 	holders := settledHolders(t, ds, 4, 40*time.Second)
@@ -225,6 +226,7 @@ func lostPoints(t *testing.T, dir, target string, have []storedSeries) (lost, st
 // the test closes) stops collecting before its lease can expire; another
 // takes its devices; no device sees two collectors at once.
 func TestClusterHolderCutOffFromEtcd(t *testing.T) {
+	skipShort(t, "three daemons and etcd")
 	const ttl = 2 * time.Second
 	proxies := map[string]*tcpproxy.Proxy{}
 	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(name, e string) string {
@@ -261,6 +263,7 @@ func TestClusterHolderCutOffFromEtcd(t *testing.T) {
 // `outpost cluster drain` moves a daemon's devices to the other one;
 // `undrain` takes its share back; `status` shows both.
 func TestClusterDrainCLI(t *testing.T) {
+	skipShort(t, "three daemons and etcd")
 	const ttl = 2 * time.Second
 	ds, agents, _ := startCluster(t, ttl, []string{"a", "b"}, func(_, e string) string { return e }, nil)
 	settledHolders(t, ds, 4, 40*time.Second)
@@ -329,6 +332,7 @@ func TestClusterDrainCLI(t *testing.T) {
 // only those move; when it joins again it takes back the devices placed on
 // it, and only those; no device is ever collected by two at once.
 func TestClusterLeaveAndJoin(t *testing.T) {
+	skipShort(t, "three daemons and etcd")
 	const ttl = 2 * time.Second
 	ds, agents, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e }, nil)
 	before := settledHolders(t, ds, 4, 40*time.Second)
@@ -367,6 +371,7 @@ func TestClusterLeaveAndJoin(t *testing.T) {
 // snmpd counts the requests it receives, before and after a kill -9 of
 // that process; every process keeps a copy of what it answered.
 func TestClusterSNMPDevicePolledOnce(t *testing.T) {
+	skipShort(t, "three daemons and etcd")
 	const ttl = 2 * time.Second
 	agent := snmptest.Start(t)
 	ds, _, _ := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e }, nil, fmt.Sprintf(`  snmp:
@@ -434,6 +439,7 @@ func readReplicaWithGnmiCLI(t *testing.T, d *daemon, target string) {
 // before its lease could expire. After etcd restarts every device is
 // collected again, never by two daemons at once.
 func TestClusterEtcdRestart(t *testing.T) {
+	skipShort(t, "three daemons and etcd")
 	const ttl = 2 * time.Second
 	ds, agents, etcd := startCluster(t, ttl, []string{"a", "b", "c"}, func(_, e string) string { return e }, nil)
 	settledHolders(t, ds, 4, 40*time.Second)
@@ -469,6 +475,7 @@ func TestClusterEtcdRestart(t *testing.T) {
 // query and a gNMI Subscribe for the target to the holder, and says so;
 // a query over a glob is answered from the replica.
 func TestClusterStaleReplicaProxies(t *testing.T) {
+	skipShort(t, "three daemons and etcd")
 	const ttl = 2 * time.Second
 	proxies := map[string]*tcpproxy.Proxy{}
 	listen := map[string]string{}
@@ -553,6 +560,7 @@ func TestClusterStaleReplicaProxies(t *testing.T) {
 // checking each other's certificates against cluster.ca_file, with the
 // password the cluster shares; a replica then serves what it copied.
 func TestClusterOverTLS(t *testing.T) {
+	skipShort(t, "three daemons and etcd")
 	const ttl = 2 * time.Second
 	dir := t.TempDir()
 	ca := testpki.New(t, dir, "cluster")

@@ -41,6 +41,7 @@ const stepTimeout = 30 * time.Second
 // event stream, and checks that a request without a session is refused
 // with 401 and a change without the CSRF token with 403. Each view's screenshot is saved.
 func TestConsoleInBrowser(t *testing.T) {
+	skipShort(t, "a browser and the daemon's peers")
 	shots := os.Getenv(screenshotsEnv)
 	if shots == "" {
 		shots = t.TempDir()

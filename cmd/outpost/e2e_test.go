@@ -66,6 +66,16 @@ func wasm(t *testing.T, name string) string {
 
 // startDaemon writes cfg (with {{admin}} and {{broker}} replaced by free
 // loopback addresses, and data_dir set) and runs `outpost run` on it until
+// skipShort skips a slow end-to-end test (several processes, a browser,
+// repeated kills; why says which) under go test -short, which
+// ./scripts/test.sh -short runs; the full gate runs it.
+func skipShort(t *testing.T, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("slow (" + why + "): runs without -short")
+	}
+}
+
 // it reports healthy.
 func startDaemon(t testing.TB, cfg string) *daemon {
 	t.Helper()

@@ -93,6 +93,7 @@ func waitPeerRunning(t *testing.T, b *daemon) {
 // calls again; killed while it runs an idempotent call (a qos 1 route's),
 // that call runs again locally and answers.
 func TestPeerEnvironment(t *testing.T) {
+	skipShort(t, "two daemons")
 	b := startPeer(t, mqtttest.FreeAddr(t), "")
 	a := peerCaller(t, b)
 
@@ -160,6 +161,7 @@ func TestPeerEnvironment(t *testing.T) {
 // step's squares instead of suspending again) and returns the outcome to
 // this node's journal: one result, the sum of the squares.
 func TestResumeOnPeer(t *testing.T) {
+	skipShort(t, "two daemons")
 	mod, err := filepath.Abs("../../examples/tasks/build/c-workflow.wasm")
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +222,7 @@ placement:
 // places a call on the other it found in etcd; once that one is killed,
 // its calls run locally, and it leaves the peers when its lease expires.
 func TestPeersFromCluster(t *testing.T) {
+	skipShort(t, "two daemons")
 	etcd := etcdtest.Start(t)
 	token := filepath.Join(t.TempDir(), "cluster.token")
 	if err := os.WriteFile(token, []byte("shared-cluster-token\n"), 0o600); err != nil {
@@ -258,6 +261,7 @@ tasks: [{name: spin, module: %q}]
 // restart the caller's journal reports the at-most-once call once,
 // interrupted, without sending it again.
 func TestPeerCallerKilled(t *testing.T) {
+	skipShort(t, "two daemons")
 	b := startPeer(t, mqtttest.FreeAddr(t), "")
 	a := peerCaller(t, b)
 	id, code := runCLI(t, "call", "spin", "--async", "--config", a.cfg, "--data", "9 caller-killed")
@@ -284,6 +288,7 @@ func TestPeerCallerKilled(t *testing.T) {
 // cluster's CA: the caller gives its certificate with the peer's token
 // (both checks apply) and checks the peer's against the CA.
 func TestPeerOverMutualTLS(t *testing.T) {
+	skipShort(t, "two daemons")
 	dir := t.TempDir()
 	ca := testpki.New(t, dir, "cluster")
 	srvCert, srvKey := ca.Server(t, "b", net.ParseIP("127.0.0.1"))

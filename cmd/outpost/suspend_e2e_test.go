@@ -36,6 +36,7 @@ func (d *daemon) journal() []calls.Record {
 // runs on a new instance: nothing of the instance that suspended is left),
 // and its one result is the sum of the squares.
 func TestWorkflowSurvivesKill(t *testing.T) {
+	skipShort(t, "four kills of a workflow")
 	mod, err := filepath.Abs("../../examples/tasks/build/c-workflow.wasm")
 	if err != nil {
 		t.Fatal(err)

@@ -97,9 +97,7 @@ func buildRelease(t *testing.T, commit, version string) string {
 // reinstalling) or refuses; and one with format versions refuses a state
 // store of a newer format than its own, naming both versions.
 func TestUpgradeFromPreviousRelease(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds previous releases (about 20 s each with a warm build cache) and runs them: not in -short")
-	}
+	skipShort(t, "builds previous releases, about 20 s each with a warm build cache, and runs them")
 	for _, r := range previousReleases {
 		t.Run(r.name, func(t *testing.T) { testUpgrade(t, r) })
 	}
