@@ -89,6 +89,10 @@ const flushEvery = 10 * time.Second
 // secretBytes is the size of a generated secret before encoding.
 const secretBytes = 24
 
+// secretCost is the bcrypt cost of a stored secret. Tests lower it: under
+// the race detector one hash at the default cost takes a second of CPU.
+var secretCost = bcrypt.DefaultCost
+
 // NewRegistry returns an empty registry; Open loads it.
 func NewRegistry(log *slog.Logger) *Registry {
 	if log == nil {
@@ -191,7 +195,7 @@ func (r *Registry) Add(id string, groups []string) (Device, string, error) {
 	b := make([]byte, secretBytes)
 	_, _ = rand.Read(b) // never fails (crypto/rand)
 	secret := base64.RawURLEncoding.EncodeToString(b)
-	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.DefaultCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(secret), secretCost)
 	if err != nil {
 		return Device{}, "", fmt.Errorf("hash device secret: %w", err)
 	}
