@@ -171,7 +171,7 @@ func TestBrokerTLSConfigCheck(t *testing.T) {
 		{"key readable by others", BrokerTLS{Listen: "127.0.0.1:8883", CertFile: cert, KeyFile: exposed, Identity: "cn"}, "chmod 600 " + exposed},
 		{"certificate not PEM", BrokerTLS{Listen: "127.0.0.1:8883", CertFile: garbage, KeyFile: key, Identity: "cn"}, garbage},
 		{"missing certificate", BrokerTLS{Listen: "127.0.0.1:8883", CertFile: cert + ".gone", KeyFile: key, Identity: "cn"}, cert + ".gone"},
-		{"client CA not PEM", BrokerTLS{Listen: "127.0.0.1:8883", CertFile: cert, KeyFile: key, ClientCAFile: garbage, Identity: "cn"}, "client CA file " + garbage},
+		{"client CA not PEM", BrokerTLS{Listen: "127.0.0.1:8883", CertFile: cert, KeyFile: key, ClientCAFile: garbage, Identity: "cn"}, "client CA file: " + garbage + " holds no PEM certificate"},
 		{"unknown identity", BrokerTLS{Listen: "127.0.0.1:8883", CertFile: cert, KeyFile: key, Identity: "email"}, "must be cn or san"},
 		{"required certificate without a CA", BrokerTLS{Listen: "127.0.0.1:8883", CertFile: cert, KeyFile: key, Identity: "cn", RequireClientCert: true}, "needs client_ca_file"},
 		{"files without a listener", BrokerTLS{CertFile: cert, Identity: "cn"}, "needs listen"},

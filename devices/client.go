@@ -3,11 +3,9 @@ package devices
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -341,13 +339,9 @@ func brokerURL(s string) (*url.URL, error) {
 func tlsConfig(t confval.TLS) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // only when configured
 	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
+		pool, err := secretfile.CertPool(t.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("read tls ca file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca file %s: no certificate found", t.CAFile)
+			return nil, fmt.Errorf("tls ca file: %w", err)
 		}
 		tc.RootCAs = pool
 	}

@@ -100,13 +100,8 @@ func loadTLS(t BrokerTLS) (*tlsMaterial, error) {
 	}
 	m := &tlsMaterial{cert: cert, require: t.RequireClientCert}
 	if t.ClientCAFile != "" {
-		pem, err := os.ReadFile(t.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read client CA file: %w", err)
-		}
-		m.clientCA = x509.NewCertPool()
-		if !m.clientCA.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("client CA file %s holds no PEM certificate", t.ClientCAFile)
+		if m.clientCA, err = secretfile.CertPool(t.ClientCAFile); err != nil {
+			return nil, fmt.Errorf("client CA file: %w", err)
 		}
 	}
 	return m, nil

@@ -4,11 +4,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -165,24 +163,11 @@ func (o Options) serverTLS() (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{crt}}
 	if o.TLSClientCAFile != "" {
-		pool, err := certPool(o.TLSClientCAFile)
+		pool, err := secretfile.CertPool(o.TLSClientCAFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("admin tls: %w", err)
 		}
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
-}
-
-// certPool reads the PEM certificates of a CA file.
-func certPool(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("admin tls: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("admin tls: %s holds no PEM certificate", file)
-	}
-	return pool, nil
 }

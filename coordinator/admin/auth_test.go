@@ -340,7 +340,7 @@ func TestReloadCredentials(t *testing.T) {
 	}
 	servedName := func() string {
 		t.Helper()
-		pool, err := certPool(ca.CAFile)
+		pool, err := secretfile.CertPool(ca.CAFile)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -104,9 +104,9 @@ func (c *Client) private() bool {
 func (o ClientOptions) transport() (*http.Transport, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
-		pool, err := certPool(o.CAFile)
+		pool, err := secretfile.CertPool(o.CAFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("admin tls: %w", err)
 		}
 		cfg.RootCAs = pool
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
@@ -26,13 +25,9 @@ func ClientTLS(nodeID, caFile, certFile, keyFile string) (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := secretfile.CertPool(caFile)
 		if err != nil {
 			return nil, fmt.Errorf("cloud tls: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("cloud tls: %s holds no PEM certificate", caFile)
 		}
 		cfg.RootCAs = pool
 	}

@@ -1,12 +1,15 @@
 // Package secretfile reads files that hold secrets (bearer tokens,
 // passwords, private keys) and, as ssh does with its keys, refuses one that
 // its group or other users may read or write: a secret every local user can
-// read is no secret. The message names the file, its mode and the fix.
+// read is no secret. The message names the file, its mode and the fix. It
+// also reads the public files that go with them (CA certificates), so every
+// TLS setting loads its files one way.
 package secretfile
 
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -79,4 +82,18 @@ func LoadX509KeyPair(certFile, keyFile string) (tls.Certificate, error) {
 		return tls.Certificate{}, err
 	}
 	return tls.LoadX509KeyPair(certFile, keyFile)
+}
+
+// CertPool reads the PEM certificates of a CA file (public: its mode is not
+// checked); an error names the file.
+func CertPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
 }

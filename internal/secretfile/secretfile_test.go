@@ -1,11 +1,15 @@
 package secretfile
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/outpost-edge/outpost/internal/testpki"
 )
 
 // Only modes without any group or other bits pass; a symbolic link is
@@ -56,5 +60,24 @@ func TestModes(t *testing.T) {
 	}
 	if _, err := LoadX509KeyPair(filepath.Join(dir, "cert"), filepath.Join(dir, os.FileMode(0o640).String())); !errors.Is(err, ErrExposed) {
 		t.Errorf("exposed key: %v", err)
+	}
+}
+
+// CertPool reads a CA file's certificates; a missing file or one without a
+// PEM certificate is refused with its name.
+func TestCertPool(t *testing.T) {
+	ca := testpki.New(t, t.TempDir(), "ca")
+	pool, err := CertPool(ca.CAFile)
+	if err != nil || pool == nil || pool.Equal(x509.NewCertPool()) {
+		t.Fatalf("CertPool(%s) = %v, %v: want the CA", ca.CAFile, pool, err)
+	}
+	junk := filepath.Join(t.TempDir(), "junk.pem")
+	if err := os.WriteFile(junk, []byte("not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{junk, filepath.Join(t.TempDir(), "missing.pem")} {
+		if _, err := CertPool(file); err == nil || !strings.Contains(err.Error(), file) {
+			t.Errorf("CertPool(%s): %v, want an error naming the file", file, err)
+		}
 	}
 }
