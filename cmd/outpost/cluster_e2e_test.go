@@ -412,11 +412,7 @@ func TestClusterSNMPDevicePolledOnce(t *testing.T) {
 // replicates it, with the openconfig gnmi_cli (ONCE).
 func readReplicaWithGnmiCLI(t *testing.T, d *daemon, target string) {
 	t.Helper()
-	cli, err := exec.LookPath("gnmi_cli")
-	if err != nil {
-		gopath, _ := exec.Command("go", "env", "GOPATH").Output()
-		cli = filepath.Join(strings.TrimSpace(string(gopath)), "bin", "gnmi_cli")
-	}
+	cli := gnmitest.CLI(t)
 	st := d.clusterStatus()
 	var addr string
 	for _, m := range st.Members {
@@ -427,7 +423,7 @@ func readReplicaWithGnmiCLI(t *testing.T, d *daemon, target string) {
 	out, err := exec.Command(cli, "-address", addr, "-insecure", "-client_types", "gnmi", "-target", target, "-query", "/interfaces",
 		"-query_type", "once", "-display_type", "single", "-timeout", "10s").CombinedOutput()
 	if err != nil {
-		t.Fatalf("gnmi_cli (go install github.com/openconfig/gnmi/cmd/gnmi_cli@v0.14.1): %v\n%s", err, out)
+		t.Fatalf("gnmi_cli: %v\n%s", err, out)
 	}
 	if !strings.Contains(string(out), "counters") || !strings.Contains(string(out), "eth1") {
 		t.Errorf("gnmi_cli read no counters of %s from replica %s:\n%s", target, st.Name, out)

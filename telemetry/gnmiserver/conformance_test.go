@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/gnmitest"
 	"github.com/outpost-edge/outpost/telemetry/model"
 	"github.com/outpost-edge/outpost/telemetry/tsdb"
 )
@@ -472,7 +473,7 @@ func TestSampleIntervalZero(t *testing.T) {
 // gnmi_cli sends the history extension in a text-proto request and prints
 // what the store kept: a snapshot (ONCE) and a range (STREAM).
 func TestGnmiCLIHistory(t *testing.T) {
-	cli := gnmiCLI(t)
+	cli := gnmitest.CLI(t)
 	s := conformanceServer(t)
 	for name, tc := range map[string]struct {
 		req  string

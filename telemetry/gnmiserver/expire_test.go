@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/gnmitest"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -144,7 +145,7 @@ func TestExpiry(t *testing.T) {
 
 // gnmi_cli streaming from Outpost sees the delete of a path that stopped.
 func TestGnmiCLISeesExpiry(t *testing.T) {
-	cli := gnmiCLI(t)
+	cli := gnmitest.CLI(t)
 	s := start(t, Config{ExpireAfter: confval.Duration(time.Second)})
 	s.Update([]model.Update{{Target: "sw1", Path: pathOctets0, Time: time.Now().UnixNano(), Value: model.Uint(1234)}})
 	stop := make(chan struct{})

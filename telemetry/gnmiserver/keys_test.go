@@ -10,6 +10,7 @@ import (
 	gpath "github.com/openconfig/gnmi/path"
 	gpb "github.com/openconfig/gnmi/proto/gnmi"
 
+	"github.com/outpost-edge/outpost/internal/gnmitest"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
@@ -141,7 +142,7 @@ func TestPathWithoutKeysMatchesEveryEntry(t *testing.T) {
 
 // gnmi_cli's queries without keys (ONCE, POLL, and Get) reach every interface.
 func TestGnmiCLIPathWithoutKeys(t *testing.T) {
-	cli := gnmiCLI(t)
+	cli := gnmitest.CLI(t)
 	s := start(t, Config{})
 	twoInterfaces(s, time.Now().UnixNano())
 	base := []string{"-address", s.Addr(), "-insecure", "-client_types", "gnmi", "-timeout", "10s"}

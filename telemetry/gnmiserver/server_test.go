@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,50 +18,13 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/gnmitest"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
 		goleak.IgnoreTopFunction("github.com/golang/glog.(*loggingT).flushDaemon"))
-}
-
-var buildOnce sync.Once
-var cliPath string
-var cliErr error
-
-// gnmiCLI builds openconfig's gnmi_cli (v0.14.1, from the module cache or
-// the module proxy) once into the temp dir.
-func gnmiCLI(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		out := filepath.Join(os.TempDir(), "outpost-gnmi_cli-v0.14.1", "gnmi_cli")
-		if _, err := os.Stat(out); err == nil {
-			cliPath = out
-			return
-		}
-		dl := exec.Command("go", "mod", "download", "-json", "github.com/openconfig/gnmi@v0.14.1")
-		b, err := dl.Output()
-		if err != nil {
-			cliErr = err
-			return
-		}
-		i := strings.Index(string(b), `"Dir": "`)
-		dir := strings.SplitN(string(b)[i+8:], `"`, 2)[0]
-		cmd := exec.Command("go", "build", "-o", out, "./cmd/gnmi_cli")
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
-		if o, err := cmd.CombinedOutput(); err != nil {
-			cliErr = err
-			cliPath = string(o)
-			return
-		}
-		cliPath = out
-	})
-	if cliErr != nil {
-		t.Fatalf("build gnmi_cli: %v %s", cliErr, cliPath)
-	}
-	return cliPath
 }
 
 func start(t *testing.T, cfg Config) *Server {
@@ -89,7 +51,7 @@ func sample(ts int64) []model.Update {
 
 // gnmi_cli subscribes (ONCE) to Outpost's server and prints what was collected.
 func TestGnmiCLIOnce(t *testing.T) {
-	cli := gnmiCLI(t)
+	cli := gnmitest.CLI(t)
 	s := start(t, Config{})
 	s.Update(sample(time.Now().UnixNano()))
 	out, err := exec.Command(cli, "-address", s.Addr(), "-insecure", "-client_types", "gnmi", "-target", "sw1", "-query", "/", "-query_type", "once", "-display_type", "single", "-timeout", "10s").CombinedOutput()
@@ -216,7 +178,7 @@ func TestAuth(t *testing.T) {
 
 // gnmi_cli streams from Outpost's server and sees values collected after it subscribed.
 func TestGnmiCLIStream(t *testing.T) {
-	cli := gnmiCLI(t)
+	cli := gnmitest.CLI(t)
 	s := start(t, Config{})
 	ts := time.Now().UnixNano()
 	s.Update(sample(ts))
@@ -265,7 +227,7 @@ func BenchmarkUpdate(b *testing.B) {
 // for Get in each encoding: the advertised ones are answered in their own
 // value fields, BYTES is refused with Unimplemented.
 func TestGnmiCLICapabilitiesAndGetEncodings(t *testing.T) {
-	cli := gnmiCLI(t)
+	cli := gnmitest.CLI(t)
 	s := start(t, Config{})
 	s.Update(sample(time.Now().UnixNano()))
 	run := func(args ...string) (string, error) {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/outpost-edge/outpost/internal/confval"
+	"github.com/outpost-edge/outpost/internal/gnmitest"
 	tgnmi "github.com/outpost-edge/outpost/telemetry/gnmi"
 	"github.com/outpost-edge/outpost/telemetry/model"
 )
@@ -129,7 +130,7 @@ func keyed(p string) string {
 // own gNMI client and gnmi_cli subscribe with SAMPLE at 1 s in the same
 // window and see the same rate.
 func TestStreamModes(t *testing.T) {
-	cli := gnmiCLI(t)
+	cli := gnmitest.CLI(t)
 	s := start(t, Config{})
 	stop := make(chan struct{})
 	var feeding sync.WaitGroup
