@@ -1,7 +1,6 @@
 package shadow
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/big"
@@ -96,7 +95,7 @@ func (d Doc) Update(req Request, now int64) (Doc, Replies, *Error) {
 	next.enc = append(strconv.AppendInt(append(enc, `,"version":`...), next.Version, 10), '}')
 
 	var r Replies
-	b := appendCompact(append(make([]byte, 0, 2*len(req.State)+128), `{"state":`...), req.State)
+	b := append(append(make([]byte, 0, 2*len(req.State)+128), `{"state":`...), req.State...)
 	var metaDesired, metaReported map[string]any
 	if req.Desired.Present {
 		metaDesired = requestMeta(req.Desired.Fields, leaf)
@@ -136,16 +135,6 @@ func (d Doc) appendDocument(b []byte) []byte {
 	b = appendSections(append(b, `{"state":`...), d.Desired, d.Reported)
 	b = appendSections(append(b, `,"metadata":`...), d.MetaDesired, d.MetaReported)
 	return append(strconv.AppendInt(append(b, `,"version":`...), d.Version, 10), '}')
-}
-
-// appendCompact writes raw, the JSON of a parsed request, without its
-// insignificant spaces.
-func appendCompact(b []byte, raw json.RawMessage) []byte {
-	buf := bytes.NewBuffer(b)
-	if err := json.Compact(buf, raw); err != nil {
-		panic(fmt.Sprintf("shadow: compact a parsed request: %v", err))
-	}
-	return buf.Bytes()
 }
 
 // Get is the answer on get/accepted: state with the delta, metadata,
