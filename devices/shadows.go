@@ -176,7 +176,7 @@ func (s *Shadows) apply(ref shadow.Ref, op shadow.Op, payload []byte, publish bo
 		}
 		if rerr == nil && op != shadow.OpGet {
 			s.docs[ref] = doc
-			next, _ = json.Marshal(doc) // maps of JSON values: cannot fail
+			next = doc.Record()
 		}
 	}
 	result := "accepted"

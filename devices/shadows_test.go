@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/outpost-edge/outpost/devices/shadow"
@@ -112,4 +113,127 @@ func mustMarshal(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// Concurrent updates of many things are written in shared batches (fewer
+// syncs than updates), each acknowledged only after a sync completed
+// since it was sent, and every one is in the store when it is opened
+// again.
+func TestShadowsConcurrentUpdatesDurable(t *testing.T) {
+	dir := t.TempDir()
+	db, err := store.Open(dir, store.Defaults(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var syncs atomic.Int64 // syncs completed
+	counted := func() error {
+		err := db.Sync()
+		syncs.Add(1)
+		return err
+	}
+	pub := &published{}
+	s := NewShadows(testLogger(t), nil)
+	if err := s.Open(context.Background(), db, db.Bucket("shadows"), counted, pub); err != nil {
+		t.Fatal(err)
+	}
+	const things, updates = 200, 5
+	var wg sync.WaitGroup
+	for i := range things {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			topic := fmt.Sprintf("$aws/things/t%d/shadow/update", i)
+			for u := 1; u <= updates; u++ {
+				before := syncs.Load()
+				done := make(chan error, 1)
+				s.Request(topic, fmt.Appendf(nil, `{"state":{"reported":{"n":%d}}}`, u), func(err error) {
+					if err == nil && syncs.Load() == before {
+						err = errors.New("acknowledged with no sync completed since it was sent")
+					}
+					done <- err
+				})
+				if err := <-done; err != nil {
+					t.Errorf("t%d update %d: %v", i, u, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := syncs.Load(); n >= things*updates {
+		t.Errorf("%d syncs for %d updates: not batched", n, things*updates)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err = store.Open(dir, store.Defaults(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s2 := NewShadows(testLogger(t), nil)
+	if err := s2.Open(context.Background(), db, db.Bucket("shadows"), db.Sync, pub); err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(context.Background())
+	for i := range things {
+		d, err := s2.Get(shadow.Ref{Thing: fmt.Sprintf("t%d", i)})
+		if err != nil || d.Version != updates || string(mustMarshal(t, d.State.Reported)) != fmt.Sprintf(`{"n":%d}`, updates) {
+			t.Errorf("t%d after reopen: %+v, %v", i, d, err)
+		}
+	}
+}
+
+// Two updates naming the same version of a shadow at the same time: one is
+// accepted, the other refused with 409, every round; the version counts
+// the accepted ones only.
+func TestShadowsConcurrentVersionConflict(t *testing.T) {
+	db, err := store.Open(t.TempDir(), store.Defaults(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := NewShadows(testLogger(t), nil)
+	if err := s.Open(context.Background(), db, db.Bucket("shadows"), db.Sync, &published{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	ctx := context.Background()
+	ref := shadow.Ref{Thing: "lamp"}
+	if _, err := s.Change(ctx, ref, shadow.OpUpdate, []byte(`{"state":{"desired":{"on":false}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 50
+	for round := range rounds {
+		version := int64(round + 1)
+		errs := make(chan error, 2)
+		for w := range 2 {
+			go func() {
+				_, err := s.Change(ctx, ref, shadow.OpUpdate, fmt.Appendf(nil, `{"state":{"desired":{"on":%t}},"version":%d}`, w == 0, version))
+				errs <- err
+			}()
+		}
+		accepted, conflicts := 0, 0
+		for range 2 {
+			var se *shadow.Error
+			switch err := <-errs; {
+			case err == nil:
+				accepted++
+			case errors.As(err, &se) && se.Code == 409:
+				conflicts++
+			default:
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if accepted != 1 || conflicts != 1 {
+			t.Fatalf("round %d (version %d): %d accepted, %d conflicts", round, version, accepted, conflicts)
+		}
+	}
+	if d, err := s.Get(ref); err != nil || d.Version != rounds+1 {
+		t.Errorf("after %d rounds: version %d, %v (want %d)", rounds, d.Version, err, rounds+1)
+	}
 }

@@ -9,7 +9,8 @@ import (
 // testdata/fuzz/FuzzParseRequest) through the parser and, when accepted,
 // through an update of an existing shadow: nothing panics, a refusal
 // leaves the shadow as it was, an accepted update bumps the version once,
-// stays within MaxState, writes valid JSON replies, and survives the
+// stays within MaxState, writes valid JSON replies (its maps written as
+// json.Marshal writes them), and survives the
 // stored form's round trip.
 func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte(`{"state":{"desired":{"color":"red"}},"clientToken":"t"}`))
@@ -38,6 +39,11 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		if next.Version != 2 || next.stateSize() > MaxState {
 			t.Fatalf("version %d, state %d bytes", next.Version, next.stateSize())
+		}
+		for _, sec := range []map[string]any{req.Desired.Fields, req.Reported.Fields, next.MetaDesired, next.MetaReported} {
+			if want := mustJSON(sec); string(appendObject(nil, sec)) != string(want) {
+				t.Fatalf("encoded %s, json.Marshal %s", appendObject(nil, sec), want)
+			}
 		}
 		for _, b := range [][]byte{r.Accepted, r.Delta, r.Documents} {
 			if b != nil && !json.Valid(b) {

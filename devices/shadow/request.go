@@ -54,7 +54,8 @@ type Section struct {
 // Request is a parsed get, update or delete request.
 type Request struct {
 	Desired, Reported Section // updates only
-	// State is the request's state as sent, echoed in update/accepted.
+	// State is the request's state, echoed in update/accepted: compact
+	// JSON, its keys sorted.
 	State       json.RawMessage
 	ClientToken string
 	Version     int64 // 0: any version
@@ -64,7 +65,8 @@ type Request struct {
 // empty; an update needs a state with desired, reported or both. Numbers
 // are kept as written (json.Number). The checks and messages are those of
 // AWS IoT (400 with "Missing required node: state" and the like; 413 over
-// MaxRequest).
+// MaxRequest). The payload is decoded once; the state echoed is written
+// again from what was decoded.
 func ParseRequest(op Op, payload []byte) (Request, *Error) {
 	var req Request
 	if len(payload) > MaxRequest {
@@ -76,37 +78,36 @@ func ParseRequest(op Op, payload []byte) (Request, *Error) {
 	if !utf8.Valid(payload) {
 		return req, &Error{Code: 400, Message: "Invalid JSON"}
 	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
-	var top map[string]json.RawMessage
-	if err := dec.Decode(&top); err != nil || top == nil {
+	top, err := decodeObject(payload)
+	if err != nil {
 		return req, &Error{Code: 400, Message: "Invalid JSON"}
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return req, &Error{Code: 400, Message: "Invalid JSON"}
-	}
-	if raw, ok := top["clientToken"]; ok {
-		if err := json.Unmarshal(raw, &req.ClientToken); err != nil || req.ClientToken == "" || len(req.ClientToken) > MaxClientToken {
+	if v, ok := top["clientToken"]; ok {
+		token, isString := v.(string)
+		if !isString || token == "" || len(token) > MaxClientToken {
 			return Request{}, badRequest("Invalid clientToken: a string of 1 to %d bytes", MaxClientToken)
 		}
+		req.ClientToken = token
 	}
-	if raw, ok := top["version"]; ok {
-		if err := json.Unmarshal(raw, &req.Version); err != nil || req.Version < 1 {
+	if v, ok := top["version"]; ok {
+		n, isNumber := v.(json.Number)
+		version, err := n.Int64()
+		if !isNumber || err != nil || version < 1 {
 			return req, badRequest("Invalid version: a positive integer")
 		}
+		req.Version = version
 	}
 	if op != OpUpdate {
 		return req, nil
 	}
-	raw, ok := top["state"]
-	if !ok || isNull(raw) {
+	v, ok := top["state"]
+	if !ok || v == nil {
 		return req, badRequest("Missing required node: state")
 	}
-	state, err := decodeObject(raw)
-	if err != nil {
+	state, isObject := v.(map[string]any)
+	if !isObject {
 		return req, badRequest("State node must be an object")
 	}
-	req.State = raw
 	for k, v := range state {
 		switch k {
 		case "desired":
@@ -123,6 +124,7 @@ func ParseRequest(op Op, payload []byte) (Request, *Error) {
 	if !req.Desired.Present && !req.Reported.Present {
 		return req, badRequest("State node must have desired or reported")
 	}
+	req.State = appendObject(nil, state)
 	return req, nil
 }
 
@@ -160,9 +162,8 @@ func depth(v any) int {
 	return 0
 }
 
-func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
-
-// decodeObject decodes a JSON object with numbers kept as json.Number.
+// decodeObject decodes a JSON object, and nothing after it, with numbers
+// kept as json.Number.
 func decodeObject(raw []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -172,6 +173,9 @@ func decodeObject(raw []byte) (map[string]any, error) {
 	}
 	if m == nil {
 		return nil, fmt.Errorf("not an object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("data after the object")
 	}
 	return m, nil
 }

@@ -9,13 +9,21 @@ import (
 )
 
 // Doc is one shadow. The zero value is a shadow that does not exist.
-// Methods never change a Doc: they return the next one.
+// Methods never change a Doc: they return the next one. The maps of a Doc
+// are never written once it is returned, so that the next one shares those
+// an update left alone (an update copies only the maps on the paths it
+// writes).
 type Doc struct {
 	Desired, Reported         map[string]any // nil: section absent
 	MetaDesired, MetaReported map[string]any // per-field {"timestamp": T}
 	Version                   int64          // counts on across a delete
 	Timestamp                 int64          // last change, seconds since 1970
 	Exists                    bool
+
+	// enc is the shadow as update/documents shows it (appendDocument),
+	// kept by the update that made it for the next update's "previous"
+	// and the stored record; nil: not written yet.
+	enc []byte
 }
 
 // Replies are the messages an accepted update publishes: on
@@ -52,20 +60,18 @@ func (d Doc) Update(req Request, now int64) (Doc, Replies, *Error) {
 	if req.Version != 0 && req.Version != d.Version {
 		return d, Replies{}, &Error{Code: 409, Message: "Version conflict"}
 	}
-	next := d.clone()
-	if !next.Exists {
-		next = Doc{Version: d.Version, Exists: true}
+	next := Doc{Version: d.Version, Exists: true}
+	if d.Exists {
+		next.Desired, next.Reported, next.MetaDesired, next.MetaReported = d.Desired, d.Reported, d.MetaDesired, d.MetaReported
 	}
+	leaf := leafMeta(now) // shared by every field written: never changed
 	apply := func(sec Section, fields, meta *map[string]any) {
 		switch {
 		case !sec.Present:
 		case sec.Null:
 			*fields, *meta = nil, nil
 		default:
-			if *fields == nil {
-				*fields, *meta = map[string]any{}, map[string]any{}
-			}
-			merge(*fields, *meta, sec.Fields, now)
+			*fields, *meta = merge(*fields, *meta, sec.Fields, leaf)
 		}
 	}
 	apply(req.Desired, &next.Desired, &next.MetaDesired)
@@ -77,48 +83,58 @@ func (d Doc) Update(req Request, now int64) (Doc, Replies, *Error) {
 	if len(next.Reported) == 0 {
 		next.Reported, next.MetaReported = nil, nil
 	}
-	if n := next.stateSize(); n > MaxState {
-		return d, Replies{}, &Error{Code: 413, Message: fmt.Sprintf("The document exceeds the maximum size allowed: state of %d bytes (at most %d)", n, MaxState)}
-	}
 	next.Version++
 	next.Timestamp = now
+	// The document is written once: its state's length is the size
+	// checked, and it is update/documents' "current" and the record.
+	enc := appendSections(append(make([]byte, 0, 2*len(d.enc)+256), `{"state":`...), next.Desired, next.Reported)
+	if n := len(enc) - len(`{"state":`); n > MaxState {
+		return d, Replies{}, &Error{Code: 413, Message: fmt.Sprintf("The document exceeds the maximum size allowed: state of %d bytes (at most %d)", n, MaxState)}
+	}
+	enc = appendSections(append(enc, `,"metadata":`...), next.MetaDesired, next.MetaReported)
+	next.enc = append(strconv.AppendInt(append(enc, `,"version":`...), next.Version, 10), '}')
 
 	var r Replies
-	accepted := struct {
-		State       json.RawMessage `json:"state"`
-		Metadata    state           `json:"metadata"`
-		Version     int64           `json:"version"`
-		Timestamp   int64           `json:"timestamp"`
-		ClientToken string          `json:"clientToken,omitempty"`
-	}{State: req.State, Version: next.Version, Timestamp: now, ClientToken: req.ClientToken}
+	b := append(append(make([]byte, 0, 2*len(req.State)+128), `{"state":`...), req.State...)
+	var metaDesired, metaReported map[string]any
 	if req.Desired.Present {
-		accepted.Metadata.Desired = requestMeta(req.Desired, now)
+		metaDesired = requestMeta(req.Desired.Fields, leaf)
 	}
 	if req.Reported.Present {
-		accepted.Metadata.Reported = requestMeta(req.Reported, now)
+		metaReported = requestMeta(req.Reported.Fields, leaf)
 	}
-	r.Accepted = mustJSON(accepted)
-	if delta := Delta(next.Desired, next.Reported); req.Desired.Present && len(delta) > 0 {
-		r.Delta = mustJSON(struct {
-			Version     int64          `json:"version"`
-			Timestamp   int64          `json:"timestamp"`
-			State       map[string]any `json:"state"`
-			Metadata    map[string]any `json:"metadata"`
-			ClientToken string         `json:"clientToken,omitempty"`
-		}{next.Version, now, delta, pick(next.MetaDesired, delta), req.ClientToken})
+	b = appendSections(append(b, `,"metadata":`...), metaDesired, metaReported)
+	b = strconv.AppendInt(append(b, `,"version":`...), next.Version, 10)
+	b = strconv.AppendInt(append(b, `,"timestamp":`...), now, 10)
+	r.Accepted = append(appendToken(b, req.ClientToken), '}')
+	if req.Desired.Present {
+		if delta := Delta(next.Desired, next.Reported); len(delta) > 0 {
+			b := strconv.AppendInt(append(make([]byte, 0, 256), `{"version":`...), next.Version, 10)
+			b = strconv.AppendInt(append(b, `,"timestamp":`...), now, 10)
+			b = appendObject(append(b, `,"state":`...), delta)
+			b = appendObject(append(b, `,"metadata":`...), pick(next.MetaDesired, delta))
+			r.Delta = append(appendToken(b, req.ClientToken), '}')
+		}
 	}
-	docs := struct {
-		Previous    *Document `json:"previous,omitempty"`
-		Current     Document  `json:"current"`
-		Timestamp   int64     `json:"timestamp"`
-		ClientToken string    `json:"clientToken,omitempty"`
-	}{Current: next.document(false), Timestamp: now, ClientToken: req.ClientToken}
+	b = append(make([]byte, 0, 2*len(next.enc)+64), '{')
 	if d.Exists {
-		prev := d.document(false)
-		docs.Previous = &prev
+		b = append(d.appendDocument(append(b, `"previous":`...)), ',')
 	}
-	r.Documents = mustJSON(docs)
+	b = append(append(b, `"current":`...), next.enc...)
+	b = strconv.AppendInt(append(b, `,"timestamp":`...), now, 10)
+	r.Documents = append(appendToken(b, req.ClientToken), '}')
 	return next, r, nil
+}
+
+// appendDocument writes the shadow as update/documents carries it:
+// {"state":...,"metadata":...,"version":N}.
+func (d Doc) appendDocument(b []byte) []byte {
+	if d.enc != nil {
+		return append(b, d.enc...)
+	}
+	b = appendSections(append(b, `{"state":`...), d.Desired, d.Reported)
+	b = appendSections(append(b, `,"metadata":`...), d.MetaDesired, d.MetaReported)
+	return append(strconv.AppendInt(append(b, `,"version":`...), d.Version, 10), '}')
 }
 
 // Get is the answer on get/accepted: state with the delta, metadata,
@@ -179,33 +195,22 @@ func (d Doc) document(withDelta bool) Document {
 	return doc
 }
 
-func (d Doc) stateSize() int {
-	return len(mustJSON(state{Desired: d.Desired, Reported: d.Reported}))
+func (d Doc) stateSize() int { return len(appendSections(nil, d.Desired, d.Reported)) }
+
+// Record is the shadow as the state store keeps it: its document (state,
+// metadata, version) with its timestamp, and "deleted": true when it does
+// not exist.
+func (d Doc) Record() []byte {
+	b := d.appendDocument(make([]byte, 0, len(d.enc)+40))
+	b = strconv.AppendInt(append(b[:len(b)-1], `,"timestamp":`...), d.Timestamp, 10)
+	if !d.Exists {
+		b = append(b, `,"deleted":true`...)
+	}
+	return append(b, '}')
 }
 
-func (d Doc) clone() Doc {
-	d.Desired, d.Reported = cloneMap(d.Desired), cloneMap(d.Reported)
-	d.MetaDesired, d.MetaReported = cloneMap(d.MetaDesired), cloneMap(d.MetaReported)
-	return d
-}
-
-// stored is a Doc as the state store keeps it.
-type stored struct {
-	State     state `json:"state"`
-	Metadata  state `json:"metadata"`
-	Version   int64 `json:"version"`
-	Timestamp int64 `json:"timestamp"`
-	Deleted   bool  `json:"deleted,omitempty"`
-}
-
-// MarshalJSON is the stored form of the shadow.
-func (d Doc) MarshalJSON() ([]byte, error) {
-	return json.Marshal(stored{
-		State:    state{Desired: d.Desired, Reported: d.Reported},
-		Metadata: state{Desired: d.MetaDesired, Reported: d.MetaReported},
-		Version:  d.Version, Timestamp: d.Timestamp, Deleted: !d.Exists,
-	})
-}
+// MarshalJSON is the stored form of the shadow (Record).
+func (d Doc) MarshalJSON() ([]byte, error) { return d.Record(), nil }
 
 // UnmarshalJSON reads the stored form, numbers kept as written.
 func (d *Doc) UnmarshalJSON(b []byte) error {
@@ -232,31 +237,36 @@ func (d *Doc) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// merge writes src's fields into dst, and their timestamps into meta.
-func merge(dst, meta, src map[string]any, ts int64) {
+// merge returns dst with src's fields written in, and meta with leaf (a
+// field's metadata, leafMeta) set for them. dst and meta are not changed:
+// the maps on the paths written are copies, the others shared.
+func merge(dst, meta, src, leaf map[string]any) (map[string]any, map[string]any) {
+	outDst := make(map[string]any, len(dst)+len(src))
+	for k, v := range dst {
+		outDst[k] = v
+	}
+	outMeta := make(map[string]any, len(meta)+len(src))
+	for k, v := range meta {
+		outMeta[k] = v
+	}
 	for k, v := range src {
 		if v == nil {
-			delete(dst, k)
-			delete(meta, k)
+			delete(outDst, k)
+			delete(outMeta, k)
 			continue
 		}
 		if sv, ok := v.(map[string]any); ok {
-			if dv, ok := dst[k].(map[string]any); ok {
-				mv, ok := meta[k].(map[string]any)
-				if !ok {
-					mv = map[string]any{}
-					meta[k] = mv
-				}
-				merge(dv, mv, sv, ts)
-				continue
+			dv, isObj := dst[k].(map[string]any)
+			var mv map[string]any
+			if isObj {
+				mv, _ = meta[k].(map[string]any)
 			}
-			fresh, freshMeta := map[string]any{}, map[string]any{}
-			merge(fresh, freshMeta, sv, ts)
-			dst[k], meta[k] = fresh, freshMeta
+			outDst[k], outMeta[k] = merge(dv, mv, sv, leaf)
 			continue
 		}
-		dst[k], meta[k] = v, leafMeta(ts)
+		outDst[k], outMeta[k] = v, leaf
 	}
+	return outDst, outMeta
 }
 
 // leafMeta is a field's metadata; the timestamp is a json.Number, as
@@ -266,24 +276,21 @@ func leafMeta(ts int64) map[string]any {
 }
 
 // requestMeta is the metadata of the fields a request writes (deleted
-// ones included), as update/accepted reports it.
-func requestMeta(sec Section, ts int64) map[string]any {
-	if sec.Null {
+// ones included), leaf at each, as update/accepted reports it; nil for a
+// null section.
+func requestMeta(fields, leaf map[string]any) map[string]any {
+	if fields == nil {
 		return nil
 	}
-	var walk func(m map[string]any) map[string]any
-	walk = func(m map[string]any) map[string]any {
-		out := make(map[string]any, len(m))
-		for k, v := range m {
-			if sub, ok := v.(map[string]any); ok {
-				out[k] = walk(sub)
-			} else {
-				out[k] = leafMeta(ts)
-			}
+	out := make(map[string]any, len(fields))
+	for k, v := range fields {
+		if sub, ok := v.(map[string]any); ok {
+			out[k] = requestMeta(sub, leaf)
+		} else {
+			out[k] = leaf
 		}
-		return out
 	}
-	return walk(sec.Fields)
+	return out
 }
 
 // Delta is what desired asks that reported does not have: the desired
@@ -358,31 +365,6 @@ func Equal(a, b any) bool {
 		return ok && slices.EqualFunc(x, y, Equal)
 	}
 	return a == b
-}
-
-func cloneMap(m map[string]any) map[string]any {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = cloneValue(v)
-	}
-	return out
-}
-
-func cloneValue(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		return cloneMap(x)
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = cloneValue(e)
-		}
-		return out
-	}
-	return v
 }
 
 // mustJSON marshals what this package builds: maps, strings, bools,

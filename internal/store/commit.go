@@ -17,6 +17,12 @@ var ErrCommitterClosed = errors.New("store committer closed")
 // first error (the batch is then not known to be on disk, and its writes
 // may or may not be there).
 //
+// The dones run on a goroutine of their own, batch after batch in order,
+// while the next batch is written and synced: a done that takes time
+// (the shadow service publishes its replies there) does not hold up the
+// commits behind it. At most answerBacklog batches wait for their dones;
+// past that the committer waits too.
+//
 // Lock order: mu only.
 type Committer struct {
 	db   *DB
@@ -28,6 +34,22 @@ type Committer struct {
 	stopped chan struct{}
 	started bool
 	closed  bool
+}
+
+// answerBacklog bounds the committed batches waiting for their dones.
+const answerBacklog = 2
+
+// committed is a batch written and synced, or that failed (err).
+type committed struct {
+	items []commitItem
+	err   error
+}
+
+// answer calls the batch's dones in order.
+func (b committed) answer() {
+	for _, it := range b.items {
+		it.done(b.err)
+	}
 }
 
 type commitItem struct {
@@ -91,23 +113,37 @@ func (c *Committer) Close() {
 	close(c.wake)
 	c.mu.Unlock()
 	if !started {
-		c.commit() // nothing runs the queue: answer it here
+		c.commit(committed.answer) // nothing runs the queue: answer it here
 		close(c.stopped)
 	}
 	<-c.stopped
 }
 
+// loop commits until Close, handing each batch to the goroutine that
+// calls its dones; it stops once that one has answered every batch.
 func (c *Committer) loop() {
-	defer close(c.stopped)
+	answers := make(chan committed, answerBacklog)
+	answered := make(chan struct{})
+	go func() {
+		defer close(answered)
+		for b := range answers {
+			b.answer()
+		}
+	}()
+	send := func(b committed) { answers <- b }
 	for range c.wake {
-		c.commit()
+		c.commit(send)
 	}
-	c.commit()
+	c.commit(send)
+	close(answers)
+	<-answered
+	close(c.stopped)
 }
 
 // commit writes and syncs what is queued, batch after batch, until the
-// queue is empty.
-func (c *Committer) commit() {
+// queue is empty, and passes each batch to answer once it is on disk (or
+// failed).
+func (c *Committer) commit(answer func(committed)) {
 	for {
 		c.mu.Lock()
 		batch := c.queue
@@ -134,8 +170,6 @@ func (c *Committer) commit() {
 				err = c.sync()
 			}
 		}
-		for _, it := range batch {
-			it.done(err)
-		}
+		answer(committed{batch, err})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 func openTestDB(t *testing.T) *DB {
@@ -76,5 +77,57 @@ func TestCommitterFailedBatch(t *testing.T) {
 	c.Close() // never started: Close answers the queue
 	if len(got) != 2 || !errors.Is(got[0], boom) || !errors.Is(got[1], boom) {
 		t.Errorf("a failed sync answered %v", got)
+	}
+}
+
+// A done that takes time does not hold up the batches behind it: they are
+// written and synced meanwhile, and their dones still come after it, in
+// order.
+func TestCommitterSlowDoneDoesNotHoldCommits(t *testing.T) {
+	db := openTestDB(t)
+	bk := db.Bucket("t")
+	var mu sync.Mutex
+	syncs := 0
+	synced := make(chan struct{}, 8)
+	c := NewCommitter(db, func() error {
+		err := db.Sync()
+		mu.Lock()
+		syncs++
+		mu.Unlock()
+		synced <- struct{}{}
+		return err
+	})
+	c.Start()
+	defer c.Close()
+	put := func(k string) func(*Batch) error {
+		return func(b *Batch) error { return b.Put(bk, []byte(k), []byte(k)) }
+	}
+	release := make(chan struct{})
+	order := make(chan string, 2)
+	if err := c.Submit(put("a"), func(err error) { <-release; order <- "a" }); err != nil {
+		t.Fatal(err)
+	}
+	<-synced // a's batch is on disk; its done now blocks
+	if err := c.Submit(put("b"), func(err error) { order <- "b" }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-synced: // b's batch was written and synced while a's done still ran
+	case <-time.After(10 * time.Second):
+		t.Fatal("the batch behind a blocked done was not committed")
+	}
+	select {
+	case got := <-order:
+		t.Fatalf("%s answered before a's done returned", got)
+	default:
+	}
+	close(release)
+	if first, second := <-order, <-order; first != "a" || second != "b" {
+		t.Errorf("dones in order %s, %s (want a, b)", first, second)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if syncs != 2 {
+		t.Errorf("%d syncs for two batches", syncs)
 	}
 }
