@@ -2,6 +2,7 @@ package configs
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -44,7 +45,7 @@ func (c *Config) keepBuiltins(ch *confval.Checker) {
 		}
 	}
 	for _, r := range b.Routes {
-		if !slices.Contains(c.Routes, r) {
+		if !slices.ContainsFunc(c.Routes, func(cr routes.Rule) bool { return reflect.DeepEqual(cr, r) }) {
 			gone = append(gone, fmt.Sprintf("route %s → %s", r.Topic, r.Task))
 		}
 	}

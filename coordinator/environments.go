@@ -125,7 +125,7 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 	in := placement.Input{
 		Call: placement.Call{Task: c.Task, InputSize: int64(len(c.Input)), Source: c.Source.Kind, Queue: c.Queue,
 			Priority: int64(c.Priority), HasDeadline: !c.Deadline.IsZero() || !c.StartBy.IsZero() || c.MaxRun > 0,
-			Attempt: int64(c.Attempt), Resume: c.Resume != nil},
+			Attempt: int64(c.Attempt), Resume: c.Resume != nil, Labels: c.Labels},
 		Task: placement.Task{Name: t.Name, Devices: len(t.Permissions.Publish) > 0, Publish: t.Permissions.Publish,
 			Network: t.Permissions.Network, Artifacts: artifacts, Labels: t.Labels},
 		Node: placement.Node{QueueDepth: int64(st.Queued), Running: int64(st.Running), Workers: int64(st.Workers), Draining: st.Draining,
