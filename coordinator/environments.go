@@ -42,6 +42,9 @@ type environments struct {
 	// placement.process.max_running.
 	slots     chan struct{}
 	peers     *peers // the peer environment (peers.go)
+	// cloudHeld is what the control plane is known to hold of this
+	// node's code objects (provisiontime.go).
+	cloudHeld heldObjects
 	decisions *prometheus.CounterVec
 	evalLog   ratelog.Limiter // rules that fail to evaluate
 }
@@ -135,10 +138,10 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 				Free: int64(max(st.Workers-st.Running, 0)), Queued: int64(st.Queued)},
 			placement.Process: {Healthy: e.processOK.Load() && running < capacity, Running: running, Capacity: capacity,
 				Load: float64(running) / float64(capacity), Free: capacity - running},
-			placement.Cloud: e.cloudEnv(),
+			placement.Cloud: e.cloudEnv(t),
 		},
 	}
-	e.peers.addEnvs(in.Envs)
+	e.peers.addEnvs(in.Envs, t)
 	return in
 }
 

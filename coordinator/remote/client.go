@@ -93,7 +93,7 @@ type Client struct {
 	m    *metrics
 	boot string
 	// stats is the link's measured rate and round trip (provision.go).
-	stats linkStats
+	stats LinkMeter
 	// runs is the control plane's cloud-run pool its last poll answer
 	// advertised (runs.go).
 	runs runsSeen
