@@ -40,8 +40,8 @@ type environments struct {
 	processOK atomic.Bool
 	// slots holds one token per sandboxed process running, at most
 	// placement.process.max_running.
-	slots     chan struct{}
-	peers     *peers // the peer environment (peers.go)
+	slots chan struct{}
+	peers *peers // the peer environment (peers.go)
 	// cloudHeld is what the control plane is known to hold of this
 	// node's code objects (provisiontime.go).
 	cloudHeld heldObjects
