@@ -2,7 +2,6 @@ package configs
 
 import (
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -45,7 +44,7 @@ func (c *Config) keepBuiltins(ch *confval.Checker) {
 		}
 	}
 	for _, r := range b.Routes {
-		if !slices.ContainsFunc(c.Routes, func(cr routes.Rule) bool { return reflect.DeepEqual(cr, r) }) {
+		if !slices.ContainsFunc(c.Routes, r.Equal) {
 			gone = append(gone, fmt.Sprintf("route %s → %s", r.Topic, r.Task))
 		}
 	}

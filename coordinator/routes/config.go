@@ -2,6 +2,7 @@ package routes
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,6 +27,12 @@ type Rule struct {
 	// Labels label every call the route makes (placement rules see them
 	// as call.labels).
 	Labels map[string]string `yaml:"labels"`
+}
+
+// Equal says whether r and o are the same route (no labels and empty
+// labels are the same).
+func (r Rule) Equal(o Rule) bool {
+	return r.Topic == o.Topic && r.Task == o.Task && r.Cloud == o.Cloud && r.Reply == o.Reply && r.QoS == o.QoS && maps.Equal(r.Labels, o.Labels)
 }
 
 // Validate reports every problem of the rules, listed under c (the routes
