@@ -81,10 +81,8 @@ func (e *environments) start(ctx context.Context) {
 // task returns the task name runs as a config task: the config's, or the
 // current version of the deployed one.
 func (e *environments) task(name string) (tasks.Task, bool) {
-	for _, t := range e.c.cfg.Load().Tasks {
-		if t.Name == name {
-			return t, true
-		}
+	if t, ok := e.c.configTask(name); ok {
+		return t, true
 	}
 	if d := e.c.deployments()[name]; d != nil {
 		return e.c.deployedTask(name, d.current()), true
