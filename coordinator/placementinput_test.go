@@ -13,6 +13,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
 	"github.com/outpost-edge/outpost/coordinator/tasks"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
 // runUntilStopped runs a coordinator on cfg until stop is called (or the
@@ -225,4 +226,42 @@ func mustTask(t *testing.T, c *Coordinator, name string) tasks.Task {
 		t.Fatalf("no task %s", name)
 	}
 	return task
+}
+
+// envs['peer:NAME'].provision_seconds: above 0 while the peer is not
+// known to hold the task's module (nothing sent yet), 0 once it asked for
+// the module, got it and ran the call.
+func TestPlacementByPeerProvisionSeconds(t *testing.T) {
+	mod := wasmtest.WAT(t, "../examples/tasks/wat/echo.wat", "")
+	peer := peerNode(t)
+	pcfg := peer.cfg.Load()
+	cfg, err := configs.Parse([]byte("data_dir: "+t.TempDir()+`
+admin: {listen: "`+mqtttest.FreeAddr(t)+`"}
+mqtt: {broker: {listen: "`+mqtttest.FreeAddr(t)+`"}}
+tasks:
+  - name: echo
+    module: `+mod+`
+    placement:
+      - {name: warm-peer, when: "envs['peer:b'].provision_seconds == 0.0", run: ["peer:b"]}
+      - {name: cold-peer, when: "envs['peer:b'].provision_seconds > 0.0", run: ["peer:b"]}
+placement:
+  peers: {refresh: 200ms, list: [{name: b, url: "http://`+peer.AdminAddr()+`", token_file: `+pcfg.Admin.TokenPath(pcfg.DataDir)+`}]}
+`), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCoordinator(t, cfg)
+	deadline := time.Now().Add(20 * time.Second)
+	for c.envs.peers.pick("peer:b") == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("peer b never up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i, rule := range []string{"cold-peer", "warm-peer", "warm-peer"} {
+		r, err := c.Call(context.Background(), calls.New("echo", []byte("hi"), calls.Source{Kind: "test"}))
+		if err != nil || !r.OK() || r.Env != "peer:b" || r.Rule != rule {
+			t.Fatalf("call %d: %+v %v, want ok on peer:b by %s", i, r, err, rule)
+		}
+	}
 }
