@@ -2,8 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"maps"
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,8 +137,10 @@ tasks:
 	if err != nil || len(recs) != 1 || recs[0].ID != id {
 		t.Fatalf("calls with tier=batch and site=north: %+v %v, want %s", recs, err, id)
 	}
-	if _, err := cl.Call(t.Context(), "echo", nil, admin.CallOptions{Labels: map[string]string{"bad key": "x"}}); err == nil {
-		t.Fatal("a call with a bad label key was taken")
+	_, err = cl.Call(t.Context(), "echo", nil, admin.CallOptions{Labels: map[string]string{"bad key": "x"}})
+	if ce, ok := errors.AsType[*admin.CallError](err); !ok || ce.HTTPStatus != http.StatusBadRequest || ce.Doc.Error.Code != "bad_request" ||
+		!strings.Contains(ce.Doc.Error.Message, `labels: key "bad key"`) {
+		t.Fatalf("a call with a bad label key: %v, want 400 bad_request naming the key", err)
 	}
 }
 
