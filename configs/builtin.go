@@ -44,7 +44,7 @@ func (c *Config) keepBuiltins(ch *confval.Checker) {
 		}
 	}
 	for _, r := range b.Routes {
-		if !slices.Contains(c.Routes, r) {
+		if !slices.ContainsFunc(c.Routes, r.Equal) {
 			gone = append(gone, fmt.Sprintf("route %s → %s", r.Topic, r.Task))
 		}
 	}

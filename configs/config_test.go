@@ -492,3 +492,18 @@ func TestTaskLabels(t *testing.T) {
 		t.Fatalf("valid labels: %v %+v", err, c)
 	}
 }
+
+// Route labels are checked like task labels, and a route to the cloud,
+// which makes no call, takes none.
+func TestRouteLabels(t *testing.T) {
+	_, err := Parse([]byte("cloud: {url: \"http://127.0.0.1:8480\"}\ntasks: [{name: t, module: builtin:echo}]\nroutes:\n  - {topic: a/+, task: t, labels: {\"x y\": v}}\n  - {topic: b, cloud: true, labels: {tier: batch}}\n"), "r.yaml")
+	for _, want := range []string{`r.yaml:4: routes[0].labels: key "x y": want 1 to 63 letters`, `r.yaml:5: routes[1].labels: a route to the cloud makes no call to label`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want it to contain %q", err, want)
+		}
+	}
+	c, err := Parse([]byte("tasks: [{name: t, module: builtin:echo}]\nroutes: [{topic: a/+, task: t, labels: {origin: sensor}}]\n"), "ok.yaml")
+	if err != nil || c.Routes[0].Labels["origin"] != "sensor" {
+		t.Fatalf("valid route labels: %v %+v", err, c)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/remote"
 	"github.com/outpost-edge/outpost/devices"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/ratelog"
 )
 
@@ -345,20 +346,28 @@ func (p *cloudPart) listCalls(w http.ResponseWriter, r *http.Request) {
 }
 
 // callsQuery is what GET /v1/calls selects: at most limit records (0:
-// all) in state (nil: any), of task and from a source of kind ("": any),
-// in id order, the newest first if newest.
+// all) in state (nil: any), of task, from a source of kind ("": any) and
+// with every one of labels, in id order, the newest first if newest.
 type callsQuery struct {
 	limit        int
 	state        *calls.State
 	task, source string
+	labels       map[string]string
 	newest       bool
 }
 
 // filtered says whether q selects on more than the limit.
-func (q callsQuery) filtered() bool { return q.state != nil || q.task != "" || q.source != "" }
+func (q callsQuery) filtered() bool {
+	return q.state != nil || q.task != "" || q.source != "" || len(q.labels) > 0
+}
 
 // match says whether rec passes q's filters.
 func (q callsQuery) match(rec *calls.Record) bool {
+	for k, v := range q.labels {
+		if got, ok := rec.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
 	return (q.state == nil || rec.State == *q.state) && (q.task == "" || rec.Task == q.task) &&
 		(q.source == "" || rec.Source.Kind == q.source)
 }
@@ -367,11 +376,19 @@ func (q callsQuery) match(rec *calls.Record) bool {
 const maxCallsLimit = 100000
 
 // parseCallsQuery reads the query of GET /v1/calls; an unknown parameter,
-// a repeated one or a bad value is an error naming it.
+// a repeated one (but label, KEY=VALUE, which may be) or a bad value is an
+// error naming it.
 func parseCallsQuery(v url.Values) (callsQuery, error) {
 	var q callsQuery
 	for _, k := range slices.Sorted(maps.Keys(v)) { // the same error for the same query
 		vals := v[k]
+		if k == "label" {
+			var err error
+			if q.labels, err = confval.ParseLabels(vals); err != nil {
+				return q, fmt.Errorf("query parameter label: %w", err)
+			}
+			continue
+		}
 		if len(vals) != 1 {
 			return q, fmt.Errorf("query parameter %q given %d times", k, len(vals))
 		}
@@ -403,7 +420,7 @@ func parseCallsQuery(v url.Values) (callsQuery, error) {
 			}
 			q.newest = val == "newest"
 		default:
-			return q, fmt.Errorf("unknown query parameter %q (want limit, state, task, source, order)", k)
+			return q, fmt.Errorf("unknown query parameter %q (want limit, state, task, source, label, order)", k)
 		}
 	}
 	return q, nil

@@ -44,10 +44,13 @@ func (e *environments) cloudModule(t tasks.Task) (outpostrt.TaskInfo, bool) {
 	return e.c.engine.Task(t.Name)
 }
 
-// cloudEnv is what the rules see of the cloud environment: the pool the
-// control plane advertised on its last poll answer, healthy while the link
-// is up and a worker is free.
-func (e *environments) cloudEnv() placement.Env {
+// cloudEnv is what the rules see of the cloud environment for task t: the
+// pool the control plane advertised on its last poll answer, healthy while
+// the link is up and a worker is free, and the expected time to upload t's
+// module unless the control plane is known to hold it (it ran it, or this
+// node fetched it from there) over the link's measured rate (DefaultLink
+// before any transfer was measured).
+func (e *environments) cloudEnv(t tasks.Task) placement.Env {
 	link := e.cloudLink()
 	if link == nil {
 		return placement.Env{}
@@ -57,6 +60,10 @@ func (e *environments) cloudEnv() placement.Env {
 	env.Healthy = up && runs.Running < runs.Workers
 	if runs.Workers > 0 {
 		env.Load = float64(runs.Running) / float64(runs.Workers)
+	}
+	if info, ok := e.c.engine.Task(t.Name); ok {
+		module := remote.PackedObject{Digest: remote.DigestPrefix + info.Digest, Size: int64(info.Size)}
+		env.ProvisionSeconds = e.cloudHeld.provisionSeconds([]remote.PackedObject{module}, link.Link())
 	}
 	return env
 }
@@ -93,6 +100,7 @@ func (e *environments) runCloud(ctx context.Context, c *calls.Call, t tasks.Task
 	})
 	switch {
 	case err == nil:
+		e.cloudHeld.add(req.Digest) // it ran the module: it holds it
 		return calls.Result{Status: calls.Status(resp.Status), Output: resp.Output, Error: resp.Error}
 	case errors.Is(err, context.DeadlineExceeded):
 		return calls.Result{Status: calls.StatusTimeout, Error: "no result from the cloud environment before the call's deadline"}

@@ -252,6 +252,7 @@ func (x *objectExecutor) download(ctx context.Context, want string) error {
 		return fmt.Errorf("store %s: %w", digest, err)
 	}
 	x.fetches.WithLabelValues("ok").Inc()
+	x.c.envs.cloudHeld.add(digest) // it served the object: it holds it
 	x.c.log.Info("fetched a code object from the control plane", "digest", digest, "size", n)
 	return nil
 }

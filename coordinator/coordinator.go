@@ -29,6 +29,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/console"
 	"github.com/outpost-edge/outpost/coordinator/routes"
+	"github.com/outpost-edge/outpost/coordinator/tasks"
 	"github.com/outpost-edge/outpost/devices"
 	"github.com/outpost-edge/outpost/internal/ratelog"
 	"github.com/outpost-edge/outpost/internal/store"
@@ -44,8 +45,11 @@ type Coordinator struct {
 	m       *metrics
 	boot    time.Time
 
-	cfg    atomic.Pointer[configs.Config]
-	routes atomic.Pointer[routes.Table]
+	cfg atomic.Pointer[configs.Config]
+	// configTasks indexes the running config's tasks by name
+	// (storeConfig).
+	configTasks atomic.Pointer[map[string]*tasks.Task]
+	routes      atomic.Pointer[routes.Table]
 
 	db     *store.DB
 	engine *outpostrt.Engine
@@ -82,7 +86,7 @@ type Coordinator struct {
 func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	c := &Coordinator{log: log, version: version, reg: prometheus.NewRegistry(), ready: make(chan struct{})}
 	c.backupsIdle = sync.NewCond(&c.blobMu)
-	c.cfg.Store(cfg)
+	c.storeConfig(cfg)
 	c.routes.Store(routes.New(cfg.Routes))
 	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	c.m = newMetrics(c.reg, version)
@@ -377,9 +381,30 @@ func (c *Coordinator) Reload(ctx context.Context, cfg *configs.Config) error {
 		b.TLS.CertFile, b.TLS.KeyFile, b.TLS.ClientCAFile = cfg.MQTT.Broker.TLS.CertFile, cfg.MQTT.Broker.TLS.KeyFile, cfg.MQTT.Broker.TLS.ClientCAFile
 		b.TLS.RequireClientCert = cfg.MQTT.Broker.TLS.RequireClientCert
 	}
-	c.cfg.Store(&next)
+	c.storeConfig(&next)
 	c.log.Info("config reloaded", "tasks", len(c.engine.Tasks()), "routes", len(cfg.Routes))
 	return nil
+}
+
+// storeConfig makes cfg the running config, its tasks indexed by name
+// for the lookups of every call (configTask). A lookup between the two
+// stores finds a task of either config, as one just before or just after
+// the swap would.
+func (c *Coordinator) storeConfig(cfg *configs.Config) {
+	idx := make(map[string]*tasks.Task, len(cfg.Tasks))
+	for i := range cfg.Tasks {
+		idx[cfg.Tasks[i].Name] = &cfg.Tasks[i]
+	}
+	c.configTasks.Store(&idx)
+	c.cfg.Store(cfg)
+}
+
+// configTask returns the running config's task name.
+func (c *Coordinator) configTask(name string) (tasks.Task, bool) {
+	if t := (*c.configTasks.Load())[name]; t != nil {
+		return *t, true
+	}
+	return tasks.Task{}, false
 }
 
 // restartOnly lists changed settings that a reload cannot apply.

@@ -40,8 +40,11 @@ type environments struct {
 	processOK atomic.Bool
 	// slots holds one token per sandboxed process running, at most
 	// placement.process.max_running.
-	slots     chan struct{}
-	peers     *peers // the peer environment (peers.go)
+	slots chan struct{}
+	peers *peers // the peer environment (peers.go)
+	// cloudHeld is what the control plane is known to hold of this
+	// node's code objects (provisiontime.go).
+	cloudHeld heldObjects
 	decisions *prometheus.CounterVec
 	evalLog   ratelog.Limiter // rules that fail to evaluate
 }
@@ -78,10 +81,8 @@ func (e *environments) start(ctx context.Context) {
 // task returns the task name runs as a config task: the config's, or the
 // current version of the deployed one.
 func (e *environments) task(name string) (tasks.Task, bool) {
-	for _, t := range e.c.cfg.Load().Tasks {
-		if t.Name == name {
-			return t, true
-		}
+	if t, ok := e.c.configTask(name); ok {
+		return t, true
 	}
 	if d := e.c.deployments()[name]; d != nil {
 		return e.c.deployedTask(name, d.current()), true
@@ -125,7 +126,7 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 	in := placement.Input{
 		Call: placement.Call{Task: c.Task, InputSize: int64(len(c.Input)), Source: c.Source.Kind, Queue: c.Queue,
 			Priority: int64(c.Priority), HasDeadline: !c.Deadline.IsZero() || !c.StartBy.IsZero() || c.MaxRun > 0,
-			Attempt: int64(c.Attempt), Resume: c.Resume != nil},
+			Attempt: int64(c.Attempt), Resume: c.Resume != nil, Labels: c.Labels},
 		Task: placement.Task{Name: t.Name, Devices: len(t.Permissions.Publish) > 0, Publish: t.Permissions.Publish,
 			Network: t.Permissions.Network, Artifacts: artifacts, Labels: t.Labels},
 		Node: placement.Node{QueueDepth: int64(st.Queued), Running: int64(st.Running), Workers: int64(st.Workers), Draining: st.Draining,
@@ -135,10 +136,10 @@ func (e *environments) input(c *calls.Call, t tasks.Task) placement.Input {
 				Free: int64(max(st.Workers-st.Running, 0)), Queued: int64(st.Queued)},
 			placement.Process: {Healthy: e.processOK.Load() && running < capacity, Running: running, Capacity: capacity,
 				Load: float64(running) / float64(capacity), Free: capacity - running},
-			placement.Cloud: e.cloudEnv(),
+			placement.Cloud: e.cloudEnv(t),
 		},
 	}
-	e.peers.addEnvs(in.Envs)
+	e.peers.addEnvs(in.Envs, t)
 	return in
 }
 

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -171,5 +172,30 @@ tasks:
 	r, err := c.Call(context.Background(), calls.New("budget", []byte("x"), calls.Source{Kind: "test"}))
 	if err != nil || !r.OK() || r.Rule != "within-budget" {
 		t.Fatalf("%+v %v, want ok by the rule within-budget", r, err)
+	}
+}
+
+// BenchmarkTaskLookup finds a task of a node with 1,000 config tasks by
+// name, as placement does for every call: the first, the middle and the
+// last of the config's list.
+func BenchmarkTaskLookup(b *testing.B) {
+	var yaml strings.Builder
+	yaml.WriteString("data_dir: " + b.TempDir() + "\ntasks:\n")
+	for i := range 1000 {
+		fmt.Fprintf(&yaml, "  - {name: t%04d, module: builtin:echo}\n", i)
+	}
+	cfg, err := configs.Parse([]byte(yaml.String()), "bench.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := New(cfg, quiet, "bench")
+	for _, name := range []string{"t0000", "t0500", "t0999"} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if t, ok := c.envs.task(name); !ok || t.Name != name {
+					b.Fatal(name, ok)
+				}
+			}
+		})
 	}
 }

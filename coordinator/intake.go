@@ -49,6 +49,7 @@ func (c *Coordinator) onMessage(m devices.Message) {
 			continue
 		}
 		call := calls.New(match.Task, m.Payload, calls.Source{Kind: mqttSource, Ref: m.Topic})
+		call.Labels = match.Labels
 		reply := match.ReplyTopic(m.Topic)
 		if reply != "" {
 			qos := match.QoS
@@ -89,6 +90,7 @@ func durableCall(match routes.Match, topic string, payload []byte) *calls.Call {
 	call := calls.New(match.Task, payload, calls.Source{Kind: mqttSource, Ref: topic})
 	call.Effect = calls.Idempotent // at least once: see docs/architecture.md, Durability
 	call.ReplyTo = match.ReplyTopic(topic)
+	call.Labels = match.Labels
 	return call
 }
 

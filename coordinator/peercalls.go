@@ -69,12 +69,8 @@ func (c *Coordinator) PeerCall(ctx context.Context, pc admin.PeerCall) (calls.Re
 
 // moduleOf returns the hex digest of the module task runs here.
 func (c *Coordinator) moduleOf(task string) (string, bool) {
-	for _, info := range c.engine.Tasks() {
-		if info.Name == task {
-			return info.Digest, true
-		}
-	}
-	return "", false
+	info, ok := c.engine.Task(task)
+	return info.Digest, ok
 }
 
 // deployForPeer deploys task from a peer's manifest b, whose module must

@@ -69,6 +69,11 @@ type peer struct {
 	name, url string
 	client    *admin.Client
 	state     atomic.Pointer[peerState] // nil until its first refresh
+	// held is what it is known to hold of this node's code objects, and
+	// meter the link to it, measured by status reads and objects sent:
+	// its expected provisioning time (provisiontime.go).
+	held  heldObjects
+	meter remote.LinkMeter
 }
 
 // peerState is what the last refresh (or a failed call) found.
@@ -84,6 +89,9 @@ type peerPackage struct {
 	module   string // hex
 	manifest []byte
 	objects  map[string]string // hex digest → file
+	// sized lists the objects in manifest order (module, libraries,
+	// files) with their sizes.
+	sized []remote.PackedObject
 }
 
 func newPeers(c *Coordinator) *peers {
@@ -205,7 +213,11 @@ func (p *peers) discover() {
 func (p *peers) refresh(ctx context.Context, pr *peer, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	start := time.Now()
 	st, err := pr.client.PeerStatus(ctx)
+	if rtt := time.Since(start); err == nil {
+		pr.meter.Measure(0, rtt, rtt)
+	}
 	if err = transportErr(err); err != nil {
 		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			p.down(pr, err)
@@ -246,11 +258,19 @@ func (pr *peer) env() placement.Env {
 		Load: float64(st.Running) / float64(max(st.Workers, 1)), Free: int64(max(st.Workers-st.Running, 0)), Queued: int64(st.Queued)}
 }
 
-// addEnvs adds each peer's entry (peer:NAME) and the best one's (peer) to m.
-func (p *peers) addEnvs(m map[string]placement.Env) {
+// addEnvs adds each peer's entry (peer:NAME) and the best one's (peer) to
+// m, for a call of task t.
+func (p *peers) addEnvs(m map[string]placement.Env, t tasks.Task) {
 	var best placement.Env
+	var pkg *peerPackage
+	if p.sendable(t) {
+		pkg, _ = p.pkg(t) // a task whose objects cannot be read here: none sent, none to count
+	}
 	for _, pr := range p.all() {
 		e := pr.env()
+		if pkg != nil {
+			e.ProvisionSeconds = pr.held.provisionSeconds(pkg.sized, pr.meter.Link())
+		}
 		m[placement.PeerPrefix+pr.name] = e
 		if e.Healthy && (!best.Healthy || better(e, best)) {
 			best = e
@@ -327,6 +347,8 @@ func (p *peers) runOn(ctx context.Context, pr *peer, c *calls.Call, t tasks.Task
 	}
 	res, err = call()
 	if me, ok := errors.AsType[*admin.PeerMissingError](err); ok {
+		pr.held.add(pkg.refs()...) // it holds all but what it lacks
+		pr.held.remove(me.Missing...)
 		err = p.send(ctx, pr, pkg, me.Missing)
 		if err == nil {
 			res, err = call()
@@ -337,6 +359,7 @@ func (p *peers) runOn(ctx context.Context, pr *peer, c *calls.Call, t tasks.Task
 	}
 	switch {
 	case err == nil:
+		pr.held.add(pkg.refs()...) // it ran the task: it holds its objects
 		return res, true
 	case ctx.Err() != nil:
 		return ctxResult(ctx, "on peer "+pr.name), true
@@ -392,6 +415,7 @@ func (p *peers) send(ctx context.Context, pr *peer, pkg *peerPackage, missing []
 		if err := p.sendFile(ctx, pr, ref, path); err != nil {
 			return err
 		}
+		pr.held.add(ref)
 	}
 	p.c.log.Info("task sent to a peer", "peer", pr.name, "objects", len(missing))
 	return nil
@@ -407,7 +431,23 @@ func (p *peers) sendFile(ctx context.Context, pr *peer, ref, path string) error 
 	if err != nil {
 		return fmt.Errorf("send %s to peer %s: %w", ref, pr.name, err)
 	}
-	return transportErr(pr.client.PutPeerObject(ctx, ref, f, st.Size()))
+	start := time.Now()
+	if err := pr.client.PutPeerObject(ctx, ref, f, st.Size()); err != nil {
+		return transportErr(err)
+	}
+	// The answer comes once every byte is there: the round trip last
+	// measured is the part of it that is not the transfer.
+	pr.meter.Measure(st.Size(), pr.meter.Link().RTT, time.Since(start))
+	return nil
+}
+
+// refs lists the package's objects, "sha256:HEX" each.
+func (pk *peerPackage) refs() []string {
+	out := make([]string, len(pk.sized))
+	for i, o := range pk.sized {
+		out[i] = o.Digest
+	}
+	return out
 }
 
 // pkg returns t's package for peers, built once per module.
@@ -421,15 +461,21 @@ func (p *peers) pkg(t tasks.Task) (*peerPackage, error) {
 	if pk := p.pkgs[t.Name]; pk != nil && pk.module == module {
 		return pk, nil
 	}
-	pk := &peerPackage{module: module, objects: map[string]string{module: t.Module}}
+	st, err := os.Stat(t.Module)
+	if err != nil {
+		return nil, fmt.Errorf("module of %s: %w", t.Name, err)
+	}
+	pk := &peerPackage{module: module, objects: map[string]string{module: t.Module},
+		sized: []remote.PackedObject{{Digest: remote.DigestPrefix + module, Size: st.Size()}}}
 	m := tasks.Manifest{ABI: t.ABI, Limits: t.Limits, Permissions: t.Permissions, FreshInstance: t.FreshInstance,
 		Module: remote.DigestPrefix + module}
 	object := func(path string) (string, error) {
-		d, _, err := fileDigest(path)
+		d, size, err := fileDigest(path)
 		if err != nil {
 			return "", err
 		}
 		pk.objects[d] = path
+		pk.sized = append(pk.sized, remote.PackedObject{Digest: remote.DigestPrefix + d, Size: size})
 		return remote.DigestPrefix + d, nil
 	}
 	for _, l := range t.Libraries {

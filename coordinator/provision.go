@@ -98,6 +98,7 @@ func (x *objectExecutor) provision(ctx context.Context, task, root string, b []b
 		if err != nil {
 			return err
 		}
+		x.c.envs.cloudHeld.add(refs...) // it planned them from its store: it holds them
 		for _, p := range pkgs {
 			err := link.FetchPackage(ctx, p, func(digest string, r io.Reader) error {
 				want := strings.TrimPrefix(digest, remote.DigestPrefix)

@@ -413,12 +413,8 @@ func (c *Coordinator) swap(ctx context.Context, deps map[string]*deployment, nam
 }
 
 func (c *Coordinator) isConfigTask(name string) bool {
-	for _, t := range c.cfg.Load().Tasks {
-		if t.Name == name {
-			return true
-		}
-	}
-	return false
+	_, ok := c.configTask(name)
+	return ok
 }
 
 func copyDeps(m map[string]*deployment) map[string]*deployment {

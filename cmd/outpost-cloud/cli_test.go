@@ -1,11 +1,15 @@
 package main
 
 import (
+	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outpost-edge/outpost/coordinator/remote/server"
 )
 
 // `help` after any command prints its help and never acts: cancel help
@@ -105,5 +109,29 @@ func TestServeStoreFile(t *testing.T) {
 		"--store-file", write("down.url", "postgres://u:secretpw@127.0.0.1:1/db", 0o600))
 	if code != 1 || !strings.Contains(errOut, "failed to connect to `user=u database=db`") || strings.Contains(errOut, "secretpw") {
 		t.Errorf("database down: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// enqueue --label labels the call the control plane keeps and hands to the
+// node; a bad label is a usage error before anything is sent.
+func TestEnqueueLabels(t *testing.T) {
+	url, _ := serve(t)
+	code, out, errOut := runCLI("enqueue", "--server", url, "--node", "edge-1", "--task", "echo", "--data", "x", "--id", "l1", "--label", "tier=batch", "--label", "gpu=")
+	if code != 0 || strings.TrimSpace(out) != "l1" {
+		t.Fatalf("enqueue: exit %d %s%s", code, out, errOut)
+	}
+	resp, err := http.Get(url + "/api/v1/calls/l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c server.Call
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil || len(c.Labels) != 2 || c.Labels["tier"] != "batch" || c.Labels["gpu"] != "" {
+		t.Fatalf("stored call %+v (%v)", c, err)
+	}
+	for _, bad := range []string{"tier", "bad key=x"} {
+		if code, _, errOut := runCLI("enqueue", "--server", url, "--node", "edge-1", "--task", "echo", "--data", "x", "--label", bad); code != 2 || !strings.Contains(errOut, "--label") {
+			t.Errorf("--label %q: exit %d %s, want a usage error", bad, code, errOut)
+		}
 	}
 }

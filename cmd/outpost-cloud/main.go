@@ -256,6 +256,7 @@ func newEnqueueCmd() *cobra.Command {
 		prio                                                    int
 		ttl, timeout                                            time.Duration
 		wait                                                    bool
+		labels                                                  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "enqueue --node NODE --task TASK [--data INPUT] [--wait]",
@@ -267,9 +268,11 @@ labels match (ID@NODE each; see outpost-cloud node label) and print their ids.
 The input is --data (a literal, @FILE or - for standard input) or, without
 --data, standard input when it is a pipe or a file. A node that has never
 polled this control plane gets a warning at once: the call waits until a
-node of that id polls.`,
+node of that id polls. --label KEY=VALUE (repeat it) labels the call: the
+node's placement rules see the labels as call.labels.`,
 		Example: `  outpost-cloud enqueue --node edge-1 --task echo --data '{"x":1}' --wait
   outpost-cloud enqueue --node edge-1 --task report --digest sha256:HEX < input.json
+  outpost-cloud enqueue --node edge-1 --task resize --label tier=batch --data @image.png
   outpost-cloud enqueue --selector 'region=eu,tier in (gold,silver)' --task reload --data '{}'`,
 		Args: cli.NoArgs,
 	}
@@ -287,6 +290,7 @@ node of that id polls.`,
 	f.BoolVar(&wait, "wait", false, "wait for the result and print its output")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait: give up after this")
 	f.StringVar(&digest, "digest", "", "sha256:HEX of an object (object put) the task runs: a node without the task fetches and deploys it")
+	f.StringArrayVar(&labels, "label", nil, "a label of the call, KEY=VALUE (repeat for more): the node's placement rules see it as call.labels")
 	_ = cmd.MarkFlagRequired("task")
 	cmd.MarkFlagsOneRequired("node", "selector")
 	cmd.MarkFlagsMutuallyExclusive("node", "selector")
@@ -303,6 +307,10 @@ node of that id polls.`,
 		if effect != "idempotent" && effect != "at_most_once" {
 			return cli.Usagef("--effect %q: want idempotent or at_most_once", effect)
 		}
+		lm, err := confval.ParseLabels(labels)
+		if err != nil {
+			return cli.Usagef("--label: %v", err)
+		}
 		input, err := cli.ReadInput(data, cmd.Flags().Changed("data"), cmd.InOrStdin())
 		if err != nil {
 			return err
@@ -312,7 +320,7 @@ node of that id polls.`,
 		}
 		ctx, out, errOut := cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr()
 		a := srv.api()
-		c := server.Call{ID: id, Task: task, Input: input, Effect: effect, Queue: queue, Priority: prio, TTLMS: ttl.Milliseconds(), Digest: digest}
+		c := server.Call{ID: id, Task: task, Input: input, Effect: effect, Queue: queue, Priority: prio, TTLMS: ttl.Milliseconds(), Digest: digest, Labels: lm}
 		if selector != "" {
 			return enqueueSelected(ctx, a, out, selector, c)
 		}

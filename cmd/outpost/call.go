@@ -32,6 +32,7 @@ func newCallCmd() *cobra.Command {
 		data    string
 		timeout time.Duration
 		async   bool
+		labels  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "call TASK",
@@ -41,10 +42,13 @@ func newCallCmd() *cobra.Command {
 The input is --data (a literal, @FILE or - for standard input) or, without
 --data, standard input when it is a pipe or a file: echo hi | outpost call echo.
 With --async the call is journaled and its id printed once it is on disk; read
-the result with 'outpost calls show ID --wait'.`,
+the result with 'outpost calls show ID --wait'. --label KEY=VALUE (repeat it)
+labels the call: placement rules see the labels as call.labels, and
+'outpost calls show' shows them.`,
 		Example: `  outpost call echo --data '{"x":1}'
   echo hello | outpost call upper
-  outpost call summary --data @reading.json -o json`,
+  outpost call summary --data @reading.json -o json
+  outpost call resize --data @image.png --label tier=batch --label gpu=`,
 		Args: cli.ExactArgs(1, "give the input with --data TEXT, --data @FILE or on standard input"),
 	}
 	af := addAdminFlags(cmd, false)
@@ -52,9 +56,15 @@ the result with 'outpost calls show ID --wait'.`,
 	cmd.Flags().StringVar(&data, "data", "", cli.DataHelp)
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "deadline for the call (default: the task's timeout); with --async, of the whole call, suspended steps included")
 	cmd.Flags().BoolVar(&async, "async", false, "journal the call and print its id once it is on disk")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "a label of the call, KEY=VALUE (repeat for more); placement rules see it as call.labels")
 	cmd.ValidArgsFunction = af.completeTasks
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		task := args[0]
+		lm, err := confval.ParseLabels(labels)
+		if err != nil {
+			return cli.Usagef("--label: %v", err)
+		}
+		opts := admin.CallOptions{Timeout: timeout, Labels: lm}
 		input, err := cli.ReadInput(data, cmd.Flags().Changed("data"), cmd.InOrStdin())
 		if err != nil {
 			return err
@@ -65,13 +75,13 @@ the result with 'outpost calls show ID --wait'.`,
 		}
 		w := cmd.OutOrStdout()
 		if async {
-			id, err := c.CallAsync(cmd.Context(), task, input, timeout)
+			id, err := c.CallAsync(cmd.Context(), task, input, opts)
 			if err != nil {
 				return callFailed(cmd, out, err)
 			}
 			return out.Print(w, admin.AsyncAccepted{CallID: id, Task: task, State: calls.Received.String()}, func(w io.Writer) { fmt.Fprintln(w, id) })
 		}
-		ans, err := c.Call(cmd.Context(), task, input, timeout)
+		ans, err := c.Call(cmd.Context(), task, input, opts)
 		if err != nil {
 			return callFailed(cmd, out, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 func newCallsCmd() *cobra.Command {
@@ -29,14 +31,22 @@ func newCallsCmd() *cobra.Command {
 }
 
 func newCallsListCmd(af *adminFlags) *cobra.Command {
-	var q admin.CallsQuery
+	var (
+		q      admin.CallsQuery
+		labels []string
+	)
 	cmd := &cobra.Command{Use: "ls", Short: "List journaled calls, oldest first", Args: cli.NoArgs}
 	out := cli.AddOutput(cmd)
 	cmd.Flags().IntVar(&q.Limit, "limit", 0, "at most this many calls (0: all)")
 	cmd.Flags().StringVar(&q.State, "state", "", "only calls in this state (received, started, suspended, finished, reported)")
 	cmd.Flags().StringVar(&q.Task, "task", "", "only calls of this task")
 	cmd.Flags().StringVar(&q.Source, "source", "", "only calls from this kind of source (mqtt, admin, cloud, task, telemetry, peer)")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "only calls with this label, KEY=VALUE (repeat: with every one)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var err error
+		if q.Labels, err = confval.ParseLabels(labels); err != nil {
+			return cli.Usagef("--label: %v", err)
+		}
 		c, err := af.client()
 		if err != nil {
 			return configError(cmd, err)
@@ -125,6 +135,9 @@ func printRecord(w io.Writer, o *cli.Output, r *calls.Record) {
 	if r.Queue != "" {
 		fmt.Fprintf(tw, "queue:\t%s (priority %d)\n", r.Queue, r.Priority)
 	}
+	if len(r.Labels) > 0 {
+		fmt.Fprintf(tw, "labels:\t%s\n", labelList(r.Labels))
+	}
 	if r.ReplyTo != "" {
 		fmt.Fprintf(tw, "reply to:\t%s\n", r.ReplyTo)
 	}
@@ -185,6 +198,15 @@ func waitingOn(o *cli.Output, r *calls.Record) string {
 		}
 	}
 	return fmt.Sprintf("%d of %d calls (%s) since %s", left, len(r.Waits), strings.Join(tasks, ", "), o.Time(r.Suspended))
+}
+
+// labelList writes labels KEY=VALUE by key, comma-separated.
+func labelList(labels map[string]string) string {
+	kvs := make([]string, 0, len(labels))
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		kvs = append(kvs, k+"="+labels[k])
+	}
+	return oneLine(strings.Join(kvs, ", "))
 }
 
 // oneLine keeps a table cell on one line.

@@ -22,8 +22,9 @@ import (
 
 // cloudEnvDaemon runs the daemon against c with tasks whose rules use the
 // cloud environment: upper (large inputs to the cloud), upper-here (the
-// same module, no rules), spin and publish (always in the cloud) and
-// publish-here (the same module, local).
+// same module, no rules), spin and publish (always in the cloud),
+// publish-here (the same module, local), and upper-if-held and
+// echo-if-held (in the cloud once it holds their module).
 func cloudEnvDaemon(t *testing.T, c *cloudProc) *daemon {
 	t.Helper()
 	upper := wasmtest.WAT(t, "../../examples/tasks/wat/upper.wat", "")
@@ -46,6 +47,12 @@ tasks:
     permissions: {publish: ["out/#"]}
     placement: [{name: publish-in-cloud, run: [cloud]}]
   - {name: publish-here, module: %[3]s, permissions: {publish: ["out/#"]}}
+  - name: upper-if-held
+    module: %[1]s
+    placement: [{name: cloud-holds-it, when: "envs.cloud.healthy && envs.cloud.provision_seconds == 0.0", run: [cloud]}]
+  - name: echo-if-held
+    module: builtin:echo
+    placement: [{name: cloud-holds-it, when: "envs.cloud.healthy && envs.cloud.provision_seconds == 0.0", run: [cloud]}]
 cloud:
   url: %[4]q
   poll_wait: 500ms
@@ -73,7 +80,9 @@ func waitCloudHealthy(t *testing.T, d *daemon) {
 
 // A rule sends large inputs to the cloud: the call records env cloud and
 // its output is the local run's of the same module; small inputs stay
-// local. A host function only an edge host has answers unavailable there.
+// local. A rule on envs.cloud.provision_seconds sends a call there only
+// once the control plane holds its module. A host function only an edge
+// host has answers unavailable there.
 func TestCloudEnvironment(t *testing.T) {
 	c := startCloudProcArgs(t, "--data", filepath.Join(t.TempDir(), "cloud"), "--run-workers", "2")
 	d := cloudEnvDaemon(t, c)
@@ -90,6 +99,17 @@ func TestCloudEnvironment(t *testing.T) {
 	}
 	if small, code := callJSON(t, d, "upper", "small"); code != 0 || small["env"] != "local" || small["rule"] != "default" {
 		t.Errorf("small input: exit %d %v, want local by default", code, small)
+	}
+	// A rule on the expected provisioning time: the control plane ran
+	// upper's module, so a task of the same module goes there; it never
+	// had the echo module, which it would take time to upload.
+	for _, tc := range []struct{ task, env, rule string }{
+		{"upper-if-held", "cloud", "cloud-holds-it"},
+		{"echo-if-held", "local", "default"},
+	} {
+		if m, code := callJSON(t, d, tc.task, "x"); code != 0 || m["env"] != tc.env || m["rule"] != tc.rule {
+			t.Errorf("%s: exit %d %v, want %s by %s", tc.task, code, m, tc.env, tc.rule)
+		}
 	}
 	// The module reached the control plane from the node, content-addressed.
 	var objs struct{ Objects []server.ObjectInfo }

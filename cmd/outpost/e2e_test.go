@@ -212,7 +212,7 @@ func (d *daemon) get(path string) *http.Response {
 func (d *daemon) call(task, input string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := d.admin.Call(ctx, task, []byte(input), 0)
+	out, err := d.admin.Call(ctx, task, []byte(input), admin.CallOptions{})
 	return string(out.Output), err
 }
 

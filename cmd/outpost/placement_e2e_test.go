@@ -350,3 +350,68 @@ tasks:
 		t.Errorf("deploy without code: exit %d\n%s", code, out)
 	}
 }
+
+// A call labelled on the command line (outpost call --label) is placed by
+// a rule on its labels: a batch call runs as the native executable, an
+// unlabelled one in the wasm runtime. The journal keeps the labels across
+// a restart: calls show prints them with where the call ran, and calls ls
+// selects by them. A bad label is a usage error.
+func TestPlacementByCallLabels(t *testing.T) {
+	probe := buildProbe(t)
+	d := startDaemon(t, placementConfig)
+	deployProbe(t, d, "probe", probe, "3s", "placement:\n  - {name: batch-native, when: \"'tier' in call.labels && call.labels.tier == 'batch'\", run: [process]}\n")
+	call := func(args ...string) (map[string]any, int) {
+		t.Helper()
+		out, code := runCLI(t, append([]string{"call", "probe", "--config", d.cfg, "-o", "json", "--data", "small"}, args...)...)
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			t.Fatalf("call %v: exit %d: %v: %s", args, code, err, out)
+		}
+		return m, code
+	}
+	for _, tc := range []struct {
+		labels         []string
+		env, rule, out string
+	}{
+		{[]string{"--label", "tier=batch"}, "process", "batch-native", "echo:small"},
+		{[]string{"--label", "tier=interactive"}, "local", "default", "small"},
+		{nil, "local", "default", "small"},
+	} {
+		m, code := call(tc.labels...)
+		out, _ := base64.StdEncoding.DecodeString(fmt.Sprint(m["output"]))
+		if code != 0 || m["env"] != tc.env || m["rule"] != tc.rule || string(out) != tc.out {
+			t.Errorf("call %v: exit %d %v; want %q in %s by %s", tc.labels, code, m, tc.out, tc.env, tc.rule)
+		}
+	}
+	id, code := runCLI(t, "call", "probe", "--async", "--config", d.cfg, "--data", "journaled", "--label", "tier=batch", "--label", "site=north 1")
+	id = strings.TrimSpace(id)
+	if code != 0 {
+		t.Fatalf("call --async: exit %d %s", code, id)
+	}
+	showRE := regexp.MustCompile(`(?m)^labels: +site=north 1, tier=batch\n(.|\n)*^ran in: +process \(placement rule batch-native\)$`)
+	show, code := runCLI(t, "calls", "show", id, "--wait", "--timeout", "20s", "--config", d.cfg)
+	if code != 0 || !showRE.MatchString(show) || !strings.Contains(show, "echo:journaled") {
+		t.Fatalf("calls show: exit %d\n%s", code, show)
+	}
+	if code := d.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	d.start()
+	if show, code := runCLI(t, "calls", "show", id, "--config", d.cfg); code != 0 || !showRE.MatchString(show) {
+		t.Errorf("calls show after a restart: exit %d\n%s", code, show)
+	}
+	for _, tc := range []struct {
+		label string
+		want  bool
+	}{{"tier=batch", true}, {"site=north 1", true}, {"tier=interactive", false}} {
+		ls, code := runCLI(t, "calls", "ls", "--label", tc.label, "--config", d.cfg, "-o", "json")
+		if code != 0 || strings.Contains(ls, id) != tc.want {
+			t.Errorf("calls ls --label %s: exit %d, lists %s: %v, want %v\n%s", tc.label, code, id, !tc.want, tc.want, ls)
+		}
+	}
+	for _, bad := range []string{"tier", "bad key=x"} {
+		if out, code := runCLI(t, "call", "probe", "--config", d.cfg, "--data", "x", "--label", bad); code != 2 || !strings.Contains(out, "--label") {
+			t.Errorf("call --label %q: exit %d %s, want a usage error", bad, code, out)
+		}
+	}
+}

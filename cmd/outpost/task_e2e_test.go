@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
@@ -181,7 +182,7 @@ tasks: [{name: cfgecho, module: builtin:echo}]
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := d.admin.Call(ctx, "svc", nil, 0); err == nil || !strings.Contains(err.Error(), "unknown_task") {
+	if _, err := d.admin.Call(ctx, "svc", nil, admin.CallOptions{}); err == nil || !strings.Contains(err.Error(), "unknown_task") {
 		t.Fatalf("call after rm: %v", err)
 	}
 	if _, errOut, code := d.cli("task", "rm", "svc"); code != 1 || !strings.Contains(errOut, "no deployed task") {

@@ -38,7 +38,7 @@ func (n *asyncNode) CallAsync(c *calls.Call) error {
 func TestAsyncCall(t *testing.T) {
 	n := &asyncNode{}
 	c := start(t, n)
-	id, err := c.CallAsync(context.Background(), "echo", []byte("in"), 0)
+	id, err := c.CallAsync(context.Background(), "echo", []byte("in"), CallOptions{})
 	if err != nil || len(id) != 20 {
 		t.Fatalf("CallAsync: %q %v", id, err)
 	}
@@ -55,7 +55,7 @@ func TestAsyncCall(t *testing.T) {
 		{"journal failed", "full-disk", http.StatusInternalServerError, calls.StatusRejected},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := c.CallAsync(context.Background(), tc.task, nil, 0)
+			_, err := c.CallAsync(context.Background(), tc.task, nil, CallOptions{})
 			var ce *CallError
 			if !errors.As(err, &ce) || ce.HTTPStatus != tc.http || ce.Doc.Error.Code != tc.code {
 				t.Fatalf("got %v, want HTTP %d %s", err, tc.http, tc.code)
@@ -64,7 +64,7 @@ func TestAsyncCall(t *testing.T) {
 	}
 	t.Run("timeout is the whole call's deadline", func(t *testing.T) {
 		before := time.Now()
-		if _, err := c.CallAsync(context.Background(), "echo", nil, time.Minute); err != nil {
+		if _, err := c.CallAsync(context.Background(), "echo", nil, CallOptions{Timeout: time.Minute}); err != nil {
 			t.Fatal(err)
 		}
 		got := n.took[len(n.took)-1].Deadline
@@ -84,12 +84,12 @@ func TestAsyncCall(t *testing.T) {
 // A node without asynchronous calls says so; the sync path is unchanged.
 func TestAsyncCallNotSupported(t *testing.T) {
 	c := start(t, &node{})
-	_, err := c.CallAsync(context.Background(), "echo", nil, 0)
+	_, err := c.CallAsync(context.Background(), "echo", nil, CallOptions{})
 	var ce *CallError
 	if !errors.As(err, &ce) || ce.HTTPStatus != http.StatusNotImplemented {
 		t.Fatalf("got %v, want 501", err)
 	}
-	if out, err := c.Call(context.Background(), "echo", []byte("x"), 0); err != nil || string(out.Output) != "x" {
+	if out, err := c.Call(context.Background(), "echo", []byte("x"), CallOptions{}); err != nil || string(out.Output) != "x" {
 		t.Fatalf("sync call: %q %v", out, err)
 	}
 }

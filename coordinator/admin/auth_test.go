@@ -234,7 +234,7 @@ func TestClientTokenDiscovery(t *testing.T) {
 	if _, err := c.Health(ctx); err != nil {
 		t.Fatalf("health without a token: %v", err)
 	}
-	_, err = c.Call(ctx, "echo", nil, 0)
+	_, err = c.Call(ctx, "echo", nil, CallOptions{})
 	if !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "run as the daemon's user") || !strings.Contains(err.Error(), TokenEnv) {
 		t.Fatalf("no token: %v", err)
 	}

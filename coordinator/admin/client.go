@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -132,14 +134,39 @@ func (e *CallError) Error() string {
 	return fmt.Sprintf("task %s: %s: %s", e.Doc.Task, e.Doc.Error.Code, e.Doc.Error.Message)
 }
 
-// Call runs task with input and returns its output. timeout 0 leaves the
-// task's own limit in charge.
-func (c *Client) Call(ctx context.Context, task string, input []byte, timeout time.Duration) (Answer, error) {
-	u := c.base + "/v1/tasks/" + url.PathEscape(task) + "/call"
-	if timeout > 0 {
-		u += "?timeout=" + url.QueryEscape(timeout.String())
+// CallOptions are a call's settings besides its task and input.
+type CallOptions struct {
+	// Timeout is the call's deadline (0: the task's own limit); of an
+	// asynchronous call, the deadline of the whole call, suspended steps
+	// included.
+	Timeout time.Duration
+	// Labels are the call's labels (placement rules see them as
+	// call.labels).
+	Labels map[string]string
+}
+
+// callURL is the URL of a call of task with o (asynchronous with async).
+func (c *Client) callURL(task string, async bool, o CallOptions) string {
+	v := url.Values{}
+	if async {
+		v.Set("async", "true")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(input))
+	if o.Timeout > 0 {
+		v.Set("timeout", o.Timeout.String())
+	}
+	for _, k := range slices.Sorted(maps.Keys(o.Labels)) {
+		v.Add("label", k+"="+o.Labels[k])
+	}
+	u := c.base + "/v1/tasks/" + url.PathEscape(task) + "/call"
+	if len(v) > 0 {
+		u += "?" + v.Encode()
+	}
+	return u
+}
+
+// Call runs task with input and returns its output.
+func (c *Client) Call(ctx context.Context, task string, input []byte, o CallOptions) (Answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.callURL(task, false, o), bytes.NewReader(input))
 	if err != nil {
 		return Answer{}, err
 	}
@@ -169,14 +196,9 @@ type Answer struct {
 }
 
 // CallAsync journals a call of task with input on the daemon and returns
-// its id once it is on disk; the result is read with GetCall. A timeout
-// (0: none) is the deadline of the whole call, suspended steps included.
-func (c *Client) CallAsync(ctx context.Context, task string, input []byte, timeout time.Duration) (string, error) {
-	u := c.base + "/v1/tasks/" + url.PathEscape(task) + "/call?async=true"
-	if timeout > 0 {
-		u += "&timeout=" + url.QueryEscape(timeout.String())
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(input))
+// its id once it is on disk; the result is read with GetCall.
+func (c *Client) CallAsync(ctx context.Context, task string, input []byte, o CallOptions) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.callURL(task, true, o), bytes.NewReader(input))
 	if err != nil {
 		return "", err
 	}
@@ -212,11 +234,13 @@ func (c *Client) GetCall(ctx context.Context, id string) (*calls.Record, error) 
 }
 
 // CallsQuery selects journaled calls: at most Limit (0: all), and, where
-// set, only those in State (received, started, suspended, finished, reported), of Task
-// and from a source of kind Source (mqtt, admin, cloud, task, telemetry, peer).
+// set, only those in State (received, started, suspended, finished, reported), of Task,
+// from a source of kind Source (mqtt, admin, cloud, task, telemetry, peer)
+// and with every one of Labels.
 type CallsQuery struct {
 	Limit               int
 	State, Task, Source string
+	Labels              map[string]string
 }
 
 // Calls lists the journal's calls that q selects (GET /v1/calls).
@@ -226,6 +250,9 @@ func (c *Client) Calls(ctx context.Context, q CallsQuery) ([]calls.Record, error
 		if val != "" {
 			v.Set(k, val)
 		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(q.Labels)) {
+		v.Add("label", k+"="+q.Labels[k])
 	}
 	var resp struct {
 		Calls []calls.Record `json:"calls"`

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/outpost-edge/outpost/coordinator/calls"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/loopback"
 	"github.com/outpost-edge/outpost/internal/ratelog"
 )
@@ -283,11 +284,17 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	labels, err := confval.ParseLabels(r.URL.Query()["label"])
+	if err != nil {
+		writeError(w, http.StatusBadRequest, calls.ErrorDoc{Task: task, Error: calls.ErrorBody{Code: "bad_request", Message: err.Error()}})
+		return
+	}
 	input, ok := s.readInput(w, r, task)
 	if !ok {
 		return
 	}
 	c := calls.New(task, input, calls.Source{Kind: "admin", Ref: r.RemoteAddr})
+	c.Labels = labels
 	if async {
 		if timeout > 0 {
 			// The whole call's deadline, journaled: queueing, every run

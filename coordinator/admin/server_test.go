@@ -92,7 +92,7 @@ func send(t *testing.T, c *Client, method, path string) (int, []byte) {
 func TestCalls(t *testing.T) {
 	c := start(t, &node{})
 	ctx := context.Background()
-	out, err := c.Call(ctx, "echo", []byte(`{"x":1}`), 0)
+	out, err := c.Call(ctx, "echo", []byte(`{"x":1}`), CallOptions{})
 	if err != nil || string(out.Output) != `{"x":1}` {
 		t.Fatalf("echo: %q %v", out, err)
 	}
@@ -108,7 +108,7 @@ func TestCalls(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.task, func(t *testing.T) {
-			_, err := c.Call(ctx, tt.task, nil, tt.timeout)
+			_, err := c.Call(ctx, tt.task, nil, CallOptions{Timeout: tt.timeout})
 			var ce *CallError
 			if !errors.As(err, &ce) || ce.HTTPStatus != tt.status || ce.Doc.Error.Code != tt.code || ce.Doc.Task != tt.task {
 				t.Fatalf("got %#v (%v), want HTTP %d code %s", ce, err, tt.status, tt.code)

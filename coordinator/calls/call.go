@@ -125,6 +125,10 @@ type Call struct {
 	// inside a source's queue on the cloud side.
 	Queue    string
 	Priority int
+	// Labels are the caller's names for the call (tier: batch), which
+	// placement rules see as call.labels: given with the call (the admin
+	// API, a cloud call) or by its route. Journaled with it.
+	Labels map[string]string
 	// IdempotencyKey identifies the work across call ids (default: the id);
 	// it is handed to the task unchanged on a re-run.
 	IdempotencyKey string

@@ -82,7 +82,7 @@ func (d *Durable) ReadInJournal(kinds ...string) {
 
 func (j *Journal) newRecord(c *Call) *Record {
 	r := &Record{
-		ID: c.ID, Task: c.Task, Input: c.Input, Source: c.Source, Queue: c.Queue, Priority: c.Priority,
+		ID: c.ID, Task: c.Task, Input: c.Input, Source: c.Source, Queue: c.Queue, Priority: c.Priority, Labels: c.Labels,
 		Key: c.IdempotencyKey, Effect: c.Effect, Attempt: max(c.Attempt, 1), State: Received,
 		Received: j.opts.Wall(), ReceivedClock: j.stamp(), ReplyTo: c.ReplyTo, Digest: c.Digest,
 	}
@@ -487,7 +487,7 @@ func (d *Durable) Recover(ctx context.Context) error {
 // from clock, the journal clock now.
 func (r *Record) call(clock time.Duration) *Call {
 	c := &Call{
-		ID: r.ID, Task: r.Task, Input: r.Input, Source: r.Source, Queue: r.Queue, Priority: r.Priority,
+		ID: r.ID, Task: r.Task, Input: r.Input, Source: r.Source, Queue: r.Queue, Priority: r.Priority, Labels: r.Labels,
 		IdempotencyKey: r.Key, Attempt: r.Attempt, Effect: r.Effect, Received: time.Now(),
 		MaxRun: time.Duration(r.MaxRunMS) * time.Millisecond, ReplyTo: r.ReplyTo,
 		Digest: r.Digest, Parent: r.Parent,

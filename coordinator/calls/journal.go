@@ -24,18 +24,21 @@ import (
 // JSON; "calls/k/<idempotency key>" holds the id when the key differs from
 // the id.
 type Record struct {
-	ID       string  `json:"id"`
-	Task     string  `json:"task"`
-	Input    []byte  `json:"input,omitempty"` // dropped once the call finishes
-	Source   Source  `json:"source"`
-	Queue    string  `json:"queue,omitempty"`
-	Priority int     `json:"priority,omitempty"`
-	Key      string  `json:"key,omitempty"`
-	Effect   Effect  `json:"effect"`
-	Attempt  int     `json:"attempt"`
-	Runs     int     `json:"runs"` // STARTED writes: an upper bound on executions
-	State    State   `json:"state"`
-	Result   *Result `json:"result,omitempty"`
+	ID       string `json:"id"`
+	Task     string `json:"task"`
+	Input    []byte `json:"input,omitempty"` // dropped once the call finishes
+	Source   Source `json:"source"`
+	Queue    string `json:"queue,omitempty"`
+	Priority int    `json:"priority,omitempty"`
+	// Labels are the call's (Call.Labels); absent from records of calls
+	// without labels and from those journaled before calls had them.
+	Labels  map[string]string `json:"labels,omitempty"`
+	Key     string            `json:"key,omitempty"`
+	Effect  Effect            `json:"effect"`
+	Attempt int               `json:"attempt"`
+	Runs    int               `json:"runs"` // STARTED writes: an upper bound on executions
+	State   State             `json:"state"`
+	Result  *Result           `json:"result,omitempty"`
 	// ReplyTo is where the result goes besides the journal: the reply
 	// topic of an MQTT route ("" for cloud and admin calls).
 	ReplyTo string `json:"reply_to,omitempty"`

@@ -11,11 +11,13 @@ import (
 
 func langInput() Input {
 	return Input{
-		Call: Call{Task: "resize", InputSize: 4096, Source: "cloud", Queue: "bulk", Priority: 3, HasDeadline: true, Attempt: 2},
+		Call: Call{Task: "resize", InputSize: 4096, Source: "cloud", Queue: "bulk", Priority: 3, HasDeadline: true, Attempt: 2,
+			Labels: map[string]string{"tier": "batch", "gpu": ""}},
 		Task: Task{Name: "resize", Devices: true, Publish: []string{"devices/+/out", "alerts"}, Artifacts: []string{Local, Process},
 			Labels: map[string]string{"tier": "batch", "site": "north"}},
 		Node: Node{QueueDepth: 7, Running: 3, Workers: 4, MemoryUsed: 48 << 20, MemoryBudget: 64 << 20, CloudUp: true},
-		Envs: map[string]Env{Local: {Healthy: true, Running: 3, Capacity: 4, Load: 0.75}, Process: {Capacity: 2}},
+		Envs: map[string]Env{Local: {Healthy: true, Running: 3, Capacity: 4, Load: 0.75}, Process: {Capacity: 2},
+			Cloud: {Healthy: true, Capacity: 8, Free: 8, ProvisionSeconds: 1.5}},
 	}
 }
 
@@ -36,6 +38,11 @@ var langCases = []string{
 	"node.memory_used * 2 < node.memory_budget", "!node.cloud_up || node.memory_budget == 0",
 	"task.labels['tier'] == 'batch'", "'site' in task.labels && task.labels.site != 'south'", "size(task.labels) == 2",
 	"task.labels['tier'] > 1",
+	"call.labels.tier == 'batch'", "'gpu' in call.labels", "'cpu' in call.labels", "call.labels['gpu'] == ''", "size(call.labels) == 2",
+	"call.labels.tier == task.labels.tier", "call.labels.zone == 'x'", "'zone' in call.labels && call.labels.zone == 'x'",
+	"call.labels.x > 3", "call.labels == task.labels", "call.labels[1] == 'a'", "call.labels.tier.size() > 1",
+	"envs.cloud.provision_seconds < 2.0", "envs.local.provision_seconds == 0.0",
+	"envs.cloud.provision_seconds * 2.0 > 2.5", "envs.cloud.provision_seconds", "envs.cloud.provision_seconds < '2'",
 	// Type errors in both.
 	"call.input_sise > 10", "call.input_size", "call.source > 1", "nosuch.field", "task.devices && 1", "envs[1].healthy",
 	"task.publish.startsWith('x')", "size(1)", "call == call", "frobnicate(1)", "'a' in envs['local']",
@@ -113,6 +120,14 @@ func TestLanguageErrors(t *testing.T) {
 		{"call.input_size", "is of type int, want bool"},
 		{"task.publish", "is of type list(string), want bool"},
 		{"envs", "is of type map(string, placement.Env), want bool"},
+		{"call.labels", "is of type map(string, string), want bool"},
+		{"call.labels.x > 3", "ERROR: <input>:1:15: found no matching overload for '_>_' applied to '(string, int)'"},
+		{"call.labels['tier'] + 1 == 'x'", "ERROR: <input>:1:21: found no matching overload for '_+_' applied to '(string, int)'"},
+		{"1 in call.labels", "ERROR: <input>:1:3: found no matching overload for '@in' applied to '(int, map(string, string))'"},
+		{"call.label.tier == 'x'", "ERROR: <input>:1:5: undefined field 'label'"},
+		{"envs.cloud.provision_seconds", "is of type double, want bool"},
+		{"envs.cloud.provision_seconds < '2'", "ERROR: <input>:1:30: found no matching overload for '_<_' applied to '(double, string)'"},
+		{"envs.cloud.provision_second < 2.0", "ERROR: <input>:1:11: undefined field 'provision_second'"},
 		{"call.source > 1", "ERROR: <input>:1:13: found no matching overload for '_>_' applied to '(string, int)'"},
 		{"nosuch", "ERROR: <input>:1:1: undeclared reference to 'nosuch'"},
 		{"call.task.frob('x')", "ERROR: <input>:1:10: undeclared reference to 'frob'"},
@@ -139,6 +154,7 @@ func TestLanguageEvalErrors(t *testing.T) {
 		{"envs['peer'].healthy", "no such key: peer"},
 		{"node.workers / (node.running - 3) > 0", "division by zero"},
 		{"task.publish[5] == 'x'", "index out of range: 5"},
+		{"call.labels.zone == 'x'", "no such key: zone"},
 	} {
 		t.Run(tc.expr, func(t *testing.T) {
 			p, err := compile(tc.expr)

@@ -77,6 +77,10 @@ type Call struct {
 	// Resume: the run is the next step of a suspended call (its state
 	// and the results it waited for travel with it).
 	Resume bool `cel:"resume"`
+	// Labels are the call's labels: given with the call (outpost call
+	// --label, the admin API, a cloud call) or by its route
+	// (routes[].labels).
+	Labels map[string]string `cel:"labels"`
 }
 
 // Task is what a rule sees of the task (CEL variable task).
@@ -119,6 +123,11 @@ type Env struct {
 	// peer's scheduler queue; 0 for the others).
 	Free   int64 `cel:"free"`
 	Queued int64 `cel:"queued"`
+	// ProvisionSeconds is the expected time to provision the environment
+	// with the task's code objects (module, libraries, files) it is not
+	// known to hold, over the link measured to it; 0 when it holds them
+	// all (docs/placement.md "Provisioning time").
+	ProvisionSeconds float64 `cel:"provision_seconds"`
 }
 
 // Input is everything a decision sees.

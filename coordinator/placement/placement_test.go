@@ -180,3 +180,44 @@ func TestDecidePeer(t *testing.T) {
 		})
 	}
 }
+
+// Rules on the call's labels and on an environment's expected
+// provisioning time: a batch call goes to the cloud while provisioning it
+// is quick, a gpu call to the sandbox; with no labels, or a cloud that
+// would take long to provision, the next rule or the default decides.
+func TestDecideLabelsAndProvisioning(t *testing.T) {
+	rules := []Rule{
+		{Name: "gpu", When: "'gpu' in call.labels", Run: []string{Process}},
+		{Name: "batch-cloud", When: "call.labels.tier == 'batch' && envs.cloud.provision_seconds < 2", Run: []string{Cloud, Local}},
+	}
+	for _, tc := range []struct {
+		name      string
+		labels    map[string]string
+		provision float64
+		want      Decision
+	}{
+		{"batch, cloud quick to provision", map[string]string{"tier": "batch"}, 0.4, Decision{Env: Cloud, Rule: "batch-cloud"}},
+		{"batch, cloud holds everything", map[string]string{"tier": "batch"}, 0, Decision{Env: Cloud, Rule: "batch-cloud"}},
+		{"batch, cloud slow to provision", map[string]string{"tier": "batch"}, 2.5, Decision{Env: Local, Rule: DefaultRule}},
+		{"gpu, with an empty value", map[string]string{"gpu": ""}, 0, Decision{Env: Process, Rule: "gpu"}},
+		{"interactive", map[string]string{"tier": "interactive"}, 0, Decision{Env: Local, Rule: DefaultRule}},
+		// No labels: call.labels.tier is not there, so batch-cloud fails
+		// to evaluate and is skipped (its error is returned for the log).
+		{"no labels", nil, 0, Decision{Env: Local, Rule: DefaultRule}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := input(10, 0, true, Local, Process, Cloud)
+			in.Call.Labels = tc.labels
+			in.Envs[Cloud] = Env{Healthy: true, Capacity: 4, Free: 4, ProvisionSeconds: tc.provision}
+			var r Rules
+			d, err := r.Decide(rules, in)
+			if d != tc.want {
+				t.Fatalf("Decide = %+v (%v), want %+v", d, err, tc.want)
+			}
+			// Only a call without a tier that reaches batch-cloud fails to evaluate it.
+			if wantErr := tc.labels == nil; wantErr != (err != nil) || wantErr && !strings.Contains(err.Error(), "rule batch-cloud: no such key: tier") {
+				t.Fatalf("Decide error %v, want one: %v", err, wantErr)
+			}
+		})
+	}
+}

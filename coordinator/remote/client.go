@@ -93,7 +93,7 @@ type Client struct {
 	m    *metrics
 	boot string
 	// stats is the link's measured rate and round trip (provision.go).
-	stats linkStats
+	stats LinkMeter
 	// runs is the control plane's cloud-run pool its last poll answer
 	// advertised (runs.go).
 	runs runsSeen
@@ -583,7 +583,7 @@ func (c *Client) take(resp PollResponse, b *backoff) (uint64, bool) {
 	for i, w := range resp.Calls {
 		cc := &calls.Call{
 			ID: w.ID, Task: w.Task, Input: w.Input, Source: calls.Source{Kind: SourceKind, Ref: strconv.FormatUint(w.Seq, 10)},
-			Queue: w.Queue, Priority: w.Priority, IdempotencyKey: w.IdempotencyKey, Attempt: w.Attempt,
+			Queue: w.Queue, Priority: w.Priority, Labels: w.Labels, IdempotencyKey: w.IdempotencyKey, Attempt: w.Attempt,
 			Effect: calls.Effect(w.Effect), Received: now, MaxRun: time.Duration(w.MaxRunMS) * time.Millisecond,
 			Digest: w.Digest,
 		}

@@ -195,7 +195,7 @@ func (c *Client) FetchPackage(ctx context.Context, p Package, store func(digest 
 			return err
 		}
 	}
-	c.measure(p.Bytes, rtt, time.Since(start))
+	c.stats.Measure(p.Bytes, rtt, time.Since(start))
 	return nil
 }
 
@@ -215,39 +215,47 @@ func (c *Client) objectRequest(ctx context.Context, method, u string, body io.Re
 	return req, nil
 }
 
-// linkStats is the link's measured rate and round trip (moving averages).
-type linkStats struct {
+// LinkMeter keeps a link's measured rate and round trip (moving
+// averages): the cloud link's, from the packages a node fetches; a peer's,
+// from its status reads and the objects sent to it.
+type LinkMeter struct {
 	mu   sync.Mutex
 	link Link
 	set  bool
 }
 
-// measure folds one transfer of n bytes into the link's measurements.
-func (c *Client) measure(n int64, rtt, total time.Duration) {
-	c.stats.mu.Lock()
-	defer c.stats.mu.Unlock()
-	rate := c.stats.link.BytesPerSec
+// Measure folds one exchange into the measurements: n bytes (0: none, a
+// round trip only) of which the first byte came after rtt and the last
+// after total.
+func (m *LinkMeter) Measure(n int64, rtt, total time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rate := m.link.BytesPerSec
 	if body := total - rtt; n > 0 && body > 0 {
 		rate = float64(n) / body.Seconds()
 	}
-	if !c.stats.set {
-		c.stats.link, c.stats.set = Link{BytesPerSec: rate, RTT: rtt}, true
+	if !m.set {
+		m.link, m.set = Link{BytesPerSec: rate, RTT: rtt}, true
 		if rate == 0 {
-			c.stats.link.BytesPerSec = DefaultLink.BytesPerSec
+			m.link.BytesPerSec = DefaultLink.BytesPerSec
 		}
 		return
 	}
-	c.stats.link.BytesPerSec = 0.7*c.stats.link.BytesPerSec + 0.3*rate
-	c.stats.link.RTT = time.Duration(0.7*float64(c.stats.link.RTT) + 0.3*float64(rtt))
+	m.link.BytesPerSec = 0.7*m.link.BytesPerSec + 0.3*rate
+	m.link.RTT = time.Duration(0.7*float64(m.link.RTT) + 0.3*float64(rtt))
+}
+
+// Link returns the measured rate and round trip (DefaultLink before the
+// first measurement).
+func (m *LinkMeter) Link() Link {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.set {
+		return DefaultLink
+	}
+	return m.link
 }
 
 // Link returns the link's measured rate and round trip (DefaultLink until
 // a package was fetched).
-func (c *Client) Link() Link {
-	c.stats.mu.Lock()
-	defer c.stats.mu.Unlock()
-	if !c.stats.set {
-		return DefaultLink
-	}
-	return c.stats.link
-}
+func (c *Client) Link() Link { return c.stats.Link() }

@@ -52,15 +52,18 @@ type WireCall struct {
 	// object the task runs: a node that has no task of this name fetches
 	// it (GET objects/{digest}) and deploys it; one that has it with
 	// another module fails the call (task_conflict).
-	Digest         string `json:"digest,omitempty"`
-	Input          []byte `json:"input,omitempty"`
-	Queue          string `json:"queue,omitempty"`
-	Priority       int    `json:"priority,omitempty"`
-	Effect         string `json:"effect,omitempty"`
-	IdempotencyKey string `json:"idempotency_key,omitempty"`
-	LeaseMS        int64  `json:"lease_ms"`
-	StartByMS      int64  `json:"start_by_ms,omitempty"`
-	MaxRunMS       int64  `json:"max_run_ms,omitempty"`
+	Digest   string `json:"digest,omitempty"`
+	Input    []byte `json:"input,omitempty"`
+	Queue    string `json:"queue,omitempty"`
+	Priority int    `json:"priority,omitempty"`
+	// Labels are the call's labels (placement rules see them as
+	// call.labels); absent when it has none.
+	Labels         map[string]string `json:"labels,omitempty"`
+	Effect         string            `json:"effect,omitempty"`
+	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+	LeaseMS        int64             `json:"lease_ms"`
+	StartByMS      int64             `json:"start_by_ms,omitempty"`
+	MaxRunMS       int64             `json:"max_run_ms,omitempty"`
 }
 
 // Result is one call's outcome as uploaded.

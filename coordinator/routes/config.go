@@ -2,6 +2,7 @@ package routes
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,6 +24,15 @@ type Rule struct {
 	// segments of the source topic, {topic} for the whole topic. Empty: no reply.
 	Reply string `yaml:"reply"`
 	QoS   byte   `yaml:"qos"` // for the subscription and the reply
+	// Labels label every call the route makes (placement rules see them
+	// as call.labels).
+	Labels map[string]string `yaml:"labels"`
+}
+
+// Equal says whether r and o are the same route (no labels and empty
+// labels are the same).
+func (r Rule) Equal(o Rule) bool {
+	return r.Topic == o.Topic && r.Task == o.Task && r.Cloud == o.Cloud && r.Reply == o.Reply && r.QoS == o.QoS && maps.Equal(r.Labels, o.Labels)
 }
 
 // Validate reports every problem of the rules, listed under c (the routes
@@ -50,6 +60,10 @@ func Validate(c *confval.Checker, rules []Rule, hasTask func(string) bool, cloud
 		if r.QoS > 1 {
 			rc.Errorf("qos", "must be 0 or 1")
 		}
+		if r.Cloud && len(r.Labels) > 0 {
+			rc.Errorf("labels", "a route to the cloud makes no call to label")
+		}
+		rc.Labels("labels", r.Labels)
 		if err := CheckReply(r.Reply, r.Topic); err != nil {
 			rc.Errorf("reply", "%v", err)
 		} else if j, ok := feedsBack(r.Reply, rules); ok {

@@ -17,6 +17,8 @@ type Route struct {
 	Cloud  bool
 	QoS    byte
 	Reply  Template
+	// Labels label the route's calls.
+	Labels map[string]string
 
 	filter topic.Filter
 }
@@ -30,7 +32,7 @@ type Table struct {
 func New(rs []Rule) *Table {
 	t := &Table{routes: make([]Route, len(rs))}
 	for i, r := range rs {
-		t.routes[i] = Route{Filter: r.Topic, Task: r.Task, Cloud: r.Cloud, QoS: r.QoS, Reply: ParseTemplate(r.Reply), filter: topic.Compile(r.Topic)}
+		t.routes[i] = Route{Filter: r.Topic, Task: r.Task, Cloud: r.Cloud, QoS: r.QoS, Reply: ParseTemplate(r.Reply), Labels: r.Labels, filter: topic.Compile(r.Topic)}
 	}
 	return t
 }

@@ -48,7 +48,7 @@ func (m Manifest) Validate(c *confval.Checker) {
 	validateDeps(c, m.Libraries, m.Files, false)
 	validateArtifacts(c, m.Artifacts, false)
 	placement.Validate(c.At("placement"), m.Placement)
-	validateLabels(c, m.Labels)
+	c.Labels("labels", m.Labels)
 }
 
 // CheckNative reports what is wrong with the manifest of task name when no

@@ -7,9 +7,7 @@ package tasks
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -192,21 +190,7 @@ func Validate(c *confval.Checker, ts []Task) {
 		validateArtifacts(tc, t.Artifacts, true)
 		placement.Validate(tc.At("placement"), t.Placement)
 		validateSettings(tc, t.ABI, t.Limits, t.Permissions)
-		validateLabels(tc, t.Labels)
-	}
-}
-
-// validateLabels checks a task's labels: a key of 1 to 63 letters, digits,
-// '-', '_', '.' or '/'; a value of at most 253 bytes.
-func validateLabels(c *confval.Checker, labels map[string]string) {
-	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		ok := len(k) > 0 && len(k) <= 63 && strings.Trim(k, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./") == ""
-		switch {
-		case !ok:
-			c.Errorf("labels", "key %q: want 1 to 63 letters, digits, '-', '_', '.' or '/'", k)
-		case len(labels[k]) > 253:
-			c.Errorf("labels", "%s: value of %d bytes, at most 253", k, len(labels[k]))
-		}
+		tc.Labels("labels", t.Labels)
 	}
 }
 

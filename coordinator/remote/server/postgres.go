@@ -292,22 +292,28 @@ func (s *pgStore) enqueue(ctx context.Context, in []Call) ([]EnqueueItem, error)
 	ids, nodes, tasks, queues, effects, keys, digests := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	inputs := make([][]byte, n)
 	prios := make([]int32, n)
+	labels := make([]string, n)
 	ttls, leases, maxRuns := make([]int64, n), make([]int64, n), make([]int64, n)
 	for i, c := range in {
 		ids[i], nodes[i], tasks[i], queues[i], effects[i], keys[i], digests[i] = c.ID, c.Node, c.Task, c.Queue, c.Effect, c.Key, c.Digest
 		inputs[i], prios[i], ttls[i], leases[i], maxRuns[i] = c.Input, int32(c.Priority), c.TTLMS, c.LeaseMS, c.MaxRunMS
+		labels[i] = "{}"
+		if len(c.Labels) > 0 {
+			b, _ := json.Marshal(c.Labels) // a map of strings always encodes
+			labels[i] = string(b)
+		}
 	}
 	items := make([]EnqueueItem, n)
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		created := map[string]bool{}
-		rows, err := tx.Query(ctx, `INSERT INTO calls (id, node, task, input, queue, priority, effect, idem_key, ttl_ms, lease_ms, max_run_ms, digest, state, enqueued, start_by)
-			SELECT u.id, u.node, u.task, u.input, u.queue, u.priority, u.effect, u.idem_key, u.ttl_ms, u.lease_ms, u.max_run_ms, u.digest, 'pending', now(),
+		rows, err := tx.Query(ctx, `INSERT INTO calls (id, node, task, input, queue, priority, effect, idem_key, ttl_ms, lease_ms, max_run_ms, digest, labels, state, enqueued, start_by)
+			SELECT u.id, u.node, u.task, u.input, u.queue, u.priority, u.effect, u.idem_key, u.ttl_ms, u.lease_ms, u.max_run_ms, u.digest, u.labels::jsonb, 'pending', now(),
 				CASE WHEN u.ttl_ms > 0 THEN now() + u.ttl_ms * interval '1 millisecond' END
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::int[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[])
-				WITH ORDINALITY AS u(id, node, task, input, queue, priority, effect, idem_key, ttl_ms, lease_ms, max_run_ms, digest, i)
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::int[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[])
+				WITH ORDINALITY AS u(id, node, task, input, queue, priority, effect, idem_key, ttl_ms, lease_ms, max_run_ms, digest, labels, i)
 			ORDER BY u.i
 			ON CONFLICT (id) DO NOTHING RETURNING id`,
-			ids, nodes, tasks, inputs, queues, prios, effects, keys, ttls, leases, maxRuns, digests)
+			ids, nodes, tasks, inputs, queues, prios, effects, keys, ttls, leases, maxRuns, digests, labels)
 		if err != nil {
 			return err
 		}
@@ -694,7 +700,7 @@ func (s *pgStore) nodeCalls(ctx context.Context, node string, want map[string]bo
 }
 
 // callColumns are the columns Call.scanTargets reads.
-const callColumns = `id, node, task, queue, priority, effect, idem_key, ttl_ms, lease_ms, max_run_ms, digest, state, attempt, deliveries, ord, enqueued,
+const callColumns = `id, node, task, queue, priority, labels, effect, idem_key, ttl_ms, lease_ms, max_run_ms, digest, state, attempt, deliveries, ord, enqueued,
 	r_attempt, r_status, r_output, r_error, r_hash, r_env, r_rule, result_at, replays, conflicts`
 
 // pgRow is a call as scanned from callColumns.
@@ -709,7 +715,7 @@ type pgRow struct {
 
 func (r *pgRow) targets() []any {
 	c := &r.c
-	return []any{&c.ID, &c.Node, &c.Task, &c.Queue, &c.Priority, &c.Effect, &c.Key, &c.TTLMS, &c.LeaseMS, &c.MaxRunMS, &c.Digest,
+	return []any{&c.ID, &c.Node, &c.Task, &c.Queue, &c.Priority, &c.Labels, &c.Effect, &c.Key, &c.TTLMS, &c.LeaseMS, &c.MaxRunMS, &c.Digest,
 		&c.State, &c.Attempt, &c.Deliveries, &c.Order, &c.Enqueued,
 		&r.rAttempt, &r.rStatus, &r.rOutput, &r.rErr, &r.rHash, &r.rEnv, &r.rRule, &r.rAt, &c.Replays, &c.Conflicts}
 }

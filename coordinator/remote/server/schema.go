@@ -139,6 +139,8 @@ var migrations = []string{
 		data bytea NOT NULL,
 		PRIMARY KEY (digest, n)
 	);`,
+	// 6: call labels, handed to the node with the call.
+	`ALTER TABLE calls ADD COLUMN labels jsonb NOT NULL DEFAULT '{}';`,
 }
 
 // schemaLock is the advisory lock key replicas take while migrating.

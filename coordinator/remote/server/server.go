@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/coordinator/remote"
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/format"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
@@ -82,11 +83,14 @@ type Call struct {
 	Input    []byte `json:"input,omitempty"`
 	Queue    string `json:"queue,omitempty"`
 	Priority int    `json:"priority,omitempty"`
-	Effect   string `json:"effect,omitempty"`
-	Key      string `json:"idempotency_key,omitempty"`
-	TTLMS    int64  `json:"ttl_ms,omitempty"`
-	LeaseMS  int64  `json:"lease_ms,omitempty"`
-	MaxRunMS int64  `json:"max_run_ms,omitempty"`
+	// Labels are handed to the node with the call (its placement rules
+	// see them as call.labels).
+	Labels   map[string]string `json:"labels,omitempty"`
+	Effect   string            `json:"effect,omitempty"`
+	Key      string            `json:"idempotency_key,omitempty"`
+	TTLMS    int64             `json:"ttl_ms,omitempty"`
+	LeaseMS  int64             `json:"lease_ms,omitempty"`
+	MaxRunMS int64             `json:"max_run_ms,omitempty"`
 	// Digest ("sha256:HEX") names a stored object the task runs; a node
 	// without the task fetches it (objects.go).
 	Digest string `json:"digest,omitempty"`
@@ -510,6 +514,7 @@ func (s *Server) enqueue(ctx context.Context, in []Call) ([]EnqueueItem, error) 
 
 // checkCall says what is wrong with a call to enqueue ("": nothing).
 func (s *Server) checkCall(ctx context.Context, c *Call) string {
+	labelsErr := confval.CheckLabels(c.Labels)
 	switch {
 	case c.ID == "" || strings.ContainsAny(c.ID, "/\x00") || len(c.ID) > 256:
 		return "id must be 1 to 256 characters without '/'"
@@ -519,6 +524,8 @@ func (s *Server) checkCall(ctx context.Context, c *Call) string {
 		return fmt.Sprintf("input of %d bytes: the cloud link carries at most %d", len(c.Input), remote.MaxInput)
 	case c.Effect != "" && c.Effect != "idempotent" && c.Effect != "at_most_once":
 		return "effect must be idempotent or at_most_once"
+	case labelsErr != nil:
+		return labelsErr.Error()
 	case c.Digest != "" && !s.objs.has(ctx, c.Digest):
 		return fmt.Sprintf("digest %q: no such object (want sha256:HEX of an object put with outpost-cloud object put)", c.Digest)
 	}
@@ -527,7 +534,7 @@ func (s *Server) checkCall(ctx context.Context, c *Call) string {
 
 // newCall is a pending first attempt of c, the order-th enqueued.
 func newCall(c Call, order uint64) *Call {
-	return &Call{ID: c.ID, Node: c.Node, Task: c.Task, Input: c.Input, Queue: c.Queue, Priority: c.Priority, Effect: c.Effect,
+	return &Call{ID: c.ID, Node: c.Node, Task: c.Task, Input: c.Input, Queue: c.Queue, Priority: c.Priority, Labels: c.Labels, Effect: c.Effect,
 		Key: c.Key, TTLMS: c.TTLMS, LeaseMS: c.LeaseMS, MaxRunMS: c.MaxRunMS, Digest: c.Digest,
 		State: "pending", Attempt: 1, Order: order, Enqueued: time.Now()}
 }

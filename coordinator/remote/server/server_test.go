@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -147,5 +148,31 @@ func testPollBodyBudget(t *testing.T, e *engine) {
 		}
 		got += len(pr.Calls)
 		ack = pr.Calls[len(pr.Calls)-1].Seq
+	}
+}
+
+// A call's labels are checked at enqueue, kept across a restart and handed
+// to the node with the call.
+func TestCallLabels(t *testing.T) { forEngines(t, testCallLabels) }
+
+func testCallLabels(t *testing.T, e *engine) {
+	s := e.open(Options{})
+	labels := map[string]string{"tier": "batch", "gpu": ""}
+	items, err := s.Enqueue([]Call{{ID: "l", Node: "n", Task: "t", Labels: labels}, {ID: "p", Node: "n", Task: "t"},
+		{ID: "bad", Node: "n", Task: "t", Labels: map[string]string{"no space": "x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !items[0].Created || !items[1].Created || !strings.Contains(items[2].Error, `labels: key "no space": want 1 to 63 letters`) {
+		t.Fatalf("enqueue %+v", items)
+	}
+	_ = s.Close()
+	s, hs := e.serve(Options{})
+	if c, _ := s.Get("l"); !maps.Equal(c.Labels, labels) {
+		t.Fatalf("labels after a restart %v, want %v", c.Labels, labels)
+	}
+	got := poll(t, hs, "n", remote.PollRequest{BootID: "b", Capacity: 2})
+	if len(got.Calls) != 2 || !maps.Equal(got.Calls[0].Labels, labels) || len(got.Calls[1].Labels) != 0 {
+		t.Fatalf("delivered %+v", got.Calls)
 	}
 }

@@ -124,13 +124,17 @@ const pollCallBudget = remote.MaxResponseBody - 1<<20
 
 // wireSize is an upper bound on the JSON size of c in a poll response.
 func wireSize(c *Call) int {
-	return (len(c.Input)+2)/3*4 + 2*(len(c.ID)+len(c.Task)+len(c.Key)+len(c.Queue)+len(c.Digest)) + 512
+	n := (len(c.Input)+2)/3*4 + 2*(len(c.ID)+len(c.Task)+len(c.Key)+len(c.Queue)+len(c.Digest)) + 512
+	for k, v := range c.Labels {
+		n += 2*(len(k)+len(v)) + 6
+	}
+	return n
 }
 
 // wireCall is c as delivered with seq, its lease and the start-by time left.
 func wireCall(c *Call, seq uint64, lease time.Duration, startByMS int64) remote.WireCall {
 	return remote.WireCall{
-		Seq: seq, ID: c.ID, Attempt: c.Attempt, Task: c.Task, Input: c.Input, Queue: c.Queue, Priority: c.Priority,
+		Seq: seq, ID: c.ID, Attempt: c.Attempt, Task: c.Task, Input: c.Input, Queue: c.Queue, Priority: c.Priority, Labels: c.Labels,
 		Effect: c.Effect, IdempotencyKey: c.Key, LeaseMS: lease.Milliseconds(), MaxRunMS: c.MaxRunMS,
 		Digest: c.Digest, StartByMS: startByMS,
 	}

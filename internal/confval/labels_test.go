@@ -1,0 +1,44 @@
+package confval
+
+import (
+	"fmt"
+	"maps"
+	"strings"
+	"testing"
+)
+
+func TestParseLabels(t *testing.T) {
+	many := make([]string, MaxLabels+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("k%d=v", i)
+	}
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want map[string]string
+		err  string
+	}{
+		{"none", nil, nil, ""},
+		{"values, empty and with '='", []string{"tier=batch", "gpu=", "expr=a=b", "site/zone=north 1"}, map[string]string{"tier": "batch", "gpu": "", "expr": "a=b", "site/zone": "north 1"}, ""},
+		{"a later key wins", []string{"tier=a", "tier=b"}, map[string]string{"tier": "b"}, ""},
+		{"no '='", []string{"tier"}, nil, `label "tier": want KEY=VALUE`},
+		{"empty key", []string{"=v"}, nil, `labels: key "": want 1 to 63 letters`},
+		{"bad key", []string{"a b=v"}, nil, `labels: key "a b": want 1 to 63 letters`},
+		{"long key", []string{strings.Repeat("k", 64) + "=v"}, nil, "want 1 to 63 letters"},
+		{"long value", []string{"k=" + strings.Repeat("v", 254)}, nil, "labels: k: value of 254 bytes, at most 253"},
+		{"too many", many, nil, fmt.Sprintf("labels: %d labels, at most %d", MaxLabels+1, MaxLabels)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseLabels(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || !maps.Equal(got, tc.want) || (tc.want == nil) != (got == nil) {
+				t.Fatalf("= %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+}
