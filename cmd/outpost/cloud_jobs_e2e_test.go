@@ -26,6 +26,7 @@ import (
 // signed webhook notice arrives once, `job wait` ends with the job done;
 // a second job after 20 files were added runs only those.
 func TestCloudJobEndToEnd(t *testing.T) {
+	skipShort(t, "PostgreSQL, 300 items and two kills of outpost-cloud; remote/server TestJobs and TestJobDriverKill9 cover jobs")
 	pg := pgtest.Start(t)
 	dir := t.TempDir()
 	storeFile, secret := filepath.Join(dir, "store.url"), filepath.Join(dir, "hook.secret")

@@ -70,6 +70,7 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // call, half at-most-once, is recorded once with its own output, none
 // conflicts, and the node ran each exactly once (journal runs 1).
 func TestCloudReplicasKill9(t *testing.T) {
+	skipShort(t, "PostgreSQL and up to three outpost-cloud processes; remote/server TestReplicasExactlyOnce covers replicas")
 	for _, n := range []int{2, 3} {
 		t.Run(fmt.Sprint(n, "_replicas"), func(t *testing.T) { testCloudReplicasKill9(t, n) })
 	}

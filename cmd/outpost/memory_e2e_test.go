@@ -62,6 +62,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 // leave its RSS high, and checks each against loose bounds: a large task
 // output, and call uploads of 1 GiB with and without a Content-Length.
 func TestMemoryAfterBursts(t *testing.T) {
+	skipShort(t, "bursts of 1 GiB uploads and large outputs; coordinator TestApplyMemoryLimit covers the memory limit")
 	d := startDaemon(t, `
 admin: {listen: "{{admin}}"}
 mqtt: {broker: {listen: "{{broker}}"}}

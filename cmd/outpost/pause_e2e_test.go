@@ -25,6 +25,7 @@ import (
 // neither is re-run nor interrupted), nothing runs twice at once, and the
 // server records one result per call.
 func TestCloudPauseLongerThanLease(t *testing.T) {
+	skipShort(t, "a 7 s pause past the lease")
 	const pause = 7 * time.Second // the lease is 4 s (startCloudProc)
 	c := startCloudProc(t)
 	d := cloudDaemon(t, c)
