@@ -27,12 +27,15 @@ type engine struct {
 }
 
 // forEngines runs f once on badger and once on PostgreSQL (a database of
-// its own on the package's shared test cluster).
+// its own on the package's shared test cluster; not under -short).
 func forEngines(t *testing.T, f func(t *testing.T, e *engine)) {
 	for _, name := range []string{"badger", "postgres"} {
 		t.Run(name, func(t *testing.T) {
 			e := &engine{t: t, name: name, dir: t.TempDir()}
 			if name == "postgres" {
+				if testing.Short() {
+					t.Skip("PostgreSQL (initdb, a server): runs without -short")
+				}
 				e.store = pgtest.Shared(t).NewDatabase()
 			}
 			f(t, e)
