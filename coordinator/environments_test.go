@@ -55,17 +55,7 @@ tasks:
 // itself (no --run-workers) a rule's fallback runs the call here, and a
 // rule without one refuses it, naming why.
 func TestCloudEnvironmentFallback(t *testing.T) {
-	srv, err := server.Open(server.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { hs.Close(); _ = srv.Close() })
-	cfg, err := configs.Parse([]byte("data_dir: "+t.TempDir()+`
-node: {id: edge-1}
-admin: {listen: "`+mqtttest.FreeAddr(t)+`"}
-mqtt: {broker: {listen: "`+mqtttest.FreeAddr(t)+`"}}
-cloud: {url: "`+hs.URL+`", poll_wait: 200ms}
+	cfg, err := configs.Parse([]byte(cloudNodeConfig(t, server.Options{Dir: t.TempDir()})+`
 tasks:
   - name: fallback
     module: builtin:echo
@@ -198,4 +188,22 @@ func BenchmarkTaskLookup(b *testing.B) {
 			}
 		})
 	}
+}
+
+// cloudNodeConfig starts a control plane with opts and returns the start
+// of a node's config that polls it: data_dir, node edge-1, admin and
+// broker on free ports, the cloud link.
+func cloudNodeConfig(t *testing.T, opts server.Options) string {
+	t.Helper()
+	srv, err := server.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() { hs.Close(); _ = srv.Close() })
+	return "data_dir: " + t.TempDir() + `
+node: {id: edge-1}
+admin: {listen: "` + mqtttest.FreeAddr(t) + `"}
+mqtt: {broker: {listen: "` + mqtttest.FreeAddr(t) + `"}}
+cloud: {url: "` + hs.URL + `", poll_wait: 200ms}`
 }

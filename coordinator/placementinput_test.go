@@ -5,7 +5,6 @@ import (
 	"errors"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -180,17 +179,7 @@ routes:
 // to hold it, 0 once it ran it. A rule on it sends the first call to the
 // cloud by one rule and the next by another.
 func TestPlacementByProvisionSeconds(t *testing.T) {
-	srv, err := server.Open(server.Options{Dir: t.TempDir(), RunWorkers: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { hs.Close(); _ = srv.Close() })
-	cfg, err := configs.Parse([]byte("data_dir: "+t.TempDir()+`
-node: {id: edge-1}
-admin: {listen: "`+mqtttest.FreeAddr(t)+`"}
-mqtt: {broker: {listen: "`+mqtttest.FreeAddr(t)+`"}}
-cloud: {url: "`+hs.URL+`", poll_wait: 200ms}
+	cfg, err := configs.Parse([]byte(cloudNodeConfig(t, server.Options{Dir: t.TempDir(), RunWorkers: 2})+`
 tasks:
   - name: echo
     module: builtin:echo
