@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/devices/mqtttest"
+	"github.com/outpost-edge/outpost/internal/freeport"
 	"github.com/outpost-edge/outpost/internal/syncbuf"
 	"github.com/outpost-edge/outpost/internal/testpki"
 )
@@ -240,7 +242,7 @@ func (n *netns) exec(name string, args ...string) *exec.Cmd {
 // needs the token too, and the CLI deploys over HTTPS with it.
 func TestAdminAPIBeyondLoopback(t *testing.T) {
 	n := newNetns(t)
-	port := freePort(t, n.hostIP)
+	port := strconv.Itoa(freeport.Port(t, n.hostIP))
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "plain.yaml")
 	listen := net.JoinHostPort(n.hostIP, port)
@@ -318,18 +320,6 @@ func TestAdminAPIBeyondLoopback(t *testing.T) {
 	if code := d.stop(syscall.SIGTERM, 20*time.Second); code != 0 {
 		t.Errorf("exit code %d after SIGTERM", code)
 	}
-}
-
-// freePort returns a port free on ip.
-func freePort(t *testing.T, ip string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
 }
 
 func grepLines(s, sub string) string {

@@ -63,6 +63,7 @@ import (
 	"time"
 
 	"github.com/outpost-edge/outpost/configs"
+	"github.com/outpost-edge/outpost/internal/freeport"
 	"github.com/outpost-edge/outpost/internal/syncbuf"
 )
 
@@ -176,7 +177,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	host, _ := os.Hostname()
-	w := &walkthrough{t: t, dir: t.TempDir(), admin: freeAddr(t), broker: freeAddr(t), cloud: freeAddr(t), host: host}
+	w := &walkthrough{t: t, dir: t.TempDir(), admin: freeport.Addr(t), broker: freeport.Addr(t), cloud: freeport.Addr(t), host: host}
 	w.layout()
 	t.Cleanup(w.stopAll)
 	blocks := parseReadme(readme)
@@ -227,16 +228,6 @@ func TestREADMEWalkthrough(t *testing.T) {
 			i++
 		}
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // layout makes the work folder: bin/ with the binaries, examples/ linked.

@@ -20,23 +20,21 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/freeport"
 )
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago
+// (freeport.Port).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return freeport.Port(t, "127.0.0.1")
 }
 
 // FreeAddr returns "127.0.0.1:PORT" with a port that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+	return freeport.Addr(t)
 }
 
 // binary returns the path of a mosquitto program or fails the test.

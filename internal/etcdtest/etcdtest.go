@@ -6,7 +6,6 @@ package etcdtest
 
 import (
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-edge/outpost/internal/freeport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -36,7 +36,7 @@ func Start(t testing.TB) *Server {
 	if _, err := exec.LookPath("etcd"); err != nil {
 		t.Fatalf("etcd not installed (Debian etcd-server): %v", err)
 	}
-	s := &Server{t: t, dir: t.TempDir(), client: "http://" + freeAddr(t), peer: "http://" + freeAddr(t)}
+	s := &Server{t: t, dir: t.TempDir(), client: "http://" + freeport.Addr(t), peer: "http://" + freeport.Addr(t)}
 	s.Restart()
 	t.Cleanup(s.Kill)
 	return s
@@ -100,13 +100,4 @@ func (s *Server) Kill() {
 	<-s.exited
 	s.logFile.Close()
 	s.cmd = nil
-}
-
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -9,7 +9,6 @@ package pgtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/outpost-edge/outpost/internal/freeport"
 	"github.com/outpost-edge/outpost/internal/syncbuf"
 )
 
@@ -134,7 +134,7 @@ func start(t fataler) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{t: t, bin: bin, dir: dir, port: freePort(t), logs: &syncbuf.Buffer{}, dbs: new(atomic.Int64)}
+	s := &Server{t: t, bin: bin, dir: dir, port: freeport.Port(t, "127.0.0.1"), logs: &syncbuf.Buffer{}, dbs: new(atomic.Int64)}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("nobody")
 		if err != nil {
@@ -236,13 +236,4 @@ func (s *Server) Kill() {
 	_ = s.cmd.Process.Kill()
 	<-s.exited
 	s.cmd = nil
-}
-
-func freePort(t fataler) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
