@@ -308,7 +308,7 @@ func (d *nsDaemon) call(t *testing.T, task, in, want string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := d.admin.Call(ctx, task, []byte(in), 0)
+	out, err := d.admin.Call(ctx, task, []byte(in), admin.CallOptions{})
 	if err != nil || string(out.Output) != want {
 		t.Errorf("call %s: %q %v, want %q", task, out.Output, err, want)
 	}
