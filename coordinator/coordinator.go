@@ -138,7 +138,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	// Shadows answer through the MQTT client: they open after it and
 	// close before it (what is queued is answered first).
 	g.add("shadows", func(ctx context.Context) error {
-		return c.shadows.Open(ctx, c.db, c.db.Bucket("shadows"), c.db.Sync, c.client)
+		return c.shadows.Open(ctx, c.db, c.db.Bucket("shadows"), c.client)
 	}, c.shadows.Close)
 	// Cloud link and call journal (cloud.go): journal recovery needs the
 	// runtime's tasks and the scheduler, and the calls it runs again may

@@ -70,8 +70,8 @@ func (s *kvSpace) keyLock(key []byte) *sync.Mutex {
 }
 
 // storeKV is one task's kv namespace in the state store: bucket "kv", key
-// "<task>/<key>". Writes are not synced: a put survives a daemon crash, not
-// a power loss before badger flushes.
+// "<task>/<key>". A put or delete is on disk when it returns (the store
+// syncs every write), one sync each.
 type storeKV struct {
 	db    *store.DB
 	space *kvSpace
