@@ -64,6 +64,7 @@ type Coordinator struct {
 	tele     *telemetry.Service // telemetry.go
 	cloud    *cloudPart         // call journal and cloud link (cloud.go)
 	kv       kvSpaces           // sizes of the tasks' kv namespaces (kv.go)
+	kvCommit *store.Committer   // writes of the tasks' kv namespaces (kv.go)
 	envs     *environments      // where calls run (environments.go)
 	group    group
 
@@ -127,7 +128,10 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 
 	g := &c.group
 	g.log = log
-	g.add("store", c.openStore, func(context.Context) error { return c.db.Close() })
+	g.add("store", c.openStore, func(context.Context) error {
+		c.kvCommit.Close()
+		return c.db.Close()
+	})
 	g.add("devices", func(ctx context.Context) error { return c.devices.Open(ctx, c.db.Bucket("devices")) }, c.devices.Close)
 	g.add("runtime", c.startRuntime, c.engine.Close)
 	g.add("scheduler", func(context.Context) error { return nil }, c.drain)
@@ -182,6 +186,8 @@ func (c *Coordinator) openStore(context.Context) error {
 		return err
 	}
 	c.db = db
+	c.kvCommit = store.NewCommitter(db)
+	c.kvCommit.Start()
 	return nil
 }
 

@@ -21,7 +21,10 @@ func BenchmarkKVPut(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	kv := storeKV{db: db, space: &kvSpace{}, task: "bench", log: slog.New(slog.DiscardHandler)}
+	c := store.NewCommitter(db)
+	c.Start()
+	defer c.Close()
+	kv := storeKV{db: db, commit: c, space: &kvSpace{}, task: "bench", log: slog.New(slog.DiscardHandler)}
 	val := make([]byte, 200)
 	var n atomic.Int64
 	b.SetParallelism(8) // 8 × GOMAXPROCS writers
