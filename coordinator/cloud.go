@@ -85,7 +85,7 @@ func (p *cloudPart) start(ctx context.Context) error {
 	if p.link != nil {
 		p.spool = remote.NewSpool(int64(cfg.Cloud.MessagesMaxBytes), c.log, c.reg)
 		p.link.SetSpool(p.spool)
-		if err := p.spool.Open(ctx, c.db, c.db.Bucket("cloudmsgs"), c.db.Sync); err != nil {
+		if err := p.spool.Open(ctx, c.db, c.db.Bucket("cloudmsgs")); err != nil {
 			return err
 		}
 	}

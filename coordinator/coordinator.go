@@ -64,6 +64,7 @@ type Coordinator struct {
 	tele     *telemetry.Service // telemetry.go
 	cloud    *cloudPart         // call journal and cloud link (cloud.go)
 	kv       kvSpaces           // sizes of the tasks' kv namespaces (kv.go)
+	kvCommit *store.Committer   // writes of the tasks' kv namespaces (kv.go)
 	envs     *environments      // where calls run (environments.go)
 	group    group
 
@@ -127,7 +128,10 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 
 	g := &c.group
 	g.log = log
-	g.add("store", c.openStore, func(context.Context) error { return c.db.Close() })
+	g.add("store", c.openStore, func(context.Context) error {
+		c.kvCommit.Close()
+		return c.db.Close()
+	})
 	g.add("devices", func(ctx context.Context) error { return c.devices.Open(ctx, c.db.Bucket("devices")) }, c.devices.Close)
 	g.add("runtime", c.startRuntime, c.engine.Close)
 	g.add("scheduler", func(context.Context) error { return nil }, c.drain)
@@ -138,7 +142,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) *Coordinator {
 	// Shadows answer through the MQTT client: they open after it and
 	// close before it (what is queued is answered first).
 	g.add("shadows", func(ctx context.Context) error {
-		return c.shadows.Open(ctx, c.db, c.db.Bucket("shadows"), c.db.Sync, c.client)
+		return c.shadows.Open(ctx, c.db, c.db.Bucket("shadows"), c.client)
 	}, c.shadows.Close)
 	// Cloud link and call journal (cloud.go): journal recovery needs the
 	// runtime's tasks and the scheduler, and the calls it runs again may
@@ -182,6 +186,8 @@ func (c *Coordinator) openStore(context.Context) error {
 		return err
 	}
 	c.db = db
+	c.kvCommit = store.NewCommitter(db)
+	c.kvCommit.Start()
 	return nil
 }
 

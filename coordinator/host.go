@@ -135,7 +135,7 @@ func (p *pendingCall) Await(ctx context.Context) ([]byte, error) {
 func (p *pendingCall) Cancel() { p.sched.Cancel(p.call.ID) }
 
 func (h host) KV(task string) outpostrt.KV {
-	return storeKV{db: h.c.db, space: h.c.kv.space(task), task: task, log: h.c.log}
+	return storeKV{db: h.c.db, commit: h.c.kvCommit, space: h.c.kv.space(task), task: task, log: h.c.log}
 }
 
 // Telemetry reads the daemon's telemetry service; when telemetry is not

@@ -17,16 +17,12 @@ import (
 
 // Errors of a task's kv namespace that reach the guest (as failed). The
 // store's own error text stays in the daemon's log.
-var (
-	errKVStore = errors.New("state store failure (see the daemon log)")
-	errKVBusy  = errors.New("the key is being written by concurrent calls; retry")
-)
+var errKVStore = errors.New("state store failure (see the daemon log)")
 
 // kvSpaces keeps the size of each task's kv namespace in memory, so that
-// the quota check of a write reads no shared key: transactions of distinct
-// keys never conflict. A namespace's size is counted from its entries the
-// first time it is used after the daemon starts, so it is right after any
-// crash.
+// the quota check of a write reads no shared key. A namespace's size is
+// counted from its entries the first time it is used after the daemon
+// starts, so it is right after any crash.
 type kvSpaces struct {
 	mu     sync.Mutex
 	spaces map[string]*kvSpace
@@ -70,13 +66,16 @@ func (s *kvSpace) keyLock(key []byte) *sync.Mutex {
 }
 
 // storeKV is one task's kv namespace in the state store: bucket "kv", key
-// "<task>/<key>". Writes are not synced: a put survives a daemon crash, not
-// a power loss before badger flushes.
+// "<task>/<key>". A put or delete is on disk when it returns: it goes
+// through the coordinator's kv committer, so puts and deletes of all tasks
+// that arrive together share one write batch and one sync (the store syncs
+// every write).
 type storeKV struct {
-	db    *store.DB
-	space *kvSpace
-	task  string
-	log   *slog.Logger
+	db     *store.DB
+	commit *store.Committer
+	space  *kvSpace
+	task   string
+	log    *slog.Logger
 }
 
 func (s storeKV) key(k []byte) []byte {
@@ -86,7 +85,7 @@ func (s storeKV) key(k []byte) []byte {
 // storeErr logs a store error of op and returns what the guest is told.
 func (s storeKV) storeErr(op string, err error) error {
 	if err == nil || errors.Is(err, outpostrt.ErrNotFound) || errors.Is(err, outpostrt.ErrQuota) ||
-		errors.Is(err, errKVBusy) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	s.log.Error("kv store failure", "task", s.task, "op", op, "err", err)
@@ -173,44 +172,45 @@ func (s storeKV) release(n uint64) {
 	s.space.mu.Unlock()
 }
 
-// write runs one read-modify-write of key: fn returns the change of the
-// namespace's size (the entry's new size minus its old one, read in txn).
-// Writes of one key are serialized, so badger's conflict check (by key
-// fingerprints) fails a commit only on a fingerprint collision: the guest
-// is then told to retry.
-func (s storeKV) write(key []byte, fn func(txn *badger.Txn, old uint64) (int64, error), quota uint64) error {
+// write runs one read-modify-write of key: fn gets the entry's old size
+// and returns the change of the namespace's size (the entry's new size
+// minus its old one) and the write (nil: none). Writes of one key wait for
+// each other (the key's stripe lock, held until the write is on disk), and
+// only storeKV writes kv keys, so the size read is still the entry's when
+// the write lands.
+func (s storeKV) write(key []byte, fn func(old uint64) (int64, func(*store.Batch) error), quota uint64) error {
 	l := s.space.keyLock(key)
 	l.Lock()
 	defer l.Unlock()
-	err := s.writeOnce(key, fn, quota)
-	if errors.Is(err, badger.ErrConflict) {
-		return errKVBusy
-	}
-	return err
-}
-
-func (s storeKV) writeOnce(key []byte, fn func(txn *badger.Txn, old uint64) (int64, error), quota uint64) error {
-	txn := s.db.Badger().NewTransaction(true)
-	defer txn.Discard()
 	old := uint64(0)
-	item, err := txn.Get(s.key(key))
-	switch {
-	case err == nil:
-		if old, err = entrySize(item, len(s.key(nil))); err != nil {
+	err := s.db.Badger().View(func(txn *badger.Txn) error {
+		item, err := txn.Get(s.key(key))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			return nil
+		case err != nil:
 			return err
 		}
-	case !errors.Is(err, badger.ErrKeyNotFound):
+		old, err = entrySize(item, len(s.key(nil)))
 		return err
-	}
-	delta, err := fn(txn, old)
+	})
 	if err != nil {
 		return err
+	}
+	delta, w := fn(old)
+	if w == nil {
+		return nil
 	}
 	grown, err := s.reserve(delta, quota)
 	if err != nil {
 		return err
 	}
-	if err := txn.Commit(); err != nil {
+	done := make(chan error, 1)
+	if err := s.commit.Submit(w, func(err error) { done <- err }); err != nil {
+		s.release(grown)
+		return err
+	}
+	if err := <-done; err != nil {
 		s.release(grown)
 		return err
 	}
@@ -220,19 +220,26 @@ func (s storeKV) writeOnce(key []byte, fn func(txn *badger.Txn, old uint64) (int
 	return nil
 }
 
+// bucketKey is key's place in the store's "kv" bucket.
+func (s storeKV) bucketKey(key []byte) []byte {
+	return append([]byte(s.task+"/"), key...)
+}
+
 func (s storeKV) Put(_ context.Context, key, value []byte, quota uint64) error {
-	err := s.write(key, func(txn *badger.Txn, old uint64) (int64, error) {
-		return int64(len(key)+len(value)) - int64(old), txn.Set(s.key(key), value)
+	kv := s.db.Bucket("kv")
+	err := s.write(key, func(old uint64) (int64, func(*store.Batch) error) {
+		return int64(len(key)+len(value)) - int64(old), func(b *store.Batch) error { return b.Put(kv, s.bucketKey(key), value) }
 	}, quota)
 	return s.storeErr("put", err)
 }
 
 func (s storeKV) Delete(_ context.Context, key []byte) error {
-	err := s.write(key, func(txn *badger.Txn, old uint64) (int64, error) {
+	kv := s.db.Bucket("kv")
+	err := s.write(key, func(old uint64) (int64, func(*store.Batch) error) {
 		if old == 0 {
 			return 0, nil
 		}
-		return -int64(old), txn.Delete(s.key(key))
+		return -int64(old), func(b *store.Batch) error { return b.Delete(kv, s.bucketKey(key)) }
 	}, ^uint64(0))
 	return s.storeErr("delete", err)
 }

@@ -400,9 +400,6 @@ func (c *Coordinator) swap(ctx context.Context, deps map[string]*deployment, nam
 			err = b.Put([]byte(name), v)
 		}
 	}
-	if err == nil {
-		err = c.db.Sync()
-	}
 	if err != nil {
 		set.Close()
 		return fmt.Errorf("persist task %s: %w", name, err)

@@ -167,12 +167,19 @@ func (r *Registry) flush() error {
 	}
 	clear(r.dirty)
 	r.mu.Unlock()
-	for _, rec := range recs {
-		if err := r.put(rec); err != nil {
-			return err
+	// One write batch: the store syncs every write, once for a batch.
+	return r.bucket.Write(func(w *store.Batch) error {
+		for _, rec := range recs {
+			v, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			if err := w.Put(r.bucket, []byte(rec.ID), v); err != nil {
+				return fmt.Errorf("store device %q: %w", rec.ID, err)
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func (r *Registry) put(rec record) error {

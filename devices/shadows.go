@@ -53,6 +53,10 @@ type Shadows struct {
 	pub    Publisher
 	docs   map[shadow.Ref]shadow.Doc
 	commit *store.Committer
+
+	// fault, when set (tests), runs before each change is written; an
+	// error fails the change's write.
+	fault func() error
 }
 
 type reply struct {
@@ -78,8 +82,8 @@ func NewShadows(log *slog.Logger, reg prometheus.Registerer) *Shadows {
 }
 
 // Open reads the shadows of bucket (of db), and starts answering requests
-// through pub; sync makes the writes durable (db.Sync).
-func (s *Shadows) Open(ctx context.Context, db *store.DB, bucket store.Bucket, sync func() error, pub Publisher) error {
+// through pub.
+func (s *Shadows) Open(ctx context.Context, db *store.DB, bucket store.Bucket, pub Publisher) error {
 	docs := map[shadow.Ref]shadow.Doc{}
 	err := bucket.Scan(ctx, nil, func(k, v []byte) error {
 		thing, name, _ := strings.Cut(string(k), "/")
@@ -96,7 +100,7 @@ func (s *Shadows) Open(ctx context.Context, db *store.DB, bucket store.Bucket, s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.bucket, s.pub, s.docs, s.open = bucket, pub, docs, true
-	s.commit = store.NewCommitter(db, sync)
+	s.commit = store.NewCommitter(db)
 	s.commit.Start()
 	s.log.Info("shadows loaded", "shadows", len(docs))
 	return nil
@@ -192,8 +196,15 @@ func (s *Shadows) apply(ref shadow.Ref, op shadow.Op, payload []byte, publish bo
 	s.requests.WithLabelValues(string(op), result).Inc()
 	var write func(*store.Batch) error
 	if next != nil {
-		bucket := s.bucket
-		write = func(b *store.Batch) error { return b.Put(bucket, shadowKey(ref), next) }
+		bucket, fault := s.bucket, s.fault
+		write = func(b *store.Batch) error {
+			if fault != nil {
+				if err := fault(); err != nil {
+					return err
+				}
+			}
+			return b.Put(bucket, shadowKey(ref), next)
+		}
 	}
 	pub := s.pub
 	err := s.commit.Submit(write, func(err error) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/outpost-edge/outpost/devices/shadow"
@@ -33,7 +32,7 @@ func (p *published) all() string {
 	return strings.Join(p.msgs, "\n")
 }
 
-// A change whose sync fails is refused (not acknowledged) and answered
+// A change whose write fails is refused (not acknowledged) and answered
 // with 500; the shadow in memory is what the store holds (the write may
 // have reached it: refused means not known to be on disk); the next change
 // that is written survives a reopen.
@@ -44,15 +43,15 @@ func TestShadowsWriteFailure(t *testing.T) {
 	}
 	defer db.Close()
 	failing := false
-	sync := func() error {
+	pub := &published{}
+	s := NewShadows(testLogger(t), nil)
+	s.fault = func() error {
 		if failing {
 			return errors.New("disk full")
 		}
-		return db.Sync()
+		return nil
 	}
-	pub := &published{}
-	s := NewShadows(testLogger(t), nil)
-	if err := s.Open(context.Background(), db, db.Bucket("shadows"), sync, pub); err != nil {
+	if err := s.Open(context.Background(), db, db.Bucket("shadows"), pub); err != nil {
 		t.Fatal(err)
 	}
 	request := func(payload string) error {
@@ -67,14 +66,15 @@ func TestShadowsWriteFailure(t *testing.T) {
 	}
 	failing = true
 	if err := request(`{"state":{"reported":{"v":2}},"clientToken":"t2"}`); err == nil {
-		t.Fatal("a change that was not synced was acknowledged")
+		t.Fatal("a change that was not written was acknowledged")
 	}
 	if !strings.Contains(pub.all(), `$aws/things/d1/shadow/update/rejected {"code":500,"message":"Internal service failure"`) {
 		t.Errorf("no 500 on rejected:\n%s", pub.all())
 	}
 	raw, _ := db.Bucket("shadows").Get([]byte("d1/"))
-	if d, err := s.Get(shadow.Ref{Thing: "d1"}); err != nil || !strings.Contains(string(raw), fmt.Sprintf(`"version":%d`, d.Version)) {
-		t.Errorf("after the failed write the shadow is %+v, %v; the store holds %s", d, err, raw)
+	held, err := s.Get(shadow.Ref{Thing: "d1"})
+	if err != nil || !strings.Contains(string(raw), fmt.Sprintf(`"version":%d`, held.Version)) {
+		t.Errorf("after the failed write the shadow is %+v, %v; the store holds %s", held, err, raw)
 	}
 	failing = false
 	if err := request(`{"state":{"reported":{"v":3}}}`); err != nil {
@@ -91,14 +91,15 @@ func TestShadowsWriteFailure(t *testing.T) {
 		t.Error("a shadow topic was not recognized after close")
 	}
 	s2 := NewShadows(testLogger(t), nil)
-	if err := s2.Open(context.Background(), db, db.Bucket("shadows"), db.Sync, pub); err != nil {
+	if err := s2.Open(context.Background(), db, db.Bucket("shadows"), pub); err != nil {
 		t.Fatal(err)
 	}
 	defer s2.Close(context.Background())
-	if d, err := s2.Get(shadow.Ref{Thing: "d1"}); err != nil || d.Version != 3 || string(mustMarshal(t, d.State.Reported)) != `{"v":3}` {
-		t.Errorf("after reopen: %+v, %v", d, err)
+	want := held.Version + 1 // the change written after the failure
+	if d, err := s2.Get(shadow.Ref{Thing: "d1"}); err != nil || d.Version != want || string(mustMarshal(t, d.State.Reported)) != `{"v":3}` {
+		t.Errorf("after reopen: %+v, %v (want version %d)", d, err, want)
 	}
-	if got := s2.List("d1"); len(got) != 1 || got[0].Version != 3 {
+	if got := s2.List("d1"); len(got) != 1 || got[0].Version != want {
 		t.Errorf("list: %+v", got)
 	}
 	if err := s2.Forget("d1"); err != nil || len(s2.List("d1")) != 0 {
@@ -116,8 +117,8 @@ func mustMarshal(t *testing.T, v any) []byte {
 }
 
 // Concurrent updates of many things are written in shared batches (fewer
-// syncs than updates), each acknowledged only after a sync completed
-// since it was sent, and every one is in the store when it is opened
+// badger transactions, so WAL syncs, than updates), each acknowledged only
+// once the store holds it, and every one is in the store when it is opened
 // again.
 func TestShadowsConcurrentUpdatesDurable(t *testing.T) {
 	dir := t.TempDir()
@@ -125,15 +126,10 @@ func TestShadowsConcurrentUpdatesDurable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var syncs atomic.Int64 // syncs completed
-	counted := func() error {
-		err := db.Sync()
-		syncs.Add(1)
-		return err
-	}
+	before := db.Badger().MaxVersion()
 	pub := &published{}
 	s := NewShadows(testLogger(t), nil)
-	if err := s.Open(context.Background(), db, db.Bucket("shadows"), counted, pub); err != nil {
+	if err := s.Open(context.Background(), db, db.Bucket("shadows"), pub); err != nil {
 		t.Fatal(err)
 	}
 	const things, updates = 200, 5
@@ -144,11 +140,10 @@ func TestShadowsConcurrentUpdatesDurable(t *testing.T) {
 			defer wg.Done()
 			topic := fmt.Sprintf("$aws/things/t%d/shadow/update", i)
 			for u := 1; u <= updates; u++ {
-				before := syncs.Load()
 				done := make(chan error, 1)
 				s.Request(topic, fmt.Appendf(nil, `{"state":{"reported":{"n":%d}}}`, u), func(err error) {
-					if err == nil && syncs.Load() == before {
-						err = errors.New("acknowledged with no sync completed since it was sent")
+					if err == nil {
+						err = storedVersion(db, fmt.Sprintf("t%d/", i), int64(u))
 					}
 					done <- err
 				})
@@ -160,8 +155,8 @@ func TestShadowsConcurrentUpdatesDurable(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := syncs.Load(); n >= things*updates {
-		t.Errorf("%d syncs for %d updates: not batched", n, things*updates)
+	if n := db.Badger().MaxVersion() - before; n >= things*updates {
+		t.Errorf("%d transactions for %d updates: not batched", n, things*updates)
 	}
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -176,7 +171,7 @@ func TestShadowsConcurrentUpdatesDurable(t *testing.T) {
 	}
 	defer db.Close()
 	s2 := NewShadows(testLogger(t), nil)
-	if err := s2.Open(context.Background(), db, db.Bucket("shadows"), db.Sync, pub); err != nil {
+	if err := s2.Open(context.Background(), db, db.Bucket("shadows"), pub); err != nil {
 		t.Fatal(err)
 	}
 	defer s2.Close(context.Background())
@@ -198,7 +193,7 @@ func TestShadowsConcurrentVersionConflict(t *testing.T) {
 	}
 	defer db.Close()
 	s := NewShadows(testLogger(t), nil)
-	if err := s.Open(context.Background(), db, db.Bucket("shadows"), db.Sync, &published{}); err != nil {
+	if err := s.Open(context.Background(), db, db.Bucket("shadows"), &published{}); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close(context.Background())
@@ -236,4 +231,21 @@ func TestShadowsConcurrentVersionConflict(t *testing.T) {
 	if d, err := s.Get(ref); err != nil || d.Version != rounds+1 {
 		t.Errorf("after %d rounds: version %d, %v (want %d)", rounds, d.Version, err, rounds+1)
 	}
+}
+
+// storedVersion reports whether the store holds version want (or later) of
+// the shadow at key.
+func storedVersion(db *store.DB, key string, want int64) error {
+	raw, err := db.Bucket("shadows").Get([]byte(key))
+	if err != nil {
+		return fmt.Errorf("acknowledged, not in the store: %w", err)
+	}
+	var d shadow.Doc
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return err
+	}
+	if d.Version < want {
+		return fmt.Errorf("acknowledged version %d, the store holds %d", want, d.Version)
+	}
+	return nil
 }

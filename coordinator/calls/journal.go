@@ -129,8 +129,9 @@ type commitReq struct {
 
 // Journal is the durable log of calls in the state store. Writes go
 // through one committer goroutine that applies everything waiting in one
-// badger batch and fsyncs once for all the writers that wait (group
-// commit). Unreported records are mirrored in memory.
+// badger batch, on disk when written (the store syncs every write): one
+// fsync for all the writers that wait (group commit). Unreported records
+// are mirrored in memory.
 //
 // Lock order: Durable.mu is not held while waiting for a commit; j.mu
 // guards the in-memory mirror only and is never held across a commit.
@@ -397,9 +398,6 @@ func (j *Journal) run() {
 					if err := j.write(nil); err != nil { // saves the clock
 						j.log.Warn("journal: final clock write failed", "err", err)
 					}
-					if err := j.db.Sync(); err != nil {
-						j.log.Warn("journal: final sync failed", "err", err)
-					}
 					return
 				}
 			}
@@ -407,17 +405,11 @@ func (j *Journal) run() {
 	}
 }
 
-// apply writes a batch in one badger write batch and, if any writer waits,
-// one fsync.
+// apply writes a batch in one badger write batch: one fsync.
 func (j *Journal) apply(batch []*commitReq) {
 	start := time.Now()
 	err := j.write(batch)
-	wait := false
-	for _, r := range batch {
-		wait = wait || r.done != nil || r.notify != nil
-	}
-	if err == nil && wait {
-		err = j.db.Sync()
+	if err == nil {
 		j.m.syncs.Inc()
 	}
 	if err != nil {
@@ -874,7 +866,7 @@ type journalMetrics struct {
 func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
 	m := &journalMetrics{
 		writes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_journal_writes_total", Help: "Journal keys written."}),
-		syncs:     prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_journal_syncs_total", Help: "Group commits that waited for an fsync."}),
+		syncs:     prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_journal_syncs_total", Help: "Group commits written, one fsync each."}),
 		errors:    prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_journal_write_errors_total", Help: "Journal batches that failed to write or sync."}),
 		compacted: prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_journal_compacted_total", Help: "Journal keys removed by retention."}),
 		corrupt:   prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_journal_unreadable_records_total", Help: "Journal records skipped because their stored value could not be read or decoded."}),

@@ -355,10 +355,9 @@ func (d *Durable) endSuspended(id string, want *suspension, res Result) bool {
 
 // snapshotDrop returns what deletes digest, a snapshot no record names
 // any more, run as the commit's after of the write that stops naming it:
-// once that write is applied, not synced (a power failure that takes that
-// write, or a write that failed, leaves a record naming a deleted
-// snapshot: that call runs again from its start, as when the snapshot
-// itself is lost). The file is removed on the journal's completion
+// once that write is on disk (the store syncs every write) or failed (a
+// write that failed leaves a record naming a deleted snapshot: that call
+// runs again from its start, as when the snapshot itself is lost). The file is removed on the journal's completion
 // goroutine, off the committer. Nil when digest is empty.
 func (d *Durable) snapshotDrop(digest string) func() {
 	if digest == "" {

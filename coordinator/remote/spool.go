@@ -97,8 +97,8 @@ func NewSpool(maxBytes int64, log *slog.Logger, reg prometheus.Registerer) *Spoo
 }
 
 // Open reads the spool's totals from bucket (of db) and starts taking
-// messages; sync makes the writes durable (db.Sync).
-func (s *Spool) Open(ctx context.Context, db *store.DB, bucket store.Bucket, sync func() error) error {
+// messages.
+func (s *Spool) Open(ctx context.Context, db *store.DB, bucket store.Bucket) error {
 	var next uint64
 	count, bytes := 0, int64(0)
 	err := bucket.Scan(ctx, nil, func(k, v []byte) error {
@@ -120,7 +120,7 @@ func (s *Spool) Open(ctx context.Context, db *store.DB, bucket store.Bucket, syn
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.bucket, s.next, s.count, s.bytes, s.open = bucket, next, count, bytes, true
-	s.commit = store.NewCommitter(db, sync)
+	s.commit = store.NewCommitter(db)
 	s.commit.Start()
 	s.gauges()
 	if count > 0 {
@@ -202,9 +202,14 @@ var ErrStopped = errors.New("stopped")
 
 // forget takes back n messages from first that were not written.
 func (s *Spool) forget(first uint64, n int, size int64) {
-	for i := range n {
-		_ = s.bucket.Delete(spoolKey(first + uint64(i))) // a half-written batch
-	}
+	_ = s.bucket.Write(func(w *store.Batch) error { // a half-written batch
+		for i := range n {
+			if err := w.Delete(s.bucket, spoolKey(first+uint64(i))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.count -= n
@@ -250,11 +255,17 @@ func (s *Spool) peek(max int, maxBytes int) ([]spooled, error) {
 // remove deletes messages the control plane stored.
 func (s *Spool) remove(msgs []spooled) error {
 	var size int64
-	for _, m := range msgs {
-		if err := s.bucket.Delete(spoolKey(m.seq)); err != nil {
-			return fmt.Errorf("remove uploaded message: %w", err)
+	err := s.bucket.Write(func(w *store.Batch) error { // one sync for them all
+		for _, m := range msgs {
+			if err := w.Delete(s.bucket, spoolKey(m.seq)); err != nil {
+				return err
+			}
+			size += m.size()
 		}
-		size += m.size()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("remove uploaded messages: %w", err)
 	}
 	s.m.uploaded.Add(float64(len(msgs)))
 	s.mu.Lock()

@@ -13,7 +13,7 @@ import (
 func openSpool(t *testing.T, db *store.DB, max int64) *Spool {
 	t.Helper()
 	s := NewSpool(max, nil, nil)
-	if err := s.Open(context.Background(), db, db.Bucket("cloudmsgs"), db.Sync); err != nil {
+	if err := s.Open(context.Background(), db, db.Bucket("cloudmsgs")); err != nil {
 		t.Fatal(err)
 	}
 	return s

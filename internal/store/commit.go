@@ -10,12 +10,14 @@ import (
 // ErrCommitterClosed: a write submitted after Close.
 var ErrCommitterClosed = errors.New("store committer closed")
 
-// Committer writes in batches with one Sync each (group commit): each
+// Committer writes in batches with one sync each (group commit): each
 // submitted write runs on the committer's goroutine in submission order,
-// adding to one badger write batch; the batch is written, then synced
-// once; then each done is called in order with nil, or with the batch's
-// first error (the batch is then not known to be on disk, and its writes
-// may or may not be there).
+// adding to one badger write batch; the batch is written (on disk when
+// that returns: the store syncs every write, see Open), then each done is
+// called in order with nil, or with the batch's first error (the batch is
+// then not known to be on disk, and its writes may or may not be there).
+// One batch is one badger transaction, so one sync of the WAL, where as
+// many separate writes would be synced one after another.
 //
 // The dones run on a goroutine of their own, batch after batch in order,
 // while the next batch is written and synced: a done that takes time
@@ -25,8 +27,7 @@ var ErrCommitterClosed = errors.New("store committer closed")
 //
 // Lock order: mu only.
 type Committer struct {
-	db   *DB
-	sync func() error
+	db *DB
 
 	mu      sync.Mutex // guards the fields below
 	queue   []commitItem
@@ -60,16 +61,27 @@ type commitItem struct {
 // Batch collects the writes of one commit.
 type Batch struct{ wb *badger.WriteBatch }
 
+// writeBatch writes what fn adds to a Batch as one badger write batch (one
+// transaction unless it outgrows badger's batch size), or nothing if fn
+// fails.
+func writeBatch(db *badger.DB, fn func(*Batch) error) error {
+	w := &Batch{wb: db.NewWriteBatch()}
+	if err := fn(w); err != nil {
+		w.wb.Cancel()
+		return err
+	}
+	return w.wb.Flush()
+}
+
 // Put stores v at k of bucket b.
 func (w *Batch) Put(b Bucket, k, v []byte) error { return w.wb.Set(b.key(k), v) }
 
 // Delete removes k of bucket b.
 func (w *Batch) Delete(b Bucket, k []byte) error { return w.wb.Delete(b.key(k)) }
 
-// NewCommitter returns a committer writing to db and making each batch
-// durable with sync (db.Sync; a test may fail it); Start runs it.
-func NewCommitter(db *DB, sync func() error) *Committer {
-	return &Committer{db: db, sync: sync, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+// NewCommitter returns a committer writing to db; Start runs it.
+func NewCommitter(db *DB) *Committer {
+	return &Committer{db: db, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 }
 
 // Start runs the committer's goroutine.
@@ -140,9 +152,8 @@ func (c *Committer) loop() {
 	close(c.stopped)
 }
 
-// commit writes and syncs what is queued, batch after batch, until the
-// queue is empty, and passes each batch to answer once it is on disk (or
-// failed).
+// commit writes what is queued, batch after batch, until the queue is
+// empty, and passes each batch to answer once it is on disk (or failed).
 func (c *Committer) commit(answer func(committed)) {
 	for {
 		c.mu.Lock()
@@ -152,24 +163,16 @@ func (c *Committer) commit(answer func(committed)) {
 		if len(batch) == 0 {
 			return
 		}
-		var err error
-		wb := &Batch{wb: c.db.db.NewWriteBatch()}
-		wrote := false
-		for _, it := range batch {
-			if it.write == nil || err != nil {
-				continue
+		err := writeBatch(c.db.db, func(w *Batch) error {
+			for _, it := range batch {
+				if it.write != nil {
+					if err := it.write(w); err != nil {
+						return err
+					}
+				}
 			}
-			wrote = true
-			err = it.write(wb)
-		}
-		switch {
-		case err != nil || !wrote:
-			wb.wb.Cancel()
-		default:
-			if err = wb.wb.Flush(); err == nil {
-				err = c.sync()
-			}
-		}
+			return nil
+		})
 		answer(committed{batch, err})
 	}
 }

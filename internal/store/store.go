@@ -37,6 +37,9 @@ var formatKey = []byte("format/store")
 // Options returns badger options for a DB at dir, sized from cfg.
 // badger's defaults (64 MiB memtables, 256 MiB block cache, 1 GiB value-log
 // files) suit servers, not edge hosts; see "Choices" in docs/architecture.md.
+// The options do not sync writes (badger's default): a DB that must keep
+// what it acknowledged across a power loss turns SyncWrites on, as Open
+// does; the telemetry store and a restore's loader leave it off.
 func Options(dir string, cfg Config, log *slog.Logger) badger.Options {
 	memtable := int64(cfg.MemtableSize)
 	return badger.DefaultOptions(dir).
@@ -50,8 +53,7 @@ func Options(dir string, cfg Config, log *slog.Logger) badger.Options {
 		WithBaseTableSize(memtable / 2).
 		WithValueThreshold(min(memtable/8, 1<<20)).
 		WithNumLevelZeroTables(2).
-		WithNumLevelZeroTablesStall(8).
-		WithSyncWrites(false) // durability is explicit: Sync before acknowledging (group commit)
+		WithNumLevelZeroTablesStall(8)
 }
 
 // DB is the state store.
@@ -66,11 +68,18 @@ type DB struct {
 
 // Open opens (creating if needed) the badger DB at dir. A directory locked
 // by another process is reported as ErrLocked, naming the directory.
+//
+// Every write is on disk when it returns (badger's SyncWrites): badger's
+// writer goroutine syncs the WAL of the memtable each request went into,
+// and the value log, before it answers the request. Syncing afterwards
+// (badger's DB.Sync) would not do: it syncs only the active memtable's
+// WAL, so a write whose memtable another writer filled and rotated in
+// between would stay in the page cache until that memtable is flushed.
 func Open(dir string, cfg Config, log *slog.Logger) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create store dir: %w", err)
 	}
-	db, err := badger.Open(Options(dir, cfg, log))
+	db, err := badger.Open(Options(dir, cfg, log).WithSyncWrites(true))
 	if err != nil {
 		if strings.Contains(err.Error(), "Another process is using this Badger database") {
 			return nil, fmt.Errorf("open store %s: %w (is another outpost running with the same data_dir?)", dir, ErrLocked)
@@ -96,10 +105,6 @@ func (s *DB) Badger() *badger.DB { return s.db }
 func (s *DB) Bucket(name string) Bucket {
 	return Bucket{db: s.db, prefix: []byte(name + "/")}
 }
-
-// Sync flushes written data to disk. Writers that acknowledge durability
-// call it once per batch (group commit) rather than once per write.
-func (s *DB) Sync() error { return s.db.Sync() }
 
 // Close stops value-log GC and closes the DB. It is safe to call twice.
 func (s *DB) Close() error {
@@ -156,10 +161,16 @@ func (b Bucket) Get(k []byte) ([]byte, error) {
 	return v, err
 }
 
-// Put stores v at k. It is durable only after DB.Sync.
+// Put stores v at k; it is on disk when Put returns (one sync per call:
+// writers that can wait for each other batch through a Committer).
 func (b Bucket) Put(k, v []byte) error {
 	return b.db.Update(func(txn *badger.Txn) error { return txn.Set(b.key(k), v) })
 }
+
+// Write applies the writes fn adds to w in one badger write batch: one
+// sync for them all, where each Put or Delete alone is one. If fn fails,
+// nothing is written.
+func (b Bucket) Write(fn func(w *Batch) error) error { return writeBatch(b.db, fn) }
 
 // Delete removes k; a missing key is not an error.
 func (b Bucket) Delete(k []byte) error {

@@ -60,9 +60,6 @@ func TestBuckets(t *testing.T) {
 	if err := calls.Delete([]byte("a1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Sync(); err != nil {
-		t.Fatal(err)
-	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
