@@ -67,10 +67,10 @@ func (b *Broker) kick(id string, forget bool) {
 // clientAccess is what one connected client may do. Its grants are
 // swapped when a reload changes the rules.
 type clientAccess struct {
-	device    string // registered device id; "" for a user or anonymous client
-	all       bool   // a configured user: every topic
-	anonymous bool   // never reaches a registered device's namespace
-	grantID   string // what {id} stands for in its grants (see grantID)
+	device    string                 // registered device id; "" for a user or anonymous client
+	all       bool                   // a configured user: every topic
+	anonymous bool                   // never reaches a registered device's namespace
+	grantID   string                 // what {id} stands for in its grants (see grantID)
 	grants    atomic.Pointer[grants] // shared with the clients of the same rules
 	limit     *limiter               // a device's rate and size limits; nil for others
 	session   string                 // a device's session id once established (presence.go)
@@ -86,7 +86,7 @@ type rules struct {
 	groups        map[string][]Rule
 	anonymousOnes *grants // the anonymous clients'
 
-	mu      sync.Mutex          // guards devices
+	mu      sync.Mutex         // guards devices
 	devices map[string]*grants // by the devices' groups, quoted
 }
 
