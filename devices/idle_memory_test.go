@@ -16,14 +16,14 @@ import (
 	"github.com/outpost-edge/outpost/internal/testpki"
 )
 
-// TestIdleClientStacks holds the memory of an idle client of the embedded
-// broker to what mochi's design costs (docs/devices.md, "Where an idle
-// client's memory goes"): its two goroutines keep 16 KiB (the reader) and
-// 4 KiB (the writer) of stack, after a connect that ran the access hook and,
-// on the TLS listener, the handshake, on the connection's goroutine. A
-// hook or a listener that grew the reader past 16 KiB (it would keep 32)
-// fails it; so does a per-client buffer that grew the heap (the outbound
-// queue at mochi's default was 64 KiB). It runs in this test binary
+// TestIdleClientStacks holds an idle client of the embedded broker to what
+// mochi's design costs (docs/devices.md, "Where an idle client's memory
+// goes"): two goroutines, which keep 16 KiB (the reader, parked under
+// mochi's frames) and 4 KiB (the writer) of stack once the collector ran,
+// after a connect that ran the access hook and, on the TLS listener, the
+// handshake; and a heap bounded per client (mochi's default outbound
+// queue alone was 64 KiB). A goroutine more per client, a reader parked
+// deeper or a per-client buffer fails it. It runs in this test binary
 // started again with GODEBUG=adaptivestackstart=0, as the daemon runs: new
 // goroutines start with 2 KiB of stack, not the average of the last
 // collection.
@@ -44,6 +44,10 @@ func TestIdleClientStacks(t *testing.T) {
 		return
 	}
 	const n = 100
+	maxStack := 20.5
+	if raceEnabled {
+		maxStack = 24.5 // the race detector's larger stack guard: a writer may keep 8 KiB
+	}
 	pki := testpki.New(t, t.TempDir(), "stacks")
 	cert, key := pki.Server(t, "server", net.ParseIP("127.0.0.1"))
 	cfg := brokerConfig()
@@ -96,8 +100,8 @@ func TestIdleClientStacks(t *testing.T) {
 			if goroutines > 2 {
 				t.Errorf("%.2f goroutines per idle client, want 2 (mochi's reader and writer)", goroutines)
 			}
-			if stack > 20.5 {
-				t.Errorf("%.2f KiB of stack per idle client, want 20 (a 16 KiB reader and a 4 KiB writer)", stack)
+			if stack > maxStack {
+				t.Errorf("%.2f KiB of stack per idle client, want at most %g (a 16 KiB reader and a 4 KiB writer)", stack, maxStack)
 			}
 			if heap > tc.maxHeap {
 				t.Errorf("%.2f KiB of heap per idle client, want at most %g", heap, tc.maxHeap)
