@@ -67,36 +67,50 @@ func (b *Broker) kick(id string, forget bool) {
 // clientAccess is what one connected client may do. Its grants are
 // swapped when a reload changes the rules.
 type clientAccess struct {
-	device    string // registered device id; "" for a user or anonymous client
-	all       bool   // a configured user: every topic
-	anonymous bool   // never reaches a registered device's namespace
-	clientID  string // {id} of an anonymous client's rules
-	grants    atomic.Pointer[grants]
-	limit     *limiter // a device's rate and size limits; nil for others
-	session   string   // a device's session id once established (presence.go)
+	device    string                 // registered device id; "" for a user or anonymous client
+	all       bool                   // a configured user: every topic
+	anonymous bool                   // never reaches a registered device's namespace
+	grantID   string                 // what {id} stands for in its grants (see grantID)
+	grants    atomic.Pointer[grants] // shared with the clients of the same rules
+	limit     *limiter               // a device's rate and size limits; nil for others
+	session   string                 // a device's session id once established (presence.go)
 
 	subscribing atomic.Int32 // SUBSCRIBE packets being handled (flow.go)
 	flowMu      sync.Mutex   // orders the updates of fullSince (flow.go)
 	fullSince   atomic.Int64 // unix nanos since the client is at its in-flight window; 0: not (flow.go)
 }
 
-// rules are the access rules a reload may change.
+// rules are the access rules a reload may change, with their grants
+// compiled once for all the clients they apply to.
 type rules struct {
-	anonymous []Rule
-	groups    map[string][]Rule
+	groups        map[string][]Rule
+	anonymousOnes *grants // the anonymous clients'
+
+	mu      sync.Mutex         // guards devices
+	devices map[string]*grants // by the devices' groups, quoted
 }
 
-// grantsOf compiles what a (a device or an anonymous client) may use under
-// r; groups are the device's.
+func newRules(anonymous []Rule, groups map[string][]Rule) *rules {
+	return &rules{groups: groups, anonymousOnes: compileGrants(anonymous), devices: map[string]*grants{}}
+}
+
+// grantsOf returns what a (a device or an anonymous client) may use under
+// r; groups are the device's. Devices of the same groups share them.
 func (r *rules) grantsOf(a *clientAccess, groups []string) *grants {
-	g := &grants{}
 	if a.anonymous {
-		g.expand(r.anonymous, a.clientID)
-		return g
+		return r.anonymousOnes
 	}
-	g.expand(ownRules, a.device)
-	for _, name := range groups {
-		g.expand(r.groups[name], a.device)
+	key := fmt.Sprintf("%q", groups)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g, ok := r.devices[key]
+	if !ok {
+		rs := [][]Rule{ownRules}
+		for _, name := range groups {
+			rs = append(rs, r.groups[name])
+		}
+		g = compileGrants(rs...)
+		r.devices[key] = g
 	}
 	return g
 }
@@ -139,7 +153,7 @@ var deniedVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 func newAccessHook(b *Broker) (*accessHook, error) {
 	h := &accessHook{b: b, anonymous: b.cfg.AllowAnonymous, users: make(map[string][]byte, len(b.cfg.Users)),
 		devices: b.devices, identity: b.cfg.TLS.Identity, warn: ratelog.Limiter{Every: denyWarnEvery}}
-	h.rules.Store(&rules{anonymous: b.cfg.Anonymous, groups: b.cfg.Groups})
+	h.rules.Store(newRules(b.cfg.Anonymous, b.cfg.Groups))
 	for _, u := range b.cfg.Users {
 		if u.Username == "" {
 			return nil, errors.New("broker user with an empty username")
@@ -182,12 +196,12 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		if groups, ok = h.certLogin(certID, user, pk.Connect.Password); !ok {
 			return false
 		}
-		a.device = certID
+		a.device, a.grantID = certID, certID
 	case user == "":
 		if !h.anonymous || !loopbackRemote(cl.Net.Remote) {
 			return false
 		}
-		a.anonymous, a.clientID = true, cl.ID
+		a.anonymous, a.grantID = true, grantID(cl.ID)
 	case isUser:
 		if subtle.ConstantTimeCompare(pk.Connect.Password, want) != 1 {
 			return false
@@ -198,7 +212,7 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		if groups, ok = h.devices.Authenticate(user, pk.Connect.Password); !ok {
 			return false
 		}
-		a.device = user
+		a.device, a.grantID = user, user
 	default:
 		return false
 	}
@@ -278,7 +292,7 @@ func (h *accessHook) allowed(cl *mqtt.Client, a *clientAccess, topic string, wri
 	case a.all:
 		return true
 	case a.anonymous && h.reserved(topic):
-	case write && a.grants.Load().allowPublish(topic), !write && a.grants.Load().allowSubscribe(topic):
+	case write && a.grants.Load().allowPublish(topic, a.grantID), !write && a.grants.Load().allowSubscribe(topic, a.grantID):
 		return true
 	}
 	label, device := "unknown", ""

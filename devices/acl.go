@@ -27,44 +27,55 @@ var ownRules = []Rule{{
 	Subscribe: []string{"devices/{id}/#", "$aws/things/{id}/shadow/#"},
 }}
 
-// grants are the compiled filters one client may publish to and
-// subscribe to.
+// grants are the compiled filters a client may publish to and subscribe
+// to, split into levels. A level may still name {id}, which stands for the
+// client's id when a topic is checked: one compilation serves every client
+// of the same rules (all anonymous clients; all devices of the same
+// groups), instead of a copy for each client.
 type grants struct {
 	pub, sub [][]string
 }
 
-// expand compiles rules for id: {id} substituted; a filter naming {id} is
-// left out when id is not a valid device id (an anonymous client id such
-// as "a/#" must not widen a grant).
-func (g *grants) expand(rules []Rule, id string) {
-	add := func(dst *[][]string, filters []string) {
-		for _, f := range filters {
-			if strings.Contains(f, "{id}") {
-				if !ValidDeviceID(id) {
-					continue
-				}
-				f = strings.ReplaceAll(f, "{id}", id)
+// compileGrants compiles rules, {id} left in place.
+func compileGrants(rules ...[]Rule) *grants {
+	g := &grants{}
+	for _, rs := range rules {
+		for _, r := range rs {
+			for _, f := range r.Publish {
+				g.pub = append(g.pub, strings.Split(f, "/"))
 			}
-			*dst = append(*dst, strings.Split(f, "/"))
+			for _, f := range r.Subscribe {
+				g.sub = append(g.sub, strings.Split(f, "/"))
+			}
 		}
 	}
-	for _, r := range rules {
-		add(&g.pub, r.Publish)
-		add(&g.sub, r.Subscribe)
-	}
+	return g
 }
 
-// allowPublish reports whether the client may publish to topic.
-func (g *grants) allowPublish(topic string) bool { return anyCovers(g.pub, topic) }
+// grantID is what {id} stands for in the grants of a client with id:
+// the id itself when it is a valid device id, else "", for which a filter
+// naming {id} grants nothing (an anonymous client id such as "a/#" must not
+// widen a grant).
+func grantID(id string) string {
+	if !ValidDeviceID(id) {
+		return ""
+	}
+	return id
+}
 
-// allowSubscribe reports whether the client may subscribe to filter (every
-// topic the filter can match is granted) or receive a message on a topic.
-func (g *grants) allowSubscribe(filter string) bool { return anyCovers(g.sub, filter) }
+// allowPublish reports whether the client whose {id} is id (see grantID)
+// may publish to topic.
+func (g *grants) allowPublish(topic, id string) bool { return anyCovers(g.pub, topic, id) }
 
-func anyCovers(grants [][]string, filter string) bool {
+// allowSubscribe reports whether the client whose {id} is id (see
+// grantID) may subscribe to filter (every topic the filter can match is
+// granted) or receive a message on a topic.
+func (g *grants) allowSubscribe(filter, id string) bool { return anyCovers(g.sub, filter, id) }
+
+func anyCovers(grants [][]string, filter, id string) bool {
 	levels := strings.Split(shareless(filter), "/")
 	for _, gr := range grants {
-		if covers(gr, levels) {
+		if covers(gr, levels, id) {
 			return true
 		}
 	}
@@ -82,11 +93,11 @@ func shareless(filter string) string {
 }
 
 // covers reports whether every topic that filter f matches is matched by
-// grant g (both split into levels). A topic name is a filter without
+// grant g (both split into levels, {id} in g standing for id). A topic name is a filter without
 // wildcards, so the same test decides a publish. As in MQTT matching, a
 // wildcard at the first level never covers a level starting with $, and
 // "a/#" covers "a".
-func covers(g, f []string) bool {
+func covers(g, f []string, id string) bool {
 	if len(f) > 0 && strings.HasPrefix(f[0], "$") && len(g) > 0 && (g[0] == "+" || g[0] == "#") {
 		return false
 	}
@@ -101,9 +112,24 @@ func covers(g, f []string) bool {
 		case fl == "#":
 			return false // f reaches deeper than a narrower grant
 		case gl == "+":
-		case fl == "+" || gl != fl:
+		case fl == "+" || !levelIs(gl, fl, id):
 			return false
 		}
 	}
 	return len(f) == len(g)
+}
+
+// levelIs reports whether level fl is grant level gl with every {id} in it
+// replaced by id; never when gl names {id} and id is "".
+func levelIs(gl, fl, id string) bool {
+	for {
+		before, after, found := strings.Cut(gl, "{id}")
+		if !found {
+			return fl == gl
+		}
+		if id == "" || !strings.HasPrefix(fl, before) || !strings.HasPrefix(fl[len(before):], id) {
+			return false
+		}
+		fl, gl = fl[len(before)+len(id):], after
+	}
 }

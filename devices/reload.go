@@ -32,7 +32,7 @@ func (b *Broker) PrepareReload(cfg BrokerConfig) (apply func(), restart []string
 			b.tlsCur.Store(m)
 		}
 		l.cfg.Store(&cfg.Limits)
-		h.reload(&rules{anonymous: cfg.Anonymous, groups: cfg.Groups})
+		h.reload(newRules(cfg.Anonymous, cfg.Groups))
 		b.log.Info("broker reloaded: access rules, device limits and tls certificates", "groups", len(cfg.Groups))
 	}
 	return apply, restart, nil

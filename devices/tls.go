@@ -86,9 +86,10 @@ func (t BrokerTLS) Validate(c *confval.Checker, forWebSocket bool) {
 // tlsMaterial is what the TLS listener serves with; the broker swaps it
 // when a reload reads the files again.
 type tlsMaterial struct {
-	cert     tls.Certificate
-	clientCA *x509.CertPool // nil: no client certificates asked for
-	require  bool
+	// config serves every handshake until the next reload: a connection
+	// keeps the config it was served with, so one shared by all of them
+	// is not held once per connection.
+	config *tls.Config
 }
 
 // loadTLS reads the certificate, its key (refused when readable by group
@@ -98,13 +99,17 @@ func loadTLS(t BrokerTLS) (*tlsMaterial, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load tls certificate %s and key %s: %w", t.CertFile, t.KeyFile, err)
 	}
-	m := &tlsMaterial{cert: cert, require: t.RequireClientCert}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	if t.ClientCAFile != "" {
-		if m.clientCA, err = secretfile.CertPool(t.ClientCAFile); err != nil {
+		if cfg.ClientCAs, err = secretfile.CertPool(t.ClientCAFile); err != nil {
 			return nil, fmt.Errorf("client CA file: %w", err)
 		}
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		if t.RequireClientCert {
+			cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
 	}
-	return m, nil
+	return &tlsMaterial{config: cfg}, nil
 }
 
 // serverTLSConfig returns a server config that takes the material of cur at
@@ -114,15 +119,7 @@ func serverTLSConfig(cur *atomic.Pointer[tlsMaterial]) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			m := cur.Load()
-			cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{m.cert}}
-			switch {
-			case m.clientCA != nil && m.require:
-				cfg.ClientAuth, cfg.ClientCAs = tls.RequireAndVerifyClientCert, m.clientCA
-			case m.clientCA != nil:
-				cfg.ClientAuth, cfg.ClientCAs = tls.VerifyClientCertIfGiven, m.clientCA
-			}
-			return cfg, nil
+			return cur.Load().config, nil
 		},
 	}
 }

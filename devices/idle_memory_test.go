@@ -1,0 +1,122 @@
+package devices
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-edge/outpost/internal/testpki"
+)
+
+// TestIdleClientStacks holds an idle client of the embedded broker to what
+// mochi's design costs (docs/devices.md, "Where an idle client's memory
+// goes"): two goroutines, which keep 16 KiB (the reader, parked under
+// mochi's frames) and 4 KiB (the writer) of stack once the collector ran,
+// after a connect that ran the access hook and, on the TLS listener, the
+// handshake; and a heap bounded per client (mochi's default outbound
+// queue alone was 64 KiB). A goroutine more per client, a reader parked
+// deeper or a per-client buffer fails it. It runs in this test binary
+// started again with GODEBUG=adaptivestackstart=0, as the daemon runs: new
+// goroutines start with 2 KiB of stack, not the average of the last
+// collection.
+func TestIdleClientStacks(t *testing.T) {
+	const setting = "adaptivestackstart=0"
+	if godebug := os.Getenv("GODEBUG"); !strings.Contains(godebug, setting) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestIdleClientStacks$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), "GODEBUG="+strings.TrimPrefix(godebug+","+setting, ","))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("TestIdleClientStacks with GODEBUG=%s: %v\n%s", setting, err, out)
+		}
+		for line := range strings.Lines(string(out)) {
+			if strings.Contains(line, "per idle client") {
+				t.Log(strings.TrimSpace(line))
+			}
+		}
+		return
+	}
+	const n = 100
+	maxStack := 20.5
+	if raceEnabled {
+		maxStack = 24.5 // the race detector's larger stack guard: a writer may keep 8 KiB
+	}
+	pki := testpki.New(t, t.TempDir(), "stacks")
+	cert, key := pki.Server(t, "server", net.ParseIP("127.0.0.1"))
+	cfg := brokerConfig()
+	cfg.TLS = BrokerTLS{Listen: "127.0.0.1:0", CertFile: cert, KeyFile: key, Identity: IdentityCN}
+	b := NewBroker(cfg, nil, nil) // no log: a line for every client
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Stop(context.Background()) })
+	pem, err := os.ReadFile(pki.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	tcfg := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	for _, tc := range []struct {
+		name    string
+		dial    func() (net.Conn, error)
+		maxHeap float64 // KiB per client, the clients' side (in this process) included
+	}{
+		{"tcp", func() (net.Conn, error) { return net.Dial("tcp", b.Addr()) }, 8},
+		{"tls", func() (net.Conn, error) { return tls.Dial("tcp", b.TLSAddr(), tcfg) }, 40},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var conns []net.Conn
+			defer func() {
+				for _, c := range conns {
+					_ = c.Close()
+				}
+			}()
+			connect := func(id string) {
+				c, err := connectIdle(tc.dial, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, c)
+			}
+			connect("warm-" + tc.name) // the listener's and the server's first allocations
+			before := settledMemStats()
+			g0 := runtime.NumGoroutine()
+			for i := range n {
+				connect(tc.name + "-" + strconv.Itoa(i))
+			}
+			after := settledMemStats()
+			goroutines := float64(runtime.NumGoroutine()-g0) / n
+			stack := float64(after.StackInuse-before.StackInuse) / n / 1024
+			heap := (float64(after.HeapInuse) - float64(before.HeapInuse)) / n / 1024
+			t.Logf("%s, per idle client: %.2f goroutines, %.2f KiB of stack, %.2f KiB of heap", tc.name, goroutines, stack, heap)
+			if goroutines > 2 {
+				t.Errorf("%.2f goroutines per idle client, want 2 (mochi's reader and writer)", goroutines)
+			}
+			if stack > maxStack {
+				t.Errorf("%.2f KiB of stack per idle client, want at most %g (a 16 KiB reader and a 4 KiB writer)", stack, maxStack)
+			}
+			if heap > tc.maxHeap {
+				t.Errorf("%.2f KiB of heap per idle client, want at most %g", heap, tc.maxHeap)
+			}
+		})
+	}
+}
+
+// settledMemStats returns the memory statistics once the clients just
+// connected have parked their goroutines and the garbage is collected.
+func settledMemStats() runtime.MemStats {
+	time.Sleep(200 * time.Millisecond)
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m
+}
