@@ -50,7 +50,15 @@ func startCoordinator(tb testing.TB, cfg *configs.Config) *Coordinator {
 // startCoordinatorLog is startCoordinator logging to log.
 func startCoordinatorLog(tb testing.TB, cfg *configs.Config, log *slog.Logger) *Coordinator {
 	tb.Helper()
-	c := New(cfg, log, "test")
+	c, _ := runCoordinator(tb, log, cfg)
+	return c
+}
+
+// runCoordinator runs a coordinator on cfg until stop is called (or the
+// test ends); stop waits for it to end.
+func runCoordinator(tb testing.TB, log *slog.Logger, cfg *configs.Config) (c *Coordinator, stop func()) {
+	tb.Helper()
+	c = New(cfg, log, "test")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, nil) }()
@@ -61,13 +69,17 @@ func startCoordinatorLog(tb testing.TB, cfg *configs.Config, log *slog.Logger) *
 	case <-time.After(90 * time.Second): // loose: a Go-built module compiles for tens of seconds under -race on a loaded host
 		tb.Fatal("coordinator not ready after 90s")
 	}
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("coordinator stop: %v", err)
-		}
-	})
-	return c
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				tb.Errorf("coordinator stop: %v", err)
+			}
+		})
+	}
+	tb.Cleanup(stop)
+	return c, stop
 }
 
 func TestCallThroughScheduler(t *testing.T) {

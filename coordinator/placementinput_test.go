@@ -18,36 +18,6 @@ import (
 	"github.com/outpost-edge/outpost/internal/wasmtest"
 )
 
-// runUntilStopped runs a coordinator on cfg until stop is called (or the
-// test ends).
-func runUntilStopped(t *testing.T, cfg *configs.Config) (c *Coordinator, stop func()) {
-	t.Helper()
-	c = New(cfg, quiet, "test")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, nil) }()
-	select {
-	case <-c.Ready():
-	case err := <-done:
-		t.Fatalf("coordinator failed to start: %v", err)
-	case <-time.After(90 * time.Second):
-		t.Fatal("coordinator not ready after 90s")
-	}
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("coordinator stop: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	return c, stop
-}
-
 // waitRecord polls the journal until the record of id passes ok.
 func waitRecord(t *testing.T, c *Coordinator, id string, ok func(*calls.Record) bool) *calls.Record {
 	t.Helper()
@@ -92,7 +62,7 @@ tasks:
 	labels := map[string]string{"tier": "batch", "gpu": ""}
 	// First start: batch calls wait for a native build the task lacks,
 	// so the call is running (placed, waiting) when the daemon stops.
-	c, stop := runUntilStopped(t, config(`{name: batch-native, when: "call.labels.tier == 'batch' && 'gpu' in call.labels", run: [process], wait: true}`))
+	c, stop := runCoordinator(t, quiet, config(`{name: batch-native, when: "call.labels.tier == 'batch' && 'gpu' in call.labels", run: [process], wait: true}`))
 	call := calls.New("echo", []byte("x"), calls.Source{Kind: "cloud"})
 	call.Effect, call.Labels = calls.Idempotent, labels
 	if _, err := c.cloud.ready.Accept([]*calls.Call{call}); err != nil {
@@ -102,7 +72,7 @@ tasks:
 	stop()
 
 	// Second start: batch calls run here by the rule batch.
-	c, _ = runUntilStopped(t, config(`{name: batch, when: "call.labels.tier == 'batch'", run: [local]}`))
+	c, _ = runCoordinator(t, quiet, config(`{name: batch, when: "call.labels.tier == 'batch'", run: [local]}`))
 	rec := waitRecord(t, c, call.ID, func(r *calls.Record) bool { return r.State >= calls.Finished })
 	if !maps.Equal(rec.Labels, labels) || rec.Result.Status != calls.StatusOK || rec.Result.Rule != "batch" || rec.Attempt != 2 {
 		t.Fatalf("recovered call: labels %v, result %+v, attempt %d; want %v, ok by the rule batch, attempt 2", rec.Labels, rec.Result, rec.Attempt, labels)
