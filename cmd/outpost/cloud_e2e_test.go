@@ -295,8 +295,10 @@ func TestCloudKillWhileRunning(t *testing.T) {
 	c := startCloudProc(t)
 	d := cloudDaemon(t, c)
 	c.enqueue(
-		server.Call{ID: "idem", Node: "edge-1", Task: "spin", Input: []byte("6 idem"), Effect: "idempotent"},
-		server.Call{ID: "amo", Node: "edge-1", Task: "spin", Input: []byte("6 amo"), Effect: "at_most_once"},
+		// 4.5 s each: on a loaded host the second call's start can be seen
+		// seconds after the first's, and the kill must find both running.
+		server.Call{ID: "idem", Node: "edge-1", Task: "spin", Input: []byte("9 idem"), Effect: "idempotent"},
+		server.Call{ID: "amo", Node: "edge-1", Task: "spin", Input: []byte("9 amo"), Effect: "at_most_once"},
 	)
 	d.waitState("idem", calls.Started, 10*time.Second)
 	d.waitState("amo", calls.Started, 10*time.Second)
@@ -304,7 +306,7 @@ func TestCloudKillWhileRunning(t *testing.T) {
 	d.start()
 	idem := c.waitDone("idem", 20*time.Second)
 	amo := c.waitDone("amo", 20*time.Second)
-	if idem.Result.Status != "ok" || string(idem.Result.Output) != "6 idem" {
+	if idem.Result.Status != "ok" || string(idem.Result.Output) != "9 idem" {
 		t.Errorf("idempotent call: %+v", idem.Result)
 	}
 	if amo.Result.Status != "interrupted" {
