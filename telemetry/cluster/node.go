@@ -299,12 +299,16 @@ func (n *Node) locksChanged(kvs map[string]*mvccpb.KeyValue, keys []string, rese
 		}
 		ks[k] = Holder{Member: m.Name, GNMI: m.GNMI, Epoch: kv.CreateRevision}
 	}
+	lease, sess, _ := n.fence.state()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if reset {
 		n.holders = map[string]Holder{}
 	}
 	for t := range touched {
+		if sess != nil {
+			n.sweepLocked(t, fmt.Sprintf("%s%x", n.lockPrefix(t), lease), sess)
+		}
 		// The holder is the key created first (the lowest revision).
 		var first Holder
 		for _, h := range n.lockKeys[t] {
@@ -413,7 +417,7 @@ func (n *Node) hold(ctx context.Context, target string) {
 			// A campaign cancelled while its put was in flight may have left
 			// its key behind (Campaign returns without resigning then); it
 			// would block every later candidate while this lease lives.
-			n.dropKey(sess, fmt.Sprintf("%s%x", n.lockPrefix(target), sess.Lease()))
+			_ = n.dropKey(sess, fmt.Sprintf("%s%x", n.lockPrefix(target), sess.Lease()))
 			if ctx.Err() == nil {
 				sleep(ctx, 200*time.Millisecond)
 			}
@@ -425,27 +429,58 @@ func (n *Node) hold(ctx context.Context, target string) {
 		cancel()
 		<-caught
 		if ctx.Err() != nil { // placed elsewhere or stopping: resign
-			n.dropKey(sess, e.Key())
+			_ = n.dropKey(sess, e.Key())
 		}
 	}
+}
+
+// sweepLocked gives up this instance's lock key of target when the locks
+// watch shows it while no hold of target runs here and none is still
+// giving its key up: the put of a cancelled campaign can land in etcd after
+// the delete that cleaned up behind it, and the key would block every other
+// candidate while this instance lives. A hold of target placed here
+// meanwhile waits for the sweep, as for a released hold.
+func (n *Node) sweepLocked(target, key string, sess *concurrency.Session) {
+	if _, ok := n.lockKeys[target][key]; !ok {
+		return
+	}
+	if _, held := n.holding[target]; held {
+		return
+	}
+	if prev := n.released[target]; prev != nil {
+		select {
+		case <-prev:
+		default:
+			return // its hold is still giving the key up
+		}
+	}
+	done := make(chan struct{})
+	n.released[target] = done
+	go func() {
+		defer close(done)
+		if n.dropKey(sess, key) { // else the watch had not shown its hold's delete yet
+			n.log.Info("cluster: dropped a lock key no hold owned", "target", target, "key", key)
+		}
+	}()
 }
 
 // dropKey deletes this instance's lock key of a target (a resignation, or
 // what a campaign that did not win left), trying again until it is gone
 // or its lease ends with the session: a key left behind would block every
 // later candidate for the target while this instance lives.
-func (n *Node) dropKey(sess *concurrency.Session, key string) {
+// It reports whether the delete found the key.
+func (n *Node) dropKey(sess *concurrency.Session, key string) bool {
 	for {
 		dctx, c := context.WithTimeout(context.Background(), n.cfg.LeaseTTL.Std()/2)
-		_, err := n.cli.Delete(dctx, key)
+		r, err := n.cli.Delete(dctx, key)
 		c()
 		if err == nil {
-			return
+			return r.Deleted > 0
 		}
 		n.log.Warn("cluster: delete a lock key left by a campaign; trying again", "key", key, "err", err)
 		select {
 		case <-sess.Done():
-			return
+			return false
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
