@@ -4,7 +4,8 @@
 # builds for the Arm edge hosts, and runs every test with the race detector.
 #
 #   ./scripts/test.sh            everything
-#   ./scripts/test.sh -short     skip the slow suites (go test -short)
+#   ./scripts/test.sh -short     skip the slow suites (go test -short), the
+#                                cross-build and the PostgreSQL link pass
 #
 # Extra arguments are passed to `go test`.
 set -euo pipefail
