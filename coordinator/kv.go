@@ -78,8 +78,12 @@ type storeKV struct {
 	log    *slog.Logger
 }
 
+// kvBucket is the state store's bucket of the task kv namespaces.
+const kvBucket = "kv"
+
+// key is k's key in the state store: "kv/<task>/<k>".
 func (s storeKV) key(k []byte) []byte {
-	return append([]byte("kv/"+s.task+"/"), k...)
+	return append([]byte(kvBucket+"/"+s.task+"/"), k...)
 }
 
 // storeErr logs a store error of op and returns what the guest is told.
@@ -220,13 +224,14 @@ func (s storeKV) write(key []byte, fn func(old uint64) (int64, func(*store.Batch
 	return nil
 }
 
-// bucketKey is key's place in the store's "kv" bucket.
+// bucketKey is key's place in the kv bucket: its store key without the
+// bucket's prefix.
 func (s storeKV) bucketKey(key []byte) []byte {
-	return append([]byte(s.task+"/"), key...)
+	return s.key(key)[len(kvBucket)+1:]
 }
 
 func (s storeKV) Put(_ context.Context, key, value []byte, quota uint64) error {
-	kv := s.db.Bucket("kv")
+	kv := s.db.Bucket(kvBucket)
 	err := s.write(key, func(old uint64) (int64, func(*store.Batch) error) {
 		return int64(len(key)+len(value)) - int64(old), func(b *store.Batch) error { return b.Put(kv, s.bucketKey(key), value) }
 	}, quota)
@@ -234,7 +239,7 @@ func (s storeKV) Put(_ context.Context, key, value []byte, quota uint64) error {
 }
 
 func (s storeKV) Delete(_ context.Context, key []byte) error {
-	kv := s.db.Bucket("kv")
+	kv := s.db.Bucket(kvBucket)
 	err := s.write(key, func(old uint64) (int64, func(*store.Batch) error) {
 		if old == 0 {
 			return 0, nil
