@@ -9,8 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/outpost-edge/outpost/devices/mqttd"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/devices/topic"
@@ -40,13 +40,13 @@ type InlineClient struct {
 	// mu guards the fields below and orders changes of the subscriptions.
 	mu      sync.Mutex
 	subs    []Subscription // the wanted subscriptions, in order
-	srv     *mqtt.Server   // set at Start
+	srv     *mqttd.Server  // set at Start
 	started bool
 	stopped bool
 
 	// live is srv while the client runs (nil before Start and after Stop),
 	// for Publish and Connected; filters is what the handler matches.
-	live    atomic.Pointer[mqtt.Server]
+	live    atomic.Pointer[mqttd.Server]
 	filters atomic.Pointer[[]inlineFilter]
 }
 
@@ -145,7 +145,7 @@ func (c *InlineClient) Start(context.Context) error {
 }
 
 // onMessage is mochi's inline subscription handler.
-func (c *InlineClient) onMessage(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+func (c *InlineClient) onMessage(_ *mqttd.Client, _ packets.Subscription, pk packets.Packet) {
 	qos, ok := byte(0), false
 	if fs := c.filters.Load(); fs != nil {
 		for _, f := range *fs {

@@ -10,14 +10,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/outpost-edge/outpost/internal/ratelog"
 )
 
 // tcpListener is the broker's TCP listener, plain or TLS, carrying MQTT
-// packets as they are or in WebSocket messages. Unlike mochi's own it owns the goroutine of every connection: Close closes every
+// packets as they are or in WebSocket messages. It owns the goroutine of
+// every connection, which the server reads it on: Close closes every
 // connection (also those that never sent CONNECT) and waits for their
 // goroutines, so the broker stops without leftovers; and an ordinary
 // disconnect is logged at debug level, not as a warning.
@@ -36,8 +36,6 @@ type tcpListener struct {
 	handshakes ratelog.Limiter // failed handshake warnings
 }
 
-var _ listeners.Listener = (*tcpListener)(nil)
-
 // newTCPListener returns a listener on address; with tcfg, a TLS one.
 func newTCPListener(id, address string, tcfg *tls.Config, log *slog.Logger) *tcpListener {
 	return &tcpListener{id: id, address: address, tls: tcfg, log: log, conns: map[net.Conn]struct{}{},
@@ -47,17 +45,6 @@ func newTCPListener(id, address string, tcfg *tls.Config, log *slog.Logger) *tcp
 // handshakeTimeout bounds a TLS handshake: a client that connects and
 // stays silent holds no goroutine longer.
 const handshakeTimeout = 10 * time.Second
-
-func (l *tcpListener) ID() string { return l.id }
-func (l *tcpListener) Protocol() string {
-	switch {
-	case l.ws != nil && l.tls != nil:
-		return "wss"
-	case l.ws != nil:
-		return "ws"
-	}
-	return "tcp"
-}
 
 // Address returns the bound address once Init succeeded.
 func (l *tcpListener) Address() string {
@@ -70,7 +57,7 @@ func (l *tcpListener) Address() string {
 }
 
 // Init binds the address.
-func (l *tcpListener) Init(_ *slog.Logger) error {
+func (l *tcpListener) Init() error {
 	ln, err := net.Listen("tcp", l.address)
 	if err != nil {
 		return err
@@ -82,7 +69,7 @@ func (l *tcpListener) Init(_ *slog.Logger) error {
 }
 
 // Serve accepts connections until Close.
-func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+func (l *tcpListener) Serve(establish func(listener string, c net.Conn) error) {
 	l.mu.Lock()
 	if l.closed || l.ln == nil {
 		l.mu.Unlock()
@@ -174,9 +161,9 @@ func (l *tcpListener) logEnd(conn net.Conn, err error) {
 	}
 }
 
-// Close stops accepting, lets the server disconnect its clients, closes
-// every remaining connection and waits for the connection goroutines.
-func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+// Close stops accepting, closes every remaining connection and waits for
+// the connection goroutines (the server disconnected its clients first).
+func (l *tcpListener) Close() {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -188,7 +175,6 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	if ln != nil {
 		ln.Close()
 	}
-	closeClients(l.id)
 	l.mu.Lock()
 	for c := range l.conns {
 		c.Close()
