@@ -69,7 +69,7 @@ func (l *tcpListener) Init() error {
 }
 
 // Serve accepts connections until Close.
-func (l *tcpListener) Serve(establish func(listener string, c net.Conn) error) {
+func (l *tcpListener) Serve(establish EstablishFunc) {
 	l.mu.Lock()
 	if l.closed || l.ln == nil {
 		l.mu.Unlock()
@@ -93,22 +93,43 @@ func (l *tcpListener) Serve(establish func(listener string, c net.Conn) error) {
 		l.conns[conn] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
-		go func() {
-			defer l.wg.Done()
-			c, err := l.handshake(conn)
-			if err == nil && l.ws != nil {
-				c, err = l.ws.upgrade(c)
-			}
-			if err == nil {
-				err = establish(l.id, c)
-			}
-			l.mu.Lock()
-			delete(l.conns, conn) // the accepted connection, under what wraps it
-			l.mu.Unlock()
-			conn.Close()
-			l.logEnd(conn, err)
-		}()
+		go l.serveConn(conn, establish)
 	}
+}
+
+// EstablishFunc serves a client on c (mqttd.Server.Establish): it calls
+// done once the connection ended.
+type EstablishFunc func(listener string, c net.Conn, done func(error))
+
+// serveConn opens one accepted connection (handshakes) and hands it to
+// the server, which serves it on a goroutine of its own until it ends.
+func (l *tcpListener) serveConn(conn net.Conn, establish EstablishFunc) {
+	c, err := l.open(conn)
+	if err != nil {
+		l.ended(conn, err)
+		return
+	}
+	establish(l.id, c, func(err error) { l.ended(conn, err) })
+}
+
+// ended closes a connection that ended with err and forgets it.
+func (l *tcpListener) ended(conn net.Conn, err error) {
+	defer l.wg.Done()
+	l.mu.Lock()
+	delete(l.conns, conn) // the accepted connection, under what wraps it
+	l.mu.Unlock()
+	conn.Close()
+	l.logEnd(conn, err)
+}
+
+// open runs the TLS and WebSocket handshakes of a connection, as the
+// listener has them.
+func (l *tcpListener) open(conn net.Conn) (net.Conn, error) {
+	c, err := l.handshake(conn)
+	if err == nil && l.ws != nil {
+		c, err = l.ws.upgrade(c)
+	}
+	return c, err
 }
 
 // handshake runs the TLS handshake of a connection to a TLS listener, so

@@ -116,20 +116,28 @@ func (s *Server) Subscribers(topic string) []string {
 	return ids
 }
 
-// Establish serves a client on conn until its connection ends, on the
-// caller's goroutine (which is the connection's reading goroutine). It
-// returns why the connection ended: nil for a clean DISCONNECT.
-func (s *Server) Establish(listener string, conn net.Conn) error {
+// Establish reads and answers the CONNECT of conn on the caller's
+// goroutine, then serves the client on a goroutine of its own until its
+// connection ends, and calls done with why: nil for a clean DISCONNECT.
+//
+// That goroutine is where an idle client waits. It only ever parks on a
+// one-byte read, and hands each burst of packets to a goroutine that lives
+// as long as the burst: so it never grows past the smallest stack (2 KiB,
+// with GODEBUG=adaptivestackstart=0), which the garbage collector would
+// otherwise keep at the deepest the handling of a packet ever went.
+func (s *Server) Establish(listener string, conn net.Conn, done func(error)) {
 	cl, err := s.connect(listener, conn)
 	if err != nil {
-		return err
+		done(err)
+		return
 	}
-	return s.ended(cl, s.serve(cl))
+	go func() {
+		err := s.serve(cl)
+		done(s.ended(cl, err))
+	}()
 }
 
 // connect reads and answers the CONNECT of conn.
-//
-//go:noinline
 func (s *Server) connect(listener string, conn net.Conn) (*Client, error) {
 	cl := &Client{Listener: listener, Conn: conn, Remote: conn.RemoteAddr().String(), s: s, Version: 4}
 	_ = conn.SetReadDeadline(time.Now().Add(connectTimeout))
@@ -297,43 +305,88 @@ func (s *Server) dropSession(cl *Client, sess session) {
 	}
 }
 
-// serve reads the client's packets until its connection ends. Between
-// bursts it waits on a one-byte read, holding no buffer, with little on
-// its stack.
+// serve reads the client's packets until its connection ends: it parks
+// until a packet begins, and has its burst handled on a goroutine of its
+// own (see Establish).
 func (s *Server) serve(cl *Client) error {
+	burst := make(chan error, 1)
 	for {
 		if cl.Closed() {
 			return nil
 		}
-		if cl.keepalive > 0 {
-			_ = cl.Conn.SetReadDeadline(time.Now().Add(time.Duration(cl.keepalive) * 1500 * time.Millisecond))
-		} else {
-			_ = cl.Conn.SetReadDeadline(time.Time{})
-		}
-		var b byte
 		if cl.br == nil {
-			if _, err := io.ReadFull(cl.Conn, cl.one[:]); err != nil {
-				return err
-			}
-			b = cl.one[0]
-			cl.br = getReader(cl.Conn)
-		} else {
-			var err error
-			if b, err = cl.br.ReadByte(); err != nil {
+			cl.refreshDeadline()
+			if err := cl.park(); err != nil {
 				return err
 			}
 		}
-		if err := s.receive(cl, b); err != nil {
+		go func() { burst <- s.burst(cl) }()
+		if err := <-burst; err != nil {
 			return err
-		}
-		if cl.br.Buffered() == 0 {
-			putReader(cl)
 		}
 	}
 }
 
-// readers lend bufio readers to connections in a burst.
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+// burst handles the packets the client sent, the first byte of the first
+// one in cl.one (or, the last time, left buffered), until no more is
+// buffered.
+func (s *Server) burst(cl *Client) error {
+	var b byte
+	if cl.br == nil {
+		b = cl.one[0]
+		cl.br = getReader(cl.Conn)
+	} else {
+		var err error
+		if b, err = cl.br.ReadByte(); err != nil {
+			return err
+		}
+	}
+	for {
+		if err := s.receive(cl, b); err != nil {
+			return err
+		}
+		if cl.Closed() {
+			return nil
+		}
+		if cl.br.Buffered() == 0 {
+			putReader(cl)
+			return nil
+		}
+		cl.refreshDeadline()
+		var err error
+		if b, err = cl.br.ReadByte(); err != nil {
+			return err
+		}
+	}
+}
+
+// refreshDeadline gives the client 1.5 keepalives to send its next packet.
+func (cl *Client) refreshDeadline() {
+	if cl.keepalive > 0 {
+		_ = cl.Conn.SetReadDeadline(time.Now().Add(time.Duration(cl.keepalive) * 1500 * time.Millisecond))
+	} else {
+		_ = cl.Conn.SetReadDeadline(time.Time{})
+	}
+}
+
+// park waits for the first byte of the next packet (cl.one), holding no
+// buffer, with as little as can be on the goroutine's stack: idle clients
+// spend their life here.
+func (cl *Client) park() error {
+	for {
+		n, err := cl.Conn.Read(cl.one[:])
+		if n == 1 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// readers lend bufio readers to connections in a burst. Devices send small
+// packets; a larger one is read past the buffer, straight into its own.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 512) }}
 
 func getReader(r io.Reader) *bufio.Reader {
 	br := readers.Get().(*bufio.Reader)
@@ -372,8 +425,6 @@ func (s *Server) readRaw(cl *Client, b byte) (packets.FixedHeader, []byte, error
 }
 
 // receive reads and handles one packet whose first byte is b.
-//
-//go:noinline
 func (s *Server) receive(cl *Client, b byte) error {
 	fh, body, err := s.readRaw(cl, b)
 	if err != nil {
