@@ -35,7 +35,7 @@ type inlineSub struct {
 type matches struct {
 	subs   map[string]packets.Subscription            // by client id, merged
 	shared map[string]map[string]packets.Subscription // by group (and filter), then client id
-	inline map[int]inlineSub // by subscription id: once, whatever filters of it match
+	inline map[int]inlineSub                          // by subscription id: once, whatever filters of it match
 }
 
 // splitShare returns the group and the filter of a shared subscription
