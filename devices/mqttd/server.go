@@ -155,7 +155,7 @@ func (s *Server) connect(listener string, conn net.Conn) (*Client, error) {
 		return nil, packets.ErrProtocolViolationRequireFirstConnect
 	}
 	pk := packets.Packet{FixedHeader: fh}
-	if err := pk.ConnectDecode(body); err != nil {
+	if err := decode(&pk, body); err != nil {
 		putReader(cl)
 		return nil, err
 	}
@@ -436,55 +436,68 @@ func (s *Server) receive(cl *Client, b byte) error {
 	s.Info.PacketsReceived.Add(1)
 	pk := packets.Packet{FixedHeader: fh, ProtocolVersion: cl.Version}
 	switch fh.Type {
+	case packets.Connect:
+		return s.refuse(cl, packets.ErrProtocolViolationSecondConnect)
+	case packets.Publish, packets.Puback, packets.Pubrec, packets.Pubrel, packets.Pubcomp, packets.Subscribe,
+		packets.Unsubscribe, packets.Pingreq, packets.Disconnect:
+	default:
+		return s.refuse(cl, packets.ErrProtocolViolation)
+	}
+	if err := decode(&pk, body); err != nil {
+		return s.refuse(cl, packets.ErrMalformedPacket)
+	}
+	switch fh.Type {
 	case packets.Publish:
-		if err := pk.PublishDecode(body); err != nil {
-			return err
-		}
 		s.Info.MessagesReceived.Add(1)
 		return s.processPublish(cl, pk)
-	case packets.Puback, packets.Pubrec, packets.Pubrel, packets.Pubcomp:
-		var err error
-		switch fh.Type {
-		case packets.Puback:
-			err = pk.PubackDecode(body)
-		case packets.Pubrec:
-			err = pk.PubrecDecode(body)
-		case packets.Pubrel:
-			err = pk.PubrelDecode(body)
-		default:
-			err = pk.PubcompDecode(body)
-		}
-		if err != nil {
-			return err
-		}
-		s.processAck(cl, pk)
-		return nil
 	case packets.Subscribe:
-		if err := pk.SubscribeDecode(body); err != nil {
-			return err
-		}
 		return s.processSubscribe(cl, pk)
 	case packets.Unsubscribe:
-		if err := pk.UnsubscribeDecode(body); err != nil {
-			return err
-		}
 		return s.processUnsubscribe(cl, pk)
 	case packets.Pingreq:
 		return cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingresp}})
 	case packets.Disconnect:
-		if err := pk.DisconnectDecode(body); err != nil {
-			return err
-		}
 		if pk.ReasonCode == packets.CodeDisconnectWillMessage.Code {
 			cl.Stop(packets.CodeDisconnectWillMessage)
 		} else {
 			cl.Stop(packets.CodeDisconnect)
 		}
 		return nil
-	case packets.Connect:
-		return s.refuse(cl, packets.ErrProtocolViolationSecondConnect)
 	}
-	return s.refuse(cl, packets.ErrProtocolViolation)
+	s.processAck(cl, pk)
+	return nil
+}
+
+// decode decodes the body of a packet a client sent (its fixed header in
+// pk). A body the decoder trips on (mochi's decoders index past the end
+// of some malformed packets) is malformed, not a crash.
+func decode(pk *packets.Packet, body []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", packets.ErrMalformedPacket, r)
+		}
+	}()
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		return pk.ConnectDecode(body)
+	case packets.Publish:
+		return pk.PublishDecode(body)
+	case packets.Puback:
+		return pk.PubackDecode(body)
+	case packets.Pubrec:
+		return pk.PubrecDecode(body)
+	case packets.Pubrel:
+		return pk.PubrelDecode(body)
+	case packets.Pubcomp:
+		return pk.PubcompDecode(body)
+	case packets.Subscribe:
+		return pk.SubscribeDecode(body)
+	case packets.Unsubscribe:
+		return pk.UnsubscribeDecode(body)
+	case packets.Disconnect:
+		return pk.DisconnectDecode(body)
+	}
+	return nil
 }
 
 // refuse ends cl's connection for a protocol error: MQTT 5 clients are
