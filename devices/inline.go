@@ -17,7 +17,7 @@ import (
 )
 
 // InlineClient is the daemon's client of its embedded broker: it publishes
-// and subscribes through mochi's inline client, in process, with no TCP
+// and subscribes through the server's inline client, in process, with no TCP
 // connection and no packet encoding. It offers what Client offers (the
 // same subscriptions, size limit, metrics and health), so the daemon uses
 // it in embedded mode and Client for an external broker.
@@ -57,7 +57,7 @@ type inlineFilter struct {
 }
 
 // inlineSubscriptionID is the id of every subscription of the inline
-// client: mochi keeps one inline subscription per id and filter, and
+// client: the server keeps one inline subscription per id and filter, and
 // delivers a message once per id.
 const inlineSubscriptionID = 1
 
@@ -144,7 +144,7 @@ func (c *InlineClient) Start(context.Context) error {
 	return nil
 }
 
-// onMessage is mochi's inline subscription handler.
+// onMessage is the inline subscription handler.
 func (c *InlineClient) onMessage(_ *mqttd.Client, _ packets.Subscription, pk packets.Packet) {
 	qos, ok := byte(0), false
 	if fs := c.filters.Load(); fs != nil {

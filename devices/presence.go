@@ -108,7 +108,7 @@ func (p *presence) publish(ev PresenceEvent, cl *mqttd.Client, a *clientAccess, 
 	}
 	// b.srv and b.stopCtx are set before the server serves and never
 	// change after, so a hook reads them without b.mu, which Stop holds
-	// while mochi disconnects every client (and calls this).
+	// while the server disconnects every client (and calls this).
 	srv := p.b.srv
 	if p.b.stopCtx.Err() != nil {
 		return // stopping: the registry has it, subscribers are going
