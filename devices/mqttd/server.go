@@ -525,9 +525,12 @@ func (s *Server) ended(cl *Client, err error) error {
 	if cl.takenOver.Load() {
 		return s.endErr(cause, err)
 	}
-	if expire {
+	switch {
+	case expire:
 		s.forget(cl)
-	} else {
+	case s.closed.Load():
+		// no session outlives the server
+	default:
 		d := time.Duration(cl.expiry) * time.Second
 		cl.mu.Lock()
 		cl.expiration = time.AfterFunc(d, func() { s.expire(cl) })
