@@ -334,7 +334,7 @@ func (p *peers) runOn(ctx context.Context, pr *peer, c *calls.Call, t tasks.Task
 		return calls.Result{Status: calls.StatusFailed, Error: fmt.Sprintf("peer %s: %v", pr.name, err)}, true
 	}
 	pc := admin.PeerCall{ID: c.ID, Caller: p.c.cfg.Load().Node.ID, Task: c.Task, Digest: remote.DigestPrefix + pkg.module,
-		Manifest: pkg.manifest, Input: c.Input, IdempotencyKey: c.IdempotencyKey, Attempt: c.Attempt}
+		Manifest: pkg.manifest, Input: c.Input, IdempotencyKey: c.IdempotencyKey, Attempt: c.Attempt, Labels: c.Labels}
 	if dl, ok := ctx.Deadline(); ok {
 		pc.TimeoutMS = max(time.Until(dl).Milliseconds(), 1)
 	}
