@@ -184,7 +184,7 @@ func testNodeLabels(t *testing.T, e *engine) {
 	if _, err := s.waitListed(t, "gold"); err != nil {
 		t.Fatal(err)
 	}
-	cs, _ := s.st.list(t.Context(), "", "pending")
+	cs, _ := s.st.list(t.Context(), callFilter{state: "pending"})
 	per := map[string]int{}
 	for _, c := range cs {
 		if strings.HasPrefix(c.ID, "j-") {
