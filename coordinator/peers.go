@@ -32,7 +32,8 @@ import (
 // peer with the most free workers).
 //
 // A call placed on a peer names its task version by the module's digest
-// and carries a manifest of it (its objects as sha256:HEX); a peer that
+// and carries a manifest of it (its objects as sha256:HEX) and the call's
+// labels, which the calls it makes there inherit; a peer that
 // lacks the task answers with the objects it lacks, which are sent
 // content-addressed before the call is sent again. The peer runs the call
 // in its own scheduler and runtime, never placing it again. A peer that
