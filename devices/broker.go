@@ -80,7 +80,6 @@ func (b *Broker) Start(ctx context.Context) error {
 	opts := mqttd.Options{
 		MaxPending:       b.cfg.MaxClientWritesPending,
 		MaxSessionExpiry: uint32(min(time.Duration(b.cfg.SessionExpiry)/time.Second, math.MaxUint32)),
-		Logger:           b.log,
 	}
 	if b.cfg.MaxInflight > 0 {
 		opts.MaxInflight = uint16(min(b.cfg.MaxInflight, math.MaxUint16))

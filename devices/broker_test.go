@@ -213,7 +213,7 @@ func TestBrokerIdleNoSysTopics(t *testing.T) {
 	cfg.Anonymous = []Rule{{Subscribe: []string{"$SYS/#"}}}
 	b := startBroker(t, cfg, nil)
 	sub := mqtttest.Sub(t, "tcp://"+b.Addr(), "$SYS/#", 0)
-	time.Sleep(time.Second) // past the first second, when mochi republished them
+	time.Sleep(time.Second) // past the first second, when a broker with $SYS topics republishes them
 	var before, after goruntime.MemStats
 	goruntime.ReadMemStats(&before)
 	time.Sleep(3 * time.Second)

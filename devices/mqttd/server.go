@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -37,7 +36,6 @@ type Options struct {
 	// TopicAliasMaximum is the number of topic aliases a client may set
 	// (MQTT 5). Default 16.
 	TopicAliasMaximum uint16
-	Logger            *slog.Logger
 }
 
 // Info counts what the server did; read it with the atomics' Load.
@@ -58,7 +56,6 @@ type Info struct {
 // (Establish); it is stopped with Close.
 type Server struct {
 	opts  Options
-	log   *slog.Logger
 	hooks hooks
 	Info  Info
 
@@ -85,10 +82,7 @@ func New(opts Options) *Server {
 	if opts.TopicAliasMaximum == 0 {
 		opts.TopicAliasMaximum = 16
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	s := &Server{opts: opts, log: opts.Logger, clients: map[string]*Client{}}
+	s := &Server{opts: opts, clients: map[string]*Client{}}
 	s.inline = &Client{ID: "inline", Inline: true, Version: 5, s: s}
 	return s
 }
