@@ -55,7 +55,7 @@ func FuzzServe(f *testing.F) {
 			packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 1},
 			packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe}, PacketID: 4, Filters: packets.Subscriptions{{Filter: "a/#"}}},
 		))
-		f.Add(v, []byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x7f})  // a length past 4 bytes
+		f.Add(v, []byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x7f}) // a length past 4 bytes
 		f.Add(v, []byte{0x82, 0x04, 0x00, 0x01, 0x00, 0x00}) // SUBSCRIBE without a filter
 		f.Add(v, []byte{0x10, 0x00})                         // a second CONNECT
 	}
