@@ -48,9 +48,9 @@ type Client struct {
 
 // session is what a client's session keeps across connections.
 type session struct {
-	subs     map[string]packets.Subscription // by filter as subscribed
-	inflight map[uint16]*outMsg              // sent, not acknowledged yet
-	pending  []packets.Packet                // QoS 1/2 published while the client was away
+	subs     small[string, struct{}] // the filters, as subscribed
+	inflight map[uint16]*outMsg      // sent, not acknowledged yet
+	pending  []packets.Packet        // QoS 1/2 published while the client was away
 	nextID   uint16
 	seq      uint64
 	inbound2 map[uint16]struct{} // QoS 2 messages received and acknowledged with PUBREC, waiting for their PUBREL

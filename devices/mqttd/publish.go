@@ -298,10 +298,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 				s.Info.Subscriptions.Add(1)
 			}
 			cl.mu.Lock()
-			if cl.sess.subs == nil {
-				cl.sess.subs = map[string]packets.Subscription{}
-			}
-			cl.sess.subs[sub.Filter] = sub
+			cl.sess.subs.set(sub.Filter, struct{}{})
 			cl.mu.Unlock()
 			if group == "" && (sub.RetainHandling == 0 || (sub.RetainHandling == 1 && isNew)) {
 				if pks := s.retained.matching(filter); len(pks) > 0 {
@@ -336,7 +333,7 @@ func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	codes := make([]byte, len(pk.Filters))
 	for i, sub := range pk.Filters {
 		cl.mu.Lock()
-		delete(cl.sess.subs, sub.Filter)
+		cl.sess.subs.del(sub.Filter)
 		cl.mu.Unlock()
 		if s.topics.unsubscribe(cl.ID, sub.Filter) {
 			s.Info.Subscriptions.Add(-1)

@@ -285,7 +285,7 @@ func (s *Server) takeSession(cl *Client, clean bool) bool {
 
 // dropSession removes a session's subscriptions and drops its messages.
 func (s *Server) dropSession(cl *Client, sess session) {
-	for f := range sess.subs {
+	for f := range sess.subs.all() {
 		if s.topics.unsubscribe(cl.ID, f) {
 			s.Info.Subscriptions.Add(-1)
 		}

@@ -20,8 +20,8 @@ type index struct {
 }
 
 type node struct {
-	children map[string]*node
-	subs     map[string]packets.Subscription            // by client id
+	children small[string, *node]
+	subs     small[string, packets.Subscription]        // by client id
 	shared   map[string]map[string]packets.Subscription // by share group, then client id
 	inline   map[int]inlineSub                          // by subscription id
 }
@@ -55,16 +55,13 @@ func (x *index) walk(filter string, make bool) (*node, []*node) {
 	n := &x.root
 	path := []*node{n}
 	for _, l := range strings.Split(filter, "/") {
-		c := n.children[l]
-		if c == nil {
+		c, ok := n.children.get(l)
+		if !ok {
 			if !make {
 				return nil, nil
 			}
-			if n.children == nil {
-				n.children = map[string]*node{}
-			}
 			c = &node{}
-			n.children[l] = c
+			n.children.set(l, c)
 		}
 		n = c
 		path = append(path, n)
@@ -92,12 +89,7 @@ func (x *index) subscribe(client string, sub packets.Subscription) bool {
 		g[client] = sub
 		return !had
 	}
-	if n.subs == nil {
-		n.subs = map[string]packets.Subscription{}
-	}
-	_, had := n.subs[client]
-	n.subs[client] = sub
-	return !had
+	return n.subs.set(client, sub)
 }
 
 // unsubscribe removes client's subscription to filter (as subscribed,
@@ -120,8 +112,7 @@ func (x *index) unsubscribe(client, f string) bool {
 			}
 		}
 	} else {
-		_, had = n.subs[client]
-		delete(n.subs, client)
+		had = n.subs.del(client)
 	}
 	prune(filter, path)
 	return had
@@ -158,10 +149,10 @@ func prune(filter string, path []*node) {
 	levels := strings.Split(filter, "/")
 	for i := len(path) - 1; i > 0; i-- {
 		n := path[i]
-		if len(n.children) > 0 || len(n.subs) > 0 || len(n.shared) > 0 || len(n.inline) > 0 {
+		if n.children.len() > 0 || n.subs.len() > 0 || len(n.shared) > 0 || len(n.inline) > 0 {
 			return
 		}
-		delete(path[i-1].children, levels[i-1])
+		path[i-1].children.del(levels[i-1])
 	}
 }
 
@@ -178,27 +169,27 @@ func (x *index) match(topic string) matches {
 func (n *node) match(levels []string, i int, dollar bool, m *matches) {
 	if i == len(levels) {
 		n.collect(m)
-		if c := n.children["#"]; c != nil { // "a/#" matches "a"
+		if c, ok := n.children.get("#"); ok { // "a/#" matches "a"
 			c.collect(m)
 		}
 		return
 	}
-	if c := n.children[levels[i]]; c != nil {
+	if c, ok := n.children.get(levels[i]); ok {
 		c.match(levels, i+1, dollar, m)
 	}
 	if i == 0 && dollar {
 		return // wildcards at the first level do not match $ topics
 	}
-	if c := n.children["+"]; c != nil {
+	if c, ok := n.children.get("+"); ok {
 		c.match(levels, i+1, dollar, m)
 	}
-	if c := n.children["#"]; c != nil {
+	if c, ok := n.children.get("#"); ok {
 		c.collect(m)
 	}
 }
 
 func (n *node) collect(m *matches) {
-	for id, s := range n.subs {
+	for id, s := range n.subs.all() {
 		if m.subs == nil {
 			m.subs = map[string]packets.Subscription{}
 		}
