@@ -76,8 +76,7 @@ func FuzzServe(f *testing.F) {
 		_, _ = conn.Write(append(hello, data...))
 		// The server still serves: a client connects and is answered.
 		c := connect(t, addr, 4, "after", true)
-		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
-		c.expect(packets.Pingresp)
+		c.ping()
 		c.conn.Close()
 	})
 }

@@ -222,6 +222,14 @@ func (c *rawClient) publish(topic, payload string, qos byte, retain bool, id uin
 		Payload: []byte(payload), PacketID: id})
 }
 
+// ping waits for a PINGRESP: the server handled every packet the client
+// sent before (a client's packets are handled in order, one at a time).
+func (c *rawClient) ping() {
+	c.t.Helper()
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+	c.expect(packets.Pingresp)
+}
+
 // ack acknowledges a PUBLISH received (PUBACK, or PUBREC then PUBCOMP for QoS 2).
 func (c *rawClient) ack(pk packets.Packet) {
 	c.t.Helper()
