@@ -484,12 +484,13 @@ func (q *ackQueue) kill() {
 	close(q.dead)
 }
 
-// sweeper collects the garbage a wave of disconnections left, once it is
-// over, and gives the memory back to the OS: when thousands of devices
-// leave at once (a network outage, a restart of their gateway) their
-// sessions and connections are garbage, but Go collects only when the heap
-// has doubled since the last collection, so the devices coming back would
-// be served on top of it, and RSS would stay that much higher
+// sweeper collects the garbage a wave of connections or disconnections
+// left, once it is over, and gives the memory back to the OS: when
+// thousands of devices leave at once (a network outage, a restart of their
+// gateway) their sessions and connections are garbage, and when they come
+// back their handshakes leave some, but Go collects only when the heap has
+// doubled since the last collection, so the devices coming back would be
+// served on top of it, and RSS would stay that much higher
 // (docs/devices.md, "Limits per client, and memory").
 type sweeper struct {
 	mqttd.HookBase
@@ -497,19 +498,25 @@ type sweeper struct {
 	runs atomic.Int32 // sweeps run
 
 	mu      sync.Mutex // guards the fields below
-	gone    int        // disconnections since the last sweep
+	gone    int        // connections and disconnections since the last sweep
 	timer   *time.Timer
 	stopped bool
 }
 
-// sweepAfter is how many disconnections make a wave; sweepQuiet how long
-// after the last of them the sweep runs.
+// sweepAfter is how many connections and disconnections make a wave;
+// sweepQuiet how long after the last of them the sweep runs.
 const (
 	sweepAfter = 1000
 	sweepQuiet = 200 * time.Millisecond
 )
 
-func (s *sweeper) OnDisconnect(*mqttd.Client, error, bool) {
+func (s *sweeper) OnSessionEstablished(*mqttd.Client, packets.Packet) { s.count() }
+
+func (s *sweeper) OnDisconnect(*mqttd.Client, error, bool) { s.count() }
+
+// count counts a connection or disconnection, and sweeps sweepQuiet after
+// the last of a wave.
+func (s *sweeper) count() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gone++

@@ -121,9 +121,10 @@ func settledMemStats() runtime.MemStats {
 	return m
 }
 
-// A wave of disconnections (sweepAfter of them) is swept once it is over:
-// one collection that gives the memory back; fewer are not.
-func TestBrokerSweepsAfterAWaveOfDisconnections(t *testing.T) {
+// A wave of connections and disconnections (sweepAfter of them) is swept
+// once it is over: one collection that gives the memory back; fewer are
+// not.
+func TestBrokerSweepsAfterAWave(t *testing.T) {
 	b := startBroker(t, brokerConfig(), nil)
 	dial := func() (net.Conn, error) { return net.Dial("tcp", b.Addr()) }
 	wave := func(n int) {
@@ -140,10 +141,10 @@ func TestBrokerSweepsAfterAWaveOfDisconnections(t *testing.T) {
 		}
 		waitFor(t, "every client gone", 30*time.Second, func() bool { return b.server().Info.ClientsConnected.Load() == 0 })
 	}
-	wave(sweepAfter - 1)
+	wave(sweepAfter/2 - 1) // a connection and a disconnection each
 	time.Sleep(3 * sweepQuiet)
 	if n := b.sweep.runs.Load(); n != 0 {
-		t.Fatalf("%d sweeps after %d disconnections, want none", n, sweepAfter-1)
+		t.Fatalf("%d sweeps after %d connections and disconnections, want none", n, sweepAfter-2)
 	}
 	wave(1)
 	waitFor(t, "the sweep", 10*time.Second, func() bool { return b.sweep.runs.Load() == 1 })
