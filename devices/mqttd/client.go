@@ -244,12 +244,23 @@ func (cl *Client) resendLocked() {
 	cl.promoteLocked()
 }
 
-// encode encodes pk for a client of protocol version v.
+// encode encodes pk as a peer speaking protocol version v sends it (the
+// server's packets, and for the tests a client's).
 func encode(pk packets.Packet, v byte) ([]byte, error) {
 	pk.ProtocolVersion = v
 	var buf bytes.Buffer
 	var err error
 	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case packets.Subscribe:
+		pk.FixedHeader.Qos = 1
+		err = pk.SubscribeEncode(&buf)
+	case packets.Unsubscribe:
+		pk.FixedHeader.Qos = 1
+		err = pk.UnsubscribeEncode(&buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(&buf)
 	case packets.Connack:
 		err = pk.ConnackEncode(&buf)
 	case packets.Publish:
