@@ -185,7 +185,8 @@ func (s *Server) connect(listener string, conn net.Conn) (*Client, error) {
 	if err := s.connack(cl, packets.CodeSuccess, present, &props); err != nil {
 		putReader(cl)
 		cl.Stop(err)
-		return cl, err
+		s.forget(cl) // registered, never served
+		return nil, err
 	}
 	s.Info.ClientsConnected.Add(1)
 	if present {
