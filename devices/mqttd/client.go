@@ -185,7 +185,7 @@ func (cl *Client) nextIDLocked() uint16 {
 }
 
 // sendLocked sends pk (QoS 1 or 2) with a new packet id; false if no id is
-// free.
+// free, or pk is larger than the client takes.
 func (cl *Client) sendLocked(pk packets.Packet) bool {
 	id := cl.nextIDLocked()
 	if id == 0 {
@@ -193,7 +193,7 @@ func (cl *Client) sendLocked(pk packets.Packet) bool {
 	}
 	pk.PacketID = id
 	b, err := encode(pk, cl.Version)
-	if err != nil {
+	if err != nil || (cl.maxPacket > 0 && uint32(len(b)) > cl.maxPacket) {
 		return false
 	}
 	if cl.sess.inflight == nil {
