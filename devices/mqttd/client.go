@@ -213,8 +213,11 @@ func (cl *Client) promoteLocked() {
 		cl.sess.pending[0] = packets.Packet{}
 		cl.sess.pending = cl.sess.pending[1:]
 		if !cl.sendLocked(pk) {
-			cl.sess.pending = slices.Insert(cl.sess.pending, 0, pk)
-			return
+			if len(cl.sess.inflight) >= 65535 { // no packet id free: later
+				cl.sess.pending = slices.Insert(cl.sess.pending, 0, pk)
+				return
+			}
+			cl.s.Info.InflightDropped.Add(1) // larger than the client takes
 		}
 	}
 	if len(cl.sess.pending) == 0 {
