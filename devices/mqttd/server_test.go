@@ -382,3 +382,25 @@ func TestInline(t *testing.T) {
 		t.Fatal("unsubscribed twice")
 	}
 }
+
+// Nothing larger than an MQTT 5 client's maximum packet size is sent to it.
+func TestClientMaximumPacketSize(t *testing.T) {
+	s, addr := startServer(t, Options{})
+	c, _ := dial(t, addr, 5, packets.Packet{Connect: packets.ConnectParams{ClientIdentifier: "small", Clean: true},
+		Properties: packets.Properties{MaximumPacketSize: 64}})
+	c.subscribe(1, sub("m/#", 1), sub("z/#", 0))
+	pb := connect(t, addr, 5, "pub", true)
+	big := string(make([]byte, 100))
+	pb.publish("m/1", big, 1, false, 1)
+	pb.publish("z/1", big, 0, false, 0)
+	pb.publish("m/1", "fits", 1, false, 2)
+	pb.expect(packets.Puback)
+	pb.expect(packets.Puback)
+	if got := c.expect(packets.Publish); string(got.Payload) != "fits" {
+		t.Fatalf("got %d bytes on %s, want \"fits\"", len(got.Payload), got.TopicName)
+	}
+	c.none(200 * time.Millisecond)
+	if n := s.Info.InflightDropped.Load(); n != 1 {
+		t.Fatalf("dropped %d QoS 1 messages, want 1", n)
+	}
+}
