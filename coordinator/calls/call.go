@@ -189,6 +189,7 @@ type Call struct {
 	waitingOn, waitedBy *Call
 	inQueue             bool
 	latest              time.Time // a deferred call's latest start (slack.go)
+	deferred            bool      // in the scheduler's deferred list (slack.go)
 }
 
 // Continuation is what links the runs of a suspended call: the state its
