@@ -342,8 +342,9 @@ func (d *Durable) started(c *Call) error {
 	}
 	r.State, r.Started, r.Attempt = Started, d.j.opts.Wall(), max(c.Attempt, 1)
 	r.Runs++
-	e, err := d.j.recordKV(r)
+	cp := r.clone()
 	d.j.mu.Unlock()
+	e, err := d.j.recordKV(cp)
 	if err != nil {
 		return err
 	}
@@ -381,8 +382,9 @@ func (d *Durable) finish(c *Call) {
 	if read {
 		r.State, r.Reported, r.ReportedClock = Reported, r.Finished, d.j.stamp()
 	}
-	e, err := d.j.recordKV(r)
+	enc := r.clone()
 	d.j.mu.Unlock()
+	e, err := d.j.recordKV(enc)
 	if err == nil {
 		// Not waited for here: whoever reports the result calls
 		// Journal.Flush first, one fsync for a whole batch of results. A

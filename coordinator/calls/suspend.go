@@ -49,14 +49,14 @@ func (d *Durable) Depend(parent, c *Call) error {
 	if c.Effect == "" {
 		c.Effect = AtMostOnce
 	}
-	d.j.mu.Lock()
 	r := d.j.newRecord(c)
 	r.Parent = c.Parent
-	e, err := d.j.recordKV(r)
+	e, err := d.j.recordKV(r) // nobody else sees r yet
 	if err == nil {
+		d.j.mu.Lock()
 		d.j.recs[r.ID] = r
+		d.j.mu.Unlock()
 	}
-	d.j.mu.Unlock()
 	if err == nil {
 		err = d.j.commit(false, e)
 	}
@@ -100,8 +100,9 @@ func (d *Durable) suspend(c *Call, done func(*Call)) {
 	s := d.registerLocked(r, done)
 	ready := s != nil && s.missing == 0 // else the last dependency to finish resumes it
 	d.j.mu.Lock()
-	e, err := d.j.recordKV(r)
+	cp := r.clone()
 	d.j.mu.Unlock()
+	e, err := d.j.recordKV(cp)
 	if err == nil {
 		// Not waited for, as STARTED of an idempotent call: a crash before
 		// it lands runs the call again from its start (at-most-once:
@@ -193,7 +194,7 @@ func (d *Durable) depFinished(r *Record, snapshot string) {
 	d.mu.Lock()
 	var (
 		resume *suspension
-		kvs    []kv
+		parent *Record // its copy, to encode without holding j.mu
 	)
 	d.j.mu.Lock()
 	if pid, ok := d.waiting[r.ID]; ok {
@@ -206,17 +207,24 @@ func (d *Durable) depFinished(r *Record, snapshot string) {
 					p.Waits[i].Result = &res
 				}
 			}
-			if e, err := d.j.recordKV(p); err == nil {
-				kvs = append(kvs, e)
-			}
+			parent = p.clone()
 			if s.missing--; s.missing == 0 {
 				resume = s
 			}
 		}
 	}
 	r.State, r.Reported, r.ReportedClock = Reported, d.j.opts.Wall(), d.j.stamp()
-	e, err := d.j.recordKV(r)
+	cp := r.clone()
 	d.j.mu.Unlock()
+	// The copies are encoded without j.mu, still under d.mu: they are
+	// queued in the order they were made.
+	var kvs []kv
+	if parent != nil {
+		if e, err := d.j.recordKV(parent); err == nil {
+			kvs = append(kvs, e)
+		}
+	}
+	e, err := d.j.recordKV(cp)
 	if err == nil {
 		// The caller's record first, in the same write: a crash never
 		// loses the result both ways. Not waited for, as the result of any
