@@ -332,8 +332,14 @@ func (d *Durable) wrapDone(c *Call) {
 	}
 }
 
-// started journals STARTED before c runs; the scheduler calls it.
+// started journals STARTED before c runs, after loading the state of a
+// resume run; the scheduler calls it.
 func (d *Durable) started(c *Call) error {
+	if c.resumeFrom != "" {
+		if err := d.loadResume(c); err != nil {
+			return err
+		}
+	}
 	d.j.mu.Lock()
 	r := d.j.recs[c.ID]
 	if r == nil {
