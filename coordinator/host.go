@@ -74,12 +74,19 @@ func (h host) CallAsync(ctx context.Context, caller, task string, input []byte, 
 	return p, nil
 }
 
+// newCall is a call the guest of ctx makes (call, call_async): it
+// inherits the labels of the calling call (docs/placement.md, "Call
+// labels"), so placement rules see a child as they saw its parent.
 func (h host) newCall(ctx context.Context, caller, task string, input []byte) *calls.Call {
 	ref := caller
 	if m, ok := outpostrt.CallMetaFrom(ctx); ok && m.ID != "" {
 		ref = caller + "/" + m.ID
 	}
-	return calls.New(task, input, calls.Source{Kind: "task", Ref: ref})
+	c := calls.New(task, input, calls.Source{Kind: "task", Ref: ref})
+	if parent := h.c.sched.Caller(ctx); parent != nil {
+		c.Labels = parent.Labels // never changed once a call is made: shared
+	}
+	return c
 }
 
 // callOutput maps the outcome of a call a guest made to what Host.Call returns.

@@ -12,6 +12,7 @@ import (
 	"github.com/outpost-edge/outpost/coordinator/admin"
 	"github.com/outpost-edge/outpost/coordinator/calls"
 	"github.com/outpost-edge/outpost/coordinator/remote"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 // The peer side of the peer environment (peers.go is the caller's): calls
@@ -35,6 +36,9 @@ func (c *Coordinator) PeerCall(ctx context.Context, pc admin.PeerCall) (calls.Re
 	if !ok || !hexDigestRE.MatchString(want) {
 		return calls.Result{}, nil, fmt.Errorf("%w: digest %q is not sha256:HEX", admin.ErrInvalid, pc.Digest)
 	}
+	if err := confval.CheckLabels(pc.Labels); err != nil {
+		return calls.Result{}, nil, fmt.Errorf("%w: call %s of %s: %v", admin.ErrInvalid, pc.ID, pc.Caller, err)
+	}
 	if have, ok := c.moduleOf(pc.Task); !ok {
 		missing, err := c.deployForPeer(ctx, pc.Task, want, pc.Manifest)
 		if err != nil || len(missing) > 0 {
@@ -44,7 +48,7 @@ func (c *Coordinator) PeerCall(ctx context.Context, pc admin.PeerCall) (calls.Re
 		return taskConflict(pc.Task, have, want), nil, nil
 	}
 	call := calls.New(pc.Task, pc.Input, calls.Source{Kind: peerSource, Ref: pc.Caller + "/" + pc.ID})
-	call.IdempotencyKey, call.Attempt = pc.IdempotencyKey, max(pc.Attempt, 1)
+	call.IdempotencyKey, call.Attempt, call.Labels = pc.IdempotencyKey, max(pc.Attempt, 1), pc.Labels
 	if pc.TimeoutMS > 0 {
 		call.Deadline = time.Now().Add(time.Duration(pc.TimeoutMS) * time.Millisecond)
 	}

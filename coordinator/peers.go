@@ -32,7 +32,8 @@ import (
 // peer with the most free workers).
 //
 // A call placed on a peer names its task version by the module's digest
-// and carries a manifest of it (its objects as sha256:HEX); a peer that
+// and carries a manifest of it (its objects as sha256:HEX) and the call's
+// labels, which the calls it makes there inherit; a peer that
 // lacks the task answers with the objects it lacks, which are sent
 // content-addressed before the call is sent again. The peer runs the call
 // in its own scheduler and runtime, never placing it again. A peer that
@@ -334,7 +335,7 @@ func (p *peers) runOn(ctx context.Context, pr *peer, c *calls.Call, t tasks.Task
 		return calls.Result{Status: calls.StatusFailed, Error: fmt.Sprintf("peer %s: %v", pr.name, err)}, true
 	}
 	pc := admin.PeerCall{ID: c.ID, Caller: p.c.cfg.Load().Node.ID, Task: c.Task, Digest: remote.DigestPrefix + pkg.module,
-		Manifest: pkg.manifest, Input: c.Input, IdempotencyKey: c.IdempotencyKey, Attempt: c.Attempt}
+		Manifest: pkg.manifest, Input: c.Input, IdempotencyKey: c.IdempotencyKey, Attempt: c.Attempt, Labels: c.Labels}
 	if dl, ok := ctx.Deadline(); ok {
 		pc.TimeoutMS = max(time.Until(dl).Milliseconds(), 1)
 	}

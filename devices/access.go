@@ -1,7 +1,6 @@
 package devices
 
 import (
-	"bytes"
 	"crypto/subtle"
 	"crypto/tls"
 	"errors"
@@ -14,8 +13,8 @@ import (
 	"time"
 	"weak"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/outpost-edge/outpost/devices/mqttd"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/internal/ratelog"
@@ -52,12 +51,8 @@ func (b *Broker) kick(id string, forget bool) {
 	}
 	h.clients.Range(func(k, v any) bool {
 		if a := v.(*clientAccess); a.device == id {
-			if cl := k.(weak.Pointer[mqtt.Client]).Value(); cl != nil {
-				if cl.Properties.ProtocolVersion == 5 {
-					_ = srv.DisconnectClient(cl, packets.ErrNotAuthorized)
-				} else {
-					cl.Stop(packets.ErrNotAuthorized)
-				}
+			if cl := k.(weak.Pointer[mqttd.Client]).Value(); cl != nil {
+				_ = srv.DisconnectClient(cl, packets.ErrNotAuthorized)
 			}
 		}
 		return true
@@ -122,7 +117,7 @@ func (r *rules) grantsOf(a *clientAccess, groups []string) *grants {
 // registered devices' namespaces. The daemon's inline
 // client is not subject to them.
 type accessHook struct {
-	mqtt.HookBase
+	mqttd.HookBase
 	b         *Broker
 	anonymous bool
 	users     map[string][]byte
@@ -131,7 +126,7 @@ type accessHook struct {
 	identity  string    // where a client certificate names its device (BrokerTLS.Identity)
 	presence  *presence // a device's connections and disconnections (presence.go)
 
-	// clients maps a weak.Pointer[mqtt.Client] to its *clientAccess; an
+	// clients maps a weak.Pointer[mqttd.Client] to its *clientAccess; an
 	// entry goes at OnDisconnect (when the session goes too), when the
 	// session expires, or when the client is collected (a client that
 	// never got its CONNACK has no OnDisconnect; one whose session was
@@ -173,19 +168,13 @@ func newAccessHook(b *Broker) (*accessHook, error) {
 	return h, nil
 }
 
-func (h *accessHook) ID() string { return "outpost-access" }
-
-func (h *accessHook) Provides(x byte) bool {
-	return bytes.IndexByte([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnSessionEstablished, mqtt.OnClientExpired}, x) >= 0
-}
-
 // OnConnectAuthenticate accepts a registered enabled device by the client
 // certificate it presented on the TLS listener (see certLogin), a
 // configured user with its password, a registered enabled device with its
 // secret (username = device id), and a client without a username only
 // when anonymous clients are allowed and it connects over loopback.
 // Anything else is refused.
-func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+func (h *accessHook) OnConnectAuthenticate(cl *mqttd.Client, pk packets.Packet) bool {
 	user := string(pk.Connect.Username)
 	a := &clientAccess{}
 	var groups []string
@@ -198,7 +187,7 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		}
 		a.device, a.grantID = certID, certID
 	case user == "":
-		if !h.anonymous || !loopbackRemote(cl.Net.Remote) {
+		if !h.anonymous || !loopbackRemote(cl.Remote) {
 			return false
 		}
 		a.anonymous, a.grantID = true, grantID(cl.ID)
@@ -229,13 +218,13 @@ func (h *accessHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	}
 	key := weak.Make(cl)
 	h.clients.Store(key, a)
-	runtime.AddCleanup(cl, func(k weak.Pointer[mqtt.Client]) { h.clients.Delete(k) }, key)
+	runtime.AddCleanup(cl, func(k weak.Pointer[mqttd.Client]) { h.clients.Delete(k) }, key)
 	return true
 }
 
 // OnSessionEstablished records when and from where a device connected,
 // and publishes its presence.
-func (h *accessHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+func (h *accessHook) OnSessionEstablished(cl *mqttd.Client, _ packets.Packet) {
 	if a := h.access(cl); a != nil && a.device != "" {
 		h.presence.connect(cl, a)
 	}
@@ -248,7 +237,7 @@ func (h *accessHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 // away are judged by its grants, and held to its in-flight window (flow.go).
 // Such a client is forgotten when its session expires, or when it is
 // collected after its next connection took the session over.
-func (h *accessHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+func (h *accessHook) OnDisconnect(cl *mqttd.Client, err error, expire bool) {
 	if a := h.access(cl); a != nil && a.device != "" {
 		h.presence.disconnect(cl, a, err)
 	}
@@ -258,11 +247,11 @@ func (h *accessHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 }
 
 // OnClientExpired forgets a client whose kept session expired.
-func (h *accessHook) OnClientExpired(cl *mqtt.Client) {
+func (h *accessHook) OnClientExpired(cl *mqttd.Client) {
 	h.clients.Delete(weak.Make(cl))
 }
 
-func (h *accessHook) access(cl *mqtt.Client) *clientAccess {
+func (h *accessHook) access(cl *mqttd.Client) *clientAccess {
 	if v, ok := h.clients.Load(weak.Make(cl)); ok {
 		return v.(*clientAccess)
 	}
@@ -272,8 +261,8 @@ func (h *accessHook) access(cl *mqtt.Client) *clientAccess {
 // OnACLCheck decides a publish (write), a subscription or a delivery to a
 // subscriber (topic is then a topic name). A refusal is counted and
 // logged at a bounded rate.
-func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if cl.Net.Inline {
+func (h *accessHook) OnACLCheck(cl *mqttd.Client, topic string, write bool) bool {
+	if cl.Inline {
 		return true
 	}
 	a := h.access(cl)
@@ -286,7 +275,7 @@ func (h *accessHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 // allowed decides one publish (write) or subscription for a client whose
 // access is a (nil: unknown); a refusal is counted and logged at a bounded
 // rate.
-func (h *accessHook) allowed(cl *mqtt.Client, a *clientAccess, topic string, write bool) bool {
+func (h *accessHook) allowed(cl *mqttd.Client, a *clientAccess, topic string, write bool) bool {
 	switch {
 	case a == nil:
 	case a.all:
@@ -338,8 +327,8 @@ func (h *accessHook) reserved(topic string) bool {
 // presented on the TLS or wss:// listener ("" when the certificate names no valid
 // device id), and whether it presented one. The handshake verified the
 // certificate against mqtt.broker.tls.client_ca_file.
-func (h *accessHook) certDevice(cl *mqtt.Client) (string, bool) {
-	tc, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState }) // TLS, or WebSocket over TLS
+func (h *accessHook) certDevice(cl *mqttd.Client) (string, bool) {
+	tc, ok := cl.Conn.(interface{ ConnectionState() tls.ConnectionState }) // TLS, or WebSocket over TLS
 	if !ok {
 		return "", false
 	}
@@ -394,4 +383,4 @@ func loopbackRemote(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-var _ mqtt.Hook = (*accessHook)(nil)
+var _ mqttd.Hook = (*accessHook)(nil)

@@ -6,39 +6,39 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/outpost-edge/outpost/devices/mqttd"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Broker is the embedded MQTT broker (mochi-mqtt) listening on one TCP
+// Broker is the embedded MQTT broker (package mqttd) listening on one TCP
 // address. The zero value is not usable; build it with NewBroker.
 type Broker struct {
 	cfg BrokerConfig
 	log *slog.Logger
 	reg prometheus.Registerer
 
-	mu      sync.Mutex // guards the fields below
-	srv     *mqtt.Server
-	addr    string
-	started bool
-	stopped bool
-	coll    *brokerCollector
-	durable DurablePublish
-	devices *Registry   // device logins (SetRegistry); nil: none
-	access  *accessHook // set by Start
-	limits  *limits     // set by Start
-	flow    *flow       // set by Start
-	tlsAddr string      // the TLS listener's address; "" without one
-	wsAddr  string      // the WebSocket listener's address; "" without one
-	tlsCur  atomic.Pointer[tlsMaterial]
-	stopCtx context.Context    // canceled at Stop: ends a DurablePublish waiting
-	cancel  context.CancelFunc // cancels stopCtx
+	mu        sync.Mutex // guards the fields below
+	srv       *mqttd.Server
+	listeners []*tcpListener // bound by Start
+	addr      string
+	started   bool
+	stopped   bool
+	coll      *brokerCollector
+	durable   DurablePublish
+	devices   *Registry   // device logins (SetRegistry); nil: none
+	access    *accessHook // set by Start
+	limits    *limits     // set by Start
+	flow      *flow       // set by Start
+	tlsAddr   string      // the TLS listener's address; "" without one
+	wsAddr    string      // the WebSocket listener's address; "" without one
+	tlsCur    atomic.Pointer[tlsMaterial]
+	stopCtx   context.Context    // canceled at Stop: ends a DurablePublish waiting
+	cancel    context.CancelFunc // cancels stopCtx
 
 	violations violations // the last refusals of the access rules and limits
 
@@ -77,71 +77,50 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 
-	caps := mqtt.NewDefaultServerCapabilities()
-	if b.cfg.MaxClientWritesPending > 0 {
-		caps.MaximumClientWritesPending = int32(min(b.cfg.MaxClientWritesPending, math.MaxInt32))
+	opts := mqttd.Options{
+		MaxPending:       b.cfg.MaxClientWritesPending,
+		MaxSessionExpiry: uint32(min(time.Duration(b.cfg.SessionExpiry)/time.Second, math.MaxUint32)),
 	}
 	if b.cfg.MaxInflight > 0 {
-		caps.MaximumInflight = uint16(min(b.cfg.MaxInflight, math.MaxUint16))
-		caps.ReceiveMaximum = caps.MaximumInflight
+		opts.MaxInflight = uint16(min(b.cfg.MaxInflight, math.MaxUint16))
 	}
 	if b.cfg.MaxMessageSize > 0 {
-		caps.MaximumPacketSize = uint32(min(uint64(b.cfg.MaxMessageSize), math.MaxUint32))
+		opts.MaxPacketSize = uint32(min(uint64(b.cfg.MaxMessageSize), math.MaxUint32))
 	}
-	caps.MaximumSessionExpiryInterval = uint32(min(time.Duration(b.cfg.SessionExpiry)/time.Second, math.MaxUint32))
-	srv := mqtt.New(&mqtt.Options{
-		Capabilities: caps,
-		// No $SYS topics (their figures are in /metrics): republished and
-		// retained every second, they were most of what an idle daemon
-		// allocated (and every second mochi copies all retained messages).
-		SysTopicResendInterval: noSysTopics,
-		Logger:                 slog.New(newLevelHandler(slog.LevelWarn, b.log.With("lib", "mochi").Handler())),
-		// The daemon's own client (InlineClient) publishes and subscribes
-		// in process, without a TCP hop or packet encoding.
-		InlineClient:            true,
-		ClientNetReadBufferSize: clientReadBuffer,
-	})
+	srv := mqttd.New(opts)
 	b.srv = srv
 	b.flow = newFlow(b, srv)
 	// Before the access hook: it forgets a client at OnDisconnect.
-	if err := srv.AddHook(&flowHook{f: b.flow}, nil); err != nil {
-		return fmt.Errorf("add flow hook: %w", err)
-	}
-	if err := srv.AddHook(auth, nil); err != nil {
-		return fmt.Errorf("add auth hook: %w", err)
-	}
-	if err := srv.AddHook(&dropHook{b: b}, nil); err != nil {
-		return fmt.Errorf("add drop hook: %w", err)
-	}
+	srv.AddHook(&flowHook{f: b.flow})
+	srv.AddHook(auth)
+	srv.AddHook(&dropHook{b: b})
 	b.stopCtx, b.cancel = context.WithCancel(context.Background())
 	var durable *durableHook
 	if b.durable != nil {
 		durable = &durableHook{b: b, srv: srv, f: b.durable, ctx: b.stopCtx}
 	}
 	// Limits come before the durable hook: a refused message is not journaled.
-	if err := srv.AddHook(&limitsHook{b: b, durable: durable}, nil); err != nil {
-		return fmt.Errorf("add limits hook: %w", err)
-	}
+	srv.AddHook(&limitsHook{b: b, durable: durable})
 	if durable != nil {
-		if err := srv.AddHook(durable, nil); err != nil {
-			return fmt.Errorf("add durable publish hook: %w", err)
-		}
+		srv.AddHook(durable)
 	}
 	tcp := newTCPListener("tcp", b.cfg.Listen, nil, b.log)
-	if err := srv.AddListener(tcp); err != nil {
+	if err := b.listen(tcp); err != nil {
 		return fmt.Errorf("listen on %s: %w", b.cfg.Listen, err)
 	}
 	b.addr = tcp.Address()
 	if b.cfg.TLS.Enabled() || b.cfg.WebSocket.TLS {
 		m, err := loadTLS(b.cfg.TLS)
 		if err != nil {
+			b.closeListeners()
 			return err
 		}
 		b.tlsCur.Store(m)
 	}
 	if b.cfg.TLS.Enabled() {
 		ln := newTCPListener("tls", b.cfg.TLS.Listen, serverTLSConfig(&b.tlsCur), b.log)
-		if err := srv.AddListener(ln); err != nil {
+		if err := b.listen(ln); err != nil {
+			b.closeListeners()
 			return fmt.Errorf("listen with tls on %s: %w", b.cfg.TLS.Listen, err)
 		}
 		b.tlsAddr = ln.Address()
@@ -153,15 +132,15 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 		ln := newTCPListener("ws", ws.Listen, tcfg, b.log)
 		ln.ws = newWSUpgrader(ws)
-		if err := srv.AddListener(ln); err != nil {
+		if err := b.listen(ln); err != nil {
+			b.closeListeners()
 			return fmt.Errorf("listen for websockets on %s: %w", ws.Listen, err)
 		}
 		b.wsAddr = ln.Address()
 	}
-	if err := srv.Serve(); err != nil {
-		return fmt.Errorf("serve on %s: %w", b.addr, err)
+	for _, ln := range b.listeners {
+		go ln.Serve(srv.Establish)
 	}
-	dropSysTopics(srv)
 	if b.reg != nil {
 		// The collector reads this server; it is unregistered at Stop so a
 		// broker rebuilt on the same registry (reload) can register its own.
@@ -180,18 +159,28 @@ func (b *Broker) Start(ctx context.Context) error {
 		attrs = append(attrs, "websocket_address", b.wsAddr, "websocket_tls", b.cfg.WebSocket.TLS)
 	}
 	b.log.Info("broker started", append(attrs, "allow_anonymous", b.cfg.AllowAnonymous, "users", len(b.cfg.Users),
-		"max_client_writes_pending", caps.MaximumClientWritesPending, "max_inflight", caps.MaximumInflight)...)
+		"max_client_writes_pending", b.cfg.MaxClientWritesPending, "max_inflight", opts.MaxInflight)...)
 	return nil
 }
 
-// clientReadBuffer is the size of the buffer each client's connection is
-// read through (mochi's default is 2 KiB). Larger packets are read into
-// their own buffer, past it; idle devices hold it all the time, so it is
-// sized for the small packets of devices.
-const clientReadBuffer = 512
+// listen binds ln and keeps it for Start and Stop.
+func (b *Broker) listen(ln *tcpListener) error {
+	if err := ln.Init(); err != nil {
+		return err
+	}
+	b.listeners = append(b.listeners, ln)
+	return nil
+}
 
-// server returns the running mochi server: nil before Start, or after Stop.
-func (b *Broker) server() *mqtt.Server {
+// closeListeners closes the listeners bound (a failed Start, or Stop).
+func (b *Broker) closeListeners() {
+	for _, ln := range b.listeners {
+		ln.Close()
+	}
+}
+
+// server returns the running server: nil before Start, or after Stop.
+func (b *Broker) server() *mqttd.Server {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.stopped {
@@ -244,7 +233,8 @@ func (b *Broker) Stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = b.srv.Close() // always nil; closes listeners, disconnects clients, waits for them
+		b.srv.Close()      // disconnects the clients
+		b.closeListeners() // closes what connections are left, waits for their goroutines
 	}()
 	select {
 	case <-done:
@@ -267,7 +257,7 @@ func (b *Broker) Stop(ctx context.Context) error {
 // resend unacknowledged PUBLISH packets when they reconnect).
 //
 // It runs on the reading goroutine of the publisher's connection, inside
-// mochi's processPublish (the OnPublish hook), and may block there (for
+// the server's OnPublish hook, and may block there (for
 // example while the journal opens): that client's next packets are not
 // read meanwhile (other clients go on). ctx ends when the broker stops.
 // payload must not be kept.
@@ -285,36 +275,31 @@ func (b *Broker) SetDurablePublish(f DurablePublish) {
 // one is done.
 const durableWindow = 64
 
-// durableHook calls the broker's DurablePublish from mochi's OnPublish,
-// which processPublish runs synchronously before it writes the PUBACK
-// (mochi v2.7.9 server.go, processPublish): an OnPublish error
-// packets.ErrRejectPacket makes it return without an acknowledgement and
-// without delivering the message.
+// durableHook calls the broker's DurablePublish from the server's
+// OnPublish, which runs before the PUBACK is written: an OnPublish error
+// packets.ErrRejectPacket drops the message without an acknowledgement and
+// without delivering it.
 //
 // A QoS 1 message does not hold its connection while it is made safe, so a
 // client's messages in flight share one journal commit: the hook rejects
 // it for now and puts it in the client's ackQueue; once it is safe, and
 // every message the client sent before it was handled, the queue injects
 // it again into processPublish as if the client had sent it, and the hook
-// lets it through: mochi acknowledges it and delivers it. The client's QoS
+// lets it through: the server acknowledges it and delivers it. The client's QoS
 // 1 messages are so acknowledged and delivered in the order it sent them.
 // QoS 2 messages hold the connection until they are safe.
 type durableHook struct {
-	mqtt.HookBase
+	mqttd.HookBase
 	b      *Broker
-	srv    *mqtt.Server
+	srv    *mqttd.Server
 	f      DurablePublish
 	ctx    context.Context
-	queues sync.Map // *mqtt.Client -> *ackQueue
+	queues sync.Map // *mqttd.Client -> *ackQueue
 }
 
-func (h *durableHook) ID() string { return "outpost-durable" }
-
-func (h *durableHook) Provides(x byte) bool { return x == mqtt.OnPublish || x == mqtt.OnDisconnect }
-
 // OnPublish hands QoS 1 and 2 messages to the DurablePublish.
-func (h *durableHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+func (h *durableHook) OnPublish(cl *mqttd.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Qos == 0 || cl.Inline {
 		return pk, nil
 	}
 	q := h.queue(cl)
@@ -342,7 +327,7 @@ func (h *durableHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	case err != nil:
 		q.finish(e, err)
 	case !handled && q.alone(e):
-		return pk, nil // nothing before it: mochi acknowledges it now
+		return pk, nil // nothing before it: the server acknowledges it now
 	case !handled:
 		q.finish(e, nil) // acknowledged in its turn
 	}
@@ -351,7 +336,7 @@ func (h *durableHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 
 // OnDisconnect forgets the client's queue: what it holds is not
 // acknowledged, and the client sends it again.
-func (h *durableHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+func (h *durableHook) OnDisconnect(cl *mqttd.Client, _ error, _ bool) {
 	if q, ok := h.queues.LoadAndDelete(cl); ok {
 		q.(*ackQueue).kill()
 	}
@@ -359,12 +344,12 @@ func (h *durableHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 
 // reinjecting reports whether the queue of cl injects its message id
 // again now: it was admitted when the client sent it.
-func (h *durableHook) reinjecting(cl *mqtt.Client, id uint16) bool {
+func (h *durableHook) reinjecting(cl *mqttd.Client, id uint16) bool {
 	q, ok := h.queues.Load(cl)
 	return ok && q.(*ackQueue).passing.Load() == int32(id)
 }
 
-func (h *durableHook) queue(cl *mqtt.Client) *ackQueue {
+func (h *durableHook) queue(cl *mqttd.Client) *ackQueue {
 	if q, ok := h.queues.Load(cl); ok {
 		return q.(*ackQueue)
 	}
@@ -373,21 +358,17 @@ func (h *durableHook) queue(cl *mqtt.Client) *ackQueue {
 }
 
 // refuse disconnects cl without acknowledging pk, which was not made safe.
-func (h *durableHook) refuse(cl *mqtt.Client, pk packets.Packet, err error) {
+func (h *durableHook) refuse(cl *mqttd.Client, pk packets.Packet, err error) {
 	h.b.log.Warn("QoS 1 message not journaled: not acknowledged, client disconnected to send it again",
 		"client", cl.ID, "topic", pk.TopicName, "err", err)
-	if cl.Properties.ProtocolVersion == 5 {
-		_ = h.srv.DisconnectClient(cl, packets.ErrImplementationSpecificError)
-	} else {
-		cl.Stop(packets.ErrImplementationSpecificError) // MQTT 3.1.1 has no server DISCONNECT
-	}
+	_ = h.srv.DisconnectClient(cl, packets.ErrImplementationSpecificError)
 }
 
 // ackQueue holds one client's QoS 1 messages, in the order it sent them,
 // until each is safe and acknowledged.
 type ackQueue struct {
 	h       *durableHook
-	cl      *mqtt.Client
+	cl      *mqttd.Client
 	slots   chan struct{} // one per message held: the window
 	dead    chan struct{} // closed when the client went away or a message failed
 	passing atomic.Int32  // the packet id being injected again, -1 if none
@@ -404,7 +385,7 @@ type ackEntry struct {
 	err  error
 }
 
-func newAckQueue(h *durableHook, cl *mqtt.Client) *ackQueue {
+func newAckQueue(h *durableHook, cl *mqttd.Client) *ackQueue {
 	q := &ackQueue{h: h, cl: cl, slots: make(chan struct{}, durableWindow), dead: make(chan struct{})}
 	q.passing.Store(-1)
 	return q
@@ -479,11 +460,7 @@ func (q *ackQueue) flush() {
 		q.passing.Store(-1)
 		if err != nil {
 			q.h.b.log.Debug("acknowledge journaled message", "client", q.cl.ID, "topic", e.pk.TopicName, "err", err)
-			continue
 		}
-		// InjectPacket counted the packet as received a second time.
-		atomic.AddInt64(&q.h.srv.Info.PacketsReceived, -1)
-		atomic.AddInt64(&q.h.srv.Info.MessagesReceived, -1)
 	}
 }
 
@@ -500,32 +477,21 @@ func (q *ackQueue) kill() {
 	close(q.dead)
 }
 
-// dropHook counts messages mochi drops instead of delivering.
+// dropHook counts messages the server drops instead of delivering.
 type dropHook struct {
-	mqtt.HookBase
+	mqttd.HookBase
 	b *Broker
 }
 
-func (h *dropHook) ID() string { return "outpost-drops" }
-
-func (h *dropHook) Provides(x byte) bool {
-	return x == mqtt.OnPublishDropped || x == mqtt.OnPacketIDExhausted
-}
-
-// OnPublishDropped is called when a client's pending writes are full.
-func (h *dropHook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+// OnPublishDropped is called when a client's pending writes are full, or
+// no packet id is free for it.
+func (h *dropHook) OnPublishDropped(cl *mqttd.Client, pk packets.Packet) {
 	h.b.droppedPending.Add(1)
 	h.warn("broker dropped a message: client pending writes full", cl, pk)
 }
 
-// OnPacketIDExhausted is called when a QoS>0 message cannot get a packet id
-// (counted by mochi in Info.InflightDropped).
-func (h *dropHook) OnPacketIDExhausted(cl *mqtt.Client, pk packets.Packet) {
-	h.warn("broker dropped a message: packet ids exhausted", cl, pk)
-}
-
 // warn logs at most one drop warning every 10 s.
-func (h *dropHook) warn(msg string, cl *mqtt.Client, pk packets.Packet) {
+func (h *dropHook) warn(msg string, cl *mqttd.Client, pk packets.Packet) {
 	now := time.Now().UnixNano()
 	last := h.b.lastDropLog.Load()
 	if now-last < int64(10*time.Second) || !h.b.lastDropLog.CompareAndSwap(last, now) {
@@ -534,9 +500,9 @@ func (h *dropHook) warn(msg string, cl *mqtt.Client, pk packets.Packet) {
 	h.b.log.Warn(msg, "client", cl.ID, "topic", pk.TopicName, "dropped_pending_writes_total", h.b.droppedPending.Load())
 }
 
-// brokerCollector exports mochi's Info counters and the drop counters.
+// brokerCollector exports the server's Info counters and the drop counters.
 type brokerCollector struct {
-	srv            *mqtt.Server
+	srv            *mqttd.Server
 	droppedPending *atomic.Uint64
 }
 
@@ -553,7 +519,7 @@ var (
 	brokerDescsList = []*prometheus.Desc{descClients, descSubs, descRecv, descSent, descInflight, descRetained, descBytesRecv, descBytesSent, descDropped}
 )
 
-func newBrokerCollector(srv *mqtt.Server, dropped *atomic.Uint64) *brokerCollector {
+func newBrokerCollector(srv *mqttd.Server, dropped *atomic.Uint64) *brokerCollector {
 	return &brokerCollector{srv: srv, droppedPending: dropped}
 }
 
@@ -564,23 +530,10 @@ func (c *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// noSysTopics is a $SYS resend interval (seconds) that never comes.
-const noSysTopics = math.MaxInt32
-
-// dropSysTopics deletes the retained $SYS messages mochi publishes once
-// as it starts.
-func dropSysTopics(srv *mqtt.Server) {
-	for topic := range srv.Topics.Retained.GetAll() {
-		if strings.HasPrefix(topic, mqtt.SysPrefix+"/") {
-			srv.Topics.RetainMessage(packets.Packet{TopicName: topic})
-		}
-	}
-}
-
 // Collect implements prometheus.Collector.
 func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
-	i := c.srv.Info
-	ld := func(p *int64) float64 { return float64(atomic.LoadInt64(p)) }
+	i := &c.srv.Info
+	ld := func(v *atomic.Int64) float64 { return float64(v.Load()) }
 	ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, ld(&i.ClientsConnected))
 	ch <- prometheus.MustNewConstMetric(descSubs, prometheus.GaugeValue, ld(&i.Subscriptions))
 	ch <- prometheus.MustNewConstMetric(descRecv, prometheus.CounterValue, ld(&i.MessagesReceived))
@@ -594,5 +547,5 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 var _ prometheus.Collector = (*brokerCollector)(nil)
-var _ mqtt.Hook = (*dropHook)(nil)
-var _ mqtt.Hook = (*durableHook)(nil)
+var _ mqttd.Hook = (*dropHook)(nil)
+var _ mqttd.Hook = (*durableHook)(nil)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,7 +128,7 @@ func TestBrokerDurablePublishPipelined(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("subscriber got %q, want %q", got, want)
 	}
-	if v := atomic.LoadInt64(&b.server().Info.MessagesReceived); v != n {
+	if v := b.server().Info.MessagesReceived.Load(); v != n {
 		t.Errorf("broker counted %d messages received, want %d", v, n)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"net"
 	goruntime "runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,7 +213,7 @@ func TestBrokerIdleNoSysTopics(t *testing.T) {
 	cfg.Anonymous = []Rule{{Subscribe: []string{"$SYS/#"}}}
 	b := startBroker(t, cfg, nil)
 	sub := mqtttest.Sub(t, "tcp://"+b.Addr(), "$SYS/#", 0)
-	time.Sleep(time.Second) // past the first second, when mochi republished them
+	time.Sleep(time.Second) // past the first second, when a broker with $SYS topics republishes them
 	var before, after goruntime.MemStats
 	goruntime.ReadMemStats(&before)
 	time.Sleep(3 * time.Second)
@@ -246,12 +245,12 @@ func TestBrokerSessionExpiry(t *testing.T) {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
 	c.Disconnect(100)
-	waitFor(t, "the client disconnected", 5*time.Second, func() bool { return atomic.LoadInt64(&b.server().Info.ClientsConnected) == 0 })
-	if _, ok := b.server().Clients.Get("persistent"); !ok {
+	waitFor(t, "the client disconnected", 5*time.Second, func() bool { return b.server().Info.ClientsConnected.Load() == 0 })
+	if _, ok := b.server().Client("persistent"); !ok {
 		t.Fatal("the session was dropped at disconnect")
 	}
 	waitFor(t, "the session freed", 10*time.Second, func() bool {
-		_, ok := b.server().Clients.Get("persistent")
+		_, ok := b.server().Client("persistent")
 		return !ok
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -198,11 +199,11 @@ func TestBrokerListenerForgetsTLSConnections(t *testing.T) {
 	for range 3 {
 		mqtttest.Pub(t, tlsURL(b.TLSAddr(), "", "", pki.CAFile, "", ""), "x", "m", 0)
 	}
-	ln, ok := b.server().Listeners.Get("tls")
-	if !ok {
+	i := slices.IndexFunc(b.listeners, func(l *tcpListener) bool { return l.id == "tls" })
+	if i < 0 {
 		t.Fatal("no tls listener")
 	}
-	tl := ln.(*tcpListener)
+	tl := b.listeners[i]
 	waitFor(t, "the TLS listener to forget its closed connections", 10*time.Second, func() bool {
 		tl.mu.Lock()
 		defer tl.mu.Unlock()

@@ -6,9 +6,10 @@
 // service (AWS IoT device shadows, shadows.go; the documents in
 // devices/shadow).
 //
-// The embedded broker is mochi-mqtt (MQTT 3.1.1 and 5 on one TCP listener).
+// The embedded broker's server is devices/mqttd (MQTT 3.1.1 and 5, on TCP,
+// TLS and WebSocket listeners owned here); this package gives it its hooks.
 // The daemon's client of an external broker is paho (MQTT 3.1.1, Client);
-// its client of the embedded broker is mochi's inline client
+// its client of the embedded broker is the server's inline client
 // (InlineClient: in process, no TCP hop). Both offer the same operations
 // to the daemon.
 //

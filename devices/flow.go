@@ -5,8 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/outpost-edge/outpost/devices/mqttd"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/internal/ratelog"
@@ -36,7 +36,7 @@ import (
 // whatever the publishers do.
 type flow struct {
 	b    *Broker
-	srv  *mqtt.Server
+	srv  *mqttd.Server
 	wait time.Duration // backpressure_wait
 
 	nFull   atomic.Int32 // clients full now: holding is looked at only when some are
@@ -58,7 +58,7 @@ var (
 	})
 )
 
-func newFlow(b *Broker, srv *mqtt.Server) *flow {
+func newFlow(b *Broker, srv *mqttd.Server) *flow {
 	return &flow{b: b, srv: srv, wait: time.Duration(b.cfg.BackpressureWait), drained: make(chan struct{}),
 		held: register(b.reg, b.log, heldCounter), heldSeconds: register(b.reg, b.log, heldSecondsCounter),
 		warn: ratelog.Limiter{Every: denyWarnEvery}}
@@ -75,8 +75,8 @@ func (f *flow) window(a *clientAccess) int {
 // refuse reports whether a message on topic for device cl must be
 // dropped: the device is at its window (a subscription it is making is
 // not a message).
-func (f *flow) refuse(cl *mqtt.Client, a *clientAccess, topic string) bool {
-	if a.device == "" || a.subscribing.Load() > 0 || cl.State.Inflight.Len() < f.window(a) {
+func (f *flow) refuse(cl *mqttd.Client, a *clientAccess, topic string) bool {
+	if a.device == "" || a.subscribing.Load() > 0 || cl.InflightLen() < f.window(a) {
 		return false
 	}
 	l := f.b.limits
@@ -94,10 +94,10 @@ func (f *flow) refuse(cl *mqtt.Client, a *clientAccess, topic string) bool {
 // to it, or acknowledged by it. Every change of the client's in-flight
 // messages is followed by an update, one at a time per client, so the
 // last one leaves the mark right.
-func (f *flow) update(cl *mqtt.Client, a *clientAccess) {
+func (f *flow) update(cl *mqttd.Client, a *clientAccess) {
 	a.flowMu.Lock()
 	defer a.flowMu.Unlock()
-	if cl.State.Inflight.Len() < f.window(a) {
+	if cl.InflightLen() < f.window(a) {
 		f.release(a)
 	} else if a.fullSince.CompareAndSwap(0, time.Now().UnixNano()) {
 		f.nFull.Add(1)
@@ -119,7 +119,7 @@ func (f *flow) release(a *clientAccess) {
 
 // hold waits while a message of pub on topic would go to a full
 // subscriber that has not been full for backpressure_wait yet (see flow).
-func (f *flow) hold(pub *mqtt.Client, topic string) {
+func (f *flow) hold(pub *mqttd.Client, topic string) {
 	if f.nFull.Load() == 0 {
 		return
 	}
@@ -160,14 +160,14 @@ func (f *flow) hold(pub *mqtt.Client, topic string) {
 // topic (not through a shared subscription, which the broker gives to one
 // member of its group), that is full and has been full for less than
 // backpressure_wait, and when that wait ends; nil if none.
-func (f *flow) fullSubscriber(pub *mqtt.Client, topic string) (*mqtt.Client, time.Time) {
+func (f *flow) fullSubscriber(pub *mqttd.Client, topic string) (*mqttd.Client, time.Time) {
 	now := time.Now()
-	for id := range f.srv.Topics.Subscribers(topic).Subscriptions {
+	for _, id := range f.srv.Subscribers(topic) {
 		if id == pub.ID {
 			continue
 		}
-		cl, ok := f.srv.Clients.Get(id)
-		if !ok || cl.Net.Inline || cl.Closed() {
+		cl, ok := f.srv.Client(id)
+		if !ok || cl.Inline || cl.Closed() {
 			continue
 		}
 		a := f.b.access.access(cl)
@@ -183,56 +183,46 @@ func (f *flow) fullSubscriber(pub *mqtt.Client, topic string) (*mqtt.Client, tim
 	return nil, time.Time{}
 }
 
-// flowHook feeds the flow from mochi: messages sent, acknowledgements,
+// flowHook feeds the flow from the server: messages sent, acknowledgements,
 // subscriptions being made, disconnections.
 type flowHook struct {
-	mqtt.HookBase
+	mqttd.HookBase
 	f *flow
 }
 
-func (h *flowHook) ID() string { return "outpost-flow" }
-
-func (h *flowHook) Provides(x byte) bool {
-	switch x {
-	case mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnDisconnect:
-		return true
-	}
-	return false
-}
-
-func (h *flowHook) access(cl *mqtt.Client) *clientAccess {
-	if cl.Net.Inline {
+func (h *flowHook) access(cl *mqttd.Client) *clientAccess {
+	if cl.Inline {
 		return nil
 	}
 	return h.f.b.access.access(cl)
 }
 
-func (h *flowHook) OnQosPublish(cl *mqtt.Client, _ packets.Packet, _ int64, _ int) {
+func (h *flowHook) OnQosPublish(cl *mqttd.Client, _ packets.Packet) {
 	if a := h.access(cl); a != nil {
 		h.f.update(cl, a)
 	}
 }
 
-func (h *flowHook) OnQosComplete(cl *mqtt.Client, _ packets.Packet) {
+func (h *flowHook) OnQosComplete(cl *mqttd.Client, _ packets.Packet) {
 	if a := h.access(cl); a != nil {
 		h.f.update(cl, a)
 	}
 }
 
-func (h *flowHook) OnQosDropped(cl *mqtt.Client, _ packets.Packet) {
+func (h *flowHook) OnQosDropped(cl *mqttd.Client, _ packets.Packet) {
 	if a := h.access(cl); a != nil {
 		h.f.update(cl, a)
 	}
 }
 
-func (h *flowHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+func (h *flowHook) OnSubscribe(cl *mqttd.Client, pk packets.Packet) packets.Packet {
 	if a := h.access(cl); a != nil {
 		a.subscribing.Add(1)
 	}
 	return pk
 }
 
-func (h *flowHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
+func (h *flowHook) OnSubscribed(cl *mqttd.Client, _ packets.Packet, _ []byte) {
 	if a := h.access(cl); a != nil {
 		a.subscribing.Add(-1)
 	}
@@ -240,7 +230,7 @@ func (h *flowHook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
 
 // OnDisconnect releases a client that was full: nobody waits for a client
 // that went away (its session keeps at most its window).
-func (h *flowHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+func (h *flowHook) OnDisconnect(cl *mqttd.Client, _ error, _ bool) {
 	if a := h.access(cl); a != nil {
 		a.flowMu.Lock()
 		defer a.flowMu.Unlock()
@@ -248,4 +238,4 @@ func (h *flowHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	}
 }
 
-var _ mqtt.Hook = (*flowHook)(nil)
+var _ mqttd.Hook = (*flowHook)(nil)

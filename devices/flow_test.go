@@ -162,8 +162,8 @@ func TestBrokerDeviceInflightLimit(t *testing.T) {
 	// Acknowledged, it receives again.
 	sub.ackAll()
 	waitFor(t, "the broker to take the acknowledgements", 10*time.Second, func() bool {
-		cl, ok := b.server().Clients.Get("d1-sub")
-		return ok && cl.State.Inflight.Len() == 0
+		cl, ok := b.server().Client("d1-sub")
+		return ok && cl.InflightLen() == 0
 	})
 	publish(3)
 	waitFor(t, "messages after the acknowledgements", 10*time.Second, func() bool { got, _, _ := sub.counts(); return got >= window+3 })
@@ -296,11 +296,11 @@ func TestBrokerStalledSubscriberMemoryBounded(t *testing.T) {
 	if grown > 16<<20 {
 		t.Fatalf("heap grew %d MB: what the stalled subscriber cannot take is kept", grown>>20)
 	}
-	cl, ok := b.server().Clients.Get("d1-raw")
+	cl, ok := b.server().Client("d1-raw")
 	if !ok {
 		t.Fatal("the stalled subscriber is gone")
 	}
-	if n := cl.State.Inflight.Len(); n > 32 {
+	if n := cl.InflightLen(); n > 32 {
 		t.Fatalf("%d messages in flight to the stalled subscriber, over its window", n)
 	}
 	limited := metricValue(t, preg, "outpost_devices_limited_total", "reason", "inflight") - limited0

@@ -9,15 +9,15 @@ import (
 	"sync"
 	"sync/atomic"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/outpost-edge/outpost/devices/mqttd"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-edge/outpost/devices/topic"
 )
 
 // InlineClient is the daemon's client of its embedded broker: it publishes
-// and subscribes through mochi's inline client, in process, with no TCP
+// and subscribes through the server's inline client, in process, with no TCP
 // connection and no packet encoding. It offers what Client offers (the
 // same subscriptions, size limit, metrics and health), so the daemon uses
 // it in embedded mode and Client for an external broker.
@@ -40,13 +40,13 @@ type InlineClient struct {
 	// mu guards the fields below and orders changes of the subscriptions.
 	mu      sync.Mutex
 	subs    []Subscription // the wanted subscriptions, in order
-	srv     *mqtt.Server   // set at Start
+	srv     *mqttd.Server  // set at Start
 	started bool
 	stopped bool
 
 	// live is srv while the client runs (nil before Start and after Stop),
 	// for Publish and Connected; filters is what the handler matches.
-	live    atomic.Pointer[mqtt.Server]
+	live    atomic.Pointer[mqttd.Server]
 	filters atomic.Pointer[[]inlineFilter]
 }
 
@@ -57,7 +57,7 @@ type inlineFilter struct {
 }
 
 // inlineSubscriptionID is the id of every subscription of the inline
-// client: mochi keeps one inline subscription per id and filter, and
+// client: the server keeps one inline subscription per id and filter, and
 // delivers a message once per id.
 const inlineSubscriptionID = 1
 
@@ -144,8 +144,8 @@ func (c *InlineClient) Start(context.Context) error {
 	return nil
 }
 
-// onMessage is mochi's inline subscription handler.
-func (c *InlineClient) onMessage(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+// onMessage is the inline subscription handler.
+func (c *InlineClient) onMessage(_ *mqttd.Client, _ packets.Subscription, pk packets.Packet) {
 	qos, ok := byte(0), false
 	if fs := c.filters.Load(); fs != nil {
 		for _, f := range *fs {

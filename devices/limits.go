@@ -7,9 +7,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outpost-edge/outpost/devices/mqttd"
 
 	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/ratelog"
@@ -128,18 +129,14 @@ func (d *limiter) admit(size int, now time.Time) (reason, detail string) {
 // acknowledgement: the message is acknowledged as usual and dropped, so
 // that the device does not send it again forever.
 type limitsHook struct {
-	mqtt.HookBase
+	mqttd.HookBase
 	b       *Broker
 	durable *durableHook // nil: none; its injected messages were admitted once
 }
 
-func (h *limitsHook) ID() string { return "outpost-limits" }
-
-func (h *limitsHook) Provides(x byte) bool { return x == mqtt.OnPublish }
-
 // OnPublish admits or refuses a device's message.
-func (h *limitsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || (h.durable != nil && h.durable.reinjecting(cl, pk.PacketID)) {
+func (h *limitsHook) OnPublish(cl *mqttd.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Inline || (h.durable != nil && h.durable.reinjecting(cl, pk.PacketID)) {
 		return pk, nil
 	}
 	a := h.b.access.access(cl)
@@ -160,7 +157,7 @@ func (h *limitsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		l.log.Warn("device limit refused a message", "device", a.device, "client", cl.ID, "topic", pk.TopicName,
 			"reason", reason, "detail", detail, "unlogged", n)
 	}
-	if cl.Properties.ProtocolVersion != 5 || pk.FixedHeader.Qos == 0 {
+	if cl.Version != 5 || pk.FixedHeader.Qos == 0 {
 		return pk, packets.CodeSuccessIgnore // acknowledged as usual, not delivered
 	}
 	code := packets.ErrQuotaExceeded
@@ -176,4 +173,4 @@ func (h *limitsHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	return pk, packets.ErrRejectPacket
 }
 
-var _ mqtt.Hook = (*limitsHook)(nil)
+var _ mqttd.Hook = (*limitsHook)(nil)

@@ -10,14 +10,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/outpost-edge/outpost/internal/ratelog"
 )
 
 // tcpListener is the broker's TCP listener, plain or TLS, carrying MQTT
-// packets as they are or in WebSocket messages. Unlike mochi's own it owns the goroutine of every connection: Close closes every
+// packets as they are or in WebSocket messages. It owns the goroutine of
+// every connection, which the server reads it on: Close closes every
 // connection (also those that never sent CONNECT) and waits for their
 // goroutines, so the broker stops without leftovers; and an ordinary
 // disconnect is logged at debug level, not as a warning.
@@ -36,8 +36,6 @@ type tcpListener struct {
 	handshakes ratelog.Limiter // failed handshake warnings
 }
 
-var _ listeners.Listener = (*tcpListener)(nil)
-
 // newTCPListener returns a listener on address; with tcfg, a TLS one.
 func newTCPListener(id, address string, tcfg *tls.Config, log *slog.Logger) *tcpListener {
 	return &tcpListener{id: id, address: address, tls: tcfg, log: log, conns: map[net.Conn]struct{}{},
@@ -47,17 +45,6 @@ func newTCPListener(id, address string, tcfg *tls.Config, log *slog.Logger) *tcp
 // handshakeTimeout bounds a TLS handshake: a client that connects and
 // stays silent holds no goroutine longer.
 const handshakeTimeout = 10 * time.Second
-
-func (l *tcpListener) ID() string { return l.id }
-func (l *tcpListener) Protocol() string {
-	switch {
-	case l.ws != nil && l.tls != nil:
-		return "wss"
-	case l.ws != nil:
-		return "ws"
-	}
-	return "tcp"
-}
 
 // Address returns the bound address once Init succeeded.
 func (l *tcpListener) Address() string {
@@ -70,7 +57,7 @@ func (l *tcpListener) Address() string {
 }
 
 // Init binds the address.
-func (l *tcpListener) Init(_ *slog.Logger) error {
+func (l *tcpListener) Init() error {
 	ln, err := net.Listen("tcp", l.address)
 	if err != nil {
 		return err
@@ -82,7 +69,7 @@ func (l *tcpListener) Init(_ *slog.Logger) error {
 }
 
 // Serve accepts connections until Close.
-func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+func (l *tcpListener) Serve(establish EstablishFunc) {
 	l.mu.Lock()
 	if l.closed || l.ln == nil {
 		l.mu.Unlock()
@@ -106,22 +93,43 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		l.conns[conn] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
-		go func() {
-			defer l.wg.Done()
-			c, err := l.handshake(conn)
-			if err == nil && l.ws != nil {
-				c, err = l.ws.upgrade(c)
-			}
-			if err == nil {
-				err = establish(l.id, c)
-			}
-			l.mu.Lock()
-			delete(l.conns, conn) // the accepted connection, under what wraps it
-			l.mu.Unlock()
-			conn.Close()
-			l.logEnd(conn, err)
-		}()
+		go l.serveConn(conn, establish)
 	}
+}
+
+// EstablishFunc serves a client on c (mqttd.Server.Establish): it calls
+// done once the connection ended.
+type EstablishFunc func(listener string, c net.Conn, done func(error))
+
+// serveConn opens one accepted connection (handshakes) and hands it to
+// the server, which serves it on a goroutine of its own until it ends.
+func (l *tcpListener) serveConn(conn net.Conn, establish EstablishFunc) {
+	c, err := l.open(conn)
+	if err != nil {
+		l.ended(conn, err)
+		return
+	}
+	establish(l.id, c, func(err error) { l.ended(conn, err) })
+}
+
+// ended closes a connection that ended with err and forgets it.
+func (l *tcpListener) ended(conn net.Conn, err error) {
+	defer l.wg.Done()
+	l.mu.Lock()
+	delete(l.conns, conn) // the accepted connection, under what wraps it
+	l.mu.Unlock()
+	conn.Close()
+	l.logEnd(conn, err)
+}
+
+// open runs the TLS and WebSocket handshakes of a connection, as the
+// listener has them.
+func (l *tcpListener) open(conn net.Conn) (net.Conn, error) {
+	c, err := l.handshake(conn)
+	if err == nil && l.ws != nil {
+		c, err = l.ws.upgrade(c)
+	}
+	return c, err
 }
 
 // handshake runs the TLS handshake of a connection to a TLS listener, so
@@ -174,9 +182,9 @@ func (l *tcpListener) logEnd(conn net.Conn, err error) {
 	}
 }
 
-// Close stops accepting, lets the server disconnect its clients, closes
-// every remaining connection and waits for the connection goroutines.
-func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+// Close stops accepting, closes every remaining connection and waits for
+// the connection goroutines (the server disconnected its clients first).
+func (l *tcpListener) Close() {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -188,7 +196,6 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	if ln != nil {
 		ln.Close()
 	}
-	closeClients(l.id)
 	l.mu.Lock()
 	for c := range l.conns {
 		c.Close()

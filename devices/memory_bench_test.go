@@ -11,7 +11,6 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,7 +85,7 @@ func benchOutpost(b *testing.B, cfg BrokerConfig, caFile string) {
 		runtime.GC()
 		var m0 runtime.MemStats
 		runtime.ReadMemStats(&m0)
-		measureIdle(b, addr, caFile, func() int64 { return mqtttest.RSS(b, "self") }, func() bool { return atomic.LoadInt64(&br.server().Info.ClientsConnected) == 0 }, func() {
+		measureIdle(b, addr, caFile, func() int64 { return mqtttest.RSS(b, "self") }, func() bool { return br.server().Info.ClientsConnected.Load() == 0 }, func() {
 			var m1 runtime.MemStats // where the memory of the first connect goes
 			runtime.ReadMemStats(&m1)
 			b.ReportMetric(float64(m1.StackInuse-m0.StackInuse)/idleClients/1024, "stack-KB/client")

@@ -6,8 +6,8 @@ import (
 	"net"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/outpost-edge/outpost/devices/mqttd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/xid"
 )
@@ -81,34 +81,34 @@ func newPresence(b *Broker) *presence {
 }
 
 // connect records a device's new session and publishes its event.
-func (p *presence) connect(cl *mqtt.Client, a *clientAccess) {
+func (p *presence) connect(cl *mqttd.Client, a *clientAccess) {
 	a.session = xid.New().String()
-	version := p.b.devices.Connected(a.device, cl.Net.Remote, time.Now())
+	version := p.b.devices.Connected(a.device, cl.Remote, time.Now())
 	p.publish(PresenceEvent{EventType: "connected"}, cl, a, version)
 }
 
 // disconnect records the end of a device's session, with its reason, and
 // publishes its event.
-func (p *presence) disconnect(cl *mqtt.Client, a *clientAccess, err error) {
+func (p *presence) disconnect(cl *mqttd.Client, a *clientAccess, err error) {
 	if a.session == "" {
 		return // refused before its session began
 	}
 	reason := disconnectReason(cl.StopCause(), err)
 	p.disconnects.WithLabelValues(reason).Inc()
-	version := p.b.devices.Disconnected(a.device, cl.Net.Remote, reason, time.Now())
+	version := p.b.devices.Disconnected(a.device, cl.Remote, reason, time.Now())
 	clean := reason == ReasonClean
 	p.publish(PresenceEvent{EventType: "disconnected", ClientInitiatedDisconnect: &clean, DisconnectReason: awsReasons[reason], Reason: reason}, cl, a, version)
 }
 
-func (p *presence) publish(ev PresenceEvent, cl *mqtt.Client, a *clientAccess, version int64) {
+func (p *presence) publish(ev PresenceEvent, cl *mqttd.Client, a *clientAccess, version int64) {
 	ev.ClientID, ev.PrincipalIdentifier, ev.SessionIdentifier, ev.VersionNumber = cl.ID, a.device, a.session, version
 	ev.Timestamp = time.Now().UnixMilli()
-	if host, _, err := net.SplitHostPort(cl.Net.Remote); err == nil {
+	if host, _, err := net.SplitHostPort(cl.Remote); err == nil {
 		ev.IPAddress = host
 	}
 	// b.srv and b.stopCtx are set before the server serves and never
 	// change after, so a hook reads them without b.mu, which Stop holds
-	// while mochi disconnects every client (and calls this).
+	// while the server disconnects every client (and calls this).
 	srv := p.b.srv
 	if p.b.stopCtx.Err() != nil {
 		return // stopping: the registry has it, subscribers are going

@@ -135,3 +135,73 @@ func TestEnqueueLabels(t *testing.T) {
 		}
 	}
 }
+
+// batch --label and job create --label label every call they enqueue;
+// results --label selects by labels (every one given); a bad label is a
+// usage error before anything is sent.
+func TestBatchAndJobLabels(t *testing.T) {
+	url, _ := serve(t)
+	src := filepath.Join(t.TempDir(), "items.jsonl")
+	if err := os.WriteFile(src, []byte("{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// No node polls: batch enqueues, then gives up waiting for results.
+	code, out, errOut := runCLI("batch", "--server", url, "--node", "edge-1", "--task", "echo", "--label", "tier=batch", "--label", "site=north",
+		"--timeout", "300ms", src)
+	if code != 1 || !strings.Contains(out, "3 items: 3 enqueued") || !strings.Contains(errOut, "3 of 3 items without a result") {
+		t.Fatalf("batch: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI("job", "create", "--server", url, "--id", "j1", "--task", "score", "--nodes", "edge-2", "--label", "tier=batch",
+		"--source", "jsonl:"+src)
+	if code != 0 || strings.TrimSpace(out) != "j1" {
+		t.Fatalf("job create --label: exit %d %q %s", code, out, errOut)
+	}
+	if code, _, errOut := runCLI("enqueue", "--server", url, "--node", "edge-1", "--task", "echo", "--data", "x", "--label", "tier=other"); code != 0 {
+		t.Fatalf("enqueue: exit %d %s", code, errOut)
+	}
+	results := func(labels ...string) []server.Call {
+		t.Helper()
+		args := []string{"results", "--server", url, "-o", "json"}
+		for _, l := range labels {
+			args = append(args, "--label", l)
+		}
+		code, out, errOut := runCLI(args...)
+		var cs []server.Call
+		if err := json.Unmarshal([]byte(out), &cs); code != 0 || err != nil {
+			t.Fatalf("results %v: exit %d %v\n%s%s", labels, code, err, out, errOut)
+		}
+		return cs
+	}
+	var batched []server.Call
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) { // the job enqueues on the server
+		if batched = results("tier=batch"); len(batched) == 6 || time.Now().After(deadline) {
+			break
+		}
+	}
+	perTask := map[string]int{}
+	for _, c := range batched {
+		perTask[c.Task]++
+		if c.Labels["tier"] != "batch" || c.Task == "echo" && (c.Labels["site"] != "north" || !strings.HasPrefix(c.ID, "b-")) ||
+			c.Task == "score" && (len(c.Labels) != 1 || !strings.HasPrefix(c.ID, "j-")) {
+			t.Errorf("call %+v", c)
+		}
+	}
+	if perTask["echo"] != 3 || perTask["score"] != 3 {
+		t.Fatalf("calls with tier=batch by task %v, want 3 of the batch (echo) and 3 of the job (score)", perTask)
+	}
+	if cs := results("tier=batch", "site=north"); len(cs) != 3 {
+		t.Fatalf("calls with tier=batch and site=north: %d, want the batch's 3", len(cs))
+	}
+	if cs := results(); len(cs) != 7 {
+		t.Fatalf("calls without a label filter: %d, want 7", len(cs))
+	}
+	for _, args := range [][]string{
+		{"batch", "--node", "edge-1", "--task", "echo", "--label", "bad key=x", src},
+		{"job", "create", "--task", "score", "--nodes", "edge-2", "--label", "tier", "--source", "jsonl:" + src},
+		{"results", "--label", "tier"},
+	} {
+		if code, _, errOut := runCLI(append(args, "--server", url)...); code != 2 || !strings.Contains(errOut, "--label: ") {
+			t.Errorf("%s with a bad --label: exit %d %s, want a usage error", args[0], code, errOut)
+		}
+	}
+}

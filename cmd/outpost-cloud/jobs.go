@@ -44,7 +44,8 @@ func newJobCreateCmd() *cobra.Command {
 		Short: "Create a data-set job and print its id (--wait to follow it)",
 		Example: `  outpost-cloud job create --task resize --nodes edge-1,edge-2 --source dir:/srv/images --wait
   outpost-cloud job create --task score --nodes edge-1 --source https://data.example/items.jsonl --webhook https://hooks.example/outpost
-  outpost-cloud job create --task score -l 'region=eu,tier in (gold,silver)' --source jsonl:/srv/items.jsonl --max-attempts 3`,
+  outpost-cloud job create --task score -l 'region=eu,tier in (gold,silver)' --source jsonl:/srv/items.jsonl --max-attempts 3
+  outpost-cloud job create --task score --nodes edge-1 --label tier=batch --source jsonl:/srv/items.jsonl`,
 		Args: cli.NoArgs,
 	}
 	srv := addServer(cmd)
@@ -62,6 +63,7 @@ func newJobCreateCmd() *cobra.Command {
 	f.DurationVar(&backoff, "retry-backoff", 10*time.Second, "wait after a failed result before the second attempt (doubling for each later one)")
 	f.DurationVar(&maxBackoff, "retry-max-backoff", 10*time.Minute, "longest wait between attempts")
 	f.StringSliceVar(&retry.On, "retry-on", server.DefaultRetryOn, "result statuses retried (cancelled: a call an operator cancelled)")
+	labels := addLabelFlag(cmd, "a label of every call of the job")
 	for _, name := range []string{"task", "source"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
@@ -79,6 +81,10 @@ func newJobCreateCmd() *cobra.Command {
 		}
 		if _, err := server.ParseSelector(spec.Selector); err != nil {
 			return &cli.UsageError{Err: fmt.Errorf("--selector: %w", err)}
+		}
+		var err error
+		if spec.Labels, err = parseLabelFlag(*labels); err != nil {
+			return err
 		}
 		if retry.MaxAttempts > 1 {
 			retry.BackoffMS, retry.MaxBackoffMS = backoff.Milliseconds(), maxBackoff.Milliseconds()

@@ -256,7 +256,6 @@ func newEnqueueCmd() *cobra.Command {
 		prio                                                    int
 		ttl, timeout                                            time.Duration
 		wait                                                    bool
-		labels                                                  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "enqueue --node NODE --task TASK [--data INPUT] [--wait]",
@@ -290,7 +289,7 @@ node's placement rules see the labels as call.labels.`,
 	f.BoolVar(&wait, "wait", false, "wait for the result and print its output")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait: give up after this")
 	f.StringVar(&digest, "digest", "", "sha256:HEX of an object (object put) the task runs: a node without the task fetches and deploys it")
-	f.StringArrayVar(&labels, "label", nil, "a label of the call, KEY=VALUE (repeat for more): the node's placement rules see it as call.labels")
+	labels := addLabelFlag(cmd, "a label of the call")
 	_ = cmd.MarkFlagRequired("task")
 	cmd.MarkFlagsOneRequired("node", "selector")
 	cmd.MarkFlagsMutuallyExclusive("node", "selector")
@@ -307,9 +306,9 @@ node's placement rules see the labels as call.labels.`,
 		if effect != "idempotent" && effect != "at_most_once" {
 			return cli.Usagef("--effect %q: want idempotent or at_most_once", effect)
 		}
-		lm, err := confval.ParseLabels(labels)
+		lm, err := parseLabelFlag(*labels)
 		if err != nil {
-			return cli.Usagef("--label: %v", err)
+			return err
 		}
 		input, err := cli.ReadInput(data, cmd.Flags().Changed("data"), cmd.InOrStdin())
 		if err != nil {
@@ -403,11 +402,15 @@ func newResultsCmd() *cobra.Command {
 	out := cli.AddOutput(cmd)
 	cmd.Flags().StringVar(&nodeID, "node", "", "only this node's calls")
 	cmd.Flags().StringVar(&state, "state", "", "only calls in this state (pending, leased, done, cancelled, expired)")
+	labels := cmd.Flags().StringArray("label", nil, "only calls with this label, KEY=VALUE (repeat: every one)")
 	_ = cmd.RegisterFlagCompletionFunc("node", srv.completeNodes)
 	_ = cmd.RegisterFlagCompletionFunc("state", cobra.FixedCompletions([]string{"pending", "leased", "done", "cancelled", "expired"}, cobra.ShellCompDirectiveNoFileComp))
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if _, err := parseLabelFlag(*labels); err != nil {
+			return err
+		}
 		var resp struct{ Calls []server.Call }
-		q := url.Values{"node": {nodeID}, "state": {state}}
+		q := url.Values{"node": {nodeID}, "state": {state}, "label": *labels}
 		if err := srv.api().do(cmd.Context(), "GET", "/api/v1/calls?"+q.Encode(), nil, &resp); err != nil {
 			return err
 		}
@@ -465,8 +468,11 @@ func newBatchCmd() *cobra.Command {
 		Short: "Run a task over every line of a JSONL file, once per item",
 		Long: `Run a task over every line of a JSONL file, once per item: each item's
 call id is derived from the node, the task, the digest and the item, so a
-re-run only runs the items that have no result yet.`,
-		Args: cli.ExactArgs(1, ""),
+re-run only runs the items that have no result yet. --label KEY=VALUE
+(repeat it) labels every call, as enqueue --label does (not part of the
+call ids: the same items with other labels are the same work).`,
+		Example: `  outpost-cloud batch --node edge-1 --task score --label tier=batch items.jsonl`,
+		Args:    cli.ExactArgs(1, ""),
 	}
 	srv := addServer(cmd)
 	f := cmd.Flags()
@@ -477,21 +483,43 @@ re-run only runs the items that have no result yet.`,
 	every := f.Duration("progress", time.Second, "progress line interval")
 	timeout := f.Duration("timeout", 0, "give up after this (0: never)")
 	digest := f.String("digest", "", "sha256:HEX of an object (object put) the task runs: a node without the task fetches and deploys it")
+	labels := addLabelFlag(cmd, "a label of every call")
 	_ = cmd.MarkFlagRequired("node")
 	_ = cmd.MarkFlagRequired("task")
 	_ = cmd.RegisterFlagCompletionFunc("node", srv.completeNodes)
 	cmd.RunE = func(cmd *cobra.Command, pos []string) error {
-		return batch(cmd, srv, pos[0], *nodeID, *task, *effect, *digest, *chunk, *every, *timeout)
+		if err := checkDigest(*digest); err != nil {
+			return err
+		}
+		lm, err := parseLabelFlag(*labels)
+		if err != nil {
+			return err
+		}
+		tmpl := server.Call{Node: *nodeID, Task: *task, Effect: *effect, Digest: *digest, Labels: lm}
+		return batch(cmd, srv, pos[0], tmpl, *chunk, *every, *timeout)
 	}
 	return cmd
 }
 
-// batch enqueues one call per line of the file at path and waits until
-// every one has a result.
-func batch(cmd *cobra.Command, srv *apiFlags, path, nodeID, task, effect, digest string, chunk int, every, timeout time.Duration) error {
-	if err := checkDigest(digest); err != nil {
-		return err
+// addLabelFlag adds --label (KEY=VALUE, repeated) to cmd, what says what
+// the label is of.
+func addLabelFlag(cmd *cobra.Command, what string) *[]string {
+	return cmd.Flags().StringArray("label", nil, what+", KEY=VALUE (repeat for more): the node's placement rules see it as call.labels")
+}
+
+// parseLabelFlag checks the values of --label; a bad one is a usage error.
+func parseLabelFlag(kvs []string) (map[string]string, error) {
+	lm, err := confval.ParseLabels(kvs)
+	if err != nil {
+		return nil, cli.Usagef("--label: %v", err)
 	}
+	return lm, nil
+}
+
+// batch enqueues one call per line of the file at path, each tmpl with
+// the line as its input and an id of its own (itemID), and waits until
+// every one has a result.
+func batch(cmd *cobra.Command, srv *apiFlags, path string, tmpl server.Call, chunk int, every, timeout time.Duration) error {
 	ctx, out := cmd.Context(), cmd.OutOrStdout()
 	f, err := os.Open(path)
 	if err != nil {
@@ -501,9 +529,11 @@ func batch(cmd *cobra.Command, srv *apiFlags, path, nodeID, task, effect, digest
 	var items []server.Call
 	seen := map[string]bool{} // in-process cache: the same item twice is one call
 	if err := server.ReadJSONLines(f, func(_ int, b []byte) error {
-		if id := itemID(nodeID, task, digest, b); !seen[id] {
+		if id := itemID(tmpl.Node, tmpl.Task, tmpl.Digest, b); !seen[id] {
 			seen[id] = true
-			items = append(items, server.Call{ID: id, Node: nodeID, Task: task, Input: b, Effect: effect, Digest: digest})
+			c := tmpl
+			c.ID, c.Input = id, b
+			items = append(items, c)
 		}
 		return nil
 	}); err != nil {

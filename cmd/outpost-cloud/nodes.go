@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpost-edge/outpost/cmd/internal/cli"
 	"github.com/outpost-edge/outpost/coordinator/remote/server"
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 func newNodeCmd() *cobra.Command {
@@ -119,8 +120,8 @@ func newNodeLabelCmd() *cobra.Command {
 			if !ok {
 				return cli.Usagef("%q: want KEY=VALUE to set or KEY- to remove", a)
 			}
-			if err := server.CheckLabel(k, v); err != nil {
-				return &cli.UsageError{Err: err}
+			if err := confval.CheckLabel(k, v); err != nil {
+				return &cli.UsageError{Err: fmt.Errorf("label %q of node %s: %w", a, args[0], err)}
 			}
 			req.Set[k] = v
 		}

@@ -24,6 +24,11 @@ func TestNodeLabelsCLI(t *testing.T) {
 	if code, _, errOut := runCLI("node", "label", "--server", url, "edge-1", "bad"); code != 2 || !strings.Contains(errOut, "want KEY=VALUE to set or KEY- to remove") {
 		t.Fatalf("a bad label: exit %d %s", code, errOut)
 	}
+	long := strings.Repeat("k", 64)
+	if code, _, errOut := runCLI("node", "label", "--server", url, "edge-1", long+"=v"); code != 2 ||
+		!strings.Contains(errOut, `label "`+long+`=v" of node edge-1: key "`+long+`": want 1 to 63 letters`) {
+		t.Fatalf("a key over 63 characters: exit %d %s", code, errOut)
+	}
 	code, out, _ := runCLI("node", "ls", "--server", url, "-l", "tier=gold", "--group-by", "region")
 	if code != 0 || !strings.Contains(out, "edge-1") || strings.Contains(out, "edge-2") || !strings.Contains(out, "region=eu") ||
 		!strings.Contains(out, "GROUP") || !strings.Contains(out, "region=us") || !strings.Contains(out, "total") {

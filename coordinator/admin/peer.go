@@ -55,6 +55,9 @@ type PeerCall struct {
 	// Resume, when set, makes the call the next step of a suspended
 	// call: outpost_resume with this state and these results.
 	Resume *PeerResume `json:"resume,omitempty"`
+	// Labels are the call's labels (absent: none; a node that predates
+	// them ignores them).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // PeerResume is the next step of a suspended call run on a peer.

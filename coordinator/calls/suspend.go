@@ -470,14 +470,22 @@ func (d *Durable) waitedFor(parent *Record, id string) bool {
 	return d.waiting[id] == parent.ID
 }
 
-// JournaledCaller returns the journaled call of s running with ctx (the
-// caller of a host function), nil for any other context.
-func (s *Scheduler) JournaledCaller(ctx context.Context) *Call {
+// Caller returns the call of s running with ctx (the caller of a host
+// function), nil for any other context.
+func (s *Scheduler) Caller(ctx context.Context) *Call {
 	sl, _ := ctx.Value(slotKey{}).(*slot)
-	if sl == nil || sl.s != s || sl.c.durable == nil {
+	if sl == nil || sl.s != s {
 		return nil
 	}
 	return sl.c
+}
+
+// JournaledCaller is Caller when that call is journaled, else nil.
+func (s *Scheduler) JournaledCaller(ctx context.Context) *Call {
+	if c := s.Caller(ctx); c != nil && c.durable != nil {
+		return c
+	}
+	return nil
 }
 
 // Depend journals dep as a dependency of c, a running journaled call, and

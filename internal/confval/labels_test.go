@@ -42,3 +42,37 @@ func TestParseLabels(t *testing.T) {
 		})
 	}
 }
+
+// One rule for every label written (a task's, a call's, a node's), at
+// its bounds; a reader names any key of label characters, of any length.
+func TestCheckLabel(t *testing.T) {
+	for _, tc := range []struct {
+		name, k, v, err string
+	}{
+		{"short key, empty value", "a", "", ""},
+		{"key of 63", strings.Repeat("k", 63), "v", ""},
+		{"key of 64", strings.Repeat("k", 64), "v", `key "` + strings.Repeat("k", 64) + `": want 1 to 63 letters, digits, '-', '_', '.' or '/'`},
+		{"every key character, at the ends too", "-a.B_9/", "x", ""},
+		{"empty key", "", "v", `key "": want 1 to 63`},
+		{"space in key", "a b", "v", `key "a b": want 1 to 63`},
+		{"value of 253, any bytes", "k", strings.Repeat("v, (=!)\n", 31) + "vvvvv", ""},
+		{"value of 254", "k", strings.Repeat("v", 254), "k: value of 254 bytes, at most 253"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckLabel(tc.k, tc.v)
+			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("CheckLabel(%q, %d bytes) = %v, want %q", tc.k, len(tc.v), err, tc.err)
+			}
+		})
+	}
+	for _, k := range []string{"a", strings.Repeat("k", 128), "-x_/."} {
+		if err := CheckLabelKeyRef(k); err != nil {
+			t.Errorf("CheckLabelKeyRef(%q) = %v, want nil", k, err)
+		}
+	}
+	for _, k := range []string{"", "a b", "k>3", "!k"} {
+		if err := CheckLabelKeyRef(k); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("key %q: want letters", k)) {
+			t.Errorf("CheckLabelKeyRef(%q) = %v, want an error naming it", k, err)
+		}
+	}
+}

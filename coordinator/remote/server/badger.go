@@ -496,12 +496,12 @@ func (s *badgerStore) inputs(_ context.Context, ids []string) (map[string][]byte
 	return out, nil
 }
 
-func (s *badgerStore) list(_ context.Context, nodeID, state string) ([]Call, error) {
+func (s *badgerStore) list(_ context.Context, f callFilter) ([]Call, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []Call{}
 	for _, c := range s.calls {
-		if (nodeID == "" || c.Node == nodeID) && (state == "" || c.State == state) {
+		if f.match(c) {
 			out = append(out, snapshot(c))
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/xid"
 
+	"github.com/outpost-edge/outpost/internal/confval"
 	"github.com/outpost-edge/outpost/internal/secretfile"
 )
 
@@ -67,6 +68,10 @@ type JobSpec struct {
 	Webhook string `json:"webhook,omitempty"`
 	// Retry runs items whose result failed again (nil: never).
 	Retry *RetryPolicy `json:"retry,omitempty"`
+	// Labels label every call of the job, retries too (the node's
+	// placement rules see them as call.labels); not part of an item's
+	// call id: the same items with other labels are the same work.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // RetryPolicy says which failed items run again, how often and when.
@@ -348,6 +353,12 @@ func itemNode(spec *JobSpec, callID string) string {
 	return spec.Nodes[int(uint32(b[0])<<24|uint32(b[1])<<16|uint32(b[2])<<8|uint32(b[3]))%len(spec.Nodes)]
 }
 
+// itemCall is the call of id (an item's attempt) with input, on the node
+// id picks.
+func (spec *JobSpec) itemCall(id string, input []byte) Call {
+	return Call{ID: id, Node: itemNode(spec, id), Task: spec.Task, Digest: spec.Digest, Effect: spec.Effect, Labels: spec.Labels, Input: input}
+}
+
 // attemptID is the call id of an item's attempt-th run: its call id, and
 // ".N" from the second on.
 func attemptID(base string, attempt int) string {
@@ -393,6 +404,9 @@ func (s *Server) createJob(ctx context.Context, spec JobSpec) (Job, error) {
 		return Job{}, fmt.Errorf("digest %q: no such object", spec.Digest)
 	case spec.Webhook != "" && !strings.HasPrefix(spec.Webhook, "http://") && !strings.HasPrefix(spec.Webhook, "https://"):
 		return Job{}, errors.New("webhook must be an http(s):// URL")
+	}
+	if err := confval.CheckLabels(spec.Labels); err != nil {
+		return Job{}, err
 	}
 	if spec.Retry != nil {
 		if err := spec.Retry.check(); err != nil {
@@ -602,7 +616,7 @@ func (js *jobs) enqueueSource(ctx context.Context, j Job) ([]string, error) {
 		cs := make([]Call, len(page))
 		for i, it := range page {
 			cid := itemCallID(&j.JobSpec, it)
-			cs[i] = Call{ID: cid, Node: itemNode(&j.JobSpec, cid), Task: j.Task, Digest: j.Digest, Effect: j.Effect, Input: it.data}
+			cs[i] = j.itemCall(cid, it.data)
 			ids = append(ids, cid)
 		}
 		got, err := js.s.enqueue(ctx, cs)
@@ -759,7 +773,7 @@ func (js *jobs) retry(ctx context.Context, j *Job, ids []string, attempt []int, 
 		cs := make([]Call, len(page))
 		for k, i := range page {
 			cid := attemptID(ids[i], attempt[i]+1)
-			cs[k] = Call{ID: cid, Node: itemNode(&j.JobSpec, cid), Task: j.Task, Digest: j.Digest, Effect: j.Effect, Input: in[prev[k]]}
+			cs[k] = j.itemCall(cid, in[prev[k]])
 		}
 		got, err := js.s.enqueue(ctx, cs)
 		if err != nil {

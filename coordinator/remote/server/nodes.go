@@ -4,9 +4,12 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 // Fleet views (docs/control-plane.md, "Nodes, labels and groups"): every
@@ -121,8 +124,8 @@ func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	}
 	group := r.URL.Query().Get("group")
 	if group != "" {
-		if err := CheckLabel(group, ""); err != nil {
-			httpError(w, http.StatusBadRequest, "group: "+err.Error())
+		if err := confval.CheckLabelKeyRef(group); err != nil {
+			httpError(w, http.StatusBadRequest, "group: label "+err.Error())
 			return
 		}
 	}
@@ -145,15 +148,17 @@ func (s *Server) handleLabels(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, msg)
 		return
 	}
-	for k, v := range req.Set {
-		if err := CheckLabel(k, v); err != nil {
-			httpError(w, http.StatusBadRequest, err.Error())
+	// Labels are checked as they are written; a key stored under an
+	// earlier, longer limit is still listed and may be removed.
+	for _, k := range slices.Sorted(maps.Keys(req.Set)) {
+		if err := confval.CheckLabel(k, req.Set[k]); err != nil {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("labels of node %s: set: %v", node, err))
 			return
 		}
 	}
 	for _, k := range req.Remove {
-		if err := CheckLabel(k, ""); err != nil {
-			httpError(w, http.StatusBadRequest, err.Error())
+		if err := confval.CheckLabelKeyRef(k); err != nil {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("labels of node %s: remove: %v", node, err))
 			return
 		}
 	}

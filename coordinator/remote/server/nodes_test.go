@@ -14,7 +14,8 @@ import (
 )
 
 func TestSelector(t *testing.T) {
-	labels := map[string]string{"region": "eu", "tier": "gold", "site": "paris-1"}
+	long := strings.Repeat("k", 100) // a key stored under the earlier node limit (128)
+	labels := map[string]string{"region": "eu", "tier": "gold", "site": "paris-1", "room": "a 1", long: "x"}
 	for _, c := range []struct {
 		sel  string
 		want bool
@@ -36,6 +37,10 @@ func TestSelector(t *testing.T) {
 		{"!site", false},
 		{"region=eu, tier in (gold,silver), !zone", true},
 		{"region=eu,tier=silver", false},
+		{"room=a 1", true},
+		{"room in (a 1, b)", true},
+		{long, true},
+		{long + "=x", true},
 	} {
 		t.Run(c.sel, func(t *testing.T) {
 			sel, err := ParseSelector(c.sel)
@@ -47,7 +52,7 @@ func TestSelector(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"region=eu,", "region in (eu", "=eu", "re gion=eu", "region=e u", "region in (a b)", "!"} {
+	for _, bad := range []string{"region=eu,", "region in (eu", "=eu", "re gion=eu", "region=(eu)", "k>3", "!"} {
 		if _, err := ParseSelector(bad); err == nil || !strings.Contains(err.Error(), "bad label selector") {
 			t.Errorf("%q: %v, want a bad label selector error", bad, err)
 		}
@@ -179,7 +184,7 @@ func testNodeLabels(t *testing.T, e *engine) {
 	if _, err := s.waitListed(t, "gold"); err != nil {
 		t.Fatal(err)
 	}
-	cs, _ := s.st.list(t.Context(), "", "pending")
+	cs, _ := s.st.list(t.Context(), callFilter{state: "pending"})
 	per := map[string]int{}
 	for _, c := range cs {
 		if strings.HasPrefix(c.ID, "j-") {
@@ -188,5 +193,49 @@ func testNodeLabels(t *testing.T, e *engine) {
 	}
 	if per["a"]+per["c"] != 40 || per["a"] == 0 || per["c"] == 0 {
 		t.Fatalf("items per node %v", per)
+	}
+}
+
+// Node labels are written under the one label rule (confval.CheckLabel):
+// a key over 63 characters is refused, the error naming the node and the
+// key. A label stored earlier with a longer key (the node limit was 128)
+// still loads, is listed, selected, grouped by and removed.
+func TestNodeLabelRule(t *testing.T) { forEngines(t, testNodeLabelRule) }
+
+func testNodeLabelRule(t *testing.T, e *engine) {
+	long := "site.example.com/" + strings.Repeat("z", 83) // 100 characters
+	s := e.open(Options{})
+	// As a server of the earlier rule stored it.
+	if _, err := s.st.setLabels(t.Context(), "old", map[string]string{long: "north", "tier": "gold"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	_, hs := e.serve(Options{})
+	resp, err := http.Post(hs.URL+"/api/v1/nodes/edge-1/labels", "application/json",
+		strings.NewReader(`{"set": {"tier": "gold", "`+long+`": "north"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused struct{ Error string }
+	err = json.NewDecoder(resp.Body).Decode(&refused)
+	resp.Body.Close()
+	want := `labels of node edge-1: set: key "` + long + `": want 1 to 63 letters, digits, '-', '_', '.' or '/'`
+	if err != nil || resp.StatusCode != http.StatusBadRequest || refused.Error != want {
+		t.Fatalf("a key of 100 characters: %s %q (%v), want 400 %s", resp.Status, refused.Error, err, want)
+	}
+	var v NodesView
+	getJSON(t, hs.URL+"/api/v1/nodes", http.StatusOK, &v)
+	if len(v.Nodes) != 1 || v.Nodes[0].ID != "old" || v.Nodes[0].Labels[long] != "north" {
+		t.Fatalf("nodes after a restart: %+v, want old with %s=north (edge-1 refused whole)", v.Nodes, long)
+	}
+	v = NodesView{}
+	getJSON(t, hs.URL+"/api/v1/nodes?group="+url.QueryEscape(long)+"&selector="+url.QueryEscape(long+"=north"), http.StatusOK, &v)
+	if len(v.Nodes) != 1 || len(v.Groups) != 1 || v.Groups[0].Value != "north" {
+		t.Fatalf("selected and grouped by the stored key: %+v", v)
+	}
+	var got struct{ Labels map[string]string }
+	if code := postJSON(t, hs.URL+"/api/v1/nodes/old/labels", LabelRequest{Remove: []string{long}}, &got); code != http.StatusOK ||
+		len(got.Labels) != 1 || got.Labels["tier"] != "gold" {
+		t.Fatalf("remove the stored key: %d %v", code, got.Labels)
 	}
 }

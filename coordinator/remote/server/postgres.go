@@ -786,8 +786,13 @@ func (s *pgStore) inputs(ctx context.Context, ids []string) (map[string][]byte, 
 	return out, nil
 }
 
-func (s *pgStore) list(ctx context.Context, node, state string) ([]Call, error) {
-	cs, err := s.queryCalls(ctx, `($1 = '' OR node = $1) AND ($2 = '' OR state = $2)`, node, state)
+func (s *pgStore) list(ctx context.Context, f callFilter) ([]Call, error) {
+	labels := "{}"
+	if len(f.labels) > 0 {
+		b, _ := json.Marshal(f.labels) // a map of strings always encodes
+		labels = string(b)
+	}
+	cs, err := s.queryCalls(ctx, `($1 = '' OR node = $1) AND ($2 = '' OR state = $2) AND labels @> $3::jsonb`, f.node, f.state, labels)
 	if cs == nil && err == nil {
 		cs = []Call{}
 	}

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/outpost-edge/outpost/internal/confval"
 )
 
 // A Selector picks nodes by their labels, in the set-based style of
@@ -19,7 +21,10 @@ import (
 //	k           k is present
 //	!k          k is absent
 //
-// An empty selector matches every node.
+// An empty selector matches every node. Keys are checked as a reader
+// names them (confval.CheckLabelKeyRef: labels stored under an earlier,
+// longer key limit are still selected); a value is any text without a
+// comma or parentheses, which end it.
 type Selector struct {
 	reqs []requirement
 	text string
@@ -31,25 +36,8 @@ type requirement struct {
 	values []string
 }
 
-// labelKey is what a label's key may be; a value is the same or empty.
-var labelKey = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$`)
-
-// maxLabelValue bounds a label's value.
-const maxLabelValue = 253
-
-// errSelector marks a selector or label that does not parse.
+// errSelector marks a selector that does not parse.
 var errSelector = errors.New("bad label selector")
-
-// CheckLabel says what is wrong with a label (nil: nothing).
-func CheckLabel(k, v string) error {
-	if !labelKey.MatchString(k) {
-		return fmt.Errorf("label key %q: want 1 to 128 letters, digits, '.', '_', '-' or '/', starting and ending with a letter or digit", k)
-	}
-	if len(v) > maxLabelValue || strings.ContainsAny(v, ",()= !\x00\n") {
-		return fmt.Errorf("label %s value %q: at most %d characters, without spaces, commas, parentheses, '=' or '!'", k, v, maxLabelValue)
-	}
-	return nil
-}
 
 // ParseSelector parses a selector (see Selector).
 func ParseSelector(s string) (Selector, error) {
@@ -96,20 +84,22 @@ var setReq = regexp.MustCompile(`^(\S+)\s+(in|notin)\s*\(([^()]*)\)$`)
 func parseRequirement(p string) (requirement, error) {
 	if m := setReq.FindStringSubmatch(p); m != nil {
 		r := requirement{key: m[1], op: m[2]}
+		if err := confval.CheckLabelKeyRef(r.key); err != nil {
+			return r, fmt.Errorf("label %w", err)
+		}
 		for v := range strings.SplitSeq(m[3], ",") {
-			v = strings.TrimSpace(v)
-			if err := CheckLabel(r.key, v); err != nil {
-				return r, err
-			}
-			r.values = append(r.values, v)
+			r.values = append(r.values, strings.TrimSpace(v))
 		}
 		return r, nil
 	}
 	for _, op := range []string{"!=", "==", "="} {
 		if k, v, ok := strings.Cut(p, op); ok {
 			k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-			if err := CheckLabel(k, v); err != nil {
-				return requirement{}, err
+			if err := confval.CheckLabelKeyRef(k); err != nil {
+				return requirement{}, fmt.Errorf("label %w", err)
+			}
+			if strings.ContainsAny(v, "()") {
+				return requirement{}, fmt.Errorf("%q: a value without parentheses (k in (a,b) lists values)", p)
 			}
 			if op == "==" {
 				op = "="
@@ -121,7 +111,7 @@ func parseRequirement(p string) (requirement, error) {
 	if k, ok := strings.CutPrefix(p, "!"); ok {
 		r = requirement{key: strings.TrimSpace(k), op: "!exists"}
 	}
-	if !labelKey.MatchString(r.key) {
+	if confval.CheckLabelKeyRef(r.key) != nil {
 		return r, fmt.Errorf("%q: want k=v, k!=v, k in (a,b), k notin (a,b), k or !k", p)
 	}
 	return r, nil

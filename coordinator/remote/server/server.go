@@ -595,7 +595,13 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	out, err := s.st.list(r.Context(), r.URL.Query().Get("node"), r.URL.Query().Get("state"))
+	q := r.URL.Query()
+	labels, err := confval.ParseLabels(q["label"])
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "query parameter label: "+err.Error())
+		return
+	}
+	out, err := s.st.list(r.Context(), callFilter{node: q.Get("node"), state: q.Get("state"), labels: labels})
 	if err != nil {
 		s.storeError(w, "list", err)
 		return

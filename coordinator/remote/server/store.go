@@ -43,8 +43,8 @@ type store interface {
 	get(ctx context.Context, ids []string) ([]Call, error)
 	// inputs returns the inputs of the calls of ids that exist.
 	inputs(ctx context.Context, ids []string) (map[string][]byte, error)
-	// list returns calls by node and state ("" matches any), without inputs.
-	list(ctx context.Context, node, state string) ([]Call, error)
+	// list returns the calls f selects, without inputs.
+	list(ctx context.Context, f callFilter) ([]Call, error)
 	// cancel cancels a call that is not final (errNoCall, errFinal).
 	cancel(ctx context.Context, id string) error
 	// nodes lists the nodes that polled, have calls or have labels, by id,
@@ -89,6 +89,23 @@ type store interface {
 	replicaID() string
 	changed() <-chan struct{}
 	close() error
+}
+
+// callFilter selects calls (GET /api/v1/calls): of node, in state (""
+// matches any) and with every one of labels.
+type callFilter struct {
+	node, state string
+	labels      map[string]string
+}
+
+// match says whether f selects c.
+func (f callFilter) match(c *Call) bool {
+	for k, v := range f.labels {
+		if got, ok := c.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return (f.node == "" || c.Node == f.node) && (f.state == "" || c.State == f.state)
 }
 
 // pollTicket is one poll in flight.
