@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -625,4 +626,46 @@ func TestDeferredBehindFullTask(t *testing.T) {
 	close(release)
 	released = true
 	wait(35, map[string]int{"full ok": 35})
+}
+
+// A small state is read back from memory, a large one from its file; a
+// removed snapshot is gone from both.
+func TestSnapshotsSmallInMemory(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSnapshots(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, large := []byte("progress"), bytes.Repeat([]byte("x"), smallState+1)
+	ds, err := s.Put("c1", "t", small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := s.Put("c2", "t", large)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{ds, dl} { // the files are written all the same
+		if _, err := os.Stat(filepath.Join(dir, strings.TrimPrefix(d, "sha256:"))); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, strings.TrimPrefix(d, "sha256:"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.Get(ds, "c1"); err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("small state without its file: %q %v", got, err)
+	}
+	if _, err := s.Get(ds, "c2"); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("small state of c1 read as c2's: %v", err)
+	}
+	if _, err := s.Get(dl, "c2"); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("large state without its file: %v, want unreadable", err)
+	}
+	if err := s.remove(ds); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ds, "c1"); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("removed small state: %v, want gone", err)
+	}
 }
