@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,7 @@ type Broker struct {
 	access    *accessHook // set by Start
 	limits    *limits     // set by Start
 	flow      *flow       // set by Start
+	sweep     *sweeper    // set by Start
 	tlsAddr   string      // the TLS listener's address; "" without one
 	wsAddr    string      // the WebSocket listener's address; "" without one
 	tlsCur    atomic.Pointer[tlsMaterial]
@@ -94,6 +96,8 @@ func (b *Broker) Start(ctx context.Context) error {
 	srv.AddHook(&flowHook{f: b.flow})
 	srv.AddHook(auth)
 	srv.AddHook(&dropHook{b: b})
+	b.sweep = &sweeper{}
+	srv.AddHook(b.sweep)
 	b.stopCtx, b.cancel = context.WithCancel(context.Background())
 	var durable *durableHook
 	if b.durable != nil {
@@ -223,6 +227,9 @@ func (b *Broker) Stop(ctx context.Context) error {
 	b.stopped = true
 	if b.cancel != nil {
 		b.cancel()
+	}
+	if b.sweep != nil {
+		b.sweep.stop()
 	}
 	if b.coll != nil {
 		b.reg.Unregister(b.coll)
@@ -477,6 +484,72 @@ func (q *ackQueue) kill() {
 	close(q.dead)
 }
 
+// sweeper collects the garbage a wave of connections or disconnections
+// left, once it is over, and gives the memory back to the OS: when
+// thousands of devices leave at once (a network outage, a restart of their
+// gateway) their sessions and connections are garbage, and when they come
+// back their handshakes leave some, but Go collects only when the heap has
+// doubled since the last collection, so the devices coming back would be
+// served on top of it, and RSS would stay that much higher
+// (docs/devices.md, "Limits per client, and memory").
+type sweeper struct {
+	mqttd.HookBase
+
+	runs atomic.Int32 // sweeps run
+
+	mu      sync.Mutex // guards the fields below
+	gone    int        // connections and disconnections since the last sweep
+	timer   *time.Timer
+	stopped bool
+}
+
+// sweepAfter is how many connections and disconnections make a wave;
+// sweepQuiet how long after the last of them the sweep runs.
+const (
+	sweepAfter = 1000
+	sweepQuiet = 200 * time.Millisecond
+)
+
+func (s *sweeper) OnSessionEstablished(*mqttd.Client, packets.Packet) { s.count() }
+
+func (s *sweeper) OnDisconnect(*mqttd.Client, error, bool) { s.count() }
+
+// count counts a connection or disconnection, and sweeps sweepQuiet after
+// the last of a wave.
+func (s *sweeper) count() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gone++
+	switch {
+	case s.gone < sweepAfter || s.stopped:
+	case s.timer == nil:
+		s.timer = time.AfterFunc(sweepQuiet, s.run)
+	default:
+		s.timer.Reset(sweepQuiet)
+	}
+}
+
+func (s *sweeper) run() {
+	s.mu.Lock()
+	s.gone = 0
+	stopped := s.stopped
+	s.mu.Unlock()
+	if !stopped {
+		debug.FreeOSMemory()
+		s.runs.Add(1)
+	}
+}
+
+// stop cancels a sweep to come (the broker stops).
+func (s *sweeper) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+}
+
 // dropHook counts messages the server drops instead of delivering.
 type dropHook struct {
 	mqttd.HookBase
@@ -548,4 +621,5 @@ func (c *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 
 var _ prometheus.Collector = (*brokerCollector)(nil)
 var _ mqttd.Hook = (*dropHook)(nil)
+var _ mqttd.Hook = (*sweeper)(nil)
 var _ mqttd.Hook = (*durableHook)(nil)

@@ -120,3 +120,36 @@ func settledMemStats() runtime.MemStats {
 	runtime.ReadMemStats(&m)
 	return m
 }
+
+// A wave of connections and disconnections (sweepAfter of them) is swept
+// once it is over: one collection that gives the memory back; fewer are
+// not.
+func TestBrokerSweepsAfterAWave(t *testing.T) {
+	b := startBroker(t, brokerConfig(), nil)
+	dial := func() (net.Conn, error) { return net.Dial("tcp", b.Addr()) }
+	wave := func(n int) {
+		conns := make([]net.Conn, 0, n)
+		for i := range n {
+			c, err := connectIdle(dial, "w"+strconv.Itoa(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		waitFor(t, "every client gone", 30*time.Second, func() bool { return b.server().Info.ClientsConnected.Load() == 0 })
+	}
+	wave(sweepAfter/2 - 1) // a connection and a disconnection each
+	time.Sleep(3 * sweepQuiet)
+	if n := b.sweep.runs.Load(); n != 0 {
+		t.Fatalf("%d sweeps after %d connections and disconnections, want none", n, sweepAfter-2)
+	}
+	wave(1)
+	waitFor(t, "the sweep", 10*time.Second, func() bool { return b.sweep.runs.Load() == 1 })
+	time.Sleep(3 * sweepQuiet)
+	if n := b.sweep.runs.Load(); n != 1 {
+		t.Fatalf("%d sweeps, want 1", n)
+	}
+}

@@ -185,7 +185,7 @@ func (cl *Client) nextIDLocked() uint16 {
 }
 
 // sendLocked sends pk (QoS 1 or 2) with a new packet id; false if no id is
-// free.
+// free, or pk is larger than the client takes.
 func (cl *Client) sendLocked(pk packets.Packet) bool {
 	id := cl.nextIDLocked()
 	if id == 0 {
@@ -193,7 +193,7 @@ func (cl *Client) sendLocked(pk packets.Packet) bool {
 	}
 	pk.PacketID = id
 	b, err := encode(pk, cl.Version)
-	if err != nil {
+	if err != nil || (cl.maxPacket > 0 && uint32(len(b)) > cl.maxPacket) {
 		return false
 	}
 	if cl.sess.inflight == nil {
@@ -213,8 +213,11 @@ func (cl *Client) promoteLocked() {
 		cl.sess.pending[0] = packets.Packet{}
 		cl.sess.pending = cl.sess.pending[1:]
 		if !cl.sendLocked(pk) {
-			cl.sess.pending = slices.Insert(cl.sess.pending, 0, pk)
-			return
+			if len(cl.sess.inflight) >= 65535 { // no packet id free: later
+				cl.sess.pending = slices.Insert(cl.sess.pending, 0, pk)
+				return
+			}
+			cl.s.Info.InflightDropped.Add(1) // larger than the client takes
 		}
 	}
 	if len(cl.sess.pending) == 0 {
@@ -244,12 +247,23 @@ func (cl *Client) resendLocked() {
 	cl.promoteLocked()
 }
 
-// encode encodes pk for a client of protocol version v.
+// encode encodes pk as a peer speaking protocol version v sends it (the
+// server's packets, and for the tests a client's).
 func encode(pk packets.Packet, v byte) ([]byte, error) {
 	pk.ProtocolVersion = v
 	var buf bytes.Buffer
 	var err error
 	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case packets.Subscribe:
+		pk.FixedHeader.Qos = 1
+		err = pk.SubscribeEncode(&buf)
+	case packets.Unsubscribe:
+		pk.FixedHeader.Qos = 1
+		err = pk.UnsubscribeEncode(&buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(&buf)
 	case packets.Connack:
 		err = pk.ConnackEncode(&buf)
 	case packets.Publish:

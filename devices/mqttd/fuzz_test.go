@@ -1,7 +1,6 @@
 package mqttd
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"testing"
@@ -12,33 +11,18 @@ import (
 
 // encodeAll encodes packets as an MQTT version v client sends them.
 func encodeAll(t testing.TB, v byte, pks ...packets.Packet) []byte {
-	var out bytes.Buffer
+	var out []byte
 	for _, pk := range pks {
-		pk.ProtocolVersion = v
-		var err error
-		switch pk.FixedHeader.Type {
-		case packets.Connect:
+		if pk.FixedHeader.Type == packets.Connect {
 			pk.Connect.ProtocolName = []byte("MQTT")
-			err = pk.ConnectEncode(&out)
-		case packets.Publish:
-			err = pk.PublishEncode(&out)
-		case packets.Subscribe:
-			pk.FixedHeader.Qos = 1
-			err = pk.SubscribeEncode(&out)
-		case packets.Unsubscribe:
-			pk.FixedHeader.Qos = 1
-			err = pk.UnsubscribeEncode(&out)
-		case packets.Puback:
-			err = pk.PubackEncode(&out)
-		case packets.Pubrel:
-			pk.FixedHeader.Qos = 1
-			err = pk.PubrelEncode(&out)
 		}
+		b, err := encode(pk, v)
 		if err != nil {
 			t.Fatal(err)
 		}
+		out = append(out, b...)
 	}
-	return out.Bytes()
+	return out
 }
 
 // FuzzServe sends a connection anything after a valid CONNECT (or
@@ -76,8 +60,7 @@ func FuzzServe(f *testing.F) {
 		_, _ = conn.Write(append(hello, data...))
 		// The server still serves: a client connects and is answered.
 		c := connect(t, addr, 4, "after", true)
-		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
-		c.expect(packets.Pingresp)
+		c.ping()
 		c.conn.Close()
 	})
 }

@@ -2,7 +2,6 @@ package mqttd
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"net"
 	"sync"
@@ -94,40 +93,11 @@ func connect(t testing.TB, addr string, v byte, id string, clean bool) *rawClien
 
 func (c *rawClient) send(pk packets.Packet) {
 	c.t.Helper()
-	pk.ProtocolVersion = c.v
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&buf)
-	case packets.Pubrec:
-		err = pk.PubrecEncode(&buf)
-	case packets.Pubrel:
-		pk.FixedHeader.Qos = 1
-		err = pk.PubrelEncode(&buf)
-	case packets.Pubcomp:
-		err = pk.PubcompEncode(&buf)
-	case packets.Subscribe:
-		pk.FixedHeader.Qos = 1
-		err = pk.SubscribeEncode(&buf)
-	case packets.Unsubscribe:
-		pk.FixedHeader.Qos = 1
-		err = pk.UnsubscribeEncode(&buf)
-	case packets.Pingreq:
-		err = pk.PingreqEncode(&buf)
-	case packets.Disconnect:
-		err = pk.DisconnectEncode(&buf)
-	default:
-		c.t.Fatalf("cannot send packet type %d", pk.FixedHeader.Type)
-	}
+	b, err := encode(pk, c.v)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	if _, err := c.conn.Write(buf.Bytes()); err != nil {
+	if _, err := c.conn.Write(b); err != nil {
 		c.t.Fatal(err)
 	}
 }
@@ -153,27 +123,7 @@ func (c *rawClient) readErr(wait time.Duration) (packets.Packet, error) {
 	}
 	pk.ProtocolVersion = c.v
 	pk.FixedHeader.Remaining = n
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubrel:
-		err = pk.PubrelDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Unsuback:
-		err = pk.UnsubackDecode(body)
-	case packets.Pingresp:
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	}
+	err = decode(&pk, body)
 	return pk, err
 }
 
@@ -220,6 +170,14 @@ func (c *rawClient) publish(topic, payload string, qos byte, retain bool, id uin
 	c.t.Helper()
 	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: retain}, TopicName: topic,
 		Payload: []byte(payload), PacketID: id})
+}
+
+// ping waits for a PINGRESP: the server handled every packet the client
+// sent before (a client's packets are handled in order, one at a time).
+func (c *rawClient) ping() {
+	c.t.Helper()
+	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+	c.expect(packets.Pingresp)
 }
 
 // ack acknowledges a PUBLISH received (PUBACK, or PUBREC then PUBCOMP for QoS 2).

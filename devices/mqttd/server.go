@@ -185,7 +185,8 @@ func (s *Server) connect(listener string, conn net.Conn) (*Client, error) {
 	if err := s.connack(cl, packets.CodeSuccess, present, &props); err != nil {
 		putReader(cl)
 		cl.Stop(err)
-		return cl, err
+		s.forget(cl) // registered, never served
+		return nil, err
 	}
 	s.Info.ClientsConnected.Add(1)
 	if present {
@@ -462,9 +463,10 @@ func (s *Server) receive(cl *Client, b byte) error {
 	return nil
 }
 
-// decode decodes the body of a packet a client sent (its fixed header in
-// pk). A body the decoder trips on (mochi's decoders index past the end
-// of some malformed packets) is malformed, not a crash.
+// decode decodes the body of a packet (its fixed header in pk): a
+// client's, and for the tests the server's. A body the decoder trips on
+// (mochi's decoders index past the end of some malformed packets) is
+// malformed, not a crash.
 func decode(pk *packets.Packet, body []byte) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -474,6 +476,12 @@ func decode(pk *packets.Packet, body []byte) (err error) {
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		return pk.ConnectDecode(body)
+	case packets.Connack:
+		return pk.ConnackDecode(body)
+	case packets.Suback:
+		return pk.SubackDecode(body)
+	case packets.Unsuback:
+		return pk.UnsubackDecode(body)
 	case packets.Publish:
 		return pk.PublishDecode(body)
 	case packets.Puback:

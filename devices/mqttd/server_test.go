@@ -61,7 +61,8 @@ func TestRetained(t *testing.T) {
 	pb.publish("r/1", "old", 0, true, 0)
 	pb.publish("r/2", "two", 0, false, 0) // not retained
 	pb.publish("r/1", "new", 1, true, 1)
-	pb.expect(packets.Puback) // and so the messages before it were handled
+	pb.expect(packets.Puback)
+	pb.ping() // the server acknowledges a message before it delivers it
 
 	c := connect(t, addr, 5, "c", true)
 	c.subscribe(1, sub("r/#", 1))
@@ -142,6 +143,7 @@ func TestKeptSession(t *testing.T) {
 		pb.publish("k/1", fmt.Sprint("away ", i), 1, false, uint16(2+i))
 		pb.expect(packets.Puback)
 	}
+	pb.ping() // delivered (kept) before the client comes back
 
 	c2, ack := dial(t, addr, 4, packets.Packet{Connect: packets.ConnectParams{ClientIdentifier: "kept"}})
 	if ack.ReasonCode != 0 || !ack.SessionPresent {
@@ -276,8 +278,7 @@ func TestKeepalive(t *testing.T) {
 	c, _ := dial(t, addr, 4, packets.Packet{Connect: packets.ConnectParams{ClientIdentifier: "k", Clean: true, Keepalive: 1}})
 	for range 3 {
 		time.Sleep(700 * time.Millisecond)
-		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
-		c.expect(packets.Pingresp)
+		c.ping()
 	}
 	start := time.Now()
 	if _, err := c.readErr(5 * time.Second); err == nil {
@@ -379,5 +380,27 @@ func TestInline(t *testing.T) {
 	}
 	if err := s.Unsubscribe("in/+", 1); err == nil {
 		t.Fatal("unsubscribed twice")
+	}
+}
+
+// Nothing larger than an MQTT 5 client's maximum packet size is sent to it.
+func TestClientMaximumPacketSize(t *testing.T) {
+	s, addr := startServer(t, Options{})
+	c, _ := dial(t, addr, 5, packets.Packet{Connect: packets.ConnectParams{ClientIdentifier: "small", Clean: true},
+		Properties: packets.Properties{MaximumPacketSize: 64}})
+	c.subscribe(1, sub("m/#", 1), sub("z/#", 0))
+	pb := connect(t, addr, 5, "pub", true)
+	big := string(make([]byte, 100))
+	pb.publish("m/1", big, 1, false, 1)
+	pb.publish("z/1", big, 0, false, 0)
+	pb.publish("m/1", "fits", 1, false, 2)
+	pb.expect(packets.Puback)
+	pb.expect(packets.Puback)
+	if got := c.expect(packets.Publish); string(got.Payload) != "fits" {
+		t.Fatalf("got %d bytes on %s, want \"fits\"", len(got.Payload), got.TopicName)
+	}
+	c.none(200 * time.Millisecond)
+	if n := s.Info.InflightDropped.Load(); n != 1 {
+		t.Fatalf("dropped %d QoS 1 messages, want 1", n)
 	}
 }

@@ -14,12 +14,25 @@ import (
 // calling one), for memory benchmarks of brokers.
 func RSS(tb testing.TB, pid string) int64 {
 	tb.Helper()
+	return statusBytes(tb, pid, "VmRSS")
+}
+
+// RSSAnon is the anonymous part of RSS (heap, stacks: not the pages of
+// mapped files, such as a store's logs) in bytes of process pid.
+func RSSAnon(tb testing.TB, pid string) int64 {
+	tb.Helper()
+	return statusBytes(tb, pid, "RssAnon")
+}
+
+// statusBytes reads a field in kB of /proc/PID/status, in bytes.
+func statusBytes(tb testing.TB, pid, field string) int64 {
+	tb.Helper()
 	st, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	for _, l := range strings.Split(string(st), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			if err != nil {
 				tb.Fatal(err)
@@ -27,7 +40,7 @@ func RSS(tb testing.TB, pid string) int64 {
 			return kb << 10
 		}
 	}
-	tb.Fatal("no VmRSS in /proc/" + pid + "/status")
+	tb.Fatal("no " + field + " in /proc/" + pid + "/status")
 	return 0
 }
 
