@@ -189,6 +189,10 @@ type Call struct {
 	waitingOn, waitedBy *Call
 	inQueue             bool
 	latest              time.Time // a deferred call's latest start (slack.go)
+	deferred            bool      // in the scheduler's deferred list (slack.go)
+	// resumeFrom is the snapshot whose state Resume still lacks: a resume
+	// run loads it as it starts (Durable.started).
+	resumeFrom string
 }
 
 // Continuation is what links the runs of a suspended call: the state its

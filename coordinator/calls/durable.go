@@ -332,8 +332,14 @@ func (d *Durable) wrapDone(c *Call) {
 	}
 }
 
-// started journals STARTED before c runs; the scheduler calls it.
+// started journals STARTED before c runs, after loading the state of a
+// resume run; the scheduler calls it.
 func (d *Durable) started(c *Call) error {
+	if c.resumeFrom != "" {
+		if err := d.loadResume(c); err != nil {
+			return err
+		}
+	}
 	d.j.mu.Lock()
 	r := d.j.recs[c.ID]
 	if r == nil {
@@ -342,8 +348,9 @@ func (d *Durable) started(c *Call) error {
 	}
 	r.State, r.Started, r.Attempt = Started, d.j.opts.Wall(), max(c.Attempt, 1)
 	r.Runs++
-	e, err := d.j.recordKV(r)
+	cp := r.clone()
 	d.j.mu.Unlock()
+	e, err := d.j.recordKV(cp)
 	if err != nil {
 		return err
 	}
@@ -381,8 +388,9 @@ func (d *Durable) finish(c *Call) {
 	if read {
 		r.State, r.Reported, r.ReportedClock = Reported, r.Finished, d.j.stamp()
 	}
-	e, err := d.j.recordKV(r)
+	enc := r.clone()
 	d.j.mu.Unlock()
+	e, err := d.j.recordKV(enc)
 	if err == nil {
 		// Not waited for here: whoever reports the result calls
 		// Journal.Flush first, one fsync for a whole batch of results. A

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -75,6 +76,15 @@ type Record struct {
 	// journal, so it is kept a full retention from the upgrade.
 	ReceivedClock time.Duration `json:"received_clock_ns,omitempty"`
 	ReportedClock time.Duration `json:"reported_clock_ns,omitempty"`
+}
+
+// clone returns a copy of r that later changes to r leave as it is (Waits
+// is copied; the other fields are replaced, never changed in place), to
+// encode once j.mu is released. j.mu is held.
+func (r *Record) clone() *Record {
+	cp := *r
+	cp.Waits = slices.Clone(r.Waits)
+	return &cp
 }
 
 func (r *Record) resultBytes() int64 {

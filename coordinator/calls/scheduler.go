@@ -101,8 +101,10 @@ type Scheduler struct {
 	// resumers wait, in order, for a worker slot to resume after Blocking;
 	// a freed slot goes to them before any queued call.
 	resumers fifo[chan struct{}]
-	// deferred holds the calls with a NeedBy time, by latest start (slack.go).
-	deferred []*Call
+	// deferred holds the calls with a NeedBy time, by latest start
+	// (slack.go); deferredCanceled counts those canceled there.
+	deferred         []*Call
+	deferredCanceled int
 	// pendingDone counts calls taken off a queue by a cancel whose Done has
 	// not run yet; Drain waits for them too.
 	pendingDone int
@@ -128,6 +130,8 @@ type taskState struct {
 	queues  []*taskQueue
 	m       *taskMetrics
 	runs    runTimes // recent run times, for deadline-aware scheduling
+	// deferred counts the task's calls in the scheduler's deferred list.
+	deferred int
 }
 
 type taskQueue struct {
@@ -617,6 +621,9 @@ func (s *Scheduler) Cancel(id string) bool {
 		return c != nil
 	}
 	c.canceled = true
+	if c.deferred {
+		s.deferredCanceled++
+	}
 	if c.running {
 		c.run.cancel(context.Canceled)
 	}
@@ -668,10 +675,11 @@ func (s *Scheduler) Drain(ctx context.Context) error {
 		}
 	}
 	for _, c := range s.deferred {
-		c.inQueue = false
+		c.inQueue, c.deferred = false, false
+		c.q.task.deferred--
 		dropped = append(dropped, c)
 	}
-	s.deferred = nil
+	s.deferred, s.deferredCanceled = nil, 0
 	s.m.deferred.Set(0)
 	s.queued = 0
 	s.m.queued.Set(0)

@@ -63,10 +63,11 @@ func (s *Scheduler) tooLateLocked(c *Call, ts *taskState, now time.Time) error {
 // deferLocked puts c, admitted, in the deferred list.
 func (s *Scheduler) deferLocked(c *Call) {
 	c.queuedAt = time.Now()
-	c.inQueue = true
+	c.inQueue, c.deferred = true, true
 	c.latest = latestStart(c, c.q.task.runs.estimate())
 	i, _ := slices.BinarySearchFunc(s.deferred, c, func(a, b *Call) int { return a.latest.Compare(b.latest) })
 	s.deferred = slices.Insert(s.deferred, i, c)
+	c.q.task.deferred++
 	s.queued++
 	s.m.queued.Set(float64(s.queued))
 	s.m.deferred.Set(float64(len(s.deferred)))
@@ -75,22 +76,41 @@ func (s *Scheduler) deferLocked(c *Call) {
 // takeDeferredLocked takes the first deferred call (earliest latest start)
 // whose task has a free slot; only one whose latest start has come unless
 // any is set. Canceled calls met on the way finish without running.
+//
+// A fan-out leaves thousands of calls of one task deferred while its
+// slots are taken: each task's slot is looked up once per scan, and the
+// scan stops as soon as every call left belongs to a task without a free
+// slot and none of them is canceled.
 func (s *Scheduler) takeDeferredLocked(now time.Time, any bool) *Call {
+	var (
+		full     []*taskState // tasks met without a free slot
+		fullLeft int          // their calls after the one looked at
+	)
 	for i := 0; i < len(s.deferred); i++ {
 		c := s.deferred[i]
 		if !any && c.latest.After(now) {
 			return nil
 		}
-		if !c.canceled && !s.hasSlotLocked(c.q) {
+		ts := c.q.task
+		wasFull := slices.Contains(full, ts)
+		if !wasFull && !c.canceled && !s.hasSlotLocked(c.q) {
+			full = append(full, ts)
+			fullLeft += ts.deferred
+			wasFull = true
+		}
+		if wasFull {
+			fullLeft--
+		}
+		if !c.canceled && wasFull {
+			if s.deferredCanceled == 0 && fullLeft == len(s.deferred)-i-1 {
+				return nil
+			}
 			continue
 		}
-		s.deferred = slices.Delete(s.deferred, i, i+1)
+		s.removeDeferredLocked(i)
 		i--
-		c.inQueue = false
-		s.queued--
-		s.m.queued.Set(float64(s.queued))
-		s.m.deferred.Set(float64(len(s.deferred)))
 		if c.canceled {
+			s.deferredCanceled--
 			s.pendingDone++
 			go s.finishUnstarted(c, Result{Status: StatusCanceled, Error: "canceled before it started"})
 			continue
@@ -102,4 +122,21 @@ func (s *Scheduler) takeDeferredLocked(now time.Time, any bool) *Call {
 		return c
 	}
 	return nil
+}
+
+// removeDeferredLocked takes the call at i out of the deferred list. The
+// first call, the one usually taken, goes without moving the others.
+func (s *Scheduler) removeDeferredLocked(i int) {
+	c := s.deferred[i]
+	if i == 0 {
+		s.deferred[0] = nil
+		s.deferred = s.deferred[1:]
+	} else {
+		s.deferred = slices.Delete(s.deferred, i, i+1)
+	}
+	c.inQueue, c.deferred = false, false
+	c.q.task.deferred--
+	s.queued--
+	s.m.queued.Set(float64(s.queued))
+	s.m.deferred.Set(float64(len(s.deferred)))
 }

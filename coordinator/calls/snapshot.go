@@ -26,12 +26,27 @@ import (
 //
 // Integers are big-endian. A journal record of a suspended call names its
 // snapshot by digest (Record.Snapshot).
+//
+// The small states it wrote (up to smallState bytes, a workflow's
+// progress) it also keeps in memory until they are deleted: a resume reads
+// them without opening the file, which cost a fan-in about a tenth of its
+// CPU. The file is written all the same, and read after a restart.
 type Snapshots struct {
 	dir string
 
 	mu    sync.Mutex
-	holds int      // backups copying the directory
-	held  []string // digests whose deletion waits for the holds to end
+	holds int                      // backups copying the directory
+	held  []string                 // digests whose deletion waits for the holds to end
+	small map[string]smallSnapshot // small states by digest (hex), until deleted
+}
+
+// smallState is the largest state Snapshots keeps in memory as well.
+const smallState = 512
+
+// smallSnapshot is a small state kept in memory, with its call.
+type smallSnapshot struct {
+	id    string
+	state []byte
 }
 
 const (
@@ -48,7 +63,7 @@ func OpenSnapshots(dir string) (*Snapshots, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	return &Snapshots{dir: dir}, nil
+	return &Snapshots{dir: dir, small: map[string]smallSnapshot{}}, nil
 }
 
 func encodeSnapshot(id, task string, state []byte) []byte {
@@ -118,6 +133,11 @@ func (s *Snapshots) Put(id, task string, state []byte) (string, error) {
 	if err := st.Rename(filepath.Join(s.dir, st.Digest)); err != nil {
 		return "", fmt.Errorf("save snapshot of %s: %w", id, err)
 	}
+	if len(state) <= smallState {
+		s.mu.Lock()
+		s.small[st.Digest] = smallSnapshot{id: id, state: bytes.Clone(state)}
+		s.mu.Unlock()
+	}
 	return "sha256:" + st.Digest, nil
 }
 
@@ -127,6 +147,12 @@ func (s *Snapshots) Get(digest, id string) ([]byte, error) {
 	hexd, ok := strings.CutPrefix(digest, "sha256:")
 	if !ok || len(hexd) != 64 {
 		return nil, fmt.Errorf("%w: bad digest %q", ErrSnapshot, digest)
+	}
+	s.mu.Lock()
+	sm, ok := s.small[hexd]
+	s.mu.Unlock()
+	if ok && sm.id == id {
+		return sm.state, nil
 	}
 	b, err := os.ReadFile(filepath.Join(s.dir, hexd))
 	if err != nil {
@@ -170,10 +196,12 @@ func (s *Snapshots) Hold() (release func()) {
 	}
 }
 
-// remove deletes the snapshot of digest, or once the holds end; a missing
-// one is not an error.
+// remove deletes the snapshot of digest, or once the holds end (its copy
+// in memory at once: no call resumes from it); a missing one is not an
+// error.
 func (s *Snapshots) remove(digest string) error {
 	s.mu.Lock()
+	delete(s.small, strings.TrimPrefix(digest, "sha256:"))
 	if s.holds > 0 {
 		s.held = append(s.held, digest)
 		s.mu.Unlock()
@@ -207,6 +235,9 @@ func (s *Snapshots) sweep(keep map[string]bool) (int, error) {
 		if e.IsDir() || keep["sha256:"+e.Name()] {
 			continue
 		}
+		s.mu.Lock()
+		delete(s.small, e.Name())
+		s.mu.Unlock()
 		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return n, fmt.Errorf("sweep snapshots: %w", err)
 		}

@@ -49,14 +49,14 @@ func (d *Durable) Depend(parent, c *Call) error {
 	if c.Effect == "" {
 		c.Effect = AtMostOnce
 	}
-	d.j.mu.Lock()
 	r := d.j.newRecord(c)
 	r.Parent = c.Parent
-	e, err := d.j.recordKV(r)
+	e, err := d.j.recordKV(r) // nobody else sees r yet
 	if err == nil {
+		d.j.mu.Lock()
 		d.j.recs[r.ID] = r
+		d.j.mu.Unlock()
 	}
-	d.j.mu.Unlock()
 	if err == nil {
 		err = d.j.commit(false, e)
 	}
@@ -100,8 +100,9 @@ func (d *Durable) suspend(c *Call, done func(*Call)) {
 	s := d.registerLocked(r, done)
 	ready := s != nil && s.missing == 0 // else the last dependency to finish resumes it
 	d.j.mu.Lock()
-	e, err := d.j.recordKV(r)
+	cp := r.clone()
 	d.j.mu.Unlock()
+	e, err := d.j.recordKV(cp)
 	if err == nil {
 		// Not waited for, as STARTED of an idempotent call: a crash before
 		// it lands runs the call again from its start (at-most-once:
@@ -193,7 +194,7 @@ func (d *Durable) depFinished(r *Record, snapshot string) {
 	d.mu.Lock()
 	var (
 		resume *suspension
-		kvs    []kv
+		parent *Record // its copy, to encode without holding j.mu
 	)
 	d.j.mu.Lock()
 	if pid, ok := d.waiting[r.ID]; ok {
@@ -206,17 +207,24 @@ func (d *Durable) depFinished(r *Record, snapshot string) {
 					p.Waits[i].Result = &res
 				}
 			}
-			if e, err := d.j.recordKV(p); err == nil {
-				kvs = append(kvs, e)
-			}
+			parent = p.clone()
 			if s.missing--; s.missing == 0 {
 				resume = s
 			}
 		}
 	}
 	r.State, r.Reported, r.ReportedClock = Reported, d.j.opts.Wall(), d.j.stamp()
-	e, err := d.j.recordKV(r)
+	cp := r.clone()
 	d.j.mu.Unlock()
+	// The copies are encoded without j.mu, still under d.mu: they are
+	// queued in the order they were made.
+	var kvs []kv
+	if parent != nil {
+		if e, err := d.j.recordKV(parent); err == nil {
+			kvs = append(kvs, e)
+		}
+	}
+	e, err := d.j.recordKV(cp)
 	if err == nil {
 		// The caller's record first, in the same write: a crash never
 		// loses the result both ways. Not waited for, as the result of any
@@ -265,35 +273,43 @@ func (d *Durable) resume(s *suspension) {
 	d.queueResume(c, r)
 }
 
-// queueResume loads the snapshot of r into c.Resume and queues c; a
-// snapshot that cannot be read fails the call.
+// queueResume queues c, the next run of r, with the results it waited
+// for; the state comes from the snapshot as the run starts (loadResume),
+// on the resumed call's worker, not on that of the dependency that
+// finished last.
 func (d *Durable) queueResume(c *Call, r *Record) {
 	d.j.mu.Lock()
 	digest, waits := r.Snapshot, append([]Wait(nil), r.Waits...)
 	d.j.mu.Unlock()
+	c.Resume, c.resumeFrom = &Continuation{Waits: waits}, digest
+	d.queue(c, r)
+}
+
+// loadResume reads the state of c, a resume run about to start, from its
+// snapshot. A snapshot that cannot be read makes an idempotent call run
+// again from its start; any other call fails (the error).
+func (d *Durable) loadResume(c *Call) error {
+	digest := c.resumeFrom
+	c.resumeFrom = ""
 	state, err := d.snaps.Get(digest, c.ID)
-	if err != nil && c.Effect == Idempotent && c.Input != nil {
+	if err == nil {
+		c.Resume.State = state
+		return nil
+	}
+	if c.Effect == Idempotent && c.Input != nil {
 		// Lost with a power failure (it is not fsynced): run the call
 		// again from its start, as if it had not suspended.
 		d.log.Warn("snapshot of a suspended call unreadable: running it again from its start", "call", c.ID, "task", c.Task, "err", err)
 		d.j.mu.Lock()
-		r.Snapshot, r.Waits = "", nil
-		d.j.mu.Unlock()
-		d.queue(c, r)
-		return
-	}
-	if err != nil {
-		d.log.Error("suspended call cannot resume", "call", c.ID, "task", c.Task, "err", err)
-		c.durable = d
-		c.Result, c.State = Result{Status: StatusFailed, Error: "resume: " + err.Error()}, Finished
-		d.finish(c)
-		if c.Done != nil {
-			c.Done(c)
+		if r := d.j.recs[c.ID]; r != nil {
+			r.Snapshot, r.Waits = "", nil
 		}
-		return
+		d.j.mu.Unlock()
+		c.Resume = nil
+		return nil
 	}
-	c.Resume = &Continuation{State: state, Waits: waits}
-	d.queue(c, r)
+	d.log.Error("suspended call cannot resume", "call", c.ID, "task", c.Task, "err", err)
+	return fmt.Errorf("resume: %w", err)
 }
 
 // cancelSuspended finishes the suspended call id as canceled and cancels

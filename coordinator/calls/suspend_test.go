@@ -1,9 +1,11 @@
 package calls
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -556,5 +558,114 @@ func TestReadInJournal(t *testing.T) {
 	}
 	if rec, err := r.j.load(c.ID); err != nil || rec == nil || rec.State != Reported || string(rec.Result.Output) != "x" {
 		t.Errorf("record on disk: %+v, %v", rec, err)
+	}
+}
+
+// Deferred calls of a task whose slots are taken do not hide the calls
+// behind them: a deferred call of another task runs at once, canceled
+// calls among them finish at the next look at the list, and the rest run
+// once the slot is free.
+func TestDeferredBehindFullTask(t *testing.T) {
+	release := make(chan struct{})
+	f := newFake(map[string]int{"full": 1, "free": 1}, func(ctx context.Context, c *Call) Result {
+		if c.Task == "full" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return Result{Status: StatusOK}
+	})
+	s := NewScheduler(f, Options{Workers: 3, QueueSize: 100}, nil, nil)
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Drain(ctx)
+	}()
+	ends := make(chan *Call, 100)
+	submit := func(task string) *Call {
+		c := New(task, nil, Source{})
+		c.NeedBy = time.Now().Add(time.Hour)
+		c.Done = func(c *Call) { ends <- c }
+		if err := s.Submit(c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// wait takes n ends and fails unless they are want (task and status).
+	wait := func(n int, want map[string]int) {
+		t.Helper()
+		got := map[string]int{}
+		for range n {
+			select {
+			case c := <-ends:
+				got[c.Task+" "+string(c.Result.Status)]++
+			case <-time.After(5 * time.Second):
+				t.Fatalf("ends %v, want %v", got, want)
+			}
+		}
+		if !maps.Equal(got, want) {
+			t.Fatalf("ends %v, want %v", got, want)
+		}
+	}
+	var full []*Call
+	for range 40 {
+		full = append(full, submit("full"))
+	}
+	submit("free")
+	wait(1, map[string]int{"free ok": 1})
+	for _, c := range full[10:15] {
+		s.Cancel(c.ID)
+	}
+	submit("free") // its dispatch looks at the deferred list again
+	wait(6, map[string]int{"free ok": 1, "full canceled": 5})
+	close(release)
+	released = true
+	wait(35, map[string]int{"full ok": 35})
+}
+
+// A small state is read back from memory, a large one from its file; a
+// removed snapshot is gone from both.
+func TestSnapshotsSmallInMemory(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSnapshots(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, large := []byte("progress"), bytes.Repeat([]byte("x"), smallState+1)
+	ds, err := s.Put("c1", "t", small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, err := s.Put("c2", "t", large)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{ds, dl} { // the files are written all the same
+		if _, err := os.Stat(filepath.Join(dir, strings.TrimPrefix(d, "sha256:"))); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(dir, strings.TrimPrefix(d, "sha256:"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.Get(ds, "c1"); err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("small state without its file: %q %v", got, err)
+	}
+	if _, err := s.Get(ds, "c2"); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("small state of c1 read as c2's: %v", err)
+	}
+	if _, err := s.Get(dl, "c2"); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("large state without its file: %v, want unreadable", err)
+	}
+	if err := s.remove(ds); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ds, "c1"); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("removed small state: %v, want gone", err)
 	}
 }
