@@ -99,14 +99,10 @@ func (b *Broker) Start(ctx context.Context) error {
 	b.sweep = &sweeper{}
 	srv.AddHook(b.sweep)
 	b.stopCtx, b.cancel = context.WithCancel(context.Background())
-	var durable *durableHook
-	if b.durable != nil {
-		durable = &durableHook{b: b, srv: srv, f: b.durable, ctx: b.stopCtx}
-	}
 	// Limits come before the durable hook: a refused message is not journaled.
-	srv.AddHook(&limitsHook{b: b, durable: durable})
-	if durable != nil {
-		srv.AddHook(durable)
+	srv.AddHook(&limitsHook{b: b})
+	if b.durable != nil {
+		srv.AddHook(&durableHook{b: b, srv: srv, f: b.durable, ctx: b.stopCtx})
 	}
 	tcp := newTCPListener("tcp", b.cfg.Listen, nil, b.log)
 	if err := b.listen(tcp); err != nil {
@@ -290,10 +286,10 @@ const durableWindow = 64
 // A QoS 1 message does not hold its connection while it is made safe, so a
 // client's messages in flight share one journal commit: the hook rejects
 // it for now and puts it in the client's ackQueue; once it is safe, and
-// every message the client sent before it was handled, the queue injects
-// it again into processPublish as if the client had sent it, and the hook
-// lets it through: the server acknowledges it and delivers it. The client's QoS
-// 1 messages are so acknowledged and delivered in the order it sent them.
+// every message the client sent before it was handled, the queue hands it
+// back to the server (mqttd.Server.InjectPacket, past the hooks), which
+// acknowledges it and delivers it. The client's QoS 1 messages are so
+// acknowledged and delivered in the order it sent them.
 // QoS 2 messages hold the connection until they are safe.
 type durableHook struct {
 	mqttd.HookBase
@@ -310,9 +306,6 @@ func (h *durableHook) OnPublish(cl *mqttd.Client, pk packets.Packet) (packets.Pa
 		return pk, nil
 	}
 	q := h.queue(cl)
-	if q.passing.CompareAndSwap(int32(pk.PacketID), -1) {
-		return pk, nil // injected again by the queue: safe
-	}
 	if pk.FixedHeader.Qos == 2 {
 		done := make(chan error, 1)
 		handled, err := h.f(h.ctx, pk.TopicName, pk.Payload, pk.FixedHeader.Qos, func(err error) { done <- err })
@@ -349,13 +342,6 @@ func (h *durableHook) OnDisconnect(cl *mqttd.Client, _ error, _ bool) {
 	}
 }
 
-// reinjecting reports whether the queue of cl injects its message id
-// again now: it was admitted when the client sent it.
-func (h *durableHook) reinjecting(cl *mqttd.Client, id uint16) bool {
-	q, ok := h.queues.Load(cl)
-	return ok && q.(*ackQueue).passing.Load() == int32(id)
-}
-
 func (h *durableHook) queue(cl *mqttd.Client) *ackQueue {
 	if q, ok := h.queues.Load(cl); ok {
 		return q.(*ackQueue)
@@ -374,11 +360,10 @@ func (h *durableHook) refuse(cl *mqttd.Client, pk packets.Packet, err error) {
 // ackQueue holds one client's QoS 1 messages, in the order it sent them,
 // until each is safe and acknowledged.
 type ackQueue struct {
-	h       *durableHook
-	cl      *mqttd.Client
-	slots   chan struct{} // one per message held: the window
-	dead    chan struct{} // closed when the client went away or a message failed
-	passing atomic.Int32  // the packet id being injected again, -1 if none
+	h     *durableHook
+	cl    *mqttd.Client
+	slots chan struct{} // one per message held: the window
+	dead  chan struct{} // closed when the client went away or a message failed
 
 	mu       sync.Mutex // guards the fields below
 	pending  []*ackEntry
@@ -393,9 +378,7 @@ type ackEntry struct {
 }
 
 func newAckQueue(h *durableHook, cl *mqttd.Client) *ackQueue {
-	q := &ackQueue{h: h, cl: cl, slots: make(chan struct{}, durableWindow), dead: make(chan struct{})}
-	q.passing.Store(-1)
-	return q
+	return &ackQueue{h: h, cl: cl, slots: make(chan struct{}, durableWindow), dead: make(chan struct{})}
 }
 
 // push appends pk, waiting for room in the window; nil if the queue died
@@ -462,10 +445,7 @@ func (q *ackQueue) flush() {
 			q.h.refuse(q.cl, e.pk, e.err)
 			return
 		}
-		q.passing.Store(int32(e.pk.PacketID))
-		err := q.h.srv.InjectPacket(q.cl, e.pk)
-		q.passing.Store(-1)
-		if err != nil {
+		if err := q.h.srv.InjectPacket(q.cl, e.pk); err != nil {
 			q.h.b.log.Debug("acknowledge journaled message", "client", q.cl.ID, "topic", e.pk.TopicName, "err", err)
 		}
 	}

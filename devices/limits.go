@@ -130,13 +130,12 @@ func (d *limiter) admit(size int, now time.Time) (reason, detail string) {
 // that the device does not send it again forever.
 type limitsHook struct {
 	mqttd.HookBase
-	b       *Broker
-	durable *durableHook // nil: none; its injected messages were admitted once
+	b *Broker
 }
 
 // OnPublish admits or refuses a device's message.
 func (h *limitsHook) OnPublish(cl *mqttd.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Inline || (h.durable != nil && h.durable.reinjecting(cl, pk.PacketID)) {
+	if cl.Inline {
 		return pk, nil
 	}
 	a := h.b.access.access(cl)
