@@ -536,8 +536,7 @@ type dropHook struct {
 	b *Broker
 }
 
-// OnPublishDropped is called when a client's pending writes are full, or
-// no packet id is free for it.
+// OnPublishDropped is called when a client's pending writes are full.
 func (h *dropHook) OnPublishDropped(cl *mqttd.Client, pk packets.Packet) {
 	h.b.droppedPending.Add(1)
 	h.warn("broker dropped a message: client pending writes full", cl, pk)

@@ -163,13 +163,7 @@ func (h *limitsHook) OnPublish(cl *mqttd.Client, pk packets.Packet) (packets.Pac
 	if reason == limitSize {
 		code = packets.ErrImplementationSpecificError
 	}
-	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID,
-		ReasonCode: code.Code, Properties: packets.Properties{ReasonString: detail}}
-	if pk.FixedHeader.Qos == 2 {
-		ack.FixedHeader.Type = packets.Pubrec
-	}
-	_ = cl.WritePacket(ack) // a broken connection ends at its next read
-	return pk, packets.ErrRejectPacket
+	return pk, packets.Code{Code: code.Code, Reason: detail} // the server answers with it
 }
 
 var _ mqttd.Hook = (*limitsHook)(nil)

@@ -29,7 +29,8 @@ type Hook interface {
 	// drops it unacknowledged (the hook then owns the answer, see
 	// Server.InjectPacket), packets.CodeSuccessIgnore acknowledges it
 	// without delivering it, and another packets.Code answers an MQTT 5
-	// QoS 1/2 message with that reason.
+	// QoS 1/2 message with that code and its Reason as the reason string,
+	// without delivering it.
 	OnPublish(cl *Client, pk packets.Packet) (packets.Packet, error)
 	// OnSubscribe may change a SUBSCRIBE before it is handled;
 	// OnSubscribed is told its reason codes.

@@ -39,10 +39,10 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 				_ = s.DisconnectClient(cl, packets.ErrNotAuthorized)
 				return packets.ErrNotAuthorized
 			}
-			return cl.WritePacket(ack(pk, packets.ErrNotAuthorized.Code))
+			return cl.WritePacket(ack(pk, packets.ErrNotAuthorized))
 		}
 		if pk.FixedHeader.Qos == 2 && s.received2(cl, pk.PacketID) {
-			return cl.WritePacket(ack(pk, packets.CodeSuccess.Code)) // a resent QoS 2 message: delivered once
+			return cl.WritePacket(ack(pk, packets.CodeSuccess)) // a resent QoS 2 message: delivered once
 		}
 	}
 	pk.Origin, pk.Created = cl.ID, time.Now().Unix()
@@ -57,7 +57,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	default:
 		var code packets.Code
 		if cl.Version == 5 && pk.FixedHeader.Qos > 0 && errors.As(err, &code) {
-			return cl.WritePacket(ack(pk, code.Code))
+			return cl.WritePacket(ack(pk, code))
 		}
 	}
 	return s.accept(cl, pk, ignore)
@@ -88,7 +88,7 @@ func (s *Server) accept(cl *Client, pk packets.Packet, ignore bool) error {
 			cl.sess.inbound2[pk.PacketID] = struct{}{}
 			cl.mu.Unlock()
 		}
-		if err := cl.WritePacket(ack(pk, packets.CodeSuccess.Code)); err != nil {
+		if err := cl.WritePacket(ack(pk, packets.CodeSuccess)); err != nil {
 			return err
 		}
 	}
@@ -107,13 +107,18 @@ func (s *Server) received2(cl *Client, id uint16) bool {
 	return ok
 }
 
-// ack is the acknowledgement of a QoS 1 (PUBACK) or 2 (PUBREC) message.
-func ack(pk packets.Packet, code byte) packets.Packet {
+// ack is the acknowledgement of a QoS 1 (PUBACK) or 2 (PUBREC) message
+// with code; a refusal carries its reason (MQTT 5).
+func ack(pk packets.Packet, code packets.Code) packets.Packet {
 	t := packets.Puback
 	if pk.FixedHeader.Qos == 2 {
 		t = packets.Pubrec
 	}
-	return packets.Packet{FixedHeader: packets.FixedHeader{Type: t}, PacketID: pk.PacketID, ReasonCode: code}
+	a := packets.Packet{FixedHeader: packets.FixedHeader{Type: t}, PacketID: pk.PacketID, ReasonCode: code.Code}
+	if code.Code >= packets.ErrUnspecifiedError.Code {
+		a.Properties.ReasonString = code.Reason
+	}
+	return a
 }
 
 // retain keeps pk as its topic's retained message (an empty payload

@@ -131,26 +131,29 @@ func (s *Server) Establish(listener string, conn net.Conn, done func(error)) {
 	}()
 }
 
-// connect reads and answers the CONNECT of conn.
-func (s *Server) connect(listener string, conn net.Conn) (*Client, error) {
+// connect reads and answers the CONNECT of conn. The burst's reader goes
+// back to the pool unless the client sent more after its CONNECT.
+func (s *Server) connect(listener string, conn net.Conn) (_ *Client, err error) {
 	cl := &Client{Listener: listener, Conn: conn, Remote: conn.RemoteAddr().String(), s: s, Version: 4}
 	_ = conn.SetReadDeadline(time.Now().Add(connectTimeout))
-	if _, err := io.ReadFull(conn, cl.one[:]); err != nil {
+	if err := cl.park(); err != nil {
 		return nil, err
 	}
 	cl.br = getReader(conn)
+	defer func() {
+		if err != nil || cl.br.Buffered() == 0 {
+			putReader(cl)
+		}
+	}()
 	fh, body, err := s.readRaw(cl, cl.one[0])
 	if err != nil {
-		putReader(cl)
 		return nil, err
 	}
 	if fh.Type != packets.Connect {
-		putReader(cl)
 		return nil, packets.ErrProtocolViolationRequireFirstConnect
 	}
 	pk := packets.Packet{FixedHeader: fh}
 	if err := decode(&pk, body); err != nil {
-		putReader(cl)
 		return nil, err
 	}
 	s.Info.PacketsReceived.Add(1)
@@ -163,7 +166,6 @@ func (s *Server) connect(listener string, conn net.Conn) (*Client, error) {
 		code = packets.ErrServerUnavailable
 	}
 	if code != packets.CodeSuccess {
-		putReader(cl)
 		_ = s.connack(cl, code, false, nil)
 		return nil, code
 	}
@@ -174,7 +176,6 @@ func (s *Server) connect(listener string, conn net.Conn) (*Client, error) {
 		props.AssignedClientID = cl.ID
 	}
 	if !s.hooks.authenticate(cl, pk) {
-		putReader(cl)
 		_ = s.connack(cl, packets.ErrBadUsernameOrPassword, false, nil)
 		return nil, packets.ErrBadUsernameOrPassword
 	}
@@ -183,7 +184,6 @@ func (s *Server) connect(listener string, conn net.Conn) (*Client, error) {
 	}
 	present := s.takeSession(cl, pk.Connect.Clean)
 	if err := s.connack(cl, packets.CodeSuccess, present, &props); err != nil {
-		putReader(cl)
 		cl.Stop(err)
 		s.forget(cl) // registered, never served
 		return nil, err
@@ -195,9 +195,6 @@ func (s *Server) connect(listener string, conn net.Conn) (*Client, error) {
 		cl.mu.Unlock()
 	}
 	s.hooks.each(func(h Hook) { h.OnSessionEstablished(cl, pk) })
-	if cl.br.Buffered() == 0 {
-		putReader(cl)
-	}
 	return cl, nil
 }
 
