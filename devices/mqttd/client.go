@@ -109,6 +109,19 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	return nil
 }
 
+// writeLocked is WritePacket with cl.mu held; a packet that cannot be
+// encoded is not sent.
+func (cl *Client) writeLocked(pk packets.Packet) {
+	if b, err := encode(pk, cl.Version); err == nil {
+		cl.enqueueLocked(b, true)
+	}
+}
+
+// pubrel is the PUBREL of the QoS 2 message id.
+func pubrel(id uint16) packets.Packet {
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id}
+}
+
 // enqueue queues b to be written, unless the client is gone or (!force)
 // its pending writes are full; it reports whether it did.
 func (cl *Client) enqueue(b []byte, force bool) bool {
@@ -234,15 +247,13 @@ func (cl *Client) resendLocked() {
 	}
 	slices.SortFunc(msgs, func(a, b *outMsg) int { return int(a.seq - b.seq) })
 	for _, m := range msgs {
-		pk := m.pk
 		if m.pubrel {
-			pk = packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID}
-		} else {
-			pk.FixedHeader.Dup = true
+			cl.writeLocked(pubrel(m.pk.PacketID))
+			continue
 		}
-		if b, err := encode(pk, cl.Version); err == nil {
-			cl.enqueueLocked(b, true)
-		}
+		pk := m.pk
+		pk.FixedHeader.Dup = true
+		cl.writeLocked(pk)
 	}
 	cl.promoteLocked()
 }

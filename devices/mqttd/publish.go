@@ -258,10 +258,7 @@ func (s *Server) processAck(cl *Client, pk packets.Packet) {
 	case !ok:
 	case pk.FixedHeader.Type == packets.Pubrec && !m.pubrel && pk.ReasonCode < packets.ErrUnspecifiedError.Code:
 		m.pubrel = true
-		rel := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID}
-		if b, err := encode(rel, cl.Version); err == nil {
-			cl.enqueueLocked(b, true)
-		}
+		cl.writeLocked(pubrel(pk.PacketID))
 	case pk.FixedHeader.Type == packets.Puback && m.pk.FixedHeader.Qos == 1,
 		pk.FixedHeader.Type == packets.Pubrec && !m.pubrel, // refused by an MQTT 5 client
 		pk.FixedHeader.Type == packets.Pubcomp && m.pubrel:
