@@ -266,6 +266,10 @@ func TestLinkMTLSServerChecksNodeID(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The link logs why just after it changes state.
+	for !strings.Contains(logs.String(), "client certificate is for node edge-2, not edge-1") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if !strings.Contains(logs.String(), "client certificate is for node edge-2, not edge-1") {
 		t.Errorf("log does not carry the server's reason:\n%s", logs.String())
 	}
